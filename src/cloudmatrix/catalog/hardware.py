@@ -1,0 +1,233 @@
+"""Hardware catalog: chips (per-die compute, memory, kernel efficiency) and systems (nodes, planes)."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+from pydantic import Field
+
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.errors import UnknownIdError
+from cloudmatrix.units import GB_DECIMAL, PETA, TB_DECIMAL, TERA
+
+HARDWARE_DIR = DATA_DIR / "hardware"
+
+
+class DieSpec(Frozen):
+    cube_cores: Sourced | None = None
+    vector_cores: Sourced | None = None
+    peak_tflops: dict[str, Sourced]
+    hbm_gb: Sourced
+    hbm_bw_gb_s: Sourced
+
+    def peak_flops(self, precision: str) -> float:
+        """Dense peak in FLOP/s (or OP/s) for a precision; falls back to the nearest wider one."""
+        for p in _PRECISION_FALLBACK[precision]:
+            if p in self.peak_tflops:
+                return self.peak_tflops[p].value * TERA
+        raise KeyError(precision)
+
+
+# A precision the die lacks natively runs on the next wider unit that can hold it (the 910C has no FP8
+# units, so FP8 weights run at the BF16 rate).
+_PRECISION_FALLBACK = {
+    "fp4": ["fp4", "fp8", "bf16"],
+    "fp8": ["fp8", "bf16"],
+    "int8": ["int8", "bf16"],
+    "bf16": ["bf16"],
+}
+
+
+class Efficiency(Frozen):
+    gemm_compute: Sourced
+    gemm_memory: Sourced
+    attention_compute: Sourced
+    attention_memory: Sourced
+    vector_compute: Sourced
+    vector_memory: Sourced
+    gemm_serving: Sourced
+
+
+class StreamShare(Frozen):
+    cube: int
+    vector: int
+    source: str
+
+
+class StreamSplit(Frozen):
+    attention: StreamShare
+    moe: StreamShare
+
+
+class ChipSpec(Frozen):
+    id: str
+    name: str
+    family: str
+    dies_per_chip: Sourced
+    die: DieSpec
+    cross_die_bw_gb_s: Sourced | None = None
+    efficiency: Efficiency
+    launch_us: Sourced
+    stream_split: StreamSplit
+    runtime_reserve_gb: Sourced
+
+    @property
+    def num_dies(self) -> int:
+        return int(self.dies_per_chip.value)
+
+    @property
+    def hbm_bytes_per_die(self) -> float:
+        return self.die.hbm_gb.value * GB_DECIMAL
+
+    @property
+    def hbm_bw_bytes_per_s_per_die(self) -> float:
+        return self.die.hbm_bw_gb_s.value * GB_DECIMAL
+
+
+class CpuSpec(Frozen):
+    name: str
+    sockets_per_node: Sourced
+    dram_gb_per_socket: Sourced
+    dram_bw_gb_s_per_socket: Sourced
+    ub_bw_gb_s_per_socket: Sourced | None = None
+
+
+class SwitchSpec(Frozen):
+    l1_per_node: Sourced
+    l1_uplink_gb_s: Sourced
+    l2_subplanes: Sourced
+    l2_per_subplane: Sourced
+    l2_ports: Sourced
+
+
+class EpCommSpec(Frozen):
+    """Calibrated constants of the fused MoE dispatch/combine operators on a scale-up plane."""
+
+    base_latency_us: Sourced
+    dispatch_efficiency: Sourced
+    combine_efficiency: Sourced
+
+
+class ScaleUpPlane(Frozen):
+    kind: str = Field(pattern="^scale-up$")
+    bw_gb_s_per_die: Sourced
+    latency_us_intra_node: Sourced
+    latency_us_inter_node: Sourced
+    efficiency_intra_node: Sourced
+    efficiency_inter_node: Sourced
+    ep_comm: EpCommSpec
+
+
+class ScaleOutPlane(Frozen):
+    kind: str = Field(pattern="^scale-out$")
+    bw_gb_s_per_die: Sourced
+    latency_us: Sourced
+    efficiency: Sourced
+
+
+class StoragePlane(Frozen):
+    kind: str = Field(pattern="^storage$")
+    bw_gb_s_per_node: Sourced
+    latency_us: Sourced
+    efficiency: Sourced
+
+
+class Planes(Frozen):
+    ub: ScaleUpPlane
+    rdma: ScaleOutPlane
+    vpc: StoragePlane
+
+
+class SystemSpec(Frozen):
+    id: str
+    name: str
+    chip: str
+    vendor: str
+    nodes: Sourced
+    chips_per_node: Sourced
+    racks: Sourced
+    cpu: CpuSpec
+    switches: SwitchSpec | None = None
+    planes: Planes
+    power_kw: Sourced
+    price_usd: Sourced
+    published_totals: dict[str, Sourced] = Field(default_factory=dict)
+
+    @property
+    def num_chips(self) -> int:
+        return int(self.nodes.value * self.chips_per_node.value)
+
+    @property
+    def num_cpus(self) -> int:
+        return int(self.nodes.value * self.cpu.sockets_per_node.value)
+
+
+class Hardware(Frozen):
+    """A system together with its chip, as every cost function needs both."""
+
+    system: SystemSpec
+    chip: ChipSpec
+
+    @property
+    def num_dies(self) -> int:
+        return self.system.num_chips * self.chip.num_dies
+
+    @property
+    def dies_per_node(self) -> int:
+        return int(self.system.chips_per_node.value) * self.chip.num_dies
+
+    def totals(self) -> dict[str, float]:
+        """Derived system totals, for `catalog systems` and checks against published totals."""
+        chips = self.system.num_chips
+        die = self.chip.die
+        dies = self.num_dies
+        cpu = self.system.cpu
+        return {
+            "chips": chips,
+            "dies": dies,
+            "cpus": self.system.num_cpus,
+            "bf16_pflops": dies * die.peak_flops("bf16") / PETA,
+            "int8_pflops": dies * die.peak_flops("int8") / PETA,
+            "hbm_tb": dies * die.hbm_gb.value * GB_DECIMAL / TB_DECIMAL,
+            "hbm_bw_tb_s": dies * die.hbm_bw_gb_s.value * GB_DECIMAL / TB_DECIMAL,
+            "scale_up_tb_s": dies * self.system.planes.ub.bw_gb_s_per_die.value * GB_DECIMAL / TB_DECIMAL,
+            "dram_tb": self.system.num_cpus * cpu.dram_gb_per_socket.value * GB_DECIMAL / TB_DECIMAL,
+            "power_kw": self.system.power_kw.value,
+        }
+
+
+def _ids(kind: str) -> dict[str, Path]:
+    out = {}
+    for path in sorted(HARDWARE_DIR.glob("*.yaml")):
+        data = read_yaml(path)
+        if isinstance(data, dict) and ("chip" in data) == (kind == "system"):
+            out[str(data.get("id", path.stem))] = path
+    return out
+
+
+@cache
+def chip_ids() -> dict[str, Path]:
+    return _ids("chip")
+
+
+@cache
+def system_ids() -> dict[str, Path]:
+    return _ids("system")
+
+
+@cache
+def load_chip(chip_id: str) -> ChipSpec:
+    paths = chip_ids()
+    if chip_id not in paths:
+        raise UnknownIdError("chip", chip_id, list(paths))
+    return parse(ChipSpec, read_yaml(paths[chip_id]), str(paths[chip_id].name))
+
+
+@cache
+def load_hardware(system_id: str) -> Hardware:
+    paths = system_ids()
+    if system_id not in paths:
+        raise UnknownIdError("system", system_id, list(paths))
+    system = parse(SystemSpec, read_yaml(paths[system_id]), str(paths[system_id].name))
+    return Hardware(system=system, chip=load_chip(system.chip))

@@ -1,0 +1,45 @@
+"""Published reference points (paper rows with their conditions) as data."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any, Literal
+
+from pydantic import Field
+
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.errors import UnknownIdError
+
+REFERENCE_DIR = DATA_DIR / "reference"
+
+
+class ReferenceRow(Frozen):
+    id: str
+    quantity: str
+    published: float
+    unit: str
+    source: str
+    tolerance_pct: float = Field(gt=0)
+    role: Literal["predicted", "fitted"]
+    setup: dict[str, Any]
+
+
+class ReferenceSet(Frozen):
+    id: str
+    title: str
+    system: str
+    model: str
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    rows: list[ReferenceRow]
+
+
+def reference_ids() -> list[str]:
+    return sorted(p.stem for p in REFERENCE_DIR.glob("*.yaml"))
+
+
+@cache
+def load_reference(set_id: str) -> ReferenceSet:
+    if set_id not in reference_ids():
+        raise UnknownIdError("reference set", set_id, reference_ids())
+    path = REFERENCE_DIR / f"{set_id}.yaml"
+    return parse(ReferenceSet, read_yaml(path), path.name)

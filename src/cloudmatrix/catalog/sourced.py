@@ -1,0 +1,60 @@
+"""A catalog number with its provenance, and YAML loading that turns schema errors into one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloudmatrix.errors import ConfigError
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+class Frozen(BaseModel):
+    """Base for catalog value objects: immutable, unknown keys rejected so typos are caught."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Sourced(Frozen):
+    """A number that carries where it came from; ``assumed`` marks values not backed by a source."""
+
+    value: float
+    source: str = Field(min_length=1)
+    assumed: bool = False
+
+    def __float__(self) -> float:
+        return self.value
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """First pydantic error as ``field.path: message (got value)``."""
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"]) or "<root>"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    return f"{path}: {first['msg']}{shown}"
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        with path.open() as f:
+            return yaml.safe_load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+
+
+def parse(model: type[M], data: Any, origin: str) -> M:
+    """Validate ``data`` into ``model``; errors name the file and the field path."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{origin}: {describe_validation_error(e)}") from None

@@ -1,0 +1,141 @@
+"""The `cloudmatrix` command. Every command has ``--json`` (one JSON object on stdout, nothing else);
+user errors print one line on stderr and exit with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cloudmatrix.errors import CloudMatrixError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.")
+out = Console()
+if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
+    out.width = 160
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except CloudMatrixError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@app.command()
+def catalog(what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False) -> None:
+    """List catalog systems (with derived totals) or models (with parameter counts)."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.studies.catalog_view import model_rows, system_rows
+
+    if what not in ("systems", "models"):
+        err.print(f"error: unknown catalog '{what}'; expected one of: models, systems", markup=False)
+        raise typer.Exit(2)
+    rows = _run(system_rows if what == "systems" else model_rows)
+    if as_json:
+        _emit_json({what: rows})
+    else:
+        out.print(render.catalog_systems_table(rows) if what == "systems" else render.catalog_models_table(rows))
+
+
+@app.command()
+def estimate(
+    system: Annotated[str, typer.Option(help="System id, e.g. cloudmatrix384.")] = "cloudmatrix384",
+    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
+    phase: Annotated[str, typer.Option(help="prefill or decode.")] = "decode",
+    chips: Annotated[int, typer.Option(help="Chips (NPUs/GPUs) in the instance.")] = 160,
+    ep: Annotated[int | None, typer.Option(help="Expert-parallel degree in dies (default: all dies).")] = None,
+    batch_per_chip: Annotated[float | None, typer.Option(help="Decode: sequences per chip.")] = None,
+    tokens_per_chip: Annotated[int | None, typer.Option(help="Prefill: tokens per chip per batch.")] = None,
+    input_len: Annotated[int, typer.Option(help="Prompt length (tokens).")] = 4096,
+    output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
+    kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
+    precision: Annotated[str, typer.Option(help="int8, fp8, fp4 or bf16 weights/GEMMs.")] = "int8",
+    kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
+    mtp: Annotated[int, typer.Option(help="MTP speculative tokens per step.")] = 0,
+    mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (input, never fitted).")] = 0.0,
+    eplb: Annotated[str, typer.Option(help="perfect or default expert load balance.")] = "perfect",
+    microbatch: Annotated[bool | None, typer.Option("--microbatch/--no-microbatch",
+                                                    help="Two-microbatch pipeline (default: the faster).")] = None,
+    attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies).")] = 4,
+    as_json: JsonFlag = False,
+) -> None:
+    """Steady-state analytic estimate of one prefill batch or decode step."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.deploy import Deployment, Eplb, Phase
+    from cloudmatrix.estimate import estimate as run_estimate
+
+    def build() -> dict[str, Any]:
+        ph = _choice("phase", phase, Phase)
+        if ph == Phase.DECODE and batch_per_chip is None:
+            raise CloudMatrixError("decode needs --batch-per-chip (sequences per chip)")
+        dep = Deployment(phase=ph, num_chips=chips, ep=ep, batch_per_chip=batch_per_chip,
+                         tokens_per_chip=tokens_per_chip, input_len=input_len, output_len=output_len,
+                         kv_len=kv_len, precision=precision, kv_precision=kv_precision, mtp=mtp,
+                         mtp_acceptance=mtp_acceptance, eplb=_choice("eplb", eplb, Eplb), microbatch=microbatch,
+                         attention_tp=attention_tp)
+        return run_estimate(system, model, dep).to_dict()
+
+    d = _run(build)
+    if as_json:
+        _emit_json(d)
+    else:
+        for table in render.estimate_table(d):
+            out.print(table)
+
+
+def _choice(field: str, value: str, enum: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise CloudMatrixError(f"{field} '{value}' is not one of: {', '.join(e.value for e in enum)}") from None
+
+
+@app.command()
+def reproduce(
+    reference: Annotated[str, typer.Argument(help="Reference set id.")] = "cloudmatrix-infer",
+    as_json: JsonFlag = False,
+) -> None:
+    """Re-derive the published rows of a paper from the model: published vs predicted and the error."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.studies.reproduce import reproduce as run_reproduce
+
+    d = _run(lambda: run_reproduce(reference).to_dict())
+    if as_json:
+        _emit_json(d)
+    else:
+        out.print(render.reproduce_table(d))
+
+
+@app.command()
+def calibrate(as_json: JsonFlag = False) -> None:
+    """Re-run the fits of the calibrated constants and show them beside the catalog values."""
+    from cloudmatrix.studies.calibrate import calibration_report
+
+    d = _run(calibration_report)
+    if as_json:
+        _emit_json(d)
+    else:
+        for name, row in d["constants"].items():
+            out.print(f"{name:42s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Rich tables for the human-readable output of each command."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+
+def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Systems (derived totals)")
+    for col in ("id", "chip", "chips", "dies", "BF16 PF", "INT8 PF", "HBM TB", "HBM TB/s", "scale-up TB/s", "kW"):
+        t.add_column(col, justify="left" if col in ("id", "chip") else "right")
+    for r in rows:
+        t.add_row(r["id"], r["chip"], str(r["chips"]), str(r["dies"]), f"{r['bf16_pflops']:.1f}",
+                  f"{r['int8_pflops']:.1f}", f"{r['hbm_tb']:.1f}", f"{r['hbm_bw_tb_s']:.0f}",
+                  f"{r['scale_up_tb_s']:.0f}", f"{r['power_kw']:.0f}")
+    return t
+
+
+def catalog_models_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Models")
+    for col in ("id", "type", "attention", "layers", "experts", "total B", "active B", "KV B/token (BF16)"):
+        t.add_column(col, justify="left" if col in ("id", "type", "attention", "experts") else "right")
+    for r in rows:
+        t.add_row(r["id"], r["model_type"], r["attention"], str(r["layers"]), r["experts"],
+                  f"{r['total_params_b']:.1f}", f"{r['active_params_b']:.1f}", f"{r['kv_bytes_per_token_bf16']:,.0f}")
+    return t
+
+
+def estimate_table(d: dict[str, Any]) -> list[Table]:
+    head = Table(title=f"{d['model']} {d['phase']} on {d['system']} ({d['chips']} chips, EP{d['ep']})")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    keys = ["step_ms", "tpot_ms", "batch_time_ms", "throughput_per_chip_tok_s", "tokens_per_step", "microbatch",
+            "roofline_step_ms", "max_batch_per_chip_by_kv"]
+    for k in keys:
+        if k in d:
+            v = d[k]
+            head.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+    mem = d["memory_per_die_gb"]
+    head.add_row("memory per die (GB)", f"{mem['total']:.1f} of {mem['capacity']:.0f} (weights {mem['weights']:.1f}, "
+                 f"KV {mem['kv']:.1f}, buffers {mem['buffers']:.1f})")
+    layer = Table(title="Per-layer breakdown (µs, representative layer; critical path)")
+    layer.add_column("op")
+    layer.add_column("µs/layer", justify="right")
+    for op, us in d["layer_breakdown_us"].items():
+        layer.add_row(op, f"{us:,.1f}")
+    for op, us in d["overlapped_us"].items():
+        layer.add_row(f"[dim]{op} (overlapped)[/dim]", f"[dim]{us:,.1f}[/dim]")
+    step = Table(title="Step breakdown (µs per step, sums to the step time)")
+    step.add_column("op")
+    step.add_column("µs/step", justify="right")
+    step.add_column("roofline µs", justify="right")
+    for op, us in sorted(d["breakdown_us"].items(), key=lambda kv: -kv[1]):
+        step.add_row(op, f"{us:,.0f}", f"{d['roofline_us'].get(op, 0.0):,.0f}")
+    return [head, layer, step]
+
+
+def reproduce_table(d: dict[str, Any]) -> Table:
+    t = Table(title=d["title"])
+    for col in ("id", "quantity", "published", "predicted", "error %", "tol %", "role"):
+        t.add_column(col, justify="left" if col in ("id", "quantity", "role") else "right")
+    for r in d["rows"]:
+        ok = abs(r["error_pct"]) <= r["tolerance_pct"]
+        err = f"[{'green' if ok else 'red'}]{r['error_pct']:+.1f}[/]"
+        t.add_row(r["id"], r["quantity"], f"{r['published']:,.1f}", f"{r['predicted']:,.1f}", err,
+                  f"{r['tolerance_pct']:.0f}", r["role"])
+    t.caption = (f"median |error| {d['median_abs_error_pct']} % (predicted rows: "
+                 f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %")
+    return t

@@ -1,0 +1,1 @@
+"""L3 cost model: pure functions that price operators, communication and whole steps on one die."""

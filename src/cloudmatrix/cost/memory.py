@@ -1,0 +1,96 @@
+"""Per-die HBM use (design.md §3 rule 6): weights + KV + buffers must fit, or the deployment is
+infeasible with the numbers stated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cloudmatrix.cost.layers import ACT_BYTES, QUANT_SCALE_PAD_BYTES
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
+from cloudmatrix.errors import InfeasibleDeploymentError
+
+GB = 1e9
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemoryUse:
+    weights_bytes: float
+    kv_bytes: float
+    buffers_bytes: float
+    reserve_bytes: float
+    capacity_bytes: float
+    max_seqs_per_die: float  # decode: sequences whose KV fits beside the weights and buffers
+
+    @property
+    def total_bytes(self) -> float:
+        return self.weights_bytes + self.kv_bytes + self.buffers_bytes + self.reserve_bytes
+
+    def as_gb(self) -> dict[str, float]:
+        return {"weights": self.weights_bytes / GB, "kv": self.kv_bytes / GB, "buffers": self.buffers_bytes / GB,
+                "reserve": self.reserve_bytes / GB, "total": self.total_bytes / GB,
+                "capacity": self.capacity_bytes / GB}
+
+
+def weights_per_die(plan: Plan) -> float:
+    """Attention and dense FFN are replicated per die (DP); prefill shards the MLA up-projections over the
+    TP group; experts occupy their slots; embedding and LM head are BF16 on every die."""
+    m, wb = plan.model, plan.weight_bytes
+    attn = m.attention_params()
+    if plan.phase == Phase.PREFILL and m.attention.kind == "mla":
+        a = m.attention
+        up = (a.q_lora_rank or m.hidden) * a.num_heads * a.qk_head_dim + (a.kv_lora_rank or 0) * a.num_heads * (
+            a.qk_nope_head_dim + a.v_head_dim)
+        attn -= up * (1 - 1 / plan.deployment.attention_tp)
+    per_layer_attn = (attn + m.norm_params()) * wb
+    total = m.num_layers * per_layer_attn + m.num_dense_layers * (m.dense_ffn_params() * wb if m.num_dense_layers
+                                                                  else 0.0)
+    if m.moe and plan.layout:
+        lay = plan.layout
+        slots = lay.routed_slots_per_die + (0 if lay.shared_dies else m.moe.num_shared)
+        router = m.router_params() * BYTES_PER_ELEMENT["bf16"]
+        total += m.num_moe_layers * (slots * m.expert_params() * wb + router)
+        if plan.deployment.mtp:
+            total += per_layer_attn + slots * m.expert_params() * wb + router + 2 * m.hidden * m.hidden * wb
+    head = m.lm_head_params() or 0
+    return total + (m.embedding_params() + head) * BYTES_PER_ELEMENT["bf16"]
+
+
+def _buffers(plan: Plan) -> float:
+    """Decode: the static dispatch and combine buffers, rank_num × max_tokens × msg (P3 §4.2.1).
+    Prefill: activations of the batch (hidden states in and out of the MoE, expert intermediates)."""
+    m = plan.model
+    if not m.moe or not plan.layout:
+        return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
+    if plan.phase == Phase.DECODE:
+        max_tokens = plan.tokens_per_die * min(m.moe.top_k, plan.layout.routed_slots_per_die)
+        disp = m.hidden * plan.dispatch_bytes + (QUANT_SCALE_PAD_BYTES if plan.dispatch_bytes < ACT_BYTES else 0)
+        return plan.layout.ep * max_tokens * (disp + m.hidden * ACT_BYTES)
+    routed = plan.tokens_per_die * (m.moe.top_k + m.moe.num_shared)
+    return routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
+
+
+def memory_use(plan: Plan) -> MemoryUse:
+    d, m = plan.deployment, plan.model
+    chip = plan.hardware.chip
+    capacity = chip.hbm_bytes_per_die
+    weights = weights_per_die(plan)
+    buffers = _buffers(plan)
+    reserve = chip.runtime_reserve_gb.value * GB
+    max_len = d.input_len + d.output_len if plan.phase == Phase.DECODE else d.input_len
+    per_seq = m.kv_bytes(max_len, plan.kv_bytes)
+    kv = plan.seqs_per_die * per_seq
+    free = capacity - weights - buffers - reserve
+    return MemoryUse(weights_bytes=weights, kv_bytes=kv, buffers_bytes=buffers, reserve_bytes=reserve,
+                     capacity_bytes=capacity, max_seqs_per_die=max(free, 0.0) / per_seq)
+
+
+def check_fits(plan: Plan, mem: MemoryUse) -> None:
+    if mem.total_bytes <= mem.capacity_bytes:
+        return
+    g = mem.as_gb()
+    what = (f"weights {g['weights']:.1f} + KV {g['kv']:.1f} + buffers {g['buffers']:.1f} + runtime reserve "
+            f"{g['reserve']:.1f} = {g['total']:.1f} GB > {g['capacity']:.1f} GB HBM per die")
+    if plan.phase == Phase.DECODE:
+        cap = mem.max_seqs_per_die * plan.hardware.chip.num_dies
+        what += f"; KV fits at most {cap:.0f} sequences per chip at {plan.deployment.input_len + plan.deployment.output_len} tokens"
+    raise InfeasibleDeploymentError(f"deployment does not fit: {what}")

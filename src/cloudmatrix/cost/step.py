@@ -1,0 +1,130 @@
+"""A step (one decode iteration or one prefill batch) composed from layers, with microbatch overlap
+(design.md §3 rule 3) and a breakdown that sums to the step time."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from cloudmatrix.cost.layers import head_ops, layer_ops, mtp_extra_ops
+from cloudmatrix.cost.ops import Op, OpClass, Stream, memory_s, op_time_s, roofline_s
+from cloudmatrix.deploy import Phase, Plan
+
+US = 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerCost:
+    time_s: float
+    critical_us: dict[str, float]  # ops on the critical path, µs per layer; sums to time_s
+    overlapped_us: dict[str, float]  # ops hidden behind the critical path, µs per layer
+    roofline_us: dict[str, float]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepCost:
+    step_s: float
+    microbatch: bool
+    breakdown_us: dict[str, float]  # µs per step by op (all layers); sums to step_s
+    layer_breakdown_us: dict[str, float]  # µs per layer for a representative layer (MoE if any)
+    overlapped_us: dict[str, float]  # per representative layer
+    roofline_us: dict[str, float]  # speed-of-light µs per step by op
+    layer_us: dict[str, float] = field(default_factory=dict)  # per layer kind: µs per layer
+
+
+def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
+    """Fraction of the die's cores the op's stream owns in the decode two-stream pipeline."""
+    split = plan.hardware.chip.stream_split
+    die = plan.hardware.chip.die
+    share = split.attention if stream == Stream.ATTENTION else split.moe
+    if op.op_class == OpClass.VECTOR:
+        return share.vector / (die.vector_cores.value if die.vector_cores else share.vector)
+    return share.cube / (die.cube_cores.value if die.cube_cores else share.cube)
+
+
+def _serial(ops: list[Op], plan: Plan) -> LayerCost:
+    chip = plan.hardware.chip
+    times = {op.name: op_time_s(op, chip) * US for op in ops}
+    return LayerCost(time_s=sum(times.values()) / US, critical_us=times, overlapped_us={},
+                     roofline_us={op.name: roofline_s(op, chip) * US for op in ops})
+
+
+def _overlapped(groups: tuple[dict[str, float], dict[str, float]], floor_us: float,
+                roofline: dict[str, float]) -> LayerCost:
+    """Two streams over two microbatches: the layer takes the longer stream (or the HBM floor)."""
+    slow, fast = sorted(groups, key=lambda g: sum(g.values()), reverse=True)
+    critical = dict(slow)
+    slack = floor_us - sum(slow.values())
+    if slack > 0:
+        critical["hbm_contention"] = slack
+    return LayerCost(time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=fast,
+                     roofline_us=roofline)
+
+
+def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+    if not microbatch:
+        return _serial(layer_ops(plan, moe, 1.0), plan)
+    chip = plan.hardware.chip
+    ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; each stream runs both
+    roofline = {op.name: 2 * roofline_s(op, chip) * US for op in ops}
+    floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
+    if plan.phase == Phase.DECODE:
+        streams: tuple[dict[str, float], dict[str, float]] = ({}, {})
+        for op in ops:
+            idx = 0 if op.stream == Stream.ATTENTION else 1
+            streams[idx][op.name] = 2 * op_time_s(op, chip, _core_share(op, plan, op.stream)) * US
+        return _overlapped(streams, floor_us, roofline)
+    # Prefill: AIC/AIV run both microbatches' compute back to back while SDMA moves the other's data.
+    compute = {op.name: 2 * op_time_s(op, chip) * US for op in ops if op.op_class != OpClass.COMM}
+    transfer = {op.name: 2 * op_time_s(op, chip) * US for op in ops if op.op_class == OpClass.COMM}
+    return _overlapped((compute, transfer), floor_us, roofline)
+
+
+def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
+    for name, us in items.items():
+        into[prefix + name] += us * times
+
+
+def step_cost(plan: Plan, microbatch: bool) -> StepCost:
+    m, chip = plan.model, plan.hardware.chip
+    breakdown: dict[str, float] = defaultdict(float)
+    roofline: dict[str, float] = defaultdict(float)
+    layer_us: dict[str, float] = {}
+    rep: LayerCost | None = None
+    for moe, count, kind in ((False, m.num_dense_layers, "dense"), (True, m.num_moe_layers, "moe")):
+        if not count:
+            continue
+        lc = layer_cost(plan, moe, microbatch)
+        _add(breakdown, lc.critical_us, count)
+        _add(roofline, lc.roofline_us, count)
+        layer_us[kind] = lc.time_s * US
+        rep = lc
+    assert rep is not None
+    extra: list[tuple[str, Op]] = []
+    if plan.phase == Phase.DECODE:
+        mtp = plan.deployment.mtp
+        if mtp:
+            # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
+            draft = layer_cost(plan, bool(m.moe), microbatch)
+            _add(breakdown, draft.critical_us, mtp, "mtp.")
+            _add(roofline, draft.roofline_us, mtp, "mtp.")
+            extra += [("mtp.", op) for op in mtp_extra_ops(plan) + head_ops(plan, plan.tokens_per_die)] * mtp
+        extra += [("", op) for op in head_ops(plan, plan.tokens_per_die)]
+    else:  # only each prompt's last position needs logits
+        extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
+    for prefix, op in extra:
+        key = prefix + op.name
+        breakdown[key] += op_time_s(op, chip) * US
+        roofline[key] += roofline_s(op, chip) * US
+    step_s = sum(breakdown.values()) / US
+    return StepCost(step_s=step_s, microbatch=microbatch, breakdown_us=dict(breakdown),
+                    layer_breakdown_us=rep.critical_us, overlapped_us=rep.overlapped_us,
+                    roofline_us=dict(roofline), layer_us=layer_us)
+
+
+def best_step_cost(plan: Plan) -> StepCost:
+    """The step at the deployment's microbatch setting; with none set, the faster of the two graphs."""
+    choice = plan.deployment.microbatch
+    if choice is not None:
+        return step_cost(plan, choice)
+    return min((step_cost(plan, True), step_cost(plan, False)), key=lambda c: c.step_s)

@@ -1,0 +1,175 @@
+"""Deployments: what runs where. A ``Deployment`` is what the user asks for; ``plan`` resolves it on a
+system and model into per-die shapes (sequences, tokens, expert slots) and checks that it fits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.errors import InfeasibleDeploymentError
+
+BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
+
+
+class Phase(StrEnum):
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+class Eplb(StrEnum):
+    PERFECT = "perfect"  # every expert slot gets exactly the mean load
+    DEFAULT = "default"  # balanced placement; the busiest slot carries the sampling noise of top-k routing
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """One instance of one phase. Lengths are tokens; batch is per chip (package), as the paper reports."""
+
+    phase: Phase
+    num_chips: int
+    ep: int | None = None  # expert-parallel ranks (dies); default: every die of the instance
+    batch_per_chip: float | None = None  # decode: sequences per chip
+    tokens_per_chip: int | None = None  # prefill: tokens per chip per batch
+    input_len: int = 4096
+    output_len: int = 256
+    kv_len: int | None = None  # decode: mean KV length during the step; default input + output / 2
+    precision: str = "int8"  # weights and GEMM activations
+    kv_precision: str = "bf16"
+    dispatch_precision: str | None = None  # MoE dispatch payload; default: the GEMM precision
+    mtp: int = 0  # speculative tokens per step
+    mtp_acceptance: float = 0.0
+    eplb: Eplb = Eplb.PERFECT
+    microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
+    attention_tp: int = 4  # prefill SP-TP-SP: dies per TP group (not published; assumed)
+    redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpertLayout:
+    """How routed and shared experts sit on the EP ranks (one MoE layer)."""
+
+    ep: int
+    routed_slots_per_die: int  # on dies that hold routed experts
+    routed_dies: int
+    shared_dies: int  # dies that hold only a shared-expert copy (0: shared expert local on every die)
+    redundant: int
+
+    @property
+    def routed_slots(self) -> int:
+        return self.routed_slots_per_die * self.routed_dies
+
+
+def expert_layout(model: ModelSpec, ep: int, redundant: int | None) -> ExpertLayout:
+    """The paper's placements as one rule: with more ranks than experts (EP320), one expert per die with
+    the spare dies split between redundant routed copies and shared-expert copies (256 + 32 + 32);
+    otherwise ceil(experts / ranks) per die, plus one redundant slot per die when that is exact (EP32:
+    8 + 1, with the shared expert local), or the rounding remainder (EP144: 2 per die, 32 redundant)."""
+    moe = model.moe
+    assert moe is not None
+    n = moe.num_routed
+    if ep > n:
+        spare = ep - n
+        red = spare // 2 if (redundant is None and moe.num_shared) else (spare if redundant is None else redundant)
+        if red > spare:
+            raise InfeasibleDeploymentError(f"redundant experts {red} exceed the {spare} spare ranks of EP{ep} "
+                                            f"with {n} routed experts")
+        shared = spare - red if moe.num_shared else 0
+        return ExpertLayout(ep=ep, routed_slots_per_die=1, routed_dies=n + red, shared_dies=shared,
+                            redundant=red)
+    per_die = math.ceil(n / ep)
+    if redundant is None:
+        red = per_die * ep - n
+        if red == 0:
+            per_die += 1
+            red = ep
+    else:
+        per_die = math.ceil((n + redundant) / ep)
+        red = per_die * ep - n
+    return ExpertLayout(ep=ep, routed_slots_per_die=per_die, routed_dies=ep, shared_dies=0, redundant=red)
+
+
+def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
+    """Accepted tokens per step with ``mtp`` draft tokens: 1 + a + a^2 + ... (design.md §3 rule 5)."""
+    return 1.0 + sum(acceptance**i for i in range(1, mtp + 1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A deployment resolved on hardware and a model: the per-die shapes the cost model prices."""
+
+    deployment: Deployment
+    hardware: Hardware
+    model: ModelSpec
+    num_dies: int
+    seqs_per_die: float  # decode: sequences; prefill: sequences in the batch
+    tokens_per_die: float  # tokens each die processes per step (decode: seqs x (1 + mtp))
+    kv_len: float  # decode: mean context per sequence; prefill: prompt length
+    layout: ExpertLayout | None
+
+    @property
+    def phase(self) -> Phase:
+        return self.deployment.phase
+
+    @property
+    def weight_bytes(self) -> float:
+        return BYTES_PER_ELEMENT[self.deployment.precision]
+
+    @property
+    def kv_bytes(self) -> float:
+        return BYTES_PER_ELEMENT[self.deployment.kv_precision]
+
+    @property
+    def dispatch_bytes(self) -> float:
+        return BYTES_PER_ELEMENT[self.deployment.dispatch_precision or self.deployment.precision]
+
+
+def _check_choice(field: str, value: str, valid: dict[str, float]) -> None:
+    if value not in valid:
+        raise InfeasibleDeploymentError(f"{field} '{value}' is not one of: {', '.join(valid)}")
+
+
+def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
+    d = deployment
+    _check_choice("precision", d.precision, BYTES_PER_ELEMENT)
+    _check_choice("kv precision", d.kv_precision, BYTES_PER_ELEMENT)
+    if d.dispatch_precision:
+        _check_choice("dispatch precision", d.dispatch_precision, BYTES_PER_ELEMENT)
+    if d.num_chips < 1 or d.num_chips > hardware.system.num_chips:
+        raise InfeasibleDeploymentError(f"chips {d.num_chips} must be between 1 and the "
+                                        f"{hardware.system.num_chips} chips of {hardware.system.id}")
+    if not 0.0 <= d.mtp_acceptance <= 1.0:
+        raise InfeasibleDeploymentError(f"MTP acceptance {d.mtp_acceptance} must be between 0 and 1")
+    if d.mtp and model.mtp_layers == 0:
+        raise InfeasibleDeploymentError(f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); "
+                                        "use --mtp 0")
+    dies = d.num_chips * hardware.chip.num_dies
+    layout = None
+    if model.moe:
+        ep = d.ep or dies
+        if ep > dies or dies % ep:
+            raise InfeasibleDeploymentError(f"EP degree {ep} must divide the {dies} dies of {d.num_chips} chips")
+        layout = expert_layout(model, ep, d.redundant_experts)
+    elif d.ep not in (None, 1):
+        raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
+    if d.phase == Phase.DECODE:
+        if not d.batch_per_chip or d.batch_per_chip <= 0:
+            raise InfeasibleDeploymentError("decode needs a positive --batch-per-chip")
+        seqs = d.batch_per_chip / hardware.chip.num_dies
+        kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
+        tokens = seqs * (1 + d.mtp)
+    else:
+        tokens_chip = d.tokens_per_chip or 16384
+        if tokens_chip < d.input_len / hardware.chip.num_dies:
+            raise InfeasibleDeploymentError(f"tokens per chip {tokens_chip} is below one prompt of {d.input_len}"
+                                            " tokens spread over the chip's dies")
+        tokens = tokens_chip / hardware.chip.num_dies
+        seqs = tokens / d.input_len
+        kv_len = d.input_len
+        heads = model.attention.num_heads
+        if heads % d.attention_tp:
+            raise InfeasibleDeploymentError(f"attention TP {d.attention_tp} must divide the {heads} heads")
+    return Plan(deployment=d, hardware=hardware, model=model, num_dies=dies, seqs_per_die=seqs,
+                tokens_per_die=tokens, kv_len=kv_len, layout=layout)

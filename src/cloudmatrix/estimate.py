@@ -1,0 +1,77 @@
+"""L4 steady-state analytic estimate of one instance: the fast path behind `estimate`, `reproduce` and
+the planner. Pure: the same inputs give the same result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cloudmatrix.catalog.hardware import Hardware, load_hardware
+from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
+from cloudmatrix.cost.step import StepCost, best_step_cost
+from cloudmatrix.deploy import Deployment, Phase, Plan, mtp_tokens_per_step, plan
+
+MS, US = 1e3, 1e6
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    plan: Plan
+    step: StepCost
+    memory: MemoryUse
+
+    @property
+    def tokens_per_step_per_chip(self) -> float:
+        """Output tokens per decode step, or prompt tokens per prefill batch, per chip."""
+        d = self.plan.deployment
+        if self.plan.phase == Phase.DECODE:
+            assert d.batch_per_chip is not None
+            return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance)
+        return self.plan.tokens_per_die * self.plan.hardware.chip.num_dies
+
+    @property
+    def throughput_per_chip_tok_s(self) -> float:
+        return self.tokens_per_step_per_chip / self.step.step_s
+
+    @property
+    def tpot_s(self) -> float:
+        d = self.plan.deployment
+        return self.step.step_s / mtp_tokens_per_step(d.mtp, d.mtp_acceptance)
+
+    def to_dict(self) -> dict[str, Any]:
+        p, d, s = self.plan, self.plan.deployment, self.step
+        out: dict[str, Any] = {
+            "system": p.hardware.system.id, "model": p.model.id, "phase": d.phase.value, "chips": d.num_chips,
+            "dies": p.num_dies, "ep": p.layout.ep if p.layout else None, "precision": d.precision,
+            "microbatch": s.microbatch, "step_ms": s.step_s * MS,
+            "throughput_per_chip_tok_s": self.throughput_per_chip_tok_s,
+            "tokens_per_step": self.tokens_per_step_per_chip,
+            "memory_per_die_gb": self.memory.as_gb(),
+            "breakdown_us": s.breakdown_us, "layer_breakdown_us": s.layer_breakdown_us,
+            "overlapped_us": s.overlapped_us, "layer_us": s.layer_us, "roofline_us": s.roofline_us,
+            "roofline_step_ms": sum(s.roofline_us.values()) / 1e3,
+        }
+        if d.phase == Phase.DECODE:
+            out.update(tpot_ms=self.tpot_s * MS, batch_per_chip=d.batch_per_chip, kv_len=p.kv_len,
+                       mtp=d.mtp, mtp_acceptance=d.mtp_acceptance,
+                       max_batch_per_chip_by_kv=self.memory.max_seqs_per_die * p.hardware.chip.num_dies)
+        else:
+            out.update(batch_time_ms=s.step_s * MS, tokens_per_chip=self.tokens_per_step_per_chip,
+                       input_len=d.input_len)
+        if p.layout:
+            out["expert_layout"] = {"routed_slots_per_die": p.layout.routed_slots_per_die,
+                                    "routed_dies": p.layout.routed_dies, "shared_dies": p.layout.shared_dies,
+                                    "redundant": p.layout.redundant}
+        return out
+
+
+def estimate(system: str | Hardware, model: str | ModelSpec, deployment: Deployment) -> Estimate:
+    """Price one step of ``deployment`` for ``model`` on ``system`` (catalog ids, or specs for what-if
+    studies); raises CloudMatrixError on bad input."""
+    hw = load_hardware(system) if isinstance(system, str) else system
+    spec = load_model(model) if isinstance(model, str) else model
+    p = plan(deployment, hw, spec)
+    mem = memory_use(p)
+    check_fits(p, mem)
+    return Estimate(plan=p, step=best_step_cost(p), memory=mem)

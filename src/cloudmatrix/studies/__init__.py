@@ -1,0 +1,1 @@
+"""L7 studies: paper reproduction, calibration, comparisons."""

@@ -1,0 +1,95 @@
+"""`reproduce`: re-derive published rows from the model and compare (design.md §6)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+from cloudmatrix.catalog.hardware import Hardware, load_hardware
+from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.catalog.reference import ReferenceRow, ReferenceSet, load_reference
+from cloudmatrix.cost import comm
+from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.studies.calibrate import ep_message_bytes
+
+DEFAULT_SET = "cloudmatrix-infer"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RowResult:
+    row: ReferenceRow
+    predicted: float
+
+    @property
+    def error_pct(self) -> float:
+        return (self.predicted - self.row.published) / self.row.published * 100
+
+    @property
+    def within_tolerance(self) -> bool:
+        return abs(self.error_pct) <= self.row.tolerance_pct
+
+    def to_dict(self) -> dict[str, Any]:
+        r = self.row
+        return {"id": r.id, "quantity": r.quantity, "unit": r.unit, "published": r.published,
+                "predicted": round(self.predicted, 3), "error_pct": round(self.error_pct, 2),
+                "tolerance_pct": r.tolerance_pct, "role": r.role, "source": r.source}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reproduction:
+    reference: ReferenceSet
+    results: list[RowResult]
+
+    def _errors(self, role: str | None = None) -> list[float]:
+        return [abs(r.error_pct) for r in self.results if role is None or r.row.role == role]
+
+    def to_dict(self) -> dict[str, Any]:
+        errs, pred = self._errors(), self._errors("predicted")
+        return {"reference": self.reference.id, "title": self.reference.title,
+                "rows": [r.to_dict() for r in self.results],
+                "median_abs_error_pct": round(statistics.median(errs), 2),
+                "max_abs_error_pct": round(max(errs), 2),
+                "predicted_median_abs_error_pct": round(statistics.median(pred), 2) if pred else None,
+                "all_within_tolerance": all(r.within_tolerance for r in self.results)}
+
+
+def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:
+    s = {**defaults, **setup}
+    return Deployment(phase=Phase(s["phase"]), num_chips=s["chips"], ep=s.get("ep"),
+                      batch_per_chip=s.get("batch_per_chip"), tokens_per_chip=s.get("tokens_per_chip"),
+                      input_len=s.get("input_len", 4096), output_len=s.get("output_len", 256),
+                      kv_len=s.get("kv_len"), precision=s.get("precision", "int8"),
+                      kv_precision=s.get("kv_precision", "bf16"), mtp=s.get("mtp", 0),
+                      mtp_acceptance=s.get("mtp_acceptance", 0.0), eplb=Eplb(s.get("eplb", "perfect")),
+                      microbatch=s.get("microbatch"))
+
+
+def _quantity(est: Estimate, quantity: str) -> float:
+    if quantity == "throughput_per_chip_tok_s":
+        return est.throughput_per_chip_tok_s
+    if quantity == "tpot_ms":
+        return est.tpot_s * 1e3
+    if quantity == "moe_layer_us":
+        return est.step.layer_us["moe"]
+    raise ValueError(f"unknown quantity {quantity}")
+
+
+def predict_row(ref: ReferenceSet, row: ReferenceRow, hw: Hardware | None = None,
+                model: ModelSpec | None = None) -> float:
+    """The model's value for one published row (optionally on modified hardware, for calibration)."""
+    hw = hw or load_hardware(ref.system)
+    model = model or load_model(ref.model)
+    if row.quantity in ("dispatch_us", "combine_us"):
+        op = row.setup["op"]
+        t, _ = comm.ep_fused_s(hw.system.planes.ub, op,
+                               ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"]))
+        return t * 1e6
+    est = estimate(hw, model, deployment_from_setup(row.setup, ref.defaults))
+    return _quantity(est, row.quantity)
+
+
+def reproduce(set_id: str = DEFAULT_SET) -> Reproduction:
+    ref = load_reference(set_id)
+    return Reproduction(reference=ref, results=[RowResult(row=r, predicted=predict_row(ref, r)) for r in ref.rows])
