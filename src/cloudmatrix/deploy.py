@@ -74,11 +74,11 @@ def expert_layout(model: ModelSpec, ep: int, redundant: int | None) -> ExpertLay
         spare = ep - n
         red = spare // 2 if (redundant is None and moe.num_shared) else (spare if redundant is None else redundant)
         if red > spare:
-            raise InfeasibleDeploymentError(f"redundant experts {red} exceed the {spare} spare ranks of EP{ep} "
-                                            f"with {n} routed experts")
+            raise InfeasibleDeploymentError(
+                f"redundant experts {red} exceed the {spare} spare ranks of EP{ep} with {n} routed experts"
+            )
         shared = spare - red if moe.num_shared else 0
-        return ExpertLayout(ep=ep, routed_slots_per_die=1, routed_dies=n + red, shared_dies=shared,
-                            redundant=red)
+        return ExpertLayout(ep=ep, routed_slots_per_die=1, routed_dies=n + red, shared_dies=shared, redundant=red)
     per_die = math.ceil(n / ep)
     if redundant is None:
         red = per_die * ep - n
@@ -138,13 +138,15 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     if d.dispatch_precision:
         _check_choice("dispatch precision", d.dispatch_precision, BYTES_PER_ELEMENT)
     if d.num_chips < 1 or d.num_chips > hardware.system.num_chips:
-        raise InfeasibleDeploymentError(f"chips {d.num_chips} must be between 1 and the "
-                                        f"{hardware.system.num_chips} chips of {hardware.system.id}")
+        raise InfeasibleDeploymentError(
+            f"chips {d.num_chips} must be between 1 and the {hardware.system.num_chips} chips of {hardware.system.id}"
+        )
     if not 0.0 <= d.mtp_acceptance <= 1.0:
         raise InfeasibleDeploymentError(f"MTP acceptance {d.mtp_acceptance} must be between 0 and 1")
     if d.mtp and model.mtp_layers == 0:
-        raise InfeasibleDeploymentError(f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); "
-                                        "use --mtp 0")
+        raise InfeasibleDeploymentError(
+            f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); use --mtp 0"
+        )
     dies = d.num_chips * hardware.chip.num_dies
     layout = None
     if model.moe:
@@ -163,13 +165,22 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     else:
         tokens_chip = d.tokens_per_chip or 16384
         if tokens_chip < d.input_len / hardware.chip.num_dies:
-            raise InfeasibleDeploymentError(f"tokens per chip {tokens_chip} is below one prompt of {d.input_len}"
-                                            " tokens spread over the chip's dies")
+            raise InfeasibleDeploymentError(
+                f"tokens per chip {tokens_chip} is below one prompt of {d.input_len} tokens spread over the chip's dies"
+            )
         tokens = tokens_chip / hardware.chip.num_dies
         seqs = tokens / d.input_len
         kv_len = d.input_len
         heads = model.attention.num_heads
         if heads % d.attention_tp:
             raise InfeasibleDeploymentError(f"attention TP {d.attention_tp} must divide the {heads} heads")
-    return Plan(deployment=d, hardware=hardware, model=model, num_dies=dies, seqs_per_die=seqs,
-                tokens_per_die=tokens, kv_len=kv_len, layout=layout)
+    return Plan(
+        deployment=d,
+        hardware=hardware,
+        model=model,
+        num_dies=dies,
+        seqs_per_die=seqs,
+        tokens_per_die=tokens,
+        kv_len=kv_len,
+        layout=layout,
+    )

@@ -42,27 +42,45 @@ class Estimate:
     def to_dict(self) -> dict[str, Any]:
         p, d, s = self.plan, self.plan.deployment, self.step
         out: dict[str, Any] = {
-            "system": p.hardware.system.id, "model": p.model.id, "phase": d.phase.value, "chips": d.num_chips,
-            "dies": p.num_dies, "ep": p.layout.ep if p.layout else None, "precision": d.precision,
-            "microbatch": s.microbatch, "step_ms": s.step_s * MS,
+            "system": p.hardware.system.id,
+            "model": p.model.id,
+            "phase": d.phase.value,
+            "chips": d.num_chips,
+            "dies": p.num_dies,
+            "ep": p.layout.ep if p.layout else None,
+            "precision": d.precision,
+            "microbatch": s.microbatch,
+            "step_ms": s.step_s * MS,
             "throughput_per_chip_tok_s": self.throughput_per_chip_tok_s,
             "tokens_per_step": self.tokens_per_step_per_chip,
             "memory_per_die_gb": self.memory.as_gb(),
-            "breakdown_us": s.breakdown_us, "layer_breakdown_us": s.layer_breakdown_us,
-            "overlapped_us": s.overlapped_us, "layer_us": s.layer_us, "roofline_us": s.roofline_us,
+            "breakdown_us": s.breakdown_us,
+            "layer_breakdown_us": s.layer_breakdown_us,
+            "overlapped_us": s.overlapped_us,
+            "layer_us": s.layer_us,
+            "roofline_us": s.roofline_us,
             "roofline_step_ms": sum(s.roofline_us.values()) / 1e3,
         }
         if d.phase == Phase.DECODE:
-            out.update(tpot_ms=self.tpot_s * MS, batch_per_chip=d.batch_per_chip, kv_len=p.kv_len,
-                       mtp=d.mtp, mtp_acceptance=d.mtp_acceptance,
-                       max_batch_per_chip_by_kv=self.memory.max_seqs_per_die * p.hardware.chip.num_dies)
+            out.update(
+                tpot_ms=self.tpot_s * MS,
+                batch_per_chip=d.batch_per_chip,
+                kv_len=p.kv_len,
+                mtp=d.mtp,
+                mtp_acceptance=d.mtp_acceptance,
+                max_batch_per_chip_by_kv=self.memory.max_seqs_per_die * p.hardware.chip.num_dies,
+            )
         else:
-            out.update(batch_time_ms=s.step_s * MS, tokens_per_chip=self.tokens_per_step_per_chip,
-                       input_len=d.input_len)
+            out.update(
+                batch_time_ms=s.step_s * MS, tokens_per_chip=self.tokens_per_step_per_chip, input_len=d.input_len
+            )
         if p.layout:
-            out["expert_layout"] = {"routed_slots_per_die": p.layout.routed_slots_per_die,
-                                    "routed_dies": p.layout.routed_dies, "shared_dies": p.layout.shared_dies,
-                                    "redundant": p.layout.redundant}
+            out["expert_layout"] = {
+                "routed_slots_per_die": p.layout.routed_slots_per_die,
+                "routed_dies": p.layout.routed_dies,
+                "shared_dies": p.layout.shared_dies,
+                "redundant": p.layout.redundant,
+            }
         return out
 
 

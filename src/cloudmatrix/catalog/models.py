@@ -117,10 +117,14 @@ class ModelSpec:
         a, h = self.attention, self.hidden
         if a.kind == "mla":
             assert a.kv_lora_rank is not None
-            q = (h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim) if a.q_lora_rank \
+            q = (
+                (h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim)
+                if a.q_lora_rank
                 else h * a.num_heads * a.qk_head_dim
+            )
             kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * a.num_heads * (
-                a.qk_nope_head_dim + a.v_head_dim)
+                a.qk_nope_head_dim + a.v_head_dim
+            )
             return q + kv + a.num_heads * a.v_head_dim * h
         q = h * a.num_heads * a.qk_head_dim
         kv = h * a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
@@ -169,7 +173,8 @@ class ModelSpec:
         """Main-model parameters (MTP layers excluded, as model cards count them)."""
         experts = self.moe.num_routed + self.moe.num_shared if self.moe else 0
         layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params())
+            self.dense_layer_params()
+        )
         return layers + self.embedding_params() + self.lm_head_params() + self.hidden
 
     def active_params(self) -> int:
@@ -177,7 +182,8 @@ class ModelSpec:
         The input embedding is a row lookup, not a matmul, so it is not counted."""
         experts = self.moe.top_k + self.moe.num_shared if self.moe else 0
         layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params())
+            self.dense_layer_params()
+        )
         head = self.lm_head_params() or self.embedding_params()
         return layers + head + self.hidden
 
@@ -201,18 +207,31 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         if missing:
             raise ConfigError(f"{model_id}: MLA config (kv_lora_rank set) lacks field {missing[0]}")
         rope = cfg.qk_rope_head_dim or 0
-        attention = AttentionSpec(kind="mla", num_heads=heads, num_kv_heads=heads,
-                                  qk_head_dim=(cfg.qk_nope_head_dim or 0) + rope, v_head_dim=cfg.v_head_dim or 0,
-                                  q_lora_rank=cfg.q_lora_rank, kv_lora_rank=cfg.kv_lora_rank,
-                                  qk_rope_head_dim=rope)
+        attention = AttentionSpec(
+            kind="mla",
+            num_heads=heads,
+            num_kv_heads=heads,
+            qk_head_dim=(cfg.qk_nope_head_dim or 0) + rope,
+            v_head_dim=cfg.v_head_dim or 0,
+            q_lora_rank=cfg.q_lora_rank,
+            kv_lora_rank=cfg.kv_lora_rank,
+            qk_rope_head_dim=rope,
+        )
     else:
         head_dim = cfg.head_dim or cfg.hidden_size // heads
         kv_heads = cfg.num_key_value_heads or heads
         if heads % kv_heads:
-            raise ConfigError(f"{model_id}: num_attention_heads {heads} is not a multiple of "
-                              f"num_key_value_heads {kv_heads}")
-        attention = AttentionSpec(kind="gqa", num_heads=heads, num_kv_heads=kv_heads, qk_head_dim=head_dim,
-                                  v_head_dim=head_dim, bias=cfg.attention_bias)
+            raise ConfigError(
+                f"{model_id}: num_attention_heads {heads} is not a multiple of num_key_value_heads {kv_heads}"
+            )
+        attention = AttentionSpec(
+            kind="gqa",
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            qk_head_dim=head_dim,
+            v_head_dim=head_dim,
+            bias=cfg.attention_bias,
+        )
     routed = cfg.n_routed_experts or cfg.num_experts or cfg.num_local_experts
     moe = None
     moe_layers: tuple[int, ...] = ()
@@ -220,25 +239,37 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         if cfg.num_experts_per_tok is None:
             raise ConfigError(f"{model_id}: MoE config lacks field num_experts_per_tok")
         if cfg.num_experts_per_tok > routed:
-            raise ConfigError(f"{model_id}: num_experts_per_tok {cfg.num_experts_per_tok} exceeds the "
-                              f"{routed} routed experts")
+            raise ConfigError(
+                f"{model_id}: num_experts_per_tok {cfg.num_experts_per_tok} exceeds the {routed} routed experts"
+            )
         inter = cfg.moe_intermediate_size or cfg.intermediate_size
         if inter is None:
             raise ConfigError(f"{model_id}: MoE config lacks field moe_intermediate_size")
-        moe = MoeSpec(num_routed=routed, num_shared=cfg.n_shared_experts or 0, top_k=cfg.num_experts_per_tok,
-                      intermediate=inter)
+        moe = MoeSpec(
+            num_routed=routed, num_shared=cfg.n_shared_experts or 0, top_k=cfg.num_experts_per_tok, intermediate=inter
+        )
         dense = set(range(cfg.first_k_dense_replace)) | set(cfg.mlp_only_layers)
         moe_layers = tuple(i for i in range(cfg.num_hidden_layers) if i not in dense)
     dense_inter = cfg.intermediate_size
     if len(moe_layers) < cfg.num_hidden_layers and dense_inter is None:
         raise ConfigError(f"{model_id}: dense layers need field intermediate_size")
     sliding = tuple(i for i, t in enumerate(cfg.layer_types or []) if t == "sliding_attention")
-    return ModelSpec(id=model_id, model_type=cfg.model_type, hidden=cfg.hidden_size,
-                     num_layers=cfg.num_hidden_layers, vocab=cfg.vocab_size,
-                     tied_embeddings=cfg.tie_word_embeddings, attention=attention,
-                     dense_intermediate=dense_inter, moe=moe, moe_layer_ids=moe_layers,
-                     sliding_window=cfg.sliding_window if sliding else None, sliding_layer_ids=sliding,
-                     mtp_layers=cfg.num_nextn_predict_layers, source=source)
+    return ModelSpec(
+        id=model_id,
+        model_type=cfg.model_type,
+        hidden=cfg.hidden_size,
+        num_layers=cfg.num_hidden_layers,
+        vocab=cfg.vocab_size,
+        tied_embeddings=cfg.tie_word_embeddings,
+        attention=attention,
+        dense_intermediate=dense_inter,
+        moe=moe,
+        moe_layer_ids=moe_layers,
+        sliding_window=cfg.sliding_window if sliding else None,
+        sliding_layer_ids=sliding,
+        mtp_layers=cfg.num_nextn_predict_layers,
+        source=source,
+    )
 
 
 def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:

@@ -13,22 +13,30 @@ from rich.console import Console
 
 from cloudmatrix.errors import CloudMatrixError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
+)
 out = Console()
 if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
     out.width = 160
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _fail(message: str) -> None:
+    """One plain line on stderr (never wrapped or styled) and exit code 2."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(2)
 
 
 def _run(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except CloudMatrixError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
-        raise typer.Exit(2) from None
+        _fail(str(e))
 
 
 def _emit_json(obj: Any) -> None:
@@ -36,14 +44,15 @@ def _emit_json(obj: Any) -> None:
 
 
 @app.command()
-def catalog(what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False) -> None:
+def catalog(
+    what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False
+) -> None:
     """List catalog systems (with derived totals) or models (with parameter counts)."""
     from cloudmatrix.cli import render
     from cloudmatrix.studies.catalog_view import model_rows, system_rows
 
     if what not in ("systems", "models"):
-        err.print(f"error: unknown catalog '{what}'; expected one of: models, systems", markup=False)
-        raise typer.Exit(2)
+        _fail(f"unknown catalog '{what}'; expected one of: models, systems")
     rows = _run(system_rows if what == "systems" else model_rows)
     if as_json:
         _emit_json({what: rows})
@@ -68,8 +77,9 @@ def estimate(
     mtp: Annotated[int, typer.Option(help="MTP speculative tokens per step.")] = 0,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (input, never fitted).")] = 0.0,
     eplb: Annotated[str, typer.Option(help="perfect or default expert load balance.")] = "perfect",
-    microbatch: Annotated[bool | None, typer.Option("--microbatch/--no-microbatch",
-                                                    help="Two-microbatch pipeline (default: the faster).")] = None,
+    microbatch: Annotated[
+        bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
+    ] = None,
     attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies).")] = 4,
     as_json: JsonFlag = False,
 ) -> None:
@@ -82,11 +92,23 @@ def estimate(
         ph = _choice("phase", phase, Phase)
         if ph == Phase.DECODE and batch_per_chip is None:
             raise CloudMatrixError("decode needs --batch-per-chip (sequences per chip)")
-        dep = Deployment(phase=ph, num_chips=chips, ep=ep, batch_per_chip=batch_per_chip,
-                         tokens_per_chip=tokens_per_chip, input_len=input_len, output_len=output_len,
-                         kv_len=kv_len, precision=precision, kv_precision=kv_precision, mtp=mtp,
-                         mtp_acceptance=mtp_acceptance, eplb=_choice("eplb", eplb, Eplb), microbatch=microbatch,
-                         attention_tp=attention_tp)
+        dep = Deployment(
+            phase=ph,
+            num_chips=chips,
+            ep=ep,
+            batch_per_chip=batch_per_chip,
+            tokens_per_chip=tokens_per_chip,
+            input_len=input_len,
+            output_len=output_len,
+            kv_len=kv_len,
+            precision=precision,
+            kv_precision=kv_precision,
+            mtp=mtp,
+            mtp_acceptance=mtp_acceptance,
+            eplb=_choice("eplb", eplb, Eplb),
+            microbatch=microbatch,
+            attention_tp=attention_tp,
+        )
         return run_estimate(system, model, dep).to_dict()
 
     d = _run(build)

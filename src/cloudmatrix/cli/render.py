@@ -12,9 +12,18 @@ def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("id", "chip", "chips", "dies", "BF16 PF", "INT8 PF", "HBM TB", "HBM TB/s", "scale-up TB/s", "kW"):
         t.add_column(col, justify="left" if col in ("id", "chip") else "right")
     for r in rows:
-        t.add_row(r["id"], r["chip"], str(r["chips"]), str(r["dies"]), f"{r['bf16_pflops']:.1f}",
-                  f"{r['int8_pflops']:.1f}", f"{r['hbm_tb']:.1f}", f"{r['hbm_bw_tb_s']:.0f}",
-                  f"{r['scale_up_tb_s']:.0f}", f"{r['power_kw']:.0f}")
+        t.add_row(
+            r["id"],
+            r["chip"],
+            str(r["chips"]),
+            str(r["dies"]),
+            f"{r['bf16_pflops']:.1f}",
+            f"{r['int8_pflops']:.1f}",
+            f"{r['hbm_tb']:.1f}",
+            f"{r['hbm_bw_tb_s']:.0f}",
+            f"{r['scale_up_tb_s']:.0f}",
+            f"{r['power_kw']:.0f}",
+        )
     return t
 
 
@@ -23,8 +32,16 @@ def catalog_models_table(rows: list[dict[str, Any]]) -> Table:
     for col in ("id", "type", "attention", "layers", "experts", "total B", "active B", "KV B/token (BF16)"):
         t.add_column(col, justify="left" if col in ("id", "type", "attention", "experts") else "right")
     for r in rows:
-        t.add_row(r["id"], r["model_type"], r["attention"], str(r["layers"]), r["experts"],
-                  f"{r['total_params_b']:.1f}", f"{r['active_params_b']:.1f}", f"{r['kv_bytes_per_token_bf16']:,.0f}")
+        t.add_row(
+            r["id"],
+            r["model_type"],
+            r["attention"],
+            str(r["layers"]),
+            r["experts"],
+            f"{r['total_params_b']:.1f}",
+            f"{r['active_params_b']:.1f}",
+            f"{r['kv_bytes_per_token_bf16']:,.0f}",
+        )
     return t
 
 
@@ -32,15 +49,26 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
     head = Table(title=f"{d['model']} {d['phase']} on {d['system']} ({d['chips']} chips, EP{d['ep']})")
     head.add_column("metric")
     head.add_column("value", justify="right")
-    keys = ["step_ms", "tpot_ms", "batch_time_ms", "throughput_per_chip_tok_s", "tokens_per_step", "microbatch",
-            "roofline_step_ms", "max_batch_per_chip_by_kv"]
+    keys = [
+        "step_ms",
+        "tpot_ms",
+        "batch_time_ms",
+        "throughput_per_chip_tok_s",
+        "tokens_per_step",
+        "microbatch",
+        "roofline_step_ms",
+        "max_batch_per_chip_by_kv",
+    ]
     for k in keys:
         if k in d:
             v = d[k]
             head.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
     mem = d["memory_per_die_gb"]
-    head.add_row("memory per die (GB)", f"{mem['total']:.1f} of {mem['capacity']:.0f} (weights {mem['weights']:.1f}, "
-                 f"KV {mem['kv']:.1f}, buffers {mem['buffers']:.1f})")
+    head.add_row(
+        "memory per die (GB)",
+        f"{mem['total']:.1f} of {mem['capacity']:.0f} (weights {mem['weights']:.1f}, "
+        f"KV {mem['kv']:.1f}, buffers {mem['buffers']:.1f})",
+    )
     layer = Table(title="Per-layer breakdown (µs, representative layer; critical path)")
     layer.add_column("op")
     layer.add_column("µs/layer", justify="right")
@@ -64,8 +92,17 @@ def reproduce_table(d: dict[str, Any]) -> Table:
     for r in d["rows"]:
         ok = abs(r["error_pct"]) <= r["tolerance_pct"]
         err = f"[{'green' if ok else 'red'}]{r['error_pct']:+.1f}[/]"
-        t.add_row(r["id"], r["quantity"], f"{r['published']:,.1f}", f"{r['predicted']:,.1f}", err,
-                  f"{r['tolerance_pct']:.0f}", r["role"])
-    t.caption = (f"median |error| {d['median_abs_error_pct']} % (predicted rows: "
-                 f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %")
+        t.add_row(
+            r["id"],
+            r["quantity"],
+            f"{r['published']:,.1f}",
+            f"{r['predicted']:,.1f}",
+            err,
+            f"{r['tolerance_pct']:.0f}",
+            r["role"],
+        )
+    t.caption = (
+        f"median |error| {d['median_abs_error_pct']} % (predicted rows: "
+        f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %"
+    )
     return t

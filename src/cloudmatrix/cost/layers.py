@@ -17,13 +17,27 @@ LOGIT_BYTES = 4.0  # sampling works on FP32 logits
 QUANT_SCALE_PAD_BYTES = 512  # INT8 dispatch: one INT32 scale padded to 512 B per token (P3 §4.2.1)
 
 
-def _gemm(name: str, stream: Stream, tokens: float, weights: float, plan: Plan, extra_bytes: float = 0.0,
-          precision: str | None = None, weight_shards: int = 1) -> Op:
+def _gemm(
+    name: str,
+    stream: Stream,
+    tokens: float,
+    weights: float,
+    plan: Plan,
+    extra_bytes: float = 0.0,
+    precision: str | None = None,
+    weight_shards: int = 1,
+) -> Op:
     """A GEMM of ``tokens`` rows against ``weights`` parameters; with ``weight_shards`` > 1 the die holds a
     head-shard of the weights and processes that many times the tokens (TP), so FLOPs are unchanged."""
     prec = precision or plan.deployment.precision
-    return Op(name=name, op_class=OpClass.GEMM, stream=stream, flops=2.0 * tokens * weights,
-              hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[prec] + extra_bytes, precision=prec)
+    return Op(
+        name=name,
+        op_class=OpClass.GEMM,
+        stream=stream,
+        flops=2.0 * tokens * weights,
+        hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[prec] + extra_bytes,
+        precision=prec,
+    )
 
 
 def _mean_context(model: ModelSpec, kv_len: float) -> float:
@@ -43,8 +57,11 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
     if a.kind == "mla":
         assert a.kv_lora_rank is not None
         lat = a.kv_lora_rank + a.qk_rope_head_dim
-        q = h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim if a.q_lora_rank else (
-            h * a.num_heads * a.qk_head_dim)
+        q = (
+            h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim
+            if a.q_lora_rank
+            else (h * a.num_heads * a.qk_head_dim)
+        )
         # Absorbed MLA: W_UK folds into the query, W_UV into the output (P3 §4.2.2).
         prolog_w = q + h * lat + a.num_heads * a.qk_nope_head_dim * a.kv_lora_rank
         out_w = a.num_heads * a.kv_lora_rank * a.v_head_dim + a.num_heads * a.v_head_dim * h
@@ -53,8 +70,7 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
         prolog_io = tokens * (h + a.num_heads * lat) * ACT_BYTES + tokens * lat * kvb
         return [
             _gemm("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
-            Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops,
-               hbm_bytes=core_bytes),
+            Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
             _gemm("o_proj", s, tokens, out_w, plan, tokens * (a.num_heads * a.kv_lora_rank + h) * ACT_BYTES),
         ]
     kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
@@ -78,14 +94,24 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     ub = plan.hardware.system.planes.ub
     s = Stream.ATTENTION
     heads_dim = a.qk_head_dim + a.v_head_dim
-    fa = Op(name="flash_attention", op_class=OpClass.ATTENTION, stream=s,
-            flops=2.0 * tokens * a.num_heads * heads_dim * ctx,
-            hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES)
+    fa = Op(
+        name="flash_attention",
+        op_class=OpClass.ATTENTION,
+        stream=s,
+        flops=2.0 * tokens * a.num_heads * heads_dim * ctx,
+        hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES,
+    )
     if a.kind != "mla":
         kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
         return [
-            _gemm("qkv_proj", s, tokens, h * (a.num_heads * a.qk_head_dim + kv_w), plan,
-                  tokens * h * ACT_BYTES + tokens * kv_w * plan.kv_bytes),
+            _gemm(
+                "qkv_proj",
+                s,
+                tokens,
+                h * (a.num_heads * a.qk_head_dim + kv_w),
+                plan,
+                tokens * h * ACT_BYTES + tokens * kv_w * plan.kv_bytes,
+            ),
             fa,
             _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
         ]
@@ -95,7 +121,8 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     q_lat = a.q_lora_rank or 0
     down_w = h * (q_lat + lat)
     up_w = (q_lat * a.num_heads * a.qk_head_dim if q_lat else h * a.num_heads * a.qk_head_dim) + (
-        a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim))
+        a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
+    )
     inter_node = g > plan.hardware.dies_per_node
     gather_t, gather_sol = comm.scale_up_bulk_s(ub, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, inter_node)
     a2a_bytes = (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES
@@ -103,8 +130,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     return [
         _gemm("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
         Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
-        _gemm("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES,
-              weight_shards=g),
+        _gemm("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
         fa,
         Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
         _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
@@ -116,23 +142,35 @@ def _norm(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
     """Fused residual add + RMSNorm + dynamic per-token quantisation: read x and the residual, write the
     new residual (BF16) and the GEMM input (at the GEMM precision)."""
     h = plan.model.hidden
-    return Op(name=name, op_class=OpClass.VECTOR, stream=stream, flops=8.0 * tokens * h,
-              hbm_bytes=tokens * h * (3 * ACT_BYTES + plan.weight_bytes))
+    return Op(
+        name=name,
+        op_class=OpClass.VECTOR,
+        stream=stream,
+        flops=8.0 * tokens * h,
+        hbm_bytes=tokens * h * (3 * ACT_BYTES + plan.weight_bytes),
+    )
 
 
 def _swiglu(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
     """SiLU(gate) * up over the FFN intermediate, re-quantised for the down projection."""
-    return Op(name="swiglu", op_class=OpClass.VECTOR, stream=stream, flops=6.0 * rows * intermediate,
-              hbm_bytes=rows * intermediate * (2 * ACT_BYTES + plan.weight_bytes))
+    return Op(
+        name="swiglu",
+        op_class=OpClass.VECTOR,
+        stream=stream,
+        flops=6.0 * rows * intermediate,
+        hbm_bytes=rows * intermediate * (2 * ACT_BYTES + plan.weight_bytes),
+    )
 
 
 def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     m, tokens = plan.model, plan.tokens_per_die * share
     assert m.dense_intermediate is not None
     io = tokens * (2 * m.hidden + 2 * m.dense_intermediate) * ACT_BYTES
-    return [_norm("ffn_norm", Stream.MOE, tokens, plan),
-            _gemm("dense_ffn", Stream.MOE, tokens, m.dense_ffn_params(), plan, io),
-            _swiglu(Stream.MOE, tokens, m.dense_intermediate, plan)]
+    return [
+        _norm("ffn_norm", Stream.MOE, tokens, plan),
+        _gemm("dense_ffn", Stream.MOE, tokens, m.dense_ffn_params(), plan, io),
+        _swiglu(Stream.MOE, tokens, m.dense_intermediate, plan),
+    ]
 
 
 def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
@@ -141,8 +179,9 @@ def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
     assert m.moe is not None and lay is not None
     routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
     per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    busiest = busiest_load(per_die_mean, lay.routed_dies, lay.routed_slots_per_die / lay.routed_slots,
-                           plan.deployment.eplb)
+    busiest = busiest_load(
+        per_die_mean, lay.routed_dies, lay.routed_slots_per_die / lay.routed_slots, plan.deployment.eplb
+    )
     routed = (busiest, float(lay.routed_slots_per_die), busiest)
     if lay.shared_dies:
         shared_tokens = tokens * lay.ep / lay.shared_dies
@@ -162,23 +201,33 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     disp_msg = h * plan.dispatch_bytes + (QUANT_SCALE_PAD_BYTES if plan.dispatch_bytes < ACT_BYTES else 0)
     comb_msg = h * ACT_BYTES
     dests = comm.distinct_destinations(m.moe.num_routed, lay.routed_slots_per_die, lay.routed_dies, k) + (
-        1 if lay.shared_dies else 0)
+        1 if lay.shared_dies else 0
+    )
     gate = _gemm("gate", s, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
     norm = _norm("ffn_norm", s, tokens, plan)
     swiglu = _swiglu(s, busiest, m.moe.intermediate, plan)
     expert_io = busiest * (h * plan.dispatch_bytes + h * ACT_BYTES + 3 * m.moe.intermediate * ACT_BYTES)
-    experts = Op(name="experts", op_class=OpClass.GEMM, stream=s, flops=2.0 * busiest * m.expert_params(),
-                 hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
-                 precision=plan.deployment.precision)
+    experts = Op(
+        name="experts",
+        op_class=OpClass.GEMM,
+        stream=s,
+        flops=2.0 * busiest * m.expert_params(),
+        hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
+        precision=plan.deployment.precision,
+    )
     ub = plan.hardware.system.planes.ub
     if plan.phase == Phase.DECODE:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
         d_t, d_sol = comm.ep_fused_s(ub, "dispatch", max(tokens * dests, received) * disp_msg)
         c_t, c_sol = comm.ep_fused_s(ub, "combine", max(tokens * dests, received) * comb_msg)
-        return [norm, gate,
-                Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
-                experts, swiglu,
-                Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)]
+        return [
+            norm,
+            gate,
+            Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
+            experts,
+            swiglu,
+            Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol),
+        ]
     # Prefill: AIV reorders and quantises, SDMA moves the bulk all-to-all (P3 §4.3).
     remote = (lay.ep - 1) / lay.ep
     inter_node = lay.ep > plan.hardware.dies_per_node
@@ -186,22 +235,38 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     c_bytes = max(tokens * dests * remote, received * remote) * comb_msg
     d_t, d_sol = comm.scale_up_bulk_s(ub, d_bytes, lay.ep - 1, inter_node)
     c_t, c_sol = comm.scale_up_bulk_s(ub, c_bytes, lay.ep - 1, inter_node)
-    reorder = Op(name="dispatch_compute", op_class=OpClass.VECTOR, stream=s, flops=tokens * h * 4,
-                 hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg)
-    accumulate = Op(name="combine_compute", op_class=OpClass.VECTOR, stream=s, flops=tokens * k * h * 2,
-                    hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES)
-    return [norm, gate, reorder,
-            Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
-            experts, swiglu,
-            Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol),
-            accumulate]
+    reorder = Op(
+        name="dispatch_compute",
+        op_class=OpClass.VECTOR,
+        stream=s,
+        flops=tokens * h * 4,
+        hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
+    )
+    accumulate = Op(
+        name="combine_compute",
+        op_class=OpClass.VECTOR,
+        stream=s,
+        flops=tokens * k * h * 2,
+        hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
+    )
+    return [
+        norm,
+        gate,
+        reorder,
+        Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
+        experts,
+        swiglu,
+        Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol),
+        accumulate,
+    ]
 
 
 def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
     """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
     tokens = plan.tokens_per_die * share
     attention = [_norm("attn_norm", Stream.ATTENTION, tokens, plan)] + (
-        _decode_attention(plan, share) if plan.phase == Phase.DECODE else _prefill_attention(plan, share))
+        _decode_attention(plan, share) if plan.phase == Phase.DECODE else _prefill_attention(plan, share)
+    )
     ffn = _moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
     return attention + ffn
 
@@ -212,16 +277,22 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
     head_w = m.lm_head_params() or m.embedding_params()
     return [
         _gemm("lm_head", Stream.ATTENTION, tokens, head_w, plan, tokens * m.vocab * LOGIT_BYTES, precision="bf16"),
-        Op(name="sampling", op_class=OpClass.VECTOR, stream=Stream.ATTENTION, flops=8.0 * tokens * m.vocab,
-           hbm_bytes=3.0 * tokens * m.vocab * LOGIT_BYTES),
+        Op(
+            name="sampling",
+            op_class=OpClass.VECTOR,
+            stream=Stream.ATTENTION,
+            flops=8.0 * tokens * m.vocab,
+            hbm_bytes=3.0 * tokens * m.vocab * LOGIT_BYTES,
+        ),
     ]
 
 
 def mtp_extra_ops(plan: Plan) -> list[Op]:
     """The MTP block's own projection (eh_proj: concat of hidden and embedding, 2h → h)."""
     m, tokens = plan.model, plan.tokens_per_die
-    return [_gemm("mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan,
-                  tokens * 3 * m.hidden * ACT_BYTES)]
+    return [
+        _gemm("mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES)
+    ]
 
 
 def ops_time_s(ops: list[Op], plan: Plan, core_share: float = 1.0) -> float:

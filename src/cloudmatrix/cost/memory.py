@@ -26,24 +26,31 @@ class MemoryUse:
         return self.weights_bytes + self.kv_bytes + self.buffers_bytes + self.reserve_bytes
 
     def as_gb(self) -> dict[str, float]:
-        return {"weights": self.weights_bytes / GB, "kv": self.kv_bytes / GB, "buffers": self.buffers_bytes / GB,
-                "reserve": self.reserve_bytes / GB, "total": self.total_bytes / GB,
-                "capacity": self.capacity_bytes / GB}
+        return {
+            "weights": self.weights_bytes / GB,
+            "kv": self.kv_bytes / GB,
+            "buffers": self.buffers_bytes / GB,
+            "reserve": self.reserve_bytes / GB,
+            "total": self.total_bytes / GB,
+            "capacity": self.capacity_bytes / GB,
+        }
 
 
 def weights_per_die(plan: Plan) -> float:
     """Attention and dense FFN are replicated per die (DP); prefill shards the MLA up-projections over the
     TP group; experts occupy their slots; embedding and LM head are BF16 on every die."""
     m, wb = plan.model, plan.weight_bytes
-    attn = m.attention_params()
+    attn = float(m.attention_params())
     if plan.phase == Phase.PREFILL and m.attention.kind == "mla":
         a = m.attention
         up = (a.q_lora_rank or m.hidden) * a.num_heads * a.qk_head_dim + (a.kv_lora_rank or 0) * a.num_heads * (
-            a.qk_nope_head_dim + a.v_head_dim)
+            a.qk_nope_head_dim + a.v_head_dim
+        )
         attn -= up * (1 - 1 / plan.deployment.attention_tp)
     per_layer_attn = (attn + m.norm_params()) * wb
-    total = m.num_layers * per_layer_attn + m.num_dense_layers * (m.dense_ffn_params() * wb if m.num_dense_layers
-                                                                  else 0.0)
+    total = m.num_layers * per_layer_attn + m.num_dense_layers * (
+        m.dense_ffn_params() * wb if m.num_dense_layers else 0.0
+    )
     if m.moe and plan.layout:
         lay = plan.layout
         slots = lay.routed_slots_per_die + (0 if lay.shared_dies else m.moe.num_shared)
@@ -80,17 +87,26 @@ def memory_use(plan: Plan) -> MemoryUse:
     per_seq = m.kv_bytes(max_len, plan.kv_bytes)
     kv = plan.seqs_per_die * per_seq
     free = capacity - weights - buffers - reserve
-    return MemoryUse(weights_bytes=weights, kv_bytes=kv, buffers_bytes=buffers, reserve_bytes=reserve,
-                     capacity_bytes=capacity, max_seqs_per_die=max(free, 0.0) / per_seq)
+    return MemoryUse(
+        weights_bytes=weights,
+        kv_bytes=kv,
+        buffers_bytes=buffers,
+        reserve_bytes=reserve,
+        capacity_bytes=capacity,
+        max_seqs_per_die=max(free, 0.0) / per_seq,
+    )
 
 
 def check_fits(plan: Plan, mem: MemoryUse) -> None:
     if mem.total_bytes <= mem.capacity_bytes:
         return
     g = mem.as_gb()
-    what = (f"weights {g['weights']:.1f} + KV {g['kv']:.1f} + buffers {g['buffers']:.1f} + runtime reserve "
-            f"{g['reserve']:.1f} = {g['total']:.1f} GB > {g['capacity']:.1f} GB HBM per die")
+    what = (
+        f"weights {g['weights']:.1f} + KV {g['kv']:.1f} + buffers {g['buffers']:.1f} + runtime reserve "
+        f"{g['reserve']:.1f} = {g['total']:.1f} GB > {g['capacity']:.1f} GB HBM per die"
+    )
     if plan.phase == Phase.DECODE:
         cap = mem.max_seqs_per_die * plan.hardware.chip.num_dies
-        what += f"; KV fits at most {cap:.0f} sequences per chip at {plan.deployment.input_len + plan.deployment.output_len} tokens"
+        length = plan.deployment.input_len + plan.deployment.output_len
+        what += f"; KV fits at most {cap:.0f} sequences per chip at {length} tokens"
     raise InfeasibleDeploymentError(f"deployment does not fit: {what}")

@@ -45,20 +45,24 @@ def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
 def _serial(ops: list[Op], plan: Plan) -> LayerCost:
     chip = plan.hardware.chip
     times = {op.name: op_time_s(op, chip) * US for op in ops}
-    return LayerCost(time_s=sum(times.values()) / US, critical_us=times, overlapped_us={},
-                     roofline_us={op.name: roofline_s(op, chip) * US for op in ops})
+    return LayerCost(
+        time_s=sum(times.values()) / US,
+        critical_us=times,
+        overlapped_us={},
+        roofline_us={op.name: roofline_s(op, chip) * US for op in ops},
+    )
 
 
-def _overlapped(groups: tuple[dict[str, float], dict[str, float]], floor_us: float,
-                roofline: dict[str, float]) -> LayerCost:
+def _overlapped(
+    groups: tuple[dict[str, float], dict[str, float]], floor_us: float, roofline: dict[str, float]
+) -> LayerCost:
     """Two streams over two microbatches: the layer takes the longer stream (or the HBM floor)."""
     slow, fast = sorted(groups, key=lambda g: sum(g.values()), reverse=True)
     critical = dict(slow)
     slack = floor_us - sum(slow.values())
     if slack > 0:
         critical["hbm_contention"] = slack
-    return LayerCost(time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=fast,
-                     roofline_us=roofline)
+    return LayerCost(time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=fast, roofline_us=roofline)
 
 
 def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
@@ -117,9 +121,15 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
         breakdown[key] += op_time_s(op, chip) * US
         roofline[key] += roofline_s(op, chip) * US
     step_s = sum(breakdown.values()) / US
-    return StepCost(step_s=step_s, microbatch=microbatch, breakdown_us=dict(breakdown),
-                    layer_breakdown_us=rep.critical_us, overlapped_us=rep.overlapped_us,
-                    roofline_us=dict(roofline), layer_us=layer_us)
+    return StepCost(
+        step_s=step_s,
+        microbatch=microbatch,
+        breakdown_us=dict(breakdown),
+        layer_breakdown_us=rep.critical_us,
+        overlapped_us=rep.overlapped_us,
+        roofline_us=dict(roofline),
+        layer_us=layer_us,
+    )
 
 
 def best_step_cost(plan: Plan) -> StepCost:

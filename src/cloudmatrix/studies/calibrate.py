@@ -53,8 +53,12 @@ def fit_ep_comm(reference: ReferenceSet, hardware: Hardware, model: ModelSpec) -
     x, *_ = np.linalg.lstsq(np.array(a), np.array(y), rcond=None)
     pred, pub = np.array(a) @ x, np.array(y)
     rms = float(np.sqrt(np.mean(((pred - pub) / pub) ** 2)) * 100)
-    return EpCommFit(base_latency_us=float(x[0]), dispatch_efficiency=float(1 / x[1]),
-                     combine_efficiency=float(1 / x[2]), rms_error_pct=rms)
+    return EpCommFit(
+        base_latency_us=float(x[0]),
+        dispatch_efficiency=float(1 / x[1]),
+        combine_efficiency=float(1 / x[2]),
+        rms_error_pct=rms,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,10 +70,12 @@ class ComputeFit:
 
 def with_compute_constants(hardware: Hardware, launch_us: float, sustained: float) -> Hardware:
     chip = hardware.chip
-    eff = chip.efficiency.model_copy(update={"gemm_serving": chip.efficiency.gemm_serving.model_copy(
-        update={"value": sustained})})
-    chip = chip.model_copy(update={"launch_us": chip.launch_us.model_copy(update={"value": launch_us}),
-                                   "efficiency": eff})
+    eff = chip.efficiency.model_copy(
+        update={"gemm_serving": chip.efficiency.gemm_serving.model_copy(update={"value": sustained})}
+    )
+    chip = chip.model_copy(
+        update={"launch_us": chip.launch_us.model_copy(update={"value": launch_us}), "efficiency": eff}
+    )
     return hardware.model_copy(update={"chip": chip})
 
 
@@ -81,8 +87,13 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 40) 
     return (lo + hi) / 2
 
 
-def fit_compute(reference: ReferenceSet, hardware: Hardware, model: ModelSpec,
-                latency_row: str = "decode-layer-b96-mtp1", overhead_row: str = "slo15-4k256-b8-tpot") -> ComputeFit:
+def fit_compute(
+    reference: ReferenceSet,
+    hardware: Hardware,
+    model: ModelSpec,
+    latency_row: str = "decode-layer-b96-mtp1",
+    overhead_row: str = "slo15-4k256-b8-tpot",
+) -> ComputeFit:
     """Fit the operator launch overhead on the launch-dominated small-batch row and the sustained compute
     fraction on the compute-dominated per-layer latency row (two equations, two unknowns)."""
     from cloudmatrix.studies.reproduce import predict_row
@@ -92,7 +103,9 @@ def fit_compute(reference: ReferenceSet, hardware: Hardware, model: ModelSpec,
 
     def launch_for(sustained: float) -> float:
         def err(launch: float) -> float:
-            return predict_row(reference, ovh, with_compute_constants(hardware, launch, sustained), model) - ovh.published
+            hw = with_compute_constants(hardware, launch, sustained)
+            return predict_row(reference, ovh, hw, model) - ovh.published
+
         return _bisect(err, 0.0, 50.0)
 
     def err_sustained(sustained: float) -> float:
@@ -102,8 +115,11 @@ def fit_compute(reference: ReferenceSet, hardware: Hardware, model: ModelSpec,
     sustained = _bisect(err_sustained, 0.2, 1.0, iters=25)
     launch = launch_for(sustained)
     hw = with_compute_constants(hardware, launch, sustained)
-    return ComputeFit(launch_us=launch, sustained_compute=sustained,
-                      rows={r: predict_row(reference, rows[r], hw, model) for r in (latency_row, overhead_row)})
+    return ComputeFit(
+        launch_us=launch,
+        sustained_compute=sustained,
+        rows={r: predict_row(reference, rows[r], hw, model) for r in (latency_row, overhead_row)},
+    )
 
 
 def calibration_report(set_id: str = "cloudmatrix-infer") -> dict[str, Any]:
@@ -118,16 +134,34 @@ def calibration_report(set_id: str = "cloudmatrix-infer") -> dict[str, Any]:
     compute_fit = fit_compute(ref, hw, model)
     c = hw.system.planes.ub.ep_comm
     table = "P3 Table 6 dispatch/combine rows"
-    return {"reference": set_id, "constants": {
-        "ub.ep_comm.base_latency_us": {"fitted": comm_fit.base_latency_us, "catalog": c.base_latency_us.value,
-                                       "rows": table},
-        "ub.ep_comm.dispatch_efficiency": {"fitted": comm_fit.dispatch_efficiency,
-                                           "catalog": c.dispatch_efficiency.value, "rows": table},
-        "ub.ep_comm.combine_efficiency": {"fitted": comm_fit.combine_efficiency,
-                                          "catalog": c.combine_efficiency.value, "rows": table},
-        f"{hw.chip.id}.launch_us": {"fitted": compute_fit.launch_us, "catalog": hw.chip.launch_us.value,
-                                    "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)"},
-        f"{hw.chip.id}.efficiency.gemm_serving": {"fitted": compute_fit.sustained_compute,
-                                                  "catalog": hw.chip.efficiency.gemm_serving.value,
-                                                  "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)"},
-    }, "ep_comm_rms_error_pct": comm_fit.rms_error_pct}
+    return {
+        "reference": set_id,
+        "constants": {
+            "ub.ep_comm.base_latency_us": {
+                "fitted": comm_fit.base_latency_us,
+                "catalog": c.base_latency_us.value,
+                "rows": table,
+            },
+            "ub.ep_comm.dispatch_efficiency": {
+                "fitted": comm_fit.dispatch_efficiency,
+                "catalog": c.dispatch_efficiency.value,
+                "rows": table,
+            },
+            "ub.ep_comm.combine_efficiency": {
+                "fitted": comm_fit.combine_efficiency,
+                "catalog": c.combine_efficiency.value,
+                "rows": table,
+            },
+            f"{hw.chip.id}.launch_us": {
+                "fitted": compute_fit.launch_us,
+                "catalog": hw.chip.launch_us.value,
+                "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)",
+            },
+            f"{hw.chip.id}.efficiency.gemm_serving": {
+                "fitted": compute_fit.sustained_compute,
+                "catalog": hw.chip.efficiency.gemm_serving.value,
+                "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)",
+            },
+        },
+        "ep_comm_rms_error_pct": comm_fit.rms_error_pct,
+    }

@@ -21,8 +21,17 @@ def model_rows() -> list[dict[str, Any]]:
     for mid in model_ids():
         m = load_model(mid)
         experts = f"{m.moe.num_routed}+{m.moe.num_shared} top-{m.moe.top_k}" if m.moe else "dense"
-        rows.append({"id": mid, "model_type": m.model_type, "attention": m.attention.kind, "layers": m.num_layers,
-                     "experts": experts, "total_params_b": m.total_params() / 1e9,
-                     "active_params_b": m.active_params() / 1e9, "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0),
-                     "mtp_layers": m.mtp_layers})
+        rows.append(
+            {
+                "id": mid,
+                "model_type": m.model_type,
+                "attention": m.attention.kind,
+                "layers": m.num_layers,
+                "experts": experts,
+                "total_params_b": m.total_params() / 1e9,
+                "active_params_b": m.active_params() / 1e9,
+                "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0),
+                "mtp_layers": m.mtp_layers,
+            }
+        )
     return rows

@@ -32,9 +32,17 @@ class RowResult:
 
     def to_dict(self) -> dict[str, Any]:
         r = self.row
-        return {"id": r.id, "quantity": r.quantity, "unit": r.unit, "published": r.published,
-                "predicted": round(self.predicted, 3), "error_pct": round(self.error_pct, 2),
-                "tolerance_pct": r.tolerance_pct, "role": r.role, "source": r.source}
+        return {
+            "id": r.id,
+            "quantity": r.quantity,
+            "unit": r.unit,
+            "published": r.published,
+            "predicted": round(self.predicted, 3),
+            "error_pct": round(self.error_pct, 2),
+            "tolerance_pct": r.tolerance_pct,
+            "role": r.role,
+            "source": r.source,
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,23 +55,35 @@ class Reproduction:
 
     def to_dict(self) -> dict[str, Any]:
         errs, pred = self._errors(), self._errors("predicted")
-        return {"reference": self.reference.id, "title": self.reference.title,
-                "rows": [r.to_dict() for r in self.results],
-                "median_abs_error_pct": round(statistics.median(errs), 2),
-                "max_abs_error_pct": round(max(errs), 2),
-                "predicted_median_abs_error_pct": round(statistics.median(pred), 2) if pred else None,
-                "all_within_tolerance": all(r.within_tolerance for r in self.results)}
+        return {
+            "reference": self.reference.id,
+            "title": self.reference.title,
+            "rows": [r.to_dict() for r in self.results],
+            "median_abs_error_pct": round(statistics.median(errs), 2),
+            "max_abs_error_pct": round(max(errs), 2),
+            "predicted_median_abs_error_pct": round(statistics.median(pred), 2) if pred else None,
+            "all_within_tolerance": all(r.within_tolerance for r in self.results),
+        }
 
 
 def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:
     s = {**defaults, **setup}
-    return Deployment(phase=Phase(s["phase"]), num_chips=s["chips"], ep=s.get("ep"),
-                      batch_per_chip=s.get("batch_per_chip"), tokens_per_chip=s.get("tokens_per_chip"),
-                      input_len=s.get("input_len", 4096), output_len=s.get("output_len", 256),
-                      kv_len=s.get("kv_len"), precision=s.get("precision", "int8"),
-                      kv_precision=s.get("kv_precision", "bf16"), mtp=s.get("mtp", 0),
-                      mtp_acceptance=s.get("mtp_acceptance", 0.0), eplb=Eplb(s.get("eplb", "perfect")),
-                      microbatch=s.get("microbatch"))
+    return Deployment(
+        phase=Phase(s["phase"]),
+        num_chips=s["chips"],
+        ep=s.get("ep"),
+        batch_per_chip=s.get("batch_per_chip"),
+        tokens_per_chip=s.get("tokens_per_chip"),
+        input_len=s.get("input_len", 4096),
+        output_len=s.get("output_len", 256),
+        kv_len=s.get("kv_len"),
+        precision=s.get("precision", "int8"),
+        kv_precision=s.get("kv_precision", "bf16"),
+        mtp=s.get("mtp", 0),
+        mtp_acceptance=s.get("mtp_acceptance", 0.0),
+        eplb=Eplb(s.get("eplb", "perfect")),
+        microbatch=s.get("microbatch"),
+    )
 
 
 def _quantity(est: Estimate, quantity: str) -> float:
@@ -76,15 +96,17 @@ def _quantity(est: Estimate, quantity: str) -> float:
     raise ValueError(f"unknown quantity {quantity}")
 
 
-def predict_row(ref: ReferenceSet, row: ReferenceRow, hw: Hardware | None = None,
-                model: ModelSpec | None = None) -> float:
+def predict_row(
+    ref: ReferenceSet, row: ReferenceRow, hw: Hardware | None = None, model: ModelSpec | None = None
+) -> float:
     """The model's value for one published row (optionally on modified hardware, for calibration)."""
     hw = hw or load_hardware(ref.system)
     model = model or load_model(ref.model)
     if row.quantity in ("dispatch_us", "combine_us"):
         op = row.setup["op"]
-        t, _ = comm.ep_fused_s(hw.system.planes.ub, op,
-                               ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"]))
+        t, _ = comm.ep_fused_s(
+            hw.system.planes.ub, op, ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"])
+        )
         return t * 1e6
     est = estimate(hw, model, deployment_from_setup(row.setup, ref.defaults))
     return _quantity(est, row.quantity)

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+
+from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.cost import comm
+from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s, roofline_s
+
+HW = load_hardware("cloudmatrix384")
+CHIP = HW.chip
+
+
+def test_memory_bound_gemm_closed_form() -> None:
+    op = Op(name="w", op_class=OpClass.GEMM, stream=Stream.ATTENTION, flops=1e9, hbm_bytes=1e9, precision="int8")
+    mem = 1e9 / (CHIP.efficiency.gemm_memory.value * 1600e9)
+    assert op_time_s(op, CHIP) == pytest.approx(mem + CHIP.launch_us.value * 1e-6, rel=1e-12)
+    assert roofline_s(op, CHIP) == pytest.approx(1e9 / 1600e9)
+
+
+def test_compute_bound_gemm_and_core_share() -> None:
+    op = Op(name="c", op_class=OpClass.GEMM, stream=Stream.MOE, flops=1e13, hbm_bytes=1e6, precision="int8")
+    eff = CHIP.efficiency.gemm_compute.value * CHIP.efficiency.gemm_serving.value
+    full = 1e13 / (eff * 752e12)
+    assert op_time_s(op, CHIP) == pytest.approx(full + CHIP.launch_us.value * 1e-6)
+    third = op_time_s(op, CHIP, core_share=8 / 24) - CHIP.launch_us.value * 1e-6
+    assert third == pytest.approx(3 * full)
+
+
+def test_attention_uses_bf16_peak_and_mla_efficiency() -> None:
+    op = Op(name="a", op_class=OpClass.ATTENTION, stream=Stream.ATTENTION, flops=1e12, hbm_bytes=0.0)
+    expected = 1e12 / (0.654 * 376e12) + CHIP.launch_us.value * 1e-6
+    assert op_time_s(op, CHIP) == pytest.approx(expected)
+
+
+def test_distinct_destinations() -> None:
+    assert comm.distinct_destinations(256, 1, 256, 8) == pytest.approx(8.0)
+    assert comm.distinct_destinations(256, 256, 1, 8) == 1.0
+    ep8 = comm.distinct_destinations(256, 32, 8, 8)
+    assert ep8 == pytest.approx(8 * (1 - math.comb(224, 8) / math.comb(256, 8)))
+    assert 5.2 < ep8 < 5.4
+
+
+def test_fused_comm_closed_form() -> None:
+    ub = HW.system.planes.ub
+    t, sol = comm.ep_fused_s(ub, "combine", 1e6)
+    c = ub.ep_comm
+    assert t == pytest.approx(c.base_latency_us.value * 1e-6 + 1e6 / (c.combine_efficiency.value * 196e9))
+    assert sol == pytest.approx(1e6 / 196e9)
+
+
+def test_rdma_transfer() -> None:
+    rdma = HW.system.planes.rdma
+    t = comm.scale_out_s(rdma, 25e9 * 0.85, dies=1)
+    assert t == pytest.approx(1.0 + rdma.latency_us.value * 1e-6)

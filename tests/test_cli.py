@@ -1,0 +1,116 @@
+"""End-to-end CLI runs through Typer's runner: contracts of design.md §6 and one-line errors (exit 2)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cloudmatrix.cli.app import app
+
+runner = CliRunner()
+DECODE = [
+    "estimate",
+    "--system",
+    "cloudmatrix384",
+    "--model",
+    "deepseek-r1",
+    "--phase",
+    "decode",
+    "--chips",
+    "160",
+    "--batch-per-chip",
+    "96",
+    "--kv-len",
+    "4096",
+    "--precision",
+    "int8",
+    "--mtp",
+    "1",
+    "--mtp-acceptance",
+    "0.7",
+]
+
+
+def _json(args: list[str]) -> dict:
+    res = runner.invoke(app, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def test_estimate_decode_contract() -> None:
+    d = _json(DECODE)
+    for key in (
+        "step_ms",
+        "tpot_ms",
+        "throughput_per_chip_tok_s",
+        "tokens_per_step",
+        "memory_per_die_gb",
+        "breakdown_us",
+        "roofline_us",
+    ):
+        assert key in d
+    assert sum(d["breakdown_us"].values()) / 1e3 == pytest.approx(d["step_ms"], rel=0.01)
+    assert d["tokens_per_step"] == pytest.approx(96 * 1.7)
+
+
+def test_estimate_prefill_contract() -> None:
+    d = _json(["estimate", "--phase", "prefill", "--chips", "16", "--ep", "32", "--tokens-per-chip", "16384"])
+    assert {"batch_time_ms", "throughput_per_chip_tok_s", "breakdown_us", "roofline_us"} <= set(d)
+    assert d["throughput_per_chip_tok_s"] == pytest.approx(16384 / d["batch_time_ms"] * 1e3)
+
+
+def test_estimate_table_output() -> None:
+    res = runner.invoke(app, DECODE)
+    assert res.exit_code == 0 and "tpot_ms" in res.stdout and "attention_core" in res.stdout
+
+
+def test_reproduce_json_contract() -> None:
+    d = _json(["reproduce"])
+    assert {"rows", "median_abs_error_pct", "max_abs_error_pct"} <= set(d)
+    assert {"id", "quantity", "published", "predicted", "error_pct"} <= set(d["rows"][0])
+
+
+def test_catalog() -> None:
+    assert [s["id"] for s in _json(["catalog", "systems"])["systems"]] == ["cloudmatrix384"]
+    models = {m["id"] for m in _json(["catalog", "models"])["models"]}
+    assert {"deepseek-r1", "deepseek-v3", "qwen3-235b-a22b", "kimi-k2", "llama-3.1-405b", "gpt-oss-120b"} == models
+
+
+def test_calibrate_reproduces_catalog_constants() -> None:
+    d = _json(["calibrate"])
+    for name, row in d["constants"].items():
+        assert row["fitted"] == pytest.approx(row["catalog"], rel=0.01), name
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["estimate", "--system", "dgx9", "--batch-per-chip", "8"],
+            "unknown system 'dgx9'; expected one of: cloudmatrix384",
+        ),
+        (["estimate", "--model", "gpt-9", "--batch-per-chip", "8"], "unknown model 'gpt-9'"),
+        (["estimate", "--phase", "train"], "phase 'train' is not one of: prefill, decode"),
+        (["estimate"], "decode needs --batch-per-chip"),
+        (["estimate", "--batch-per-chip", "8", "--ep", "7"], "EP degree 7 must divide the 320 dies"),
+        (["estimate", "--batch-per-chip", "400"], "GB > 64.0 GB HBM per die"),
+        (["estimate", "--batch-per-chip", "8", "--precision", "fp3"], "precision 'fp3' is not one of"),
+        (["estimate", "--batch-per-chip", "8", "--eplb", "magic"], "eplb 'magic' is not one of"),
+        (["reproduce", "nope"], "unknown reference set 'nope'"),
+        (["catalog", "chips"], "unknown catalog 'chips'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(args, message) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.output and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_malformed_model_config_names_field(tmp_path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(
+        json.dumps({"hidden_size": 4096, "num_hidden_layers": "many", "num_attention_heads": 32, "vocab_size": 32000})
+    )
+    res = runner.invoke(app, ["estimate", "--model", str(path), "--batch-per-chip", "8"])
+    assert res.exit_code == 2 and "num_hidden_layers" in res.stderr
