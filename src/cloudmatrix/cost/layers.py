@@ -218,47 +218,38 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     ub = plan.hardware.system.planes.ub
     if plan.phase == Phase.DECODE:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
-        d_t, d_sol = comm.ep_fused_s(ub, "dispatch", max(tokens * dests, received) * disp_msg)
-        c_t, c_sol = comm.ep_fused_s(ub, "combine", max(tokens * dests, received) * comb_msg)
-        return [
-            norm,
-            gate,
-            Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
-            experts,
-            swiglu,
-            Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol),
+        moved = max(tokens * dests, received)
+        d_t, d_sol = comm.ep_fused_s(ub, "dispatch", moved * disp_msg)
+        c_t, c_sol = comm.ep_fused_s(ub, "combine", moved * comb_msg)
+        before: list[Op] = []
+        after: list[Op] = []
+    else:
+        # Prefill: AIV reorders and quantises, SDMA moves the bulk all-to-all (P3 §4.3).
+        moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
+        inter_node = lay.ep > plan.hardware.dies_per_node
+        d_t, d_sol = comm.scale_up_bulk_s(ub, moved * disp_msg, lay.ep - 1, inter_node)
+        c_t, c_sol = comm.scale_up_bulk_s(ub, moved * comb_msg, lay.ep - 1, inter_node)
+        before = [
+            Op(
+                name="dispatch_compute",
+                op_class=OpClass.VECTOR,
+                stream=s,
+                flops=tokens * h * 4,
+                hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
+            )
         ]
-    # Prefill: AIV reorders and quantises, SDMA moves the bulk all-to-all (P3 §4.3).
-    remote = (lay.ep - 1) / lay.ep
-    inter_node = lay.ep > plan.hardware.dies_per_node
-    d_bytes = max(tokens * dests * remote, received * remote) * disp_msg
-    c_bytes = max(tokens * dests * remote, received * remote) * comb_msg
-    d_t, d_sol = comm.scale_up_bulk_s(ub, d_bytes, lay.ep - 1, inter_node)
-    c_t, c_sol = comm.scale_up_bulk_s(ub, c_bytes, lay.ep - 1, inter_node)
-    reorder = Op(
-        name="dispatch_compute",
-        op_class=OpClass.VECTOR,
-        stream=s,
-        flops=tokens * h * 4,
-        hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
-    )
-    accumulate = Op(
-        name="combine_compute",
-        op_class=OpClass.VECTOR,
-        stream=s,
-        flops=tokens * k * h * 2,
-        hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
-    )
-    return [
-        norm,
-        gate,
-        reorder,
-        Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol),
-        experts,
-        swiglu,
-        Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol),
-        accumulate,
-    ]
+        after = [
+            Op(
+                name="combine_compute",
+                op_class=OpClass.VECTOR,
+                stream=s,
+                flops=tokens * k * h * 2,
+                hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
+            )
+        ]
+    dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
+    combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
+    return [norm, gate, *before, dispatch, experts, swiglu, combine, *after]
 
 
 def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
