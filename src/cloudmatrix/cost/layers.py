@@ -200,7 +200,9 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     busiest, slots, received = _expert_tokens(plan, tokens)
     disp_msg = h * plan.dispatch_bytes + (QUANT_SCALE_PAD_BYTES if plan.dispatch_bytes < ACT_BYTES else 0)
     comb_msg = h * ACT_BYTES
-    dests = comm.distinct_destinations(m.moe.num_routed, lay.routed_slots_per_die, lay.routed_dies, k) + (
+    # Redundant copies add no destinations: a token reaches one copy of each chosen expert.
+    groups = min(lay.routed_dies, m.moe.num_routed)
+    dests = comm.distinct_destinations(m.moe.num_routed, m.moe.num_routed // groups, groups, k) + (
         1 if lay.shared_dies else 0
     )
     gate = _gemm("gate", s, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from cloudmatrix.cost.layers import ACT_BYTES, QUANT_SCALE_PAD_BYTES
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
 from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.units import GB_DECIMAL
 
-GB = 1e9
+GB = GB_DECIMAL
 
 
 @dataclass(frozen=True, kw_only=True)
