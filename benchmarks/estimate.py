@@ -15,8 +15,16 @@ from cloudmatrix.estimate import estimate
 
 
 def estimates_per_second(seconds: float = 3.0) -> float:
-    base = Deployment(phase=Phase.DECODE, num_chips=160, ep=320, batch_per_chip=96, kv_len=4096, mtp=1,
-                      mtp_acceptance=0.7, eplb=Eplb.DEFAULT)
+    base = Deployment(
+        phase=Phase.DECODE,
+        num_chips=160,
+        ep=320,
+        batch_per_chip=96,
+        kv_len=4096,
+        mtp=1,
+        mtp_acceptance=0.7,
+        eplb=Eplb.DEFAULT,
+    )
     batches = [8, 16, 24, 32, 48, 64, 96, 112, 128]
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -30,8 +38,11 @@ def cold_start_s(runs: int = 5) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cloudmatrix.cli.app", "estimate", "--batch-per-chip", "96", "--json"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "cloudmatrix.cli.app", "estimate", "--batch-per-chip", "96", "--json"],
+            check=True,
+            capture_output=True,
+        )
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 

@@ -114,3 +114,52 @@ def test_malformed_model_config_names_field(tmp_path) -> None:
     )
     res = runner.invoke(app, ["estimate", "--model", str(path), "--batch-per-chip", "8"])
     assert res.exit_code == 2 and "num_hidden_layers" in res.stderr
+
+
+def test_simulate_default_contract(tmp_path) -> None:
+    csv_path = tmp_path / "req.csv"
+    res = runner.invoke(app, ["simulate", "--set", "requests=300", "--requests-csv", str(csv_path), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    for key in (
+        "num_requests",
+        "ttft_ms",
+        "tpot_ms",
+        "throughput_per_chip_tok_s",
+        "slo_attainment",
+        "goodput_req_s",
+        "sim_time_s",
+        "wall_time_s",
+    ):
+        assert key in d
+    assert set(d["ttft_ms"]) >= {"p50", "p90", "p99"} and set(d["throughput_per_chip_tok_s"]) == {"prefill", "decode"}
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 301 and lines[0].startswith("id,input_len,output_len,arrival_s")
+
+
+def test_simulate_table_output() -> None:
+    res = runner.invoke(app, ["simulate", "--set", "requests=100"])
+    assert res.exit_code == 0 and "ttft_ms" in res.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["simulate", "missing.yaml"], "scenario 'missing.yaml': no such file or built-in scenario"),
+        (["simulate", "--set", "decode.batch_per_chip=abc"], "decode.batch_per_chip"),
+        (["simulate", "--set", "model=gpt-9"], "unknown model 'gpt-9'"),
+        (["simulate", "--set", "decode.batch_per_chip=900"], "HBM per die"),
+        (["simulate", "--set", "prefill.instances=30"], "deployment needs"),
+    ],
+)
+def test_simulate_bad_input(args, message) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and message in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_simulate_malformed_trace_names_line(tmp_path) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 100, "output_length": 10}\n{"timestamp": 1}\n')
+    res = runner.invoke(app, ["simulate", "--set", f"workload.trace={trace}"])
+    assert res.exit_code == 2 and "t.jsonl line 2: missing field 'input_length'" in res.stderr

@@ -3,9 +3,12 @@ user errors print one line on stderr and exit with code 2."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -140,6 +143,44 @@ def reproduce(
         _emit_json(d)
     else:
         out.print(render.reproduce_table(d))
+
+
+@app.command()
+def simulate(
+    scenario: Annotated[
+        str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
+    requests_csv: Annotated[Path | None, typer.Option(help="Write one row per request to this CSV.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.cli.progress import LazyProgress
+    from cloudmatrix.sim.engine import simulate as run_simulation
+    from cloudmatrix.sim.scenario import load_scenario
+
+    started = time.perf_counter()
+    with LazyProgress("simulating requests") as progress:
+        result = _run(lambda: run_simulation(load_scenario(scenario, set_ or []), progress.update))
+    d = result.to_dict()
+    d["wall_time_s"] = time.perf_counter() - started
+    if requests_csv is not None:
+        _write_csv(requests_csv, result.requests_rows())
+    if as_json:
+        _emit_json(d)
+    else:
+        out.print(render.simulate_table(d))
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    try:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+            writer.writeheader()
+            writer.writerows(rows)
+    except OSError as e:
+        _fail(f"cannot write {path}: {e.strerror}")
 
 
 @app.command()

@@ -106,3 +106,23 @@ def reproduce_table(d: dict[str, Any]) -> Table:
         f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %"
     )
     return t
+
+
+def simulate_table(d: dict[str, Any]) -> Table:
+    t = Table(
+        title=f"simulate {d['scenario']}: {d['num_requests']} requests in {d['sim_time_s']:.1f} s simulated "
+        f"({d['wall_time_s']:.1f} s wall)"
+    )
+    t.add_column("metric")
+    for col in ("p50", "p90", "p99", "mean"):
+        t.add_column(col, justify="right")
+    for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "kv_transfer_ms"):
+        v = d[key]
+        t.add_row(key, *(f"{v[c]:,.1f}" for c in ("p50", "p90", "p99", "mean")))
+    thr = d["throughput_per_chip_tok_s"]
+    t.caption = (
+        f"throughput per chip: prefill {thr['prefill']:,.0f} tok/s, decode {thr['decode']:,.0f} tok/s; "
+        f"SLO attainment {d['slo_attainment']:.1%}; goodput {d['goodput_req_s']:.1f} req/s; "
+        f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}"
+    )
+    return t

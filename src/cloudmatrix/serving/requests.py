@@ -1,0 +1,71 @@
+"""The request state machine, kept as columns (one array per timestamp) so a million requests stay cheap:
+queued → prefilling → kv transfer → decoding → done. Transitions take ``now`` and enforce the order."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import numpy as np
+
+
+class State(IntEnum):
+    QUEUED = 0
+    PREFILLING = 1
+    KV_TRANSFER = 2
+    DECODING = 3
+    DONE = 4
+
+
+# Plain ints for the hot path (IntEnum member access is slow in a million-request run).
+_NEW, _QUEUED, _PREFILLING, _KV, _DECODING, _DONE = -1, 0, 1, 2, 3, 4
+
+
+class RequestTable:
+    """Per-request columns. Timestamps are NaN until reached."""
+
+    STAMPS = ("arrival_s", "prefill_start_s", "prefill_end_s", "decode_admit_s", "first_token_s", "finish_s")
+
+    def __init__(self, input_len: np.ndarray, output_len: np.ndarray) -> None:
+        n = len(input_len)
+        self.input_len = np.asarray(input_len, dtype=np.int64)
+        self.output_len = np.asarray(output_len, dtype=np.int64)
+        self.state = np.full(n, -1, dtype=np.int8)  # -1: not yet arrived
+        self.generated = np.zeros(n, dtype=np.int64)
+        self.arrival_s, self.prefill_start_s, self.prefill_end_s = (np.full(n, np.nan) for _ in range(3))
+        self.decode_admit_s, self.first_token_s, self.finish_s = (np.full(n, np.nan) for _ in range(3))
+
+    def __len__(self) -> int:
+        return len(self.input_len)
+
+    def _advance(self, rid: int, expected: int, new: int, column: np.ndarray, now: float) -> None:
+        if self.state[rid] != expected:
+            raise RuntimeError(f"request {rid}: {State(new).name} from state {self.state[rid]}")
+        self.state[rid] = new
+        column[rid] = now
+
+    def arrive(self, rid: int, now: float) -> None:
+        self._advance(rid, _NEW, _QUEUED, self.arrival_s, now)
+
+    def start_prefill(self, rid: int, now: float) -> None:
+        self._advance(rid, _QUEUED, _PREFILLING, self.prefill_start_s, now)
+
+    def end_prefill(self, rid: int, now: float) -> None:
+        """Prefill produced the first token; the KV cache now waits for decode admission and transfer."""
+        self._advance(rid, _PREFILLING, _KV, self.prefill_end_s, now)
+        self.generated[rid] = 1
+
+    def admit_decode(self, rid: int, now: float) -> None:
+        """Decode reserved KV blocks; the transfer over RDMA starts now."""
+        if self.state[rid] != _KV:
+            raise RuntimeError(f"request {rid}: decode admission from state {self.state[rid]}")
+        self.decode_admit_s[rid] = now
+
+    def start_decode(self, rid: int, now: float) -> None:
+        """The KV cache arrived: the first token is delivered and the sequence joins the decode batch."""
+        self._advance(rid, _KV, _DECODING, self.first_token_s, now)
+
+    def finish(self, rids: np.ndarray, now: float) -> None:
+        if np.any(self.state[rids] != _DECODING):
+            raise RuntimeError("finish of a request that is not decoding")
+        self.state[rids] = _DONE
+        self.finish_s[rids] = now

@@ -1,0 +1,104 @@
+"""Step times for the simulation, from the same analytic cost model as `estimate`, cached per shape so a
+long run prices each distinct (batch, context) bucket once."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from cloudmatrix.catalog.hardware import Hardware, load_hardware
+from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.cost import comm
+from cloudmatrix.cost.memory import check_fits, memory_use
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, Eplb, Phase, plan
+from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.estimate import estimate
+from cloudmatrix.sim.scenario import Scenario
+
+KV_BUCKET_TOKENS = 64  # decode context is priced in 64-token buckets
+PREFILL_BUCKET_TOKENS = 128  # prefill tokens per chip are priced in 128-token buckets
+
+
+class StepCosts:
+    def __init__(self, scenario: Scenario) -> None:
+        self.s = scenario
+        self.hw: Hardware = load_hardware(scenario.system)
+        self.model: ModelSpec = load_model(scenario.model)
+        self.decode_time_s = lru_cache(maxsize=None)(self._decode_time_s)
+        self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
+
+    def decode_deployment(self, seqs_per_die: int = 0, kv_len: int | None = None) -> Deployment:
+        d = self.s.decode
+        batch = d.batch_per_chip if not seqs_per_die else seqs_per_die * self.hw.chip.num_dies
+        return Deployment(
+            phase=Phase.DECODE,
+            num_chips=d.chips,
+            ep=d.ep,
+            batch_per_chip=batch,
+            input_len=self.s.workload.input.typical,
+            output_len=self.s.workload.output.typical,
+            kv_len=kv_len,
+            precision=self.s.precision,
+            kv_precision=self.s.kv_precision,
+            mtp=d.mtp,
+            mtp_acceptance=d.mtp_acceptance,
+            eplb=Eplb(d.eplb),
+            microbatch=d.microbatch,
+        )
+
+    def prefill_deployment(self, tokens_per_chip: int = 0, input_len: int | None = None) -> Deployment:
+        p = self.s.prefill
+        return Deployment(
+            phase=Phase.PREFILL,
+            num_chips=p.chips,
+            ep=p.ep,
+            tokens_per_chip=tokens_per_chip or p.tokens_per_chip,
+            input_len=input_len or self.s.workload.input.typical,
+            precision=self.s.precision,
+            kv_precision=self.s.kv_precision,
+            microbatch=p.microbatch,
+            attention_tp=p.attention_tp,
+        )
+
+    def check(self) -> None:
+        """Both pools must fit the system and be feasible at their configured sizes (raises with the numbers)."""
+        p, d = self.s.prefill, self.s.decode
+        need = p.instances * p.chips + d.instances * d.chips
+        if need > self.hw.system.num_chips:
+            raise InfeasibleDeploymentError(
+                f"deployment needs {need} chips ({p.instances} x {p.chips} prefill + {d.instances} x {d.chips} "
+                f"decode) but {self.hw.system.id} has {self.hw.system.num_chips}"
+            )
+        estimate(self.hw, self.model, self.prefill_deployment())
+        estimate(self.hw, self.model, self.decode_deployment())
+
+    def kv_capacity_blocks(self, block_tokens: int) -> int:
+        """KV blocks a decode die holds: HBM left after weights, buffers and reserve at the configured batch."""
+        p = plan(self.decode_deployment(), self.hw, self.model)
+        mem = memory_use(p)
+        check_fits(p, mem)
+        free = mem.capacity_bytes - mem.weights_bytes - mem.buffers_bytes - mem.reserve_bytes
+        per_block = self.model.kv_bytes(block_tokens, p.kv_bytes)
+        return int(free // per_block)
+
+    def _decode_time_s(self, seqs_per_die: int, kv_bucket: int) -> float:
+        kv = max(kv_bucket * KV_BUCKET_TOKENS, 1)
+        return estimate(self.hw, self.model, self.decode_deployment(seqs_per_die, kv)).step.step_s
+
+    def decode_step_s(self, seqs_per_die: int, mean_kv: float) -> float:
+        return self.decode_time_s(seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1))
+
+    def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int) -> float:
+        dep = self.prefill_deployment(tokens_bucket * PREFILL_BUCKET_TOKENS, input_len_bucket * KV_BUCKET_TOKENS)
+        return estimate(self.hw, self.model, dep).step.step_s
+
+    def prefill_batch_s(self, total_tokens: int, mean_input: float) -> float:
+        per_chip = total_tokens / self.s.prefill.chips
+        return self.prefill_time_s(
+            max(math.ceil(per_chip / PREFILL_BUCKET_TOKENS), 1), max(round(mean_input / KV_BUCKET_TOKENS), 1)
+        )
+
+    def kv_transfer_s(self, input_len: int) -> float:
+        """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
+        kv_bytes = self.model.kv_bytes(input_len, BYTES_PER_ELEMENT[self.s.kv_precision])
+        return comm.scale_out_s(self.hw.system.planes.rdma, kv_bytes, dies=self.s.prefill.attention_tp)

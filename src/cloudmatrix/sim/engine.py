@@ -1,0 +1,215 @@
+"""The discrete-event simulation of peer-to-peer prefill/decode serving. SimPy runs the clock; serving/
+decides; cost/ (through sim.costs) prices every prefill batch, KV transfer and decode step."""
+
+from __future__ import annotations
+
+import functools
+from collections import deque
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import simpy
+
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.kv_pool import KvBlockPools
+from cloudmatrix.serving.prefill import PrefillQueue
+from cloudmatrix.serving.requests import RequestTable
+from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.metrics import Recorder, SimResult
+from cloudmatrix.sim.scenario import Scenario
+from cloudmatrix.workload.rng import stream
+from cloudmatrix.workload.spec import Workload, generate
+
+Progress = Callable[[int, int], None]  # (finished, total)
+
+
+class Simulation:
+    def __init__(
+        self, scenario: Scenario, progress: Progress | None = None, observer: Callable[[Simulation], None] | None = None
+    ) -> None:
+        self.s = scenario
+        self.observer = observer  # called after every prefill batch and decode step (invariant checks)
+        self.costs = StepCosts(scenario)
+        self.costs.check()
+        base = Path(scenario.base_dir) if scenario.base_dir else None
+        self.workload: Workload = generate(scenario.workload, scenario.seed, scenario.requests, base)
+        self.table = RequestTable(self.workload.input_len, self.workload.output_len)
+        self.env = simpy.Environment()
+        self.rec = Recorder()
+        self.progress = progress
+        self.finished = 0
+        self.next_closed = 0  # closed loop: next request id to issue
+        self.all_done = self.env.event()
+        p, d = scenario.prefill, scenario.decode
+        self.prefill_queues = [PrefillQueue(p.chips * p.tokens_per_chip) for _ in range(p.instances)]
+        self.prefill_busy = [False] * p.instances
+        self.prefill_wake = [self.env.event() for _ in range(p.instances)]
+        self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p.router == "cache-aware" else None
+        dies = d.chips * self.costs.hw.chip.num_dies
+        seqs_per_die = max(d.batch_per_chip // self.costs.hw.chip.num_dies, 1)
+        capacity = self.costs.kv_capacity_blocks(d.kv_block_tokens)
+        self.decodes = [
+            DecodeBatch(dies, seqs_per_die, KvBlockPools(dies, capacity, d.kv_block_tokens), d.mtp, d.mtp_acceptance)
+            for _ in range(d.instances)
+        ]
+        self.decode_wake = [self.env.event() for _ in range(d.instances)]
+        self.waiting_kv: deque[int] = deque()  # prefilled requests waiting for decode KV space
+        self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
+
+    # ---- arrivals ----------------------------------------------------------------------------------------
+    def _arrive(self, rid: int) -> None:
+        self.table.arrive(rid, self.env.now)
+        tokens = int(self.table.input_len[rid])
+        loads = [
+            q.queued_tokens + (q.budget if busy else 0)
+            for q, busy in zip(self.prefill_queues, self.prefill_busy, strict=True)
+        ]
+        if self.router is not None:
+            prefix = self.workload.hash_ids[rid][0] if self.workload.hash_ids and self.workload.hash_ids[rid] else None
+            inst = self.router.choose(loads, prefix)
+        else:
+            inst = least_loaded(loads)
+        self.prefill_queues[inst].push(rid, tokens)
+        _wake(self.prefill_wake, inst)
+
+    def _open_loop(self, times: np.ndarray) -> Generator[Any, Any, None]:
+        for rid, t in enumerate(times):
+            if t > self.env.now:
+                yield self.env.timeout(t - self.env.now)
+            self._arrive(rid)
+
+    def _issue_closed(self) -> None:
+        if self.next_closed < len(self.table):
+            self._arrive(self.next_closed)
+            self.next_closed += 1
+
+    # ---- prefill ----------------------------------------------------------------------------------------
+    def _prefill(self, inst: int) -> Generator[Any, Any, None]:
+        queue = self.prefill_queues[inst]
+        while True:
+            if not queue:
+                yield self.prefill_wake[inst]
+                continue
+            batch = queue.next_batch()
+            rids = [rid for rid, _ in batch]
+            tokens = sum(t for _, t in batch)
+            now = self.env.now
+            for rid in rids:
+                self.table.start_prefill(rid, now)
+            dur = self.costs.prefill_batch_s(tokens, tokens / len(batch))
+            self.prefill_busy[inst] = True
+            yield self.env.timeout(dur)
+            self.prefill_busy[inst] = False
+            self.rec.prefill_batch(inst, now, dur, tokens)
+            for rid in rids:
+                self.table.end_prefill(rid, self.env.now)
+                self.waiting_kv.append(rid)
+            self._admit_waiting()
+            if self.observer:
+                self.observer(self)
+
+    # ---- decode admission and KV transfer -----------------------------------------------------------------
+    def _admit_waiting(self) -> None:
+        """FIFO admission into decode: a request waits until some die has a slot and its KV blocks."""
+        while self.waiting_kv:
+            rid = self.waiting_kv[0]
+            length = int(self.table.input_len[rid] + self.table.output_len[rid])
+            placed = None
+            for i, batch in enumerate(self.decodes):
+                blocks = batch.pools.blocks_for(length)
+                die = batch.choose_die(blocks)
+                if die is not None:
+                    placed = (i, *batch.reserve(rid, die, blocks))
+                    break
+            if placed is None:
+                return
+            self.waiting_kv.popleft()
+            self.table.admit_decode(rid, self.env.now)
+            arrival = self.env.timeout(self.costs.kv_transfer_s(int(self.table.input_len[rid])))
+            arrival.callbacks.append(functools.partial(self._kv_arrived, rid, *placed))
+
+    def _kv_arrived(self, rid: int, inst: int, die: int, slot: int, _event: simpy.Event) -> None:
+        self.table.start_decode(rid, self.env.now)
+        remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
+        if remaining <= 0:
+            self.decodes[inst].activate(die, slot, int(self.table.input_len[rid]), 1)
+        else:
+            self.decodes[inst].activate(die, slot, int(self.table.input_len[rid]) + 1, remaining)
+        _wake(self.decode_wake, inst)
+
+    # ---- decode -----------------------------------------------------------------------------------------
+    def _decode(self, inst: int) -> Generator[Any, Any, None]:
+        batch = self.decodes[inst]
+        while True:
+            if batch.num_active == 0:
+                yield self.decode_wake[inst]
+                continue
+            seqs, mean_kv = batch.shape()
+            dur = self.costs.decode_step_s(seqs, mean_kv)
+            start = self.env.now
+            yield self.env.timeout(dur)
+            active = batch.num_active
+            finished, tokens = batch.step(self.mtp_rng)
+            occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
+            self.rec.decode_step(start, dur, active, tokens, occupancy)
+            self.table.generated[finished] = self.table.output_len[finished]
+            if finished.size:
+                self._finish(finished)
+            if self.observer:
+                self.observer(self)
+
+    def _finish(self, rids: np.ndarray) -> None:
+        self.table.finish(rids, self.env.now)
+        self.finished += len(rids)
+        if self.progress:
+            self.progress(self.finished, len(self.table))
+        self._admit_waiting()
+        if self.workload.arrival_s is None:
+            for _ in range(len(rids)):
+                self._issue_closed()
+        if self.finished >= len(self.table) and not self.all_done.triggered:
+            self.all_done.succeed()
+
+    # ---- run --------------------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        for i in range(len(self.prefill_queues)):
+            self.env.process(self._prefill(i))
+        for i in range(len(self.decodes)):
+            self.env.process(self._decode(i))
+        if self.workload.arrival_s is not None:
+            self.env.process(self._open_loop(self.workload.arrival_s))
+        else:
+            for _ in range(min(self.workload.concurrency or 1, len(self.table))):
+                self._issue_closed()
+        stop: Any = self.all_done
+        if self.s.duration_s is not None:
+            stop = self.all_done | self.env.timeout(self.s.duration_s)
+        self.env.run(until=stop)
+        p, d = self.s.prefill, self.s.decode
+        return SimResult(
+            scenario=self.s.name,
+            table=self.table,
+            recorder=self.rec,
+            sim_time_s=float(self.env.now),
+            prefill_chips=p.chips * p.instances,
+            decode_chips=d.chips * d.instances,
+            prefill_instances=p.instances,
+            decode_instances=d.instances,
+            ttft_slo_s=self.s.slo.ttft_ms / 1e3,
+            tpot_slo_s=self.s.slo.tpot_ms / 1e3,
+        )
+
+
+def _wake(events: list[simpy.Event], i: int) -> None:
+    """Trigger a sleeping process's wake-up event and arm a fresh one."""
+    ev = events[i]
+    if not ev.triggered:
+        ev.succeed()
+        events[i] = ev.env.event()
+
+
+def simulate(scenario: Scenario, progress: Progress | None = None) -> SimResult:
+    return Simulation(scenario, progress).run()

@@ -1,0 +1,126 @@
+"""The recorder and the result of a run: per-request latencies, percentiles, per-chip throughput, SLO
+attainment, utilisation and KV occupancy over time. No printing; `to_dict` follows design.md §6."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cloudmatrix.serving.requests import RequestTable, State
+
+PCTS = (50, 90, 99)
+
+
+@dataclass
+class Recorder:
+    """Timelines appended during the run (lists: cheap appends), turned into arrays at the end."""
+
+    decode_steps: list[tuple[float, float, int, int, float]] = field(default_factory=list)  # t, dur, seqs, tok, kv
+    prefill_batches: list[tuple[int, float, float, int]] = field(default_factory=list)  # inst, t, dur, tokens
+
+    def decode_step(self, t: float, dur: float, seqs: int, tokens: int, kv_occupancy: float) -> None:
+        self.decode_steps.append((t, dur, seqs, tokens, kv_occupancy))
+
+    def prefill_batch(self, inst: int, t: float, dur: float, tokens: int) -> None:
+        self.prefill_batches.append((inst, t, dur, tokens))
+
+
+def _pcts(values: np.ndarray) -> dict[str, float]:
+    if values.size == 0:
+        return {f"p{p}": float("nan") for p in PCTS} | {"mean": float("nan")}
+    return {f"p{p}": float(np.percentile(values, p)) for p in PCTS} | {"mean": float(values.mean())}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimResult:
+    scenario: str
+    table: RequestTable
+    recorder: Recorder
+    sim_time_s: float
+    prefill_chips: int
+    decode_chips: int
+    prefill_instances: int
+    decode_instances: int
+    ttft_slo_s: float
+    tpot_slo_s: float
+
+    def _done(self) -> np.ndarray:
+        return np.nonzero(self.table.state == State.DONE)[0]
+
+    def ttft_s(self) -> np.ndarray:
+        t = self.table
+        done = self._done()
+        return t.first_token_s[done] - t.arrival_s[done]
+
+    def tpot_s(self) -> np.ndarray:
+        t = self.table
+        done = self._done()
+        steps = np.maximum(t.output_len[done] - 1, 1)
+        return (t.finish_s[done] - t.first_token_s[done]) / steps
+
+    def throughput(self) -> dict[str, float]:
+        """Per-chip tokens/s over each pool's active window (first batch start to last batch end)."""
+        out = {"prefill": 0.0, "decode": 0.0}
+        if self.recorder.prefill_batches:
+            pb = np.array(self.recorder.prefill_batches)
+            window = (pb[:, 1] + pb[:, 2]).max() - pb[:, 1].min()
+            out["prefill"] = float(pb[:, 3].sum() / (window * self.prefill_chips)) if window > 0 else 0.0
+        if self.recorder.decode_steps:
+            ds = np.array(self.recorder.decode_steps)
+            window = (ds[:, 0] + ds[:, 1]).max() - ds[:, 0].min()
+            out["decode"] = float(ds[:, 3].sum() / (window * self.decode_chips)) if window > 0 else 0.0
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        t = self.table
+        done = self._done()
+        ttft, tpot = self.ttft_s(), self.tpot_s()
+        ok = (ttft <= self.ttft_slo_s) & (tpot <= self.tpot_slo_s)
+        ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 5))
+        pb = np.array(self.recorder.prefill_batches) if self.recorder.prefill_batches else np.zeros((0, 4))
+        busy = [
+            float(pb[pb[:, 0] == i, 2].sum() / self.sim_time_s) if self.sim_time_s else 0.0
+            for i in range(self.prefill_instances)
+        ]
+        ms = 1e3
+        return {
+            "scenario": self.scenario,
+            "num_requests": int(done.size),
+            "num_arrived": int(np.sum(t.state >= 0)),
+            "ttft_ms": {k: v * ms for k, v in _pcts(ttft).items()},
+            "tpot_ms": {k: v * ms for k, v in _pcts(tpot).items()},
+            "e2e_ms": {k: v * ms for k, v in _pcts(t.finish_s[done] - t.arrival_s[done]).items()},
+            "queue_ms": {k: v * ms for k, v in _pcts(t.prefill_start_s[done] - t.arrival_s[done]).items()},
+            "kv_transfer_ms": {k: v * ms for k, v in _pcts(t.first_token_s[done] - t.decode_admit_s[done]).items()},
+            "throughput_per_chip_tok_s": self.throughput(),
+            "slo_attainment": float(ok.mean()) if done.size else 0.0,
+            "goodput_req_s": float(ok.sum() / self.sim_time_s) if self.sim_time_s else 0.0,
+            "sim_time_s": self.sim_time_s,
+            "utilisation": {
+                "prefill_instances": busy,
+                "decode": float(ds[:, 1].sum() / self.sim_time_s) if self.sim_time_s and len(ds) else 0.0,
+            },
+            "decode_active_seqs": {
+                "mean": float(ds[:, 2].mean()) if len(ds) else 0.0,
+                "max": int(ds[:, 2].max()) if len(ds) else 0,
+            },
+            "kv_occupancy": {
+                "mean": float(ds[:, 4].mean()) if len(ds) else 0.0,
+                "max": float(ds[:, 4].max()) if len(ds) else 0.0,
+            },
+        }
+
+    def requests_rows(self) -> list[dict[str, float]]:
+        t = self.table
+        cols = {name: getattr(t, name) for name in RequestTable.STAMPS}
+        return [
+            {
+                "id": i,
+                "input_len": int(t.input_len[i]),
+                "output_len": int(t.output_len[i]),
+                **{k: float(v[i]) for k, v in cols.items()},
+            }
+            for i in range(len(t))
+        ]

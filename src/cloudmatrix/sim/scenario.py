@@ -1,0 +1,104 @@
+"""Scenario files: system, model, deployment by role, workload, SLOs, length of the run and seed. Validated
+with pydantic so every error names its field path; ``--set a.b=value`` overrides apply before validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.errors import ConfigError
+from cloudmatrix.workload.spec import WorkloadSpec
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+DEFAULT_SCENARIO = "cm384-paper"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PrefillPool(_Spec):
+    instances: int = Field(ge=1)
+    chips: int = Field(ge=1)
+    ep: int | None = Field(default=None, ge=1)
+    tokens_per_chip: int = Field(default=16384, ge=1)
+    microbatch: bool | None = True
+    attention_tp: int = Field(default=4, ge=1)
+    router: Literal["least-loaded", "cache-aware"] = "least-loaded"
+
+
+class DecodePool(_Spec):
+    instances: int = Field(ge=1)
+    chips: int = Field(ge=1)
+    ep: int | None = Field(default=None, ge=1)
+    batch_per_chip: int = Field(ge=1)
+    mtp: int = Field(default=0, ge=0, le=4)
+    mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
+    eplb: Literal["perfect", "default"] = "default"
+    microbatch: bool | None = None
+    kv_block_tokens: int = Field(default=128, ge=16)
+
+
+class Slo(_Spec):
+    ttft_ms: float = Field(default=5000, gt=0)
+    tpot_ms: float = Field(default=50, gt=0)
+
+
+class Scenario(_Spec):
+    name: str = "custom"
+    system: str = "cloudmatrix384"
+    model: str = "deepseek-r1"
+    precision: str = "int8"
+    kv_precision: str = "bf16"
+    prefill: PrefillPool
+    decode: DecodePool
+    workload: WorkloadSpec = WorkloadSpec()
+    slo: Slo = Slo()
+    requests: int = Field(default=10000, ge=1)
+    duration_s: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    base_dir: str | None = None  # where relative trace paths resolve (the scenario file's folder)
+
+
+def _apply_set(data: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"--set '{assignment}': expected key=value, e.g. decode.batch_per_chip=64")
+    key, raw = assignment.split("=", 1)
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set '{assignment}': '{part}' is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_scenario(source: str | None = None, overrides: list[str] | None = None) -> Scenario:
+    """A scenario from a YAML path or a built-in name (default ``cm384-paper``), with ``key=value``
+    overrides."""
+    name = source or DEFAULT_SCENARIO
+    path = Path(name)
+    if not path.exists():
+        builtin = SCENARIO_DIR / f"{name}.yaml"
+        if not builtin.exists():
+            valid = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+            raise ConfigError(f"scenario '{name}': no such file or built-in scenario (built-in: {valid})")
+        path = builtin
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path.name}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")
+    for assignment in overrides or []:
+        _apply_set(data, assignment)
+    data.setdefault("base_dir", str(path.parent.resolve()))
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path.name}: {describe_validation_error(e)}") from None

@@ -1,0 +1,1 @@
+"""L5 workloads: request arrivals, length distributions and trace readers, all seeded."""

@@ -1,0 +1,146 @@
+"""Workload specifications (validated, so scenario errors name the field) and their seeded generation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from cloudmatrix.workload.rng import stream
+from cloudmatrix.workload.trace import read_trace
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LengthSpec(_Spec):
+    """Token lengths: fixed, normal (mean, std), lognormal (mean, std of the lengths), or uniform [low, high]."""
+
+    kind: Literal["fixed", "normal", "lognormal", "uniform"] = "fixed"
+    value: int | None = Field(default=None, ge=1)
+    mean: float | None = Field(default=None, gt=0)
+    std: float | None = Field(default=None, ge=0)
+    low: int | None = Field(default=None, ge=1)
+    high: int | None = Field(default=None, ge=1)
+    max: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> LengthSpec:
+        need = {
+            "fixed": ("value",),
+            "normal": ("mean", "std"),
+            "lognormal": ("mean", "std"),
+            "uniform": ("low", "high"),
+        }[self.kind]
+        missing = [f for f in need if getattr(self, f) is None]
+        if missing:
+            raise ValueError(f"{self.kind} lengths need field '{missing[0]}'")
+        if self.kind == "uniform" and self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"uniform low {self.low} exceeds high {self.high}")
+        return self
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        if self.kind == "fixed":
+            out = np.full(n, float(self.value or 1))
+        elif self.kind == "normal":
+            out = rng.normal(float(self.mean or 1), float(self.std or 0), n)
+        elif self.kind == "lognormal":
+            mean, std = float(self.mean or 1), float(self.std or 0)
+            sigma2 = np.log1p((std / mean) ** 2)
+            out = rng.lognormal(np.log(mean) - sigma2 / 2, np.sqrt(sigma2), n)
+        else:
+            out = rng.integers(self.low or 1, (self.high or 1) + 1, n).astype(float)
+        out = np.maximum(np.rint(out), 1)
+        return np.minimum(out, self.max).astype(np.int64) if self.max else out.astype(np.int64)
+
+    @property
+    def typical(self) -> int:
+        """A representative length (for sizing batches and default rates)."""
+        if self.kind == "fixed":
+            return int(self.value or 1)
+        if self.kind == "uniform":
+            return int(((self.low or 1) + (self.high or 1)) / 2)
+        return int(self.mean or 1)
+
+
+class ArrivalSpec(_Spec):
+    """Open-loop Poisson or gamma (bursty, coefficient of variation ``cv``) arrivals at ``rate_per_s``, or a
+    closed loop of ``concurrency`` clients that each send the next request when the last one finishes."""
+
+    kind: Literal["poisson", "gamma", "closed"] = "poisson"
+    rate_per_s: float | None = Field(default=None, gt=0)
+    cv: float = Field(default=1.0, gt=0)
+    concurrency: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> ArrivalSpec:
+        if self.kind == "closed" and self.concurrency is None:
+            raise ValueError("closed-loop arrivals need field 'concurrency'")
+        if self.kind != "closed" and self.rate_per_s is None:
+            raise ValueError(f"{self.kind} arrivals need field 'rate_per_s'")
+        return self
+
+    def times(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Arrival times (s) of ``n`` open-loop requests."""
+        rate = float(self.rate_per_s or 1.0)
+        if self.kind == "poisson":
+            gaps = rng.exponential(1.0 / rate, n)
+        else:  # gamma with mean 1/rate and the given coefficient of variation
+            shape = 1.0 / self.cv**2
+            gaps = rng.gamma(shape, 1.0 / (rate * shape), n)
+        return np.cumsum(gaps)
+
+
+class WorkloadSpec(_Spec):
+    input: LengthSpec = LengthSpec(kind="fixed", value=4096)
+    output: LengthSpec = LengthSpec(kind="fixed", value=256)
+    arrivals: ArrivalSpec = ArrivalSpec(kind="poisson", rate_per_s=100.0)
+    trace: str | None = None  # CSV/JSONL path: replaces lengths and arrivals
+    time_scale: float = Field(default=1.0, gt=0)  # trace timestamps are multiplied by this
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workload:
+    """Requests as arrays indexed by request id. ``arrival_s`` is None for closed-loop workloads."""
+
+    input_len: np.ndarray
+    output_len: np.ndarray
+    arrival_s: np.ndarray | None
+    concurrency: int | None = None
+    hash_ids: list[list[int]] | None = None
+
+    @property
+    def num_requests(self) -> int:
+        return len(self.input_len)
+
+
+PRESETS = {  # the paper's shapes (P3 Table 4)
+    "4k-256": (4096, 256),
+    "2k-256": (2048, 256),
+    "1k-1k": (1024, 1024),
+}
+
+
+def generate(spec: WorkloadSpec, seed: int, num_requests: int, base_dir: Path | None = None) -> Workload:
+    if spec.trace:
+        path = Path(spec.trace)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        trace = read_trace(path)
+        n = min(num_requests, len(trace.input_len)) if num_requests else len(trace.input_len)
+        return Workload(
+            input_len=trace.input_len[:n],
+            output_len=trace.output_len[:n],
+            arrival_s=(trace.timestamp_s[:n] - trace.timestamp_s[0]) * spec.time_scale,
+            hash_ids=trace.hash_ids[:n] if trace.hash_ids else None,
+        )
+    inputs = spec.input.sample(stream(seed, "input_len"), num_requests)
+    outputs = spec.output.sample(stream(seed, "output_len"), num_requests)
+    if spec.arrivals.kind == "closed":
+        return Workload(input_len=inputs, output_len=outputs, arrival_s=None, concurrency=spec.arrivals.concurrency)
+    times = spec.arrivals.times(stream(seed, "arrivals"), num_requests)
+    return Workload(input_len=inputs, output_len=outputs, arrival_s=times)

@@ -1,0 +1,83 @@
+"""Trace replay: CSV or JSONL rows of ``timestamp, input_length, output_length[, hash_ids]`` (the public
+Mooncake trace format; timestamps in ms, hash_ids are the prompt's prefix blocks)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloudmatrix.errors import ConfigError
+
+FIELDS = ("timestamp", "input_length", "output_length")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trace:
+    timestamp_s: np.ndarray
+    input_len: np.ndarray
+    output_len: np.ndarray
+    hash_ids: list[list[int]] | None
+
+
+def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | None]:
+    where = f"{path.name} line {line}"
+    if not isinstance(rec, dict):
+        raise ConfigError(f"{where}: expected an object with {', '.join(FIELDS)}")
+    for f in FIELDS:
+        if rec.get(f) in (None, ""):
+            raise ConfigError(f"{where}: missing field '{f}'")
+    try:
+        ts, inp, out = float(rec["timestamp"]), int(float(rec["input_length"])), int(float(rec["output_length"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: timestamp, input_length and output_length must be numbers") from None
+    if inp < 1 or out < 1 or ts < 0:
+        raise ConfigError(f"{where}: lengths must be >= 1 and timestamp >= 0 (got {ts}, {inp}, {out})")
+    hashes = rec.get("hash_ids")
+    if isinstance(hashes, str):
+        try:
+            hashes = json.loads(hashes) if hashes.strip() else None
+        except json.JSONDecodeError:
+            raise ConfigError(f"{where}: hash_ids is not a JSON list") from None
+    if hashes is not None and not (isinstance(hashes, list) and all(isinstance(h, int) for h in hashes)):
+        raise ConfigError(f"{where}: hash_ids must be a list of integers")
+    return ts, inp, out, hashes
+
+
+def _records(path: Path) -> list[tuple[int, Any]]:
+    text = path.read_text()
+    if path.suffix == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        return [(i + 2, rec) for i, rec in enumerate(reader)]
+    out = []
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            out.append((i, json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path.name} line {i}: not valid JSON ({e.msg})") from None
+    return out
+
+
+def read_trace(path: Path) -> Trace:
+    if not path.exists():
+        raise ConfigError(f"trace {path}: no such file")
+    rows = [_row(path, line, rec) for line, rec in _records(path)]
+    if not rows:
+        raise ConfigError(f"trace {path}: no requests")
+    ts = np.array([r[0] for r in rows]) / 1e3
+    if np.any(np.diff(ts) < 0):
+        bad = int(np.argmax(np.diff(ts) < 0)) + 1
+        raise ConfigError(f"trace {path}: timestamps go backwards at request {bad + 1}")
+    hashes = [r[3] or [] for r in rows] if any(r[3] for r in rows) else None
+    return Trace(
+        timestamp_s=ts,
+        input_len=np.array([r[1] for r in rows]),
+        output_len=np.array([r[2] for r in rows]),
+        hash_ids=hashes,
+    )
