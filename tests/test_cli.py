@@ -118,7 +118,20 @@ def test_malformed_model_config_names_field(tmp_path) -> None:
 
 def test_simulate_default_contract(tmp_path) -> None:
     csv_path = tmp_path / "req.csv"
-    res = runner.invoke(app, ["simulate", "--set", "requests=300", "--requests-csv", str(csv_path), "--json"])
+    timeline = tmp_path / "steps.csv"
+    res = runner.invoke(
+        app,
+        [
+            "simulate",
+            "--set",
+            "requests=300",
+            "--requests-csv",
+            str(csv_path),
+            "--json",
+            "--timeline-csv",
+            str(timeline),
+        ],
+    )
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     for key in (
@@ -135,6 +148,9 @@ def test_simulate_default_contract(tmp_path) -> None:
     assert set(d["ttft_ms"]) >= {"p50", "p90", "p99"} and set(d["throughput_per_chip_tok_s"]) == {"prefill", "decode"}
     lines = csv_path.read_text().splitlines()
     assert len(lines) == 301 and lines[0].startswith("id,input_len,output_len,arrival_s")
+    steps = timeline.read_text().splitlines()
+    assert steps[0] == "kind,instance,start_s,duration_s,sequences,tokens,kv_occupancy" and len(steps) > 10
+    assert len(d["utilisation"]["prefill_instances"]) == 6 and 0 < d["utilisation"]["decode_instances"][0] <= 1
 
 
 def test_simulate_table_output() -> None:

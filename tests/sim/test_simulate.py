@@ -88,8 +88,8 @@ def test_saturated_decode_matches_estimate() -> None:
     )
     result = simulate(scenario)
     steps = np.array(result.recorder.decode_steps)
-    full = steps[steps[:, 2] == 16 * 96]  # steps with every slot of the 32 dies busy
-    sim_tput = full[:, 3].sum() / (full[:, 1].sum() * 16)
+    full = steps[steps[:, 3] == 16 * 96]  # steps with every slot of the 32 dies busy
+    sim_tput = full[:, 4].sum() / (full[:, 2].sum() * 16)
     costs = StepCosts(scenario)
     expected = estimate(costs.hw, costs.model, costs.decode_deployment(kv_len=4096 + 128)).throughput_per_chip_tok_s
     assert sim_tput == pytest.approx(expected, rel=0.03)

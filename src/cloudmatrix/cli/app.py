@@ -152,6 +152,9 @@ def simulate(
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
     requests_csv: Annotated[Path | None, typer.Option(help="Write one row per request to this CSV.")] = None,
+    timeline_csv: Annotated[
+        Path | None, typer.Option(help="Write every prefill batch and decode step (utilisation, KV use) here.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
@@ -167,6 +170,8 @@ def simulate(
     d["wall_time_s"] = time.perf_counter() - started
     if requests_csv is not None:
         _write_csv(requests_csv, result.requests_rows())
+    if timeline_csv is not None:
+        _write_csv(timeline_csv, result.timeline_rows())
     if as_json:
         _emit_json(d)
     else:

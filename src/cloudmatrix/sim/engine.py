@@ -154,7 +154,7 @@ class Simulation:
             active = batch.num_active
             finished, tokens = batch.step(self.mtp_rng)
             occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
-            self.rec.decode_step(start, dur, active, tokens, occupancy)
+            self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
             self.table.generated[finished] = self.table.output_len[finished]
             if finished.size:
                 self._finish(finished)

@@ -17,14 +17,21 @@ PCTS = (50, 90, 99)
 class Recorder:
     """Timelines appended during the run (lists: cheap appends), turned into arrays at the end."""
 
-    decode_steps: list[tuple[float, float, int, int, float]] = field(default_factory=list)  # t, dur, seqs, tok, kv
-    prefill_batches: list[tuple[int, float, float, int]] = field(default_factory=list)  # inst, t, dur, tokens
+    # (instance, start, duration, active sequences, tokens generated, KV occupancy of the instance)
+    decode_steps: list[tuple[int, float, float, int, int, float]] = field(default_factory=list)
+    # (instance, start, duration, prompt tokens)
+    prefill_batches: list[tuple[int, float, float, int]] = field(default_factory=list)
 
-    def decode_step(self, t: float, dur: float, seqs: int, tokens: int, kv_occupancy: float) -> None:
-        self.decode_steps.append((t, dur, seqs, tokens, kv_occupancy))
+    def decode_step(self, inst: int, t: float, dur: float, seqs: int, tokens: int, kv_occupancy: float) -> None:
+        self.decode_steps.append((inst, t, dur, seqs, tokens, kv_occupancy))
 
     def prefill_batch(self, inst: int, t: float, dur: float, tokens: int) -> None:
         self.prefill_batches.append((inst, t, dur, tokens))
+
+
+def _busy(timeline: np.ndarray, instances: int, span_s: float) -> list[float]:
+    """Fraction of the run each instance spent in batches or steps (column 0: instance, 2: duration)."""
+    return [float(timeline[timeline[:, 0] == i, 2].sum() / span_s) if span_s else 0.0 for i in range(instances)]
 
 
 def _pcts(values: np.ndarray) -> dict[str, float]:
@@ -69,8 +76,8 @@ class SimResult:
             out["prefill"] = float(pb[:, 3].sum() / (window * self.prefill_chips)) if window > 0 else 0.0
         if self.recorder.decode_steps:
             ds = np.array(self.recorder.decode_steps)
-            window = (ds[:, 0] + ds[:, 1]).max() - ds[:, 0].min()
-            out["decode"] = float(ds[:, 3].sum() / (window * self.decode_chips)) if window > 0 else 0.0
+            window = (ds[:, 1] + ds[:, 2]).max() - ds[:, 1].min()
+            out["decode"] = float(ds[:, 4].sum() / (window * self.decode_chips)) if window > 0 else 0.0
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -78,12 +85,8 @@ class SimResult:
         done = self._done()
         ttft, tpot = self.ttft_s(), self.tpot_s()
         ok = (ttft <= self.ttft_slo_s) & (tpot <= self.tpot_slo_s)
-        ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 5))
+        ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 6))
         pb = np.array(self.recorder.prefill_batches) if self.recorder.prefill_batches else np.zeros((0, 4))
-        busy = [
-            float(pb[pb[:, 0] == i, 2].sum() / self.sim_time_s) if self.sim_time_s else 0.0
-            for i in range(self.prefill_instances)
-        ]
         ms = 1e3
         return {
             "scenario": self.scenario,
@@ -99,20 +102,48 @@ class SimResult:
             "goodput_req_s": float(ok.sum() / self.sim_time_s) if self.sim_time_s else 0.0,
             "sim_time_s": self.sim_time_s,
             "utilisation": {
-                "prefill_instances": busy,
-                "decode": float(ds[:, 1].sum() / self.sim_time_s) if self.sim_time_s and len(ds) else 0.0,
+                "prefill_instances": _busy(pb, self.prefill_instances, self.sim_time_s),
+                "decode_instances": _busy(ds, self.decode_instances, self.sim_time_s),
             },
             "decode_active_seqs": {
-                "mean": float(ds[:, 2].mean()) if len(ds) else 0.0,
-                "max": int(ds[:, 2].max()) if len(ds) else 0,
+                "mean": float(ds[:, 3].mean()) if len(ds) else 0.0,
+                "max": int(ds[:, 3].max()) if len(ds) else 0,
             },
             "kv_occupancy": {
-                "mean": float(ds[:, 4].mean()) if len(ds) else 0.0,
-                "max": float(ds[:, 4].max()) if len(ds) else 0.0,
+                "mean": float(ds[:, 5].mean()) if len(ds) else 0.0,
+                "max": float(ds[:, 5].max()) if len(ds) else 0.0,
             },
         }
 
-    def requests_rows(self) -> list[dict[str, float]]:
+    def timeline_rows(self) -> list[dict[str, Any]]:
+        """Every prefill batch and decode step, in time order: utilisation and KV occupancy over time."""
+        rows = [
+            {
+                "kind": "prefill",
+                "instance": i,
+                "start_s": t,
+                "duration_s": d,
+                "sequences": 0,
+                "tokens": n,
+                "kv_occupancy": 0.0,
+            }
+            for i, t, d, n in self.recorder.prefill_batches
+        ]
+        rows += [
+            {
+                "kind": "decode",
+                "instance": i,
+                "start_s": t,
+                "duration_s": d,
+                "sequences": s,
+                "tokens": n,
+                "kv_occupancy": kv,
+            }
+            for i, t, d, s, n, kv in self.recorder.decode_steps
+        ]
+        return sorted(rows, key=lambda r: (r["start_s"], r["kind"]))
+
+    def requests_rows(self) -> list[dict[str, Any]]:
         t = self.table
         cols = {name: getattr(t, name) for name in RequestTable.STAMPS}
         return [
