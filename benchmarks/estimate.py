@@ -10,21 +10,15 @@ import subprocess
 import sys
 import time
 
-from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.estimate import estimate
+from cloudmatrix.studies.reproduce import deployment_from_setup
 
 
 def estimates_per_second(seconds: float = 3.0) -> float:
-    base = Deployment(
-        phase=Phase.DECODE,
-        num_chips=160,
-        ep=320,
-        batch_per_chip=96,
-        kv_len=4096,
-        mtp=1,
-        mtp_acceptance=0.7,
-        eplb=Eplb.DEFAULT,
-    )
+    ref = load_reference("cloudmatrix-infer")
+    row = next(r for r in ref.rows if r.id == "decode-b96-throughput")  # the paper's decode deployment
+    base = dataclasses.replace(deployment_from_setup(row.setup, ref.defaults), microbatch=None)
     batches = [8, 16, 24, 32, 48, 64, 96, 112, 128]
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
