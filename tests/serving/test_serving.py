@@ -19,8 +19,8 @@ def test_decode_admission_never_overflows_kv(requests) -> None:
     for rid, (_, blocks) in enumerate(requests):
         die = batch.choose_die(blocks)
         if die is not None:
-            d, slot = batch.reserve(rid, die, blocks)
-            batch.activate(d, slot, 100, 5)
+            slot = batch.reserve(rid, die, blocks)
+            batch.activate(slot, 100, 5)
         assert (pools.used <= pools.capacity).all() and (batch.occupied <= 3).all()
         if rid % 3 == 2 and batch.num_active:
             batch.step(rng)
@@ -31,13 +31,14 @@ def test_decode_step_conserves_tokens() -> None:
     pools = KvBlockPools(num_dies=2, capacity_blocks=100, block_tokens=16)
     batch = DecodeBatch(2, 4, pools, mtp=2, acceptance=0.7)
     for rid in range(6):
-        d, s = batch.reserve(rid, batch.choose_die(2), 2)
-        batch.activate(d, s, 50, 10 + rid)
+        slot = batch.reserve(rid, batch.choose_die(2), 2)
+        batch.activate(slot, 50, 10 + rid)
     rng, finished, total = np.random.default_rng(1), [], 0
     while batch.num_active:
-        done, tokens = batch.step(rng)
+        stepped, gained, done = batch.step(rng)
+        assert len(stepped) == len(gained) and gained.min() >= 1
         finished += done.tolist()
-        total += tokens
+        total += int(gained.sum())
     assert sorted(finished) == list(range(6)) and total == sum(10 + r for r in range(6))
     assert pools.used.sum() == 0 and batch.occupied.sum() == 0
 

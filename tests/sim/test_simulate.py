@@ -54,7 +54,7 @@ def test_every_request_finishes_once_and_tokens_are_conserved() -> None:
     batch=st.sampled_from([8, 32, 96]),
     mtp=st.integers(0, 2),
     seed=st.integers(0, 1000),
-    out_mean=st.integers(20, 300),
+    out_mean=st.integers(1, 300),
 )
 def test_invariants_hold_after_every_step(rate, batch, mtp, seed, out_mean) -> None:
     scenario = load_scenario(
@@ -142,3 +142,10 @@ def test_trace_replay_and_cache_aware_routing() -> None:
 def test_bad_scenarios(overrides, error, message) -> None:
     with pytest.raises(error, match=message):
         simulate(load_scenario(None, overrides))
+
+
+def test_one_token_answers_finish_at_first_token() -> None:
+    result = simulate(load_scenario(None, [*SMALL, "requests=50", "workload.output={kind: fixed, value: 1}"]))
+    t = result.table
+    assert np.all(t.state == State.DONE) and np.array_equal(t.finish_s, t.first_token_s)
+    assert np.all(t.generated == 1) and not result.recorder.decode_steps

@@ -11,16 +11,20 @@ _FULL = np.iinfo(np.int64).max
 
 
 class DecodeBatch:
+    """Slots are stored flat (die-major: slot ``die * cap + k``) so one step is a handful of vector ops."""
+
     def __init__(self, num_dies: int, seqs_per_die: int, pools: KvBlockPools, mtp: int, acceptance: float) -> None:
         self.num_dies, self.cap = num_dies, seqs_per_die
         self.pools, self.mtp, self.acceptance = pools, mtp, acceptance
-        shape = (num_dies, seqs_per_die)
-        self.rid = np.full(shape, -1, dtype=np.int64)  # -1: free slot
-        self.active = np.zeros(shape, dtype=bool)  # reserved slots become active when their KV arrives
-        self.remaining = np.zeros(shape, dtype=np.int64)
-        self.kv = np.zeros(shape, dtype=np.int64)
-        self.blocks = np.zeros(shape, dtype=np.int64)
+        n = num_dies * seqs_per_die
+        self.rid = np.full(n, -1, dtype=np.int64)  # -1: free slot
+        self.active = np.zeros(n, dtype=bool)  # reserved slots become active when their KV arrives
+        self.remaining = np.zeros(n, dtype=np.int64)
+        self.kv = np.zeros(n, dtype=np.int64)
+        self.blocks = np.zeros(n, dtype=np.int64)
         self.occupied = np.zeros(num_dies, dtype=np.int64)
+        self.active_per_die = np.zeros(num_dies, dtype=np.int64)
+        self.num_active = 0
 
     def choose_die(self, blocks: int) -> int | None:
         """The least-occupied die with a free slot and room for ``blocks``; None when none fits."""
@@ -30,42 +34,52 @@ class DecodeBatch:
         die = int(load.argmin())
         return None if load[die] == _FULL else die
 
-    def reserve(self, rid: int, die: int, blocks: int) -> tuple[int, int]:
-        slot = int(np.argmax(self.rid[die] < 0))
+    def reserve(self, rid: int, die: int, blocks: int) -> int:
+        """Reserve a slot and the KV blocks on ``die``; returns the slot."""
+        base = die * self.cap
+        slot = base + int(np.argmax(self.rid[base : base + self.cap] < 0))
         self.pools.allocate(die, blocks)
-        self.rid[die, slot], self.blocks[die, slot] = rid, blocks
+        self.rid[slot], self.blocks[slot] = rid, blocks
         self.occupied[die] += 1
-        return die, slot
+        return slot
 
-    def activate(self, die: int, slot: int, context: int, remaining: int) -> None:
-        self.active[die, slot] = True
-        self.kv[die, slot], self.remaining[die, slot] = context, remaining
+    def activate(self, slot: int, context: int, remaining: int) -> None:
+        self.active[slot] = True
+        self.kv[slot], self.remaining[slot] = context, remaining
+        self.active_per_die[slot // self.cap] += 1
+        self.num_active += 1
 
-    @property
-    def num_active(self) -> int:
-        return int(self.active.sum())
+    def release(self, slot: int) -> None:
+        """Free a reserved, inactive slot (a request that needs no decode step)."""
+        die = slot // self.cap
+        self.pools.release(np.array([die]), self.blocks[slot : slot + 1])
+        self.occupied[die] -= 1
+        self.rid[slot], self.blocks[slot] = -1, 0
 
     def shape(self) -> tuple[int, float]:
         """(sequences on the busiest die, mean context over active sequences): the slowest die sets the step."""
-        per_die = self.active.sum(axis=1)
-        return int(per_die.max()), float(self.kv[self.active].mean())
+        return int(self.active_per_die.max()), float(self.kv[self.active].mean())
 
-    def step(self, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    def step(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (consecutive Bernoulli
-        successes). Returns the finished request ids and the tokens generated."""
-        idx = np.nonzero(self.active)
-        n = len(idx[0])
-        gained = np.ones(n, dtype=np.int64)
+        successes). Returns (request ids of the active sequences, tokens each gained, finished request ids)."""
+        idx = np.flatnonzero(self.active)
+        gained = np.ones(idx.size, dtype=np.int64)
         if self.mtp:
-            ok = rng.random((n, self.mtp)) < self.acceptance
+            ok = rng.random((idx.size, self.mtp)) < self.acceptance
             gained += np.cumprod(ok, axis=1).sum(axis=1)
-        gained = np.minimum(gained, self.remaining[idx])
-        self.remaining[idx] -= gained
+        remaining = self.remaining[idx]
+        gained = np.minimum(gained, remaining)
+        self.remaining[idx] = remaining - gained
         self.kv[idx] += gained
-        done = self.remaining[idx] == 0
-        dies, slots = idx[0][done], idx[1][done]
-        finished = self.rid[dies, slots].copy()
-        self.pools.release(dies, self.blocks[dies, slots])
-        np.subtract.at(self.occupied, dies, 1)
-        self.rid[dies, slots], self.active[dies, slots], self.blocks[dies, slots] = -1, False, 0
-        return finished, int(gained.sum())
+        done = idx[remaining == gained]
+        stepped = self.rid[idx]
+        finished = self.rid[done].copy()
+        if done.size:
+            dies = done // self.cap
+            self.pools.release(dies, self.blocks[done])
+            np.subtract.at(self.occupied, dies, 1)
+            np.subtract.at(self.active_per_die, dies, 1)
+            self.num_active -= done.size
+            self.rid[done], self.active[done], self.blocks[done] = -1, False, 0
+        return stepped, gained, finished

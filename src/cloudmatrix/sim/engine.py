@@ -122,7 +122,7 @@ class Simulation:
                 blocks = batch.pools.blocks_for(length)
                 die = batch.choose_die(blocks)
                 if die is not None:
-                    placed = (i, *batch.reserve(rid, die, blocks))
+                    placed = (i, batch.reserve(rid, die, blocks))
                     break
             if placed is None:
                 return
@@ -131,13 +131,14 @@ class Simulation:
             arrival = self.env.timeout(self.costs.kv_transfer_s(int(self.table.input_len[rid])))
             arrival.callbacks.append(functools.partial(self._kv_arrived, rid, *placed))
 
-    def _kv_arrived(self, rid: int, inst: int, die: int, slot: int, _event: simpy.Event) -> None:
+    def _kv_arrived(self, rid: int, inst: int, slot: int, _event: simpy.Event) -> None:
         self.table.start_decode(rid, self.env.now)
         remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
-        if remaining <= 0:
-            self.decodes[inst].activate(die, slot, int(self.table.input_len[rid]), 1)
-        else:
-            self.decodes[inst].activate(die, slot, int(self.table.input_len[rid]) + 1, remaining)
+        if remaining <= 0:  # a one-token answer is complete once its first token is delivered
+            self.decodes[inst].release(slot)
+            self._finish(np.array([rid]))
+            return
+        self.decodes[inst].activate(slot, int(self.table.input_len[rid]) + 1, remaining)
         _wake(self.decode_wake, inst)
 
     # ---- decode -----------------------------------------------------------------------------------------
@@ -152,10 +153,11 @@ class Simulation:
             start = self.env.now
             yield self.env.timeout(dur)
             active = batch.num_active
-            finished, tokens = batch.step(self.mtp_rng)
+            stepped, gained, finished = batch.step(self.mtp_rng)
+            self.table.generated[stepped] += gained
+            tokens = int(gained.sum())
             occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
             self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
-            self.table.generated[finished] = self.table.output_len[finished]
             if finished.size:
                 self._finish(finished)
             if self.observer:
