@@ -25,7 +25,7 @@ def test_node_and_fabric_shape() -> None:
     assert s.switches.l1_per_node.value * s.nodes.value == 336
     assert s.switches.l2_subplanes.value * s.switches.l2_per_subplane.value == 112
     # non-blocking: node uplink (7 x 448 GB/s) equals 8 NPUs x 392 GB/s (P2 §3.3.3)
-    npu_ub = s.planes.ub.bw_gb_s_per_die.value * hw.chip.num_dies
+    npu_ub = s.planes.scale_up.bw_gb_s_per_die.value * hw.chip.num_dies
     assert s.switches.l1_per_node.value * s.switches.l1_uplink_gb_s.value == pytest.approx(8 * npu_ub)
     assert hw.chip.num_dies == 2 and hw.chip.die.hbm_gb.value == 64
 

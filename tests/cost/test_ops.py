@@ -41,7 +41,7 @@ def test_distinct_destinations() -> None:
 
 
 def test_fused_comm_closed_form() -> None:
-    ub = HW.system.planes.ub
+    ub = HW.system.planes.scale_up
     t, sol = comm.ep_fused_s(ub, "combine", 1e6)
     c = ub.ep_comm
     assert t == pytest.approx(c.base_latency_us.value * 1e-6 + 1e6 / (c.combine_efficiency.value * 196e9))
@@ -49,6 +49,6 @@ def test_fused_comm_closed_form() -> None:
 
 
 def test_rdma_transfer() -> None:
-    rdma = HW.system.planes.rdma
-    t = comm.scale_out_s(rdma, 25e9 * 0.85, dies=1)
+    rdma = HW.system.planes.scale_out
+    t = comm.transfer_s(rdma, 25e9 * 0.85, dies=1)
     assert t == pytest.approx(1.0 + rdma.latency_us.value * 1e-6)

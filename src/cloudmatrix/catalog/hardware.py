@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -15,8 +16,8 @@ HARDWARE_DIR = DATA_DIR / "hardware"
 
 
 class DieSpec(Frozen):
-    cube_cores: Sourced | None = None
-    vector_cores: Sourced | None = None
+    compute_units: Sourced  # matrix engines: AI Cube cores (Ascend) or SMs (NVIDIA)
+    vector_units: Sourced | None = None  # separate vector engines (Ascend AIV); None where SMs do both
     peak_tflops: dict[str, Sourced]
     hbm_gb: Sourced
     hbm_bw_gb_s: Sourced
@@ -50,14 +51,19 @@ class Efficiency(Frozen):
 
 
 class StreamShare(Frozen):
-    cube: int
-    vector: int
+    compute: int
+    vector: int = 0
     source: str
 
 
-class StreamSplit(Frozen):
-    attention: StreamShare
-    moe: StreamShare
+class MicrobatchSpec(Frozen):
+    """How two microbatches overlap. ``split``: two streams on statically split cores (Ascend decode);
+    ``alternate``: one microbatch computes on all cores while the other's communication runs (NVIDIA TBO)."""
+
+    decode_overlap: Literal["split", "alternate"]
+    attention: StreamShare | None = None
+    moe: StreamShare | None = None
+    prefill_comm_units: Sourced | None = None  # cores reserved for communication in prefill (DeepEP normal)
 
 
 class ChipSpec(Frozen):
@@ -69,7 +75,7 @@ class ChipSpec(Frozen):
     cross_die_bw_gb_s: Sourced | None = None
     efficiency: Efficiency
     launch_us: Sourced
-    stream_split: StreamSplit
+    microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
 
     @property
@@ -102,41 +108,43 @@ class SwitchSpec(Frozen):
 
 
 class EpCommSpec(Frozen):
-    """Calibrated constants of the fused MoE dispatch/combine operators on a scale-up plane."""
+    """Calibrated constants of the MoE dispatch/combine operators on a plane (fused or DeepEP-style)."""
 
+    scale_bytes_per_token: Sourced  # quantisation scales sent with each INT8/FP8 token
     base_latency_us: Sourced
     dispatch_efficiency: Sourced
     combine_efficiency: Sourced
 
 
-class ScaleUpPlane(Frozen):
-    kind: str = Field(pattern="^scale-up$")
-    bw_gb_s_per_die: Sourced
-    latency_us_intra_node: Sourced
-    latency_us_inter_node: Sourced
-    efficiency_intra_node: Sourced
-    efficiency_inter_node: Sourced
-    ep_comm: EpCommSpec
+class Plane(Frozen):
+    """A network plane with per-die unidirectional bandwidth. ``*_local`` values apply inside a node."""
 
-
-class ScaleOutPlane(Frozen):
-    kind: str = Field(pattern="^scale-out$")
+    name: str
     bw_gb_s_per_die: Sourced
     latency_us: Sourced
     efficiency: Sourced
+    latency_us_local: Sourced | None = None
+    efficiency_local: Sourced | None = None
+    ep_comm: EpCommSpec | None = None
+
+    def link(self, local: bool) -> tuple[float, float]:
+        """(latency in s, bulk efficiency) inside a node or across nodes."""
+        lat = self.latency_us_local if local and self.latency_us_local else self.latency_us
+        eff = self.efficiency_local if local and self.efficiency_local else self.efficiency
+        return lat.value * 1e-6, eff.value
 
 
 class StoragePlane(Frozen):
-    kind: str = Field(pattern="^storage$")
+    name: str
     bw_gb_s_per_node: Sourced
     latency_us: Sourced
     efficiency: Sourced
 
 
 class Planes(Frozen):
-    ub: ScaleUpPlane
-    rdma: ScaleOutPlane
-    vpc: StoragePlane
+    scale_up: Plane
+    scale_out: Plane
+    storage: StoragePlane | None = None
 
 
 class SystemSpec(Frozen):
@@ -147,6 +155,7 @@ class SystemSpec(Frozen):
     nodes: Sourced
     chips_per_node: Sourced
     racks: Sourced
+    scale_up_domain_chips: Sourced
     cpu: CpuSpec
     switches: SwitchSpec | None = None
     planes: Planes
@@ -174,6 +183,10 @@ class Hardware(Frozen):
         return self.system.num_chips * self.chip.num_dies
 
     @property
+    def scale_up_domain_dies(self) -> int:
+        return int(self.system.scale_up_domain_chips.value) * self.chip.num_dies
+
+    @property
     def dies_per_node(self) -> int:
         return int(self.system.chips_per_node.value) * self.chip.num_dies
 
@@ -191,7 +204,7 @@ class Hardware(Frozen):
             "int8_pflops": dies * die.peak_flops("int8") / PETA,
             "hbm_tb": dies * die.hbm_gb.value * GB_DECIMAL / TB_DECIMAL,
             "hbm_bw_tb_s": dies * die.hbm_bw_gb_s.value * GB_DECIMAL / TB_DECIMAL,
-            "scale_up_tb_s": dies * self.system.planes.ub.bw_gb_s_per_die.value * GB_DECIMAL / TB_DECIMAL,
+            "scale_up_tb_s": dies * self.system.planes.scale_up.bw_gb_s_per_die.value * GB_DECIMAL / TB_DECIMAL,
             "dram_tb": self.system.num_cpus * cpu.dram_gb_per_socket.value * GB_DECIMAL / TB_DECIMAL,
             "power_kw": self.system.power_kw.value,
         }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from cloudmatrix.catalog.hardware import ScaleOutPlane, ScaleUpPlane
+from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.units import GB_DECIMAL
 
 
@@ -19,29 +19,36 @@ def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top
     return dies * (1.0 - miss)
 
 
-def ep_fused_s(plane: ScaleUpPlane, kind: str, bytes_per_die: float) -> tuple[float, float]:
-    """Fused MoE dispatch or combine (AIV-Direct writes over UB, P3 §4.2.1) moving ``bytes_per_die``
-    through the busiest die's link: a fixed handshake (barrier, count exchange, flag polling, pipeline
-    fill) plus the bytes at the operator's link efficiency. Returns (time, roofline)."""
+def ep_fused_s(plane: Plane, kind: str, bytes_per_die: float) -> tuple[float, float]:
+    """MoE dispatch or combine as one fused operator (CANN AIV-Direct over UB, DeepEP over NVLink/IB) moving
+    ``bytes_per_die`` through the busiest die's link: a fixed handshake (barrier, count exchange, flag
+    polling, pipeline fill) plus the bytes at the operator's link efficiency. Returns (time, roofline)."""
     c = plane.ep_comm
+    if c is None:
+        raise ValueError(f"plane {plane.name} has no calibrated EP dispatch/combine constants")
     eff = c.dispatch_efficiency.value if kind == "dispatch" else c.combine_efficiency.value
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
     time = c.base_latency_us.value * 1e-6 + bytes_per_die / (eff * bw)
     return time, bytes_per_die / bw
 
 
-def scale_up_bulk_s(plane: ScaleUpPlane, bytes_per_die: float, peers: int, inter_node: bool) -> tuple[float, float]:
-    """A bulk collective (all-gather, all-to-all) over UB by DMA: one message round per peer, the data at the
-    measured per-die write efficiency. Returns (time, roofline)."""
+def bulk_s(plane: Plane, bytes_per_die: float, peers: int, local: bool) -> tuple[float, float]:
+    """A bulk collective (all-gather, all-to-all) by DMA: log2 message rounds plus the data at the plane's
+    bulk efficiency (inside a node when ``local``). Returns (time, roofline)."""
     if peers <= 0 or bytes_per_die <= 0:
         return 0.0, 0.0
-    lat = (plane.latency_us_inter_node if inter_node else plane.latency_us_intra_node).value * 1e-6
-    eff = (plane.efficiency_inter_node if inter_node else plane.efficiency_intra_node).value
+    lat, eff = plane.link(local)
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
     return lat * math.ceil(math.log2(peers + 1)) + bytes_per_die / (eff * bw), bytes_per_die / bw
 
 
-def scale_out_s(plane: ScaleOutPlane, total_bytes: float, dies: int = 1) -> float:
-    """A point-to-point transfer over RDMA striped over ``dies`` NICs (e.g. a KV cache prefill → decode)."""
+def transfer_s(plane: Plane, total_bytes: float, dies: int = 1) -> float:
+    """A point-to-point transfer striped over ``dies`` links (e.g. a KV cache prefill → decode over RDMA)."""
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL * max(dies, 1)
     return plane.latency_us.value * 1e-6 + total_bytes / (plane.efficiency.value * bw)
+
+
+def plane_for(hardware: Hardware, group_dies: int) -> Plane:
+    """The plane a group of ``group_dies`` ranks talks over: scale-up inside its domain, else scale-out."""
+    planes = hardware.system.planes
+    return planes.scale_up if group_dies <= hardware.scale_up_domain_dies else planes.scale_out

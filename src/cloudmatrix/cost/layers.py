@@ -6,6 +6,7 @@ lose at small batch). Shapes follow the model spec; formulas are in docs/model.m
 
 from __future__ import annotations
 
+from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.moe_load import busiest_load
@@ -14,7 +15,6 @@ from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
 LOGIT_BYTES = 4.0  # sampling works on FP32 logits
-QUANT_SCALE_PAD_BYTES = 512  # INT8 dispatch: one INT32 scale padded to 512 B per token (P3 §4.2.1)
 
 
 def _gemm(
@@ -91,7 +91,6 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     m, a, h = plan.model, plan.model.attention, plan.model.hidden
     tokens, seq_len = plan.tokens_per_die * share, plan.kv_len
     ctx = _mean_context(m, (seq_len + 1) / 2)  # causal: a token sees half the prompt on average
-    ub = plan.hardware.system.planes.ub
     s = Stream.ATTENTION
     heads_dim = a.qk_head_dim + a.v_head_dim
     fa = Op(
@@ -123,10 +122,11 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     up_w = (q_lat * a.num_heads * a.qk_head_dim if q_lat else h * a.num_heads * a.qk_head_dim) + (
         a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
     )
-    inter_node = g > plan.hardware.dies_per_node
-    gather_t, gather_sol = comm.scale_up_bulk_s(ub, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, inter_node)
+    local = g <= plan.hardware.dies_per_node
+    tp_plane = comm.plane_for(plan.hardware, g)
+    gather_t, gather_sol = comm.bulk_s(tp_plane, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
     a2a_bytes = (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES
-    a2a_t, a2a_sol = comm.scale_up_bulk_s(ub, a2a_bytes, g - 1, inter_node)
+    a2a_t, a2a_sol = comm.bulk_s(tp_plane, a2a_bytes, g - 1, local)
     return [
         _gemm("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
         Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
@@ -191,6 +191,14 @@ def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
     return busiest + local, routed[1] + m.moe.num_shared, busiest
 
 
+def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
+    """One token's dispatch payload: hidden state at the dispatch precision, plus its quantisation scales."""
+    h = plan.model.hidden
+    if plan.dispatch_bytes >= ACT_BYTES or plane.ep_comm is None:
+        return h * plan.dispatch_bytes
+    return h * plan.dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
+
+
 def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
@@ -198,7 +206,8 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     k = m.moe.top_k
     s = Stream.MOE
     busiest, slots, received = _expert_tokens(plan, tokens)
-    disp_msg = h * plan.dispatch_bytes + (QUANT_SCALE_PAD_BYTES if plan.dispatch_bytes < ACT_BYTES else 0)
+    plane = comm.plane_for(plan.hardware, lay.ep)
+    disp_msg = dispatch_message_bytes(plan, plane)
     comb_msg = h * ACT_BYTES
     # Redundant copies add no destinations: a token reaches one copy of each chosen expert.
     groups = min(lay.routed_dies, m.moe.num_routed)
@@ -217,20 +226,19 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
         hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
         precision=plan.deployment.precision,
     )
-    ub = plan.hardware.system.planes.ub
     if plan.phase == Phase.DECODE:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
         moved = max(tokens * dests, received)
-        d_t, d_sol = comm.ep_fused_s(ub, "dispatch", moved * disp_msg)
-        c_t, c_sol = comm.ep_fused_s(ub, "combine", moved * comb_msg)
+        d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg)
+        c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg)
         before: list[Op] = []
         after: list[Op] = []
     else:
         # Prefill: AIV reorders and quantises, SDMA moves the bulk all-to-all (P3 §4.3).
         moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
-        inter_node = lay.ep > plan.hardware.dies_per_node
-        d_t, d_sol = comm.scale_up_bulk_s(ub, moved * disp_msg, lay.ep - 1, inter_node)
-        c_t, c_sol = comm.scale_up_bulk_s(ub, moved * comb_msg, lay.ep - 1, inter_node)
+        local = lay.ep <= plan.hardware.dies_per_node
+        d_t, d_sol = comm.bulk_s(plane, moved * disp_msg, lay.ep - 1, local)
+        c_t, c_sol = comm.bulk_s(plane, moved * comb_msg, lay.ep - 1, local)
         before = [
             Op(
                 name="dispatch_compute",

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudmatrix.cost.layers import ACT_BYTES, QUANT_SCALE_PAD_BYTES
+from cloudmatrix.cost.comm import plane_for
+from cloudmatrix.cost.layers import ACT_BYTES, dispatch_message_bytes
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import GB_DECIMAL
@@ -71,7 +72,7 @@ def _buffers(plan: Plan) -> float:
         return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
     if plan.phase == Phase.DECODE:
         max_tokens = plan.tokens_per_die * min(m.moe.top_k, plan.layout.routed_slots_per_die)
-        disp = m.hidden * plan.dispatch_bytes + (QUANT_SCALE_PAD_BYTES if plan.dispatch_bytes < ACT_BYTES else 0)
+        disp = dispatch_message_bytes(plan, plane_for(plan.hardware, plan.layout.ep))
         return plan.layout.ep * max_tokens * (disp + m.hidden * ACT_BYTES)
     routed = plan.tokens_per_die * (m.moe.top_k + m.moe.num_shared)
     return routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES

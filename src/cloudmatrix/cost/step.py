@@ -33,13 +33,20 @@ class StepCost:
 
 
 def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
-    """Fraction of the die's cores the op's stream owns in the decode two-stream pipeline."""
-    split = plan.hardware.chip.stream_split
-    die = plan.hardware.chip.die
-    share = split.attention if stream == Stream.ATTENTION else split.moe
-    if op.op_class == OpClass.VECTOR:
-        return share.vector / (die.vector_cores.value if die.vector_cores else share.vector)
-    return share.cube / (die.cube_cores.value if die.cube_cores else share.cube)
+    """Fraction of the die's cores the op's stream owns in the split-core decode pipeline."""
+    mb, die = plan.hardware.chip.microbatch, plan.hardware.chip.die
+    share = mb.attention if stream == Stream.ATTENTION else mb.moe
+    assert share is not None
+    if op.op_class == OpClass.VECTOR and die.vector_units:
+        return share.vector / die.vector_units.value
+    return share.compute / die.compute_units.value
+
+
+def _prefill_compute_share(plan: Plan) -> float:
+    """Cores left for compute while communication kernels hold some (DeepEP normal mode: 24 of 132 SMs)."""
+    reserved = plan.hardware.chip.microbatch.prefill_comm_units
+    units = plan.hardware.chip.die.compute_units.value
+    return (units - reserved.value) / units if reserved else 1.0
 
 
 def _serial(ops: list[Op], plan: Plan) -> LayerCost:
@@ -72,14 +79,16 @@ def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
     ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; each stream runs both
     roofline = {op.name: 2 * roofline_s(op, chip) * US for op in ops}
     floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
-    if plan.phase == Phase.DECODE:
+    if plan.phase == Phase.DECODE and chip.microbatch.decode_overlap == "split":
         streams: tuple[dict[str, float], dict[str, float]] = ({}, {})
         for op in ops:
             idx = 0 if op.stream == Stream.ATTENTION else 1
             streams[idx][op.name] = 2 * op_time_s(op, chip, _core_share(op, plan, op.stream)) * US
         return _overlapped(streams, floor_us, roofline)
-    # Prefill: AIC/AIV run both microbatches' compute back to back while SDMA moves the other's data.
-    compute = {op.name: 2 * op_time_s(op, chip) * US for op in ops if op.op_class != OpClass.COMM}
+    # Alternating: all cores run both microbatches' compute back to back while the other's data moves
+    # (Ascend prefill over SDMA; NVIDIA two-batch overlap, with SMs held by the comm kernels in prefill).
+    share = _prefill_compute_share(plan) if plan.phase == Phase.PREFILL else 1.0
+    compute = {op.name: 2 * op_time_s(op, chip, share) * US for op in ops if op.op_class != OpClass.COMM}
     transfer = {op.name: 2 * op_time_s(op, chip) * US for op in ops if op.op_class == OpClass.COMM}
     return _overlapped((compute, transfer), floor_us, roofline)
 

@@ -101,4 +101,4 @@ class StepCosts:
     def kv_transfer_s(self, input_len: int) -> float:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         kv_bytes = self.model.kv_bytes(input_len, BYTES_PER_ELEMENT[self.s.kv_precision])
-        return comm.scale_out_s(self.hw.system.planes.rdma, kv_bytes, dies=self.s.prefill.attention_tp)
+        return comm.transfer_s(self.hw.system.planes.scale_out, kv_bytes, dies=self.s.prefill.attention_tp)

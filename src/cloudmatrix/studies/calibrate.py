@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.reference import ReferenceSet
 from cloudmatrix.cost.comm import distinct_destinations
-from cloudmatrix.cost.layers import ACT_BYTES, QUANT_SCALE_PAD_BYTES
+from cloudmatrix.cost.layers import ACT_BYTES
 from cloudmatrix.units import GB_DECIMAL
 
 
@@ -26,7 +26,14 @@ class EpCommFit:
     rms_error_pct: float
 
 
-def ep_message_bytes(model: ModelSpec, op: str, tokens_per_rank: int, ep: int, dispatch_bytes: float = 1.0) -> float:
+def ep_plane(hardware: Hardware, setup: dict[str, Any]) -> Plane:
+    """The plane a microbenchmark row ran on (`plane: scale_up | scale_out` in its setup)."""
+    return getattr(hardware.system.planes, setup.get("plane", "scale_up"))
+
+
+def ep_message_bytes(
+    model: ModelSpec, op: str, tokens_per_rank: int, ep: int, plane: Plane, dispatch_bytes: float = 1.0
+) -> float:
     """Bytes one rank sends in the microbenchmark (experts spread evenly over ``ep`` ranks): each token once
     per distinct destination die, INT8 payload + padded scale for dispatch (7.5 KB for DeepSeek), BF16 for
     combine (14 KB)."""
@@ -34,7 +41,8 @@ def ep_message_bytes(model: ModelSpec, op: str, tokens_per_rank: int, ep: int, d
     n = model.moe.num_routed
     dests = distinct_destinations(n, max(n // ep, 1), ep, model.moe.top_k)
     if op == "dispatch":
-        msg = model.hidden * dispatch_bytes + (QUANT_SCALE_PAD_BYTES if dispatch_bytes < ACT_BYTES else 0)
+        assert plane.ep_comm is not None
+        msg = model.hidden * dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
     else:
         msg = model.hidden * ACT_BYTES
     return tokens_per_rank * dests * msg
@@ -42,12 +50,12 @@ def ep_message_bytes(model: ModelSpec, op: str, tokens_per_rank: int, ep: int, d
 
 def fit_ep_comm(reference: ReferenceSet, hardware: Hardware, model: ModelSpec) -> EpCommFit:
     """Least squares of ``t = base + bytes / (eff_op · bw)`` over the dispatch and combine rows."""
-    bw = hardware.system.planes.ub.bw_gb_s_per_die.value * GB_DECIMAL
     rows = [r for r in reference.rows if r.quantity in ("dispatch_us", "combine_us")]
     a, y = [], []
     for r in rows:
-        op = r.setup["op"]
-        t_bw = ep_message_bytes(model, op, r.setup["tokens_per_rank"], r.setup["ep"]) / bw * 1e6
+        op, plane = r.setup["op"], ep_plane(hardware, r.setup)
+        bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
+        t_bw = ep_message_bytes(model, op, r.setup["tokens_per_rank"], r.setup["ep"], plane) / bw * 1e6
         a.append([1.0, t_bw if op == "dispatch" else 0.0, t_bw if op == "combine" else 0.0])
         y.append(r.published)
     x, *_ = np.linalg.lstsq(np.array(a), np.array(y), rcond=None)
@@ -132,22 +140,23 @@ def calibration_report(set_id: str = "cloudmatrix-infer") -> dict[str, Any]:
     hw, model = load_hardware(ref.system), load_model(ref.model)
     comm_fit = fit_ep_comm(ref, hw, model)
     compute_fit = fit_compute(ref, hw, model)
-    c = hw.system.planes.ub.ep_comm
+    c = ep_plane(hw, next(r.setup for r in ref.rows if r.quantity == "dispatch_us")).ep_comm
+    assert c is not None
     table = "P3 Table 6 dispatch/combine rows"
     return {
         "reference": set_id,
         "constants": {
-            "ub.ep_comm.base_latency_us": {
+            "ep_comm.base_latency_us": {
                 "fitted": comm_fit.base_latency_us,
                 "catalog": c.base_latency_us.value,
                 "rows": table,
             },
-            "ub.ep_comm.dispatch_efficiency": {
+            "ep_comm.dispatch_efficiency": {
                 "fitted": comm_fit.dispatch_efficiency,
                 "catalog": c.dispatch_efficiency.value,
                 "rows": table,
             },
-            "ub.ep_comm.combine_efficiency": {
+            "ep_comm.combine_efficiency": {
                 "fitted": comm_fit.combine_efficiency,
                 "catalog": c.combine_efficiency.value,
                 "rows": table,

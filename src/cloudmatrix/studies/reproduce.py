@@ -12,7 +12,7 @@ from cloudmatrix.catalog.reference import ReferenceRow, ReferenceSet, load_refer
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.estimate import Estimate, estimate
-from cloudmatrix.studies.calibrate import ep_message_bytes
+from cloudmatrix.studies.calibrate import ep_message_bytes, ep_plane
 
 DEFAULT_SET = "cloudmatrix-infer"
 
@@ -105,7 +105,9 @@ def predict_row(
     if row.quantity in ("dispatch_us", "combine_us"):
         op = row.setup["op"]
         t, _ = comm.ep_fused_s(
-            hw.system.planes.ub, op, ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"])
+            ep_plane(hw, row.setup),
+            op,
+            ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"], ep_plane(hw, row.setup)),
         )
         return t * 1e6
     est = estimate(hw, model, deployment_from_setup(row.setup, ref.defaults))
