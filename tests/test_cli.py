@@ -71,7 +71,8 @@ def test_reproduce_json_contract() -> None:
 
 
 def test_catalog() -> None:
-    assert [s["id"] for s in _json(["catalog", "systems"])["systems"]] == ["cloudmatrix384"]
+    systems = [s["id"] for s in _json(["catalog", "systems"])["systems"]]
+    assert set(systems) >= {"cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200", "hgx-b200"}
     models = {m["id"] for m in _json(["catalog", "models"])["models"]}
     assert {"deepseek-r1", "deepseek-v3", "qwen3-235b-a22b", "kimi-k2", "llama-3.1-405b", "gpt-oss-120b"} == models
 
@@ -79,7 +80,7 @@ def test_catalog() -> None:
 def test_calibrate_reproduces_catalog_constants() -> None:
     d = _json(["calibrate"])
     for name, row in d["constants"].items():
-        assert row["fitted"] == pytest.approx(row["catalog"], rel=0.01), name
+        assert row["fitted"] == pytest.approx(row["catalog"], rel=0.01, abs=1e-3), name
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,7 @@ def test_attention_uses_bf16_peak_and_mla_efficiency() -> None:
 
 
 def test_distinct_destinations() -> None:
+    """Expected distinct dies among a token's top-k experts (hypergeometric)."""
     assert comm.distinct_destinations(256, 1, 256, 8) == pytest.approx(8.0)
     assert comm.distinct_destinations(256, 256, 1, 8) == 1.0
     ep8 = comm.distinct_destinations(256, 32, 8, 8)
@@ -42,10 +43,29 @@ def test_distinct_destinations() -> None:
 
 def test_fused_comm_closed_form() -> None:
     ub = HW.system.planes.scale_up
-    t, sol = comm.ep_fused_s(ub, "combine", 1e6)
+    t, sol = comm.ep_fused_s(ub, "combine", 1e6, ep=320)
     c = ub.ep_comm
     assert t == pytest.approx(c.base_latency_us.value * 1e-6 + 1e6 / (c.combine_efficiency.value * 196e9))
     assert sol == pytest.approx(1e6 / 196e9)
+    ib = load_hardware("hgx-h800").system.planes.scale_out
+    t8, _ = comm.ep_fused_s(ib, "dispatch", 1e6, ep=8)
+    t256, _ = comm.ep_fused_s(ib, "dispatch", 1e6, ep=256)
+    assert t256 - t8 == pytest.approx(5 * ib.ep_comm.sync_us_per_doubling.value * 1e-6)  # 5 doublings
+
+
+def test_messages_per_token_depends_on_the_operator() -> None:
+    ub, ib = HW.system.planes.scale_up, load_hardware("hgx-h800").system.planes.scale_out
+    assert comm.messages_per_token(ub, 256, 32, 8, 8) == pytest.approx(comm.distinct_destinations(256, 32, 8, 8))
+    assert comm.messages_per_token(ib, 256, 32, 8, 8) == 8.0  # DeepEP low-latency: one message per expert
+
+
+def test_pipeline_schedule() -> None:
+    from cloudmatrix.cost.pipeline import period, segments
+
+    assert period([(0, 10), (1, 10)]) == pytest.approx(20)  # balanced: the two microbatches interleave
+    assert period([(0, 5), (1, 20)]) == pytest.approx(40)  # the communication resource binds
+    assert period([(0, 10), (1, 5), (0, 10), (1, 5)]) == pytest.approx(40)
+    assert segments([0, 0, 1, 0], [1.0, 2.0, 3.0, 4.0]) == [(0, 3.0), (1, 3.0), (0, 4.0)]
 
 
 def test_rdma_transfer() -> None:

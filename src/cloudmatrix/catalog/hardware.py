@@ -111,7 +111,10 @@ class EpCommSpec(Frozen):
     """Calibrated constants of the MoE dispatch/combine operators on a plane (fused or DeepEP-style)."""
 
     scale_bytes_per_token: Sourced  # quantisation scales sent with each INT8/FP8 token
+    # CANN's fused operators send a token once per destination die; DeepEP low-latency once per expert.
+    coalesce_per_die: bool
     base_latency_us: Sourced
+    sync_us_per_doubling: Sourced | None = None  # rounds of the barrier that grow with log2(EP)
     dispatch_efficiency: Sourced
     combine_efficiency: Sourced
 

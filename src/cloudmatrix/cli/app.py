@@ -198,7 +198,7 @@ def calibrate(as_json: JsonFlag = False) -> None:
         _emit_json(d)
     else:
         for name, row in d["constants"].items():
-            out.print(f"{name:42s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
+            out.print(f"{name:52s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
 
 
 def main() -> None:

@@ -9,6 +9,14 @@ from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.units import GB_DECIMAL
 
 
+def messages_per_token(plane: Plane, num_experts: int, experts_per_die: int, dies: int, top_k: int) -> float:
+    """Dispatch messages a token sends: one per distinct destination die where the operator coalesces,
+    else one per chosen expert."""
+    if plane.ep_comm is not None and not plane.ep_comm.coalesce_per_die:
+        return float(top_k)
+    return distinct_destinations(num_experts, experts_per_die, dies, top_k)
+
+
 def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top_k: int) -> float:
     """Expected number of distinct dies a token's top-k experts live on. A token is sent once per
     destination die (both DeepEP and CANN's fused operators coalesce), so EP8 with 32 experts per die
@@ -19,7 +27,7 @@ def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top
     return dies * (1.0 - miss)
 
 
-def ep_fused_s(plane: Plane, kind: str, bytes_per_die: float) -> tuple[float, float]:
+def ep_fused_s(plane: Plane, kind: str, bytes_per_die: float, ep: int) -> tuple[float, float]:
     """MoE dispatch or combine as one fused operator (CANN AIV-Direct over UB, DeepEP over NVLink/IB) moving
     ``bytes_per_die`` through the busiest die's link: a fixed handshake (barrier, count exchange, flag
     polling, pipeline fill) plus the bytes at the operator's link efficiency. Returns (time, roofline)."""
@@ -28,7 +36,8 @@ def ep_fused_s(plane: Plane, kind: str, bytes_per_die: float) -> tuple[float, fl
         raise ValueError(f"plane {plane.name} has no calibrated EP dispatch/combine constants")
     eff = c.dispatch_efficiency.value if kind == "dispatch" else c.combine_efficiency.value
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
-    time = c.base_latency_us.value * 1e-6 + bytes_per_die / (eff * bw)
+    sync = c.sync_us_per_doubling.value * math.log2(max(ep, 1)) if c.sync_us_per_doubling else 0.0
+    time = (c.base_latency_us.value + sync) * 1e-6 + bytes_per_die / (eff * bw)
     return time, bytes_per_die / bw
 
 

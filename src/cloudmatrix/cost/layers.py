@@ -199,6 +199,24 @@ def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
     return h * plan.dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
 
 
+def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float]:
+    """Bulk MoE all-to-all of ``messages`` per die. Inside one scale-up domain it is a single collective.
+    Beyond it, tokens cross the scale-out plane once per remote domain and are forwarded to their dies over
+    scale-up (DeepEP's NVLink forwarding; with DeepSeek's group-limited routing a token reaches few
+    nodes); the slower of the two legs sets the time. Returns (time, roofline)."""
+    hw, lay, moe = plan.hardware, plan.layout, plan.model.moe
+    assert lay is not None and moe is not None
+    planes, domain = hw.system.planes, hw.scale_up_domain_dies
+    if lay.ep <= domain:
+        return comm.bulk_s(planes.scale_up, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node)
+    domains = lay.ep // domain
+    remote = comm.distinct_destinations(moe.num_routed, moe.num_routed // domains, domains, moe.top_k)
+    remote *= (domains - 1) / domains
+    out_t, out_sol = comm.bulk_s(planes.scale_out, tokens * remote * msg_bytes, domains - 1, local=False)
+    in_t, in_sol = comm.bulk_s(planes.scale_up, messages * msg_bytes, domain - 1, local=True)
+    return max(out_t, in_t), max(out_sol, in_sol)
+
+
 def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
@@ -211,7 +229,7 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     comb_msg = h * ACT_BYTES
     # Redundant copies add no destinations: a token reaches one copy of each chosen expert.
     groups = min(lay.routed_dies, m.moe.num_routed)
-    dests = comm.distinct_destinations(m.moe.num_routed, m.moe.num_routed // groups, groups, k) + (
+    dests = comm.messages_per_token(plane, m.moe.num_routed, m.moe.num_routed // groups, groups, k) + (
         1 if lay.shared_dies else 0
     )
     gate = _gemm("gate", s, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
@@ -228,17 +246,17 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
     )
     if plan.phase == Phase.DECODE:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
-        moved = max(tokens * dests, received)
-        d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg)
-        c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg)
+        remote = (lay.ep - 1) / lay.ep  # messages to the die itself stay local
+        moved = max(tokens * dests, received) * remote
+        d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
+        c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
         before: list[Op] = []
         after: list[Op] = []
     else:
-        # Prefill: AIV reorders and quantises, SDMA moves the bulk all-to-all (P3 §4.3).
+        # Prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA).
         moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
-        local = lay.ep <= plan.hardware.dies_per_node
-        d_t, d_sol = comm.bulk_s(plane, moved * disp_msg, lay.ep - 1, local)
-        c_t, c_sol = comm.bulk_s(plane, moved * comb_msg, lay.ep - 1, local)
+        d_t, d_sol = _bulk_all_to_all(plan, tokens, moved, disp_msg)
+        c_t, c_sol = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
             Op(
                 name="dispatch_compute",

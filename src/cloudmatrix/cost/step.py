@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cloudmatrix.cost import pipeline
 from cloudmatrix.cost.layers import head_ops, layer_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream, memory_s, op_time_s, roofline_s
 from cloudmatrix.deploy import Phase, Plan
@@ -60,37 +61,44 @@ def _serial(ops: list[Op], plan: Plan) -> LayerCost:
     )
 
 
-def _overlapped(
-    groups: tuple[dict[str, float], dict[str, float]], floor_us: float, roofline: dict[str, float]
+def _pipelined(
+    ops: list[Op], resources: list[int], times_us: list[float], floor_us: float, roofline: dict[str, float]
 ) -> LayerCost:
-    """Two streams over two microbatches: the layer takes the longer stream (or the HBM floor)."""
-    slow, fast = sorted(groups, key=lambda g: sum(g.values()), reverse=True)
-    critical = dict(slow)
-    slack = floor_us - sum(slow.values())
-    if slack > 0:
-        critical["hbm_contention"] = slack
-    return LayerCost(time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=fast, roofline_us=roofline)
+    """Two microbatches scheduled over their resources (``cost.pipeline``). The breakdown lists the busiest
+    resource's ops (both microbatches), the bubbles the dependencies leave on it, and any HBM contention;
+    the other resource's ops are reported as overlapped."""
+    layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
+    busy: dict[int, dict[str, float]] = {0: {}, 1: {}}
+    for op, r, t in zip(ops, resources, times_us, strict=True):
+        busy[r][op.name] = busy[r].get(op.name, 0.0) + 2 * t
+    slow = max(busy, key=lambda r: sum(busy[r].values()))
+    critical = dict(busy[slow])
+    bubble = layer_us - sum(critical.values())
+    if bubble > 1e-9:
+        critical["hbm_contention" if floor_us >= layer_us else "pipeline_bubble"] = bubble
+    return LayerCost(
+        time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=busy[1 - slow], roofline_us=roofline
+    )
 
 
 def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
     if not microbatch:
         return _serial(layer_ops(plan, moe, 1.0), plan)
     chip = plan.hardware.chip
-    ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; each stream runs both
+    ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; the schedule runs both
     roofline = {op.name: 2 * roofline_s(op, chip) * US for op in ops}
     floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
     if plan.phase == Phase.DECODE and chip.microbatch.decode_overlap == "split":
-        streams: tuple[dict[str, float], dict[str, float]] = ({}, {})
-        for op in ops:
-            idx = 0 if op.stream == Stream.ATTENTION else 1
-            streams[idx][op.name] = 2 * op_time_s(op, chip, _core_share(op, plan, op.stream)) * US
-        return _overlapped(streams, floor_us, roofline)
-    # Alternating: all cores run both microbatches' compute back to back while the other's data moves
-    # (Ascend prefill over SDMA; NVIDIA two-batch overlap, with SMs held by the comm kernels in prefill).
+        # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
+        resources = [0 if op.stream == Stream.ATTENTION else 1 for op in ops]
+        times = [op_time_s(op, chip, _core_share(op, plan, op.stream)) * US for op in ops]
+        return _pipelined(ops, resources, times, floor_us, roofline)
+    # Alternating: all cores compute one microbatch while the other's data moves (Ascend prefill over SDMA;
+    # NVIDIA two-batch overlap, with SMs held by the communication kernels in prefill).
     share = _prefill_compute_share(plan) if plan.phase == Phase.PREFILL else 1.0
-    compute = {op.name: 2 * op_time_s(op, chip, share) * US for op in ops if op.op_class != OpClass.COMM}
-    transfer = {op.name: 2 * op_time_s(op, chip) * US for op in ops if op.op_class == OpClass.COMM}
-    return _overlapped((compute, transfer), floor_us, roofline)
+    resources = [1 if op.op_class == OpClass.COMM else 0 for op in ops]
+    times = [op_time_s(op, chip, share if r == 0 else 1.0) * US for op, r in zip(ops, resources, strict=True)]
+    return _pipelined(ops, resources, times, floor_us, roofline)
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:

@@ -13,7 +13,7 @@ import numpy as np
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.reference import ReferenceSet
-from cloudmatrix.cost.comm import distinct_destinations
+from cloudmatrix.cost.comm import messages_per_token
 from cloudmatrix.cost.layers import ACT_BYTES
 from cloudmatrix.units import GB_DECIMAL
 
@@ -21,6 +21,7 @@ from cloudmatrix.units import GB_DECIMAL
 @dataclass(frozen=True, kw_only=True)
 class EpCommFit:
     base_latency_us: float
+    sync_us_per_doubling: float
     dispatch_efficiency: float
     combine_efficiency: float
     rms_error_pct: float
@@ -39,30 +40,39 @@ def ep_message_bytes(
     combine (14 KB)."""
     assert model.moe is not None
     n = model.moe.num_routed
-    dests = distinct_destinations(n, max(n // ep, 1), ep, model.moe.top_k)
+    dests = messages_per_token(plane, n, max(n // ep, 1), ep, model.moe.top_k)
     if op == "dispatch":
         assert plane.ep_comm is not None
         msg = model.hidden * dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
     else:
         msg = model.hidden * ACT_BYTES
-    return tokens_per_rank * dests * msg
+    return tokens_per_rank * dests * msg * (ep - 1) / ep  # messages to the rank itself stay local
 
 
 def fit_ep_comm(reference: ReferenceSet, hardware: Hardware, model: ModelSpec) -> EpCommFit:
-    """Least squares of ``t = base + bytes / (eff_op · bw)`` over the dispatch and combine rows."""
+    """Least squares over the dispatch and combine rows of ``t = base [+ sync · log2(EP)] + bytes / (eff · bw)``.
+    Coalescing operators (CANN) fit a free handshake ``base``; per-expert operators (DeepEP low-latency) send
+    the same bytes at every EP, so their growth with EP is fitted as ``sync`` rounds and ``base`` is held at
+    the plane's one-way latency."""
     rows = [r for r in reference.rows if r.quantity in ("dispatch_us", "combine_us")]
+    plane = ep_plane(hardware, rows[0].setup)
+    assert plane.ep_comm is not None
+    coalesce = plane.ep_comm.coalesce_per_die
+    bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
+    fixed = 0.0 if coalesce else plane.latency_us.value
     a, y = [], []
     for r in rows:
-        op, plane = r.setup["op"], ep_plane(hardware, r.setup)
-        bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
+        op = r.setup["op"]
         t_bw = ep_message_bytes(model, op, r.setup["tokens_per_rank"], r.setup["ep"], plane) / bw * 1e6
-        a.append([1.0, t_bw if op == "dispatch" else 0.0, t_bw if op == "combine" else 0.0])
-        y.append(r.published)
+        first = 1.0 if coalesce else float(np.log2(r.setup["ep"]))
+        a.append([first, t_bw if op == "dispatch" else 0.0, t_bw if op == "combine" else 0.0])
+        y.append(r.published - fixed)
     x, *_ = np.linalg.lstsq(np.array(a), np.array(y), rcond=None)
-    pred, pub = np.array(a) @ x, np.array(y)
+    pred, pub = np.array(a) @ x + fixed, np.array(y) + fixed
     rms = float(np.sqrt(np.mean(((pred - pub) / pub) ** 2)) * 100)
     return EpCommFit(
-        base_latency_us=float(x[0]),
+        base_latency_us=float(x[0]) if coalesce else fixed,
+        sync_us_per_doubling=0.0 if coalesce else float(x[0]),
         dispatch_efficiency=float(1 / x[1]),
         combine_efficiency=float(1 / x[2]),
         rms_error_pct=rms,
@@ -96,20 +106,21 @@ def _bisect(f: Callable[[float], float], lo: float, hi: float, iters: int = 40) 
 
 
 def fit_compute(
-    reference: ReferenceSet,
-    hardware: Hardware,
-    model: ModelSpec,
-    latency_row: str = "decode-layer-b96-mtp1",
-    overhead_row: str = "slo15-4k256-b8-tpot",
+    reference: ReferenceSet, hardware: Hardware, model: ModelSpec, latency_row: str, overhead_row: str | None = None
 ) -> ComputeFit:
-    """Fit the operator launch overhead on the launch-dominated small-batch row and the sustained compute
-    fraction on the compute-dominated per-layer latency row (two equations, two unknowns)."""
+    """Fit ``gemm_serving`` on ``latency_row`` (a GEMM-heavy row). With ``overhead_row`` (a launch-dominated
+    small-batch row) the operator launch overhead is fitted jointly; otherwise it keeps its catalog value."""
     from cloudmatrix.studies.reproduce import predict_row
 
     rows = {r.id: r for r in reference.rows}
-    lat, ovh = rows[latency_row], rows[overhead_row]
+    lat = rows[latency_row]
+    higher_is_faster = lat.quantity == "throughput_per_chip_tok_s"
 
     def launch_for(sustained: float) -> float:
+        if overhead_row is None:
+            return hardware.chip.launch_us.value
+        ovh = rows[overhead_row]
+
         def err(launch: float) -> float:
             hw = with_compute_constants(hardware, launch, sustained)
             return predict_row(reference, ovh, hw, model) - ovh.published
@@ -118,59 +129,71 @@ def fit_compute(
 
     def err_sustained(sustained: float) -> float:
         hw = with_compute_constants(hardware, launch_for(sustained), sustained)
-        return lat.published - predict_row(reference, lat, hw, model)  # higher fraction → faster
+        value = predict_row(reference, lat, hw, model)
+        return value - lat.published if higher_is_faster else lat.published - value
 
-    sustained = _bisect(err_sustained, 0.2, 1.0, iters=25)
+    sustained = _bisect(err_sustained, 0.1, 1.0, iters=25)
     launch = launch_for(sustained)
     hw = with_compute_constants(hardware, launch, sustained)
+    fitted = [latency_row] + ([overhead_row] if overhead_row else [])
     return ComputeFit(
         launch_us=launch,
         sustained_compute=sustained,
-        rows={r: predict_row(reference, rows[r], hw, model) for r in (latency_row, overhead_row)},
+        rows={r: predict_row(reference, rows[r], hw, model) for r in fitted},
     )
 
 
-def calibration_report(set_id: str = "cloudmatrix-infer") -> dict[str, Any]:
-    """Every calibrated constant of the reference set's hardware: refitted value beside the catalog value."""
+# Which rows fix which constants, per reference set (docs/model.md "Calibrated constants").
+COMPUTE_FITS = {
+    "cloudmatrix-infer": ("decode-layer-b96-mtp1", "slo15-4k256-b8-tpot"),
+    "hopper-baselines": ("ds-h800-prefill-profile", None),
+}
+
+
+def calibration_report() -> dict[str, Any]:
+    """Every calibrated constant: refitted value beside the catalog value, with the rows it was fitted on."""
     from cloudmatrix.catalog.hardware import load_hardware
     from cloudmatrix.catalog.models import load_model
     from cloudmatrix.catalog.reference import load_reference
 
-    ref = load_reference(set_id)
-    hw, model = load_hardware(ref.system), load_model(ref.model)
-    comm_fit = fit_ep_comm(ref, hw, model)
-    compute_fit = fit_compute(ref, hw, model)
-    c = ep_plane(hw, next(r.setup for r in ref.rows if r.quantity == "dispatch_us")).ep_comm
-    assert c is not None
-    table = "P3 Table 6 dispatch/combine rows"
-    return {
-        "reference": set_id,
-        "constants": {
-            "ep_comm.base_latency_us": {
-                "fitted": comm_fit.base_latency_us,
-                "catalog": c.base_latency_us.value,
-                "rows": table,
-            },
-            "ep_comm.dispatch_efficiency": {
-                "fitted": comm_fit.dispatch_efficiency,
-                "catalog": c.dispatch_efficiency.value,
-                "rows": table,
-            },
-            "ep_comm.combine_efficiency": {
-                "fitted": comm_fit.combine_efficiency,
-                "catalog": c.combine_efficiency.value,
-                "rows": table,
-            },
-            f"{hw.chip.id}.launch_us": {
-                "fitted": compute_fit.launch_us,
+    constants: dict[str, dict[str, Any]] = {}
+    rms: dict[str, float] = {}
+    for set_id, (latency_row, overhead_row) in COMPUTE_FITS.items():
+        ref = load_reference(set_id)
+        hw, model = load_hardware(ref.system), load_model(ref.model)
+        comm_fit = fit_ep_comm(ref, hw, model)
+        rms[set_id] = comm_fit.rms_error_pct
+        plane = ep_plane(hw, next(r.setup for r in ref.rows if r.quantity == "dispatch_us"))
+        c = plane.ep_comm
+        assert c is not None
+        table = f"{set_id}: dispatch/combine rows"
+        prefix = f"{hw.system.id}.{plane.name}.ep_comm"
+        free = (
+            ("base_latency_us", comm_fit.base_latency_us, c.base_latency_us.value)
+            if c.coalesce_per_die
+            else (
+                "sync_us_per_doubling",
+                comm_fit.sync_us_per_doubling,
+                c.sync_us_per_doubling.value if c.sync_us_per_doubling else 0.0,
+            )
+        )
+        for name, fitted, catalog in (
+            free,
+            ("dispatch_efficiency", comm_fit.dispatch_efficiency, c.dispatch_efficiency.value),
+            ("combine_efficiency", comm_fit.combine_efficiency, c.combine_efficiency.value),
+        ):
+            constants[f"{prefix}.{name}"] = {"fitted": fitted, "catalog": catalog, "rows": table}
+        fit = fit_compute(ref, hw, model, latency_row, overhead_row)
+        rows = " + ".join(fit.rows)
+        constants[f"{hw.chip.id}.efficiency.gemm_serving"] = {
+            "fitted": fit.sustained_compute,
+            "catalog": hw.chip.efficiency.gemm_serving.value,
+            "rows": rows,
+        }
+        if overhead_row:
+            constants[f"{hw.chip.id}.launch_us"] = {
+                "fitted": fit.launch_us,
                 "catalog": hw.chip.launch_us.value,
-                "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)",
-            },
-            f"{hw.chip.id}.efficiency.gemm_serving": {
-                "fitted": compute_fit.sustained_compute,
-                "catalog": hw.chip.efficiency.gemm_serving.value,
-                "rows": "slo15-4k256-b8-tpot + decode-layer-b96-mtp1 (joint)",
-            },
-        },
-        "ep_comm_rms_error_pct": comm_fit.rms_error_pct,
-    }
+                "rows": rows,
+            }
+    return {"constants": constants, "ep_comm_rms_error_pct": rms}

@@ -100,7 +100,7 @@ def predict_row(
     ref: ReferenceSet, row: ReferenceRow, hw: Hardware | None = None, model: ModelSpec | None = None
 ) -> float:
     """The model's value for one published row (optionally on modified hardware, for calibration)."""
-    hw = hw or load_hardware(ref.system)
+    hw = hw or load_hardware(row.setup.get("system", ref.system))
     model = model or load_model(ref.model)
     if row.quantity in ("dispatch_us", "combine_us"):
         op = row.setup["op"]
@@ -108,6 +108,7 @@ def predict_row(
             ep_plane(hw, row.setup),
             op,
             ep_message_bytes(model, op, row.setup["tokens_per_rank"], row.setup["ep"], ep_plane(hw, row.setup)),
+            row.setup["ep"],
         )
         return t * 1e6
     est = estimate(hw, model, deployment_from_setup(row.setup, ref.defaults))

@@ -1,0 +1,46 @@
+"""NVIDIA Hopper baselines (issue 4): every H800/H100 row within 10 %, median within 5 %, one set of Hopper
+constants. Rows the model does not yet meet are strict xfails with their measured errors."""
+
+import statistics
+
+import pytest
+
+from cloudmatrix.catalog.reference import load_reference
+from cloudmatrix.studies.reproduce import reproduce
+
+REF = load_reference("hopper-baselines")
+RESULT = reproduce("hopper-baselines")
+BY_ID = {r.row.id: r for r in RESULT.results}
+
+# Decode on Hopper comes out too fast (docs/model.md "Known gaps"); errors as measured.
+KNOWN_MISSES = {
+    "ds-h800-decode-profile": "+12.6 %",
+    "sg4-h100-decode-b256": "+26.7 %",
+    "sg5-h100-decode-mtp-throughput": "+22.7 %",
+    "sg5-h100-decode-mtp-tpot": "-13.6 %",
+}
+
+
+def _param(row_id: str):
+    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[row_id])] if row_id in KNOWN_MISSES else []
+    return pytest.param(row_id, marks=marks, id=row_id)
+
+
+@pytest.mark.parametrize("row_id", [_param(r.id) for r in REF.rows])
+def test_row_within_tolerance(row_id: str) -> None:
+    res = BY_ID[row_id]
+    assert abs(res.error_pct) <= res.row.tolerance_pct, f"{row_id}: {res.predicted:.1f} ({res.error_pct:+.1f} %)"
+
+
+@pytest.mark.xfail(strict=True, reason="decode rows are 12-27 % fast; median over predicted rows 12.6 %")
+def test_median_error_within_5_pct() -> None:
+    errors = [abs(r.error_pct) for r in RESULT.results if r.row.role == "predicted"]
+    assert statistics.median(errors) <= 5.0
+
+
+def test_one_set_of_hopper_constants() -> None:
+    from cloudmatrix.catalog.hardware import load_chip
+
+    chips = [load_chip(c) for c in ("nvidia-h800", "nvidia-h100", "nvidia-h200")]
+    assert len({c.efficiency.model_dump_json() for c in chips}) == 1
+    assert len({c.launch_us.value for c in chips}) == 1
