@@ -180,3 +180,42 @@ def test_simulate_malformed_trace_names_line(tmp_path) -> None:
     trace.write_text('{"timestamp": 0, "input_length": 100, "output_length": 10}\n{"timestamp": 1}\n')
     res = runner.invoke(app, ["simulate", "--set", f"workload.trace={trace}"])
     assert res.exit_code == 2 and "t.jsonl line 2: missing field 'input_length'" in res.stderr
+
+
+def test_compare_contract_and_plot(tmp_path) -> None:
+    png = tmp_path / "tradeoff.png"
+    d = _json(
+        [
+            "compare",
+            "--model",
+            "deepseek-r1",
+            "--workload",
+            "4k-256",
+            "--tpot-slo",
+            "50",
+            "--plot",
+            str(png),
+            "--target-rate",
+            "100",
+        ]
+    )
+    systems = {r["system"]: r for r in d["systems"]}
+    assert {"cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200"} <= set(systems)
+    for r in systems.values():
+        assert r["feasible"] and r["tpot_ms"] <= 50 and r["output_tok_s_per_kw"] > 0 and r["chips_for_target"] > 0
+        assert r["why"].startswith("decode: ")
+    head = png.read_bytes()[:8]
+    assert head == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    from PIL import Image  # matplotlib depends on Pillow
+
+    with Image.open(png) as im:
+        assert im.size[0] >= 800 and im.size[1] >= 500
+
+
+def test_compare_table_and_bad_input() -> None:
+    res = runner.invoke(app, ["compare", "--systems", "cloudmatrix384,hgx-h800", "--tpot-slo", "15"])
+    assert res.exit_code == 0 and "cloudmatrix384" in res.stdout and "hgx-h800" in res.stdout
+    bad = runner.invoke(app, ["compare", "--workload", "4k"])
+    assert bad.exit_code == 2 and "workload '4k'" in bad.stderr
+    bad = runner.invoke(app, ["compare", "--systems", "tpu-v5"])
+    assert bad.exit_code == 2 and "unknown system 'tpu-v5'" in bad.stderr

@@ -189,6 +189,62 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 @app.command()
+def compare(
+    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
+    workload: Annotated[str, typer.Option(help="4k-256, 2k-256, 1k-1k or INPUT/OUTPUT tokens.")] = "4k-256",
+    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
+    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms (shrinks prefill batches).")] = None,
+    systems: Annotated[str | None, typer.Option(help="Comma-separated system ids (default: all with presets).")] = None,
+    mtp: Annotated[int, typer.Option(help="MTP draft tokens, the same for every system.")] = 1,
+    mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
+    target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the throughput-vs-interactivity PNG here.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each system's published deployment for the same model, workload and SLO, side by side."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, parse_workload
+    from cloudmatrix.studies.compare import compare as run_compare
+
+    def build() -> tuple[Conditions, list[Any]]:
+        inp, outp = parse_workload(workload)
+        cond = Conditions(
+            model=model,
+            input_len=inp,
+            output_len=outp,
+            tpot_slo_ms=tpot_slo,
+            ttft_slo_ms=ttft_slo,
+            mtp=mtp,
+            mtp_acceptance=mtp_acceptance,
+            target_rate_req_s=target_rate,
+        )
+        ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
+        return cond, run_compare(ids, cond)
+
+    cond, results = _run(build)
+    if plot is not None:
+        from cloudmatrix.report.plot import tradeoff_png
+
+        title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
+        try:
+            tradeoff_png(results, plot, title, tpot_slo)
+        except OSError as e:
+            _fail(f"cannot write {plot}: {e.strerror}")
+    d = {
+        "model": model,
+        "workload": {"input_len": cond.input_len, "output_len": cond.output_len},
+        "tpot_slo_ms": tpot_slo,
+        "ttft_slo_ms": ttft_slo,
+        "systems": [r.to_dict() for r in results],
+    }
+    if as_json:
+        _emit_json(d)
+    else:
+        for table in render.compare_table(d):
+            out.print(table)
+
+
+@app.command()
 def calibrate(as_json: JsonFlag = False) -> None:
     """Re-run the fits of the calibrated constants and show them beside the catalog values."""
     from cloudmatrix.studies.calibrate import calibration_report

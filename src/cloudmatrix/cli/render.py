@@ -126,3 +126,52 @@ def simulate_table(d: dict[str, Any]) -> Table:
         f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}"
     )
     return t
+
+
+def compare_table(d: dict[str, Any]) -> list[Table]:
+    w = d["workload"]
+    t = Table(title=f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms")
+    cols = (
+        "system",
+        "prec",
+        "batch/chip",
+        "TPOT ms",
+        "TTFT ms",
+        "decode tok/s/chip",
+        "prefill tok/s/chip",
+        "out tok/s/chip",
+        "out tok/s/system",
+        "per kW",
+        "per $M",
+        "chips for target",
+    )
+    for col in cols:
+        t.add_column(col, justify="left" if col in ("system", "prec") else "right")
+    why = Table(title="deployment and what bounds it (share of the step)")
+    for col in ("system", "deployment", "why"):
+        why.add_column(col)
+    for r in d["systems"]:
+        why.add_row(r["system"], r["deployment"], r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
+        if not r["feasible"]:
+            t.add_row(r["system"], r["precision"], "[red]infeasible[/]", *[""] * 9)
+            continue
+        target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
+        t.add_row(
+            r["system"],
+            r["precision"],
+            f"{r['batch_per_chip']:g}",
+            f"{r['tpot_ms']:.1f}",
+            f"{r['ttft_ms']:,.0f}",
+            f"{r['decode_tok_s_per_chip']:,.0f}",
+            f"{r['prefill_tok_s_per_chip']:,.0f}",
+            f"{r['output_tok_s_per_chip']:,.0f}",
+            f"{r['output_tok_s_per_system']:,.0f}",
+            f"{r['output_tok_s_per_kw']:,.0f}",
+            f"{r['output_tok_s_per_musd']:,.0f}",
+            target,
+        )
+    t.caption = (
+        "out tok/s: output tokens with prefill and decode pools sized for the workload's input/output mix; "
+        "per kW and per $M use each system's catalog power and price (sources in the catalog)"
+    )
+    return [t, why]

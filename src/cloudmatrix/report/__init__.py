@@ -1,0 +1,1 @@
+"""L7 reports: plots (matplotlib) and tables of study results."""

@@ -1,0 +1,200 @@
+"""`compare`: the same model, workload and SLO on every system, each with its published deployment, on
+equal terms (same MTP setting and acceptance, same SLO), with the reasons visible."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.models import load_model
+from cloudmatrix.catalog.sourced import DATA_DIR, read_yaml
+from cloudmatrix.cost import comm
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, Eplb, Phase
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
+from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.workload.spec import PRESETS
+
+DEFAULT_SYSTEMS = ("cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200", "hgx-b200")
+
+
+@cache
+def presets() -> dict[str, dict[str, Any]]:
+    return dict(read_yaml(DATA_DIR / "presets" / "presets.yaml"))
+
+
+def parse_workload(name: str) -> tuple[int, int]:
+    """A preset (``4k-256``, ``2k-256``, ``1k-1k``) or ``INPUT/OUTPUT`` token lengths."""
+    if name in PRESETS:
+        return PRESETS[name]
+    parts = name.split("/")
+    if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+        return int(parts[0]), int(parts[1])
+    raise ConfigError(f"workload '{name}': expected one of {', '.join(PRESETS)} or INPUT/OUTPUT, e.g. 4096/256")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Conditions:
+    model: str
+    input_len: int
+    output_len: int
+    tpot_slo_ms: float
+    ttft_slo_ms: float | None = None
+    mtp: int = 1
+    mtp_acceptance: float = 0.7
+    target_rate_req_s: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SystemResult:
+    system: str
+    deployment: str
+    precision: str
+    feasible: bool
+    reason: str = ""
+    batch_per_chip: float = 0.0
+    tpot_ms: float = 0.0
+    ttft_ms: float = 0.0
+    prefill_tok_s_per_chip: float = 0.0
+    decode_tok_s_per_chip: float = 0.0
+    output_tok_s_per_chip: float = 0.0  # prefill and decode pools sized for the workload
+    output_tok_s_per_system: float = 0.0
+    output_tok_s_per_kw: float = 0.0
+    output_tok_s_per_musd: float = 0.0
+    chips_for_target: int | None = None
+    why: str = ""
+    curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float) -> Estimate:
+    d = preset["decode"]
+    return estimate(
+        system,
+        c.model,
+        Deployment(
+            phase=Phase.DECODE,
+            num_chips=d["chips"],
+            ep=d.get("ep"),
+            batch_per_chip=batch,
+            input_len=c.input_len,
+            output_len=c.output_len,
+            precision=preset["precision"],
+            mtp=c.mtp,
+            mtp_acceptance=c.mtp_acceptance,
+            eplb=Eplb.DEFAULT,
+        ),
+    )
+
+
+def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip: int) -> Estimate:
+    p = preset["prefill"]
+    return estimate(
+        system,
+        c.model,
+        Deployment(
+            phase=Phase.PREFILL,
+            num_chips=p["chips"],
+            ep=p.get("ep"),
+            tokens_per_chip=tokens_per_chip,
+            input_len=c.input_len,
+            precision=preset["precision"],
+            eplb=Eplb.PERFECT,
+            microbatch=p.get("microbatch"),
+        ),
+    )
+
+
+def _batch_grid(dies_per_chip: int, max_batch: float) -> list[int]:
+    """Candidate batches per chip: whole sequences per die, denser at small batch."""
+    grid, b = [], dies_per_chip
+    while b <= max_batch:
+        grid.append(b)
+        b += dies_per_chip if b < 16 * dies_per_chip else max(dies_per_chip, (b // 8 // dies_per_chip) * dies_per_chip)
+    return grid
+
+
+def _why(est: Estimate, label: str) -> str:
+    parts = sorted(((us, op) for op, us in est.step.breakdown_us.items() if not op.startswith("mtp.")), reverse=True)
+    total = est.step.step_s * 1e6
+    top = ", ".join(f"{op} {us / total:.0%}" for us, op in parts[:2])
+    return f"{label}: {top}"
+
+
+def compare_system(system: str, c: Conditions) -> SystemResult:
+    hw = load_hardware(system)
+    preset = presets().get(system)
+    if preset is None:
+        raise ConfigError(f"no deployment preset for system '{system}'; presets exist for {', '.join(presets())}")
+    base = dict(system=system, deployment=preset["name"], precision=preset["precision"])
+    try:
+        probe = _decode(system, c, preset, hw.chip.num_dies)
+    except InfeasibleDeploymentError as e:
+        return SystemResult(**base, feasible=False, reason=str(e))
+    max_batch = probe.memory.max_seqs_per_die * hw.chip.num_dies
+    curve, best = [], None
+    for batch in _batch_grid(hw.chip.num_dies, max_batch):
+        try:
+            est = _decode(system, c, preset, batch)
+        except InfeasibleDeploymentError:
+            break  # comm buffers grow with the batch: the KV bound from the smallest batch is optimistic
+        curve.append((1e3 / (est.tpot_s * 1e3), est.throughput_per_chip_tok_s))
+        if est.tpot_s * 1e3 <= c.tpot_slo_ms:
+            best = (batch, est)
+    if best is None:
+        return SystemResult(
+            **base,
+            feasible=False,
+            curve=curve,
+            reason=f"TPOT at the smallest batch is {probe.tpot_s * 1e3:.1f} ms > {c.tpot_slo_ms} ms",
+        )
+    batch, dec = best
+    tokens = preset["prefill"]["tokens_per_chip"]
+    pre = _prefill(system, c, preset, tokens)
+    ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
+    while c.ttft_slo_ms and ttft * 1e3 > c.ttft_slo_ms and tokens > c.input_len // hw.chip.num_dies:
+        tokens //= 2  # smaller prefill batches for a tighter TTFT
+        pre = _prefill(system, c, preset, tokens)
+        ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
+    prefill_req = pre.throughput_per_chip_tok_s / c.input_len
+    decode_req = dec.throughput_per_chip_tok_s / c.output_len
+    rate_per_chip = prefill_req * decode_req / (prefill_req + decode_req)
+    per_chip = rate_per_chip * c.output_len
+    per_system = per_chip * hw.system.num_chips
+    return SystemResult(
+        **base,
+        feasible=True,
+        batch_per_chip=batch,
+        tpot_ms=dec.tpot_s * 1e3,
+        ttft_ms=ttft * 1e3,
+        prefill_tok_s_per_chip=pre.throughput_per_chip_tok_s,
+        decode_tok_s_per_chip=dec.throughput_per_chip_tok_s,
+        output_tok_s_per_chip=per_chip,
+        output_tok_s_per_system=per_system,
+        output_tok_s_per_kw=per_system / hw.system.power_kw.value,
+        output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
+        chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
+        why=f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}",
+        curve=curve,
+    )
+
+
+def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
+    hw, model = load_hardware(system), load_model(c.model)
+    kv = model.kv_bytes(c.input_len, BYTES_PER_ELEMENT["bf16"])
+    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(4, preset["prefill"]["chips"]))
+
+
+def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
+    load_model(c.model)  # fail early on an unknown model
+    results = []
+    for s in systems:
+        try:
+            results.append(compare_system(s, c))
+        except InfeasibleDeploymentError as e:
+            results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
+    return results
