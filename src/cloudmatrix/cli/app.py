@@ -245,6 +245,42 @@ def compare(
 
 
 @app.command()
+def serve(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")] = (
+        None
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second (>1 runs faster).")] = 1.0,
+    api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY'.")] = None,
+    max_outstanding: Annotated[
+        int | None, typer.Option(help="Requests in flight before 429 (default: the decode instances' sequence slots).")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body (413 above).")] = 4 * 1024 * 1024,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
+) -> None:
+    """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
+    import uvicorn
+
+    from cloudmatrix.emulator.app import ServeConfig, create_app
+    from cloudmatrix.emulator.engine import RealtimeEngine
+    from cloudmatrix.sim.scenario import load_scenario
+
+    if speed <= 0:
+        _fail(f"--speed must be positive, got {speed}")
+
+    def build() -> tuple[Any, str]:
+        sc = load_scenario(scenario, set_ or [])
+        engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
+        config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
+        return create_app(engine, config), sc.model
+
+    api, model_id = _run(build)
+    sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
+    uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)).run()
+
+
+@app.command()
 def calibrate(as_json: JsonFlag = False) -> None:
     """Re-run the fits of the calibrated constants and show them beside the catalog values."""
     from cloudmatrix.studies.calibrate import calibration_report

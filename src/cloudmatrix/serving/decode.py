@@ -50,11 +50,19 @@ class DecodeBatch:
         self.num_active += 1
 
     def release(self, slot: int) -> None:
-        """Free a reserved, inactive slot (a request that needs no decode step)."""
+        """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
         die = slot // self.cap
+        if self.active[slot]:
+            self.active[slot] = False
+            self.active_per_die[die] -= 1
+            self.num_active -= 1
         self.pools.release(np.array([die]), self.blocks[slot : slot + 1])
         self.occupied[die] -= 1
         self.rid[slot], self.blocks[slot] = -1, 0
+
+    def slot_of(self, rid: int) -> int | None:
+        found = np.flatnonzero(self.rid == rid)
+        return int(found[0]) if found.size else None
 
     def shape(self) -> tuple[int, float]:
         """(sequences on the busiest die, mean context over active sequences): the slowest die sets the step."""

@@ -16,6 +16,15 @@ class PrefillQueue:
         self.queue.append((rid, tokens))
         self.queued_tokens += tokens
 
+    def remove(self, rid: int) -> bool:
+        """Drop a queued request (its client went away); False if it is not queued here."""
+        for item in self.queue:
+            if item[0] == rid:
+                self.queue.remove(item)
+                self.queued_tokens -= item[1]
+                return True
+        return False
+
     def __len__(self) -> int:
         return len(self.queue)
 

@@ -14,10 +14,11 @@ class State(IntEnum):
     KV_TRANSFER = 2
     DECODING = 3
     DONE = 4
+    CANCELLED = 5  # the client went away; its resources were freed
 
 
 # Plain ints for the hot path (IntEnum member access is slow in a million-request run).
-_NEW, _QUEUED, _PREFILLING, _KV, _DECODING, _DONE = -1, 0, 1, 2, 3, 4
+_NEW, _QUEUED, _PREFILLING, _KV, _DECODING, _DONE, _CANCELLED = -1, 0, 1, 2, 3, 4, 5
 
 
 class RequestTable:
@@ -27,6 +28,7 @@ class RequestTable:
 
     def __init__(self, input_len: np.ndarray, output_len: np.ndarray) -> None:
         n = len(input_len)
+        self.n = n
         self.input_len = np.asarray(input_len, dtype=np.int64)
         self.output_len = np.asarray(output_len, dtype=np.int64)
         self.state = np.full(n, -1, dtype=np.int8)  # -1: not yet arrived
@@ -35,7 +37,33 @@ class RequestTable:
         self.decode_admit_s, self.first_token_s, self.finish_s = (np.full(n, np.nan) for _ in range(3))
 
     def __len__(self) -> int:
-        return len(self.input_len)
+        return self.n
+
+    def append(self, input_len: int, output_len: int) -> int:
+        """Add a request (online serving); columns grow by doubling. Returns its id."""
+        if self.n == len(self.input_len):
+            size = max(2 * self.n, 64)
+            for name, fill in (
+                ("input_len", 0),
+                ("output_len", 0),
+                ("state", -1),
+                ("generated", 0),
+                *((s, np.nan) for s in self.STAMPS),
+            ):
+                old = getattr(self, name)
+                new = np.full(size, fill, dtype=old.dtype)
+                new[: len(old)] = old
+                setattr(self, name, new)
+        rid = self.n
+        self.input_len[rid], self.output_len[rid] = input_len, output_len
+        self.n += 1
+        return rid
+
+    def cancel(self, rid: int, now: float) -> None:
+        if self.state[rid] in (_NEW, _DONE, _CANCELLED):
+            raise RuntimeError(f"request {rid}: cancel from state {self.state[rid]}")
+        self.state[rid] = _CANCELLED
+        self.finish_s[rid] = now
 
     def _advance(self, rid: int, expected: int, new: int, column: np.ndarray, now: float) -> None:
         if self.state[rid] != expected:

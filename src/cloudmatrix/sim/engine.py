@@ -7,7 +7,7 @@ import functools
 from collections import deque
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -15,7 +15,7 @@ import simpy
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.kv_pool import KvBlockPools
 from cloudmatrix.serving.prefill import PrefillQueue
-from cloudmatrix.serving.requests import RequestTable
+from cloudmatrix.serving.requests import RequestTable, State
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.metrics import Recorder, SimResult
@@ -26,16 +26,30 @@ from cloudmatrix.workload.spec import Workload, generate
 Progress = Callable[[int, int], None]  # (finished, total)
 
 
+class Listener(Protocol):
+    """Receives token releases as they happen in simulated time (the real-time emulator streams them)."""
+
+    def on_tokens(self, rid: int, tokens: int, now: float) -> None: ...
+
+    def on_finish(self, rid: int, now: float) -> None: ...
+
+
 class Simulation:
     def __init__(
-        self, scenario: Scenario, progress: Progress | None = None, observer: Callable[[Simulation], None] | None = None
+        self,
+        scenario: Scenario,
+        progress: Progress | None = None,
+        observer: Callable[[Simulation], None] | None = None,
+        workload: Workload | None = None,
+        listener: Listener | None = None,
     ) -> None:
         self.s = scenario
         self.observer = observer  # called after every prefill batch and decode step (invariant checks)
+        self.listener = listener
         self.costs = StepCosts(scenario)
         self.costs.check()
         base = Path(scenario.base_dir) if scenario.base_dir else None
-        self.workload: Workload = generate(scenario.workload, scenario.seed, scenario.requests, base)
+        self.workload = workload or generate(scenario.workload, scenario.seed, scenario.requests, base)
         self.table = RequestTable(self.workload.input_len, self.workload.output_len)
         self.env = simpy.Environment()
         self.rec = Recorder()
@@ -58,6 +72,51 @@ class Simulation:
         self.decode_wake = [self.env.event() for _ in range(d.instances)]
         self.waiting_kv: deque[int] = deque()  # prefilled requests waiting for decode KV space
         self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
+        self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
+        self.started = False
+
+    @property
+    def decode_slots(self) -> int:
+        return sum(b.num_dies * b.cap for b in self.decodes)
+
+    def start(self) -> None:
+        """Register the instance processes (idempotent)."""
+        if self.started:
+            return
+        self.started = True
+        for i in range(len(self.prefill_queues)):
+            self.env.process(self._prefill(i))
+        for i in range(len(self.decodes)):
+            self.env.process(self._decode(i))
+
+    # ---- online use (the emulator) -----------------------------------------------------------------------
+    def submit(self, input_len: int, output_len: int) -> int:
+        """A new request arriving now; returns its id."""
+        self.start()
+        rid = self.table.append(input_len, output_len)
+        self._arrive(rid)
+        return rid
+
+    def cancel(self, rid: int) -> None:
+        """The client went away: drop the request wherever it is and free what it holds."""
+        state = int(self.table.state[rid])
+        if state in (-1, State.DONE, State.CANCELLED):
+            return
+        now = self.env.now
+        if state == State.QUEUED and any(q.remove(rid) for q in self.prefill_queues):
+            self.table.cancel(rid, now)
+        elif state == State.KV_TRANSFER and rid in self.waiting_kv:
+            self.waiting_kv.remove(rid)
+            self.table.cancel(rid, now)
+        elif state == State.DECODING:
+            for batch in self.decodes:
+                slot = batch.slot_of(rid)
+                if slot is not None:
+                    batch.release(slot)
+            self.table.cancel(rid, now)
+            self._admit_waiting()
+        else:  # mid-prefill or mid-transfer: freed when that finishes
+            self.cancelled.add(rid)
 
     # ---- arrivals ----------------------------------------------------------------------------------------
     def _arrive(self, rid: int) -> None:
@@ -106,7 +165,11 @@ class Simulation:
             self.rec.prefill_batch(inst, now, dur, tokens)
             for rid in rids:
                 self.table.end_prefill(rid, self.env.now)
-                self.waiting_kv.append(rid)
+                if rid in self.cancelled:
+                    self.cancelled.discard(rid)
+                    self.table.cancel(rid, self.env.now)
+                else:
+                    self.waiting_kv.append(rid)
             self._admit_waiting()
             if self.observer:
                 self.observer(self)
@@ -132,7 +195,15 @@ class Simulation:
             arrival.callbacks.append(functools.partial(self._kv_arrived, rid, *placed))
 
     def _kv_arrived(self, rid: int, inst: int, slot: int, _event: simpy.Event) -> None:
+        if rid in self.cancelled:
+            self.cancelled.discard(rid)
+            self.decodes[inst].release(slot)
+            self.table.cancel(rid, self.env.now)
+            self._admit_waiting()
+            return
         self.table.start_decode(rid, self.env.now)
+        if self.listener:
+            self.listener.on_tokens(rid, 1, self.env.now)  # the prefill's token, delivered with the KV cache
         remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
         if remaining <= 0:  # a one-token answer is complete once its first token is delivered
             self.decodes[inst].release(slot)
@@ -156,6 +227,9 @@ class Simulation:
             stepped, gained, finished = batch.step(self.mtp_rng)
             self.table.generated[stepped] += gained
             tokens = int(gained.sum())
+            if self.listener:
+                for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
+                    self.listener.on_tokens(rid, n, self.env.now)
             occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
             self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
             if finished.size:
@@ -166,10 +240,13 @@ class Simulation:
     def _finish(self, rids: np.ndarray) -> None:
         self.table.finish(rids, self.env.now)
         self.finished += len(rids)
+        if self.listener:
+            for rid in rids.tolist():
+                self.listener.on_finish(rid, self.env.now)
         if self.progress:
             self.progress(self.finished, len(self.table))
         self._admit_waiting()
-        if self.workload.arrival_s is None:
+        if self.workload.arrival_s is None and self.workload.concurrency:
             for _ in range(len(rids)):
                 self._issue_closed()
         if self.finished >= len(self.table) and not self.all_done.triggered:
@@ -177,10 +254,7 @@ class Simulation:
 
     # ---- run --------------------------------------------------------------------------------------------
     def run(self) -> SimResult:
-        for i in range(len(self.prefill_queues)):
-            self.env.process(self._prefill(i))
-        for i in range(len(self.decodes)):
-            self.env.process(self._decode(i))
+        self.start()
         if self.workload.arrival_s is not None:
             self.env.process(self._open_loop(self.workload.arrival_s))
         else:
@@ -190,6 +264,9 @@ class Simulation:
         if self.s.duration_s is not None:
             stop = self.all_done | self.env.timeout(self.s.duration_s)
         self.env.run(until=stop)
+        return self.result()
+
+    def result(self) -> SimResult:
         p, d = self.s.prefill, self.s.decode
         return SimResult(
             scenario=self.s.name,

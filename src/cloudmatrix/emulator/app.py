@@ -1,0 +1,329 @@
+"""The OpenAI-compatible HTTP API: /v1/models, /v1/completions, /v1/chat/completions (streaming over SSE and
+not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "type", "param", "code"}}."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.emulator.engine import RealtimeEngine, Stream
+from cloudmatrix.emulator.metrics import Metrics
+from cloudmatrix.emulator.text import Filler, count_chat_tokens, count_tokens
+from cloudmatrix.serving.requests import State
+
+MAX_TOKENS_LIMIT = 32768
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeConfig:
+    model_id: str
+    api_key: str | None = None
+    max_body_bytes: int = 4 * 1024 * 1024
+    seed: int = 0
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")  # sampling fields are accepted and ignored
+
+    model: str
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    n: int = Field(default=1, ge=1, le=1)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return " ".join(str(part.get("text", "")) for part in self.content)
+        return self.content or ""
+
+
+class ChatBody(_Body):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+
+
+class CompletionBody(_Body):
+    prompt: str | list[str]
+
+
+def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
+    metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        engine.start()
+        yield
+        await engine.stop()
+
+    app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        metrics.requests.labels(request.url.path, str(exc.status)).inc()
+        return exc.response()
+
+    def authorize(request: Request) -> None:
+        if config.api_key is not None and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+            raise ApiError(401, "Incorrect or missing API key.", "authentication_error", code="invalid_api_key")
+
+    async def read(request: Request, schema: type[_Body]) -> _Body:
+        authorize(request)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
+            raise ApiError(413, f"Request body of {declared} bytes exceeds the {config.max_body_bytes}-byte limit.")
+        raw = await request.body()
+        if len(raw) > config.max_body_bytes:
+            raise ApiError(413, f"Request body of {len(raw)} bytes exceeds the {config.max_body_bytes}-byte limit.")
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ApiError(400, f"Request body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "Request body must be a JSON object.")
+        try:
+            body = schema.model_validate(data)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None
+        if body.model != config.model_id:
+            raise ApiError(
+                404,
+                f"The model '{body.model}' does not exist; this server serves '{config.model_id}'.",
+                param="model",
+                code="model_not_found",
+            )
+        if engine.outstanding >= engine.max_outstanding:
+            retry = engine.retry_after_s()
+            raise ApiError(
+                429,
+                f"{engine.outstanding} requests in flight: the deployment admits "
+                f"{engine.max_outstanding}. Retry after {retry} s.",
+                "rate_limit_error",
+                code="rate_limit_exceeded",
+                headers={"Retry-After": str(retry)},
+            )
+        return body
+
+    def usage(stream: Stream) -> dict[str, int]:
+        return {
+            "prompt_tokens": stream.prompt_tokens,
+            "completion_tokens": stream.generated,
+            "total_tokens": stream.prompt_tokens + stream.generated,
+        }
+
+    async def tokens(request: Request, stream: Stream) -> AsyncGenerator[tuple[int, float], None]:
+        """Token batches as the simulation releases them; cancels the simulated request if the client leaves."""
+        started = time.perf_counter()
+        last: float | None = None
+        finished = False
+        try:
+            while True:
+                item = await stream.queue.get()
+                if item is None:
+                    finished = True
+                    return
+                now = time.perf_counter()
+                if last is None:
+                    metrics.ttft.observe(now - started)
+                else:
+                    metrics.tpot.observe((now - last) / item[0])
+                last = now
+                metrics.generated_tokens.inc(item[0])
+                yield item
+        finally:
+            if not finished:
+                engine.cancel(stream)
+
+    async def complete(request: Request, stream: Stream) -> str:
+        """Collect the whole answer, watching for a client that disconnects meanwhile."""
+        filler = Filler(config.seed, stream.rid)
+        parts: list[str] = []
+        agen = tokens(request, stream)
+        try:
+            while True:
+                task = asyncio.ensure_future(agen.__anext__())
+                while not task.done():
+                    await asyncio.wait({task}, timeout=0.5)
+                    if not task.done() and await request.is_disconnected():
+                        task.cancel()
+                        raise ApiError(499, "client closed the request")
+                n, _ = task.result()
+                parts.append(filler.words(n))
+        except StopAsyncIteration:
+            return "".join(parts)
+        finally:
+            await agen.aclose()
+
+    def sse(payload: dict[str, Any] | str) -> str:
+        return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
+
+    async def stream_events(
+        request: Request, stream: Stream, body: _Body, chat: bool, rid: str, created: int
+    ) -> AsyncIterator[str]:
+        filler = Filler(config.seed, stream.rid)
+        obj = "chat.completion.chunk" if chat else "text_completion"
+
+        def chunk(text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
+            if chat:
+                delta: dict[str, Any] = (
+                    {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
+                )
+                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+            return {"id": rid, "object": obj, "created": created, "model": config.model_id, "choices": [choice]}
+
+        if chat:
+            yield sse(chunk(None, None, role=True))
+        async for n, _ in tokens(request, stream):
+            yield sse(chunk(filler.words(n), None))
+        yield sse(chunk(None, "length"))
+        if body.include_usage:
+            yield sse(
+                {
+                    "id": rid,
+                    "object": obj,
+                    "created": created,
+                    "model": config.model_id,
+                    "choices": [],
+                    "usage": usage(stream),
+                }
+            )
+        yield sse("[DONE]")
+
+    async def serve(request: Request, body: _Body, chat: bool, prompt_tokens: int, max_tokens: int) -> Response:
+        metrics.prompt_tokens.inc(prompt_tokens)
+        stream = engine.submit(prompt_tokens, max_tokens)
+        created = int(time.time())
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{stream.rid}"
+        path = request.url.path
+        if body.stream:
+            metrics.requests.labels(path, "200").inc()
+            return StreamingResponse(
+                stream_events(request, stream, body, chat, rid, created), media_type="text/event-stream"
+            )
+        text = await complete(request, stream)
+        metrics.requests.labels(path, "200").inc()
+        if chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "length",
+            }
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion" if chat else "text_completion",
+                "created": created,
+                "model": config.model_id,
+                "choices": [choice],
+                "usage": usage(stream),
+            }
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request) -> Response:
+        body = await read(request, ChatBody)
+        assert isinstance(body, ChatBody)
+        prompt = count_chat_tokens([m.text() for m in body.messages])
+        max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
+        return await serve(request, body, True, prompt, max_tokens)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        body = await read(request, CompletionBody)
+        assert isinstance(body, CompletionBody)
+        prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
+        if len(prompts) != 1:
+            raise ApiError(400, "exactly one prompt per request is supported", param="prompt")
+        return await serve(request, body, False, count_tokens(prompts[0]), body.max_tokens or 16)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        authorize(request)
+        return {
+            "object": "list",
+            "data": [{"id": config.model_id, "object": "model", "created": 0, "owned_by": "cloudmatrix"}],
+        }
+
+    @app.get("/v1/cloudmatrix/requests/{rid}")
+    async def request_timeline(request: Request, rid: int) -> dict[str, Any]:
+        """What the simulation predicted for one request (simulated seconds; divide by speed for wall time)."""
+        authorize(request)
+        t = engine.sim.table
+        if not 0 <= rid < len(t):
+            raise ApiError(404, f"no request {rid}", param="rid")
+        stamps = {
+            name: (None if np.isnan(getattr(t, name)[rid]) else float(getattr(t, name)[rid])) for name in t.STAMPS
+        }
+        first, arrival, finish = stamps["first_token_s"], stamps["arrival_s"], stamps["finish_s"]
+        out = int(t.output_len[rid])
+        return {
+            "id": rid,
+            "state": State(int(t.state[rid])).name.lower() if t.state[rid] >= 0 else "new",
+            "speed": engine.speed,
+            "prompt_tokens": int(t.input_len[rid]),
+            "max_tokens": out,
+            **stamps,
+            "ttft_s": None if first is None or arrival is None else first - arrival,
+            "tpot_s": None if finish is None or first is None or out < 2 else (finish - first) / (out - 1),
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "outstanding": engine.outstanding,
+            "completed": engine.completed,
+            "sim_time_s": engine.sim.env.now,
+        }
+
+    @app.get("/metrics")
+    async def prometheus() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(metrics.registry).decode(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

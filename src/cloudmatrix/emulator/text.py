@@ -1,0 +1,58 @@
+"""Token counting and generated text. No tokenizer is downloaded: prompts are counted with the common
+approximation of 4 characters per token (OpenAI's rule of thumb for English), at least 1 token, plus 3
+tokens of framing per chat message and 3 for the reply priming (as OpenAI documents for chat formats).
+Generated text is filler drawn from a seeded stream, one word per token, the same for the same request id."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CHARS_PER_TOKEN = 4
+CHAT_TOKENS_PER_MESSAGE = 3
+CHAT_REPLY_PRIMING = 3
+WORDS = (
+    "the",
+    "supernode",
+    "serves",
+    "tokens",
+    "across",
+    "dies",
+    "with",
+    "experts",
+    "and",
+    "a",
+    "unified",
+    "bus",
+    "to",
+    "decode",
+    "prefill",
+    "cache",
+    "latency",
+    "of",
+    "each",
+    "step",
+    "under",
+    "load",
+    "in",
+    "memory",
+)
+
+
+def count_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+
+
+def count_chat_tokens(contents: list[str]) -> int:
+    return sum(count_tokens(c) + CHAT_TOKENS_PER_MESSAGE for c in contents) + CHAT_REPLY_PRIMING
+
+
+class Filler:
+    """Deterministic words for one request."""
+
+    def __init__(self, seed: int, rid: int) -> None:
+        self.rng = np.random.default_rng([seed, rid])
+
+    def words(self, n: int) -> str:
+        return "".join(" " + WORDS[i] for i in self.rng.integers(0, len(WORDS), n))
