@@ -151,7 +151,8 @@ def compare_table(d: dict[str, Any]) -> list[Table]:
     for col in ("system", "deployment", "why"):
         why.add_column(col)
     for r in d["systems"]:
-        why.add_row(r["system"], r["deployment"], r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
+        name = r["deployment"] + (" (assumed)" if r.get("assumed_deployment") else "")
+        why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
             t.add_row(r["system"], r["precision"], "[red]infeasible[/]", *[""] * 9)
             continue

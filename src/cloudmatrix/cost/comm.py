@@ -18,9 +18,9 @@ def messages_per_token(plane: Plane, num_experts: int, experts_per_die: int, die
 
 
 def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top_k: int) -> float:
-    """Expected number of distinct dies a token's top-k experts live on. A token is sent once per
-    destination die (both DeepEP and CANN's fused operators coalesce), so EP8 with 32 experts per die
-    sends ~5.3 messages per token and EP256 sends 8: the growth of P3 Table 6 with EP."""
+    """Expected number of distinct dies a token's top-k experts live on (hypergeometric). Where the operator
+    sends a token once per destination die (CANN's fused operators), EP8 with 32 experts per die sends ~5.3
+    messages per token and EP256 sends 8: the growth of P3 Table 6 with EP."""
     if experts_per_die >= num_experts:
         return 1.0
     miss = math.comb(num_experts - experts_per_die, top_k) / math.comb(num_experts, top_k)

@@ -201,9 +201,10 @@ def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
 
 def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float]:
     """Bulk MoE all-to-all of ``messages`` per die. Inside one scale-up domain it is a single collective.
-    Beyond it, tokens cross the scale-out plane once per remote domain and are forwarded to their dies over
-    scale-up (DeepEP's NVLink forwarding; with DeepSeek's group-limited routing a token reaches few
-    nodes); the slower of the two legs sets the time. Returns (time, roofline)."""
+    Beyond it, tokens cross the scale-out plane once per remote domain they have experts in (hypergeometric
+    over domains; DeepSeek's group-limited routing would cap this further) and are forwarded to their dies
+    over scale-up (DeepEP's NVLink forwarding); the slower of the two legs sets the time. Returns (time,
+    roofline)."""
     hw, lay, moe = plan.hardware, plan.layout, plan.model.moe
     assert lay is not None and moe is not None
     planes, domain = hw.system.planes, hw.scale_up_domain_dies

@@ -215,10 +215,12 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
             return {"id": rid, "object": obj, "created": created, "model": config.model_id, "choices": [choice]}
 
+        # Token chunks differ only in their text: format the rest once (this is the server's hot path).
+        head, tail = sse(chunk("\x00", None)).split(json.dumps("\x00"))
         if chat:
             yield sse(chunk(None, None, role=True))
         async for n, _ in tokens(request, stream):
-            yield sse(chunk(filler.words(n), None))
+            yield head + json.dumps(filler.words(n)) + tail
         yield sse(chunk(None, "length"))
         if body.include_usage:
             yield sse(

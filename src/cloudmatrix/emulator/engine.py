@@ -5,7 +5,6 @@ simulated clock reaches them, which the loop lets happen only once wall time has
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -36,45 +35,50 @@ class RealtimeEngine:
         self.speed = speed
         self.max_outstanding = max_outstanding or self.sim.decode_slots
         self.streams: dict[int, Stream] = {}
-        self.t0: float | None = None
-        self.wake: asyncio.Event | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.t0 = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self.completed = 0
 
     # ---- clock ----------------------------------------------------------------------------------------
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        return asyncio.get_running_loop()
-
     def sim_now(self) -> float:
         """The simulated time wall time has reached."""
-        assert self.t0 is not None
-        return (self._loop().time() - self.t0) * self.speed
+        assert self.loop is not None
+        return (self.loop.time() - self.t0) * self.speed
 
     def _catch_up(self) -> None:
+        """Process every simulated event wall time has reached, and move the clock to now."""
+        env = self.sim.env
         target = self.sim_now()
-        if target > self.sim.env.now:
-            self.sim.env.run(until=target)
+        if target > env.now:
+            env.run(until=target)
+        while env.peek() <= env.now:
+            env.step()
 
-    async def run(self) -> None:
-        """Advance the simulation as wall time passes; sleep until its next event or a new request."""
-        self.t0 = self._loop().time()
-        self.wake = asyncio.Event()
-        while True:
-            self._catch_up()
-            nxt = self.sim.env.peek()
-            delay = None if math.isinf(nxt) else max(0.0, (nxt - self.sim_now()) / self.speed)
-            self.wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=delay)
+    def _tick(self) -> None:
+        self.timer = None
+        self._catch_up()
+        self._arm()
+
+    def _arm(self) -> None:
+        """One timer, at the wall time of the next simulated event."""
+        assert self.loop is not None
+        nxt = self.sim.env.peek()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not math.isinf(nxt):
+            self.timer = self.loop.call_at(self.t0 + nxt / self.speed, self._tick)
 
     def start(self) -> None:
-        self.task = asyncio.get_running_loop().create_task(self.run())
+        self.loop = asyncio.get_running_loop()
+        self.t0 = self.loop.time()
+        self._arm()
 
     async def stop(self) -> None:
-        if self.task:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     # ---- requests -------------------------------------------------------------------------------------
     @property
@@ -90,8 +94,7 @@ class RealtimeEngine:
         rid = self.sim.submit(prompt_tokens, max_tokens)
         stream = Stream(rid=rid, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         self.streams[rid] = stream
-        if self.wake:
-            self.wake.set()
+        self._arm()
         return stream
 
     def cancel(self, stream: Stream) -> None:
@@ -101,8 +104,7 @@ class RealtimeEngine:
             self.sim.cancel(stream.rid)
             stream.done = True
             self.streams.pop(stream.rid, None)
-            if self.wake:
-                self.wake.set()
+            self._arm()
 
     def kv_occupancy(self) -> float:
         used = sum(int(b.pools.used.sum()) for b in self.sim.decodes)

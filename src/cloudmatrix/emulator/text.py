@@ -6,8 +6,7 @@ Generated text is filler drawn from a seeded stream, one word per token, the sam
 from __future__ import annotations
 
 import math
-
-import numpy as np
+import random
 
 CHARS_PER_TOKEN = 4
 CHAT_TOKENS_PER_MESSAGE = 3
@@ -49,10 +48,10 @@ def count_chat_tokens(contents: list[str]) -> int:
 
 
 class Filler:
-    """Deterministic words for one request."""
+    """Deterministic words for one request (a cheap per-request stream: this runs once per streamed chunk)."""
 
     def __init__(self, seed: int, rid: int) -> None:
-        self.rng = np.random.default_rng([seed, rid])
+        self.rng = random.Random(seed * 1_000_003 + rid)
 
     def words(self, n: int) -> str:
-        return "".join(" " + WORDS[i] for i in self.rng.integers(0, len(WORDS), n))
+        return "".join(" " + w for w in self.rng.choices(WORDS, k=n))

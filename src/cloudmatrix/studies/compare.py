@@ -1,5 +1,6 @@
-"""`compare`: the same model, workload and SLO on every system, each with its published deployment, on
-equal terms (same MTP setting and acceptance, same SLO), with the reasons visible."""
+"""`compare`: the same model, workload and SLO on every system, each with its deployment preset (published
+where one exists, flagged `assumed` otherwise), on equal terms (same MTP setting and acceptance, same SLO),
+with the reasons visible."""
 
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ class SystemResult:
     system: str
     deployment: str
     precision: str
+    assumed_deployment: bool = False
     feasible: bool
     reason: str = ""
     batch_per_chip: float = 0.0
@@ -130,7 +132,12 @@ def compare_system(system: str, c: Conditions) -> SystemResult:
     preset = presets().get(system)
     if preset is None:
         raise ConfigError(f"no deployment preset for system '{system}'; presets exist for {', '.join(presets())}")
-    base = dict(system=system, deployment=preset["name"], precision=preset["precision"])
+    base = dict(
+        system=system,
+        deployment=preset["name"],
+        precision=preset["precision"],
+        assumed_deployment=bool(preset.get("assumed", False)),
+    )
     try:
         probe = _decode(system, c, preset, hw.chip.num_dies)
     except InfeasibleDeploymentError as e:
@@ -186,7 +193,8 @@ def compare_system(system: str, c: Conditions) -> SystemResult:
 def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
     hw, model = load_hardware(system), load_model(c.model)
     kv = model.kv_bytes(c.input_len, BYTES_PER_ELEMENT["bf16"])
-    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(4, preset["prefill"]["chips"]))
+    tp = Deployment(phase=Phase.PREFILL, num_chips=1).attention_tp  # the KV of a prompt sits on its TP group
+    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(tp, preset["prefill"]["chips"]))
 
 
 def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
