@@ -203,7 +203,8 @@ def test_compare_contract_and_plot(tmp_path) -> None:
     assert {"cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200"} <= set(systems)
     for r in systems.values():
         assert r["feasible"] and r["tpot_ms"] <= 50 and r["output_tok_s_per_kw"] > 0 and r["chips_for_target"] > 0
-        assert r["why"].startswith("decode: ")
+        assert r["why"].startswith("decode: " if r["mode"] == "disaggregated" else "aggregated step: ")
+        assert r["alternatives"]["disaggregated"] > 0
     head = png.read_bytes()[:8]
     assert head == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     from PIL import Image  # matplotlib depends on Pillow

@@ -17,6 +17,7 @@ BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
 class Phase(StrEnum):
     PREFILL = "prefill"
     DECODE = "decode"
+    AGGREGATED = "aggregated"  # co-located: each step decodes the batch and prefills a chunk of prompts
 
 
 class Eplb(StrEnum):
@@ -45,6 +46,7 @@ class Deployment:
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = 4  # prefill SP-TP-SP: dies per TP group (not published; assumed)
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
+    chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +93,13 @@ def expert_layout(model: ModelSpec, ep: int, redundant: int | None) -> ExpertLay
     return ExpertLayout(ep=ep, routed_slots_per_die=per_die, routed_dies=ep, shared_dies=0, redundant=red)
 
 
+def balanced_chunk_tokens(d: Deployment) -> float:
+    """Prompt tokens per chip per step that keep an aggregated instance in steady state: as many new prompt
+    tokens as the finishing sequences free, i.e. batch × accepted tokens per step × input / output."""
+    assert d.batch_per_chip is not None
+    return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance) * d.input_len / max(d.output_len, 1)
+
+
 def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
     """Accepted tokens per step with ``mtp`` draft tokens: 1 + a + a^2 + ... (design.md §3 rule 5)."""
     return 1.0 + sum(acceptance**i for i in range(1, mtp + 1))
@@ -108,6 +117,16 @@ class Plan:
     tokens_per_die: float  # tokens each die processes per step (decode: seqs x (1 + mtp))
     kv_len: float  # decode: mean context per sequence; prefill: prompt length
     layout: ExpertLayout | None
+    chunk_tokens_per_die: float = 0.0  # aggregated: prompt tokens prefilled alongside the decode batch
+
+    @property
+    def decodes(self) -> bool:
+        """Decode-shaped steps (DP attention over cached sequences): decode and aggregated instances."""
+        return self.deployment.phase != Phase.PREFILL
+
+    @property
+    def decode_tokens_per_die(self) -> float:
+        return self.tokens_per_die - self.chunk_tokens_per_die
 
     @property
     def phase(self) -> Phase:
@@ -156,12 +175,19 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         layout = expert_layout(model, ep, d.redundant_experts)
     elif d.ep not in (None, 1):
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
-    if d.phase == Phase.DECODE:
+    chunk = 0.0
+    if d.phase != Phase.PREFILL:
         if not d.batch_per_chip or d.batch_per_chip <= 0:
-            raise InfeasibleDeploymentError("decode needs a positive --batch-per-chip")
+            raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
         seqs = d.batch_per_chip / hardware.chip.num_dies
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
         tokens = seqs * (1 + d.mtp)
+        if d.phase == Phase.AGGREGATED:
+            chunk = balanced_chunk_tokens(d) if d.chunk_tokens_per_chip is None else d.chunk_tokens_per_chip
+            if chunk < 0:
+                raise InfeasibleDeploymentError(f"chunk tokens per chip must be >= 0, got {chunk}")
+            chunk /= hardware.chip.num_dies
+            tokens += chunk
     else:
         # SP packs sequences across the instance's dies, so a die may hold part of one prompt.
         tokens_chip = d.tokens_per_chip or 16384
@@ -174,6 +200,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         if heads % d.attention_tp:
             raise InfeasibleDeploymentError(f"attention TP {d.attention_tp} must divide the {heads} heads")
     return Plan(
+        chunk_tokens_per_die=chunk,
         deployment=d,
         hardware=hardware,
         model=model,

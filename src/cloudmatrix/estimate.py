@@ -3,6 +3,7 @@ the planner. Pure: the same inputs give the same result."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,7 @@ class Estimate:
     def tokens_per_step_per_chip(self) -> float:
         """Output tokens per decode step, or prompt tokens per prefill batch, per chip."""
         d = self.plan.deployment
-        if self.plan.phase == Phase.DECODE:
+        if self.plan.decodes:
             assert d.batch_per_chip is not None
             return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance)
         return self.plan.tokens_per_die * self.plan.hardware.chip.num_dies
@@ -33,6 +34,18 @@ class Estimate:
     @property
     def throughput_per_chip_tok_s(self) -> float:
         return self.tokens_per_step_per_chip / self.step.step_s
+
+    @property
+    def prefill_tokens_per_chip_s(self) -> float:
+        """Prompt tokens per chip per second: a prefill instance's throughput, or an aggregated one's chunks."""
+        return self.plan.chunk_tokens_per_die * self.plan.hardware.chip.num_dies / self.step.step_s
+
+    @property
+    def ttft_s(self) -> float | None:
+        """Aggregated serving: the steps a prompt needs at the chunk rate of its die (no queueing)."""
+        if self.plan.chunk_tokens_per_die <= 0:
+            return None
+        return math.ceil(self.plan.deployment.input_len / self.plan.chunk_tokens_per_die) * self.step.step_s
 
     @property
     def tpot_s(self) -> float:
@@ -61,7 +74,13 @@ class Estimate:
             "roofline_us": s.roofline_us,
             "roofline_step_ms": sum(s.roofline_us.values()) / 1e3,
         }
-        if d.phase == Phase.DECODE:
+        if d.phase == Phase.AGGREGATED:
+            out.update(
+                chunk_tokens_per_chip=p.chunk_tokens_per_die * p.hardware.chip.num_dies,
+                prefill_tokens_per_chip_s=self.prefill_tokens_per_chip_s,
+                ttft_ms=(self.ttft_s or 0.0) * MS,
+            )
+        if p.decodes:
             out.update(
                 tpot_ms=self.tpot_s * MS,
                 batch_per_chip=d.batch_per_chip,

@@ -1,4 +1,5 @@
 import dataclasses
+import math
 
 import pytest
 
@@ -96,3 +97,18 @@ def test_dense_and_gqa_models_estimate() -> None:
     assert "experts" in q.step.breakdown_us and "attention_core" in q.step.breakdown_us
     with pytest.raises(InfeasibleDeploymentError, match="no MTP layers"):
         estimate("cloudmatrix384", "kimi-k2", dataclasses.replace(dep, ep=None, num_chips=160, mtp=1))
+
+
+def test_aggregated_step_shares_weight_reads(paper_decode) -> None:
+    """A co-located step decodes the batch and prefills a chunk: slower than decode alone, faster than a
+    decode step plus a separate pass over the chunk, since weights are read once."""
+    agg = dataclasses.replace(paper_decode, phase=Phase.AGGREGATED, num_chips=16, ep=32, batch_per_chip=32)
+    e = estimate("cloudmatrix384", "deepseek-r1", agg)
+    dec = estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(agg, phase=Phase.DECODE))
+    chunk = 32 * 1.7 * 4096 / 256  # balanced: prompt tokens per step keep pace with finishing sequences
+    assert e.plan.chunk_tokens_per_die * 2 == pytest.approx(chunk)
+    assert e.prefill_tokens_per_chip_s == pytest.approx(chunk / e.step.step_s)
+    assert dec.step.step_s < e.step.step_s
+    assert "chunk_attention" in e.step.breakdown_us and "chunk_attention" not in dec.step.breakdown_us
+    assert sum(e.step.breakdown_us.values()) == pytest.approx(e.step.step_s * 1e6, rel=1e-9)
+    assert e.ttft_s == pytest.approx(math.ceil(4096 / e.plan.chunk_tokens_per_die) * e.step.step_s)

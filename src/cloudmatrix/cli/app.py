@@ -67,7 +67,7 @@ def catalog(
 def estimate(
     system: Annotated[str, typer.Option(help="System id, e.g. cloudmatrix384.")] = "cloudmatrix384",
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
-    phase: Annotated[str, typer.Option(help="prefill or decode.")] = "decode",
+    phase: Annotated[str, typer.Option(help="prefill, decode or aggregated.")] = "decode",
     chips: Annotated[int, typer.Option(help="Chips (NPUs/GPUs) in the instance.")] = 160,
     ep: Annotated[int | None, typer.Option(help="Expert-parallel degree in dies (default: all dies).")] = None,
     batch_per_chip: Annotated[float | None, typer.Option(help="Decode: sequences per chip.")] = None,
@@ -84,17 +84,21 @@ def estimate(
         bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
     ] = None,
     attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies).")] = 4,
+    chunk_tokens_per_chip: Annotated[
+        float | None,
+        typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Steady-state analytic estimate of one prefill batch or decode step."""
+    """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step."""
     from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
     from cloudmatrix.estimate import estimate as run_estimate
 
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
-        if ph == Phase.DECODE and batch_per_chip is None:
-            raise CloudMatrixError("decode needs --batch-per-chip (sequences per chip)")
+        if ph != Phase.PREFILL and batch_per_chip is None:
+            raise CloudMatrixError(f"{ph.value} needs --batch-per-chip (sequences per chip)")
         dep = Deployment(
             phase=ph,
             num_chips=chips,
@@ -111,6 +115,7 @@ def estimate(
             eplb=_choice("eplb", eplb, Eplb),
             microbatch=microbatch,
             attention_tp=attention_tp,
+            chunk_tokens_per_chip=chunk_tokens_per_chip,
         )
         return run_estimate(system, model, dep).to_dict()
 

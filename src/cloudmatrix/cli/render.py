@@ -133,6 +133,7 @@ def compare_table(d: dict[str, Any]) -> list[Table]:
     t = Table(title=f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms")
     cols = (
         "system",
+        "mode",
         "prec",
         "batch/chip",
         "TPOT ms",
@@ -146,7 +147,7 @@ def compare_table(d: dict[str, Any]) -> list[Table]:
         "chips for target",
     )
     for col in cols:
-        t.add_column(col, justify="left" if col in ("system", "prec") else "right")
+        t.add_column(col, justify="left" if col in ("system", "mode", "prec") else "right")
     why = Table(title="deployment and what bounds it (share of the step)")
     for col in ("system", "deployment", "why"):
         why.add_column(col)
@@ -154,11 +155,12 @@ def compare_table(d: dict[str, Any]) -> list[Table]:
         name = r["deployment"] + (" (assumed)" if r.get("assumed_deployment") else "")
         why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
-            t.add_row(r["system"], r["precision"], "[red]infeasible[/]", *[""] * 9)
+            t.add_row(r["system"], "", r["precision"], "[red]infeasible[/]", *[""] * 9)
             continue
         target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
         t.add_row(
             r["system"],
+            r["mode"],
             r["precision"],
             f"{r['batch_per_chip']:g}",
             f"{r['tpot_ms']:.1f}",

@@ -11,7 +11,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.moe_load import busiest_load
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
 LOGIT_BYTES = 4.0  # sampling works on FP32 logits
@@ -49,9 +49,43 @@ def _mean_context(model: ModelSpec, kv_len: float) -> float:
 
 
 # ---- attention -------------------------------------------------------------------------------------------
+def _chunk_attention(plan: Plan, share: float) -> list[Op]:
+    """Aggregated serving: the prompt chunk prefilled in this step attends to its prompt so far (on average
+    half the prompt), in the same absorbed form as decode."""
+    chunk = plan.chunk_tokens_per_die * share
+    if chunk <= 0:
+        return []
+    m, a = plan.model, plan.model.attention
+    ctx = _mean_context(m, (plan.deployment.input_len + 1) / 2)
+    per_pos = (
+        2 * a.kv_lora_rank + a.qk_rope_head_dim
+        if a.kind == "mla" and a.kv_lora_rank
+        else (a.qk_head_dim + a.v_head_dim)
+    )
+    cached = a.kv_elems_per_token() if a.kind == "mla" else a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
+    return [
+        Op(
+            name="chunk_attention",
+            op_class=OpClass.ATTENTION,
+            stream=Stream.ATTENTION,
+            flops=2.0 * chunk * a.num_heads * per_pos * ctx,
+            hbm_bytes=chunk * cached * plan.kv_bytes + 2 * chunk * a.num_heads * per_pos * ACT_BYTES,
+        )
+    ]
+
+
 def _decode_attention(plan: Plan, share: float) -> list[Op]:
+    """Attention of a decode-shaped step: projections over every token of the step (decode tokens plus any
+    prompt chunk, weights read once), attention over the cache for the decode tokens."""
+    return (
+        _decode_attention_ops(plan, share)[:2] + _chunk_attention(plan, share) + _decode_attention_ops(plan, share)[2:]
+    )
+
+
+def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
     m, a, h = plan.model, plan.model.attention, plan.model.hidden
     tokens, seqs = plan.tokens_per_die * share, plan.seqs_per_die * share
+    decode_tokens = plan.decode_tokens_per_die * share
     ctx, kvb = _mean_context(m, plan.kv_len), plan.kv_bytes
     s = Stream.ATTENTION
     if a.kind == "mla":
@@ -65,8 +99,8 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
         # Absorbed MLA: W_UK folds into the query, W_UV into the output (P3 §4.2.2).
         prolog_w = q + h * lat + a.num_heads * a.qk_nope_head_dim * a.kv_lora_rank
         out_w = a.num_heads * a.kv_lora_rank * a.v_head_dim + a.num_heads * a.v_head_dim * h
-        core_flops = 2.0 * tokens * a.num_heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * ctx
-        core_bytes = seqs * ctx * lat * kvb + tokens * a.num_heads * (lat + a.kv_lora_rank) * ACT_BYTES
+        core_flops = 2.0 * decode_tokens * a.num_heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * ctx
+        core_bytes = seqs * ctx * lat * kvb + decode_tokens * a.num_heads * (lat + a.kv_lora_rank) * ACT_BYTES
         prolog_io = tokens * (h + a.num_heads * lat) * ACT_BYTES + tokens * lat * kvb
         return [
             _gemm("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
@@ -75,8 +109,8 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
         ]
     kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
     qkv_w = h * (a.num_heads * a.qk_head_dim + kv_w)
-    core_flops = 2.0 * tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ctx
-    core_bytes = seqs * ctx * kv_w * kvb + tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ACT_BYTES
+    core_flops = 2.0 * decode_tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ctx
+    core_bytes = seqs * ctx * kv_w * kvb + decode_tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ACT_BYTES
     return [
         _gemm("qkv_proj", s, tokens, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb),
         Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
@@ -245,7 +279,7 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
         hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
         precision=plan.deployment.precision,
     )
-    if plan.phase == Phase.DECODE:
+    if plan.decodes:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
         remote = (lay.ep - 1) / lay.ep  # messages to the die itself stay local
         moved = max(tokens * dests, received) * remote
@@ -285,7 +319,7 @@ def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
     """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
     tokens = plan.tokens_per_die * share
     attention = [_norm("attn_norm", Stream.ATTENTION, tokens, plan)] + (
-        _decode_attention(plan, share) if plan.phase == Phase.DECODE else _prefill_attention(plan, share)
+        _decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share)
     )
     ffn = _moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
     return attention + ffn

@@ -70,7 +70,7 @@ def _buffers(plan: Plan) -> float:
     m = plan.model
     if not m.moe or not plan.layout:
         return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
-    if plan.phase == Phase.DECODE:
+    if plan.decodes:
         max_tokens = plan.tokens_per_die * min(m.moe.top_k, plan.layout.routed_slots_per_die)
         disp = dispatch_message_bytes(plan, plane_for(plan.hardware, plan.layout.ep))
         return plan.layout.ep * max_tokens * (disp + m.hidden * ACT_BYTES)
@@ -85,7 +85,7 @@ def memory_use(plan: Plan) -> MemoryUse:
     weights = weights_per_die(plan)
     buffers = _buffers(plan)
     reserve = chip.runtime_reserve_gb.value * GB
-    max_len = d.input_len + d.output_len if plan.phase == Phase.DECODE else d.input_len
+    max_len = d.input_len + d.output_len if plan.decodes else d.input_len
     per_seq = m.kv_bytes(max_len, plan.kv_bytes)
     kv = plan.seqs_per_die * per_seq
     free = capacity - weights - buffers - reserve
@@ -107,7 +107,7 @@ def check_fits(plan: Plan, mem: MemoryUse) -> None:
         f"weights {g['weights']:.1f} + KV {g['kv']:.1f} + buffers {g['buffers']:.1f} + runtime reserve "
         f"{g['reserve']:.1f} = {g['total']:.1f} GB > {g['capacity']:.1f} GB HBM per die"
     )
-    if plan.phase == Phase.DECODE:
+    if plan.decodes:
         cap = mem.max_seqs_per_die * plan.hardware.chip.num_dies
         length = plan.deployment.input_len + plan.deployment.output_len
         what += f"; KV fits at most {cap:.0f} sequences per chip at {length} tokens"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -88,7 +89,7 @@ def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
     ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; the schedule runs both
     roofline = {op.name: 2 * roofline_s(op, chip) * US for op in ops}
     floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
-    if plan.phase == Phase.DECODE and chip.microbatch.decode_overlap == "split":
+    if plan.decodes and chip.microbatch.decode_overlap == "split":
         # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
         resources = [0 if op.stream == Stream.ATTENTION else 1 for op in ops]
         times = [op_time_s(op, chip, _core_share(op, plan, op.stream)) * US for op in ops]
@@ -122,15 +123,19 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
         rep = lc
     assert rep is not None
     extra: list[tuple[str, Op]] = []
-    if plan.phase == Phase.DECODE:
+    if plan.decodes:
         mtp = plan.deployment.mtp
         if mtp:
             # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
-            draft = layer_cost(plan, bool(m.moe), microbatch)
+            # The draft passes run on the decode tokens only (not on a co-located prompt chunk).
+            decode_only = dataclasses.replace(plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0)
+            draft = layer_cost(decode_only, bool(m.moe), microbatch)
             _add(breakdown, draft.critical_us, mtp, "mtp.")
             _add(roofline, draft.roofline_us, mtp, "mtp.")
-            extra += [("mtp.", op) for op in mtp_extra_ops(plan) + head_ops(plan, plan.tokens_per_die)] * mtp
-        extra += [("", op) for op in head_ops(plan, plan.tokens_per_die)]
+            extra += [
+                ("mtp.", op) for op in mtp_extra_ops(decode_only) + head_ops(plan, plan.decode_tokens_per_die)
+            ] * mtp
+        extra += [("", op) for op in head_ops(plan, plan.decode_tokens_per_die)]
     else:  # only each prompt's last position needs logits
         extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
     for prefix, op in extra:

@@ -4,6 +4,7 @@ with the reasons visible."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from functools import cache
@@ -54,6 +55,8 @@ class SystemResult:
     deployment: str
     precision: str
     assumed_deployment: bool = False
+    mode: str = "disaggregated"  # or "aggregated" (co-located, chunked prefill)
+    alternatives: dict[str, float] = field(default_factory=dict)  # mode -> output tok/s per chip under the SLO
     feasible: bool
     reason: str = ""
     batch_per_chip: float = 0.0
@@ -127,7 +130,94 @@ def _why(est: Estimate, label: str) -> str:
     return f"{label}: {top}"
 
 
+def _aggregated(system: str, c: Conditions, preset: dict[str, Any], batch: float) -> Estimate:
+    a = preset["aggregated"]
+    return estimate(
+        system,
+        c.model,
+        Deployment(
+            phase=Phase.AGGREGATED,
+            num_chips=a["chips"],
+            ep=a.get("ep"),
+            batch_per_chip=batch,
+            input_len=c.input_len,
+            output_len=c.output_len,
+            precision=preset["precision"],
+            mtp=c.mtp,
+            mtp_acceptance=c.mtp_acceptance,
+            eplb=Eplb.DEFAULT,
+        ),
+    )
+
+
+def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple[float, Estimate] | None:
+    """Co-located serving: the largest batch whose step (decode batch + the prompt chunk that keeps pace)
+    meets the TPOT SLO and, if set, the TTFT SLO. None when nothing fits."""
+    if "aggregated" not in preset:
+        return None
+    hw = load_hardware(system)
+    best = None
+    try:
+        probe = _aggregated(system, c, preset, hw.chip.num_dies)
+    except InfeasibleDeploymentError:
+        return None
+    for batch in _batch_grid(hw.chip.num_dies, probe.memory.max_seqs_per_die * hw.chip.num_dies):
+        try:
+            est = _aggregated(system, c, preset, batch)
+        except InfeasibleDeploymentError:
+            break
+        ttft_ok = c.ttft_slo_ms is None or (est.ttft_s or 0.0) * 1e3 <= c.ttft_slo_ms
+        if est.tpot_s * 1e3 <= c.tpot_slo_ms and ttft_ok:
+            best = (batch, est)
+    return best
+
+
+def _aggregated_result(
+    system: str, c: Conditions, preset: dict[str, Any], batch: float, est: Estimate, base: dict[str, Any]
+) -> SystemResult:
+    hw = load_hardware(system)
+    per_chip = est.throughput_per_chip_tok_s
+    per_system = per_chip * hw.system.num_chips
+    rate_per_chip = per_chip / c.output_len
+    return SystemResult(
+        **base,
+        mode="aggregated",
+        feasible=True,
+        batch_per_chip=batch,
+        tpot_ms=est.tpot_s * 1e3,
+        ttft_ms=(est.ttft_s or 0.0) * 1e3,
+        prefill_tok_s_per_chip=est.prefill_tokens_per_chip_s,
+        decode_tok_s_per_chip=per_chip,
+        output_tok_s_per_chip=per_chip,
+        output_tok_s_per_system=per_system,
+        output_tok_s_per_kw=per_system / hw.system.power_kw.value,
+        output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
+        chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
+        why=_why(est, "aggregated step"),
+    )
+
+
 def compare_system(system: str, c: Conditions) -> SystemResult:
+    """The better of the system's disaggregated and co-located (aggregated) presets under the SLO."""
+    disagg = disaggregated_result(system, c)
+    preset = presets()[system]
+    agg = aggregated_best(system, c, preset)
+    alternatives = {"disaggregated": disagg.output_tok_s_per_chip if disagg.feasible else 0.0}
+    if agg is not None:
+        base = dict(
+            system=system,
+            deployment=f"co-located {preset['aggregated']['chips']} chips",
+            precision=preset["precision"],
+            assumed_deployment=True,
+        )
+        agg_result = _aggregated_result(system, c, preset, agg[0], agg[1], base)
+        alternatives["aggregated"] = agg_result.output_tok_s_per_chip
+        if agg_result.output_tok_s_per_chip > alternatives["disaggregated"]:
+            return dataclasses.replace(agg_result, curve=disagg.curve, alternatives=alternatives)
+    return dataclasses.replace(disagg, alternatives=alternatives)
+
+
+def disaggregated_result(system: str, c: Conditions) -> SystemResult:
     hw = load_hardware(system)
     preset = presets().get(system)
     if preset is None:
