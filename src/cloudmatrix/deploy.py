@@ -177,7 +177,8 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
     chunk = 0.0
     if d.phase != Phase.PREFILL:
-        if not d.batch_per_chip or d.batch_per_chip <= 0:
+        idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
+        if d.batch_per_chip is None or (d.batch_per_chip <= 0 and not idle_ok):
             raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
         seqs = d.batch_per_chip / hardware.chip.num_dies
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2

@@ -8,6 +8,7 @@ import signal
 import time
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
@@ -32,37 +33,39 @@ def test_models_and_non_streaming(server) -> None:
     assert done.usage.prompt_tokens == 2 and len(done.choices[0].text.split()) == 5
 
 
+def _timed_stream(server, client: openai.OpenAI) -> tuple[float, float, float, float]:
+    """(measured TTFT, measured mean gap per token, simulated TTFT, simulated TPOT) of one streamed request."""
+    start = time.perf_counter()
+    arrivals, tokens, rid, usage = [], 0, None, None
+    stream = client.chat.completions.create(
+        model="deepseek-r1",
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "y" * 2000}],
+    )
+    for chunk in stream:
+        rid = rid if rid is not None else int(chunk.id.split("-")[1])
+        usage = chunk.usage or usage
+        if chunk.choices and chunk.choices[0].delta.content:
+            n = len(chunk.choices[0].delta.content.split())
+            arrivals.append((time.perf_counter(), n))
+            tokens += n
+    assert tokens == 40 and usage is not None and usage.completion_tokens == 40
+    sim = server.get(f"/v1/cloudmatrix/requests/{rid}").json()
+    assert sim["state"] == "done" and sim["speed"] == 1.0
+    ttft = arrivals[0][0] - start
+    gap = (arrivals[-1][0] - arrivals[0][0]) / (tokens - arrivals[0][1])
+    return ttft, gap, sim["ttft_s"], sim["tpot_s"]
+
+
 def test_streaming_pace_matches_the_simulation(server) -> None:
     client = _client(server)
-    client.models.list()  # warm the client and its connection
-    for _ in range(4):  # one at a time: low load
-        start = time.perf_counter()
-        arrivals, tokens = [], 0
-        stream = client.chat.completions.create(
-            model="deepseek-r1",
-            max_tokens=40,
-            stream=True,
-            stream_options={"include_usage": True},
-            messages=[{"role": "user", "content": "y" * 2000}],
-        )
-        usage = None
-        rid = None
-        for chunk in stream:
-            rid = rid or int(chunk.id.split("-")[1])
-            if chunk.usage:
-                usage = chunk.usage
-            if chunk.choices and chunk.choices[0].delta.content:
-                n = len(chunk.choices[0].delta.content.split())
-                arrivals.append((time.perf_counter(), n))
-                tokens += n
-        assert tokens == 40 and usage.completion_tokens == 40
-        sim = server.get(f"/v1/cloudmatrix/requests/{rid}").json()
-        assert sim["state"] == "done" and sim["speed"] == 1.0
-        ttft_pred, tpot_pred = sim["ttft_s"], sim["tpot_s"]
-        ttft = arrivals[0][0] - start
-        tpot = (arrivals[-1][0] - arrivals[0][0]) / (tokens - arrivals[0][1])
-        assert abs(ttft - ttft_pred) <= 0.1 * ttft_pred + HTTP_OVERHEAD_S, (ttft, ttft_pred)
-        assert abs(tpot - tpot_pred) <= 0.1 * tpot_pred + HTTP_OVERHEAD_S, (tpot, tpot_pred)
+    _timed_stream(server, client)  # warm the client, the connection and the server's step-cost cache
+    runs = np.array([_timed_stream(server, client) for _ in range(5)])  # one at a time: low load
+    ttft, gap, ttft_pred, tpot_pred = np.median(runs, axis=0)
+    assert abs(ttft - ttft_pred) <= 0.1 * ttft_pred + HTTP_OVERHEAD_S, (ttft, ttft_pred)
+    assert abs(gap - tpot_pred) <= 0.1 * tpot_pred + HTTP_OVERHEAD_S, (gap, tpot_pred)
 
 
 def test_load_generator(server) -> None:

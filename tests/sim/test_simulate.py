@@ -149,3 +149,23 @@ def test_one_token_answers_finish_at_first_token() -> None:
     t = result.table
     assert np.all(t.state == State.DONE) and np.array_equal(t.finish_s, t.first_token_s)
     assert np.all(t.generated == 1) and not result.recorder.decode_steps
+
+
+def test_aggregated_scenario_invariants_and_low_load_ttft() -> None:
+    scenario = load_scenario("h200-colocated", ["requests=200", "workload.arrivals.rate_per_s=20"])
+    sim = Simulation(scenario, observer=_check_invariants)
+    result = sim.run()
+    assert np.all(result.table.state == State.DONE)
+    assert result.table.generated.sum() == result.table.output_len.sum()
+    d = result.to_dict()
+    assert d["throughput_per_chip_tok_s"]["prefill"] > 0 and d["kv_transfer_ms"]["p50"] == 0.0
+    alone = simulate(load_scenario("h200-colocated", ["requests=5", "workload.arrivals.rate_per_s=0.05"]))
+    # one 4,096-token prompt fits one step's chunk budget (8 GPUs x 2,048): TTFT = that step
+    step = StepCosts(alone_scenario := load_scenario("h200-colocated")).decode_step_s(0, 1.0, 4096)
+    assert alone_scenario.aggregated is not None
+    assert np.median(alone.ttft_s()) == pytest.approx(step, rel=0.02)
+
+
+def test_scenario_needs_one_layout() -> None:
+    with pytest.raises(ConfigError, match="either prefill and decode pools, or an aggregated pool"):
+        load_scenario(None, ["aggregated={instances: 1, chips: 8, batch_per_chip: 8}"])

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloudmatrix.errors import ConfigError
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.workload.spec import Workload
@@ -29,6 +30,9 @@ class Stream:
 
 class RealtimeEngine:
     def __init__(self, scenario: Scenario, speed: float = 1.0, max_outstanding: int | None = None) -> None:
+        if scenario.aggregated is not None:
+            raise ConfigError(f"scenario '{scenario.name}': serve emulates disaggregated deployments (prefill and "
+                              "decode pools); co-located ones run in `simulate`")
         empty = Workload(input_len=_ints(), output_len=_ints(), arrival_s=None)
         self.sim = Simulation(scenario, workload=empty, listener=self)
         self.sim.start()

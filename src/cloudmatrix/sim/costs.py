@@ -27,11 +27,19 @@ class StepCosts:
         self.decode_time_s = lru_cache(maxsize=None)(self._decode_time_s)
         self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
 
-    def decode_deployment(self, seqs_per_die: int = 0, kv_len: int | None = None) -> Deployment:
-        d = self.s.decode
-        batch = d.batch_per_chip if not seqs_per_die else seqs_per_die * self.hw.chip.num_dies
+    def decode_deployment(
+        self, seqs_per_die: int | None = None, kv_len: int | None = None, chunk_tokens_per_chip: float | None = None
+    ) -> Deployment:
+        """The decode pool's deployment (or the aggregated pool's, with a prompt chunk) at a batch shape."""
+        d = self.s.aggregated or self.s.decode
+        assert d is not None
+        batch = d.batch_per_chip if seqs_per_die is None else seqs_per_die * self.hw.chip.num_dies
+        aggregated = self.s.aggregated is not None
+        if aggregated and chunk_tokens_per_chip is None:
+            chunk_tokens_per_chip = self.s.aggregated.chunk_tokens_per_chip  # type: ignore[union-attr]
         return Deployment(
-            phase=Phase.DECODE,
+            phase=Phase.AGGREGATED if aggregated else Phase.DECODE,
+            chunk_tokens_per_chip=chunk_tokens_per_chip,
             num_chips=d.chips,
             ep=d.ep,
             batch_per_chip=batch,
@@ -48,6 +56,7 @@ class StepCosts:
 
     def prefill_deployment(self, tokens_per_chip: int = 0, input_len: int | None = None) -> Deployment:
         p = self.s.prefill
+        assert p is not None
         return Deployment(
             phase=Phase.PREFILL,
             num_chips=p.chips,
@@ -61,15 +70,24 @@ class StepCosts:
         )
 
     def check(self) -> None:
-        """Both pools must fit the system and be feasible at their configured sizes (raises with the numbers)."""
-        p, d = self.s.prefill, self.s.decode
-        need = p.instances * p.chips + d.instances * d.chips
-        if need > self.hw.system.num_chips:
-            raise InfeasibleDeploymentError(
-                f"deployment needs {need} chips ({p.instances} x {p.chips} prefill + {d.instances} x {d.chips} "
-                f"decode) but {self.hw.system.id} has {self.hw.system.num_chips}"
+        """The pools must fit the system and be feasible at their configured sizes (raises with the numbers)."""
+        pools = [
+            (name, pool)
+            for name, pool in (
+                ("prefill", self.s.prefill),
+                ("decode", self.s.decode),
+                ("aggregated", self.s.aggregated),
             )
-        estimate(self.hw, self.model, self.prefill_deployment())
+            if pool is not None
+        ]
+        need = sum(pool.instances * pool.chips for _, pool in pools)
+        if need > self.hw.system.num_chips:
+            parts = " + ".join(f"{pool.instances} x {pool.chips} {name}" for name, pool in pools)
+            raise InfeasibleDeploymentError(
+                f"deployment needs {need} chips ({parts}) but {self.hw.system.id} has {self.hw.system.num_chips}"
+            )
+        if self.s.prefill is not None:
+            estimate(self.hw, self.model, self.prefill_deployment())
         estimate(self.hw, self.model, self.decode_deployment())
 
     def kv_capacity_blocks(self, block_tokens: int) -> int:
@@ -81,18 +99,24 @@ class StepCosts:
         per_block = self.model.kv_bytes(block_tokens, p.kv_bytes)
         return int(free // per_block)
 
-    def _decode_time_s(self, seqs_per_die: int, kv_bucket: int) -> float:
+    def _decode_time_s(self, seqs_per_die: int, kv_bucket: int, chunk_bucket: int = 0) -> float:
         kv = max(kv_bucket * KV_BUCKET_TOKENS, 1)
-        return estimate(self.hw, self.model, self.decode_deployment(seqs_per_die, kv)).step.step_s
+        chunk = chunk_bucket * PREFILL_BUCKET_TOKENS if self.s.aggregated else None
+        return estimate(self.hw, self.model, self.decode_deployment(seqs_per_die, kv, chunk)).step.step_s
 
-    def decode_step_s(self, seqs_per_die: int, mean_kv: float) -> float:
-        return self.decode_time_s(seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1))
+    def decode_step_s(self, seqs_per_die: int, mean_kv: float, chunk_tokens: float = 0.0) -> float:
+        """A decode step (or an aggregated step carrying ``chunk_tokens`` prompt tokens in all)."""
+        per_chip = chunk_tokens / self.s.aggregated.chips if self.s.aggregated else 0.0
+        return self.decode_time_s(
+            seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), math.ceil(per_chip / PREFILL_BUCKET_TOKENS)
+        )
 
     def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int) -> float:
         dep = self.prefill_deployment(tokens_bucket * PREFILL_BUCKET_TOKENS, input_len_bucket * KV_BUCKET_TOKENS)
         return estimate(self.hw, self.model, dep).step.step_s
 
     def prefill_batch_s(self, total_tokens: int, mean_input: float) -> float:
+        assert self.s.prefill is not None
         per_chip = total_tokens / self.s.prefill.chips
         return self.prefill_time_s(
             max(math.ceil(per_chip / PREFILL_BUCKET_TOKENS), 1), max(round(mean_input / KV_BUCKET_TOKENS), 1)
@@ -100,5 +124,6 @@ class StepCosts:
 
     def kv_transfer_s(self, input_len: int) -> float:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
+        assert self.s.prefill is not None
         kv_bytes = self.model.kv_bytes(input_len, BYTES_PER_ELEMENT[self.s.kv_precision])
         return comm.transfer_s(self.hw.system.planes.scale_out, kv_bytes, dies=self.s.prefill.attention_tp)

@@ -17,6 +17,7 @@ from cloudmatrix.serving.kv_pool import KvBlockPools
 from cloudmatrix.serving.prefill import PrefillQueue
 from cloudmatrix.serving.requests import RequestTable, State
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
+from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -57,11 +58,14 @@ class Simulation:
         self.finished = 0
         self.next_closed = 0  # closed loop: next request id to issue
         self.all_done = self.env.event()
-        p, d = scenario.prefill, scenario.decode
-        self.prefill_queues = [PrefillQueue(p.chips * p.tokens_per_chip) for _ in range(p.instances)]
-        self.prefill_busy = [False] * p.instances
-        self.prefill_wake = [self.env.event() for _ in range(p.instances)]
-        self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p.router == "cache-aware" else None
+        p, d = scenario.prefill, scenario.aggregated or scenario.decode
+        assert d is not None
+        pre = p.instances if p else 0
+        self.prefill_queues = [PrefillQueue(p.chips * p.tokens_per_chip) for _ in range(pre)] if p else []
+        self.prefill_busy = [False] * pre
+        self.prefill_wake = [self.env.event() for _ in range(pre)]
+        cache_aware = p is not None and p.router == "cache-aware"
+        self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p and cache_aware else None
         dies = d.chips * self.costs.hw.chip.num_dies
         seqs_per_die = max(d.batch_per_chip // self.costs.hw.chip.num_dies, 1)
         capacity = self.costs.kv_capacity_blocks(d.kv_block_tokens)
@@ -70,6 +74,12 @@ class Simulation:
             for _ in range(d.instances)
         ]
         self.decode_wake = [self.env.event() for _ in range(d.instances)]
+        a = scenario.aggregated
+        self.aggregated = (
+            [AggregatedInstance(self, i, b, a.chips * a.chunk_tokens_per_chip) for i, b in enumerate(self.decodes)]
+            if a
+            else []
+        )
         self.waiting_kv: deque[int] = deque()  # prefilled requests waiting for decode KV space
         self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
@@ -86,8 +96,11 @@ class Simulation:
         self.started = True
         for i in range(len(self.prefill_queues)):
             self.env.process(self._prefill(i))
-        for i in range(len(self.decodes)):
-            self.env.process(self._decode(i))
+        for inst in self.aggregated:
+            self.env.process(inst.process())
+        if not self.aggregated:
+            for i in range(len(self.decodes)):
+                self.env.process(self._decode(i))
 
     # ---- online use (the emulator) -----------------------------------------------------------------------
     def submit(self, input_len: int, output_len: int) -> int:
@@ -121,6 +134,9 @@ class Simulation:
     # ---- arrivals ----------------------------------------------------------------------------------------
     def _arrive(self, rid: int) -> None:
         self.table.arrive(rid, self.env.now)
+        if self.aggregated:
+            self.aggregated[least_loaded([inst.load() for inst in self.aggregated])].enqueue(rid)
+            return
         tokens = int(self.table.input_len[rid])
         loads = [
             q.queued_tokens + (q.budget if busy else 0)
@@ -267,7 +283,9 @@ class Simulation:
         return self.result()
 
     def result(self) -> SimResult:
-        p, d = self.s.prefill, self.s.decode
+        d = self.s.aggregated or self.s.decode
+        p = self.s.aggregated or self.s.prefill
+        assert p is not None and d is not None
         return SimResult(
             scenario=self.s.name,
             table=self.table,

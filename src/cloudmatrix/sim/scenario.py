@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.errors import ConfigError
@@ -43,6 +43,22 @@ class DecodePool(_Spec):
     kv_block_tokens: int = Field(default=128, ge=16)
 
 
+class AggregatedPool(_Spec):
+    """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
+    prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
+
+    instances: int = Field(ge=1)
+    chips: int = Field(ge=1)
+    ep: int | None = Field(default=None, ge=1)
+    batch_per_chip: int = Field(ge=1)
+    chunk_tokens_per_chip: int = Field(default=2048, ge=16)
+    mtp: int = Field(default=0, ge=0, le=4)
+    mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
+    eplb: Literal["perfect", "default"] = "default"
+    microbatch: bool | None = None
+    kv_block_tokens: int = Field(default=128, ge=16)
+
+
 class Slo(_Spec):
     ttft_ms: float = Field(default=5000, gt=0)
     tpot_ms: float = Field(default=50, gt=0)
@@ -54,14 +70,22 @@ class Scenario(_Spec):
     model: str = "deepseek-r1"
     precision: str = "int8"
     kv_precision: str = "bf16"
-    prefill: PrefillPool
-    decode: DecodePool
+    prefill: PrefillPool | None = None
+    decode: DecodePool | None = None
+    aggregated: AggregatedPool | None = None
     workload: WorkloadSpec = WorkloadSpec()
     slo: Slo = Slo()
     requests: int = Field(default=10000, ge=1)
     duration_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     base_dir: str | None = None  # where relative trace paths resolve (the scenario file's folder)
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> Scenario:
+        disaggregated = self.prefill is not None and self.decode is not None
+        if disaggregated == (self.aggregated is not None):
+            raise ValueError("a scenario has either prefill and decode pools, or an aggregated pool")
+        return self
 
 
 def _apply_set(data: dict[str, Any], assignment: str) -> None:

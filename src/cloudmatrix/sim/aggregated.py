@@ -1,0 +1,109 @@
+"""Co-located (aggregated) instances: each step decodes the running batch and prefills up to a token budget
+of queued prompts (chunked prefill). A prompt reserves its decode slot and KV blocks before its first
+chunk, so it never waits for memory after its prefill; its first token comes with the step that completes
+the prompt (no KV transfer)."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from cloudmatrix.serving.decode import DecodeBatch
+
+if TYPE_CHECKING:
+    from cloudmatrix.sim.engine import Simulation
+
+
+class AggregatedInstance:
+    def __init__(self, sim: Simulation, index: int, batch: DecodeBatch, budget_tokens: int) -> None:
+        self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens
+        self.queue: deque[int] = deque()
+        self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
+        self.wake = sim.env.event()
+
+    def load(self) -> float:
+        """Prompt tokens waiting or in progress, for least-loaded routing."""
+        table = self.sim.table
+        return float(sum(int(table.input_len[r]) for r in self.queue) + sum(e[2] for e in self.prefilling))
+
+    def enqueue(self, rid: int) -> None:
+        self.queue.append(rid)
+        if not self.wake.triggered:
+            self.wake.succeed()
+            self.wake = self.sim.env.event()
+
+    def _admit(self) -> None:
+        """Start prompts whose full-length KV fits (FIFO: the head waits rather than being overtaken)."""
+        table, now = self.sim.table, self.sim.env.now
+        while self.queue:
+            rid = self.queue[0]
+            blocks = self.batch.pools.blocks_for(int(table.input_len[rid] + table.output_len[rid]))
+            die = self.batch.choose_die(blocks)
+            if die is None:
+                return
+            self.queue.popleft()
+            slot = self.batch.reserve(rid, die, blocks)
+            table.start_prefill(rid, now)
+            self.prefilling.append([rid, slot, int(table.input_len[rid])])
+
+    def _plan_chunk(self) -> tuple[int, list[list[int]]]:
+        """Prompt tokens this step takes (FIFO through the prompts in progress) and the prompts it completes."""
+        left, taken, completing = self.budget, 0, []
+        for entry in self.prefilling:
+            take = min(entry[2], left)
+            entry[2] -= take
+            left -= take
+            taken += take
+            if entry[2] == 0:
+                completing.append(entry)
+            if left == 0:
+                break
+        return taken, completing
+
+    def process(self) -> Generator[Any, Any, None]:
+        sim, batch = self.sim, self.batch
+        while True:
+            self._admit()
+            if not self.prefilling and batch.num_active == 0:
+                yield self.wake
+                continue
+            chunk, completing = self._plan_chunk()
+            seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
+            dur = sim.costs.decode_step_s(seqs, mean_kv, chunk)
+            start = sim.env.now
+            yield sim.env.timeout(dur)
+            finished = np.zeros(0, dtype=np.int64)
+            tokens = 0
+            if batch.num_active:
+                stepped, gained, finished = batch.step(sim.mtp_rng)
+                sim.table.generated[stepped] += gained
+                tokens = int(gained.sum())
+            occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
+            sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, occupancy)
+            if chunk:
+                sim.rec.prefill_batch(self.index, start, dur, chunk)
+            done_prompts = self._complete(completing)
+            if finished.size or done_prompts.size:
+                sim._finish(np.concatenate([finished, done_prompts]))
+            if sim.observer:
+                sim.observer(sim)
+
+    def _complete(self, completing: list[list[int]]) -> np.ndarray:
+        """Prompts whose last chunk ran: the first token is out; they join the decode batch (or finish)."""
+        table, now, one_token = self.sim.table, self.sim.env.now, []
+        for entry in completing:
+            self.prefilling.remove(entry)
+            rid, slot = entry[0], entry[1]
+            table.end_prefill(rid, now)
+            table.admit_decode(rid, now)
+            table.start_decode(rid, now)
+            remaining = int(table.output_len[rid]) - 1
+            if remaining <= 0:
+                self.batch.release(slot)
+                one_token.append(rid)
+            else:
+                self.batch.activate(slot, int(table.input_len[rid]) + 1, remaining)
+        return np.array(one_token, dtype=np.int64)
