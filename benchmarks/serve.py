@@ -43,15 +43,17 @@ async def one_request(host: str, port: int, payload: bytes) -> int:
     not the server, the bottleneck on 2 cores). Returns the completion tokens from the final usage chunk."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+        writer.write(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+        )
         await writer.drain()
         data = await reader.read()  # until the server closes: the whole SSE stream
     finally:
         writer.close()
     if not data.startswith(b"HTTP/1.1 200") or b"data: [DONE]" not in data:
         raise RuntimeError(data[:200].decode(errors="replace"))
-    tail = data[data.rindex(b'"completion_tokens": ') + 21:]
+    tail = data[data.rindex(b'"completion_tokens": ') + 21 :]
     return int(tail[: tail.index(b",")])
 
 
@@ -59,8 +61,13 @@ async def run(url: str, pid: int, clients: int, seconds: float, max_tokens: int)
     host, port = url.removeprefix("http://").split(":")
     stats = {"ok": 0, "errors": 0, "tokens": 0}
     marks: dict[int, float] = {}
-    body = {"model": "deepseek-r1", "prompt": "x" * 1000, "max_tokens": max_tokens, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": "deepseek-r1",
+        "prompt": "x" * 1000,
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     payload = json.dumps(body).encode()
     deadline = time.perf_counter() + seconds
 
@@ -79,8 +86,12 @@ async def run(url: str, pid: int, clients: int, seconds: float, max_tokens: int)
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - start
-    return {**stats, "elapsed_s": elapsed, "rss_at_1k_mb": marks.get(1000, float("nan")),
-            "rss_at_10k_mb": marks.get(10000, float("nan"))}
+    return {
+        **stats,
+        "elapsed_s": elapsed,
+        "rss_at_1k_mb": marks.get(1000, float("nan")),
+        "rss_at_10k_mb": marks.get(10000, float("nan")),
+    }
 
 
 def main() -> None:
@@ -90,8 +101,9 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     args = ap.parse_args()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "cloudmatrix.cli.app", "serve", "--port", str(port)],
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudmatrix.cli.app", "serve", "--port", str(port)], stderr=subprocess.DEVNULL
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(400):
@@ -104,12 +116,18 @@ def main() -> None:
         r = asyncio.run(run(url, proc.pid, args.clients, args.seconds, args.max_tokens))
         cpu = cpu_s(proc.pid) - cpu0
         print(f"{args.clients} streaming clients for {r['elapsed_s']:.0f} s at speed 1 (max_tokens {args.max_tokens})")
-        print(f"  requests: {r['ok']:,} ok, {r['errors']:,} errors; {r['ok'] / r['elapsed_s']:.1f} req/s, "
-              f"{r['tokens'] / r['elapsed_s']:,.0f} tokens/s")
-        print(f"  server CPU: {cpu:.1f} s ({cpu / r['elapsed_s']:.0%} of one core); RSS start {rss0:.0f} MB, "
-              f"end {rss_mb(proc.pid):.0f} MB")
-        print(f"  RSS after 1,000 requests {r['rss_at_1k_mb']:.0f} MB, after 10,000 {r['rss_at_10k_mb']:.0f} MB "
-              f"(growth {r['rss_at_10k_mb'] - r['rss_at_1k_mb']:+.0f} MB)")
+        print(
+            f"  requests: {r['ok']:,} ok, {r['errors']:,} errors; {r['ok'] / r['elapsed_s']:.1f} req/s, "
+            f"{r['tokens'] / r['elapsed_s']:,.0f} tokens/s"
+        )
+        print(
+            f"  server CPU: {cpu:.1f} s ({cpu / r['elapsed_s']:.0%} of one core); RSS start {rss0:.0f} MB, "
+            f"end {rss_mb(proc.pid):.0f} MB"
+        )
+        print(
+            f"  RSS after 1,000 requests {r['rss_at_1k_mb']:.0f} MB, after 10,000 {r['rss_at_10k_mb']:.0f} MB "
+            f"(growth {r['rss_at_10k_mb'] - r['rss_at_1k_mb']:+.0f} MB)"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=15)

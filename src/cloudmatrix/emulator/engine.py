@@ -31,8 +31,10 @@ class Stream:
 class RealtimeEngine:
     def __init__(self, scenario: Scenario, speed: float = 1.0, max_outstanding: int | None = None) -> None:
         if scenario.aggregated is not None:
-            raise ConfigError(f"scenario '{scenario.name}': serve emulates disaggregated deployments (prefill and "
-                              "decode pools); co-located ones run in `simulate`")
+            raise ConfigError(
+                f"scenario '{scenario.name}': serve emulates disaggregated deployments (prefill and "
+                "decode pools); co-located ones run in `simulate`"
+            )
         empty = Workload(input_len=_ints(), output_len=_ints(), arrival_s=None)
         self.sim = Simulation(scenario, workload=empty, listener=self)
         self.sim.start()
