@@ -10,6 +10,8 @@ import pytest
 from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.studies.reproduce import reproduce
 
+from .rows import row_params
+
 REF = load_reference("cloudmatrix-infer")
 RESULT = reproduce("cloudmatrix-infer")
 BY_ID = {r.row.id: r for r in RESULT.results}
@@ -23,12 +25,7 @@ KNOWN_MISSES = {
 }
 
 
-def _param(row_id: str):
-    marks = [pytest.mark.xfail(strict=True, reason=KNOWN_MISSES[row_id])] if row_id in KNOWN_MISSES else []
-    return pytest.param(row_id, marks=marks, id=row_id)
-
-
-@pytest.mark.parametrize("row_id", [_param(r.id) for r in REF.rows])
+@pytest.mark.parametrize("row_id", row_params([r.id for r in REF.rows], KNOWN_MISSES))
 def test_row_within_tolerance(row_id: str) -> None:
     res = BY_ID[row_id]
     assert abs(res.error_pct) <= res.row.tolerance_pct, (

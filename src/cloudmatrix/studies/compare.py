@@ -76,13 +76,14 @@ class SystemResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float) -> Estimate:
-    d = preset["decode"]
+def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:
+    """The preset's decode instance (or, with ``pool="aggregated"``, its co-located one) at a batch."""
+    d = preset[pool]
     return estimate(
         system,
         c.model,
         Deployment(
-            phase=Phase.DECODE,
+            phase=Phase.AGGREGATED if pool == "aggregated" else Phase.DECODE,
             num_chips=d["chips"],
             ep=d.get("ep"),
             batch_per_chip=batch,
@@ -130,26 +131,6 @@ def _why(est: Estimate, label: str) -> str:
     return f"{label}: {top}"
 
 
-def _aggregated(system: str, c: Conditions, preset: dict[str, Any], batch: float) -> Estimate:
-    a = preset["aggregated"]
-    return estimate(
-        system,
-        c.model,
-        Deployment(
-            phase=Phase.AGGREGATED,
-            num_chips=a["chips"],
-            ep=a.get("ep"),
-            batch_per_chip=batch,
-            input_len=c.input_len,
-            output_len=c.output_len,
-            precision=preset["precision"],
-            mtp=c.mtp,
-            mtp_acceptance=c.mtp_acceptance,
-            eplb=Eplb.DEFAULT,
-        ),
-    )
-
-
 def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple[float, Estimate] | None:
     """Co-located serving: the largest batch whose step (decode batch + the prompt chunk that keeps pace)
     meets the TPOT SLO and, if set, the TTFT SLO. None when nothing fits."""
@@ -158,12 +139,12 @@ def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple
     hw = load_hardware(system)
     best = None
     try:
-        probe = _aggregated(system, c, preset, hw.chip.num_dies)
+        probe = _decode(system, c, preset, hw.chip.num_dies, "aggregated")
     except InfeasibleDeploymentError:
         return None
     for batch in _batch_grid(hw.chip.num_dies, probe.memory.max_seqs_per_die * hw.chip.num_dies):
         try:
-            est = _aggregated(system, c, preset, batch)
+            est = _decode(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
             break
         ttft_ok = c.ttft_slo_ms is None or (est.ttft_s or 0.0) * 1e3 <= c.ttft_slo_ms
