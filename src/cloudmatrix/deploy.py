@@ -11,6 +11,7 @@ from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.errors import InfeasibleDeploymentError
 
+DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
 BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
 
 
@@ -44,7 +45,7 @@ class Deployment:
     mtp_acceptance: float = 0.0
     eplb: Eplb = Eplb.PERFECT
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
-    attention_tp: int = 4  # prefill SP-TP-SP: dies per TP group (not published; assumed)
+    attention_tp: int = DEFAULT_ATTENTION_TP
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
 

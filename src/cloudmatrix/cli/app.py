@@ -83,7 +83,7 @@ def estimate(
     microbatch: Annotated[
         bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
     ] = None,
-    attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies).")] = 4,
+    attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies; assumed 4).")] = 4,
     chunk_tokens_per_chip: Annotated[
         float | None,
         typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),

@@ -77,9 +77,8 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
 def _decode_attention(plan: Plan, share: float) -> list[Op]:
     """Attention of a decode-shaped step: projections over every token of the step (decode tokens plus any
     prompt chunk, weights read once), attention over the cache for the decode tokens."""
-    return (
-        _decode_attention_ops(plan, share)[:2] + _chunk_attention(plan, share) + _decode_attention_ops(plan, share)[2:]
-    )
+    prolog, core, out = _decode_attention_ops(plan, share)
+    return [prolog, core, *_chunk_attention(plan, share), out]
 
 
 def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:

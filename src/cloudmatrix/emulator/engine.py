@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cloudmatrix.deploy import mtp_tokens_per_step
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import Scenario
@@ -92,8 +93,13 @@ class RealtimeEngine:
         return len(self.streams)
 
     def retry_after_s(self) -> int:
-        """A hint for 429s: about one request's decode time at the deployment's typical pace."""
-        return max(1, math.ceil(self.sim.s.workload.output.typical * 0.05 / self.speed))
+        """A hint for 429s: one typical request's decode time at the deployment's configured batch, in wall
+        seconds (slots free up at about that pace)."""
+        costs, pool = self.sim.costs, self.sim.s.decode
+        assert pool is not None
+        step = costs.decode_step_s(pool.batch_per_chip // costs.hw.chip.num_dies, self.sim.s.workload.input.typical)
+        tpot = step / mtp_tokens_per_step(pool.mtp, pool.mtp_acceptance)
+        return max(1, math.ceil(self.sim.s.workload.output.typical * tpot / self.speed))
 
     def submit(self, prompt_tokens: int, max_tokens: int) -> Stream:
         self._catch_up()

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.workload.spec import WorkloadSpec
 
@@ -27,7 +28,7 @@ class PrefillPool(_Spec):
     ep: int | None = Field(default=None, ge=1)
     tokens_per_chip: int = Field(default=16384, ge=1)
     microbatch: bool | None = True
-    attention_tp: int = Field(default=4, ge=1)
+    attention_tp: int = Field(default=DEFAULT_ATTENTION_TP, ge=1)
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
 
 
@@ -43,20 +44,11 @@ class DecodePool(_Spec):
     kv_block_tokens: int = Field(default=128, ge=16)
 
 
-class AggregatedPool(_Spec):
+class AggregatedPool(DecodePool):
     """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
 
-    instances: int = Field(ge=1)
-    chips: int = Field(ge=1)
-    ep: int | None = Field(default=None, ge=1)
-    batch_per_chip: int = Field(ge=1)
     chunk_tokens_per_chip: int = Field(default=2048, ge=16)
-    mtp: int = Field(default=0, ge=0, le=4)
-    mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
-    eplb: Literal["perfect", "default"] = "default"
-    microbatch: bool | None = None
-    kv_block_tokens: int = Field(default=128, ge=16)
 
 
 class Slo(_Spec):

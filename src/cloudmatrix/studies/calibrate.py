@@ -82,14 +82,14 @@ def fit_ep_comm(reference: ReferenceSet, hardware: Hardware, model: ModelSpec) -
 @dataclass(frozen=True, kw_only=True)
 class ComputeFit:
     launch_us: float
-    sustained_compute: float
+    gemm_serving: float
     rows: dict[str, float]  # row id -> predicted value at the fit
 
 
-def with_compute_constants(hardware: Hardware, launch_us: float, sustained: float) -> Hardware:
+def with_compute_constants(hardware: Hardware, launch_us: float, serving: float) -> Hardware:
     chip = hardware.chip
     eff = chip.efficiency.model_copy(
-        update={"gemm_serving": chip.efficiency.gemm_serving.model_copy(update={"value": sustained})}
+        update={"gemm_serving": chip.efficiency.gemm_serving.model_copy(update={"value": serving})}
     )
     chip = chip.model_copy(
         update={"launch_us": chip.launch_us.model_copy(update={"value": launch_us}), "efficiency": eff}
@@ -116,29 +116,29 @@ def fit_compute(
     lat = rows[latency_row]
     higher_is_faster = lat.quantity == "throughput_per_chip_tok_s"
 
-    def launch_for(sustained: float) -> float:
+    def launch_for(serving: float) -> float:
         if overhead_row is None:
             return hardware.chip.launch_us.value
         ovh = rows[overhead_row]
 
         def err(launch: float) -> float:
-            hw = with_compute_constants(hardware, launch, sustained)
+            hw = with_compute_constants(hardware, launch, serving)
             return predict_row(reference, ovh, hw, model) - ovh.published
 
         return _bisect(err, 0.0, 50.0)
 
-    def err_sustained(sustained: float) -> float:
-        hw = with_compute_constants(hardware, launch_for(sustained), sustained)
+    def err_serving(serving: float) -> float:
+        hw = with_compute_constants(hardware, launch_for(serving), serving)
         value = predict_row(reference, lat, hw, model)
         return value - lat.published if higher_is_faster else lat.published - value
 
-    sustained = _bisect(err_sustained, 0.1, 1.0, iters=25)
-    launch = launch_for(sustained)
-    hw = with_compute_constants(hardware, launch, sustained)
+    serving = _bisect(err_serving, 0.1, 1.0, iters=25)
+    launch = launch_for(serving)
+    hw = with_compute_constants(hardware, launch, serving)
     fitted = [latency_row] + ([overhead_row] if overhead_row else [])
     return ComputeFit(
         launch_us=launch,
-        sustained_compute=sustained,
+        gemm_serving=serving,
         rows={r: predict_row(reference, rows[r], hw, model) for r in fitted},
     )
 
@@ -186,7 +186,7 @@ def calibration_report() -> dict[str, Any]:
         fit = fit_compute(ref, hw, model, latency_row, overhead_row)
         rows = " + ".join(fit.rows)
         constants[f"{hw.chip.id}.efficiency.gemm_serving"] = {
-            "fitted": fit.sustained_compute,
+            "fitted": fit.gemm_serving,
             "catalog": hw.chip.efficiency.gemm_serving.value,
             "rows": rows,
         }

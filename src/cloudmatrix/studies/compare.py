@@ -14,7 +14,7 @@ from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import DATA_DIR, read_yaml
 from cloudmatrix.cost import comm
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, Eplb, Phase
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.workload.spec import PRESETS
@@ -264,8 +264,8 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
 def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
     hw, model = load_hardware(system), load_model(c.model)
     kv = model.kv_bytes(c.input_len, BYTES_PER_ELEMENT["bf16"])
-    tp = Deployment(phase=Phase.PREFILL, num_chips=1).attention_tp  # the KV of a prompt sits on its TP group
-    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(tp, preset["prefill"]["chips"]))
+    # the KV of a prompt sits on its attention TP group, whose NICs carry it
+    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"]))
 
 
 def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
