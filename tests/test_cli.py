@@ -88,7 +88,7 @@ def test_calibrate_reproduces_catalog_constants() -> None:
     [
         (
             ["estimate", "--system", "dgx9", "--batch-per-chip", "8"],
-            "unknown system 'dgx9'; expected one of: cloudmatrix384",
+            "unknown system 'dgx9'; expected one of: atlas950-superpod, cloudmatrix384",
         ),
         (["estimate", "--model", "gpt-9", "--batch-per-chip", "8"], "unknown model 'gpt-9'"),
         (["estimate", "--phase", "train"], "phase 'train' is not one of: prefill, decode"),

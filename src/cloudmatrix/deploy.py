@@ -9,9 +9,11 @@ from enum import StrEnum
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
 from cloudmatrix.errors import InfeasibleDeploymentError
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
+CACHE_PLANES = {"ub": "scale_up", "vpc": "storage"}  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
 BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
 
 
@@ -22,8 +24,9 @@ class Phase(StrEnum):
 
 
 class Eplb(StrEnum):
-    PERFECT = "perfect"  # every expert slot gets exactly the mean load
-    DEFAULT = "default"  # balanced placement; the busiest slot carries the sampling noise of top-k routing
+    PERFECT = "perfect"  # every expert die gets exactly the mean load (the paper's projection)
+    DEFAULT = "default"  # EPLB: hot experts replicated into the redundant slots, copies packed by load
+    NONE = "none"  # one copy per expert in id order; redundant slots left empty
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +51,9 @@ class Deployment:
     attention_tp: int = DEFAULT_ATTENTION_TP
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
+    routing: str | None = None  # expert-routing override (catalog/routing.py); default: the model's profile
+    cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
+    cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,7 +124,14 @@ class Plan:
     tokens_per_die: float  # tokens each die processes per step (decode: seqs x (1 + mtp))
     kv_len: float  # decode: mean context per sequence; prefill: prompt length
     layout: ExpertLayout | None
+    routing: RoutingProfile
     chunk_tokens_per_die: float = 0.0  # aggregated: prompt tokens prefilled alongside the decode batch
+    cached_tokens_per_die: float = 0.0  # prefill: prompt tokens whose KV is loaded, not computed
+
+    @property
+    def cached_len(self) -> float:
+        """Prefill: the cached prefix of each prompt, in tokens."""
+        return self.kv_len * self.deployment.cached_fraction
 
     @property
     def decodes(self) -> bool:
@@ -176,7 +189,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         layout = expert_layout(model, ep, d.redundant_experts)
     elif d.ep not in (None, 1):
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
-    chunk = 0.0
+    chunk = cached = 0.0
     if d.phase != Phase.PREFILL:
         idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
         if d.batch_per_chip is None or (d.batch_per_chip <= 0 and not idle_ok):
@@ -195,13 +208,24 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         tokens_chip = d.tokens_per_chip or 16384
         if tokens_chip <= 0:
             raise InfeasibleDeploymentError(f"tokens per chip must be positive, got {tokens_chip}")
-        tokens = tokens_chip / hardware.chip.num_dies
-        seqs = tokens / d.input_len
+        if not 0.0 <= d.cached_fraction < 1.0:
+            raise InfeasibleDeploymentError(f"cached fraction {d.cached_fraction} must be in [0, 1)")
+        if d.cache_plane not in CACHE_PLANES:
+            raise InfeasibleDeploymentError(f"cache plane '{d.cache_plane}' is not one of: {', '.join(CACHE_PLANES)}")
+        prompt_tokens = tokens_chip / hardware.chip.num_dies
+        cached = prompt_tokens * d.cached_fraction
+        tokens = prompt_tokens - cached  # only the uncached suffix is computed (P3 §4.4.2)
+        seqs = prompt_tokens / d.input_len
         kv_len = d.input_len
         heads = model.attention.num_heads
         if heads % d.attention_tp:
             raise InfeasibleDeploymentError(f"attention TP {d.attention_tp} must divide the {heads} heads")
+    routing = model_routing(model.id)
+    if d.routing:
+        routing = parse_routing(d.routing, routing)
     return Plan(
+        cached_tokens_per_die=cached,
+        routing=routing,
         chunk_tokens_per_die=chunk,
         deployment=d,
         hardware=hardware,

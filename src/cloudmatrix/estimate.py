@@ -29,7 +29,7 @@ class Estimate:
         if self.plan.decodes:
             assert d.batch_per_chip is not None
             return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance)
-        return self.plan.tokens_per_die * self.plan.hardware.chip.num_dies
+        return (self.plan.tokens_per_die + self.plan.cached_tokens_per_die) * self.plan.hardware.chip.num_dies
 
     @property
     def throughput_per_chip_tok_s(self) -> float:

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
-from cloudmatrix.errors import UnknownIdError
+from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.units import GB_DECIMAL, PETA, TB_DECIMAL, TERA
 
 HARDWARE_DIR = DATA_DIR / "hardware"
@@ -150,6 +150,20 @@ class Planes(Frozen):
     storage: StoragePlane | None = None
 
 
+class EmsSpec(Frozen):
+    """EMS, the UB-attached memory pool in CPU DRAM with an EVS SSD tier below it, and the OBS bucket that
+    models load from (P3 §4.4). Optional: systems without a pooled-DRAM service leave it out."""
+
+    dram_share: Sourced  # fraction of each node's DRAM the pool may use; the rest is OS, buffers, model cache
+    block_tokens: Sourced  # tokens per KV block of the context cache (P3 §4.4.2: 128-512)
+    ssd_gb_per_node: Sourced  # EVS capacity behind each node
+    ssd_bw_gb_s_per_node: Sourced  # EVS bandwidth through the node's DPU
+    ub_read_efficiency: Sourced  # NPU reads of CPU DRAM over UB, of the socket's UB bandwidth
+    obs_bucket_bw_gb_s: Sourced  # object-store bucket bandwidth shared by every concurrent model load
+    obs_efficiency: Sourced  # goodput of an OBS load, of the bucket bandwidth
+    warm_setup_s: Sourced  # fixed cost of a warm start besides moving the bytes
+
+
 class SystemSpec(Frozen):
     id: str
     name: str
@@ -162,6 +176,7 @@ class SystemSpec(Frozen):
     cpu: CpuSpec
     switches: SwitchSpec | None = None
     planes: Planes
+    ems: EmsSpec | None = None
     power_kw: Sourced
     price_usd: Sourced
     published_totals: dict[str, Sourced] = Field(default_factory=dict)
@@ -211,6 +226,18 @@ class Hardware(Frozen):
             "dram_tb": self.system.num_cpus * cpu.dram_gb_per_socket.value * GB_DECIMAL / TB_DECIMAL,
             "power_kw": self.system.power_kw.value,
         }
+
+
+def ems_pool_bytes(hw: Hardware, nodes: int) -> float:
+    """Pooled DRAM that EMS can use on ``nodes`` nodes: nodes x sockets x DRAM per socket x the EMS share
+    (P3 §4.4.1: every node contributes its CPU-attached DRAM)."""
+    ems = hw.system.ems
+    if ems is None:
+        raise ConfigError(f"system '{hw.system.id}' has no ems section (no pooled-DRAM cache)")
+    if nodes < 0:
+        raise ValueError(f"nodes must be >= 0 (got {nodes})")
+    cpu = hw.system.cpu
+    return nodes * cpu.sockets_per_node.value * cpu.dram_gb_per_socket.value * GB_DECIMAL * ems.dram_share.value
 
 
 def _ids(kind: str) -> dict[str, Path]:

@@ -22,6 +22,11 @@ class ReferenceRow(Frozen):
     tolerance_pct: float = Field(gt=0)
     role: Literal["predicted", "fitted"]
     setup: dict[str, Any]
+    # Ablation rows: the quantity at ``setup`` over the same quantity with ``baseline`` merged into it...
+    baseline: dict[str, Any] | None = None
+    # ...optionally over every value of one setup key, keeping the largest or smallest ratio
+    sweep: dict[str, list[Any]] | None = Field(default=None, max_length=1)
+    reduce: Literal["max", "min"] | None = None
 
 
 class ReferenceSet(Frozen):

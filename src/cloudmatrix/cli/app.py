@@ -79,7 +79,19 @@ def estimate(
     kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
     mtp: Annotated[int, typer.Option(help="MTP speculative tokens per step.")] = 0,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (input, never fitted).")] = 0.0,
-    eplb: Annotated[str, typer.Option(help="perfect or default expert load balance.")] = "perfect",
+    eplb: Annotated[
+        str, typer.Option(help="perfect (uniform load), default (EPLB replicas) or none (no redundant copies).")
+    ] = "perfect",
+    routing: Annotated[
+        str | None,
+        typer.Option(
+            help="Expert routing: uniform, zipf:S[@c=C] or a per-expert histogram file (default: the model's)."
+        ),
+    ] = None,
+    cached_fraction: Annotated[
+        float, typer.Option(help="Prefill: share of each prompt served from the EMS context cache.")
+    ] = 0.0,
+    cache_plane: Annotated[str, typer.Option(help="Prefill: read cached KV over ub or vpc.")] = "ub",
     microbatch: Annotated[
         bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
     ] = None,
@@ -113,6 +125,9 @@ def estimate(
             mtp=mtp,
             mtp_acceptance=mtp_acceptance,
             eplb=_choice("eplb", eplb, Eplb),
+            routing=routing,
+            cached_fraction=cached_fraction,
+            cache_plane=cache_plane,
             microbatch=microbatch,
             attention_tp=attention_tp,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
@@ -283,6 +298,19 @@ def serve(
     api, model_id = _run(build)
     sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
     uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)).run()
+
+
+@app.command()
+def ablate(as_json: JsonFlag = False) -> None:
+    """Switch CloudMatrix-Infer's optimisations off one at a time on the paper's deployment (P3 §5.4)."""
+    from cloudmatrix.cli import render
+    from cloudmatrix.studies.ablate import ablate as run_ablate
+
+    rows = [r.to_dict() for r in _run(run_ablate)]
+    if as_json:
+        _emit_json({"system": "cloudmatrix384", "model": "deepseek-r1", "rows": rows})
+    else:
+        out.print(render.ablate_table(rows))
 
 
 @app.command()

@@ -95,8 +95,8 @@ def reproduce_table(d: dict[str, Any]) -> Table:
         t.add_row(
             r["id"],
             r["quantity"],
-            f"{r['published']:,.1f}",
-            f"{r['predicted']:,.1f}",
+            _value(r["published"], r["unit"]),
+            _value(r["predicted"], r["unit"]),
             err,
             f"{r['tolerance_pct']:.0f}",
             r["role"],
@@ -105,6 +105,35 @@ def reproduce_table(d: dict[str, Any]) -> Table:
         f"median |error| {d['median_abs_error_pct']} % (predicted rows: "
         f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %"
     )
+    return t
+
+
+def _value(v: float, unit: str) -> str:
+    return f"{v:.3f}x" if unit == "x" else f"{v:,.1f}"
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:+.1f}"
+
+
+def ablate_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Ablations on the paper deployment (each optimisation off, one at a time)")
+    for col in ("phase", "optimisation", "tok/s/chip on", "tok/s/chip off", "gain %", "latency ms on", "off", "Δ %"):
+        t.add_column(col, justify="left" if col in ("phase", "optimisation") else "right")
+    for r in rows:
+        off = "infeasible" if r["throughput_off"] is None else f"{r['throughput_off']:,.0f}"
+        t.add_row(
+            r["phase"],
+            r["optimisation"],
+            f"{r['throughput_on']:,.0f}",
+            off,
+            _pct(r["throughput_gain_pct"]),
+            f"{r['latency_on_ms']:,.1f}",
+            "-" if r["latency_off_ms"] is None else f"{r['latency_off_ms']:,.1f}",
+            _pct(r["latency_change_pct"]),
+        )
+    notes = [f"{r['optimisation']} off: {r['note']}" for r in rows if r["note"]]
+    t.caption = "latency: TPOT (decode), batch time = TTFT without queueing (prefill). " + " ".join(notes)
     return t
 
 

@@ -61,3 +61,21 @@ def plane_for(hardware: Hardware, group_dies: int) -> Plane:
     """The plane a group of ``group_dies`` ranks talks over: scale-up inside its domain, else scale-out."""
     planes = hardware.system.planes
     return planes.scale_up if group_dies <= hardware.scale_up_domain_dies else planes.scale_out
+
+
+def cache_load_s(hardware: Hardware, plane_kind: str, bytes_per_die: float) -> tuple[float, float]:
+    """Cached KV read from the EMS pool into one die (P3 §4.4.2): over UB, the die's own scale-up link
+    (the pool is spread over every node's DRAM, so the die's link is the narrow end); over VPC, the node's
+    storage plane shared by all its dies. Returns (time, roofline)."""
+    if bytes_per_die <= 0:
+        return 0.0, 0.0
+    planes = hardware.system.planes
+    if plane_kind == "ub":
+        bw = planes.scale_up.bw_gb_s_per_die.value * GB_DECIMAL
+        lat, eff = planes.scale_up.latency_us.value, planes.scale_up.efficiency.value
+    else:
+        if planes.storage is None:
+            raise ValueError(f"{hardware.system.id} has no storage (VPC) plane to read a cache over")
+        bw = planes.storage.bw_gb_s_per_node.value * GB_DECIMAL / hardware.dies_per_node
+        lat, eff = planes.storage.latency_us.value, planes.storage.efficiency.value
+    return lat * 1e-6 + bytes_per_die / (eff * bw), bytes_per_die / bw

@@ -9,7 +9,7 @@ from __future__ import annotations
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.moe_load import busiest_load
+from cloudmatrix.cost.experts import busiest_factor
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
 
@@ -122,8 +122,9 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     to the TP group, up-projections and 128-head MHA sharded by heads (TP), all-to-all back, o_proj (SP).
     GQA models run plain sequence-parallel attention."""
     m, a, h = plan.model, plan.model.attention, plan.model.hidden
-    tokens, seq_len = plan.tokens_per_die * share, plan.kv_len
-    ctx = _mean_context(m, (seq_len + 1) / 2)  # causal: a token sees half the prompt on average
+    tokens, cached = plan.tokens_per_die * share, plan.cached_len
+    # causal: a computed token sees the cached prefix and on average half of the computed suffix
+    ctx = _mean_context(m, cached + (plan.kv_len - cached + 1) / 2)
     s = Stream.ATTENTION
     heads_dim = a.qk_head_dim + a.v_head_dim
     fa = Op(
@@ -160,10 +161,17 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     gather_t, gather_sol = comm.bulk_s(tp_plane, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
     a2a_bytes = (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES
     a2a_t, a2a_sol = comm.bulk_s(tp_plane, a2a_bytes, g - 1, local)
-    return [
+    ops = [
         _gemm("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
         Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
         _gemm("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
+    ]
+    prefix = plan.cached_tokens_per_die * share
+    if prefix > 0:  # the cached latent of the prefix is expanded to per-head K and V for the suffix's MHA
+        kv_up_w = a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
+        io = prefix * (lat * plan.kv_bytes + a.num_heads * heads_dim * ACT_BYTES)
+        ops.append(_gemm("cached_kv_up_proj", s, prefix, kv_up_w, plan, io, weight_shards=g))
+    return ops + [
         fa,
         Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
         _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
@@ -206,15 +214,33 @@ def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     ]
 
 
+def _requests(plan: Plan, tokens: float) -> float:
+    """Requests behind ``tokens`` of one die's step: decode sequences (plus prompts being chunked), or the
+    prompts a prefill batch packs."""
+    input_len = plan.deployment.input_len
+    if not plan.decodes:
+        return tokens / input_len
+    if plan.tokens_per_die <= 0:
+        return 0.0
+    return tokens * (plan.seqs_per_die + plan.chunk_tokens_per_die / input_len) / plan.tokens_per_die
+
+
 def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
     """(tokens on the busiest expert die, expert slots it holds, tokens it receives over the fabric)."""
     m, lay = plan.model, plan.layout
     assert m.moe is not None and lay is not None
     routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
     per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    busiest = busiest_load(
-        per_die_mean, lay.routed_dies, lay.routed_slots_per_die / lay.routed_slots, plan.deployment.eplb
+    imbalance = busiest_factor(
+        plan.routing,
+        lay,
+        plan.deployment.eplb,
+        num_experts=m.moe.num_routed,
+        top_k=m.moe.top_k,
+        tokens=tokens * lay.ep,
+        requests=_requests(plan, tokens) * lay.ep,
     )
+    busiest = per_die_mean * imbalance
     routed = (busiest, float(lay.routed_slots_per_die), busiest)
     if lay.shared_dies:
         shared_tokens = tokens * lay.ep / lay.shared_dies
@@ -338,6 +364,13 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
             hbm_bytes=3.0 * tokens * m.vocab * LOGIT_BYTES,
         ),
     ]
+
+
+def cache_load_op(plan: Plan) -> Op:
+    """The batch's cached prefix KV (all layers) read from the EMS pool before its suffix is computed."""
+    kv = plan.cached_tokens_per_die * plan.model.kv_bytes_per_token(plan.kv_bytes)
+    t, sol = comm.cache_load_s(plan.hardware, plan.deployment.cache_plane, kv)
+    return Op(name="ems_kv_load", op_class=OpClass.COMM, stream=Stream.ATTENTION, comm_s=t, comm_roofline_s=sol)
 
 
 def mtp_extra_ops(plan: Plan) -> list[Op]:

@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from cloudmatrix.cost import pipeline
-from cloudmatrix.cost.layers import head_ops, layer_ops, mtp_extra_ops
+from cloudmatrix.cost.layers import cache_load_op, head_ops, layer_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream, memory_s, op_time_s, roofline_s
 from cloudmatrix.deploy import Phase, Plan
 
@@ -138,6 +138,8 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
         extra += [("", op) for op in head_ops(plan, plan.decode_tokens_per_die)]
     else:  # only each prompt's last position needs logits
         extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
+        if plan.cached_tokens_per_die > 0:
+            extra.append(("", cache_load_op(plan)))
     for prefix, op in extra:
         key = prefix + op.name
         breakdown[key] += op_time_s(op, chip) * US

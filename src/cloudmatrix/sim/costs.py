@@ -17,6 +17,7 @@ from cloudmatrix.sim.scenario import Scenario
 
 KV_BUCKET_TOKENS = 64  # decode context is priced in 64-token buckets
 PREFILL_BUCKET_TOKENS = 128  # prefill tokens per chip are priced in 128-token buckets
+CACHED_STEPS = 64  # the cached share of a prefill batch is priced in 1/64 steps
 
 
 class StepCosts:
@@ -54,10 +55,14 @@ class StepCosts:
             microbatch=d.microbatch,
         )
 
-    def prefill_deployment(self, tokens_per_chip: int = 0, input_len: int | None = None) -> Deployment:
+    def prefill_deployment(
+        self, tokens_per_chip: int = 0, input_len: int | None = None, cached_fraction: float = 0.0
+    ) -> Deployment:
         p = self.s.prefill
         assert p is not None
         return Deployment(
+            cached_fraction=cached_fraction,
+            cache_plane=self.s.ems.plane if self.s.ems else "ub",
             phase=Phase.PREFILL,
             num_chips=p.chips,
             ep=p.ep,
@@ -67,6 +72,7 @@ class StepCosts:
             kv_precision=self.s.kv_precision,
             microbatch=p.microbatch,
             attention_tp=p.attention_tp,
+            eplb=Eplb(p.eplb),
         )
 
     def check(self) -> None:
@@ -111,15 +117,19 @@ class StepCosts:
             seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), math.ceil(per_chip / PREFILL_BUCKET_TOKENS)
         )
 
-    def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int) -> float:
-        dep = self.prefill_deployment(tokens_bucket * PREFILL_BUCKET_TOKENS, input_len_bucket * KV_BUCKET_TOKENS)
+    def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int, cached_bucket: int = 0) -> float:
+        dep = self.prefill_deployment(
+            tokens_bucket * PREFILL_BUCKET_TOKENS, input_len_bucket * KV_BUCKET_TOKENS, cached_bucket / CACHED_STEPS
+        )
         return estimate(self.hw, self.model, dep).step.step_s
 
-    def prefill_batch_s(self, total_tokens: int, mean_input: float) -> float:
+    def prefill_batch_s(self, total_tokens: int, mean_input: float, cached_tokens: int = 0) -> float:
+        """A prefill batch of ``total_tokens`` prompt tokens, ``cached_tokens`` of them loaded from EMS."""
         assert self.s.prefill is not None
         per_chip = total_tokens / self.s.prefill.chips
+        cached = min(round(cached_tokens / max(total_tokens, 1) * CACHED_STEPS), CACHED_STEPS - 1)
         return self.prefill_time_s(
-            max(math.ceil(per_chip / PREFILL_BUCKET_TOKENS), 1), max(round(mean_input / KV_BUCKET_TOKENS), 1)
+            max(math.ceil(per_chip / PREFILL_BUCKET_TOKENS), 1), max(round(mean_input / KV_BUCKET_TOKENS), 1), cached
         )
 
     def kv_transfer_s(self, input_len: int) -> float:

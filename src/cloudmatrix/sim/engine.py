@@ -18,6 +18,7 @@ from cloudmatrix.serving.prefill import PrefillQueue
 from cloudmatrix.serving.requests import RequestTable, State
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
+from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -81,6 +82,11 @@ class Simulation:
             else []
         )
         self.waiting_kv: deque[int] = deque()  # prefilled requests waiting for decode KV space
+        self.ems = (
+            PrefixCache(scenario, self.costs.hw, self.costs.model, self.workload.hash_block_tokens)
+            if scenario.ems
+            else None
+        )
         self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
         self.started = False
@@ -174,12 +180,14 @@ class Simulation:
             now = self.env.now
             for rid in rids:
                 self.table.start_prefill(rid, now)
-            dur = self.costs.prefill_batch_s(tokens, tokens / len(batch))
+            dur = self._prefill_batch_s(rids, tokens)
             self.prefill_busy[inst] = True
             yield self.env.timeout(dur)
             self.prefill_busy[inst] = False
             self.rec.prefill_batch(inst, now, dur, tokens)
             for rid in rids:
+                if self.ems:  # new blocks are stored asynchronously once the prefill has them (P3 §4.4.2)
+                    self.ems.store(self._hash_ids(rid))
                 self.table.end_prefill(rid, self.env.now)
                 if rid in self.cancelled:
                     self.cancelled.discard(rid)
@@ -189,6 +197,21 @@ class Simulation:
             self._admit_waiting()
             if self.observer:
                 self.observer(self)
+
+    def _hash_ids(self, rid: int) -> list[int] | None:
+        return self.workload.hash_ids[rid] if self.workload.hash_ids else None
+
+    def _prefill_batch_s(self, rids: list[int], tokens: int) -> float:
+        """The batch priced on its prompt tokens, less those whose KV the EMS cache supplies."""
+        if self.ems is None:
+            return self.costs.prefill_batch_s(tokens, tokens / len(rids))
+        cached = ssd = 0
+        for rid in rids:
+            c, s = self.ems.lookup(self._hash_ids(rid), int(self.table.input_len[rid]))
+            cached, ssd = cached + c, ssd + s
+        assert self.s.prefill is not None
+        nodes = -(-self.s.prefill.chips // int(self.costs.hw.system.chips_per_node.value))
+        return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd, nodes)
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------
     def _admit_waiting(self) -> None:
@@ -297,6 +320,7 @@ class Simulation:
             decode_instances=d.instances,
             ttft_slo_s=self.s.slo.ttft_ms / 1e3,
             tpot_slo_s=self.s.slo.tpot_ms / 1e3,
+            ems=self.ems.stats() if self.ems else None,
         )
 
 

@@ -52,6 +52,7 @@ class SimResult:
     decode_instances: int
     ttft_slo_s: float
     tpot_slo_s: float
+    ems: dict[str, Any] | None = None  # context-cache statistics when the scenario has an EMS cache
 
     def _done(self) -> np.ndarray:
         return np.nonzero(self.table.state == State.DONE)[0]
@@ -113,6 +114,7 @@ class SimResult:
                 "mean": float(ds[:, 5].mean()) if len(ds) else 0.0,
                 "max": float(ds[:, 5].max()) if len(ds) else 0.0,
             },
+            **({"ems": self.ems} if self.ems is not None else {}),
         }
 
     def timeline_rows(self) -> list[dict[str, Any]]:

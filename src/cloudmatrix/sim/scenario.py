@@ -4,11 +4,12 @@ with pydantic so every error names its field path; ``--set a.b=value`` overrides
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import ConfigError
@@ -30,6 +31,7 @@ class PrefillPool(_Spec):
     microbatch: bool | None = True
     attention_tp: int = Field(default=DEFAULT_ATTENTION_TP, ge=1)
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
+    eplb: Literal["perfect", "default", "none"] = "default"
 
 
 class DecodePool(_Spec):
@@ -39,7 +41,7 @@ class DecodePool(_Spec):
     batch_per_chip: int = Field(ge=1)
     mtp: int = Field(default=0, ge=0, le=4)
     mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
-    eplb: Literal["perfect", "default"] = "default"
+    eplb: Literal["perfect", "default", "none"] = "default"
     microbatch: bool | None = None
     kv_block_tokens: int = Field(default=128, ge=16)
 
@@ -49,6 +51,15 @@ class AggregatedPool(DecodePool):
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
 
     chunk_tokens_per_chip: int = Field(default=2048, ge=16)
+
+
+class EmsCache(_Spec):
+    """The EMS context cache in front of the prefill pool (P3 §4.4.2): prompts whose leading blocks (the
+    workload's hash_ids) are cached load that KV over ``plane`` and compute only the rest."""
+
+    plane: Literal["ub", "vpc"] = "ub"
+    nodes: int | None = Field(default=None, ge=1)  # nodes whose DRAM the pool uses; default: the deployment's
+    ssd: bool = True  # an EVS SSD tier below the DRAM tier
 
 
 class Slo(_Spec):
@@ -65,6 +76,7 @@ class Scenario(_Spec):
     prefill: PrefillPool | None = None
     decode: DecodePool | None = None
     aggregated: AggregatedPool | None = None
+    ems: EmsCache | None = None
     workload: WorkloadSpec = WorkloadSpec()
     slo: Slo = Slo()
     requests: int = Field(default=10000, ge=1)
@@ -77,21 +89,9 @@ class Scenario(_Spec):
         disaggregated = self.prefill is not None and self.decode is not None
         if disaggregated == (self.aggregated is not None):
             raise ValueError("a scenario has either prefill and decode pools, or an aggregated pool")
+        if self.ems is not None and self.prefill is None:
+            raise ValueError("ems: the context cache serves a prefill pool; this scenario has none")
         return self
-
-
-def _apply_set(data: dict[str, Any], assignment: str) -> None:
-    if "=" not in assignment:
-        raise ConfigError(f"--set '{assignment}': expected key=value, e.g. decode.batch_per_chip=64")
-    key, raw = assignment.split("=", 1)
-    node = data
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--set '{assignment}': '{part}' is not a section")
-        node = child
-    node[parts[-1]] = yaml.safe_load(raw)
 
 
 def load_scenario(source: str | None = None, overrides: list[str] | None = None) -> Scenario:
@@ -112,7 +112,7 @@ def load_scenario(source: str | None = None, overrides: list[str] | None = None)
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")
     for assignment in overrides or []:
-        _apply_set(data, assignment)
+        apply_assignment(data, assignment, "decode.batch_per_chip=64")
     data.setdefault("base_dir", str(path.parent.resolve()))
     try:
         return Scenario.model_validate(data)

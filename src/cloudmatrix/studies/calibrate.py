@@ -143,6 +143,24 @@ def fit_compute(
     )
 
 
+def fit_request_concentration(reference: ReferenceSet, row_id: str) -> tuple[float, float]:
+    """The routing profile's request concentration that puts the default-vs-perfect EPLB prefill ratio on
+    ``row_id``; (concentration, predicted ratio at the fit). The ratio rises with the concentration (a
+    request that routes like the long-run mix leaves EPLB nothing to miss), so bisect on its logarithm."""
+    from cloudmatrix.catalog.routing import model_routing
+    from cloudmatrix.studies.reproduce import predict_row
+
+    row = next(r for r in reference.rows if r.id == row_id)
+    base = model_routing(reference.model).describe().split("@")[0]
+
+    def ratio(log_c: float) -> float:
+        setup = {**row.setup, "routing": f"{base}@c={np.exp(log_c):.6g}"}
+        return predict_row(reference, row.model_copy(update={"setup": setup}))
+
+    log_c = _bisect(lambda x: ratio(x) - row.published, np.log(0.5), np.log(1e5), iters=30)
+    return float(np.exp(log_c)), ratio(log_c)
+
+
 # Which rows fix which constants, per reference set (docs/model.md "Calibrated constants").
 COMPUTE_FITS = {
     "cloudmatrix-infer": ("decode-layer-b96-mtp1", "slo15-4k256-b8-tpot"),
@@ -196,4 +214,42 @@ def calibration_report() -> dict[str, Any]:
                 "catalog": hw.chip.launch_us.value,
                 "rows": rows,
             }
+    constants.update(_routing_and_cache_fits())
     return {"constants": constants, "ep_comm_rms_error_pct": rms}
+
+
+# Fits outside the per-chip compute and fabric constants: the routing profile and EMS's model cache.
+CONCENTRATION_ROW = "prefill-eplb-default-vs-perfect"
+MODEL_CACHE_ROWS = ("model-warm-start", "model-cold-start-ems")
+
+
+def _routing_and_cache_fits() -> dict[str, dict[str, Any]]:
+    from cloudmatrix.catalog.hardware import load_hardware
+    from cloudmatrix.catalog.models import load_model
+    from cloudmatrix.catalog.reference import load_reference
+    from cloudmatrix.catalog.routing import model_routing
+    from cloudmatrix.cost.model_load import fit_model_load, model_bytes
+
+    ref = load_reference("cloudmatrix-infer")
+    conc, _ = fit_request_concentration(ref, CONCENTRATION_ROW)
+    out = {
+        f"routing.{ref.model}.request_concentration": {
+            "fitted": conc,
+            "catalog": model_routing(ref.model).concentration,
+            "rows": CONCENTRATION_ROW,
+        }
+    }
+    hw, model = load_hardware(ref.system), load_model(ref.model)
+    rows = {r.id: r for r in ref.rows}
+    warm, cold = (rows[i] for i in MODEL_CACHE_ROWS)
+    ems = hw.system.ems
+    assert ems is not None
+    setup, obs = fit_model_load(
+        hw, model_bytes(model, "int8"), warm.setup["chips_per_instance"], warm.published, cold.published
+    )
+    for name, fitted, catalog in (
+        ("warm_setup_s", setup, ems.warm_setup_s.value),
+        ("obs_efficiency", obs, ems.obs_efficiency.value),
+    ):
+        out[f"{hw.system.id}.ems.{name}"] = {"fitted": fitted, "catalog": catalog, "rows": " + ".join(MODEL_CACHE_ROWS)}
+    return out

@@ -10,6 +10,7 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.reference import ReferenceRow, ReferenceSet, load_reference
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.model_load import model_bytes, model_cache_times
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.studies.calibrate import ep_message_bytes, ep_plane
@@ -83,6 +84,9 @@ def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> De
         mtp_acceptance=s.get("mtp_acceptance", 0.0),
         eplb=Eplb(s.get("eplb", "perfect")),
         microbatch=s.get("microbatch"),
+        routing=s.get("routing"),
+        cached_fraction=s.get("cached_fraction", 0.0),
+        cache_plane=s.get("cache_plane", "ub"),
     )
 
 
@@ -93,6 +97,8 @@ def _quantity(est: Estimate, quantity: str) -> float:
         return est.tpot_s * 1e3
     if quantity == "moe_layer_us":
         return est.step.layer_us["moe"]
+    if quantity == "batch_time_ms":
+        return est.step.step_s * 1e3
     raise ValueError(f"unknown quantity {quantity}")
 
 
@@ -111,8 +117,28 @@ def predict_row(
             row.setup["ep"],
         )
         return t * 1e6
-    est = estimate(hw, model, deployment_from_setup(row.setup, ref.defaults))
-    return _quantity(est, row.quantity)
+    if row.quantity == "model_cache_s":
+        return model_cache_row(hw, model, {**ref.defaults, **row.setup})
+
+    def value(setup: dict[str, Any]) -> float:
+        return _quantity(estimate(hw, model, deployment_from_setup(setup, ref.defaults)), row.quantity)
+
+    if row.baseline is None:
+        return value(row.setup)
+    setups = [row.setup]
+    if row.sweep:
+        ((key, values),) = row.sweep.items()
+        setups = [{**row.setup, key: v} for v in values]
+    ratios = [value(s) / value({**s, **row.baseline}) for s in setups]
+    return min(ratios) if row.reduce == "min" else max(ratios)
+
+
+def model_cache_row(hw: Hardware, model: ModelSpec, setup: dict[str, Any]) -> float:
+    """One time of P3 Table 1 (``setup.time``: cold_obs_s, cold_ems_s, warm_s, switch_*_s)."""
+    times = model_cache_times(
+        hw, model_bytes(model, setup.get("precision", "int8")), setup["instances"], setup["chips_per_instance"]
+    )
+    return float(getattr(times, setup["time"]))
 
 
 def reproduce(set_id: str = DEFAULT_SET) -> Reproduction:

@@ -95,12 +95,36 @@ class ArrivalSpec(_Spec):
         return np.cumsum(gaps)
 
 
+# Mooncake traces hash prompts in 512-token blocks; block sizes outside 16..4096 are not KV-cache pages.
+MOONCAKE_BLOCK_TOKENS = 512
+MIN_BLOCK_TOKENS, MAX_BLOCK_TOKENS = 16, 4096
+
+
+class ReuseSpec(_Spec):
+    """Prefix reuse of generated prompts: the first floor(fraction x input_len / block_tokens) blocks of a
+    request are the shared prefix of one of ``groups`` prefix groups (uniform, seeded); its other blocks are
+    its own. P3 §5.4 (Fig. 23) sweeps the reuse rate from 12.5 % to 90 %."""
+
+    fraction: float = Field(ge=0, le=1)
+    groups: int = Field(default=16, ge=1)
+    block_tokens: int = Field(default=MOONCAKE_BLOCK_TOKENS, ge=MIN_BLOCK_TOKENS, le=MAX_BLOCK_TOKENS)
+
+
 class WorkloadSpec(_Spec):
     input: LengthSpec = LengthSpec(kind="fixed", value=4096)
     output: LengthSpec = LengthSpec(kind="fixed", value=256)
     arrivals: ArrivalSpec = ArrivalSpec(kind="poisson", rate_per_s=100.0)
     trace: str | None = None  # CSV/JSONL path: replaces lengths and arrivals
     time_scale: float = Field(default=1.0, gt=0)  # trace timestamps are multiplied by this
+    # tokens per block of the trace's hash_ids (Mooncake: 512)
+    trace_block_tokens: int = Field(default=MOONCAKE_BLOCK_TOKENS, ge=MIN_BLOCK_TOKENS, le=MAX_BLOCK_TOKENS)
+    reuse: ReuseSpec | None = None  # synthetic prefix reuse; a trace brings its own hash_ids
+
+    @model_validator(mode="after")
+    def _check(self) -> WorkloadSpec:
+        if self.trace and self.reuse:
+            raise ValueError("reuse applies to generated workloads; a trace brings its own hash_ids")
+        return self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +135,8 @@ class Workload:
     output_len: np.ndarray
     arrival_s: np.ndarray | None
     concurrency: int | None = None
-    hash_ids: list[list[int]] | None = None
+    hash_ids: list[list[int]] | None = None  # per request, its prompt's prefix-block hashes (chained)
+    hash_block_tokens: int = MOONCAKE_BLOCK_TOKENS  # tokens per block of ``hash_ids``
 
     @property
     def num_requests(self) -> int:
@@ -137,10 +162,39 @@ def generate(spec: WorkloadSpec, seed: int, num_requests: int, base_dir: Path | 
             output_len=trace.output_len[:n],
             arrival_s=(trace.timestamp_s[:n] - trace.timestamp_s[0]) * spec.time_scale,
             hash_ids=trace.hash_ids[:n] if trace.hash_ids else None,
+            hash_block_tokens=spec.trace_block_tokens,
         )
     inputs = spec.input.sample(stream(seed, "input_len"), num_requests)
     outputs = spec.output.sample(stream(seed, "output_len"), num_requests)
+    hashes, block = None, MOONCAKE_BLOCK_TOKENS
+    if spec.reuse is not None:
+        hashes, block = reuse_hash_ids(spec.reuse, inputs, stream(seed, "reuse_group")), spec.reuse.block_tokens
     if spec.arrivals.kind == "closed":
-        return Workload(input_len=inputs, output_len=outputs, arrival_s=None, concurrency=spec.arrivals.concurrency)
+        return Workload(
+            input_len=inputs,
+            output_len=outputs,
+            arrival_s=None,
+            concurrency=spec.arrivals.concurrency,
+            hash_ids=hashes,
+            hash_block_tokens=block,
+        )
     times = spec.arrivals.times(stream(seed, "arrivals"), num_requests)
-    return Workload(input_len=inputs, output_len=outputs, arrival_s=times)
+    return Workload(input_len=inputs, output_len=outputs, arrival_s=times, hash_ids=hashes, hash_block_tokens=block)
+
+
+def reuse_hash_ids(reuse: ReuseSpec, input_len: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
+    """Block hashes with a shared prefix per group, Mooncake-style: ceil(input_len / block) ids per request.
+    Shared block j of group g is ``g * max_shared + j``; ids from ``groups * max_shared`` up are unique, so an
+    id fixes its whole prefix, as a chained hash does."""
+    block = reuse.block_tokens
+    total = -(-input_len.astype(np.int64) // block)
+    shared = np.floor(reuse.fraction * input_len / block).astype(np.int64)
+    max_shared = int(shared.max()) if len(shared) else 0
+    groups = rng.integers(0, reuse.groups, len(input_len))
+    next_unique = reuse.groups * max_shared
+    out = []
+    for g, k, n in zip(groups.tolist(), shared.tolist(), total.tolist(), strict=True):
+        base = g * max_shared
+        out.append(list(range(base, base + k)) + list(range(next_unique, next_unique + n - k)))
+        next_unique += n - k
+    return out

@@ -1,0 +1,117 @@
+"""Expert-routing profiles: how unevenly a model's router spreads tokens over its routed experts.
+
+A profile has two parts (docs/model.md, "Expert load"):
+- the long-run popularity of the experts (``uniform``, ``zipf`` with an exponent, or a per-expert
+  histogram file), which EPLB sees in its statistics and balances with redundant copies;
+- ``request_concentration``: how far one request's own routing strays from that long-run mix. A request's
+  expert mix is Dirichlet(c · popularity), so a batch of few long prompts (prefill) departs from the
+  statistics EPLB placed for, while a batch of thousands of decode sequences does not.
+
+Profiles live in ``data/routing.yaml`` per model; a user can override them per deployment with a spec
+string (``uniform``, ``zipf:0.4``, ``zipf:0.4@c=30`` or a path to a histogram file)."""
+
+from __future__ import annotations
+
+import json
+import math
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.errors import ConfigError
+
+ROUTING_FILE = DATA_DIR / "routing.yaml"
+DEFAULT_PROFILE = "default"
+
+
+class RoutingProfile(Frozen):
+    popularity: Literal["uniform", "zipf", "histogram"] = "uniform"
+    zipf_exponent: Sourced | None = None
+    histogram: tuple[float, ...] | None = None  # per-expert token counts or shares (any scale)
+    request_concentration: Sourced | None = None  # None: requests route like the long-run mix
+    source: str = Field(default="", description="where the profile comes from")
+
+    @model_validator(mode="after")
+    def _check(self) -> RoutingProfile:
+        if self.popularity == "zipf" and self.zipf_exponent is None:
+            raise ValueError("a zipf profile needs zipf_exponent")
+        if self.popularity == "histogram" and not self.histogram:
+            raise ValueError("a histogram profile needs a non-empty histogram")
+        if self.histogram and (min(self.histogram) < 0 or sum(self.histogram) <= 0):
+            raise ValueError("histogram loads must be >= 0 and not all zero")
+        if self.zipf_exponent is not None and self.zipf_exponent.value < 0:
+            raise ValueError("zipf_exponent must be >= 0")
+        if self.request_concentration is not None and self.request_concentration.value <= 0:
+            raise ValueError("request_concentration must be > 0")
+        return self
+
+    @property
+    def concentration(self) -> float:
+        return math.inf if self.request_concentration is None else self.request_concentration.value
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        """Hashable identity for caches."""
+        z = self.zipf_exponent.value if self.zipf_exponent else 0.0
+        return (self.popularity, z, self.histogram, self.concentration)
+
+    def describe(self) -> str:
+        base = {"uniform": "uniform", "zipf": f"zipf:{self.zipf_exponent.value if self.zipf_exponent else 0:g}"}
+        name = base.get(self.popularity, f"histogram({len(self.histogram or ())} experts)")
+        return name if self.request_concentration is None else f"{name}@c={self.concentration:g}"
+
+
+def _profiles() -> dict[str, dict[str, object]]:
+    data = read_yaml(ROUTING_FILE)
+    if not isinstance(data, dict) or DEFAULT_PROFILE not in data:
+        raise ConfigError(f"{ROUTING_FILE.name}: expected a mapping of model ids with a '{DEFAULT_PROFILE}' entry")
+    return data
+
+
+@cache
+def model_routing(model_id: str) -> RoutingProfile:
+    """The catalog profile of a model (``default`` for models without their own)."""
+    profiles = _profiles()
+    entry = profiles.get(model_id, profiles[DEFAULT_PROFILE])
+    return parse(RoutingProfile, entry, f"{ROUTING_FILE.name}: {model_id}")
+
+
+def _histogram_file(path: Path) -> tuple[float, ...]:
+    """Per-expert loads: a JSON list, or text with one number per line or comma-separated."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"routing histogram {path}: cannot read ({e.strerror})") from None
+    try:
+        values = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
+        return tuple(float(v) for v in values)
+    except (ValueError, TypeError):
+        raise ConfigError(f"routing histogram {path}: expected numbers, one per expert") from None
+
+
+def parse_routing(spec: str, base: RoutingProfile) -> RoutingProfile:
+    """A user's override: ``uniform``, ``zipf:S``, either with ``@c=C`` (request concentration; without it
+    the catalog's is kept), or a histogram file path."""
+    what = f"routing '{spec}'"
+    body, _, conc = spec.partition("@c=")
+    fields: dict[str, object] = {"request_concentration": base.request_concentration, "source": f"user: {spec}"}
+    if conc:
+        try:
+            fields["request_concentration"] = Sourced(value=float(conc), source=f"user: {spec}")
+        except ValueError:
+            raise ConfigError(f"{what}: concentration '{conc}' is not a number") from None
+    if body == "uniform":
+        fields["popularity"] = "uniform"
+    elif body.startswith("zipf:"):
+        try:
+            fields.update(popularity="zipf", zipf_exponent=Sourced(value=float(body[5:]), source=f"user: {spec}"))
+        except ValueError:
+            raise ConfigError(f"{what}: exponent '{body[5:]}' is not a number") from None
+    elif Path(body).exists():
+        fields.update(popularity="histogram", histogram=_histogram_file(Path(body)))
+    else:
+        raise ConfigError(f"{what}: expected uniform, zipf:EXPONENT[@c=CONCENTRATION] or a histogram file path")
+    return parse(RoutingProfile, fields, what)

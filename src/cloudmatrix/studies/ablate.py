@@ -1,0 +1,113 @@
+"""`ablate`: switch CloudMatrix-Infer's optimisations off one at a time on the paper's deployment (P3 §5.4)
+and report what each is worth in throughput and latency, from the model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.estimate import Estimate, estimate
+
+SYSTEM, MODEL = "cloudmatrix384", "deepseek-r1"
+
+# The paper's instances (P3 §5.1): decode EP320 at batch 96, KV 4K, MTP 1 at 70 % acceptance; prefill EP32
+# at 16K tokens per NPU of 4K prompts; both INT8 with default EPLB and the microbatch pipelines; EMS context
+# caching over UB at the 50 % reuse point of Fig. 23.
+PAPER_DECODE = Deployment(
+    phase=Phase.DECODE,
+    num_chips=160,
+    ep=320,
+    batch_per_chip=96,
+    kv_len=4096,
+    mtp=1,
+    mtp_acceptance=0.7,
+    eplb=Eplb.DEFAULT,
+    microbatch=True,
+)
+PAPER_PREFILL = Deployment(
+    phase=Phase.PREFILL,
+    num_chips=16,
+    ep=32,
+    tokens_per_chip=16384,
+    input_len=4096,
+    eplb=Eplb.DEFAULT,
+    microbatch=True,
+    cached_fraction=0.5,
+)
+
+# (phase, optimisation, what it becomes when switched off)
+ABLATIONS: list[tuple[Deployment, str, dict[str, Any]]] = [
+    (PAPER_DECODE, "microbatch pipeline (two streams)", {"microbatch": False}),
+    (PAPER_DECODE, "MTP (1 draft token)", {"mtp": 0, "mtp_acceptance": 0.0}),
+    (PAPER_DECODE, "EPLB (32 redundant experts)", {"eplb": Eplb.NONE}),
+    (PAPER_DECODE, "INT8 weights and dispatch", {"precision": "bf16"}),
+    (PAPER_PREFILL, "microbatch pipeline (SDMA overlap)", {"microbatch": False}),
+    (PAPER_PREFILL, "EPLB (1 redundant expert per die)", {"eplb": Eplb.NONE}),
+    (PAPER_PREFILL, "INT8 weights and dispatch", {"precision": "bf16"}),
+    (PAPER_PREFILL, "EMS context cache (50 % reuse)", {"cached_fraction": 0.0}),
+    (PAPER_PREFILL, "EMS over UB (instead of VPC)", {"cache_plane": "vpc"}),
+]
+
+
+def _latency_ms(est: Estimate) -> float:
+    """TPOT for decode; the batch time (the TTFT of its prompts, queueing aside) for prefill."""
+    return (est.tpot_s if est.plan.decodes else est.step.step_s) * 1e3
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationRow:
+    phase: str
+    optimisation: str
+    off: dict[str, Any]
+    throughput_on: float
+    latency_on_ms: float
+    throughput_off: float | None  # None: infeasible with the optimisation off
+    latency_off_ms: float | None
+    note: str = ""
+
+    @property
+    def throughput_gain_pct(self) -> float | None:
+        """What the optimisation adds to throughput, relative to running without it."""
+        if self.throughput_off is None:
+            return None
+        return (self.throughput_on / self.throughput_off - 1) * 100
+
+    @property
+    def latency_change_pct(self) -> float | None:
+        if self.latency_off_ms is None:
+            return None
+        return (self.latency_on_ms / self.latency_off_ms - 1) * 100
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in dataclasses.asdict(self).items() if k != "off"}
+        out["off"] = {k: str(v) for k, v in self.off.items()}
+        out["throughput_gain_pct"] = self.throughput_gain_pct
+        out["latency_change_pct"] = self.latency_change_pct
+        return out
+
+
+def ablate(system: str = SYSTEM, model: str = MODEL) -> list[AblationRow]:
+    rows = []
+    for base, name, off in ABLATIONS:
+        on = estimate(system, model, base)
+        try:
+            ablated: Estimate | None = estimate(system, model, dataclasses.replace(base, **off))
+            note = ""
+        except CloudMatrixError as e:
+            ablated, note = None, str(e)
+        rows.append(
+            AblationRow(
+                phase=base.phase.value,
+                optimisation=name,
+                off=off,
+                throughput_on=on.throughput_per_chip_tok_s,
+                latency_on_ms=_latency_ms(on),
+                throughput_off=ablated.throughput_per_chip_tok_s if ablated else None,
+                latency_off_ms=_latency_ms(ablated) if ablated else None,
+                note=note,
+            )
+        )
+    return rows
