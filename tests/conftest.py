@@ -1,23 +1,16 @@
+import dataclasses
+
 import pytest
 
-from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.deploy import Deployment, Phase
+from cloudmatrix.studies.ablate import PAPER_DECODE
 
 
 @pytest.fixture
 def paper_decode() -> Deployment:
-    """The paper's decode point: 160 NPUs, EP320, batch 96/NPU, KV 4,096, MTP 1 at 70 % (P3 Table 3)."""
-    return Deployment(
-        phase=Phase.DECODE,
-        num_chips=160,
-        ep=320,
-        batch_per_chip=96,
-        kv_len=4096,
-        input_len=4096,
-        output_len=256,
-        mtp=1,
-        mtp_acceptance=0.7,
-        eplb=Eplb.DEFAULT,
-    )
+    """The paper's decode point: 160 NPUs, EP320, batch 96/NPU, KV 4,096, MTP 1 at 70 % (P3 Table 3),
+    with the microbatch choice left to the model."""
+    return dataclasses.replace(PAPER_DECODE, microbatch=None)
 
 
 @pytest.fixture

@@ -326,6 +326,11 @@ def calibrate(as_json: JsonFlag = False) -> None:
             out.print(f"{name:52s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
 
 
+from cloudmatrix.cli.plan_cmd import plan  # noqa: E402  (plan_cmd uses this module's helpers at run time)
+
+app.command()(plan)
+
+
 def main() -> None:
     app()
 

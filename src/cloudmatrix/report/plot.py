@@ -8,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from cloudmatrix.studies.compare import SystemResult  # noqa: E402
 
@@ -21,12 +23,39 @@ def tradeoff_png(results: list[SystemResult], path: Path, title: str, tpot_slo_m
         ax.plot(users, chips, marker="o", markersize=3, label=f"{r.system} ({r.precision})")
         if r.feasible:
             ax.scatter([1e3 / r.tpot_ms], [r.decode_tok_s_per_chip], s=60, edgecolors="black", zorder=3)
+    _finish(fig, ax, path, title, "decode throughput per chip (tokens/s)", tpot_slo_ms)
+
+
+def _finish(fig: Figure, ax: Axes, path: Path, title: str, ylabel: str, tpot_slo_ms: float) -> None:
+    """Shared frame of the trade-off plots: the TPOT SLO as a dashed line, labels, legend, PNG file."""
     ax.axvline(1e3 / tpot_slo_ms, color="grey", linestyle="--", linewidth=1, label=f"TPOT SLO {tpot_slo_ms:g} ms")
     ax.set_xlabel("tokens/s per user (1 / TPOT)")
-    ax.set_ylabel("decode throughput per chip (tokens/s)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def pareto_png(
+    points: list[tuple[float, float]],
+    front: list[tuple[float, float]],
+    chosen: tuple[float, float] | None,
+    path: Path,
+    title: str,
+    tpot_slo_ms: float,
+) -> None:
+    """The planner's deployments as (tokens/s per user, output tokens/s per chip), the Pareto front as a
+    line, the chosen deployment starred and the TPOT SLO as a dashed line."""
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax.scatter(xs, ys, s=8, color="lightgrey", label="deployments (pools rate-matched)")
+    if front:
+        fx, fy = zip(*sorted(front), strict=True)
+        ax.plot(fx, fy, marker="o", markersize=4, color="tab:blue", label="Pareto front")
+    if chosen is not None:
+        ax.scatter([chosen[0]], [chosen[1]], marker="*", s=220, color="tab:red", zorder=3, label="chosen")
+    _finish(fig, ax, path, title, "output tokens/s per chip (whole deployment)", tpot_slo_ms)

@@ -1,0 +1,199 @@
+"""`cloudmatrix plan`: the deployment planner's command and its tables. Registered on the app in app.py;
+the app's helpers are imported when the command runs (app.py imports this module)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+
+def plan(
+    system: Annotated[str, typer.Option(help="System id (or atlas950-superpod etc.).")] = "cloudmatrix384",
+    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
+    workload: Annotated[
+        str, typer.Option(help="4k-256, 2k-256, 1k-1k, INPUT/OUTPUT, a workload/scenario YAML or a trace.")
+    ] = "4k-256",
+    ttft_slo: Annotated[float, typer.Option(help="TTFT SLO in ms (mean at the planned load).")] = 5000.0,
+    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
+    chips: Annotated[int | None, typer.Option(help="Chip budget (default: the whole system).")] = None,
+    top: Annotated[int, typer.Option(help="Deployments to list and check in simulation.")] = 5,
+    mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (an input, never fitted).")] = 0.7,
+    load: Annotated[float, typer.Option(help="Planned utilisation of the binding pool (0-1).")] = 0.9,
+    precision: Annotated[
+        str | None, typer.Option(help="Comma-separated precisions to search (default: all the chip runs natively).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
+    ] = None,
+    check: Annotated[
+        bool, typer.Option("--check/--no-check", help="Re-run the listed deployments in simulation.")
+    ] = True,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
+    ] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
+    ray_cpus: Annotated[int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores).")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write the Pareto PNG here.")] = None,
+    write_scenario: Annotated[Path | None, typer.Option(help="Write the chosen deployment as a scenario YAML.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+) -> None:
+    """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
+    from cloudmatrix.cli import app as cli
+    from cloudmatrix.planner.inputs import PlanRequest
+    from cloudmatrix.planner.space import SearchSpace
+
+    if top < 1:
+        cli._fail(f"--top must be at least 1, got {top}")
+    request = PlanRequest(
+        system=system,
+        model=model,
+        workload=workload,
+        ttft_slo_ms=ttft_slo,
+        tpot_slo_ms=tpot_slo,
+        chips=chips,
+        top=top,
+        mtp_acceptance=mtp_acceptance,
+        utilisation=load,
+        hardware_overrides=tuple(set_ or []),
+        space=SearchSpace(precisions=tuple(p.strip() for p in precision.split(",")) if precision else None),
+    )
+    d, result = _search(request, check, ray or ray_address is not None, ray_address, ray_cpus)
+    if write_scenario is not None:
+        _write_scenario(write_scenario, result, d)
+    if plot is not None:
+        _plot(plot, result, request)
+    if as_json:
+        cli._emit_json(d)
+    else:
+        for table in plan_tables(d):
+            cli.out.print(table)
+
+
+def _search(
+    request: Any, check: bool, use_ray: bool, address: str | None, cpus: int | None
+) -> tuple[dict[str, Any], Any]:
+    from cloudmatrix.cli import app as cli
+    from cloudmatrix.cli.progress import LazyProgress
+    from cloudmatrix.planner import search
+
+    sweep = None
+    if use_ray:
+        from cloudmatrix.planner.ray_sweep import RaySweep
+
+        sweep = cli._run(lambda: RaySweep(address, cpus))
+    try:
+        started = time.perf_counter()
+        with LazyProgress("costing candidates") as progress:
+            cost = _ray_cost(sweep) if sweep else None
+            result = cli._run(lambda: search.fast_path(request, progress.update, cost))
+        fast_s = time.perf_counter() - started
+        if check:
+            runner = _ray_checks(sweep, result) if sweep else None
+            result = cli._run(lambda: search.check_path(result, runner))
+        total_s = time.perf_counter() - started
+    finally:
+        if sweep:
+            sweep.close()
+    d = result.to_dict()
+    d["timing_s"] = {"fast_path": fast_s, "checks": total_s - fast_s, "total": total_s}
+    d["candidates_per_s"] = result.stats.costed / fast_s if fast_s > 0 else None
+    d["ray_workers"] = sweep.workers if sweep else None
+    return d, result
+
+
+def _ray_cost(sweep: Any) -> Any:
+    from cloudmatrix.planner.ray_sweep import ray_cost
+
+    return ray_cost(sweep)
+
+
+def _ray_checks(sweep: Any, result: Any) -> Any:
+    from cloudmatrix.planner.search import CheckChunk
+
+    chunk = CheckChunk(result.workload, result.request)
+    return lambda deployments: sweep.map_chunks(chunk, deployments)
+
+
+def _write_scenario(path: Path, result: Any, d: dict[str, Any]) -> None:
+    from cloudmatrix.cli import app as cli
+    from cloudmatrix.planner.scenario_out import scenario_yaml
+
+    if not result.listed:
+        cli._fail("no deployment meets the SLOs: nothing to write")
+    try:
+        path.write_text(scenario_yaml(result.listed[0], result.workload, result.request))
+    except OSError as e:
+        cli._fail(f"cannot write {path}: {e.strerror}")
+    d["scenario_path"] = str(path)
+
+
+def _plot(path: Path, result: Any, request: Any) -> None:
+    from cloudmatrix.cli import app as cli
+    from cloudmatrix.report.plot import pareto_png
+
+    ranking = result.ranking
+    points = [(x.tok_s_per_user, x.output_tok_s_per_chip) for x in ranking.deployments]
+    front = [(x.tok_s_per_user, x.output_tok_s_per_chip) for x in ranking.pareto]
+    best = result.listed[0] if result.listed else None
+    chosen = (best.tok_s_per_user, best.output_tok_s_per_chip) if best else None
+    title = f"{request.model} on {result.hardware_id}, {result.workload.name}"
+    try:
+        pareto_png(points, front, chosen, path, title, request.tpot_slo_ms)
+    except OSError as e:
+        cli._fail(f"cannot write {path}: {e.strerror}")
+
+
+def _ep(ep: int | None) -> str:
+    return f"EP{ep}" if ep else "dense"
+
+
+def plan_tables(d: dict[str, Any]) -> list[Table]:
+    """The ranked deployments with their checks, and the search summary."""
+    w = d["workload"]
+    t = Table(
+        title=f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "
+        f"TTFT SLO {d['ttft_slo_ms']:g} ms, TPOT SLO {d['tpot_slo_ms']:g} ms"
+    )
+    cols = ("#", "prec", "prefill", "decode", "chips", "req/s", "TTFT ms", "TPOT ms", "tok/s/user", "out tok/s/chip")
+    for col in (*cols, "sim out/chip", "sim TTFT", "sim TPOT", "flags"):
+        t.add_column(col, justify="left" if col in ("prec", "prefill", "decode", "flags") else "right")
+    for r in d["ranked"]:
+        p, c, chk = r["prefill"], r["decode"], r["check"]
+        sim = chk["simulated"] if chk else {}
+        t.add_row(
+            str(r["rank"]),
+            r["precision"],
+            f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{p['attention_tp']} {p['tokens_per_chip'] // 1024}K"
+            f"{' mb' if p['microbatch'] else ''}",
+            f"{c['instances']}×{c['chips']} {_ep(c['ep'])} b{c['batch_per_chip']} MTP{c['mtp']}"
+            f"{' mb' if c['microbatch'] else ''}",
+            str(r["chips"]),
+            f"{r['rate_req_s']:,.1f}",
+            f"{r['ttft_ms']:,.0f}",
+            f"{r['tpot_ms']:.1f}",
+            f"{r['tok_s_per_user']:.1f}",
+            f"{r['output_tok_s_per_chip']:,.1f}",
+            *(f"{sim[k]:,.1f}" if k in sim else "-" for k in ("output_tok_s_per_chip", "ttft_ms", "tpot_ms")),
+            ", ".join(chk["flagged"]) + (" (not steady)" if chk["note"] else "") if chk else "",
+        )
+    s, b = d["search"], d["best_decode"]
+    pruned = ", ".join(f"{k} {v}" for k, v in s["pruned"].items()) or "none"
+    caption = [
+        f"{s['enumerated']} candidates, pruned {pruned}; {s['costed']} costed"
+        + (f" at {d['candidates_per_s']:,.0f}/s" if d.get("candidates_per_s") else "")
+        + f"; {s['deployments']} deployments, {s['meeting_slo']} within the SLOs",
+    ]
+    if b:
+        caption.append(
+            f"best decode instance within the TPOT SLO: {b['label']} {b['precision']}, "
+            f"{b['tok_s_per_chip']:,.0f} tok/s per chip at TPOT {b['tpot_ms']:.1f} ms"
+        )
+    if d["check_note"]:
+        caption.append(d["check_note"])
+    t.caption = "\n".join(caption)
+    return [t]

@@ -1,0 +1,184 @@
+"""The search space: prefill and decode instance candidates on one system, enumerated in a fixed order, with
+the cheap feasibility checks (chip count, divisibility, HBM) applied before anything is costed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import product
+
+from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.cost.memory import memory_use
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase, plan
+from cloudmatrix.errors import CloudMatrixError, ConfigError
+from cloudmatrix.sim.scenario import PrefillPool
+
+# Instance sizes in nodes: prefill instances stay small (the paper's 16 NPUs = 2 nodes), decode instances
+# span from two nodes up to most of a supernode (the paper's 160 NPUs = 20 nodes).
+PREFILL_NODES = (1, 2, 4, 8)
+DECODE_NODES = (2, 4, 6, 8, 12, 16, 20, 24, 32)
+NATIVE_PRECISIONS = ("int8", "fp8", "fp4", "bf16")
+# Prefill is priced with the expert-load balance the simulation's prefill pools use, so that a check
+# compares like with like (decode uses EPLB as deployed, the pools' default too).
+PREFILL_EPLB = Eplb(PrefillPool.model_fields["eplb"].default) if "eplb" in PrefillPool.model_fields else Eplb.PERFECT
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """The axes of the search. ``None`` sizes and precisions are derived from the system."""
+
+    prefill_chips: tuple[int, ...] | None = None
+    decode_chips: tuple[int, ...] | None = None
+    ep_divisors: tuple[int, ...] = (1, 2)  # EP = dies / d: one expert group, or two replicas of it
+    batches_per_chip: tuple[int, ...] = (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 104, 112, 128, 160, 192)
+    tokens_per_chip: tuple[int, ...] = (4096, 8192, 16384)
+    attention_tp: tuple[int, ...] = (1, 2, 4, 8)  # prefill SP-TP-SP group; decode attention is DP
+    mtp_depths: tuple[int, ...] = (0, 1)
+    microbatch: tuple[bool, ...] = (True, False)
+    precisions: tuple[str, ...] | None = None  # default: every precision the die runs natively
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """One instance configuration of one role; the pool sizes come later, from rate matching."""
+
+    phase: Phase
+    precision: str
+    chips: int
+    ep: int | None
+    microbatch: bool
+    batch_per_chip: int = 0  # decode
+    mtp: int = 0  # decode
+    tokens_per_chip: int = 0  # prefill
+    attention_tp: int = DEFAULT_ATTENTION_TP  # prefill
+
+    def deployment(self, input_len: int, output_len: int, mtp_acceptance: float) -> Deployment:
+        if self.phase == Phase.PREFILL:
+            return Deployment(
+                phase=Phase.PREFILL,
+                num_chips=self.chips,
+                ep=self.ep,
+                tokens_per_chip=self.tokens_per_chip,
+                input_len=input_len,
+                precision=self.precision,
+                microbatch=self.microbatch,
+                attention_tp=self.attention_tp,
+                eplb=PREFILL_EPLB,
+            )
+        return Deployment(
+            phase=Phase.DECODE,
+            num_chips=self.chips,
+            ep=self.ep,
+            batch_per_chip=self.batch_per_chip,
+            input_len=input_len,
+            output_len=output_len,
+            precision=self.precision,
+            mtp=self.mtp,
+            mtp_acceptance=mtp_acceptance if self.mtp else 0.0,
+            eplb=Eplb.DEFAULT,
+            microbatch=self.microbatch,
+        )
+
+    def label(self) -> str:
+        ep = f"EP{self.ep}" if self.ep else "dense"
+        mb = "mb" if self.microbatch else "serial"
+        if self.phase == Phase.PREFILL:
+            return f"{self.chips}c {ep} TP{self.attention_tp} {self.tokens_per_chip // 1024}K/chip {mb}"
+        return f"{self.chips}c {ep} b{self.batch_per_chip} MTP{self.mtp} {mb}"
+
+
+def precisions(hw: Hardware, space: SearchSpace) -> tuple[str, ...]:
+    if space.precisions is not None:
+        for p in space.precisions:
+            if p not in BYTES_PER_ELEMENT:
+                raise ConfigError(f"precision '{p}' is not one of: {', '.join(BYTES_PER_ELEMENT)}")
+        return space.precisions
+    return tuple(p for p in NATIVE_PRECISIONS if p in hw.chip.die.peak_tflops)
+
+
+def instance_sizes(hw: Hardware, nodes: tuple[int, ...]) -> tuple[int, ...]:
+    per_node = int(hw.system.chips_per_node.value)
+    return tuple(n * per_node for n in nodes if n * per_node <= hw.system.num_chips)
+
+
+def _eps(hw: Hardware, model: ModelSpec, chips: int, space: SearchSpace) -> Sequence[int | None]:
+    if model.moe is None:
+        return [None]
+    dies = chips * hw.chip.num_dies
+    return sorted({dies // d for d in space.ep_divisors if dies % d == 0}, reverse=True)
+
+
+def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> list[Candidate]:
+    """Every combination of the axes, in a fixed order (the order results and ties are reported in)."""
+    out: list[Candidate] = []
+    for prec in precisions(hw, space):
+        for chips in space.prefill_chips or instance_sizes(hw, PREFILL_NODES):
+            axes = product(_eps(hw, model, chips, space), space.attention_tp, space.tokens_per_chip, space.microbatch)
+            out += [
+                Candidate(
+                    phase=Phase.PREFILL,
+                    precision=prec,
+                    chips=chips,
+                    ep=ep,
+                    microbatch=mb,
+                    tokens_per_chip=tokens,
+                    attention_tp=tp,
+                )
+                for ep, tp, tokens, mb in axes
+            ]
+        for chips in space.decode_chips or instance_sizes(hw, DECODE_NODES):
+            axes = product(_eps(hw, model, chips, space), space.batches_per_chip, space.mtp_depths, space.microbatch)
+            out += [
+                Candidate(
+                    phase=Phase.DECODE,
+                    precision=prec,
+                    chips=chips,
+                    ep=ep,
+                    microbatch=mb,
+                    batch_per_chip=batch,
+                    mtp=mtp,
+                )
+                for ep, batch, mtp, mb in axes
+            ]
+    return out
+
+
+def prune_reason(
+    c: Candidate, hw: Hardware, model: ModelSpec, budget_chips: int, input_len: int, output_len: int
+) -> str | None:
+    """Why a candidate cannot run, from checks far cheaper than costing it (None: it may run)."""
+    other_min = min(instance_sizes(hw, DECODE_NODES if c.phase == Phase.PREFILL else PREFILL_NODES) or (1,))
+    if c.chips + other_min > budget_chips:
+        return "chips"  # no room left for the other role's smallest instance
+    dies = c.chips * hw.chip.num_dies
+    if c.phase == Phase.DECODE and c.batch_per_chip % hw.chip.num_dies:
+        return "divisibility"  # whole sequences per die
+    if c.phase == Phase.PREFILL and (model.attention.num_heads % c.attention_tp or c.attention_tp > dies):
+        return "divisibility"
+    if c.mtp > model.mtp_layers:
+        return "mtp"
+    try:
+        p = plan(c.deployment(input_len, output_len, 0.0), hw, model)
+    except CloudMatrixError:
+        return "divisibility"
+    if memory_use(p).total_bytes > hw.chip.hbm_bytes_per_die:
+        return "memory"
+    return None
+
+
+def feasible_candidates(
+    hw: Hardware, model: ModelSpec, space: SearchSpace, budget_chips: int, input_len: int, output_len: int
+) -> tuple[list[Candidate], list[Candidate], Counter[str]]:
+    """(all enumerated, those that survive pruning, how many each check removed)."""
+    everything = enumerate_candidates(hw, model, space)
+    pruned: Counter[str] = Counter()
+    kept = []
+    for c in everything:
+        reason = prune_reason(c, hw, model, budget_chips, input_len, output_len)
+        if reason is None:
+            kept.append(c)
+        else:
+            pruned[reason] += 1
+    return everything, kept, pruned
