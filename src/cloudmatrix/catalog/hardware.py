@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -240,10 +240,15 @@ def ems_pool_bytes(hw: Hardware, nodes: int) -> float:
     return nodes * cpu.sockets_per_node.value * cpu.dram_gb_per_socket.value * GB_DECIMAL * ems.dram_share.value
 
 
+@cache
+def _hardware_files() -> dict[Path, Any]:
+    """Every hardware YAML, parsed once per process (ids live inside the files, so listing needs them all)."""
+    return {path: read_yaml(path) for path in sorted(HARDWARE_DIR.glob("*.yaml"))}
+
+
 def _ids(kind: str) -> dict[str, Path]:
     out = {}
-    for path in sorted(HARDWARE_DIR.glob("*.yaml")):
-        data = read_yaml(path)
+    for path, data in _hardware_files().items():
         if isinstance(data, dict) and ("chip" in data) == (kind == "system"):
             out[str(data.get("id", path.stem))] = path
     return out
@@ -264,7 +269,7 @@ def load_chip(chip_id: str) -> ChipSpec:
     paths = chip_ids()
     if chip_id not in paths:
         raise UnknownIdError("chip", chip_id, list(paths))
-    return parse(ChipSpec, read_yaml(paths[chip_id]), str(paths[chip_id].name))
+    return parse(ChipSpec, _hardware_files()[paths[chip_id]], str(paths[chip_id].name))
 
 
 @cache
@@ -272,5 +277,5 @@ def load_hardware(system_id: str) -> Hardware:
     paths = system_ids()
     if system_id not in paths:
         raise UnknownIdError("system", system_id, list(paths))
-    system = parse(SystemSpec, read_yaml(paths[system_id]), str(paths[system_id].name))
+    system = parse(SystemSpec, _hardware_files()[paths[system_id]], str(paths[system_id].name))
     return Hardware(system=system, chip=load_chip(system.chip))

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cloudmatrix.errors import ConfigError
 
 DATA_DIR = Path(__file__).parent / "data"
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML has it: ~10x faster
 
 
 class Frozen(BaseModel):
@@ -45,7 +46,7 @@ def describe_validation_error(err: ValidationError) -> str:
 def read_yaml(path: Path) -> Any:
     try:
         with path.open() as f:
-            return yaml.safe_load(f)
+            return yaml.load(f, Loader=_LOADER)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     except yaml.YAMLError as e:

@@ -9,9 +9,8 @@ from __future__ import annotations
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.experts import busiest_factor
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, Eplb, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
 LOGIT_BYTES = 4.0  # sampling works on FP32 logits
@@ -231,15 +230,19 @@ def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
     assert m.moe is not None and lay is not None
     routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
     per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    imbalance = busiest_factor(
-        plan.routing,
-        lay,
-        plan.deployment.eplb,
-        num_experts=m.moe.num_routed,
-        top_k=m.moe.top_k,
-        tokens=tokens * lay.ep,
-        requests=_requests(plan, tokens) * lay.ep,
-    )
+    imbalance = 1.0
+    if plan.deployment.eplb != Eplb.PERFECT:
+        from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
+
+        imbalance = busiest_factor(
+            plan.routing,
+            lay,
+            plan.deployment.eplb,
+            num_experts=m.moe.num_routed,
+            top_k=m.moe.top_k,
+            tokens=tokens * lay.ep,
+            requests=_requests(plan, tokens) * lay.ep,
+        )
     busiest = per_die_mean * imbalance
     routed = (busiest, float(lay.routed_slots_per_die), busiest)
     if lay.shared_dies:
