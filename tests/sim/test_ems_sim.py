@@ -48,3 +48,27 @@ def test_cache_stays_within_capacity_and_is_deterministic() -> None:
 def test_ems_needs_a_prefill_pool() -> None:
     with pytest.raises(ConfigError, match="context cache serves a prefill pool"):
         load_scenario("h200-colocated", ["ems.plane=ub"])
+
+
+def test_trace_replay_hits_match_a_prefix_count() -> None:
+    """Mooncake hash_ids through the cache: at a low rate every earlier prompt has been stored before the
+    next arrives, so each prompt hits its longest prefix shared with any earlier one (512-token blocks)."""
+    import json
+    from pathlib import Path
+
+    trace = Path(__file__).resolve().parents[1] / "data" / "mooncake_sample.jsonl"
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    seen: set[int] = set()
+    expected = 0
+    for r in rows:
+        lead = 0
+        for h in r["hash_ids"]:
+            if h not in seen:
+                break
+            lead += 1
+        expected += min(lead * 512, r["input_length"] - 1)
+        seen.update(r["hash_ids"])
+    total = sum(r["input_length"] for r in rows)
+    d = _run("cm384-ems", [f"workload.trace={trace}", "workload.reuse=null", "workload.time_scale=20", "requests=300"])
+    assert d["ems"]["token_hit_rate"] == pytest.approx(expected / total, abs=1e-9)
+    assert expected > 0
