@@ -102,9 +102,16 @@ def test_unknown_path_names_path_and_valid_keys(assignment: str, message: str) -
 @pytest.mark.parametrize(
     ("assignment", "message"),
     [
-        ("chip.die.hbm_gb=abc", r"'chip.die.hbm_gb' expects a non-negative number, got 'abc'"),
-        ("chip.die.hbm_gb=-1", r"'chip.die.hbm_gb' expects a non-negative number, got '-1'"),
-        ("system.planes.scale_up.bw_gb_s_per_die=xfast", r"expects a non-negative number, got 'xfast'"),
+        ("chip.die.hbm_gb=abc", r"'chip.die.hbm_gb' expects a positive number, got 'abc'"),
+        ("chip.die.hbm_gb=-1", r"'chip.die.hbm_gb' expects a positive number, got '-1'"),
+        ("system.planes.scale_up.bw_gb_s_per_die=xfast", r"expects a positive number, got 'xfast'"),
+        # bandwidths, rates, capacities and counts are divided by: 0 is refused, not a ZeroDivisionError later
+        ("chip.die.hbm_bw_gb_s=0", r"'chip.die.hbm_bw_gb_s' expects a positive number, got '0'"),
+        ("system.planes.scale_out.bw_gb_s_per_die=0", r"expects a positive number, got '0'"),
+        ("system.chips_per_node=0", r"'system.chips_per_node' expects a positive number"),
+        ("chip.die.peak_tflops.int8=x0", r"'chip.die.peak_tflops.int8' expects a positive number, got 'x0'"),
+        ("chip.microbatch.attention.compute=0", r"expects a positive number, got '0'"),
+        ("chip.launch_us=-1", r"'chip.launch_us' expects a non-negative number, got '-1'"),
         ("system.name=x2", r"cannot multiply 'system.name'"),
         (
             "chip.microbatch.attention.compute=x1.1",
@@ -120,6 +127,13 @@ def test_unknown_path_names_path_and_valid_keys(assignment: str, message: str) -
 def test_bad_value_names_field_and_value(assignment: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         apply_hardware_overrides(load_hardware("cloudmatrix384"), [assignment])
+
+
+def test_fixed_overheads_may_be_zero() -> None:
+    hw = apply_hardware_overrides(
+        load_hardware("cloudmatrix384"), ["chip.launch_us=0", "system.planes.scale_out.latency_us=0"]
+    )
+    assert hw.chip.launch_us.value == 0 and hw.system.planes.scale_out.latency_us.value == 0
 
 
 def test_unset_optional_section_is_reported() -> None:

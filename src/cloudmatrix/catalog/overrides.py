@@ -17,6 +17,12 @@ from cloudmatrix.errors import ConfigError
 WHAT_IF_SUFFIX = "+what-if"  # appended to the ids of a modified system/chip so reports show the change
 OVERRIDE_SOURCE = "what-if override: "
 MULTIPLY_PREFIXES = ("x", "*")  # `x2` / `*1.5`: multiply the current value
+# Hardware numbers are bandwidths, rates, capacities and counts that the cost model divides by, so an
+# override must be positive; only these fixed overheads (latencies, launch, setup, reserve) may be 0.
+ZERO_ALLOWED = frozenset(
+    ("latency_us", "latency_us_local", "launch_us", "base_latency_us", "sync_us_per_doubling", "warm_setup_s")
+    + ("runtime_reserve_gb",)
+)
 
 
 def split_assignment(assignment: str, example: str) -> tuple[list[str], str]:
@@ -140,8 +146,10 @@ def _leaf(tp: Any, current: Any, raw: str, path: str, assignment: str) -> Any:
     else:
         value = parse_value(raw, assignment)
     numeric = tp is Sourced or _is_number(old)
-    if numeric and not (_is_number(value) and math.isfinite(value) and value >= 0):
-        raise ConfigError(f"--set '{assignment}': '{path}' expects a non-negative number, got {raw.strip()!r}")
+    zero_ok = path.rsplit(".", 1)[-1] in ZERO_ALLOWED
+    if numeric and not (_is_number(value) and math.isfinite(value) and (value >= 0 if zero_ok else value > 0)):
+        kind = "non-negative" if zero_ok else "positive"
+        raise ConfigError(f"--set '{assignment}': '{path}' expects a {kind} number, got {raw.strip()!r}")
     if tp is Sourced:
         return {"value": value, "source": OVERRIDE_SOURCE + assignment, "assumed": True}
     return value

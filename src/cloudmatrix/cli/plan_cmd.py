@@ -37,32 +37,21 @@ def plan(
         bool, typer.Option("--ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
-    ray_cpus: Annotated[int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores).")] = None,
+    ray_cpus: Annotated[
+        int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores; implies --ray).")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the Pareto PNG here.")] = None,
     write_scenario: Annotated[Path | None, typer.Option(help="Write the chosen deployment as a scenario YAML.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
     from cloudmatrix.cli import app as cli
-    from cloudmatrix.planner.inputs import PlanRequest
-    from cloudmatrix.planner.space import SearchSpace
 
-    if top < 1:
-        cli._fail(f"--top must be at least 1, got {top}")
-    request = PlanRequest(
-        system=system,
-        model=model,
-        workload=workload,
-        ttft_slo_ms=ttft_slo,
-        tpot_slo_ms=tpot_slo,
-        chips=chips,
-        top=top,
-        mtp_acceptance=mtp_acceptance,
-        utilisation=load,
-        hardware_overrides=tuple(set_ or []),
-        space=SearchSpace(precisions=tuple(p.strip() for p in precision.split(",")) if precision else None),
+    request = _request(
+        system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or []
     )
-    d, result = _search(request, check, ray or ray_address is not None, ray_address, ray_cpus)
+    use_ray = ray or ray_address is not None or ray_cpus is not None
+    d, result = _search(request, check, use_ray, ray_address, ray_cpus)
     if write_scenario is not None:
         _write_scenario(write_scenario, result, d)
     if plot is not None:
@@ -74,23 +63,64 @@ def plan(
             cli.out.print(table)
 
 
+def _request(
+    system: str,
+    model: str,
+    workload: str,
+    slos_ms: tuple[float, float],
+    chips: int | None,
+    top: int,
+    mtp_acceptance: float,
+    load: float,
+    precision: str | None,
+    overrides: list[str],
+) -> Any:
+    from cloudmatrix.planner.inputs import PlanRequest
+    from cloudmatrix.planner.space import SearchSpace
+
+    return PlanRequest(
+        system=system,
+        model=model,
+        workload=workload,
+        ttft_slo_ms=slos_ms[0],
+        tpot_slo_ms=slos_ms[1],
+        chips=chips,
+        top=top,
+        mtp_acceptance=mtp_acceptance,
+        utilisation=load,
+        hardware_overrides=tuple(overrides),
+        space=SearchSpace(precisions=tuple(p.strip() for p in precision.split(",")) if precision else None),
+    )
+
+
+class _Timed:
+    """A cost executor that adds up the time spent costing, so candidates/s counts only that."""
+
+    def __init__(self, run: Any) -> None:
+        self.run, self.seconds = run, 0.0
+
+    def __call__(self, job: Any, candidates: Any, progress: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self.run(job, candidates, progress)
+        finally:
+            self.seconds += time.perf_counter() - started
+
+
 def _search(
     request: Any, check: bool, use_ray: bool, address: str | None, cpus: int | None
 ) -> tuple[dict[str, Any], Any]:
     from cloudmatrix.cli import app as cli
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.planner import search
+    from cloudmatrix.planner.evaluate import cost_candidates
 
-    sweep = None
-    if use_ray:
-        from cloudmatrix.planner.ray_sweep import RaySweep
-
-        sweep = cli._run(lambda: RaySweep(address, cpus))
+    sweep = _connect(address, cpus) if use_ray else None
     try:
         started = time.perf_counter()
+        costing = _Timed(_ray_cost(sweep) if sweep else cost_candidates)
         with LazyProgress("costing candidates") as progress:
-            cost = _ray_cost(sweep) if sweep else None
-            result = cli._run(lambda: search.fast_path(request, progress.update, cost))
+            result = cli._run(lambda: search.fast_path(request, progress.update, costing))
         fast_s = time.perf_counter() - started
         if check:
             runner = _ray_checks(sweep, result) if sweep else None
@@ -100,10 +130,17 @@ def _search(
         if sweep:
             sweep.close()
     d = result.to_dict()
-    d["timing_s"] = {"fast_path": fast_s, "checks": total_s - fast_s, "total": total_s}
-    d["candidates_per_s"] = result.stats.costed / fast_s if fast_s > 0 else None
+    d["timing_s"] = {"fast_path": fast_s, "costing": costing.seconds, "checks": total_s - fast_s, "total": total_s}
+    d["candidates_per_s"] = result.stats.costed / costing.seconds if costing.seconds > 0 else None
     d["ray_workers"] = sweep.workers if sweep else None
     return d, result
+
+
+def _connect(address: str | None, cpus: int | None) -> Any:
+    from cloudmatrix.cli import app as cli
+    from cloudmatrix.planner.ray_sweep import RaySweep
+
+    return cli._run(lambda: RaySweep(address, cpus))
 
 
 def _ray_cost(sweep: Any) -> Any:
@@ -124,7 +161,7 @@ def _write_scenario(path: Path, result: Any, d: dict[str, Any]) -> None:
     from cloudmatrix.planner.scenario_out import scenario_yaml
 
     if not result.listed:
-        cli._fail("no deployment meets the SLOs: nothing to write")
+        cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to write")
     try:
         path.write_text(scenario_yaml(result.listed[0], result.workload, result.request))
     except OSError as e:
@@ -152,48 +189,100 @@ def _ep(ep: int | None) -> str:
     return f"EP{ep}" if ep else "dense"
 
 
+COLUMNS = ("#", "prec", "prefill", "decode", "chips", "req/s", "TPOT@cap", "tok/s/user") + (
+    "out tok/s/chip",
+    "sim out/chip",
+    "TTFT ms",
+    "sim TTFT",
+    "TPOT op",
+    "sim TPOT",
+    "flags",
+)
+LEFT = ("prec", "prefill", "decode", "flags")
+
+
 def plan_tables(d: dict[str, Any]) -> list[Table]:
-    """The ranked deployments with their checks, and the search summary."""
+    """The ranked deployments, the analytic figures a check compares beside the simulated ones, and the
+    search summary."""
     w = d["workload"]
     t = Table(
         title=f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "
         f"TTFT SLO {d['ttft_slo_ms']:g} ms, TPOT SLO {d['tpot_slo_ms']:g} ms"
     )
-    cols = ("#", "prec", "prefill", "decode", "chips", "req/s", "TTFT ms", "TPOT ms", "tok/s/user", "out tok/s/chip")
-    for col in (*cols, "sim out/chip", "sim TTFT", "sim TPOT", "flags"):
-        t.add_column(col, justify="left" if col in ("prec", "prefill", "decode", "flags") else "right")
+    for col in COLUMNS:
+        t.add_column(col, justify="left" if col in LEFT else "right")
     for r in d["ranked"]:
-        p, c, chk = r["prefill"], r["decode"], r["check"]
-        sim = chk["simulated"] if chk else {}
-        t.add_row(
-            str(r["rank"]),
-            r["precision"],
-            f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{p['attention_tp']} {p['tokens_per_chip'] // 1024}K"
-            f"{' mb' if p['microbatch'] else ''}",
-            f"{c['instances']}×{c['chips']} {_ep(c['ep'])} b{c['batch_per_chip']} MTP{c['mtp']}"
-            f"{' mb' if c['microbatch'] else ''}",
-            str(r["chips"]),
-            f"{r['rate_req_s']:,.1f}",
-            f"{r['ttft_ms']:,.0f}",
-            f"{r['tpot_ms']:.1f}",
-            f"{r['tok_s_per_user']:.1f}",
-            f"{r['output_tok_s_per_chip']:,.1f}",
-            *(f"{sim[k]:,.1f}" if k in sim else "-" for k in ("output_tok_s_per_chip", "ttft_ms", "tpot_ms")),
-            ", ".join(chk["flagged"]) + (" (not steady)" if chk["note"] else "") if chk else "",
-        )
+        t.add_row(*_row(r))
+    t.caption = "\n".join(_caption(d))
+    return [t]
+
+
+def _row(r: dict[str, Any]) -> list[str]:
+    p, c, chk = r["prefill"], r["decode"], r["check"]
+    sim = chk["simulated"] if chk else {}
+    flags = ""
+    if chk:
+        flags = ", ".join(chk["flagged"])
+        if chk["slice"]:
+            flags += f" (slice {chk['slice']['prefill_instances']}P+{chk['slice']['decode_instances']}D)"
+        flags += "" if chk["steady"] else " (not steady)"
+    return [
+        str(r["rank"]),
+        r["precision"],
+        f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{p['attention_tp']} {p['tokens_per_chip'] // 1024}K"
+        f"{' mb' if p['microbatch'] else ''}",
+        f"{c['instances']}×{c['chips']} {_ep(c['ep'])} b{c['batch_per_chip']} MTP{c['mtp']}"
+        f"{' mb' if c['microbatch'] else ''}",
+        str(r["chips"]),
+        f"{r['rate_req_s']:,.1f}",
+        f"{r['tpot_ms']:.1f}",
+        f"{r['tok_s_per_user']:.1f}",
+        _analytic(r["output_tok_s_per_chip"], chk, "output_tok_s_per_chip", ",.1f"),
+        _sim(sim, "output_tok_s_per_chip", ",.1f"),
+        _analytic(r["ttft_ms"], chk, "ttft_ms", ",.0f"),
+        _sim(sim, "ttft_ms", ",.0f"),
+        _analytic(r["tpot_operating_ms"], chk, "tpot_ms", ".1f"),
+        _sim(sim, "tpot_ms", ".1f"),
+        flags,
+    ]
+
+
+def _analytic(value: float | None, chk: dict[str, Any] | None, key: str, spec: str) -> str:
+    """The deployment's analytic figure; under it, the slice's when the check simulated a slice (the figure
+    its simulated neighbour is compared with)."""
+    text = format(value, spec) if value is not None else "-"
+    if chk and chk["slice"]:
+        text += f"\n(slice {format(chk['analytic'][key], spec)})"
+    return text
+
+
+def _sim(sim: dict[str, float], key: str, spec: str) -> str:
+    return format(sim[key], spec) if key in sim else "-"
+
+
+def _caption(d: dict[str, Any]) -> list[str]:
     s, b = d["search"], d["best_decode"]
     pruned = ", ".join(f"{k} {v}" for k, v in s["pruned"].items()) or "none"
-    caption = [
+    refused = "; ".join(f"{k}: {v}" for k, v in s["infeasible_reasons"].items())
+    lines = [
         f"{s['enumerated']} candidates, pruned {pruned}; {s['costed']} costed"
         + (f" at {d['candidates_per_s']:,.0f}/s" if d.get("candidates_per_s") else "")
+        + (f", {s['infeasible']} refused by the estimate ({refused})" if s["infeasible"] else "")
         + f"; {s['deployments']} deployments, {s['meeting_slo']} within the SLOs",
     ]
+    if d["why_empty"]:
+        lines.append(f"no deployment within the SLOs: {d['why_empty']}")
+    if d["ranked"]:
+        lines.append(
+            "TPOT@cap: at the decode batch cap, where the SLO is judged; TTFT and TPOT op: at the planned rate, "
+            "what a check compares"
+        )
     if b:
-        caption.append(
+        lines.append(
             f"best decode instance within the TPOT SLO: {b['label']} {b['precision']}, "
             f"{b['tok_s_per_chip']:,.0f} tok/s per chip at TPOT {b['tpot_ms']:.1f} ms"
         )
+    lines += [f"#{r['rank']}: {r['check']['note']}" for r in d["ranked"] if r["check"] and r["check"]["note"]]
     if d["check_note"]:
-        caption.append(d["check_note"])
-    t.caption = "\n".join(caption)
-    return [t]
+        lines.append(d["check_note"])
+    return lines

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
+from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.deploy import BYTES_PER_ELEMENT
 from cloudmatrix.units import GB_DECIMAL
 
 
@@ -55,6 +57,13 @@ def transfer_s(plane: Plane, total_bytes: float, dies: int = 1) -> float:
     """A point-to-point transfer striped over ``dies`` links (e.g. a KV cache prefill → decode over RDMA)."""
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL * max(dies, 1)
     return plane.latency_us.value * 1e-6 + total_bytes / (plane.efficiency.value * bw)
+
+
+def kv_handoff_s(hardware: Hardware, model: ModelSpec, input_len: int, kv_precision: str, nics: int) -> float:
+    """One prompt's KV cache moved prefill → decode over the scale-out plane (RDMA), striped over the ``nics``
+    of the prefill attention TP group that holds it (P3 §4.3.3)."""
+    kv_bytes = model.kv_bytes(input_len, BYTES_PER_ELEMENT[kv_precision])
+    return transfer_s(hardware.system.planes.scale_out, kv_bytes, dies=nics)
 
 
 def plane_for(hardware: Hardware, group_dies: int) -> Plane:

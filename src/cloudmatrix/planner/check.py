@@ -1,20 +1,19 @@
-"""The check path: a planned deployment re-run in the simulation with the workload, analytic beside
-simulated, and every disagreement over 10 % flagged."""
+"""The check path: a planned deployment (or, when it is too large for a steady run, a rate-matched slice of
+it) re-run in the simulation with the workload, analytic beside simulated, and every disagreement over
+10 % flagged."""
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from cloudmatrix.deploy import mtp_tokens_per_step
-from cloudmatrix.estimate import estimate
-from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context
-from cloudmatrix.planner.rank import PlannedDeployment
-from cloudmatrix.planner.scenario_out import scenario_dict
+from cloudmatrix.planner.evaluate import job_for
+from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload
+from cloudmatrix.planner.rank import PlannedDeployment, operating_tpot_s, resized, targets_for
+from cloudmatrix.planner.scenario_out import MAX_CHECK_REQUESTS, scenario_dict, steady_requests
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.metrics import SimResult
@@ -22,7 +21,6 @@ from cloudmatrix.sim.scenario import Scenario
 
 FLAG_REL = 0.10
 STEADY_FROM = 0.5
-OCCUPANCY_ROUNDS = 6
 MIN_LIFETIMES = 2  # a steady window needs arrivals over at least this many request lifetimes
 
 
@@ -48,21 +46,29 @@ class Check:
         }
 
 
-def operating_tpot_s(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> float:
-    """TPOT at the decode occupancy the planned rate gives (Little's law: sequences in decode = rate × steps
-    per answer × step time), rounded up to whole sequences on the busiest die as the simulation prices it."""
-    hw, model = context(request.system, request.model, request.hardware_overrides)
-    c = d.decode.candidate
-    dep = c.deployment(round(w.input_len), round(w.output_len), request.mtp_acceptance)
-    accepted = mtp_tokens_per_step(c.mtp, dep.mtp_acceptance)
-    dies = d.decode_instances * c.chips * hw.chip.num_dies
-    cap = c.batch_per_chip // hw.chip.num_dies
-    seqs, step_s = cap, d.decode.step_s
-    for _ in range(OCCUPANCY_ROUNDS):
-        want = d.rate_req_s * max(w.output_len - 1, 1) / accepted * step_s / dies
-        seqs = min(cap, max(math.ceil(want), 1))
-        step_s = estimate(hw, model, dataclasses.replace(dep, batch_per_chip=seqs * hw.chip.num_dies)).step.step_s
-    return step_s / accepted
+def slice_counts(prefill_instances: int, decode_instances: int, reduce_by: int) -> tuple[int, int]:
+    """Instance counts about 1/``reduce_by`` of the deployment's in the same proportion: an exact share
+    (1/k of both, for the smallest divisor k ≥ ``reduce_by`` of their gcd) where there is one, else the
+    nearest proportional counts."""
+    n_p, n_d = prefill_instances, decode_instances
+    g = math.gcd(n_p, n_d)
+    exact = [k for k in range(max(reduce_by, 1), g + 1) if g % k == 0]
+    if exact:
+        return n_p // exact[0], n_d // exact[0]
+    b = max(n_d // reduce_by, 1)
+    return max(round(n_p * b / n_d), 1), b
+
+
+def check_slice(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> PlannedDeployment:
+    """What a check simulates: the deployment itself when a steady run of it fits MAX_CHECK_REQUESTS, else
+    a slice of its instances at the rate that keeps their binding pool at the planned utilisation. Poisson
+    arrivals split over identical slices are Poisson at the slice's share of the rate, so the slice sees
+    what one part of the deployment sees (bar the routing across slices)."""
+    reduce_by = math.ceil(steady_requests(d, w) / MAX_CHECK_REQUESTS)
+    counts = slice_counts(d.prefill_instances, d.decode_instances, reduce_by)
+    if reduce_by <= 1 or counts == (d.prefill_instances, d.decode_instances):
+        return d
+    return resized(d, *counts, targets_for(request, w, d.chips), job_for(request, w))
 
 
 def _window(result: SimResult) -> tuple[float, float]:
@@ -95,19 +101,43 @@ def _error_pct(analytic: float, simulated: float) -> float:
     return (simulated - analytic) / analytic * 100 if analytic else math.inf
 
 
+def _notes(d: PlannedDeployment, simulated: PlannedDeployment, span_s: float, e2e_s: float) -> tuple[str, bool]:
+    """What was simulated when it is not the whole deployment, and whether the run had a steady window."""
+    notes = []
+    if simulated is not d:
+        notes.append(
+            f"simulated a rate-matched slice: {simulated.prefill_instances} of {d.prefill_instances} prefill and "
+            f"{simulated.decode_instances} of {d.decode_instances} decode instances ({simulated.chips} chips) at "
+            f"{simulated.rate_req_s:,.1f} of {d.rate_req_s:,.1f} req/s; analytic figures are the slice's"
+        )
+    steady = span_s >= MIN_LIFETIMES * e2e_s  # e.g. a short trace: the pools never reach steady state
+    if not steady:
+        notes.append(f"arrivals span {span_s:.1f} s, under {MIN_LIFETIMES} request lifetimes: not steady")
+    return "; ".join(notes), steady
+
+
+def _run_summary(out: dict[str, Any]) -> dict[str, Any]:
+    """The whole run, as `cloudmatrix simulate` reports the scenario simulated: the written one, unless the
+    check simulated a slice."""
+    keys = ("ttft_ms", "tpot_ms", "throughput_per_chip_tok_s", "goodput_req_s", "sim_time_s")
+    return {k: out[k] for k in keys}
+
+
 def check(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> Check:
-    scenario = Scenario.model_validate(scenario_dict(d, w, request))
+    simulated_d = check_slice(d, w, request)
+    scenario = Scenario.model_validate(scenario_dict(simulated_d, w, request))
     result = simulate(scenario)
     out = result.to_dict()
+    t, job = targets_for(request, w, simulated_d.chips), job_for(request, w)
     analytic = {
-        "output_tok_s_per_chip": d.rate_req_s * w.output_len / d.chips,
-        "ttft_ms": d.ttft_s * 1e3,
-        "tpot_ms": operating_tpot_s(d, w, request) * 1e3,
+        "output_tok_s_per_chip": simulated_d.rate_req_s * w.output_len / simulated_d.chips,
+        "ttft_ms": simulated_d.ttft_s * 1e3,
+        "tpot_ms": operating_tpot_s(simulated_d, t, job) * 1e3,
     }
     simulated = steady_metrics(result)
     errors = {k: _error_pct(analytic[k], simulated[k]) for k in analytic}
-    span_s, e2e_s = _window(result)[1], d.ttft_s + w.output_len * d.tpot_s
-    short = span_s < MIN_LIFETIMES * e2e_s  # e.g. a short trace: the pools never reach steady state
+    note, steady = _notes(d, simulated_d, _window(result)[1], d.ttft_s + w.output_len * d.tpot_s)
+    sliced = simulated_d is not d
     return Check(
         analytic=analytic,
         simulated=simulated,
@@ -116,16 +146,16 @@ def check(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> Check:
         slo_attainment=out["slo_attainment"],
         requests=scenario.requests,
         extra={
-            "note": f"arrivals span {span_s:.1f} s, under {MIN_LIFETIMES} request lifetimes: not steady"
-            if short
-            else "",
-            # the whole run, as `cloudmatrix simulate` reports the written scenario
-            "run": {
-                "ttft_ms": out["ttft_ms"],
-                "tpot_ms": out["tpot_ms"],
-                "throughput_per_chip_tok_s": out["throughput_per_chip_tok_s"],
-                "goodput_req_s": out["goodput_req_s"],
-                "sim_time_s": out["sim_time_s"],
-            },
+            "note": note,
+            "steady": steady,
+            "slice": {
+                "prefill_instances": simulated_d.prefill_instances,
+                "decode_instances": simulated_d.decode_instances,
+                "chips": simulated_d.chips,
+                "rate_req_s": simulated_d.rate_req_s,
+            }
+            if sliced
+            else None,
+            "run": _run_summary(out),
         },
     )

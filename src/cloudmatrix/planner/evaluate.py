@@ -13,7 +13,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import Estimate, estimate
-from cloudmatrix.planner.inputs import context
+from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context
 from cloudmatrix.planner.space import Candidate
 
 
@@ -29,17 +29,26 @@ class Job:
     mtp_acceptance: float
 
 
+def job_for(request: PlanRequest, w: PlanWorkload) -> Job:
+    return Job(
+        system=request.system,
+        model=request.model,
+        overrides=request.hardware_overrides,
+        input_len=round(w.input_len),
+        output_len=round(w.output_len),
+        mtp_acceptance=request.mtp_acceptance,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class CandidateCost:
     candidate: Candidate
     feasible: bool
-    reason: str = ""
+    reason: str = ""  # why the estimate refused it (the error's message)
     step_s: float = 0.0  # decode step or prefill batch at the candidate's batch
     tok_s_per_chip: float = 0.0  # decode: output tokens; prefill: prompt tokens
     tpot_s: float = 0.0  # decode
     lone_prompt_s: float = 0.0  # prefill: one prompt alone on the instance (the TTFT floor)
-    microbatch: bool = False
-    memory_gb: float = 0.0
 
 
 def _cached(cache: dict[Deployment, Estimate], hw: Hardware, model: ModelSpec, d: Deployment) -> Estimate:
@@ -65,8 +74,6 @@ def cost_one(job: Job, c: Candidate, cache: dict[Deployment, Estimate]) -> Candi
         tok_s_per_chip=est.throughput_per_chip_tok_s,
         tpot_s=est.tpot_s if c.phase == Phase.DECODE else 0.0,
         lone_prompt_s=lone,
-        microbatch=est.step.microbatch,
-        memory_gb=est.memory.total_bytes / 1e9,
     )
 
 

@@ -13,11 +13,12 @@ import yaml
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
-from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.catalog.models import ModelSpec, load_model, model_index
 from cloudmatrix.catalog.overrides import apply_hardware_overrides
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.space import SearchSpace
+from cloudmatrix.studies.compare import parse_workload as parse_lengths
 from cloudmatrix.workload.spec import PRESETS, LengthSpec, WorkloadSpec
 from cloudmatrix.workload.trace import read_trace
 
@@ -101,22 +102,27 @@ def _from_trace(path: Path, time_scale: float = 1.0) -> PlanWorkload:
 
 
 def parse_workload(name: str) -> PlanWorkload:
-    """A preset (``4k-256``), ``INPUT/OUTPUT``, a workload or scenario YAML, or a CSV/JSONL trace."""
-    if name in PRESETS:
-        inp, outp = PRESETS[name]
-    else:
-        parts = name.split("/")
-        if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
-            inp, outp = int(parts[0]), int(parts[1])
-        else:
-            path = Path(name)
-            if not path.exists():
-                raise ConfigError(
-                    f"workload '{name}': expected one of {', '.join(PRESETS)}, INPUT/OUTPUT, a workload YAML or a trace"
-                )
-            return _from_trace(path) if path.suffix in TRACE_SUFFIXES else _from_yaml(path)
+    """A preset (``4k-256``) or ``INPUT/OUTPUT``, read as `compare` reads them, else a workload or scenario
+    YAML, or a CSV/JSONL trace."""
+    try:
+        inp, outp = parse_lengths(name)
+    except ConfigError:
+        path = Path(name)
+        if not path.exists():
+            raise ConfigError(
+                f"workload '{name}': expected one of {', '.join(PRESETS)}, INPUT/OUTPUT, a workload YAML or a trace"
+            ) from None
+        return _from_trace(path) if path.suffix in TRACE_SUFFIXES else _from_yaml(path)
     spec = WorkloadSpec(input=_fixed(inp), output=_fixed(outp))
     return PlanWorkload(name=name, input_len=float(inp), output_len=float(outp), spec=spec)
+
+
+def resolved_model(model: str) -> str:
+    """A catalog id as is; a config path made absolute, so that Ray workers and written scenarios running
+    elsewhere read the same file."""
+    if model in model_index() or not Path(model).exists():
+        return model
+    return str(Path(model).resolve())
 
 
 def load_overridden_hardware(system: str, overrides: tuple[str, ...]) -> Hardware:

@@ -17,8 +17,3 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
             front.append(i)
             best_y = points[i][1]
     return front
-
-
-def dominated(p: tuple[float, float], q: tuple[float, float]) -> bool:
-    """Whether q dominates p: at least as good on both and better on one."""
-    return q[0] >= p[0] and q[1] >= p[1] and (q[0] > p[0] or q[1] > p[1])

@@ -4,20 +4,22 @@ SLOs and score the goodput per chip of the whole deployment."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from cloudmatrix.catalog.hardware import Hardware
-from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase
+from cloudmatrix.deploy import Phase, mtp_tokens_per_step
+from cloudmatrix.estimate import estimate
 from cloudmatrix.planner.evaluate import CandidateCost, Job, batch_curve
-from cloudmatrix.planner.inputs import context
+from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context
 from cloudmatrix.planner.pareto import pareto_front
 
 TIE_REL = 1e-9  # a pool sizing must beat the best so far by more than float noise to replace it
+KV_PRECISION = "bf16"  # the KV cache the planner deploys (and writes into scenarios)
+OCCUPANCY_ROUNDS = 6  # fixed-point rounds for the decode occupancy at the planned rate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +34,17 @@ class Targets:
     utilisation: float
 
 
+def targets_for(request: PlanRequest, w: PlanWorkload, budget_chips: int) -> Targets:
+    return Targets(
+        input_len=w.input_len,
+        output_len=w.output_len,
+        ttft_slo_s=request.ttft_slo_ms / 1e3,
+        tpot_slo_s=request.tpot_slo_ms / 1e3,
+        budget_chips=budget_chips,
+        utilisation=request.utilisation,
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlannedDeployment:
     prefill: CandidateCost
@@ -40,7 +53,6 @@ class PlannedDeployment:
     decode_instances: int
     rate_req_s: float  # the arrival rate the pools are sized for (utilisation × the binding pool)
     ttft_s: float
-    kv_transfer_s: float
     output_tok_s_per_chip: float  # goodput: every request within both SLOs at this rate (analytic)
     meets_slo: bool
 
@@ -52,6 +64,7 @@ class PlannedDeployment:
 
     @property
     def tpot_s(self) -> float:
+        """TPOT at the decode batch cap (the SLO is judged here: conservative, the batch is smaller at load)."""
         return self.decode.tpot_s
 
     @property
@@ -92,30 +105,31 @@ class PlannedDeployment:
         }
 
 
+def order_key(d: PlannedDeployment) -> tuple[float, float, float, int]:
+    """Best first: more goodput per chip, then lower TPOT, lower TTFT, fewer chips (then the caller's
+    order, as sorting is stable). The ranking and the pairing use it, so the best of equal scores is
+    never dominated by another on the Pareto front."""
+    return (-d.output_tok_s_per_chip, d.tpot_s, d.ttft_s, d.chips)
+
+
 def instance_req_s(cost: CandidateCost, t: Targets) -> float:
-    """Requests/s one instance completes at its batch: prompts for prefill, answers for decode."""
+    """Requests/s one instance completes at its batch: prompts for prefill, answers for decode (whose first
+    token comes from prefill, so decode emits output_len − 1 tokens per request)."""
     c = cost.candidate
-    length = t.input_len if c.phase == Phase.PREFILL else t.output_len
+    length = t.input_len if c.phase == Phase.PREFILL else max(t.output_len - 1, 1)
     return cost.tok_s_per_chip * c.chips / length
 
 
-def balanced_rate_per_chip(prefill_req_s_per_chip: float, decode_req_s_per_chip: float) -> float:
-    """Rate matching in closed form: a fraction f = D / (P + D) of the chips prefills, so that f·P = (1−f)·D
-    and a chip serves P·D / (P + D) requests/s (the harmonic combination of the two pools)."""
-    p, d = prefill_req_s_per_chip, decode_req_s_per_chip
-    return p * d / (p + d)
-
-
 def erlang_c(servers: int, offered: float) -> float:
-    """Probability that an arrival finds every server busy (M/M/c, offered load in erlangs)."""
+    """Probability that an arrival finds every server busy (M/M/c, offered load in erlangs), from the
+    Erlang-B recurrence B_k = a·B/(k + a·B), which stays finite for thousands of servers where the
+    power series overflows."""
     if offered >= servers:
         return 1.0
-    term, total = 1.0, 1.0
-    for k in range(1, servers):
-        term *= offered / k
-        total += term
-    last = term * offered / servers * servers / (servers - offered)
-    return last / (total + last)
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    return servers * b / (servers - offered * (1 - b))
 
 
 def batch_time_s(curve: Sequence[tuple[int, float]], prompts: float) -> float:
@@ -158,12 +172,6 @@ def ttft_s(curve: Sequence[tuple[int, float]], instances: int, rate_req_s: float
     return batch * (1 + rho / 2) + wait + transfer_s
 
 
-def kv_transfer_s(hw: Hardware, model: ModelSpec, input_len: float, attention_tp: int) -> float:
-    """One prompt's BF16 KV over the scale-out plane, striped over its TP group's NICs (as the simulation)."""
-    kv = model.kv_bytes(int(round(input_len)), BYTES_PER_ELEMENT["bf16"])
-    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=attention_tp)
-
-
 @dataclass(frozen=True, kw_only=True)
 class _Prefill:
     """A prefill candidate with the numbers sizing needs precomputed."""
@@ -174,48 +182,94 @@ class _Prefill:
     curve: tuple[tuple[int, float], ...]  # batch time against prompts per batch
 
 
-def size_pools(pre: _Prefill, dec: CandidateCost, t: Targets) -> PlannedDeployment | None:
-    """Instance counts within the budget that maximise goodput per chip: for each decode count, prefill
-    counts from just below the one that keeps pace (n_p = n_d·μ_d / μ_p) upwards until one meets the TTFT
-    SLO, at the planned utilisation of the binding pool. None when nothing fits."""
+class _Sizing(NamedTuple):
+    score: float  # output tokens/s per chip at the rate
+    prefill_instances: int
+    decode_instances: int
+    rate_req_s: float
+    ttft_s: float
+
+
+def _prefill_counts(pre: _Prefill, dec: CandidateCost, n_d: int, t: Targets, best: _Sizing | None) -> _Sizing | None:
+    """For ``n_d`` decode instances, prefill counts from just below the one that keeps pace (n_p = n_d·μ_d /
+    μ_p) upwards: below it the prefill pool binds and more instances pay; above it each one only lowers the
+    prefill load (and TTFT) at a cost per chip, so stop at the first that meets the TTFT SLO."""
     c_p, c_d = pre.cost.candidate.chips, dec.candidate.chips
     mu_p, mu_d = pre.req_s, instance_req_s(dec, t)
-    best: tuple[float, int, int, float, float] | None = None
+    keep_pace = n_d * mu_d / mu_p
+    for n_p in range(max(math.floor(keep_pace), 1), (t.budget_chips - n_d * c_d) // c_p + 1):
+        rate = t.utilisation * min(n_p * mu_p, n_d * mu_d)
+        score = rate * t.output_len / (n_p * c_p + n_d * c_d)
+        if best is None or score > best.score * (1 + TIE_REL):
+            ttft = ttft_s(pre.curve, n_p, rate, pre.transfer_s)
+            if ttft <= t.ttft_slo_s:
+                best = _Sizing(score, n_p, n_d, rate, ttft)
+                if n_p >= keep_pace:
+                    break
+        elif n_p >= keep_pace:
+            break
+    return best
+
+
+def size_pools(pre: _Prefill, dec: CandidateCost, t: Targets) -> PlannedDeployment | None:
+    """Instance counts within the budget that maximise goodput per chip at the planned utilisation of the
+    binding pool, within the TTFT SLO; the first decode count wins ties. None when nothing fits."""
+    best: _Sizing | None = None
     n_d = 1
-    while n_d * c_d + c_p <= t.budget_chips:
-        most = (t.budget_chips - n_d * c_d) // c_p
-        keep_pace = n_d * mu_d / mu_p
-        n_p = max(math.floor(keep_pace), 1)
-        # below keep_pace the prefill pool binds and more instances pay; above it each one only lowers the
-        # prefill load (and TTFT) at a cost per chip, so stop at the first that meets the TTFT SLO
-        while n_p <= most:
-            rate = t.utilisation * min(n_p * mu_p, n_d * mu_d)
-            score = rate * t.output_len / (n_p * c_p + n_d * c_d)
-            beats = best is None or score > best[0] * (1 + TIE_REL)
-            if beats:
-                ttft = ttft_s(pre.curve, n_p, rate, pre.transfer_s)
-                if ttft <= t.ttft_slo_s:
-                    best = (score, n_p, n_d, rate, ttft)
-                    if n_p >= keep_pace:
-                        break
-            elif n_p >= keep_pace:
-                break
-            n_p += 1
+    while n_d * dec.candidate.chips + pre.cost.candidate.chips <= t.budget_chips:
+        best = _prefill_counts(pre, dec, n_d, t, best)
         n_d += 1
     if best is None:
         return None
-    score, n_p, n_d, rate, ttft = best
     return PlannedDeployment(
         prefill=pre.cost,
         decode=dec,
-        prefill_instances=n_p,
-        decode_instances=n_d,
-        rate_req_s=rate,
-        ttft_s=ttft,
-        kv_transfer_s=pre.transfer_s,
-        output_tok_s_per_chip=score,
+        prefill_instances=best.prefill_instances,
+        decode_instances=best.decode_instances,
+        rate_req_s=best.rate_req_s,
+        ttft_s=best.ttft_s,
+        output_tok_s_per_chip=best.score,
         meets_slo=dec.tpot_s <= t.tpot_slo_s,
     )
+
+
+def resized(
+    d: PlannedDeployment, prefill_instances: int, decode_instances: int, t: Targets, job: Job
+) -> PlannedDeployment:
+    """The same instances in other counts (a slice of a deployment, for a check), offered the planned
+    utilisation of their binding pool, with the TTFT and goodput that follow."""
+    hw, model = context(job.system, job.model, job.overrides)
+    p = d.prefill.candidate
+    rate = t.utilisation * min(
+        prefill_instances * instance_req_s(d.prefill, t), decode_instances * instance_req_s(d.decode, t)
+    )
+    transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, p.attention_tp)
+    chips = prefill_instances * p.chips + decode_instances * d.decode.candidate.chips
+    return dataclasses.replace(
+        d,
+        prefill_instances=prefill_instances,
+        decode_instances=decode_instances,
+        rate_req_s=rate,
+        ttft_s=ttft_s(batch_curve(job, p), prefill_instances, rate, transfer),
+        output_tok_s_per_chip=rate * t.output_len / chips,
+    )
+
+
+def operating_tpot_s(d: PlannedDeployment, t: Targets, job: Job) -> float:
+    """TPOT at the decode occupancy the planned rate gives (Little's law: sequences in decode = rate × steps
+    per answer × step time), rounded up to whole sequences on the busiest die as the simulation prices it."""
+    hw, model = context(job.system, job.model, job.overrides)
+    c = d.decode.candidate
+    dep = c.deployment(job.input_len, job.output_len, job.mtp_acceptance)
+    accepted = mtp_tokens_per_step(c.mtp, dep.mtp_acceptance)
+    dies = d.decode_instances * c.chips * hw.chip.num_dies
+    cap = c.batch_per_chip // hw.chip.num_dies
+    step_s = d.decode.step_s
+    for _ in range(OCCUPANCY_ROUNDS):
+        want = d.rate_req_s * max(t.output_len - 1, 1) / accepted * step_s / dies
+        seqs = min(cap, max(math.ceil(want), 1))
+        step_s = estimate(hw, model, dataclasses.replace(dep, batch_per_chip=seqs * hw.chip.num_dies)).step.step_s
+    return step_s / accepted
 
 
 def prefill_shortlist(costs: Sequence[CandidateCost], t: Targets, job: Job) -> list[_Prefill]:
@@ -227,7 +281,7 @@ def prefill_shortlist(costs: Sequence[CandidateCost], t: Targets, job: Job) -> l
     for cost in costs:
         c = cost.candidate
         if c.phase == Phase.PREFILL and cost.feasible:
-            transfer = kv_transfer_s(hw, model, t.input_len, c.attention_tp)
+            transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, c.attention_tp)
             groups.setdefault((c.precision, c.chips), []).append((cost, instance_req_s(cost, t), transfer))
     out: list[_Prefill] = []
     for group in groups.values():
@@ -251,16 +305,14 @@ def rank(costs: Sequence[CandidateCost], t: Targets, job: Job) -> Ranking:
     for dec in costs:
         if dec.candidate.phase != Phase.DECODE or not dec.feasible:
             continue
-        best: PlannedDeployment | None = None
-        for pre in shortlist:
-            if pre.cost.candidate.precision != dec.candidate.precision:
-                continue
-            sized = size_pools(pre, dec, t)
-            if sized and (best is None or sized.output_tok_s_per_chip > best.output_tok_s_per_chip * (1 + TIE_REL)):
-                best = sized
-        if best is not None:
-            deployments.append(best)
-    ranked = sorted((d for d in deployments if d.meets_slo), key=lambda d: -d.output_tok_s_per_chip)
+        pairs = [
+            sized
+            for pre in shortlist
+            if pre.cost.candidate.precision == dec.candidate.precision and (sized := size_pools(pre, dec, t))
+        ]
+        if pairs:
+            deployments.append(min(pairs, key=order_key))  # of equal keys, the first in the shortlist
+    ranked = sorted((d for d in deployments if d.meets_slo), key=order_key)
     front = pareto_front([(d.tok_s_per_user, d.output_tok_s_per_chip) for d in deployments])
     within = [c for c in costs if c.candidate.phase == Phase.DECODE and c.feasible and c.tpot_s <= t.tpot_slo_s]
     best_decode = max(within, key=lambda c: c.tok_s_per_chip, default=None)

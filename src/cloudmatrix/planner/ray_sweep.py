@@ -4,16 +4,19 @@ in order, so the ranking is identical whatever the number of workers."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.evaluate import CandidateCost, Job, cost_candidates
+from cloudmatrix.planner.search import CostExecutor, Progress
 from cloudmatrix.planner.space import Candidate
 
 T = TypeVar("T")
 R = TypeVar("R")
 CHUNKS_PER_WORKER = 4  # a few chunks per worker balances uneven chunks without much scheduling overhead
+PROBE_TIMEOUT_S = 5.0  # ray.init waits long for an address nobody answers at; a TCP probe fails fast
 
 
 def chunks(items: Sequence[T], count: int) -> list[list[T]]:
@@ -28,10 +31,24 @@ def chunks(items: Sequence[T], count: int) -> list[list[T]]:
     return [c for c in out if c]
 
 
+def probe(address: str) -> None:
+    """Fail fast when a ``HOST:PORT`` (or ``ray://HOST:PORT``) address does not accept connections; other
+    forms (``auto``) are Ray's to resolve."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as e:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 class RaySweep:
     """A Ray connection: a running cluster at ``address``, or a local one of ``num_cpus`` workers."""
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None) -> None:
+        if num_cpus is not None and num_cpus < 1:
+            raise ConfigError(f"--ray-cpus must be at least 1, got {num_cpus}")
         try:
             import ray
         except ImportError:
@@ -41,17 +58,21 @@ class RaySweep:
         if self.started:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if address:
+                probe(address)
                 kwargs["address"] = address
             else:
                 kwargs["num_cpus"] = num_cpus
             try:
                 ray.init(**kwargs)
-            except ConnectionError as e:
-                raise ConfigError(f"cannot reach the Ray cluster at {address}: {e}") from None
+            except Exception as e:  # Ray raises ValueError, ConnectionError, RuntimeError… for a bad address
+                where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+                raise ConfigError(
+                    f"cannot start or reach {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                ) from None
         self.workers = max(int(ray.cluster_resources().get("CPU", 1)), 1)
 
     def map_chunks(
-        self, fn: Callable[[list[T]], list[R]], items: Sequence[T], progress: Callable[[int, int], None] | None = None
+        self, fn: Callable[[list[T]], list[R]], items: Sequence[T], progress: Progress | None = None
     ) -> list[R]:
         """``fn`` over the chunks of ``items`` as Ray tasks; the concatenated results, in item order."""
         remote = self.ray.remote(_apply)
@@ -84,14 +105,10 @@ class _CostChunk:
         return cost_candidates(self.job, chunk)
 
 
-def ray_cost(
-    sweep: RaySweep,
-) -> Callable[[Job, Sequence[Candidate], Callable[[int, int], None] | None], list[CandidateCost]]:
-    """A costing executor for `search.run_plan` that fans the candidates out over ``sweep``."""
+def ray_cost(sweep: RaySweep) -> CostExecutor:
+    """A costing executor for `search.fast_path` that fans the candidates out over ``sweep``."""
 
-    def run(
-        job: Job, candidates: Sequence[Candidate], progress: Callable[[int, int], None] | None
-    ) -> list[CandidateCost]:
+    def run(job: Job, candidates: Sequence[Candidate], progress: Progress | None) -> list[CandidateCost]:
         return sweep.map_chunks(_CostChunk(job), candidates, progress)
 
     return run

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
-from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload
-from cloudmatrix.planner.rank import PlannedDeployment
+from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, resolved_model
+from cloudmatrix.planner.rank import KV_PRECISION, PlannedDeployment
 from cloudmatrix.planner.space import PREFILL_EPLB
-from cloudmatrix.sim.scenario import PrefillPool
 
 MIN_CHECK_REQUESTS = 1000
 MAX_CHECK_REQUESTS = 20000
@@ -19,14 +17,16 @@ STEADY_WINDOW_S = 40.0  # arrivals span at least this long, so a steady window f
 WINDOW_PER_E2E = 4.0  # ... and at least four request lifetimes
 
 
+def steady_requests(d: PlannedDeployment, w: PlanWorkload) -> int:
+    """Requests whose arrivals at the planned rate span a steady window after the ramp-up (uncapped)."""
+    e2e_s = d.ttft_s + w.output_len * d.tpot_s
+    return max(round(d.rate_req_s * max(STEADY_WINDOW_S, WINDOW_PER_E2E * e2e_s)), MIN_CHECK_REQUESTS)
+
+
 def check_requests(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> int:
-    """Enough requests for a steady window after the ramp-up; a trace is replayed at most once."""
-    if request.check_requests:
-        n = request.check_requests
-    else:
-        e2e_s = d.ttft_s + w.output_len * d.tpot_s
-        n = round(d.rate_req_s * max(STEADY_WINDOW_S, WINDOW_PER_E2E * e2e_s))
-        n = min(max(n, MIN_CHECK_REQUESTS), MAX_CHECK_REQUESTS)
+    """Enough requests for a steady window, at most MAX_CHECK_REQUESTS (a larger deployment is checked on
+    a slice, check.py); a trace is replayed at most once."""
+    n = request.check_requests or min(steady_requests(d, w), MAX_CHECK_REQUESTS)
     return min(n, w.trace_requests) if w.trace_requests else n
 
 
@@ -48,9 +48,9 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
     return {
         "name": f"plan-{request.system}-{request.model.rsplit('/', 1)[-1]}",
         "system": request.system,
-        "model": str(Path(request.model).resolve()) if Path(request.model).exists() else request.model,
+        "model": resolved_model(request.model),
         "precision": p.precision,
-        "kv_precision": "bf16",
+        "kv_precision": KV_PRECISION,
         "prefill": {
             "instances": d.prefill_instances,
             "chips": p.chips,
@@ -58,7 +58,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
             "tokens_per_chip": p.tokens_per_chip,
             "microbatch": p.microbatch,
             "attention_tp": p.attention_tp,
-            **({"eplb": PREFILL_EPLB.value} if "eplb" in PrefillPool.model_fields else {}),
+            "eplb": PREFILL_EPLB.value,
         },
         "decode": {
             "instances": d.decode_instances,
@@ -83,8 +83,14 @@ def scenario_yaml(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
         f"# Planned by `cloudmatrix plan` for {request.model} on {request.system}, workload {w.name},",
         f"# SLOs TTFT {request.ttft_slo_ms:g} ms / TPOT {request.tpot_slo_ms:g} ms, {d.chips} chips.",
         f"# Predicted: {d.output_tok_s_per_chip:,.1f} output tok/s per chip at {d.rate_req_s:,.2f} req/s, "
-        f"TTFT {d.ttft_s * 1e3:,.0f} ms, TPOT {d.tpot_s * 1e3:.1f} ms.",
+        f"TTFT {d.ttft_s * 1e3:,.0f} ms, TPOT {d.tpot_s * 1e3:.1f} ms at the decode batch cap.",
     ]
+    if not request.check_requests and steady_requests(d, w) > MAX_CHECK_REQUESTS:
+        span_s = MAX_CHECK_REQUESTS / d.rate_req_s
+        head.append(
+            f"# requests capped at {MAX_CHECK_REQUESTS:,}: arrivals span {span_s:.1f} s, short of a steady window "
+            f"({steady_requests(d, w):,} requests); raise `requests` for a steady run."
+        )
     if request.hardware_overrides:
         head.append(
             f"# Planned with hardware overrides the scenario cannot carry: {', '.join(request.hardware_overrides)}"

@@ -3,16 +3,19 @@ rate matching, and check the best deployments in simulation. No printing and no 
 
 from __future__ import annotations
 
+import dataclasses
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.check import Check, check
-from cloudmatrix.planner.evaluate import CandidateCost, Job, cost_candidates
-from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context, parse_workload
-from cloudmatrix.planner.rank import PlannedDeployment, Ranking, Targets, rank
-from cloudmatrix.planner.space import Candidate, feasible_candidates
+from cloudmatrix.planner.empty import Searched, why_empty
+from cloudmatrix.planner.evaluate import CandidateCost, Job, cost_candidates, job_for
+from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context, parse_workload, resolved_model
+from cloudmatrix.planner.rank import PlannedDeployment, Ranking, operating_tpot_s, rank, targets_for
+from cloudmatrix.planner.space import Candidate, error_reason, feasible_candidates, role_sizes
 
 Progress = Callable[[int, int], None]
 CostExecutor = Callable[[Job, Sequence[Candidate], Progress | None], list[CandidateCost]]
@@ -25,6 +28,7 @@ class SearchStats:
     pruned: dict[str, int]
     costed: int
     infeasible: int  # costed, yet the estimate refused them
+    infeasible_reasons: dict[str, int]  # how many of those each kind of refusal accounts for
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,6 +39,8 @@ class PlanResult:
     budget_chips: int
     stats: SearchStats
     ranking: Ranking
+    operating_tpot_s: list[float] = field(default_factory=list)  # per listed deployment, at the planned rate
+    why_empty: str = ""  # why no deployment meets the SLOs ("" when some does)
     checks: list[Check] = field(default_factory=list)  # one per listed deployment, when checked
     check_note: str = ""
 
@@ -44,12 +50,7 @@ class PlanResult:
 
     def to_dict(self) -> dict[str, Any]:
         r, w = self.request, self.workload
-        ranked = []
-        for i, d in enumerate(self.listed):
-            row = {"rank": i + 1, **d.to_dict()}
-            row["check"] = self.checks[i].to_dict() if i < len(self.checks) else None
-            ranked.append(row)
-        best = self.ranking.best_decode
+        index = {id(d): i for i, d in enumerate(self.ranking.deployments)}
         return {
             "system": self.hardware_id,
             "model": r.model,
@@ -65,20 +66,22 @@ class PlanResult:
                 "deployments": len(self.ranking.deployments),
                 "meeting_slo": len(self.ranking.ranked),
             },
-            "best_decode": _decode_dict(best) if best else None,
-            "ranked": ranked,
-            "pareto": [
-                {
-                    "tok_s_per_user": d.tok_s_per_user,
-                    "output_tok_s_per_chip": d.output_tok_s_per_chip,
-                    "tpot_ms": d.tpot_s * 1e3,
-                    "decode": d.decode.candidate.label(),
-                    "meets_slo": d.meets_slo,
-                }
-                for d in self.ranking.pareto
-            ],
+            "best_decode": _decode_dict(self.ranking.best_decode) if self.ranking.best_decode else None,
+            "ranked": self._ranked_rows(index),
+            "why_empty": self.why_empty,
+            # each front point is the whole deployment; `deployment` indexes the search's deployments
+            "pareto": [{"deployment": index[id(d)], **d.to_dict()} for d in self.ranking.pareto],
             "check_note": self.check_note,
         }
+
+    def _ranked_rows(self, index: dict[int, int]) -> list[dict[str, Any]]:
+        rows = []
+        for i, d in enumerate(self.listed):
+            row = {"rank": i + 1, "deployment": index[id(d)], **d.to_dict()}
+            row["tpot_operating_ms"] = self.operating_tpot_s[i] * 1e3 if i < len(self.operating_tpot_s) else None
+            row["check"] = self.checks[i].to_dict() if i < len(self.checks) else None
+            rows.append(row)
+        return rows
 
 
 def _decode_dict(c: CandidateCost) -> dict[str, Any]:
@@ -96,55 +99,73 @@ def _decode_dict(c: CandidateCost) -> dict[str, Any]:
     }
 
 
-def _local_cost(job: Job, candidates: Sequence[Candidate], progress: Progress | None) -> list[CandidateCost]:
-    return cost_candidates(job, candidates, progress)
-
-
-def _targets(request: PlanRequest, w: PlanWorkload, system_chips: int) -> Targets:
-    budget = request.chips or system_chips
+def _budget(request: PlanRequest, system_chips: int) -> int:
+    """The chip budget, with the request's other numbers checked before anything is costed."""
+    budget = request.chips if request.chips is not None else system_chips
     if not 1 <= budget <= system_chips:
         raise ConfigError(f"--chips {budget} must be between 1 and the system's {system_chips} chips")
+    if not (request.ttft_slo_ms > 0 and request.tpot_slo_ms > 0):
+        raise ConfigError(
+            f"SLOs must be positive, got TTFT {request.ttft_slo_ms:g} ms, TPOT {request.tpot_slo_ms:g} ms"
+        )
+    if not 0 <= request.mtp_acceptance <= 1:
+        raise ConfigError(f"--mtp-acceptance {request.mtp_acceptance:g} must be between 0 and 1")
     if not 0 < request.utilisation < 1:
-        raise ConfigError(f"utilisation {request.utilisation} must be between 0 and 1 (exclusive)")
-    return Targets(
-        input_len=w.input_len,
-        output_len=w.output_len,
-        ttft_slo_s=request.ttft_slo_ms / 1e3,
-        tpot_slo_s=request.tpot_slo_ms / 1e3,
-        budget_chips=budget,
-        utilisation=request.utilisation,
+        raise ConfigError(f"--load {request.utilisation:g} must be between 0 and 1 (exclusive)")
+    if request.top < 1:
+        raise ConfigError(f"--top must be at least 1, got {request.top}")
+    return budget
+
+
+def _stats(s: Searched) -> SearchStats:
+    refused = Counter(error_reason(c.reason) for c in s.costs if not c.feasible)
+    return SearchStats(
+        enumerated=len(s.everything),
+        pruned=dict(sorted(s.pruned.items())),
+        costed=len(s.costs),
+        infeasible=sum(refused.values()),
+        infeasible_reasons=dict(sorted(refused.items())),
+    )
+
+
+def run_search(request: PlanRequest, progress: Progress | None = None, cost: CostExecutor | None = None) -> Searched:
+    """Enumerate, prune, cost and rank for a request whose model path is already resolved."""
+    w = parse_workload(request.workload)
+    hw, model = context(request.system, request.model, request.hardware_overrides)
+    t = targets_for(request, w, _budget(request, hw.system.num_chips))
+    job = job_for(request, w)
+    everything, kept, pruned = feasible_candidates(
+        hw, model, request.space, t.budget_chips, job.input_len, job.output_len
+    )
+    costs = (cost or cost_candidates)(job, kept, progress)
+    return Searched(
+        hw=hw,
+        model=model,
+        workload=w,
+        t=t,
+        job=job,
+        sizes=role_sizes(hw, request.space),
+        everything=everything,
+        kept=kept,
+        pruned=pruned,
+        costs=costs,
+        ranking=rank(costs, t, job),
     )
 
 
 def fast_path(request: PlanRequest, progress: Progress | None = None, cost: CostExecutor | None = None) -> PlanResult:
     """Everything but the simulation checks."""
-    w = parse_workload(request.workload)
-    hw, model = context(request.system, request.model, request.hardware_overrides)
-    t = _targets(request, w, hw.system.num_chips)
-    inp, outp = round(w.input_len), round(w.output_len)
-    everything, kept, pruned = feasible_candidates(hw, model, request.space, t.budget_chips, inp, outp)
-    job = Job(
-        system=request.system,
-        model=request.model,
-        overrides=request.hardware_overrides,
-        input_len=inp,
-        output_len=outp,
-        mtp_acceptance=request.mtp_acceptance,
-    )
-    costs = (cost or _local_cost)(job, kept, progress)
-    stats = SearchStats(
-        enumerated=len(everything),
-        pruned=dict(sorted(pruned.items())),
-        costed=len(costs),
-        infeasible=sum(not c.feasible for c in costs),
-    )
+    request = dataclasses.replace(request, model=resolved_model(request.model))  # once, before any worker
+    s = run_search(request, progress, cost)
     return PlanResult(
         request=request,
-        workload=w,
-        hardware_id=hw.system.id,
-        budget_chips=t.budget_chips,
-        stats=stats,
-        ranking=rank(costs, t, job),
+        workload=s.workload,
+        hardware_id=s.hw.system.id,
+        budget_chips=s.t.budget_chips,
+        stats=_stats(s),
+        ranking=s.ranking,
+        operating_tpot_s=[operating_tpot_s(d, s.t, s.job) for d in s.ranking.ranked[: request.top]],
+        why_empty=why_empty(s),
     )
 
 
@@ -153,13 +174,9 @@ def check_path(result: PlanResult, run: CheckExecutor | None = None) -> PlanResu
     scenario cannot carry)."""
     if result.request.hardware_overrides:
         note = "simulation checks skipped: scenarios run on catalog hardware, and --set overrides are analytic only"
-        return PlanResult(**{**result.__dict__, "check_note": note})
-    checks = (run or _local_checks(result))(result.listed)
-    return PlanResult(**{**result.__dict__, "checks": checks})
-
-
-def _local_checks(result: PlanResult) -> CheckExecutor:
-    return CheckChunk(result.workload, result.request)
+        return dataclasses.replace(result, check_note=note)
+    checks = (run or CheckChunk(result.workload, result.request))(result.listed)
+    return dataclasses.replace(result, checks=checks)
 
 
 class CheckChunk:

@@ -3,6 +3,7 @@ the cheap feasibility checks (chip count, divisibility, HBM) applied before anyt
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ DECODE_NODES = (2, 4, 6, 8, 12, 16, 20, 24, 32)
 NATIVE_PRECISIONS = ("int8", "fp8", "fp4", "bf16")
 # Prefill is priced with the expert-load balance the simulation's prefill pools use, so that a check
 # compares like with like (decode uses EPLB as deployed, the pools' default too).
-PREFILL_EPLB = Eplb(PrefillPool.model_fields["eplb"].default) if "eplb" in PrefillPool.model_fields else Eplb.PERFECT
+PREFILL_EPLB = Eplb(PrefillPool.model_fields["eplb"].default)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,17 +91,31 @@ class Candidate:
 
 
 def precisions(hw: Hardware, space: SearchSpace) -> tuple[str, ...]:
-    if space.precisions is not None:
-        for p in space.precisions:
-            if p not in BYTES_PER_ELEMENT:
-                raise ConfigError(f"precision '{p}' is not one of: {', '.join(BYTES_PER_ELEMENT)}")
-        return space.precisions
-    return tuple(p for p in NATIVE_PRECISIONS if p in hw.chip.die.peak_tflops)
+    """The precisions to search, in order. Two that cost the same on this die (the same peak and bytes per
+    element, e.g. INT8 and FP8 on Hopper) would only repeat the search: the first is kept."""
+    names = space.precisions
+    if names is None:
+        names = tuple(p for p in NATIVE_PRECISIONS if p in hw.chip.die.peak_tflops)
+    for p in names:
+        if p not in BYTES_PER_ELEMENT:
+            raise ConfigError(f"precision '{p}' is not one of: {', '.join(BYTES_PER_ELEMENT)}")
+    distinct: dict[tuple[float, float], str] = {}
+    for p in names:
+        distinct.setdefault((hw.chip.die.peak_flops(p), BYTES_PER_ELEMENT[p]), p)
+    return tuple(distinct.values())
 
 
 def instance_sizes(hw: Hardware, nodes: tuple[int, ...]) -> tuple[int, ...]:
     per_node = int(hw.system.chips_per_node.value)
     return tuple(n * per_node for n in nodes if n * per_node <= hw.system.num_chips)
+
+
+def role_sizes(hw: Hardware, space: SearchSpace) -> dict[Phase, tuple[int, ...]]:
+    """Chips per instance of each role: the space's own, else whole nodes from the defaults."""
+    return {
+        Phase.PREFILL: space.prefill_chips or instance_sizes(hw, PREFILL_NODES),
+        Phase.DECODE: space.decode_chips or instance_sizes(hw, DECODE_NODES),
+    }
 
 
 def _eps(hw: Hardware, model: ModelSpec, chips: int, space: SearchSpace) -> Sequence[int | None]:
@@ -112,9 +127,10 @@ def _eps(hw: Hardware, model: ModelSpec, chips: int, space: SearchSpace) -> Sequ
 
 def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> list[Candidate]:
     """Every combination of the axes, in a fixed order (the order results and ties are reported in)."""
+    sizes = role_sizes(hw, space)
     out: list[Candidate] = []
     for prec in precisions(hw, space):
-        for chips in space.prefill_chips or instance_sizes(hw, PREFILL_NODES):
+        for chips in sizes[Phase.PREFILL]:
             axes = product(_eps(hw, model, chips, space), space.attention_tp, space.tokens_per_chip, space.microbatch)
             out += [
                 Candidate(
@@ -128,7 +144,7 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
                 )
                 for ep, tp, tokens, mb in axes
             ]
-        for chips in space.decode_chips or instance_sizes(hw, DECODE_NODES):
+        for chips in sizes[Phase.DECODE]:
             axes = product(_eps(hw, model, chips, space), space.batches_per_chip, space.mtp_depths, space.microbatch)
             out += [
                 Candidate(
@@ -145,24 +161,32 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
     return out
 
 
+def error_reason(message: str) -> str:
+    """A count key for a refusal: the message's first clause with its numbers blanked, so refusals of the
+    same kind are counted together (``EP degree N must divide the N dies of N chips``)."""
+    return re.sub(r"\d[\d.,]*", "N", message.split(":", 1)[0]).strip()
+
+
 def prune_reason(
-    c: Candidate, hw: Hardware, model: ModelSpec, budget_chips: int, input_len: int, output_len: int
+    c: Candidate, hw: Hardware, model: ModelSpec, budget_chips: int, input_len: int, output_len: int, other_chips: int
 ) -> str | None:
-    """Why a candidate cannot run, from checks far cheaper than costing it (None: it may run)."""
-    other_min = min(instance_sizes(hw, DECODE_NODES if c.phase == Phase.PREFILL else PREFILL_NODES) or (1,))
-    if c.chips + other_min > budget_chips:
+    """Why a candidate cannot run, from checks far cheaper than costing it (None: it may run).
+    ``other_chips`` is the other role's smallest instance in this search (0: it has none)."""
+    if not other_chips or c.chips + other_chips > budget_chips:
         return "chips"  # no room left for the other role's smallest instance
     dies = c.chips * hw.chip.num_dies
     if c.phase == Phase.DECODE and c.batch_per_chip % hw.chip.num_dies:
         return "divisibility"  # whole sequences per die
     if c.phase == Phase.PREFILL and (model.attention.num_heads % c.attention_tp or c.attention_tp > dies):
         return "divisibility"
+    if c.ep and dies % c.ep:
+        return "divisibility"
     if c.mtp > model.mtp_layers:
         return "mtp"
     try:
         p = plan(c.deployment(input_len, output_len, 0.0), hw, model)
-    except CloudMatrixError:
-        return "divisibility"
+    except CloudMatrixError as e:
+        return error_reason(str(e))
     if memory_use(p).total_bytes > hw.chip.hbm_bytes_per_die:
         return "memory"
     return None
@@ -173,10 +197,12 @@ def feasible_candidates(
 ) -> tuple[list[Candidate], list[Candidate], Counter[str]]:
     """(all enumerated, those that survive pruning, how many each check removed)."""
     everything = enumerate_candidates(hw, model, space)
+    sizes = role_sizes(hw, space)
+    other = {Phase.PREFILL: min(sizes[Phase.DECODE], default=0), Phase.DECODE: min(sizes[Phase.PREFILL], default=0)}
     pruned: Counter[str] = Counter()
     kept = []
     for c in everything:
-        reason = prune_reason(c, hw, model, budget_chips, input_len, output_len)
+        reason = prune_reason(c, hw, model, budget_chips, input_len, output_len, other[c.phase])
         if reason is None:
             kept.append(c)
         else:

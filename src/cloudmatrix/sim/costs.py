@@ -10,7 +10,7 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.memory import check_fits, memory_use
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, Eplb, Phase, plan
+from cloudmatrix.deploy import Deployment, Eplb, Phase, plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.scenario import Scenario
@@ -135,5 +135,4 @@ class StepCosts:
     def kv_transfer_s(self, input_len: int) -> float:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
-        kv_bytes = self.model.kv_bytes(input_len, BYTES_PER_ELEMENT[self.s.kv_precision])
-        return comm.transfer_s(self.hw.system.planes.scale_out, kv_bytes, dies=self.s.prefill.attention_tp)
+        return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, self.s.prefill.attention_tp)

@@ -14,7 +14,7 @@ from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import DATA_DIR, read_yaml
 from cloudmatrix.cost import comm
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
+from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.workload.spec import PRESETS
@@ -262,10 +262,9 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
 
 
 def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
-    hw, model = load_hardware(system), load_model(c.model)
-    kv = model.kv_bytes(c.input_len, BYTES_PER_ELEMENT["bf16"])
     # the KV of a prompt sits on its attention TP group, whose NICs carry it
-    return comm.transfer_s(hw.system.planes.scale_out, kv, dies=min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"]))
+    nics = min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"])
+    return comm.kv_handoff_s(load_hardware(system), load_model(c.model), c.input_len, "bf16", nics)
 
 
 def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
