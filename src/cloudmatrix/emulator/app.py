@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.emulator.engine import RealtimeEngine, Stream
 from cloudmatrix.emulator.metrics import Metrics
-from cloudmatrix.emulator.text import Filler, count_chat_tokens, count_tokens
+from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
 from cloudmatrix.serving.requests import State
 
 MAX_TOKENS_LIMIT = 32768
@@ -89,7 +89,7 @@ class CompletionBody(_Body):
 
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
-    metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy)
+    metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -235,9 +235,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             )
         yield sse("[DONE]")
 
-    async def serve(request: Request, body: _Body, chat: bool, prompt_tokens: int, max_tokens: int) -> Response:
+    async def serve(
+        request: Request, body: _Body, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
+    ) -> Response:
         metrics.prompt_tokens.inc(prompt_tokens)
-        stream = engine.submit(prompt_tokens, max_tokens)
+        stream = engine.submit(prompt_tokens, max_tokens, prompt_text)
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{stream.rid}"
         path = request.url.path
@@ -273,7 +275,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         assert isinstance(body, ChatBody)
         prompt = count_chat_tokens([m.text() for m in body.messages])
         max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
-        return await serve(request, body, True, prompt, max_tokens)
+        text = chat_text([(m.role, m.text()) for m in body.messages])
+        return await serve(request, body, True, prompt, max_tokens, text)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -282,7 +285,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported", param="prompt")
-        return await serve(request, body, False, count_tokens(prompts[0]), body.max_tokens or 16)
+        return await serve(request, body, False, count_tokens(prompts[0]), body.max_tokens or 16, prompts[0])
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cloudmatrix.deploy import mtp_tokens_per_step
+from cloudmatrix.emulator.text import prefix_block_hashes
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import Scenario
@@ -101,9 +102,13 @@ class RealtimeEngine:
         tpot = step / mtp_tokens_per_step(pool.mtp, pool.mtp_acceptance)
         return max(1, math.ceil(self.sim.s.workload.output.typical * tpot / self.speed))
 
-    def submit(self, prompt_tokens: int, max_tokens: int) -> Stream:
+    def submit(self, prompt_tokens: int, max_tokens: int, prompt_text: str | None = None) -> Stream:
+        """A request from a client; with its text, the EMS cache (if the scenario has one) sees its prefix."""
         self._catch_up()
-        rid = self.sim.submit(prompt_tokens, max_tokens)
+        hashes = None
+        if prompt_text is not None and self.sim.ems is not None:
+            hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens)
+        rid = self.sim.submit(prompt_tokens, max_tokens, hashes)
         stream = Stream(rid=rid, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
         self.streams[rid] = stream
         self._arm()
@@ -122,6 +127,11 @@ class RealtimeEngine:
         used = sum(int(b.pools.used.sum()) for b in self.sim.decodes)
         total = sum(b.pools.capacity * b.num_dies for b in self.sim.decodes)
         return used / total if total else 0.0
+
+    def cache_hit_rate(self) -> float:
+        """Share of prompt tokens the EMS context cache has supplied (0 without a cache)."""
+        ems = self.sim.ems
+        return ems.cached_tokens / ems.prompt_tokens if ems and ems.prompt_tokens else 0.0
 
     def queue_depth(self) -> int:
         return sum(len(q) for q in self.sim.prefill_queues) + len(self.sim.waiting_kv)

@@ -11,7 +11,11 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 
 class Metrics:
     def __init__(
-        self, outstanding: Callable[[], float], queue_depth: Callable[[], float], kv_occupancy: Callable[[], float]
+        self,
+        outstanding: Callable[[], float],
+        queue_depth: Callable[[], float],
+        kv_occupancy: Callable[[], float],
+        cache_hit_rate: Callable[[], float],
     ) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -36,3 +40,6 @@ class Metrics:
         Gauge("cloudmatrix_kv_occupancy_ratio", "Decode KV blocks in use / capacity", registry=r).set_function(
             kv_occupancy
         )
+        Gauge(
+            "cloudmatrix_prefix_cache_hit_ratio", "Prompt tokens served from the EMS context cache", registry=r
+        ).set_function(cache_hit_rate)

@@ -5,8 +5,11 @@ Generated text is filler drawn from a seeded stream, one word per token, the sam
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
+
+from cloudmatrix.serving.ems import chain_hashes
 
 CHARS_PER_TOKEN = 4
 CHAT_TOKENS_PER_MESSAGE = 3
@@ -45,6 +48,23 @@ def count_tokens(text: str) -> int:
 
 def count_chat_tokens(contents: list[str]) -> int:
     return sum(count_tokens(c) + CHAT_TOKENS_PER_MESSAGE for c in contents) + CHAT_REPLY_PRIMING
+
+
+def prefix_block_hashes(text: str, block_tokens: int) -> list[int]:
+    """The prompt's KV blocks as the EMS cache keys them: consecutive ``block_tokens``-token pieces of the
+    text (at the same 4 characters per token), each keyed by its content and chained to the blocks before
+    it, so two prompts share leading hashes exactly as far as they share whole leading blocks."""
+    size = block_tokens * CHARS_PER_TOKEN
+    keys = [
+        int.from_bytes(hashlib.blake2b(text[i : i + size].encode(), digest_size=8).digest(), "little")
+        for i in range(0, max(len(text), 1), size)
+    ]
+    return chain_hashes(keys)
+
+
+def chat_text(roles_and_contents: list[tuple[str, str]]) -> str:
+    """A chat rendered as one prompt for prefix hashing: the same messages give the same text."""
+    return "".join(f"<{role}>{content}\n" for role, content in roles_and_contents)
 
 
 class Filler:

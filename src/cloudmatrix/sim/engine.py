@@ -89,6 +89,7 @@ class Simulation:
         )
         self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
+        self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live
         self.started = False
 
     @property
@@ -109,10 +110,12 @@ class Simulation:
                 self.env.process(self._decode(i))
 
     # ---- online use (the emulator) -----------------------------------------------------------------------
-    def submit(self, input_len: int, output_len: int) -> int:
-        """A new request arriving now; returns its id."""
+    def submit(self, input_len: int, output_len: int, hash_ids: list[int] | None = None) -> int:
+        """A new request arriving now, with its prompt's prefix-block hashes if known; returns its id."""
         self.start()
         rid = self.table.append(input_len, output_len)
+        if hash_ids:
+            self.submitted_hash_ids[rid] = hash_ids
         self._arrive(rid)
         return rid
 
@@ -149,7 +152,8 @@ class Simulation:
             for q, busy in zip(self.prefill_queues, self.prefill_busy, strict=True)
         ]
         if self.router is not None:
-            prefix = self.workload.hash_ids[rid][0] if self.workload.hash_ids and self.workload.hash_ids[rid] else None
+            hashes = self._hash_ids(rid)
+            prefix = hashes[0] if hashes else None
             inst = self.router.choose(loads, prefix)
         else:
             inst = least_loaded(loads)
@@ -199,7 +203,10 @@ class Simulation:
                 self.observer(self)
 
     def _hash_ids(self, rid: int) -> list[int] | None:
-        return self.workload.hash_ids[rid] if self.workload.hash_ids else None
+        if rid in self.submitted_hash_ids:
+            return self.submitted_hash_ids[rid]
+        hashes = self.workload.hash_ids
+        return hashes[rid] if hashes and rid < len(hashes) else None
 
     def _prefill_batch_s(self, rids: list[int], tokens: int) -> float:
         """The batch priced on its prompt tokens, less those whose KV the EMS cache supplies."""
