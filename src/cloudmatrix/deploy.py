@@ -52,6 +52,7 @@ class Deployment:
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
     routing: str | None = None  # expert-routing override (catalog/routing.py); default: the model's profile
+    tp: int = 1  # dense models: tensor-parallel group (dies) splitting attention heads, FFN and LM head
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
 
@@ -134,6 +135,19 @@ class Plan:
         return self.kv_len * self.deployment.cached_fraction
 
     @property
+    def tp(self) -> int:
+        """Dies that share one batch by splitting heads, FFN columns and vocabulary (1: data-parallel).
+        Per-die token and sequence counts are then the group's: each die processes all of them for its
+        shard."""
+        return self.deployment.tp
+
+    @property
+    def kv_shards(self) -> int:
+        """Ways the KV cache is split across a TP group: by KV head, so never more than there are heads."""
+        a = self.model.attention
+        return min(self.tp, a.num_kv_heads) if a.kind != "mla" else 1
+
+    @property
     def decodes(self) -> bool:
         """Decode-shaped steps (DP attention over cached sequences): decode and aggregated instances."""
         return self.deployment.phase != Phase.PREFILL
@@ -162,6 +176,24 @@ class Plan:
 def _check_choice(field: str, value: str, valid: dict[str, float]) -> None:
     if value not in valid:
         raise InfeasibleDeploymentError(f"{field} '{value}' is not one of: {', '.join(valid)}")
+
+
+def _check_tp(d: Deployment, model: ModelSpec, dies: int) -> None:
+    if d.tp == 1:
+        return
+    if d.tp < 1 or dies % d.tp:
+        raise InfeasibleDeploymentError(f"tensor parallelism {d.tp} must divide the {dies} dies of {d.num_chips} chips")
+    if model.moe is not None:
+        raise InfeasibleDeploymentError(
+            f"tensor parallelism is modelled for dense models; {model.id} is MoE and runs data-parallel "
+            "attention with expert parallelism (--tp 1)"
+        )
+    if model.attention.kind == "mla":
+        raise InfeasibleDeploymentError(f"tensor parallelism with MLA attention is not modelled ({model.id})")
+    if model.attention.num_heads % d.tp:
+        raise InfeasibleDeploymentError(
+            f"tensor parallelism {d.tp} must divide the {model.attention.num_heads} attention heads of {model.id}"
+        )
 
 
 def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
@@ -194,16 +226,18 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
         if d.batch_per_chip is None or (d.batch_per_chip <= 0 and not idle_ok):
             raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
-        seqs = d.batch_per_chip / hardware.chip.num_dies
+        _check_tp(d, model, dies)
+        seqs = d.batch_per_chip / hardware.chip.num_dies * d.tp  # a TP group serves its dies' sequences together
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
         tokens = seqs * (1 + d.mtp)
         if d.phase == Phase.AGGREGATED:
             chunk = balanced_chunk_tokens(d) if d.chunk_tokens_per_chip is None else d.chunk_tokens_per_chip
             if chunk < 0:
                 raise InfeasibleDeploymentError(f"chunk tokens per chip must be >= 0, got {chunk}")
-            chunk /= hardware.chip.num_dies
+            chunk = chunk / hardware.chip.num_dies * d.tp
             tokens += chunk
     else:
+        _check_tp(d, model, dies)
         # SP packs sequences across the instance's dies, so a die may hold part of one prompt.
         tokens_chip = d.tokens_per_chip or 16384
         if tokens_chip <= 0:
@@ -212,7 +246,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             raise InfeasibleDeploymentError(f"cached fraction {d.cached_fraction} must be in [0, 1)")
         if d.cache_plane not in CACHE_PLANES:
             raise InfeasibleDeploymentError(f"cache plane '{d.cache_plane}' is not one of: {', '.join(CACHE_PLANES)}")
-        prompt_tokens = tokens_chip / hardware.chip.num_dies
+        prompt_tokens = tokens_chip / hardware.chip.num_dies * d.tp
         cached = prompt_tokens * d.cached_fraction
         tokens = prompt_tokens - cached  # only the uncached suffix is computed (P3 §4.4.2)
         seqs = prompt_tokens / d.input_len

@@ -29,7 +29,8 @@ class Estimate:
         if self.plan.decodes:
             assert d.batch_per_chip is not None
             return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance)
-        return (self.plan.tokens_per_die + self.plan.cached_tokens_per_die) * self.plan.hardware.chip.num_dies
+        p = self.plan
+        return (p.tokens_per_die + p.cached_tokens_per_die) * p.hardware.chip.num_dies / p.tp
 
     @property
     def throughput_per_chip_tok_s(self) -> float:
@@ -38,7 +39,8 @@ class Estimate:
     @property
     def prefill_tokens_per_chip_s(self) -> float:
         """Prompt tokens per chip per second: a prefill instance's throughput, or an aggregated one's chunks."""
-        return self.plan.chunk_tokens_per_die * self.plan.hardware.chip.num_dies / self.step.step_s
+        p = self.plan
+        return p.chunk_tokens_per_die * p.hardware.chip.num_dies / p.tp / self.step.step_s
 
     @property
     def ttft_s(self) -> float | None:
@@ -76,7 +78,7 @@ class Estimate:
         }
         if d.phase == Phase.AGGREGATED:
             out.update(
-                chunk_tokens_per_chip=p.chunk_tokens_per_die * p.hardware.chip.num_dies,
+                chunk_tokens_per_chip=p.chunk_tokens_per_die * p.hardware.chip.num_dies / p.tp,
                 prefill_tokens_per_chip_s=self.prefill_tokens_per_chip_s,
                 ttft_ms=(self.ttft_s or 0.0) * MS,
             )
@@ -87,7 +89,8 @@ class Estimate:
                 kv_len=p.kv_len,
                 mtp=d.mtp,
                 mtp_acceptance=d.mtp_acceptance,
-                max_batch_per_chip_by_kv=self.memory.max_seqs_per_die * p.hardware.chip.num_dies,
+                tp=d.tp,
+                max_batch_per_chip_by_kv=self.memory.max_batch_per_chip,
             )
         else:
             out.update(

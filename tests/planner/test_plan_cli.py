@@ -52,7 +52,6 @@ def test_plan_table_and_what_if_overrides() -> None:
     [
         (["--chips", "8"], "smallest prefill+decode pair needs 8 + 16 = 24 chips > 8"),
         (["--tpot-slo", "1", "--chips", "64"], "fastest decode candidate has TPOT "),
-        (["--model", "llama-3.1-405b"], "tensor-parallel decode is not modelled"),
     ],
 )
 def test_empty_plan_says_why(args, why) -> None:
@@ -85,3 +84,12 @@ def test_plan_errors_are_one_line(args, message) -> None:
     res = runner.invoke(app, [*PLAN, *args, "--no-check"])
     assert res.exit_code == 2
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_dense_model_plans_with_tensor_parallelism() -> None:
+    """Llama 3.1 405B fits no die whole: the plan splits it over tensor-parallel groups in both roles."""
+    d = _json([*PLAN, "--model", "llama-3.1-405b", "--precision", "int8", "--no-check", "--top", "3"])
+    assert d["ranked"], d.get("why_empty")
+    for r in d["ranked"]:
+        assert r["prefill"]["tp"] > 1 and r["decode"]["tp"] > 1 and r["decode"]["ep"] is None
+    assert d["best_decode"]["tp"] > 1

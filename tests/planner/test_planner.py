@@ -113,7 +113,7 @@ def test_pruning_uses_the_spaces_own_instance_sizes() -> None:
 
 def test_precisions_of_equal_cost_are_searched_once() -> None:
     h100, _ = context("hgx-h100", "deepseek-r1", ())
-    assert precisions(h100, SearchSpace()) == ("int8", "bf16")  # Hopper FP8 = INT8: same peak, one byte
+    assert precisions(h100, SearchSpace()) == ("fp8", "bf16")  # Hopper FP8 = INT8: same peak, one byte
     assert precisions(h100, SearchSpace(precisions=("fp8", "int8"))) == ("fp8",)
     cm384, _ = context("cloudmatrix384", "deepseek-r1", ())
     # the 910C runs FP8 on its BF16 units, at the BF16 peak but reading half the bytes: a distinct cost
@@ -298,10 +298,10 @@ def test_empty_results_say_why() -> None:
     assert late.why_empty.startswith("fastest prefill candidate has TTFT ")
     tiny = fast_path(dataclasses.replace(small, chips=8))
     assert tiny.why_empty == "smallest prefill+decode pair needs 16 + 16 = 32 chips > 8"
-    dense = fast_path(PlanRequest(model="llama-3.1-405b"))
+    dense = fast_path(PlanRequest(model="llama-3.1-405b", space=SearchSpace(dense_tp=(1,))))  # no TP allowed
     assert dense.stats.costed == 0
     assert "every decode candidate needs more HBM per die than the chip has: 416.3 GB > 64.0 GB" in dense.why_empty
-    assert "tensor-parallel decode is not modelled" in dense.why_empty
+    assert "even at the largest tensor-parallel group searched" in dense.why_empty
     assert fast_path(small).why_empty == ""
 
 

@@ -96,6 +96,9 @@ def estimate(
         bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
     ] = None,
     attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies; assumed 4).")] = 4,
+    tp: Annotated[
+        int, typer.Option(help="Dense models: tensor-parallel group (dies) for attention, FFN and LM head.")
+    ] = 1,
     chunk_tokens_per_chip: Annotated[
         float | None,
         typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
@@ -130,6 +133,7 @@ def estimate(
             cache_plane=cache_plane,
             microbatch=microbatch,
             attention_tp=attention_tp,
+            tp=tp,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
         )
         return run_estimate(system, model, dep).to_dict()

@@ -185,6 +185,10 @@ def _plot(path: Path, result: Any, request: Any) -> None:
         cli._fail(f"cannot write {path}: {e.strerror}")
 
 
+def _tp(tp: int) -> str:
+    return f" TP{tp}" if tp > 1 else ""
+
+
 def _ep(ep: int | None) -> str:
     return f"EP{ep}" if ep else "dense"
 
@@ -229,10 +233,10 @@ def _row(r: dict[str, Any]) -> list[str]:
     return [
         str(r["rank"]),
         r["precision"],
-        f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{p['attention_tp']} {p['tokens_per_chip'] // 1024}K"
-        f"{' mb' if p['microbatch'] else ''}",
-        f"{c['instances']}×{c['chips']} {_ep(c['ep'])} b{c['batch_per_chip']} MTP{c['mtp']}"
-        f"{' mb' if c['microbatch'] else ''}",
+        f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{max(p['tp'], p['attention_tp'])} "
+        f"{p['tokens_per_chip'] // 1024}K{' mb' if p['microbatch'] else ''}",
+        f"{c['instances']}×{c['chips']} {_ep(c['ep'])}{_tp(c['tp'])} "
+        f"b{c['batch_per_chip']} MTP{c['mtp']}{' mb' if c['microbatch'] else ''}",
         str(r["chips"]),
         f"{r['rate_req_s']:,.1f}",
         f"{r['tpot_ms']:.1f}",

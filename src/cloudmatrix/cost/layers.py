@@ -62,13 +62,15 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
         else (a.qk_head_dim + a.v_head_dim)
     )
     cached = a.kv_elems_per_token() if a.kind == "mla" else a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
+    g = plan.tp  # a TP group's dies each take their share of the heads (and KV heads)
     return [
         Op(
             name="chunk_attention",
             op_class=OpClass.ATTENTION,
             stream=Stream.ATTENTION,
-            flops=2.0 * chunk * a.num_heads * per_pos * ctx,
-            hbm_bytes=chunk * cached * plan.kv_bytes + 2 * chunk * a.num_heads * per_pos * ACT_BYTES,
+            flops=2.0 * chunk * a.num_heads * per_pos * ctx / g,
+            hbm_bytes=chunk * cached * plan.kv_bytes / plan.kv_shards
+            + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
         )
     ]
 
@@ -77,7 +79,19 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
     """Attention of a decode-shaped step: projections over every token of the step (decode tokens plus any
     prompt chunk, weights read once), attention over the cache for the decode tokens."""
     prolog, core, out = _decode_attention_ops(plan, share)
-    return [prolog, core, *_chunk_attention(plan, share), out]
+    reduce = _tp_all_reduce(plan, plan.tokens_per_die * share, Stream.ATTENTION, "attn_all_reduce")
+    return [prolog, core, *_chunk_attention(plan, share), out, *reduce]
+
+
+def _tp_all_reduce(plan: Plan, tokens: float, stream: Stream, name: str) -> list[Op]:
+    """Tensor-parallel decode: the partial sums of a row-split projection are all-reduced across the group
+    (ring: reduce-scatter + all-gather, 2(g-1)/g of the activations through each die's link)."""
+    g = plan.tp
+    if g <= 1:
+        return []
+    moved = 2 * (g - 1) / g * tokens * plan.model.hidden * ACT_BYTES
+    t, sol = comm.bulk_s(comm.plane_for(plan.hardware, g), moved, g - 1, g <= plan.hardware.dies_per_node)
+    return [Op(name=name, op_class=OpClass.COMM, stream=stream, comm_s=t, comm_roofline_s=sol)]
 
 
 def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
@@ -105,22 +119,30 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
             Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
             _gemm("o_proj", s, tokens, out_w, plan, tokens * (a.num_heads * a.kv_lora_rank + h) * ACT_BYTES),
         ]
+    # GQA; with tensor parallelism g each die holds 1/g of the heads and 1/kv_shards of the KV cache
+    g, ks = plan.tp, plan.kv_shards
     kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
     qkv_w = h * (a.num_heads * a.qk_head_dim + kv_w)
-    core_flops = 2.0 * decode_tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ctx
-    core_bytes = seqs * ctx * kv_w * kvb + decode_tokens * a.num_heads * (a.qk_head_dim + a.v_head_dim) * ACT_BYTES
+    head_dims = a.num_heads * (a.qk_head_dim + a.v_head_dim)
+    core_flops = 2.0 * decode_tokens * head_dims * ctx / g
+    core_bytes = seqs * ctx * kv_w * kvb / ks + decode_tokens * head_dims * ACT_BYTES / g
     return [
-        _gemm("qkv_proj", s, tokens, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb),
+        _gemm(
+            "qkv_proj", s, tokens / g, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb / ks, weight_shards=g
+        ),
         Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
-        _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
+        _gemm(
+            "o_proj", s, tokens / g, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES, weight_shards=g
+        ),
     ]
 
 
 def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     """MLA as SP-TP-SP (P3 §4.3): down-projections on each die's own tokens (SP), all-gather of the latents
     to the TP group, up-projections and 128-head MHA sharded by heads (TP), all-to-all back, o_proj (SP).
-    GQA models run plain sequence-parallel attention."""
-    m, a, h = plan.model, plan.model.attention, plan.model.hidden
+    GQA models run sequence-parallel attention, or with ``tp`` > 1 Megatron-style tensor parallelism (each
+    die takes 1/g of the heads for the group's tokens, then an all-reduce)."""
+    m, a, h, g = plan.model, plan.model.attention, plan.model.hidden, plan.tp
     tokens, cached = plan.tokens_per_die * share, plan.cached_len
     # causal: a computed token sees the cached prefix and on average half of the computed suffix
     ctx = _mean_context(m, cached + (plan.kv_len - cached + 1) / 2)
@@ -130,22 +152,25 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
         name="flash_attention",
         op_class=OpClass.ATTENTION,
         stream=s,
-        flops=2.0 * tokens * a.num_heads * heads_dim * ctx,
-        hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES,
+        flops=2.0 * tokens * a.num_heads * heads_dim * ctx / g,
+        hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
     )
     if a.kind != "mla":
         kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
+        qkv_io = tokens * h * ACT_BYTES + tokens * kv_w * plan.kv_bytes / plan.kv_shards
         return [
-            _gemm(
-                "qkv_proj",
-                s,
-                tokens,
-                h * (a.num_heads * a.qk_head_dim + kv_w),
-                plan,
-                tokens * h * ACT_BYTES + tokens * kv_w * plan.kv_bytes,
-            ),
+            _gemm("qkv_proj", s, tokens / g, h * (a.num_heads * a.qk_head_dim + kv_w), plan, qkv_io, weight_shards=g),
             fa,
-            _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
+            _gemm(
+                "o_proj",
+                s,
+                tokens / g,
+                a.num_heads * a.v_head_dim * h,
+                plan,
+                2 * tokens * h * ACT_BYTES,
+                weight_shards=g,
+            ),
+            *_tp_all_reduce(plan, tokens, s, "attn_all_reduce"),
         ]
     assert a.kv_lora_rank is not None
     g = plan.deployment.attention_tp
@@ -203,13 +228,15 @@ def _swiglu(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
 
 
 def _dense_ffn(plan: Plan, share: float) -> list[Op]:
-    m, tokens = plan.model, plan.tokens_per_die * share
+    m, tokens, g = plan.model, plan.tokens_per_die * share, plan.tp
     assert m.dense_intermediate is not None
-    io = tokens * (2 * m.hidden + 2 * m.dense_intermediate) * ACT_BYTES
+    inter = m.dense_intermediate // g  # tensor parallelism splits the FFN columns
+    io = tokens * (2 * m.hidden + 2 * inter) * ACT_BYTES
     return [
         _norm("ffn_norm", Stream.MOE, tokens, plan),
-        _gemm("dense_ffn", Stream.MOE, tokens, m.dense_ffn_params(), plan, io),
-        _swiglu(Stream.MOE, tokens, m.dense_intermediate, plan),
+        _gemm("dense_ffn", Stream.MOE, tokens / g, m.dense_ffn_params(), plan, io, weight_shards=g),
+        _swiglu(Stream.MOE, tokens, inter, plan),
+        *_tp_all_reduce(plan, tokens, Stream.MOE, "ffn_all_reduce"),
     ]
 
 
@@ -355,16 +382,17 @@ def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
 
 def head_ops(plan: Plan, tokens: float) -> list[Op]:
     """LM head (kept in BF16, a sensitive layer per P3 §4.5) and in-NPU sampling over the vocabulary."""
-    m = plan.model
+    m, g = plan.model, plan.tp  # tensor parallelism splits the vocabulary
     head_w = m.lm_head_params() or m.embedding_params()
+    logits = tokens * m.vocab / g * LOGIT_BYTES
     return [
-        _gemm("lm_head", Stream.ATTENTION, tokens, head_w, plan, tokens * m.vocab * LOGIT_BYTES, precision="bf16"),
+        _gemm("lm_head", Stream.ATTENTION, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
         Op(
             name="sampling",
             op_class=OpClass.VECTOR,
             stream=Stream.ATTENTION,
-            flops=8.0 * tokens * m.vocab,
-            hbm_bytes=3.0 * tokens * m.vocab * LOGIT_BYTES,
+            flops=8.0 * tokens * m.vocab / g,
+            hbm_bytes=3.0 * logits,
         ),
     ]
 

@@ -22,6 +22,7 @@ class MemoryUse:
     reserve_bytes: float
     capacity_bytes: float
     max_seqs_per_die: float  # decode: sequences whose KV fits beside the weights and buffers
+    max_batch_per_chip: float  # the same as a per-chip batch (a TP group's dies share their sequences)
 
     @property
     def total_bytes(self) -> float:
@@ -39,10 +40,11 @@ class MemoryUse:
 
 
 def weights_per_die(plan: Plan) -> float:
-    """Attention and dense FFN are replicated per die (DP); prefill shards the MLA up-projections over the
-    TP group; experts occupy their slots; embedding and LM head are BF16 on every die."""
-    m, wb = plan.model, plan.weight_bytes
-    attn = float(m.attention_params())
+    """Attention and dense FFN are replicated per die (DP) or split over a decode TP group; prefill shards the
+    MLA up-projections over its TP group; experts occupy their slots; embedding and LM head are BF16 (the
+    head split with TP)."""
+    m, wb, g = plan.model, plan.weight_bytes, plan.tp
+    attn = float(m.attention_params()) / g  # tensor-parallel decode: each die holds 1/g of the heads
     if plan.phase == Phase.PREFILL and m.attention.kind == "mla":
         a = m.attention
         up = (a.q_lora_rank or m.hidden) * a.num_heads * a.qk_head_dim + (a.kv_lora_rank or 0) * a.num_heads * (
@@ -51,7 +53,7 @@ def weights_per_die(plan: Plan) -> float:
         attn -= up * (1 - 1 / plan.deployment.attention_tp)
     per_layer_attn = (attn + m.norm_params()) * wb
     total = m.num_layers * per_layer_attn + m.num_dense_layers * (
-        m.dense_ffn_params() * wb if m.num_dense_layers else 0.0
+        m.dense_ffn_params() * wb / g if m.num_dense_layers else 0.0
     )
     if m.moe and plan.layout:
         lay = plan.layout
@@ -60,7 +62,7 @@ def weights_per_die(plan: Plan) -> float:
         total += m.num_moe_layers * (slots * m.expert_params() * wb + router)
         if plan.deployment.mtp:
             total += per_layer_attn + slots * m.expert_params() * wb + router + 2 * m.hidden * m.hidden * wb
-    head = m.lm_head_params() or 0
+    head = (m.lm_head_params() or 0) / g
     return total + (m.embedding_params() + head) * BYTES_PER_ELEMENT["bf16"]
 
 
@@ -86,7 +88,7 @@ def memory_use(plan: Plan) -> MemoryUse:
     buffers = _buffers(plan)
     reserve = chip.runtime_reserve_gb.value * GB
     max_len = d.input_len + d.output_len if plan.decodes else d.input_len
-    per_seq = m.kv_bytes(max_len, plan.kv_bytes)
+    per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards
     kv = plan.seqs_per_die * per_seq
     free = capacity - weights - buffers - reserve
     return MemoryUse(
@@ -96,6 +98,7 @@ def memory_use(plan: Plan) -> MemoryUse:
         reserve_bytes=reserve,
         capacity_bytes=capacity,
         max_seqs_per_die=max(free, 0.0) / per_seq,
+        max_batch_per_chip=max(free, 0.0) / per_seq * chip.num_dies / plan.tp,
     )
 
 
@@ -108,7 +111,7 @@ def check_fits(plan: Plan, mem: MemoryUse) -> None:
         f"{g['reserve']:.1f} = {g['total']:.1f} GB > {g['capacity']:.1f} GB HBM per die"
     )
     if plan.decodes:
-        cap = mem.max_seqs_per_die * plan.hardware.chip.num_dies
+        cap = mem.max_batch_per_chip
         length = plan.deployment.input_len + plan.deployment.output_len
         what += f"; KV fits at most {cap:.0f} sequences per chip at {length} tokens"
     raise InfeasibleDeploymentError(f"deployment does not fit: {what}")

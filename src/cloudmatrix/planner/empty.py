@@ -88,8 +88,8 @@ def _pruned(s: Searched) -> str:
                 f"every {role.value} candidate needs more HBM per die than the chip has: "
                 f"{need_gb:,.1f} GB > {hbm_gb:,.1f} GB"
             )
-            if role == Phase.DECODE and s.model.moe is None:
-                why += " (decode attention is data-parallel; tensor-parallel decode is not modelled)"
+            if s.model.moe is None:
+                why += " even at the largest tensor-parallel group searched"
             reasons.append(why)
         else:
             counts = ", ".join(f"{k} {v}" for k, v in sorted(s.pruned.items()))
@@ -119,7 +119,7 @@ def _ttft(s: Searched) -> str:
     if s.ranking.deployments:
         return ""
     floors = [
-        c.lone_prompt_s + comm.kv_handoff_s(s.hw, s.model, s.job.input_len, KV_PRECISION, c.candidate.attention_tp)
+        c.lone_prompt_s + comm.kv_handoff_s(s.hw, s.model, s.job.input_len, KV_PRECISION, c.candidate.kv_group)
         for c in s.costs
         if c.candidate.phase == Phase.PREFILL and c.feasible
     ]

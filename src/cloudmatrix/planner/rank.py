@@ -82,6 +82,7 @@ class PlannedDeployment:
                 "ep": p.ep,
                 "tokens_per_chip": p.tokens_per_chip,
                 "attention_tp": p.attention_tp,
+                "tp": p.tp,
                 "microbatch": p.microbatch,
                 "tok_s_per_chip": self.prefill.tok_s_per_chip,
                 "batch_ms": self.prefill.step_s * 1e3,
@@ -92,6 +93,7 @@ class PlannedDeployment:
                 "ep": d.ep,
                 "batch_per_chip": d.batch_per_chip,
                 "mtp": d.mtp,
+                "tp": d.tp,
                 "microbatch": d.microbatch,
                 "tok_s_per_chip": self.decode.tok_s_per_chip,
                 "step_ms": self.decode.step_s * 1e3,
@@ -243,7 +245,7 @@ def resized(
     rate = t.utilisation * min(
         prefill_instances * instance_req_s(d.prefill, t), decode_instances * instance_req_s(d.decode, t)
     )
-    transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, p.attention_tp)
+    transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, p.kv_group)
     chips = prefill_instances * p.chips + decode_instances * d.decode.candidate.chips
     return dataclasses.replace(
         d,
@@ -262,13 +264,14 @@ def operating_tpot_s(d: PlannedDeployment, t: Targets, job: Job) -> float:
     c = d.decode.candidate
     dep = c.deployment(job.input_len, job.output_len, job.mtp_acceptance)
     accepted = mtp_tokens_per_step(c.mtp, dep.mtp_acceptance)
-    dies = d.decode_instances * c.chips * hw.chip.num_dies
-    cap = c.batch_per_chip // hw.chip.num_dies
+    ranks = d.decode_instances * c.chips * hw.chip.num_dies // c.tp  # dies, or tensor-parallel groups
+    cap = c.batch_per_chip * c.tp // hw.chip.num_dies
     step_s = d.decode.step_s
     for _ in range(OCCUPANCY_ROUNDS):
-        want = d.rate_req_s * max(t.output_len - 1, 1) / accepted * step_s / dies
+        want = d.rate_req_s * max(t.output_len - 1, 1) / accepted * step_s / ranks
         seqs = min(cap, max(math.ceil(want), 1))
-        step_s = estimate(hw, model, dataclasses.replace(dep, batch_per_chip=seqs * hw.chip.num_dies)).step.step_s
+        batch = seqs * hw.chip.num_dies / c.tp
+        step_s = estimate(hw, model, dataclasses.replace(dep, batch_per_chip=batch)).step.step_s
     return step_s / accepted
 
 
@@ -281,7 +284,7 @@ def prefill_shortlist(costs: Sequence[CandidateCost], t: Targets, job: Job) -> l
     for cost in costs:
         c = cost.candidate
         if c.phase == Phase.PREFILL and cost.feasible:
-            transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, c.attention_tp)
+            transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, c.kv_group)
             groups.setdefault((c.precision, c.chips), []).append((cost, instance_req_s(cost, t), transfer))
     out: list[_Prefill] = []
     for group in groups.values():

@@ -59,6 +59,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
             "microbatch": p.microbatch,
             "attention_tp": p.attention_tp,
             "eplb": PREFILL_EPLB.value,
+            "tp": p.tp,
         },
         "decode": {
             "instances": d.decode_instances,
@@ -69,6 +70,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
             "mtp_acceptance": request.mtp_acceptance if c.mtp else 0.0,
             "eplb": "default",
             "microbatch": c.microbatch,
+            "tp": c.tp,
         },
         "workload": _workload(d, w),
         "slo": {"ttft_ms": request.ttft_slo_ms, "tpot_ms": request.tpot_slo_ms},

@@ -93,6 +93,7 @@ def _decode_dict(c: CandidateCost) -> dict[str, Any]:
         "ep": k.ep,
         "batch_per_chip": k.batch_per_chip,
         "mtp": k.mtp,
+        "tp": k.tp,
         "microbatch": k.microbatch,
         "tok_s_per_chip": c.tok_s_per_chip,
         "tpot_ms": c.tpot_s * 1e3,

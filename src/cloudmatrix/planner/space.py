@@ -20,7 +20,7 @@ from cloudmatrix.sim.scenario import PrefillPool
 # span from two nodes up to most of a supernode (the paper's 160 NPUs = 20 nodes).
 PREFILL_NODES = (1, 2, 4, 8)
 DECODE_NODES = (2, 4, 6, 8, 12, 16, 20, 24, 32)
-NATIVE_PRECISIONS = ("int8", "fp8", "fp4", "bf16")
+NATIVE_PRECISIONS = ("fp8", "int8", "fp4", "bf16")  # where two cost the same, the first is kept
 # Prefill is priced with the expert-load balance the simulation's prefill pools use, so that a check
 # compares like with like (decode uses EPLB as deployed, the pools' default too).
 PREFILL_EPLB = Eplb(PrefillPool.model_fields["eplb"].default)
@@ -35,7 +35,8 @@ class SearchSpace:
     ep_divisors: tuple[int, ...] = (1, 2)  # EP = dies / d: one expert group, or two replicas of it
     batches_per_chip: tuple[int, ...] = (2, 4, 8, 16, 24, 32, 48, 64, 80, 96, 104, 112, 128, 160, 192)
     tokens_per_chip: tuple[int, ...] = (4096, 8192, 16384)
-    attention_tp: tuple[int, ...] = (1, 2, 4, 8)  # prefill SP-TP-SP group; decode attention is DP
+    attention_tp: tuple[int, ...] = (1, 2, 4, 8)  # MoE/MLA prefill SP-TP-SP group; their decode attention is DP
+    dense_tp: tuple[int, ...] = (1, 2, 4, 8, 16)  # dense models: tensor-parallel group, prefill and decode
     mtp_depths: tuple[int, ...] = (0, 1)
     microbatch: tuple[bool, ...] = (True, False)
     precisions: tuple[str, ...] | None = None  # default: every precision the die runs natively
@@ -54,6 +55,12 @@ class Candidate:
     mtp: int = 0  # decode
     tokens_per_chip: int = 0  # prefill
     attention_tp: int = DEFAULT_ATTENTION_TP  # prefill
+    tp: int = 1  # dense models: tensor-parallel group
+
+    @property
+    def kv_group(self) -> int:
+        """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over."""
+        return self.tp if self.tp > 1 else self.attention_tp
 
     def deployment(self, input_len: int, output_len: int, mtp_acceptance: float) -> Deployment:
         if self.phase == Phase.PREFILL:
@@ -67,6 +74,7 @@ class Candidate:
                 microbatch=self.microbatch,
                 attention_tp=self.attention_tp,
                 eplb=PREFILL_EPLB,
+                tp=self.tp,
             )
         return Deployment(
             phase=Phase.DECODE,
@@ -80,14 +88,16 @@ class Candidate:
             mtp_acceptance=mtp_acceptance if self.mtp else 0.0,
             eplb=Eplb.DEFAULT,
             microbatch=self.microbatch,
+            tp=self.tp,
         )
 
     def label(self) -> str:
         ep = f"EP{self.ep}" if self.ep else "dense"
         mb = "mb" if self.microbatch else "serial"
         if self.phase == Phase.PREFILL:
-            return f"{self.chips}c {ep} TP{self.attention_tp} {self.tokens_per_chip // 1024}K/chip {mb}"
-        return f"{self.chips}c {ep} b{self.batch_per_chip} MTP{self.mtp} {mb}"
+            return f"{self.chips}c {ep} TP{self.kv_group} {self.tokens_per_chip // 1024}K/chip {mb}"
+        tp = f" TP{self.tp}" if self.tp > 1 else ""
+        return f"{self.chips}c {ep}{tp} b{self.batch_per_chip} MTP{self.mtp} {mb}"
 
 
 def precisions(hw: Hardware, space: SearchSpace) -> tuple[str, ...]:
@@ -128,10 +138,13 @@ def _eps(hw: Hardware, model: ModelSpec, chips: int, space: SearchSpace) -> Sequ
 def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> list[Candidate]:
     """Every combination of the axes, in a fixed order (the order results and ties are reported in)."""
     sizes = role_sizes(hw, space)
+    # MLA/MoE models shard prefill attention SP-TP-SP; dense models use tensor parallelism in both roles
+    dense = model.moe is None
+    attention_tp, tps = ((1,), space.dense_tp) if dense else (space.attention_tp, (1,))
     out: list[Candidate] = []
     for prec in precisions(hw, space):
         for chips in sizes[Phase.PREFILL]:
-            axes = product(_eps(hw, model, chips, space), space.attention_tp, space.tokens_per_chip, space.microbatch)
+            axes = product(_eps(hw, model, chips, space), attention_tp, space.tokens_per_chip, space.microbatch, tps)
             out += [
                 Candidate(
                     phase=Phase.PREFILL,
@@ -140,12 +153,15 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
                     ep=ep,
                     microbatch=mb,
                     tokens_per_chip=tokens,
-                    attention_tp=tp,
+                    attention_tp=atp,
+                    tp=tp,
                 )
-                for ep, tp, tokens, mb in axes
+                for ep, atp, tokens, mb, tp in axes
             ]
         for chips in sizes[Phase.DECODE]:
-            axes = product(_eps(hw, model, chips, space), space.batches_per_chip, space.mtp_depths, space.microbatch)
+            axes = product(
+                _eps(hw, model, chips, space), space.batches_per_chip, space.mtp_depths, space.microbatch, tps
+            )
             out += [
                 Candidate(
                     phase=Phase.DECODE,
@@ -155,8 +171,9 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
                     microbatch=mb,
                     batch_per_chip=batch,
                     mtp=mtp,
+                    tp=tp,
                 )
-                for ep, batch, mtp, mb in axes
+                for ep, batch, mtp, mb, tp in axes
             ]
     return out
 
@@ -178,6 +195,8 @@ def prune_reason(
     if c.phase == Phase.DECODE and c.batch_per_chip % hw.chip.num_dies:
         return "divisibility"  # whole sequences per die
     if c.phase == Phase.PREFILL and (model.attention.num_heads % c.attention_tp or c.attention_tp > dies):
+        return "divisibility"
+    if c.tp > dies or dies % c.tp or model.attention.num_heads % c.tp:
         return "divisibility"
     if c.ep and dies % c.ep:
         return "divisibility"

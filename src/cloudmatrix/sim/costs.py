@@ -34,7 +34,8 @@ class StepCosts:
         """The decode pool's deployment (or the aggregated pool's, with a prompt chunk) at a batch shape."""
         d = self.s.aggregated or self.s.decode
         assert d is not None
-        batch = d.batch_per_chip if seqs_per_die is None else seqs_per_die * self.hw.chip.num_dies
+        # the simulation's decode ranks are TP groups: a group's sequences are its dies' batch together
+        batch = d.batch_per_chip if seqs_per_die is None else seqs_per_die * self.hw.chip.num_dies / d.tp
         aggregated = self.s.aggregated is not None
         if aggregated and chunk_tokens_per_chip is None:
             chunk_tokens_per_chip = self.s.aggregated.chunk_tokens_per_chip  # type: ignore[union-attr]
@@ -53,6 +54,7 @@ class StepCosts:
             mtp_acceptance=d.mtp_acceptance,
             eplb=Eplb(d.eplb),
             microbatch=d.microbatch,
+            tp=d.tp,
         )
 
     def prefill_deployment(
@@ -73,6 +75,7 @@ class StepCosts:
             microbatch=p.microbatch,
             attention_tp=p.attention_tp,
             eplb=Eplb(p.eplb),
+            tp=p.tp,
         )
 
     def check(self) -> None:
@@ -102,7 +105,7 @@ class StepCosts:
         mem = memory_use(p)
         check_fits(p, mem)
         free = mem.capacity_bytes - mem.weights_bytes - mem.buffers_bytes - mem.reserve_bytes
-        per_block = self.model.kv_bytes(block_tokens, p.kv_bytes)
+        per_block = self.model.kv_bytes(block_tokens, p.kv_bytes) / p.kv_shards
         return int(free // per_block)
 
     def _decode_time_s(self, seqs_per_die: int, kv_bucket: int, chunk_bucket: int = 0) -> float:
@@ -135,4 +138,7 @@ class StepCosts:
     def kv_transfer_s(self, input_len: int) -> float:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
-        return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, self.s.prefill.attention_tp)
+        p = self.s.prefill
+        return comm.kv_handoff_s(
+            self.hw, self.model, input_len, self.s.kv_precision, p.tp if p.tp > 1 else p.attention_tp
+        )

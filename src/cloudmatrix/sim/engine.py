@@ -67,11 +67,12 @@ class Simulation:
         self.prefill_wake = [self.env.event() for _ in range(pre)]
         cache_aware = p is not None and p.router == "cache-aware"
         self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p and cache_aware else None
-        dies = d.chips * self.costs.hw.chip.num_dies
-        seqs_per_die = max(d.batch_per_chip // self.costs.hw.chip.num_dies, 1)
+        # decode ranks: dies (data-parallel attention) or tensor-parallel groups of d.tp dies
+        ranks = d.chips * self.costs.hw.chip.num_dies // d.tp
+        seqs_per_rank = max(d.batch_per_chip * d.tp // self.costs.hw.chip.num_dies, 1)
         capacity = self.costs.kv_capacity_blocks(d.kv_block_tokens)
         self.decodes = [
-            DecodeBatch(dies, seqs_per_die, KvBlockPools(dies, capacity, d.kv_block_tokens), d.mtp, d.mtp_acceptance)
+            DecodeBatch(ranks, seqs_per_rank, KvBlockPools(ranks, capacity, d.kv_block_tokens), d.mtp, d.mtp_acceptance)
             for _ in range(d.instances)
         ]
         self.decode_wake = [self.env.event() for _ in range(d.instances)]

@@ -32,6 +32,7 @@ class PrefillPool(_Spec):
     attention_tp: int = Field(default=DEFAULT_ATTENTION_TP, ge=1)
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
     eplb: Literal["perfect", "default", "none"] = "default"
+    tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group
 
 
 class DecodePool(_Spec):
@@ -44,6 +45,7 @@ class DecodePool(_Spec):
     eplb: Literal["perfect", "default", "none"] = "default"
     microbatch: bool | None = None
     kv_block_tokens: int = Field(default=128, ge=16)
+    tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group (one batch per group)
 
 
 class AggregatedPool(DecodePool):

@@ -142,7 +142,7 @@ def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple
         probe = _decode(system, c, preset, hw.chip.num_dies, "aggregated")
     except InfeasibleDeploymentError:
         return None
-    for batch in _batch_grid(hw.chip.num_dies, probe.memory.max_seqs_per_die * hw.chip.num_dies):
+    for batch in _batch_grid(hw.chip.num_dies, probe.memory.max_batch_per_chip):
         try:
             est = _decode(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
@@ -213,7 +213,7 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         probe = _decode(system, c, preset, hw.chip.num_dies)
     except InfeasibleDeploymentError as e:
         return SystemResult(**base, feasible=False, reason=str(e))
-    max_batch = probe.memory.max_seqs_per_die * hw.chip.num_dies
+    max_batch = probe.memory.max_batch_per_chip
     curve, best = [], None
     for batch in _batch_grid(hw.chip.num_dies, max_batch):
         try:
