@@ -64,3 +64,13 @@ def test_bad_routing_and_cache_input(args: list[str], message: str) -> None:
     res = runner.invoke(app, args)
     assert res.exit_code == 2
     assert message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_estimate_reports_the_expert_load() -> None:
+    d = _json([*PREFILL, "--eplb", "default"])
+    load = d["expert_load"]
+    assert load["eplb"] == "default" and load["routing"].startswith("uniform@c=")
+    assert 1.0 < load["busiest_over_mean"] < 1.5
+    assert _json(PREFILL)["expert_load"]["busiest_over_mean"] == 1.0  # perfect EPLB
+    table = runner.invoke(app, [*PREFILL, "--eplb", "default"])
+    assert "busiest expert die / mean" in table.stdout

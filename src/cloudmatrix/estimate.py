@@ -9,6 +9,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.cost.layers import expert_imbalance
 from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
 from cloudmatrix.cost.step import StepCost, best_step_cost
 from cloudmatrix.deploy import Deployment, Phase, Plan, mtp_tokens_per_step, plan
@@ -102,6 +103,11 @@ class Estimate:
                 "routed_dies": p.layout.routed_dies,
                 "shared_dies": p.layout.shared_dies,
                 "redundant": p.layout.redundant,
+            }
+            out["expert_load"] = {  # the whole step's batch; a microbatch's is a little larger
+                "eplb": d.eplb.value,
+                "routing": p.routing.describe(),
+                "busiest_over_mean": expert_imbalance(p, p.tokens_per_die),
             }
         return out
 

@@ -69,6 +69,12 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
         f"{mem['total']:.1f} of {mem['capacity']:.0f} (weights {mem['weights']:.1f}, "
         f"KV {mem['kv']:.1f}, buffers {mem['buffers']:.1f})",
     )
+    if "expert_load" in d:
+        load = d["expert_load"]
+        head.add_row(
+            "busiest expert die / mean",
+            f"{load['busiest_over_mean']:.3f} (EPLB {load['eplb']}, routing {load['routing']})",
+        )
     layer = Table(title="Per-layer breakdown (µs, representative layer; critical path)")
     layer.add_column("op")
     layer.add_column("µs/layer", justify="right")

@@ -251,26 +251,31 @@ def _requests(plan: Plan, tokens: float) -> float:
     return tokens * (plan.seqs_per_die + plan.chunk_tokens_per_die / input_len) / plan.tokens_per_die
 
 
+def expert_imbalance(plan: Plan, tokens: float) -> float:
+    """Busiest routed die's load over the mean for a step of ``tokens`` per die (1: perfect EPLB, or no MoE)."""
+    m, lay = plan.model, plan.layout
+    if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
+        return 1.0
+    from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
+
+    return busiest_factor(
+        plan.routing,
+        lay,
+        plan.deployment.eplb,
+        num_experts=m.moe.num_routed,
+        top_k=m.moe.top_k,
+        tokens=tokens * lay.ep,
+        requests=_requests(plan, tokens) * lay.ep,
+    )
+
+
 def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
     """(tokens on the busiest expert die, expert slots it holds, tokens it receives over the fabric)."""
     m, lay = plan.model, plan.layout
     assert m.moe is not None and lay is not None
     routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
     per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    imbalance = 1.0
-    if plan.deployment.eplb != Eplb.PERFECT:
-        from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
-
-        imbalance = busiest_factor(
-            plan.routing,
-            lay,
-            plan.deployment.eplb,
-            num_experts=m.moe.num_routed,
-            top_k=m.moe.top_k,
-            tokens=tokens * lay.ep,
-            requests=_requests(plan, tokens) * lay.ep,
-        )
-    busiest = per_die_mean * imbalance
+    busiest = per_die_mean * expert_imbalance(plan, tokens)
     routed = (busiest, float(lay.routed_slots_per_die), busiest)
     if lay.shared_dies:
         shared_tokens = tokens * lay.ep / lay.shared_dies
