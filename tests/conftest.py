@@ -3,14 +3,14 @@ import dataclasses
 import pytest
 
 from cloudmatrix.deploy import Deployment, Phase
-from cloudmatrix.studies.ablate import PAPER_DECODE
+from cloudmatrix.studies.ablate import paper_deployments
 
 
 @pytest.fixture
 def paper_decode() -> Deployment:
     """The paper's decode point: 160 NPUs, EP320, batch 96/NPU, KV 4,096, MTP 1 at 70 % (P3 Table 3),
     with the microbatch choice left to the model."""
-    return dataclasses.replace(PAPER_DECODE, microbatch=None)
+    return dataclasses.replace(paper_deployments()[Phase.DECODE], microbatch=None)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_rou
 from cloudmatrix.errors import InfeasibleDeploymentError
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
-CACHE_PLANES = {"ub": "scale_up", "vpc": "storage"}  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
+CACHE_PLANES = ("ub", "vpc")  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
 BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
 
 
@@ -51,7 +51,7 @@ class Deployment:
     attention_tp: int = DEFAULT_ATTENTION_TP
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
-    routing: str | None = None  # expert-routing override (catalog/routing.py); default: the model's profile
+    routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
     tp: int = 1  # dense models: tensor-parallel group (dies) splitting attention heads, FFN and LM head
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
@@ -106,6 +106,12 @@ def balanced_chunk_tokens(d: Deployment) -> float:
     tokens as the finishing sequences free, i.e. batch × accepted tokens per step × input / output."""
     assert d.batch_per_chip is not None
     return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance) * d.input_len / max(d.output_len, 1)
+
+
+def kv_group(tp: int, attention_tp: int) -> int:
+    """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over: the
+    tensor-parallel group of a dense model, else the MLA prefill TP group (P3 §4.3.3)."""
+    return tp if tp > 1 else attention_tp
 
 
 def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
@@ -255,7 +261,9 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         if heads % d.attention_tp:
             raise InfeasibleDeploymentError(f"attention TP {d.attention_tp} must divide the {heads} heads")
     routing = model_routing(model.id)
-    if d.routing:
+    if isinstance(d.routing, RoutingProfile):
+        routing = d.routing
+    elif d.routing:
         routing = parse_routing(d.routing, routing)
     return Plan(
         cached_tokens_per_die=cached,

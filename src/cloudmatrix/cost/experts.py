@@ -113,8 +113,15 @@ def _eplb(p: np.ndarray, layout: ExpertLayout) -> Placement:
 
 
 @lru_cache(maxsize=64)
+def _popularity(profile: RoutingProfile, n: int, k: int) -> np.ndarray:
+    p = popularity(profile, n, k)
+    p.setflags(write=False)  # shared by every cached caller
+    return p
+
+
+@lru_cache(maxsize=64)
 def _placement(profile: RoutingProfile, layout: ExpertLayout, eplb: Eplb, n: int, k: int) -> Placement:
-    return place(popularity(profile, n, k), layout, eplb)
+    return place(_popularity(profile, n, k), layout, eplb)
 
 
 def busiest_factor(
@@ -144,7 +151,7 @@ def _busiest_factor(
     profile: RoutingProfile, layout: ExpertLayout, eplb: Eplb, n: int, k: int, tokens: float, requests: float
 ) -> float:
     pl = _placement(profile, layout, eplb, n, k)
-    p = popularity(profile, n, k)
+    p = _popularity(profile, n, k)
     pairs = max(round(tokens * k), 1)
     rng = np.random.default_rng(SEED)
     c = profile.concentration

@@ -12,7 +12,7 @@ from itertools import product
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost.memory import memory_use
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase, plan
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase, kv_group, plan
 from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.sim.scenario import PrefillPool
 
@@ -60,7 +60,7 @@ class Candidate:
     @property
     def kv_group(self) -> int:
         """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over."""
-        return self.tp if self.tp > 1 else self.attention_tp
+        return kv_group(self.tp, self.attention_tp)
 
     def deployment(self, input_len: int, output_len: int, mtp_acceptance: float) -> Deployment:
         if self.phase == Phase.PREFILL:

@@ -31,7 +31,10 @@ class PrefixCache:
             capacity_blocks(ems_pool_bytes(hw, self.nodes), block_tokens, self.kv_bytes_per_token),
             int(ssd_bytes // per_block),
         )
-        self.ssd_bw_bytes_per_s = ems.ssd_bw_gb_s_per_node.value * GB_DECIMAL
+        # SSD-tier hits come up through the EVS links of the prefill instance's own nodes
+        assert scenario.prefill is not None
+        instance_nodes = max(-(-scenario.prefill.chips // int(hw.system.chips_per_node.value)), 1)
+        self.ssd_bw_bytes_per_s = ems.ssd_bw_gb_s_per_node.value * GB_DECIMAL * instance_nodes
         self.prompt_tokens = self.cached_tokens = 0
 
     def lookup(self, hash_ids: list[int] | None, input_len: int) -> tuple[int, int]:
@@ -49,9 +52,9 @@ class PrefixCache:
         if hash_ids:
             self.cache.store(hash_ids)
 
-    def ssd_read_s(self, ssd_tokens: int, instance_nodes: int) -> float:
-        """SSD-tier hits come up through the EVS links of the instance's nodes before the UB read."""
-        return ssd_tokens * self.kv_bytes_per_token / (self.ssd_bw_bytes_per_s * max(instance_nodes, 1))
+    def ssd_read_s(self, ssd_tokens: int) -> float:
+        """SSD-tier hits are read up to DRAM before the UB read."""
+        return ssd_tokens * self.kv_bytes_per_token / self.ssd_bw_bytes_per_s
 
     def stats(self) -> dict[str, Any]:
         st = self.cache.stats

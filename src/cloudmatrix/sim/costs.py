@@ -10,7 +10,7 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.memory import check_fits, memory_use
-from cloudmatrix.deploy import Deployment, Eplb, Phase, plan
+from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.scenario import Scenario
@@ -139,6 +139,4 @@ class StepCosts:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
         p = self.s.prefill
-        return comm.kv_handoff_s(
-            self.hw, self.model, input_len, self.s.kv_precision, p.tp if p.tp > 1 else p.attention_tp
-        )
+        return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, kv_group(p.tp, p.attention_tp))

@@ -217,9 +217,7 @@ class Simulation:
         for rid in rids:
             c, s = self.ems.lookup(self._hash_ids(rid), int(self.table.input_len[rid]))
             cached, ssd = cached + c, ssd + s
-        assert self.s.prefill is not None
-        nodes = -(-self.s.prefill.chips // int(self.costs.hw.system.chips_per_node.value))
-        return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd, nodes)
+        return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd)
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------
     def _admit_waiting(self) -> None:

@@ -7,49 +7,39 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.studies.reproduce import DEFAULT_SET, deployment_from_setup
 
-SYSTEM, MODEL = "cloudmatrix384", "deepseek-r1"
+# The paper's instances (P3 §5.1), as the reference rows state them: decode EP320 at batch 96, KV 4K, MTP 1
+# at 70 % with the microbatch pipeline; prefill EP32 at 16K tokens per NPU of 4K prompts with the microbatch
+# pipeline and EMS context caching over UB at the 50 % reuse point of Fig. 23; INT8 and default EPLB.
+DECODE_ROW, PREFILL_ROW = "decode-microbatch-gain-b96", "ems-ttft-reuse50"
 
-# The paper's instances (P3 §5.1): decode EP320 at batch 96, KV 4K, MTP 1 at 70 % acceptance; prefill EP32
-# at 16K tokens per NPU of 4K prompts; both INT8 with default EPLB and the microbatch pipelines; EMS context
-# caching over UB at the 50 % reuse point of Fig. 23.
-PAPER_DECODE = Deployment(
-    phase=Phase.DECODE,
-    num_chips=160,
-    ep=320,
-    batch_per_chip=96,
-    kv_len=4096,
-    mtp=1,
-    mtp_acceptance=0.7,
-    eplb=Eplb.DEFAULT,
-    microbatch=True,
-)
-PAPER_PREFILL = Deployment(
-    phase=Phase.PREFILL,
-    num_chips=16,
-    ep=32,
-    tokens_per_chip=16384,
-    input_len=4096,
-    eplb=Eplb.DEFAULT,
-    microbatch=True,
-    cached_fraction=0.5,
-)
-
-# (phase, optimisation, what it becomes when switched off)
-ABLATIONS: list[tuple[Deployment, str, dict[str, Any]]] = [
-    (PAPER_DECODE, "microbatch pipeline (two streams)", {"microbatch": False}),
-    (PAPER_DECODE, "MTP (1 draft token)", {"mtp": 0, "mtp_acceptance": 0.0}),
-    (PAPER_DECODE, "EPLB (32 redundant experts)", {"eplb": Eplb.NONE}),
-    (PAPER_DECODE, "INT8 weights and dispatch", {"precision": "bf16"}),
-    (PAPER_PREFILL, "microbatch pipeline (SDMA overlap)", {"microbatch": False}),
-    (PAPER_PREFILL, "EPLB (1 redundant expert per die)", {"eplb": Eplb.NONE}),
-    (PAPER_PREFILL, "INT8 weights and dispatch", {"precision": "bf16"}),
-    (PAPER_PREFILL, "EMS context cache (50 % reuse)", {"cached_fraction": 0.0}),
-    (PAPER_PREFILL, "EMS over UB (instead of VPC)", {"cache_plane": "vpc"}),
+# (role, optimisation, what it becomes when switched off)
+ABLATIONS: list[tuple[Phase, str, dict[str, Any]]] = [
+    (Phase.DECODE, "microbatch pipeline (two streams)", {"microbatch": False}),
+    (Phase.DECODE, "MTP (1 draft token)", {"mtp": 0, "mtp_acceptance": 0.0}),
+    (Phase.DECODE, "EPLB (32 redundant experts)", {"eplb": Eplb.NONE}),
+    (Phase.DECODE, "INT8 weights and dispatch", {"precision": "bf16"}),
+    (Phase.PREFILL, "microbatch pipeline (SDMA overlap)", {"microbatch": False}),
+    (Phase.PREFILL, "EPLB (1 redundant expert per die)", {"eplb": Eplb.NONE}),
+    (Phase.PREFILL, "INT8 weights and dispatch", {"precision": "bf16"}),
+    (Phase.PREFILL, "EMS context cache (50 % reuse)", {"cached_fraction": 0.0}),
+    (Phase.PREFILL, "EMS over UB (instead of VPC)", {"cache_plane": "vpc"}),
 ]
+
+
+def paper_deployments() -> dict[Phase, Deployment]:
+    """The paper's decode and prefill instances, from the setups of their reference rows."""
+    ref = load_reference(DEFAULT_SET)
+    setups = {r.id: r.setup for r in ref.rows}
+    return {
+        Phase.DECODE: deployment_from_setup(setups[DECODE_ROW], ref.defaults),
+        Phase.PREFILL: deployment_from_setup(setups[PREFILL_ROW], ref.defaults),
+    }
 
 
 def _latency_ms(est: Estimate) -> float:
@@ -89,12 +79,15 @@ class AblationRow:
         return out
 
 
-def ablate(system: str = SYSTEM, model: str = MODEL) -> list[AblationRow]:
+def ablate() -> list[AblationRow]:
+    ref = load_reference(DEFAULT_SET)
+    paper = paper_deployments()
     rows = []
-    for base, name, off in ABLATIONS:
-        on = estimate(system, model, base)
+    for phase, name, off in ABLATIONS:
+        base = paper[phase]
+        on = estimate(ref.system, ref.model, base)
         try:
-            ablated: Estimate | None = estimate(system, model, dataclasses.replace(base, **off))
+            ablated: Estimate | None = estimate(ref.system, ref.model, dataclasses.replace(base, **off))
             note = ""
         except CloudMatrixError as e:
             ablated, note = None, str(e)

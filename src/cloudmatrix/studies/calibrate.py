@@ -148,13 +148,15 @@ def fit_request_concentration(reference: ReferenceSet, row_id: str) -> tuple[flo
     ``row_id``; (concentration, predicted ratio at the fit). The ratio rises with the concentration (a
     request that routes like the long-run mix leaves EPLB nothing to miss), so bisect on its logarithm."""
     from cloudmatrix.catalog.routing import model_routing
+    from cloudmatrix.catalog.sourced import Sourced
     from cloudmatrix.studies.reproduce import predict_row
 
     row = next(r for r in reference.rows if r.id == row_id)
-    base = model_routing(reference.model).describe().split("@")[0]
+    base = model_routing(reference.model)
 
     def ratio(log_c: float) -> float:
-        setup = {**row.setup, "routing": f"{base}@c={np.exp(log_c):.6g}"}
+        c = Sourced(value=float(np.exp(log_c)), source="calibrate: trial value")
+        setup = {**row.setup, "routing": base.model_copy(update={"request_concentration": c})}
         return predict_row(reference, row.model_copy(update={"setup": setup}))
 
     log_c = _bisect(lambda x: ratio(x) - row.published, np.log(0.5), np.log(1e5), iters=30)
