@@ -27,6 +27,7 @@ class ReferenceRow(Frozen):
     # ...optionally over every value of one setup key, keeping the largest or smallest ratio
     sweep: dict[str, list[Any]] | None = Field(default=None, max_length=1)
     reduce: Literal["max", "min"] | None = None
+    stack: str | None = None  # the serving stack that was measured; default: the set's
 
 
 class ReferenceSet(Frozen):
@@ -34,6 +35,7 @@ class ReferenceSet(Frozen):
     title: str
     system: str
     model: str
+    stack: str  # serving stack of the set's rows (validation stack ids)
     defaults: dict[str, Any] = Field(default_factory=dict)
     rows: list[ReferenceRow]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ app = typer.Typer(
 out = Console()
 if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
     out.width = 160
+err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
@@ -44,6 +46,22 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 def _emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file renamed into place, so an interrupted write never leaves a
+    truncated file; an OS error becomes one line."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot write {path}: {e.strerror}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    _guard_write(path, lambda p: p.write_text(text))
 
 
 @app.command()
@@ -139,6 +157,9 @@ def estimate(
         return run_estimate(system, model, dep).to_dict()
 
     d = _run(build)
+    from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
+
+    attach(d, system, ESTIMATE_METRICS)
     if as_json:
         _emit_json(d)
     else:
@@ -192,6 +213,9 @@ def simulate(
         result = _run(lambda: run_simulation(load_scenario(scenario, set_ or []), progress.update))
     d = result.to_dict()
     d["wall_time_s"] = time.perf_counter() - started
+    from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
+
+    attach(d, result.system, SIMULATE_METRICS)
     if requests_csv is not None:
         _write_csv(requests_csv, result.requests_rows())
     if timeline_csv is not None:
@@ -331,8 +355,10 @@ def calibrate(as_json: JsonFlag = False) -> None:
 
 
 from cloudmatrix.cli.plan_cmd import plan  # noqa: E402  (plan_cmd uses this module's helpers at run time)
+from cloudmatrix.cli.validate_cmd import validate  # noqa: E402  (likewise)
 
 app.command()(plan)
+app.command()(validate)
 
 
 def main() -> None:

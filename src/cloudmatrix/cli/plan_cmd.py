@@ -52,6 +52,10 @@ def plan(
     )
     use_ray = ray or ray_address is not None or ray_cpus is not None
     d, result = _search(request, check, use_ray, ray_address, ray_cpus)
+    from cloudmatrix.studies.intervals import PLAN_METRICS, attach
+
+    for row in d["ranked"]:
+        attach(row, d["system"], PLAN_METRICS)
     if write_scenario is not None:
         _write_scenario(write_scenario, result, d)
     if plot is not None:
@@ -251,6 +255,17 @@ def _row(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def interval_caption(intervals: dict[str, Any]) -> str:
+    """``output_tok_s_per_chip 1,850–2,210; tpot_ms …`` (80 % intervals) or why there are none."""
+    parts = []
+    for key, iv in intervals.items():
+        if iv["lo"] is None:
+            parts.append(f"{key}: {iv.get('note', 'no validation data')}")
+        else:
+            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+    return "; ".join(parts) or "none"
+
+
 def _analytic(value: float | None, chk: dict[str, Any] | None, key: str, spec: str) -> str:
     """The deployment's analytic figure; under it, the slice's when the check simulated a slice (the figure
     its simulated neighbour is compared with)."""
@@ -286,6 +301,8 @@ def _caption(d: dict[str, Any]) -> list[str]:
             f"best decode instance within the TPOT SLO: {b['label']} {b['precision']}, "
             f"{b['tok_s_per_chip']:,.0f} tok/s per chip at TPOT {b['tpot_ms']:.1f} ms"
         )
+    if d["ranked"]:
+        lines.append(f"#1 measured-error intervals: {interval_caption(d['ranked'][0].get('intervals', {}))}")
     lines += [f"#{r['rank']}: {r['check']['note']}" for r in d["ranked"] if r["check"] and r["check"]["note"]]
     if d["check_note"]:
         lines.append(d["check_note"])

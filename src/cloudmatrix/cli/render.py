@@ -59,10 +59,11 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
         "roofline_step_ms",
         "max_batch_per_chip_by_kv",
     ]
+    intervals = d.get("intervals", {})
     for k in keys:
         if k in d:
             v = d[k]
-            head.add_row(k, f"{v:,.2f}" if isinstance(v, float) else str(v))
+            head.add_row(k, with_interval(f"{v:,.2f}" if isinstance(v, float) else str(v), intervals.get(k)))
     mem = d["memory_per_die_gb"]
     head.add_row(
         "memory per die (GB)",
@@ -89,6 +90,19 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
     for op, us in sorted(d["breakdown_us"].items(), key=lambda kv: -kv[1]):
         step.add_row(op, f"{us:,.0f}", f"{d['roofline_us'].get(op, 0.0):,.0f}")
     return [head, layer, step]
+
+
+def _fmt(v: float) -> str:
+    return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def with_interval(text: str, iv: dict[str, Any] | None) -> str:
+    """``2,032 (1,850–2,210, 80 %)``: the figure with the interval measured error gives it, or a note."""
+    if iv is None:
+        return text
+    if iv["lo"] is None:
+        return f"{text} (no validation data)"
+    return f"{text} ({_fmt(iv['lo'])}–{_fmt(iv['hi'])}, {iv['coverage']:.0%})"
 
 
 def reproduce_table(d: dict[str, Any]) -> Table:
@@ -149,14 +163,17 @@ def simulate_table(d: dict[str, Any]) -> Table:
         f"({d['wall_time_s']:.1f} s wall)"
     )
     t.add_column("metric")
-    for col in ("p50", "p90", "p99", "mean"):
+    for col in ("p50", "p90", "p99", "mean", "p50 measured-error interval"):
         t.add_column(col, justify="right")
+    iv = d.get("intervals", {})
     for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "kv_transfer_ms"):
         v = d[key]
-        t.add_row(key, *(f"{v[c]:,.1f}" for c in ("p50", "p90", "p99", "mean")))
+        band = iv.get(f"{key}.p50")
+        t.add_row(key, *(f"{v[c]:,.1f}" for c in ("p50", "p90", "p99", "mean")), with_interval("", band).strip(" ()"))
     thr = d["throughput_per_chip_tok_s"]
+    decode = with_interval(f"{thr['decode']:,.0f}", iv.get("throughput_per_chip_tok_s.decode"))
     t.caption = (
-        f"throughput per chip: prefill {thr['prefill']:,.0f} tok/s, decode {thr['decode']:,.0f} tok/s; "
+        f"throughput per chip: prefill {thr['prefill']:,.0f} tok/s, decode {decode} tok/s; "
         f"SLO attainment {d['slo_attainment']:.1%}; goodput {d['goodput_req_s']:.1f} req/s; "
         f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}"
     )

@@ -22,8 +22,20 @@ def tradeoff_png(results: list[SystemResult], path: Path, title: str, tpot_slo_m
         users, chips = zip(*sorted(r.curve), strict=True)
         ax.plot(users, chips, marker="o", markersize=3, label=f"{r.system} ({r.precision})")
         if r.feasible:
-            ax.scatter([1e3 / r.tpot_ms], [r.decode_tok_s_per_chip], s=60, edgecolors="black", zorder=3)
+            x, y = 1e3 / r.tpot_ms, r.decode_tok_s_per_chip
+            ax.scatter([x], [y], s=60, edgecolors="black", zorder=3)
+            _error_bars(ax, x, y, r.intervals.get("tpot_ms"), r.intervals.get("decode_tok_s_per_chip"))
     _finish(fig, ax, path, title, "decode throughput per chip (tokens/s)", tpot_slo_ms)
+
+
+def _error_bars(ax: Axes, x: float, y: float, tpot: dict | None, tput: dict | None) -> None:
+    """The measured-error intervals of the operating point as bars from lo to hi (tok/s per user is 1 / TPOT,
+    so its bar is the TPOT interval inverted). Where the twin is biased a bar need not cross its marker;
+    no bar where no validation data exists."""
+    if tput and tput["lo"] is not None:
+        ax.vlines([x], [tput["lo"]], [tput["hi"]], colors="black", linewidth=0.8, zorder=2)
+    if tpot and tpot["lo"] is not None:
+        ax.hlines([y], [1e3 / tpot["hi"]], [1e3 / tpot["lo"]], colors="black", linewidth=0.8, zorder=2)
 
 
 def _finish(fig: Figure, ax: Axes, path: Path, title: str, ylabel: str, tpot_slo_ms: float) -> None:

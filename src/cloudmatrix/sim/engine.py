@@ -317,6 +317,7 @@ class Simulation:
         assert p is not None and d is not None
         return SimResult(
             scenario=self.s.name,
+            system=self.s.system,
             table=self.table,
             recorder=self.rec,
             sim_time_s=float(self.env.now),

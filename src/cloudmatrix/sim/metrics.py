@@ -43,6 +43,7 @@ def _pcts(values: np.ndarray) -> dict[str, float]:
 @dataclass(frozen=True, kw_only=True)
 class SimResult:
     scenario: str
+    system: str = ""  # catalog id of the simulated system
     table: RequestTable
     recorder: Recorder
     sim_time_s: float
@@ -54,17 +55,17 @@ class SimResult:
     tpot_slo_s: float
     ems: dict[str, Any] | None = None  # context-cache statistics when the scenario has an EMS cache
 
-    def _done(self) -> np.ndarray:
+    def done_ids(self) -> np.ndarray:
         return np.nonzero(self.table.state == State.DONE)[0]
 
     def ttft_s(self) -> np.ndarray:
         t = self.table
-        done = self._done()
+        done = self.done_ids()
         return t.first_token_s[done] - t.arrival_s[done]
 
     def tpot_s(self) -> np.ndarray:
         t = self.table
-        done = self._done()
+        done = self.done_ids()
         steps = np.maximum(t.output_len[done] - 1, 1)
         return (t.finish_s[done] - t.first_token_s[done]) / steps
 
@@ -83,7 +84,7 @@ class SimResult:
 
     def to_dict(self) -> dict[str, Any]:
         t = self.table
-        done = self._done()
+        done = self.done_ids()
         ttft, tpot = self.ttft_s(), self.tpot_s()
         ok = (ttft <= self.ttft_slo_s) & (tpot <= self.tpot_slo_s)
         ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 6))

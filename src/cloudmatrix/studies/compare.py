@@ -7,24 +7,19 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.sourced import DATA_DIR, read_yaml
+from cloudmatrix.catalog.presets import presets
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
 from cloudmatrix.workload.spec import PRESETS
 
 DEFAULT_SYSTEMS = ("cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200", "hgx-b200")
-
-
-@cache
-def presets() -> dict[str, dict[str, Any]]:
-    return dict(read_yaml(DATA_DIR / "presets" / "presets.yaml"))
 
 
 def parse_workload(name: str) -> tuple[int, int]:
@@ -71,6 +66,7 @@ class SystemResult:
     chips_for_target: int | None = None
     why: str = ""
     curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
+    intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -272,7 +268,10 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
     results = []
     for s in systems:
         try:
-            results.append(compare_system(s, c))
+            r = compare_system(s, c)
+            if r.feasible:
+                r = dataclasses.replace(r, intervals=attach(r.to_dict(), s, COMPARE_METRICS)["intervals"])
+            results.append(r)
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
     return results

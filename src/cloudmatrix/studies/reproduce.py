@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +13,7 @@ from cloudmatrix.cost.model_load import model_bytes, model_cache_times
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.studies.calibrate import ep_message_bytes, ep_plane
+from cloudmatrix.studies.scoring import ErrorStats, error_pct, error_stats
 
 DEFAULT_SET = "cloudmatrix-infer"
 
@@ -25,7 +25,7 @@ class RowResult:
 
     @property
     def error_pct(self) -> float:
-        return (self.predicted - self.row.published) / self.row.published * 100
+        return error_pct(self.predicted, self.row.published)
 
     @property
     def within_tolerance(self) -> bool:
@@ -51,18 +51,18 @@ class Reproduction:
     reference: ReferenceSet
     results: list[RowResult]
 
-    def _errors(self, role: str | None = None) -> list[float]:
-        return [abs(r.error_pct) for r in self.results if role is None or r.row.role == role]
+    def stats(self, role: str | None = None) -> ErrorStats:
+        return error_stats([r.error_pct for r in self.results if role is None or r.row.role == role])
 
     def to_dict(self) -> dict[str, Any]:
-        errs, pred = self._errors(), self._errors("predicted")
+        every, pred = self.stats(), self.stats("predicted")
         return {
             "reference": self.reference.id,
             "title": self.reference.title,
             "rows": [r.to_dict() for r in self.results],
-            "median_abs_error_pct": round(statistics.median(errs), 2),
-            "max_abs_error_pct": round(max(errs), 2),
-            "predicted_median_abs_error_pct": round(statistics.median(pred), 2) if pred else None,
+            "median_abs_error_pct": every.to_dict()["median_abs_error_pct"],
+            "max_abs_error_pct": every.to_dict()["max_abs_error_pct"],
+            "predicted_median_abs_error_pct": pred.to_dict()["median_abs_error_pct"],
             "all_within_tolerance": all(r.within_tolerance for r in self.results),
         }
 

@@ -1,0 +1,43 @@
+"""Wall time of `cloudmatrix validate` over the shipped corpora, and of the CI subset the test suite runs.
+
+Run: python benchmarks/validate.py [--jobs N] [--subset-only]   (target: the full public corpus under 5 min
+on 2 cores). Prints the wall time, rows per second and the five slowest rows (each timed in-process)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from cloudmatrix.catalog.corpus import load_corpora
+from cloudmatrix.studies.guard import ci_subset
+from cloudmatrix.studies.validate import run_in_pool
+from cloudmatrix.studies.validate_run import run_row
+
+
+def timed(label: str, rows: list, jobs: int | None) -> None:
+    start = time.perf_counter()
+    outcomes = run_in_pool(jobs)(rows, None)
+    wall = time.perf_counter() - start
+    answered = sum(o.status == "ok" for o in outcomes)
+    print(f"{label}: {len(rows)} rows ({answered} answered) in {wall:.1f} s wall, {len(rows) / wall:.2f} rows/s")
+
+
+def slowest(rows: list, count: int = 5) -> None:
+    costs = sorted(((r.workload.num_requests or 0) * r.workload.output_len, r) for r in rows if r.kind == "e2e")
+    for _, r in costs[-count:]:
+        start = time.perf_counter()
+        run_row(r)
+        print(f"  {time.perf_counter() - start:6.1f} s  {r.id}")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=None)
+    ap.add_argument("--subset-only", action="store_true")
+    args = ap.parse_args()
+    rows = load_corpora()
+    timed("CI subset", ci_subset(rows), args.jobs)
+    if not args.subset_only:
+        timed("full shipped corpus", rows, args.jobs)
+        print("largest rows, one at a time:")
+        slowest(rows)

@@ -1,0 +1,87 @@
+"""Loading validation corpora with their roles: shipped corpora by id, or any InferenceMAX CSV or YAML row file
+by path. Series in ``roles.yaml`` keep the role they landed with; series no fit has seen are ``predicted``."""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import cache
+from pathlib import Path
+
+from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.inferencemax import read_inferencemax
+from cloudmatrix.catalog.split import SeriesInfo, assign_roles
+from cloudmatrix.catalog.validation import (
+    VALIDATION_DIR,
+    ValidationRow,
+    corpus_path,
+    frozen_roles,
+    load_yaml_rows,
+    shipped_corpora,
+)
+from cloudmatrix.errors import CloudMatrixError
+
+PUBLIC_CORPUS = "inferencemax-public"  # rule 3 of the split counts this corpus's rows
+
+
+@cache
+def chip_family(system: str) -> str:
+    """The system's chip family, or ``unknown`` for systems the catalog does not have (yet)."""
+    try:
+        return load_hardware(system).chip.family
+    except CloudMatrixError:
+        return "unknown"
+
+
+def _read(path: Path) -> list[ValidationRow]:
+    if path.suffix.lower() == ".csv":
+        return read_inferencemax(path, chip_family)
+    return load_yaml_rows(path)
+
+
+def load_rows(name: str, roles: dict[str, str] | None = None) -> list[ValidationRow]:
+    """One corpus (shipped id or path) with every row's role set from ``roles`` (default: the frozen table)."""
+    table = frozen_roles() if roles is None else roles
+    return [r.model_copy(update={"role": table.get(r.series, "predicted")}) for r in _read(corpus_path(name))]
+
+
+def load_corpora(names: list[str] | None = None) -> list[ValidationRow]:
+    """Rows of several corpora (default: every shipped one), in order; row ids must be unique."""
+    rows = [r for name in names or shipped_corpora() for r in load_rows(name)]
+    dup = [i for i, n in Counter(r.id for r in rows).items() if n > 1]
+    if dup:
+        raise CloudMatrixError(f"validation row id {dup[0]!r} appears more than once")
+    return rows
+
+
+def shipped_series() -> list[SeriesInfo]:
+    """Every series of the shipped corpora, grouped by (stack, chip family), for the split rule."""
+    rows: dict[str, list[ValidationRow]] = {}
+    public: Counter[str] = Counter()
+    for name in shipped_corpora():
+        for r in load_rows(name, roles={}):
+            rows.setdefault(r.series, []).append(r)
+            if name == PUBLIC_CORPUS:
+                public[r.series] += 1
+    return [
+        SeriesInfo(key=k, group=(rs[0].stack, chip_family(rs[0].system)), rows=len(rs), public_rows=public[k])
+        for k, rs in rows.items()
+    ]
+
+
+def roles_yaml(frozen: dict[str, str] | None = None) -> str:
+    """``roles.yaml`` as the split rule gives it around ``frozen`` roles (``validate --write-roles``)."""
+    roles = assign_roles(shipped_series(), frozen_roles() if frozen is None else frozen)
+    lines = [
+        "# Roles of the shipped validation series, frozen as they landed (catalog/split.py states the rule).",
+        "# Regenerate with `cloudmatrix validate --write-roles`: new series are assigned, old ones never move.",
+        "series:",
+    ]
+    lines += [f"  {_quote(k)}: {v}" for k, v in sorted(roles.items())]
+    return "\n".join(lines) + "\n"
+
+
+def _quote(key: str) -> str:
+    return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+ROLES_PATH = VALIDATION_DIR / "roles.yaml"

@@ -1,0 +1,218 @@
+"""An adapter for InferenceMAX CSVs, read exactly as shipped (any file with its columns): each row becomes a
+``ValidationRow`` with its layout, formats, workload and measured metrics, mapped onto the catalog by
+``data/validation/inferencemax.yaml``."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from cloudmatrix.catalog.sourced import describe_validation_error, read_yaml
+from cloudmatrix.catalog.validation import VALIDATION_DIR, BenchWorkload, RoleLayout, ValidationRow
+from cloudmatrix.errors import ConfigError
+
+REQUIRED = (
+    "model",
+    "hw",
+    "framework",
+    "precision",
+    "spec",
+    "disagg",
+    "isl",
+    "osl",
+    "conc",
+    "parallel",
+    "gpus_total",
+    "tput_per_gpu",
+    "output_tput_per_gpu",
+    "median_tpot_ms",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+)
+METRIC_COLUMNS = {  # our metric -> the CSV's column
+    "output_tok_s_per_chip": "output_tput_per_gpu",
+    "tok_s_per_chip": "tput_per_gpu",
+    "tpot_ms": "median_tpot_ms",
+    "ttft_ms": "median_ttft_ms",
+    "p99_ttft_ms": "p99_ttft_ms",
+}
+_WORKER = re.compile(r"tp(\d+)\s+ep(\d+)\s+dpa(true|false)", re.IGNORECASE)
+_DISAGG = re.compile(r"P(\d+)x\[([^\]]*)\]\s*D(\d+)x\[([^\]]*)\]", re.IGNORECASE)
+
+
+@cache
+def mapping() -> dict[str, Any]:
+    return dict(read_yaml(VALIDATION_DIR / "inferencemax.yaml"))
+
+
+def read_inferencemax(path: Path, family_of: Callable[[str], str] = lambda _: "") -> list[ValidationRow]:
+    """Every row of an InferenceMAX CSV; errors name the file, line and column. ``family_of`` gives a catalog
+    system's chip family (for formats that differ by family)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ConfigError(f"{path.name}: not an InferenceMAX CSV (missing columns: {', '.join(missing)})")
+            records = list(reader)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path.name}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    rows, seen = [], set()
+    for line, rec in enumerate(records, start=2):
+        try:
+            row = _row(rec, family_of)
+        except (ValueError, KeyError, ValidationError) as e:
+            if isinstance(e, ValidationError):
+                msg = describe_validation_error(e)
+            else:  # a KeyError's str() is its quoted key
+                msg = f"missing value for {e.args[0]!r}" if isinstance(e, KeyError) else str(e)
+            raise ConfigError(f"{path.name} line {line}: {msg}") from None
+        if row.id in seen:
+            row = row.model_copy(update={"id": f"{row.id}-r{rec.get('run_id') or line}"})
+        seen.add(row.id)
+        rows.append(row)
+    return rows
+
+
+def _number(rec: dict[str, str], column: str, kind: type = float) -> Any:
+    """A positive finite number from a cell; ``kind=int`` also requires a whole number."""
+    raw = (rec.get(column) or "").strip()
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"column {column}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"column {column}: expected a positive finite number, got {raw!r}")
+    if kind is int:
+        if value != int(value):
+            raise ValueError(f"column {column}: expected a whole number, got {raw!r}")
+        return int(value)
+    return value
+
+
+def _lookup(table: str, key: str, column: str) -> Any:
+    entries = mapping()[table]
+    if key not in entries:
+        raise ValueError(f"column {column}: {key!r} is not mapped (known: {', '.join(entries)})")
+    return entries[key]
+
+
+def _worker(text: str) -> tuple[int, int, bool]:
+    m = _WORKER.fullmatch(text.strip())
+    if not m:
+        raise ValueError(f"column parallel: expected 'tpN epN dpatrue|false', got {text!r}")
+    return int(m[1]), int(m[2]), m[3].lower() == "true"
+
+
+def _chunk_per_chip(stack: str, hw: str, chips: int, dpa: bool) -> float:
+    """The stack's chunked-prefill budget as the benchmark sets it: per rank with DP attention, else per
+    engine (shared by its GPUs)."""
+    for rule in mapping()["chunked_prefill"]:
+        if stack in rule["stacks"] and hw in rule.get("hw", [hw]):
+            return float(rule["tokens"]) if dpa else rule["tokens"] / chips
+    raise ValueError(f"no chunked-prefill budget for {stack} on {hw}")
+
+
+def _layouts(rec: dict[str, str], disagg: bool, stack: str) -> dict[str, RoleLayout]:
+    parallel, hw = rec["parallel"].strip(), rec["hw"].strip()
+    if not disagg:
+        tp, ep, dpa = _worker(parallel)
+        chips = _number(rec, "gpus_total", int)
+        chunk = _chunk_per_chip(stack, hw, chips, dpa)
+        return {"aggregated": RoleLayout(chips=chips, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=chunk)}
+    m = _DISAGG.fullmatch(parallel)
+    if not m:
+        raise ValueError(f"column parallel: expected 'PnX[...] DmX[...]', got {parallel!r}")
+    out = {}
+    # the tp/ep labels inside the brackets are unreliable for disaggregated rows; GPU counts are not
+    for role, count, inner, column in (("prefill", m[1], m[2], "gpus_prefill"), ("decode", m[3], m[4], "gpus_decode")):
+        n, gpus = int(count), _number(rec, column, int)
+        if n < 1 or gpus % n:
+            raise ValueError(f"column {column}: {gpus} GPUs do not split into {n} {role} workers")
+        tp, ep, dpa = _worker(inner)
+        budget = _chunk_per_chip(stack, hw, gpus // n, dpa) if role == "prefill" else None
+        out[role] = RoleLayout(
+            instances=n, chips=gpus // n, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=budget
+        )
+    return out
+
+
+def _formats(model: str, precision: str, family: str) -> tuple[str, str, bool]:
+    per_model = mapping()["formats"].get(model, {})
+    if precision not in per_model:
+        raise ValueError(f"precision {precision!r} is not mapped for {model}")
+    f = per_model[precision]
+    act = f["activations"]
+    if isinstance(act, dict):
+        act = act.get(family, f["weights"])
+    return f["weights"], act, bool(f.get("assumed"))
+
+
+def _kv(stack: str, precision: str) -> str:
+    for rule in mapping()["kv"]:
+        if ("stacks" not in rule or stack in rule["stacks"]) and rule.get("precision", precision) == precision:
+            return str(rule["kv"])
+    raise ValueError(f"no KV dtype rule for {stack} {precision}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def _layout_slug(parallel: str) -> str:
+    """``tp8 ep1 dpafalse`` -> ``tp8-ep1``; ``P1x[tp1 ep1 dpafalse] D2x[tp2 ep2 dpatrue]`` ->
+    ``p1-tp1-ep1-d2-tp2-ep2-dpa``."""
+    text = re.sub(r"dpafalse", "", parallel.lower()).replace("dpatrue", "dpa")
+    return _slug(re.sub(r"([pd])(\d+)x", r"\1\2 ", text))
+
+
+def series_key(rec: dict[str, str]) -> str:
+    """The deployment swept over concurrency, in the CSV's own words (stable whatever the mapping)."""
+    cols = ("hw", "model", "framework", "precision", "spec", "disagg", "isl", "osl", "parallel")
+    return "imx|" + "|".join(rec[c].strip() for c in cols)
+
+
+def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
+    system = _lookup("hardware", rec["hw"].strip(), "hw")
+    stack = _lookup("frameworks", rec["framework"].strip(), "framework")
+    model = _lookup("models", rec["model"].strip(), "model")
+    precision = rec["precision"].strip().lower()
+    disagg = rec["disagg"].strip().lower() == "true"
+    weights, activations, formats_assumed = _formats(model, precision, family_of(system))
+    conc, isl, osl = _number(rec, "conc", int), _number(rec, "isl", int), _number(rec, "osl", int)
+    w = mapping()["workload"]
+    mtp = mapping()["mtp"] if rec["spec"].strip().lower() == "mtp" else None
+    assumed = (["activations"] if formats_assumed else []) + (["mtp", "mtp_acceptance"] if mtp else [])
+    run = rec.get("run_id", "").strip()
+    return ValidationRow(
+        id=f"imx-{_slug(rec['hw'])}-{_slug(rec['framework'])}-{model}-{precision}{'-mtp' if mtp else ''}-"
+        f"{isl}x{osl}-{_layout_slug(rec['parallel'])}-c{conc}",
+        source=f"SA-IMX run {run or '?'} ({rec.get('date', '').strip() or 'undated'}; {rec.get('image', '').strip()})",
+        system=system,
+        model=model,
+        stack=stack,
+        kind="e2e",
+        weights=weights,
+        activations=activations,
+        kv=_kv(stack, precision),
+        mtp=mtp["depth"] if mtp else 0,
+        mtp_acceptance=mtp["acceptance"] if mtp else None,
+        workload=BenchWorkload(
+            input_len=isl,
+            output_len=osl,
+            range_ratio=w["range_ratio"],
+            concurrency=conc,
+            num_requests=w["requests_per_client"] * conc,
+        ),
+        measured={metric: _number(rec, col) for metric, col in METRIC_COLUMNS.items()},
+        series=series_key(rec),
+        assumed=assumed,
+        **_layouts(rec, disagg, stack),
+    )

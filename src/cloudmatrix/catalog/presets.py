@@ -1,0 +1,21 @@
+"""Published deployments per system (``data/presets/presets.yaml``): the prefill and decode instances, the
+precision and the serving stack each system's published numbers were measured under."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from cloudmatrix.catalog.sourced import DATA_DIR, read_yaml
+
+
+@cache
+def presets() -> dict[str, dict[str, Any]]:
+    return dict(read_yaml(DATA_DIR / "presets" / "presets.yaml"))
+
+
+def default_stack(system: str) -> str | None:
+    """The serving stack of a system's published deployment; None where it has none. What-if variants
+    (ids suffixed ``+what-if``) keep their base system's."""
+    stack = presets().get(system.removesuffix("+what-if"), {}).get("stack")
+    return None if stack is None else str(stack)
