@@ -10,6 +10,7 @@ from enum import StrEnum
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
+from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.errors import InfeasibleDeploymentError
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
@@ -55,6 +56,7 @@ class Deployment:
     tp: int = 1  # dense models: tensor-parallel group (dies) splitting attention heads, FFN and LM head
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
+    stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,6 +206,8 @@ def _check_tp(d: Deployment, model: ModelSpec, dies: int) -> None:
 
 def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     d = deployment
+    if d.stack is not None:
+        load_stack(d.stack)  # an unknown stack fails here, naming the known ones
     _check_choice("precision", d.precision, BYTES_PER_ELEMENT)
     _check_choice("kv precision", d.kv_precision, BYTES_PER_ELEMENT)
     if d.dispatch_precision:

@@ -121,9 +121,14 @@ def estimate(
         float | None,
         typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
     ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(help="Serving stack whose host time per step is added (default: the system's published one)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step."""
+    from cloudmatrix.catalog.presets import default_stack
     from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
     from cloudmatrix.estimate import estimate as run_estimate
@@ -153,13 +158,14 @@ def estimate(
             attention_tp=attention_tp,
             tp=tp,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
+            stack=stack or default_stack(system),
         )
-        return run_estimate(system, model, dep).to_dict()
+        return run_estimate(system, model, dep).to_dict() | {"stack": dep.stack}
 
     d = _run(build)
     from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
 
-    attach(d, system, ESTIMATE_METRICS)
+    attach(d, system, ESTIMATE_METRICS, d["stack"])
     if as_json:
         _emit_json(d)
     else:

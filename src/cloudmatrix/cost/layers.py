@@ -269,14 +269,25 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
     )
 
 
+def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
+    """Expected share of experts that receive at least one of ``tokens`` routed tokens (each picks top_k
+    distinct experts, uniformly): 1 - (1 - k/E)^T. Only those experts' weights are read in a step."""
+    if tokens <= 0:
+        return 0.0
+    return 1.0 - (1.0 - top_k / num_experts) ** tokens
+
+
 def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
-    """(tokens on the busiest expert die, expert slots it holds, tokens it receives over the fabric)."""
+    """(tokens on the busiest expert die, expert slots whose weights it reads, tokens it receives over the
+    fabric). A small batch touches few experts: the die reads only the active ones (the shared expert
+    always runs)."""
     m, lay = plan.model, plan.layout
     assert m.moe is not None and lay is not None
     routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
     per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
     busiest = per_die_mean * expert_imbalance(plan, tokens)
-    routed = (busiest, float(lay.routed_slots_per_die), busiest)
+    active = lay.routed_slots_per_die * active_fraction(m.moe.num_routed, m.moe.top_k, tokens * lay.ep)
+    routed = (busiest, active, busiest)
     if lay.shared_dies:
         shared_tokens = tokens * lay.ep / lay.shared_dies
         return max(routed, (shared_tokens, 1.0, shared_tokens))
@@ -339,14 +350,16 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
         hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
         precision=plan.deployment.precision,
     )
-    if plan.decodes:
+    before: list[Op] = []
+    after: list[Op] = []
+    if lay.ep == 1:  # one rank holds every expert: nothing is sent
+        d_t = d_sol = c_t = c_sol = 0.0
+    elif plan.decodes:
         # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
         remote = (lay.ep - 1) / lay.ep  # messages to the die itself stay local
         moved = max(tokens * dests, received) * remote
         d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
         c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
-        before: list[Op] = []
-        after: list[Op] = []
     else:
         # Prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA).
         moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
@@ -370,6 +383,8 @@ def _moe_ffn(plan: Plan, share: float) -> list[Op]:
                 hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
             )
         ]
+    if lay.ep == 1:
+        return [norm, gate, experts, swiglu]
     dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
     combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
     return [norm, gate, *before, dispatch, experts, swiglu, combine, *after]

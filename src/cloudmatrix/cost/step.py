@@ -7,6 +7,7 @@ import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import pipeline
 from cloudmatrix.cost.layers import cache_load_op, head_ops, layer_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream, memory_s, op_time_s, roofline_s
@@ -144,6 +145,9 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
         key = prefix + op.name
         breakdown[key] += op_time_s(op, chip) * US
         roofline[key] += roofline_s(op, chip) * US
+    costs = stack_costs(plan.deployment.stack, chip.family)
+    if costs is not None and costs.step_overhead_us.value > 0:  # host time the device does not hide
+        breakdown["stack_step_overhead"] += costs.step_overhead_us.value
     step_s = sum(breakdown.values()) / US
     return StepCost(
         step_s=step_s,

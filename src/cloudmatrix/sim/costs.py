@@ -8,6 +8,8 @@ from functools import lru_cache
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.catalog.presets import default_stack
+from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.memory import check_fits, memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
@@ -27,6 +29,11 @@ class StepCosts:
         self.model: ModelSpec = load_model(scenario.model)
         self.decode_time_s = lru_cache(maxsize=None)(self._decode_time_s)
         self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
+        # the serving stack: the scenario's, else the one the system's published deployment runs
+        self.stack = scenario.stack or default_stack(scenario.system)
+        costs = stack_costs(self.stack, self.hw.chip.family)
+        self.request_overhead_s = costs.request_overhead_ms.value / 1e3 if costs else 0.0
+        self.handoff_overhead_s = costs.handoff_overhead_ms.value / 1e3 if costs else 0.0
 
     def decode_deployment(
         self, seqs_per_die: int | None = None, kv_len: int | None = None, chunk_tokens_per_chip: float | None = None
@@ -53,8 +60,10 @@ class StepCosts:
             mtp=d.mtp,
             mtp_acceptance=d.mtp_acceptance,
             eplb=Eplb(d.eplb),
+            redundant_experts=d.redundant_experts,
             microbatch=d.microbatch,
             tp=d.tp,
+            stack=self.stack,
         )
 
     def prefill_deployment(
@@ -75,7 +84,9 @@ class StepCosts:
             microbatch=p.microbatch,
             attention_tp=p.attention_tp,
             eplb=Eplb(p.eplb),
+            redundant_experts=p.redundant_experts,
             tp=p.tp,
+            stack=self.stack,
         )
 
     def check(self) -> None:
@@ -139,4 +150,5 @@ class StepCosts:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
         p = self.s.prefill
-        return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, kv_group(p.tp, p.attention_tp))
+        stripe = kv_group(p.tp, p.attention_tp)
+        return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, stripe) + self.handoff_overhead_s

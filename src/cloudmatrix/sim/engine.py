@@ -143,7 +143,15 @@ class Simulation:
 
     # ---- arrivals ----------------------------------------------------------------------------------------
     def _arrive(self, rid: int) -> None:
+        """A request arrives: after the stack's front-end time (tokenisation, routing) it joins a queue."""
         self.table.arrive(rid, self.env.now)
+        delay = self.costs.request_overhead_s
+        if delay > 0:
+            self.env.timeout(delay).callbacks.append(lambda _event: self._enqueue(rid))
+        else:
+            self._enqueue(rid)
+
+    def _enqueue(self, rid: int) -> None:
         if self.aggregated:
             self.aggregated[least_loaded([inst.load() for inst in self.aggregated])].enqueue(rid)
             return

@@ -32,6 +32,7 @@ class PrefillPool(_Spec):
     attention_tp: int = Field(default=DEFAULT_ATTENTION_TP, ge=1)
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
     eplb: Literal["perfect", "default", "none"] = "default"
+    redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group
 
 
@@ -43,6 +44,7 @@ class DecodePool(_Spec):
     mtp: int = Field(default=0, ge=0, le=4)
     mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
     eplb: Literal["perfect", "default", "none"] = "default"
+    redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     microbatch: bool | None = None
     kv_block_tokens: int = Field(default=128, ge=16)
     tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group (one batch per group)
@@ -75,6 +77,7 @@ class Scenario(_Spec):
     model: str = "deepseek-r1"
     precision: str = "int8"
     kv_precision: str = "bf16"
+    stack: str | None = None  # serving stack (catalog/data/stacks.yaml); default: the system's published one
     prefill: PrefillPool | None = None
     decode: DecodePool | None = None
     aggregated: AggregatedPool | None = None

@@ -217,6 +217,9 @@ def calibration_report() -> dict[str, Any]:
                 "rows": rows,
             }
     constants.update(_routing_and_cache_fits())
+    from cloudmatrix.studies.stack_fit import fit_stack_costs
+
+    constants.update(fit_stack_costs())
     return {"constants": constants, "ep_comm_rms_error_pct": rms}
 
 

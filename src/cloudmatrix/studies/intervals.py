@@ -171,6 +171,8 @@ def reproduce_residuals(reproductions: Iterable[Reproduction]) -> list[dict[str,
                     "metric": row.quantity,
                     "role": row.role,
                     "status": "ok",
+                    "concurrency": None,
+                    "mtp": setup.get("mtp", 0),
                     "measured": row.published,
                     "predicted": round(res.predicted, 4),
                 }
@@ -178,7 +180,20 @@ def reproduce_residuals(reproductions: Iterable[Reproduction]) -> list[dict[str,
     return out
 
 
-RESIDUAL_FIELDS = ("id", "series", "system", "family", "stack", "metric", "role", "status", "measured", "predicted")
+RESIDUAL_FIELDS = (
+    "id",
+    "series",
+    "system",
+    "family",
+    "stack",
+    "metric",
+    "role",
+    "status",
+    "concurrency",
+    "mtp",
+    "measured",
+    "predicted",
+)
 
 
 def residual_table(validation: Validation, reproductions: Iterable[Reproduction]) -> dict[str, Any]:

@@ -100,6 +100,7 @@ class Validation:
                         "family": chip_family(row.system),
                         "band": row.concurrency_band,
                         "concurrency": row.workload.concurrency,
+                        "mtp": row.mtp,
                         "note": o.note,
                     }
                 )

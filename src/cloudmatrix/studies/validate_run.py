@@ -54,20 +54,22 @@ def run_row(row: ValidationRow) -> RowOutcome:
 
 
 def twin_ep(layout: RoleLayout, model: ModelSpec, dies: int, notes: list[str], role: str) -> int | None:
-    """The EP degree the twin runs for a published layout. MoE experts are expert-parallel in the twin, with
-    data-parallel attention; TP attention and TP-sharded experts are not modelled yet, so they fall back to
-    EP over the instance's dies (noted)."""
+    """The EP degree the twin runs for a published layout. MoE experts are expert-parallel over every die of
+    the instance in the twin, with data-parallel attention; TP attention and TP-sharded experts are not
+    modelled yet, so they run as EP over the instance's dies (noted): per die the same expert weights."""
     if model.moe is None:
         return None
-    if layout.ep > 1 and dies % layout.ep == 0:
-        ep = layout.ep
-    else:
-        ep = dies
-        if layout.ep == 1 and dies > 1:
-            notes.append(f"{role}: TP experts run as EP{dies}")
+    ep = dies
+    if layout.ep < dies:  # EP1 (TP experts) or EPn x TPm: each die holds 1/dies of the experts either way
+        notes.append(f"{role}: EP{layout.ep} x TP{dies // layout.ep} experts run as EP{dies}")
     if layout.tp > 1 and not layout.dp_attention:
         notes.append(f"{role}: TP{layout.tp} attention runs as DP")
     return ep
+
+
+def redundant_experts(row: ValidationRow) -> int | None:
+    """A stack without EPLB places no redundant expert copies; with EPLB the layout's default applies."""
+    return 0 if row.eplb == "none" else None
 
 
 def _lengths(length: int, ratio: float) -> dict[str, Any]:
@@ -90,6 +92,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
     data: dict[str, Any] = {
         "name": row.id,
         "system": row.system,
+        "stack": row.stack,
         "model": row.model,
         "precision": TWIN_PRECISION[row.weights],
         "kv_precision": TWIN_PRECISION[row.kv],
@@ -106,6 +109,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "seed": 0,
     }
     mtp = {"mtp": row.mtp, "mtp_acceptance": row.mtp_acceptance or 0.0}
+    redundant = redundant_experts(row)
     if row.aggregated is not None:
         a = row.aggregated
         data["aggregated"] = {
@@ -115,6 +119,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
             "chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip or 2048), 16),
             "eplb": row.eplb,
+            "redundant_experts": redundant,
             **mtp,
         }
     else:
@@ -129,6 +134,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "microbatch": None,
             "attention_tp": p.tp if heads % p.tp == 0 else 1,
             "eplb": row.eplb,
+            "redundant_experts": redundant,
         }
         data["decode"] = {
             "instances": d.instances,
@@ -136,6 +142,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "ep": twin_ep(d, model, d.chips, notes, "decode"),
             "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances),
             "eplb": row.eplb,
+            "redundant_experts": redundant,
             **mtp,
         }
     return Scenario.model_validate(data)
@@ -184,6 +191,8 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         mtp=row.mtp,
         mtp_acceptance=row.mtp_acceptance or 0.0,
         eplb=Eplb(row.eplb),
+        redundant_experts=redundant_experts(row),
+        stack=row.stack,
     )
     est = estimate(row.system, model, dep)
     values = {"throughput_per_chip_tok_s": est.throughput_per_chip_tok_s, "tpot_ms": est.tpot_s * 1e3}

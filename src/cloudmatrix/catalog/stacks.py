@@ -1,0 +1,70 @@
+"""Serving-stack profiles (``data/stacks.yaml``): what a serving stack adds to the hardware's step time, per
+chip family. ``step_overhead_us`` is the host time of every engine step (scheduler, batch assembly, sampling
+hand-off, graph launch) that the device does not hide; ``request_overhead_ms`` is the fixed time a request
+spends outside the engine before its prefill (HTTP front end, tokenisation, routing, first-token streaming);
+``handoff_overhead_ms`` is the prefill-to-decode KV hand-off handshake of a disaggregating front end."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import Field
+
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.errors import ConfigError, UnknownIdError
+
+STACKS_PATH = DATA_DIR / "stacks.yaml"
+DEFAULT_FAMILY = "default"
+
+
+class StackCosts(Frozen):
+    step_overhead_us: Sourced
+    request_overhead_ms: Sourced
+    handoff_overhead_ms: Sourced
+
+
+class StackProfile(Frozen):
+    id: str
+    name: str
+    source: str
+    base: str | None = None  # a front end over another stack's engine (Dynamo): its costs where none of its own
+    families: dict[str, StackCosts] = Field(default_factory=dict)  # chip family (or ``default``) -> costs
+
+    def costs(self, family: str) -> StackCosts:
+        """Own costs for the family, else the base engine's, else own default."""
+        if family in self.families:
+            return self.families[family]
+        if self.base is not None:
+            return load_stack(self.base).costs(family)
+        return self.families[DEFAULT_FAMILY]
+
+
+class StackCatalog(Frozen):
+    stacks: list[StackProfile]
+
+
+@cache
+def _catalog() -> dict[str, StackProfile]:
+    cat = parse(StackCatalog, read_yaml(STACKS_PATH), STACKS_PATH.name)
+    stacks = {s.id: s for s in cat.stacks}
+    for s in stacks.values():
+        if s.base is not None and s.base not in stacks:
+            raise ConfigError(f"{STACKS_PATH.name}: stack {s.id} has unknown base {s.base!r}")
+        if s.base is None and DEFAULT_FAMILY not in s.families:
+            raise ConfigError(f"{STACKS_PATH.name}: stack {s.id} needs a '{DEFAULT_FAMILY}' family or a base")
+    return stacks
+
+
+def stack_ids() -> list[str]:
+    return sorted(_catalog())
+
+
+def load_stack(stack: str) -> StackProfile:
+    if stack not in _catalog():
+        raise UnknownIdError("serving stack", stack, stack_ids())
+    return _catalog()[stack]
+
+
+def stack_costs(stack: str | None, family: str) -> StackCosts | None:
+    """A stack's costs on a chip family (its ``default`` where the family has no entry); None for no stack."""
+    return None if stack is None else load_stack(stack).costs(family)

@@ -1,0 +1,147 @@
+"""Fitting the serving-stack constants (``data/stacks.yaml``) on ``fitted``-role validation rows only.
+
+At low concurrency (``FIT_MAX_CONCURRENCY`` clients or fewer) a request neither queues nor shares its steps
+with many others, so what the device model leaves out of the measured TPOT is the host time of each step,
+and what it leaves out of TTFT is the stack's fixed per-request time. The fit runs on the analytic path,
+which stands in for the simulation there (and keeps `calibrate` fast):
+- TPOT = one decode step of the ``conc`` running sequences, + the step overhead;
+- TTFT = half a decode step of waiting for the running step (none on an idle engine), then the step(s) that
+  prefill the prompt next to the decode batch (co-located; prefill batch and KV hand-off when
+  disaggregated), each + the step overhead, + the request overhead.
+Each constant is the least-squares offset (the mean gap) over its (stack, chip family) rows, clamped at
+zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from cloudmatrix.catalog.corpus import chip_family, load_corpora
+from cloudmatrix.catalog.models import load_model
+from cloudmatrix.catalog.stacks import stack_costs
+from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
+from cloudmatrix.cost import comm
+from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.estimate import estimate
+from cloudmatrix.studies.validate_run import TWIN_PRECISION, redundant_experts, twin_ep
+
+FIT_MAX_CONCURRENCY = 8
+
+
+@dataclass(frozen=True, kw_only=True)
+class BaseTimes:
+    """Device-only times of a low-concurrency row, and how many engine steps its TTFT holds."""
+
+    tpot_ms: float
+    ttft_ms: float
+    ttft_steps: float
+
+
+def _deployment(row: ValidationRow, layout: RoleLayout, phase: Phase, isl: float, osl: float, **kw: Any) -> Deployment:
+    model = load_model(row.model)
+    return Deployment(
+        phase=phase,
+        num_chips=layout.chips,
+        ep=twin_ep(layout, model, layout.chips, [], "fit"),
+        input_len=round(isl),
+        output_len=round(osl),
+        precision=TWIN_PRECISION[row.weights],
+        kv_precision=TWIN_PRECISION[row.kv],
+        eplb=Eplb(row.eplb),
+        redundant_experts=redundant_experts(row),
+        **kw,
+    )
+
+
+def base_times(row: ValidationRow) -> BaseTimes:
+    """The analytic TPOT and TTFT of an end-to-end row without any stack overhead."""
+    w, model = row.workload, load_model(row.model)
+    conc = w.concurrency or 1
+    isl = w.input_len * (1 + w.range_ratio) / 2  # mean of the uniform lengths
+    osl = w.output_len * (1 + w.range_ratio) / 2
+    pool = row.aggregated or row.decode
+    assert pool is not None
+    chips, kv = pool.chips * pool.instances, round(isl + osl / 2)
+    decode = _deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
+    step_s = estimate(row.system, model, decode).step.step_s
+    wait_s = step_s / 2 if conc > 1 else 0.0  # a prompt waits for the running step
+    if row.aggregated is not None:
+        chunks = math.ceil(isl / ((pool.chunk_tokens_per_chip or isl) * pool.chips))
+        agg = _deployment(
+            row,
+            pool,
+            Phase.AGGREGATED,
+            isl,
+            osl,
+            batch_per_chip=(conc - 1) / chips,
+            chunk_tokens_per_chip=isl / chunks / pool.chips,
+            kv_len=kv,
+        )
+        prefill_s = chunks * estimate(row.system, model, agg).step.step_s
+        steps = chunks + (0.5 if conc > 1 else 0.0)
+    else:
+        p = row.prefill
+        assert p is not None
+        heads_ok = model.attention.num_heads % p.tp == 0
+        pre = _deployment(
+            row,
+            p,
+            Phase.PREFILL,
+            isl,
+            osl,
+            tokens_per_chip=max(round(isl / p.chips), 1),
+            attention_tp=p.tp if heads_ok else 1,
+        )
+        est = estimate(row.system, model, pre)
+        handoff = comm.kv_handoff_s(est.plan.hardware, model, round(isl), TWIN_PRECISION[row.kv], p.tp)
+        prefill_s = est.step.step_s + handoff
+        steps = 1.0
+    return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps)
+
+
+def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
+    """(stack, family) -> the fitted-role end-to-end rows at low concurrency without MTP."""
+    out: dict[tuple[str, str], list[ValidationRow]] = defaultdict(list)
+    for r in rows:
+        conc = r.workload.concurrency
+        if r.role == "fitted" and r.kind == "e2e" and not r.mtp and conc is not None and conc <= FIT_MAX_CONCURRENCY:
+            out[(r.stack, chip_family(r.system))].append(r)
+    return dict(out)
+
+
+def fit_stack_costs(rows: list[ValidationRow] | None = None) -> dict[str, dict[str, Any]]:
+    """Every fittable stack constant: the fit beside the catalog value, with its rows and the rms gap left."""
+    constants: dict[str, dict[str, Any]] = {}
+    for (stack, family), members in sorted(fit_rows(rows if rows is not None else load_corpora()).items()):
+        costs = stack_costs(stack, family)
+        assert costs is not None
+        pairs = []
+        for r in members:
+            try:
+                pairs.append((r, base_times(r)))
+            except CloudMatrixError:
+                continue  # refused rows carry no gap
+        tpot = [(r.measured["tpot_ms"] - b.tpot_ms) * 1e3 for r, b in pairs if "tpot_ms" in r.measured]
+        step_us = max(statistics.fmean(tpot), 0.0) if tpot else 0.0
+        ttft = [
+            r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * step_us / 1e3
+            for r, b in pairs
+            if "ttft_ms" in r.measured
+        ]
+        request_ms = max(statistics.fmean(ttft), 0.0) if ttft else 0.0
+        for name, value, gaps, current in (
+            ("step_overhead_us", step_us, tpot, costs.step_overhead_us.value),
+            ("request_overhead_ms", request_ms, ttft, costs.request_overhead_ms.value),
+        ):
+            if gaps:
+                rms = statistics.fmean((g - value) ** 2 for g in gaps) ** 0.5
+                constants[f"stacks.{stack}.{family}.{name}"] = {
+                    "fitted": value,
+                    "catalog": current,
+                    "rows": f"{len(gaps)} fitted rows at conc <= {FIT_MAX_CONCURRENCY} (rms gap left {rms:.3g})",
+                }
+    return constants

@@ -1,0 +1,87 @@
+"""Serving-stack profiles: loading, the Dynamo front ends over their engines, and what each constant adds:
+the step overhead to every engine step, the request overhead to every TTFT."""
+
+import dataclasses
+
+import pytest
+
+from cloudmatrix.catalog.stacks import load_stack, stack_costs, stack_ids
+from cloudmatrix.catalog.validation import STACKS
+from cloudmatrix.deploy import Deployment, Phase
+from cloudmatrix.errors import UnknownIdError
+from cloudmatrix.estimate import estimate
+from cloudmatrix.sim.engine import simulate
+from cloudmatrix.sim.scenario import Scenario
+from cloudmatrix.studies.stack_fit import fit_stack_costs
+
+
+def test_every_validation_stack_has_a_profile() -> None:
+    assert set(stack_ids()) == set(STACKS)
+
+
+def test_dynamo_runs_its_engines_costs() -> None:
+    assert load_stack("dynamo-trtllm").base == "trtllm"
+    assert stack_costs("dynamo-trtllm", "blackwell") == stack_costs("trtllm", "blackwell")
+    assert stack_costs("dynamo-sglang", "hopper") == stack_costs("sglang", "hopper")
+
+
+def test_family_falls_back_to_default() -> None:
+    assert stack_costs("vllm", "ascend") == load_stack("vllm").families["default"]
+    assert stack_costs(None, "hopper") is None
+
+
+def test_unknown_stack_is_named() -> None:
+    with pytest.raises(UnknownIdError, match="unknown serving stack 'tgi'; expected one of: cloudmatrix-infer"):
+        load_stack("tgi")
+
+
+def test_step_overhead_adds_to_every_step() -> None:
+    base = Deployment(
+        phase=Phase.DECODE,
+        num_chips=8,
+        batch_per_chip=8,
+        input_len=1024,
+        output_len=1024,
+        precision="fp4",
+        kv_precision="fp8",
+        microbatch=False,
+    )
+    device = estimate("hgx-b200", "gpt-oss-120b", base)
+    vllm = estimate("hgx-b200", "gpt-oss-120b", dataclasses.replace(base, stack="vllm"))
+    extra = stack_costs("vllm", "blackwell").step_overhead_us.value  # type: ignore[union-attr]
+    assert extra > 0
+    assert (vllm.step.step_s - device.step.step_s) * 1e6 == pytest.approx(extra)
+    assert vllm.step.breakdown_us["stack_step_overhead"] == pytest.approx(extra)
+
+
+def _one_request(stack: str) -> float:
+    sc = Scenario.model_validate(
+        dict(
+            system="hgx-b200",
+            model="gpt-oss-120b",
+            precision="fp4",
+            kv_precision="fp8",
+            stack=stack,
+            aggregated=dict(instances=1, chips=1, batch_per_chip=1, chunk_tokens_per_chip=4096),
+            workload=dict(
+                input=dict(kind="fixed", value=1024),
+                output=dict(kind="fixed", value=8),
+                arrivals=dict(kind="closed", concurrency=1),
+            ),
+            requests=1,
+        )
+    )
+    return simulate(sc).to_dict()["ttft_ms"]["p50"]
+
+
+def test_request_overhead_adds_to_ttft() -> None:
+    """One request on an idle engine: TTFT grows by the request overhead plus one step's host time."""
+    costs = stack_costs("trtllm", "blackwell")
+    assert costs is not None and costs.step_overhead_us.value == 0.0  # the fit clamps trtllm's at zero
+    gap = _one_request("trtllm") - _one_request("cloudmatrix-infer")  # the latter adds nothing on NVIDIA
+    assert gap == pytest.approx(costs.request_overhead_ms.value, abs=1e-6)
+
+
+def test_catalog_holds_the_fit() -> None:
+    for name, row in fit_stack_costs().items():
+        assert row["fitted"] == pytest.approx(row["catalog"], rel=0.01, abs=1e-3), name
