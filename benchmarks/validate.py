@@ -23,8 +23,8 @@ def timed(label: str, rows: list, jobs: int | None) -> None:
 
 
 def slowest(rows: list, count: int = 5) -> None:
-    costs = sorted(((r.workload.num_requests or 0) * r.workload.output_len, r) for r in rows if r.kind == "e2e")
-    for _, r in costs[-count:]:
+    e2e = [r for r in rows if r.kind == "e2e"]
+    for r in sorted(e2e, key=lambda r: (r.workload.num_requests or 0) * r.workload.output_len)[-count:]:
         start = time.perf_counter()
         run_row(r)
         print(f"  {time.perf_counter() - start:6.1f} s  {r.id}")

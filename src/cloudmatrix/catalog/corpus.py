@@ -11,7 +11,6 @@ from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.inferencemax import read_inferencemax
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles
 from cloudmatrix.catalog.validation import (
-    VALIDATION_DIR,
     ValidationRow,
     corpus_path,
     frozen_roles,
@@ -82,6 +81,3 @@ def roles_yaml(frozen: dict[str, str] | None = None) -> str:
 
 def _quote(key: str) -> str:
     return '"' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-ROLES_PATH = VALIDATION_DIR / "roles.yaml"

@@ -16,6 +16,7 @@ from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
 
 VALIDATION_DIR = DATA_DIR / "validation"
+ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 # Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
 STACKS = ("cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm")
 Stack = Literal["cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm"]
@@ -154,8 +155,7 @@ def load_yaml_rows(path: Path) -> list[ValidationRow]:
 @cache
 def frozen_roles() -> dict[str, str]:
     """The roles of every shipped series as they landed (``roles.yaml``); later changes never move them."""
-    path = VALIDATION_DIR / "roles.yaml"
-    data = (read_yaml(path) or {}) if path.exists() else {}
+    data = (read_yaml(ROLES_PATH) or {}) if ROLES_PATH.exists() else {}
     roles = data.get("series", {})
     bad = {k: v for k, v in roles.items() if v not in ROLES}
     if bad:

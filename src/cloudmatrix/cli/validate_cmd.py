@@ -118,7 +118,7 @@ def _write_residuals(result: Any) -> None:
     from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
 
-    table = residual_table(result, [reproduce(i) for i in reference_ids()])
+    table = residual_table(result.entries(), [reproduce(i) for i in reference_ids()])
     head = {k: v for k, v in table.items() if k != "rows"}
     lines = ",\n".join(json.dumps(r) for r in table["rows"])  # one residual a line: readable diffs
     cli._write_text(RESIDUALS_PATH, json.dumps(head)[:-1] + ', "rows": [\n' + lines + "\n]}\n")
@@ -126,7 +126,8 @@ def _write_residuals(result: Any) -> None:
 
 
 def _write_roles() -> None:
-    from cloudmatrix.catalog.corpus import ROLES_PATH, roles_yaml
+    from cloudmatrix.catalog.corpus import roles_yaml
+    from cloudmatrix.catalog.validation import ROLES_PATH
     from cloudmatrix.cli import app as cli
 
     text = cli._run(roles_yaml)

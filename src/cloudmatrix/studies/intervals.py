@@ -20,7 +20,6 @@ from cloudmatrix.catalog.corpus import chip_family
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.validation import METRICS, stored_residuals
 from cloudmatrix.studies.reproduce import Reproduction
-from cloudmatrix.studies.validate import Validation
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
 # Intervals are ratios (measured / predicted), so a figure normalised per decode chip or per chip of the
@@ -196,9 +195,10 @@ RESIDUAL_FIELDS = (
 )
 
 
-def residual_table(validation: Validation, reproductions: Iterable[Reproduction]) -> dict[str, Any]:
-    """The stored residual table: every validation row and metric, then the paper and Hopper rows."""
-    rows = [{k: e[k] for k in RESIDUAL_FIELDS} for e in validation.entries()]
+def residual_table(entries: Iterable[Mapping[str, Any]], reproductions: Iterable[Reproduction]) -> dict[str, Any]:
+    """The stored residual table: every validation row and metric (``Validation.entries()``), then the paper
+    and Hopper rows."""
+    rows = [{k: e[k] for k in RESIDUAL_FIELDS} for e in entries]
     return {
         "generated_by": "cloudmatrix validate --write-residuals (do not edit: regenerate with the cost model)",
         "coverage": COVERAGE,
