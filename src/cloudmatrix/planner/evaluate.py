@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import Estimate, estimate
@@ -27,6 +28,7 @@ class Job:
     input_len: int
     output_len: int
     mtp_acceptance: float
+    stack: str | None = None  # serving stack whose host time the plan prices (the system's published one)
 
 
 def job_for(request: PlanRequest, w: PlanWorkload) -> Job:
@@ -37,6 +39,7 @@ def job_for(request: PlanRequest, w: PlanWorkload) -> Job:
         input_len=round(w.input_len),
         output_len=round(w.output_len),
         mtp_acceptance=request.mtp_acceptance,
+        stack=default_stack(request.system),
     )
 
 
@@ -60,11 +63,11 @@ def _cached(cache: dict[Deployment, Estimate], hw: Hardware, model: ModelSpec, d
 def cost_one(job: Job, c: Candidate, cache: dict[Deployment, Estimate]) -> CandidateCost:
     hw, model = context(job.system, job.model, job.overrides)
     try:
-        est = _cached(cache, hw, model, c.deployment(job.input_len, job.output_len, job.mtp_acceptance))
+        est = _cached(cache, hw, model, c.deployment(job.input_len, job.output_len, job.mtp_acceptance, job.stack))
         lone = 0.0
         if c.phase == Phase.PREFILL:
             one = dataclasses.replace(c, tokens_per_chip=max(math.ceil(job.input_len / c.chips), 1))
-            lone = _cached(cache, hw, model, one.deployment(job.input_len, job.output_len, 0.0)).step.step_s
+            lone = _cached(cache, hw, model, one.deployment(job.input_len, job.output_len, 0.0, job.stack)).step.step_s
     except CloudMatrixError as e:
         return CandidateCost(candidate=c, feasible=False, reason=str(e))
     return CandidateCost(
@@ -102,6 +105,6 @@ def batch_curve(job: Job, c: Candidate) -> tuple[tuple[int, float], ...]:
     points = []
     for k in sorted({k for k in CURVE_PROMPTS if k < most} | {most}):
         tokens = max(math.ceil(k * job.input_len / c.chips), 1)
-        dep = dataclasses.replace(c, tokens_per_chip=tokens).deployment(job.input_len, job.output_len, 0.0)
+        dep = dataclasses.replace(c, tokens_per_chip=tokens).deployment(job.input_len, job.output_len, 0.0, job.stack)
         points.append((k, estimate(hw, model, dep).step.step_s))
     return tuple(points)

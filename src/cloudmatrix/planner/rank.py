@@ -10,6 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Phase, mtp_tokens_per_step
 from cloudmatrix.estimate import estimate
@@ -245,7 +248,7 @@ def resized(
     rate = t.utilisation * min(
         prefill_instances * instance_req_s(d.prefill, t), decode_instances * instance_req_s(d.decode, t)
     )
-    transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, p.kv_group)
+    transfer = handoff_s(job, hw, model, p.kv_group)
     chips = prefill_instances * p.chips + decode_instances * d.decode.candidate.chips
     return dataclasses.replace(
         d,
@@ -257,12 +260,20 @@ def resized(
     )
 
 
+def handoff_s(job: Job, hw: Hardware, model: ModelSpec, kv_group: int) -> float:
+    """What a prompt spends outside the prefill batch before its first token: the KV transfer to decode, and
+    the serving stack's fixed time (its front end and the hand-off handshake)."""
+    stack = stack_costs(job.stack, hw.chip.family)
+    fixed = (stack.request_overhead_ms.value + stack.handoff_overhead_ms.value) / 1e3 if stack else 0.0
+    return comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, kv_group) + fixed
+
+
 def operating_tpot_s(d: PlannedDeployment, t: Targets, job: Job) -> float:
     """TPOT at the decode occupancy the planned rate gives (Little's law: sequences in decode = rate × steps
     per answer × step time), rounded up to whole sequences on the busiest die as the simulation prices it."""
     hw, model = context(job.system, job.model, job.overrides)
     c = d.decode.candidate
-    dep = c.deployment(job.input_len, job.output_len, job.mtp_acceptance)
+    dep = c.deployment(job.input_len, job.output_len, job.mtp_acceptance, job.stack)
     accepted = mtp_tokens_per_step(c.mtp, dep.mtp_acceptance)
     ranks = d.decode_instances * c.chips * hw.chip.num_dies // c.tp  # dies, or tensor-parallel groups
     cap = c.batch_per_chip * c.tp // hw.chip.num_dies
@@ -284,7 +295,7 @@ def prefill_shortlist(costs: Sequence[CandidateCost], t: Targets, job: Job) -> l
     for cost in costs:
         c = cost.candidate
         if c.phase == Phase.PREFILL and cost.feasible:
-            transfer = comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, c.kv_group)
+            transfer = handoff_s(job, hw, model, c.kv_group)
             groups.setdefault((c.precision, c.chips), []).append((cost, instance_req_s(cost, t), transfer))
     out: list[_Prefill] = []
     for group in groups.values():

@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, resolved_model
 from cloudmatrix.planner.rank import KV_PRECISION, PlannedDeployment
 from cloudmatrix.planner.space import PREFILL_EPLB
@@ -51,6 +52,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
         "model": resolved_model(request.model),
         "precision": p.precision,
         "kv_precision": KV_PRECISION,
+        "stack": default_stack(request.system),
         "prefill": {
             "instances": d.prefill_instances,
             "chips": p.chips,

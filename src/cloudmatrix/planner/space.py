@@ -62,7 +62,10 @@ class Candidate:
         """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over."""
         return kv_group(self.tp, self.attention_tp)
 
-    def deployment(self, input_len: int, output_len: int, mtp_acceptance: float) -> Deployment:
+    def deployment(
+        self, input_len: int, output_len: int, mtp_acceptance: float, stack: str | None = None
+    ) -> Deployment:
+        """The candidate as a deployment; ``stack`` adds that serving stack's host time per step."""
         if self.phase == Phase.PREFILL:
             return Deployment(
                 phase=Phase.PREFILL,
@@ -75,6 +78,7 @@ class Candidate:
                 attention_tp=self.attention_tp,
                 eplb=PREFILL_EPLB,
                 tp=self.tp,
+                stack=stack,
             )
         return Deployment(
             phase=Phase.DECODE,
@@ -89,6 +93,7 @@ class Candidate:
             eplb=Eplb.DEFAULT,
             microbatch=self.microbatch,
             tp=self.tp,
+            stack=stack,
         )
 
     def label(self) -> str:

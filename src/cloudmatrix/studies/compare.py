@@ -12,6 +12,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
+from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
@@ -89,6 +90,7 @@ def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, po
             mtp=c.mtp,
             mtp_acceptance=c.mtp_acceptance,
             eplb=Eplb.DEFAULT,
+            stack=preset.get("stack"),
         ),
     )
 
@@ -107,6 +109,7 @@ def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip
             precision=preset["precision"],
             eplb=Eplb.DEFAULT,  # what a real system shows: EPLB placed, each batch's routing drifting from it
             microbatch=p.get("microbatch"),
+            stack=preset.get("stack"),
         ),
     )
 
@@ -143,7 +146,8 @@ def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple
             est = _decode(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
             break
-        ttft_ok = c.ttft_slo_ms is None or (est.ttft_s or 0.0) * 1e3 <= c.ttft_slo_ms
+        ttft_s = (est.ttft_s or 0.0) + _request_fixed_s(system, preset, disaggregated=False)
+        ttft_ok = c.ttft_slo_ms is None or ttft_s * 1e3 <= c.ttft_slo_ms
         if est.tpot_s * 1e3 <= c.tpot_slo_ms and ttft_ok:
             best = (batch, est)
     return best
@@ -162,7 +166,7 @@ def _aggregated_result(
         feasible=True,
         batch_per_chip=batch,
         tpot_ms=est.tpot_s * 1e3,
-        ttft_ms=(est.ttft_s or 0.0) * 1e3,
+        ttft_ms=((est.ttft_s or 0.0) + _request_fixed_s(system, preset, disaggregated=False)) * 1e3,
         prefill_tok_s_per_chip=est.prefill_tokens_per_chip_s,
         decode_tok_s_per_chip=per_chip,
         output_tok_s_per_chip=per_chip,
@@ -257,10 +261,19 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
     )
 
 
+def _request_fixed_s(system: str, preset: dict[str, Any], disaggregated: bool) -> float:
+    """The serving stack's fixed time per request: its front end, and the hand-off handshake when split."""
+    stack = stack_costs(preset.get("stack"), load_hardware(system).chip.family)
+    if stack is None:
+        return 0.0
+    return (stack.request_overhead_ms.value + (stack.handoff_overhead_ms.value if disaggregated else 0.0)) / 1e3
+
+
 def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
-    # the KV of a prompt sits on its attention TP group, whose NICs carry it
+    """The prompt's KV to decode (striped over its attention TP group's NICs), plus the stack's fixed time."""
     nics = min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"])
-    return comm.kv_handoff_s(load_hardware(system), load_model(c.model), c.input_len, "bf16", nics)
+    handoff = comm.kv_handoff_s(load_hardware(system), load_model(c.model), c.input_len, "bf16", nics)
+    return handoff + _request_fixed_s(system, preset, disaggregated=True)
 
 
 def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
