@@ -9,8 +9,8 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
-from cloudmatrix.cost.layers import expert_imbalance
 from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
+from cloudmatrix.cost.moe import expert_imbalance
 from cloudmatrix.cost.step import StepCost, best_step_cost
 from cloudmatrix.deploy import Deployment, Phase, Plan, mtp_tokens_per_step, plan
 

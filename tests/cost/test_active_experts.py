@@ -2,7 +2,7 @@
 
 import pytest
 
-from cloudmatrix.cost.layers import active_fraction
+from cloudmatrix.cost.moe import active_fraction
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
 

@@ -7,7 +7,8 @@ import pytest
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.cost.layers import ACT_BYTES, layer_ops
+from cloudmatrix.cost.kernels import ACT_BYTES
+from cloudmatrix.cost.layers import layer_ops
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.errors import InfeasibleDeploymentError

@@ -4,17 +4,16 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
-import json
-import os
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
+from cloudmatrix.cli.common import JsonFlag, _emit_json, _fail, _run, out
+from cloudmatrix.cli.plan_cmd import plan
+from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
 
 app = typer.Typer(
@@ -23,45 +22,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 )
-out = Console()
-if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
-    out.width = 160
-err = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-
-
-def _fail(message: str) -> None:
-    """One plain line on stderr (never wrapped or styled) and exit code 2."""
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(2)
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    try:
-        return fn()
-    except CloudMatrixError as e:
-        _fail(str(e))
-
-
-def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-
-
-def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file renamed into place, so an interrupted write never leaves a
-    truncated file; an OS error becomes one line."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        _fail(f"cannot write {path}: {e.strerror}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    _guard_write(path, lambda p: p.write_text(text))
 
 
 @app.command()
@@ -359,9 +319,6 @@ def calibrate(as_json: JsonFlag = False) -> None:
         for name, row in d["constants"].items():
             out.print(f"{name:52s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
 
-
-from cloudmatrix.cli.plan_cmd import plan  # noqa: E402  (plan_cmd uses this module's helpers at run time)
-from cloudmatrix.cli.validate_cmd import validate  # noqa: E402  (likewise)
 
 app.command()(plan)
 app.command()(validate)

@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cloudmatrix.cli import common as cli
+
 
 def plan(
     system: Annotated[str, typer.Option(help="System id (or atlas950-superpod etc.).")] = "cloudmatrix384",
@@ -45,8 +47,6 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
-    from cloudmatrix.cli import app as cli
-
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or []
     )
@@ -114,7 +114,6 @@ class _Timed:
 def _search(
     request: Any, check: bool, use_ray: bool, address: str | None, cpus: int | None
 ) -> tuple[dict[str, Any], Any]:
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.planner import search
     from cloudmatrix.planner.evaluate import cost_candidates
@@ -141,7 +140,6 @@ def _search(
 
 
 def _connect(address: str | None, cpus: int | None) -> Any:
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.planner.ray_sweep import RaySweep
 
     return cli._run(lambda: RaySweep(address, cpus))
@@ -161,7 +159,6 @@ def _ray_checks(sweep: Any, result: Any) -> Any:
 
 
 def _write_scenario(path: Path, result: Any, d: dict[str, Any]) -> None:
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.planner.scenario_out import scenario_yaml
 
     if not result.listed:
@@ -174,7 +171,6 @@ def _write_scenario(path: Path, result: Any, d: dict[str, Any]) -> None:
 
 
 def _plot(path: Path, result: Any, request: Any) -> None:
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.report.plot import pareto_png
 
     ranking = result.ranking

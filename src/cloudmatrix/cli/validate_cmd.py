@@ -10,6 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from cloudmatrix.cli import common as cli
+
 SHOWN = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 SHORT = {
     "output_tok_s_per_chip": "out tok/s/chip",
@@ -44,8 +46,6 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
-    from cloudmatrix.cli import app as cli
-
     if jobs is not None and jobs < 1:
         cli._fail(f"--jobs must be at least 1, got {jobs}")
     if write_roles:
@@ -82,7 +82,6 @@ def _run(
     use_ray: bool,
     address: str | None,
 ) -> Any:
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.studies import validate as v
 
@@ -114,7 +113,6 @@ def _write_residuals(result: Any) -> None:
 
     from cloudmatrix.catalog.reference import reference_ids
     from cloudmatrix.catalog.validation import RESIDUALS_PATH
-    from cloudmatrix.cli import app as cli
     from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
 
@@ -128,7 +126,6 @@ def _write_residuals(result: Any) -> None:
 def _write_roles() -> None:
     from cloudmatrix.catalog.corpus import roles_yaml
     from cloudmatrix.catalog.validation import ROLES_PATH
-    from cloudmatrix.cli import app as cli
 
     text = cli._run(roles_yaml)
     cli._write_text(ROLES_PATH, text)

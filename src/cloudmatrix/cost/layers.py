@@ -6,37 +6,12 @@ lose at small batch). Shapes follow the model spec; formulas are in docs/model.m
 
 from __future__ import annotations
 
-from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, gemm_op, norm_op, swiglu_op
+from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Eplb, Plan
-
-ACT_BYTES = 2.0  # activations between kernels are BF16
-LOGIT_BYTES = 4.0  # sampling works on FP32 logits
-
-
-def _gemm(
-    name: str,
-    stream: Stream,
-    tokens: float,
-    weights: float,
-    plan: Plan,
-    extra_bytes: float = 0.0,
-    precision: str | None = None,
-    weight_shards: int = 1,
-) -> Op:
-    """A GEMM of ``tokens`` rows against ``weights`` parameters; with ``weight_shards`` > 1 the die holds a
-    head-shard of the weights and processes that many times the tokens (TP), so FLOPs are unchanged."""
-    prec = precision or plan.deployment.precision
-    return Op(
-        name=name,
-        op_class=OpClass.GEMM,
-        stream=stream,
-        flops=2.0 * tokens * weights,
-        hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[prec] + extra_bytes,
-        precision=prec,
-    )
+from cloudmatrix.deploy import Plan
 
 
 def _mean_context(model: ModelSpec, kv_len: float) -> float:
@@ -115,9 +90,9 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         core_bytes = seqs * ctx * lat * kvb + decode_tokens * a.num_heads * (lat + a.kv_lora_rank) * ACT_BYTES
         prolog_io = tokens * (h + a.num_heads * lat) * ACT_BYTES + tokens * lat * kvb
         return [
-            _gemm("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
+            gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
             Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
-            _gemm("o_proj", s, tokens, out_w, plan, tokens * (a.num_heads * a.kv_lora_rank + h) * ACT_BYTES),
+            gemm_op("o_proj", s, tokens, out_w, plan, tokens * (a.num_heads * a.kv_lora_rank + h) * ACT_BYTES),
         ]
     # GQA; with tensor parallelism g each die holds 1/g of the heads and 1/kv_shards of the KV cache
     g, ks = plan.tp, plan.kv_shards
@@ -127,11 +102,11 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
     core_flops = 2.0 * decode_tokens * head_dims * ctx / g
     core_bytes = seqs * ctx * kv_w * kvb / ks + decode_tokens * head_dims * ACT_BYTES / g
     return [
-        _gemm(
+        gemm_op(
             "qkv_proj", s, tokens / g, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb / ks, weight_shards=g
         ),
         Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
-        _gemm(
+        gemm_op(
             "o_proj", s, tokens / g, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES, weight_shards=g
         ),
     ]
@@ -159,9 +134,9 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
         kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
         qkv_io = tokens * h * ACT_BYTES + tokens * kv_w * plan.kv_bytes / plan.kv_shards
         return [
-            _gemm("qkv_proj", s, tokens / g, h * (a.num_heads * a.qk_head_dim + kv_w), plan, qkv_io, weight_shards=g),
+            gemm_op("qkv_proj", s, tokens / g, h * (a.num_heads * a.qk_head_dim + kv_w), plan, qkv_io, weight_shards=g),
             fa,
-            _gemm(
+            gemm_op(
                 "o_proj",
                 s,
                 tokens / g,
@@ -186,217 +161,43 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     a2a_bytes = (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES
     a2a_t, a2a_sol = comm.bulk_s(tp_plane, a2a_bytes, g - 1, local)
     ops = [
-        _gemm("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
+        gemm_op("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
         Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
-        _gemm("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
+        gemm_op("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
     ]
     prefix = plan.cached_tokens_per_die * share
     if prefix > 0:  # the cached latent of the prefix is expanded to per-head K and V for the suffix's MHA
         kv_up_w = a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
         io = prefix * (lat * plan.kv_bytes + a.num_heads * heads_dim * ACT_BYTES)
-        ops.append(_gemm("cached_kv_up_proj", s, prefix, kv_up_w, plan, io, weight_shards=g))
+        ops.append(gemm_op("cached_kv_up_proj", s, prefix, kv_up_w, plan, io, weight_shards=g))
     return ops + [
         fa,
         Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
-        _gemm("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
+        gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
     ]
 
 
 # ---- feed-forward ---------------------------------------------------------------------------------------
-def _norm(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
-    """Fused residual add + RMSNorm + dynamic per-token quantisation: read x and the residual, write the
-    new residual (BF16) and the GEMM input (at the GEMM precision)."""
-    h = plan.model.hidden
-    return Op(
-        name=name,
-        op_class=OpClass.VECTOR,
-        stream=stream,
-        flops=8.0 * tokens * h,
-        hbm_bytes=tokens * h * (3 * ACT_BYTES + plan.weight_bytes),
-    )
-
-
-def _swiglu(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
-    """SiLU(gate) * up over the FFN intermediate, re-quantised for the down projection."""
-    return Op(
-        name="swiglu",
-        op_class=OpClass.VECTOR,
-        stream=stream,
-        flops=6.0 * rows * intermediate,
-        hbm_bytes=rows * intermediate * (2 * ACT_BYTES + plan.weight_bytes),
-    )
-
-
 def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     m, tokens, g = plan.model, plan.tokens_per_die * share, plan.tp
     assert m.dense_intermediate is not None
     inter = m.dense_intermediate // g  # tensor parallelism splits the FFN columns
     io = tokens * (2 * m.hidden + 2 * inter) * ACT_BYTES
     return [
-        _norm("ffn_norm", Stream.MOE, tokens, plan),
-        _gemm("dense_ffn", Stream.MOE, tokens / g, m.dense_ffn_params(), plan, io, weight_shards=g),
-        _swiglu(Stream.MOE, tokens, inter, plan),
+        norm_op("ffn_norm", Stream.MOE, tokens, plan),
+        gemm_op("dense_ffn", Stream.MOE, tokens / g, m.dense_ffn_params(), plan, io, weight_shards=g),
+        swiglu_op(Stream.MOE, tokens, inter, plan),
         *_tp_all_reduce(plan, tokens, Stream.MOE, "ffn_all_reduce"),
     ]
-
-
-def _requests(plan: Plan, tokens: float) -> float:
-    """Requests behind ``tokens`` of one die's step: decode sequences (plus prompts being chunked), or the
-    prompts a prefill batch packs."""
-    input_len = plan.deployment.input_len
-    if not plan.decodes:
-        return tokens / input_len
-    if plan.tokens_per_die <= 0:
-        return 0.0
-    return tokens * (plan.seqs_per_die + plan.chunk_tokens_per_die / input_len) / plan.tokens_per_die
-
-
-def expert_imbalance(plan: Plan, tokens: float) -> float:
-    """Busiest routed die's load over the mean for a step of ``tokens`` per die (1: perfect EPLB, or no MoE)."""
-    m, lay = plan.model, plan.layout
-    if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
-        return 1.0
-    from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
-
-    return busiest_factor(
-        plan.routing,
-        lay,
-        plan.deployment.eplb,
-        num_experts=m.moe.num_routed,
-        top_k=m.moe.top_k,
-        tokens=tokens * lay.ep,
-        requests=_requests(plan, tokens) * lay.ep,
-    )
-
-
-def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
-    """Expected share of experts that receive at least one of ``tokens`` routed tokens (each picks top_k
-    distinct experts, uniformly): 1 - (1 - k/E)^T. Only those experts' weights are read in a step."""
-    if tokens <= 0:
-        return 0.0
-    return 1.0 - (1.0 - top_k / num_experts) ** tokens
-
-
-def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
-    """(tokens on the busiest expert die, expert slots whose weights it reads, tokens it receives over the
-    fabric). A small batch touches few experts: the die reads only the active ones (the shared expert
-    always runs)."""
-    m, lay = plan.model, plan.layout
-    assert m.moe is not None and lay is not None
-    routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
-    per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    busiest = per_die_mean * expert_imbalance(plan, tokens)
-    active = lay.routed_slots_per_die * active_fraction(m.moe.num_routed, m.moe.top_k, tokens * lay.ep)
-    routed = (busiest, active, busiest)
-    if lay.shared_dies:
-        shared_tokens = tokens * lay.ep / lay.shared_dies
-        return max(routed, (shared_tokens, 1.0, shared_tokens))
-    # shared experts are local: every token also runs through them on its own die
-    local = tokens * m.moe.num_shared
-    return busiest + local, routed[1] + m.moe.num_shared, busiest
-
-
-def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
-    """One token's dispatch payload: hidden state at the dispatch precision, plus its quantisation scales."""
-    h = plan.model.hidden
-    if plan.dispatch_bytes >= ACT_BYTES or plane.ep_comm is None:
-        return h * plan.dispatch_bytes
-    return h * plan.dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
-
-
-def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float]:
-    """Bulk MoE all-to-all of ``messages`` per die. Inside one scale-up domain it is a single collective.
-    Beyond it, tokens cross the scale-out plane once per remote domain they have experts in (hypergeometric
-    over domains; DeepSeek's group-limited routing would cap this further) and are forwarded to their dies
-    over scale-up (DeepEP's NVLink forwarding); the slower of the two legs sets the time. Returns (time,
-    roofline)."""
-    hw, lay, moe = plan.hardware, plan.layout, plan.model.moe
-    assert lay is not None and moe is not None
-    planes, domain = hw.system.planes, hw.scale_up_domain_dies
-    if lay.ep <= domain:
-        return comm.bulk_s(planes.scale_up, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node)
-    domains = lay.ep // domain
-    remote = comm.distinct_destinations(moe.num_routed, moe.num_routed // domains, domains, moe.top_k)
-    remote *= (domains - 1) / domains
-    out_t, out_sol = comm.bulk_s(planes.scale_out, tokens * remote * msg_bytes, domains - 1, local=False)
-    in_t, in_sol = comm.bulk_s(planes.scale_up, messages * msg_bytes, domain - 1, local=True)
-    return max(out_t, in_t), max(out_sol, in_sol)
-
-
-def _moe_ffn(plan: Plan, share: float) -> list[Op]:
-    m, h, lay = plan.model, plan.model.hidden, plan.layout
-    assert m.moe is not None and lay is not None
-    tokens = plan.tokens_per_die * share
-    k = m.moe.top_k
-    s = Stream.MOE
-    busiest, slots, received = _expert_tokens(plan, tokens)
-    plane = comm.plane_for(plan.hardware, lay.ep)
-    disp_msg = dispatch_message_bytes(plan, plane)
-    comb_msg = h * ACT_BYTES
-    # Redundant copies add no destinations: a token reaches one copy of each chosen expert.
-    groups = min(lay.routed_dies, m.moe.num_routed)
-    dests = comm.messages_per_token(plane, m.moe.num_routed, m.moe.num_routed // groups, groups, k) + (
-        1 if lay.shared_dies else 0
-    )
-    gate = _gemm("gate", s, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
-    norm = _norm("ffn_norm", s, tokens, plan)
-    swiglu = _swiglu(s, busiest, m.moe.intermediate, plan)
-    expert_io = busiest * (h * plan.dispatch_bytes + h * ACT_BYTES + 3 * m.moe.intermediate * ACT_BYTES)
-    experts = Op(
-        name="experts",
-        op_class=OpClass.GEMM,
-        stream=s,
-        flops=2.0 * busiest * m.expert_params(),
-        hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
-        precision=plan.deployment.precision,
-    )
-    before: list[Op] = []
-    after: list[Op] = []
-    if lay.ep == 1:  # one rank holds every expert: nothing is sent
-        d_t = d_sol = c_t = c_sol = 0.0
-    elif plan.decodes:
-        # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
-        remote = (lay.ep - 1) / lay.ep  # messages to the die itself stay local
-        moved = max(tokens * dests, received) * remote
-        d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
-        c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
-    else:
-        # Prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA).
-        moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
-        d_t, d_sol = _bulk_all_to_all(plan, tokens, moved, disp_msg)
-        c_t, c_sol = _bulk_all_to_all(plan, tokens, moved, comb_msg)
-        before = [
-            Op(
-                name="dispatch_compute",
-                op_class=OpClass.VECTOR,
-                stream=s,
-                flops=tokens * h * 4,
-                hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
-            )
-        ]
-        after = [
-            Op(
-                name="combine_compute",
-                op_class=OpClass.VECTOR,
-                stream=s,
-                flops=tokens * k * h * 2,
-                hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
-            )
-        ]
-    if lay.ep == 1:
-        return [norm, gate, experts, swiglu]
-    dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
-    combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
-    return [norm, gate, *before, dispatch, experts, swiglu, combine, *after]
 
 
 def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
     """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
     tokens = plan.tokens_per_die * share
-    attention = [_norm("attn_norm", Stream.ATTENTION, tokens, plan)] + (
+    attention = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
         _decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share)
     )
-    ffn = _moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
+    ffn = moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
     return attention + ffn
 
 
@@ -406,7 +207,7 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
     head_w = m.lm_head_params() or m.embedding_params()
     logits = tokens * m.vocab / g * LOGIT_BYTES
     return [
-        _gemm("lm_head", Stream.ATTENTION, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
+        gemm_op("lm_head", Stream.ATTENTION, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
         Op(
             name="sampling",
             op_class=OpClass.VECTOR,
@@ -428,7 +229,9 @@ def mtp_extra_ops(plan: Plan) -> list[Op]:
     """The MTP block's own projection (eh_proj: concat of hidden and embedding, 2h → h)."""
     m, tokens = plan.model, plan.tokens_per_die
     return [
-        _gemm("mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES)
+        gemm_op(
+            "mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES
+        )
     ]
 
 

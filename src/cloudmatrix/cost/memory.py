@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudmatrix.cost.comm import plane_for
-from cloudmatrix.cost.layers import ACT_BYTES, dispatch_message_bytes
+from cloudmatrix.cost.kernels import ACT_BYTES
+from cloudmatrix.cost.moe import dispatch_message_bytes
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import GB_DECIMAL

@@ -9,10 +9,10 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.reference import ReferenceRow, ReferenceSet, load_reference
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.ep_bench import ep_message_bytes, ep_plane
 from cloudmatrix.cost.model_load import model_bytes, model_cache_times
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.estimate import Estimate, estimate
-from cloudmatrix.studies.calibrate import ep_message_bytes, ep_plane
 from cloudmatrix.studies.scoring import ErrorStats, error_pct, error_stats
 
 DEFAULT_SET = "cloudmatrix-infer"

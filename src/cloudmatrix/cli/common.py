@@ -1,0 +1,56 @@
+"""What every command shares: the consoles, one-line failure (exit 2), JSON output and atomic file writes.
+The only code besides the commands that prints or exits."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from cloudmatrix.errors import CloudMatrixError
+
+out = Console()
+if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
+    out.width = 160
+err = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _fail(message: str) -> None:
+    """One plain line on stderr (never wrapped or styled) and exit code 2."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(2)
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except CloudMatrixError as e:
+        _fail(str(e))
+
+
+def _emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Write ``path`` through a temporary file renamed into place, so an interrupted write never leaves a
+    truncated file; an OS error becomes one line."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        _fail(f"cannot write {path}: {e.strerror}")
+
+
+def _write_text(path: Path, text: str) -> None:
+    _guard_write(path, lambda p: p.write_text(text))
