@@ -85,3 +85,21 @@ def test_request_overhead_adds_to_ttft() -> None:
 def test_catalog_holds_the_fit() -> None:
     for name, row in fit_stack_costs().items():
         assert row["fitted"] == pytest.approx(row["catalog"], rel=0.01, abs=1e-3), name
+
+
+def test_compare_and_plan_take_a_stack() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cloudmatrix.cli.app import app
+
+    runner = CliRunner()
+    args = ["compare", "--systems", "hgx-h100", "--workload", "1k-1k", "--json"]
+    default = json.loads(runner.invoke(app, args).stdout)["systems"][0]
+    vllm = json.loads(runner.invoke(app, [*args, "--stack", "vllm"]).stdout)["systems"][0]
+    assert (default["stack"], vllm["stack"]) == ("sglang", "vllm")
+    assert default["ttft_ms"] != vllm["ttft_ms"]  # a different front-end time per request
+    for command in (["compare", "--stack", "tgi"], ["plan", "--stack", "tgi", "--no-check"]):
+        res = runner.invoke(app, command)
+        assert res.exit_code == 2 and "unknown serving stack 'tgi'" in res.output

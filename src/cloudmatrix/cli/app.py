@@ -213,6 +213,9 @@ def compare(
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
     target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the throughput-vs-interactivity PNG here.")] = None,
+    stack: Annotated[
+        str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Each system's published deployment for the same model, workload and SLO, side by side."""
@@ -231,6 +234,7 @@ def compare(
             mtp=mtp,
             mtp_acceptance=mtp_acceptance,
             target_rate_req_s=target_rate,
+            stack=stack,
         )
         ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
         return cond, run_compare(ids, cond)
@@ -249,6 +253,7 @@ def compare(
         "workload": {"input_len": cond.input_len, "output_len": cond.output_len},
         "tpot_slo_ms": tpot_slo,
         "ttft_slo_ms": ttft_slo,
+        "stack": stack,
         "systems": [r.to_dict() for r in results],
     }
     if as_json:

@@ -32,6 +32,9 @@ def plan(
         list[str] | None,
         typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
     ] = None,
+    stack: Annotated[
+        str | None, typer.Option(help="Serving stack priced (default: the system's published one).")
+    ] = None,
     check: Annotated[
         bool, typer.Option("--check/--no-check", help="Re-run the listed deployments in simulation.")
     ] = True,
@@ -48,14 +51,14 @@ def plan(
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
     request = _request(
-        system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or []
+        system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )
     use_ray = ray or ray_address is not None or ray_cpus is not None
     d, result = _search(request, check, use_ray, ray_address, ray_cpus)
     from cloudmatrix.studies.intervals import PLAN_METRICS, attach
 
     for row in d["ranked"]:
-        attach(row, d["system"], PLAN_METRICS)
+        attach(row, d["system"], PLAN_METRICS, d["stack"])
     if write_scenario is not None:
         _write_scenario(write_scenario, result, d)
     if plot is not None:
@@ -78,6 +81,7 @@ def _request(
     load: float,
     precision: str | None,
     overrides: list[str],
+    stack: str | None,
 ) -> Any:
     from cloudmatrix.planner.inputs import PlanRequest
     from cloudmatrix.planner.space import SearchSpace
@@ -93,6 +97,7 @@ def _request(
         mtp_acceptance=mtp_acceptance,
         utilisation=load,
         hardware_overrides=tuple(overrides),
+        stack=stack,
         space=SearchSpace(precisions=tuple(p.strip() for p in precision.split(",")) if precision else None),
     )
 

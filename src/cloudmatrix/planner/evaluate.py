@@ -39,7 +39,7 @@ def job_for(request: PlanRequest, w: PlanWorkload) -> Job:
         input_len=round(w.input_len),
         output_len=round(w.output_len),
         mtp_acceptance=request.mtp_acceptance,
-        stack=default_stack(request.system),
+        stack=request.stack or default_stack(request.system),
     )
 
 

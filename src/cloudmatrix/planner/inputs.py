@@ -53,6 +53,7 @@ class PlanRequest:
     space: SearchSpace = field(default_factory=SearchSpace)
     check_requests: int | None = None  # default: enough for a steady window (check.py)
     seed: int = 0
+    stack: str | None = None  # serving stack priced; default: the system's published one (presets.yaml)
 
 
 def _fixed(value: float) -> LengthSpec:

@@ -52,7 +52,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
         "model": resolved_model(request.model),
         "precision": p.precision,
         "kv_precision": KV_PRECISION,
-        "stack": default_stack(request.system),
+        "stack": request.stack or default_stack(request.system),
         "prefill": {
             "instances": d.prefill_instances,
             "chips": p.chips,

@@ -9,6 +9,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudmatrix.catalog.presets import default_stack
+from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.check import Check, check
 from cloudmatrix.planner.empty import Searched, why_empty
@@ -54,6 +56,7 @@ class PlanResult:
         return {
             "system": self.hardware_id,
             "model": r.model,
+            "stack": r.stack or default_stack(r.system),
             "workload": {"name": w.name, "input_len": w.input_len, "output_len": w.output_len},
             "ttft_slo_ms": r.ttft_slo_ms,
             "tpot_slo_ms": r.tpot_slo_ms,
@@ -109,6 +112,8 @@ def _budget(request: PlanRequest, system_chips: int) -> int:
         raise ConfigError(
             f"SLOs must be positive, got TTFT {request.ttft_slo_ms:g} ms, TPOT {request.tpot_slo_ms:g} ms"
         )
+    if request.stack is not None:
+        load_stack(request.stack)  # an unknown stack fails before any costing, naming the known ones
     if not 0 <= request.mtp_acceptance <= 1:
         raise ConfigError(f"--mtp-acceptance {request.mtp_acceptance:g} must be between 0 and 1")
     if not 0 < request.utilisation < 1:

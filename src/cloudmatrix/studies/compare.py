@@ -12,7 +12,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import stack_costs
+from cloudmatrix.catalog.stacks import load_stack, stack_costs
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
@@ -43,6 +43,7 @@ class Conditions:
     mtp: int = 1
     mtp_acceptance: float = 0.7
     target_rate_req_s: float | None = None
+    stack: str | None = None  # one serving stack for every system; default: each system's published one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +69,7 @@ class SystemResult:
     why: str = ""
     curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
+    stack: str | None = None  # the serving stack priced
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -90,7 +92,7 @@ def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, po
             mtp=c.mtp,
             mtp_acceptance=c.mtp_acceptance,
             eplb=Eplb.DEFAULT,
-            stack=preset.get("stack"),
+            stack=c.stack or preset.get("stack"),
         ),
     )
 
@@ -109,7 +111,7 @@ def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip
             precision=preset["precision"],
             eplb=Eplb.DEFAULT,  # what a real system shows: EPLB placed, each batch's routing drifting from it
             microbatch=p.get("microbatch"),
-            stack=preset.get("stack"),
+            stack=c.stack or preset.get("stack"),
         ),
     )
 
@@ -146,7 +148,7 @@ def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple
             est = _decode(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
             break
-        ttft_s = (est.ttft_s or 0.0) + _request_fixed_s(system, preset, disaggregated=False)
+        ttft_s = (est.ttft_s or 0.0) + _request_fixed_s(system, c, preset, disaggregated=False)
         ttft_ok = c.ttft_slo_ms is None or ttft_s * 1e3 <= c.ttft_slo_ms
         if est.tpot_s * 1e3 <= c.tpot_slo_ms and ttft_ok:
             best = (batch, est)
@@ -166,7 +168,7 @@ def _aggregated_result(
         feasible=True,
         batch_per_chip=batch,
         tpot_ms=est.tpot_s * 1e3,
-        ttft_ms=((est.ttft_s or 0.0) + _request_fixed_s(system, preset, disaggregated=False)) * 1e3,
+        ttft_ms=((est.ttft_s or 0.0) + _request_fixed_s(system, c, preset, disaggregated=False)) * 1e3,
         prefill_tok_s_per_chip=est.prefill_tokens_per_chip_s,
         decode_tok_s_per_chip=per_chip,
         output_tok_s_per_chip=per_chip,
@@ -261,9 +263,9 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
     )
 
 
-def _request_fixed_s(system: str, preset: dict[str, Any], disaggregated: bool) -> float:
+def _request_fixed_s(system: str, c: Conditions, preset: dict[str, Any], disaggregated: bool) -> float:
     """The serving stack's fixed time per request: its front end, and the hand-off handshake when split."""
-    stack = stack_costs(preset.get("stack"), load_hardware(system).chip.family)
+    stack = stack_costs(c.stack or preset.get("stack"), load_hardware(system).chip.family)
     if stack is None:
         return 0.0
     return (stack.request_overhead_ms.value + (stack.handoff_overhead_ms.value if disaggregated else 0.0)) / 1e3
@@ -273,17 +275,19 @@ def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
     """The prompt's KV to decode (striped over its attention TP group's NICs), plus the stack's fixed time."""
     nics = min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"])
     handoff = comm.kv_handoff_s(load_hardware(system), load_model(c.model), c.input_len, "bf16", nics)
-    return handoff + _request_fixed_s(system, preset, disaggregated=True)
+    return handoff + _request_fixed_s(system, c, preset, disaggregated=True)
 
 
 def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
     load_model(c.model)  # fail early on an unknown model
+    if c.stack is not None:
+        load_stack(c.stack)  # ... and on an unknown stack
     results = []
     for s in systems:
         try:
-            r = compare_system(s, c)
+            r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
-                r = dataclasses.replace(r, intervals=attach(r.to_dict(), s, COMPARE_METRICS)["intervals"])
+                r = dataclasses.replace(r, intervals=attach(r.to_dict(), s, COMPARE_METRICS, c.stack)["intervals"])
             results.append(r)
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
