@@ -46,7 +46,7 @@ def _deployment(row: ValidationRow, layout: RoleLayout, phase: Phase, isl: float
     return Deployment(
         phase=phase,
         num_chips=layout.chips,
-        ep=twin_ep(layout, model, layout.chips, [], "fit"),
+        ep=twin_ep(row, layout, model, [], "fit"),
         input_len=round(isl),
         output_len=round(osl),
         precision=TWIN_PRECISION[row.weights],

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.deploy import Deployment, Eplb, Phase
@@ -53,13 +54,14 @@ def run_row(row: ValidationRow) -> RowOutcome:
     return RowOutcome(row_id=row.id, predicted=predicted, note="; ".join(notes))
 
 
-def twin_ep(layout: RoleLayout, model: ModelSpec, dies: int, notes: list[str], role: str) -> int | None:
+def twin_ep(row: ValidationRow, layout: RoleLayout, model: ModelSpec, notes: list[str], role: str) -> int | None:
     """The EP degree the twin runs for a published layout. MoE experts are expert-parallel over every die of
     the instance in the twin, with data-parallel attention; TP attention and TP-sharded experts are not
-    modelled yet, so they run as EP over the instance's dies (noted): per die the same expert weights."""
+    modelled yet, so they run as EP over the instance's dies (noted): per die the same expert weights.
+    Published TP/EP sizes count ranks, which are dies (one per NVIDIA GPU, two per 910C)."""
     if model.moe is None:
         return None
-    ep = dies
+    dies = ep = layout.chips * load_hardware(row.system).chip.num_dies
     if layout.ep < dies:  # EP1 (TP experts) or EPn x TPm: each die holds 1/dies of the experts either way
         notes.append(f"{role}: EP{layout.ep} x TP{dies // layout.ep} experts run as EP{dies}")
     if layout.tp > 1 and not layout.dp_attention:
@@ -115,7 +117,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         data["aggregated"] = {
             "instances": a.instances,
             "chips": a.chips,
-            "ep": twin_ep(a, model, a.chips, notes, "aggregated"),
+            "ep": twin_ep(row, a, model, notes, "aggregated"),
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
             "chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip or 2048), 16),
             "eplb": row.eplb,
@@ -129,7 +131,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         data["prefill"] = {
             "instances": p.instances,
             "chips": p.chips,
-            "ep": twin_ep(p, model, p.chips, notes, "prefill"),
+            "ep": twin_ep(row, p, model, notes, "prefill"),
             "tokens_per_chip": int(p.chunk_tokens_per_chip or DEFAULT_PREFILL_TOKENS_PER_CHIP),
             "microbatch": None,
             "attention_tp": p.tp if heads % p.tp == 0 else 1,
@@ -139,7 +141,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         data["decode"] = {
             "instances": d.instances,
             "chips": d.chips,
-            "ep": twin_ep(d, model, d.chips, notes, "decode"),
+            "ep": twin_ep(row, d, model, notes, "decode"),
             "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances),
             "eplb": row.eplb,
             "redundant_experts": redundant,
@@ -180,7 +182,7 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
     dep = Deployment(
         phase=Phase(row.kind),
         num_chips=layout.chips,
-        ep=twin_ep(layout, model, layout.chips, notes, row.kind),
+        ep=twin_ep(row, layout, model, notes, row.kind),
         batch_per_chip=w.batch_per_chip,
         tokens_per_chip=w.tokens_per_chip,
         input_len=w.input_len,
