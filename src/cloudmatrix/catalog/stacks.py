@@ -22,6 +22,16 @@ class StackCosts(Frozen):
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
 
+    @property
+    def request_s(self) -> float:
+        """Fixed time of a request outside the engine (front end), seconds."""
+        return self.request_overhead_ms.value / 1e3
+
+    @property
+    def handoff_s(self) -> float:
+        """The prefill-to-decode hand-off handshake, seconds."""
+        return self.handoff_overhead_ms.value / 1e3
+
 
 class StackProfile(Frozen):
     id: str
@@ -63,6 +73,15 @@ def load_stack(stack: str) -> StackProfile:
     if stack not in _catalog():
         raise UnknownIdError("serving stack", stack, stack_ids())
     return _catalog()[stack]
+
+
+def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> float:
+    """A stack's fixed time per request before its first token: the front end, plus the hand-off handshake
+    where prefill and decode are split (0 for no stack)."""
+    costs = stack_costs(stack, family)
+    if costs is None:
+        return 0.0
+    return costs.request_s + (costs.handoff_s if disaggregated else 0.0)
 
 
 def stack_costs(stack: str | None, family: str) -> StackCosts | None:

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
-from cloudmatrix.catalog.stacks import stack_costs
+from cloudmatrix.catalog.stacks import request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Phase, mtp_tokens_per_step
 from cloudmatrix.estimate import estimate
@@ -263,8 +263,7 @@ def resized(
 def handoff_s(job: Job, hw: Hardware, model: ModelSpec, kv_group: int) -> float:
     """What a prompt spends outside the prefill batch before its first token: the KV transfer to decode, and
     the serving stack's fixed time (its front end and the hand-off handshake)."""
-    stack = stack_costs(job.stack, hw.chip.family)
-    fixed = (stack.request_overhead_ms.value + stack.handoff_overhead_ms.value) / 1e3 if stack else 0.0
+    fixed = request_fixed_s(job.stack, hw.chip.family, disaggregated=True)
     return comm.kv_handoff_s(hw, model, job.input_len, KV_PRECISION, kv_group) + fixed
 
 

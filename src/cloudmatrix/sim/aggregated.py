@@ -6,15 +6,30 @@ the prompt (no KV transfer)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Generator
+from typing import Any, Protocol
 
 import numpy as np
+import simpy
 
 from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.requests import RequestTable
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.metrics import Recorder
 
-if TYPE_CHECKING:
-    from cloudmatrix.sim.engine import Simulation
+
+class Simulation(Protocol):
+    """What an instance uses of the simulation that owns it (sim/engine.py), named here so the two modules
+    do not import each other."""
+
+    env: simpy.Environment
+    table: RequestTable
+    costs: StepCosts
+    rec: Recorder
+    mtp_rng: np.random.Generator
+    observer: Callable[[Any], None] | None
+
+    def _finish(self, rids: np.ndarray) -> None: ...
 
 
 class AggregatedInstance:

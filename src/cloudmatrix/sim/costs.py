@@ -9,7 +9,7 @@ from functools import lru_cache
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.stacks import stack_costs
+from cloudmatrix.catalog.stacks import request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.memory import check_fits, memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
@@ -31,9 +31,9 @@ class StepCosts:
         self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
         # the serving stack: the scenario's, else the one the system's published deployment runs
         self.stack = scenario.stack or default_stack(scenario.system)
-        costs = stack_costs(self.stack, self.hw.chip.family)
-        self.request_overhead_s = costs.request_overhead_ms.value / 1e3 if costs else 0.0
-        self.handoff_overhead_s = costs.handoff_overhead_ms.value / 1e3 if costs else 0.0
+        family = self.hw.chip.family
+        self.request_overhead_s = request_fixed_s(self.stack, family, disaggregated=False)
+        self.handoff_overhead_s = request_fixed_s(self.stack, family, disaggregated=True) - self.request_overhead_s
 
     def decode_deployment(
         self, seqs_per_die: int | None = None, kv_len: int | None = None, chunk_tokens_per_chip: float | None = None

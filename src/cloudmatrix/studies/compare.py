@@ -12,7 +12,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import load_stack, stack_costs
+from cloudmatrix.catalog.stacks import load_stack, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
@@ -264,11 +264,8 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
 
 
 def _request_fixed_s(system: str, c: Conditions, preset: dict[str, Any], disaggregated: bool) -> float:
-    """The serving stack's fixed time per request: its front end, and the hand-off handshake when split."""
-    stack = stack_costs(c.stack or preset.get("stack"), load_hardware(system).chip.family)
-    if stack is None:
-        return 0.0
-    return (stack.request_overhead_ms.value + (stack.handoff_overhead_ms.value if disaggregated else 0.0)) / 1e3
+    """The priced stack's fixed time per request (front end, and the hand-off handshake when split)."""
+    return request_fixed_s(c.stack or preset.get("stack"), load_hardware(system).chip.family, disaggregated)
 
 
 def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:

@@ -21,7 +21,6 @@ from cloudmatrix.sim.metrics import SimResult
 from cloudmatrix.sim.scenario import Scenario
 
 TWIN_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16"}
-DEFAULT_PREFILL_TOKENS_PER_CHIP = 16384
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,6 +109,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "requests": w.num_requests or 10 * clients,
         "seed": 0,
     }
+    # budgets the source leaves unpublished take the scenario schema's defaults
     mtp = {"mtp": row.mtp, "mtp_acceptance": row.mtp_acceptance or 0.0}
     redundant = redundant_experts(row)
     if row.aggregated is not None:
@@ -119,7 +119,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "chips": a.chips,
             "ep": twin_ep(row, a, model, notes, "aggregated"),
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
-            "chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip or 2048), 16),
+            **({"chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip), 16)} if a.chunk_tokens_per_chip else {}),
             "eplb": row.eplb,
             "redundant_experts": redundant,
             **mtp,
@@ -132,7 +132,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "instances": p.instances,
             "chips": p.chips,
             "ep": twin_ep(row, p, model, notes, "prefill"),
-            "tokens_per_chip": int(p.chunk_tokens_per_chip or DEFAULT_PREFILL_TOKENS_PER_CHIP),
+            **({"tokens_per_chip": int(p.chunk_tokens_per_chip)} if p.chunk_tokens_per_chip else {}),
             "microbatch": None,
             "attention_tp": p.tp if heads % p.tp == 0 else 1,
             "eplb": row.eplb,
