@@ -11,6 +11,7 @@ LAYER = {
     "errors": 0,
     "catalog": 1,
     "deploy": 2,
+    "deploy_checks": 2,
     "cost": 3,
     "estimate": 4,
     "serving": 5,

@@ -11,11 +11,12 @@ from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
 from cloudmatrix.catalog.stacks import load_stack
+from cloudmatrix.deploy_checks import check_formats, check_layout, check_offload
 from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.units import BYTES_PER_ELEMENT
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
 CACHE_PLANES = ("ub", "vpc")  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
-BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}
 
 
 class Phase(StrEnum):
@@ -30,6 +31,15 @@ class Eplb(StrEnum):
     NONE = "none"  # one copy per expert in id order; redundant slots left empty
 
 
+class MoeComm(StrEnum):
+    """How tokens reach the experts of their MoE group (ep ranks x moe_tp dies, docs/model.md §3.2)."""
+
+    LOCAL = "local"  # one die holds every expert: nothing is sent
+    ALL_REDUCE = "all_reduce"  # the attention TP group is the MoE group: every die has every token
+    ALL_GATHER = "all_gather"  # TP experts under DP attention: gather the group's tokens, reduce-scatter after
+    DISPATCH = "dispatch"  # expert parallelism: all-to-all dispatch and combine (DeepEP, AIV-Direct)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     """One instance of one phase. Lengths are tokens; batch is per chip (package), as the paper reports."""
@@ -42,7 +52,8 @@ class Deployment:
     input_len: int = 4096
     output_len: int = 256
     kv_len: int | None = None  # decode: mean KV length during the step; default input + output / 2
-    precision: str = "int8"  # weights and GEMM activations
+    precision: str = "int8"  # weights; also the GEMM compute format unless ``activation_precision`` says otherwise
+    activation_precision: str | None = None  # GEMM inputs, hence the compute format (W4A16: fp4 + bf16)
     kv_precision: str = "bf16"
     dispatch_precision: str | None = None  # MoE dispatch payload; default: the GEMM precision
     mtp: int = 0  # speculative tokens per step
@@ -53,7 +64,10 @@ class Deployment:
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
     routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
-    tp: int = 1  # dense models: tensor-parallel group (dies) splitting attention heads, FFN and LM head
+    tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
+    moe_tp: int = 1  # expert TP: each expert's FFN columns split over this many dies (EP ranks x moe_tp hold one copy)
+    reserve_gb: float | None = None  # HBM per die kept from weights and KV; default: the stack's, else the chip's
+    offload_gb: float = 0.0  # routed-expert weights per die kept in CPU memory, streamed over the CPU link (opt-in)
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
     stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
@@ -144,10 +158,31 @@ class Plan:
 
     @property
     def tp(self) -> int:
-        """Dies that share one batch by splitting heads, FFN columns and vocabulary (1: data-parallel).
+        """Dies that share one batch by splitting attention heads, dense FFN columns and vocabulary (1:
+        data-parallel attention). MLA's latent KV cannot be split by head, so each die of an MLA TP group
+        holds and reads the group's whole cache.
         Per-die token and sequence counts are then the group's: each die processes all of them for its
         shard."""
         return self.deployment.tp
+
+    @property
+    def moe_group(self) -> int:
+        """Dies that hold one full copy of the routed experts: EP ranks x expert-TP width."""
+        return self.layout.ep * self.deployment.moe_tp if self.layout else 1
+
+    @property
+    def moe_comm(self) -> MoeComm:
+        g = self.moe_group
+        if g == 1:
+            return MoeComm.LOCAL
+        if self.tp == g:
+            return MoeComm.ALL_REDUCE
+        return MoeComm.ALL_GATHER if self.deployment.moe_tp > 1 else MoeComm.DISPATCH
+
+    @property
+    def distinct_tokens_per_die(self) -> float:
+        """Tokens this die alone brings to the MoE: a TP group's dies hold the same tokens, 1/tp each."""
+        return self.tokens_per_die / self.tp
 
     @property
     def kv_shards(self) -> int:
@@ -173,45 +208,29 @@ class Plan:
         return BYTES_PER_ELEMENT[self.deployment.precision]
 
     @property
+    def compute_precision(self) -> str:
+        """The format the GEMMs compute in: their activations' (W8A8, W4A4; W4A16 computes in BF16)."""
+        return self.deployment.activation_precision or self.deployment.precision
+
+    @property
     def kv_bytes(self) -> float:
         return BYTES_PER_ELEMENT[self.deployment.kv_precision]
 
     @property
     def dispatch_bytes(self) -> float:
-        return BYTES_PER_ELEMENT[self.deployment.dispatch_precision or self.deployment.precision]
+        return BYTES_PER_ELEMENT[self.deployment.dispatch_precision or self.compute_precision]
 
-
-def _check_choice(field: str, value: str, valid: dict[str, float]) -> None:
-    if value not in valid:
-        raise InfeasibleDeploymentError(f"{field} '{value}' is not one of: {', '.join(valid)}")
-
-
-def _check_tp(d: Deployment, model: ModelSpec, dies: int) -> None:
-    if d.tp == 1:
-        return
-    if d.tp < 1 or dies % d.tp:
-        raise InfeasibleDeploymentError(f"tensor parallelism {d.tp} must divide the {dies} dies of {d.num_chips} chips")
-    if model.moe is not None:
-        raise InfeasibleDeploymentError(
-            f"tensor parallelism is modelled for dense models; {model.id} is MoE and runs data-parallel "
-            "attention with expert parallelism (--tp 1)"
-        )
-    if model.attention.kind == "mla":
-        raise InfeasibleDeploymentError(f"tensor parallelism with MLA attention is not modelled ({model.id})")
-    if model.attention.num_heads % d.tp:
-        raise InfeasibleDeploymentError(
-            f"tensor parallelism {d.tp} must divide the {model.attention.num_heads} attention heads of {model.id}"
-        )
+    @property
+    def activation_bytes(self) -> float:
+        """GEMM inputs as the quantising kernels write them."""
+        return BYTES_PER_ELEMENT[self.compute_precision]
 
 
 def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     d = deployment
     if d.stack is not None:
         load_stack(d.stack)  # an unknown stack fails here, naming the known ones
-    _check_choice("precision", d.precision, BYTES_PER_ELEMENT)
-    _check_choice("kv precision", d.kv_precision, BYTES_PER_ELEMENT)
-    if d.dispatch_precision:
-        _check_choice("dispatch precision", d.dispatch_precision, BYTES_PER_ELEMENT)
+    check_formats(d, hardware)
     if d.num_chips < 1 or d.num_chips > hardware.system.num_chips:
         raise InfeasibleDeploymentError(
             f"chips {d.num_chips} must be between 1 and the {hardware.system.num_chips} chips of {hardware.system.id}"
@@ -223,12 +242,15 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); use --mtp 0"
         )
     dies = d.num_chips * hardware.chip.num_dies
+    if d.reserve_gb is not None and not 0.0 <= d.reserve_gb < hardware.chip.die.hbm_gb.value:
+        raise InfeasibleDeploymentError(
+            f"reserve {d.reserve_gb} GB must be between 0 and the {hardware.chip.die.hbm_gb.value:g} GB HBM per die"
+        )
+    check_layout(d, model, dies)
+    check_offload(d, hardware, model)
     layout = None
     if model.moe:
-        ep = d.ep or dies
-        if ep > dies or dies % ep:
-            raise InfeasibleDeploymentError(f"EP degree {ep} must divide the {dies} dies of {d.num_chips} chips")
-        layout = expert_layout(model, ep, d.redundant_experts)
+        layout = expert_layout(model, d.ep or dies // d.moe_tp, d.redundant_experts)
     elif d.ep not in (None, 1):
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
     chunk = cached = 0.0
@@ -236,7 +258,6 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
         if d.batch_per_chip is None or (d.batch_per_chip <= 0 and not idle_ok):
             raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
-        _check_tp(d, model, dies)
         seqs = d.batch_per_chip / hardware.chip.num_dies * d.tp  # a TP group serves its dies' sequences together
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
         tokens = seqs * (1 + d.mtp)
@@ -247,7 +268,6 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             chunk = chunk / hardware.chip.num_dies * d.tp
             tokens += chunk
     else:
-        _check_tp(d, model, dies)
         # SP packs sequences across the instance's dies, so a die may hold part of one prompt.
         tokens_chip = d.tokens_per_chip or 16384
         if tokens_chip <= 0:

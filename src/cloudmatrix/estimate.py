@@ -91,6 +91,7 @@ class Estimate:
                 mtp=d.mtp,
                 mtp_acceptance=d.mtp_acceptance,
                 tp=d.tp,
+                moe_tp=d.moe_tp,
                 max_batch_per_chip_by_kv=self.memory.max_batch_per_chip,
             )
         else:
@@ -103,6 +104,9 @@ class Estimate:
                 "routed_dies": p.layout.routed_dies,
                 "shared_dies": p.layout.shared_dies,
                 "redundant": p.layout.redundant,
+                "ep": p.layout.ep,
+                "moe_tp": d.moe_tp,
+                "moe_comm": p.moe_comm.value,
             }
             out["expert_load"] = {  # the whole step's batch; a microbatch's is a little larger
                 "eplb": d.eplb.value,

@@ -4,3 +4,5 @@ GB_DECIMAL = 1e9  # catalog capacities and bandwidths are decimal (vendor conven
 TB_DECIMAL = 1e12
 TERA = 1e12
 PETA = 1e15
+
+BYTES_PER_ELEMENT = {"fp4": 0.5, "fp8": 1.0, "int8": 1.0, "bf16": 2.0}  # storage formats, bytes per value

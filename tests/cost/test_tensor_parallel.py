@@ -59,7 +59,7 @@ def test_kv_is_split_by_kv_heads_and_per_chip_figures_hold() -> None:
 @pytest.mark.parametrize(
     ("model", "deployment", "message"),
     [
-        ("deepseek-r1", dataclasses.replace(DECODE, tp=2), "tensor parallelism is modelled for dense models"),
+        ("deepseek-r1", dataclasses.replace(DECODE, tp=2, ep=1), "must sit inside one expert group"),
         ("llama-3.1-405b", dataclasses.replace(DECODE, tp=3), "tensor parallelism 3 must divide the 8 dies"),
         ("llama-3.1-405b", dataclasses.replace(DECODE, num_chips=16, tp=16), None),
     ],

@@ -49,7 +49,13 @@ def test_tp_groups_are_the_decode_ranks_and_invariants_hold() -> None:
 
     def tpot_ms(batch_per_chip: float) -> float:
         dep = Deployment(
-            phase=Phase.DECODE, num_chips=8, batch_per_chip=batch_per_chip, input_len=2048, precision="fp8", tp=8
+            phase=Phase.DECODE,
+            num_chips=8,
+            batch_per_chip=batch_per_chip,
+            input_len=2048,
+            precision="fp8",
+            tp=8,
+            stack=sim.costs.stack,  # the same host time per step as the simulation's stack
         )
         return estimate("hgx-h200", "llama-3.1-405b", dep).tpot_s * 1e3
 

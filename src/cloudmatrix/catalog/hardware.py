@@ -97,6 +97,9 @@ class CpuSpec(Frozen):
     dram_gb_per_socket: Sourced
     dram_bw_gb_s_per_socket: Sourced
     ub_bw_gb_s_per_socket: Sourced | None = None
+    link_name: str = ""  # the accelerator's link to CPU memory (weight offload streams over it)
+    link_gb_s_per_chip: Sourced | None = None  # per accelerator package and direction
+    link_efficiency: Sourced | None = None
 
 
 class SwitchSpec(Frozen):

@@ -112,25 +112,28 @@ class ModelSpec:
     def num_dense_layers(self) -> int:
         return self.num_layers - self.num_moe_layers
 
-    def attention_params(self) -> int:
-        """Weights of one attention block (projections; norms are in ``norm_params``)."""
+    def mla_projection_params(self) -> tuple[int, int, int]:
+        """MLA projections as (down, query up, KV up). The down-projections to the query and KV latents have
+        no head axis, so a TP group replicates them; the up-projections are per head."""
+        a, h = self.attention, self.hidden
+        assert a.kind == "mla" and a.kv_lora_rank is not None
+        down = h * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
+        q_up = (a.q_lora_rank or h) * a.num_heads * a.qk_head_dim
+        return down, q_up, a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
+
+    def attention_params(self, tp: int = 1) -> float:
+        """Weights of one attention block on one die of a ``tp``-die TP group (projections; norms are in
+        ``norm_params``). Heads split over the group; MLA's down-projections and GQA's K/V heads beyond
+        one per die are replicated."""
         a, h = self.attention, self.hidden
         if a.kind == "mla":
-            assert a.kv_lora_rank is not None
-            q = (
-                (h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim)
-                if a.q_lora_rank
-                else h * a.num_heads * a.qk_head_dim
-            )
-            kv = h * (a.kv_lora_rank + a.qk_rope_head_dim) + a.kv_lora_rank * a.num_heads * (
-                a.qk_nope_head_dim + a.v_head_dim
-            )
-            return q + kv + a.num_heads * a.v_head_dim * h
+            down, q_up, kv_up = self.mla_projection_params()
+            return down + (q_up + kv_up + a.num_heads * a.v_head_dim * h) / tp
         q = h * a.num_heads * a.qk_head_dim
         kv = h * a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
         o = a.num_heads * a.v_head_dim * h
         bias = (a.num_heads * a.qk_head_dim + a.num_kv_heads * (a.qk_head_dim + a.v_head_dim) + h) if a.bias else 0
-        return q + kv + o + bias
+        return (q + o + bias) / tp + kv / min(tp, a.num_kv_heads)
 
     def norm_params(self) -> int:
         a = self.attention
@@ -157,10 +160,10 @@ class ModelSpec:
 
     def moe_layer_params(self, experts: int) -> int:
         expert = experts * self.expert_params() if experts else 0
-        return self.attention_params() + self.norm_params() + self.router_params() + expert
+        return round(self.attention_params()) + self.norm_params() + self.router_params() + expert
 
     def dense_layer_params(self) -> int:
-        return self.attention_params() + self.norm_params() + self.dense_ffn_params()
+        return round(self.attention_params()) + self.norm_params() + self.dense_ffn_params()
 
     def mtp_layer_params(self) -> int:
         """A DeepSeek MTP block: one decoder layer + eh_proj (2h → h) + two norms; shares embedding/head."""

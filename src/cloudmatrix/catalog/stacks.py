@@ -7,6 +7,7 @@ spends outside the engine before its prefill (HTTP front end, tokenisation, rout
 from __future__ import annotations
 
 from functools import cache
+from typing import Literal
 
 from pydantic import Field
 
@@ -21,6 +22,8 @@ class StackCosts(Frozen):
     step_overhead_us: Sourced
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
+    kernels: dict[str, list[str]] = Field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
+    kernels_source: str = ""
 
     @property
     def request_s(self) -> float:
@@ -33,12 +36,45 @@ class StackCosts(Frozen):
         return self.handoff_overhead_ms.value / 1e3
 
 
+class StackMemory(Frozen):
+    """How much of each die's HBM the engine fills with weights, activations and KV; the rest is reserve."""
+
+    fraction: Sourced
+    of: Literal["total", "free"] = "total"  # of all HBM (vLLM, SGLang), or of what the weights leave (TensorRT-LLM)
+
+
+class EngineDefaults(Frozen):
+    """What the engine runs with when a deployment does not say: its chunked-prefill budget (prompt tokens
+    per step per engine instance, shared with the decode batch: the simulation's only policy) and its KV
+    cache format."""
+
+    chunk_tokens: Sourced | None = None
+    kv_precision: str | None = None
+    kv_source: str = ""
+
+
 class StackProfile(Frozen):
     id: str
     name: str
     source: str
     base: str | None = None  # a front end over another stack's engine (Dynamo): its costs where none of its own
     families: dict[str, StackCosts] = Field(default_factory=dict)  # chip family (or ``default``) -> costs
+    memory_setting: StackMemory | None = Field(default=None, alias="memory")
+    engine_defaults: EngineDefaults | None = Field(default=None, alias="defaults")
+
+    @property
+    def defaults(self) -> EngineDefaults:
+        """The engine's defaults (a front end's are its engine's); empty where none are stated."""
+        if self.engine_defaults is None and self.base is not None:
+            return load_stack(self.base).defaults
+        return self.engine_defaults or EngineDefaults()
+
+    @property
+    def memory(self) -> StackMemory | None:
+        """The engine's memory setting (a front end's is its engine's); None: the chip's reserve only."""
+        if self.memory_setting is None and self.base is not None:
+            return load_stack(self.base).memory
+        return self.memory_setting
 
     def costs(self, family: str) -> StackCosts:
         """Own costs for the family, else the base engine's, else own default."""
@@ -87,3 +123,10 @@ def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> floa
 def stack_costs(stack: str | None, family: str) -> StackCosts | None:
     """A stack's costs on a chip family (its ``default`` where the family has no entry); None for no stack."""
     return None if stack is None else load_stack(stack).costs(family)
+
+
+def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:
+    """The GEMM kernels a stack picks from for ``op`` on a chip family (empty: not stated)."""
+    if stack is None:
+        return ()
+    return tuple(load_stack(stack).costs(family).kernels.get(op, ()))

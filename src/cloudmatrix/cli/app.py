@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudmatrix.cli.common import JsonFlag, _emit_json, _fail, _run, out
+from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, out
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
@@ -53,7 +53,12 @@ def estimate(
     input_len: Annotated[int, typer.Option(help="Prompt length (tokens).")] = 4096,
     output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
     kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
-    precision: Annotated[str, typer.Option(help="int8, fp8, fp4 or bf16 weights/GEMMs.")] = "int8",
+    precision: Annotated[
+        str, typer.Option(help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined.")
+    ] = "int8",
+    activation_precision: Annotated[
+        str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
+    ] = None,
     kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
     mtp: Annotated[int, typer.Option(help="MTP speculative tokens per step.")] = 0,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (input, never fitted).")] = 0.0,
@@ -75,8 +80,23 @@ def estimate(
     ] = None,
     attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies; assumed 4).")] = 4,
     tp: Annotated[
-        int, typer.Option(help="Dense models: tensor-parallel group (dies) for attention, FFN and LM head.")
+        int,
+        typer.Option(
+            help="Attention tensor-parallel group (dies) for attention, dense FFN and LM head (1: DP attention)."
+        ),
     ] = 1,
+    moe_tp: Annotated[
+        int, typer.Option(help="Expert tensor parallelism: dies each expert's FFN columns are split over.")
+    ] = 1,
+    redundant_experts: Annotated[
+        int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
+    ] = None,
+    reserve_gb: Annotated[
+        float | None, typer.Option(help="HBM per die kept from weights and KV (default: the stack's, else the chip's).")
+    ] = None,
+    offload_gb: Annotated[
+        float, typer.Option(help="Routed-expert weights per die kept in CPU memory, streamed over the CPU link.")
+    ] = 0.0,
     chunk_tokens_per_chip: Annotated[
         float | None,
         typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
@@ -107,6 +127,7 @@ def estimate(
             output_len=output_len,
             kv_len=kv_len,
             precision=precision,
+            activation_precision=activation_precision,
             kv_precision=kv_precision,
             mtp=mtp,
             mtp_acceptance=mtp_acceptance,
@@ -117,6 +138,10 @@ def estimate(
             microbatch=microbatch,
             attention_tp=attention_tp,
             tp=tp,
+            moe_tp=moe_tp,
+            redundant_experts=redundant_experts,
+            reserve_gb=reserve_gb,
+            offload_gb=offload_gb,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
             stack=stack or default_stack(system),
         )
@@ -162,6 +187,7 @@ def simulate(
         str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
+    stack: StackOption = None,
     requests_csv: Annotated[Path | None, typer.Option(help="Write one row per request to this CSV.")] = None,
     timeline_csv: Annotated[
         Path | None, typer.Option(help="Write every prefill batch and decode step (utilisation, KV use) here.")
@@ -176,12 +202,12 @@ def simulate(
 
     started = time.perf_counter()
     with LazyProgress("simulating requests") as progress:
-        result = _run(lambda: run_simulation(load_scenario(scenario, set_ or []), progress.update))
+        result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
     d = result.to_dict()
     d["wall_time_s"] = time.perf_counter() - started
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
 
-    attach(d, result.system, SIMULATE_METRICS)
+    attach(d, result.system, SIMULATE_METRICS, result.stack)
     if requests_csv is not None:
         _write_csv(requests_csv, result.requests_rows())
     if timeline_csv is not None:
@@ -190,6 +216,11 @@ def simulate(
         _emit_json(d)
     else:
         out.print(render.simulate_table(d))
+
+
+def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
+    """``--stack`` as the scenario override it is; explicit ``--set`` assignments come after and win."""
+    return ([f"stack={stack}"] if stack else []) + list(assignments or [])
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -277,6 +308,7 @@ def serve(
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body (413 above).")] = 4 * 1024 * 1024,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
+    stack: StackOption = None,
 ) -> None:
     """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
     import uvicorn
@@ -289,7 +321,7 @@ def serve(
         _fail(f"--speed must be positive, got {speed}")
 
     def build() -> tuple[Any, str]:
-        sc = load_scenario(scenario, set_ or [])
+        sc = load_scenario(scenario, _stack_set(stack, set_))
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
         config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
         return create_app(engine, config), sc.model

@@ -21,6 +21,9 @@ if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
 err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+StackOption = Annotated[
+    str | None, typer.Option(help="Serving stack (default: the scenario's, else the system's published one).")
+]
 
 
 def _fail(message: str) -> None:

@@ -53,6 +53,17 @@ def bulk_s(plane: Plane, bytes_per_die: float, peers: int, local: bool) -> tuple
     return lat * math.ceil(math.log2(peers + 1)) + bytes_per_die / (eff * bw), bytes_per_die / bw
 
 
+def group_collective_s(hardware: Hardware, kind: str, group: int, data_bytes: float) -> tuple[float, float]:
+    """A ring collective over a group of ``group`` dies on the plane the group spans, for ``data_bytes`` of
+    the full tensor on each die: an all-gather or a reduce-scatter moves (g-1)/g of it through each die's
+    link, an all-reduce (reduce-scatter + all-gather) twice that. Returns (time, roofline)."""
+    if group <= 1:
+        return 0.0, 0.0
+    rounds = 2 if kind == "all_reduce" else 1
+    moved = rounds * (group - 1) / group * data_bytes
+    return bulk_s(plane_for(hardware, group), moved, group - 1, group <= hardware.dies_per_node)
+
+
 def transfer_s(plane: Plane, total_bytes: float, dies: int = 1) -> float:
     """A point-to-point transfer striped over ``dies`` links (e.g. a KV cache prefill → decode over RDMA)."""
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL * max(dies, 1)

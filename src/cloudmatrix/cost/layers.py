@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, gemm_op, norm_op, swiglu_op
+from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
 from cloudmatrix.deploy import Plan
@@ -59,14 +59,9 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
 
 
 def _tp_all_reduce(plan: Plan, tokens: float, stream: Stream, name: str) -> list[Op]:
-    """Tensor-parallel decode: the partial sums of a row-split projection are all-reduced across the group
-    (ring: reduce-scatter + all-gather, 2(g-1)/g of the activations through each die's link)."""
-    g = plan.tp
-    if g <= 1:
-        return []
-    moved = 2 * (g - 1) / g * tokens * plan.model.hidden * ACT_BYTES
-    t, sol = comm.bulk_s(comm.plane_for(plan.hardware, g), moved, g - 1, g <= plan.hardware.dies_per_node)
-    return [Op(name=name, op_class=OpClass.COMM, stream=stream, comm_s=t, comm_roofline_s=sol)]
+    """Tensor-parallel attention or dense FFN: the partial sums of a row-split projection are all-reduced
+    across the group."""
+    return tp_collective(plan, "all_reduce", plan.tp, tokens * plan.model.hidden * ACT_BYTES, stream, name)
 
 
 def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
@@ -77,22 +72,21 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
     s = Stream.ATTENTION
     if a.kind == "mla":
         assert a.kv_lora_rank is not None
-        lat = a.kv_lora_rank + a.qk_rope_head_dim
-        q = (
-            h * a.q_lora_rank + a.q_lora_rank * a.num_heads * a.qk_head_dim
-            if a.q_lora_rank
-            else (h * a.num_heads * a.qk_head_dim)
-        )
+        g, lat = plan.tp, a.kv_lora_rank + a.qk_rope_head_dim
+        heads = a.num_heads / g  # a TP group splits the heads; its dies each compute the down-projections
         # Absorbed MLA: W_UK folds into the query, W_UV into the output (P3 §4.2.2).
-        prolog_w = q + h * lat + a.num_heads * a.qk_nope_head_dim * a.kv_lora_rank
+        down, q_up, _ = m.mla_projection_params()
+        prolog_w = down + (q_up + a.num_heads * a.qk_nope_head_dim * a.kv_lora_rank) / g
         out_w = a.num_heads * a.kv_lora_rank * a.v_head_dim + a.num_heads * a.v_head_dim * h
-        core_flops = 2.0 * decode_tokens * a.num_heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * ctx
-        core_bytes = seqs * ctx * lat * kvb + decode_tokens * a.num_heads * (lat + a.kv_lora_rank) * ACT_BYTES
-        prolog_io = tokens * (h + a.num_heads * lat) * ACT_BYTES + tokens * lat * kvb
+        core_flops = 2.0 * decode_tokens * heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * ctx
+        # the latent has no head axis: every die of the group reads the group's whole cache
+        core_bytes = seqs * ctx * lat * kvb + decode_tokens * heads * (lat + a.kv_lora_rank) * ACT_BYTES
+        prolog_io = tokens * (h + heads * lat) * ACT_BYTES + tokens * lat * kvb
+        out_io = tokens * (heads * a.kv_lora_rank + h) * ACT_BYTES
         return [
             gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
             Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
-            gemm_op("o_proj", s, tokens, out_w, plan, tokens * (a.num_heads * a.kv_lora_rank + h) * ACT_BYTES),
+            gemm_op("o_proj", s, tokens / g, out_w, plan, out_io, weight_shards=g),
         ]
     # GQA; with tensor parallelism g each die holds 1/g of the heads and 1/kv_shards of the KV cache
     g, ks = plan.tp, plan.kv_shards

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.cost.comm import plane_for
 from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.moe import dispatch_message_bytes
-from cloudmatrix.deploy import BYTES_PER_ELEMENT, Phase, Plan
+from cloudmatrix.deploy import BYTES_PER_ELEMENT, MoeComm, Phase, Plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import GB_DECIMAL
 
@@ -40,29 +41,49 @@ class MemoryUse:
         }
 
 
+def _attention_weights(plan: Plan) -> float:
+    """One layer's attention weights on a die: split over its TP group; a data-parallel MLA prefill shards
+    only the up-projections over its SP-TP-SP group."""
+    m = plan.model
+    if m.attention.kind == "mla" and plan.phase == Phase.PREFILL and plan.tp == 1:
+        down, q_up, kv_up = m.mla_projection_params()
+        o_proj = m.attention.num_heads * m.attention.v_head_dim * m.hidden
+        return down + (q_up + kv_up) / plan.deployment.attention_tp + o_proj
+    return m.attention_params(plan.tp)
+
+
+def expert_weights_per_layer(plan: Plan) -> float:
+    """Routed expert slots at 1/moe_tp of their width; the shared experts are local in full, or split over
+    the expert group where every die sees every token (all-reduce or all-gather MoE)."""
+    m, lay = plan.model, plan.layout
+    assert m.moe is not None and lay is not None
+    routed = lay.routed_slots_per_die * m.expert_params() / plan.deployment.moe_tp
+    if lay.shared_dies:
+        return routed
+    shards = plan.moe_group if plan.moe_comm in (MoeComm.ALL_REDUCE, MoeComm.ALL_GATHER) else 1
+    return routed + m.moe.num_shared * m.expert_params() / shards
+
+
 def weights_per_die(plan: Plan) -> float:
-    """Attention and dense FFN are replicated per die (DP) or split over a decode TP group; prefill shards the
-    MLA up-projections over its TP group; experts occupy their slots; embedding and LM head are BF16 (the
-    head split with TP)."""
+    """Attention and dense FFN are replicated per die (DP) or split over a TP group; experts occupy their
+    slots; embedding and LM head are BF16 (the head split with TP)."""
     m, wb, g = plan.model, plan.weight_bytes, plan.tp
-    attn = float(m.attention_params()) / g  # tensor-parallel decode: each die holds 1/g of the heads
-    if plan.phase == Phase.PREFILL and m.attention.kind == "mla":
-        a = m.attention
-        up = (a.q_lora_rank or m.hidden) * a.num_heads * a.qk_head_dim + (a.kv_lora_rank or 0) * a.num_heads * (
-            a.qk_nope_head_dim + a.v_head_dim
-        )
-        attn -= up * (1 - 1 / plan.deployment.attention_tp)
-    per_layer_attn = (attn + m.norm_params()) * wb
+    per_layer_attn = (_attention_weights(plan) + m.norm_params()) * wb
     total = m.num_layers * per_layer_attn + m.num_dense_layers * (
         m.dense_ffn_params() * wb / g if m.num_dense_layers else 0.0
     )
     if m.moe and plan.layout:
-        lay = plan.layout
-        slots = lay.routed_slots_per_die + (0 if lay.shared_dies else m.moe.num_shared)
+        experts = expert_weights_per_layer(plan) * wb
+        offload = plan.deployment.offload_gb * GB
+        if offload >= m.num_moe_layers * experts:
+            raise InfeasibleDeploymentError(
+                f"offload {plan.deployment.offload_gb:g} GB per die is not less than the die's "
+                f"{m.num_moe_layers * experts / GB:.1f} GB of routed and shared experts"
+            )
         router = m.router_params() * BYTES_PER_ELEMENT["bf16"]
-        total += m.num_moe_layers * (slots * m.expert_params() * wb + router)
+        total += m.num_moe_layers * (experts + router) - offload
         if plan.deployment.mtp:
-            total += per_layer_attn + slots * m.expert_params() * wb + router + 2 * m.hidden * m.hidden * wb
+            total += per_layer_attn + experts + router + 2 * m.hidden * m.hidden * wb
     head = (m.lm_head_params() or 0) / g
     return total + (m.embedding_params() + head) * BYTES_PER_ELEMENT["bf16"]
 
@@ -73,6 +94,8 @@ def _buffers(plan: Plan) -> float:
     m = plan.model
     if not m.moe or not plan.layout:
         return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
+    if plan.decodes and plan.moe_comm != MoeComm.DISPATCH:
+        return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES * max(plan.moe_group // plan.tp, 1)
     if plan.decodes:
         max_tokens = plan.tokens_per_die * min(m.moe.top_k, plan.layout.routed_slots_per_die)
         disp = dispatch_message_bytes(plan, plane_for(plan.hardware, plan.layout.ep))
@@ -81,13 +104,29 @@ def _buffers(plan: Plan) -> float:
     return routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
 
 
+def reserve_bytes(plan: Plan, used: float) -> float:
+    """HBM per die kept from weights, buffers and KV: the deployment's, else what the stack's memory
+    setting leaves (of all HBM, or of what weights leave), never less than the chip's runtime reserve."""
+    chip = plan.hardware.chip
+    floor = chip.runtime_reserve_gb.value * GB
+    if plan.deployment.reserve_gb is not None:
+        return plan.deployment.reserve_gb * GB
+    stack = load_stack(plan.deployment.stack) if plan.deployment.stack else None
+    if stack is None or stack.memory is None:
+        return floor
+    capacity, kept = chip.hbm_bytes_per_die, 1.0 - stack.memory.fraction.value
+    if stack.memory.of == "total":
+        return max(kept * capacity, floor)
+    return floor + kept * max(capacity - floor - used, 0.0)
+
+
 def memory_use(plan: Plan) -> MemoryUse:
     d, m = plan.deployment, plan.model
     chip = plan.hardware.chip
     capacity = chip.hbm_bytes_per_die
     weights = weights_per_die(plan)
     buffers = _buffers(plan)
-    reserve = chip.runtime_reserve_gb.value * GB
+    reserve = reserve_bytes(plan, weights + buffers)
     max_len = d.input_len + d.output_len if plan.decodes else d.input_len
     per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards
     kv = plan.seqs_per_die * per_seq

@@ -4,11 +4,14 @@ prefill), and the expert-load helpers it rests on (docs/model.md §3.2, §3.4, �
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, norm_op, swiglu_op
+from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, kernel_efficiency, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.ops import Op, OpClass, Stream
-from cloudmatrix.deploy import Eplb, Plan
+from cloudmatrix.deploy import Eplb, MoeComm, Plan
+from cloudmatrix.units import GB_DECIMAL
 
 
 def _requests(plan: Plan, tokens: float) -> float:
@@ -35,9 +38,15 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
         plan.deployment.eplb,
         num_experts=m.moe.num_routed,
         top_k=m.moe.top_k,
-        tokens=tokens * lay.ep,
-        requests=_requests(plan, tokens) * lay.ep,
+        tokens=tokens * _group_scale(plan),
+        requests=_requests(plan, tokens) * _group_scale(plan),
     )
+
+
+def _group_scale(plan: Plan) -> float:
+    """Distinct tokens entering one expert group per token of a die's step: the group's dies bring their
+    own tokens, except that the dies of one attention TP group bring the same ones."""
+    return plan.moe_group / plan.tp
 
 
 def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
@@ -48,23 +57,39 @@ def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
     return 1.0 - (1.0 - top_k / num_experts) ** tokens
 
 
-def _expert_tokens(plan: Plan, tokens: float) -> tuple[float, float, float]:
-    """(tokens on the busiest expert die, expert slots whose weights it reads, tokens it receives over the
-    fabric). A small batch touches few experts: the die reads only the active ones (the shared expert
-    always runs)."""
+@dataclass(frozen=True, slots=True)
+class ExpertWork:
+    """What the busiest expert die computes in one step: full-width token rows through its routed experts
+    (``routed``), the expert slots whose weights it reads (``slots``), the rows it receives over the fabric,
+    and the shared experts' rows and the fraction of their width it holds."""
+
+    routed: float
+    slots: float
+    received: float
+    shared: float
+    shared_width: float
+
+
+def expert_work(plan: Plan, tokens: float) -> ExpertWork:
+    """A small batch touches few experts: the die reads only the active ones (the shared expert always
+    runs). With expert TP each die of an EP rank computes all the rank's rows at 1/moe_tp of the width."""
     m, lay = plan.model, plan.layout
     assert m.moe is not None and lay is not None
-    routed_total = tokens * lay.ep * m.moe.top_k  # routed (token, expert) pairs in the EP group
-    per_die_mean = routed_total / lay.routed_slots * lay.routed_slots_per_die
-    busiest = per_die_mean * expert_imbalance(plan, tokens)
-    active = lay.routed_slots_per_die * active_fraction(m.moe.num_routed, m.moe.top_k, tokens * lay.ep)
-    routed = (busiest, active, busiest)
-    if lay.shared_dies:
-        shared_tokens = tokens * lay.ep / lay.shared_dies
-        return max(routed, (shared_tokens, 1.0, shared_tokens))
+    group_tokens = tokens * _group_scale(plan)
+    per_rank_mean = group_tokens * m.moe.top_k / lay.routed_slots * lay.routed_slots_per_die
+    busiest = per_rank_mean * expert_imbalance(plan, tokens)
+    active = lay.routed_slots_per_die * active_fraction(m.moe.num_routed, m.moe.top_k, group_tokens)
+    if lay.shared_dies:  # shared experts on their own dies: the busier kind of die sets the time
+        shared_rows = group_tokens / lay.shared_dies
+        if shared_rows * m.moe.num_shared > busiest:
+            return ExpertWork(routed=0.0, slots=0.0, received=shared_rows, shared=shared_rows, shared_width=1.0)
+        return ExpertWork(routed=busiest, slots=active, received=busiest, shared=0.0, shared_width=1.0)
+    if plan.moe_comm in (MoeComm.ALL_REDUCE, MoeComm.ALL_GATHER):  # shared experts split over the group
+        return ExpertWork(
+            routed=busiest, slots=active, received=busiest, shared=group_tokens, shared_width=1 / plan.moe_group
+        )
     # shared experts are local: every token also runs through them on its own die
-    local = tokens * m.moe.num_shared
-    return busiest + local, routed[1] + m.moe.num_shared, busiest
+    return ExpertWork(routed=busiest, slots=active, received=busiest, shared=tokens, shared_width=1.0)
 
 
 def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
@@ -94,13 +119,48 @@ def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: floa
     return max(out_t, in_t), max(out_sol, in_sol)
 
 
-def moe_ffn(plan: Plan, share: float) -> list[Op]:
+def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
+    """The grouped expert GEMMs (routed at 1/moe_tp of their width, shared at their share) and SwiGLU."""
+    m, h = plan.model, plan.model.hidden
+    assert m.moe is not None
+    routed_w = 1 / plan.deployment.moe_tp
+    shared_w = work.shared_width * m.moe.num_shared if work.shared > 0 else 0.0
+    rows = work.routed * routed_w + work.shared * shared_w  # full-width-equivalent rows
+    tokens_in = work.routed + work.shared * (1 if m.moe.num_shared else 0)
+    expert_io = tokens_in * (h * plan.dispatch_bytes + h * ACT_BYTES) + 3 * rows * m.moe.intermediate * ACT_BYTES
+    # the grouped kernel's M: token rows per expert whose weights are read
+    per_expert = rows / max(work.slots * routed_w + shared_w, 1e-9)
+    eff_c = kernel_efficiency(plan, plan.compute_precision, "grouped", per_expert)
+    experts = Op(
+        name="experts",
+        op_class=OpClass.GEMM,
+        stream=Stream.MOE,
+        flops=2.0 * rows * m.expert_params(),
+        hbm_bytes=(work.slots * routed_w + shared_w) * m.expert_params() * plan.weight_bytes + expert_io,
+        precision=plan.compute_precision,
+        compute_eff=eff_c,
+    )
+    return [experts, swiglu_op(Stream.MOE, rows, m.moe.intermediate, plan)]
+
+
+def _gathered_comm(plan: Plan, tokens: float) -> tuple[list[Op], list[Op]]:
+    """All-reduce MoE (the attention TP group is the expert group: every die holds every token, the
+    partial outputs are summed) or all-gather MoE (TP experts under DP attention: the group's tokens are
+    gathered, the outputs reduce-scattered back)."""
+    h, g = plan.model.hidden, plan.moe_group
+    if plan.moe_comm == MoeComm.ALL_REDUCE:
+        return [], tp_collective(plan, "all_reduce", g, tokens * h * ACT_BYTES, Stream.MOE, "moe_all_reduce")
+    group_tokens = tokens * g  # tp == 1 here: each die brings its own tokens
+    gather = tp_collective(plan, "all_gather", g, group_tokens * h * plan.dispatch_bytes, Stream.MOE, "moe_all_gather")
+    scatter = tp_collective(plan, "reduce_scatter", g, group_tokens * h * ACT_BYTES, Stream.MOE, "moe_reduce_scatter")
+    return gather, scatter
+
+
+def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op], list[Op]]:
+    """Expert parallelism: the all-to-all dispatch and combine (fused in decode, bulk in prefill)."""
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
-    tokens = plan.tokens_per_die * share
-    k = m.moe.top_k
-    s = Stream.MOE
-    busiest, slots, received = _expert_tokens(plan, tokens)
+    k, s = m.moe.top_k, Stream.MOE
     plane = comm.plane_for(plan.hardware, lay.ep)
     disp_msg = dispatch_message_bytes(plan, plane)
     comb_msg = h * ACT_BYTES
@@ -109,31 +169,13 @@ def moe_ffn(plan: Plan, share: float) -> list[Op]:
     dests = comm.messages_per_token(plane, m.moe.num_routed, m.moe.num_routed // groups, groups, k) + (
         1 if lay.shared_dies else 0
     )
-    gate = gemm_op("gate", s, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
-    norm = norm_op("ffn_norm", s, tokens, plan)
-    swiglu = swiglu_op(s, busiest, m.moe.intermediate, plan)
-    expert_io = busiest * (h * plan.dispatch_bytes + h * ACT_BYTES + 3 * m.moe.intermediate * ACT_BYTES)
-    experts = Op(
-        name="experts",
-        op_class=OpClass.GEMM,
-        stream=s,
-        flops=2.0 * busiest * m.expert_params(),
-        hbm_bytes=slots * m.expert_params() * plan.weight_bytes + expert_io,
-        precision=plan.deployment.precision,
-    )
     before: list[Op] = []
     after: list[Op] = []
-    if lay.ep == 1:  # one rank holds every expert: nothing is sent
-        d_t = d_sol = c_t = c_sol = 0.0
-    elif plan.decodes:
-        # Fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most messages.
-        remote = (lay.ep - 1) / lay.ep  # messages to the die itself stay local
-        moved = max(tokens * dests, received) * remote
+    moved = max(tokens * dests, work.received) * (lay.ep - 1) / lay.ep  # messages to the die itself stay local
+    if plan.decodes:  # fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most
         d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
         c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
-    else:
-        # Prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA).
-        moved = max(tokens * dests, received) * (lay.ep - 1) / lay.ep
+    else:  # prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA)
         d_t, d_sol = _bulk_all_to_all(plan, tokens, moved, disp_msg)
         c_t, c_sol = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
@@ -154,8 +196,45 @@ def moe_ffn(plan: Plan, share: float) -> list[Op]:
                 hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
             )
         ]
-    if lay.ep == 1:
-        return [norm, gate, experts, swiglu]
     dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
     combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
-    return [norm, gate, *before, dispatch, experts, swiglu, combine, *after]
+    return [*before, dispatch], [combine, *after]
+
+
+def moe_ffn(plan: Plan, share: float) -> list[Op]:
+    m, h = plan.model, plan.model.hidden
+    assert m.moe is not None
+    tokens = plan.tokens_per_die * share
+    work = expert_work(plan, tokens)
+    norm = norm_op("ffn_norm", Stream.MOE, tokens, plan)
+    gate = gemm_op("gate", Stream.MOE, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
+    before: list[Op] = []  # one die holding every expert sends nothing
+    after: list[Op] = []
+    if plan.moe_comm == MoeComm.DISPATCH:
+        before, after = _dispatch_comm(plan, tokens, work)
+    elif plan.moe_comm != MoeComm.LOCAL:
+        before, after = _gathered_comm(plan, tokens)
+    return [norm, gate, *before, *_offload_stream(plan, work), *_experts_op(plan, work), *after]
+
+
+def _offload_stream(plan: Plan, work: ExpertWork) -> list[Op]:
+    """Offloaded expert weights (``offload_gb`` per die, spread over the MoE layers) that the step's active
+    experts need, streamed from CPU memory over the accelerator's CPU link (NVLink-C2C on GB200, UB on the
+    CloudMatrix384, PCIe on HGX), at the link's efficiency, on the MoE stream before the experts run."""
+    d, m, lay = plan.deployment, plan.model, plan.layout
+    if not d.offload_gb or lay is None or m.moe is None:
+        return []
+    cpu = plan.hardware.system.cpu
+    assert cpu.link_gb_s_per_chip is not None and cpu.link_efficiency is not None
+    active = min(work.slots / max(lay.routed_slots_per_die, 1), 1.0)
+    moved = d.offload_gb * GB_DECIMAL / m.num_moe_layers * active
+    bw = cpu.link_gb_s_per_chip.value * GB_DECIMAL / plan.hardware.chip.num_dies
+    return [
+        Op(
+            name="expert_offload_stream",
+            op_class=OpClass.COMM,
+            stream=Stream.MOE,
+            comm_s=moved / (bw * cpu.link_efficiency.value),
+            comm_roofline_s=moved / bw,
+        )
+    ]

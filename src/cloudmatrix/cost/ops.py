@@ -34,12 +34,13 @@ class Op:
     comm_s: float = 0.0  # COMM: time on the fabric, from cost.comm
     comm_roofline_s: float = 0.0  # COMM: bytes at the raw link rate
     launches: int = 1
+    compute_eff: float = 0.0  # GEMM: the kernel curve's share of peak at this op's shape (0: the chip's flat value)
 
 
-def _efficiency(chip: ChipSpec, op_class: OpClass) -> tuple[float, float]:
-    e = chip.efficiency
+def _efficiency(chip: ChipSpec, op: Op) -> tuple[float, float]:
+    e, op_class = chip.efficiency, op.op_class
     if op_class == OpClass.GEMM:
-        return e.gemm_compute.value, e.gemm_memory.value
+        return op.compute_eff or e.gemm_compute.value, e.gemm_memory.value
     if op_class == OpClass.ATTENTION:
         return e.attention_compute.value, e.attention_memory.value
     return e.vector_compute.value, e.vector_memory.value
@@ -48,7 +49,7 @@ def _efficiency(chip: ChipSpec, op_class: OpClass) -> tuple[float, float]:
 def compute_s(op: Op, chip: ChipSpec, core_share: float = 1.0) -> float:
     if op.op_class == OpClass.COMM or not op.flops:
         return 0.0
-    eff_c, _ = _efficiency(chip, op.op_class)
+    eff_c, _ = _efficiency(chip, op)
     sustained = chip.efficiency.gemm_serving.value if op.op_class == OpClass.GEMM else 1.0
     return op.flops / (eff_c * sustained * chip.die.peak_flops(op.precision) * core_share)
 
@@ -56,7 +57,7 @@ def compute_s(op: Op, chip: ChipSpec, core_share: float = 1.0) -> float:
 def memory_s(op: Op, chip: ChipSpec) -> float:
     if op.op_class == OpClass.COMM:
         return 0.0
-    _, eff_m = _efficiency(chip, op.op_class)
+    _, eff_m = _efficiency(chip, op)
     return op.hbm_bytes / (eff_m * chip.hbm_bw_bytes_per_s_per_die)
 
 

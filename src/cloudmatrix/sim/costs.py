@@ -56,6 +56,7 @@ class StepCosts:
             output_len=self.s.workload.output.typical,
             kv_len=kv_len,
             precision=self.s.precision,
+            activation_precision=self.s.activation_precision,
             kv_precision=self.s.kv_precision,
             mtp=d.mtp,
             mtp_acceptance=d.mtp_acceptance,
@@ -63,6 +64,9 @@ class StepCosts:
             redundant_experts=d.redundant_experts,
             microbatch=d.microbatch,
             tp=d.tp,
+            moe_tp=d.moe_tp,
+            reserve_gb=d.reserve_gb,
+            offload_gb=d.offload_gb,
             stack=self.stack,
         )
 
@@ -80,12 +84,16 @@ class StepCosts:
             tokens_per_chip=tokens_per_chip or p.tokens_per_chip,
             input_len=input_len or self.s.workload.input.typical,
             precision=self.s.precision,
+            activation_precision=self.s.activation_precision,
             kv_precision=self.s.kv_precision,
             microbatch=p.microbatch,
             attention_tp=p.attention_tp,
             eplb=Eplb(p.eplb),
             redundant_experts=p.redundant_experts,
             tp=p.tp,
+            moe_tp=p.moe_tp,
+            reserve_gb=p.reserve_gb,
+            offload_gb=p.offload_gb,
             stack=self.stack,
         )
 

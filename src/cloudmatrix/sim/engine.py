@@ -326,6 +326,7 @@ class Simulation:
         return SimResult(
             scenario=self.s.name,
             system=self.s.system,
+            stack=self.costs.stack or "",
             table=self.table,
             recorder=self.rec,
             sim_time_s=float(self.env.now),

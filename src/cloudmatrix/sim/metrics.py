@@ -44,6 +44,7 @@ def _pcts(values: np.ndarray) -> dict[str, float]:
 class SimResult:
     scenario: str
     system: str = ""  # catalog id of the simulated system
+    stack: str = ""  # the serving stack whose host costs were priced
     table: RequestTable
     recorder: Recorder
     sim_time_s: float
@@ -92,6 +93,8 @@ class SimResult:
         ms = 1e3
         return {
             "scenario": self.scenario,
+            "system": self.system,
+            "stack": self.stack,
             "num_requests": int(done.size),
             "num_arrived": int(np.sum(t.state >= 0)),
             "ttft_ms": {k: v * ms for k, v in _pcts(ttft).items()},

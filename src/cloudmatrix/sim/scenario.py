@@ -4,15 +4,17 @@ with pydantic so every error names its field path; ``--set a.b=value`` overrides
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.overrides import apply_assignment
+from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
-from cloudmatrix.errors import ConfigError
+from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.workload.spec import WorkloadSpec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -33,7 +35,10 @@ class PrefillPool(_Spec):
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
     eplb: Literal["perfect", "default", "none"] = "default"
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
-    tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group
+    tp: int = Field(default=1, ge=1)  # dies per attention tensor-parallel group (1: data-parallel attention)
+    moe_tp: int = Field(default=1, ge=1)  # expert TP: dies each expert's FFN columns are split over
+    reserve_gb: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # HBM per die kept back
+    offload_gb: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # expert weights per die in CPU memory
 
 
 class DecodePool(_Spec):
@@ -47,14 +52,17 @@ class DecodePool(_Spec):
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     microbatch: bool | None = None
     kv_block_tokens: int = Field(default=128, ge=16)
-    tp: int = Field(default=1, ge=1)  # dense models: dies per tensor-parallel group (one batch per group)
+    tp: int = Field(default=1, ge=1)  # dies per attention tensor-parallel group (one batch per group)
+    moe_tp: int = Field(default=1, ge=1)  # expert TP: dies each expert's FFN columns are split over
+    reserve_gb: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # HBM per die kept back
+    offload_gb: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # expert weights per die in CPU memory
 
 
 class AggregatedPool(DecodePool):
     """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
 
-    chunk_tokens_per_chip: int = Field(default=2048, ge=16)
+    chunk_tokens_per_chip: int = Field(default=2048, ge=16)  # default: the stack's budget over the instance
 
 
 class EmsCache(_Spec):
@@ -75,7 +83,8 @@ class Scenario(_Spec):
     name: str = "custom"
     system: str = "cloudmatrix384"
     model: str = "deepseek-r1"
-    precision: str = "int8"
+    precision: str = "int8"  # weights (and the GEMM compute format unless activation_precision is set)
+    activation_precision: str | None = None  # GEMM inputs: e.g. bf16 for W4A16 on a chip without FP4 units
     kv_precision: str = "bf16"
     stack: str | None = None  # serving stack (catalog/data/stacks.yaml); default: the system's published one
     prefill: PrefillPool | None = None
@@ -88,6 +97,28 @@ class Scenario(_Spec):
     duration_s: float | None = Field(default=None, gt=0)
     seed: int = 0
     base_dir: str | None = None  # where relative trace paths resolve (the scenario file's folder)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stack_defaults(cls, data: Any) -> Any:
+        """Budgets the scenario leaves out take its serving stack's defaults (catalog/data/stacks.yaml):
+        the KV format, and an aggregated pool's chunked-prefill budget per chip."""
+        if not isinstance(data, dict):
+            return data
+        try:
+            stack = load_stack(str(data.get("stack") or default_stack(str(data.get("system", "cloudmatrix384")))))
+        except CloudMatrixError:
+            return data  # the field validators name the bad system or stack
+        d = stack.defaults
+        out = dict(data)
+        if "kv_precision" not in out and d.kv_precision:
+            out["kv_precision"] = d.kv_precision
+        pool = out.get("aggregated")
+        if isinstance(pool, dict) and "chunk_tokens_per_chip" not in pool and d.chunk_tokens is not None:
+            chips = pool.get("chips")
+            if isinstance(chips, int) and chips >= 1:
+                out["aggregated"] = pool | {"chunk_tokens_per_chip": max(round(d.chunk_tokens.value / chips), 16)}
+        return out
 
     @model_validator(mode="after")
     def _one_layout(self) -> Scenario:

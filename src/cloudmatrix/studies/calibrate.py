@@ -194,8 +194,10 @@ def calibration_report() -> dict[str, Any]:
                 "rows": rows,
             }
     constants.update(_routing_and_cache_fits())
+    from cloudmatrix.studies.kernel_fit import fit_kernel_curves
     from cloudmatrix.studies.stack_fit import fit_stack_costs
 
+    constants.update({k: {n: v for n, v in row.items() if n != "points"} for k, row in fit_kernel_curves().items()})
     constants.update(fit_stack_costs())
     return {"constants": constants, "ep_comm_rms_error_pct": rms}
 

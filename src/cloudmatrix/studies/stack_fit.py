@@ -24,10 +24,10 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
-from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import estimate
-from cloudmatrix.studies.validate_run import TWIN_PRECISION, redundant_experts, twin_ep
+from cloudmatrix.studies.validate_run import TWIN_PRECISION, redundant_experts, twin_layout
 
 FIT_MAX_CONCURRENCY = 8
 
@@ -46,10 +46,11 @@ def _deployment(row: ValidationRow, layout: RoleLayout, phase: Phase, isl: float
     return Deployment(
         phase=phase,
         num_chips=layout.chips,
-        ep=twin_ep(row, layout, model, [], "fit"),
+        **twin_layout(row, layout, model, [], "fit"),
         input_len=round(isl),
         output_len=round(osl),
         precision=TWIN_PRECISION[row.weights],
+        activation_precision=TWIN_PRECISION[row.activations],
         kv_precision=TWIN_PRECISION[row.kv],
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
@@ -86,7 +87,6 @@ def base_times(row: ValidationRow) -> BaseTimes:
     else:
         p = row.prefill
         assert p is not None
-        heads_ok = model.attention.num_heads % p.tp == 0
         pre = _deployment(
             row,
             p,
@@ -94,10 +94,11 @@ def base_times(row: ValidationRow) -> BaseTimes:
             isl,
             osl,
             tokens_per_chip=max(round(isl / p.chips), 1),
-            attention_tp=p.tp if heads_ok else 1,
+            attention_tp=1,
         )
         est = estimate(row.system, model, pre)
-        handoff = comm.kv_handoff_s(est.plan.hardware, model, round(isl), TWIN_PRECISION[row.kv], p.tp)
+        nics = kv_group(est.plan.tp, 1)
+        handoff = comm.kv_handoff_s(est.plan.hardware, model, round(isl), TWIN_PRECISION[row.kv], nics)
         prefill_s = est.step.step_s + handoff
         steps = 1.0
     return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps)

@@ -4,6 +4,7 @@ measurement, and summarised by role, system, stack, metric and concurrency band 
 from __future__ import annotations
 
 import os
+import statistics
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -122,6 +123,7 @@ class Validation:
                             )
         refused = sorted({(e["id"], e["reason"]) for e in entries if e["status"] == "refused"})
         return {
+            "batch_scaling": {role: batch_scaling([e for e in entries if e["role"] == role]) for role in ROLES},
             "rows": len(self.rows),
             "answered_rows": sum(o.status == "ok" for o in self.outcomes),
             "by_role": {role: sum(r.role == role for r in self.rows) for role in ROLES},
@@ -131,6 +133,31 @@ class Validation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.entries(), "summary": self.summary()}
+
+
+def batch_scaling(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """How TPOT grows with the batch: per series swept over concurrency, g = TPOT at its highest concurrency
+    over TPOT at its lowest, measured and predicted; the median over series of |g_predicted / g_measured - 1|
+    (0: the twin's step grows with its batch exactly as measured)."""
+    by_series: dict[str, list[dict[str, Any]]] = {}
+    for e in entries:
+        if e["metric"] == "tpot_ms" and e["status"] == "ok" and e["concurrency"]:
+            by_series.setdefault(e["series"], []).append(e)
+    devs, measured = [], []
+    for members in by_series.values():
+        lo = min(members, key=lambda e: e["concurrency"])
+        hi = max(members, key=lambda e: e["concurrency"])
+        if hi["concurrency"] > lo["concurrency"]:
+            g_meas = hi["measured"] / lo["measured"]
+            devs.append(abs(hi["predicted"] / lo["predicted"] / g_meas - 1))
+            measured.append(g_meas)
+    if not devs:
+        return {"series": 0}
+    return {
+        "series": len(devs),
+        "median_abs_deviation": round(statistics.median(devs), 4),
+        "median_measured_growth": round(statistics.median(measured), 4),
+    }
 
 
 def _groups(entries: list[dict[str, Any]], grouping: str) -> dict[str, list[dict[str, Any]]]:

@@ -4,6 +4,7 @@ layout it runs the nearest one it has and says so in the row's note; where it re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,9 +14,11 @@ import numpy as np
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
-from cloudmatrix.deploy import Deployment, Eplb, Phase
-from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.cost.memory import memory_use
+from cloudmatrix.deploy import Deployment, Eplb, Phase, plan
+from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
+from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.metrics import SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -53,19 +56,28 @@ def run_row(row: ValidationRow) -> RowOutcome:
     return RowOutcome(row_id=row.id, predicted=predicted, note="; ".join(notes))
 
 
-def twin_ep(row: ValidationRow, layout: RoleLayout, model: ModelSpec, notes: list[str], role: str) -> int | None:
-    """The EP degree the twin runs for a published layout. MoE experts are expert-parallel over every die of
-    the instance in the twin, with data-parallel attention; TP attention and TP-sharded experts are not
-    modelled yet, so they run as EP over the instance's dies (noted): per die the same expert weights.
-    Published TP/EP sizes count ranks, which are dies (one per NVIDIA GPU, two per 910C)."""
+def twin_layout(
+    row: ValidationRow, layout: RoleLayout, model: ModelSpec, notes: list[str], role: str
+) -> dict[str, Any]:
+    """The twin's layout fields for a published one. Published TP/EP sizes count ranks, which are dies (one
+    per NVIDIA GPU, two per 910C). Attention is TP over ``tp`` ranks unless DP attention is on; experts are
+    EP over ``ep`` ranks, each expert split over the instance's remaining dies (expert TP, as SGLang,
+    vLLM and TensorRT-LLM derive it from TP / EP). A layout the twin cannot express runs as the nearest
+    one it can, noted."""
+    dies = layout.chips * load_hardware(row.system).chip.num_dies
+    tp = 1 if layout.dp_attention else layout.tp
+    if dies % tp or model.attention.num_heads % tp:
+        notes.append(
+            f"{role}: TP{tp} attention does not tile {dies} dies and {model.attention.num_heads} heads; runs as DP"
+        )
+        tp = 1
     if model.moe is None:
-        return None
-    dies = ep = layout.chips * load_hardware(row.system).chip.num_dies
-    if layout.ep < dies:  # EP1 (TP experts) or EPn x TPm: each die holds 1/dies of the experts either way
-        notes.append(f"{role}: EP{layout.ep} x TP{dies // layout.ep} experts run as EP{dies}")
-    if layout.tp > 1 and not layout.dp_attention:
-        notes.append(f"{role}: TP{layout.tp} attention runs as DP")
-    return ep
+        return {"tp": tp}
+    ep = layout.ep
+    if dies % ep or model.moe.intermediate % (dies // ep) or (tp > 1 and dies % tp):
+        notes.append(f"{role}: EP{ep} does not tile {dies} dies; experts run as EP{dies}")
+        ep = dies
+    return {"tp": tp, "ep": ep, "moe_tp": dies // ep}
 
 
 def redundant_experts(row: ValidationRow) -> int | None:
@@ -96,6 +108,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "stack": row.stack,
         "model": row.model,
         "precision": TWIN_PRECISION[row.weights],
+        "activation_precision": TWIN_PRECISION[row.activations],
         "kv_precision": TWIN_PRECISION[row.kv],
         "workload": {
             "input": _lengths(w.input_len, w.range_ratio),
@@ -117,7 +130,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         data["aggregated"] = {
             "instances": a.instances,
             "chips": a.chips,
-            "ep": twin_ep(row, a, model, notes, "aggregated"),
+            **twin_layout(row, a, model, notes, "aggregated"),
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
             **({"chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip), 16)} if a.chunk_tokens_per_chip else {}),
             "eplb": row.eplb,
@@ -127,21 +140,20 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
     else:
         p, d = row.prefill, row.decode
         assert p is not None and d is not None
-        heads = model.attention.num_heads
         data["prefill"] = {
             "instances": p.instances,
             "chips": p.chips,
-            "ep": twin_ep(row, p, model, notes, "prefill"),
+            **twin_layout(row, p, model, notes, "prefill"),
             **({"tokens_per_chip": int(p.chunk_tokens_per_chip)} if p.chunk_tokens_per_chip else {}),
             "microbatch": None,
-            "attention_tp": p.tp if heads % p.tp == 0 else 1,
+            "attention_tp": 1,  # DP or Megatron-style TP attention; SP-TP-SP is CloudMatrix-Infer's alone
             "eplb": row.eplb,
             "redundant_experts": redundant,
         }
         data["decode"] = {
             "instances": d.instances,
             "chips": d.chips,
-            "ep": twin_ep(row, d, model, notes, "decode"),
+            **twin_layout(row, d, model, notes, "decode"),
             "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances),
             "eplb": row.eplb,
             "redundant_experts": redundant,
@@ -150,8 +162,48 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
     return Scenario.model_validate(data)
 
 
+def fit_memory(scenario: Scenario, notes: list[str]) -> Scenario:
+    """A measured deployment ran, so the twin must not refuse it for memory. The twin reserves each
+    sequence's KV for its whole length at admission (TensorRT-LLM's guaranteed-no-evict policy), where vLLM
+    and SGLang allocate as sequences grow; so where the stack's memory setting leaves too little room, the
+    chip's own runtime reserve applies instead. Where even that cannot hold the measured batch, the server
+    admits what its KV holds and queues the rest. Both are noted."""
+    if _fits(scenario):
+        return scenario
+    reserve = StepCosts(scenario).hw.chip.runtime_reserve_gb.value
+    roomy = scenario.model_copy(
+        update={
+            name: getattr(scenario, name).model_copy(update={"reserve_gb": reserve})
+            for name in ("prefill", "decode", "aggregated")
+            if getattr(scenario, name) is not None
+        }
+    )
+    notes.append(
+        f"KV for every sequence's whole length needs more than the stack's memory setting leaves: "
+        f"runs with the chip's {reserve:g} GB runtime reserve"
+    )
+    if _fits(roomy):
+        return roomy
+    role = "aggregated" if roomy.aggregated is not None else "decode"
+    costs = StepCosts(roomy)
+    cap = math.floor(memory_use(plan(costs.decode_deployment(), costs.hw, costs.model)).max_batch_per_chip)
+    if cap >= 1:
+        notes.append(f"{role}: KV holds {cap} sequences per chip; the rest queue")
+        pool = getattr(roomy, role)
+        return roomy.model_copy(update={role: pool.model_copy(update={"batch_per_chip": cap})})
+    return roomy
+
+
+def _fits(scenario: Scenario) -> bool:
+    try:
+        StepCosts(scenario).check()
+    except InfeasibleDeploymentError:
+        return False
+    return True
+
+
 def _e2e(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str, float]:
-    result = simulate(scenario_for(row, model, notes))
+    result = simulate(fit_memory(scenario_for(row, model, notes), notes))
     return {m: v for m, v in e2e_metrics(result, row.disaggregated).items() if m in row.measured}
 
 
@@ -182,13 +234,14 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
     dep = Deployment(
         phase=Phase(row.kind),
         num_chips=layout.chips,
-        ep=twin_ep(row, layout, model, notes, row.kind),
+        **twin_layout(row, layout, model, notes, row.kind),
         batch_per_chip=w.batch_per_chip,
         tokens_per_chip=w.tokens_per_chip,
         input_len=w.input_len,
         output_len=w.output_len,
         kv_len=w.kv_len,
         precision=TWIN_PRECISION[row.weights],
+        activation_precision=TWIN_PRECISION[row.activations],
         kv_precision=TWIN_PRECISION[row.kv],
         mtp=row.mtp,
         mtp_acceptance=row.mtp_acceptance or 0.0,
@@ -196,6 +249,13 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         redundant_experts=redundant_experts(row),
         stack=row.stack,
     )
-    est = estimate(row.system, model, dep)
+    try:
+        est = estimate(row.system, model, dep)
+    except InfeasibleDeploymentError:  # it ran: its memory setting was above the stack's default
+        dep = dataclasses.replace(dep, reserve_gb=load_hardware(row.system).chip.runtime_reserve_gb.value)
+        est = estimate(row.system, model, dep)
+        notes.append(
+            f"does not fit the stack's memory setting: runs with the chip's {dep.reserve_gb:g} GB runtime reserve"
+        )
     values = {"throughput_per_chip_tok_s": est.throughput_per_chip_tok_s, "tpot_ms": est.tpot_s * 1e3}
     return {m: v for m, v in values.items() if m in row.measured}

@@ -1,0 +1,111 @@
+"""GEMM kernel efficiency by shape (``data/kernels/``): published microbenchmarks (``microbench.yaml``) and
+the curves reduced from them (``curves.yaml``, by ``studies/kernel_fit.py``). A curve gives a kernel's
+achieved share of the chip's peak for its compute format against M, the rows each weight matrix multiplies
+(tokens per expert for grouped MoE GEMMs). FLOPs per weight byte depend only on M and the weight format, so
+the share measured at one shape carries to every shape with the same M: weight-bound at small M (the share
+grows with M while the time stays flat), tile- and wave-limited in between, saturated at large M. Between
+measured M the curve is interpolated in log-log; beyond them it is held, so below the smallest M the
+roofline's memory term takes over."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from functools import cache
+from math import exp, log
+from typing import Literal
+
+from pydantic import Field
+
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+
+KERNELS_DIR = DATA_DIR / "kernels"
+MICROBENCH_PATH = KERNELS_DIR / "microbench.yaml"
+CURVES_PATH = KERNELS_DIR / "curves.yaml"
+Op = Literal["dense", "grouped"]
+
+
+class MoeShape(Frozen):
+    hidden: int
+    intermediate: int
+    experts: int
+    top_k: int
+
+
+class BenchRow(Frozen):
+    """One measurement: a GEMM (m x k by k x n, ``groups`` of them) or a whole MoE layer of ``tokens``."""
+
+    groups: int = 1
+    m: float | None = None
+    n: int | None = None
+    k: int | None = None
+    tokens: float | None = None
+    local_experts: int | None = None
+    latency_us: float | None = Field(default=None, gt=0)
+    tflops: float | None = Field(default=None, gt=0)
+
+
+class BenchTable(Frozen):
+    id: str
+    kernel: str
+    op: Op
+    chips: list[str]
+    format: str
+    source: str
+    note: str = ""
+    moe_shape: MoeShape | None = None
+    rows: list[BenchRow]
+
+
+class Microbench(Frozen):
+    tables: list[BenchTable]
+
+
+class KernelCurve(Frozen):
+    kernel: str
+    op: Op
+    format: str
+    chips: list[str]
+    points: list[tuple[float, float]] = Field(min_length=1)  # (M, achieved share of peak), M ascending
+    source: str
+    tables: list[str]  # the microbenchmark tables reduced
+
+    def compute_efficiency(self, m: float) -> float:
+        ms, effs = [p[0] for p in self.points], [p[1] for p in self.points]
+        if m <= ms[0]:
+            return effs[0]
+        if m >= ms[-1]:
+            return effs[-1]
+        i = bisect_right(ms, m)
+        x = (log(m) - log(ms[i - 1])) / (log(ms[i]) - log(ms[i - 1]))
+        return exp(log(effs[i - 1]) + x * (log(effs[i]) - log(effs[i - 1])))
+
+
+class CurveCatalog(Frozen):
+    curves: list[KernelCurve]
+
+
+@cache
+def microbench() -> dict[str, BenchTable]:
+    data = parse(Microbench, read_yaml(MICROBENCH_PATH), MICROBENCH_PATH.name)
+    return {t.id: t for t in data.tables}
+
+
+@cache
+def curves() -> tuple[KernelCurve, ...]:
+    return tuple(parse(CurveCatalog, read_yaml(CURVES_PATH), CURVES_PATH.name).curves)
+
+
+@cache
+def kernel_curves(chip: str, fmt: str, op: str, kernels: tuple[str, ...] = ()) -> tuple[KernelCurve, ...]:
+    """The measured curves of ``kernels`` for the chip, format and op; with none named (or none of them
+    measured) every measured kernel's. Empty where nothing was measured (the chip's flat efficiencies
+    apply)."""
+    matches = tuple(c for c in curves() if chip in c.chips and c.format == fmt and c.op == op)
+    named = tuple(c for c in matches if c.kernel in kernels)
+    return named or matches
+
+
+def best_share(chip: str, fmt: str, op: str, kernels: tuple[str, ...], m: float) -> float:
+    """The share of peak at M of the fastest of the kernels an engine can pick from (its autotuner runs
+    the best tactic per shape); 0 without a measurement."""
+    return max((c.compute_efficiency(m) for c in kernel_curves(chip, fmt, op, kernels)), default=0.0)

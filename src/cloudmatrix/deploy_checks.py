@@ -1,0 +1,98 @@
+"""Feasibility checks of a deployment's formats and layout, each failing with the numbers that do not fit
+(called by ``deploy.plan``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.units import BYTES_PER_ELEMENT
+
+if TYPE_CHECKING:
+    from cloudmatrix.deploy import Deployment
+
+
+def check_choice(field: str, value: str, valid: dict[str, float]) -> None:
+    if value not in valid:
+        raise InfeasibleDeploymentError(f"{field} '{value}' is not one of: {', '.join(valid)}")
+
+
+def check_formats(d: Deployment, hardware: Hardware) -> None:
+    """Weights may be stored narrower than the chip computes (W4A16), but GEMMs run in a format the chip
+    has units for, and never narrower than their weights."""
+    check_choice("precision", d.precision, BYTES_PER_ELEMENT)
+    check_choice("kv precision", d.kv_precision, BYTES_PER_ELEMENT)
+    if d.dispatch_precision:
+        check_choice("dispatch precision", d.dispatch_precision, BYTES_PER_ELEMENT)
+    if d.activation_precision:
+        check_choice("activation precision", d.activation_precision, BYTES_PER_ELEMENT)
+    compute = d.activation_precision or d.precision
+    native = hardware.chip.die.peak_tflops
+    if compute not in native:
+        hint = (
+            f" (or keep {d.precision} weights with --activation-precision {next(iter(native))})"
+            if not d.activation_precision
+            else ""
+        )
+        raise InfeasibleDeploymentError(
+            f"compute format {compute}: the {hardware.chip.name} computes {', '.join(native)}; choose one of "
+            f"those{hint}"
+        )
+    if BYTES_PER_ELEMENT[compute] < BYTES_PER_ELEMENT[d.precision]:
+        raise InfeasibleDeploymentError(
+            f"activation precision {compute} is narrower than the {d.precision} weights; GEMMs compute in the "
+            "wider of the two"
+        )
+
+
+def check_offload(d: Deployment, hardware: Hardware, model: ModelSpec) -> None:
+    if d.offload_gb == 0:
+        return
+    cpu = hardware.system.cpu
+    if not (0 < d.offload_gb < float("inf")):
+        raise InfeasibleDeploymentError(f"offload {d.offload_gb} GB per die must be a positive number of GB")
+    if model.moe is None:
+        raise InfeasibleDeploymentError(f"offload streams routed-expert weights; {model.id} is dense")
+    if cpu.link_gb_s_per_chip is None:
+        raise InfeasibleDeploymentError(f"{hardware.system.id} has no CPU-memory link in the catalog to offload over")
+    dram = cpu.dram_gb_per_socket.value * cpu.sockets_per_node.value
+    per_node = d.offload_gb * hardware.dies_per_node
+    if per_node > dram:
+        raise InfeasibleDeploymentError(
+            f"offload {d.offload_gb:g} GB per die x {hardware.dies_per_node} dies = {per_node:g} GB exceeds the "
+            f"{dram:g} GB of CPU memory per node"
+        )
+
+
+def check_layout(d: Deployment, model: ModelSpec, dies: int) -> None:
+    """Attention TP groups must tile the instance and split the heads; expert groups (EP ranks x expert TP)
+    must tile it too, split each expert's columns evenly, and hold whole attention TP groups."""
+    heads = model.attention.num_heads
+    if d.tp < 1 or dies % d.tp:
+        raise InfeasibleDeploymentError(f"tensor parallelism {d.tp} must divide the {dies} dies of {d.num_chips} chips")
+    if heads % d.tp:
+        raise InfeasibleDeploymentError(
+            f"tensor parallelism {d.tp} must divide the {heads} attention heads of {model.id}"
+        )
+    if not 1 <= d.moe_tp <= dies:
+        raise InfeasibleDeploymentError(f"expert TP {d.moe_tp} must be between 1 and the {dies} dies of the instance")
+    if model.moe is None:
+        if d.moe_tp != 1:
+            raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for expert TP {d.moe_tp}")
+        return
+    if model.moe.intermediate % d.moe_tp:
+        raise InfeasibleDeploymentError(
+            f"expert TP {d.moe_tp} must divide the {model.moe.intermediate} FFN columns of {model.id}'s experts"
+        )
+    ep = d.ep or dies // d.moe_tp
+    group = ep * d.moe_tp
+    if ep < 1 or dies % group:
+        what = f"EP degree {ep}" if d.moe_tp == 1 else f"EP{ep} x expert TP{d.moe_tp} = {group} dies"
+        raise InfeasibleDeploymentError(f"{what} must divide the {dies} dies of {d.num_chips} chips")
+    if d.tp > 1 and group % d.tp:
+        raise InfeasibleDeploymentError(
+            f"an attention TP group ({d.tp} dies) must sit inside one expert group "
+            f"(EP{ep} x TP{d.moe_tp} = {group} dies)"
+        )

@@ -1,0 +1,71 @@
+"""Reduces the published GEMM microbenchmarks (catalog/data/kernels/microbench.yaml) to the kernel curves
+the cost model interpolates (curves.yaml): at each measured M, the median over shapes and tables of the
+achieved share of the format's peak, ``FLOPs / (time x peak)`` on the chip the table was measured on.
+
+Rows dominated by a fixed per-kernel floor are left out, since host overheads and graph capture change it in
+serving (the stack's step overhead carries it): dense rows within 30 % of their shape's fastest time, and
+whole-MoE-layer rows with fewer than one token per expert."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+
+from cloudmatrix.catalog.hardware import load_chip
+from cloudmatrix.catalog.kernels import BenchTable, curves, microbench
+
+FLOOR_RATIO = 1.3  # dense rows faster than this x their shape's fastest are floor-bound
+
+
+def _shares(table: BenchTable) -> list[tuple[float, float]]:
+    """(M, achieved share of peak) of the rows the curve uses."""
+    chip = load_chip(table.chips[0])
+    peak = chip.die.peak_flops(table.format)
+    out = []
+    if table.moe_shape is not None:
+        s = table.moe_shape
+        for r in table.rows:
+            assert r.tokens is not None and r.local_experts is not None and r.latency_us is not None
+            per_expert = r.tokens * s.top_k / s.experts
+            if per_expert >= 1.0:
+                flops = 2.0 * per_expert * r.local_experts * 3 * s.hidden * s.intermediate
+                out.append((per_expert, flops / (r.latency_us * 1e-6 * peak)))
+        return out
+    fastest: dict[tuple[int | None, int | None, int], float] = defaultdict(lambda: float("inf"))
+    timed = []
+    for r in table.rows:
+        assert r.m is not None and r.n is not None and r.k is not None
+        flops = 2.0 * r.groups * r.m * r.n * r.k
+        secs = r.latency_us * 1e-6 if r.latency_us else flops / (r.tflops * 1e12)  # type: ignore[operator]
+        fastest[(r.n, r.k, r.groups)] = min(fastest[(r.n, r.k, r.groups)], secs)
+        timed.append((r, flops, secs))
+    for r, flops, secs in timed:
+        if r.latency_us and secs < FLOOR_RATIO * fastest[(r.n, r.k, r.groups)]:
+            continue
+        out.append((float(r.m), flops / (secs * peak)))  # type: ignore[arg-type]
+    return out
+
+
+def reduce_curve(tables: list[BenchTable]) -> list[tuple[float, float]]:
+    """The curve's points: (M, median share) at each measured M, ascending."""
+    by_m: dict[float, list[float]] = defaultdict(list)
+    for t in tables:
+        for m, share in _shares(t):
+            by_m[round(m, 3)].append(share)
+    return [(m, round(statistics.median(v), 4)) for m, v in sorted(by_m.items())]
+
+
+def fit_kernel_curves() -> dict[str, dict[str, object]]:
+    """Every catalog curve re-reduced from its tables, summarised by its saturated share (for `cloudmatrix
+    calibrate`); ``points`` holds the whole reduction for the catalog test."""
+    bench = microbench()
+    out: dict[str, dict[str, object]] = {}
+    for c in curves():
+        points = reduce_curve([bench[t] for t in c.tables])
+        out[f"kernels.{c.kernel}.{c.op}.{c.format}.{c.chips[0]}.plateau"] = {
+            "fitted": points[-1][1],
+            "catalog": c.points[-1][1],
+            "rows": f"{len(points)} M points of {', '.join(c.tables)}",
+            "points": points,
+        }
+    return out

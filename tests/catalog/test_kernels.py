@@ -1,0 +1,91 @@
+"""GEMM kernel curves: the catalog holds the fit of its published microbenchmarks, the curve has the shape
+it claims, and the cost model prices a measured MoE layer near what was measured."""
+
+import math
+
+import pytest
+
+from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.kernels import best_share, curves, kernel_curves, microbench
+from cloudmatrix.catalog.models import load_model
+from cloudmatrix.cost.moe import moe_ffn
+from cloudmatrix.cost.ops import op_time_s
+from cloudmatrix.deploy import Deployment, Phase, plan
+from cloudmatrix.studies.kernel_fit import fit_kernel_curves
+
+
+def test_catalog_holds_the_reduction() -> None:
+    for c, (name, row) in zip(curves(), fit_kernel_curves().items(), strict=True):
+        assert [tuple(p) for p in c.points] == row["points"], name
+
+
+def test_every_curve_names_tables_that_exist_and_match_it() -> None:
+    bench = microbench()
+    for c in curves():
+        for t in c.tables:
+            assert bench[t].kernel == c.kernel and bench[t].op == c.op and bench[t].format == c.format
+            assert set(bench[t].chips) == set(c.chips)
+        assert c.source.startswith("REDUCED:") and all(0 < share <= 1 for _, share in c.points)
+        assert [m for m, _ in c.points] == sorted(m for m, _ in c.points)
+
+
+def test_curve_interpolates_in_log_log_and_holds_beyond_its_points() -> None:
+    (c,) = kernel_curves("nvidia-b200", "fp4", "grouped", ("cutlass",))
+    (m0, e0), (m1, e1) = c.points[0], c.points[1]
+    assert c.compute_efficiency(m0) == e0 and c.compute_efficiency(m1) == pytest.approx(e1)
+    assert c.compute_efficiency(math.sqrt(m0 * m1)) == pytest.approx(math.sqrt(e0 * e1))
+    assert c.compute_efficiency(m0 / 10) == e0 and c.compute_efficiency(1e9) == c.points[-1][1]
+
+
+def test_kernel_choice_and_fallbacks() -> None:
+    assert [c.kernel for c in kernel_curves("nvidia-h200", "fp8", "grouped", ("deepgemm",))] == ["deepgemm"]
+    assert [c.kernel for c in kernel_curves("nvidia-h200", "fp8", "grouped", ("cutlass",))] == ["cutlass"]
+    assert {c.kernel for c in kernel_curves("nvidia-h200", "fp8", "grouped")} == {"deepgemm", "cutlass"}
+    assert kernel_curves("ascend-910c", "int8", "grouped") == ()  # no curve: the flat factors apply
+    assert best_share("ascend-910c", "int8", "grouped", (), 64.0) == 0.0
+
+
+def test_an_engine_picks_the_faster_kernel_per_shape() -> None:
+    """TensorRT-LLM's min-latency MoE kernels win at small batch, CUTLASS at large."""
+    kernels = ("cutlass", "min-latency")
+    small, large = 2.0, 512.0
+    by = {c.kernel: c for c in kernel_curves("nvidia-b200", "fp4", "grouped", kernels)}
+    assert by["min-latency"].compute_efficiency(small) > by["cutlass"].compute_efficiency(small)
+    assert by["cutlass"].compute_efficiency(large) > by["min-latency"].compute_efficiency(large)
+    for m in (small, large):
+        assert best_share("nvidia-b200", "fp4", "grouped", kernels, m) == max(
+            c.compute_efficiency(m) for c in by.values()
+        )
+
+
+@pytest.mark.parametrize("tokens", [512, 4096, 16384])
+def test_a_measured_moe_layer_is_priced_near_its_measurement(tokens: int) -> None:
+    """AIConfigurator's TensorRT-LLM NVFP4 MoE layers of DeepSeek-V3's shape on one B200 (balanced
+    routing), measured holding 32 experts (EP8) and 8 (EP32), for the CUTLASS and min-latency kernels.
+    TensorRT-LLM runs the faster: per local expert, the twin's experts + SwiGLU ops for a B200 at EP8,
+    without dispatch, are within 25 % of the faster kernel's geometric mean over the two tables, once the
+    local shared expert the twin adds (1/8 more rows) is counted."""
+    bench = microbench()
+    per_kernel = []
+    for kernel in ("fp4-moe", "fp4-moe-min-latency"):
+        per_expert = []
+        for ep, local in ((8, 32), (32, 8)):
+            (row,) = [r for r in bench[f"aic-b200-{kernel}-ep{ep}"].rows if r.tokens == tokens]
+            per_expert.append(row.latency_us / local)
+        per_kernel.append(math.sqrt(per_expert[0] * per_expert[1]))
+    expected_us = min(per_kernel) * 32 * (1 + 1 / 8)
+    hw, model = load_hardware("hgx-b200"), load_model("deepseek-r1")
+    d = Deployment(
+        phase=Phase.DECODE,
+        num_chips=8,
+        ep=8,
+        batch_per_chip=tokens / 8,  # each of the 8 GPUs sends its tokens: the layer sees ``tokens`` per GPU
+        input_len=1024,
+        precision="fp4",
+        eplb="perfect",
+        redundant_experts=0,
+        stack="trtllm",
+    )
+    ops = {op.name: op for op in moe_ffn(plan(d, hw, model), 1.0)}
+    twin_us = sum(op_time_s(ops[n], hw.chip) for n in ("experts", "swiglu")) * 1e6
+    assert twin_us == pytest.approx(expected_us, rel=0.25)
