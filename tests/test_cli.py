@@ -162,7 +162,7 @@ def test_simulate_table_output() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["simulate", "missing.yaml"], "scenario 'missing.yaml': no such file or built-in scenario"),
+        (["simulate", "missing.yaml"], "scenario missing.yaml: file not found"),
         (["simulate", "--set", "decode.batch_per_chip=abc"], "decode.batch_per_chip"),
         (["simulate", "--set", "model=gpt-9"], "unknown model 'gpt-9'"),
         (["simulate", "--set", "decode.batch_per_chip=900"], "HBM per die"),

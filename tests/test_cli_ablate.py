@@ -53,7 +53,10 @@ def test_cached_prefix_speeds_prefill_and_ub_beats_vpc() -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        ([*PREFILL, "--cached-fraction", "1.5"], "cached fraction 1.5 must be in [0, 1)"),
+        (
+            [*PREFILL, "--cached-fraction", "1.5"],
+            "cached_fraction (--cached-fraction): got 1.5; expected a number >= 0 and <= 1",
+        ),
         ([*PREFILL, "--cache-plane", "nvlink"], "cache plane 'nvlink' is not one of: ub, vpc"),
         ([*DECODE, "--routing", "pareto"], "routing 'pareto': expected uniform, zipf"),
         ([*DECODE, "--routing", "zipf:-1"], "zipf_exponent must be >= 0"),

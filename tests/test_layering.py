@@ -8,6 +8,7 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "src" / "cloudmatrix"
 LAYER = {
     "units": 0,
+    "inputs": 0,
     "errors": 0,
     "catalog": 1,
     "deploy": 2,

@@ -11,7 +11,7 @@ from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
 from cloudmatrix.catalog.stacks import load_stack
-from cloudmatrix.deploy_checks import check_formats, check_layout, check_offload
+from cloudmatrix.deploy_checks import check_deployment_numbers, check_formats, check_layout, check_offload
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import BYTES_PER_ELEMENT
 
@@ -71,6 +71,9 @@ class Deployment:
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
     stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
+
+    def __post_init__(self) -> None:
+        check_deployment_numbers(self)
 
 
 @dataclass(frozen=True, kw_only=True)

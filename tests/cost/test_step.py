@@ -8,7 +8,7 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.cost.step import best_step_cost, step_cost
 from cloudmatrix.deploy import Deployment, Phase, expert_layout, mtp_tokens_per_step, plan
-from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 
 HW = load_hardware("cloudmatrix384")
@@ -79,12 +79,12 @@ def test_infeasible_memory_states_numbers(paper_decode) -> None:
         ({"ep": 7}, "EP degree 7 must divide"),
         ({"num_chips": 1000}, "chips 1000 must be between 1 and the 384"),
         ({"precision": "int3"}, "precision 'int3' is not one of"),
-        ({"mtp_acceptance": 1.5}, "MTP acceptance 1.5"),
+        ({"mtp_acceptance": 1.5}, r"mtp_acceptance \(--mtp-acceptance\): got 1.5"),
         ({"batch_per_chip": 0}, "positive --batch-per-chip"),
     ],
 )
 def test_bad_deployments(paper_decode, change, message) -> None:
-    with pytest.raises(InfeasibleDeploymentError, match=message):
+    with pytest.raises(CloudMatrixError, match=message):  # bad numbers at construction, the rest in plan
         estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(paper_decode, **change))
 
 

@@ -321,12 +321,12 @@ def test_refusals_are_counted_and_explained() -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (dict(chips=0), "--chips 0 must be between 1"),
-        (dict(tpot_slo_ms=0), "SLOs must be positive"),
-        (dict(ttft_slo_ms=-1), "SLOs must be positive"),
-        (dict(mtp_acceptance=1.5), "--mtp-acceptance 1.5 must be between 0 and 1"),
-        (dict(utilisation=1.0), "--load 1 must be between 0 and 1"),
-        (dict(top=0), "--top must be at least 1"),
+        (dict(chips=0), "--chips: got 0; expected an integer >= 1"),
+        (dict(tpot_slo_ms=0), r"--tpot-slo \(ms\): got 0; expected a number > 0"),
+        (dict(ttft_slo_ms=-1), r"--ttft-slo \(ms\): got -1; expected a number > 0"),
+        (dict(mtp_acceptance=1.5), "--mtp-acceptance: got 1.5; expected a number >= 0 and <= 1"),
+        (dict(utilisation=1.0), "--load: got 1; expected"),
+        (dict(top=0), "--top: got 0; expected an integer >= 1"),
     ],
 )
 def test_requests_are_validated(change, message) -> None:

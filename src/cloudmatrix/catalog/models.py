@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
+from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_BYTES, depth, read_text
 
 MODELS_DIR = DATA_DIR / "models"
 
@@ -308,9 +309,11 @@ def load_model(id_or_path: str) -> ModelSpec:
             raise UnknownIdError("model", id_or_path, list(index) + ["<path to config.json>"])
         source = str(path)
     try:
-        data = json.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read model config ({e.strerror})") from None
+        data = json.loads(read_text(path, "model config", MAX_YAML_BYTES))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
+    if depth(data) > MAX_DEPTH:
+        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep")
     return parse_config(id_or_path if id_or_path in index else path.name, data, source)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 import types
 from typing import Any, Union, get_args, get_origin
 
@@ -16,6 +17,7 @@ from cloudmatrix.errors import ConfigError
 
 WHAT_IF_SUFFIX = "+what-if"  # appended to the ids of a modified system/chip so reports show the change
 OVERRIDE_SOURCE = "what-if override: "
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 MULTIPLY_PREFIXES = ("x", "*")  # `x2` / `*1.5`: multiply the current value
 # Hardware numbers are bandwidths, rates, capacities and counts that the cost model divides by, so an
 # override must be positive; only these fixed overheads (latencies, launch, setup, reserve) may be 0.
@@ -37,9 +39,14 @@ def split_assignment(assignment: str, example: str) -> tuple[list[str], str]:
 def parse_value(raw: str, assignment: str) -> Any:
     """The right-hand side read as YAML, so ``64`` is a number, ``true`` a bool and ``{kind: x}`` a mapping."""
     try:
-        return yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set '{assignment}': value is not valid YAML ({str(e).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"--set '{assignment}': value is nested too deeply") from None
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)  # YAML 1.1 reads `1e3` as a string; users mean the number
+    return value
 
 
 def apply_assignment(data: dict[str, Any], assignment: str, example: str) -> None:

@@ -22,6 +22,7 @@ from pydantic import Field, model_validator
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import MAX_YAML_BYTES, read_text
 
 ROUTING_FILE = DATA_DIR / "routing.yaml"
 DEFAULT_PROFILE = "default"
@@ -81,15 +82,15 @@ def model_routing(model_id: str) -> RoutingProfile:
 
 def _histogram_file(path: Path) -> tuple[float, ...]:
     """Per-expert loads: a JSON list, or text with one number per line or comma-separated."""
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"routing histogram {path}: cannot read ({e.strerror})") from None
+    text = read_text(path, "routing histogram", MAX_YAML_BYTES)
     try:
         values = json.loads(text) if text.lstrip().startswith("[") else text.replace(",", " ").split()
-        return tuple(float(v) for v in values)
-    except (ValueError, TypeError):
+        loads = tuple(float(v) for v in values)
+    except (ValueError, TypeError, RecursionError):
         raise ConfigError(f"routing histogram {path}: expected numbers, one per expert") from None
+    if not loads or not all(math.isfinite(v) and v >= 0 for v in loads) or sum(loads) <= 0:
+        raise ConfigError(f"routing histogram {path}: expected finite non-negative loads, not all zero")
+    return loads
 
 
 def parse_routing(spec: str, base: RoutingProfile) -> RoutingProfile:

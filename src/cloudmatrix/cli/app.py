@@ -4,6 +4,8 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,6 +17,8 @@ from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _ru
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
+
+API_KEY_ENV = "CLOUDMATRIX_API_KEY"
 
 app = typer.Typer(
     add_completion=False,
@@ -302,7 +306,12 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     speed: Annotated[float, typer.Option(help="Simulated seconds per wall second (>1 runs faster).")] = 1.0,
-    api_key: Annotated[str | None, typer.Option(help="Require 'Authorization: Bearer KEY'.")] = None,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (default: $CLOUDMATRIX_API_KEY).")
+    ] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(help="On SIGTERM: seconds to let running streams finish before cutting them.")
+    ] = 10.0,
     max_outstanding: Annotated[
         int | None, typer.Option(help="Requests in flight before 429 (default: the decode instances' sequence slots).")
     ] = None,
@@ -315,10 +324,18 @@ def serve(
 
     from cloudmatrix.emulator.app import ServeConfig, create_app
     from cloudmatrix.emulator.engine import RealtimeEngine
+    from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
 
-    if speed <= 0:
-        _fail(f"--speed must be positive, got {speed}")
+    try:
+        check_number("--port", port, lo=1, hi=65535, integer=True)
+        check_number("--speed", speed, lo=0, lo_open=True, hi=1e6)
+        check_optional("--max-outstanding", max_outstanding, lo=1, hi=1_000_000, integer=True)
+        check_number("--max-body-bytes", max_body_bytes, lo=1, hi=2**31, integer=True)
+        check_number("--drain-timeout", drain_timeout, lo=0, hi=3600)
+    except InputError as e:
+        _fail(str(e))
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
 
     def build() -> tuple[Any, str]:
         sc = load_scenario(scenario, _stack_set(stack, set_))
@@ -328,7 +345,13 @@ def serve(
 
     api, model_id = _run(build)
     sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
-    uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=5)).run()
+    config = uvicorn.Config(
+        api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=math.ceil(drain_timeout)
+    )
+    try:
+        uvicorn.Server(config).run()
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 
 
 @app.command()
@@ -361,9 +384,31 @@ app.command()(plan)
 app.command()(validate)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> int:
+    """The console entry point. Bad input ends in one line and exit 2 (usage errors in Typer's own form);
+    anything that escapes the twin's own errors is an internal error: one line and exit 3 (``--debug``
+    shows the traceback)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="cloudmatrix")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except CloudMatrixError as e:
+        sys.stderr.write(f"error: {e}\n")
+        return 2
+    except Exception as e:
+        if debug:
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        sys.stderr.write(f"internal error, please report (rerun with --debug): {type(e).__name__}: {first}\n")
+        return 3
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

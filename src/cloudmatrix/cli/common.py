@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.inputs import finite_json
 
 out = Console()
 if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
@@ -40,7 +41,8 @@ def _run(fn: Callable[[], Any]) -> Any:
 
 
 def _emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    """Strict JSON: a figure that is not a finite number (nothing finished, an unbounded SLO) is null."""
+    sys.stdout.write(json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
 def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -53,6 +55,9 @@ def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         _fail(f"cannot write {path}: {e.strerror}")
+    except BaseException:  # interrupted (SIGINT): the old file stays, the partial one goes
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -4,6 +4,7 @@ not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "typ
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -13,14 +14,17 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.emulator.engine import RealtimeEngine, Stream
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
+from cloudmatrix.inputs import MAX_DEPTH, depth
 from cloudmatrix.serving.requests import State
 
 MAX_TOKENS_LIMIT = 32768
@@ -88,6 +92,30 @@ class CompletionBody(_Body):
     prompt: str | list[str]
 
 
+def _has_lone_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def route_label(request: Request) -> str:
+    """The route template a request matched, so metric labels stay a fixed set (unknown paths: 'other')."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "other"
+
+
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
 
@@ -101,27 +129,59 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        metrics.requests.labels(request.url.path, str(exc.status)).inc()
+        metrics.requests.labels(route_label(request), str(exc.status)).inc()
         return exc.response()
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """404 and 405 in OpenAI's error body, not FastAPI's ``{"detail": ...}``."""
+        kinds = {404: ("not_found_error", "unknown_url"), 405: ("invalid_request_error", "method_not_allowed")}
+        kind, code = kinds.get(exc.status_code, ("invalid_request_error", None))
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return await _api_error(request, ApiError(exc.status_code, message, kind, code=code))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ()))
+        return await _api_error(request, ApiError(422, f"{param}: {first.get('msg')}", param=param or None))
+
     def authorize(request: Request) -> None:
-        if config.api_key is not None and request.headers.get("authorization", "") != f"Bearer {config.api_key}":
+        if config.api_key is None:
+            return
+        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(given, f"Bearer {config.api_key}".encode("utf-8", "surrogateescape")):
             raise ApiError(401, "Incorrect or missing API key.", "authentication_error", code="invalid_api_key")
+
+    async def body_bytes(request: Request) -> bytes:
+        """The body, refused (413) as soon as it passes the limit, whatever its Content-Length says."""
+        limit = config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"Request body exceeds the {limit}-byte limit.")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def read(request: Request, schema: type[_Body]) -> _Body:
         authorize(request)
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > config.max_body_bytes:
-            raise ApiError(413, f"Request body of {declared} bytes exceeds the {config.max_body_bytes}-byte limit.")
-        raw = await request.body()
-        if len(raw) > config.max_body_bytes:
-            raise ApiError(413, f"Request body of {len(raw)} bytes exceeds the {config.max_body_bytes}-byte limit.")
+        raw = await body_bytes(request)
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, f"Request body is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.") from None
         if not isinstance(data, dict):
             raise ApiError(400, "Request body must be a JSON object.")
+        if depth(data) > MAX_DEPTH:
+            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.")
+        if _has_lone_surrogate(data):
+            raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
         try:
             body = schema.model_validate(data)
         except ValidationError as e:
@@ -238,11 +298,21 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def serve(
         request: Request, body: _Body, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
     ) -> Response:
+        limit = engine.max_context_tokens
+        if prompt_tokens + max_tokens > limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the {'messages' if chat else 'prompt'}, "
+                f"{max_tokens} in the completion). Please reduce the length of the messages or completion.",
+                param="messages" if chat else "prompt",
+                code="context_length_exceeded",
+            )
         metrics.prompt_tokens.inc(prompt_tokens)
         stream = engine.submit(prompt_tokens, max_tokens, prompt_text)
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{stream.rid}"
-        path = request.url.path
+        path = route_label(request)
         if body.stream:
             metrics.requests.labels(path, "200").inc()
             return StreamingResponse(

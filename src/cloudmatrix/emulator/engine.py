@@ -123,6 +123,13 @@ class RealtimeEngine:
             self.streams.pop(stream.rid, None)
             self._arm()
 
+    @property
+    def max_context_tokens(self) -> int:
+        """The longest request (prompt + completion) whose KV one decode die can ever hold: longer ones
+        would wait for a slot that never comes, so the API refuses them up front."""
+        batch = self.sim.decodes[0]
+        return int(batch.pools.capacity * batch.pools.block_tokens)
+
     def kv_occupancy(self) -> float:
         used = sum(int(b.pools.used.sum()) for b in self.sim.decodes)
         total = sum(b.pools.capacity * b.num_dies for b in self.sim.decodes)

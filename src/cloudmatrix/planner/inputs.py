@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
@@ -17,6 +16,7 @@ from cloudmatrix.catalog.models import ModelSpec, load_model, model_index
 from cloudmatrix.catalog.overrides import apply_hardware_overrides
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import MAX_REQUESTS, check_number, check_optional, read_yaml_file
 from cloudmatrix.planner.space import SearchSpace
 from cloudmatrix.studies.compare import parse_workload as parse_lengths
 from cloudmatrix.workload.spec import PRESETS, LengthSpec, WorkloadSpec
@@ -55,6 +55,10 @@ class PlanRequest:
     seed: int = 0
     stack: str | None = None  # serving stack priced; default: the system's published one (presets.yaml)
 
+    def __post_init__(self) -> None:  # the SLOs, budget and search knobs are checked by the search (_budget)
+        check_optional("check_requests (--check-requests)", self.check_requests, lo=1, hi=MAX_REQUESTS, integer=True)
+        check_number("seed (--seed)", self.seed, lo=0, hi=2**63 - 1, integer=True)
+
 
 def _fixed(value: float) -> LengthSpec:
     return LengthSpec(kind="fixed", value=max(int(round(value)), 1))
@@ -68,10 +72,7 @@ def _mean_len(spec: LengthSpec) -> float:
 
 
 def _from_yaml(path: Path) -> PlanWorkload:
-    try:
-        data: Any = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"workload {path}: cannot read ({str(e).splitlines()[0]})") from None
+    data: Any = read_yaml_file(path, "workload")
     if isinstance(data, dict) and isinstance(data.get("workload"), dict):
         data = data["workload"]  # a whole scenario: take its workload section
     if not isinstance(data, dict):

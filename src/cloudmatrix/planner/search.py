@@ -11,7 +11,7 @@ from typing import Any
 
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.stacks import load_stack
-from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import check_number
 from cloudmatrix.planner.check import Check, check
 from cloudmatrix.planner.empty import Searched, why_empty
 from cloudmatrix.planner.evaluate import CandidateCost, Job, cost_candidates, job_for
@@ -106,20 +106,14 @@ def _decode_dict(c: CandidateCost) -> dict[str, Any]:
 def _budget(request: PlanRequest, system_chips: int) -> int:
     """The chip budget, with the request's other numbers checked before anything is costed."""
     budget = request.chips if request.chips is not None else system_chips
-    if not 1 <= budget <= system_chips:
-        raise ConfigError(f"--chips {budget} must be between 1 and the system's {system_chips} chips")
-    if not (request.ttft_slo_ms > 0 and request.tpot_slo_ms > 0):
-        raise ConfigError(
-            f"SLOs must be positive, got TTFT {request.ttft_slo_ms:g} ms, TPOT {request.tpot_slo_ms:g} ms"
-        )
+    check_number("--chips", budget, lo=1, hi=system_chips, integer=True)
+    check_number("--ttft-slo (ms)", request.ttft_slo_ms, lo=0, lo_open=True, hi=1e7)
+    check_number("--tpot-slo (ms)", request.tpot_slo_ms, lo=0, lo_open=True, hi=1e6)
     if request.stack is not None:
         load_stack(request.stack)  # an unknown stack fails before any costing, naming the known ones
-    if not 0 <= request.mtp_acceptance <= 1:
-        raise ConfigError(f"--mtp-acceptance {request.mtp_acceptance:g} must be between 0 and 1")
-    if not 0 < request.utilisation < 1:
-        raise ConfigError(f"--load {request.utilisation:g} must be between 0 and 1 (exclusive)")
-    if request.top < 1:
-        raise ConfigError(f"--top must be at least 1, got {request.top}")
+    check_number("--mtp-acceptance", request.mtp_acceptance, lo=0, hi=1)
+    check_number("--load", request.utilisation, lo=0, lo_open=True, hi=1, hi_open=True)
+    check_number("--top", request.top, lo=1, hi=1000, integer=True)
     return budget
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.overrides import apply_assignment
@@ -15,6 +14,7 @@ from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
+from cloudmatrix.inputs import MAX_REQUESTS, MAX_SIM_S, read_yaml_file
 from cloudmatrix.workload.spec import WorkloadSpec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -22,14 +22,14 @@ DEFAULT_SCENARIO = "cm384-paper"
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PrefillPool(_Spec):
-    instances: int = Field(ge=1)
-    chips: int = Field(ge=1)
+    instances: int = Field(ge=1, le=100_000)
+    chips: int = Field(ge=1, le=100_000)
     ep: int | None = Field(default=None, ge=1)
-    tokens_per_chip: int = Field(default=16384, ge=1)
+    tokens_per_chip: int = Field(default=16384, ge=1, le=10_000_000)
     microbatch: bool | None = True
     attention_tp: int = Field(default=DEFAULT_ATTENTION_TP, ge=1)
     router: Literal["least-loaded", "cache-aware"] = "least-loaded"
@@ -42,10 +42,10 @@ class PrefillPool(_Spec):
 
 
 class DecodePool(_Spec):
-    instances: int = Field(ge=1)
-    chips: int = Field(ge=1)
+    instances: int = Field(ge=1, le=100_000)
+    chips: int = Field(ge=1, le=100_000)
     ep: int | None = Field(default=None, ge=1)
-    batch_per_chip: int = Field(ge=1)
+    batch_per_chip: int = Field(ge=1, le=100_000)
     mtp: int = Field(default=0, ge=0, le=4)
     mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
     eplb: Literal["perfect", "default", "none"] = "default"
@@ -62,7 +62,9 @@ class AggregatedPool(DecodePool):
     """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
 
-    chunk_tokens_per_chip: int = Field(default=2048, ge=16)  # default: the stack's budget over the instance
+    chunk_tokens_per_chip: int = Field(
+        default=2048, ge=16, le=10_000_000
+    )  # default: the stack's budget over the instance
 
 
 class EmsCache(_Spec):
@@ -93,9 +95,9 @@ class Scenario(_Spec):
     ems: EmsCache | None = None
     workload: WorkloadSpec = WorkloadSpec()
     slo: Slo = Slo()
-    requests: int = Field(default=10000, ge=1)
-    duration_s: float | None = Field(default=None, gt=0)
-    seed: int = 0
+    requests: int = Field(default=10000, ge=1, le=MAX_REQUESTS)
+    duration_s: float | None = Field(default=None, gt=0, le=MAX_SIM_S)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     base_dir: str | None = None  # where relative trace paths resolve (the scenario file's folder)
 
     @model_validator(mode="before")
@@ -127,6 +129,14 @@ class Scenario(_Spec):
             raise ValueError("a scenario has either prefill and decode pools, or an aggregated pool")
         if self.ems is not None and self.prefill is None:
             raise ValueError("ems: the context cache serves a prefill pool; this scenario has none")
+        a = self.workload.arrivals
+        if a.kind != "closed" and a.rate_per_s is not None and self.workload.trace is None:
+            span = self.requests if self.duration_s is None else min(self.requests, a.rate_per_s * self.duration_s)
+            if span / a.rate_per_s > MAX_SIM_S:
+                raise ValueError(
+                    f"{self.requests} requests at {a.rate_per_s:g}/s span {self.requests / a.rate_per_s:.3g} simulated "
+                    f"s; at most {MAX_SIM_S:g} s: raise the rate or lower requests"
+                )
         return self
 
 
@@ -135,16 +145,16 @@ def load_scenario(source: str | None = None, overrides: list[str] | None = None)
     overrides."""
     name = source or DEFAULT_SCENARIO
     path = Path(name)
+    looks_like_path = path.suffix in (".yaml", ".yml") or "/" in name
+    if not path.exists() and looks_like_path:
+        raise ConfigError(f"scenario {name}: file not found")
     if not path.exists():
         builtin = SCENARIO_DIR / f"{name}.yaml"
         if not builtin.exists():
             valid = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
             raise ConfigError(f"scenario '{name}': no such file or built-in scenario (built-in: {valid})")
         path = builtin
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path.name}: not valid YAML ({str(e).splitlines()[0]})") from None
+    data = read_yaml_file(path, "scenario")
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")
     for assignment in overrides or []:

@@ -17,6 +17,7 @@ from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
 from cloudmatrix.workload.spec import PRESETS
 
@@ -44,6 +45,13 @@ class Conditions:
     mtp_acceptance: float = 0.7
     target_rate_req_s: float | None = None
     stack: str | None = None  # one serving stack for every system; default: each system's published one
+
+    def __post_init__(self) -> None:
+        check_number("tpot_slo (--tpot-slo, ms)", self.tpot_slo_ms, lo=0, lo_open=True, hi=1e6)
+        check_optional("ttft_slo (--ttft-slo, ms)", self.ttft_slo_ms, lo=0, lo_open=True, hi=1e7)
+        check_number("mtp (--mtp)", self.mtp, lo=0, hi=8, integer=True)
+        check_number("mtp_acceptance (--mtp-acceptance)", self.mtp_acceptance, lo=0, hi=1)
+        check_optional("target_rate (--target-rate, req/s)", self.target_rate_req_s, lo=0, lo_open=True, hi=1e9)
 
 
 @dataclass(frozen=True, kw_only=True)

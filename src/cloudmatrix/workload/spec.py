@@ -9,24 +9,25 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from cloudmatrix.inputs import MAX_REQUESTS, MAX_TOKENS
 from cloudmatrix.workload.rng import stream
 from cloudmatrix.workload.trace import read_trace
 
 
 class _Spec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class LengthSpec(_Spec):
     """Token lengths: fixed, normal (mean, std), lognormal (mean, std of the lengths), or uniform [low, high]."""
 
     kind: Literal["fixed", "normal", "lognormal", "uniform"] = "fixed"
-    value: int | None = Field(default=None, ge=1)
-    mean: float | None = Field(default=None, gt=0)
-    std: float | None = Field(default=None, ge=0)
-    low: int | None = Field(default=None, ge=1)
-    high: int | None = Field(default=None, ge=1)
-    max: int | None = Field(default=None, ge=1)
+    value: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    mean: float | None = Field(default=None, gt=0, le=MAX_TOKENS)
+    std: float | None = Field(default=None, ge=0, le=MAX_TOKENS)
+    low: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    high: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
 
     @model_validator(mode="after")
     def _check(self) -> LengthSpec:
@@ -72,9 +73,9 @@ class ArrivalSpec(_Spec):
     closed loop of ``concurrency`` clients that each send the next request when the last one finishes."""
 
     kind: Literal["poisson", "gamma", "closed"] = "poisson"
-    rate_per_s: float | None = Field(default=None, gt=0)
-    cv: float = Field(default=1.0, gt=0)
-    concurrency: int | None = Field(default=None, ge=1)
+    rate_per_s: float | None = Field(default=None, gt=0, le=1e9)
+    cv: float = Field(default=1.0, gt=0, le=100)
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
 
     @model_validator(mode="after")
     def _check(self) -> ArrivalSpec:
@@ -115,7 +116,7 @@ class WorkloadSpec(_Spec):
     output: LengthSpec = LengthSpec(kind="fixed", value=256)
     arrivals: ArrivalSpec = ArrivalSpec(kind="poisson", rate_per_s=100.0)
     trace: str | None = None  # CSV/JSONL path: replaces lengths and arrivals
-    time_scale: float = Field(default=1.0, gt=0)  # trace timestamps are multiplied by this
+    time_scale: float = Field(default=1.0, gt=0, le=1e6)  # trace timestamps are multiplied by this
     # tokens per block of the trace's hash_ids (Mooncake: 512)
     trace_block_tokens: int = Field(default=MOONCAKE_BLOCK_TOKENS, ge=MIN_BLOCK_TOKENS, le=MAX_BLOCK_TOKENS)
     reuse: ReuseSpec | None = None  # synthetic prefix reuse; a trace brings its own hash_ids

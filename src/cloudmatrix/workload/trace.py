@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import MAX_SIM_S, MAX_TOKENS, read_text
 
 FIELDS = ("timestamp", "input_length", "output_length")
+MAX_TIMESTAMP_MS = MAX_SIM_S * 1e3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,9 +35,18 @@ def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | 
         if rec.get(f) in (None, ""):
             raise ConfigError(f"{where}: missing field '{f}'")
     try:
-        ts, inp, out = float(rec["timestamp"]), int(float(rec["input_length"])), int(float(rec["output_length"]))
+        ts, inp_f, out_f = float(rec["timestamp"]), float(rec["input_length"]), float(rec["output_length"])
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: timestamp, input_length and output_length must be numbers") from None
+    if not all(math.isfinite(v) for v in (ts, inp_f, out_f)):
+        raise ConfigError(
+            f"{where}: timestamp, input_length and output_length must be finite (got {ts}, {inp_f}, {out_f})"
+        )
+    if max(inp_f, out_f) > MAX_TOKENS or ts > MAX_TIMESTAMP_MS:
+        raise ConfigError(
+            f"{where}: lengths must be <= {MAX_TOKENS:,} tokens and timestamps <= {MAX_TIMESTAMP_MS:g} ms"
+        )
+    inp, out = int(inp_f), int(out_f)
     if inp < 1 or out < 1 or ts < 0:
         raise ConfigError(f"{where}: lengths must be >= 1 and timestamp >= 0 (got {ts}, {inp}, {out})")
     hashes = rec.get("hash_ids")
@@ -49,7 +61,7 @@ def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | 
 
 
 def _records(path: Path) -> list[tuple[int, Any]]:
-    text = path.read_text()
+    text = read_text(path, "trace")
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         return [(i + 2, rec) for i, rec in enumerate(reader)]
@@ -65,8 +77,6 @@ def _records(path: Path) -> list[tuple[int, Any]]:
 
 
 def read_trace(path: Path) -> Trace:
-    if not path.exists():
-        raise ConfigError(f"trace {path}: no such file")
     rows = [_row(path, line, rec) for line, rec in _records(path)]
     if not rows:
         raise ConfigError(f"trace {path}: no requests")
