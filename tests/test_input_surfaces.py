@@ -71,8 +71,8 @@ def test_finite_json_is_always_strict_json(obj) -> None:
 @given(levels=st.integers(1, 3000))
 def test_deep_yaml_is_refused_not_crashed(levels: int) -> None:
     text = "[" * levels + "]" * levels
-    if levels > MAX_DEPTH:
-        with pytest.raises(InputError, match="nested more than"):
+    if levels > MAX_DEPTH:  # refused by the depth check, or by libyaml itself beyond 1,000 flow levels
+        with pytest.raises(InputError, match="nested more than|not valid YAML"):
             parse_yaml(text, "deep.yaml")
     else:
         parse_yaml(text, "deep.yaml")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -101,3 +102,96 @@ def test_a_prompt_that_can_never_fit_is_refused_and_does_not_block_the_next() ->
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=15)
+
+
+def test_sigterm_during_100_live_streams_ends_every_stream_within_the_deadline() -> None:
+    """At a twentieth of real time no stream can finish on its own; SIGTERM with a 2 s drain ends all 100 with
+    an error event and [DONE], and the process exits within the deadline (plus start-up slack)."""
+    import asyncio
+    import signal
+    import time
+
+    server = start_server("--api-key", API_KEY, "--speed", "0.05", "--drain-timeout", "2")
+    ends: list[str] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        body = {"model": "deepseek-r1", "prompt": "hi", "max_tokens": 200, "stream": True}
+        seen: list[str] = []
+        async with client.stream("POST", f"{server.url}/v1/completions", json=body, headers=AUTH) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(line)
+        ends.append(" | ".join(seen[-2:]))
+
+    async def main() -> float:
+        async with httpx.AsyncClient(timeout=30) as client:
+            tasks = [asyncio.create_task(one(client)) for _ in range(100)]
+            await asyncio.sleep(1.5)  # every stream is open and waiting for tokens
+            sent = time.perf_counter()
+            server.proc.send_signal(signal.SIGTERM)
+            await asyncio.gather(*tasks)
+            return sent
+
+    try:
+        sent = asyncio.run(main())
+        server.proc.wait(timeout=10)
+        exited = time.perf_counter() - sent
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+    assert len(ends) == 100 and all("server_shutdown" in e and e.endswith("data: [DONE]") for e in ends), ends[:2]
+    assert exited < 2 + 3  # the drain deadline plus uvicorn's close margin
+
+
+def test_metrics_agree_with_the_request_timelines_and_labels_stay_fixed() -> None:
+    """Streaming load in real time: /metrics' token-weighted TPOT matches the simulated timelines within 2 %, TTFT is
+    counted from arrival (never below the simulated TTFT), and endpoint labels are route templates."""
+    import asyncio
+    import re
+
+    speed = 1.0  # real time: the server keeps pace even on a loaded CI machine
+    server = start_server("--api-key", API_KEY, "--speed", str(speed))
+    rids: list[int] = []
+
+    async def one(client: httpx.AsyncClient) -> None:
+        body = {"model": "deepseek-r1", "prompt": "hello there", "max_tokens": 30, "stream": True}
+        async with client.stream("POST", f"{server.url}/v1/completions", json=body, headers=AUTH) as r:
+            async for line in r.aiter_lines():
+                if line.startswith("data: {") and not rids.count(int(json.loads(line[6:])["id"].split("-")[1])):
+                    rids.append(int(json.loads(line[6:])["id"].split("-")[1]))
+
+    async def main() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+            await asyncio.gather(*(one(client) for _ in range(20)))
+
+    try:
+        asyncio.run(main())
+        httpx.get(f"{server.url}/v1/unknown/4", headers=AUTH)  # an unknown path: label 'other'
+        timelines = [server.get(f"/v1/cloudmatrix/requests/{i}").json() for i in rids]
+        text = server.get("/metrics").text
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=15)
+
+    def value(name: str) -> float:
+        return float(re.search(rf"^{name} (\S+)$", text, re.M).group(1))
+
+    wall_tpot = value("cloudmatrix_tpot_seconds_sum") / value("cloudmatrix_tpot_seconds_count")
+    sim = sum((t["finish_s"] - t["first_token_s"]) for t in timelines) / sum(t["max_tokens"] - 1 for t in timelines)
+    assert wall_tpot == pytest.approx(sim / speed, rel=0.02)
+    mean_ttft = value("cloudmatrix_ttft_seconds_sum") / value("cloudmatrix_ttft_seconds_count")
+    assert mean_ttft >= 0.9 * sum(t["ttft_s"] for t in timelines) / len(timelines) / speed
+    labels = set(re.findall(r'cloudmatrix_requests_total\{endpoint="([^"]+)"', text))
+    assert (
+        labels
+        <= {
+            "/v1/completions",
+            "/v1/chat/completions",
+            "/v1/models",
+            "/health",
+            "/metrics",
+            "other",
+            "/v1/cloudmatrix/requests/{rid}",
+        }
+        and "other" in labels
+    )

@@ -19,40 +19,45 @@ from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_BYTES, depth, read_text
 MODELS_DIR = DATA_DIR / "models"
 
 
+DIM, LAYERS, HEADS, VOCAB, EXPERTS = 1_000_000, 10_000, 10_000, 100_000_000, 100_000
+
+
 class HFConfig(BaseModel):
     """The config.json fields we read. Unknown fields are allowed (configs carry many we do not need)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     model_type: str = "unknown"
-    hidden_size: int = Field(gt=0)
-    num_hidden_layers: int = Field(gt=0)
-    num_attention_heads: int = Field(gt=0)
-    num_key_value_heads: int | None = Field(default=None, gt=0)
-    head_dim: int | None = Field(default=None, gt=0)
-    vocab_size: int = Field(gt=0)
-    intermediate_size: int | None = Field(default=None, gt=0)
+    # Upper bounds are physical (today's largest models are 10-100x below them): a config beyond them is a
+    # typo or hostile, and would allocate per-layer or per-expert tables without end.
+    hidden_size: int = Field(gt=0, le=DIM)
+    num_hidden_layers: int = Field(gt=0, le=LAYERS)
+    num_attention_heads: int = Field(gt=0, le=HEADS)
+    num_key_value_heads: int | None = Field(default=None, gt=0, le=HEADS)
+    head_dim: int | None = Field(default=None, gt=0, le=DIM)
+    vocab_size: int = Field(gt=0, le=VOCAB)
+    intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
     tie_word_embeddings: bool = False
     attention_bias: bool = False
     # MLA (DeepSeek-V3 family)
-    q_lora_rank: int | None = Field(default=None, gt=0)
-    kv_lora_rank: int | None = Field(default=None, gt=0)
-    qk_nope_head_dim: int | None = Field(default=None, ge=0)
-    qk_rope_head_dim: int | None = Field(default=None, ge=0)
-    v_head_dim: int | None = Field(default=None, gt=0)
+    q_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
+    kv_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
+    qk_nope_head_dim: int | None = Field(default=None, ge=0, le=DIM)
+    qk_rope_head_dim: int | None = Field(default=None, ge=0, le=DIM)
+    v_head_dim: int | None = Field(default=None, gt=0, le=DIM)
     # MoE, under the names the different families use
-    n_routed_experts: int | None = Field(default=None, gt=0)
-    num_experts: int | None = Field(default=None, gt=0)
-    num_local_experts: int | None = Field(default=None, gt=0)
-    n_shared_experts: int | None = Field(default=None, ge=0)
-    num_experts_per_tok: int | None = Field(default=None, gt=0)
-    moe_intermediate_size: int | None = Field(default=None, gt=0)
-    first_k_dense_replace: int = Field(default=0, ge=0)
-    mlp_only_layers: list[int] = Field(default_factory=list)
+    n_routed_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
+    num_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
+    num_local_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
+    n_shared_experts: int | None = Field(default=None, ge=0, le=EXPERTS)
+    num_experts_per_tok: int | None = Field(default=None, gt=0, le=EXPERTS)
+    moe_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
+    first_k_dense_replace: int = Field(default=0, ge=0, le=LAYERS)
+    mlp_only_layers: list[int] = Field(default_factory=list, max_length=LAYERS)
     # sliding-window attention (gpt-oss)
     sliding_window: int | None = Field(default=None, gt=0)
-    layer_types: list[str] | None = None
-    num_nextn_predict_layers: int = Field(default=0, ge=0)
+    layer_types: list[str] | None = Field(default=None, max_length=LAYERS)
+    num_nextn_predict_layers: int = Field(default=0, ge=0, le=16)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,6 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
-import math
 import os
 import sys
 import time
@@ -320,10 +319,9 @@ def serve(
     stack: StackOption = None,
 ) -> None:
     """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
-    import uvicorn
-
     from cloudmatrix.emulator.app import ServeConfig, create_app
     from cloudmatrix.emulator.engine import RealtimeEngine
+    from cloudmatrix.emulator.server import DrainingServer, serve_config
     from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
 
@@ -341,15 +339,12 @@ def serve(
         sc = load_scenario(scenario, _stack_set(stack, set_))
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
         config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
-        return create_app(engine, config), sc.model
+        return (create_app(engine, config), engine), sc.model
 
-    api, model_id = _run(build)
+    (api, engine), model_id = _run(build)
     sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
-    config = uvicorn.Config(
-        api, host=host, port=port, log_level="warning", timeout_graceful_shutdown=math.ceil(drain_timeout)
-    )
     try:
-        uvicorn.Server(config).run()
+        DrainingServer(serve_config(api, host, port, drain_timeout), engine, drain_timeout).run()
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
 

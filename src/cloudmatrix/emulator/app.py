@@ -38,6 +38,10 @@ class ServeConfig:
     seed: int = 0
 
 
+class ServerDraining(Exception):
+    """The drain deadline of a SIGTERM passed while this request was still running."""
+
+
 class ApiError(Exception):
     def __init__(
         self,
@@ -127,9 +131,15 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan)
 
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        """Every response, by route template and status (a fixed label set)."""
+        response: Response = await call_next(request)
+        metrics.requests.labels(route_label(request), str(response.status_code)).inc()
+        return response
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        metrics.requests.labels(route_label(request), str(exc.status)).inc()
         return exc.response()
 
     @app.exception_handler(StarletteHTTPException)
@@ -169,6 +179,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     async def read(request: Request, schema: type[_Body]) -> _Body:
         authorize(request)
+        if engine.draining:
+            raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
         raw = await body_bytes(request)
         try:
             data = json.loads(raw)
@@ -215,7 +227,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     async def tokens(request: Request, stream: Stream) -> AsyncGenerator[tuple[int, float], None]:
         """Token batches as the simulation releases them; cancels the simulated request if the client leaves."""
-        started = time.perf_counter()
+        started = stream.arrived  # TTFT counts from the request's arrival, not from the first byte of the body
         last: float | None = None
         finished = False
         try:
@@ -224,11 +236,17 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 if item is None:
                     finished = True
                     return
+                if isinstance(item, str):  # SHUTDOWN: the drain deadline passed
+                    raise ServerDraining()
                 now = time.perf_counter()
                 if last is None:
                     metrics.ttft.observe(now - started)
+                    for _ in range(item[0] - 1):  # tokens that came with the first: no wait of their own
+                        metrics.tpot.observe(0.0)
                 else:
-                    metrics.tpot.observe((now - last) / item[0])
+                    per_token = (now - last) / item[0]
+                    for _ in range(item[0]):  # token-weighted: a chunk of k tokens is k observations
+                        metrics.tpot.observe(per_token)
                 last = now
                 metrics.generated_tokens.inc(item[0])
                 yield item
@@ -253,6 +271,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 parts.append(filler.words(n))
         except StopAsyncIteration:
             return "".join(parts)
+        except ServerDraining:
+            raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown") from None
         finally:
             await agen.aclose()
 
@@ -279,8 +299,22 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         head, tail = sse(chunk("\x00", None)).split(json.dumps("\x00"))
         if chat:
             yield sse(chunk(None, None, role=True))
-        async for n, _ in tokens(request, stream):
-            yield head + json.dumps(filler.words(n)) + tail
+        try:
+            async for n, _ in tokens(request, stream):
+                yield head + json.dumps(filler.words(n)) + tail
+        except ServerDraining:  # SIGTERM's deadline passed: end the stream with an error event, not a cut
+            yield sse(
+                {
+                    "error": {
+                        "message": "The server is shutting down.",
+                        "type": "server_error",
+                        "param": None,
+                        "code": "server_shutdown",
+                    }
+                }
+            )
+            yield sse("[DONE]")
+            return
         yield sse(chunk(None, "length"))
         if body.include_usage:
             yield sse(
@@ -312,14 +346,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         stream = engine.submit(prompt_tokens, max_tokens, prompt_text)
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{stream.rid}"
-        path = route_label(request)
         if body.stream:
-            metrics.requests.labels(path, "200").inc()
             return StreamingResponse(
                 stream_events(request, stream, body, chat, rid, created), media_type="text/event-stream"
             )
         text = await complete(request, stream)
-        metrics.requests.labels(path, "200").inc()
         if chat:
             choice: dict[str, Any] = {
                 "index": 0,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,9 +26,13 @@ class Stream:
     rid: int
     prompt_tokens: int
     max_tokens: int
-    queue: asyncio.Queue[tuple[int, float] | None] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[tuple[int, float] | str | None] = field(default_factory=asyncio.Queue)
     generated: int = 0
     done: bool = False
+    arrived: float = field(default_factory=time.perf_counter)  # wall clock when the request came in
+
+
+SHUTDOWN = "shutdown"  # pushed into every open stream when the drain deadline of a SIGTERM passes
 
 
 class RealtimeEngine:
@@ -47,6 +52,7 @@ class RealtimeEngine:
         self.t0 = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.completed = 0
+        self.draining = False
 
     # ---- clock ----------------------------------------------------------------------------------------
     def sim_now(self) -> float:
@@ -88,19 +94,32 @@ class RealtimeEngine:
             self.timer.cancel()
             self.timer = None
 
+    def begin_drain(self, deadline_s: float) -> None:
+        """SIGTERM: admit nothing new; streams still open ``deadline_s`` from now are ended with an error
+        event rather than cut (the server closes its connections just after)."""
+        assert self.loop is not None
+        self.draining = True
+        self.loop.call_later(max(deadline_s, 0.0), self._cut_open_streams)
+
+    def _cut_open_streams(self) -> None:
+        for stream in list(self.streams.values()):
+            if not stream.done:
+                stream.queue.put_nowait(SHUTDOWN)
+
     # ---- requests -------------------------------------------------------------------------------------
     @property
     def outstanding(self) -> int:
         return len(self.streams)
 
     def retry_after_s(self) -> int:
-        """A hint for 429s: one typical request's decode time at the deployment's configured batch, in wall
-        seconds (slots free up at about that pace)."""
+        """A hint for 429s from the live requests: the wall time until the one closest to done frees its
+        slot (its remaining tokens at the deployment's decode pace), at least 1 s."""
         costs, pool = self.sim.costs, self.sim.s.decode
         assert pool is not None
         step = costs.decode_step_s(pool.batch_per_chip // costs.hw.chip.num_dies, self.sim.s.workload.input.typical)
         tpot = step / mtp_tokens_per_step(pool.mtp, pool.mtp_acceptance)
-        return max(1, math.ceil(self.sim.s.workload.output.typical * tpot / self.speed))
+        remaining = min((s.max_tokens - s.generated for s in self.streams.values()), default=0)
+        return max(1, math.ceil(max(remaining, 0) * tpot / self.speed))
 
     def submit(self, prompt_tokens: int, max_tokens: int, prompt_text: str | None = None) -> Stream:
         """A request from a client; with its text, the EMS cache (if the scenario has one) sees its prefix."""
