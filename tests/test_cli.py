@@ -92,7 +92,6 @@ def test_calibrate_reproduces_catalog_constants() -> None:
         ),
         (["estimate", "--model", "gpt-9", "--batch-per-chip", "8"], "unknown model 'gpt-9'"),
         (["estimate", "--phase", "train"], "phase 'train' is not one of: prefill, decode"),
-        (["estimate"], "decode needs --batch-per-chip"),
         (["estimate", "--batch-per-chip", "8", "--ep", "7"], "EP degree 7 must divide the 320 dies"),
         (["estimate", "--batch-per-chip", "400"], "GB > 64.0 GB HBM per die"),
         (["estimate", "--batch-per-chip", "8", "--precision", "fp3"], "precision 'fp3' is not one of"),
@@ -220,3 +219,10 @@ def test_compare_table_and_bad_input() -> None:
     assert bad.exit_code == 2 and "workload '4k'" in bad.stderr
     bad = runner.invoke(app, ["compare", "--systems", "tpu-v5"])
     assert bad.exit_code == 2 and "unknown system 'tpu-v5'" in bad.stderr
+
+
+def test_a_bare_estimate_is_the_papers_decode_point() -> None:
+    d = _json(["estimate"])
+    assert (d["batch_per_chip"], d["mtp"], d["mtp_acceptance"]) == (96.0, 1, 0.7)
+    paper = _json(["estimate", "--kv-len", "4096"])  # reproduce's decode-b96 row states KV 4,096
+    assert paper["throughput_per_chip_tok_s"] == pytest.approx(2032.5, rel=0.01)

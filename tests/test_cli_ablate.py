@@ -74,6 +74,6 @@ def test_estimate_reports_the_expert_load() -> None:
     load = d["expert_load"]
     assert load["eplb"] == "default" and load["routing"].startswith("uniform@c=")
     assert 1.0 < load["busiest_over_mean"] < 1.5
-    assert _json(PREFILL)["expert_load"]["busiest_over_mean"] == 1.0  # perfect EPLB
+    assert _json([*PREFILL, "--eplb", "perfect"])["expert_load"]["busiest_over_mean"] == 1.0
     table = runner.invoke(app, [*PREFILL, "--eplb", "default"])
     assert "busiest expert die / mean" in table.stdout

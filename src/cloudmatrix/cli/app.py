@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, out
+from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, out, set_wide
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
@@ -25,6 +25,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 )
+
+
+@app.callback()
+def _options(
+    wide: Annotated[bool, typer.Option("--wide", help="Lay tables out for a wide screen (no folded cells).")] = False,
+) -> None:
+    """Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving."""
+    if wide:
+        set_wide()
 
 
 @app.command()
@@ -51,7 +60,9 @@ def estimate(
     phase: Annotated[str, typer.Option(help="prefill, decode or aggregated.")] = "decode",
     chips: Annotated[int, typer.Option(help="Chips (NPUs/GPUs) in the instance.")] = 160,
     ep: Annotated[int | None, typer.Option(help="Expert-parallel degree in dies (default: all dies).")] = None,
-    batch_per_chip: Annotated[float | None, typer.Option(help="Decode: sequences per chip.")] = None,
+    batch_per_chip: Annotated[
+        float | None, typer.Option(help="Decode: sequences per chip (default: the paper's 96).")
+    ] = None,
     tokens_per_chip: Annotated[int | None, typer.Option(help="Prefill: tokens per chip per batch.")] = None,
     input_len: Annotated[int, typer.Option(help="Prompt length (tokens).")] = 4096,
     output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
@@ -63,11 +74,19 @@ def estimate(
         str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
     ] = None,
     kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
-    mtp: Annotated[int, typer.Option(help="MTP speculative tokens per step.")] = 0,
-    mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate (input, never fitted).")] = 0.0,
+    mtp: Annotated[
+        int | None,
+        typer.Option(help="MTP speculative tokens per step (default: the paper's 1 in decode, 0 in prefill)."),
+    ] = None,
+    mtp_acceptance: Annotated[
+        float | None, typer.Option(help="MTP acceptance rate, an input never fitted (default: the paper's 0.7).")
+    ] = None,
     eplb: Annotated[
-        str, typer.Option(help="perfect (uniform load), default (EPLB replicas) or none (no redundant copies).")
-    ] = "perfect",
+        str,
+        typer.Option(
+            help="perfect (uniform load), default (EPLB replicas, the paper's) or none (no redundant copies)."
+        ),
+    ] = "default",
     routing: Annotated[
         str | None,
         typer.Option(
@@ -110,7 +129,9 @@ def estimate(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step."""
+    """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step. With
+    no flags: the paper's decode instance (160 NPUs, EP320, batch 96, MTP 1 at 70 %, INT8, EPLB); each flag
+    overrides its part."""
     from cloudmatrix.catalog.presets import default_stack
     from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
@@ -118,13 +139,14 @@ def estimate(
 
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
-        if ph != Phase.PREFILL and batch_per_chip is None:
-            raise CloudMatrixError(f"{ph.value} needs --batch-per-chip (sequences per chip)")
+        decodes = ph != Phase.PREFILL
+        draft = (1 if decodes else 0) if mtp is None else mtp
+        accept = (0.7 if draft else 0.0) if mtp_acceptance is None else mtp_acceptance
         dep = Deployment(
             phase=ph,
             num_chips=chips,
             ep=ep,
-            batch_per_chip=batch_per_chip,
+            batch_per_chip=(96.0 if decodes else None) if batch_per_chip is None else batch_per_chip,
             tokens_per_chip=tokens_per_chip,
             input_len=input_len,
             output_len=output_len,
@@ -132,8 +154,8 @@ def estimate(
             precision=precision,
             activation_precision=activation_precision,
             kv_precision=kv_precision,
-            mtp=mtp,
-            mtp_acceptance=mtp_acceptance,
+            mtp=draft,
+            mtp_acceptance=accept,
             eplb=_choice("eplb", eplb, Eplb),
             routing=routing,
             cached_fraction=cached_fraction,

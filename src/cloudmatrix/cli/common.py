@@ -19,6 +19,14 @@ from cloudmatrix.inputs import finite_json
 out = Console()
 if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
     out.width = 160
+
+
+def set_wide() -> None:
+    """``--wide``: lay every table out in full, one line per row, whatever the terminal's width (cells are
+    never cut; the terminal wraps the lines)."""
+    out.width = 400
+
+
 err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]

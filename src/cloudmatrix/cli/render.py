@@ -175,7 +175,14 @@ def simulate_table(d: dict[str, Any]) -> Table:
     t.caption = (
         f"throughput per chip: prefill {thr['prefill']:,.0f} tok/s, decode {decode} tok/s; "
         f"SLO attainment {d['slo_attainment']:.1%}; goodput {d['goodput_req_s']:.1f} req/s; "
-        f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}"
+        f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}. Bound: prefill pool busy "
+        f"{d['bound']['prefill_busy']:.0%}, decode batches {d['bound']['decode_batch_fill']:.0%} full: the "
+        f"{d['bound']['pool']} pool sets the rate"
+        + (
+            " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"
+            if d["bound"]["pool"] == "prefill" and d["bound"]["decode_batch_fill"] < 0.5
+            else ""
+        )
     )
     return t
 

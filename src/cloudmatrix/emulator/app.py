@@ -238,16 +238,18 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     return
                 if isinstance(item, str):  # SHUTDOWN: the drain deadline passed
                     raise ServerDraining()
-                now = time.perf_counter()
+                n, sim_t = item
                 if last is None:
-                    metrics.ttft.observe(now - started)
-                    for _ in range(item[0] - 1):  # tokens that came with the first: no wait of their own
+                    metrics.ttft.observe(time.perf_counter() - started)  # wall clock: the HTTP queue is real
+                    for _ in range(n - 1):  # tokens that came with the first: no wait of their own
                         metrics.tpot.observe(0.0)
                 else:
-                    per_token = (now - last) / item[0]
-                    for _ in range(item[0]):  # token-weighted: a chunk of k tokens is k observations
+                    # the emulated deployment's pace (simulated seconds in wall seconds), not this host's
+                    # scheduling jitter; token-weighted: a chunk of k tokens is k observations
+                    per_token = (sim_t - last) / engine.speed / n
+                    for _ in range(n):
                         metrics.tpot.observe(per_token)
-                last = now
+                last = sim_t
                 metrics.generated_tokens.inc(item[0])
                 yield item
         finally:

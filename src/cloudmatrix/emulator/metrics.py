@@ -67,7 +67,7 @@ class Metrics:
         )
         self.tpot = Histogram(
             "cloudmatrix_tpot_seconds",
-            "Time per output token after the first, one observation per token (wall clock)",
+            "Time per output token after the first, one observation per token (the emulated pace: sim s / speed)",
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )

@@ -327,6 +327,7 @@ class Simulation:
             scenario=self.s.name,
             system=self.s.system,
             stack=self.costs.stack or "",
+            decode_slots=self.decode_slots,
             table=self.table,
             recorder=self.rec,
             sim_time_s=float(self.env.now),

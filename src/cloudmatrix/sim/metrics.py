@@ -45,6 +45,7 @@ class SimResult:
     scenario: str
     system: str = ""  # catalog id of the simulated system
     stack: str = ""  # the serving stack whose host costs were priced
+    decode_slots: int = 0  # sequences the decode instances can run at once (their batch caps)
     table: RequestTable
     recorder: Recorder
     sim_time_s: float
@@ -118,8 +119,19 @@ class SimResult:
                 "mean": float(ds[:, 5].mean()) if len(ds) else 0.0,
                 "max": float(ds[:, 5].max()) if len(ds) else 0.0,
             },
+            "bound": self.bound(pb, ds),
             **({"ems": self.ems} if self.ems is not None else {}),
         }
+
+    def bound(self, pb: np.ndarray, ds: np.ndarray) -> dict[str, Any]:
+        """What limits the run: how busy the prefill pool is and how full the decode batches are. The pool
+        nearer its limit sets the rate; the other has headroom (an underfilled decode pool runs small, fast
+        batches: its tok/s per chip is then far below its capacity)."""
+        prefill = _busy(pb, self.prefill_instances, self.sim_time_s) if self.prefill_instances else []
+        busy = float(np.mean(prefill)) if len(prefill) else 0.0
+        fill = float(ds[:, 3].mean()) / self.decode_slots if len(ds) and self.decode_slots else 0.0
+        pool = "prefill" if busy >= fill else "decode"
+        return {"prefill_busy": busy, "decode_batch_fill": fill, "pool": pool}
 
     def timeline_rows(self) -> list[dict[str, Any]]:
         """Every prefill batch and decode step, in time order: utilisation and KV occupancy over time."""
