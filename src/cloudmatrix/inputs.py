@@ -4,9 +4,11 @@ values, HTTP bodies) and files (scenarios, traces, model configs, routing histog
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,10 +104,19 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
 
 def parse_yaml(text: str, origin: str) -> Any:
     """YAML text, refused with one line when malformed or nested deeper than ``MAX_DEPTH``."""
+    return _parse(lambda: yaml.load(text, Loader=_LOADER), origin, "YAML", yaml.YAMLError)
+
+
+def parse_json(text: str, origin: str) -> Any:
+    """JSON text, refused with one line when malformed or nested deeper than ``MAX_DEPTH``."""
+    return _parse(lambda: json.loads(text), origin, "JSON", json.JSONDecodeError)
+
+
+def _parse(load: Callable[[], Any], origin: str, kind: str, error: type[Exception]) -> Any:
     try:
-        data = yaml.load(text, Loader=_LOADER)
-    except yaml.YAMLError as e:
-        raise InputError(f"{origin}: not valid YAML ({str(e).splitlines()[0]})") from None
+        data = load()
+    except error as e:
+        raise InputError(f"{origin}: not valid {kind} ({str(e).splitlines()[0]})") from None
     except RecursionError:
         raise InputError(f"{origin}: nested more than {MAX_DEPTH} levels deep") from None
     if depth(data) > MAX_DEPTH:

@@ -4,7 +4,6 @@ attention, dense and MoE FFNs, and MTP layers."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
-from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_BYTES, depth, read_text
+from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, read_text
 
 MODELS_DIR = DATA_DIR / "models"
 
@@ -313,12 +312,5 @@ def load_model(id_or_path: str) -> ModelSpec:
         if not (path.suffix == ".json" or path.exists()):
             raise UnknownIdError("model", id_or_path, list(index) + ["<path to config.json>"])
         source = str(path)
-    try:
-        data = json.loads(read_text(path, "model config", MAX_YAML_BYTES))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply") from None
-    if depth(data) > MAX_DEPTH:
-        raise ConfigError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+    data = parse_json(read_text(path, "model config", MAX_YAML_BYTES), str(path))
     return parse_config(id_or_path if id_or_path in index else path.name, data, source)
