@@ -136,17 +136,19 @@ def estimate(
     from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
     from cloudmatrix.estimate import estimate as run_estimate
+    from cloudmatrix.studies.ablate import paper_deployments
 
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
         decodes = ph != Phase.PREFILL
-        draft = (1 if decodes else 0) if mtp is None else mtp
-        accept = (0.7 if draft else 0.0) if mtp_acceptance is None else mtp_acceptance
+        paper = paper_deployments()[Phase.DECODE]  # what the flags left out: the paper's decode instance
+        draft = (paper.mtp if decodes else 0) if mtp is None else mtp
+        accept = (paper.mtp_acceptance if draft else 0.0) if mtp_acceptance is None else mtp_acceptance
         dep = Deployment(
             phase=ph,
             num_chips=chips,
             ep=ep,
-            batch_per_chip=(96.0 if decodes else None) if batch_per_chip is None else batch_per_chip,
+            batch_per_chip=(paper.batch_per_chip if decodes else None) if batch_per_chip is None else batch_per_chip,
             tokens_per_chip=tokens_per_chip,
             input_len=input_len,
             output_len=output_len,
