@@ -4,7 +4,6 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
-import os
 import sys
 import time
 from pathlib import Path
@@ -12,12 +11,11 @@ from typing import Annotated, Any
 
 import typer
 
-from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, out, set_wide
+from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, _stack_set, out, set_wide
 from cloudmatrix.cli.plan_cmd import plan
+from cloudmatrix.cli.serve_cmd import serve
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
-
-API_KEY_ENV = "CLOUDMATRIX_API_KEY"
 
 app = typer.Typer(
     add_completion=False,
@@ -245,11 +243,6 @@ def simulate(
         out.print(render.simulate_table(d))
 
 
-def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
-    """``--stack`` as the scenario override it is; explicit ``--set`` assignments come after and win."""
-    return ([f"stack={stack}"] if stack else []) + list(assignments or [])
-
-
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     try:
         with path.open("w", newline="") as f:
@@ -322,58 +315,6 @@ def compare(
 
 
 @app.command()
-def serve(
-    scenario: Annotated[str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")] = (
-        None
-    ),
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
-    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second (>1 runs faster).")] = 1.0,
-    api_key: Annotated[
-        str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (default: $CLOUDMATRIX_API_KEY).")
-    ] = None,
-    drain_timeout: Annotated[
-        float, typer.Option(help="On SIGTERM: seconds to let running streams finish before cutting them.")
-    ] = 10.0,
-    max_outstanding: Annotated[
-        int | None, typer.Option(help="Requests in flight before 429 (default: the decode instances' sequence slots).")
-    ] = None,
-    max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body (413 above).")] = 4 * 1024 * 1024,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
-    stack: StackOption = None,
-) -> None:
-    """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
-    from cloudmatrix.emulator.app import ServeConfig, create_app
-    from cloudmatrix.emulator.engine import RealtimeEngine
-    from cloudmatrix.emulator.server import DrainingServer, serve_config
-    from cloudmatrix.inputs import InputError, check_number, check_optional
-    from cloudmatrix.sim.scenario import load_scenario
-
-    try:
-        check_number("--port", port, lo=1, hi=65535, integer=True)
-        check_number("--speed", speed, lo=0, lo_open=True, hi=1e6)
-        check_optional("--max-outstanding", max_outstanding, lo=1, hi=1_000_000, integer=True)
-        check_number("--max-body-bytes", max_body_bytes, lo=1, hi=2**31, integer=True)
-        check_number("--drain-timeout", drain_timeout, lo=0, hi=3600)
-    except InputError as e:
-        _fail(str(e))
-    api_key = api_key or os.environ.get(API_KEY_ENV) or None
-
-    def build() -> tuple[Any, str]:
-        sc = load_scenario(scenario, _stack_set(stack, set_))
-        engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
-        config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
-        return (create_app(engine, config), engine), sc.model
-
-    (api, engine), model_id = _run(build)
-    sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
-    try:
-        DrainingServer(serve_config(api, host, port, drain_timeout), engine, drain_timeout).run()
-    except OSError as e:
-        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
-
-
-@app.command()
 def ablate(as_json: JsonFlag = False) -> None:
     """Switch CloudMatrix-Infer's optimisations off one at a time on the paper's deployment (P3 §5.4)."""
     from cloudmatrix.cli import render
@@ -401,6 +342,7 @@ def calibrate(as_json: JsonFlag = False) -> None:
 
 app.command()(plan)
 app.command()(validate)
+app.command()(serve)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -70,3 +70,8 @@ def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     _guard_write(path, lambda p: p.write_text(text))
+
+
+def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
+    """``--stack`` as the scenario override it is; explicit ``--set`` assignments come after and win."""
+    return ([f"stack={stack}"] if stack else []) + list(assignments or [])

@@ -14,14 +14,13 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.emulator.engine import RealtimeEngine, Stream
+from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
 from cloudmatrix.inputs import MAX_DEPTH, depth
@@ -36,29 +35,6 @@ class ServeConfig:
     api_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     seed: int = 0
-
-
-class ServerDraining(Exception):
-    """The drain deadline of a SIGTERM passed while this request was still running."""
-
-
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        kind: str = "invalid_request_error",
-        param: str | None = None,
-        code: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
-        self.headers = headers or {}
-
-    def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
 class _Body(BaseModel):
@@ -96,30 +72,6 @@ class CompletionBody(_Body):
     prompt: str | list[str]
 
 
-def _has_lone_surrogate(obj: Any) -> bool:
-    stack = [obj]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            try:
-                node.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-        elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-    return False
-
-
-def route_label(request: Request) -> str:
-    """The route template a request matched, so metric labels stay a fixed set (unknown paths: 'other')."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "other"
-
-
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
 
@@ -131,30 +83,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan)
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        """Every response, by route template and status (a fixed label set)."""
-        response: Response = await call_next(request)
-        metrics.requests.labels(route_label(request), str(response.status_code)).inc()
-        return response
-
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return exc.response()
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        """404 and 405 in OpenAI's error body, not FastAPI's ``{"detail": ...}``."""
-        kinds = {404: ("not_found_error", "unknown_url"), 405: ("invalid_request_error", "method_not_allowed")}
-        kind, code = kinds.get(exc.status_code, ("invalid_request_error", None))
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-        return await _api_error(request, ApiError(exc.status_code, message, kind, code=code))
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
-        param = ".".join(str(p) for p in first.get("loc", ()))
-        return await _api_error(request, ApiError(422, f"{param}: {first.get('msg')}", param=param or None))
+    add_error_handlers(app, metrics)
 
     def authorize(request: Request) -> None:
         if config.api_key is None:
@@ -192,7 +121,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             raise ApiError(400, "Request body must be a JSON object.")
         if depth(data) > MAX_DEPTH:
             raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.")
-        if _has_lone_surrogate(data):
+        if has_lone_surrogate(data):
             raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
         try:
             body = schema.model_validate(data)

@@ -1,0 +1,64 @@
+"""`cloudmatrix serve`: the OpenAI-compatible emulator's command. Registered on the app in app.py."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from cloudmatrix.cli.common import StackOption, _fail, _run, _stack_set
+
+API_KEY_ENV = "CLOUDMATRIX_API_KEY"
+
+
+def serve(
+    scenario: Annotated[str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")] = (
+        None
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per wall second (>1 runs faster).")] = 1.0,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require 'Authorization: Bearer KEY' (default: $CLOUDMATRIX_API_KEY).")
+    ] = None,
+    drain_timeout: Annotated[
+        float, typer.Option(help="On SIGTERM: seconds to let running streams finish before cutting them.")
+    ] = 10.0,
+    max_outstanding: Annotated[
+        int | None, typer.Option(help="Requests in flight before 429 (default: the decode instances' sequence slots).")
+    ] = None,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body (413 above).")] = 4 * 1024 * 1024,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
+    stack: StackOption = None,
+) -> None:
+    """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
+    from cloudmatrix.emulator.app import ServeConfig, create_app
+    from cloudmatrix.emulator.engine import RealtimeEngine
+    from cloudmatrix.emulator.server import DrainingServer, serve_config
+    from cloudmatrix.inputs import InputError, check_number, check_optional
+    from cloudmatrix.sim.scenario import load_scenario
+
+    try:
+        check_number("--port", port, lo=1, hi=65535, integer=True)
+        check_number("--speed", speed, lo=0, lo_open=True, hi=1e6)
+        check_optional("--max-outstanding", max_outstanding, lo=1, hi=1_000_000, integer=True)
+        check_number("--max-body-bytes", max_body_bytes, lo=1, hi=2**31, integer=True)
+        check_number("--drain-timeout", drain_timeout, lo=0, hi=3600)
+    except InputError as e:
+        _fail(str(e))
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+
+    def build() -> tuple[Any, str]:
+        sc = load_scenario(scenario, _stack_set(stack, set_))
+        engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
+        config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
+        return (create_app(engine, config), engine), sc.model
+
+    (api, engine), model_id = _run(build)
+    sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
+    try:
+        DrainingServer(serve_config(api, host, port, drain_timeout), engine, drain_timeout).run()
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")

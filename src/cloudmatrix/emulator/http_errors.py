@@ -1,0 +1,87 @@
+"""The emulator's HTTP errors: OpenAI's error body for every failure (the API's own, FastAPI's 404/405/422),
+the drain signal of a SIGTERM, and the request counter by route template."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from cloudmatrix.emulator.metrics import Metrics
+
+
+class ServerDraining(Exception):
+    """The drain deadline of a SIGTERM passed while this request was still running."""
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers or {}
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def has_lone_surrogate(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            try:
+                node.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.keys())
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return False
+
+
+def route_label(request: Request) -> str:
+    """The route template a request matched, so metric labels stay a fixed set (unknown paths: 'other')."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "other"
+
+
+def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    @app.middleware("http")
+    async def _count(request: Request, call_next: Any) -> Response:
+        """Every response, by route template and status (a fixed label set)."""
+        response: Response = await call_next(request)
+        metrics.requests.labels(route_label(request), str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return exc.response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """404 and 405 in OpenAI's error body, not FastAPI's ``{"detail": ...}``."""
+        kinds = {404: ("not_found_error", "unknown_url"), 405: ("invalid_request_error", "method_not_allowed")}
+        kind, code = kinds.get(exc.status_code, ("invalid_request_error", None))
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return await _api_error(request, ApiError(exc.status_code, message, kind, code=code))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        param = ".".join(str(p) for p in first.get("loc", ()))
+        return await _api_error(request, ApiError(422, f"{param}: {first.get('msg')}", param=param or None))
