@@ -13,6 +13,7 @@ LAYER = {
     "catalog": 1,
     "deploy": 2,
     "deploy_checks": 2,
+    "deployment": 2,
     "cost": 3,
     "estimate": 4,
     "serving": 5,

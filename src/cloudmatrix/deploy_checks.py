@@ -8,35 +8,10 @@ from typing import TYPE_CHECKING
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.errors import InfeasibleDeploymentError
-from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.units import BYTES_PER_ELEMENT
 
 if TYPE_CHECKING:
-    from cloudmatrix.deploy import Deployment
-
-MAX_LEN = 10_000_000  # tokens of one prompt or completion
-MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
-
-
-def check_deployment_numbers(d: Deployment) -> None:
-    """Every number of a deployment is finite and physical before anything divides by it."""
-    check_number("chips (--chips)", d.num_chips, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("ep (--ep)", d.ep, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("batch_per_chip (--batch-per-chip)", d.batch_per_chip, lo=0, hi=MAX_COUNT)
-    check_optional("tokens_per_chip (--tokens-per-chip)", d.tokens_per_chip, lo=1, hi=MAX_LEN, integer=True)
-    check_number("input_len (--input-len)", d.input_len, lo=1, hi=MAX_LEN, integer=True)
-    check_number("output_len (--output-len)", d.output_len, lo=1, hi=MAX_LEN, integer=True)
-    check_optional("kv_len (--kv-len)", d.kv_len, lo=1, hi=2 * MAX_LEN, integer=True)
-    check_number("mtp (--mtp)", d.mtp, lo=0, hi=8, integer=True)
-    check_number("mtp_acceptance (--mtp-acceptance)", d.mtp_acceptance, lo=0, hi=1)
-    check_number("attention_tp (--attention-tp)", d.attention_tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("redundant_experts (--redundant-experts)", d.redundant_experts, lo=0, hi=MAX_COUNT, integer=True)
-    check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
-    check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
-    check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
-    check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)
+    from cloudmatrix.deployment import Deployment
 
 
 def check_choice(field: str, value: str, valid: dict[str, float]) -> None:

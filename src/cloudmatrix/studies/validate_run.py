@@ -124,41 +124,35 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
     }
     # budgets the source leaves unpublished take the scenario schema's defaults
     mtp = {"mtp": row.mtp, "mtp_acceptance": row.mtp_acceptance or 0.0}
-    redundant = redundant_experts(row)
+
+    def pool(layout: RoleLayout, role: str) -> dict[str, Any]:
+        """What every pool takes from its published layout: its size, layout and expert placement."""
+        return {
+            "instances": layout.instances,
+            "chips": layout.chips,
+            **twin_layout(row, layout, model, notes, role),
+            "eplb": row.eplb,
+            "redundant_experts": redundant_experts(row),
+        }
+
     if row.aggregated is not None:
         a = row.aggregated
         data["aggregated"] = {
-            "instances": a.instances,
-            "chips": a.chips,
-            **twin_layout(row, a, model, notes, "aggregated"),
+            **pool(a, "aggregated"),
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
             **({"chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip), 16)} if a.chunk_tokens_per_chip else {}),
-            "eplb": row.eplb,
-            "redundant_experts": redundant,
             **mtp,
         }
     else:
         p, d = row.prefill, row.decode
         assert p is not None and d is not None
         data["prefill"] = {
-            "instances": p.instances,
-            "chips": p.chips,
-            **twin_layout(row, p, model, notes, "prefill"),
+            **pool(p, "prefill"),
             **({"tokens_per_chip": int(p.chunk_tokens_per_chip)} if p.chunk_tokens_per_chip else {}),
             "microbatch": None,
             "attention_tp": 1,  # DP or Megatron-style TP attention; SP-TP-SP is CloudMatrix-Infer's alone
-            "eplb": row.eplb,
-            "redundant_experts": redundant,
         }
-        data["decode"] = {
-            "instances": d.instances,
-            "chips": d.chips,
-            **twin_layout(row, d, model, notes, "decode"),
-            "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances),
-            "eplb": row.eplb,
-            "redundant_experts": redundant,
-            **mtp,
-        }
+        data["decode"] = {**pool(d, "decode"), "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances), **mtp}
     return Scenario.model_validate(data)
 
 

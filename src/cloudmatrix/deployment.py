@@ -1,0 +1,95 @@
+"""What the user asks for: a ``Deployment`` of one phase, and the enums it is written in. Its numbers are
+checked when it is made (``deploy.plan`` checks the rest against the hardware and model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cloudmatrix.catalog.routing import RoutingProfile
+from cloudmatrix.inputs import check_number, check_optional
+
+DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
+CACHE_PLANES = ("ub", "vpc")  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
+
+
+class Phase(StrEnum):
+    PREFILL = "prefill"
+    DECODE = "decode"
+    AGGREGATED = "aggregated"  # co-located: each step decodes the batch and prefills a chunk of prompts
+
+
+class Eplb(StrEnum):
+    PERFECT = "perfect"  # every expert die gets exactly the mean load (the paper's projection)
+    DEFAULT = "default"  # EPLB: hot experts replicated into the redundant slots, copies packed by load
+    NONE = "none"  # one copy per expert in id order; redundant slots left empty
+
+
+class MoeComm(StrEnum):
+    """How tokens reach the experts of their MoE group (ep ranks x moe_tp dies, docs/model.md §3.2)."""
+
+    LOCAL = "local"  # one die holds every expert: nothing is sent
+    ALL_REDUCE = "all_reduce"  # the attention TP group is the MoE group: every die has every token
+    ALL_GATHER = "all_gather"  # TP experts under DP attention: gather the group's tokens, reduce-scatter after
+    DISPATCH = "dispatch"  # expert parallelism: all-to-all dispatch and combine (DeepEP, AIV-Direct)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Deployment:
+    """One instance of one phase. Lengths are tokens; batch is per chip (package), as the paper reports."""
+
+    phase: Phase
+    num_chips: int
+    ep: int | None = None  # expert-parallel ranks (dies); default: every die of the instance
+    batch_per_chip: float | None = None  # decode: sequences per chip
+    tokens_per_chip: int | None = None  # prefill: tokens per chip per batch
+    input_len: int = 4096
+    output_len: int = 256
+    kv_len: int | None = None  # decode: mean KV length during the step; default input + output / 2
+    precision: str = "int8"  # weights; also the GEMM compute format unless ``activation_precision`` says otherwise
+    activation_precision: str | None = None  # GEMM inputs, hence the compute format (W4A16: fp4 + bf16)
+    kv_precision: str = "bf16"
+    dispatch_precision: str | None = None  # MoE dispatch payload; default: the GEMM precision
+    mtp: int = 0  # speculative tokens per step
+    mtp_acceptance: float = 0.0
+    eplb: Eplb = Eplb.PERFECT
+    microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
+    attention_tp: int = DEFAULT_ATTENTION_TP
+    redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
+    chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
+    routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
+    tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
+    moe_tp: int = 1  # expert TP: each expert's FFN columns split over this many dies (EP ranks x moe_tp hold one copy)
+    reserve_gb: float | None = None  # HBM per die kept from weights and KV; default: the stack's, else the chip's
+    offload_gb: float = 0.0  # routed-expert weights per die kept in CPU memory, streamed over the CPU link (opt-in)
+    cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
+    cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
+    stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
+
+    def __post_init__(self) -> None:
+        check_deployment_numbers(self)
+
+
+MAX_LEN = 10_000_000  # tokens of one prompt or completion
+MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
+
+
+def check_deployment_numbers(d: Deployment) -> None:
+    """Every number of a deployment is finite and physical before anything divides by it."""
+    check_number("chips (--chips)", d.num_chips, lo=1, hi=MAX_COUNT, integer=True)
+    check_optional("ep (--ep)", d.ep, lo=1, hi=MAX_COUNT, integer=True)
+    check_optional("batch_per_chip (--batch-per-chip)", d.batch_per_chip, lo=0, hi=MAX_COUNT)
+    check_optional("tokens_per_chip (--tokens-per-chip)", d.tokens_per_chip, lo=1, hi=MAX_LEN, integer=True)
+    check_number("input_len (--input-len)", d.input_len, lo=1, hi=MAX_LEN, integer=True)
+    check_number("output_len (--output-len)", d.output_len, lo=1, hi=MAX_LEN, integer=True)
+    check_optional("kv_len (--kv-len)", d.kv_len, lo=1, hi=2 * MAX_LEN, integer=True)
+    check_number("mtp (--mtp)", d.mtp, lo=0, hi=8, integer=True)
+    check_number("mtp_acceptance (--mtp-acceptance)", d.mtp_acceptance, lo=0, hi=1)
+    check_number("attention_tp (--attention-tp)", d.attention_tp, lo=1, hi=MAX_COUNT, integer=True)
+    check_optional("redundant_experts (--redundant-experts)", d.redundant_experts, lo=0, hi=MAX_COUNT, integer=True)
+    check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
+    check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
+    check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
+    check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
+    check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
+    check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)
