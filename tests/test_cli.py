@@ -72,9 +72,9 @@ def test_reproduce_json_contract() -> None:
 
 def test_catalog() -> None:
     systems = [s["id"] for s in _json(["catalog", "systems"])["systems"]]
-    assert set(systems) >= {"cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200", "hgx-b200"}
+    assert set(systems) >= {"cloudmatrix384", "gb200-nvl72", "gb300-nvl72", "hgx-b300", "mi355x", "atlas-800t-a3"}
     models = {m["id"] for m in _json(["catalog", "models"])["models"]}
-    assert {"deepseek-r1", "deepseek-v3", "qwen3-235b-a22b", "kimi-k2", "llama-3.1-405b", "gpt-oss-120b"} == models
+    assert {"deepseek-r1", "deepseek-v3", "deepseek-v3.2", "glm-5", "qwen3-235b-a22b", "kimi-k2"} <= models
 
 
 def test_calibrate_reproduces_catalog_constants() -> None:
@@ -88,7 +88,7 @@ def test_calibrate_reproduces_catalog_constants() -> None:
     [
         (
             ["estimate", "--system", "dgx9", "--batch-per-chip", "8"],
-            "unknown system 'dgx9'; expected one of: atlas950-superpod, cloudmatrix384",
+            "unknown system 'dgx9'; expected one of: atlas-800i-a2, atlas-800t-a3, atlas950-superpod, cloudmatrix384",
         ),
         (["estimate", "--model", "gpt-9", "--batch-per-chip", "8"], "unknown model 'gpt-9'"),
         (["estimate", "--phase", "train"], "phase 'train' is not one of: prefill, decode"),
@@ -204,6 +204,10 @@ def test_compare_contract_and_plot(tmp_path) -> None:
         assert r["feasible"] and r["tpot_ms"] <= 50 and r["output_tok_s_per_kw"] > 0 and r["chips_for_target"] > 0
         assert r["why"].startswith("decode: " if r["mode"] == "disaggregated" else "aggregated step: ")
         assert r["alternatives"]["disaggregated"] > 0
+        # the plotted operating point lies on the system's own curve (co-located ones on their co-located curve)
+        point = (1e3 / r["tpot_ms"], r["decode_tok_s_per_chip"])
+        assert min(abs(x - point[0]) + abs(y - point[1]) for x, y in r["curve"]) < 1e-6, r["system"]
+    assert any(r["mode"] == "aggregated" for r in systems.values())
     head = png.read_bytes()[:8]
     assert head == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     from PIL import Image  # matplotlib depends on Pillow

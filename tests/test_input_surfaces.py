@@ -193,3 +193,46 @@ def test_model_configs_are_refused_or_loaded(tmp_path: Path, field: str, value) 
         assert _one_line(e)
         return
     assert spec.total_params() > 0
+
+
+# ---- every numeric flag of every command --------------------------------------------------------------
+def _numeric_flags() -> list[tuple[str, str]]:
+    """(command, flag) for every int or float option, read from the CLI itself (new flags join the test)."""
+    import typing
+
+    import typer
+
+    from cloudmatrix.cli.app import app
+
+    found = []
+    for name, command in typer.main.get_command(app).commands.items():
+        hints = typing.get_type_hints(command.callback)
+        for param in command.params:
+            hint = hints.get(param.name)
+            if {int, float} & ({hint} | set(typing.get_args(hint))):
+                found.append((name, param.opts[0]))
+    return found
+
+
+NUMERIC_FLAGS = _numeric_flags()
+never_valid = st.one_of(
+    st.sampled_from(["nan", "inf", "-inf", "1e999", "-1e12", "", "0x", "1,5"]),
+    st.text(alphabet=st.characters(categories=["L", "P", "S"]), min_size=1, max_size=6),
+)
+
+
+def test_the_flag_list_covers_every_command_with_numbers() -> None:
+    commands = {c for c, _ in NUMERIC_FLAGS}
+    assert {"estimate", "compare", "plan", "validate", "serve"} <= commands and len(NUMERIC_FLAGS) >= 30
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(command_flag=st.sampled_from(NUMERIC_FLAGS), value=never_valid)
+def test_every_numeric_flag_refuses_what_is_never_valid(capsys, command_flag: tuple[str, str], value: str) -> None:
+    """Non-finite, non-numeric and hugely negative values end in exit 2 and one line on every command, before
+    any work starts (plan, validate and serve included)."""
+    command, flag = command_flag
+    code = main([command, f"{flag}={value}"])
+    _, err = capsys.readouterr()
+    assert code == 2, (command, flag, value, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err

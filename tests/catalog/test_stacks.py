@@ -16,7 +16,12 @@ from cloudmatrix.studies.stack_fit import fit_stack_costs
 
 
 def test_every_validation_stack_has_a_profile() -> None:
-    assert set(stack_ids()) == set(STACKS)
+    assert set(STACKS) <= set(stack_ids())
+    # stacks without validation rows yet (AMD, Ascend) say their costs are assumed
+    for sid in set(stack_ids()) - set(STACKS):
+        stack = load_stack(sid)
+        for costs in stack.families.values():
+            assert costs.step_overhead_us.assumed and costs.request_overhead_ms.assumed, sid
 
 
 def test_dynamo_runs_its_engines_costs() -> None:
@@ -31,7 +36,7 @@ def test_family_falls_back_to_default() -> None:
 
 
 def test_unknown_stack_is_named() -> None:
-    with pytest.raises(UnknownIdError, match="unknown serving stack 'tgi'; expected one of: cloudmatrix-infer"):
+    with pytest.raises(UnknownIdError, match="unknown serving stack 'tgi'; expected one of: atom, cloudmatrix-infer"):
         load_stack("tgi")
 
 

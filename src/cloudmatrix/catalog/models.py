@@ -1,24 +1,49 @@
 """Model catalog: Hugging Face ``config.json`` → a frozen ``ModelSpec`` with exact parameter counts,
-per-layer shapes and KV-cache size. Supports MLA (DeepSeek-V3/R1, Kimi-K2) and GQA (Llama, Qwen3, gpt-oss)
-attention, dense and MoE FFNs, and MTP layers."""
+per-layer shapes and KV-cache size. Supports MLA (DeepSeek-V3/R1, Kimi-K2), MLA with DeepSeek Sparse
+Attention (DeepSeek-V3.2, GLM-5) and GQA (Llama, Qwen3, gpt-oss) attention, dense and MoE FFNs, and MTP
+layers. A config of an architecture (or with a field) the twin cannot price is refused by name."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, read_text
 
 MODELS_DIR = DATA_DIR / "models"
+__all__ = ["AttentionSpec", "IndexerSpec", "ModelSpec", "MoeSpec", "load_model", "model_ids", "parse_config"]
 
 
 DIM, LAYERS, HEADS, VOCAB, EXPERTS = 1_000_000, 10_000, 10_000, 100_000_000, 100_000
+
+# Architectures whose every cost-relevant field the twin reads; configs without ``architectures`` are priced
+# from their fields alone.
+SUPPORTED_ARCHITECTURES = frozenset(
+    {
+        "DeepseekV3ForCausalLM",
+        "DeepseekV32ForCausalLM",
+        "GlmMoeDsaForCausalLM",
+        "Qwen3MoeForCausalLM",
+        "Qwen3ForCausalLM",
+        "Qwen2ForCausalLM",
+        "LlamaForCausalLM",
+        "MixtralForCausalLM",
+        "GptOssForCausalLM",
+    }
+)
+# Fields that change the cost in ways the twin does not model: a config with one is refused, not mispriced.
+UNPRICED_FIELDS = {
+    "compress_ratios": "compressed (multi-rate) sparse attention (DeepSeek-V4)",
+    "linear_num_value_heads": "linear attention (Gated DeltaNet) layers",
+    "full_attention_interval": "hybrid linear/full attention layers",
+    "index_skip_topk_offset": "skipped top-k offsets of a shared indexer",
+}
 
 
 class HFConfig(BaseModel):
@@ -57,158 +82,53 @@ class HFConfig(BaseModel):
     sliding_window: int | None = Field(default=None, gt=0)
     layer_types: list[str] | None = Field(default=None, max_length=LAYERS)
     num_nextn_predict_layers: int = Field(default=0, ge=0, le=16)
+    architectures: list[str] | None = Field(default=None, max_length=16)
+    # DeepSeek Sparse Attention: the lightning indexer and its top-k (DeepSeek-V3.2, GLM-5)
+    index_n_heads: int | None = Field(default=None, gt=0, le=HEADS)
+    index_head_dim: int | None = Field(default=None, gt=0, le=DIM)
+    index_topk: int | None = Field(default=None, gt=0, le=10_000_000)
+    index_topk_freq: int | None = Field(default=None, gt=0, le=LAYERS)  # one indexer per this many layers
+    indexer_types: list[str] | None = Field(default=None, max_length=LAYERS)  # per layer: "full" or "shared"
 
 
-@dataclass(frozen=True, kw_only=True)
-class AttentionSpec:
-    kind: str  # "mla" or "gqa"
-    num_heads: int
-    num_kv_heads: int
-    qk_head_dim: int
-    v_head_dim: int
-    q_lora_rank: int | None = None
-    kv_lora_rank: int | None = None
-    qk_rope_head_dim: int = 0
-    bias: bool = False
-
-    @property
-    def qk_nope_head_dim(self) -> int:
-        return self.qk_head_dim - self.qk_rope_head_dim
-
-    def kv_elems_per_token(self) -> int:
-        """Cached elements per token per layer: MLA keeps the latent + rope key; GQA keeps K and V."""
-        if self.kind == "mla":
-            assert self.kv_lora_rank is not None
-            return self.kv_lora_rank + self.qk_rope_head_dim
-        return self.num_kv_heads * (self.qk_head_dim + self.v_head_dim)
-
-
-@dataclass(frozen=True, kw_only=True)
-class MoeSpec:
-    num_routed: int
-    num_shared: int
-    top_k: int
-    intermediate: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class ModelSpec:
-    id: str
-    model_type: str
-    hidden: int
-    num_layers: int
-    vocab: int
-    tied_embeddings: bool
-    attention: AttentionSpec
-    dense_intermediate: int | None
-    moe: MoeSpec | None
-    moe_layer_ids: tuple[int, ...]
-    sliding_window: int | None
-    sliding_layer_ids: tuple[int, ...]
-    mtp_layers: int
-    source: str = ""
-
-    # ---- shapes -------------------------------------------------------------------------------------
-    @property
-    def num_moe_layers(self) -> int:
-        return len(self.moe_layer_ids)
-
-    @property
-    def num_dense_layers(self) -> int:
-        return self.num_layers - self.num_moe_layers
-
-    def mla_projection_params(self) -> tuple[int, int, int]:
-        """MLA projections as (down, query up, KV up). The down-projections to the query and KV latents have
-        no head axis, so a TP group replicates them; the up-projections are per head."""
-        a, h = self.attention, self.hidden
-        assert a.kind == "mla" and a.kv_lora_rank is not None
-        down = h * ((a.q_lora_rank or 0) + a.kv_lora_rank + a.qk_rope_head_dim)
-        q_up = (a.q_lora_rank or h) * a.num_heads * a.qk_head_dim
-        return down, q_up, a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
-
-    def attention_params(self, tp: int = 1) -> float:
-        """Weights of one attention block on one die of a ``tp``-die TP group (projections; norms are in
-        ``norm_params``). Heads split over the group; MLA's down-projections and GQA's K/V heads beyond
-        one per die are replicated."""
-        a, h = self.attention, self.hidden
-        if a.kind == "mla":
-            down, q_up, kv_up = self.mla_projection_params()
-            return down + (q_up + kv_up + a.num_heads * a.v_head_dim * h) / tp
-        q = h * a.num_heads * a.qk_head_dim
-        kv = h * a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
-        o = a.num_heads * a.v_head_dim * h
-        bias = (a.num_heads * a.qk_head_dim + a.num_kv_heads * (a.qk_head_dim + a.v_head_dim) + h) if a.bias else 0
-        return (q + o + bias) / tp + kv / min(tp, a.num_kv_heads)
-
-    def norm_params(self) -> int:
-        a = self.attention
-        extra = (a.q_lora_rank or 0) + (a.kv_lora_rank or 0) if a.kind == "mla" else 0
-        return 2 * self.hidden + extra
-
-    def expert_params(self) -> int:
-        """One routed (or shared) expert: gated FFN, three matrices."""
-        assert self.moe is not None
-        return 3 * self.hidden * self.moe.intermediate
-
-    def dense_ffn_params(self) -> int:
-        assert self.dense_intermediate is not None
-        return 3 * self.hidden * self.dense_intermediate
-
-    def router_params(self) -> int:
-        return self.hidden * self.moe.num_routed if self.moe else 0
-
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden
-
-    def lm_head_params(self) -> int:
-        return 0 if self.tied_embeddings else self.vocab * self.hidden
-
-    def moe_layer_params(self, experts: int) -> int:
-        expert = experts * self.expert_params() if experts else 0
-        return round(self.attention_params()) + self.norm_params() + self.router_params() + expert
-
-    def dense_layer_params(self) -> int:
-        return round(self.attention_params()) + self.norm_params() + self.dense_ffn_params()
-
-    def mtp_layer_params(self) -> int:
-        """A DeepSeek MTP block: one decoder layer + eh_proj (2h → h) + two norms; shares embedding/head."""
-        experts = self.moe.num_routed + self.moe.num_shared if self.moe else 0
-        body = self.moe_layer_params(experts) if self.moe else self.dense_layer_params()
-        return body + 2 * self.hidden * self.hidden + 2 * self.hidden
-
-    # ---- totals ---------------------------------------------------------------------------------------
-    def total_params(self) -> int:
-        """Main-model parameters (MTP layers excluded, as model cards count them)."""
-        experts = self.moe.num_routed + self.moe.num_shared if self.moe else 0
-        layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params()
+def _check_priceable(model_id: str, cfg: HFConfig) -> None:
+    """Refuse, by name, what the twin would misprice."""
+    if cfg.architectures and not set(cfg.architectures) & SUPPORTED_ARCHITECTURES:
+        raise ConfigError(
+            f"{model_id}: architecture {', '.join(cfg.architectures)} cannot be priced "
+            f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
         )
-        return layers + self.embedding_params() + self.lm_head_params() + self.hidden
-
-    def active_params(self) -> int:
-        """Parameters multiplied per token: every dense weight, top-k + shared experts, and the LM head.
-        The input embedding is a row lookup, not a matmul, so it is not counted."""
-        experts = self.moe.top_k + self.moe.num_shared if self.moe else 0
-        layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params()
+    extra = cfg.model_extra or {}
+    for field, what in UNPRICED_FIELDS.items():
+        if field in extra:
+            raise ConfigError(f"{model_id}: field {field} ({what}) is not modelled; the twin cannot price it")
+    dsa = [f for f in ("index_n_heads", "index_head_dim", "index_topk") if getattr(cfg, f) is not None]
+    if dsa and len(dsa) < 3:
+        missing = next(f for f in ("index_n_heads", "index_head_dim", "index_topk") if f not in dsa)
+        raise ConfigError(f"{model_id}: sparse-attention config ({dsa[0]} set) lacks field {missing}")
+    if dsa and cfg.kv_lora_rank is None:
+        raise ConfigError(f"{model_id}: sparse attention (index_* fields) needs MLA: field kv_lora_rank is missing")
+    if cfg.indexer_types is not None and len(cfg.indexer_types) != cfg.num_hidden_layers:
+        raise ConfigError(
+            f"{model_id}: indexer_types has {len(cfg.indexer_types)} entries for {cfg.num_hidden_layers} layers"
         )
-        head = self.lm_head_params() or self.embedding_params()
-        return layers + head + self.hidden
 
-    # ---- KV cache ------------------------------------------------------------------------------------
-    def kv_bytes_per_token(self, dtype_bytes: float = 2.0) -> float:
-        """KV bytes per token over all layers at full attention (sliding layers counted in full)."""
-        return self.attention.kv_elems_per_token() * self.num_layers * dtype_bytes
 
-    def kv_bytes(self, seq_len: int, dtype_bytes: float = 2.0) -> float:
-        """KV bytes one sequence of ``seq_len`` tokens holds; sliding-window layers keep only the window."""
-        per_layer = self.attention.kv_elems_per_token() * dtype_bytes
-        sliding = len(self.sliding_layer_ids)
-        window = min(seq_len, self.sliding_window) if self.sliding_window else seq_len
-        return per_layer * ((self.num_layers - sliding) * seq_len + sliding * window)
+def _indexer(cfg: HFConfig) -> IndexerSpec | None:
+    if cfg.index_n_heads is None or cfg.index_head_dim is None or cfg.index_topk is None:
+        return None
+    layers = cfg.num_hidden_layers
+    if cfg.indexer_types is not None:
+        own = sum(1 for t in cfg.indexer_types if t != "shared")
+    elif cfg.index_topk_freq:
+        own = -(-layers // cfg.index_topk_freq)
+    else:
+        own = layers
+    return IndexerSpec(num_heads=cfg.index_n_heads, head_dim=cfg.index_head_dim, topk=cfg.index_topk, own_layers=own)
 
 
 def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
+    _check_priceable(model_id, cfg)
     heads = cfg.num_attention_heads
     if cfg.kv_lora_rank is not None:
         missing = [f for f in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim") if getattr(cfg, f) is None]
@@ -224,6 +144,7 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
             q_lora_rank=cfg.q_lora_rank,
             kv_lora_rank=cfg.kv_lora_rank,
             qk_rope_head_dim=rope,
+            indexer=_indexer(cfg),
         )
     else:
         head_dim = cfg.head_dim or cfg.hidden_size // heads

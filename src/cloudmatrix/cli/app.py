@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 
 from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, _stack_set, out, set_wide
@@ -310,7 +311,7 @@ def compare(
     if as_json:
         _emit_json(d)
     else:
-        for table in render.compare_table(d):
+        for table in render.compare_table(d, out.width):
             out.print(table)
 
 
@@ -345,18 +346,32 @@ app.command()(validate)
 app.command()(serve)
 
 
+# Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer releases)
+USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
+    {c for c in (click.UsageError, *typer.BadParameter.__mro__) if c.__name__ == "UsageError"}
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """The console entry point. Bad input ends in one line and exit 2 (usage errors in Typer's own form);
-    anything that escapes the twin's own errors is an internal error: one line and exit 3 (``--debug``
-    shows the traceback)."""
+    """The console entry point. Bad input ends in one line and exit 2 (usage errors too: the option, the value
+    and what was expected, and where the help is); anything that escapes the twin's own errors is an
+    internal error: one line and exit 3 (``--debug`` shows the traceback)."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args=args, prog_name="cloudmatrix")
+        code = app(args=args, prog_name="cloudmatrix", standalone_mode=False)
+        return code if isinstance(code, int) else 0
+    except USAGE_ERRORS as error:
+        e: Any = error  # click's or Typer's vendored UsageError: ctx and format_message either way
+        where = f"cloudmatrix {e.ctx.info_name} --help" if e.ctx and e.ctx.parent else "cloudmatrix --help"
+        message = " ".join(e.format_message().split())
+        if message:  # (no command at all: the help was shown)
+            sys.stderr.write(f"error: {message} (see `{where}`)\n")
+        return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, click.Abort, typer.Abort):
         sys.stderr.write("interrupted\n")
         return 130
     except CloudMatrixError as e:

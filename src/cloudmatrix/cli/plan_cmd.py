@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.cli.layout import fitted_tables
 
 
 def plan(
@@ -66,7 +67,7 @@ def plan(
     if as_json:
         cli._emit_json(d)
     else:
-        for table in plan_tables(d):
+        for table in plan_tables(d, cli.out.width):
             cli.out.print(table)
 
 
@@ -210,20 +211,16 @@ COLUMNS = ("#", "prec", "prefill", "decode", "chips", "req/s", "TPOT@cap", "tok/
 LEFT = ("prec", "prefill", "decode", "flags")
 
 
-def plan_tables(d: dict[str, Any]) -> list[Table]:
+def plan_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
     """The ranked deployments, the analytic figures a check compares beside the simulated ones, and the
-    search summary."""
+    search summary; split into several tables (rank repeated) where the screen is narrow."""
     w = d["workload"]
-    t = Table(
-        title=f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "
+    title = (
+        f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "
         f"TTFT SLO {d['ttft_slo_ms']:g} ms, TPOT SLO {d['tpot_slo_ms']:g} ms"
     )
-    for col in COLUMNS:
-        t.add_column(col, justify="left" if col in LEFT else "right")
-    for r in d["ranked"]:
-        t.add_row(*_row(r))
-    t.caption = "\n".join(_caption(d))
-    return [t]
+    rows = [_row(r) for r in d["ranked"]]
+    return fitted_tables(title, COLUMNS, rows, left=LEFT, caption="\n".join(_caption(d)), width=width)
 
 
 def _row(r: dict[str, Any]) -> list[str]:

@@ -6,6 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
+from cloudmatrix.cli.layout import fitted_tables
+
 
 def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="Systems (derived totals)")
@@ -187,26 +189,26 @@ def simulate_table(d: dict[str, Any]) -> Table:
     return t
 
 
-def compare_table(d: dict[str, Any]) -> list[Table]:
+COMPARE_COLUMNS = (
+    "system",
+    "mode",
+    "prec",
+    "batch/chip",
+    "TPOT ms",
+    "TTFT ms",
+    "decode tok/s/chip",
+    "prefill tok/s/chip",
+    "out tok/s/chip",
+    "out tok/s/system",
+    "per kW",
+    "per $M",
+    "chips for target",
+)
+
+
+def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
     w = d["workload"]
-    t = Table(title=f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms")
-    cols = (
-        "system",
-        "mode",
-        "prec",
-        "batch/chip",
-        "TPOT ms",
-        "TTFT ms",
-        "decode tok/s/chip",
-        "prefill tok/s/chip",
-        "out tok/s/chip",
-        "out tok/s/system",
-        "per kW",
-        "per $M",
-        "chips for target",
-    )
-    for col in cols:
-        t.add_column(col, justify="left" if col in ("system", "mode", "prec") else "right")
+    rows: list[list[str]] = []
     why = Table(title="deployment and what bounds it (share of the step)")
     for col in ("system", "deployment", "why"):
         why.add_column(col)
@@ -214,26 +216,30 @@ def compare_table(d: dict[str, Any]) -> list[Table]:
         name = r["deployment"] + (" (assumed)" if r.get("assumed_deployment") else "")
         why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
-            t.add_row(r["system"], "", r["precision"], "[red]infeasible[/]", *[""] * 9)
+            rows.append([r["system"], "", r["precision"], "[red]infeasible[/]", *[""] * 9])
             continue
         target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
-        t.add_row(
-            r["system"],
-            r["mode"],
-            r["precision"],
-            f"{r['batch_per_chip']:g}",
-            f"{r['tpot_ms']:.1f}",
-            f"{r['ttft_ms']:,.0f}",
-            f"{r['decode_tok_s_per_chip']:,.0f}",
-            f"{r['prefill_tok_s_per_chip']:,.0f}",
-            f"{r['output_tok_s_per_chip']:,.0f}",
-            f"{r['output_tok_s_per_system']:,.0f}",
-            f"{r['output_tok_s_per_kw']:,.0f}",
-            f"{r['output_tok_s_per_musd']:,.0f}",
-            target,
+        rows.append(
+            [
+                r["system"],
+                r["mode"],
+                r["precision"],
+                f"{r['batch_per_chip']:g}",
+                f"{r['tpot_ms']:.1f}",
+                f"{r['ttft_ms']:,.0f}",
+                f"{r['decode_tok_s_per_chip']:,.0f}",
+                f"{r['prefill_tok_s_per_chip']:,.0f}",
+                f"{r['output_tok_s_per_chip']:,.0f}",
+                f"{r['output_tok_s_per_system']:,.0f}",
+                f"{r['output_tok_s_per_kw']:,.0f}",
+                f"{r['output_tok_s_per_musd']:,.0f}",
+                target,
+            ]
         )
-    t.caption = (
+    caption = (
         "out tok/s: output tokens with prefill and decode pools sized for the workload's input/output mix; "
         "per kW and per $M use each system's catalog power and price (sources in the catalog)"
     )
-    return [t, why]
+    title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
+    tables = fitted_tables(title, COMPARE_COLUMNS, rows, left=("system", "mode", "prec"), caption=caption, width=width)
+    return [*tables, why]

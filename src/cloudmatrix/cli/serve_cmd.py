@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -30,6 +31,10 @@ def serve(
         int | None, typer.Option(help="Requests in flight before 429 (default: the decode instances' sequence slots).")
     ] = None,
     max_body_bytes: Annotated[int, typer.Option(help="Largest accepted request body (413 above).")] = 4 * 1024 * 1024,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="A local Hugging Face tokenizer.json to count prompt tokens (default: 4 characters each)."),
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
     stack: StackOption = None,
 ) -> None:
@@ -37,6 +42,7 @@ def serve(
     from cloudmatrix.emulator.app import ServeConfig, create_app
     from cloudmatrix.emulator.engine import RealtimeEngine
     from cloudmatrix.emulator.server import DrainingServer, serve_config
+    from cloudmatrix.emulator.text import HFTokens
     from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
 
@@ -52,12 +58,16 @@ def serve(
 
     def build() -> tuple[Any, str]:
         sc = load_scenario(scenario, _stack_set(stack, set_))
-        engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding)
+        tokens = HFTokens(tokenizer) if tokenizer is not None else None
+        engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding, tokens=tokens)
         config = ServeConfig(model_id=sc.model, api_key=api_key, max_body_bytes=max_body_bytes, seed=sc.seed)
         return (create_app(engine, config), engine), sc.model
 
     (api, engine), model_id = _run(build)
-    sys.stderr.write(f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}\n")
+    sys.stderr.write(
+        f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}; "
+        f"prompts counted at {engine.tokens.name}\n"
+    )
     try:
         DrainingServer(serve_config(api, host, port, drain_timeout), engine, drain_timeout).run()
     except OSError as e:

@@ -8,6 +8,7 @@ import math
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.deploy import BYTES_PER_ELEMENT
+from cloudmatrix.errors import ConfigError
 from cloudmatrix.units import GB_DECIMAL
 
 
@@ -35,7 +36,10 @@ def ep_fused_s(plane: Plane, kind: str, bytes_per_die: float, ep: int) -> tuple[
     polling, pipeline fill) plus the bytes at the operator's link efficiency. Returns (time, roofline)."""
     c = plane.ep_comm
     if c is None:
-        raise ValueError(f"plane {plane.name} has no calibrated EP dispatch/combine constants")
+        raise ConfigError(
+            f"plane {plane.name} has no EP dispatch/combine constants (planes.*.ep_comm): expert parallelism "
+            "cannot span it; use an EP within the scale-up domain or add the section"
+        )
     eff = c.dispatch_efficiency.value if kind == "dispatch" else c.combine_efficiency.value
     bw = plane.bw_gb_s_per_die.value * GB_DECIMAL
     sync = c.sync_us_per_doubling.value * math.log2(max(ep, 1)) if c.sync_us_per_doubling else 0.0

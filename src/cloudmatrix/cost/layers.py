@@ -11,6 +11,7 @@ from cloudmatrix.cost import comm
 from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
+from cloudmatrix.cost.sparse_attention import causal_attended, indexer_ops
 from cloudmatrix.deploy import Plan
 
 
@@ -30,7 +31,8 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
     if chunk <= 0:
         return []
     m, a = plan.model, plan.model.attention
-    ctx = _mean_context(m, (plan.deployment.input_len + 1) / 2)
+    full = _mean_context(m, (plan.deployment.input_len + 1) / 2)
+    ctx = _mean_context(m, causal_attended(a.indexer, 0.0, plan.deployment.input_len))
     per_pos = (
         2 * a.kv_lora_rank + a.qk_rope_head_dim
         if a.kind == "mla" and a.kv_lora_rank
@@ -46,16 +48,17 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
             flops=2.0 * chunk * a.num_heads * per_pos * ctx / g,
             hbm_bytes=chunk * cached * plan.kv_bytes / plan.kv_shards
             + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
-        )
+        ),
+        *indexer_ops(plan, chunk, share, full, Stream.ATTENTION),
     ]
 
 
 def _decode_attention(plan: Plan, share: float) -> list[Op]:
     """Attention of a decode-shaped step: projections over every token of the step (decode tokens plus any
     prompt chunk, weights read once), attention over the cache for the decode tokens."""
-    prolog, core, out = _decode_attention_ops(plan, share)
+    *before_out, out = _decode_attention_ops(plan, share)
     reduce = _tp_all_reduce(plan, plan.tokens_per_die * share, Stream.ATTENTION, "attn_all_reduce")
-    return [prolog, core, *_chunk_attention(plan, share), out, *reduce]
+    return [*before_out, *_chunk_attention(plan, share), out, *reduce]
 
 
 def _tp_all_reduce(plan: Plan, tokens: float, stream: Stream, name: str) -> list[Op]:
@@ -65,6 +68,7 @@ def _tp_all_reduce(plan: Plan, tokens: float, stream: Stream, name: str) -> list
 
 
 def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
+    """Projections, (sparse attention's indexer,) the attention core, and the output projection last."""
     m, a, h = plan.model, plan.model.attention, plan.model.hidden
     tokens, seqs = plan.tokens_per_die * share, plan.seqs_per_die * share
     decode_tokens = plan.decode_tokens_per_die * share
@@ -78,14 +82,17 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         down, q_up, _ = m.mla_projection_params()
         prolog_w = down + (q_up + a.num_heads * a.qk_nope_head_dim * a.kv_lora_rank) / g
         out_w = a.num_heads * a.kv_lora_rank * a.v_head_dim + a.num_heads * a.v_head_dim * h
-        core_flops = 2.0 * decode_tokens * heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * ctx
+        attended = a.attended(ctx)  # sparse attention: the top-k tokens the indexer selected
+        core_flops = 2.0 * decode_tokens * heads * (2 * a.kv_lora_rank + a.qk_rope_head_dim) * attended
         # the latent has no head axis: every die of the group reads the group's whole cache
-        core_bytes = seqs * ctx * lat * kvb + decode_tokens * heads * (lat + a.kv_lora_rank) * ACT_BYTES
+        core_bytes = seqs * attended * lat * kvb + decode_tokens * heads * (lat + a.kv_lora_rank) * ACT_BYTES
         prolog_io = tokens * (h + heads * lat) * ACT_BYTES + tokens * lat * kvb
         out_io = tokens * (heads * a.kv_lora_rank + h) * ACT_BYTES
+        core = Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes)
         return [
             gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
-            Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
+            *indexer_ops(plan, decode_tokens, seqs, ctx, s),
+            core,
             gemm_op("o_proj", s, tokens / g, out_w, plan, out_io, weight_shards=g),
         ]
     # GQA; with tensor parallelism g each die holds 1/g of the heads and 1/kv_shards of the KV cache
@@ -113,15 +120,22 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     die takes 1/g of the heads for the group's tokens, then an all-reduce)."""
     m, a, h, g = plan.model, plan.model.attention, plan.model.hidden, plan.tp
     tokens, cached = plan.tokens_per_die * share, plan.cached_len
-    # causal: a computed token sees the cached prefix and on average half of the computed suffix
-    ctx = _mean_context(m, cached + (plan.kv_len - cached + 1) / 2)
+    # causal: a computed token sees the cached prefix and on average half of the computed suffix (sparse
+    # attention: at most its top-k of them)
+    full = _mean_context(m, causal_attended(None, cached, plan.kv_len - cached))
+    ctx = _mean_context(m, causal_attended(a.indexer, cached, plan.kv_len - cached))
     s = Stream.ATTENTION
     heads_dim = a.qk_head_dim + a.v_head_dim
+    dense_flops = 2.0 * tokens * a.num_heads * heads_dim * full / g
+    # sparse MLA runs in its MQA (latent) form over the top-k; short prompts run cheaper as dense MHA with
+    # the selection as a mask (DeepSeek-V3.2-Exp report §3): the cheaper form is the one served
+    sparse_flops = 2.0 * tokens * a.num_heads * (2 * (a.kv_lora_rank or 0) + a.qk_rope_head_dim) * ctx / g
+    sparse = a.indexer is not None and sparse_flops < dense_flops
     fa = Op(
-        name="flash_attention",
+        name="sparse_attention" if sparse else "flash_attention",
         op_class=OpClass.ATTENTION,
         stream=s,
-        flops=2.0 * tokens * a.num_heads * heads_dim * ctx / g,
+        flops=sparse_flops if sparse else dense_flops,
         hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
     )
     if a.kind != "mla":
@@ -164,7 +178,9 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
         kv_up_w = a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
         io = prefix * (lat * plan.kv_bytes + a.num_heads * heads_dim * ACT_BYTES)
         ops.append(gemm_op("cached_kv_up_proj", s, prefix, kv_up_w, plan, io, weight_shards=g))
+    seqs = tokens / max(plan.kv_len - cached, 1.0)
     return ops + [
+        *indexer_ops(plan, tokens, seqs, full, s),
         fa,
         Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
         gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),

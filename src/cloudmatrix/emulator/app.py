@@ -10,23 +10,20 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from cloudmatrix.catalog.sourced import describe_validation_error
-from cloudmatrix.emulator.engine import RealtimeEngine, Stream
+from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
+from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
 from cloudmatrix.inputs import MAX_DEPTH, depth
-from cloudmatrix.serving.requests import State
-
-MAX_TOKENS_LIMIT = 32768
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -35,41 +32,6 @@ class ServeConfig:
     api_key: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     seed: int = 0
-
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")  # sampling fields are accepted and ignored
-
-    model: str
-    stream: bool = False
-    stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    n: int = Field(default=1, ge=1, le=1)
-
-    @property
-    def include_usage(self) -> bool:
-        return bool(self.stream_options and self.stream_options.get("include_usage"))
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-    role: Literal["system", "user", "assistant", "tool", "developer"]
-    content: str | list[dict[str, Any]] | None = None
-
-    def text(self) -> str:
-        if isinstance(self.content, list):
-            return " ".join(str(part.get("text", "")) for part in self.content)
-        return self.content or ""
-
-
-class ChatBody(_Body):
-    messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-
-
-class CompletionBody(_Body):
-    prompt: str | list[str]
 
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
@@ -106,7 +68,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read(request: Request, schema: type[_Body]) -> _Body:
+    async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
         authorize(request)
         if engine.draining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
@@ -136,22 +98,28 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 code="model_not_found",
             )
         if engine.outstanding >= engine.max_outstanding:
-            retry = engine.retry_after_s()
-            raise ApiError(
-                429,
-                f"{engine.outstanding} requests in flight: the deployment admits "
-                f"{engine.max_outstanding}. Retry after {retry} s.",
-                "rate_limit_error",
-                code="rate_limit_exceeded",
-                headers={"Retry-After": str(retry)},
-            )
+            raise too_many(1)
         return body
 
-    def usage(stream: Stream) -> dict[str, int]:
+    def too_many(wanted: int) -> ApiError:
+        retry = engine.retry_after_s()
+        return ApiError(
+            429,
+            f"{engine.outstanding} requests in flight and {wanted} more asked for: the deployment admits "
+            f"{engine.max_outstanding}. Retry after {retry} s.",
+            "rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"Retry-After": str(retry)},
+        )
+
+    def usage(streams: list[Stream]) -> dict[str, Any]:
+        """OpenAI's usage: the prompt once, the completions of every choice, the tokens the cache supplied."""
+        prompt, generated = streams[0].prompt_tokens, sum(s.generated for s in streams)
         return {
-            "prompt_tokens": stream.prompt_tokens,
-            "completion_tokens": stream.generated,
-            "total_tokens": stream.prompt_tokens + stream.generated,
+            "prompt_tokens": prompt,
+            "completion_tokens": generated,
+            "total_tokens": prompt + generated,
+            "prompt_tokens_details": {"cached_tokens": engine.cached_tokens(streams[0])},
         }
 
     async def tokens(request: Request, stream: Stream) -> AsyncGenerator[tuple[int, float], None]:
@@ -185,11 +153,43 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             if not finished:
                 engine.cancel(stream)
 
-    async def complete(request: Request, stream: Stream) -> str:
-        """Collect the whole answer, watching for a client that disconnects meanwhile."""
-        filler = Filler(config.seed, stream.rid)
-        parts: list[str] = []
-        agen = tokens(request, stream)
+    async def choices(request: Request, streams: list[Stream]) -> AsyncGenerator[tuple[int, int | None], None]:
+        """(choice, tokens) as the simulation releases them across the request's choices, then (choice, None)
+        when that choice is done. Leaving early cancels every choice's simulated sequence."""
+        if len(streams) == 1:
+            async for n, _ in tokens(request, streams[0]):
+                yield 0, n
+            yield 0, None
+            return
+        merged: asyncio.Queue[tuple[int, int | None | str]] = asyncio.Queue()
+
+        async def pump(i: int, stream: Stream) -> None:
+            try:
+                async for n, _ in tokens(request, stream):
+                    merged.put_nowait((i, n))
+                merged.put_nowait((i, None))
+            except ServerDraining:
+                merged.put_nowait((i, SHUTDOWN))
+
+        pumps = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+        try:
+            for _ in range(len(streams)):
+                while True:
+                    i, item = await merged.get()
+                    if isinstance(item, str):
+                        raise ServerDraining()
+                    yield i, item
+                    if item is None:
+                        break
+        finally:
+            for task in pumps:
+                task.cancel()
+
+    async def complete(request: Request, streams: list[Stream]) -> list[str]:
+        """Collect every choice's whole answer, watching for a client that disconnects meanwhile."""
+        fillers = [Filler(config.seed, s.rid) for s in streams]
+        parts: list[list[str]] = [[] for _ in streams]
+        agen = choices(request, streams)
         try:
             while True:
                 task = asyncio.ensure_future(agen.__anext__())
@@ -198,10 +198,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     if not task.done() and await request.is_disconnected():
                         task.cancel()
                         raise ApiError(499, "client closed the request")
-                n, _ = task.result()
-                parts.append(filler.words(n))
+                i, n = task.result()
+                if n is not None:
+                    parts[i].append(fillers[i].words(n))
         except StopAsyncIteration:
-            return "".join(parts)
+            return ["".join(p) for p in parts]
         except ServerDraining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown") from None
         finally:
@@ -211,28 +212,38 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         return f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n"
 
     async def stream_events(
-        request: Request, stream: Stream, body: _Body, chat: bool, rid: str, created: int
+        request: Request, streams: list[Stream], body: RequestBody, chat: bool, rid: str, created: int
     ) -> AsyncIterator[str]:
-        filler = Filler(config.seed, stream.rid)
+        fillers = [Filler(config.seed, s.rid) for s in streams]
         obj = "chat.completion.chunk" if chat else "text_completion"
 
-        def chunk(text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
+        def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
             if chat:
                 delta: dict[str, Any] = (
                     {"role": "assistant", "content": ""} if role else {} if text is None else {"content": text}
                 )
-                choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+                choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": text or "", "finish_reason": finish, "logprobs": None}
+                choice = {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
             return {"id": rid, "object": obj, "created": created, "model": config.model_id, "choices": [choice]}
 
+        def with_usage(payload: dict[str, Any]) -> dict[str, Any]:
+            return payload | {"usage": usage(streams)} if body.continuous_usage else payload
+
         # Token chunks differ only in their text: format the rest once (this is the server's hot path).
-        head, tail = sse(chunk("\x00", None)).split(json.dumps("\x00"))
+        templates = [sse(chunk(i, "\x00", None)).split(json.dumps("\x00")) for i in range(len(streams))]
         if chat:
-            yield sse(chunk(None, None, role=True))
+            for i in range(len(streams)):
+                yield sse(with_usage(chunk(i, None, None, role=True)))
         try:
-            async for n, _ in tokens(request, stream):
-                yield head + json.dumps(filler.words(n)) + tail
+            async for i, n in choices(request, streams):
+                if n is None:
+                    yield sse(with_usage(chunk(i, None, "length")))
+                elif body.continuous_usage:
+                    yield sse(with_usage(chunk(i, fillers[i].words(n), None)))
+                else:
+                    head, tail = templates[i]
+                    yield head + json.dumps(fillers[i].words(n)) + tail
         except ServerDraining:  # SIGTERM's deadline passed: end the stream with an error event, not a cut
             yield sse(
                 {
@@ -246,7 +257,6 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             )
             yield sse("[DONE]")
             return
-        yield sse(chunk(None, "length"))
         if body.include_usage:
             yield sse(
                 {
@@ -255,13 +265,13 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     "created": created,
                     "model": config.model_id,
                     "choices": [],
-                    "usage": usage(stream),
+                    "usage": usage(streams),
                 }
             )
         yield sse("[DONE]")
 
     async def serve(
-        request: Request, body: _Body, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
+        request: Request, body: RequestBody, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
     ) -> Response:
         limit = engine.max_context_tokens
         if prompt_tokens + max_tokens > limit:
@@ -273,31 +283,32 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 param="messages" if chat else "prompt",
                 code="context_length_exceeded",
             )
-        metrics.prompt_tokens.inc(prompt_tokens)
-        stream = engine.submit(prompt_tokens, max_tokens, prompt_text)
+        if engine.outstanding + body.n > engine.max_outstanding:
+            raise too_many(body.n)
+        metrics.prompt_tokens.inc(prompt_tokens * body.n)
+        streams = [engine.submit(prompt_tokens, max_tokens, prompt_text) for _ in range(body.n)]
         created = int(time.time())
-        rid = f"{'chatcmpl' if chat else 'cmpl'}-{stream.rid}"
+        rid = f"{'chatcmpl' if chat else 'cmpl'}-{streams[0].rid}"
         if body.stream:
             return StreamingResponse(
-                stream_events(request, stream, body, chat, rid, created), media_type="text/event-stream"
+                stream_events(request, streams, body, chat, rid, created), media_type="text/event-stream"
             )
-        text = await complete(request, stream)
+        texts = await complete(request, streams)
         if chat:
-            choice: dict[str, Any] = {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": "length",
-            }
+            out: list[dict[str, Any]] = [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
+                for i, t in enumerate(texts)
+            ]
         else:
-            choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+            out = [{"index": i, "text": t, "finish_reason": "length", "logprobs": None} for i, t in enumerate(texts)]
         return JSONResponse(
             {
                 "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
                 "created": created,
                 "model": config.model_id,
-                "choices": [choice],
-                "usage": usage(stream),
+                "choices": out,
+                "usage": usage(streams),
             }
         )
 
@@ -305,7 +316,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         body = await read(request, ChatBody)
         assert isinstance(body, ChatBody)
-        prompt = count_chat_tokens([m.text() for m in body.messages])
+        prompt = count_chat_tokens([m.text() for m in body.messages], engine.tokens)
         max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
         text = chat_text([(m.role, m.text()) for m in body.messages])
         return await serve(request, body, True, prompt, max_tokens, text)
@@ -317,7 +328,9 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported", param="prompt")
-        return await serve(request, body, False, count_tokens(prompts[0]), body.max_tokens or 16, prompts[0])
+        return await serve(
+            request, body, False, count_tokens(prompts[0], engine.tokens), body.max_tokens or 16, prompts[0]
+        )
 
     @app.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
@@ -331,24 +344,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def request_timeline(request: Request, rid: int) -> dict[str, Any]:
         """What the simulation predicted for one request (simulated seconds; divide by speed for wall time)."""
         authorize(request)
-        t = engine.sim.table
-        if not 0 <= rid < len(t):
-            raise ApiError(404, f"no request {rid}", param="rid")
-        stamps = {
-            name: (None if np.isnan(getattr(t, name)[rid]) else float(getattr(t, name)[rid])) for name in t.STAMPS
-        }
-        first, arrival, finish = stamps["first_token_s"], stamps["arrival_s"], stamps["finish_s"]
-        out = int(t.output_len[rid])
-        return {
-            "id": rid,
-            "state": State(int(t.state[rid])).name.lower() if t.state[rid] >= 0 else "new",
-            "speed": engine.speed,
-            "prompt_tokens": int(t.input_len[rid]),
-            "max_tokens": out,
-            **stamps,
-            "ttft_s": None if first is None or arrival is None else first - arrival,
-            "tpot_s": None if finish is None or first is None or out < 2 else (finish - first) / (out - 1),
-        }
+        timeline = engine.timeline(rid)
+        if timeline is None:
+            kept = f"timelines are kept for the live requests and the last {HISTORY:,}"
+            raise ApiError(404, f"no request {rid} ({kept})", param="rid")
+        return timeline
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from cloudmatrix.deploy import mtp_tokens_per_step
-from cloudmatrix.emulator.text import prefix_block_hashes
+from cloudmatrix.emulator.text import CharTokens, Tokens, prefix_block_hashes
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.workload.spec import Workload
@@ -21,22 +24,33 @@ from cloudmatrix.workload.spec import Workload
 
 @dataclass
 class Stream:
-    """What the HTTP handler of one request consumes: (tokens, sim time) items, then None when done."""
+    """What the HTTP handler of one request consumes: (tokens, sim time) items, then None when done.
+    ``rid`` is the public request id (response ids, timelines); ``row`` its row in the simulation's table,
+    which a later request reuses once this one is over."""
 
     rid: int
+    row: int
     prompt_tokens: int
     max_tokens: int
     queue: asyncio.Queue[tuple[int, float] | str | None] = field(default_factory=asyncio.Queue)
     generated: int = 0
     done: bool = False
+    cached: int = 0  # prompt tokens the EMS cache supplied, kept when the row is given back
     arrived: float = field(default_factory=time.perf_counter)  # wall clock when the request came in
 
 
+HISTORY = 10_000  # finished requests whose timelines /v1/cloudmatrix/requests/{id} still answers for
 SHUTDOWN = "shutdown"  # pushed into every open stream when the drain deadline of a SIGTERM passes
 
 
 class RealtimeEngine:
-    def __init__(self, scenario: Scenario, speed: float = 1.0, max_outstanding: int | None = None) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        speed: float = 1.0,
+        max_outstanding: int | None = None,
+        tokens: Tokens | None = None,
+    ) -> None:
         if scenario.aggregated is not None:
             raise ConfigError(
                 f"scenario '{scenario.name}': serve emulates disaggregated deployments (prefill and "
@@ -46,8 +60,13 @@ class RealtimeEngine:
         self.sim = Simulation(scenario, workload=empty, listener=self)
         self.sim.start()
         self.speed = speed
+        self.tokens: Tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
         self.max_outstanding = max_outstanding or self.sim.decode_slots
-        self.streams: dict[int, Stream] = {}
+        self.streams: dict[int, Stream] = {}  # live requests by table row
+        self.next_id = 0
+        self.live_rows: dict[int, int] = {}  # public id -> table row of the live requests
+        self.history: OrderedDict[int, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
+        self.unrecycled: set[int] = set()  # rows of cancelled requests the simulation still holds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.t0 = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -126,10 +145,12 @@ class RealtimeEngine:
         self._catch_up()
         hashes = None
         if prompt_text is not None and self.sim.ems is not None:
-            hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens)
-        rid = self.sim.submit(prompt_tokens, max_tokens, hashes)
-        stream = Stream(rid=rid, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        self.streams[rid] = stream
+            hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens, self.tokens)
+        row = self.sim.submit(prompt_tokens, max_tokens, hashes)
+        stream = Stream(rid=self.next_id, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        self.next_id += 1
+        self.streams[row] = stream
+        self.live_rows[stream.rid] = row
         self._arm()
         return stream
 
@@ -137,10 +158,46 @@ class RealtimeEngine:
         """The client went away: free its simulated request."""
         if not stream.done:
             self._catch_up()
-            self.sim.cancel(stream.rid)
+            self.sim.cancel(stream.row)
             stream.done = True
-            self.streams.pop(stream.rid, None)
+            self.streams.pop(stream.row, None)
+            self._retire(stream)
             self._arm()
+
+    def _retire(self, stream: Stream) -> None:
+        """Keep the request's timeline (bounded) and give its row back once the simulation lets go of it."""
+        self.live_rows.pop(stream.rid, None)
+        stream.cached = self.sim.cached_of.get(stream.row, 0)
+        self.history[stream.rid] = self.timeline_of_row(stream.row)
+        if len(self.history) > HISTORY:
+            self.history.popitem(last=False)
+        if not self.sim.recycle(stream.row):
+            self.unrecycled.add(stream.row)
+        for row in [r for r in self.unrecycled if r != stream.row and self.sim.recycle(r)]:
+            self.unrecycled.discard(row)
+
+    def timeline(self, rid: int) -> dict[str, Any] | None:
+        """What the simulation predicted for public request ``rid``: live, or among the last HISTORY."""
+        row = self.live_rows.get(rid)
+        if row is not None:
+            return self.timeline_of_row(row) | {"id": rid}
+        kept = self.history.get(rid)
+        return None if kept is None else kept | {"id": rid}
+
+    def timeline_of_row(self, row: int) -> dict[str, Any]:
+        t = self.sim.table
+        stamps = {name: _stamp(getattr(t, name)[row]) for name in t.STAMPS}
+        first, arrival, finish = stamps["first_token_s"], stamps["arrival_s"], stamps["finish_s"]
+        out = int(t.output_len[row])
+        return {
+            "state": State(int(t.state[row])).name.lower() if t.state[row] >= 0 else "new",
+            "speed": self.speed,
+            "prompt_tokens": int(t.input_len[row]),
+            "max_tokens": out,
+            **stamps,
+            "ttft_s": None if first is None or arrival is None else first - arrival,
+            "tpot_s": None if finish is None or first is None or out < 2 else (finish - first) / (out - 1),
+        }
 
     @property
     def max_context_tokens(self) -> int:
@@ -148,6 +205,10 @@ class RealtimeEngine:
         would wait for a slot that never comes, so the API refuses them up front."""
         batch = self.sim.decodes[0]
         return int(batch.pools.capacity * batch.pools.block_tokens)
+
+    def cached_tokens(self, stream: Stream) -> int:
+        """Prompt tokens of this request whose KV the EMS context cache supplied (0 without a cache)."""
+        return stream.cached if stream.done else self.sim.cached_of.get(stream.row, 0)
 
     def kv_occupancy(self) -> float:
         used = sum(int(b.pools.used.sum()) for b in self.sim.decodes)
@@ -163,18 +224,23 @@ class RealtimeEngine:
         return sum(len(q) for q in self.sim.prefill_queues) + len(self.sim.waiting_kv)
 
     # ---- Listener (called from inside the simulation) -------------------------------------------------
-    def on_tokens(self, rid: int, tokens: int, now: float) -> None:
-        stream = self.streams.get(rid)
+    def on_tokens(self, row: int, tokens: int, now: float) -> None:
+        stream = self.streams.get(row)
         if stream is not None:
             stream.generated += tokens
             stream.queue.put_nowait((tokens, now))
 
-    def on_finish(self, rid: int, now: float) -> None:
-        stream = self.streams.pop(rid, None)
+    def on_finish(self, row: int, now: float) -> None:
+        stream = self.streams.pop(row, None)
         if stream is not None:
             stream.done = True
             self.completed += 1
             stream.queue.put_nowait(None)
+            self._retire(stream)
+
+
+def _stamp(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 def _ints() -> np.ndarray:

@@ -7,8 +7,9 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloudmatrix.emulator.metrics import Metrics
 
@@ -53,20 +54,42 @@ def has_lone_surrogate(obj: Any) -> bool:
     return False
 
 
-def route_label(request: Request) -> str:
+def route_label(scope: Scope) -> str:
     """The route template a request matched, so metric labels stay a fixed set (unknown paths: 'other')."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", None)
+    path = getattr(scope.get("route"), "path", None)
     return path if isinstance(path, str) else "other"
 
 
+class RequestCounter:
+    """Counts every response by route template and status at its first byte. Plain ASGI, not Starlette's
+    BaseHTTPMiddleware, which would copy every streamed chunk through a second queue (a third of the
+    server's time under load)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def counted(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                self.metrics.requests.labels(route_label(scope), str(message["status"])).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            if not started:  # the app failed before answering: Starlette's outer layer sends the 500
+                self.metrics.requests.labels(route_label(scope), "500").inc()
+
+
 def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    @app.middleware("http")
-    async def _count(request: Request, call_next: Any) -> Response:
-        """Every response, by route template and status (a fixed label set)."""
-        response: Response = await call_next(request)
-        metrics.requests.labels(route_label(request), str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestCounter, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:

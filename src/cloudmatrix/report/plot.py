@@ -20,12 +20,13 @@ def tradeoff_png(results: list[SystemResult], path: Path, title: str, tpot_slo_m
         if not r.curve:
             continue
         users, chips = zip(*sorted(r.curve), strict=True)
-        ax.plot(users, chips, marker="o", markersize=3, label=f"{r.system} ({r.precision})")
+        mode = ", co-located: decode and prefill share the chips" if r.mode == "aggregated" else ""
+        ax.plot(users, chips, marker="o", markersize=3, label=f"{r.system} ({r.precision}{mode})")
         if r.feasible:
             x, y = 1e3 / r.tpot_ms, r.decode_tok_s_per_chip
             ax.scatter([x], [y], s=60, edgecolors="black", zorder=3)
             _error_bars(ax, x, y, r.intervals.get("tpot_ms"), r.intervals.get("decode_tok_s_per_chip"))
-    _finish(fig, ax, path, title, "decode throughput per chip (tokens/s)", tpot_slo_ms)
+    _finish(fig, ax, path, title, "output tokens/s per decode chip (co-located: per chip)", tpot_slo_ms)
 
 
 def _error_bars(ax: Axes, x: float, y: float, tpot: dict | None, tput: dict | None) -> None:

@@ -35,12 +35,31 @@ class RequestTable:
         self.generated = np.zeros(n, dtype=np.int64)
         self.arrival_s, self.prefill_start_s, self.prefill_end_s = (np.full(n, np.nan) for _ in range(3))
         self.decode_admit_s, self.first_token_s, self.finish_s = (np.full(n, np.nan) for _ in range(3))
+        self.free: list[int] = []  # rows of finished online requests, reused by append
+
+    def recycle(self, rid: int) -> None:
+        """Row ``rid`` is finished with (online serving): ``append`` may give it to a new request."""
+        if self.state[rid] not in (_DONE, _CANCELLED):
+            raise RuntimeError(f"request {rid}: recycled in state {self.state[rid]}")
+        self.free.append(rid)
 
     def __len__(self) -> int:
         return self.n
 
     def append(self, input_len: int, output_len: int) -> int:
-        """Add a request (online serving); columns grow by doubling. Returns its id."""
+        """Add a request (online serving) in a recycled row, else a new one; columns grow by doubling.
+        Returns its row."""
+        if self.free:
+            rid = self.free.pop()
+            self.input_len[rid], self.output_len[rid], self.state[rid], self.generated[rid] = (
+                input_len,
+                output_len,
+                _NEW,
+                0,
+            )
+            for name in self.STAMPS:
+                getattr(self, name)[rid] = np.nan
+            return rid
         if self.n == len(self.input_len):
             size = max(2 * self.n, 64)
             for name, fill in (

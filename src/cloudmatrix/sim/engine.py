@@ -27,6 +27,8 @@ from cloudmatrix.workload.spec import Workload, generate
 
 Progress = Callable[[int, int], None]  # (finished, total)
 
+ONLINE_TIMELINE_ROWS = 100_000  # decode steps and prefill batches an online run keeps (a few MB)
+
 
 class Listener(Protocol):
     """Receives token releases as they happen in simulated time (the real-time emulator streams them)."""
@@ -54,7 +56,7 @@ class Simulation:
         self.workload = workload or generate(scenario.workload, scenario.seed, scenario.requests, base)
         self.table = RequestTable(self.workload.input_len, self.workload.output_len)
         self.env = simpy.Environment()
-        self.rec = Recorder()
+        self.rec = Recorder(limit=ONLINE_TIMELINE_ROWS if listener else None)
         self.progress = progress
         self.finished = 0
         self.next_closed = 0  # closed loop: next request id to issue
@@ -91,6 +93,7 @@ class Simulation:
         self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
         self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live
+        self.cached_of: dict[int, int] = {}  # prompt tokens the EMS cache supplied, per live request
         self.started = False
 
     @property
@@ -119,6 +122,17 @@ class Simulation:
             self.submitted_hash_ids[rid] = hash_ids
         self._arrive(rid)
         return rid
+
+    def recycle(self, rid: int) -> bool:
+        """An online request is over and its timeline has been read: its row may serve a new request, so a
+        server that runs for days keeps a table the size of its live requests. False while the simulation
+        still holds it (cancelled mid-prefill or mid-transfer: it is freed when that step ends)."""
+        if rid in self.cancelled or int(self.table.state[rid]) not in (State.DONE, State.CANCELLED):
+            return False
+        self.submitted_hash_ids.pop(rid, None)
+        self.cached_of.pop(rid, None)
+        self.table.recycle(rid)
+        return True
 
     def cancel(self, rid: int) -> None:
         """The client went away: drop the request wherever it is and free what it holds."""
@@ -225,6 +239,8 @@ class Simulation:
         for rid in rids:
             c, s = self.ems.lookup(self._hash_ids(rid), int(self.table.input_len[rid]))
             cached, ssd = cached + c, ssd + s
+            if rid in self.submitted_hash_ids:
+                self.cached_of[rid] = c
         return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd)
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------

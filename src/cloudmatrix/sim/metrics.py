@@ -3,6 +3,8 @@ attainment, utilisation and KV occupancy over time. No printing; `to_dict` follo
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,12 +17,19 @@ PCTS = (50, 90, 99)
 
 @dataclass
 class Recorder:
-    """Timelines appended during the run (lists: cheap appends), turned into arrays at the end."""
+    """Timelines appended during the run (cheap appends), turned into arrays at the end. An online run (the
+    emulator) never ends, so it keeps only the last ``limit`` rows of each."""
 
+    limit: int | None = None
     # (instance, start, duration, active sequences, tokens generated, KV occupancy of the instance)
-    decode_steps: list[tuple[int, float, float, int, int, float]] = field(default_factory=list)
+    decode_steps: MutableSequence[tuple[int, float, float, int, int, float]] = field(default_factory=list)
     # (instance, start, duration, prompt tokens)
-    prefill_batches: list[tuple[int, float, float, int]] = field(default_factory=list)
+    prefill_batches: MutableSequence[tuple[int, float, float, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.limit is not None:
+            self.decode_steps = deque(self.decode_steps, maxlen=self.limit)
+            self.prefill_batches = deque(self.prefill_batches, maxlen=self.limit)
 
     def decode_step(self, inst: int, t: float, dur: float, seqs: int, tokens: int, kv_occupancy: float) -> None:
         self.decode_steps.append((inst, t, dur, seqs, tokens, kv_occupancy))

@@ -21,7 +21,7 @@ from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
 from cloudmatrix.workload.spec import PRESETS
 
-DEFAULT_SYSTEMS = ("cloudmatrix384", "gb200-nvl72", "hgx-h800", "hgx-h100", "hgx-h200", "hgx-b200")
+DEFAULT_SYSTEMS = tuple(presets())  # every system with a published (or assumed) deployment
 
 
 def parse_workload(name: str) -> tuple[int, int]:
@@ -140,13 +140,17 @@ def _why(est: Estimate, label: str) -> str:
     return f"{label}: {top}"
 
 
-def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple[float, Estimate] | None:
+def aggregated_best(
+    system: str, c: Conditions, preset: dict[str, Any]
+) -> tuple[float, Estimate, list[tuple[float, float]]] | None:
     """Co-located serving: the largest batch whose step (decode batch + the prompt chunk that keeps pace)
-    meets the TPOT SLO and, if set, the TTFT SLO. None when nothing fits."""
+    meets the TPOT SLO and, if set, the TTFT SLO, with the co-located curve over every batch (tok/s per
+    user, output tok/s per chip). None when nothing fits."""
     if "aggregated" not in preset:
         return None
     hw = load_hardware(system)
     best = None
+    curve: list[tuple[float, float]] = []
     try:
         probe = _decode(system, c, preset, hw.chip.num_dies, "aggregated")
     except InfeasibleDeploymentError:
@@ -156,11 +160,12 @@ def aggregated_best(system: str, c: Conditions, preset: dict[str, Any]) -> tuple
             est = _decode(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
             break
+        curve.append((1.0 / est.tpot_s, est.throughput_per_chip_tok_s))
         ttft_s = (est.ttft_s or 0.0) + _request_fixed_s(system, c, preset, disaggregated=False)
         ttft_ok = c.ttft_slo_ms is None or ttft_s * 1e3 <= c.ttft_slo_ms
         if est.tpot_s * 1e3 <= c.tpot_slo_ms and ttft_ok:
             best = (batch, est)
-    return best
+    return None if best is None else (*best, curve)
 
 
 def _aggregated_result(
@@ -201,10 +206,12 @@ def compare_system(system: str, c: Conditions) -> SystemResult:
             precision=preset["precision"],
             assumed_deployment=True,
         )
-        agg_result = _aggregated_result(system, c, preset, agg[0], agg[1], base)
+        batch, est, curve = agg
+        agg_result = _aggregated_result(system, c, preset, batch, est, base)
         alternatives["aggregated"] = agg_result.output_tok_s_per_chip
         if agg_result.output_tok_s_per_chip > alternatives["disaggregated"]:
-            return dataclasses.replace(agg_result, curve=disagg.curve, alternatives=alternatives)
+            # its own curve: the co-located step, so the operating point sits on it
+            return dataclasses.replace(agg_result, curve=curve, alternatives=alternatives)
     return dataclasses.replace(disagg, alternatives=alternatives)
 
 

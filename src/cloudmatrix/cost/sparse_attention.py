@@ -1,0 +1,70 @@
+"""DeepSeek Sparse Attention (DeepSeek-V3.2-Exp report §2): the lightning indexer scores every cached token
+for every query (linear in the context per token), and MLA then attends to the top-k tokens only (capped).
+The indexer runs in the lowest format the chip computes (FP8 on Hopper and Blackwell, INT8 on the 910C,
+which has no FP8) and caches one 1-byte key of ``index_head_dim`` values and an FP32 scale per token.
+
+A TP group replicates the indexer (its key path has no head axis), as it does MLA's down-projections, so
+every die of the group scores the group's tokens against the group's cache."""
+
+from __future__ import annotations
+
+from cloudmatrix.catalog.model_spec import IndexerSpec
+from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op
+from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.deploy import Plan
+
+SCORE_BYTES = 4.0  # FP32 index scores, written by the indexer and read by the top-k selection
+
+
+def indexer_precision(plan: Plan) -> str:
+    """FP8 where the chip has FP8 units, else INT8, else BF16."""
+    peaks = plan.hardware.chip.die.peak_tflops
+    return next((p for p in ("fp8", "int8") if p in peaks), "bf16")
+
+
+def causal_attended(indexer: IndexerSpec | None, cached: float, computed: float) -> float:
+    """Mean tokens a computed token attends to when ``computed`` tokens follow ``cached`` ones causally
+    (position p sees p tokens): the plain mean, or the mean of min(p, top-k) with sparse attention."""
+    if computed <= 0:
+        return 0.0
+    first, last = cached + 1.0, cached + computed
+    if indexer is None or last <= indexer.topk:
+        return (first + last) / 2
+    k = float(indexer.topk)
+    if first >= k:
+        return k
+    below = k - first + 1  # positions first..k see themselves
+    return ((first + k) / 2 * below + k * (computed - below)) / computed
+
+
+def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, stream: Stream) -> list[Op]:
+    """The indexer for ``queries`` tokens of ``seqs`` sequences scoring ``context`` cached tokens each on
+    average: its projections (query heads from the query latent, one key, per-head weights), the scoring
+    (2 · heads · head_dim FLOPs per query and cached token, the cached keys read once per sequence), and
+    the top-k selection over the scores."""
+    ix = plan.model.attention.indexer
+    if ix is None or queries <= 0:
+        return []
+    m, fmt = plan.model, indexer_precision(plan)
+    share = ix.own_layers / m.num_layers  # layers that reuse the previous selection run no indexer
+    weights = ix.params(m.hidden, m.attention.q_lora_rank) * share
+    io = queries * (ix.num_heads * ix.head_dim * 1.0 + ix.key_bytes) * share
+    score_bytes = queries * context * SCORE_BYTES * share
+    return [
+        gemm_op("indexer_proj", stream, queries, weights, plan, io + queries * m.hidden * ACT_BYTES * share),
+        Op(
+            name="indexer",
+            op_class=OpClass.ATTENTION,
+            stream=stream,
+            flops=2.0 * queries * ix.num_heads * ix.head_dim * context * share,
+            hbm_bytes=seqs * context * ix.key_bytes * share + score_bytes,
+            precision=fmt,
+        ),
+        Op(
+            name="indexer_topk",
+            op_class=OpClass.VECTOR,
+            stream=stream,
+            flops=4.0 * queries * context * share,
+            hbm_bytes=score_bytes + queries * ix.topk * 4.0 * share,
+        ),
+    ]

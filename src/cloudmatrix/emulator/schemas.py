@@ -1,0 +1,51 @@
+"""The request bodies the emulator's API accepts (OpenAI's chat and completion schemas, the fields it uses;
+sampling fields are accepted and ignored)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOKENS_LIMIT = 32768
+MAX_CHOICES = 8  # `n`: each choice is its own simulated sequence, as a serving engine runs them
+
+
+class RequestBody(BaseModel):
+    model_config = ConfigDict(extra="allow")  # sampling fields are accepted and ignored
+
+    model: str
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.get("include_usage"))
+
+    @property
+    def continuous_usage(self) -> bool:
+        """vLLM's ``stream_options.continuous_usage_stats``: usage so far on every chunk (with include_usage)."""
+        return self.include_usage and bool(self.stream_options and self.stream_options.get("continuous_usage_stats"))
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str | list[dict[str, Any]] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return " ".join(str(part.get("text", "")) for part in self.content)
+        return self.content or ""
+
+
+class ChatBody(RequestBody):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+
+
+class CompletionBody(RequestBody):
+    prompt: str | list[str]

@@ -1,0 +1,152 @@
+"""DeepSeek Sparse Attention (DeepSeek-V3.2, GLM-5): parameter counts against the model cards, KV bytes with
+the indexer keys, the indexer and the sparse attention as separate ops with their closed forms, and the
+long-context shape DeepSeek published for V3.2-Exp against V3.1 (cost per token vs position, H800)."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.models import MODELS_DIR, load_model, parse_config
+from cloudmatrix.cost.layers import _decode_attention_ops
+from cloudmatrix.cost.sparse_attention import causal_attended
+from cloudmatrix.deploy import Deployment, Phase, plan
+from cloudmatrix.errors import ConfigError
+from cloudmatrix.estimate import estimate
+
+V32 = load_model("deepseek-v3.2")
+
+
+def test_parameter_counts_match_the_model_cards() -> None:
+    ix = V32.attention.indexer
+    assert ix is not None and (ix.num_heads, ix.head_dim, ix.topk, ix.own_layers) == (64, 128, 2048, 61)
+    # one indexer: wq_b (1536 -> 64 x 128), wk (7168 -> 128), its LayerNorm, weights_proj (7168 -> 64)
+    assert ix.params(7168, 1536) == 1536 * 64 * 128 + 7168 * 128 + 2 * 128 + 7168 * 64
+    # DeepSeek's 685B counts the MTP layer with its own copies of the embedding and the LM head
+    mtp = V32.mtp_layers * (V32.mtp_layer_params() + 2 * V32.vocab * V32.hidden)
+    assert V32.total_params() + mtp == pytest.approx(685.40e9, rel=0.01)
+    # V3's 36.7B active (DeepSeek README_WEIGHTS) plus the 61 indexers
+    assert V32.active_params() - 61 * ix.params(7168, 1536) == pytest.approx(36.7e9, rel=0.01)
+    glm = load_model("glm-5")
+    assert glm.total_params() == pytest.approx(744e9, rel=0.01)  # GLM-5 report: 744B total, MTP not counted
+    # 40B active: GLM counts the matmuls of the layers, not the LM head
+    assert glm.active_params() - glm.lm_head_params() == pytest.approx(40e9, rel=0.01)
+
+
+def test_kv_bytes_per_token_hold_the_indexer_keys() -> None:
+    # latent 512 + rope 64 at the KV format, plus 128 one-byte indexer keys and an FP32 scale, per layer
+    assert V32.kv_bytes_per_token(1.0) == 61 * (576 + 132)
+    assert V32.kv_bytes_per_token(2.0) == 61 * (1152 + 132)
+    assert V32.kv_bytes(1000, 1.0) == 1000 * 61 * (576 + 132)
+    glm = load_model("glm-5")
+    assert glm.kv_bytes_per_token(1.0) == 78 * (576 + 132)
+    assert load_model("deepseek-r1").kv_bytes_per_token(1.0) == 61 * 576  # no indexer
+
+
+def test_causal_attended_caps_at_top_k() -> None:
+    ix = V32.attention.indexer
+    assert causal_attended(None, 0, 4096) == pytest.approx(2048.5)
+    assert causal_attended(ix, 0, 1000) == pytest.approx(500.5)  # all below top-k: dense
+    assert causal_attended(ix, 8192, 1000) == 2048  # every position past top-k
+    # positions 1..2048 see themselves, the other 2048 see 2048
+    assert causal_attended(ix, 0, 4096) == pytest.approx((2049 / 2 * 2048 + 2048 * 2048) / 4096)
+
+
+def _decode(model: str, context: int, system: str = "cloudmatrix384") -> dict[str, float]:
+    d = Deployment(
+        phase=Phase.DECODE,
+        num_chips=32,
+        ep=64,
+        batch_per_chip=4,
+        input_len=context,
+        output_len=1,
+        kv_len=context,
+        mtp=0,
+        kv_precision="int8",
+        microbatch=False,
+    )
+    return estimate(system, model, d).step.breakdown_us
+
+
+def test_indexer_and_sparse_attention_are_separate_ops_with_closed_forms() -> None:
+    b = _decode("deepseek-v3.2", 65536)
+    assert {"indexer_proj", "indexer", "indexer_topk", "attention_core"} <= set(b)
+    d = Deployment(
+        phase=Phase.DECODE,
+        num_chips=32,
+        ep=64,
+        batch_per_chip=4,
+        input_len=65536,
+        output_len=1,
+        kv_len=65536,
+        mtp=0,
+        kv_precision="int8",
+        microbatch=False,
+    )
+    p = plan(d, load_hardware("cloudmatrix384"), V32)
+    ops = {op.name: op for op in _decode_attention_ops(p, 1.0)}
+    q, seqs = p.decode_tokens_per_die, p.seqs_per_die
+    assert ops["indexer"].flops == pytest.approx(2 * q * 64 * 128 * 65536)
+    assert ops["indexer"].hbm_bytes == pytest.approx(seqs * 65536 * 132 + q * 65536 * 4)
+    assert ops["indexer"].precision == "int8"  # the 910C has no FP8
+    assert ops["attention_core"].flops == pytest.approx(2 * q * 128 * (2 * 512 + 64) * 2048)  # top-k, not 64K
+    h200 = plan(dataclasses.replace(d, ep=32, kv_precision="fp8", precision="fp8"), load_hardware("hgx-h200"), V32)
+    assert {op.name: op for op in _decode_attention_ops(h200, 1.0)}["indexer"].precision == "fp8"
+
+
+def test_long_context_cost_grows_as_dsa_does() -> None:
+    """V3's attention grows with the full MLA term, V3.2's only with the indexer's linear term; DeepSeek's
+    V3.2-Exp figure (decode on H800, 8K -> 128K) has V3.2's slope at about 5 % of V3.1's."""
+
+    def attention(model: str, ctx: int) -> float:
+        b = _decode(model, ctx)
+        return sum(v for k, v in b.items() if k in ("attention_core", "indexer", "indexer_topk"))
+
+    v3 = [attention("deepseek-v3", c) for c in (8192, 32768, 131072)]
+    v32 = [attention("deepseek-v3.2", c) for c in (8192, 32768, 131072)]
+    slope_v3 = (v3[2] - v3[0]) / (131072 - 8192)
+    slope_v32 = (v32[2] - v32[0]) / (131072 - 8192)
+    assert slope_v32 < 0.15 * slope_v3
+    # both linear in the context (the sparse core is flat past top-k)
+    assert (v3[1] - v3[0]) / (32768 - 8192) == pytest.approx(slope_v3, rel=0.05)
+    assert (v32[1] - v32[0]) / (32768 - 8192) == pytest.approx(slope_v32, rel=0.05)
+    assert _decode("deepseek-v3.2", 8192)["attention_core"] == pytest.approx(
+        _decode("deepseek-v3.2", 131072)["attention_core"]
+    )
+
+
+def test_prefill_switches_to_sparse_attention_where_it_is_cheaper() -> None:
+    def prefill(model: str, length: int) -> dict[str, float]:
+        d = Deployment(phase=Phase.PREFILL, num_chips=16, ep=32, tokens_per_chip=16384, input_len=length)
+        return estimate("cloudmatrix384", model, d).step.breakdown_us
+
+    short, long = prefill("deepseek-v3.2", 4096), prefill("deepseek-v3.2", 65536)
+    assert "flash_attention" in short and "sparse_attention" not in short  # masked dense MHA
+    assert "sparse_attention" in long and "flash_attention" not in long
+    assert long["sparse_attention"] < prefill("deepseek-v3", 65536)["flash_attention"] / 3
+
+
+def test_configs_the_twin_cannot_price_are_refused_by_name(tmp_path: Path) -> None:
+    base = json.loads((MODELS_DIR / "deepseek-v3.2.json").read_text())
+    cases = [
+        ({"architectures": ["MambaForCausalLM"]}, "architecture MambaForCausalLM cannot be priced"),
+        ({"compress_ratios": [4, 128]}, "field compress_ratios"),
+        ({"index_topk": None}, "lacks field index_topk"),
+        ({"kv_lora_rank": None, "architectures": None}, "needs MLA"),
+        ({"indexer_types": ["full"] * 3}, "indexer_types has 3 entries for 61 layers"),
+    ]
+    for change, message in cases:
+        cfg = {k: v for k, v in {**base, **change}.items() if v is not None}
+        with pytest.raises(ConfigError, match=message):
+            parse_config("x", cfg)
+
+
+def test_shared_indexers_follow_the_config() -> None:
+    base = json.loads((MODELS_DIR / "deepseek-v3.2.json").read_text())
+    shared = parse_config("x", {**base, "indexer_types": ["full" if i % 4 == 0 else "shared" for i in range(61)]})
+    assert shared.attention.indexer.own_layers == 16
+    assert shared.kv_bytes_per_token(1.0) == 61 * 576 + 16 * 132
+    freq = parse_config("x", {**base, "index_topk_freq": 4})
+    assert freq.attention.indexer.own_layers == 16

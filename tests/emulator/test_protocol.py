@@ -1,0 +1,172 @@
+"""The OpenAI protocol beyond one choice: `n` choices, vLLM's continuous usage stats, cached prompt tokens
+from the EMS cache, a local tokenizer; and the bounded per-request state of a long-running server."""
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers
+
+from cloudmatrix.emulator.engine import HISTORY, RealtimeEngine
+from cloudmatrix.emulator.schemas import MAX_CHOICES
+from cloudmatrix.emulator.text import HFTokens, count_chat_tokens
+from cloudmatrix.sim.scenario import load_scenario
+from tests.emulator.conftest import API_KEY, Server, _serve
+
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def _events(r: httpx.Response) -> list[dict]:
+    lines = [ln.removeprefix("data: ") for ln in r.text.splitlines() if ln.startswith("data: ")]
+    assert lines[-1] == "[DONE]"
+    return [json.loads(ln) for ln in lines[:-1]]
+
+
+def test_n_choices_streamed_and_not(server: Server) -> None:
+    body = {"model": "deepseek-r1", "prompt": "hello there", "max_tokens": 6, "n": 3}
+    r = httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=60)
+    out = r.json()
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2]
+    assert all(len(c["text"].split()) == 6 for c in out["choices"])
+    assert out["usage"]["completion_tokens"] == 18 and out["usage"]["prompt_tokens"] == 3
+
+    body |= {"stream": True, "stream_options": {"include_usage": True}}
+    r = httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=60)
+    events = _events(r)
+    words = {i: 0 for i in range(3)}
+    finished = set()
+    for e in events[:-1]:
+        (choice,) = e["choices"]
+        words[choice["index"]] += len(choice["text"].split())
+        if choice["finish_reason"] == "length":
+            finished.add(choice["index"])
+    assert words == {0: 6, 1: 6, 2: 6} and finished == {0, 1, 2}
+    assert events[-1]["usage"]["completion_tokens"] == 18
+
+    too_many = dict(body, n=MAX_CHOICES + 1)
+    r = httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=too_many, timeout=10)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+
+
+def test_continuous_usage_stats_count_up_on_every_chunk(server: Server) -> None:
+    body = {
+        "model": "deepseek-r1",
+        "messages": [{"role": "user", "content": "count"}],
+        "max_tokens": 5,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
+    events = _events(httpx.post(f"{server.url}/v1/chat/completions", headers=AUTH, json=body, timeout=60))
+    counts = [e["usage"]["completion_tokens"] for e in events]
+    assert all("usage" in e for e in events)
+    assert counts == sorted(counts) and counts[-1] == 5
+    assert all(
+        e["usage"]["total_tokens"] == e["usage"]["prompt_tokens"] + e["usage"]["completion_tokens"] for e in events
+    )
+
+
+@pytest.fixture(scope="module")
+def ems_server() -> Iterator[Server]:
+    yield from _serve("cm384-ems", "--speed", "20")
+
+
+def test_cached_tokens_come_from_the_ems_cache(ems_server: Server) -> None:
+    body = {"model": "deepseek-r1", "prompt": "shared document. " * 600, "max_tokens": 2}
+    first = httpx.post(f"{ems_server.url}/v1/completions", headers=AUTH, json=body, timeout=60).json()
+    second = httpx.post(f"{ems_server.url}/v1/completions", headers=AUTH, json=body, timeout=60).json()
+    prompt = first["usage"]["prompt_tokens"]
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    # whole 512-token blocks of the prompt, except the last token (it must be computed to sample)
+    assert cached == (prompt // 512) * 512 or cached == prompt - 1, (cached, prompt)
+    assert cached > 0
+
+
+def _word_tokenizer(path: Path) -> Path:
+    vocab = {"[UNK]": 0, "hello": 1, "world": 2}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(path))
+    return path
+
+
+def test_a_local_tokenizer_counts_prompts(tmp_path: Path) -> None:
+    tokens = HFTokens(_word_tokenizer(tmp_path / "tokenizer.json"))
+    assert tokens.count("hello world hello unknownword") == 4
+    assert count_chat_tokens(["hello world"], tokens) == 2 + 3 + 3
+    assert len(tokens.blocks("hello " * 10, 4)) == 3
+
+
+def test_serve_with_a_tokenizer_and_a_broken_one(tmp_path: Path) -> None:
+    path = _word_tokenizer(tmp_path / "tokenizer.json")
+    server = next(_serve("--tokenizer", str(path)))
+    try:
+        body = {"model": "deepseek-r1", "prompt": "hello world hello", "max_tokens": 1}
+        r = httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=30)
+        assert r.json()["usage"]["prompt_tokens"] == 3
+    finally:
+        server.proc.terminate()
+        server.proc.wait(timeout=15)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"not": "a tokenizer"}')
+    for arg in (str(bad), str(tmp_path / "missing.json"), str(tmp_path)):
+        p = subprocess.run(
+            [sys.executable, "-m", "cloudmatrix.cli.app", "serve", "--tokenizer", arg],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+
+
+async def _run_many(engine: RealtimeEngine, count: int) -> None:
+    for _ in range(count):
+        stream = engine.submit(64, 2)
+        while (await stream.queue.get()) is not None:
+            pass
+
+
+def test_a_long_run_keeps_its_table_and_timelines_bounded() -> None:
+    """Rows of finished requests are reused and only the last HISTORY timelines are kept, so memory stays
+    flat however many requests a server answers."""
+    import asyncio
+
+    engine = RealtimeEngine(load_scenario("cm384-paper"), speed=2000.0)
+
+    async def main() -> None:
+        engine.start()
+        await _run_many(engine, HISTORY + 50)
+        await engine.stop()
+
+    asyncio.run(main())
+    assert len(engine.sim.table) <= 4  # one request at a time: its row is reused
+    assert len(engine.history) == HISTORY
+    assert engine.timeline(0) is None
+    last = engine.timeline(HISTORY + 49)
+    assert last is not None and last["state"] == "done" and last["max_tokens"] == 2
+    assert engine.sim.rec.limit is not None
+
+
+def test_first_byte_or_a_429_within_a_second(tight_server: Server) -> None:
+    """At a fifth of real time the first token takes seconds, but the stream's first byte (its headers and
+    the role chunk) comes at once, and a request beyond the deployment's slots gets its 429 at once."""
+    import time
+
+    body = {"model": "deepseek-r1", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 64, "stream": True}
+    with httpx.Client(timeout=30) as client:
+        start = time.perf_counter()
+        with client.stream("POST", f"{tight_server.url}/v1/chat/completions", headers=AUTH, json=body) as r:
+            first = next(r.iter_bytes())
+            first_byte_s = time.perf_counter() - start
+            assert r.status_code == 200 and first.startswith(b"data: ")
+            start = time.perf_counter()
+            refused = client.post(f"{tight_server.url}/v1/chat/completions", headers=AUTH, json=body)
+            refused_s = time.perf_counter() - start
+    assert first_byte_s < 1.0 and refused.status_code == 429 and refused_s < 1.0
+    assert int(refused.headers["retry-after"]) >= 1
