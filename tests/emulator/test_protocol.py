@@ -162,7 +162,8 @@ def test_first_byte_or_a_429_within_a_second(tight_server: Server) -> None:
     with httpx.Client(timeout=30) as client:
         start = time.perf_counter()
         with client.stream("POST", f"{tight_server.url}/v1/chat/completions", headers=AUTH, json=body) as r:
-            first = next(r.iter_bytes())
+            chunks = r.iter_bytes()  # held: a dropped iterator closes the response (and the server frees it)
+            first = next(chunks)
             first_byte_s = time.perf_counter() - start
             assert r.status_code == 200 and first.startswith(b"data: ")
             start = time.perf_counter()
@@ -170,3 +171,35 @@ def test_first_byte_or_a_429_within_a_second(tight_server: Server) -> None:
             refused_s = time.perf_counter() - start
     assert first_byte_s < 1.0 and refused.status_code == 429 and refused_s < 1.0
     assert int(refused.headers["retry-after"]) >= 1
+
+
+def test_rolling_window_percentiles_and_expiry() -> None:
+    from cloudmatrix.emulator.metrics import RollingWindow
+
+    now = [1000.0]
+    w = RollingWindow(seconds=60, clock=lambda: now[0])
+    for i in range(1, 101):  # 1..100 ms, one each
+        w.observe("tpot", i / 1000)
+    p = w.percentiles_ms("tpot")
+    assert p["p50"] == pytest.approx(50, abs=5) and p["p99"] == pytest.approx(99, abs=10)
+    w.observe("tpot", 0.020, 100)  # token-weighted: a chunk of 100 tokens at 20 ms
+    assert w.percentiles_ms("tpot")["p50"] == pytest.approx(20, abs=2.5)
+    w.add_tokens(600)
+    now[0] += 61  # a minute later nothing is left
+    assert w.percentiles_ms("tpot")["p50"] is None and w.snapshot()["tokens_per_s"] == 0
+
+
+def test_dashboard_and_its_stats(server: Server) -> None:
+    r = httpx.get(f"{server.url}/", follow_redirects=False, timeout=10)
+    assert r.status_code in (302, 307) and r.headers["location"] == "/dashboard"
+    page = httpx.get(f"{server.url}/dashboard", timeout=10)
+    assert (
+        page.status_code == 200
+        and "/v1/cloudmatrix/stats" in page.text
+        and "http" not in page.text.split("<script>")[1]
+    )
+    body = {"model": "deepseek-r1", "prompt": "hello", "max_tokens": 4}
+    httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=30)
+    s = httpx.get(f"{server.url}/v1/cloudmatrix/stats", timeout=10).json()
+    assert {"outstanding", "running", "queue_depth", "kv_occupancy", "tokens_per_s", "ttft_ms", "tpot_ms"} <= set(s)
+    assert s["tokens_per_s"] > 0 and s["ttft_ms"]["p50"] > 0 and s["completed"] >= 1

@@ -14,6 +14,7 @@ import typer
 
 from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, _stack_set, out, set_wide
 from cloudmatrix.cli.plan_cmd import plan
+from cloudmatrix.cli.report_cmd import report
 from cloudmatrix.cli.serve_cmd import serve
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
@@ -272,10 +273,9 @@ def compare(
 ) -> None:
     """Each system's published deployment for the same model, workload and SLO, side by side."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, parse_workload
-    from cloudmatrix.studies.compare import compare as run_compare
+    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, compare_dict, parse_workload
 
-    def build() -> tuple[Conditions, list[Any]]:
+    def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
         cond = Conditions(
             model=model,
@@ -289,9 +289,9 @@ def compare(
             stack=stack,
         )
         ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
-        return cond, run_compare(ids, cond)
+        return cond, compare_dict(ids, cond)
 
-    cond, results = _run(build)
+    cond, (results, d) = _run(build)
     if plot is not None:
         from cloudmatrix.report.plot import tradeoff_png
 
@@ -300,14 +300,6 @@ def compare(
             tradeoff_png(results, plot, title, tpot_slo)
         except OSError as e:
             _fail(f"cannot write {plot}: {e.strerror}")
-    d = {
-        "model": model,
-        "workload": {"input_len": cond.input_len, "output_len": cond.output_len},
-        "tpot_slo_ms": tpot_slo,
-        "ttft_slo_ms": ttft_slo,
-        "stack": stack,
-        "systems": [r.to_dict() for r in results],
-    }
     if as_json:
         _emit_json(d)
     else:
@@ -344,6 +336,7 @@ def calibrate(as_json: JsonFlag = False) -> None:
 app.command()(plan)
 app.command()(validate)
 app.command()(serve)
+app.command()(report)
 
 
 # Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer releases)

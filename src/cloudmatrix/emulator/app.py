@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
@@ -46,6 +47,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan)
 
     add_error_handlers(app, metrics)
+    add_dashboard(app, engine, metrics, config.model_id)
 
     def authorize(request: Request) -> None:
         if config.api_key is None:
@@ -137,17 +139,14 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     raise ServerDraining()
                 n, sim_t = item
                 if last is None:
-                    metrics.ttft.observe(time.perf_counter() - started)  # wall clock: the HTTP queue is real
-                    for _ in range(n - 1):  # tokens that came with the first: no wait of their own
-                        metrics.tpot.observe(0.0)
+                    metrics.observe_ttft(time.perf_counter() - started)  # wall clock: the HTTP queue is real
+                    metrics.observe_tpot(0.0, n - 1)  # tokens that came with the first: no wait of their own
                 else:
                     # the emulated deployment's pace (simulated seconds in wall seconds), not this host's
                     # scheduling jitter; token-weighted: a chunk of k tokens is k observations
-                    per_token = (sim_t - last) / engine.speed / n
-                    for _ in range(n):
-                        metrics.tpot.observe(per_token)
+                    metrics.observe_tpot((sim_t - last) / engine.speed / n, n)
                 last = sim_t
-                metrics.generated_tokens.inc(item[0])
+                metrics.count_tokens(item[0])
                 yield item
         finally:
             if not finished:

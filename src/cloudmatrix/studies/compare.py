@@ -304,3 +304,23 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
     return results
+
+
+def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:
+    """The results and the ``compare --json`` object (the report embeds the same object)."""
+    results = compare(systems, c)
+    return results, {
+        "model": c.model,
+        "workload": {"input_len": c.input_len, "output_len": c.output_len},
+        "tpot_slo_ms": c.tpot_slo_ms,
+        "ttft_slo_ms": c.ttft_slo_ms,
+        "stack": c.stack,
+        "systems": [r.to_dict() for r in results],
+    }
+
+
+def operating_estimate(r: SystemResult, c: Conditions) -> Estimate:
+    """The decode (or co-located) step a feasible result runs at: the one its TPOT and breakdown come from."""
+    preset = presets()[r.system]
+    pool = "aggregated" if r.mode == "aggregated" else "decode"
+    return _decode(r.system, c, preset, r.batch_per_chip, pool)

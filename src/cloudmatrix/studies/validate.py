@@ -109,18 +109,7 @@ class Validation:
 
     def summary(self) -> dict[str, Any]:
         entries = self.entries()
-        cells = []
-        for role in ROLES:
-            mine = [e for e in entries if e["role"] == role]
-            for grouping in GROUPINGS:
-                for key, members in _groups(mine, grouping).items():
-                    for metric in METRICS:
-                        errs = [e["error_pct"] for e in members if e["metric"] == metric]
-                        if errs:
-                            cells.append(
-                                {"role": role, "grouping": grouping, "key": key, "metric": metric}
-                                | error_stats(errs).to_dict()
-                            )
+        cells = summary_cells(entries)
         refused = sorted({(e["id"], e["reason"]) for e in entries if e["status"] == "refused"})
         return {
             "batch_scaling": {role: batch_scaling([e for e in entries if e["role"] == role]) for role in ROLES},
@@ -133,6 +122,24 @@ class Validation:
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.entries(), "summary": self.summary()}
+
+
+def summary_cells(entries: list[dict[str, Any]], groupings: Sequence[str] = GROUPINGS) -> list[dict[str, Any]]:
+    """Error statistics per role, grouping key and metric over entries with an ``error_pct`` (None:
+    refused): the cells of ``validate``'s summary, and of the report's error table."""
+    cells = []
+    for role in ROLES:
+        mine = [e for e in entries if e["role"] == role]
+        for grouping in groupings:
+            for key, members in _groups(mine, grouping).items():
+                for metric in METRICS:
+                    errs = [e["error_pct"] for e in members if e["metric"] == metric]
+                    if errs:
+                        cells.append(
+                            {"role": role, "grouping": grouping, "key": key, "metric": metric}
+                            | error_stats(errs).to_dict()
+                        )
+    return cells
 
 
 def batch_scaling(entries: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,0 +1,83 @@
+"""`cloudmatrix report`: one self-contained HTML page (compare, the trade-off curves, step breakdowns,
+reproduce, validation, optionally the planner). Registered on the app in app.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cloudmatrix.cli import common as cli
+
+MAX_REPORT_BYTES = 10 * 1024 * 1024  # the page must stay a file one can mail
+
+
+def report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
+    workload: Annotated[str, typer.Option(help="4k-256, 2k-256, 1k-1k or INPUT/OUTPUT tokens.")] = "4k-256",
+    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
+    systems: Annotated[str | None, typer.Option(help="Comma-separated system ids (default: all with presets).")] = None,
+    plan: Annotated[bool, typer.Option("--plan", help="Add the planner's best CloudMatrix384 deployment.")] = False,
+    validate_json: Annotated[
+        Path | None, typer.Option(help="A saved `validate --json` run (default: the stored residual table).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print {path, bytes, sections} on stdout.")] = False,
+) -> None:
+    """One self-contained HTML page of the twin's answers: open it offline, mail it."""
+    from cloudmatrix.cli.progress import LazyProgress
+    from cloudmatrix.inputs import parse_json, read_text
+    from cloudmatrix.report.data import report_data
+    from cloudmatrix.report.html import render
+    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, parse_workload
+
+    started = time.perf_counter()
+
+    def conditions() -> Conditions:
+        inp, outp = parse_workload(workload)
+        return Conditions(model=model, input_len=inp, output_len=outp, tpot_slo_ms=tpot_slo)
+
+    cond = cli._run(conditions)
+    ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
+    saved = None
+    if validate_json is not None:
+        saved = cli._run(
+            lambda: _validate_run(parse_json(read_text(validate_json, "validate run"), str(validate_json)))
+        )
+    plan_d = _plan(model, workload, tpot_slo) if plan else None
+    with LazyProgress("building the report") as progress:
+        data = cli._run(lambda: report_data(cond, ids, saved, plan_d, progress.update))
+    page, sections = render(data, f"cloudmatrix report: {model}, {cond.input_len}/{cond.output_len} tokens")
+    size = len(page.encode())
+    if size > MAX_REPORT_BYTES:
+        cli._fail(f"the report would be {size:,} bytes, over the {MAX_REPORT_BYTES:,}-byte limit; pass fewer systems")
+    cli._write_text(out, page)
+    summary = {
+        "path": str(out),
+        "bytes": size,
+        "sections": sections,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if as_json:
+        cli._emit_json(summary)
+    else:
+        cli.err.print(f"wrote {out} ({size / 1e6:.1f} MB, {len(sections)} sections) in {summary['seconds']} s")
+
+
+def _validate_run(d: Any) -> dict[str, Any]:
+    from cloudmatrix.errors import ConfigError
+
+    if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or "cells" not in d.get("summary", {}):
+        raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (rows, summary)")
+    return d
+
+
+def _plan(model: str, workload: str, tpot_slo: float) -> dict[str, Any]:
+    """The planner on the CloudMatrix384 with its defaults and no simulation check (seconds, not minutes)."""
+    from cloudmatrix.cli.plan_cmd import _request, _search
+
+    request = _request("cloudmatrix384", model, workload, (5000.0, tpot_slo), None, 5, 0.7, 0.9, None, [], None)
+    d, _ = _search(request, False, False, None, None)
+    return dict(d)

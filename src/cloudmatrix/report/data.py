@@ -1,0 +1,109 @@
+"""What `cloudmatrix report` shows, as one JSON-ready object: the CloudMatrix384 at a glance, `compare`
+(the same object as ``compare --json``), the per-operator step of each system's operating point against its
+roofline, `reproduce` (as ``reproduce --json``), the validation residuals and their error table (from the
+stored residual table, or a saved ``validate --json`` run), and the planner's result when asked for."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cloudmatrix.catalog.validation import RESIDUALS_PATH
+from cloudmatrix.inputs import parse_json, read_text
+from cloudmatrix.studies.catalog_view import system_rows
+from cloudmatrix.studies.compare import Conditions, compare_dict, operating_estimate
+from cloudmatrix.studies.guard import guard_data
+from cloudmatrix.studies.reproduce import reproduce
+from cloudmatrix.studies.scoring import error_pct
+from cloudmatrix.studies.validate import summary_cells
+
+GLANCE_SYSTEM = "cloudmatrix384"
+TOP_OPS = 8  # the step's largest operators are shown; the rest are summed as "other"
+ERROR_GROUPINGS = ("all", "system x stack")
+
+Progress = Callable[[int, int], None]  # (steps done, steps)
+
+
+def glance() -> dict[str, Any]:
+    """The CloudMatrix384's derived totals from the catalog, beside the rival systems' for scale."""
+    rows = system_rows()
+    return {"system": GLANCE_SYSTEM, "rows": rows, "focus": next(r for r in rows if r["id"] == GLANCE_SYSTEM)}
+
+
+def breakdowns(results: list[Any], c: Conditions) -> dict[str, Any]:
+    """Per feasible system: the operating point's step by operator (µs, largest first) and its roofline."""
+    out = {}
+    for r in results:
+        if not r.feasible:
+            continue
+        est = operating_estimate(r, c)
+        ops = sorted(est.step.breakdown_us.items(), key=lambda kv: -kv[1])
+        shown = dict(ops[:TOP_OPS])
+        rest = sum(us for _, us in ops[TOP_OPS:])
+        if rest > 0:
+            shown["other"] = rest
+        roof = est.step.roofline_us
+        out[r.system] = {
+            "mode": r.mode,
+            "batch_per_chip": r.batch_per_chip,
+            "step_ms": est.step.step_s * 1e3,
+            "roofline_step_ms": sum(roof.values()) / 1e3,
+            "ops_us": shown,
+            "roofline_us": {op: roof.get(op, 0.0) for op in shown if op != "other"},
+        }
+    return out
+
+
+def residual_entries() -> list[dict[str, Any]]:
+    """The stored residual table (the whole shipped corpus at its last regeneration) as validate entries."""
+    data = parse_json(read_text(RESIDUALS_PATH, "residual table"), str(RESIDUALS_PATH))
+    entries = []
+    for row in data["rows"]:
+        predicted, measured = row.get("predicted"), row["measured"]
+        ok = row["status"] == "ok" and predicted is not None
+        entries.append(row | {"error_pct": round(error_pct(predicted, measured), 2) if ok else None})
+    return entries
+
+
+def validation(validate_run: dict[str, Any] | None) -> dict[str, Any]:
+    """Parity entries and the error table: from a saved ``validate --json`` run, else the stored residuals
+    (then also the CI subset's recorded medians, the figures the test suite guards)."""
+    if validate_run is not None:
+        entries = validate_run["rows"]
+        cells = [c for c in validate_run["summary"]["cells"] if c["grouping"] in ERROR_GROUPINGS]
+        return {"source": "a saved validate --json run", "entries": _slim(entries), "cells": cells, "guard": None}
+    entries = residual_entries()
+    return {
+        "source": f"the stored residual table ({RESIDUALS_PATH.name})",
+        "entries": _slim(entries),
+        "cells": summary_cells(entries, ERROR_GROUPINGS),
+        "guard": guard_data()["recorded"],
+    }
+
+
+def _slim(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    keys = ("id", "system", "stack", "metric", "role", "status", "measured", "predicted", "error_pct")
+    return [{k: e.get(k) for k in keys} for e in entries]
+
+
+def report_data(
+    c: Conditions,
+    systems: list[str],
+    validate_run: dict[str, Any] | None = None,
+    plan: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    step = progress or (lambda _done, _total: None)
+    data: dict[str, Any] = {"glance": glance()}
+    step(1, 5)
+    results, data["compare"] = compare_dict(systems, c)
+    step(2, 5)
+    data["breakdown"] = breakdowns(results, c)
+    step(3, 5)
+    data["reproduce"] = reproduce("cloudmatrix-infer").to_dict()
+    step(4, 5)
+    data["validation"] = validation(validate_run)
+    step(5, 5)
+    if plan is not None:
+        data["plan"] = plan
+    return data
