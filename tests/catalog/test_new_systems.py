@@ -62,3 +62,15 @@ def test_every_new_system_has_a_preset_a_stack_power_and_price(system: str) -> N
     hw = load_hardware(system)
     assert hw.system.power_kw.value > 0 and hw.system.price_usd.value > 0
     assert preset["precision"] in hw.chip.die.peak_tflops
+
+
+def test_blackwell_ultra_takes_its_siblings_measured_kernel_curves() -> None:
+    """GB300 and B300 have no GEMM microbenchmarks of their own: their GEMMs take GB200's and B200's
+    measured share of peak at each shape (against their own peaks), not a flat efficiency."""
+    from cloudmatrix.catalog.kernels import best_share
+
+    for ultra, sibling in (("gb300-nvl72", "nvidia-gb200"), ("hgx-b300", "nvidia-b200")):
+        chip = load_hardware(ultra).chip
+        assert chip.curves_chip == sibling and "assumed" in chip.kernel_curves_source
+        assert best_share(chip.curves_chip, "fp4", "grouped", (), 256) > 0
+    assert load_hardware("mi300x").chip.curves_chip == "amd-mi300x"  # no sibling: flat efficiencies

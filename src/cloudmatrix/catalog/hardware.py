@@ -77,6 +77,15 @@ class ChipSpec(Frozen):
     launch_us: Sourced
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
+    # a chip without GEMM microbenchmarks of its own may take a sibling's measured share-of-peak curves
+    # (same SM design: B300 from B200, GB300 from GB200); the source says why, always an assumption
+    kernel_curves_from: str | None = None
+    kernel_curves_source: str = ""
+
+    @property
+    def curves_chip(self) -> str:
+        """The chip whose measured GEMM curves price this one's GEMMs."""
+        return self.kernel_curves_from or self.id
 
     @property
     def num_dies(self) -> int:

@@ -18,8 +18,14 @@ from cloudmatrix.errors import ConfigError, UnknownIdError
 VALIDATION_DIR = DATA_DIR / "validation"
 ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 # Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
-STACKS = ("cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm")
-Stack = Literal["cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm"]
+STACKS = (
+    "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
+    "sglang-ascend",
+)  # fmt: skip
+Stack = Literal[
+    "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
+    "sglang-ascend",
+]  # fmt: skip
 # End-to-end metrics (a benchmark client's view) and steady-state ones (one step of one instance).
 E2E_METRICS = ("output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 STEADY_METRICS = ("throughput_per_chip_tok_s", "tpot_ms")

@@ -48,7 +48,7 @@ def kernel_efficiency(plan: Plan, fmt: str, op: str, rows: float, weights: str |
     if (weights or plan.deployment.precision) != fmt:
         return 0.0
     chip = plan.hardware.chip
-    return best_share(chip.id, fmt, op, stack_kernels(plan.deployment.stack, chip.family, op), rows)
+    return best_share(chip.curves_chip, fmt, op, stack_kernels(plan.deployment.stack, chip.family, op), rows)
 
 
 def norm_op(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
