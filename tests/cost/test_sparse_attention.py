@@ -150,3 +150,11 @@ def test_shared_indexers_follow_the_config() -> None:
     assert shared.kv_bytes_per_token(1.0) == 61 * 576 + 16 * 132
     freq = parse_config("x", {**base, "index_topk_freq": 4})
     assert freq.attention.indexer.own_layers == 16
+
+
+def test_deepseek_v4s_published_config_is_refused_by_what_it_needs() -> None:
+    """DeepSeek-V4-Flash's config.json (HF deepseek-ai/DeepSeek-V4-Flash, April 2026) uses compressed
+    multi-rate sparse attention, which the twin does not model: one line naming the field."""
+    path = Path(__file__).parents[1] / "data" / "deepseek-v4-flash-config.json"
+    with pytest.raises(ConfigError, match="field compress_ratios .*not modelled"):
+        load_model(str(path))

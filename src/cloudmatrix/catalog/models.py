@@ -93,15 +93,15 @@ class HFConfig(BaseModel):
 
 def _check_priceable(model_id: str, cfg: HFConfig) -> None:
     """Refuse, by name, what the twin would misprice."""
+    extra = cfg.model_extra or {}
+    for field, what in UNPRICED_FIELDS.items():
+        if field in extra:
+            raise ConfigError(f"{model_id}: field {field} ({what}) is not modelled; the twin cannot price it")
     if cfg.architectures and not set(cfg.architectures) & SUPPORTED_ARCHITECTURES:
         raise ConfigError(
             f"{model_id}: architecture {', '.join(cfg.architectures)} cannot be priced "
             f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
         )
-    extra = cfg.model_extra or {}
-    for field, what in UNPRICED_FIELDS.items():
-        if field in extra:
-            raise ConfigError(f"{model_id}: field {field} ({what}) is not modelled; the twin cannot price it")
     dsa = [f for f in ("index_n_heads", "index_head_dim", "index_topk") if getattr(cfg, f) is not None]
     if dsa and len(dsa) < 3:
         missing = next(f for f in ("index_n_heads", "index_head_dim", "index_topk") if f not in dsa)
