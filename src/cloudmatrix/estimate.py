@@ -75,7 +75,7 @@ class Estimate:
             "overlapped_us": s.overlapped_us,
             "layer_us": s.layer_us,
             "roofline_us": s.roofline_us,
-            "roofline_step_ms": sum(s.roofline_us.values()) / 1e3,
+            "roofline_step_ms": s.roofline_step_s * 1e3,
         }
         if d.phase == Phase.AGGREGATED:
             out.update(

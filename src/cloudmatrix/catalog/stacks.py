@@ -36,6 +36,14 @@ class StackCosts(Frozen):
         return self.handoff_overhead_ms.value / 1e3
 
 
+class CostsLike(Frozen):
+    """A family priced as another stack's fitted family (``like: vllm/hopper``): an assumption for engines
+    with no fit rows of their own, which follows that fit when `calibrate` moves it."""
+
+    like: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
+    source: str = Field(min_length=1)
+
+
 class StackMemory(Frozen):
     """How much of each die's HBM the engine fills with weights, activations and KV; the rest is reserve."""
 
@@ -58,7 +66,7 @@ class StackProfile(Frozen):
     name: str
     source: str
     base: str | None = None  # a front end over another stack's engine (Dynamo): its costs where none of its own
-    families: dict[str, StackCosts] = Field(default_factory=dict)  # chip family (or ``default``) -> costs
+    families: dict[str, StackCosts | CostsLike] = Field(default_factory=dict)  # chip family (or ``default``)
     memory_setting: StackMemory | None = Field(default=None, alias="memory")
     engine_defaults: EngineDefaults | None = Field(default=None, alias="defaults")
 
@@ -77,12 +85,18 @@ class StackProfile(Frozen):
         return self.memory_setting
 
     def costs(self, family: str) -> StackCosts:
-        """Own costs for the family, else the base engine's, else own default."""
+        """Own costs for the family, else the base engine's, else own default; a ``like`` entry is the
+        named stack's family."""
         if family in self.families:
-            return self.families[family]
-        if self.base is not None:
+            entry = self.families[family]
+        elif self.base is not None:
             return load_stack(self.base).costs(family)
-        return self.families[DEFAULT_FAMILY]
+        else:
+            entry = self.families[DEFAULT_FAMILY]
+        if isinstance(entry, CostsLike):
+            stack, like_family = entry.like.split("/")
+            return load_stack(stack).costs(like_family)
+        return entry
 
 
 class StackCatalog(Frozen):

@@ -273,7 +273,7 @@ def compare(
 ) -> None:
     """Each system's published deployment for the same model, workload and SLO, side by side."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, compare_dict, parse_workload
+    from cloudmatrix.studies.compare import Conditions, compare_dict, parse_workload, system_list
 
     def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
@@ -288,8 +288,7 @@ def compare(
             target_rate_req_s=target_rate,
             stack=stack,
         )
-        ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
-        return cond, compare_dict(ids, cond)
+        return cond, compare_dict(system_list(systems), cond)
 
     cond, (results, d) = _run(build)
     if plot is not None:

@@ -31,7 +31,7 @@ def report(
     from cloudmatrix.inputs import parse_json, read_text
     from cloudmatrix.report.data import report_data
     from cloudmatrix.report.html import render
-    from cloudmatrix.studies.compare import DEFAULT_SYSTEMS, Conditions, parse_workload
+    from cloudmatrix.studies.compare import Conditions, parse_workload, system_list
 
     started = time.perf_counter()
 
@@ -40,7 +40,7 @@ def report(
         return Conditions(model=model, input_len=inp, output_len=outp, tpot_slo_ms=tpot_slo)
 
     cond = cli._run(conditions)
-    ids = [s.strip() for s in systems.split(",")] if systems else list(DEFAULT_SYSTEMS)
+    ids = system_list(systems)
     saved = None
     if validate_json is not None:
         saved = cli._run(
@@ -75,9 +75,11 @@ def _validate_run(d: Any) -> dict[str, Any]:
 
 
 def _plan(model: str, workload: str, tpot_slo: float) -> dict[str, Any]:
-    """The planner on the CloudMatrix384 with its defaults and no simulation check (seconds, not minutes)."""
-    from cloudmatrix.cli.plan_cmd import _request, _search
+    """The planner on the CloudMatrix384 with the planner's defaults and no simulation check (seconds, not
+    minutes)."""
+    from cloudmatrix.cli.plan_cmd import _search
+    from cloudmatrix.planner.inputs import PlanRequest
 
-    request = _request("cloudmatrix384", model, workload, (5000.0, tpot_slo), None, 5, 0.7, 0.9, None, [], None)
+    request = PlanRequest(system="cloudmatrix384", model=model, workload=workload, tpot_slo_ms=tpot_slo)
     d, _ = _search(request, False, False, None, None)
     return dict(d)

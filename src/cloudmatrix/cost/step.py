@@ -34,6 +34,11 @@ class StepCost:
     roofline_us: dict[str, float]  # speed-of-light µs per step by op
     layer_us: dict[str, float] = field(default_factory=dict)  # per layer kind: µs per layer
 
+    @property
+    def roofline_step_s(self) -> float:
+        """The step at speed of light: every op at peak compute or bandwidth, no overlap, no overheads."""
+        return sum(self.roofline_us.values()) / 1e6
+
 
 def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
     """Fraction of the die's cores the op's stream owns in the split-core decode pipeline."""

@@ -66,7 +66,7 @@ class RealtimeEngine:
         self.next_id = 0
         self.live_rows: dict[int, int] = {}  # public id -> table row of the live requests
         self.history: OrderedDict[int, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
-        self.unrecycled: set[int] = set()  # rows of cancelled requests the simulation still holds
+        self.unrecycled: dict[int, int] = {}  # row -> public id of cancelled requests the simulation still holds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.t0 = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -172,9 +172,12 @@ class RealtimeEngine:
         if len(self.history) > HISTORY:
             self.history.popitem(last=False)
         if not self.sim.recycle(stream.row):
-            self.unrecycled.add(stream.row)
-        for row in [r for r in self.unrecycled if r != stream.row and self.sim.recycle(r)]:
-            self.unrecycled.discard(row)
+            self.unrecycled[stream.row] = stream.rid
+        for row, rid in [(r, i) for r, i in self.unrecycled.items() if r != stream.row]:
+            if self.sim.recycle(row):  # its prefill or transfer has ended: the row still holds its data
+                del self.unrecycled[row]
+                if rid in self.history:
+                    self.history[rid] = self.timeline_of_row(row)
 
     def timeline(self, rid: int) -> dict[str, Any] | None:
         """What the simulation predicted for public request ``rid``: live, or among the last HISTORY."""

@@ -8,8 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from cloudmatrix.catalog.validation import RESIDUALS_PATH
-from cloudmatrix.inputs import parse_json, read_text
+from cloudmatrix.catalog.validation import RESIDUALS_PATH, stored_residuals
 from cloudmatrix.studies.catalog_view import system_rows
 from cloudmatrix.studies.compare import Conditions, compare_dict, operating_estimate
 from cloudmatrix.studies.guard import guard_data
@@ -47,7 +46,7 @@ def breakdowns(results: list[Any], c: Conditions) -> dict[str, Any]:
             "mode": r.mode,
             "batch_per_chip": r.batch_per_chip,
             "step_ms": est.step.step_s * 1e3,
-            "roofline_step_ms": sum(roof.values()) / 1e3,
+            "roofline_step_ms": est.step.roofline_step_s * 1e3,
             "ops_us": shown,
             "roofline_us": {op: roof.get(op, 0.0) for op in shown if op != "other"},
         }
@@ -56,12 +55,13 @@ def breakdowns(results: list[Any], c: Conditions) -> dict[str, Any]:
 
 def residual_entries() -> list[dict[str, Any]]:
     """The stored residual table (the whole shipped corpus at its last regeneration) as validate entries."""
-    data = parse_json(read_text(RESIDUALS_PATH, "residual table"), str(RESIDUALS_PATH))
     entries = []
-    for row in data["rows"]:
-        predicted, measured = row.get("predicted"), row["measured"]
-        ok = row["status"] == "ok" and predicted is not None
-        entries.append(row | {"error_pct": round(error_pct(predicted, measured), 2) if ok else None})
+    for row in stored_residuals():
+        predicted = row.get("predicted")
+        err = (
+            round(error_pct(predicted, row["measured"]), 2) if row["status"] == "ok" and predicted is not None else None
+        )
+        entries.append(row | {"error_pct": err})
     return entries
 
 

@@ -12,10 +12,6 @@ from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
 TEMPLATE = "plotly_white"
-COLOURS = (
-    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
-    "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39",
-)  # fmt: skip
 COMPARE_PANELS = (
     ("output_tok_s_per_chip", "output tok/s per chip"),
     ("output_tok_s_per_system", "output tok/s per system"),
@@ -31,7 +27,8 @@ BAND = 0.25
 
 
 def _colour(names: list[str]) -> dict[str, str]:
-    palette = COLOURS if len(names) <= len(COLOURS) else tuple(qualitative.Dark24 + qualitative.Light24)
+    """Distinct colours: plotly's D3 set for up to ten names, its 48 Dark24 + Light24 beyond."""
+    palette = qualitative.D3 if len(names) <= len(qualitative.D3) else qualitative.Dark24 + qualitative.Light24
     return {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
 

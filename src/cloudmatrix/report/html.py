@@ -82,15 +82,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], specs: Sequence
 
 
 def figure(fig: go.Figure, div_id: str) -> str:
-    return str(
-        fig.to_html(
-            full_html=False,
-            include_plotlyjs=False,
-            div_id=div_id,
-            config={"responsive": True, "displaylogo": False},
-            default_height=f"{fig.layout.height or 480}px",
-        )
-    ).replace('<div style="height:100%; width:100%;">', '<div class="figure">', 1)
+    inner = fig.to_html(
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config={"responsive": True, "displaylogo": False},
+        default_height=f"{fig.layout.height or 480}px",
+    )
+    return f'<div class="figure">{inner}</div>'
 
 
 def _glance(d: dict[str, Any]) -> str:

@@ -21,7 +21,10 @@ from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
 from cloudmatrix.workload.spec import PRESETS
 
-DEFAULT_SYSTEMS = tuple(presets())  # every system with a published (or assumed) deployment
+
+def system_list(systems: str | None) -> list[str]:
+    """``--systems a,b`` as ids; by default every system with a published (or assumed) preset."""
+    return [s.strip() for s in systems.split(",")] if systems else list(presets())
 
 
 def parse_workload(name: str) -> tuple[int, int]:
