@@ -80,4 +80,5 @@ def tp_collective(plan: Plan, kind: str, group: int, data_bytes: float, stream: 
     if group <= 1:
         return []
     t, sol = comm.group_collective_s(plan.hardware, kind, group, data_bytes)
-    return [Op(name=name, op_class=OpClass.COMM, stream=stream, comm_s=t, comm_roofline_s=sol)]
+    plane = comm.plane_for(plan.hardware, group).name
+    return [Op(name=name, op_class=OpClass.COMM, stream=stream, comm_s=t, comm_roofline_s=sol, plane=plane)]

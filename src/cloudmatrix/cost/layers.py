@@ -170,7 +170,14 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     a2a_t, a2a_sol = comm.bulk_s(tp_plane, a2a_bytes, g - 1, local)
     ops = [
         gemm_op("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
-        Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
+        Op(
+            name="attn_all_gather",
+            op_class=OpClass.COMM,
+            stream=s,
+            comm_s=gather_t,
+            comm_roofline_s=gather_sol,
+            plane=tp_plane.name,
+        ),
         gemm_op("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
     ]
     prefix = plan.cached_tokens_per_die * share
@@ -182,7 +189,14 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     return ops + [
         *indexer_ops(plan, tokens, seqs, full, s),
         fa,
-        Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
+        Op(
+            name="attn_all_to_all",
+            op_class=OpClass.COMM,
+            stream=s,
+            comm_s=a2a_t,
+            comm_roofline_s=a2a_sol,
+            plane=tp_plane.name,
+        ),
         gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
     ]
 
@@ -232,7 +246,12 @@ def cache_load_op(plan: Plan) -> Op:
     """The batch's cached prefix KV (all layers) read from the EMS pool before its suffix is computed."""
     kv = plan.cached_tokens_per_die * plan.model.kv_bytes_per_token(plan.kv_bytes)
     t, sol = comm.cache_load_s(plan.hardware, plan.deployment.cache_plane, kv)
-    return Op(name="ems_kv_load", op_class=OpClass.COMM, stream=Stream.ATTENTION, comm_s=t, comm_roofline_s=sol)
+    planes = plan.hardware.system.planes
+    storage = planes.storage if plan.deployment.cache_plane != "ub" else None
+    plane = storage.name if storage is not None else planes.scale_up.name
+    return Op(
+        name="ems_kv_load", op_class=OpClass.COMM, stream=Stream.ATTENTION, comm_s=t, comm_roofline_s=sol, plane=plane
+    )
 
 
 def mtp_extra_ops(plan: Plan) -> list[Op]:

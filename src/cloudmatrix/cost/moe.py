@@ -100,23 +100,25 @@ def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
     return h * plan.dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
 
 
-def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float]:
+def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float, str]:
     """Bulk MoE all-to-all of ``messages`` per die. Inside one scale-up domain it is a single collective.
     Beyond it, tokens cross the scale-out plane once per remote domain they have experts in (hypergeometric
     over domains; DeepSeek's group-limited routing would cap this further) and are forwarded to their dies
     over scale-up (DeepEP's NVLink forwarding); the slower of the two legs sets the time. Returns (time,
-    roofline)."""
+    roofline, the plane of the roofline's leg)."""
     hw, lay, moe = plan.hardware, plan.layout, plan.model.moe
     assert lay is not None and moe is not None
     planes, domain = hw.system.planes, hw.scale_up_domain_dies
     if lay.ep <= domain:
-        return comm.bulk_s(planes.scale_up, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node)
+        t, sol = comm.bulk_s(planes.scale_up, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node)
+        return t, sol, planes.scale_up.name
     domains = lay.ep // domain
     remote = comm.distinct_destinations(moe.num_routed, moe.num_routed // domains, domains, moe.top_k)
     remote *= (domains - 1) / domains
     out_t, out_sol = comm.bulk_s(planes.scale_out, tokens * remote * msg_bytes, domains - 1, local=False)
     in_t, in_sol = comm.bulk_s(planes.scale_up, messages * msg_bytes, domain - 1, local=True)
-    return max(out_t, in_t), max(out_sol, in_sol)
+    binding = planes.scale_out.name if out_sol >= in_sol else planes.scale_up.name
+    return max(out_t, in_t), max(out_sol, in_sol), binding
 
 
 def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
@@ -175,9 +177,10 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     if plan.decodes:  # fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most
         d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
         c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
+        d_plane = c_plane = plane.name
     else:  # prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA)
-        d_t, d_sol = _bulk_all_to_all(plan, tokens, moved, disp_msg)
-        c_t, c_sol = _bulk_all_to_all(plan, tokens, moved, comb_msg)
+        d_t, d_sol, d_plane = _bulk_all_to_all(plan, tokens, moved, disp_msg)
+        c_t, c_sol, c_plane = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
             Op(
                 name="dispatch_compute",
@@ -196,8 +199,8 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
                 hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
             )
         ]
-    dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
-    combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
+    dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol, plane=d_plane)
+    combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol, plane=c_plane)
     return [*before, dispatch], [combine, *after]
 
 
@@ -236,5 +239,6 @@ def _offload_stream(plan: Plan, work: ExpertWork) -> list[Op]:
             stream=Stream.MOE,
             comm_s=moved / (bw * cpu.link_efficiency.value),
             comm_roofline_s=moved / bw,
+            plane="cpu_link",
         )
     ]

@@ -33,6 +33,7 @@ class Op:
     precision: str = "bf16"
     comm_s: float = 0.0  # COMM: time on the fabric, from cost.comm
     comm_roofline_s: float = 0.0  # COMM: bytes at the raw link rate
+    plane: str = ""  # COMM: the link whose bytes set the roofline (a plane's name, or the CPU link)
     launches: int = 1
     compute_eff: float = 0.0  # GEMM: the kernel curve's share of peak at this op's shape (0: the chip's flat value)
 
@@ -74,3 +75,17 @@ def roofline_s(op: Op, chip: ChipSpec) -> float:
     if op.op_class == OpClass.COMM:
         return op.comm_roofline_s
     return max(op.flops / chip.die.peak_flops(op.precision), op.hbm_bytes / chip.hbm_bw_bytes_per_s_per_die)
+
+
+def compute_sol_s(op: Op, chip: ChipSpec, core_share: float = 1.0) -> float:
+    """The op's FLOPs at peak on ``core_share`` of the die's cores (0 for communication)."""
+    if op.op_class == OpClass.COMM or not op.flops:
+        return 0.0
+    return op.flops / (chip.die.peak_flops(op.precision) * core_share)
+
+
+def memory_sol_s(op: Op, chip: ChipSpec) -> float:
+    """The op's HBM bytes at peak bandwidth (0 for communication)."""
+    if op.op_class == OpClass.COMM:
+        return 0.0
+    return op.hbm_bytes / chip.hbm_bw_bytes_per_s_per_die
