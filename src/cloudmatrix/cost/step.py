@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import pipeline, roofline
 from cloudmatrix.cost.layers import cache_load_op, head_ops, layer_ops, mtp_extra_ops
-from cloudmatrix.cost.ops import Op, OpClass, Stream, compute_sol_s, memory_s, memory_sol_s, op_time_s, roofline_s
+from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.pricing import Price, Pricer, pricer
 from cloudmatrix.deploy import Phase, Plan
 
 US = 1e6
@@ -39,14 +40,17 @@ class StepCost:
     layer_us: dict[str, float] = field(default_factory=dict)  # per layer kind: µs per layer
 
 
-def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
-    """Fraction of the die's cores the op's stream owns in the split-core decode pipeline."""
+def _core_shares(plan: Plan) -> dict[tuple[Stream, bool], float]:
+    """Fraction of the die's cores each stream owns in the split-core decode pipeline, for its cube ops
+    and (where the die has separate vector units) its vector ops: keyed by (stream, vector op)."""
     mb, die = plan.hardware.chip.microbatch, plan.hardware.chip.die
-    share = mb.attention if stream == Stream.ATTENTION else mb.moe
-    assert share is not None
-    if op.op_class == OpClass.VECTOR and die.vector_units:
-        return share.vector / die.vector_units.value
-    return share.compute / die.compute_units.value
+    out = {}
+    for stream, share in ((Stream.ATTENTION, mb.attention), (Stream.MOE, mb.moe)):
+        assert share is not None
+        cube = share.compute / die.compute_units.value
+        out[stream, False] = cube
+        out[stream, True] = share.vector / die.vector_units.value if die.vector_units else cube
+    return out
 
 
 def _prefill_compute_share(plan: Plan) -> float:
@@ -56,10 +60,10 @@ def _prefill_compute_share(plan: Plan) -> float:
     return (units - reserved.value) / units if reserved else 1.0
 
 
-def _serial(ops: list[Op], plan: Plan) -> LayerCost:
-    chip = plan.hardware.chip
-    times = {op.name: op_time_s(op, chip) * US for op in ops}
-    sol = {op.name: roofline_s(op, chip) * US for op in ops}
+def _serial(ops: list[Op], px: Pricer) -> LayerCost:
+    prices = [px.price(op) for op in ops]
+    times = {op.name: p.time_s * US for op, p in zip(ops, prices, strict=True)}
+    sol = {op.name: p.roofline_s * US for op, p in zip(ops, prices, strict=True)}
     bound, binding = roofline.serial_bound_s(list(sol.values()))
     return LayerCost(
         time_s=sum(times.values()) / US,
@@ -71,72 +75,63 @@ def _serial(ops: list[Op], plan: Plan) -> LayerCost:
     )
 
 
-def _overlapped_bound(ops: list[Op], plan: Plan, partitions: list[str], shares: list[float]) -> tuple[float, str]:
-    """Both microbatches' work on each resource at speed of light (``partitions``: each op's core
-    partition, ``shares``: the fraction of the die's cores it holds)."""
-    chip = plan.hardware.chip
-    compute = [
-        (part, compute_sol_s(op, chip, share))
-        for op, part, share in zip(ops, partitions, shares, strict=True)
-        if op.op_class != OpClass.COMM
-    ]
-    links = [(op.plane, op.comm_roofline_s) for op in ops if op.op_class == OpClass.COMM]
-    return roofline.overlapped_bound_s(compute, [memory_sol_s(op, chip) for op in ops], links, copies=2)
+def _overlapped_bound(ops: list[Op], prices: list[Price], partitions: list[str]) -> tuple[float, str]:
+    """Both microbatches' work on each resource at speed of light (``partitions``: each op's cores)."""
+    compute, links = [], []
+    for op, p, part in zip(ops, prices, partitions, strict=True):
+        if op.op_class == OpClass.COMM:
+            links.append((p.link, p.roofline_s))
+        else:
+            compute.append((part, p.compute_sol_s))
+    return roofline.overlapped_bound_s(compute, [p.memory_sol_s for p in prices], links, copies=2)
 
 
-def _pipelined(
-    ops: list[Op],
-    resources: list[int],
-    times_us: list[float],
-    floor_us: float,
-    sol_us: list[float],
-    bound: tuple[float, str],
-) -> LayerCost:
+def _pipelined(ops: list[Op], resources: list[int], prices: list[Price], partitions: list[str]) -> LayerCost:
     """Two microbatches scheduled over their resources (``cost.pipeline``). The breakdown lists the busiest
     resource's ops (both microbatches), the bubbles the dependencies leave on it, and any HBM contention;
     the other resource's ops are reported as overlapped."""
+    times_us = [p.time_s * US for p in prices]
+    floor_us = 2 * sum(p.memory_s for p in prices) * US
     layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
     busy: dict[int, dict[str, float]] = {0: {}, 1: {}}
     sol: dict[int, dict[str, float]] = {0: {}, 1: {}}
-    for op, r, t, light in zip(ops, resources, times_us, sol_us, strict=True):
+    for op, r, t, p in zip(ops, resources, times_us, prices, strict=True):
         busy[r][op.name] = busy[r].get(op.name, 0.0) + 2 * t
-        sol[r][op.name] = sol[r].get(op.name, 0.0) + 2 * light
+        sol[r][op.name] = sol[r].get(op.name, 0.0) + 2 * (p.roofline_s * US)
     slow = max(busy, key=lambda r: sum(busy[r].values()))
     critical = dict(busy[slow])
     bubble = layer_us - sum(critical.values())
     if bubble > 1e-9:
         critical["hbm_contention" if floor_us >= layer_us else "pipeline_bubble"] = bubble
+    bound, binding = _overlapped_bound(ops, prices, partitions)
     return LayerCost(
         time_s=sum(critical.values()) / US,
         critical_us=critical,
         overlapped_us=busy[1 - slow],
         roofline_us=sol[slow],
-        bound_s=bound[0],
-        binding=bound[1],
+        bound_s=bound,
+        binding=binding,
     )
 
 
 def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+    px = pricer(plan)
     if not microbatch:
-        return _serial(layer_ops(plan, moe, 1.0), plan)
+        return _serial(layer_ops(plan, moe, 1.0), px)
     chip = plan.hardware.chip
     ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; the schedule runs both
-    sol_us = [roofline_s(op, chip) * US for op in ops]
-    floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
     if plan.decodes and chip.microbatch.decode_overlap == "split":
         # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
+        split = _core_shares(plan)
         resources = [0 if op.stream == Stream.ATTENTION else 1 for op in ops]
-        shares = [_core_share(op, plan, op.stream) for op in ops]
-        times = [op_time_s(op, chip, share) * US for op, share in zip(ops, shares, strict=True)]
-        bound = _overlapped_bound(ops, plan, [f"cores:{op.stream.value}" for op in ops], shares)
-        return _pipelined(ops, resources, times, floor_us, sol_us, bound)
+        prices = [px.price(op, split[op.stream, op.op_class == OpClass.VECTOR]) for op in ops]
+        return _pipelined(ops, resources, prices, [f"cores:{op.stream.value}" for op in ops])
     # Alternating: all cores compute one microbatch while the other's data moves (Ascend prefill over SDMA;
     # NVIDIA two-batch overlap, with SMs held by the communication kernels in prefill).
     share = _prefill_compute_share(plan) if plan.phase == Phase.PREFILL else 1.0
     resources = [1 if op.op_class == OpClass.COMM else 0 for op in ops]
-    times = [op_time_s(op, chip, share if r == 0 else 1.0) * US for op, r in zip(ops, resources, strict=True)]
-    bound = _overlapped_bound(ops, plan, ["cores"] * len(ops), [share] * len(ops))
-    return _pipelined(ops, resources, times, floor_us, sol_us, bound)
+    prices = [px.price(op, share if r == 0 else 1.0) for op, r in zip(ops, resources, strict=True)]
+    return _pipelined(ops, resources, prices, ["cores"] * len(ops))
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
@@ -144,50 +139,79 @@ def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: 
         into[prefix + name] += us * times
 
 
+def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[bool, LayerCost] | None:
+    """Each layer kind's cost (keyed by MoE or not), the most numerous kind first; None as soon as those
+    layers alone take longer than ``beat_s`` (the graph cannot be the faster one)."""
+    m = plan.model
+    kinds = sorted(((m.num_moe_layers, True), (m.num_dense_layers, False)), reverse=True)
+    layers, partial_s = {}, 0.0
+    for count, moe in kinds:
+        if count:
+            layers[moe] = layer_cost(plan, moe, microbatch)
+            partial_s += count * layers[moe].time_s
+            if beat_s is not None and partial_s > beat_s * (1 + 1e-9):  # margin: the step sums in another order
+                return None
+    return layers
+
+
 def step_cost(plan: Plan, microbatch: bool) -> StepCost:
-    m, chip = plan.model, plan.hardware.chip
+    """The step of the serial or the two-microbatch graph."""
+    cost = _step_cost(plan, microbatch, None)
+    assert cost is not None
+    return cost
+
+
+def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost | None:
+    """``step_cost``; with ``beat_s``, None once the graph is certain to be slower than that."""
+    m, chip, px = plan.model, plan.hardware.chip, pricer(plan)
+    layers = _layer_costs(plan, microbatch, beat_s)
+    if layers is None:
+        return None
     breakdown: dict[str, float] = defaultdict(float)
     sol: dict[str, float] = defaultdict(float)
     layer_us: dict[str, float] = {}
-    bound_s, binding = 0.0, dict[str, str]()
-    rep: LayerCost | None = None
+    bound_s, binding = 0.0, {}
     for moe, count, kind in ((False, m.num_dense_layers, "dense"), (True, m.num_moe_layers, "moe")):
         if not count:
             continue
-        lc = layer_cost(plan, moe, microbatch)
+        lc = layers[moe]
         _add(breakdown, lc.critical_us, count)
         _add(sol, lc.roofline_us, count)
         layer_us[kind] = lc.time_s * US
         bound_s += count * lc.bound_s
         binding[kind] = lc.binding
-        rep = lc
-    assert rep is not None
+    rep = layers[True] if True in layers else layers[False]
     extra: list[tuple[str, Op]] = []
     if plan.decodes:
         mtp = plan.deployment.mtp
+        head = head_ops(plan, plan.decode_tokens_per_die)
         if mtp:
             # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
-            # The draft passes run on the decode tokens only (not on a co-located prompt chunk).
-            decode_only = dataclasses.replace(plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0)
-            draft = layer_cost(decode_only, bool(m.moe), microbatch)
+            # The draft passes run on the decode tokens only (not on a co-located prompt chunk); with no
+            # chunk that is the step's own layer.
+            if plan.chunk_tokens_per_die:
+                decode_only = dataclasses.replace(
+                    plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0
+                )
+                draft = layer_cost(decode_only, bool(m.moe), microbatch)
+            else:
+                decode_only, draft = plan, layers[bool(m.moe)]
             _add(breakdown, draft.critical_us, mtp, "mtp.")
             _add(sol, draft.roofline_us, mtp, "mtp.")
             bound_s += mtp * draft.bound_s
             binding["mtp"] = draft.binding
-            extra += [
-                ("mtp.", op) for op in mtp_extra_ops(decode_only) + head_ops(plan, plan.decode_tokens_per_die)
-            ] * mtp
-        extra += [("", op) for op in head_ops(plan, plan.decode_tokens_per_die)]
+            extra += [("mtp.", op) for op in mtp_extra_ops(decode_only) + head] * mtp
+        extra += [("", op) for op in head]
     else:  # only each prompt's last position needs logits
         extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
         if plan.cached_tokens_per_die > 0:
             extra.append(("", cache_load_op(plan)))
+    prices = {id(op): px.price(op) for _, op in extra}  # the MTP passes repeat the same ops
     for prefix, op in extra:
-        key = prefix + op.name
-        breakdown[key] += op_time_s(op, chip) * US
-        light = roofline_s(op, chip)
-        sol[key] += light * US
-        bound_s += light
+        key, price = prefix + op.name, prices[id(op)]
+        breakdown[key] += price.time_s * US
+        sol[key] += price.roofline_s * US
+        bound_s += price.roofline_s
     costs = stack_costs(plan.deployment.stack, chip.family)
     if costs is not None and costs.step_overhead_us.value > 0:  # host time the device does not hide
         breakdown["stack_step_overhead"] += costs.step_overhead_us.value
@@ -210,4 +234,6 @@ def best_step_cost(plan: Plan) -> StepCost:
     choice = plan.deployment.microbatch
     if choice is not None:
         return step_cost(plan, choice)
-    return min((step_cost(plan, True), step_cost(plan, False)), key=lambda c: c.step_s)
+    serial = step_cost(plan, False)
+    overlapped = _step_cost(plan, True, beat_s=serial.step_s)  # stops once its layers alone are slower
+    return overlapped if overlapped is not None and overlapped.step_s <= serial.step_s else serial
