@@ -200,14 +200,22 @@ def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     ]
 
 
-def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
-    """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
+def attention_ops(plan: Plan, share: float) -> list[Op]:
+    """The attention half of a decoder layer, the same in dense and MoE layers."""
     tokens = plan.tokens_per_die * share
-    attention = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
+    return [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
         _decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share)
     )
-    ffn = moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
-    return attention + ffn
+
+
+def ffn_ops(plan: Plan, moe: bool, share: float) -> list[Op]:
+    """The feed-forward half of a decoder layer: the MoE FFN or the dense FFN."""
+    return moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
+
+
+def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
+    """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
+    return attention_ops(plan, share) + ffn_ops(plan, moe, share)
 
 
 def head_ops(plan: Plan, tokens: float) -> list[Op]:

@@ -15,7 +15,7 @@ from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share
 from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Transfer
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
 
 _CURVE_MEMO_LIMIT = 4096  # kernel-curve lookups kept per pricer (a long sweep sees many shapes)
@@ -54,6 +54,7 @@ class Pricer:
         self.gemm_serving = e.gemm_serving.value
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
         self.launch_us = chip.launch_us.value
+        self.core_shares = _core_shares(hardware)
         self._peaks: dict[str, float] = {}
         self._curves: dict[tuple[str, str, float], float] = {}
 
@@ -134,6 +135,20 @@ class Pricer:
     def _plane(self, role: LinkRole) -> Plane:
         planes = self.hardware.system.planes
         return planes.scale_up if role == LinkRole.SCALE_UP else planes.scale_out
+
+
+def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
+    """Fraction of the die's cores each stream owns in the split-core decode pipeline (P3 §4.2.3), for its
+    cube ops and (where the die has separate vector units) its vector ops: keyed by (stream, vector op)."""
+    mb, die = hardware.chip.microbatch, hardware.chip.die
+    out = {}
+    for stream, share in ((Stream.ATTENTION, mb.attention), (Stream.MOE, mb.moe)):
+        if share is None:  # alternating chips split no cores
+            continue
+        cube = share.compute / die.compute_units.value
+        out[stream, False] = cube
+        out[stream, True] = share.vector / die.vector_units.value if die.vector_units else cube
+    return out
 
 
 _PRICERS: dict[tuple[int, str | None], Pricer] = {}

@@ -9,7 +9,6 @@ over each communication link. No overheads (launches, handshakes, host time) ent
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 
 SERIAL = "serial"
@@ -27,11 +26,12 @@ def overlapped_bound_s(
     """(bound, binding resource) of ``copies`` microbatches of the same ops sharing the die: ``compute``
     is each op's (core partition, FLOPs at peak on that partition), ``hbm_s`` its bytes at peak bandwidth,
     ``links`` each communication op's (link, bytes at the link's raw rate)."""
-    work: dict[str, float] = defaultdict(float)
+    work: dict[str, float] = {}
     for partition, s in compute:
-        work[partition] += copies * s
+        work[partition] = work.get(partition, 0.0) + copies * s
     work[HBM] = copies * sum(hbm_s)
     for link, s in links:
-        work["link:" + link] += copies * s
+        key = "link:" + link
+        work[key] = work.get(key, 0.0) + copies * s
     binding = max(work, key=lambda r: work[r])
     return work[binding], binding

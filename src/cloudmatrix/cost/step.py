@@ -9,15 +9,15 @@ from dataclasses import dataclass, field
 
 from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import pipeline, roofline
-from cloudmatrix.cost.layers import cache_load_op, head_ops, layer_ops, mtp_extra_ops
+from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream
-from cloudmatrix.cost.pricing import Price, Pricer, pricer
+from cloudmatrix.cost.pricing import Price, pricer
 from cloudmatrix.deploy import Phase, Plan
 
 US = 1e6
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class LayerCost:
     time_s: float
     critical_us: dict[str, float]  # ops on the critical path, µs per layer; sums to time_s
@@ -40,19 +40,6 @@ class StepCost:
     layer_us: dict[str, float] = field(default_factory=dict)  # per layer kind: µs per layer
 
 
-def _core_shares(plan: Plan) -> dict[tuple[Stream, bool], float]:
-    """Fraction of the die's cores each stream owns in the split-core decode pipeline, for its cube ops
-    and (where the die has separate vector units) its vector ops: keyed by (stream, vector op)."""
-    mb, die = plan.hardware.chip.microbatch, plan.hardware.chip.die
-    out = {}
-    for stream, share in ((Stream.ATTENTION, mb.attention), (Stream.MOE, mb.moe)):
-        assert share is not None
-        cube = share.compute / die.compute_units.value
-        out[stream, False] = cube
-        out[stream, True] = share.vector / die.vector_units.value if die.vector_units else cube
-    return out
-
-
 def _prefill_compute_share(plan: Plan) -> float:
     """Cores left for compute while communication kernels hold some (DeepEP normal mode: 24 of 132 SMs)."""
     reserved = plan.hardware.chip.microbatch.prefill_comm_units
@@ -60,10 +47,11 @@ def _prefill_compute_share(plan: Plan) -> float:
     return (units - reserved.value) / units if reserved else 1.0
 
 
-def _serial(ops: list[Op], px: Pricer) -> LayerCost:
-    prices = [px.price(op) for op in ops]
-    times = {op.name: p.time_s * US for op, p in zip(ops, prices, strict=True)}
-    sol = {op.name: p.roofline_s * US for op, p in zip(ops, prices, strict=True)}
+def _serial(ops: list[Op], prices: list[Price]) -> LayerCost:
+    times, sol = {}, {}
+    for op, p in zip(ops, prices, strict=True):
+        times[op.name] = p.time_s * US
+        sol[op.name] = p.roofline_s * US
     bound, binding = roofline.serial_bound_s(list(sol.values()))
     return LayerCost(
         time_s=sum(times.values()) / US,
@@ -114,29 +102,63 @@ def _pipelined(ops: list[Op], resources: list[int], prices: list[Price], partiti
     )
 
 
-def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+@dataclass(frozen=True, slots=True)
+class _Priced:
+    """Ops with their prices, and in a microbatched graph each op's resource and core partition."""
+
+    ops: list[Op]
+    prices: list[Price]
+    resources: list[int]
+    partitions: list[str]
+
+
+def _price_ops(plan: Plan, ops: list[Op], microbatch: bool) -> _Priced:
     px = pricer(plan)
     if not microbatch:
-        return _serial(layer_ops(plan, moe, 1.0), px)
-    chip = plan.hardware.chip
-    ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; the schedule runs both
-    if plan.decodes and chip.microbatch.decode_overlap == "split":
+        return _Priced(ops, [px.price(op) for op in ops], [], [])
+    if plan.decodes and plan.hardware.chip.microbatch.decode_overlap == "split":
         # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
-        split = _core_shares(plan)
-        resources = [0 if op.stream == Stream.ATTENTION else 1 for op in ops]
-        prices = [px.price(op, split[op.stream, op.op_class == OpClass.VECTOR]) for op in ops]
-        return _pipelined(ops, resources, prices, [f"cores:{op.stream.value}" for op in ops])
+        split = px.core_shares
+        return _Priced(
+            ops,
+            [px.price(op, split[op.stream, op.op_class == OpClass.VECTOR]) for op in ops],
+            [0 if op.stream == Stream.ATTENTION else 1 for op in ops],
+            [_STREAM_CORES[op.stream] for op in ops],
+        )
     # Alternating: all cores compute one microbatch while the other's data moves (Ascend prefill over SDMA;
     # NVIDIA two-batch overlap, with SMs held by the communication kernels in prefill).
     share = _prefill_compute_share(plan) if plan.phase == Phase.PREFILL else 1.0
     resources = [1 if op.op_class == OpClass.COMM else 0 for op in ops]
     prices = [px.price(op, share if r == 0 else 1.0) for op, r in zip(ops, resources, strict=True)]
-    return _pipelined(ops, resources, prices, ["cores"] * len(ops))
+    return _Priced(ops, prices, resources, ["cores"] * len(ops))
+
+
+_STREAM_CORES = {stream: f"cores:{stream.value}" for stream in Stream}
+
+
+def _attention(plan: Plan, microbatch: bool) -> _Priced:
+    """The attention half of every layer of the graph, priced once for both layer kinds."""
+    return _price_ops(plan, attention_ops(plan, 0.5 if microbatch else 1.0), microbatch)
+
+
+def _layer(plan: Plan, moe: bool, microbatch: bool, attention: _Priced) -> LayerCost:
+    ffn = _price_ops(plan, ffn_ops(plan, moe, 0.5 if microbatch else 1.0), microbatch)
+    ops, prices = attention.ops + ffn.ops, attention.prices + ffn.prices
+    if not microbatch:
+        return _serial(ops, prices)
+    return _pipelined(ops, attention.resources + ffn.resources, prices, attention.partitions + ffn.partitions)
+
+
+def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+    """One decoder layer, serial or as two microbatches (each of half the batch; the schedule runs both)."""
+    return _layer(plan, moe, microbatch, _attention(plan, microbatch))
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
+    if prefix:
+        items = {prefix + name: us for name, us in items.items()}
     for name, us in items.items():
-        into[prefix + name] += us * times
+        into[name] += us * times
 
 
 def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[bool, LayerCost] | None:
@@ -145,9 +167,10 @@ def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[boo
     m = plan.model
     kinds = sorted(((m.num_moe_layers, True), (m.num_dense_layers, False)), reverse=True)
     layers, partial_s = {}, 0.0
+    attention = _attention(plan, microbatch)
     for count, moe in kinds:
         if count:
-            layers[moe] = layer_cost(plan, moe, microbatch)
+            layers[moe] = _layer(plan, moe, microbatch, attention)
             partial_s += count * layers[moe].time_s
             if beat_s is not None and partial_s > beat_s * (1 + 1e-9):  # margin: the step sums in another order
                 return None
