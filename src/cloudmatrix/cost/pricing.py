@@ -98,10 +98,18 @@ class Pricer:
         if op.op_class is OpClass.COMM:
             t, sol, link = self.comm(op.legs)
             return Price(t + launch, 0.0, sol, 0.0, 0.0, link)
-        peak = self._peaks.get(op.precision) or self.peak(op.precision)
+        precision, (eff_c, eff_m) = op.precision, self.flat[op.op_class]
+        peak = self._peaks.get(precision) or self.peak(precision)
+        if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
+            share = 0.0
+            if op.kernel and op.weights == precision:
+                share = self._curves.get((precision, op.kernel, op.rows)) or self.kernel_share(
+                    precision, op.kernel, op.rows
+                )
+            eff_c = (share or eff_c) * self.gemm_serving
         flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
-        compute = flops / (self.compute_efficiency(op) * peak * core_share)
-        memory = nbytes / (self.flat[op.op_class][1] * bw)
+        compute = flops / (eff_c * peak * core_share)
+        memory = nbytes / (eff_m * bw)
         sol_m = nbytes / bw
         sol = flops / peak
         if type(compute) is float and type(memory) is float and type(sol) is float and type(sol_m) is float:
@@ -113,6 +121,10 @@ class Pricer:
 
     def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:
         """(time, roofline, binding link) of parallel legs: the slowest leg sets each."""
+        if len(legs) == 1:
+            leg = legs[0]
+            t, s = self._leg(leg)
+            return t, s, leg.role.value
         time = sol = 0.0
         link = ""
         for leg in legs:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
@@ -74,13 +75,17 @@ def _overlapped_bound(ops: list[Op], prices: list[Price], partitions: list[str])
     return roofline.overlapped_bound_s(compute, [p.memory_sol_s for p in prices], links, copies=2)
 
 
-def _pipelined(ops: list[Op], resources: list[int], prices: list[Price], partitions: list[str]) -> LayerCost:
+def _pipelined(
+    ops: list[Op], resources: list[int], prices: list[Price], partitions: list[str], budget_us: float
+) -> LayerCost | None:
     """Two microbatches scheduled over their resources (``cost.pipeline``). The breakdown lists the busiest
     resource's ops (both microbatches), the bubbles the dependencies leave on it, and any HBM contention;
-    the other resource's ops are reported as overlapped."""
+    the other resource's ops are reported as overlapped. None for a layer over ``budget_us``."""
     times_us = [p.time_s * US for p in prices]
     floor_us = 2 * sum(p.memory_s for p in prices) * US
     layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
+    if layer_us > budget_us:
+        return None
     busy: dict[int, dict[str, float]] = {0: {}, 1: {}}
     sol: dict[int, dict[str, float]] = {0: {}, 1: {}}
     for op, r, t, p in zip(ops, resources, times_us, prices, strict=True):
@@ -141,17 +146,23 @@ def _attention(plan: Plan, microbatch: bool) -> _Priced:
     return _price_ops(plan, attention_ops(plan, 0.5 if microbatch else 1.0), microbatch)
 
 
-def _layer(plan: Plan, moe: bool, microbatch: bool, attention: _Priced) -> LayerCost:
+def _layer(
+    plan: Plan, moe: bool, microbatch: bool, attention: _Priced, budget_us: float = math.inf
+) -> LayerCost | None:
+    """One layer kind of the graph; None for a microbatched layer over ``budget_us``."""
     ffn = _price_ops(plan, ffn_ops(plan, moe, 0.5 if microbatch else 1.0), microbatch)
     ops, prices = attention.ops + ffn.ops, attention.prices + ffn.prices
     if not microbatch:
         return _serial(ops, prices)
-    return _pipelined(ops, attention.resources + ffn.resources, prices, attention.partitions + ffn.partitions)
+    resources, partitions = attention.resources + ffn.resources, attention.partitions + ffn.partitions
+    return _pipelined(ops, resources, prices, partitions, budget_us)
 
 
 def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
     """One decoder layer, serial or as two microbatches (each of half the batch; the schedule runs both)."""
-    return _layer(plan, moe, microbatch, _attention(plan, microbatch))
+    cost = _layer(plan, moe, microbatch, _attention(plan, microbatch))
+    assert cost is not None
+    return cost
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
@@ -168,11 +179,16 @@ def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[boo
     kinds = sorted(((m.num_moe_layers, True), (m.num_dense_layers, False)), reverse=True)
     layers, partial_s = {}, 0.0
     attention = _attention(plan, microbatch)
+    # a margin: the step sums its breakdown in another order
+    limit_s = math.inf if beat_s is None else beat_s * (1 + 1e-9)
     for count, moe in kinds:
         if count:
-            layers[moe] = _layer(plan, moe, microbatch, attention)
-            partial_s += count * layers[moe].time_s
-            if beat_s is not None and partial_s > beat_s * (1 + 1e-9):  # margin: the step sums in another order
+            lc = _layer(plan, moe, microbatch, attention, (limit_s - partial_s) / count * US)
+            if lc is None:
+                return None
+            layers[moe] = lc
+            partial_s += count * lc.time_s
+            if partial_s > limit_s:
                 return None
     return layers
 
