@@ -4,6 +4,7 @@ structure of the fabric. All bandwidths are per die and unidirectional, as the p
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.models import ModelSpec
@@ -21,6 +22,7 @@ def messages_per_token(plane: Plane, num_experts: int, experts_per_die: int, die
     return distinct_destinations(num_experts, experts_per_die, dies, top_k)
 
 
+@lru_cache(maxsize=1024)  # a function of the layout alone, asked for at every step
 def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top_k: int) -> float:
     """Expected number of distinct dies a token's top-k experts live on (hypergeometric). Where the operator
     sends a token once per destination die (CANN's fused operators), EP8 with 32 experts per die sends ~5.3
@@ -97,6 +99,14 @@ def plane_for(hardware: Hardware, group_dies: int) -> Plane:
 def role_for(hardware: Hardware, group_dies: int) -> LinkRole:
     """``plane_for``'s plane as a link role of an op descriptor."""
     return LinkRole.SCALE_UP if group_dies <= hardware.scale_up_domain_dies else LinkRole.SCALE_OUT
+
+
+def plane_and_role(hardware: Hardware, group_dies: int) -> tuple[Plane, LinkRole]:
+    """``plane_for`` and ``role_for`` at once."""
+    planes = hardware.system.planes
+    if group_dies <= hardware.scale_up_domain_dies:
+        return planes.scale_up, LinkRole.SCALE_UP
+    return planes.scale_out, LinkRole.SCALE_OUT
 
 
 def cache_load_s(hardware: Hardware, plane_kind: str, bytes_per_die: float) -> tuple[float, float]:

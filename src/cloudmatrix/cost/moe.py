@@ -5,6 +5,8 @@ prefill), and the expert-load helpers it rests on (docs/model.md §3.2, §3.4, �
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
@@ -30,9 +32,7 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
     m, lay = plan.model, plan.layout
     if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
         return 1.0
-    from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
-
-    return busiest_factor(
+    return _experts().busiest_factor(
         plan.routing,
         lay,
         plan.deployment.eplb,
@@ -41,6 +41,14 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
         tokens=tokens * _group_scale(plan),
         requests=_requests(plan, tokens) * _group_scale(plan),
     )
+
+
+@cache
+def _experts() -> ModuleType:
+    """cost.experts, imported on first use: numpy loads only when routing is sampled (once, not per call)."""
+    from cloudmatrix.cost import experts
+
+    return experts
 
 
 def _group_scale(plan: Plan) -> float:
@@ -162,7 +170,7 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
     k, s = m.moe.top_k, Stream.MOE
-    plane, role = comm.plane_for(plan.hardware, lay.ep), comm.role_for(plan.hardware, lay.ep)
+    plane, role = comm.plane_and_role(plan.hardware, lay.ep)
     disp_msg = dispatch_message_bytes(plan, plane)
     comb_msg = h * ACT_BYTES
     # Redundant copies add no destinations: a token reaches one copy of each chosen expert.

@@ -9,6 +9,8 @@ whose FLOPs and bytes are numpy arrays (many shapes at once), while one estimate
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
@@ -37,6 +39,10 @@ class Price(NamedTuple):
     compute_sol_s: float  # the FLOPs at peak on the op's core share
     memory_sol_s: float  # the HBM bytes at peak bandwidth
     link: str  # COMM: the link whose bytes set the roofline
+
+
+# A Price from its fields in order, without NamedTuple's keyword-handling constructor (the hot path).
+_price: Callable[[tuple[Any, ...]], Price] = partial(tuple.__new__, Price)
 
 
 class Pricer:
@@ -97,7 +103,7 @@ class Pricer:
         launch = op.launches * self.launch_us * 1e-6
         if op.op_class is OpClass.COMM:
             t, sol, link = self.comm(op.legs)
-            return Price(t + launch, 0.0, sol, 0.0, 0.0, link)
+            return _price((t + launch, 0.0, sol, 0.0, 0.0, link))
         precision, (eff_c, eff_m) = op.precision, self.flat[op.op_class]
         peak = self._peaks.get(precision) or self.peak(precision)
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
@@ -117,7 +123,7 @@ class Pricer:
             roofline = sol_m if sol_m > sol else sol
         else:  # arrays
             time, roofline = _larger(compute, memory) + launch, _larger(sol, sol_m)
-        return Price(time, memory, roofline, flops / (peak * core_share), sol_m, "")
+        return _price((time, memory, roofline, flops / (peak * core_share), sol_m, ""))
 
     def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:
         """(time, roofline, binding link) of parallel legs: the slowest leg sets each."""
