@@ -167,9 +167,11 @@ def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
     if prefix:
-        items = {prefix + name: us for name, us in items.items()}
-    for name, us in items.items():
-        into[name] += us * times
+        for name, us in items.items():
+            into[prefix + name] += us * times
+    else:
+        for name, us in items.items():
+            into[name] += us * times
 
 
 def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[bool, LayerCost] | None:
