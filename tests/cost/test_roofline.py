@@ -5,6 +5,8 @@ either phase, at several batch sizes, with and without microbatching, in every p
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cloudmatrix.catalog.presets import presets
@@ -28,6 +30,8 @@ def _estimate(system: str, model: str, phase: str, size: float, microbatch: bool
     pre = presets()[system]
     d = pre[phase]
     size_kw = {"tokens_per_chip": int(size), "mtp": 0} if phase == "prefill" else {"batch_per_chip": size, "mtp": 1}
+    if phase == "aggregated":
+        size_kw["chunk_tokens_per_chip"] = 256
     try:
         return estimate(
             system,
@@ -57,7 +61,7 @@ def _assert_bounded(step_us: float, bound_us: float, ops_us: dict[str, float], s
 @pytest.mark.parametrize("system", SYSTEMS)
 def test_no_prediction_beats_the_roofline(system: str, model: str) -> None:
     priced = 0
-    for phase, sizes in (("decode", DECODE_BATCHES), ("prefill", PREFILL_TOKENS)):
+    for phase, sizes in (("decode", DECODE_BATCHES), ("prefill", PREFILL_TOKENS), ("aggregated", (8, 64))):
         for size in sizes:
             for microbatch in (True, False):
                 e = _estimate(system, model, phase, size, microbatch)
@@ -68,6 +72,44 @@ def test_no_prediction_beats_the_roofline(system: str, model: str) -> None:
                 _assert_bounded(s.step_s * 1e6, s.roofline_step_s * 1e6, s.breakdown_us, s.roofline_us)
                 assert s.roofline_us.keys() <= s.breakdown_us.keys()
     assert priced >= 4  # most shapes fit; an empty sweep would prove nothing
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    system=st.sampled_from(["cloudmatrix384", "hgx-h800", "gb200-nvl72", "mi300x"]),
+    phase=st.sampled_from(["decode", "prefill"]),
+    size=st.floats(min_value=1, max_value=256),
+    kv_len=st.integers(min_value=128, max_value=32768),
+    microbatch=st.sampled_from([True, False, None]),
+)
+def test_no_shape_beats_the_roofline(
+    system: str, phase: str, size: float, kv_len: int, microbatch: bool | None
+) -> None:
+    """Any batch and context on the preset shapes: the step never beats its bound."""
+    pre = presets()[system]
+    shape = pre[phase]
+    kw = (
+        {"tokens_per_chip": int(size) * 64, "mtp": 0}
+        if phase == "prefill"
+        else {"batch_per_chip": size, "kv_len": kv_len}
+    )
+    try:
+        e = estimate(
+            system,
+            "deepseek-r1",
+            Deployment(
+                phase=Phase(phase),
+                num_chips=shape["chips"],
+                ep=shape.get("ep"),
+                precision=pre["precision"],
+                microbatch=microbatch,
+                stack=pre.get("stack"),
+                **kw,
+            ),
+        )
+    except InfeasibleDeploymentError:
+        return
+    _assert_bounded(e.step.step_s * 1e6, e.step.roofline_step_s * 1e6, e.step.breakdown_us, e.step.roofline_us)
 
 
 def test_serial_and_overlapped_bounds_in_closed_form() -> None:
