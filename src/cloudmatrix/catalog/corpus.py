@@ -4,10 +4,9 @@ by path. Series in ``roles.yaml`` keep the role they landed with; series no fit 
 from __future__ import annotations
 
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
-from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.hardware import chip_family, load_hardware  # noqa: F401 (chip_family: re-exported)
 from cloudmatrix.catalog.inferencemax import read_inferencemax
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles
 from cloudmatrix.catalog.validation import (
@@ -20,15 +19,6 @@ from cloudmatrix.catalog.validation import (
 from cloudmatrix.errors import CloudMatrixError
 
 PUBLIC_CORPUS = "inferencemax-public"  # rule 3 of the split counts this corpus's rows
-
-
-@cache
-def chip_family(system: str) -> str:
-    """The system's chip family, or ``unknown`` for systems the catalog does not have (yet)."""
-    try:
-        return load_hardware(system).chip.family
-    except CloudMatrixError:
-        return "unknown"
 
 
 def _read(path: Path) -> list[ValidationRow]:

@@ -5,17 +5,23 @@ Each row is one measurement with the conditions it ran under, its measured metri
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corpus's metric ids and residuals)
+    E2E_METRICS,
+    METRICS,
+    RESIDUALS_PATH,
+    STEADY_METRICS,
+    VALIDATION_DIR,
+    stored_residuals,
+)
+from cloudmatrix.catalog.sourced import Frozen, parse, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
 
-VALIDATION_DIR = DATA_DIR / "validation"
 ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 # Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
 STACKS = (
@@ -26,10 +32,6 @@ Stack = Literal[
     "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
     "sglang-ascend",
 ]  # fmt: skip
-# End-to-end metrics (a benchmark client's view) and steady-state ones (one step of one instance).
-E2E_METRICS = ("output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms")
-STEADY_METRICS = ("throughput_per_chip_tok_s", "tpot_ms")
-METRICS = tuple(dict.fromkeys(E2E_METRICS + STEADY_METRICS))
 Metric = Literal[
     "output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms", "throughput_per_chip_tok_s"
 ]
@@ -167,19 +169,3 @@ def frozen_roles() -> dict[str, str]:
     if bad:
         raise ConfigError(f"roles.yaml: series {next(iter(bad))!r} has role {next(iter(bad.values()))!r}")
     return dict(roles)
-
-
-RESIDUALS_PATH = VALIDATION_DIR / "residuals.json"
-
-
-@cache
-def stored_residuals() -> tuple[dict[str, Any], ...]:
-    """The stored residual table (``validate --write-residuals``): one entry per row and metric, each with
-    its measured and predicted value, role and stratum fields. Empty where none has been written."""
-    if not RESIDUALS_PATH.exists():
-        return ()
-    try:
-        data = json.loads(RESIDUALS_PATH.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{RESIDUALS_PATH.name}: cannot read ({e})") from None
-    return tuple(data.get("rows", []))

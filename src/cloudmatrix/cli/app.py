@@ -4,27 +4,38 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
-from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, _stack_set, out, set_wide
+from cloudmatrix.cli.common import (
+    JsonFlag,
+    StackOption,
+    _emit_json,
+    _fail,
+    _run,
+    _stack_set,
+    _write_text,
+    out,
+    set_wide,
+)
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.report_cmd import report
 from cloudmatrix.cli.serve_cmd import serve
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
-)
+APP_SETTINGS: dict[str, Any] = {
+    "add_completion": False,
+    "no_args_is_help": True,
+    "pretty_exceptions_enable": False,
+    "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
+}
+app = typer.Typer(**APP_SETTINGS)
 
 
 @app.callback()
@@ -133,10 +144,9 @@ def estimate(
     no flags: the paper's decode instance (160 NPUs, EP320, batch 96, MTP 1 at 70 %, INT8, EPLB); each flag
     overrides its part."""
     from cloudmatrix.catalog.presets import default_stack
-    from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
+    from cloudmatrix.deployment import paper_deployments
     from cloudmatrix.estimate import estimate as run_estimate
-    from cloudmatrix.studies.ablate import paper_deployments
 
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
@@ -181,6 +191,8 @@ def estimate(
     if as_json:
         _emit_json(d)
     else:
+        from cloudmatrix.cli import render
+
         for table in render.estimate_table(d):
             out.print(table)
 
@@ -320,10 +332,27 @@ def ablate(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def calibrate(as_json: JsonFlag = False) -> None:
+def calibrate(
+    write_expert_loads: Annotated[
+        bool,
+        typer.Option(
+            "--write-expert-loads",
+            help="Maintainers: re-sample the stored expert-load table of the shipped workflows and write it.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Re-run the fits of the calibrated constants and show them beside the catalog values."""
     from cloudmatrix.studies.calibrate import calibration_report
 
+    if write_expert_loads:
+        from cloudmatrix.catalog.expert_loads import EXPERT_LOADS_PATH
+        from cloudmatrix.studies.expert_table import expert_load_table
+
+        table = _run(expert_load_table)
+        _write_text(EXPERT_LOADS_PATH, json.dumps(table, indent=1) + "\n")
+        sys.stderr.write(f"wrote {len(table['factors'])} expert-load factors to {EXPERT_LOADS_PATH}\n")
+        return
     d = _run(calibration_report)
     if as_json:
         _emit_json(d)
@@ -338,10 +367,32 @@ app.command()(serve)
 app.command()(report)
 
 
-# Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer releases)
-USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
-    {c for c in (click.UsageError, *typer.BadParameter.__mro__) if c.__name__ == "UsageError"}
-)
+def _interrupts() -> tuple[type[BaseException], ...]:
+    """Ctrl-C, and click's and Typer's Abort; looked up only when something failed."""
+    import click
+
+    return (KeyboardInterrupt, click.Abort, typer.Abort)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer
+    releases); looked up only when something failed, so a run that succeeds never imports click."""
+    import click
+
+    return tuple({c for c in (click.UsageError, *typer.BadParameter.__mro__) if c.__name__ == "UsageError"})
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command being run: Typer reads the signature of every command it holds, and
+    a run needs one (the full app for help and for a name that is no command)."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    picked = [c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == name]
+    if not picked:
+        return app
+    one = typer.Typer(**APP_SETTINGS)
+    one.registered_callback = app.registered_callback
+    one.registered_commands = picked
+    return one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,9 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        code = app(args=args, prog_name="cloudmatrix", standalone_mode=False)
+        code = _app_for(args)(args=args, prog_name="cloudmatrix", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except USAGE_ERRORS as error:
+    except _usage_errors() as error:  # evaluated only once something was raised
         e: Any = error  # click's or Typer's vendored UsageError: ctx and format_message either way
         where = f"cloudmatrix {e.ctx.info_name} --help" if e.ctx and e.ctx.parent else "cloudmatrix --help"
         message = " ".join(e.format_message().split())
@@ -363,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except (KeyboardInterrupt, click.Abort, typer.Abort):
+    except _interrupts():
         sys.stderr.write("interrupted\n")
         return 130
     except CloudMatrixError as e:

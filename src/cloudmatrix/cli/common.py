@@ -8,17 +8,52 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.inputs import finite_json
 
-out = Console()
-if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
-    out.width = 160
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class _LazyConsole:
+    """A Rich console made on first use: a run that prints only JSON never loads Rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+        self._width: int | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+            if self._width is not None:
+                self._console.width = self._width
+            elif not self._console.is_terminal:  # piped output: do not squeeze tables to 80 columns
+                self._console.width = 160
+        return self._console
+
+    @property
+    def width(self) -> int:
+        return self._get().width
+
+    @width.setter
+    def width(self, value: int) -> None:
+        self._width = value
+        if self._console is not None:
+            self._console.width = value
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self._get().print(*objects, **kwargs)
+
+
+out = _LazyConsole(stderr=False)
+err = _LazyConsole(stderr=True)
 
 
 def set_wide() -> None:
@@ -26,8 +61,6 @@ def set_wide() -> None:
     never cut; the terminal wraps the lines)."""
     out.width = 400
 
-
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 StackOption = Annotated[

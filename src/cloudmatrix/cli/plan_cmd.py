@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudmatrix.cli import common as cli
-from cloudmatrix.cli.layout import fitted_tables
+
+if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
+    from rich.table import Table
 
 
 def plan(
@@ -214,6 +215,8 @@ LEFT = ("prec", "prefill", "decode", "flags")
 def plan_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
     """The ranked deployments, the analytic figures a check compares beside the simulated ones, and the
     search summary; split into several tables (rank repeated) where the screen is narrow."""
+    from cloudmatrix.cli.layout import fitted_tables
+
     w = d["workload"]
     title = (
         f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudmatrix.cli import common as cli
+
+if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
+    from rich.table import Table
 
 SHOWN = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 SHORT = {
@@ -144,6 +146,8 @@ def _err(entry: dict[str, Any] | None) -> str:
 
 def rows_table(d: dict[str, Any]) -> Table:
     """One line per row: its role, concurrency and the error of each measured metric (%)."""
+    from rich.table import Table
+
     by_row: dict[str, dict[str, dict[str, Any]]] = {}
     for e in d["rows"]:
         by_row.setdefault(e["id"], {})[e["metric"]] = e
@@ -168,6 +172,8 @@ def _stat(cell: dict[str, Any]) -> str:
 
 def summary_tables(s: dict[str, Any]) -> list[Table]:
     """Per role: median |error| % (answered / rows) by system x stack and metric, then the overall figures."""
+    from rich.table import Table
+
     tables = []
     for role in ("predicted", "fitted"):
         cells = [c for c in s["cells"] if c["role"] == role]
@@ -189,6 +195,8 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
 
 
 def _overall(role: str, cells: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=f"{role} rows, all: error statistics per metric (refused rows are misses in the shares)")
     for col in ("metric", "rows", "answered", "median |err| %", "p90 |err| %", "bias %", "within 15 %", "within 25 %"):
         t.add_column(col, justify="left" if col == "metric" else "right")

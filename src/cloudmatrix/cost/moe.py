@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.expert_load import busiest_factor
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, kernel_efficiency, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.ops import Op, OpClass, Stream
 from cloudmatrix.deploy import Eplb, MoeComm, Plan
@@ -30,8 +31,6 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
     m, lay = plan.model, plan.layout
     if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
         return 1.0
-    from cloudmatrix.cost.experts import busiest_factor  # numpy loads only when routing is sampled
-
     return busiest_factor(
         plan.routing,
         lay,
