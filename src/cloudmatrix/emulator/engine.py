@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -25,10 +26,12 @@ from cloudmatrix.workload.spec import Workload
 @dataclass
 class Stream:
     """What the HTTP handler of one request consumes: (tokens, sim time) items, then None when done.
-    ``rid`` is the public request id (response ids, timelines); ``row`` its row in the simulation's table,
-    which a later request reuses once this one is over."""
+    ``rid`` is the public request id (response ids, timelines): random, so one client cannot read another's
+    timeline by counting; ``seq`` its arrival number (it seeds the filler text); ``row`` its row in the
+    simulation's table, which a later request reuses once this one is over."""
 
-    rid: int
+    rid: str
+    seq: int
     row: int
     prompt_tokens: int
     max_tokens: int
@@ -63,10 +66,10 @@ class RealtimeEngine:
         self.tokens: Tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
         self.max_outstanding = max_outstanding or self.sim.decode_slots
         self.streams: dict[int, Stream] = {}  # live requests by table row
-        self.next_id = 0
-        self.live_rows: dict[int, int] = {}  # public id -> table row of the live requests
-        self.history: OrderedDict[int, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
-        self.unrecycled: dict[int, int] = {}  # row -> public id of cancelled requests the simulation still holds
+        self.next_seq = 0
+        self.live_rows: dict[str, int] = {}  # public id -> table row of the live requests
+        self.history: OrderedDict[str, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
+        self.unrecycled: dict[int, str] = {}  # row -> public id of cancelled requests the simulation still holds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.t0 = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -147,8 +150,9 @@ class RealtimeEngine:
         if prompt_text is not None and self.sim.ems is not None:
             hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens, self.tokens)
         row = self.sim.submit(prompt_tokens, max_tokens, hashes)
-        stream = Stream(rid=self.next_id, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        self.next_id += 1
+        rid = public_id()
+        stream = Stream(rid=rid, seq=self.next_seq, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        self.next_seq += 1
         self.streams[row] = stream
         self.live_rows[stream.rid] = row
         self._arm()
@@ -179,7 +183,7 @@ class RealtimeEngine:
                 if rid in self.history:
                     self.history[rid] = self.timeline_of_row(row)
 
-    def timeline(self, rid: int) -> dict[str, Any] | None:
+    def timeline(self, rid: str) -> dict[str, Any] | None:
         """What the simulation predicted for public request ``rid``: live, or among the last HISTORY."""
         row = self.live_rows.get(rid)
         if row is not None:
@@ -240,6 +244,11 @@ class RealtimeEngine:
             self.completed += 1
             stream.queue.put_nowait(None)
             self._retire(stream)
+
+
+def public_id() -> str:
+    """128 random bits, URL-safe: what response ids carry and timelines are looked up by."""
+    return secrets.token_urlsafe(16)
 
 
 def _stamp(value: float) -> float | None:
