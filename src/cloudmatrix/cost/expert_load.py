@@ -57,7 +57,7 @@ def factor_key(
     """Every input of the sampled factor, as text: the profile's numbers, the layout, EPLB, the model's experts
     and top-k, and the rounded batch shape."""
     lay = f"{layout.ep}/{layout.routed_slots_per_die}/{layout.routed_dies}/{layout.shared_dies}/{layout.redundant}"
-    return f"{_profile_text(profile)}|{lay}|{eplb.value}|{n}|{k}|{tokens!r}|{requests!r}"
+    return f"{_profile_text(profile)}|{lay}|{Eplb(eplb).value}|{n}|{k}|{tokens!r}|{requests!r}"
 
 
 @cache
