@@ -1,13 +1,11 @@
-"""What every command shares: the consoles, one-line failure (exit 2), JSON output and atomic file writes.
-The only code besides the commands that prints or exits."""
+"""What every command shares: the consoles, one-line failure (exit 2) and JSON output. With output.py (the
+file writer), the only code besides the commands that prints or exits."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -51,25 +49,6 @@ def _run(fn: Callable[[], Any]) -> Any:
 def _emit_json(obj: Any) -> None:
     """Strict JSON: a figure that is not a finite number (nothing finished, an unbounded SLO) is null."""
     sys.stdout.write(json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file renamed into place, so an interrupted write never leaves a
-    truncated file; an OS error becomes one line."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        _fail(f"cannot write {path}: {e.strerror}")
-    except BaseException:  # interrupted (SIGINT): the old file stays, the partial one goes
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _guard_write(path, lambda p: p.write_text(text))
 
 
 def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
