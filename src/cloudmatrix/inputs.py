@@ -80,6 +80,36 @@ def depth(obj: Any) -> int:
     return deepest
 
 
+def cannot_read(what: str, path: Path | str, e: OSError | ValueError) -> InputError:
+    """An OS error on a path the user gave (a name too long, a file used as a directory, no permission, a
+    symlink loop, a NUL byte) as one line."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return InputError(f"{what} {path}: cannot read ({why})")
+
+
+def path_exists(path: Path, what: str) -> bool:
+    """Whether ``path`` names something, for telling a catalog name from a path; unlike ``Path.exists`` an OS
+    error other than "no such file" is refused as ``what`` rather than raised or taken for absence."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as e:
+        raise cannot_read(what, path, e) from None
+    return True
+
+
+def names_file(directory: Path, name: str) -> bool:
+    """Whether ``name`` is a regular file directly in ``directory`` (the catalog's built-ins); a name that
+    could not be one (a path, too long, a NUL byte) is not."""
+    if "/" in name or name in ("", ".", ".."):
+        return False
+    try:
+        return (directory / name).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     """A regular file's text: it must exist, be a file (not a directory or device), be at most
     ``max_bytes`` and decode as UTF-8."""
@@ -87,8 +117,8 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
         st = path.stat()
     except FileNotFoundError:
         raise InputError(f"{what} {path}: file not found") from None
-    except OSError as e:
-        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+    except (OSError, ValueError) as e:
+        raise cannot_read(what, path, e) from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise InputError(f"{what} {path}: is {kind}; expected a file")
@@ -99,7 +129,7 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     except UnicodeDecodeError as e:
         raise InputError(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+        raise cannot_read(what, path, e) from None
 
 
 def parse_yaml(text: str, origin: str) -> Any:

@@ -21,6 +21,7 @@ from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corp
 )
 from cloudmatrix.catalog.sourced import Frozen, parse, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
+from cloudmatrix.inputs import names_file, path_exists
 
 ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 # Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
@@ -144,13 +145,15 @@ def shipped_corpora() -> list[str]:
 
 def corpus_path(name: str) -> Path:
     """A shipped corpus id, or a path to a CSV (InferenceMAX columns) or YAML row file."""
-    for path in (VALIDATION_DIR / f"{name}.csv", VALIDATION_DIR / f"rows-{name}.yaml"):
-        if path.exists():
-            return path
+    for file in (f"{name}.csv", f"rows-{name}.yaml"):
+        if names_file(VALIDATION_DIR, file):
+            return VALIDATION_DIR / file
     path = Path(name)
     if path.suffix.lower() in (".csv", ".yaml", ".yml"):
-        if not path.is_file():
+        if not path_exists(path, "corpus"):
             raise ConfigError(f"corpus {name}: file not found")
+        if not path.is_file():
+            raise ConfigError(f"corpus {name}: not a regular file")
         return path
     raise UnknownIdError("validation corpus (or a .csv/.yaml path)", name, shipped_corpora())
 

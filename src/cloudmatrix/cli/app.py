@@ -7,8 +7,8 @@ import csv
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import IO, Annotated, Any
 
 import typer
 
@@ -19,7 +19,6 @@ from cloudmatrix.cli.common import (
     _fail,
     _run,
     _stack_set,
-    _write_text,
     out,
     set_wide,
 )
@@ -227,18 +226,25 @@ def simulate(
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
     stack: StackOption = None,
-    requests_csv: Annotated[Path | None, typer.Option(help="Write one row per request to this CSV.")] = None,
+    requests_csv: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Write one row per request to this CSV (- for stdout).")
+    ] = None,
     timeline_csv: Annotated[
-        Path | None, typer.Option(help="Write every prefill batch and decode step (utilisation, KV use) here.")
+        str | None,
+        typer.Option(
+            metavar="PATH", help="Write every prefill batch and decode step (utilisation, KV use) here (- for stdout)."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
     from cloudmatrix.cli import render
+    from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.sim.engine import simulate as run_simulation
     from cloudmatrix.sim.scenario import load_scenario
 
+    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
     started = time.perf_counter()
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
@@ -247,24 +253,25 @@ def simulate(
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
 
     attach(d, result.system, SIMULATE_METRICS, result.stack)
-    if requests_csv is not None:
-        _write_csv(requests_csv, result.requests_rows())
-    if timeline_csv is not None:
-        _write_csv(timeline_csv, result.timeline_rows())
+    if "--requests-csv" in files:
+        files.write("--requests-csv", _csv(result.requests_rows()))
+    if "--timeline-csv" in files:
+        files.write("--timeline-csv", _csv(result.timeline_rows()))
     if as_json:
         _emit_json(d)
     else:
-        out.print(render.simulate_table(d))
+        files.console.print(render.simulate_table(d))
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    try:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as e:
-        _fail(f"cannot write {path}: {e.strerror}")
+def _csv(rows: list[dict[str, Any]]) -> Callable[[IO[str]], None]:
+    """The rows as CSV, written to a stream as the writer asks (a million rows never become one string)."""
+
+    def write(f: IO[str]) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return write
 
 
 @app.command()
@@ -277,7 +284,9 @@ def compare(
     mtp: Annotated[int, typer.Option(help="MTP draft tokens, the same for every system.")] = 1,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
     target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the throughput-vs-interactivity PNG here.")] = None,
+    plot: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Write the throughput-vs-interactivity PNG here (- for stdout).")
+    ] = None,
     stack: Annotated[
         str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
     ] = None,
@@ -285,7 +294,10 @@ def compare(
 ) -> None:
     """Each system's published deployment for the same model, workload and SLO, side by side."""
     from cloudmatrix.cli import render
+    from cloudmatrix.cli.output import Outputs
     from cloudmatrix.studies.compare import Conditions, compare_dict, parse_workload, system_list
+
+    files = Outputs({"--plot": plot}, as_json)
 
     def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
@@ -307,15 +319,12 @@ def compare(
         from cloudmatrix.report.plot import tradeoff_png
 
         title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
-        try:
-            tradeoff_png(results, plot, title, tpot_slo)
-        except OSError as e:
-            _fail(f"cannot write {plot}: {e.strerror}")
+        files.write("--plot", tradeoff_png(results, title, tpot_slo))
     if as_json:
         _emit_json(d)
     else:
-        for table in render.compare_table(d, out.width):
-            out.print(table)
+        for table in render.compare_table(d, files.console.width):
+            files.console.print(table)
 
 
 @app.command()
@@ -347,11 +356,12 @@ def calibrate(
 
     if write_expert_loads:
         from cloudmatrix.catalog.expert_loads import EXPERT_LOADS_PATH
+        from cloudmatrix.cli.output import write_file
         from cloudmatrix.studies.expert_table import expert_load_table
 
         table = _run(expert_load_table)
-        _write_text(EXPERT_LOADS_PATH, json.dumps(table, indent=1) + "\n")
-        sys.stderr.write(f"wrote {len(table['factors'])} expert-load factors to {EXPERT_LOADS_PATH}\n")
+        text = json.dumps(table, indent=1) + "\n"
+        write_file(EXPERT_LOADS_PATH, "--write-expert-loads", text, f" ({len(table['factors'])} factors)")
         return
     d = _run(calibration_report)
     if as_json:

@@ -4,7 +4,6 @@ Registered on the app in app.py; the app's helpers are imported when the command
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -37,7 +36,7 @@ def validate(
         False
     ),
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the parity PNG here.")] = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", help="Write the parity PNG here (- for stdout).")] = None,
     rows: Annotated[bool, typer.Option("--rows/--no-rows", help="List every row before the summary.")] = True,
     write_residuals: Annotated[
         bool, typer.Option("--write-residuals", help="Regenerate the stored residual table (whole shipped corpus).")
@@ -48,8 +47,11 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
+    from cloudmatrix.cli.output import Outputs
+
     if jobs is not None and jobs < 1:
         cli._fail(f"--jobs must be at least 1, got {jobs}")
+    files = Outputs({"--plot": plot}, as_json)
     if write_roles:
         _write_roles()
         return
@@ -61,18 +63,18 @@ def validate(
     d["wall_time_s"] = round(time.perf_counter() - started, 2)
     if write_residuals:
         _write_residuals(result)
-    if plot is not None:
+    if "--plot" in files:
         from cloudmatrix.report.parity import parity_png
 
         title = f"cloudmatrix validate: {d['summary']['answered_rows']} of {d['summary']['rows']} rows answered"
-        cli._guard_write(plot, lambda p: parity_png(d["rows"], p, title))
+        files.write("--plot", parity_png(d["rows"], title))
     if as_json:
         cli._emit_json(d)
         return
     if rows:
-        cli.out.print(rows_table(d))
+        files.console.print(rows_table(d))
     for table in summary_tables(d["summary"]):
-        cli.out.print(table)
+        files.console.print(table)
 
 
 def _run(
@@ -115,23 +117,24 @@ def _write_residuals(result: Any) -> None:
 
     from cloudmatrix.catalog.reference import reference_ids
     from cloudmatrix.catalog.validation import RESIDUALS_PATH
+    from cloudmatrix.cli.output import write_file
     from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
 
     table = residual_table(result.entries(), [reproduce(i) for i in reference_ids()])
     head = {k: v for k, v in table.items() if k != "rows"}
     lines = ",\n".join(json.dumps(r) for r in table["rows"])  # one residual a line: readable diffs
-    cli._write_text(RESIDUALS_PATH, json.dumps(head)[:-1] + ', "rows": [\n' + lines + "\n]}\n")
-    cli.err.print(f"wrote {len(table['rows'])} residuals to {RESIDUALS_PATH}")
+    text = json.dumps(head)[:-1] + ', "rows": [\n' + lines + "\n]}\n"
+    write_file(RESIDUALS_PATH, "--write-residuals", text, f" ({len(table['rows'])} residuals)")
 
 
 def _write_roles() -> None:
     from cloudmatrix.catalog.corpus import roles_yaml
     from cloudmatrix.catalog.validation import ROLES_PATH
+    from cloudmatrix.cli.output import write_file
 
     text = cli._run(roles_yaml)
-    cli._write_text(ROLES_PATH, text)
-    cli.err.print(f"wrote {ROLES_PATH}")
+    write_file(ROLES_PATH, "--write-roles", text)
 
 
 def _err(entry: dict[str, Any] | None) -> str:
