@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
 
 VALIDATION_DIR = DATA_DIR / "validation"
@@ -151,11 +151,6 @@ def corpus_path(name: str) -> Path:
             raise ConfigError(f"corpus {name}: file not found")
         return path
     raise UnknownIdError("validation corpus (or a .csv/.yaml path)", name, shipped_corpora())
-
-
-def load_yaml_rows(path: Path) -> list[ValidationRow]:
-    corpus = parse(YamlCorpus, read_yaml(path), path.name)
-    return list(corpus.rows)
 
 
 @cache

@@ -44,13 +44,17 @@ def plan(
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     ray_cpus: Annotated[
-        int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores; implies --ray).")
+        int | None,
+        typer.Option(help="Workers of a local Ray cluster, at most the cores (default: all; implies --ray)."),
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="Write the Pareto PNG here.")] = None,
     write_scenario: Annotated[Path | None, typer.Option(help="Write the chosen deployment as a scenario YAML.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
+    from cloudmatrix.inputs import check_local_workers
+
+    cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.inputs import check_local_workers
 
 SHOWN = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 SHORT = {
@@ -30,7 +31,9 @@ def validate(
     system: Annotated[str | None, typer.Option(help="Only rows of this system.")] = None,
     stack: Annotated[str | None, typer.Option(help="Only rows of this serving stack.")] = None,
     role: Annotated[str | None, typer.Option(help="Only fitted or predicted rows.")] = None,
-    jobs: Annotated[int | None, typer.Option(help="Worker processes (default: every core).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Worker processes, at most the cores (default: every core; local runs only).")
+    ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run the rows on Ray (a local cluster unless --ray-address).")] = (
         False
     ),
@@ -46,8 +49,7 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
-    if jobs is not None and jobs < 1:
-        cli._fail(f"--jobs must be at least 1, got {jobs}")
+    cli._run(lambda: check_local_workers("--jobs", jobs, ray_address))
     if write_roles:
         _write_roles()
         return
