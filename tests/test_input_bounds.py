@@ -4,6 +4,7 @@ then checked against the catalog) are refused with one line, exit 2."""
 
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -199,3 +200,56 @@ def test_compare_and_report_take_a_repeated_system_once(tmp_path, command: str) 
         assert [s["system"] for s in json.loads(res.stdout)["systems"]] == ["hgx-h100"]
     bad = runner.invoke(app, [command, *out, "--systems", ",".join(f"s{i}" for i in range(100))])
     assert bad.exit_code == 2 and "--systems: 100 distinct ids; expected at most" in bad.stderr
+
+
+# ---- every CSV input ---------------------------------------------------------------------------------
+TRACE = "timestamp,input_length,output_length\n0,100,10\n5,200,20\n"
+CSV_FAULTS = {  # a fault -> (how to make it from good text, what the refusal says)
+    "short row": (lambda t: t.rstrip("\n") + "\n1\n", "line 4: 1 cells; expected"),
+    "open quote": (lambda t: t + '"9,9\n', "line 4, column 1 ("),
+    "huge cell": (lambda t: t + "9" * 70_000 + "\n", "line 4, column 1 ("),
+    "NUL": (lambda t: t.replace("0", "\0", 1), "a NUL character"),
+    "repeated column": (lambda t: t.replace("\n", "," + t.split(",")[0] + "\n", 1), "appears twice (columns 1 and"),
+}
+
+
+def _trace_reader(path):
+    from cloudmatrix.workload.trace import read_trace
+
+    return read_trace(path)
+
+
+def _corpus_reader(path):
+    from cloudmatrix.catalog.inferencemax import read_inferencemax
+
+    return read_inferencemax(path)
+
+
+def _corpus_text() -> str:
+    from cloudmatrix.catalog.validation import VALIDATION_DIR
+
+    return "\n".join((VALIDATION_DIR / "inferencemax-public.csv").read_text().splitlines()[:3]) + "\n"
+
+
+READERS = {"trace": (_trace_reader, lambda: TRACE), "corpus": (_corpus_reader, _corpus_text)}
+
+
+@pytest.mark.parametrize("fault", CSV_FAULTS)
+@pytest.mark.parametrize("reader", READERS)
+def test_every_csv_reader_refuses_the_same_faults(tmp_path, reader: str, fault: str) -> None:
+    read, good = READERS[reader]
+    make, message = CSV_FAULTS[fault]
+    path = tmp_path / "in.csv"
+    path.write_text(make(good()))
+    with pytest.raises(ConfigError, match=re.escape(message)) as e:
+        read(path)
+    assert "\n" not in str(e.value) and "in.csv" in str(e.value)
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_every_csv_reader_reads_an_excel_bom(tmp_path, reader: str) -> None:
+    read, good = READERS[reader]
+    plain, marked = tmp_path / "plain.csv", tmp_path / "bom.csv"
+    plain.write_text(good())
+    marked.write_bytes(b"\xef\xbb\xbf" + good().encode())
+    assert repr(read(marked)) == repr(read(plain))

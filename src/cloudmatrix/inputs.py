@@ -191,8 +191,7 @@ def _csv_problem(record: str, reason: str) -> tuple[int, str]:
     column, start, state = 1, 0, "start"  # state: start | plain | quoted | closed (a quote inside quotes)
     for i, ch in enumerate(record):
         if i - start > MAX_CELL_CHARS:
-            still_open = " (a quote left open?)" if state == "quoted" else ""
-            return column, f"a cell longer than {MAX_CELL_CHARS:,} characters{still_open}; {_CELL_EXPECTED}"
+            return column, f"a cell longer than {MAX_CELL_CHARS:,} characters; {_CELL_EXPECTED}"
         if state == "quoted":
             state = "closed" if ch == '"' else "quoted"
         elif ch == '"' and state in ("start", "closed"):
