@@ -8,6 +8,8 @@ import re
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cloudmatrix import inputs
@@ -15,7 +17,7 @@ from cloudmatrix.catalog.hardware import system_ids
 from cloudmatrix.catalog.overrides import parse_value
 from cloudmatrix.cli.app import app
 from cloudmatrix.errors import ConfigError, UnknownIdError
-from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_NODES, InputError, check_local_workers, parse_yaml
+from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_NODES, InputError, check_local_workers, parse_yaml, read_csv_rows
 from cloudmatrix.studies.compare import system_list
 
 runner = CliRunner()
@@ -253,3 +255,17 @@ def test_every_csv_reader_reads_an_excel_bom(tmp_path, reader: str) -> None:
     plain.write_text(good())
     marked.write_bytes(b"\xef\xbb\xbf" + good().encode())
     assert repr(read(marked)) == repr(read(plain))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.text(alphabet=st.sampled_from(list('ab1,"\n\r \0\ufeff\u2028é')), max_size=60))
+def test_any_text_reads_as_even_rows_or_fails_as_one_line(tmp_path, text: str) -> None:
+    path = tmp_path / "any.csv"
+    path.write_bytes(text.encode())
+    try:
+        header, rows = read_csv_rows(path, "csv", max_bytes=1000, max_rows=5)
+    except InputError as e:
+        assert "\n" not in str(e) and "\r" not in str(e) and "any.csv" in str(e)
+    else:
+        assert len(rows) <= 5 and all(len(cells) == len(header) for _, cells in rows)
+        assert [line for line, _ in rows] == sorted({line for line, _ in rows}) and all(line > 1 for line, _ in rows)
