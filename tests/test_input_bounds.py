@@ -121,11 +121,13 @@ def test_small_documents_with_aliases_still_load(text: str, expected: int | None
 
 
 def test_the_node_bound_is_exact(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A flat list of n items is n + 1 nodes: the largest allowed loads, one more is refused."""
+    """A list of n items (an anchored one and its aliases) is n + 1 nodes: the largest allowed loads, one
+    more is refused. A document without an alias is a tree its byte limit bounds, so it is not walked."""
     monkeypatch.setattr(inputs, "MAX_YAML_NODES", 100)
-    assert len(parse_yaml("[" + ", ".join(["0"] * 99) + "]", "flat.yaml")) == 99
+    assert len(parse_yaml("[&a 0" + ", *a" * 98 + "]", "flat.yaml")) == 99
     with pytest.raises(InputError, match="expands to more than 100 nodes"):
-        parse_yaml("[" + ", ".join(["0"] * 100) + "]", "flat.yaml")
+        parse_yaml("[&a 0" + ", *a" * 99 + "]", "flat.yaml")
+    assert len(parse_yaml("[" + ", ".join(["0"] * 200) + "]", "flat.yaml")) == 200
 
 
 def test_depth_is_measured_on_the_graph() -> None:

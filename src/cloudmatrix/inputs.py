@@ -204,7 +204,7 @@ def _csv_problem(record: str, reason: str) -> tuple[int, str]:
             return column, f"{ch!r} after a closing quote; expected ',' or the end of the line"
         else:
             state = "plain"
-    if state == "quoted":
+    if state == "quoted" and "end of data" in reason:
         return column, "a quote is still open at the end of the file; expected a closing quote"
     return column, f"not valid CSV ({reason})"
 
@@ -221,7 +221,8 @@ def _load_yaml(text: str, origin: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _check_yaml_graph(node, origin)
+        if "*" in text:  # without an alias the document is a tree no larger than its text
+            _check_yaml_graph(node, origin)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -229,29 +230,29 @@ def _load_yaml(text: str, origin: str) -> Any:
 
 def _check_yaml_graph(root: yaml.Node, origin: str) -> None:
     """Refuse a composed document that is recursive, nested deeper than ``MAX_DEPTH`` or expands to more than
-    ``MAX_YAML_NODES`` nodes. An alias is the node it names, shared, so each node is measured once
-    (iteratively, post-order) and a billion laughs costs as many steps as it has lines."""
+    ``MAX_YAML_NODES`` nodes. An alias is the node it names, shared, so each collection is measured once
+    (iteratively, post-order; a scalar counts one) and a billion laughs costs as many steps as it has lines."""
     size: dict[int, int] = {}
     levels: dict[int, int] = {}
-    open_: set[int] = set()  # nodes whose subtree is being walked: meeting one again is a cycle
+    open_: set[int] = set()  # collections whose subtree is being walked: meeting one again is a cycle
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
     while stack:
         node, walked = stack.pop()
-        key, kids = id(node), _yaml_children(node)
+        key = id(node)
         if walked:
-            size[key] = min(1 + sum(size[id(k)] for k in kids), MAX_YAML_NODES + 1)
-            nested = isinstance(node, yaml.CollectionNode)
-            levels[key] = (1 + max((levels[id(k)] for k in kids), default=0)) if nested else 0
+            kids = _yaml_children(node)
+            size[key] = min(1 + sum(size.get(id(k), 1) for k in kids), MAX_YAML_NODES + 1)
+            levels[key] = 1 + max((levels.get(id(k), 0) for k in kids), default=0)
             open_.discard(key)
         elif key in open_:
             raise InputError(f"{origin}: an alias refers to a node that contains it (a recursive document)")
         elif key not in size:
             open_.add(key)
             stack.append((node, True))
-            stack.extend((k, False) for k in kids if id(k) not in size)
-    if levels[id(root)] > MAX_DEPTH:
+            stack.extend((k, False) for k in _yaml_children(node) if isinstance(k, yaml.CollectionNode))
+    if levels.get(id(root), 0) > MAX_DEPTH:
         raise InputError(f"{origin}: nested more than {MAX_DEPTH} levels deep")
-    if size[id(root)] > MAX_YAML_NODES:
+    if size.get(id(root), 1) > MAX_YAML_NODES:
         raise InputError(
             f"{origin}: expands to more than {MAX_YAML_NODES:,} nodes with its aliases; expected at most that"
         )
