@@ -19,7 +19,7 @@ from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corp
     VALIDATION_DIR,
     stored_residuals,
 )
-from cloudmatrix.catalog.sourced import Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import Frozen, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import names_file, path_exists
 
@@ -156,11 +156,6 @@ def corpus_path(name: str) -> Path:
             raise ConfigError(f"corpus {name}: not a regular file")
         return path
     raise UnknownIdError("validation corpus (or a .csv/.yaml path)", name, shipped_corpora())
-
-
-def load_yaml_rows(path: Path) -> list[ValidationRow]:
-    corpus = parse(YamlCorpus, read_yaml(path), path.name)
-    return list(corpus.rows)
 
 
 @cache

@@ -9,13 +9,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
 from cloudmatrix.catalog.stacks import load_stack, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
-from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
@@ -23,8 +23,19 @@ from cloudmatrix.workload.spec import PRESETS
 
 
 def system_list(systems: str | None) -> list[str]:
-    """``--systems a,b`` as ids; by default every system with a published (or assumed) preset."""
-    return [s.strip() for s in systems.split(",")] if systems else list(presets())
+    """``--systems a,b`` as ids, each once in the order given, all known to the catalog (so there are at most
+    as many as it has, checked before any is priced); by default every system with a published (or assumed)
+    preset."""
+    if not systems:
+        return list(presets())
+    ids = list(dict.fromkeys(s.strip() for s in systems.split(",")))
+    known = system_ids()
+    if len(ids) > len(known):
+        raise ConfigError(f"--systems: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
+    for s in ids:
+        if s not in known:
+            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--systems: an empty id; expected ids")
+    return ids
 
 
 def parse_workload(name: str) -> tuple[int, int]:
