@@ -18,7 +18,7 @@ def test_every_integer_field_is_held_as_int() -> None:
 
 
 @settings(max_examples=15, deadline=None)
-@given(chips=st.sampled_from([8, 9, 16, 32]), batch=st.integers(1, 64))
+@given(chips=st.sampled_from([9, 16, 32]), batch=st.integers(1, 64))
 def test_integral_floats_price_like_ints(chips: int, batch: int) -> None:
     ints = Deployment(phase=Phase.DECODE, num_chips=chips, batch_per_chip=batch, input_len=2048, output_len=256)
     floats = dataclasses.replace(ints, num_chips=float(chips), input_len=2048.0, output_len=256.0)
