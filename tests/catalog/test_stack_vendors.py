@@ -4,6 +4,8 @@ runs; compare marks such systems "not run" and prices the rest. The catalog's ow
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,17 @@ def test_compare_marks_systems_the_stack_does_not_run_on() -> None:
     assert not rows["hgx-h200"]["not_run"] and rows["hgx-h200"]["feasible"]
     table = runner.invoke(app, ["compare", "--stack", "trtllm", "--systems", systems, "--workload", "1k-1k"])
     assert table.exit_code == 0 and "not run" in table.stdout
+
+
+def test_serve_refuses_before_listening() -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "cloudmatrix.cli.app", "serve", "--stack", "trtllm", "--port", "18797"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert res.stderr.strip() == (
+        "error: stack trtllm does not run on huawei (system cloudmatrix384); it runs on nvidia; "
+        "stacks that run on huawei: cloudmatrix-infer, mindie, sglang-ascend, vllm-ascend"
+    )
