@@ -8,14 +8,13 @@ from pathlib import Path
 
 from cloudmatrix.catalog.hardware import chip_family, load_hardware  # noqa: F401 (chip_family: re-exported)
 from cloudmatrix.catalog.inferencemax import MAX_CSV_ROWS, read_inferencemax
-from cloudmatrix.catalog.sourced import parse
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles
 from cloudmatrix.catalog.validation import (
     ValidationRow,
-    YamlCorpus,
     corpus_path,
     frozen_roles,
     shipped_corpora,
+    yaml_rows,
 )
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.inputs import InputError, read_yaml_file
@@ -31,7 +30,7 @@ def _read(path: Path) -> list[ValidationRow]:
     rows = data.get("rows") if isinstance(data, dict) else None
     if isinstance(rows, list) and len(rows) > MAX_ROWS:
         raise InputError(f"{path.name}: {len(rows):,} rows; expected at most {MAX_ROWS:,} (split the file)")
-    return list(parse(YamlCorpus, data, path.name).rows)
+    return yaml_rows(data, path.name)
 
 
 def load_rows(name: str, roles: dict[str, str] | None = None) -> list[ValidationRow]:

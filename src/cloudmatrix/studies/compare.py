@@ -12,7 +12,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import load_stack, request_fixed_s
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
@@ -92,6 +92,7 @@ class SystemResult:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
     stack: str | None = None  # the serving stack priced
+    not_run: bool = False  # the stack asked for has no build for this system's vendor: nothing priced
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -310,6 +311,10 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         load_stack(c.stack)  # ... and on an unknown stack
     results = []
     for s in systems:
+        refusal = _not_run(s, c.stack)
+        if refusal is not None:
+            results.append(refusal)
+            continue
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
@@ -318,6 +323,24 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
     return results
+
+
+def _not_run(system: str, stack: str | None) -> SystemResult | None:
+    """A system the asked-for stack has no build for, marked rather than priced (or failing the others)."""
+    hw = load_hardware(system)
+    reason = None if stack is None else not_run_reason(stack, hw.system.vendor, system)
+    if reason is None:
+        return None
+    preset = presets().get(system, {})
+    return SystemResult(
+        system=system,
+        deployment=str(preset.get("name", "")),
+        precision=str(preset.get("precision", "")),
+        feasible=False,
+        not_run=True,
+        reason=f"not run: {reason}",
+        stack=stack,
+    )
 
 
 def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:
