@@ -1,6 +1,7 @@
 """Token counting and generated text. Nothing is downloaded: by default prompts are counted with the common
 approximation of 4 characters per token (OpenAI's rule of thumb for English), at least 1 token; with
-``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do. Chat adds 3
+``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do (in worker
+processes, see tokenizer_worker). Chat adds 3
 tokens of framing per message and 3 for the reply priming (as OpenAI documents for chat formats).
 Generated text is filler drawn from a seeded stream, one word per token, the same for the same request id."""
 
@@ -84,7 +85,7 @@ class HFTokens:
         self.tokenizer.no_truncation()
         self.tokenizer.no_padding()
         self.name = f"tokenizer {path.name}"
-        self.last: tuple[str, list[int]] = ("", [])  # a completion's prompt is counted and cut into blocks
+        self.last: tuple[str, list[int]] = ("", [])  # a completion's prompt is both counted and cut in blocks
 
     def _ids(self, text: str) -> list[int]:
         if text is not self.last[0]:
@@ -117,7 +118,10 @@ class Measured:
 
 def measure_texts(tokens: Tokens, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
     keys = [] if block_text is None else block_keys(tokens.blocks(block_text, block_tokens))
-    return Measured([tokens.count(t) for t in texts], keys)
+    measured = Measured([tokens.count(t) for t in texts], keys)
+    if isinstance(tokens, HFTokens):
+        tokens.last = ("", [])  # a multi-megabyte prompt's ids are not kept until the next request
+    return measured
 
 
 def count_tokens(text: str, tokens: Tokens | None = None) -> int:

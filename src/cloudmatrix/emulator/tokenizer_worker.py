@@ -12,10 +12,12 @@ import asyncio
 import contextlib
 import os
 import pickle
+import queue
 import select
 import struct
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -108,8 +110,11 @@ class _Worker:
     def __init__(self, path: Path, text: str) -> None:
         self.path, self.text = path, text
         self.proc: subprocess.Popen[bytes] | None = None
+        self.closed = False  # the server is shutting down: no new process
 
     def start(self) -> None:
+        if self.closed:
+            raise TokenizerFailed("the server is shutting down")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cloudmatrix.emulator.tokenizer_worker"],
@@ -135,6 +140,13 @@ class _Worker:
                     pipe.close()
             self.proc = None
 
+    def revive(self) -> None:
+        """Start again a worker that was killed or died (a failure here is retried on the next request)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.kill()
+            with contextlib.suppress(ConfigError, TokenizerFailed):
+                self.start()
+
     def measure(self, request: tuple[list[str], str | None, int], timeout_s: float) -> Measured:
         if self.proc is None or self.proc.poll() is not None:
             self.kill()
@@ -158,7 +170,7 @@ class _Worker:
             reply = pickle.loads(self._read(_HEADER.unpack(head)[0], deadline))
         except TimeoutError:
             self.kill()
-            raise TokenizerFailed(f"{doing} took longer than {timeout_s:.1f} s; its worker was restarted") from None
+            raise TokenizerFailed(f"{doing} took longer than {timeout_s:.1f} s; its worker is restarted") from None
         except (OSError, EOFError):
             try:
                 code: int | None = self.proc.wait(timeout=1.0)
@@ -192,7 +204,9 @@ class TokenizerPool:
         self.name = f"tokenizer {path.name}"
         self.workers = [_Worker(path, text) for _ in range(workers)]
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="tokenizer")
-        self.idle: asyncio.Queue[_Worker] | None = None
+        self.idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        for worker in self.workers:
+            self.idle.put(worker)
         try:
             starts = [self.executor.submit(w.start) for w in self.workers]
             for start in starts:  # every start ends (within LOAD_TIMEOUT_S) before the first error is raised
@@ -215,26 +229,33 @@ class TokenizerPool:
                 raise ConfigError(f"{path}: encodes a probe prompt of several words ({label}) to at most 1 token")
 
     async def measure(self, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
-        """One request's prompt, measured by an idle worker (TokenizerFailed: the request's 400)."""
-        if self.idle is None:
-            self.idle = asyncio.Queue()
-            for worker in self.workers:
-                self.idle.put_nowait(worker)
-        idle, loop = self.idle, asyncio.get_running_loop()
-        worker = await idle.get()
+        """One request's prompt, measured by the next idle worker (TokenizerFailed: the request's 400). A
+        request whose client leaves while it waits for a worker is dropped from the queue."""
         chars = sum(map(len, texts)) + len(block_text or "")
-        job = self.executor.submit(worker.measure, (texts, block_text, block_tokens), time_bound_s(chars))
-
-        def give_back(_: object) -> None:  # when the thread is done, even if the client has left meanwhile
-            with contextlib.suppress(RuntimeError):  # the loop has closed: the server is gone
-                loop.call_soon_threadsafe(idle.put_nowait, worker)
-
-        job.add_done_callback(give_back)
+        job = self.executor.submit(self._measure, (texts, block_text, block_tokens), time_bound_s(chars))
         return await asyncio.wrap_future(job)
+
+    def _measure(self, request: tuple[list[str], str | None, int], timeout_s: float) -> Measured:
+        """In one of the executor's threads, as many as workers: a worker is idle or about to be."""
+        worker = self.idle.get()
+        try:
+            return worker.measure(request, timeout_s)
+        finally:
+            if worker.proc is None:  # killed: it starts again while this request's 400 goes out
+                threading.Thread(target=self._revive, args=(worker,), daemon=True).start()
+            else:
+                self.idle.put(worker)
+
+    def _revive(self, worker: _Worker) -> None:
+        try:
+            worker.revive()
+        finally:
+            self.idle.put(worker)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
         for worker in self.workers:
+            worker.closed = True
             worker.kill()
 
 
