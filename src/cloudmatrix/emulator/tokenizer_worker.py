@@ -14,6 +14,7 @@ import os
 import pickle
 import queue
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -23,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any
 
+import cloudmatrix
 from cloudmatrix.emulator.text import MAX_TOKENIZER_BYTES, HFTokens, Measured, chat_text, measure_texts
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import read_text
 
 WORKERS = 2  # one request tokenising a huge prompt leaves the other worker to everyone else
-LOAD_TIMEOUT_S = 60.0  # starting Python, importing tokenizers and parsing a large file (DeepSeek's: ~1 s)
+LOAD_TIMEOUT_S = 60.0  # starting Python and importing tokenizers (~1 s on a busy core), parsing a large file
 # A byte-level BPE encodes about 1 us per character on an idle core and 3-4 us on a contended one; the bound
 # leaves room for that (a 4 MiB prompt: 47 s) and still ends a regex that backtracks without end.
 BASE_TIMEOUT_S = 5.0
@@ -83,6 +85,7 @@ def _first_line(e: BaseException) -> str:
 
 def worker_main() -> None:
     """Load the tokenizer the server sends, then encode requests until the server closes the pipe."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C drains the server; it closes the pipe when done
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # only messages on the pipe
     path, text = _receive(inp)
@@ -103,6 +106,13 @@ def worker_main() -> None:
 
 
 # ---- the server's side -------------------------------------------------------------------------------------
+def _worker_env() -> dict[str, str]:
+    """The server's environment, with this very copy of cloudmatrix first on the path and no Rust backtraces."""
+    package_root = str(Path(cloudmatrix.__file__).resolve().parent.parent)
+    path = os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, RUST_BACKTRACE="0")
+
+
 class _Worker:
     """One worker process, started on first use and again after it is killed or dies. Used by one thread at
     a time (the pool hands it out)."""
@@ -121,7 +131,7 @@ class _Worker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # a panic's message: the request's 400 carries it instead
-                env=dict(os.environ, RUST_BACKTRACE="0"),
+                env=_worker_env(),
                 bufsize=0,
             )
         except OSError as e:
