@@ -1,8 +1,8 @@
 """Token counting and generated text. Nothing is downloaded: by default prompts are counted with the common
 approximation of 4 characters per token (OpenAI's rule of thumb for English), at least 1 token; with
-``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do (in worker
-processes, see tokenizer_worker). Chat adds 3
-tokens of framing per message and 3 for the reply priming (as OpenAI documents for chat formats).
+``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do (the server runs
+it in worker processes: tokenizer_worker). Chat adds 3 tokens of framing per message and 3 for the reply
+priming (as OpenAI documents for chat formats).
 Generated text is filler drawn from a seeded stream, one word per token, the same for the same request id."""
 
 from __future__ import annotations
