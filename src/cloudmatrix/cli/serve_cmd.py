@@ -62,7 +62,7 @@ def serve(
     from cloudmatrix.emulator.engine import RealtimeEngine
     from cloudmatrix.emulator.guard import check_api_key, parse_hosts, parse_origins
     from cloudmatrix.emulator.server import DrainingServer, serve_config
-    from cloudmatrix.emulator.text import HFTokens
+    from cloudmatrix.emulator.tokenizer_worker import TokenizerPool
     from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
 
@@ -84,7 +84,7 @@ def serve(
 
     def build() -> tuple[Any, str]:
         sc = load_scenario(scenario, _stack_set(stack, set_))
-        tokens = HFTokens(tokenizer) if tokenizer is not None else None
+        tokens = TokenizerPool(tokenizer) if tokenizer is not None else None
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding, tokens=tokens)
         config = ServeConfig(
             model_id=sc.model,
