@@ -20,7 +20,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 DESCRIPTOR_MARGIN = 64  # descriptors kept back from the cap: listener, event loop, stdio, files the server opens
 CONNECTIONS_CEILING = 4096  # the default cap never passes this, so half-sent headers stay within ~64 MiB
-LINGER_S = 1.0  # after a refusal, input is read and dropped this long so the client can read the answer
+LINGER_S = 1.0  # after a refusal, input is read and dropped this long (and this much) so the client can read
+LINGER_BYTES = 64 * 1024  # the answer before the close resets the connection (a flood is cut sooner)
 
 
 def descriptor_limit() -> int:
@@ -119,6 +120,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.timer: asyncio.TimerHandle | None = None
         self.timer_key: tuple[Phase, int, bool] | None = None
         self.refused = self.ended_in_read = False
+        self.lingered_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -135,7 +137,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self.refused:  # lingering after a refusal: drop what is still coming
+        if self.refused:  # lingering after a refusal: drop what is still coming, up to a budget
+            self.lingered_bytes += len(data)
+            if self.lingered_bytes > LINGER_BYTES:
+                self.transport.close()
             return
         self._unset_keepalive_if_required()
         self.ended_in_read = False
