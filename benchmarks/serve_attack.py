@@ -54,8 +54,8 @@ async def exchange(port: int, request: bytes) -> bytes:
 def probe_requests() -> dict[str, bytes]:
     body = json.dumps({"model": "deepseek-r1", "prompt": "x" * 400, "max_tokens": 8}).encode()
     return {
-        "health": b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-        "completion": b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "health": b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+        "completion": b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body),
     }
 
@@ -114,7 +114,7 @@ async def attacker(kind: str, port: int, deadline: float, start_s: float, seen: 
 async def hold(kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> str:
     """Play one attacker until the server closes the connection; returns the status it answered with."""
     if kind == "slowloris":
-        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+        writer.write(b"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         while True:
             try:
                 return status(await asyncio.wait_for(reader.read(1024), timeout=1.0))
@@ -122,10 +122,10 @@ async def hold(kind: str, reader: asyncio.StreamReader, writer: asyncio.StreamWr
                 writer.write(b"X")
                 await writer.drain()
     elif kind == "kept-alive":
-        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         await writer.drain()
     elif kind == "flood":
-        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Flood: ")
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Flood: ")
         chunk = b"a" * 65536
         for _ in range(FLOOD_BYTES // len(chunk)):
             writer.write(chunk)
