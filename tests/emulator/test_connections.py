@@ -11,6 +11,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cloudmatrix.cli.app import main
 from cloudmatrix.emulator.connections import max_connections_allowed
@@ -133,6 +135,35 @@ def test_the_most_header_fields_allowed_are_answered(limited: Server) -> None:
     extra = b"Connection: close\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(HEADERS - 2))
     data = _send_until_answered(_connect(limited), [_request(extra)])
     assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    fields=st.integers(1, HEADERS + 10),
+    value_bytes=st.integers(0, 600),
+    piece=st.integers(1, 8192),
+)
+def test_any_header_is_answered_within_its_limits_and_refused_beyond(
+    limited: Server, fields: int, value_bytes: int, piece: int
+) -> None:
+    """Fields of any number and size, sent in reads of any size: 200 when the whole request fits, 431 when
+    its parsed size or field count is over (between the two, the header's raw bytes decide)."""
+    extra = b"Connection: close\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * value_bytes) for i in range(fields - 2))
+    request = _request(extra)
+    parsed = len(b"/health") + sum(len(line) + 2 for line in request.split(b"\r\n")[1:] if line)
+    data = _send_until_answered(_connect(limited), _pieces(request, piece))
+    if len(request) <= HEADER_BYTES and fields <= HEADERS:
+        assert data.startswith(b"HTTP/1.1 200 "), data[:100]
+    elif parsed > HEADER_BYTES or fields > HEADERS:
+        assert data.startswith(b"HTTP/1.1 431 "), data[:100]
+    else:
+        assert data.startswith((b"HTTP/1.1 200 ", b"HTTP/1.1 431 ")), data[:100]
+
+
+def test_pipelined_requests_in_one_write_are_all_answered(limited: Server) -> None:
+    sock = _connect(limited)
+    sock.sendall(_request() * 3 + _request(b"Connection: close\r\n"))
+    assert _read_to_close(sock).count(b"HTTP/1.1 200 ") == 4
 
 
 # ---- deadlines --------------------------------------------------------------------------------------------

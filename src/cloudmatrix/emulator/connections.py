@@ -147,11 +147,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
-            return
+            pass  # serve has no WebSocket: the request is answered as plain HTTP, nothing worth a log line
         except httptools.HttpParserError as e:
             if isinstance(e.__cause__ or e.__context__, HeaderTooLarge):
                 self.refuse_header()
