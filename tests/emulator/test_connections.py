@@ -4,8 +4,11 @@ bytes trickle in), idle connections (closed after the keep-alive timeout), the c
 idle connection makes room; with none idle, 503), and clients that leave mid-request (never a 500, never a
 traceback)."""
 
+import resource
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
@@ -16,7 +19,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.cli.app import main
 from cloudmatrix.emulator.connections import max_connections_allowed
-from tests.emulator.conftest import API_KEY, Server, start_server
+from tests.emulator.conftest import API_KEY, Server, _free_port, start_server
 
 HEADER_BYTES, HEADERS, TIMEOUT_S = 4096, 20, 1.0
 LIMITS = (
@@ -37,6 +40,16 @@ def limited() -> Iterator[Server]:
     server = start_server("--api-key", API_KEY, *LIMITS)
     yield server
     _stop(server)
+
+
+def _wait_until_up(server: Server) -> None:
+    for _ in range(400):
+        try:
+            if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.025)
+    raise RuntimeError("server did not start")
 
 
 def _connect(server: Server) -> socket.socket:
@@ -279,6 +292,27 @@ def test_at_the_cap_with_nothing_idle_a_new_connection_gets_503(capped: Server) 
     busy[0].sendall(b"Connection: close\r\n\r\n")  # one finishes: room again
     assert _read_to_close(busy[0]).startswith(b"HTTP/1.1 200 ")
     assert httpx.get(f"{capped.url}/health", timeout=10).status_code == 200
+
+
+def test_by_default_idle_connections_beyond_the_descriptor_limit_never_starve_a_request() -> None:
+    """With 128 descriptors the default cap is 64: 150 connections that send nothing leave room for a normal
+    request (the oldest idle ones are closed), where they once exhausted the descriptors."""
+    port = _free_port()
+
+    def few_descriptors() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    command = [sys.executable, "-m", "cloudmatrix.cli.app", "serve", "--port", str(port)]
+    proc = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, preexec_fn=few_descriptors)
+    server = Server(url=f"http://127.0.0.1:{port}", proc=proc)
+    try:
+        _wait_until_up(server)
+        idle = [_connect(server) for _ in range(150)]
+        time.sleep(0.3)
+        assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+        assert sum(_is_closed(s) for s in idle[:20]) == 20
+    finally:
+        _stop(server)
 
 
 def test_max_connections_beyond_the_descriptor_limit_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
