@@ -79,7 +79,13 @@ def serve(
 ) -> None:
     """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
     from cloudmatrix.emulator.app import ServeConfig, create_app
-    from cloudmatrix.emulator.connections import ConnectionLimits, default_max_connections, max_connections_allowed
+    from cloudmatrix.emulator.connections import (
+        DESCRIPTOR_MARGIN,
+        ConnectionLimits,
+        default_max_connections,
+        descriptor_limit,
+        max_connections_allowed,
+    )
     from cloudmatrix.emulator.engine import RealtimeEngine
     from cloudmatrix.emulator.guard import check_api_key, parse_hosts, parse_origins
     from cloudmatrix.emulator.server import DrainingServer, serve_config
@@ -108,7 +114,12 @@ def serve(
             ("--keep-alive-timeout", keep_alive_timeout),
         ):
             check_number(flag, seconds, lo=0, lo_open=True, hi=3600)
-        check_optional("--max-connections", max_connections, lo=1, hi=max_connections_allowed(), integer=True)
+        check_optional("--max-connections", max_connections, lo=1, hi=1_000_000_000, integer=True)
+        if max_connections is not None and max_connections > max_connections_allowed():
+            raise InputError(
+                f"--max-connections: got {max_connections}; expected at most {max_connections_allowed():,}: the "
+                f"descriptor limit (ulimit -n: {descriptor_limit():,}) less {DESCRIPTOR_MARGIN} for its own files"
+            )
     except InputError as e:
         _fail(str(e))
 
