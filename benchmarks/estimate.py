@@ -14,8 +14,8 @@ import sys
 import time
 
 from cloudmatrix.catalog.reference import load_reference
+from cloudmatrix.deployment import deployment_from_setup
 from cloudmatrix.estimate import estimate
-from cloudmatrix.studies.reproduce import deployment_from_setup
 
 
 def estimates_per_cpu_second(seconds: float = 3.0) -> float:

@@ -5,11 +5,10 @@ prefill), and the expert-load helpers it rests on (docs/model.md §3.2, §3.4, �
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
-from types import ModuleType
 
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.expert_load import busiest_factor
 from cloudmatrix.cost.kernels import ACT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Eplb, MoeComm, Plan
@@ -32,7 +31,7 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
     m, lay = plan.model, plan.layout
     if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
         return 1.0
-    return _experts().busiest_factor(
+    return busiest_factor(
         plan.routing,
         lay,
         plan.deployment.eplb,
@@ -41,14 +40,6 @@ def expert_imbalance(plan: Plan, tokens: float) -> float:
         tokens=tokens * _group_scale(plan),
         requests=_requests(plan, tokens) * _group_scale(plan),
     )
-
-
-@cache
-def _experts() -> ModuleType:
-    """cost.experts, imported on first use: numpy loads only when routing is sampled (once, not per call)."""
-    from cloudmatrix.cost import experts
-
-    return experts
 
 
 def _group_scale(plan: Plan) -> float:
