@@ -107,7 +107,7 @@ def _pipelined(
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to make, and this one is internal
 class _Priced:
     """Ops with their prices, and in a microbatched graph each op's resource and core partition."""
 
