@@ -113,7 +113,8 @@ def tradeoff_figure(compare: dict[str, Any]) -> go.Figure:
 
 
 def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
-    """Each operating point's step by operator (stacked, ms) with its roofline step as a diamond."""
+    """Each operating point's step by operator (stacked, ms) with its roofline lower bound as a diamond (the
+    busiest resource's work at speed of light where microbatches overlap: docs/model.md §6)."""
     systems = list(breakdown)
     ops: list[str] = []
     for b in breakdown.values():
@@ -136,9 +137,9 @@ def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
             y=systems,
             x=[breakdown[s]["roofline_step_ms"] for s in systems],
             mode="markers",
-            name="roofline (speed of light)",
+            name="roofline lower bound",
             marker={"symbol": "diamond", "size": 11, "color": "black"},
-            hovertemplate="%{y}<br>roofline step %{x:.2f} ms<extra></extra>",
+            hovertemplate="%{y}<br>roofline lower bound %{x:.2f} ms<extra></extra>",
         )
     )
     fig.update_layout(barmode="stack")
