@@ -134,7 +134,7 @@ def test_configs_the_twin_cannot_price_are_refused_by_name(tmp_path: Path) -> No
     base = json.loads((MODELS_DIR / "deepseek-v3.2.json").read_text())
     cases = [
         ({"architectures": ["MambaForCausalLM"]}, "architecture MambaForCausalLM cannot be priced"),
-        ({"compress_ratios": [4, 128]}, "field compress_ratios"),
+        ({"compress_ratios": [4, 128]}, r"compress_ratios set\) lacks field o_groups"),
         ({"index_topk": None}, "lacks field index_topk"),
         ({"kv_lora_rank": None, "architectures": None}, "needs MLA"),
         ({"indexer_types": ["full"] * 3}, "indexer_types has 3 entries for 61 layers"),
@@ -154,12 +154,13 @@ def test_shared_indexers_follow_the_config() -> None:
     assert freq.attention.indexer.own_layers == 16
 
 
-def test_deepseek_v4s_published_config_is_refused_by_what_it_needs() -> None:
-    """DeepSeek-V4-Flash's config.json (HF deepseek-ai/DeepSeek-V4-Flash, April 2026) uses compressed
-    multi-rate sparse attention, which the twin does not model: one line naming the field."""
+def test_deepseek_v4s_published_config_loads_as_the_catalog_model() -> None:
+    """DeepSeek-V4-Flash's config.json (HF deepseek-ai/DeepSeek-V4-Flash, April 2026) is priced as compressed
+    attention (cost/compressed_attention.py): the file and the catalog id give the same model."""
     path = Path(__file__).parents[1] / "data" / "deepseek-v4-flash-config.json"
-    with pytest.raises(ConfigError, match="field compress_ratios .*not modelled"):
-        load_model(str(path))
+    from_file, catalog = load_model(str(path)), load_model("deepseek-v4-flash")
+    assert from_file.compressed == catalog.compressed
+    assert from_file.total_params() == catalog.total_params()
 
 
 def _with_topk(topk: int) -> ModelSpec:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloudmatrix.catalog.compressed_attention import CompressedAttentionSpec
+
 INDEXER_SCALE_BYTES = 4  # one FP32 scale per cached indexer key (vLLM, SGLang and TRT-LLM caches)
 
 
@@ -37,7 +39,7 @@ class IndexerSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class AttentionSpec:
-    kind: str  # "mla" or "gqa"
+    kind: str  # "mla", "gqa" or "csa" (DeepSeek-V4's compressed attention: see ``ModelSpec.compressed``)
     num_heads: int
     num_kv_heads: int
     qk_head_dim: int
@@ -61,6 +63,8 @@ class AttentionSpec:
         if self.kind == "mla":
             assert self.kv_lora_rank is not None
             return self.kv_lora_rank + self.qk_rope_head_dim
+        if self.kind == "csa":  # one shared K=V entry per cached position
+            return self.qk_head_dim
         return self.num_kv_heads * (self.qk_head_dim + self.v_head_dim)
 
 
@@ -87,6 +91,7 @@ class ModelSpec:
     sliding_window: int | None
     sliding_layer_ids: tuple[int, ...]
     mtp_layers: int
+    compressed: CompressedAttentionSpec | None = None  # DeepSeek-V4's compressed attention
     source: str = ""
 
     # ---- shapes -------------------------------------------------------------------------------------
@@ -112,6 +117,9 @@ class ModelSpec:
         ``norm_params``). Heads split over the group; MLA's down-projections and GQA's K/V heads beyond
         one per die are replicated."""
         a, h = self.attention, self.hidden
+        if self.compressed is not None:
+            c = self.compressed
+            return c.shared_params(h) + c.mean_compressor_params(h) + c.head_split_params(h) / tp
         if a.kind == "mla":
             down, q_up, kv_up = self.mla_projection_params()
             return down + self.indexer_params() + (q_up + kv_up + a.num_heads * a.v_head_dim * h) / tp
@@ -130,6 +138,8 @@ class ModelSpec:
         return ix.params(self.hidden, self.attention.q_lora_rank) * ix.own_layers / self.num_layers
 
     def norm_params(self) -> int:
+        if self.compressed is not None:
+            return self.compressed.norm_params(self.hidden)
         a = self.attention
         extra = (a.q_lora_rank or 0) + (a.kv_lora_rank or 0) if a.kind == "mla" else 0
         return 2 * self.hidden + extra
@@ -169,18 +179,16 @@ class ModelSpec:
     def total_params(self) -> int:
         """Main-model parameters (MTP layers excluded, as model cards count them)."""
         experts = self.moe.num_routed + self.moe.num_shared if self.moe else 0
-        layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params()
-        )
+        dense = self.num_dense_layers * self.dense_layer_params() if self.num_dense_layers else 0
+        layers = self.num_moe_layers * self.moe_layer_params(experts) + dense
         return layers + self.embedding_params() + self.lm_head_params() + self.hidden
 
     def active_params(self) -> int:
         """Parameters multiplied per token: every dense weight, top-k + shared experts, and the LM head.
         The input embedding is a row lookup, not a matmul, so it is not counted."""
         experts = self.moe.top_k + self.moe.num_shared if self.moe else 0
-        layers = self.num_moe_layers * self.moe_layer_params(experts) + self.num_dense_layers * (
-            self.dense_layer_params()
-        )
+        dense = self.num_dense_layers * self.dense_layer_params() if self.num_dense_layers else 0
+        layers = self.num_moe_layers * self.moe_layer_params(experts) + dense
         head = self.lm_head_params() or self.embedding_params()
         return layers + head + self.hidden
 
@@ -192,12 +200,16 @@ class ModelSpec:
 
     def kv_bytes_per_token(self, dtype_bytes: float = 2.0) -> float:
         """KV bytes per token over all layers at full attention (sliding layers counted in full), the
-        indexer's keys included."""
+        indexer's keys included. Compressed attention: the growth per token (its window is per sequence)."""
+        if self.compressed is not None:
+            return self.compressed.bytes_per_token(dtype_bytes)
         latent = self.attention.kv_elems_per_token() * self.num_layers * dtype_bytes
         return latent + self.indexer_key_bytes_per_token()
 
     def kv_bytes(self, seq_len: int, dtype_bytes: float = 2.0) -> float:
         """KV bytes one sequence of ``seq_len`` tokens holds; sliding-window layers keep only the window."""
+        if self.compressed is not None:
+            return self.compressed.cache_bytes(seq_len, dtype_bytes)
         per_layer = self.attention.kv_elems_per_token() * dtype_bytes
         sliding = len(self.sliding_layer_ids)
         window = min(seq_len, self.sliding_window) if self.sliding_window else seq_len

@@ -11,6 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from cloudmatrix.catalog.compressed_attention import CSA_RATIO, HCA_RATIO, CompressedAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
@@ -35,15 +36,23 @@ SUPPORTED_ARCHITECTURES = frozenset(
         "LlamaForCausalLM",
         "MixtralForCausalLM",
         "GptOssForCausalLM",
+        "DeepseekV4ForCausalLM",
+        "MiniMaxM2ForCausalLM",
     }
 )
 # Fields that change the cost in ways the twin does not model: a config with one is refused, not mispriced.
 UNPRICED_FIELDS = {
-    "compress_ratios": "compressed (multi-rate) sparse attention (DeepSeek-V4)",
     "linear_num_value_heads": "linear attention (Gated DeltaNet) layers",
     "full_attention_interval": "hybrid linear/full attention layers",
     "index_skip_topk_offset": "skipped top-k offsets of a shared indexer",
+    "kv_source_layer_ids": "KV caches shared across layers",
+    "index_source_layer_ids": "indexer selections shared across layers",
+    "engram_layer_ids": "Engram n-gram memory layers",
+    "dspark_block_size": "block draft (DSpark) speculation heads",
+    "zero_expert_num": "zero-computation (identity) experts",
 }
+# DeepSeek-V4's compressed attention: these fields are priced only together (``compress_ratios`` names it)
+V4_FIELDS = ("o_groups", "o_lora_rank", "q_lora_rank", "head_dim", "index_n_heads", "index_head_dim", "index_topk")
 
 
 class HFConfig(BaseModel):
@@ -89,6 +98,11 @@ class HFConfig(BaseModel):
     index_topk: int | None = Field(default=None, gt=0, le=10_000_000)
     index_topk_freq: int | None = Field(default=None, gt=0, le=LAYERS)  # one indexer per this many layers
     indexer_types: list[str] | None = Field(default=None, max_length=LAYERS)  # per layer: "full" or "shared"
+    # DeepSeek-V4: compressed sparse attention, grouped output projection, hyper-connections
+    compress_ratios: list[int] | None = Field(default=None, max_length=LAYERS + 16)
+    o_groups: int | None = Field(default=None, gt=0, le=HEADS)
+    o_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
+    hc_mult: int = Field(default=1, gt=0, le=64)
 
 
 def _check_priceable(model_id: str, cfg: HFConfig) -> None:
@@ -101,6 +115,13 @@ def _check_priceable(model_id: str, cfg: HFConfig) -> None:
         raise ConfigError(
             f"{model_id}: architecture {', '.join(cfg.architectures)} cannot be priced "
             f"(supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))})"
+        )
+    if cfg.compress_ratios is not None:
+        check_compressed(model_id, cfg)
+        return
+    if cfg.hc_mult != 1:
+        raise ConfigError(
+            f"{model_id}: field hc_mult (hyper-connections) is priced only with DeepSeek-V4's compress_ratios"
         )
     dsa = [f for f in ("index_n_heads", "index_head_dim", "index_topk") if getattr(cfg, f) is not None]
     if dsa and len(dsa) < 3:
@@ -127,10 +148,68 @@ def _indexer(cfg: HFConfig) -> IndexerSpec | None:
     return IndexerSpec(num_heads=cfg.index_n_heads, head_dim=cfg.index_head_dim, topk=cfg.index_topk, own_layers=own)
 
 
+def check_compressed(model_id: str, cfg: HFConfig) -> None:
+    """DeepSeek-V4's fields: all present, one ratio per layer (the MTP layers may follow), each 0, 4 or 128."""
+    assert cfg.compress_ratios is not None
+    missing = next((f for f in V4_FIELDS if getattr(cfg, f) is None), None)
+    if missing:
+        raise ConfigError(f"{model_id}: compressed attention (compress_ratios set) lacks field {missing}")
+    if cfg.sliding_window is None:
+        raise ConfigError(f"{model_id}: compressed attention (compress_ratios set) lacks field sliding_window")
+    if not cfg.num_hidden_layers <= len(cfg.compress_ratios) <= cfg.num_hidden_layers + cfg.num_nextn_predict_layers:
+        raise ConfigError(
+            f"{model_id}: compress_ratios has {len(cfg.compress_ratios)} entries for "
+            f"{cfg.num_hidden_layers} layers and {cfg.num_nextn_predict_layers} MTP layers"
+        )
+    bad = next((r for r in cfg.compress_ratios if r not in (0, CSA_RATIO, HCA_RATIO)), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{model_id}: compress_ratios value {bad} is not modelled (expected 0, {CSA_RATIO} or {HCA_RATIO})"
+        )
+    if cfg.num_key_value_heads not in (None, 1):
+        raise ConfigError(
+            f"{model_id}: compressed attention shares one KV head, got num_key_value_heads {cfg.num_key_value_heads}"
+        )
+    heads, groups = cfg.num_attention_heads, cfg.o_groups or 1
+    if heads % groups:
+        raise ConfigError(f"{model_id}: num_attention_heads {heads} is not a multiple of o_groups {groups}")
+
+
+def _compressed(cfg: HFConfig) -> tuple[AttentionSpec, CompressedAttentionSpec]:
+    assert cfg.compress_ratios is not None and cfg.head_dim and cfg.q_lora_rank and cfg.o_groups
+    assert cfg.o_lora_rank and cfg.index_n_heads and cfg.index_head_dim and cfg.index_topk and cfg.sliding_window
+    spec = CompressedAttentionSpec(
+        ratios=tuple(cfg.compress_ratios[: cfg.num_hidden_layers]),
+        window=cfg.sliding_window,
+        num_heads=cfg.num_attention_heads,
+        head_dim=cfg.head_dim,
+        q_lora_rank=cfg.q_lora_rank,
+        o_groups=cfg.o_groups,
+        o_lora_rank=cfg.o_lora_rank,
+        index_heads=cfg.index_n_heads,
+        index_head_dim=cfg.index_head_dim,
+        index_topk=cfg.index_topk,
+        hc_mult=cfg.hc_mult,
+    )
+    attention = AttentionSpec(
+        kind="csa",
+        num_heads=cfg.num_attention_heads,
+        num_kv_heads=1,
+        qk_head_dim=cfg.head_dim,
+        v_head_dim=cfg.head_dim,
+        q_lora_rank=cfg.q_lora_rank,
+        qk_rope_head_dim=cfg.qk_rope_head_dim or 0,
+    )
+    return attention, spec
+
+
 def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
     _check_priceable(model_id, cfg)
     heads = cfg.num_attention_heads
-    if cfg.kv_lora_rank is not None:
+    compressed = None
+    if cfg.compress_ratios is not None:
+        attention, compressed = _compressed(cfg)
+    elif cfg.kv_lora_rank is not None:
         missing = [f for f in ("qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim") if getattr(cfg, f) is None]
         if missing:
             raise ConfigError(f"{model_id}: MLA config (kv_lora_rank set) lacks field {missing[0]}")
@@ -183,6 +262,8 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
     if len(moe_layers) < cfg.num_hidden_layers and dense_inter is None:
         raise ConfigError(f"{model_id}: dense layers need field intermediate_size")
     sliding = tuple(i for i, t in enumerate(cfg.layer_types or []) if t == "sliding_attention")
+    if compressed is not None:
+        sliding = ()  # every V4 layer's window is part of its compressed attention
     return ModelSpec(
         id=model_id,
         model_type=cfg.model_type,
@@ -197,6 +278,7 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         sliding_window=cfg.sliding_window if sliding else None,
         sliding_layer_ids=sliding,
         mtp_layers=cfg.num_nextn_predict_layers,
+        compressed=compressed,
         source=source,
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.compressed_attention import compressed_attention_ops
 from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
@@ -203,9 +204,10 @@ def _dense_ffn(plan: Plan, share: float) -> list[Op]:
 def attention_ops(plan: Plan, share: float) -> list[Op]:
     """The attention half of a decoder layer, the same in dense and MoE layers."""
     tokens = plan.tokens_per_die * share
-    return [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
-        _decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share)
-    )
+    norm = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)]
+    if plan.model.compressed is not None:
+        return norm + compressed_attention_ops(plan, share)
+    return norm + (_decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share))
 
 
 def ffn_ops(plan: Plan, moe: bool, share: float) -> list[Op]:
