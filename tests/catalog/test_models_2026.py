@@ -39,6 +39,7 @@ def test_deepseek_v4_pro_counts_round_to_the_published_figures() -> None:
 def test_the_acceptance_models_are_listed() -> None:
     listed = set(model_ids())
     assert {"deepseek-v4-flash", "deepseek-v4-pro", "qwen3-30b-a3b", "qwen3-32b", "minimax-m2"} <= listed
+    assert "qwen3-next-80b-a3b" in listed
 
 
 def test_gqa_cache_bytes_per_token_are_k_and_v_of_every_kv_head_in_every_layer() -> None:
@@ -96,7 +97,7 @@ def test_hyper_connections_without_compressed_attention_and_other_unpriced_field
         parse_config("q", {**base, "hc_mult": 4})
     with pytest.raises(ConfigError, match="field zero_expert_num .*zero-computation"):
         parse_config("q", {**base, "zero_expert_num": 256})
-    with pytest.raises(ConfigError, match="field linear_num_value_heads .*Gated DeltaNet"):
+    with pytest.raises(ConfigError, match="linear attention .*lacks field linear_num_key_heads"):
         parse_config("q", {**base, "linear_num_value_heads": 32})
 
 
@@ -107,3 +108,35 @@ def test_every_shipped_config_names_its_source() -> None:
     for model_id, entry in index.items():
         assert entry["source"].strip(), model_id
         assert Path(MODELS_DIR / entry["file"]).is_file(), model_id
+
+
+def test_qwen3_next_counts_and_its_state_beside_a_cache_of_its_full_attention_layers() -> None:
+    """HF Qwen/Qwen3-Next-80B-A3B-Instruct model card: 80B in total; 48 layers, 12 x (3 Gated DeltaNet, 1 gated
+    attention); Gated DeltaNet 32 value heads and 16 query/key heads of 128; attention 16 query and 2 KV
+    heads of 256; 512 experts, 10 routed and 1 shared of 512."""
+    m = load_model("qwen3-next-80b-a3b")
+    assert m.total_params() == pytest.approx(80e9, rel=0.01)
+    assert m.linear is not None and len(m.linear.layer_ids) == 36 and 3 not in m.linear.layer_ids
+    assert m.num_full_attention_layers == 12
+    assert m.kv_bytes_per_token(2.0) == 12 * 2 * 2 * 256 * 2  # K and V of 2 heads of 256, BF16
+    state = 32 * 128 * 128 + (2 * 16 * 128 + 32 * 128) * 3  # recurrent state + the convolution's last 3 inputs
+    assert m.linear.state_elems() == state
+    assert m.kv_bytes(1, 2.0) == m.kv_bytes_per_token(2.0) + 36 * state * 2
+    assert m.kv_bytes(8192, 2.0) - m.kv_bytes(4096, 2.0) == 4096 * m.kv_bytes_per_token(2.0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"linear_key_head_dim": None}, "lacks field linear_key_head_dim"),
+        ({"full_attention_interval": None}, "lacks field full_attention_interval"),
+        ({"shared_expert_intermediate_size": 1024}, "shared_expert_intermediate_size 1024"),
+        ({"linear_attn_config": {"num_heads": 32}}, "field linear_attn_config"),
+        ({"layer_types": ["linear_attention"] * 3}, "layer_types has 3 entries"),
+    ],
+)
+def test_what_a_hybrid_config_has_that_the_twin_cannot_price_is_refused_by_name(changes: dict, named: str) -> None:
+    base = json.loads((MODELS_DIR / "qwen3-next-80b-a3b.json").read_text())
+    data = {k: v for k, v in {**base, **changes}.items() if v is not None}
+    with pytest.raises(ConfigError, match=named):
+        parse_config("next", data)

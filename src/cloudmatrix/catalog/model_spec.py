@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudmatrix.catalog.compressed_attention import CompressedAttentionSpec
+from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
+
+STATE_BYTES = 2.0  # linear-attention state held in BF16, the model's dtype (assumed: vLLM's default)
 
 INDEXER_SCALE_BYTES = 4  # one FP32 scale per cached indexer key (vLLM, SGLang and TRT-LLM caches)
 
@@ -49,6 +52,7 @@ class AttentionSpec:
     qk_rope_head_dim: int = 0
     bias: bool = False
     indexer: IndexerSpec | None = None  # DeepSeek Sparse Attention (MLA only)
+    gated_output: bool = False  # GQA whose query projection also yields a per-head output gate (Qwen3-Next)
 
     def attended(self, context: float) -> float:
         """Tokens a query attends to: the whole context, or at most top-k with sparse attention."""
@@ -92,6 +96,7 @@ class ModelSpec:
     sliding_layer_ids: tuple[int, ...]
     mtp_layers: int
     compressed: CompressedAttentionSpec | None = None  # DeepSeek-V4's compressed attention
+    linear: LinearAttentionSpec | None = None  # Qwen3-Next's Gated DeltaNet layers (the rest are full attention)
     source: str = ""
 
     # ---- shapes -------------------------------------------------------------------------------------
@@ -123,11 +128,15 @@ class ModelSpec:
         if a.kind == "mla":
             down, q_up, kv_up = self.mla_projection_params()
             return down + self.indexer_params() + (q_up + kv_up + a.num_heads * a.v_head_dim * h) / tp
-        q = h * a.num_heads * a.qk_head_dim
+        q = h * a.num_heads * a.qk_head_dim * (2 if a.gated_output else 1)
         kv = h * a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
         o = a.num_heads * a.v_head_dim * h
         bias = (a.num_heads * a.qk_head_dim + a.num_kv_heads * (a.qk_head_dim + a.v_head_dim) + h) if a.bias else 0
-        return (q + o + bias) / tp + kv / min(tp, a.num_kv_heads)
+        full = (q + o + bias) / tp + kv / min(tp, a.num_kv_heads)
+        if self.linear is None:
+            return full
+        n_lin = len(self.linear.layer_ids)  # linear layers split every weight by head
+        return ((self.num_layers - n_lin) * full + n_lin * self.linear.layer_params(h) / tp) / self.num_layers
 
     def indexer_params(self) -> float:
         """The sparse-attention indexer's weights per layer, averaged over the layers (layers that share the
@@ -193,6 +202,14 @@ class ModelSpec:
         return layers + head + self.hidden
 
     # ---- KV cache ------------------------------------------------------------------------------------
+    @property
+    def num_full_attention_layers(self) -> int:
+        return self.num_layers - (len(self.linear.layer_ids) if self.linear else 0)
+
+    def linear_state_bytes(self) -> float:
+        """Recurrent state and convolution inputs one sequence holds over the linear-attention layers."""
+        return 0.0 if self.linear is None else len(self.linear.layer_ids) * self.linear.state_elems() * STATE_BYTES
+
     def indexer_key_bytes_per_token(self) -> float:
         """The sparse-attention indexer's cached keys per token over all layers (0 without DSA)."""
         ix = self.attention.indexer
@@ -203,6 +220,8 @@ class ModelSpec:
         indexer's keys included. Compressed attention: the growth per token (its window is per sequence)."""
         if self.compressed is not None:
             return self.compressed.bytes_per_token(dtype_bytes)
+        if self.linear is not None:  # the linear layers' state does not grow with the context
+            return self.attention.kv_elems_per_token() * self.num_full_attention_layers * dtype_bytes
         latent = self.attention.kv_elems_per_token() * self.num_layers * dtype_bytes
         return latent + self.indexer_key_bytes_per_token()
 
@@ -210,6 +229,8 @@ class ModelSpec:
         """KV bytes one sequence of ``seq_len`` tokens holds; sliding-window layers keep only the window."""
         if self.compressed is not None:
             return self.compressed.cache_bytes(seq_len, dtype_bytes)
+        if self.linear is not None:
+            return self.kv_bytes_per_token(dtype_bytes) * seq_len + self.linear_state_bytes()
         per_layer = self.attention.kv_elems_per_token() * dtype_bytes
         sliding = len(self.sliding_layer_ids)
         window = min(seq_len, self.sliding_window) if self.sliding_window else seq_len

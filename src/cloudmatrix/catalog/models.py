@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from cloudmatrix.catalog.compressed_attention import CSA_RATIO, HCA_RATIO, CompressedAttentionSpec
+from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
@@ -38,12 +39,12 @@ SUPPORTED_ARCHITECTURES = frozenset(
         "GptOssForCausalLM",
         "DeepseekV4ForCausalLM",
         "MiniMaxM2ForCausalLM",
+        "Qwen3NextForCausalLM",
     }
 )
 # Fields that change the cost in ways the twin does not model: a config with one is refused, not mispriced.
 UNPRICED_FIELDS = {
-    "linear_num_value_heads": "linear attention (Gated DeltaNet) layers",
-    "full_attention_interval": "hybrid linear/full attention layers",
+    "linear_attn_config": "Kimi Delta Attention (KDA) linear layers",
     "index_skip_topk_offset": "skipped top-k offsets of a shared indexer",
     "kv_source_layer_ids": "KV caches shared across layers",
     "index_source_layer_ids": "indexer selections shared across layers",
@@ -103,6 +104,59 @@ class HFConfig(BaseModel):
     o_groups: int | None = Field(default=None, gt=0, le=HEADS)
     o_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
     hc_mult: int = Field(default=1, gt=0, le=64)
+    # Qwen3-Next: Gated DeltaNet linear-attention layers between gated full-attention layers
+    linear_num_value_heads: int | None = Field(default=None, gt=0, le=HEADS)
+    linear_num_key_heads: int | None = Field(default=None, gt=0, le=HEADS)
+    linear_key_head_dim: int | None = Field(default=None, gt=0, le=DIM)
+    linear_value_head_dim: int | None = Field(default=None, gt=0, le=DIM)
+    linear_conv_kernel_dim: int | None = Field(default=None, gt=0, le=64)
+    full_attention_interval: int | None = Field(default=None, gt=0, le=LAYERS)
+    attn_output_gate: bool | None = None
+    shared_expert_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
+
+
+LINEAR_FIELDS = ("linear_num_key_heads", "linear_key_head_dim", "linear_value_head_dim", "linear_conv_kernel_dim")
+
+
+def _linear(model_id: str, cfg: HFConfig) -> LinearAttentionSpec | None:
+    """Gated DeltaNet layers: those ``layer_types`` calls linear_attention, else all but every
+    ``full_attention_interval``-th layer."""
+    if cfg.linear_num_value_heads is None and cfg.full_attention_interval is None:
+        return None
+    missing = next((f for f in ("linear_num_value_heads", *LINEAR_FIELDS) if getattr(cfg, f) is None), None)
+    if missing:
+        raise ConfigError(f"{model_id}: linear attention (Gated DeltaNet) config lacks field {missing}")
+    if cfg.layer_types is not None:
+        if len(cfg.layer_types) != cfg.num_hidden_layers:
+            raise ConfigError(f"{model_id}: layer_types has {len(cfg.layer_types)} entries for {cfg.num_hidden_layers}")
+        ids = tuple(i for i, t in enumerate(cfg.layer_types) if t == "linear_attention")
+    elif cfg.full_attention_interval is not None:
+        ids = tuple(i for i in range(cfg.num_hidden_layers) if (i + 1) % cfg.full_attention_interval)
+    else:
+        raise ConfigError(f"{model_id}: linear attention config lacks field full_attention_interval (or layer_types)")
+    assert cfg.linear_num_value_heads and cfg.linear_num_key_heads and cfg.linear_key_head_dim
+    assert cfg.linear_value_head_dim and cfg.linear_conv_kernel_dim
+    return LinearAttentionSpec(
+        layer_ids=ids,
+        key_heads=cfg.linear_num_key_heads,
+        value_heads=cfg.linear_num_value_heads,
+        key_head_dim=cfg.linear_key_head_dim,
+        value_head_dim=cfg.linear_value_head_dim,
+        conv_kernel=cfg.linear_conv_kernel_dim,
+    )
+
+
+def _shared_experts(model_id: str, cfg: HFConfig, inter: int) -> int:
+    """DeepSeek names a count of shared experts; Qwen's MoE names one shared expert by its width."""
+    width = cfg.shared_expert_intermediate_size
+    if width is None:
+        return cfg.n_shared_experts or 0
+    if width != inter:
+        raise ConfigError(
+            f"{model_id}: shared_expert_intermediate_size {width} differs from the routed experts' {inter}; "
+            "a shared expert of its own width is not modelled"
+        )
+    return 1
 
 
 def _check_priceable(model_id: str, cfg: HFConfig) -> None:
@@ -239,6 +293,7 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
             qk_head_dim=head_dim,
             v_head_dim=head_dim,
             bias=cfg.attention_bias,
+            gated_output=bool(cfg.attn_output_gate) or cfg.model_type == "qwen3_next",
         )
     routed = cfg.n_routed_experts or cfg.num_experts or cfg.num_local_experts
     moe = None
@@ -254,7 +309,10 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         if inter is None:
             raise ConfigError(f"{model_id}: MoE config lacks field moe_intermediate_size")
         moe = MoeSpec(
-            num_routed=routed, num_shared=cfg.n_shared_experts or 0, top_k=cfg.num_experts_per_tok, intermediate=inter
+            num_routed=routed,
+            num_shared=_shared_experts(model_id, cfg, inter),
+            top_k=cfg.num_experts_per_tok,
+            intermediate=inter,
         )
         dense = set(range(cfg.first_k_dense_replace)) | set(cfg.mlp_only_layers)
         moe_layers = tuple(i for i in range(cfg.num_hidden_layers) if i not in dense)
@@ -279,6 +337,7 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         sliding_layer_ids=sliding,
         mtp_layers=cfg.num_nextn_predict_layers,
         compressed=compressed,
+        linear=_linear(model_id, cfg) if compressed is None else None,
         source=source,
     )
 

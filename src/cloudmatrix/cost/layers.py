@@ -10,6 +10,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.compressed_attention import compressed_attention_ops
 from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
+from cloudmatrix.cost.linear_attention import hybrid_attention_ops
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.cost.sparse_attention import causal_attended, indexer_ops
@@ -207,6 +208,8 @@ def attention_ops(plan: Plan, share: float) -> list[Op]:
     norm = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)]
     if plan.model.compressed is not None:
         return norm + compressed_attention_ops(plan, share)
+    if plan.model.linear is not None:
+        return norm + hybrid_attention_ops(plan, share)
     return norm + (_decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share))
 
 
