@@ -140,3 +140,17 @@ def test_what_a_hybrid_config_has_that_the_twin_cannot_price_is_refused_by_name(
     data = {k: v for k, v in {**base, **changes}.items() if v is not None}
     with pytest.raises(ConfigError, match=named):
         parse_config("next", data)
+
+
+def test_kimi_k2_5_is_its_language_model_under_its_own_name_and_other_wrappers_are_refused() -> None:
+    """HF moonshotai/Kimi-K2.5 model card: 1T total, 32B activated (K2's language model; the 400M MoonViT
+    vision tower runs only for images and is not priced)."""
+    k25 = load_model("kimi-k2.5")
+    assert k25.id == "kimi-k2.5"
+    assert k25.total_params() == pytest.approx(load_model("kimi-k2").total_params())
+    assert k25.active_params() == pytest.approx(32e9, rel=0.02)
+    wrapper = {"architectures": ["SomeVLForConditionalGeneration"], "text_config": {"hidden_size": 8}}
+    with pytest.raises(ConfigError, match="field text_config of architecture SomeVLForConditionalGeneration"):
+        parse_config("vl", wrapper)
+    with pytest.raises(ConfigError, match="text_config must be a JSON object"):
+        parse_config("vl", {"architectures": ["KimiK25ForConditionalGeneration"], "text_config": [1]})

@@ -1,7 +1,9 @@
 """Model catalog: Hugging Face ``config.json`` → a frozen ``ModelSpec`` with exact parameter counts,
 per-layer shapes and KV-cache size. Supports MLA (DeepSeek-V3/R1, Kimi-K2), MLA with DeepSeek Sparse
-Attention (DeepSeek-V3.2, GLM-5) and GQA (Llama, Qwen3, gpt-oss) attention, dense and MoE FFNs, and MTP
-layers. A config of an architecture (or with a field) the twin cannot price is refused by name."""
+Attention (DeepSeek-V3.2, GLM-5), GQA (Llama, Qwen3, gpt-oss, MiniMax-M2), DeepSeek-V4's compressed attention
+and Qwen3-Next's hybrid linear attention, dense and MoE FFNs, MTP layers, and the language model of a known
+multimodal wrapper (Kimi-K2.5). A config of an architecture (or with a field) the twin cannot price is
+refused by name."""
 
 from __future__ import annotations
 
@@ -9,9 +11,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
 from cloudmatrix.catalog.compressed_attention import CSA_RATIO, HCA_RATIO, CompressedAttentionSpec
+from cloudmatrix.catalog.hf_config import SUPPORTED_ARCHITECTURES, UNPRICED_FIELDS, V4_FIELDS, HFConfig
 from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
@@ -20,99 +23,6 @@ from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_tex
 
 MODELS_DIR = DATA_DIR / "models"
 __all__ = ["AttentionSpec", "IndexerSpec", "ModelSpec", "MoeSpec", "load_model", "model_ids", "parse_config"]
-
-
-DIM, LAYERS, HEADS, VOCAB, EXPERTS = 1_000_000, 10_000, 10_000, 100_000_000, 100_000
-
-# Architectures whose every cost-relevant field the twin reads; configs without ``architectures`` are priced
-# from their fields alone.
-SUPPORTED_ARCHITECTURES = frozenset(
-    {
-        "DeepseekV3ForCausalLM",
-        "DeepseekV32ForCausalLM",
-        "GlmMoeDsaForCausalLM",
-        "Qwen3MoeForCausalLM",
-        "Qwen3ForCausalLM",
-        "Qwen2ForCausalLM",
-        "LlamaForCausalLM",
-        "MixtralForCausalLM",
-        "GptOssForCausalLM",
-        "DeepseekV4ForCausalLM",
-        "MiniMaxM2ForCausalLM",
-        "Qwen3NextForCausalLM",
-    }
-)
-# Fields that change the cost in ways the twin does not model: a config with one is refused, not mispriced.
-UNPRICED_FIELDS = {
-    "linear_attn_config": "Kimi Delta Attention (KDA) linear layers",
-    "index_skip_topk_offset": "skipped top-k offsets of a shared indexer",
-    "kv_source_layer_ids": "KV caches shared across layers",
-    "index_source_layer_ids": "indexer selections shared across layers",
-    "engram_layer_ids": "Engram n-gram memory layers",
-    "dspark_block_size": "block draft (DSpark) speculation heads",
-    "zero_expert_num": "zero-computation (identity) experts",
-}
-# DeepSeek-V4's compressed attention: these fields are priced only together (``compress_ratios`` names it)
-V4_FIELDS = ("o_groups", "o_lora_rank", "q_lora_rank", "head_dim", "index_n_heads", "index_head_dim", "index_topk")
-
-
-class HFConfig(BaseModel):
-    """The config.json fields we read. Unknown fields are allowed (configs carry many we do not need)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    model_type: str = "unknown"
-    # Upper bounds are physical (today's largest models are 10-100x below them): a config beyond them is a
-    # typo or hostile, and would allocate per-layer or per-expert tables without end.
-    hidden_size: int = Field(gt=0, le=DIM)
-    num_hidden_layers: int = Field(gt=0, le=LAYERS)
-    num_attention_heads: int = Field(gt=0, le=HEADS)
-    num_key_value_heads: int | None = Field(default=None, gt=0, le=HEADS)
-    head_dim: int | None = Field(default=None, gt=0, le=DIM)
-    vocab_size: int = Field(gt=0, le=VOCAB)
-    intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
-    tie_word_embeddings: bool = False
-    attention_bias: bool = False
-    # MLA (DeepSeek-V3 family)
-    q_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
-    kv_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
-    qk_nope_head_dim: int | None = Field(default=None, ge=0, le=DIM)
-    qk_rope_head_dim: int | None = Field(default=None, ge=0, le=DIM)
-    v_head_dim: int | None = Field(default=None, gt=0, le=DIM)
-    # MoE, under the names the different families use
-    n_routed_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
-    num_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
-    num_local_experts: int | None = Field(default=None, gt=0, le=EXPERTS)
-    n_shared_experts: int | None = Field(default=None, ge=0, le=EXPERTS)
-    num_experts_per_tok: int | None = Field(default=None, gt=0, le=EXPERTS)
-    moe_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
-    first_k_dense_replace: int = Field(default=0, ge=0, le=LAYERS)
-    mlp_only_layers: list[int] = Field(default_factory=list, max_length=LAYERS)
-    # sliding-window attention (gpt-oss)
-    sliding_window: int | None = Field(default=None, gt=0)
-    layer_types: list[str] | None = Field(default=None, max_length=LAYERS)
-    num_nextn_predict_layers: int = Field(default=0, ge=0, le=16)
-    architectures: list[str] | None = Field(default=None, max_length=16)
-    # DeepSeek Sparse Attention: the lightning indexer and its top-k (DeepSeek-V3.2, GLM-5)
-    index_n_heads: int | None = Field(default=None, gt=0, le=HEADS)
-    index_head_dim: int | None = Field(default=None, gt=0, le=DIM)
-    index_topk: int | None = Field(default=None, gt=0, le=10_000_000)
-    index_topk_freq: int | None = Field(default=None, gt=0, le=LAYERS)  # one indexer per this many layers
-    indexer_types: list[str] | None = Field(default=None, max_length=LAYERS)  # per layer: "full" or "shared"
-    # DeepSeek-V4: compressed sparse attention, grouped output projection, hyper-connections
-    compress_ratios: list[int] | None = Field(default=None, max_length=LAYERS + 16)
-    o_groups: int | None = Field(default=None, gt=0, le=HEADS)
-    o_lora_rank: int | None = Field(default=None, gt=0, le=DIM)
-    hc_mult: int = Field(default=1, gt=0, le=64)
-    # Qwen3-Next: Gated DeltaNet linear-attention layers between gated full-attention layers
-    linear_num_value_heads: int | None = Field(default=None, gt=0, le=HEADS)
-    linear_num_key_heads: int | None = Field(default=None, gt=0, le=HEADS)
-    linear_key_head_dim: int | None = Field(default=None, gt=0, le=DIM)
-    linear_value_head_dim: int | None = Field(default=None, gt=0, le=DIM)
-    linear_conv_kernel_dim: int | None = Field(default=None, gt=0, le=64)
-    full_attention_interval: int | None = Field(default=None, gt=0, le=LAYERS)
-    attn_output_gate: bool | None = None
-    shared_expert_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
 
 
 LINEAR_FIELDS = ("linear_num_key_heads", "linear_key_head_dim", "linear_value_head_dim", "linear_conv_kernel_dim")
@@ -342,9 +252,29 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
     )
 
 
+# Multimodal wrappers whose language model (``text_config``) the twin prices; their vision towers run only
+# for image inputs, which the twin's workloads do not have.
+TEXT_WRAPPERS = frozenset({"KimiK25ForConditionalGeneration"})
+
+
+def _text_model(model_id: str, data: dict[str, Any]) -> Any:
+    """The language model of a multimodal wrapper the twin knows; any other wrapper is refused by name."""
+    if "text_config" not in data:
+        return data
+    arch = ", ".join(data.get("architectures") or ["(none)"])
+    if not set(data.get("architectures") or []) & TEXT_WRAPPERS:
+        raise ConfigError(
+            f"{model_id}: field text_config of architecture {arch} (a multimodal wrapper) is not modelled"
+        )
+    return data["text_config"]
+
+
 def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:
     if not isinstance(data, dict):
         raise ConfigError(f"{model_id}: config must be a JSON object, got {type(data).__name__}")
+    data = _text_model(model_id, data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{model_id}: text_config must be a JSON object, got {type(data).__name__}")
     try:
         cfg = HFConfig.model_validate(data)
     except ValidationError as e:
