@@ -9,7 +9,7 @@ from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.stacks import check_runs_on, load_stack
 from cloudmatrix.errors import InfeasibleDeploymentError
-from cloudmatrix.units import BYTES_PER_ELEMENT
+from cloudmatrix.units import BYTES_PER_ELEMENT, WEIGHT_ONLY_FORMATS
 
 if TYPE_CHECKING:
     from cloudmatrix.deployment import Deployment
@@ -31,16 +31,21 @@ def check_formats(d: Deployment, hardware: Hardware) -> None:
     """Weights may be stored narrower than the chip computes (W4A16), but GEMMs run in a format the chip
     has units for, and never narrower than their weights."""
     check_choice("precision", d.precision, BYTES_PER_ELEMENT)
-    check_choice("kv precision", d.kv_precision, BYTES_PER_ELEMENT)
+    computed = {p: b for p, b in BYTES_PER_ELEMENT.items() if p not in WEIGHT_ONLY_FORMATS}
+    check_choice("kv precision", d.kv_precision, computed)
     if d.dispatch_precision:
-        check_choice("dispatch precision", d.dispatch_precision, BYTES_PER_ELEMENT)
+        check_choice("dispatch precision", d.dispatch_precision, computed)
     if d.activation_precision:
-        check_choice("activation precision", d.activation_precision, BYTES_PER_ELEMENT)
+        check_choice("activation precision", d.activation_precision, computed)
     compute = d.activation_precision or d.precision
     native = hardware.chip.die.peak_tflops
     if compute not in native:
+        wider = [p for p in native if BYTES_PER_ELEMENT[p] >= BYTES_PER_ELEMENT[d.precision]]
+        # the narrowest native format of the weights' family that holds them (int4: int8, W4A8; hif8: bf16)
+        family = d.precision.startswith("int")
+        closest = sorted(wider, key=lambda p: (p.startswith("int") != family, BYTES_PER_ELEMENT[p]))
         hint = (
-            f" (or keep {d.precision} weights with --activation-precision {next(iter(native))})"
+            f" (or keep {d.precision} weights with --activation-precision {(closest or list(native))[0]})"
             if not d.activation_precision
             else ""
         )

@@ -56,7 +56,14 @@ def _numbers(node: Any, path: str = "") -> list[tuple[str, dict[str, Any]]]:
 
 # The numbers Huawei published (XU and its coverage) or derived from them; everything else must be assumed.
 PUBLISHED = {
-    "ascend-950dt.yaml": {".die.peak_tflops.fp8", ".die.peak_tflops.fp4", ".die.hbm_gb", ".die.hbm_bw_gb_s"},
+    "ascend-950dt.yaml": {
+        ".die.peak_tflops.fp8",
+        ".die.peak_tflops.fp4",
+        ".die.peak_tflops.mxfp8",  # "1 PFLOPS FP8/MXFP8/HiF8"
+        ".die.peak_tflops.hif8",
+        ".die.hbm_gb",
+        ".die.hbm_bw_gb_s",
+    },
     "atlas950-superpod.yaml": {
         ".racks",
         ".scale_up_domain_chips",

@@ -38,6 +38,9 @@ _PRECISION_FALLBACK = {
     "fp8": ["fp8", "bf16"],
     "int8": ["int8", "bf16"],
     "bf16": ["bf16"],
+    "int4": ["int4", "int8", "bf16"],
+    "mxfp8": ["mxfp8", "fp8", "bf16"],
+    "hif8": ["hif8", "fp8", "bf16"],
 }
 
 

@@ -78,7 +78,11 @@ def estimate(
     output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
     kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
     precision: Annotated[
-        str, typer.Option(help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined.")
+        str,
+        typer.Option(
+            help="int8, fp8, fp4, bf16, mxfp8 or hif8 weights (the GEMM compute format too unless refined), "
+            "or int4 weights with --activation-precision int8 (W4A8) or bf16 (W4A16)."
+        ),
     ] = "int8",
     activation_precision: Annotated[
         str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
