@@ -79,6 +79,9 @@ def kv_group(tp: int, attention_tp: int) -> int:
     return tp if tp > 1 else attention_tp
 
 
+SPECULATION_METHODS = ("mtp", "ngram")  # draft sources priced (EAGLE-3 draft heads are not yet)
+
+
 def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
     """Accepted tokens per step with ``mtp`` draft tokens: 1 + a + a^2 + ... (design.md §3 rule 5)."""
     return 1.0 + sum(acceptance**i for i in range(1, mtp + 1))
@@ -180,7 +183,11 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         )
     if not 0.0 <= d.mtp_acceptance <= 1.0:
         raise InfeasibleDeploymentError(f"MTP acceptance {d.mtp_acceptance} must be between 0 and 1")
-    if d.mtp and model.mtp_layers == 0:
+    if d.speculation not in SPECULATION_METHODS:
+        raise InfeasibleDeploymentError(
+            f"speculation '{d.speculation}' is not one of: {', '.join(SPECULATION_METHODS)}"
+        )
+    if d.mtp and d.speculation == "mtp" and model.mtp_layers == 0:
         raise InfeasibleDeploymentError(
             f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); use --mtp 0"
         )

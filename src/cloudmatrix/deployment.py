@@ -59,6 +59,9 @@ class Deployment:
     dispatch_precision: str | None = None  # MoE dispatch payload; default: the GEMM precision
     mtp: int = 0  # speculative tokens per step
     mtp_acceptance: float = 0.0
+    # where the ``mtp`` draft tokens come from: the model's MTP layers ("mtp"), or n-gram (prompt-lookup)
+    # drafting on the host ("ngram": no device pass drafts; the verify pass is the step itself)
+    speculation: str = "mtp"
     eplb: Eplb = Eplb.PERFECT
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = DEFAULT_ATTENTION_TP

@@ -91,6 +91,7 @@ class Estimate:
                 kv_len=p.kv_len,
                 mtp=d.mtp,
                 mtp_acceptance=d.mtp_acceptance,
+                speculation=d.speculation,
                 tp=d.tp,
                 moe_tp=d.moe_tp,
                 max_batch_per_chip_by_kv=self.memory.max_batch_per_chip,

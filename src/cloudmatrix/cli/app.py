@@ -95,6 +95,13 @@ def estimate(
     mtp_acceptance: Annotated[
         float | None, typer.Option(help="MTP acceptance rate, an input never fitted (default: the paper's 0.7).")
     ] = None,
+    speculation: Annotated[
+        str,
+        typer.Option(
+            help="Source of the --mtp draft tokens: mtp (the model's MTP layers) or ngram (prompt lookup on the "
+            "host, no draft pass on the device; for models without MTP layers)."
+        ),
+    ] = "mtp",
     eplb: Annotated[
         str,
         typer.Option(
@@ -171,6 +178,7 @@ def estimate(
             kv_precision=kv_precision,
             mtp=draft,
             mtp_acceptance=accept,
+            speculation=speculation,
             eplb=_choice("eplb", eplb, Eplb),
             routing=routing,
             cached_fraction=cached_fraction,

@@ -82,7 +82,7 @@ def weights_per_die(plan: Plan) -> float:
             )
         router = m.router_params() * BYTES_PER_ELEMENT["bf16"]
         total += m.num_moe_layers * (experts + router) - offload
-        if plan.deployment.mtp:
+        if plan.deployment.mtp and plan.deployment.speculation == "mtp":  # n-gram drafts load no layer
             total += per_layer_attn + experts + router + 2 * m.hidden * m.hidden * wb
     head = (m.lm_head_params() or 0) / g
     return total + (m.embedding_params() + head) * BYTES_PER_ELEMENT["bf16"]

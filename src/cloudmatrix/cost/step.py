@@ -226,7 +226,8 @@ def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost |
     if plan.decodes:
         mtp = plan.deployment.mtp
         head = head_ops(plan, plan.decode_tokens_per_die)
-        if mtp:
+        if mtp and plan.deployment.speculation == "mtp":
+            # n-gram drafting looks the draft up on the host: no draft pass, only the (1 + k)-token verify.
             # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
             # The draft passes run on the decode tokens only (not on a co-located prompt chunk); with no
             # chunk that is the step's own layer.
