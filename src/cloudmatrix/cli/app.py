@@ -290,14 +290,31 @@ def compare(
     stack: Annotated[
         str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
     ] = None,
+    versus: Annotated[
+        str | None, typer.Option(metavar="A,B", help="The verdict's pair (default: cloudmatrix384,gb200-nvl72).")
+    ] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
+    ] = False,
+    osl: Annotated[int, typer.Option(help="--sweep: output tokens per request.")] = 1024,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Each system's published deployment for the same model, workload and SLO, side by side."""
+    """Each system's published deployment for the same model, workload and SLO, side by side, and the verdict."""
     from cloudmatrix.cli import render
     from cloudmatrix.cli.output import Outputs
-    from cloudmatrix.studies.compare import Conditions, compare_dict, parse_workload, system_list
+    from cloudmatrix.studies.compare import Conditions, parse_workload, system_list
+    from cloudmatrix.studies.tco import compare_priced
+    from cloudmatrix.studies.verdict import parse_versus, verdict
 
     files = Outputs({"--plot": plot}, as_json)
+    pair = _run(lambda: parse_versus(versus))
+    if sweep:
+        _compare_sweep(files, pair, model, osl, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()), as_json)
+        return
 
     def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
@@ -312,7 +329,9 @@ def compare(
             target_rate_req_s=target_rate,
             stack=stack,
         )
-        return cond, compare_dict(system_list(systems), cond)
+        ids = system_list(systems)
+        ids += [s for s in pair if versus and s not in ids]  # the pair asked for is always compared
+        return cond, compare_priced(ids, cond, tuple(overrides or ()))
 
     cond, (results, d) = _run(build)
     if plot is not None:
@@ -320,11 +339,52 @@ def compare(
 
         title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
         files.write("--plot", tradeoff_png(results, title, tpot_slo))
+    d["verdict"] = verdict(d["systems"], pair)
     if as_json:
         _emit_json(d)
     else:
+        from cloudmatrix.cli.compare_out import verdict_table
+
         for table in render.compare_table(d, files.console.width):
             files.console.print(table)
+        if d["verdict"] is not None:
+            files.console.print(verdict_table(d["verdict"]))
+
+
+def _compare_sweep(
+    files: Any,
+    pair: tuple[str, str],
+    model: str,
+    osl: int,
+    ttft_slo: float | None,
+    mtp: int,
+    mtp_acceptance: float,
+    stack: str | None,
+    overrides: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """`compare --sweep`: the pair over input length x TPOT SLO; the heat maps with --plot."""
+    from cloudmatrix.cli.compare_out import sweep_table
+    from cloudmatrix.studies.sweep import PANELS, SweepRequest
+    from cloudmatrix.studies.sweep import sweep as run_sweep
+    from cloudmatrix.studies.tco import split_overrides, system_hardware
+
+    def build() -> dict[str, Any]:
+        req = SweepRequest(pair=pair, model=model, output_len=osl, ttft_slo_ms=ttft_slo, mtp=mtp,
+                           mtp_acceptance=mtp_acceptance, stack=stack)  # fmt: skip
+        _, system_set = split_overrides(overrides)
+        return run_sweep(req, {s: system_hardware(s, system_set) for s in pair})
+
+    d = _run(build)
+    if "--plot" in files:
+        from cloudmatrix.report.sweep_plot import sweep_png
+
+        files.write("--plot", sweep_png(d))
+    if as_json:
+        _emit_json({"sweep": d})
+    else:
+        for key, title in PANELS:
+            files.console.print(sweep_table(d, key, title))
 
 
 @app.command()
