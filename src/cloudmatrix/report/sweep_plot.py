@@ -34,9 +34,9 @@ def where_each_wins(values: np.ndarray) -> str:
     if drawn.size == 0:
         return "nothing drawn"
     if (drawn > 0).all():
-        return "A ahead everywhere"
+        return "A ahead everywhere (no break-even here)"
     if (drawn < 0).all():
-        return "B ahead everywhere"
+        return "B ahead everywhere (no break-even here)"
     return "black line: break-even"
 
 
@@ -49,7 +49,8 @@ def _panel(ax: Axes, d: dict[str, Any], key: str, title: str, limit: float) -> A
         for j, r in enumerate(row):
             mark = marks(d)[i][j]
             text = f"{r:.2f}" if r else mark
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="black" if r else "#444444")
+            dark = r is not None and abs(math.log2(r)) > 0.6 * limit
+            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
     if np.isfinite(values).sum() >= 4 and np.nanmin(values) < 0 < np.nanmax(values):
         ax.contour(np.ma.masked_invalid(values), levels=[0.0], colors="black", linewidths=2.0, origin="lower")
     ax.set_xticks(range(len(d["input_lens"])), [length_label(n) for n in d["input_lens"]])
