@@ -102,7 +102,7 @@ def report_data(
     data: dict[str, Any] = {"glance": glance()}
     step(1, 6)
     results, data["compare"] = compare_priced(systems, c)
-    data["verdict"] = verdict(data["compare"]["systems"], DEFAULT_PAIR)
+    data["compare"]["verdict"] = verdict(data["compare"]["systems"], DEFAULT_PAIR)  # as `compare --json` has it
     step(2, 6)
     request = SweepRequest(pair=DEFAULT_PAIR, model=c.model)
     data["sweep"] = sweep(request, {s: system_hardware(s, {}) for s in DEFAULT_PAIR})

@@ -180,7 +180,7 @@ def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
             + "."
         )
     sections = [
-        ("verdict", "The verdict", answer.verdict_html(data.get("verdict"), table)),
+        ("verdict", "The verdict", answer.verdict_html(c.get("verdict"), table)),
         (
             "sweep",
             "Where each wins",
