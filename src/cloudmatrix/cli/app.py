@@ -296,7 +296,7 @@ def compare(
     sweep: Annotated[
         bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
     ] = False,
-    osl: Annotated[int, typer.Option(help="--sweep: output tokens per request.")] = 1024,
+    osl: Annotated[int | None, typer.Option(help="--sweep: output tokens per request (default 1024).")] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
@@ -312,8 +312,26 @@ def compare(
 
     files = Outputs({"--plot": plot}, as_json)
     pair = _run(lambda: parse_versus(versus))
+    if osl is not None and not sweep:
+        _fail("--osl applies to --sweep only; the table takes --workload INPUT/OUTPUT")
     if sweep:
-        _compare_sweep(files, pair, model, osl, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()), as_json)
+        from cloudmatrix.cli.compare_out import compare_sweep
+
+        out_len = 1024 if osl is None else osl
+        d = _run(
+            lambda: compare_sweep(pair, model, out_len, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()))
+        )
+        if "--plot" in files:
+            from cloudmatrix.report.sweep_plot import sweep_png
+
+            files.write("--plot", sweep_png(d))
+        if as_json:
+            _emit_json({"sweep": d})
+        else:
+            from cloudmatrix.cli.compare_out import sweep_tables
+
+            for table in sweep_tables(d):
+                files.console.print(table)
         return
 
     def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
@@ -349,42 +367,6 @@ def compare(
             files.console.print(table)
         if d["verdict"] is not None:
             files.console.print(verdict_table(d["verdict"]))
-
-
-def _compare_sweep(
-    files: Any,
-    pair: tuple[str, str],
-    model: str,
-    osl: int,
-    ttft_slo: float | None,
-    mtp: int,
-    mtp_acceptance: float,
-    stack: str | None,
-    overrides: tuple[str, ...],
-    as_json: bool,
-) -> None:
-    """`compare --sweep`: the pair over input length x TPOT SLO; the heat maps with --plot."""
-    from cloudmatrix.cli.compare_out import sweep_table
-    from cloudmatrix.studies.sweep import PANELS, SweepRequest
-    from cloudmatrix.studies.sweep import sweep as run_sweep
-    from cloudmatrix.studies.tco import split_overrides, system_hardware
-
-    def build() -> dict[str, Any]:
-        req = SweepRequest(pair=pair, model=model, output_len=osl, ttft_slo_ms=ttft_slo, mtp=mtp,
-                           mtp_acceptance=mtp_acceptance, stack=stack)  # fmt: skip
-        _, system_set = split_overrides(overrides)
-        return run_sweep(req, {s: system_hardware(s, system_set) for s in pair})
-
-    d = _run(build)
-    if "--plot" in files:
-        from cloudmatrix.report.sweep_plot import sweep_png
-
-        files.write("--plot", sweep_png(d))
-    if as_json:
-        _emit_json({"sweep": d})
-    else:
-        for key, title in PANELS:
-            files.console.print(sweep_table(d, key, title))
 
 
 @app.command()

@@ -6,7 +6,8 @@ from typing import Any
 
 from rich.table import Table
 
-from cloudmatrix.studies.sweep import grid, marks
+from cloudmatrix.studies.sweep import PANELS, SweepRequest, grid, marks, sweep
+from cloudmatrix.studies.tco import split_overrides, system_hardware
 from cloudmatrix.studies.verdict import sentence
 
 
@@ -55,3 +56,24 @@ def sweep_table(d: dict[str, Any], key: str, title: str) -> Table:
     )
     t.caption_justify = "left"
     return t
+
+
+def sweep_tables(d: dict[str, Any]) -> list[Table]:
+    return [sweep_table(d, key, title) for key, title in PANELS]
+
+
+def compare_sweep(
+    pair: tuple[str, str],
+    model: str,
+    osl: int,
+    ttft_slo: float | None,
+    mtp: int,
+    mtp_acceptance: float,
+    stack: str | None,
+    overrides: tuple[str, ...],
+) -> dict[str, Any]:
+    """`compare --sweep`: the pair over input length x TPOT SLO (per kW on the ``--set`` power, if any)."""
+    req = SweepRequest(pair=pair, model=model, output_len=osl, ttft_slo_ms=ttft_slo, mtp=mtp,
+                       mtp_acceptance=mtp_acceptance, stack=stack)  # fmt: skip
+    _, system_set = split_overrides(overrides)
+    return sweep(req, {s: system_hardware(s, system_set) for s in pair})

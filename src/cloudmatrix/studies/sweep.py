@@ -11,7 +11,8 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.errors import CloudMatrixError, ConfigError
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.inputs import check_number
 from cloudmatrix.studies.compare import Conditions, SystemResult, compare_system
 
@@ -52,7 +53,7 @@ def _cell(req: SweepRequest, isl: int, tpot: float, hws: dict[str, Hardware]) ->
                           stack=req.stack)  # fmt: skip
         try:
             r = compare_system(side, cond)
-        except CloudMatrixError as e:
+        except InfeasibleDeploymentError as e:
             r = SystemResult(system=side, deployment="", precision="", feasible=False, reason=str(e))
         results[side] = r if r.feasible else None
         if not r.feasible:
@@ -82,6 +83,12 @@ def sweep(req: SweepRequest, hws: dict[str, Hardware]) -> dict[str, Any]:
     spec = load_model(req.model)
     if req.pair[0] == req.pair[1]:
         raise ConfigError("--versus: a sweep needs two different systems")
+    if req.stack is not None:
+        load_stack(req.stack)  # an unknown stack fails once, not as every cell
+        for side in req.pair:
+            reason = not_run_reason(req.stack, hws[side].system.vendor, side)
+            if reason is not None:
+                raise ConfigError(f"--stack {req.stack}: not run on {side}: {reason}")
     cells = []
     for isl in req.input_lens:
         for tpot in req.tpot_slos_ms:
