@@ -4,6 +4,8 @@ verdict's ratios equal to compare's figures, interval propagation, overrides, an
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cloudmatrix.catalog.hardware import load_hardware
@@ -126,6 +128,7 @@ def test_set_overrides_move_the_cost(compared, assignment: str, field: str) -> N
         "system.planes.scale_up.bw_gb_s_per_die=x2",
         "tco.kwh_usd=abc",
         "hgx-h100:system.price_usd=1",
+        "tco.kwh_usd=\n1",
     ],
 )
 def test_bad_overrides_are_one_line_exit_2(assignment: str) -> None:
@@ -175,3 +178,46 @@ def test_bad_versus_is_one_line_exit_2(versus: str) -> None:
     res = runner.invoke(app, ["compare", "--versus", versus])
     assert res.exit_code == 2, res.output
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["compare", "--osl", "512"],  # --osl belongs to the sweep
+        ["compare", "--sweep", "--osl", "0"],
+        ["compare", "--sweep", "--stack", "nope"],
+        ["compare", "--sweep", "--stack", "cloudmatrix-infer"],  # no build for GB200: refused once, not per cell
+    ],
+)
+def test_bad_sweep_arguments_are_one_line_exit_2(args: list[str]) -> None:
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+positive = st.floats(min_value=1e-3, max_value=1e3)
+
+
+@given(a=positive, b=positive, la=st.floats(0.1, 1), ha=st.floats(1, 10), lb=st.floats(0.1, 1), hb=st.floats(1, 10),
+       ta=st.floats(0, 1), tb=st.floats(0, 1), higher=st.booleans())  # fmt: skip
+def test_ratio_interval_holds_every_pair_inside_both_intervals(a, b, la, ha, lb, hb, ta, tb, higher) -> None:
+    """Any true throughputs inside both sides' intervals give a ratio inside the combined interval."""
+    true_a, true_b = a * (la + ta * (ha - la)), b * (lb + tb * (hb - lb))
+    ratio = a / b if higher else (1 / a) / (1 / b)
+    lo, hi = ratio_interval((la, ha), (lb, hb), ratio, higher)
+    true_ratio = true_a / true_b if higher else (1 / true_a) / (1 / true_b)
+    assert lo * (1 - 1e-9) <= true_ratio <= hi * (1 + 1e-9)
+
+
+@given(key=st.sampled_from(["kwh_usd", "pue", "life_years", "chip_idle_share", "systems.gb200-nvl72.chip_tdp_w"]),
+       raw=st.one_of(st.text(max_size=12), st.floats(allow_nan=True).map(str)))  # fmt: skip
+def test_any_tco_override_loads_or_is_one_config_error(key: str, raw: str) -> None:
+    try:
+        tco = load_tco((f"tco.{key}={raw}",))
+    except ConfigError as e:
+        assert "\n" not in str(e) and f"tco.{key}" in str(e)
+        return
+    node = tco
+    for part in key.split("."):
+        node = node[part] if isinstance(node, dict) else getattr(node, part)
+    assert node.assumed and node.source.startswith("what-if override")

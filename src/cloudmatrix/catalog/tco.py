@@ -58,7 +58,14 @@ def _copy(d: Any) -> Any:
     return {k: _copy(v) for k, v in d.items()} if isinstance(d, dict) else d
 
 
+def check_printable(assignment: str) -> None:
+    """A control character (a newline in a pasted value) would break the one-line error: refused first."""
+    if any(ch < " " or ch == "\x7f" for ch in assignment):
+        raise ConfigError(f"--set {assignment!r}: a control character; expected key=value, e.g. {EXAMPLE}")
+
+
 def _assign(data: dict[str, Any], assignment: str) -> None:
+    check_printable(assignment)
     parts, raw = split_assignment(assignment, EXAMPLE)
     if parts[0] != TCO_PREFIX or len(parts) < 2:
         raise ConfigError(f"--set '{assignment}': expected a tco.… key, e.g. {EXAMPLE}")

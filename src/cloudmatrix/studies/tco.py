@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.overrides import apply_hardware_overrides, split_assignment
-from cloudmatrix.catalog.tco import TCO_PREFIX, TcoInputs, load_tco
+from cloudmatrix.catalog.tco import TCO_PREFIX, TcoInputs, check_printable, load_tco
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.studies.compare import Conditions, SystemResult, compare_dict
 
@@ -91,6 +91,7 @@ def split_overrides(assignments: tuple[str, ...]) -> tuple[tuple[str, ...], dict
     system (None: every system)."""
     tco, systems = [], {}  # type: ignore[var-annotated]
     for a in assignments:
+        check_printable(a)
         scope, sep, rest = a.partition(":")
         target, assignment = (scope.strip(), rest) if sep and "=" not in scope else (None, a)
         parts, _ = split_assignment(assignment, "tco.kwh_usd=0.08")
