@@ -13,7 +13,7 @@ from cloudmatrix.catalog.tco import load_tco
 from cloudmatrix.cli.app import app
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.studies.sweep import OVER_CONTEXT, SweepRequest, marks, sweep
-from cloudmatrix.studies.tco import economics, power_model, system_hardware
+from cloudmatrix.studies.tco import economics, plan_economics, power_model, system_hardware
 from cloudmatrix.studies.verdict import TOO_CLOSE, ratio_interval, verdict
 
 runner = CliRunner()
@@ -221,3 +221,27 @@ def test_any_tco_override_loads_or_is_one_config_error(key: str, raw: str) -> No
     for part in key.split("."):
         node = node[part] if isinstance(node, dict) else getattr(node, part)
     assert node.assumed and node.source.startswith("what-if override")
+
+
+def test_plan_economics_loads_each_pool_by_its_utilisation() -> None:
+    """Two pools: prefill at half its capacity, decode full; the load is their chip-weighted busy share."""
+    row = {
+        "chips": 40,
+        "rate_req_s": 10.0,
+        "output_tok_s_per_chip": 100.0,
+        "prefill": {"instances": 1, "chips": 8, "tok_s_per_chip": 2048 * 10 / 8 * 2, "busy": 0.6},
+        "decode": {"instances": 2, "chips": 16, "tok_s_per_chip": 10 * 1023 / 32, "busy": 0.5},
+    }
+    hw, tco = load_hardware("gb200-nvl72"), load_tco()
+    e = plan_economics(row, hw, tco, 2048, 1024)
+    load = (8 * 0.6 * 0.5 + 32 * 0.5 * 1.0) / 40
+    assert e == pytest.approx(economics(hw, tco, 100.0 * 72, load))
+    assert e["load"] == pytest.approx(0.46)
+
+
+def test_plan_json_has_cost_and_energy_per_token() -> None:
+    res = runner.invoke(app, ["plan", "--system", "gb200-nvl72", "--model", "deepseek-r1", "--workload", "1k-1k",
+                              "--tpot-slo", "50", "--no-check", "--top", "1", "--json"])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    row = json.loads(res.stdout)["ranked"][0]
+    assert row["economics"]["usd_per_mtok"] > 0 and row["economics"]["j_per_token"] > 0

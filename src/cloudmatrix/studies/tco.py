@@ -146,3 +146,18 @@ def compare_priced(
 def tco_summary(tco: TcoInputs, assignments: tuple[str, ...]) -> dict[str, Any]:
     keys = ("life_years", "pue", "kwh_usd", "hosting_usd_per_rack_month", "chip_idle_share")
     return {k: getattr(tco, k).value for k in keys} | {"overrides": list(assignments)}
+
+
+def plan_economics(row: dict[str, Any], hw: Hardware, tco: TcoInputs, input_len: float, output_len: float) -> dict:
+    """A planned deployment's cost and energy per token. Each pool's chips are loaded at their saturated
+    step's speed-of-light share times the pool's utilisation at the planned rate (demand over capacity);
+    per-token figures do not depend on how much of the system the deployment takes, so the slice is priced
+    as the whole system running at its rate per chip."""
+    loaded = 0.0
+    for pool, tokens in (("prefill", input_len), ("decode", max(output_len - 1, 1))):
+        p = row[pool]
+        capacity = p["instances"] * p["chips"] * p["tok_s_per_chip"]
+        rho = min(1.0, row["rate_req_s"] * tokens / capacity) if capacity > 0 else 0.0
+        loaded += p["instances"] * p["chips"] * p["busy"] * rho
+    load = loaded / row["chips"]
+    return economics(hw, tco, row["output_tok_s_per_chip"] * hw.system.num_chips, load)
