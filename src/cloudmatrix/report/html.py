@@ -161,6 +161,9 @@ def _plan(p: dict[str, Any]) -> str:
         f"{best['output_tok_s_per_chip']:,.0f} output tok/s per chip at TPOT {best['tpot_ms']:.1f} ms, "
         f"TTFT {best['ttft_ms']:,.0f} ms."
     )
+    e = best.get("economics") or {}
+    if e.get("usd_per_mtok") is not None:
+        text += f" ${e['usd_per_mtok']:.3f} per million output tokens (TCO), {e['j_per_token']:.2f} J/token."
     headers = ("rank", "chips", "rate req/s", "TPOT ms", "TTFT ms", "tok/s/user", "out tok/s/chip")
     specs = (",d", ",d", ",.1f", ".1f", ",.0f", ".1f", ",.1f")
     rows = [[r["rank"], r["chips"], r["rate_req_s"], r["tpot_ms"], r["ttft_ms"], r["tok_s_per_user"],
