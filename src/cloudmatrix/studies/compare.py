@@ -102,7 +102,7 @@ class SystemResult:
 
 
 # One step priced once per process: `compare --sweep` walks the same batch grid at every TPOT SLO.
-_estimate = lru_cache(maxsize=8192)(estimate)
+_estimate = lru_cache(maxsize=4096)(estimate)
 
 
 def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:

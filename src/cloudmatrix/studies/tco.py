@@ -89,7 +89,8 @@ def economics(hw: Hardware, tco: TcoInputs, tok_s_per_system: float, load: float
 def split_overrides(assignments: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str | None, list[str]]]:
     """``--set`` values for `compare`: ``tco.…`` keys, and ``[SYSTEM:]system.price_usd|power_kw|racks`` per
     system (None: every system)."""
-    tco, systems = [], {}  # type: ignore[var-annotated]
+    tco: list[str] = []
+    systems: dict[str | None, list[str]] = {}
     for a in assignments:
         check_printable(a)
         scope, sep, rest = a.partition(":")
