@@ -259,9 +259,10 @@ def interval_caption(intervals: dict[str, Any]) -> str:
     parts = []
     for key, iv in intervals.items():
         if iv["lo"] is None:
-            parts.append(f"{key}: {iv.get('note', 'no validation data')}")
+            parts.append(f"{key}: {iv.get('note', 'unknown')}")
         else:
-            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+            beyond = f"; extrapolating: {', '.join(iv['extrapolating'])}" if iv.get("extrapolating") else ""
+            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']}{beyond})")
     return "; ".join(parts) or "none"
 
 

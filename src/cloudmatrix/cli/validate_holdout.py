@@ -40,8 +40,10 @@ def run_holdout(
     from cloudmatrix.studies.holdout import HOLDOUT_KINDS, corpus_rows, holdout
     from cloudmatrix.studies.validate import select
 
-    if kind not in HOLDOUT_KINDS:
-        cli._fail(f"--holdout: '{kind}' is not one of: {', '.join(HOLDOUT_KINDS)}")
+    kinds = [k.strip() for k in kind.split(",")]
+    bad = next((k for k in kinds if k not in HOLDOUT_KINDS), None)
+    if bad is not None:
+        cli._fail(f"--holdout: '{bad}' is not one of: {', '.join(HOLDOUT_KINDS)} (or several, comma-separated)")
     pairs = cli._run(lambda: corpus_rows(corpora))
     keep = {r.id for r in cli._run(lambda: select([r for r, _ in pairs], system, stack, role))}
     pairs = [(r, c) for r, c in pairs if r.id in keep]
@@ -49,23 +51,33 @@ def run_holdout(
         cli._fail("no validation row matches the filters (--system, --stack, --role)")
     # the stored in-sample predictions stand for shipped rows whose constants a refit leaves unchanged
     baseline = None if corpora else {(r["id"], r["metric"]): r for r in stored_residuals()}
-    with LazyProgress("validating rows out of group") as progress:
-        result = cli._run(lambda: holdout(kind, pairs, baseline=baseline, jobs=jobs, progress=progress.update))
-    rows = score.nested(result.entries, stored_holdout_residuals())
-    d = {
-        "holdout": kind,
-        "groups": {g: list(r.notes) for g, r in result.refits.items()},
-        "summary": score.summary(rows),
-        "rows": rows,
-        "wall_time_s": round(time.perf_counter() - started, 2),
-    }
-    if write:
-        _write(kind, result.entries)
+    memo: dict[Any, Any] = {}  # kinds share the runs that price a row with the same constants
+    runs = []
+    for k in dict.fromkeys(kinds):
+        with LazyProgress(f"validating rows out of {k}") as progress:
+
+            def one(kind: str = k, update: Any = progress.update) -> Any:
+                return holdout(kind, pairs, baseline=baseline, jobs=jobs, progress=update, memo=memo)
+
+            result = cli._run(one)
+        if write:
+            _write(k, result.entries)
+        rows = score.nested(result.entries, stored_holdout_residuals())
+        runs.append(
+            {
+                "holdout": k,
+                "groups": {g: list(r.notes) for g, r in result.refits.items()},
+                "summary": score.summary(rows),
+                "rows": rows,
+            }
+        )
+    wall = round(time.perf_counter() - started, 2)
     if as_json:
-        cli._emit_json(d)
+        cli._emit_json(runs[0] | {"wall_time_s": wall} if len(runs) == 1 else {"runs": runs, "wall_time_s": wall})
         return
-    for table in holdout_tables(d):
-        console.print(table)
+    for d in runs:
+        for table in holdout_tables(d):
+            console.print(table)
 
 
 def _write(kind: str, entries: list[dict[str, Any]]) -> None:
@@ -74,6 +86,7 @@ def _write(kind: str, entries: list[dict[str, Any]]) -> None:
     from cloudmatrix.cli.output import write_file
 
     rows = [r for r in stored_holdout_residuals() if r.get("kind") != kind] + entries
+    stored_holdout_residuals.cache_clear()  # the next kind's nested scoring reads what was just written
     head = {"generated_by": "cloudmatrix validate --holdout KIND --write-residuals (do not edit: regenerate)"}
     text = json.dumps(head)[:-1] + ', "rows": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]}\n"
     write_file(HOLDOUT_PATH, "--write-residuals", text, f" ({len(entries)} {kind} residuals, {len(rows)} in all)")

@@ -103,7 +103,10 @@ def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
             )
         else:
             costs, what = _fallback(stack)
-            overrides[(stack, family)] = costs
+            # only the fitted constants fall back; kernels and the hand-off stay the family's own
+            overrides[(stack, family)] = entry.model_copy(
+                update={"step_overhead_us": costs.step_overhead_us, "request_overhead_ms": costs.request_overhead_ms}
+            )
             notes.append(
                 f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
                 f"{costs.request_overhead_ms.value:g} ms/request)"
@@ -139,12 +142,15 @@ def run_tasks(
     return [r for r in results if r is not None]
 
 
-def _unchanged(row: ValidationRow, overrides: Overrides) -> bool:
-    """Whether the refit leaves the constants this row is priced with as the catalog has them."""
-    family = chip_family(row.system)
-    plain = load_stack(row.stack).costs(family)
+def _priced_with(row: ValidationRow, overrides: Overrides) -> str:
+    """The stack constants this row is priced with under ``overrides`` (a key: equal keys, equal answers)."""
     with overridden_costs(overrides):
-        return load_stack(row.stack).costs(family) == plain
+        return load_stack(row.stack).costs(chip_family(row.system)).model_dump_json()
+
+
+# (row id, constants it is priced with) -> outcome: kinds run in one process share their runs (a family and
+# a stack held out often leave a row the same fall-back constants)
+Memo = dict[tuple[str, str], RowOutcome]
 
 
 def residual_entry(row: ValidationRow, kind: str, group: str, metric: str, outcome: RowOutcome) -> dict[str, Any]:
@@ -190,6 +196,7 @@ def holdout(
     jobs: int | None = None,
     progress: Progress | None = None,
     fit_source: Sequence[ValidationRow] | None = None,
+    memo: Memo | None = None,
 ) -> Holdout:
     """Predict each row out of its group. ``fit_source``: the rows the catalog's constants were fitted on
     (default: the shipped corpora). ``baseline`` maps (row id, metric) to a stored in-sample residual: a row
@@ -199,17 +206,20 @@ def holdout(
     for row, corpus in rows:
         groups.setdefault(group_of(row, kind, corpus), []).append(row)
     refits = {g: refit(fits, {r.id for r in members}) for g, members in groups.items()}
+    memo = {} if memo is None else memo
     outcomes: dict[str, RowOutcome] = {}
-    tasks = []
+    tasks, keys = [], []
     for g, members in groups.items():
         for row in members:
-            stored = _stored(row, baseline) if _unchanged(row, refits[g].overrides) else None
-            if stored is not None:
-                outcomes[row.id] = stored
+            key = (row.id, _priced_with(row, refits[g].overrides))
+            stored = _stored(row, baseline) if key[1] == _priced_with(row, {}) else None
+            if key in memo or stored is not None:
+                outcomes[row.id] = memo.get(key) or stored  # type: ignore[assignment]
             else:
                 tasks.append((row, refits[g].overrides))
-    for (row, _), outcome in zip(tasks, run_tasks(tasks, jobs, progress), strict=True):
-        outcomes[row.id] = outcome
+                keys.append(key)
+    for key, outcome in zip(keys, run_tasks(tasks, jobs, progress), strict=True):
+        outcomes[key[0]] = memo[key] = outcome
     entries = [
         residual_entry(row, kind, g, metric, outcomes[row.id])
         for g, members in groups.items()

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import METRICS, conc_band, isl_band, stored_holdout_residuals
+from cloudmatrix.catalog.residuals import (
+    FORMAT_PRECISION,
+    METRICS,
+    conc_band,
+    isl_band,
+    stored_holdout_residuals,
+)
+from cloudmatrix.errors import CloudMatrixError
 
 if TYPE_CHECKING:  # the estimate path attaches intervals without loading the reproduce study
     from cloudmatrix.studies.reproduce import Reproduction
@@ -220,7 +227,8 @@ def _domain_steps(q: Query, t: _Table, family: str, reasons: list[str], steps: l
     if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
         reasons.append(f"model class {q.model_class} has no rows")
         steps.append("model")
-    if q.weights is not None and q.weights not in {r.get("weights") for r in base if r["family"] == family}:
+    formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
+    if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
         reasons.append(f"weights {q.weights} have no rows on {family}")
         steps.append("model")
     if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
@@ -360,7 +368,10 @@ def _query(system: str, stack: str | None, metric: str, q: Mapping[str, Any]) ->
     from cloudmatrix.catalog.models import load_model
     from cloudmatrix.catalog.residuals import model_class
 
-    cls = model_class(load_model(q["model"])) if q.get("model") else None
+    try:
+        cls = model_class(load_model(q["model"])) if q.get("model") else None
+    except CloudMatrixError:  # a model the catalog cannot read states no class: the envelope over all
+        cls = None
     conc = q.get("concurrency")
     return Query(
         system=system,
