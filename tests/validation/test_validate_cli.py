@@ -26,6 +26,8 @@ ROW_KEYS = {
     "error_pct",
     "status",
     "reason",
+    "interval_lo",
+    "interval_hi",
 }
 
 
@@ -95,6 +97,7 @@ def test_filters_select_rows(small_csv: Path) -> None:
         (["--jobs", "0"], "--jobs must be at least 1"),
         (["published", "--write-residuals"], "--write-residuals runs the whole shipped corpus"),
         (["missing.csv"], "corpus missing.csv: file not found"),
+        (["--holdout", "planet"], "--holdout: 'planet' is not one of"),
     ],
 )
 def test_one_line_errors(args: list[str], message: str) -> None:
