@@ -44,7 +44,8 @@ def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
     costs = r.overrides[("trtllm", "blackwell")]
     assert (costs.step_overhead_us.value, costs.request_overhead_ms.value) == (0.0, 0.0)
     assert costs.kernels == load_stack("trtllm").families["blackwell"].kernels  # not fitted: kept
-    assert r.notes == ("trtllm/blackwell: no fit rows left; falls back to trtllm's default entry (0 µs/step, 0 ms/request)",)
+    fallback = "trtllm/blackwell: no fit rows left; falls back to trtllm's default entry (0 µs/step, 0 ms/request)"
+    assert r.notes == (fallback,)
 
 
 def test_override_is_in_memory_and_followed_by_like() -> None:

@@ -16,7 +16,6 @@ from cloudmatrix.catalog.residuals import conc_band
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies.intervals import MIN_ROWS, Query, index_residuals, interval, query_interval, series_quantiles
 
-
 KIND_SPREAD = {"series": 0.1, "family": 0.4, "stack": 0.3, "model": 0.25, "isl": 0.2, "band": 0.15}
 
 
