@@ -145,8 +145,8 @@ def _write_residuals(result: Any) -> None:
     from cloudmatrix.catalog.reference import reference_ids
     from cloudmatrix.catalog.validation import RESIDUALS_PATH
     from cloudmatrix.cli.output import write_file
-    from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
+    from cloudmatrix.studies.residual_table import residual_table
 
     table = residual_table(result.entries(), [reproduce(i) for i in reference_ids()])
     head = {k: v for k, v in table.items() if k != "rows"}
