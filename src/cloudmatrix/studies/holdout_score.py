@@ -122,3 +122,10 @@ def summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if (mine := [e for e in entries if e["group"] == g and e["metric"] == m])
     ]
     return {"coverage_target": COVERAGE, "metrics": overall, "groups": by_group}
+
+
+def score_stored(kind: str, table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A stored hold-out kind scored as its run scores it (nested), without running anything again: the
+    figures docs/validation.md quotes and the tests guard."""
+    entries = [r for r in table if r.get("kind") == kind]
+    return summary(nested(entries, table)) if entries else {"coverage_target": COVERAGE, "metrics": {}, "groups": []}
