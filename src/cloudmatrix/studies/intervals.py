@@ -229,15 +229,22 @@ def _domain_steps(q: Query, t: _Table, family: str, reasons: list[str], steps: l
         steps.append("model")
     if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
         isls = [r["isl"] for r in base if r.get("isl")]
-        where = f"beyond the validated {min(isls):,}-{max(isls):,}" if isls else "has no rows near it"
+        where = f"beyond the validated {_span(isls)}" if isls else "has no rows near it"
         reasons.append(f"ISL {q.isl:,} {where}")
         steps.append("isl")
     if q.band is not None and q.band not in {r.get("band") for r in base}:
         concs = [r["concurrency"] for r in base if r.get("concurrency")]
-        what = "steady state" if q.band == "steady" else f"concurrency {q.concurrency or q.band}"
-        span = f"beyond the validated {min(concs):,}-{max(concs):,}" if concs and q.band != "steady" else "no rows"
-        reasons.append(f"{what} {span}")
+        if q.band == "steady" or not concs:
+            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
+        else:
+            reasons.append(f"concurrency {q.concurrency or q.band} beyond the validated {_span(concs)}")
         steps.append("band")
+
+
+def _span(values: Sequence[int]) -> str:
+    """``1,024-8,192`` (or one value)."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
 
 
 def _unknown(coverage: float, rows: int, why: str, reasons: Sequence[str] = ()) -> Interval:
