@@ -241,3 +241,12 @@ def test_stored_out_of_group_figures_as_recorded() -> None:
                 median,
                 width,
             ), (kind, metric)
+
+
+def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
+    """Scoring one H100 row under `--holdout family` refits without every hopper fit row, not only its own."""
+    row = next(r for r in load_rows("inferencemax-public") if r.id == C4)
+    refits = h.holdout("family", [(row, "inferencemax-public")], jobs=1, memo={}, baseline={}).refits
+    assert set(refits) == {"hopper"}
+    assert {k for k in refits["hopper"].overrides} == {("sglang", "hopper"), ("vllm", "hopper")}
+    assert all("no fit rows left" in n for n in refits["hopper"].notes)

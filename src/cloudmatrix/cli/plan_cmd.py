@@ -64,7 +64,8 @@ def plan(
     from cloudmatrix.studies.intervals import PLAN_METRICS, attach
 
     for row in d["ranked"]:
-        attach(row, d["system"], PLAN_METRICS, d["stack"])
+        query = {"model": d["model"], "weights": row.get("precision"), "isl": d["workload"]["input_len"]}
+        attach(row, d["system"], PLAN_METRICS, d["stack"], query)
     if "--write-scenario" in files:
         _write_scenario(files, result, d)
     if "--plot" in files:

@@ -195,17 +195,22 @@ def holdout(
     baseline: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
-    fit_source: Sequence[ValidationRow] | None = None,
+    fit_source: Sequence[tuple[ValidationRow, str]] | None = None,
     memo: Memo | None = None,
 ) -> Holdout:
-    """Predict each row out of its group. ``fit_source``: the rows the catalog's constants were fitted on
-    (default: the shipped corpora). ``baseline`` maps (row id, metric) to a stored in-sample residual: a row
-    whose constants the refit leaves unchanged takes its prediction from there instead of running again."""
-    fits = {k: fittable(v) for k, v in fit_rows(list(fit_source or [r for r, _ in corpus_rows()])).items()}
+    """Predict each row out of its group. ``fit_source``: the rows (with their corpus) the catalog's
+    constants were fitted on (default: the shipped corpora); a group is held out whole from them even where
+    only some of its rows are scored. ``baseline`` maps (row id, metric) to a stored in-sample residual: a
+    row whose constants the refit leaves unchanged takes its prediction from there instead of running."""
+    universe = list(fit_source) if fit_source is not None else corpus_rows()
+    fits = {k: fittable(v) for k, v in fit_rows([r for r, _ in universe]).items()}
     groups: dict[str, list[ValidationRow]] = {}
     for row, corpus in rows:
         groups.setdefault(group_of(row, kind, corpus), []).append(row)
-    refits = {g: refit(fits, {r.id for r in members}) for g, members in groups.items()}
+    held: dict[str, set[str]] = {g: {r.id for r in members} for g, members in groups.items()}
+    for row, corpus in universe:
+        held.get(group_of(row, kind, corpus), set()).add(row.id)
+    refits = {g: refit(fits, held[g]) for g in groups}
     memo = {} if memo is None else memo
     outcomes: dict[str, RowOutcome] = {}
     tasks, keys = [], []
