@@ -98,6 +98,7 @@ def test_filters_select_rows(small_csv: Path) -> None:
         (["published", "--write-residuals"], "--write-residuals runs the whole shipped corpus"),
         (["missing.csv"], "corpus missing.csv: file not found"),
         (["--holdout", "planet"], "--holdout: 'planet' is not one of"),
+        (["--holdout", "family", "--ray"], "--holdout runs in the process pool"),
     ],
 )
 def test_one_line_errors(args: list[str], message: str) -> None:

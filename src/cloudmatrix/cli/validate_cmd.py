@@ -68,6 +68,9 @@ def validate(
     if holdout is not None:
         from cloudmatrix.cli.validate_holdout import run_holdout
 
+        if ray or ray_address is not None or plot is not None:
+            cli._fail("--holdout runs in the process pool and draws no parity plot; drop --ray and --plot")
+
         run_holdout(holdout, corpora, system, stack, role, jobs, write_residuals, as_json, files.console, started)
         return
     result = _run(corpora, system, stack, role, jobs, ray or ray_address is not None, ray_address)
