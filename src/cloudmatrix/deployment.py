@@ -75,6 +75,17 @@ class Deployment:
 
     def __post_init__(self) -> None:
         check_deployment_numbers(self)
+        for name in INTEGER_FIELDS:  # 9.0 chips passed the integer check: hold it as the int 9 downstream
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, int(value))
+
+
+# Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
+INTEGER_FIELDS = (
+    "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
+    "redundant_experts", "tp", "moe_tp",
+)  # fmt: skip
 
 
 MAX_LEN = 10_000_000  # tokens of one prompt or completion

@@ -44,7 +44,8 @@ def plan(
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     ray_cpus: Annotated[
-        int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores; implies --ray).")
+        int | None,
+        typer.Option(help="Workers of a local Ray cluster, at most the cores (default: all; implies --ray)."),
     ] = None,
     plot: Annotated[str | None, typer.Option(metavar="PATH", help="Write the Pareto PNG here (- for stdout).")] = None,
     write_scenario: Annotated[
@@ -54,8 +55,10 @@ def plan(
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
     from cloudmatrix.cli.output import Outputs
+    from cloudmatrix.inputs import check_local_workers
 
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
+    cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )

@@ -228,7 +228,8 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
         name = r["deployment"] + (" (assumed)" if r.get("assumed_deployment") else "")
         why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
-            rows.append([r["system"], "", r["precision"], "[red]infeasible[/]", *[""] * 9])
+            mark = "[yellow]not run[/]" if r.get("not_run") else "[red]infeasible[/]"
+            rows.append([r["system"], "", r["precision"], mark, *[""] * 9])
             continue
         target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
         rows.append(

@@ -44,7 +44,7 @@ def report(
         return Conditions(model=model, input_len=inp, output_len=outp, tpot_slo_ms=tpot_slo)
 
     cond = cli._run(conditions)
-    ids = system_list(systems)
+    ids = cli._run(lambda: system_list(systems))
     saved = None
     if validate_json is not None:
         saved = cli._run(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.inputs import check_local_workers
 
 if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
     from rich.table import Table
@@ -31,7 +32,9 @@ def validate(
     system: Annotated[str | None, typer.Option(help="Only rows of this system.")] = None,
     stack: Annotated[str | None, typer.Option(help="Only rows of this serving stack.")] = None,
     role: Annotated[str | None, typer.Option(help="Only fitted or predicted rows.")] = None,
-    jobs: Annotated[int | None, typer.Option(help="Worker processes (default: every core).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Worker processes, at most the cores (default: every core; local runs only).")
+    ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run the rows on Ray (a local cluster unless --ray-address).")] = (
         False
     ),
@@ -56,8 +59,7 @@ def validate(
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
     from cloudmatrix.cli.output import Outputs
 
-    if jobs is not None and jobs < 1:
-        cli._fail(f"--jobs must be at least 1, got {jobs}")
+    cli._run(lambda: check_local_workers("--jobs", jobs, ray_address))
     files = Outputs({"--plot": plot}, as_json)
     if write_roles:
         _write_roles()

@@ -49,7 +49,7 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
             hbm_bytes=chunk * cached * plan.kv_bytes / plan.kv_shards
             + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
         ),
-        *indexer_ops(plan, chunk, share, full, Stream.ATTENTION),
+        *indexer_ops(plan, chunk, share, full, ctx, Stream.ATTENTION),
     ]
 
 
@@ -91,7 +91,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         core = Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes)
         return [
             gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
-            *indexer_ops(plan, decode_tokens, seqs, ctx, s),
+            *indexer_ops(plan, decode_tokens, seqs, ctx, attended, s),
             core,
             gemm_op("o_proj", s, tokens / g, out_w, plan, out_io, weight_shards=g),
         ]
@@ -180,7 +180,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
         ops.append(gemm_op("cached_kv_up_proj", s, prefix, kv_up_w, plan, io, weight_shards=g))
     seqs = tokens / max(plan.kv_len - cached, 1.0)
     return ops + [
-        *indexer_ops(plan, tokens, seqs, full, s),
+        *indexer_ops(plan, tokens, seqs, full, ctx, s),
         fa,
         Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
         gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),

@@ -121,7 +121,8 @@ def _compare_table(c: dict[str, Any]) -> str:
     rows = []
     for r in c["systems"]:
         if not r["feasible"]:
-            rows.append([r["system"], "infeasible", r["precision"], r.get("stack"), *[None] * 7])
+            mark = "not run" if r.get("not_run") else "infeasible"
+            rows.append([r["system"], mark, r["precision"], r.get("stack"), *[None] * 7])
             continue
         keys = ("batch_per_chip", "tpot_ms", "ttft_ms", "output_tok_s_per_chip", "output_tok_s_per_system",
                 "output_tok_s_per_kw", "output_tok_s_per_musd")  # fmt: skip

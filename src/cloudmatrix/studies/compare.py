@@ -9,13 +9,13 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import load_stack, request_fixed_s
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
-from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
@@ -23,8 +23,19 @@ from cloudmatrix.workload.spec import PRESETS
 
 
 def system_list(systems: str | None) -> list[str]:
-    """``--systems a,b`` as ids; by default every system with a published (or assumed) preset."""
-    return [s.strip() for s in systems.split(",")] if systems else list(presets())
+    """``--systems a,b`` as ids, each once in the order given, all known to the catalog (so there are at most
+    as many as it has, checked before any is priced); by default every system with a published (or assumed)
+    preset."""
+    if not systems:
+        return list(presets())
+    ids = list(dict.fromkeys(s.strip() for s in systems.split(",")))
+    known = system_ids()
+    if len(ids) > len(known):
+        raise ConfigError(f"--systems: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
+    for s in ids:
+        if s not in known:
+            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--systems: an empty id; expected ids")
+    return ids
 
 
 def parse_workload(name: str) -> tuple[int, int]:
@@ -81,6 +92,7 @@ class SystemResult:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
     stack: str | None = None  # the serving stack priced
+    not_run: bool = False  # the stack asked for has no build for this system's vendor: nothing priced
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -299,6 +311,10 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         load_stack(c.stack)  # ... and on an unknown stack
     results = []
     for s in systems:
+        refusal = _not_run(s, c.stack)
+        if refusal is not None:
+            results.append(refusal)
+            continue
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
@@ -309,6 +325,24 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
     return results
+
+
+def _not_run(system: str, stack: str | None) -> SystemResult | None:
+    """A system the asked-for stack has no build for, marked rather than priced (or failing the others)."""
+    hw = load_hardware(system)
+    reason = None if stack is None else not_run_reason(stack, hw.system.vendor, system)
+    if reason is None:
+        return None
+    preset = presets().get(system, {})
+    return SystemResult(
+        system=system,
+        deployment=str(preset.get("name", "")),
+        precision=str(preset.get("precision", "")),
+        feasible=False,
+        not_run=True,
+        reason=f"not run: {reason}",
+        stack=stack,
+    )
 
 
 def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:
