@@ -8,8 +8,8 @@ from cloudmatrix.catalog.corpus import load_corpora
 from cloudmatrix.catalog.reference import reference_ids
 from cloudmatrix.catalog.validation import stored_residuals
 from cloudmatrix.studies.guard import ci_subset, guard_data, guard_figures
-from cloudmatrix.studies.intervals import reproduce_residuals
 from cloudmatrix.studies.reproduce import reproduce
+from cloudmatrix.studies.residual_table import reproduce_residuals
 from cloudmatrix.studies.validate import Validation, run_in_pool
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AllowInfNan, BeforeValidator, Field, StrictBool, ValidationError, model_validator
 
 from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corpus's metric ids and residuals)
+    CONC_BANDS,
     E2E_METRICS,
     METRICS,
     RESIDUALS_PATH,
@@ -172,7 +173,7 @@ class ValidationRow(Frozen):
         return next(label for top, label in BANDS if c <= top)
 
 
-BANDS = ((8, "conc 1-8"), (64, "conc 9-64"), (512, "conc 65-512"), (10**12, "conc >512"))
+BANDS = CONC_BANDS
 
 
 class YamlCorpus(Frozen):

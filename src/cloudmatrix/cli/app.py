@@ -186,7 +186,13 @@ def estimate(
     d = _run(build)
     from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
 
-    attach(d, system, ESTIMATE_METRICS, d["stack"])
+    attach(
+        d,
+        system,
+        ESTIMATE_METRICS,
+        d["stack"],
+        {"model": model, "weights": precision, "isl": input_len, "steady": True},
+    )
     if as_json:
         _emit_json(d)
     else:
@@ -194,6 +200,13 @@ def estimate(
 
         for table in render.estimate_table(d):
             out.print(table)
+
+
+def _sim_query(sc: Any) -> dict[str, Any]:
+    """What a simulated answer's interval depends on: its model, weights, prompt length and clients."""
+    w = sc.workload
+    isl = None if w.trace else (w.input.value or w.input.high or (round(w.input.mean) if w.input.mean else None))
+    return {"model": sc.model, "weights": sc.precision, "isl": isl, "concurrency": w.arrivals.concurrency}
 
 
 def _choice(field: str, value: str, enum: Any) -> Any:
@@ -247,12 +260,13 @@ def simulate(
     files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
     started = time.perf_counter()
     with LazyProgress("simulating requests") as progress:
-        result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
+        sc = _run(lambda: load_scenario(scenario, _stack_set(stack, set_)))
+        result = _run(lambda: run_simulation(sc, progress.update))
     d = result.to_dict()
     d["wall_time_s"] = time.perf_counter() - started
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
 
-    attach(d, result.system, SIMULATE_METRICS, result.stack)
+    attach(d, result.system, SIMULATE_METRICS, result.stack, _sim_query(sc))
     if "--requests-csv" in files:
         files.write("--requests-csv", _csv(result.requests_rows()))
     if "--timeline-csv" in files:

@@ -67,7 +67,8 @@ def plan(
     from cloudmatrix.studies.intervals import PLAN_METRICS, attach
 
     for row in d["ranked"]:
-        attach(row, d["system"], PLAN_METRICS, d["stack"])
+        query = {"model": d["model"], "weights": row.get("precision"), "isl": d["workload"]["input_len"]}
+        attach(row, d["system"], PLAN_METRICS, d["stack"], query)
     if "--write-scenario" in files:
         _write_scenario(files, result, d)
     if "--plot" in files:
@@ -275,9 +276,10 @@ def interval_caption(intervals: dict[str, Any]) -> str:
     parts = []
     for key, iv in intervals.items():
         if iv["lo"] is None:
-            parts.append(f"{key}: {iv.get('note', 'no validation data')}")
+            parts.append(f"{key}: {iv.get('note', 'unknown')}")
         else:
-            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+            beyond = f"; extrapolating: {', '.join(iv['extrapolating'])}" if iv.get("extrapolating") else ""
+            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']}{beyond})")
     return "; ".join(parts) or "none"
 
 

@@ -66,6 +66,8 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
         if k in d:
             v = d[k]
             head.add_row(k, with_interval(f"{v:,.2f}" if isinstance(v, float) else str(v), intervals.get(k)))
+    if interval_notes(intervals):
+        head.add_row("intervals", interval_notes(intervals))
     mem = d["memory_per_die_gb"]
     head.add_row(
         "memory per die (GB)",
@@ -98,13 +100,22 @@ def _fmt(v: float) -> str:
     return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
 
 
+def interval_notes(intervals: dict[str, Any]) -> str:
+    """Why an answer's intervals are wide or unknown: each extrapolation reason and unknown note, once."""
+    notes = [r for iv in intervals.values() for r in iv.get("extrapolating", [])]
+    unknown = [iv["note"] for iv in intervals.values() if iv.get("lo") is None and iv.get("note")]
+    parts = [f"extrapolating: {'; '.join(dict.fromkeys(notes))}"] if notes else []
+    return "; ".join(parts + list(dict.fromkeys(unknown)))
+
+
 def with_interval(text: str, iv: dict[str, Any] | None) -> str:
     """``2,032 (1,850–2,210, 80 %)``: the figure with the interval measured error gives it, or a note."""
     if iv is None:
         return text
     if iv["lo"] is None:
-        return f"{text} (no validation data)"
-    return f"{text} ({_fmt(iv['lo'])}–{_fmt(iv['hi'])}, {iv['coverage']:.0%})"
+        return f"{text} (unknown)"
+    beyond = ", extrapolating" if iv.get("extrapolating") else ""
+    return f"{text} ({_fmt(iv['lo'])}–{_fmt(iv['hi'])}, {iv['coverage']:.0%}{beyond})"
 
 
 def reproduce_table(d: dict[str, Any]) -> Table:
@@ -168,6 +179,7 @@ def simulate_table(d: dict[str, Any]) -> Table:
     for col in ("p50", "p90", "p99", "mean", "p50 measured-error interval"):
         t.add_column(col, justify="right")
     iv = d.get("intervals", {})
+    t.caption = interval_notes(iv) or None
     for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "kv_transfer_ms"):
         v = d[key]
         band = iv.get(f"{key}.p50")

@@ -193,7 +193,8 @@ def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
             "compare",
             "Systems side by side",
             "<p class='note'>Each system's published (or flagged assumed) deployment under the same SLO; error bars "
-            "are the measured-error intervals of output tok/s per chip from validate, where data exists.</p>"
+            "are the 80 % intervals of output tok/s per chip from validate's out-of-group errors; a hollow bar "
+            "without one: the interval is unknown.</p>"
             + figure(figures.compare_figure(c), "fig-compare")
             + _compare_table(c),
         ),

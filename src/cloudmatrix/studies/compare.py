@@ -334,7 +334,9 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
-                r = dataclasses.replace(r, intervals=attach(r.to_dict(), s, COMPARE_METRICS, c.stack)["intervals"])
+                query = {"model": c.model, "weights": r.precision, "isl": c.input_len}
+                ivs = attach(r.to_dict(), s, COMPARE_METRICS, c.stack, query)["intervals"]
+                r = dataclasses.replace(r, intervals=ivs)
             results.append(r)
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
