@@ -247,14 +247,4 @@ def test_plan_json_has_cost_and_energy_per_token() -> None:
     assert row["economics"]["usd_per_mtok"] > 0 and row["economics"]["j_per_token"] > 0
 
 
-def test_no_error_bar_where_no_interval(compared) -> None:
-    """A system without validation data gets no bar at all, not a zero-width one."""
-    from cloudmatrix.report.figures import compare_figure
-
-    fig = compare_figure(compared)
-    names = [r["system"] for r in compared["systems"] if r["feasible"]]
-    known = {r["system"]: r["intervals"]["output_tok_s_per_chip"]["lo"] is not None for r in compared["systems"]}
-    assert set(known.values()) == {True, False}  # this pair has one of each
-    for trace in fig.data:
-        for name, minus, plus in zip(names, trace.error_y.arrayminus, trace.error_y.array, strict=True):
-            assert (minus is None and plus is None) == (not known[name]), name
+# An unknown interval drawn without a bar: tests/report/test_unknown_interval.py (synthetic rows, both kinds).
