@@ -205,3 +205,24 @@ def test_a_refused_row_is_reported_with_its_reason(tmp_path: Path) -> None:
     assert status["too-big"][0] == "refused" and "does not fit" in status["too-big"][1]
     assert out["summary"]["refused"] == [{"id": "too-big", "reason": status["too-big"][1]}]
     assert out["summary"]["answered_rows"] == 1
+
+
+def test_every_mapped_format_runs_on_every_mapped_system() -> None:
+    """Each weight/activation format the mapping can produce is a precision the twin runs, and every system the
+    mapping names has a rate for it (MXFP4 and NVFP4 at the FP4 rate; chips without FP4 units fall back)."""
+    from cloudmatrix.catalog.hardware import load_hardware
+    from cloudmatrix.catalog.inferencemax import mapping
+    from cloudmatrix.studies.validate_run import TWIN_PRECISION
+
+    formats = set()
+    for per_precision in mapping()["formats"].values():
+        for f in per_precision.values():
+            for value in (f["weights"], f["activations"]):
+                formats |= set(value.values()) if isinstance(value, dict) else {value}
+    assert formats == {"fp8", "nvfp4", "mxfp4", "bf16"}
+    assert {TWIN_PRECISION[f] for f in formats} == {"fp8", "fp4", "bf16"}
+    for system in set(mapping()["hardware"].values()):
+        die = load_hardware(system).chip.die
+        assert all(die.peak_flops(TWIN_PRECISION[f]) > 0 for f in formats), system
+    mi355x = load_hardware("mi355x").chip.die
+    assert mi355x.peak_flops("fp4") == pytest.approx(2 * mi355x.peak_flops("fp8"), rel=1e-4)  # MXFP4: 2x FP8
