@@ -44,7 +44,7 @@ def test_plan_table_and_what_if_overrides() -> None:
     )
     assert res.exit_code == 0, res.output
     assert "best decode instance" in res.stdout and "checks skipped" in res.stdout
-    assert "TPOT@cap" in res.stdout and "TPOT op" in res.stdout
+    assert "TPOT@cap" in res.stdout and "check" in res.stdout
 
 
 @pytest.mark.parametrize(
