@@ -325,9 +325,13 @@ def _preset(system: str, p: _Pointed, assignments: list[str] | None) -> Any:
     from cloudmatrix.studies.preset_scenario import preset_scenario
     from cloudmatrix.workload.shape import parse_workload
 
+    from cloudmatrix.catalog.models import load_model
+
     inp, outp = parse_workload(p.workload or "4k-256")
+    model = p.model or "deepseek-r1"
     cond = Conditions(
-        model=p.model or "deepseek-r1",
+        model=model,
+        mtp=1 if load_model(model).mtp_layers else 0,  # compare's MTP 1, where the model has an MTP head
         input_len=inp,
         output_len=outp,
         tpot_slo_ms=50.0 if p.tpot_slo_ms is None else p.tpot_slo_ms,
@@ -445,7 +449,10 @@ def calibrate(
         text = json.dumps(table, indent=1) + "\n"
         write_file(EXPERT_LOADS_PATH, "--write-expert-loads", text, f" ({len(table['factors'])} factors)")
         return
-    d = _run(calibration_report)
+    from cloudmatrix.cli.progress import LazyProgress
+
+    with LazyProgress("refitting constants") as progress:
+        d = _run(lambda: calibration_report(progress.update))
     if as_json:
         _emit_json(d)
     else:

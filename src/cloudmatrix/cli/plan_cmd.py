@@ -18,7 +18,10 @@ def plan(
     system: Annotated[str, typer.Option(help="System id (or atlas950-superpod etc.).")] = "cloudmatrix384",
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
     workload: Annotated[
-        str, typer.Option(help="4k-256, 2k-256, 1k-1k, INPUT/OUTPUT, a workload/scenario YAML or a trace.")
+        str,
+        typer.Option(
+            help="ISL-OSL with k for 1,024 (2k-2k, 4k-256), INPUT/OUTPUT, a workload/scenario YAML or a trace."
+        ),
     ] = "4k-256",
     ttft_slo: Annotated[float, typer.Option(help="TTFT SLO in ms (mean at the planned load).")] = 5000.0,
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
@@ -141,8 +144,9 @@ def _search(
             result = cli._run(lambda: search.fast_path(request, progress.update, costing))
         fast_s = time.perf_counter() - started
         if check:
-            runner = _ray_checks(sweep, result) if sweep else None
-            result = cli._run(lambda: search.check_path(result, runner))
+            with LazyProgress("simulating the listed deployments") as progress:
+                runner = _ray_checks(sweep, result) if sweep else _local_checks(result, progress.update)
+                result = cli._run(lambda: search.check_path(result, runner))
         total_s = time.perf_counter() - started
     finally:
         if sweep:
@@ -165,6 +169,22 @@ def _ray_cost(sweep: Any) -> Any:
     from cloudmatrix.planner.ray_sweep import ray_cost
 
     return ray_cost(sweep)
+
+
+def _local_checks(result: Any, progress: Any) -> Any:
+    """The checks one deployment at a time in this process, reporting each."""
+    from cloudmatrix.planner.search import CheckChunk
+
+    chunk = CheckChunk(result.workload, result.request)
+
+    def run(deployments: list[Any]) -> list[Any]:
+        out = []
+        for i, d in enumerate(deployments):
+            progress(i, len(deployments))
+            out += chunk([d])
+        return out
+
+    return run
 
 
 def _ray_checks(sweep: Any, result: Any) -> Any:

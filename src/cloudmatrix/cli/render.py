@@ -187,6 +187,8 @@ def simulate_table(d: dict[str, Any]) -> Table:
 def _bound_advice(d: dict[str, Any]) -> str:
     """What would balance the pools of the scenario simulated (the paper's scenario has a loaded twin)."""
     b = d["bound"]
+    if b["prefill_busy"] < 0.5 and b["decode_batch_fill"] < 0.5:
+        return " (neither pool is loaded: a higher workload.arrivals.rate_per_s, or more requests, would load them)"
     if b["pool"] == "prefill" and b["decode_batch_fill"] < 0.5:
         if d["scenario"] == "cm384-paper":
             return " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"

@@ -111,7 +111,7 @@ def parse_workload(name: str) -> PlanWorkload:
     if lengths is None:
         path = Path(name)
         if not path_exists(path, "workload"):
-            raise ConfigError(f"workload '{name}': expected {EXPECTED}, a workload YAML or a trace")
+            raise ConfigError(f"workload {name!r}: expected {EXPECTED}, a workload YAML or a trace")
         return _from_trace(path) if path.suffix in TRACE_SUFFIXES else _from_yaml(path)
     inp, outp = lengths
     spec = WorkloadSpec(input=_fixed(inp), output=_fixed(outp))

@@ -31,7 +31,7 @@ def parse_shape(text: str) -> tuple[int, int] | None:
         return None
     for side, n in zip(("input", "output"), lengths, strict=True):
         if not 1 <= n <= MAX_TOKENS:
-            raise ConfigError(f"workload '{text}': {side} length {n:,} tokens; expected 1 to {MAX_TOKENS:,}")
+            raise ConfigError(f"workload {text!r}: {side} length {n:,} tokens; expected 1 to {MAX_TOKENS:,}")
     return lengths
 
 
@@ -39,7 +39,7 @@ def parse_workload(text: str) -> tuple[int, int]:
     """(input, output) tokens of a workload shape; anything else is refused naming the forms accepted."""
     lengths = parse_shape(text)
     if lengths is None:
-        raise ConfigError(f"workload '{text}': expected {EXPECTED}")
+        raise ConfigError(f"workload {text!r}: expected {EXPECTED}")
     return lengths
 
 
