@@ -320,12 +320,11 @@ def _scenario(source: str | None, p: _Pointed, assignments: list[str] | None) ->
 
 
 def _preset(system: str, p: _Pointed, assignments: list[str] | None) -> Any:
+    from cloudmatrix.catalog.models import load_model
     from cloudmatrix.sim.scenario import scenario_from
     from cloudmatrix.studies.compare import Conditions
     from cloudmatrix.studies.preset_scenario import preset_scenario
     from cloudmatrix.workload.shape import parse_workload
-
-    from cloudmatrix.catalog.models import load_model
 
     inp, outp = parse_workload(p.workload or "4k-256")
     model = p.model or "deepseek-r1"
