@@ -84,6 +84,39 @@ def _residual_medians() -> dict[str, float]:
     return {k: statistics.median(v) for k, v in sorted(errors.items())}
 
 
+def _plan_pick(d: dict[str, Any]) -> dict[str, Any]:
+    keep = ("rank", "chips", "rate_req_s", "ttft_ms", "tpot_ms", "tpot_operating_ms", "output_tok_s_per_chip")
+    best = d["ranked"][0]
+    rank1 = {k: best[k] for k in keep} | {"prefill": best["prefill"], "decode": best["decode"]}
+    check = {k: best["check"][k] for k in ("simulated", "error_pct", "requests")}
+    return {"search": d["search"], "best_decode": d["best_decode"], "rank1": rank1 | {"check": check}}
+
+
+def _paper_shape_best() -> dict[str, Any]:
+    """The best decode batch of the paper's instance shape (160 chips, EP320, INT8, MTP 1) within 50 ms TPOT,
+    over the planner's batch grid with and without microbatching."""
+    from cloudmatrix.deploy import Deployment, Eplb, Phase
+    from cloudmatrix.errors import CloudMatrixError
+    from cloudmatrix.estimate import estimate
+    from cloudmatrix.planner.space import SearchSpace
+
+    best: dict[str, Any] = {}
+    for batch in SearchSpace().batches_per_chip:
+        for mb in (True, False):
+            dep = Deployment(
+                phase=Phase.DECODE, num_chips=160, ep=320, batch_per_chip=batch, input_len=4096, output_len=256,
+                precision="int8", mtp=1, mtp_acceptance=0.7, eplb=Eplb.DEFAULT, microbatch=mb,
+                stack="cloudmatrix-infer",
+            )  # fmt: skip
+            try:
+                e = estimate("cloudmatrix384", "deepseek-r1", dep)
+            except CloudMatrixError:
+                continue
+            if e.tpot_s <= 0.050 and e.throughput_per_chip_tok_s > best.get("tok_s_per_chip", 0):
+                best = {"batch": batch, "tok_s_per_chip": e.throughput_per_chip_tok_s, "tpot_ms": e.tpot_s * 1e3}
+    return best
+
+
 SOURCES: dict[str, Source] = {
     "compare-4k256-50": Source(
         ("compare", "--workload", "4k-256", "--tpot-slo", "50", "--system", ",".join(COMPARED)), _compare_pick
@@ -96,12 +129,18 @@ SOURCES: dict[str, Source] = {
     "simulate-ems": Source(("simulate", "cm384-ems"), _sim_pick, cheap=False),
     "simulate-ems-vpc": Source(("simulate", "cm384-ems", "--set", "ems.plane=vpc"), _sim_pick, cheap=False),
     "residual-medians": Source((), lambda d: d),
+    "plan-paper": Source(("plan",), _plan_pick, cheap=False),
+    "paper-shape-decode": Source((), lambda d: d),
+}
+COMPUTED: dict[str, Callable[[], Any]] = {
+    "residual-medians": lambda: _residual_medians(),
+    "paper-shape-decode": lambda: _paper_shape_best(),
 }
 
 
 def produce(name: str) -> Any:
     source = SOURCES[name]
-    return source.pick(_residual_medians() if not source.argv else _run_cli(source.argv))
+    return source.pick(COMPUTED[name]() if not source.argv else _run_cli(source.argv))
 
 
 # ---- rendering: tables between markers, and quoted sentences ----
@@ -157,10 +196,71 @@ class Quote:
     def pattern(self) -> re.Pattern[str]:
         """The sentence with any figures in its fields (to find the one to replace)."""
         parts = re.split(r"\{[^{}]*\}", self.template)
-        return re.compile(r"[-+]?[\d,]*\.?\d+".join(re.escape(p) for p in parts))
+        return re.compile(r"[-+−]?[\d,]*\.?\d+".join(re.escape(p) for p in parts))
+
+
+def _signed(pct: float) -> str:
+    return f"{pct:+.1f}".replace("-", "−")
+
+
+def _plan_rank1(o: Outputs) -> dict[str, Any]:
+    r = o["plan-paper"]["rank1"]
+    p, d, c = r["prefill"], r["decode"], r["check"]
+    sim, err = c["simulated"], c["error_pct"]
+    return {
+        "p_inst": p["instances"], "p_chips": p["chips"], "p_ep": p["ep"], "p_tp": max(p["tp"], p["attention_tp"]),
+        "p_k": p["tokens_per_chip"] // 1024, "d_chips": d["chips"], "d_ep": d["ep"], "d_b": d["batch_per_chip"],
+        "d_mtp": d["mtp"], "chips": r["chips"], "rate": r["rate_req_s"], "out": r["output_tok_s_per_chip"],
+        "ttft": r["ttft_ms"] / 1e3, "cap": r["tpot_ms"], "op": r["tpot_operating_ms"], "n": c["requests"],
+        "s_out": sim["output_tok_s_per_chip"], "e_out": _signed(err["output_tok_s_per_chip"]),
+        "s_ttft": sim["ttft_ms"] / 1e3, "e_ttft": _signed(err["ttft_ms"]),
+        "s_tpot": sim["tpot_ms"], "e_tpot": _signed(err["tpot_ms"]),
+    }  # fmt: skip
+
+
+def _plan_best_decode(o: Outputs) -> dict[str, Any]:
+    b, paper = o["plan-paper"]["best_decode"], o["paper-shape-decode"]
+    return {
+        "chips": b["chips"], "ep": b["ep"], "b": b["batch_per_chip"], "mtp": b["mtp"], "tok": b["tok_s_per_chip"],
+        "tpot": b["tpot_ms"], "pb": paper["batch"], "ptok": paper["tok_s_per_chip"], "ptpot": paper["tpot_ms"],
+    }  # fmt: skip
 
 
 QUOTES: tuple[Quote, ...] = (
+    Quote(
+        "docs/plan.md",
+        "The simulated steady TPOT of rank 1 sits {under:.1f} % under the analytic operating TPOT",
+        ("plan-paper",),
+        lambda o: {"under": -o["plan-paper"]["rank1"]["check"]["error_pct"]["tpot_ms"]},
+    ),
+    Quote(
+        "docs/plan.md",
+        "all native precisions): {enum:,} candidates enumerated, {mem:,}\npruned for memory, {costed:,} costed in",
+        ("plan-paper",),
+        lambda o: {
+            "enum": o["plan-paper"]["search"]["enumerated"],
+            "mem": o["plan-paper"]["search"]["pruned"].get("memory", 0),
+            "costed": o["plan-paper"]["search"]["costed"],
+        },
+    ),
+    Quote(
+        "docs/plan.md",
+        "- **Best decode instance**: {chips} chips, EP{ep}, batch {b}, MTP {mtp}, serial, INT8: {tok:,.0f} tok/s "
+        "per NPU at TPOT\n  {tpot:.1f} ms, above the paper's 1,943 (P3). At the paper's shape (160 chips, EP320) "
+        "the best is batch {pb} at\n  {ptok:,.0f} tok/s per NPU and {ptpot:.1f} ms.",
+        ("plan-paper", "paper-shape-decode"),
+        _plan_best_decode,
+    ),
+    Quote(
+        "docs/plan.md",
+        "- **Rank 1**: {p_inst} prefill instances of {p_chips} chips (EP{p_ep}, TP{p_tp}, {p_k}K tokens per chip, "
+        "microbatched) and one decode\n  instance of {d_chips} chips (EP{d_ep}, batch {d_b}, MTP {d_mtp}, serial): "
+        "{chips} chips at {rate:,.0f} req/s, {out:.1f} output tok/s per chip,\n  TTFT {ttft:.2f} s, TPOT {cap:.1f} "
+        "ms at the cap and {op:.1f} ms at the operating occupancy. Simulated ({n:,} requests,\n  steady window): "
+        "{s_out:.1f} tok/s per chip ({e_out} %), TTFT {s_ttft:.2f} s ({e_ttft} %), TPOT {s_tpot:.1f} ms ({e_tpot} %).",
+        ("plan-paper",),
+        _plan_rank1,
+    ),
     Quote(
         "docs/compare.md",
         "(CM384 at 50 ms: P = {p:.2f}, D = {d:.2f} req/s per chip)",
