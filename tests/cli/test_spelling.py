@@ -121,3 +121,23 @@ def test_progress_goes_to_stderr_never_into_json(monkeypatch) -> None:
     code, out, err = _run(["compare", "--system", "gb200-nvl72,hgx-h100", "--json"])
     assert code == 0 and [s["system"] for s in json.loads(out)["systems"]] == ["gb200-nvl72", "hgx-h100"]
     assert "pricing systems" in err
+
+
+def test_a_single_long_step_shows_the_bar_and_piped_stderr_none(monkeypatch) -> None:
+    """The bar appears after the delay even when the work reports no step (compare on one system, a fit);
+    on a pipe it never does."""
+    import time
+
+    real = progress_mod.Console
+    shown, piped = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(progress_mod, "SHOW_AFTER_S", 0.05)
+    monkeypatch.setattr(progress_mod, "Console", lambda stderr: real(file=shown, force_terminal=True))
+    with progress_mod.LazyProgress("one long step") as bar:
+        bar.update(0, 1)
+        time.sleep(0.5)
+    assert "one long step" in shown.getvalue()
+    monkeypatch.setattr(progress_mod, "Console", lambda stderr: real(file=piped, force_terminal=False))
+    with progress_mod.LazyProgress("quiet") as bar:
+        time.sleep(0.2)
+        bar.update(1, 2)
+    assert piped.getvalue() == "" and bar.bar is None
