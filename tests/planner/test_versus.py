@@ -135,3 +135,12 @@ def test_no_line_without_a_preset_or_under_overrides() -> None:
         hardware_overrides=("system.planes.scale_up.bw_gb_s_per_die=x2",),
     )
     assert versus_preset(fast_path(over)) is None
+
+
+def test_the_reports_plan_section_carries_the_line() -> None:
+    from cloudmatrix.report.html import _plan
+
+    result = fast_path(PlanRequest(system="gb200-nvl72", workload="2k-2k", space=_space(("fp8",), (96, 192)), top=1))
+    d = result.to_dict() | {"versus_compare": versus_preset(result)}
+    page = _plan(d)
+    assert "vs compare: preset Wide EP inside one NVL72" in page and "stops at 192 per chip" in page
