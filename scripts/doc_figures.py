@@ -3,6 +3,7 @@ they print in docs/figures.json, and render the docs' figure tables (between ``<
 ``<!-- /figures -->``) and quoted sentences from those stored outputs.
 
     python scripts/doc_figures.py           # re-run every source, write docs/figures.json, update the docs
+    python scripts/doc_figures.py NAME ...  # re-run only these sources (the others as stored)
     python scripts/doc_figures.py --check   # exit 1, naming each, where a doc differs from the stored outputs
 
 tests/test_doc_figures.py checks that the docs match the stored outputs and that the cheap sources still
@@ -84,6 +85,18 @@ def _residual_medians() -> dict[str, float]:
     return {k: statistics.median(v) for k, v in sorted(errors.items())}
 
 
+def _reproduce_pick(d: dict[str, Any]) -> dict[str, Any]:
+    keys = ("median_abs_error_pct", "predicted_median_abs_error_pct", "max_abs_error_pct")
+    row_keys = ("id", "quantity", "unit", "published", "predicted", "error_pct", "tolerance_pct", "role")
+    return {k: d[k] for k in keys} | {"rows": [{k: r[k] for k in row_keys} for r in d["rows"]]}
+
+
+def _estimate_pick(d: dict[str, Any]) -> dict[str, Any]:
+    keys = ("step_ms", "tpot_ms", "throughput_per_chip_tok_s", "tokens_per_step", "roofline_step_ms", "microbatch")
+    layer = [[op, us] for op, us in d["layer_breakdown_us"].items()]  # a list: the critical path's order
+    return {k: d[k] for k in keys} | {"layer_us": d["layer_us"], "layer_breakdown_us": layer}
+
+
 def _plan_pick(d: dict[str, Any]) -> dict[str, Any]:
     keep = ("rank", "chips", "rate_req_s", "ttft_ms", "tpot_ms", "tpot_operating_ms", "output_tok_s_per_chip")
     best = d["ranked"][0]
@@ -130,6 +143,28 @@ SOURCES: dict[str, Source] = {
     "simulate-ems-vpc": Source(("simulate", "cm384-ems", "--set", "ems.plane=vpc"), _sim_pick, cheap=False),
     "residual-medians": Source((), lambda d: d),
     "plan-paper": Source(("plan",), _plan_pick, cheap=False),
+    "reproduce-cloudmatrix-infer": Source(("reproduce", "cloudmatrix-infer"), _reproduce_pick),
+    "reproduce-hopper-baselines": Source(("reproduce", "hopper-baselines"), _reproduce_pick),
+    "estimate-paper-decode": Source(
+        (
+            "estimate",
+            "--phase",
+            "decode",
+            "--chips",
+            "160",
+            "--batch-per-chip",
+            "96",
+            "--kv-len",
+            "4096",
+            "--mtp",
+            "1",
+            "--mtp-acceptance",
+            "0.7",
+            "--eplb",
+            "default",
+        ),
+        _estimate_pick,
+    ),  # fmt: skip
     "paper-shape-decode": Source((), lambda d: d),
 }
 COMPUTED: dict[str, Callable[[], Any]] = {
@@ -164,7 +199,38 @@ def _compare_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n\n" + "\n".join(why)
 
 
+def _reproduce_table(d: dict[str, Any]) -> str:
+    def value(v: float, unit: str) -> str:
+        return f"{v:.3f}x" if unit == "x" else f"{v:,.1f}"
+
+    lines = ["| id | quantity | published | predicted | error % | tol % | role |", "|---|---|---:|---:|---:|---:|---|"]
+    lines += [
+        f"| {r['id']} | {r['quantity']} | {value(r['published'], r['unit'])} | {value(r['predicted'], r['unit'])} | "
+        f"{r['error_pct']:+.1f} | {r['tolerance_pct']:.0f} | {r['role']} |"
+        for r in d["rows"]
+    ]
+    caption = (
+        f"Caption: median |error| {d['median_abs_error_pct']} % (predicted rows: "
+        f"{d['predicted_median_abs_error_pct']} %), max |error| {d['max_abs_error_pct']} %"
+    )
+    return "\n".join(lines) + "\n\n" + caption
+
+
+def _layer_table(d: dict[str, Any]) -> str:
+    rows = [f"| {op} | {us:,.1f} |" for op, us in d["layer_breakdown_us"]]
+    return "\n".join(["| Op | µs |", "|---|---:|", *rows])
+
+
 BLOCKS: dict[str, tuple[str, Callable[[Outputs], str]]] = {
+    "reproduce-cloudmatrix-infer": (
+        "reproduce-cloudmatrix-infer",
+        lambda o: _reproduce_table(o["reproduce-cloudmatrix-infer"]),
+    ),
+    "reproduce-hopper-baselines": (
+        "reproduce-hopper-baselines",
+        lambda o: _reproduce_table(o["reproduce-hopper-baselines"]),
+    ),
+    "estimate-paper-decode-layer": ("estimate-paper-decode", lambda o: _layer_table(o["estimate-paper-decode"])),
     "compare-4k256-50": ("compare-4k256-50", lambda o: _compare_table(o["compare-4k256-50"])),
     "compare-4k256-15": ("compare-4k256-15", lambda o: _compare_table(o["compare-4k256-15"])),
 }
@@ -194,9 +260,9 @@ class Quote:
         return self.template.format(**self.values(o))
 
     def pattern(self) -> re.Pattern[str]:
-        """The sentence with any figures in its fields (to find the one to replace)."""
+        """The sentence with any figure (or one word, e.g. serial) in its fields (to find the one to replace)."""
         parts = re.split(r"\{[^{}]*\}", self.template)
-        return re.compile(r"[-+−]?[\d,]*\.?\d+".join(re.escape(p) for p in parts))
+        return re.compile(r"(?:[-+−]?[\d,]*\.?\d+|[A-Za-z]+)".join(re.escape(p) for p in parts))
 
 
 def _signed(pct: float) -> str:
@@ -227,6 +293,36 @@ def _plan_best_decode(o: Outputs) -> dict[str, Any]:
 
 
 QUOTES: tuple[Quote, ...] = (
+    Quote(
+        "docs/model.md",
+        "- step {step:.2f} ms, TPOT {tpot:.2f} ms, {tok:,.0f} tok/s per chip, {tps:.1f} tokens per step per chip "
+        "({mb});\n- serial layers: MoE layer {moe:,.0f} µs, dense layer {dense:,.0f} µs;\n"
+        "- roofline step {roof:.1f} ms.",
+        ("estimate-paper-decode",),
+        lambda o: {
+            "step": o["estimate-paper-decode"]["step_ms"],
+            "tpot": o["estimate-paper-decode"]["tpot_ms"],
+            "tok": o["estimate-paper-decode"]["throughput_per_chip_tok_s"],
+            "tps": o["estimate-paper-decode"]["tokens_per_step"],
+            "mb": "microbatched" if o["estimate-paper-decode"]["microbatch"] else "serial",
+            "moe": o["estimate-paper-decode"]["layer_us"]["moe"],
+            "dense": o["estimate-paper-decode"]["layer_us"]["dense"],
+            "roof": o["estimate-paper-decode"]["roofline_step_ms"],
+        },
+    ),
+    Quote(
+        "docs/model.md",
+        "the issue-2 rows (absolute serving figures; not the microbenchmarks, not the ablation ratios) the\n"
+        "  median |error| is {m} %",
+        ("reproduce-cloudmatrix-infer",),
+        lambda o: {"m": o["reproduce-cloudmatrix-infer"]["median_abs_error_pct"]},
+    ),
+    Quote(
+        "docs/model.md",
+        "The median over predicted rows is {m} %",
+        ("reproduce-hopper-baselines",),
+        lambda o: {"m": o["reproduce-hopper-baselines"]["predicted_median_abs_error_pct"]},
+    ),
     Quote(
         "docs/plan.md",
         "The simulated steady TPOT of rank 1 sits {under:.1f} % under the analytic operating TPOT",
@@ -316,6 +412,9 @@ def doc_paths() -> list[Path]:
 
 def stale(outputs: Outputs) -> list[str]:
     """Where a doc differs from what the outputs render (empty: every quoted figure matches)."""
+    missing = sorted(set(SOURCES) - set(outputs))
+    if missing:
+        return [f"docs/figures.json has no output of {', '.join(missing)}: run scripts/doc_figures.py"]
     problems = []
     for path in doc_paths():
         text = path.read_text()
@@ -365,7 +464,11 @@ def main(argv: list[str]) -> int:
         return 1 if problems else 0
     from cloudmatrix.cli.output import write_file
 
-    outputs = {name: produce(name) for name in SOURCES}
+    names = [a for a in argv if not a.startswith("-")] or list(SOURCES)
+    unknown = [n for n in names if n not in SOURCES]
+    if unknown:
+        raise SystemExit(f"unknown source {unknown[0]}; sources: {', '.join(SOURCES)}")
+    outputs = (load_stored() if FIGURES_PATH.exists() else {}) | {name: produce(name) for name in names}
     write_file(FIGURES_PATH, "figures", json.dumps(outputs, indent=1, sort_keys=True) + "\n")
     for path, text in rendered_docs(outputs).items():
         write_file(path, "doc", text)
