@@ -292,7 +292,61 @@ def _plan_best_decode(o: Outputs) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _row(o: Outputs, row_id: str) -> dict[str, Any]:
+    return next(r for r in o["reproduce-cloudmatrix-infer"]["rows"] if r["id"] == row_id)
+
+
+def _err(row: dict[str, Any], plus: str = "") -> str:
+    """An error % as the docs print it: one decimal, a true minus sign, ``plus`` before a positive one."""
+    e = round(row["error_pct"], 1)
+    return f"{plus if e > 0 else ''}{e:.1f}".replace("-", "−")
+
+
+def _ems_quotes() -> tuple[Quote, ...]:
+    """EMS model-cache rows (P3 Table 1) and the context-cache ratios (Fig. 23) of `reproduce`."""
+    table = (
+        ("Warm start (local DRAM / EMS) | ~5 s | {v:.2f} s | {e} % | fitted", "model-warm-start"),
+        ("Cold start, EMS | ~320 s | {v:.1f} s | {e} % | fitted", "model-cold-start-ems"),
+        ("(8 contending) | ~2,560 s | {v:,.0f} s | {e} % | predicted", "model-cold-start-obs"),
+        ("Switch, local DRAM (hit 12.5 %) | ~281 s | {v:.1f} s | {e} % | predicted", "model-switch-local-dram"),
+        ("Switch, EMS (hit 100 %) | ~5 s | {v:.2f} s | {e} % | predicted", "model-switch-ems"),
+    )
+    rows = tuple(
+        Quote(
+            "docs/ems.md",
+            text,
+            ("reproduce-cloudmatrix-infer",),
+            lambda o, i=row_id: {"v": _row(o, i)["predicted"], "e": _err(_row(o, i))},
+        )
+        for text, row_id in table
+    )
+    ratios = Quote(
+        "docs/ems.md",
+        "TTFT at 50 % reuse {a:.2f}× vs {ap:.2f}×\n  ({ae} %), throughput 12.5 → 50 % reuse {b:.2f}× vs {bp:.2f}× "
+        "({be} %), UB vs VPC up to {c:.2f}× vs {cp:.2f}×\n  ({ce} %) are within 15 %. At 90 % reuse the model is far "
+        "off (TTFT {d:.2f}× vs {dp:.2f}×, throughput {f:.1f}× vs\n  {fp:.2f}×)",
+        ("reproduce-cloudmatrix-infer",),
+        lambda o: {
+            k: v
+            for key, row_id in (
+                ("a", "ems-ttft-reuse50"),
+                ("b", "ems-throughput-reuse50-vs-12"),
+                ("c", "ems-ub-vs-vpc"),
+                ("d", "ems-ttft-reuse90"),
+                ("f", "ems-throughput-reuse90"),
+            )
+            for k, v in (
+                (key, _row(o, row_id)["predicted"]),
+                (key + "p", _row(o, row_id)["published"]),
+                (key + "e", _err(_row(o, row_id), "+")),
+            )
+        },  # fmt: skip
+    )
+    return (*rows, ratios)
+
+
 QUOTES: tuple[Quote, ...] = (
+    *_ems_quotes(),
     Quote(
         "docs/model.md",
         "- step {step:.2f} ms, TPOT {tpot:.2f} ms, {tok:,.0f} tok/s per chip, {tps:.1f} tokens per step per chip "
