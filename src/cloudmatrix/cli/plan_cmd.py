@@ -287,13 +287,17 @@ def _verdict(chk: dict[str, Any] | None) -> str:
 
 
 def interval_caption(intervals: dict[str, Any]) -> str:
-    """``output_tok_s_per_chip 1,850–2,210; tpot_ms …`` (80 % intervals) or why there are none."""
-    parts = []
+    """``tok/s 1,850–2,210 (80 %, stratum); TPOT …`` (80 % intervals), and once the reason the others have none."""
+    parts, missing = [], []
     for key, iv in intervals.items():
+        name = SHORT.get(key, key)
         if iv["lo"] is None:
-            parts.append(f"{key}: {iv.get('note', 'no validation data')}")
+            missing.append((name, iv.get("note", "no validation data")))
         else:
-            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+            parts.append(f"{name} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+    for note in dict.fromkeys(n for _, n in missing):
+        names = ", ".join(name for name, n in missing if n == note)
+        parts.append(f"{names}: {note}")
     return "; ".join(parts) or "none"
 
 
