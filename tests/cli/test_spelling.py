@@ -119,7 +119,8 @@ def test_progress_goes_to_stderr_never_into_json(monkeypatch) -> None:
     monkeypatch.setattr(progress_mod, "SHOW_AFTER_S", -1.0)
     monkeypatch.setattr(progress_mod, "Console", lambda stderr: real(stderr=True, force_terminal=True))
     code, out, err = _run(["compare", "--system", "gb200-nvl72,hgx-h100", "--json"])
-    assert code == 0 and [s["system"] for s in json.loads(out)["systems"]] == ["gb200-nvl72", "hgx-h100"]
+    assert code == 0, err
+    assert [s["system"] for s in json.loads(out)["systems"]] == ["gb200-nvl72", "hgx-h100"]
     assert "pricing systems" in err
 
 
@@ -141,3 +142,19 @@ def test_a_single_long_step_shows_the_bar_and_piped_stderr_none(monkeypatch) -> 
         time.sleep(0.2)
         bar.update(1, 2)
     assert piped.getvalue() == "" and bar.bar is None
+
+
+def test_updates_racing_the_timer_never_fail(monkeypatch) -> None:
+    """The timer may start the bar while the work reports steps: no update ever sees a half-made bar."""
+    import time
+
+    real = progress_mod.Console
+    monkeypatch.setattr(progress_mod, "SHOW_AFTER_S", 0.0)
+    monkeypatch.setattr(progress_mod, "Console", lambda stderr: real(file=io.StringIO(), force_terminal=True))
+    for _ in range(20):
+        with progress_mod.LazyProgress("race") as bar:
+            end = time.perf_counter() + 0.01
+            i = 0
+            while time.perf_counter() < end:
+                bar.update(i, 10**6)
+                i += 1

@@ -34,11 +34,12 @@ class LazyProgress:
         return self
 
     def _show(self) -> None:
-        """Start the bar (from the timer, or from an update past the delay)."""
+        """Start the bar (from the timer, or from an update past the delay); published only once its task
+        exists, so an update racing the timer never sees a bar without it."""
         with self._lock:
             if self.bar is not None or self._closed:
                 return
-            self.bar = Progress(
+            bar = Progress(
                 TextColumn(self.label),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -46,8 +47,9 @@ class LazyProgress:
                 console=self.console,
                 transient=True,
             )
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=self.total or None, completed=self.done)
+            bar.start()
+            self.task = bar.add_task(self.label, total=self.total or None, completed=self.done)
+            self.bar = bar
 
     def update(self, done: int, total: int) -> None:
         self.done, self.total = done, total
@@ -55,8 +57,9 @@ class LazyProgress:
             if time.perf_counter() - self.started < SHOW_AFTER_S or not self.console.is_terminal:
                 return
             self._show()
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, total=total)
+        with self._lock:
+            if self.bar is not None and not self._closed:
+                self.bar.update(self.task, completed=done, total=total)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
