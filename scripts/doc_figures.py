@@ -143,6 +143,9 @@ SOURCES: dict[str, Source] = {
     "simulate-ems-vpc": Source(("simulate", "cm384-ems", "--set", "ems.plane=vpc"), _sim_pick, cheap=False),
     "residual-medians": Source((), lambda d: d),
     "plan-paper": Source(("plan",), _plan_pick, cheap=False),
+    "plan-dense-h200": Source(
+        ("plan", "--system", "hgx-h200", "--model", "llama-3.1-405b", "--workload", "2k-256", "--top", "1"), _plan_pick
+    ),
     "reproduce-cloudmatrix-infer": Source(("reproduce", "cloudmatrix-infer"), _reproduce_pick),
     "reproduce-hopper-baselines": Source(("reproduce", "hopper-baselines"), _reproduce_pick),
     "estimate-paper-decode": Source(
@@ -387,7 +390,27 @@ def _gap_quotes() -> tuple[Quote, ...]:
     )
 
 
+def _dense(o: Outputs) -> dict[str, Any]:
+    r = o["plan-dense-h200"]["rank1"]
+    p, d, err = r["prefill"], r["decode"], r["check"]["error_pct"]
+    return {
+        "p_inst": p["instances"], "p_chips": p["chips"], "p_tp": max(p["tp"], p["attention_tp"]),
+        "d_inst": d["instances"], "d_chips": d["chips"], "d_tp": d["tp"], "d_b": d["batch_per_chip"],
+        "chips": r["chips"], "rate": r["rate_req_s"], "out": r["output_tok_s_per_chip"],
+        "within": max(abs(err["output_tok_s_per_chip"]), abs(err["tpot_ms"])), "ttft": _signed(err["ttft_ms"]),
+    }  # fmt: skip
+
+
 QUOTES: tuple[Quote, ...] = (
+    Quote(
+        "docs/plan.md",
+        "- Dense example: Llama 3.1 405B on HGX H200 at 2K/256 and 50 ms TPOT plans {p_inst} prefill instances of "
+        "{p_chips} GPUs\n  (TP{p_tp}) and {d_inst} decode instances of {d_chips} GPUs (TP{d_tp}, batch {d_b} per GPU): "
+        "{chips} GPUs, {rate:.1f} req/s, {out:.0f} output tok/s\n  per GPU, with the simulation within {within:.1f} % "
+        "on throughput and TPOT and {ttft} % on TTFT.",
+        ("plan-dense-h200",),
+        _dense,
+    ),
     *_ems_quotes(),
     *_gap_quotes(),
     Quote(
