@@ -56,13 +56,40 @@ def serve(
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
     stack: StackOption = None,
+    max_header_bytes: Annotated[
+        int, typer.Option(help="Largest request header: request line and fields (431 above).")
+    ] = 16 * 1024,
+    max_headers: Annotated[int, typer.Option(help="Most header fields in one request (431 above).")] = 100,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds for a request's header to arrive from its first byte (408, closed).")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds for a request's whole body to arrive after its header (closed).")
+    ] = 30.0,
+    keep_alive_timeout: Annotated[
+        float, typer.Option(help="Seconds a connection may wait with no request in progress before it is closed.")
+    ] = 5.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="Open connections; at the cap the oldest idle one is closed, else 503 "
+            "(default: the descriptor limit less 64, at most 4,096)."
+        ),
+    ] = None,
 ) -> None:
     """OpenAI-compatible API that streams tokens at the pace the simulated deployment would."""
     from cloudmatrix.emulator.app import ServeConfig, create_app
+    from cloudmatrix.emulator.connections import (
+        DESCRIPTOR_MARGIN,
+        ConnectionLimits,
+        default_max_connections,
+        descriptor_limit,
+        max_connections_allowed,
+    )
     from cloudmatrix.emulator.engine import RealtimeEngine
     from cloudmatrix.emulator.guard import check_api_key, parse_hosts, parse_origins
     from cloudmatrix.emulator.server import DrainingServer, serve_config
-    from cloudmatrix.emulator.text import HFTokens
+    from cloudmatrix.emulator.tokenizer_worker import TokenizerPool
     from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
 
@@ -79,12 +106,26 @@ def serve(
         elif from_env is not None:
             api_key = check_api_key(from_env, f"${API_KEY_ENV}", "unset it")
         hosts, origins = parse_hosts(allowed_hosts, host), parse_origins(allowed_origins)
+        check_number("--max-header-bytes", max_header_bytes, lo=256, hi=16 * 1024 * 1024, integer=True)
+        check_number("--max-headers", max_headers, lo=1, hi=10_000, integer=True)
+        for flag, seconds in (
+            ("--header-timeout", header_timeout),
+            ("--body-timeout", body_timeout),
+            ("--keep-alive-timeout", keep_alive_timeout),
+        ):
+            check_number(flag, seconds, lo=0, lo_open=True, hi=3600)
+        check_optional("--max-connections", max_connections, lo=1, hi=1_000_000_000, integer=True)
+        if max_connections is not None and max_connections > max_connections_allowed():
+            raise InputError(
+                f"--max-connections: got {max_connections}; expected at most {max_connections_allowed():,}: the "
+                f"descriptor limit (ulimit -n: {descriptor_limit():,}) less {DESCRIPTOR_MARGIN} for its own files"
+            )
     except InputError as e:
         _fail(str(e))
 
     def build() -> tuple[Any, str]:
         sc = load_scenario(scenario, _stack_set(stack, set_))
-        tokens = HFTokens(tokenizer) if tokenizer is not None else None
+        tokens = TokenizerPool(tokenizer) if tokenizer is not None else None
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding, tokens=tokens)
         config = ServeConfig(
             model_id=sc.model,
@@ -107,7 +148,15 @@ def serve(
             else "every route but /health needs the key (the dashboard: open /dashboard?key=KEY once)\n"
         )
     )
+    limits = ConnectionLimits(
+        max_header_bytes=max_header_bytes,
+        max_headers=max_headers,
+        header_timeout_s=header_timeout,
+        body_timeout_s=body_timeout,
+        keep_alive_timeout_s=keep_alive_timeout,
+        max_connections=max_connections or default_max_connections(),
+    )
     try:
-        DrainingServer(serve_config(api, host, port, drain_timeout), engine, drain_timeout).run()
+        DrainingServer(serve_config(api, host, port, drain_timeout, limits), engine, drain_timeout).run()
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")

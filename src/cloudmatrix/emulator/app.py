@@ -24,7 +24,8 @@ from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_con
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
-from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
+from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
+from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.inputs import MAX_DEPTH, depth
 
 
@@ -273,8 +274,19 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             )
         yield sse("[DONE]")
 
+    async def measure(texts: list[str], block_text: str, param: str) -> tuple[list[int], list[int] | None]:
+        """Each text's tokens and the prompt's chained block hashes (None without an EMS cache). A tokenizer
+        that fails on this prompt fails this request (400), never the server."""
+        block = engine.block_tokens
+        try:
+            measured = await engine.tokens.measure(texts, block_text if block else None, block or 1)
+        except TokenizerFailed as e:
+            message = f"The server's {engine.tokens.name} cannot tokenise this {param}: {e}."
+            raise ApiError(400, message, param=param, code="tokenizer_failed") from None
+        return measured.counts, measured.prefix_hashes() if block else None
+
     async def serve(
-        request: Request, body: RequestBody, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
+        request: Request, body: RequestBody, chat: bool, prompt_tokens: int, max_tokens: int, hashes: list[int] | None
     ) -> Response:
         limit = engine.max_context_tokens
         if prompt_tokens + max_tokens > limit:
@@ -289,7 +301,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
         metrics.prompt_tokens.inc(prompt_tokens * body.n)
-        streams = [engine.submit(prompt_tokens, max_tokens, prompt_text) for _ in range(body.n)]
+        streams = [engine.submit(prompt_tokens, max_tokens, hashes) for _ in range(body.n)]
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{streams[0].rid}"
         if body.stream:
@@ -319,10 +331,10 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         body = await read(request, ChatBody)
         assert isinstance(body, ChatBody)
-        prompt = count_chat_tokens([m.text() for m in body.messages], engine.tokens)
+        contents = [m.text() for m in body.messages]
+        counts, hashes = await measure(contents, chat_text([(m.role, m.text()) for m in body.messages]), "messages")
         max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
-        text = chat_text([(m.role, m.text()) for m in body.messages])
-        return await serve(request, body, True, prompt, max_tokens, text)
+        return await serve(request, body, True, chat_prompt_tokens(counts), max_tokens, hashes)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -331,9 +343,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported", param="prompt")
-        return await serve(
-            request, body, False, count_tokens(prompts[0], engine.tokens), body.max_tokens or 16, prompts[0]
-        )
+        (count,), hashes = await measure(prompts, prompts[0], "prompt")
+        return await serve(request, body, False, count, body.max_tokens or 16, hashes)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.deploy import mtp_tokens_per_step
-from cloudmatrix.emulator.text import CharTokens, Tokens, prefix_block_hashes
+from cloudmatrix.emulator.text import CharTokens
+from cloudmatrix.emulator.tokenizer_worker import TokenizerPool
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import Simulation
@@ -52,7 +53,7 @@ class RealtimeEngine:
         scenario: Scenario,
         speed: float = 1.0,
         max_outstanding: int | None = None,
-        tokens: Tokens | None = None,
+        tokens: CharTokens | TokenizerPool | None = None,
     ) -> None:
         if scenario.aggregated is not None:
             raise ConfigError(
@@ -63,7 +64,7 @@ class RealtimeEngine:
         self.sim = Simulation(scenario, workload=empty, listener=self)
         self.sim.start()
         self.speed = speed
-        self.tokens: Tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
+        self.tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
         self.max_outstanding = max_outstanding or self.sim.decode_slots
         self.streams: dict[int, Stream] = {}  # live requests by table row
         self.next_seq = 0
@@ -115,6 +116,8 @@ class RealtimeEngine:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if isinstance(self.tokens, TokenizerPool):
+            self.tokens.close()
 
     def begin_drain(self, deadline_s: float) -> None:
         """SIGTERM: admit nothing new; streams still open ``deadline_s`` from now are ended with an error
@@ -143,12 +146,14 @@ class RealtimeEngine:
         remaining = min((s.max_tokens - s.generated for s in self.streams.values()), default=0)
         return max(1, math.ceil(max(remaining, 0) * tpot / self.speed))
 
-    def submit(self, prompt_tokens: int, max_tokens: int, prompt_text: str | None = None) -> Stream:
-        """A request from a client; with its text, the EMS cache (if the scenario has one) sees its prefix."""
+    @property
+    def block_tokens(self) -> int | None:
+        """The EMS cache's block size, None without a cache (then prompts need no block hashes)."""
+        return self.sim.ems.block_tokens if self.sim.ems is not None else None
+
+    def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> Stream:
+        """A request from a client; with its prompt's chained block hashes, the EMS cache sees its prefix."""
         self._catch_up()
-        hashes = None
-        if prompt_text is not None and self.sim.ems is not None:
-            hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens, self.tokens)
         row = self.sim.submit(prompt_tokens, max_tokens, hashes)
         rid = public_id()
         stream = Stream(rid=rid, seq=self.next_seq, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
