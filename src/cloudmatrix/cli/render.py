@@ -191,14 +191,25 @@ def simulate_table(d: dict[str, Any]) -> Table:
         f"SLO attainment {d['slo_attainment']:.1%}; goodput {d['goodput_req_s']:.1f} req/s; "
         f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}. Bound: prefill pool busy "
         f"{d['bound']['prefill_busy']:.0%}, decode batches {d['bound']['decode_batch_fill']:.0%} full: the "
-        f"{d['bound']['pool']} pool sets the rate"
-        + (
-            " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"
-            if d["bound"]["pool"] == "prefill" and d["bound"]["decode_batch_fill"] < 0.5
-            else ""
-        )
+        f"{d['bound']['pool']} pool sets the rate{_bound_advice(d)}"
     )
     return t
+
+
+def _bound_advice(d: dict[str, Any]) -> str:
+    """What would balance the pools of the scenario simulated (the paper's scenario has a loaded twin)."""
+    b = d["bound"]
+    if b["prefill_busy"] < 0.5 and b["decode_batch_fill"] < 0.5:
+        return " (neither pool is loaded: a higher workload.arrivals.rate_per_s, or more requests, would load them)"
+    if b["pool"] == "prefill" and b["decode_batch_fill"] < 0.5:
+        if d["scenario"] == "cm384-paper":
+            return " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"
+        return (
+            f" (decode runs small batches: more prefill instances, or fewer decode chips, would balance {d['system']})"
+        )
+    if b["pool"] == "decode" and b["prefill_busy"] < 0.5:
+        return " (prefill idles: fewer prefill instances would free chips for decode)"
+    return ""
 
 
 COMPARE_COLUMNS = (

@@ -15,7 +15,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.stacks import request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Phase, mtp_tokens_per_step
-from cloudmatrix.estimate import estimate
+from cloudmatrix.estimate import estimate, pool_req_s
 from cloudmatrix.planner.evaluate import CandidateCost, Job, batch_curve
 from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context
 from cloudmatrix.planner.pareto import pareto_front
@@ -123,8 +123,8 @@ def instance_req_s(cost: CandidateCost, t: Targets) -> float:
     """Requests/s one instance completes at its batch: prompts for prefill, answers for decode (whose first
     token comes from prefill, so decode emits output_len − 1 tokens per request)."""
     c = cost.candidate
-    length = t.input_len if c.phase == Phase.PREFILL else max(t.output_len - 1, 1)
-    return cost.tok_s_per_chip * c.chips / length
+    length = t.input_len if c.phase == Phase.PREFILL else t.output_len
+    return pool_req_s(cost.tok_s_per_chip * c.chips, length, c.phase.value)
 
 
 def erlang_c(servers: int, offered: float) -> float:

@@ -168,7 +168,9 @@ def _plan(p: dict[str, Any]) -> str:
     specs = (",d", ",d", ",.1f", ".1f", ",.0f", ".1f", ",.1f")
     rows = [[r["rank"], r["chips"], r["rate_req_s"], r["tpot_ms"], r["ttft_ms"], r["tok_s_per_user"],
              r["output_tok_s_per_chip"]] for r in p["ranked"]]  # fmt: skip
-    return f"<p>{html.escape(text)}</p>" + table(headers, rows, specs)
+    versus = p.get("versus_compare")  # the plan beside compare's preset, in one line (planner/versus.py)
+    line = f"<p>{html.escape(versus['line'])}</p>" if versus else ""
+    return f"<p>{html.escape(text)}</p>" + line + table(headers, rows, specs)
 
 
 def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -17,36 +18,29 @@ from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
-from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.estimate import Estimate, estimate, matched_output_tok_s_per_chip, pool_req_s
 from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
-from cloudmatrix.workload.spec import PRESETS
+from cloudmatrix.workload.shape import parse_workload as parse_workload  # (re-exported: callers' old home)
+
+Progress = Callable[[int, int], None]
 
 
-def system_list(systems: str | None) -> list[str]:
-    """``--systems a,b`` as ids, each once in the order given, all known to the catalog (so there are at most
-    as many as it has, checked before any is priced); by default every system with a published (or assumed)
-    preset."""
-    if not systems:
+def system_list(systems: str | Sequence[str] | None) -> list[str]:
+    """``--system a,b --system c`` (or the older ``--systems a,b``) as ids, each once in the order given, all
+    known to the catalog (so there are at most as many as it has, checked before any is priced); by default
+    every system with a published (or assumed) preset."""
+    given = [systems] if isinstance(systems, str) else list(systems or [])
+    if not any(given):
         return list(presets())
-    ids = list(dict.fromkeys(s.strip() for s in systems.split(",")))
+    ids = list(dict.fromkeys(s.strip() for item in given for s in item.split(",")))
     known = system_ids()
     if len(ids) > len(known):
-        raise ConfigError(f"--systems: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
+        raise ConfigError(f"--system: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
     for s in ids:
         if s not in known:
-            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--systems: an empty id; expected ids")
+            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--system: an empty id; expected ids")
     return ids
-
-
-def parse_workload(name: str) -> tuple[int, int]:
-    """A preset (``4k-256``, ``2k-256``, ``1k-1k``) or ``INPUT/OUTPUT`` token lengths."""
-    if name in PRESETS:
-        return PRESETS[name]
-    parts = name.split("/")
-    if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
-        return int(parts[0]), int(parts[1])
-    raise ConfigError(f"workload '{name}': expected one of {', '.join(PRESETS)} or INPUT/OUTPUT, e.g. 4096/256")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -284,10 +278,10 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         tokens //= 2  # smaller prefill batches for a tighter TTFT
         pre = _prefill(system, c, preset, tokens)
         ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
-    prefill_req = pre.throughput_per_chip_tok_s / c.input_len
-    decode_req = dec.throughput_per_chip_tok_s / c.output_len
-    rate_per_chip = prefill_req * decode_req / (prefill_req + decode_req)
-    per_chip = rate_per_chip * c.output_len
+    prefill_req = pool_req_s(pre.throughput_per_chip_tok_s, c.input_len, "prefill")
+    decode_req = pool_req_s(dec.throughput_per_chip_tok_s, c.output_len, "decode")
+    per_chip = matched_output_tok_s_per_chip(prefill_req, decode_req, c.output_len)
+    rate_per_chip = per_chip / c.output_len
     per_system = per_chip * hw.system.num_chips
     return SystemResult(
         **base,
@@ -321,12 +315,15 @@ def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
     return handoff + _request_fixed_s(system, c, preset, disaggregated=True)
 
 
-def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
+def compare(systems: list[str], c: Conditions, progress: Progress | None = None) -> list[SystemResult]:
+    """Every system's result in the order given; ``progress(done, total)`` after each."""
     load_model(c.model)  # fail early on an unknown model
     if c.stack is not None:
         load_stack(c.stack)  # ... and on an unknown stack
-    results = []
+    results: list[SystemResult] = []
     for s in systems:
+        if progress is not None:
+            progress(len(results), len(systems))
         refusal = _not_run(s, c.stack)
         if refusal is not None:
             results.append(refusal)
@@ -361,9 +358,11 @@ def _not_run(system: str, stack: str | None) -> SystemResult | None:
     )
 
 
-def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:
+def compare_dict(
+    systems: list[str], c: Conditions, progress: Progress | None = None
+) -> tuple[list[SystemResult], dict[str, Any]]:
     """The results and the ``compare --json`` object (the report embeds the same object)."""
-    results = compare(systems, c)
+    results = compare(systems, c, progress)
     return results, {
         "model": c.model,
         "workload": {"input_len": c.input_len, "output_len": c.output_len},

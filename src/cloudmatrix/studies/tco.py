@@ -15,7 +15,7 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.overrides import apply_hardware_overrides, split_assignment
 from cloudmatrix.catalog.tco import TCO_PREFIX, TcoInputs, check_printable, load_tco
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.studies.compare import Conditions, SystemResult, compare_dict
+from cloudmatrix.studies.compare import Conditions, Progress, SystemResult, compare_dict
 
 HOURS_PER_YEAR = 8766.0  # 365.25 days
 MONTHS_PER_YEAR = 12
@@ -126,7 +126,7 @@ def priced(r: SystemResult, hw: Hardware, tco: TcoInputs) -> SystemResult:
 
 
 def compare_priced(
-    systems: list[str], c: Conditions, assignments: tuple[str, ...] = ()
+    systems: list[str], c: Conditions, assignments: tuple[str, ...] = (), progress: Progress | None = None
 ) -> tuple[list[SystemResult], dict[str, Any]]:
     """``compare_dict`` with each system's cost and energy per token (overrides checked before any pricing)."""
     tco_set, system_set = split_overrides(assignments)
@@ -137,7 +137,7 @@ def compare_priced(
     hws = {s: system_hardware(s, system_set) for s in systems}
     for hw in hws.values():
         power_model(hw, tco)  # an inconsistent power breakdown fails before the long part
-    results, d = compare_dict(systems, c)
+    results, d = compare_dict(systems, c, progress)
     results = [priced(r, hws[r.system], tco) for r in results]
     d["systems"] = [r.to_dict() for r in results]
     d["tco"] = tco_summary(tco, assignments)
