@@ -98,6 +98,7 @@ class ModelSpec:
     compressed: CompressedAttentionSpec | None = None  # DeepSeek-V4's compressed attention
     linear: LinearAttentionSpec | None = None  # Qwen3-Next's Gated DeltaNet layers (the rest are full attention)
     source: str = ""
+    max_context: int | None = None  # prompt + output tokens the model takes (config's max_position_embeddings)
 
     # ---- shapes -------------------------------------------------------------------------------------
     @property

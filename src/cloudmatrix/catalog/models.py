@@ -249,7 +249,14 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         compressed=compressed,
         linear=_linear(model_id, cfg) if compressed is None else None,
         source=source,
+        max_context=_max_context(cfg),
     )
+
+
+def _max_context(cfg: HFConfig) -> int | None:
+    """The context the model was trained to (``max_position_embeddings``), where its config states one."""
+    n = getattr(cfg, "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 # Multimodal wrappers whose language model (``text_config``) the twin prices; their vision towers run only

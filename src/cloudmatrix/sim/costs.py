@@ -4,7 +4,9 @@ long run prices each distinct (batch, context) bucket once."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
@@ -115,8 +117,9 @@ class StepCosts:
                 f"deployment needs {need} chips ({parts}) but {self.hw.system.id} has {self.hw.system.num_chips}"
             )
         if self.s.prefill is not None:
-            estimate(self.hw, self.model, self.prefill_deployment())
-        estimate(self.hw, self.model, self.decode_deployment())
+            _pool_fits("prefill", self.s.prefill, lambda: estimate(self.hw, self.model, self.prefill_deployment()))
+        name, pool = pools[-1]  # the decode or the aggregated pool
+        _pool_fits(name, pool, lambda: estimate(self.hw, self.model, self.decode_deployment()))
 
     def kv_capacity_blocks(self, block_tokens: int) -> int:
         """KV blocks a decode die holds: HBM left after weights, buffers and reserve at the configured batch."""
@@ -160,3 +163,12 @@ class StepCosts:
         p = self.s.prefill
         stripe = kv_group(p.tp, p.attention_tp)
         return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, stripe) + self.handoff_overhead_s
+
+
+def _pool_fits(name: str, pool: Any, priced: Callable[[], object]) -> None:
+    """Price a pool's instance; a refusal names the pool that does not fit, then the estimate's reason."""
+    try:
+        priced()
+    except InfeasibleDeploymentError as e:
+        ep = f" EP{pool.ep}" if pool.ep else ""
+        raise InfeasibleDeploymentError(f"{name} pool ({pool.instances} x {pool.chips} chips{ep}): {e}") from None
