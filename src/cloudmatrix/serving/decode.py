@@ -3,11 +3,19 @@ slot and their KV blocks are free, MTP acceptance drawn per sequence. Vectorised
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 
 from cloudmatrix.serving.kv_pool import KvBlockPools
 
 _FULL = np.iinfo(np.int64).max
+
+
+class Uniforms(Protocol):
+    """Where MTP acceptance draws come from: a numpy Generator, or a stream with lookahead over one."""
+
+    def random(self, size: tuple[int, int]) -> np.ndarray: ...
 
 
 class DecodeBatch:
@@ -68,14 +76,31 @@ class DecodeBatch:
         """(sequences on the busiest die, mean context over active sequences): the slowest die sets the step."""
         return int(self.active_per_die.max()), float(self.kv[self.active].mean())
 
-    def step(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One decode step: each active sequence gains 1 + its accepted draft tokens (consecutive Bernoulli
-        successes). Returns (request ids of the active sequences, tokens each gained, finished request ids)."""
-        idx = np.flatnonzero(self.active)
-        gained = np.ones(idx.size, dtype=np.int64)
+    def active_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.active)
+
+    def gains(self, uniforms: np.ndarray | None, idx: np.ndarray, steps: int) -> np.ndarray:
+        """Tokens each sequence in ``idx`` would gain in each of ``steps`` steps, before clipping to what it has
+        left: 1 + its accepted draft tokens (consecutive Bernoulli successes). ``uniforms`` are laid out as the
+        steps draw them, one after another: (step, sequence, draft)."""
+        gained = np.ones((steps, idx.size), dtype=np.int64)
         if self.mtp:
-            ok = rng.random((idx.size, self.mtp)) < self.acceptance
-            gained += np.cumprod(ok, axis=1).sum(axis=1)
+            assert uniforms is not None
+            ok = uniforms.reshape(steps, idx.size, self.mtp) < self.acceptance
+            gained += np.cumprod(ok, axis=2).sum(axis=2)
+        return gained
+
+    def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One decode step: each active sequence gains 1 + its accepted draft tokens. Returns (request ids of
+        the active sequences, tokens each gained, finished request ids)."""
+        idx = self.active_slots()
+        uniforms = rng.random((idx.size, self.mtp)) if self.mtp else None
+        return self.advance(idx, self.gains(uniforms, idx, 1)[0])
+
+    def advance(self, idx: np.ndarray, gained: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Add ``gained`` tokens to the sequences in slots ``idx`` (one step's, or the sum of a stretch of steps
+        in which none finished before the last), clipped to what each has left; free the finished ones.
+        Returns (request ids of ``idx``, tokens each gained, finished request ids)."""
         remaining = self.remaining[idx]
         gained = np.minimum(gained, remaining)
         self.remaining[idx] = remaining - gained

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from functools import lru_cache
 
+import numpy as np
+
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
@@ -138,6 +140,14 @@ class StepCosts:
         return self.decode_time_s(
             seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), math.ceil(per_chip / PREFILL_BUCKET_TOKENS)
         )
+
+    def decode_steps_s(self, seqs_per_die: int, mean_kv: np.ndarray) -> np.ndarray:
+        """``decode_step_s`` over a stretch of steps of one batch shape without a prompt chunk, one price per
+        KV bucket (``np.rint`` rounds half to even, as ``round`` does)."""
+        buckets = np.maximum(np.rint(mean_kv / KV_BUCKET_TOKENS), 1).astype(np.int64)
+        levels, where = np.unique(buckets, return_inverse=True)
+        prices = np.array([self.decode_time_s(seqs_per_die, int(b), 0) for b in levels.tolist()])
+        return prices[where]
 
     def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int, cached_bucket: int = 0) -> float:
         dep = self.prefill_deployment(

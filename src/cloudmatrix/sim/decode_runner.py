@@ -1,0 +1,101 @@
+"""Stretches of decode steps advanced in one computation. Between two events that change a decode batch (a
+sequence joining or finishing, a reservation, anything else waiting in the event queue) the batch runs steps
+whose time changes only through KV growth. A stretch computes those steps at once, with the same MTP draws
+in the same order, the same step prices and the same clock sums as the step-by-step path, so a run gives
+bit-identical results either way; it ends at the first finish or before the next queued event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.metrics import Recorder
+from cloudmatrix.workload.rng import Lookahead
+
+MAX_DRAWS = 1 << 18  # sequence-steps one stretch looks ahead at most (bounds its memory to a few MB)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stretch:
+    idx: np.ndarray  # the active slots, in the order the step-by-step path visits them
+    gained: np.ndarray  # tokens each of them gains over the stretch (clipped to what it had left)
+    starts_s: list[float]  # each step's start
+    durations_s: list[float]  # each step's price
+    tokens: list[int]  # tokens each step generates
+    seqs: int  # sequences on the busiest die (the shape every step is priced at)
+    draws: int  # MTP draws the stretch uses
+    delay_s: float  # from now to the end of the last step; now + delay_s is that end exactly
+
+    @property
+    def steps(self) -> int:
+        return len(self.durations_s)
+
+
+def plan(
+    batch: DecodeBatch, costs: StepCosts, uniforms: Lookahead, now: float, horizon: float, first_s: float
+) -> Stretch | None:
+    """The steps from ``now`` up to and including the first that finishes a sequence, all ending before
+    ``horizon`` (the next queued event); None when fewer than two steps qualify. ``first_s`` is the price of
+    the next step, which the caller has already computed."""
+    idx = batch.active_slots()
+    remaining = batch.remaining[idx]
+    lookahead = int(remaining.min())  # every step gains at least one token, so some sequence ends by then
+    if horizon < float("inf"):
+        lookahead = min(lookahead, int((horizon - now) / first_s) + 1)  # steps do not get cheaper as KV grows
+    lookahead = min(lookahead, MAX_DRAWS // (idx.size * max(batch.mtp, 1)))
+    if lookahead < 2 or now + first_s >= horizon:
+        return None
+    draws_per_step = idx.size * batch.mtp
+    gains = batch.gains(uniforms.peek(lookahead * draws_per_step) if batch.mtp else None, idx, lookahead)
+    cum = np.cumsum(gains, axis=0)
+    hit = (cum >= remaining).any(axis=1)
+    steps = int(hit.argmax()) + 1 if hit.any() else lookahead
+    tokens = gains[:steps].sum(axis=1)
+    tokens[-1] = np.minimum(cum[steps - 1], remaining).sum() - (cum[steps - 2].sum() if steps > 1 else 0)
+    # the mean context at each step's start, as the step-by-step path computes it (sums of int64 are exact)
+    before = np.concatenate([[0], np.cumsum(tokens[:-1])])
+    durations = costs.decode_steps_s(int(batch.active_per_die.max()), (int(batch.kv[idx].sum()) + before) / idx.size)
+    ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
+    steps = min(steps, int(np.searchsorted(ends, horizon, side="left")))
+    while steps >= 2 and now + (float(ends[steps - 1]) - now) != float(ends[steps - 1]):
+        steps -= 1  # rare: the clock could not land on the stretch's end exactly; end a step earlier
+    if steps < 2:
+        return None
+    return Stretch(
+        idx=idx,
+        gained=np.minimum(cum[steps - 1], remaining),
+        starts_s=[now, *ends[: steps - 1].tolist()],
+        durations_s=durations[:steps].tolist(),
+        tokens=tokens[:steps].tolist(),
+        seqs=int(batch.active_per_die.max()),
+        draws=steps * draws_per_step,
+        delay_s=float(ends[steps - 1]) - now,
+    )
+
+
+def commit(
+    stretch: Stretch,
+    batch: DecodeBatch,
+    uniforms: Lookahead,
+    generated: np.ndarray,
+    rec: Recorder,
+    inst: int,
+    active: int,
+) -> np.ndarray:
+    """Apply a stretch once the clock stands at its end: the draws it used, the tokens, the recorded steps
+    (``active``: the sequence count each step records). Returns the request ids that finished."""
+    uniforms.consume(stretch.draws)
+    occupancy = _occupancy(batch)  # no block is freed before the last step
+    stepped, gained, finished = batch.advance(stretch.idx, stretch.gained)
+    generated[stepped] += gained
+    rec.decode_stretch(
+        inst, stretch.starts_s, stretch.durations_s, active, stretch.tokens, occupancy, _occupancy(batch)
+    )
+    return finished
+
+
+def _occupancy(batch: DecodeBatch) -> float:
+    return float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
