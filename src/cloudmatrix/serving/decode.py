@@ -33,9 +33,12 @@ class DecodeBatch:
         self.occupied = np.zeros(num_dies, dtype=np.int64)
         self.active_per_die = np.zeros(num_dies, dtype=np.int64)
         self.num_active = 0
+        self.free_slots = n
 
     def choose_die(self, blocks: int) -> int | None:
         """The least-occupied die with a free slot and room for ``blocks``; None when none fits."""
+        if not self.free_slots:
+            return None
         load = np.where(
             (self.occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks), self.occupied, _FULL
         )
@@ -49,6 +52,7 @@ class DecodeBatch:
         self.pools.allocate(die, blocks)
         self.rid[slot], self.blocks[slot] = rid, blocks
         self.occupied[die] += 1
+        self.free_slots -= 1
         return slot
 
     def activate(self, slot: int, context: int, remaining: int) -> None:
@@ -66,6 +70,7 @@ class DecodeBatch:
             self.num_active -= 1
         self.pools.release(np.array([die]), self.blocks[slot : slot + 1])
         self.occupied[die] -= 1
+        self.free_slots += 1
         self.rid[slot], self.blocks[slot] = -1, 0
 
     def slot_of(self, rid: int) -> int | None:
@@ -114,5 +119,6 @@ class DecodeBatch:
             np.subtract.at(self.occupied, dies, 1)
             np.subtract.at(self.active_per_die, dies, 1)
             self.num_active -= done.size
+            self.free_slots += done.size
             self.rid[done], self.active[done], self.blocks[done] = -1, False, 0
         return stepped, gained, finished

@@ -42,14 +42,15 @@ class AggregatedInstance:
         self.queue: deque[int] = deque()
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.wake = sim.env.event()
+        self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
 
     def load(self) -> float:
         """Prompt tokens waiting or in progress, for least-loaded routing."""
-        table = self.sim.table
-        return float(sum(int(table.input_len[r]) for r in self.queue) + sum(e[2] for e in self.prefilling))
+        return float(self.pending_tokens)
 
     def enqueue(self, rid: int) -> None:
         self.queue.append(rid)
+        self.pending_tokens += int(self.sim.table.input_len[rid])
         if not self.wake.triggered:
             self.wake.succeed()
             self.wake = self.sim.env.event()
@@ -76,6 +77,7 @@ class AggregatedInstance:
             entry[2] -= take
             left -= take
             taken += take
+            self.pending_tokens -= take
             if entry[2] == 0:
                 completing.append(entry)
             if left == 0:

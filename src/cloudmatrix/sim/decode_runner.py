@@ -40,40 +40,63 @@ def plan(
     """The steps from ``now`` up to and including the first that finishes a sequence, all ending before
     ``horizon`` (the next queued event); None when fewer than two steps qualify. ``first_s`` is the price of
     the next step, which the caller has already computed."""
-    idx = batch.active_slots()
-    remaining = batch.remaining[idx]
-    lookahead = int(remaining.min())  # every step gains at least one token, so some sequence ends by then
+    if now + first_s >= horizon:
+        return None
+    lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
     if horizon < float("inf"):
         lookahead = min(lookahead, int((horizon - now) / first_s) + 1)  # steps do not get cheaper as KV grows
-    lookahead = min(lookahead, MAX_DRAWS // (idx.size * max(batch.mtp, 1)))
-    if lookahead < 2 or now + first_s >= horizon:
+    if lookahead < 2:
         return None
-    draws_per_step = idx.size * batch.mtp
-    gains = batch.gains(uniforms.peek(lookahead * draws_per_step) if batch.mtp else None, idx, lookahead)
-    cum = np.cumsum(gains, axis=0)
-    hit = (cum >= remaining).any(axis=1)
-    steps = int(hit.argmax()) + 1 if hit.any() else lookahead
-    tokens = gains[:steps].sum(axis=1)
-    tokens[-1] = np.minimum(cum[steps - 1], remaining).sum() - (cum[steps - 2].sum() if steps > 1 else 0)
+    idx = batch.active_slots()
+    remaining = batch.remaining[idx]
+    lookahead = min(lookahead, int(remaining.min()))  # every step gains a token, so some sequence ends by then
+    if lookahead < 2:
+        return None
+    if batch.mtp:
+        cum = _cumulative_gains(batch, uniforms, idx, remaining, lookahead)
+        totals = np.minimum(cum, remaining).sum(axis=1)  # tokens the batch has gained after each step
+    else:  # one token a step: nobody has fewer than ``lookahead`` left, so nothing is clipped
+        cum = np.arange(1, lookahead + 1)[:, None]
+        totals = cum[:, 0] * idx.size
+    tokens = np.diff(totals, prepend=0)
     # the mean context at each step's start, as the step-by-step path computes it (sums of int64 are exact)
-    before = np.concatenate([[0], np.cumsum(tokens[:-1])])
-    durations = costs.decode_steps_s(int(batch.active_per_die.max()), (int(batch.kv[idx].sum()) + before) / idx.size)
+    kv_means = (int(batch.kv[idx].sum()) + totals - tokens) / idx.size
+    seqs = int(batch.active_per_die.max())
+    durations = costs.decode_steps_s(seqs, kv_means)
     ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
-    steps = min(steps, int(np.searchsorted(ends, horizon, side="left")))
+    steps = min(len(totals), int(np.searchsorted(ends, horizon, side="left")))
     while steps >= 2 and now + (float(ends[steps - 1]) - now) != float(ends[steps - 1]):
         steps -= 1  # rare: the clock could not land on the stretch's end exactly; end a step earlier
     if steps < 2:
         return None
     return Stretch(
         idx=idx,
-        gained=np.minimum(cum[steps - 1], remaining),
+        gained=np.minimum(np.broadcast_to(cum[steps - 1], remaining.shape), remaining),
         starts_s=[now, *ends[: steps - 1].tolist()],
         durations_s=durations[:steps].tolist(),
         tokens=tokens[:steps].tolist(),
-        seqs=int(batch.active_per_die.max()),
-        draws=steps * draws_per_step,
+        seqs=seqs,
+        draws=steps * idx.size * batch.mtp,
         delay_s=float(ends[steps - 1]) - now,
     )
+
+
+def _cumulative_gains(
+    batch: DecodeBatch, uniforms: Lookahead, idx: np.ndarray, remaining: np.ndarray, limit: int
+) -> np.ndarray:
+    """Tokens each sequence has gained after each step (unclipped, MTP on), up to the first step that
+    finishes one and at most ``limit`` steps: (steps, sequences). The draws are looked at in doubling
+    windows: at high concurrency some sequence finishes within a step or two."""
+    size = min(limit, 8)
+    while True:
+        gains = batch.gains(uniforms.peek(size * idx.size * batch.mtp), idx, size)
+        cum = np.cumsum(gains, axis=0)
+        hit = (cum >= remaining).any(axis=1)
+        if hit.any():
+            return cum[: int(hit.argmax()) + 1]
+        if size == limit:
+            return cum
+        size = min(2 * size, limit)
 
 
 def commit(
