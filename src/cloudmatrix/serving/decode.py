@@ -34,6 +34,9 @@ class DecodeBatch:
         self.active_per_die = np.zeros(num_dies, dtype=np.int64)
         self.num_active = 0
         self.free_slots = n
+        self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
+        self._slots = np.zeros(0, dtype=np.int64)  # the active slots in slot order, kept as they change
+        self._joined: list[int] = []  # slots activated since ``_slots`` was last sorted
 
     def choose_die(self, blocks: int) -> int | None:
         """The least-occupied die with a free slot and room for ``blocks``; None when none fits."""
@@ -60,6 +63,8 @@ class DecodeBatch:
         self.kv[slot], self.remaining[slot] = context, remaining
         self.active_per_die[slot // self.cap] += 1
         self.num_active += 1
+        self.kv_total += context
+        self._joined.append(slot)
 
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
@@ -68,6 +73,11 @@ class DecodeBatch:
             self.active[slot] = False
             self.active_per_die[die] -= 1
             self.num_active -= 1
+            self.kv_total -= int(self.kv[slot])
+            if slot in self._joined:
+                self._joined.remove(slot)
+            else:
+                self._slots = self._slots[self._slots != slot]
         self.pools.release(np.array([die]), self.blocks[slot : slot + 1])
         self.occupied[die] -= 1
         self.free_slots += 1
@@ -79,10 +89,14 @@ class DecodeBatch:
 
     def shape(self) -> tuple[int, float]:
         """(sequences on the busiest die, mean context over active sequences): the slowest die sets the step."""
-        return int(self.active_per_die.max()), float(self.kv[self.active].mean())
+        return int(self.active_per_die.max()), self.kv_total / self.num_active
 
     def active_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.active)
+        """The active slots in slot order (the order every step visits them and draws for them)."""
+        if self._joined:
+            self._slots = np.sort(np.concatenate([self._slots, np.array(self._joined, dtype=np.int64)]))
+            self._joined.clear()
+        return self._slots
 
     def gains(self, uniforms: np.ndarray | None, idx: np.ndarray, steps: int) -> np.ndarray:
         """Tokens each sequence in ``idx`` would gain in each of ``steps`` steps, before clipping to what it has
@@ -110,7 +124,9 @@ class DecodeBatch:
         gained = np.minimum(gained, remaining)
         self.remaining[idx] = remaining - gained
         self.kv[idx] += gained
-        done = idx[remaining == gained]
+        self.kv_total += int(gained.sum())
+        ending = remaining == gained
+        done = idx[ending]
         stepped = self.rid[idx]
         finished = self.rid[done].copy()
         if done.size:
@@ -121,4 +137,9 @@ class DecodeBatch:
             self.num_active -= done.size
             self.free_slots += done.size
             self.rid[done], self.active[done], self.blocks[done] = -1, False, 0
+            self.kv_total -= int(self.kv[done].sum())
+            if idx is self._slots and not self._joined:
+                self._slots = idx[~ending]
+            else:  # not the whole active set: sort it out again
+                self._slots, self._joined = np.flatnonzero(self.active), []
         return stepped, gained, finished
