@@ -59,8 +59,8 @@ def plan(
         cum = np.arange(1, lookahead + 1)[:, None]
         totals = cum[:, 0] * idx.size
     tokens = np.diff(totals, prepend=0)
-    # the mean context at each step's start, as the step-by-step path computes it (sums of int64 are exact)
-    kv_means = (int(batch.kv[idx].sum()) + totals - tokens) / idx.size
+    # the mean context at each step's start, as the step-by-step path computes it (exact integer sums)
+    kv_means = (batch.kv_total + totals - tokens) / idx.size
     seqs = int(batch.active_per_die.max())
     durations = costs.decode_steps_s(seqs, kv_means)
     ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
