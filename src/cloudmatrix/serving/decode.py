@@ -106,7 +106,7 @@ class DecodeBatch:
         if self.mtp:
             assert uniforms is not None
             ok = uniforms.reshape(steps, idx.size, self.mtp) < self.acceptance
-            gained += np.cumprod(ok, axis=2).sum(axis=2)
+            gained += ok[:, :, 0] if self.mtp == 1 else np.cumprod(ok, axis=2).sum(axis=2)
         return gained
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -132,8 +132,9 @@ class DecodeBatch:
         if done.size:
             dies = done // self.cap
             self.pools.release(dies, self.blocks[done])
-            np.subtract.at(self.occupied, dies, 1)
-            np.subtract.at(self.active_per_die, dies, 1)
+            per_die = np.bincount(dies, minlength=self.num_dies)
+            self.occupied -= per_die
+            self.active_per_die -= per_die
             self.num_active -= done.size
             self.free_slots += done.size
             self.rid[done], self.active[done], self.blocks[done] = -1, False, 0
