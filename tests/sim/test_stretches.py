@@ -48,6 +48,7 @@ def test_built_in_scenarios_match_step_by_step(name: str, arrivals: str) -> None
         ("cm384-paper", ["decode.mtp=0", "decode.chips=16", "decode.ep=32", "prefill.instances=2"]),
         ("cm384-paper", ["decode.mtp=2", "decode.instances=1", "workload.output={kind: uniform, low: 1, high: 300}"]),
         ("cm384-paper", ["decode.chips=16", "decode.ep=32", "decode.batch_per_chip=2", "requests=200"]),
+        ("cm384-paper", ["decode.instances=2", "decode.chips=16", "decode.ep=32", "prefill.instances=2"]),
         ("h200-colocated", ["aggregated.mtp=0", "aggregated.instances=1"]),
         ("h200-colocated", ["aggregated.mtp=3", "aggregated.mtp_acceptance=0.9", "aggregated.batch_per_chip=2"]),
         ("h200-colocated", ["duration_s=20"]),
