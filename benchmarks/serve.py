@@ -44,8 +44,8 @@ async def one_request(host: str, port: int, payload: bytes) -> int:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(
-            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            b"POST /v1/completions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (host.encode(), port, len(payload), payload)
         )
         await writer.drain()
         data = await reader.read()  # until the server closes: the whole SSE stream

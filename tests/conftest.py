@@ -3,7 +3,7 @@ import dataclasses
 import pytest
 
 from cloudmatrix.deploy import Deployment, Phase
-from cloudmatrix.studies.ablate import paper_deployments
+from cloudmatrix.deployment import paper_deployments
 
 
 @pytest.fixture

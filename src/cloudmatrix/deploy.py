@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
-from cloudmatrix.catalog.stacks import load_stack
-from cloudmatrix.deploy_checks import check_formats, check_layout, check_offload
+from cloudmatrix.deploy_checks import check_formats, check_layout, check_offload, check_stack
 from cloudmatrix.deployment import (  # noqa: F401 (re-exported: the deployment types are deploy's vocabulary)
     CACHE_PLANES,
     DEFAULT_ATTENTION_TP,
@@ -173,8 +172,7 @@ class Plan:
 
 def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     d = deployment
-    if d.stack is not None:
-        load_stack(d.stack)  # an unknown stack fails here, naming the known ones
+    check_stack(d, hardware)
     check_formats(d, hardware)
     if d.num_chips < 1 or d.num_chips > hardware.system.num_chips:
         raise InfeasibleDeploymentError(

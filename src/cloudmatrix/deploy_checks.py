@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.catalog.stacks import check_runs_on, load_stack
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import BYTES_PER_ELEMENT
 
@@ -17,6 +18,13 @@ if TYPE_CHECKING:
 def check_choice(field: str, value: str, valid: dict[str, float]) -> None:
     if value not in valid:
         raise InfeasibleDeploymentError(f"{field} '{value}' is not one of: {', '.join(valid)}")
+
+
+def check_stack(d: Deployment, hardware: Hardware) -> None:
+    """A known stack (an unknown one fails naming the known ones) with a build for the system's vendor."""
+    if d.stack is not None:
+        load_stack(d.stack)
+        check_runs_on(d.stack, hardware.system.vendor, hardware.system.id)
 
 
 def check_formats(d: Deployment, hardware: Hardware) -> None:

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
+from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.catalog.routing import RoutingProfile
 from cloudmatrix.inputs import check_number, check_optional
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
 CACHE_PLANES = ("ub", "vpc")  # EMS reached over UB, or over the VPC (P3 §4.4, Fig. 23)
+# The paper's instances (P3 §5.1), as the reference rows state them: decode EP320 at batch 96, KV 4K, MTP 1
+# at 70 %, the engine running whichever of its two graphs (with or without the microbatch pipeline) is
+# faster; prefill EP32 at 16K tokens per NPU of 4K prompts with the microbatch pipeline and EMS context
+# caching over UB at the 50 % reuse point of Fig. 23; INT8 and default EPLB.
+PAPER_SET, PAPER_DECODE_ROW, PAPER_PREFILL_ROW = "cloudmatrix-infer", "decode-b96-throughput", "ems-ttft-reuse50"
 
 
 class Phase(StrEnum):
@@ -68,6 +75,17 @@ class Deployment:
 
     def __post_init__(self) -> None:
         check_deployment_numbers(self)
+        for name in INTEGER_FIELDS:  # 9.0 chips passed the integer check: hold it as the int 9 downstream
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, int(value))
+
+
+# Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
+INTEGER_FIELDS = (
+    "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
+    "redundant_experts", "tp", "moe_tp",
+)  # fmt: skip
 
 
 MAX_LEN = 10_000_000  # tokens of one prompt or completion
@@ -93,3 +111,37 @@ def check_deployment_numbers(d: Deployment) -> None:
     check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
     check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
     check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)
+
+
+def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:
+    """The deployment a reference row's setup states (its set's defaults filling what the row leaves out)."""
+    s = {**defaults, **setup}
+    return Deployment(
+        phase=Phase(s["phase"]),
+        num_chips=s["chips"],
+        ep=s.get("ep"),
+        batch_per_chip=s.get("batch_per_chip"),
+        tokens_per_chip=s.get("tokens_per_chip"),
+        input_len=s.get("input_len", 4096),
+        output_len=s.get("output_len", 256),
+        kv_len=s.get("kv_len"),
+        precision=s.get("precision", "int8"),
+        kv_precision=s.get("kv_precision", "bf16"),
+        mtp=s.get("mtp", 0),
+        mtp_acceptance=s.get("mtp_acceptance", 0.0),
+        eplb=Eplb(s.get("eplb", "perfect")),
+        microbatch=s.get("microbatch"),
+        routing=s.get("routing"),
+        cached_fraction=s.get("cached_fraction", 0.0),
+        cache_plane=s.get("cache_plane", "ub"),
+    )
+
+
+def paper_deployments() -> dict[Phase, Deployment]:
+    """The paper's decode and prefill instances, from the setups of their reference rows."""
+    ref = load_reference(PAPER_SET)
+    setups = {r.id: r.setup for r in ref.rows}
+    return {
+        Phase.DECODE: deployment_from_setup(setups[PAPER_DECODE_ROW], ref.defaults),
+        Phase.PREFILL: deployment_from_setup(setups[PAPER_PREFILL_ROW], ref.defaults),
+    }

@@ -1,14 +1,18 @@
 """The one validation layer for what users hand the twin: numbers (CLI flags, deployment fields, ``--set``
-values, HTTP bodies) and files (scenarios, traces, model configs, routing histograms). Every problem is one
-``InputError`` line naming the field, the value and what was expected; nothing here reads the catalog."""
+values, HTTP bodies, worker counts) and files (scenarios, traces, model configs, routing histograms, CSV
+corpora). Every problem is one ``InputError`` line naming the field, the value and what was expected; nothing
+here reads the catalog. Sizes are bounded before the work they would cost starts."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import numbers
+import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +23,8 @@ from cloudmatrix.errors import ConfigError
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a trace of a few million requests; larger inputs are refused up front
 MAX_YAML_BYTES = 4 * 1024 * 1024  # scenario and config files are small
 MAX_DEPTH = 32  # nesting of a scenario, config or JSON body
+MAX_YAML_NODES = 1_000_000  # nodes a YAML document expands to, an alias counted at every use (billion laughs)
+MAX_CELL_CHARS = 64 * 1024  # one CSV cell (the csv module's own limit, 128 KiB, would end in its own error)
 MAX_TOKENS = 10_000_000  # one prompt or completion
 MAX_REQUESTS = 1_000_000  # requests one simulation may run (the largest public validation row runs 30,720)
 MAX_SIM_S = 1e7  # simulated seconds one run may span (116 days): slower arrivals are refused up front
@@ -41,7 +47,11 @@ def check_number(
 ) -> None:
     """A finite number (an integer where ``integer``) within [lo, hi] (an end excluded where ``*_open``)."""
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if (
+        type(value) is not float
+        and type(value) is not int
+        and (isinstance(value, bool) or not isinstance(value, numbers.Real))
+    ):  # the exact types skip the slow ABC check
         raise InputError(f"{field}: got {value!r}; expected {kind}")
     value = float(value)
     if not math.isfinite(value):
@@ -80,6 +90,36 @@ def depth(obj: Any) -> int:
     return deepest
 
 
+def cannot_read(what: str, path: Path | str, e: OSError | ValueError) -> InputError:
+    """An OS error on a path the user gave (a name too long, a file used as a directory, no permission, a
+    symlink loop, a NUL byte) as one line."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return InputError(f"{what} {path}: cannot read ({why})")
+
+
+def path_exists(path: Path, what: str) -> bool:
+    """Whether ``path`` names something, for telling a catalog name from a path; unlike ``Path.exists`` an OS
+    error other than "no such file" is refused as ``what`` rather than raised or taken for absence."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError) as e:
+        raise cannot_read(what, path, e) from None
+    return True
+
+
+def names_file(directory: Path, name: str) -> bool:
+    """Whether ``name`` is a regular file directly in ``directory`` (the catalog's built-ins); a name that
+    could not be one (a path, too long, a NUL byte) is not."""
+    if "/" in name or name in ("", ".", ".."):
+        return False
+    try:
+        return (directory / name).is_file()
+    except (OSError, ValueError):
+        return False
+
+
 def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     """A regular file's text: it must exist, be a file (not a directory or device), be at most
     ``max_bytes`` and decode as UTF-8."""
@@ -87,8 +127,8 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
         st = path.stat()
     except FileNotFoundError:
         raise InputError(f"{what} {path}: file not found") from None
-    except OSError as e:
-        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+    except (OSError, ValueError) as e:
+        raise cannot_read(what, path, e) from None
     if not stat.S_ISREG(st.st_mode):
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
         raise InputError(f"{what} {path}: is {kind}; expected a file")
@@ -99,12 +139,163 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
     except UnicodeDecodeError as e:
         raise InputError(f"{what} {path}: not UTF-8 text (byte {e.start})") from None
     except OSError as e:
-        raise InputError(f"{what} {path}: cannot read ({e.strerror})") from None
+        raise cannot_read(what, path, e) from None
+
+
+def check_local_workers(field: str, value: int | None, cluster: str | None = None) -> None:
+    """A count of local workers (processes, or a local Ray cluster's CPUs): 1 to this machine's cores, since
+    more only queue, each with its memory. On a running cluster (``cluster``) its own CPUs set the workers."""
+    if value is None:
+        return
+    if cluster is not None:
+        raise InputError(f"{field}: has no effect on the Ray cluster at {cluster} (its CPUs set the workers); drop it")
+    cores = os.cpu_count() or 1
+    if not 1 <= value <= cores:
+        raise InputError(f"{field}: got {value}; expected 1 to {cores} (the cores of this machine)")
+
+
+def read_csv_rows(
+    path: Path, what: str, *, max_bytes: int, max_rows: int
+) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """A CSV file's header and its data rows as ``(line, cells)``, every row as wide as the header. Refused
+    with the line (and column) when the file is over ``max_bytes`` (before it is read) or ``max_rows`` (before
+    any row is used), holds a NUL, repeats a column name, has a row of the wrong width, a quote left open or a
+    cell over ``MAX_CELL_CHARS``. A UTF-8 byte-order mark (as Excel writes) is skipped."""
+    text = read_text(path, what, max_bytes).removeprefix("\ufeff")
+    origin = path.name
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise InputError(f"{origin} line {text.count(chr(10), 0, nul) + 1}: a NUL character; expected CSV text")
+    lines = io.StringIO(text, newline="").readlines()  # the csv module's own line ends (not str.splitlines')
+    header: list[str] = []  # filled from the first record; later errors name their column by it
+    records = _csv_records(lines, origin, header)
+    first = next(records, None)
+    if first is None:
+        raise InputError(f"{origin}: empty; expected a header row of column names")
+    header += [name.strip() for name in first[1]]
+    seen: dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name and name in seen:
+            raise InputError(f"{origin}: column {name!r} appears twice (columns {seen[name]} and {i}); expected once")
+        seen[name] = i
+    rows: list[tuple[int, list[str]]] = []
+    for line, cells in records:
+        if len(cells) <= 1 and not "".join(cells).strip():
+            continue  # a blank line
+        if len(rows) == max_rows:
+            raise InputError(f"{origin}: more than {max_rows:,} rows; expected at most {max_rows:,} (split the file)")
+        if len(cells) != len(header):
+            raise InputError(f"{origin} line {line}: {len(cells)} cells; expected {len(header)}, one per column")
+        rows.append((line, cells))
+    return header, rows
+
+
+def _csv_records(lines: list[str], origin: str, header: list[str]) -> Iterator[tuple[int, list[str]]]:
+    """``(first line, cells)`` per record; a malformed record or an oversized cell is refused with its line
+    and column."""
+    reader = csv.reader(lines, strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            column, problem = _csv_problem("".join(lines[start - 1 : reader.line_num]), str(e))
+            raise InputError(f"{origin} line {start}, {_column(column, header)}: {problem}") from None
+        if max(map(len, cells), default=0) > MAX_CELL_CHARS:
+            long = next(i for i, c in enumerate(cells) if len(c) > MAX_CELL_CHARS)
+            where, got = _column(long + 1, header), len(cells[long])
+            raise InputError(f"{origin} line {start}, {where}: a cell of {got:,} characters; {_CELL_EXPECTED}")
+        yield start, cells
+
+
+_CELL_EXPECTED = f"expected at most {MAX_CELL_CHARS:,}"
+
+
+def _column(number: int, header: list[str]) -> str:
+    name = header[number - 1] if number <= len(header) else ""
+    return f"column {number} ({name!r})" if name else f"column {number}"
+
+
+def _csv_problem(record: str, reason: str) -> tuple[int, str]:
+    """The 1-based column where a record the csv module refused goes wrong, and why in words (the module
+    names neither): the first cell over ``MAX_CELL_CHARS``, a character after a closing quote, or a quote
+    still open at the end of the file."""
+    column, start, state = 1, 0, "start"  # state: start | plain | quoted | closed (a quote inside quotes)
+    for i, ch in enumerate(record):
+        if i - start > MAX_CELL_CHARS:
+            return column, f"a cell longer than {MAX_CELL_CHARS:,} characters; {_CELL_EXPECTED}"
+        if state == "quoted":
+            state = "closed" if ch == '"' else "quoted"
+        elif ch == '"' and state in ("start", "closed"):
+            state = "quoted"
+        elif ch == ",":
+            column, start, state = column + 1, i + 1, "start"
+        elif ch in "\r\n":
+            break
+        elif state == "closed":
+            return column, f"{ch!r} after a closing quote; expected ',' or the end of the line"
+        else:
+            state = "plain"
+    if state == "quoted" and "end of data" in reason:
+        return column, "a quote is still open at the end of the file; expected a closing quote"
+    return column, f"not valid CSV ({reason})"
 
 
 def parse_yaml(text: str, origin: str) -> Any:
-    """YAML text, refused with one line when malformed or nested deeper than ``MAX_DEPTH``."""
-    return _parse(lambda: yaml.load(text, Loader=_LOADER), origin, "YAML", yaml.YAMLError)
+    """YAML text, refused with one line when malformed, nested deeper than ``MAX_DEPTH`` or expanding (through
+    aliases) to more than ``MAX_YAML_NODES`` nodes; the node graph is measured before any object is built."""
+    return _parse(lambda: _load_yaml(text, origin), origin, "YAML", yaml.YAMLError)
+
+
+def _load_yaml(text: str, origin: str) -> Any:
+    loader = _LOADER(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if "*" in text:  # without an alias the document is a tree no larger than its text
+            _check_yaml_graph(node, origin)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_yaml_graph(root: yaml.Node, origin: str) -> None:
+    """Refuse a composed document that is recursive, nested deeper than ``MAX_DEPTH`` or expands to more than
+    ``MAX_YAML_NODES`` nodes. An alias is the node it names, shared, so each collection is measured once
+    (iteratively, post-order; a scalar counts one) and a billion laughs costs as many steps as it has lines."""
+    size: dict[int, int] = {}
+    levels: dict[int, int] = {}
+    open_: set[int] = set()  # collections whose subtree is being walked: meeting one again is a cycle
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, walked = stack.pop()
+        key = id(node)
+        if walked:
+            kids = _yaml_children(node)
+            size[key] = min(1 + sum(size.get(id(k), 1) for k in kids), MAX_YAML_NODES + 1)
+            levels[key] = 1 + max((levels.get(id(k), 0) for k in kids), default=0)
+            open_.discard(key)
+        elif key in open_:
+            raise InputError(f"{origin}: an alias refers to a node that contains it (a recursive document)")
+        elif key not in size:
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((k, False) for k in _yaml_children(node) if isinstance(k, yaml.CollectionNode))
+    if levels.get(id(root), 0) > MAX_DEPTH:
+        raise InputError(f"{origin}: nested more than {MAX_DEPTH} levels deep")
+    if size.get(id(root), 1) > MAX_YAML_NODES:
+        raise InputError(
+            f"{origin}: expands to more than {MAX_YAML_NODES:,} nodes with its aliases; expected at most that"
+        )
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
 
 
 def parse_json(text: str, origin: str) -> Any:

@@ -1,6 +1,7 @@
 """The report and serve's dashboard in a real browser: the report opens from disk with no console error and
 no network request, every section and every plot renders, the screenshot is not blank, the page reads at
-phone width; the dashboard's figures change while requests stream."""
+phone width; the dashboard signs in once by its key, renders under its Content-Security-Policy with no console
+error, shows a scenario named in markup as text, and its figures change while requests stream."""
 
 import json
 import threading
@@ -13,7 +14,7 @@ from PIL import Image, ImageStat
 from typer.testing import CliRunner
 
 from cloudmatrix.cli.app import app
-from tests.emulator.conftest import start_server
+from tests.emulator.conftest import API_KEY, start_server
 
 runner = CliRunner()
 
@@ -57,9 +58,14 @@ def test_report_opens_offline_and_every_plot_renders(browser, report_page, tmp_p
         " var s = d.querySelector('svg.main-svg'); var r = s ? s.getBoundingClientRect() : {width: 0, height: 0};"
         " return [d.id, r.width, r.height, d.querySelectorAll('.point, .bars path, .trace path').length]; })"
     )
-    assert len(sizes) == 5
+    assert len(sizes) == 6
     for fig_id, width, height, marks in sizes:
-        assert width > 300 and height > 200 and marks > 0, (fig_id, width, height, marks)
+        assert width > 300 and height > 200 and (marks > 0 or fig_id == "fig-sweep"), (fig_id, width, height, marks)
+    # the sweep first after the verdict: three heat maps drawn, each cell's ratio written in it
+    assert summary["sections"][:2] == ["verdict", "sweep"]
+    assert browser.execute_script("return document.querySelectorAll('#fig-sweep .heatmaplayer .hm').length") == 3
+    cells = browser.execute_script("return document.querySelectorAll('#fig-sweep .heatmaplayer text').length")
+    assert cells >= 3 * 8 * 9 - 3, cells
     shot = tmp_path / "report.png"
     browser.save_screenshot(str(shot))
     with Image.open(shot) as im:
@@ -77,21 +83,27 @@ def test_report_opens_offline_and_every_plot_renders(browser, report_page, tmp_p
     assert overflow <= 1, overflow
 
 
+HOSTILE = "<img src=x onerror=document.title='pwned'>"
+
+
 def test_dashboard_figures_change_while_requests_stream(browser) -> None:
-    server = start_server("--speed", "4")
+    server = start_server("--speed", "4", "--api-key", API_KEY, "--set", f"name={HOSTILE}")
     stop = threading.Event()
 
     def load() -> None:
         body = {"model": "deepseek-r1", "prompt": "x" * 400, "max_tokens": 32, "stream": True}
-        with httpx.Client(timeout=60) as client:
+        with httpx.Client(timeout=60, headers={"Authorization": f"Bearer {API_KEY}"}) as client:
             while not stop.is_set():
                 with client.stream("POST", f"{server.url}/v1/completions", json=body) as r:
                     for _ in r.iter_bytes():
                         pass
 
     try:
-        browser.get(f"{server.url}/")
-        assert browser.current_url.endswith("/dashboard")
+        browser.get(f"{server.url}/dashboard?key={API_KEY}")  # signs in, then the key leaves the URL
+        assert browser.current_url == f"{server.url}/dashboard"
+        assert HOSTILE in browser.execute_script("return document.querySelector('header p').textContent")
+        assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+        assert "pwned" not in browser.title
         time.sleep(1.5)
         before = browser.execute_script("return document.getElementById('tokens_per_s').textContent")
         workers = [threading.Thread(target=load, daemon=True) for _ in range(8)]

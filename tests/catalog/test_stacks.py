@@ -85,10 +85,13 @@ def _one_request(stack: str) -> float:
 
 def test_request_overhead_adds_to_ttft() -> None:
     """One request on an idle engine: TTFT grows by the request overhead plus one step's host time."""
-    costs = stack_costs("trtllm", "blackwell")
-    assert costs is not None and costs.step_overhead_us.value > 0
-    gap = _one_request("trtllm") - _one_request("cloudmatrix-infer")  # the latter adds nothing on NVIDIA
-    assert gap == pytest.approx(costs.request_overhead_ms.value + costs.step_overhead_us.value / 1e3, abs=1e-6)
+    sglang, vllm = stack_costs("sglang", "blackwell"), stack_costs("vllm", "blackwell")
+    assert sglang is not None and vllm is not None and sglang.step_overhead_us.value != vllm.step_overhead_us.value
+    gap = _one_request("sglang") - _one_request("vllm")  # neither names Blackwell kernels: the same device time
+    expected = (sglang.request_overhead_ms.value - vllm.request_overhead_ms.value) + (
+        sglang.step_overhead_us.value - vllm.step_overhead_us.value
+    ) / 1e3
+    assert gap == pytest.approx(expected, abs=1e-6)
 
 
 def test_catalog_holds_the_fit() -> None:

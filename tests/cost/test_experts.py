@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
-from cloudmatrix.cost.experts import busiest_factor, die_loads, place, popularity
+from cloudmatrix.cost.expert_load import busiest_factor
+from cloudmatrix.cost.experts import die_loads, place, popularity
 from cloudmatrix.deploy import Deployment, Eplb, Phase, expert_layout
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.estimate import estimate

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloudmatrix.catalog.hardware import load_hardware
-from cloudmatrix.catalog.models import MODELS_DIR, load_model, parse_config
+from cloudmatrix.catalog.models import MODELS_DIR, ModelSpec, load_model, parse_config
 from cloudmatrix.cost.layers import _decode_attention_ops
 from cloudmatrix.cost.sparse_attention import causal_attended
 from cloudmatrix.deploy import Deployment, Phase, plan
@@ -158,3 +160,49 @@ def test_deepseek_v4s_published_config_is_refused_by_what_it_needs() -> None:
     path = Path(__file__).parents[1] / "data" / "deepseek-v4-flash-config.json"
     with pytest.raises(ConfigError, match="field compress_ratios .*not modelled"):
         load_model(str(path))
+
+
+def _with_topk(topk: int) -> ModelSpec:
+    ix = V32.attention.indexer
+    assert ix is not None
+    return dataclasses.replace(
+        V32, attention=dataclasses.replace(V32.attention, indexer=dataclasses.replace(ix, topk=topk))
+    )
+
+
+def _step_s(model: ModelSpec, phase: Phase, context: int) -> float:
+    if phase == Phase.DECODE:
+        d = Deployment(phase=phase, num_chips=32, ep=64, batch_per_chip=4, input_len=context, output_len=1,
+                       kv_len=context, mtp=1, mtp_acceptance=0.7, kv_precision="int8")  # fmt: skip
+    else:
+        d = Deployment(phase=phase, num_chips=16, ep=32, tokens_per_chip=16384, input_len=context)
+    return estimate("cloudmatrix384", model, d).step.step_s
+
+
+@settings(max_examples=12, deadline=None)
+@given(context=st.integers(min_value=1, max_value=2048), phase=st.sampled_from([Phase.DECODE, Phase.PREFILL]))
+def test_a_context_shorter_than_top_k_costs_what_top_k_equal_to_it_costs(context: int, phase: Phase) -> None:
+    """Top-k larger than the context selects the whole context: the indexer's selection and the sparse core
+    are charged for the tokens there are, exactly as with top-k set to the context."""
+    assert _step_s(V32, phase, context) == _step_s(_with_topk(context), phase, context)
+
+
+def test_the_selection_grows_with_the_context_until_top_k() -> None:
+    def op(name: str, context: int) -> float:
+        return _decode("deepseek-v3.2", context)[name]
+
+    contexts = (16, 256, 1024, 2048, 4096, 65536)
+    topk = [op("indexer_topk", c) for c in contexts]
+    core = [op("attention_core", c) for c in contexts]
+    assert topk == sorted(topk) and len(set(topk)) == len(topk)  # the scores it reads grow past top-k too
+    assert core[:4] == sorted(core[:4]) and len(set(core[:4])) == 4
+    assert core[3] == pytest.approx(core[4]) == pytest.approx(core[5])  # the core is flat past top-k
+    p = plan(
+        Deployment(phase=Phase.DECODE, num_chips=32, ep=64, batch_per_chip=4, input_len=100, output_len=1,
+                   kv_len=100, mtp=0, kv_precision="int8", microbatch=False),
+        load_hardware("cloudmatrix384"),
+        V32,
+    )  # fmt: skip
+    sel = {o.name: o for o in _decode_attention_ops(p, 1.0)}["indexer_topk"]
+    q = p.decode_tokens_per_die
+    assert sel.hbm_bytes == pytest.approx(q * 100 * 4 + q * 100 * 4)  # scores read, 100 (not 2,048) indices written

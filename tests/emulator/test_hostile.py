@@ -151,14 +151,14 @@ def test_metrics_agree_with_the_request_timelines_and_labels_stay_fixed() -> Non
 
     speed = 1.0  # real time: the server keeps pace even on a loaded CI machine
     server = start_server("--api-key", API_KEY, "--speed", str(speed))
-    rids: list[int] = []
+    rids: list[str] = []
 
     async def one(client: httpx.AsyncClient) -> None:
         body = {"model": "deepseek-r1", "prompt": "hello there", "max_tokens": 30, "stream": True}
         async with client.stream("POST", f"{server.url}/v1/completions", json=body, headers=AUTH) as r:
             async for line in r.aiter_lines():
-                if line.startswith("data: {") and not rids.count(int(json.loads(line[6:])["id"].split("-")[1])):
-                    rids.append(int(json.loads(line[6:])["id"].split("-")[1]))
+                if line.startswith("data: {") and json.loads(line[6:])["id"] not in rids:
+                    rids.append(json.loads(line[6:])["id"])
 
     async def main() -> None:
         async with httpx.AsyncClient(timeout=60) as client:

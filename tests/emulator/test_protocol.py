@@ -125,11 +125,14 @@ def test_serve_with_a_tokenizer_and_a_broken_one(tmp_path: Path) -> None:
         assert len(p.stderr.strip().splitlines()) == 1
 
 
-async def _run_many(engine: RealtimeEngine, count: int) -> None:
+async def _run_many(engine: RealtimeEngine, count: int) -> list[str]:
+    rids = []
     for _ in range(count):
         stream = engine.submit(64, 2)
+        rids.append(stream.rid)
         while (await stream.queue.get()) is not None:
             pass
+    return rids
 
 
 def test_a_long_run_keeps_its_table_and_timelines_bounded() -> None:
@@ -139,16 +142,17 @@ def test_a_long_run_keeps_its_table_and_timelines_bounded() -> None:
 
     engine = RealtimeEngine(load_scenario("cm384-paper"), speed=2000.0)
 
-    async def main() -> None:
+    async def main() -> list[str]:
         engine.start()
-        await _run_many(engine, HISTORY + 50)
+        rids = await _run_many(engine, HISTORY + 50)
         await engine.stop()
+        return rids
 
-    asyncio.run(main())
+    rids = asyncio.run(main())
     assert len(engine.sim.table) <= 4  # one request at a time: its row is reused
     assert len(engine.history) == HISTORY
-    assert engine.timeline(0) is None
-    last = engine.timeline(HISTORY + 49)
+    assert engine.timeline(rids[0]) is None and engine.timeline(rids[50]) is not None
+    last = engine.timeline(rids[-1])
     assert last is not None and last["state"] == "done" and last["max_tokens"] == 2
     assert engine.sim.rec.limit is not None
 
@@ -190,9 +194,9 @@ def test_rolling_window_percentiles_and_expiry() -> None:
 
 
 def test_dashboard_and_its_stats(server: Server) -> None:
-    r = httpx.get(f"{server.url}/", follow_redirects=False, timeout=10)
+    r = httpx.get(f"{server.url}/", headers=AUTH, follow_redirects=False, timeout=10)
     assert r.status_code in (302, 307) and r.headers["location"] == "/dashboard"
-    page = httpx.get(f"{server.url}/dashboard", timeout=10)
+    page = server.get("/dashboard")
     assert (
         page.status_code == 200
         and "/v1/cloudmatrix/stats" in page.text
@@ -200,6 +204,6 @@ def test_dashboard_and_its_stats(server: Server) -> None:
     )
     body = {"model": "deepseek-r1", "prompt": "hello", "max_tokens": 4}
     httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=30)
-    s = httpx.get(f"{server.url}/v1/cloudmatrix/stats", timeout=10).json()
+    s = server.get("/v1/cloudmatrix/stats").json()
     assert {"outstanding", "running", "queue_depth", "kv_occupancy", "tokens_per_s", "ttft_ms", "tpot_ms"} <= set(s)
     assert s["tokens_per_s"] > 0 and s["ttft_ms"]["p50"] > 0 and s["completed"] >= 1

@@ -82,8 +82,8 @@ def test_ablation_rows_cover_issue_5() -> None:
 
 def test_ratio_rows_divide_the_two_setups() -> None:
     """A ratio row is the quantity at its setup over the quantity at setup + baseline."""
+    from cloudmatrix.deployment import deployment_from_setup
     from cloudmatrix.estimate import estimate
-    from cloudmatrix.studies.reproduce import deployment_from_setup
 
     row = next(r for r in REF.rows if r.id == "ems-ttft-reuse50")
     on = estimate(REF.system, REF.model, deployment_from_setup(row.setup, REF.defaults))

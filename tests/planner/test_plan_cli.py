@@ -72,7 +72,7 @@ def test_empty_plan_says_why(args, why) -> None:
         (["--chips", "0"], "--chips: got 0"),
         (["--tpot-slo", "0"], "--tpot-slo (ms): got 0"),
         (["--mtp-acceptance", "1.5"], "--mtp-acceptance: got 1.5"),
-        (["--ray-cpus", "0"], "--ray-cpus must be at least 1"),
+        (["--ray-cpus", "0"], "--ray-cpus: got 0; expected 1 to"),
         (["--ray-address", "nope"], "cannot start or reach the Ray cluster at nope"),
         (["--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
         (["--set", "chip.die.hbm_bw_gb_s=0"], "'chip.die.hbm_bw_gb_s' expects a positive number"),

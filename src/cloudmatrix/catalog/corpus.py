@@ -4,37 +4,33 @@ by path. Series in ``roles.yaml`` keep the role they landed with; series no fit 
 from __future__ import annotations
 
 from collections import Counter
-from functools import cache
 from pathlib import Path
 
-from cloudmatrix.catalog.hardware import load_hardware
-from cloudmatrix.catalog.inferencemax import read_inferencemax
+from cloudmatrix.catalog.hardware import chip_family, load_hardware  # noqa: F401 (chip_family: re-exported)
+from cloudmatrix.catalog.inferencemax import MAX_CSV_ROWS, read_inferencemax
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles
 from cloudmatrix.catalog.validation import (
     ValidationRow,
     corpus_path,
     frozen_roles,
-    load_yaml_rows,
     shipped_corpora,
+    yaml_rows,
 )
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.inputs import InputError, read_yaml_file
 
 PUBLIC_CORPUS = "inferencemax-public"  # rule 3 of the split counts this corpus's rows
-
-
-@cache
-def chip_family(system: str) -> str:
-    """The system's chip family, or ``unknown`` for systems the catalog does not have (yet)."""
-    try:
-        return load_hardware(system).chip.family
-    except CloudMatrixError:
-        return "unknown"
+MAX_ROWS = MAX_CSV_ROWS  # rows one validation run may load, over all its corpora
 
 
 def _read(path: Path) -> list[ValidationRow]:
     if path.suffix.lower() == ".csv":
         return read_inferencemax(path, chip_family)
-    return load_yaml_rows(path)
+    data = read_yaml_file(path, "corpus")  # bounded: size, nesting, aliases
+    rows = data.get("rows") if isinstance(data, dict) else None
+    if isinstance(rows, list) and len(rows) > MAX_ROWS:
+        raise InputError(f"{path.name}: {len(rows):,} rows; expected at most {MAX_ROWS:,} (split the file)")
+    return yaml_rows(data, path.name)
 
 
 def load_rows(name: str, roles: dict[str, str] | None = None) -> list[ValidationRow]:
@@ -44,8 +40,14 @@ def load_rows(name: str, roles: dict[str, str] | None = None) -> list[Validation
 
 
 def load_corpora(names: list[str] | None = None) -> list[ValidationRow]:
-    """Rows of several corpora (default: every shipped one), in order; row ids must be unique."""
-    rows = [r for name in names or shipped_corpora() for r in load_rows(name)]
+    """Rows of several corpora (default: every shipped one; a name given twice is read once), in order; row
+    ids must be unique and there are at most ``MAX_ROWS`` of them (checked as each corpus is read, before any
+    row runs)."""
+    rows: list[ValidationRow] = []
+    for name in dict.fromkeys(names or shipped_corpora()):
+        rows += load_rows(name)
+        if len(rows) > MAX_ROWS:
+            raise InputError(f"the corpora hold more than {MAX_ROWS:,} rows; expected at most {MAX_ROWS:,}")
     dup = [i for i, n in Counter(r.id for r in rows).items() if n > 1]
     if dup:
         raise CloudMatrixError(f"validation row id {dup[0]!r} appears more than once")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -9,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
-from cloudmatrix.errors import ConfigError, UnknownIdError
+from cloudmatrix.errors import CloudMatrixError, ConfigError, UnknownIdError
 from cloudmatrix.units import GB_DECIMAL, PETA, TB_DECIMAL, TERA
 
 HARDWARE_DIR = DATA_DIR / "hardware"
@@ -252,15 +253,19 @@ def ems_pool_bytes(hw: Hardware, nodes: int) -> float:
     return nodes * cpu.sockets_per_node.value * cpu.dram_gb_per_socket.value * GB_DECIMAL * ems.dram_share.value
 
 
+_PLAIN_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")  # a catalog id, never a path
+
+
 @cache
-def _hardware_files() -> dict[Path, Any]:
-    """Every hardware YAML, parsed once per process (ids live inside the files, so listing needs them all)."""
-    return {path: read_yaml(path) for path in sorted(HARDWARE_DIR.glob("*.yaml"))}
+def _hardware_file(path: Path) -> Any:
+    return read_yaml(path)
 
 
 def _ids(kind: str) -> dict[str, Path]:
+    """Every id of a kind (ids live inside the files, so listing parses them all)."""
     out = {}
-    for path, data in _hardware_files().items():
+    for path in sorted(HARDWARE_DIR.glob("*.yaml")):
+        data = _hardware_file(path)
         if isinstance(data, dict) and ("chip" in data) == (kind == "system"):
             out[str(data.get("id", path.stem))] = path
     return out
@@ -276,18 +281,37 @@ def system_ids() -> dict[str, Path]:
     return _ids("system")
 
 
+def _path_of(kind: str, item_id: str) -> Path:
+    """The file of an id: ``ID.yaml`` when that file holds it (the catalog's convention, read alone), else
+    found by listing every file of the kind."""
+    direct = HARDWARE_DIR / f"{item_id}.yaml"
+    if _PLAIN_ID.fullmatch(item_id) and direct.is_file():
+        data = _hardware_file(direct)
+        if isinstance(data, dict) and ("chip" in data) == (kind == "system") and data.get("id", item_id) == item_id:
+            return direct
+    paths = system_ids() if kind == "system" else chip_ids()
+    if item_id not in paths:
+        raise UnknownIdError(kind, item_id, list(paths))
+    return paths[item_id]
+
+
 @cache
 def load_chip(chip_id: str) -> ChipSpec:
-    paths = chip_ids()
-    if chip_id not in paths:
-        raise UnknownIdError("chip", chip_id, list(paths))
-    return parse(ChipSpec, _hardware_files()[paths[chip_id]], str(paths[chip_id].name))
+    path = _path_of("chip", chip_id)
+    return parse(ChipSpec, _hardware_file(path), path.name)
 
 
 @cache
 def load_hardware(system_id: str) -> Hardware:
-    paths = system_ids()
-    if system_id not in paths:
-        raise UnknownIdError("system", system_id, list(paths))
-    system = parse(SystemSpec, _hardware_files()[paths[system_id]], str(paths[system_id].name))
+    path = _path_of("system", system_id)
+    system = parse(SystemSpec, _hardware_file(path), path.name)
     return Hardware(system=system, chip=load_chip(system.chip))
+
+
+@cache
+def chip_family(system: str) -> str:
+    """The system's chip family, or ``unknown`` for systems the catalog does not have (yet)."""
+    try:
+        return load_hardware(system).chip.family
+    except CloudMatrixError:
+        return "unknown"

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import csv
 import math
 import re
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from pydantic import ValidationError
 from cloudmatrix.catalog.sourced import describe_validation_error, read_yaml
 from cloudmatrix.catalog.validation import VALIDATION_DIR, BenchWorkload, RoleLayout, ValidationRow
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import read_csv_rows
 
 REQUIRED = (
     "model",
@@ -43,6 +43,10 @@ METRIC_COLUMNS = {  # our metric -> the CSV's column
     "ttft_ms": "median_ttft_ms",
     "p99_ttft_ms": "p99_ttft_ms",
 }
+# Every row is a simulation of the benchmark (seconds each): 20,000 rows is ~100x the shipped file and a day
+# on one core. A row is ~200 bytes; the size bound leaves room for long image names and is checked first.
+MAX_CSV_ROWS = 20_000
+MAX_CSV_BYTES = 16 * 1024 * 1024
 _WORKER = re.compile(r"tp(\d+)\s+ep(\d+)\s+dpa(true|false)", re.IGNORECASE)
 _DISAGG = re.compile(r"P(\d+)x\[([^\]]*)\]\s*D(\d+)x\[([^\]]*)\]", re.IGNORECASE)
 
@@ -53,19 +57,16 @@ def mapping() -> dict[str, Any]:
 
 
 def read_inferencemax(path: Path, family_of: Callable[[str], str] = lambda _: "") -> list[ValidationRow]:
-    """Every row of an InferenceMAX CSV; errors name the file, line and column. ``family_of`` gives a catalog
-    system's chip family (for formats that differ by family)."""
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
-            if missing:
-                raise ConfigError(f"{path.name}: not an InferenceMAX CSV (missing columns: {', '.join(missing)})")
-            records = list(reader)
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path.name}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    """Every row of an InferenceMAX CSV; errors name the file, line and column. The file's size and row count
+    are bounded before any row is mapped. ``family_of`` gives a catalog system's chip family (for formats
+    that differ by family)."""
+    header, records = read_csv_rows(path, "corpus", max_bytes=MAX_CSV_BYTES, max_rows=MAX_CSV_ROWS)
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise ConfigError(f"{path.name}: not an InferenceMAX CSV (missing columns: {', '.join(missing)})")
     rows, seen = [], set()
-    for line, rec in enumerate(records, start=2):
+    for line, cells in records:
+        rec = dict(zip(header, cells, strict=True))
         try:
             row = _row(rec, family_of)
         except (ValueError, KeyError, ValidationError) as e:
@@ -180,6 +181,9 @@ def series_key(rec: dict[str, str]) -> str:
 
 
 def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
+    empty = next((c for c in REQUIRED if not rec[c].strip()), None)
+    if empty is not None:
+        raise ValueError(f"column {empty}: an empty cell; expected a value")
     system = _lookup("hardware", rec["hw"].strip(), "hw")
     stack = _lookup("frameworks", rec["framework"].strip(), "framework")
     model = _lookup("models", rec["model"].strip(), "model")

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
-from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, read_text
+from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_text
 
 MODELS_DIR = DATA_DIR / "models"
 __all__ = ["AttentionSpec", "IndexerSpec", "ModelSpec", "MoeSpec", "load_model", "model_ids", "parse_config"]
@@ -198,7 +198,14 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         sliding_layer_ids=sliding,
         mtp_layers=cfg.num_nextn_predict_layers,
         source=source,
+        max_context=_max_context(cfg),
     )
+
+
+def _max_context(cfg: HFConfig) -> int | None:
+    """The context the model was trained to (``max_position_embeddings``), where its config states one."""
+    n = getattr(cfg, "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:
@@ -230,7 +237,7 @@ def load_model(id_or_path: str) -> ModelSpec:
         source = entry["source"]
     else:
         path = Path(id_or_path)
-        if not (path.suffix == ".json" or path.exists()):
+        if not (path.suffix == ".json" or path_exists(path, "model config")):
             raise UnknownIdError("model", id_or_path, list(index) + ["<path to config.json>"])
         source = str(path)
     data = parse_json(read_text(path, "model config", MAX_YAML_BYTES), str(path))

@@ -8,12 +8,12 @@ import re
 import types
 from typing import Any, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.sourced import Sourced, describe_validation_error
 from cloudmatrix.errors import ConfigError
+from cloudmatrix.inputs import parse_yaml
 
 WHAT_IF_SUFFIX = "+what-if"  # appended to the ids of a modified system/chip so reports show the change
 OVERRIDE_SOURCE = "what-if override: "
@@ -37,13 +37,9 @@ def split_assignment(assignment: str, example: str) -> tuple[list[str], str]:
 
 
 def parse_value(raw: str, assignment: str) -> Any:
-    """The right-hand side read as YAML, so ``64`` is a number, ``true`` a bool and ``{kind: x}`` a mapping."""
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--set '{assignment}': value is not valid YAML ({str(e).splitlines()[0]})") from None
-    except RecursionError:
-        raise ConfigError(f"--set '{assignment}': value is nested too deeply") from None
+    """The right-hand side read as YAML, so ``64`` is a number, ``true`` a bool and ``{kind: x}`` a mapping
+    (within the bounds of every YAML input: nesting, and aliases expanded)."""
+    value = parse_yaml(raw, f"--set '{assignment}': value")
     if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
         return float(value)  # YAML 1.1 reads `1e3` as a string; users mean the number
     return value

@@ -22,7 +22,7 @@ from pydantic import Field, model_validator
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_YAML_BYTES, read_text
+from cloudmatrix.inputs import MAX_YAML_BYTES, path_exists, read_text
 
 ROUTING_FILE = DATA_DIR / "routing.yaml"
 DEFAULT_PROFILE = "default"
@@ -111,7 +111,7 @@ def parse_routing(spec: str, base: RoutingProfile) -> RoutingProfile:
             fields.update(popularity="zipf", zipf_exponent=Sourced(value=float(body[5:]), source=f"user: {spec}"))
         except ValueError:
             raise ConfigError(f"{what}: exponent '{body[5:]}' is not a number") from None
-    elif Path(body).exists():
+    elif path_exists(Path(body), "routing histogram"):
         fields.update(popularity="histogram", histogram=_histogram_file(Path(body)))
     else:
         raise ConfigError(f"{what}: expected uniform, zipf:EXPONENT[@c=CONCENTRATION] or a histogram file path")

@@ -2,7 +2,8 @@
 chip family. ``step_overhead_us`` is the host time of every engine step (scheduler, batch assembly, sampling
 hand-off, graph launch) that the device does not hide; ``request_overhead_ms`` is the fixed time a request
 spends outside the engine before its prefill (HTTP front end, tokenisation, routing, first-token streaming);
-``handoff_overhead_ms`` is the prefill-to-decode KV hand-off handshake of a disaggregating front end."""
+``handoff_overhead_ms`` is the prefill-to-decode KV hand-off handshake of a disaggregating front end.
+``runs_on`` names the hardware vendors a stack has builds for: a stack is never priced on another's."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from cloudmatrix.errors import ConfigError, UnknownIdError
 
 STACKS_PATH = DATA_DIR / "stacks.yaml"
 DEFAULT_FAMILY = "default"
+Vendor = Literal["nvidia", "amd", "huawei"]  # a system's ``vendor`` in the hardware catalog
 
 
 class StackCosts(Frozen):
@@ -61,10 +63,18 @@ class EngineDefaults(Frozen):
     kv_source: str = ""
 
 
+class RunsOn(Frozen):
+    """The vendors whose chips a stack has a build for, with where that is stated."""
+
+    vendors: list[Vendor] = Field(min_length=1)
+    source: str = Field(min_length=1)
+
+
 class StackProfile(Frozen):
     id: str
     name: str
     source: str
+    runs_on: RunsOn
     base: str | None = None  # a front end over another stack's engine (Dynamo): its costs where none of its own
     families: dict[str, StackCosts | CostsLike] = Field(default_factory=dict)  # chip family (or ``default``)
     memory_setting: StackMemory | None = Field(default=None, alias="memory")
@@ -123,6 +133,23 @@ def load_stack(stack: str) -> StackProfile:
     if stack not in _catalog():
         raise UnknownIdError("serving stack", stack, stack_ids())
     return _catalog()[stack]
+
+
+def not_run_reason(stack: str, vendor: str, system: str) -> str | None:
+    """Why ``stack`` cannot serve on ``system`` (made by ``vendor``), or None when it has a build for it."""
+    runs_on = load_stack(stack).runs_on.vendors
+    if vendor in runs_on:
+        return None
+    others = [s for s in stack_ids() if vendor in _catalog()[s].runs_on.vendors]
+    hint = f"; stacks that run on {vendor}: {', '.join(others)}" if others else ""
+    return f"stack {stack} does not run on {vendor} (system {system}); it runs on {', '.join(runs_on)}{hint}"
+
+
+def check_runs_on(stack: str | None, vendor: str, system: str) -> None:
+    """Refuse a stack on a vendor it has no build for (one line naming both and where the stack runs)."""
+    reason = None if stack is None else not_run_reason(stack, vendor, system)
+    if reason is not None:
+        raise ConfigError(reason)
 
 
 def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> float:

@@ -5,17 +5,25 @@ Each row is one measurement with the conditions it ran under, its measured metri
 
 from __future__ import annotations
 
-import json
+import numbers
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AllowInfNan, BeforeValidator, Field, StrictBool, ValidationError, model_validator
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corpus's metric ids and residuals)
+    E2E_METRICS,
+    METRICS,
+    RESIDUALS_PATH,
+    STEADY_METRICS,
+    VALIDATION_DIR,
+    stored_residuals,
+)
+from cloudmatrix.catalog.sourced import Frozen, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
+from cloudmatrix.inputs import names_file, path_exists, read_yaml_file
 
-VALIDATION_DIR = DATA_DIR / "validation"
 ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 # Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
 STACKS = (
@@ -26,10 +34,6 @@ Stack = Literal[
     "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
     "sglang-ascend",
 ]  # fmt: skip
-# End-to-end metrics (a benchmark client's view) and steady-state ones (one step of one instance).
-E2E_METRICS = ("output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms")
-STEADY_METRICS = ("throughput_per_chip_tok_s", "tpot_ms")
-METRICS = tuple(dict.fromkeys(E2E_METRICS + STEADY_METRICS))
 Metric = Literal[
     "output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms", "throughput_per_chip_tok_s"
 ]
@@ -38,33 +42,65 @@ ROLES = ("fitted", "predicted")
 # Bounds that keep a row's run finite; the largest published run (NV-2) has 114,688 requests of 3K tokens.
 MAX_REQUESTS = 1_000_000
 MAX_TOKENS = 1_048_576
+# The simulation's and the estimate's own bounds (sim/scenario.py, deployment.py): a row inside them runs.
+MAX_CHIPS = 100_000  # chips per instance, and instances per role
+MAX_RANKS = 1_000_000  # TP or EP ranks (dies); a row's run checks them against its role's dies
+MAX_BATCH = 100_000  # sequences per chip
+MAX_STEP_TOKENS = 10_000_000  # tokens per chip per step or batch
+MAX_SIM_MTP = 4  # draft tokens the simulation runs (end-to-end rows); steady rows take the estimate's 8
+
+
+def _number(value: Any) -> Any:
+    """A number as written: true/false is not one (pydantic's lax mode reads it as 1/0). Text is read as a
+    number where it is one (YAML 1.1 reads ``1e-3`` as text)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("expected a number") from None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError("expected a number")
+    return value
+
+
+def _whole(value: Any) -> Any:
+    """A whole number written as a float (1.0e+9) is that integer, however large: the bounds then say why."""
+    value = _number(value)
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Count = Annotated[int, BeforeValidator(_whole)]  # a whole number (1.0e+9 is one; 1.5 is not)
+Real = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]  # finite
 
 
 class RoleLayout(Frozen):
-    """One role's instances as published: chips per instance and the parallel layout inside one."""
+    """One role's instances as published: chips per instance and the parallel layout inside one. TP and EP
+    count ranks (dies); a row's run checks them against the dies of the chips it names."""
 
-    instances: int = Field(default=1, ge=1)
-    chips: int = Field(ge=1)  # per instance
-    tp: int = Field(default=1, ge=1)
-    ep: int = Field(default=1, ge=1)
-    dp_attention: bool = False
-    chunk_tokens_per_chip: float | None = Field(default=None, gt=0)  # prompt tokens per step (chunked prefill)
-    max_batch_per_chip: float | None = Field(default=None, gt=0)  # the stack's running-request cap
+    instances: Count = Field(default=1, ge=1, le=MAX_CHIPS)
+    chips: Count = Field(ge=1, le=MAX_CHIPS)  # per instance
+    tp: Count = Field(default=1, ge=1, le=MAX_RANKS)
+    ep: Count = Field(default=1, ge=1, le=MAX_RANKS)
+    dp_attention: StrictBool = False
+    # prompt tokens per step (chunked prefill): at least one a chip
+    chunk_tokens_per_chip: Real | None = Field(default=None, ge=1, le=MAX_STEP_TOKENS)
+    max_batch_per_chip: Count | None = Field(default=None, ge=1, le=MAX_BATCH)  # the stack's running-request cap
 
 
 class BenchWorkload(Frozen):
     """How the measurement drove the server. E2E rows: lengths (fixed, or uniform in [ratio x L, L]) and a
     closed loop of ``concurrency`` clients or an open-loop ``rate_per_s``. Steady rows: the batch shape."""
 
-    input_len: int = Field(ge=1, le=MAX_TOKENS)
-    output_len: int = Field(ge=1, le=MAX_TOKENS)
-    range_ratio: float = Field(default=1.0, gt=0, le=1)
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_REQUESTS // 10)
-    rate_per_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
-    num_requests: int | None = Field(default=None, ge=1, le=MAX_REQUESTS)
-    batch_per_chip: float | None = Field(default=None, gt=0)  # steady decode: sequences per chip
-    kv_len: int | None = Field(default=None, ge=1)  # steady decode: mean context
-    tokens_per_chip: int | None = Field(default=None, ge=1)  # steady prefill: tokens per chip per batch
+    input_len: Count = Field(ge=1, le=MAX_TOKENS)
+    output_len: Count = Field(ge=1, le=MAX_TOKENS)
+    range_ratio: Real = Field(default=1.0, gt=0, le=1)
+    concurrency: Count | None = Field(default=None, ge=1, le=MAX_REQUESTS // 10)
+    rate_per_s: Real | None = Field(default=None, gt=0, le=MAX_REQUESTS)
+    num_requests: Count | None = Field(default=None, ge=1, le=MAX_REQUESTS)
+    # steady decode: sequences per chip (the row checks the instance holds at least one)
+    batch_per_chip: Real | None = Field(default=None, gt=0, le=MAX_BATCH)
+    kv_len: Count | None = Field(default=None, ge=1, le=2 * MAX_TOKENS)  # steady decode: mean context
+    tokens_per_chip: Count | None = Field(default=None, ge=1, le=MAX_STEP_TOKENS)  # steady prefill, per batch
 
 
 class ValidationRow(Frozen):
@@ -81,10 +117,10 @@ class ValidationRow(Frozen):
     decode: RoleLayout | None = None
     aggregated: RoleLayout | None = None
     eplb: Literal["perfect", "default", "none"] = "none"  # expert placement the measured stack ran
-    mtp: int = Field(default=0, ge=0)
-    mtp_acceptance: float | None = Field(default=None, ge=0, le=1)
+    mtp: Count = Field(default=0, ge=0, le=8)
+    mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
     workload: BenchWorkload
-    measured: dict[Metric, float]
+    measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series
     role: Literal["fitted", "predicted"] = "predicted"
     assumed: list[str] = Field(default_factory=list)  # conditions the source does not state
@@ -94,9 +130,9 @@ class ValidationRow(Frozen):
     def _check(self) -> ValidationRow:
         if not self.measured:
             raise ValueError("a row needs at least one measured metric")
-        if any(v <= 0 for v in self.measured.values()):
-            raise ValueError("measured values must be positive")
         if self.kind == "e2e":
+            if self.mtp > MAX_SIM_MTP:
+                raise ValueError(f"mtp: got {self.mtp}; expected at most {MAX_SIM_MTP} in an e2e row (simulated)")
             if (self.aggregated is None) == (self.prefill is None or self.decode is None):
                 raise ValueError("an e2e row has either prefill and decode layouts, or an aggregated one")
             if self.workload.concurrency is None and self.workload.rate_per_s is None:
@@ -107,9 +143,21 @@ class ValidationRow(Frozen):
             wrong = set(self.measured) - set(STEADY_METRICS)
             if wrong:
                 raise ValueError(f"steady rows measure {', '.join(STEADY_METRICS)}, not {', '.join(sorted(wrong))}")
+            self._check_holds_a_sequence()
         if self.mtp and self.mtp_acceptance is None:
             raise ValueError("rows with MTP need mtp_acceptance (mark it assumed where unpublished)")
         return self
+
+    def _check_holds_a_sequence(self) -> None:
+        """A steady decode row's batch puts at least one sequence on its instance (1e-300 per chip is none)."""
+        layout, batch = self.decode, self.workload.batch_per_chip
+        if self.kind != "decode" or layout is None or batch is None:
+            return
+        if batch * layout.chips < 1:
+            raise ValueError(
+                f"workload.batch_per_chip: got {batch:g}; expected at least one sequence on the {layout.chips} "
+                f"chips of the decode instance (>= {1 / layout.chips:g} per chip)"
+            )
 
     @property
     def disaggregated(self) -> bool:
@@ -142,20 +190,56 @@ def shipped_corpora() -> list[str]:
 
 def corpus_path(name: str) -> Path:
     """A shipped corpus id, or a path to a CSV (InferenceMAX columns) or YAML row file."""
-    for path in (VALIDATION_DIR / f"{name}.csv", VALIDATION_DIR / f"rows-{name}.yaml"):
-        if path.exists():
-            return path
+    for file in (f"{name}.csv", f"rows-{name}.yaml"):
+        if names_file(VALIDATION_DIR, file):
+            return VALIDATION_DIR / file
     path = Path(name)
     if path.suffix.lower() in (".csv", ".yaml", ".yml"):
-        if not path.is_file():
+        if not path_exists(path, "corpus"):
             raise ConfigError(f"corpus {name}: file not found")
+        if not path.is_file():
+            raise ConfigError(f"corpus {name}: not a regular file")
         return path
     raise UnknownIdError("validation corpus (or a .csv/.yaml path)", name, shipped_corpora())
 
 
 def load_yaml_rows(path: Path) -> list[ValidationRow]:
-    corpus = parse(YamlCorpus, read_yaml(path), path.name)
-    return list(corpus.rows)
+    """A YAML row file, read within the bounded YAML reader's limits (size, nesting, aliases)."""
+    return yaml_rows(read_yaml_file(path, "corpus"), path.name)
+
+
+def yaml_rows(data: Any, name: str) -> list[ValidationRow]:
+    """The rows of a parsed YAML corpus; an error is one line naming the file, the row's id, the field, the
+    value and what was expected."""
+    try:
+        return list(YamlCorpus.model_validate(data).rows)
+    except ValidationError as e:
+        raise ConfigError(f"{name}: {describe_row_error(e, data)}") from None
+
+
+def describe_row_error(err: ValidationError, data: Any) -> str:
+    """pydantic's first error as ``row 'ID' (rows.N): field.path: expectation (got value)``."""
+    first = err.errors()[0]
+    loc = list(first["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "rows" and isinstance(loc[1], int):
+        rows = data.get("rows") if isinstance(data, dict) else None
+        row = rows[loc[1]] if isinstance(rows, list) and loc[1] < len(rows) else None
+        row_id = row.get("id") if isinstance(row, dict) else None
+        where = f"row {row_id!r} (rows.{loc[1]})" if row_id is not None else f"rows.{loc[1]}"
+        loc = loc[2:]
+    field = ".".join(str(p) for p in loc)
+    msg = " ".join(str(first["msg"]).removeprefix("Value error, ").split())
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) or not field else f" (got {_shown(got)})"
+    return ": ".join(p for p in (where, field, msg + shown) if p)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**15:
+        return f"{float(value):g}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @cache
@@ -167,19 +251,3 @@ def frozen_roles() -> dict[str, str]:
     if bad:
         raise ConfigError(f"roles.yaml: series {next(iter(bad))!r} has role {next(iter(bad.values()))!r}")
     return dict(roles)
-
-
-RESIDUALS_PATH = VALIDATION_DIR / "residuals.json"
-
-
-@cache
-def stored_residuals() -> tuple[dict[str, Any], ...]:
-    """The stored residual table (``validate --write-residuals``): one entry per row and metric, each with
-    its measured and predicted value, role and stratum fields. Empty where none has been written."""
-    if not RESIDUALS_PATH.exists():
-        return ()
-    try:
-        data = json.loads(RESIDUALS_PATH.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{RESIDUALS_PATH.name}: cannot read ({e})") from None
-    return tuple(data.get("rows", []))

@@ -4,27 +4,37 @@ user errors print one line on stderr and exit with code 2."""
 from __future__ import annotations
 
 import csv
+import json
 import sys
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import IO, Annotated, Any
 
-import click
 import typer
 
-from cloudmatrix.cli.common import JsonFlag, StackOption, _emit_json, _fail, _run, _stack_set, out, set_wide
+from cloudmatrix.cli.common import (
+    JsonFlag,
+    StackOption,
+    _emit_json,
+    _fail,
+    _run,
+    _stack_set,
+    out,
+    set_wide,
+)
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.report_cmd import report
 from cloudmatrix.cli.serve_cmd import serve
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
-)
+APP_SETTINGS: dict[str, Any] = {
+    "add_completion": False,
+    "no_args_is_help": True,
+    "pretty_exceptions_enable": False,
+    "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
+}
+app = typer.Typer(**APP_SETTINGS)
 
 
 @app.callback()
@@ -133,10 +143,9 @@ def estimate(
     no flags: the paper's decode instance (160 NPUs, EP320, batch 96, MTP 1 at 70 %, INT8, EPLB); each flag
     overrides its part."""
     from cloudmatrix.catalog.presets import default_stack
-    from cloudmatrix.cli import render
     from cloudmatrix.deploy import Deployment, Eplb, Phase
+    from cloudmatrix.deployment import paper_deployments
     from cloudmatrix.estimate import estimate as run_estimate
-    from cloudmatrix.studies.ablate import paper_deployments
 
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
@@ -181,6 +190,8 @@ def estimate(
     if as_json:
         _emit_json(d)
     else:
+        from cloudmatrix.cli import render
+
         for table in render.estimate_table(d):
             out.print(table)
 
@@ -215,18 +226,25 @@ def simulate(
     ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
     stack: StackOption = None,
-    requests_csv: Annotated[Path | None, typer.Option(help="Write one row per request to this CSV.")] = None,
+    requests_csv: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Write one row per request to this CSV (- for stdout).")
+    ] = None,
     timeline_csv: Annotated[
-        Path | None, typer.Option(help="Write every prefill batch and decode step (utilisation, KV use) here.")
+        str | None,
+        typer.Option(
+            metavar="PATH", help="Write every prefill batch and decode step (utilisation, KV use) here (- for stdout)."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
     from cloudmatrix.cli import render
+    from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.sim.engine import simulate as run_simulation
     from cloudmatrix.sim.scenario import load_scenario
 
+    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
     started = time.perf_counter()
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
@@ -235,24 +253,25 @@ def simulate(
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
 
     attach(d, result.system, SIMULATE_METRICS, result.stack)
-    if requests_csv is not None:
-        _write_csv(requests_csv, result.requests_rows())
-    if timeline_csv is not None:
-        _write_csv(timeline_csv, result.timeline_rows())
+    if "--requests-csv" in files:
+        files.write("--requests-csv", _csv(result.requests_rows()))
+    if "--timeline-csv" in files:
+        files.write("--timeline-csv", _csv(result.timeline_rows()))
     if as_json:
         _emit_json(d)
     else:
-        out.print(render.simulate_table(d))
+        files.console.print(render.simulate_table(d))
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    try:
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
-            writer.writeheader()
-            writer.writerows(rows)
-    except OSError as e:
-        _fail(f"cannot write {path}: {e.strerror}")
+def _csv(rows: list[dict[str, Any]]) -> Callable[[IO[str]], None]:
+    """The rows as CSV, written to a stream as the writer asks (a million rows never become one string)."""
+
+    def write(f: IO[str]) -> None:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+    return write
 
 
 @app.command()
@@ -265,15 +284,55 @@ def compare(
     mtp: Annotated[int, typer.Option(help="MTP draft tokens, the same for every system.")] = 1,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
     target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the throughput-vs-interactivity PNG here.")] = None,
+    plot: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Write the throughput-vs-interactivity PNG here (- for stdout).")
+    ] = None,
     stack: Annotated[
         str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
     ] = None,
+    versus: Annotated[
+        str | None, typer.Option(metavar="A,B", help="The verdict's pair (default: cloudmatrix384,gb200-nvl72).")
+    ] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
+    ] = False,
+    osl: Annotated[int | None, typer.Option(help="--sweep: output tokens per request (default 1024).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Each system's published deployment for the same model, workload and SLO, side by side."""
+    """Each system's published deployment for the same model, workload and SLO, side by side, and the verdict."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.compare import Conditions, compare_dict, parse_workload, system_list
+    from cloudmatrix.cli.output import Outputs
+    from cloudmatrix.studies.compare import Conditions, parse_workload, system_list
+    from cloudmatrix.studies.tco import compare_priced
+    from cloudmatrix.studies.verdict import parse_versus, verdict
+
+    files = Outputs({"--plot": plot}, as_json)
+    pair = _run(lambda: parse_versus(versus))
+    if osl is not None and not sweep:
+        _fail("--osl applies to --sweep only; the table takes --workload INPUT/OUTPUT")
+    if sweep:
+        from cloudmatrix.cli.compare_out import compare_sweep
+
+        out_len = 1024 if osl is None else osl
+        d = _run(
+            lambda: compare_sweep(pair, model, out_len, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()))
+        )
+        if "--plot" in files:
+            from cloudmatrix.report.sweep_plot import sweep_png
+
+            files.write("--plot", sweep_png(d))
+        if as_json:
+            _emit_json({"sweep": d})
+        else:
+            from cloudmatrix.cli.compare_out import sweep_tables
+
+            for table in sweep_tables(d):
+                files.console.print(table)
+        return
 
     def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
@@ -288,22 +347,26 @@ def compare(
             target_rate_req_s=target_rate,
             stack=stack,
         )
-        return cond, compare_dict(system_list(systems), cond)
+        ids = system_list(systems)
+        ids += [s for s in pair if versus and s not in ids]  # the pair asked for is always compared
+        return cond, compare_priced(ids, cond, tuple(overrides or ()))
 
     cond, (results, d) = _run(build)
     if plot is not None:
         from cloudmatrix.report.plot import tradeoff_png
 
         title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
-        try:
-            tradeoff_png(results, plot, title, tpot_slo)
-        except OSError as e:
-            _fail(f"cannot write {plot}: {e.strerror}")
+        files.write("--plot", tradeoff_png(results, title, tpot_slo))
+    d["verdict"] = verdict(d["systems"], pair)
     if as_json:
         _emit_json(d)
     else:
-        for table in render.compare_table(d, out.width):
-            out.print(table)
+        from cloudmatrix.cli.compare_out import verdict_table
+
+        for table in render.compare_table(d, files.console.width):
+            files.console.print(table)
+        if d["verdict"] is not None:
+            files.console.print(verdict_table(d["verdict"]))
 
 
 @app.command()
@@ -320,10 +383,28 @@ def ablate(as_json: JsonFlag = False) -> None:
 
 
 @app.command()
-def calibrate(as_json: JsonFlag = False) -> None:
+def calibrate(
+    write_expert_loads: Annotated[
+        bool,
+        typer.Option(
+            "--write-expert-loads",
+            help="Maintainers: re-sample the stored expert-load table of the shipped workflows and write it.",
+        ),
+    ] = False,
+    as_json: JsonFlag = False,
+) -> None:
     """Re-run the fits of the calibrated constants and show them beside the catalog values."""
     from cloudmatrix.studies.calibrate import calibration_report
 
+    if write_expert_loads:
+        from cloudmatrix.catalog.expert_loads import EXPERT_LOADS_PATH
+        from cloudmatrix.cli.output import write_file
+        from cloudmatrix.studies.expert_table import expert_load_table
+
+        table = _run(expert_load_table)
+        text = json.dumps(table, indent=1) + "\n"
+        write_file(EXPERT_LOADS_PATH, "--write-expert-loads", text, f" ({len(table['factors'])} factors)")
+        return
     d = _run(calibration_report)
     if as_json:
         _emit_json(d)
@@ -338,10 +419,32 @@ app.command()(serve)
 app.command()(report)
 
 
-# Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer releases)
-USAGE_ERRORS: tuple[type[Exception], ...] = tuple(
-    {c for c in (click.UsageError, *typer.BadParameter.__mro__) if c.__name__ == "UsageError"}
-)
+def _interrupts() -> tuple[type[BaseException], ...]:
+    """Ctrl-C, and click's and Typer's Abort; looked up only when something failed."""
+    import click
+
+    return (KeyboardInterrupt, click.Abort, typer.Abort)
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Click's UsageError, whether Typer runs on click or on its own vendored copy of it (recent Typer
+    releases); looked up only when something failed, so a run that succeeds never imports click."""
+    import click
+
+    return tuple({c for c in (click.UsageError, *typer.BadParameter.__mro__) if c.__name__ == "UsageError"})
+
+
+def _app_for(args: list[str]) -> typer.Typer:
+    """The app with only the command being run: Typer reads the signature of every command it holds, and
+    a run needs one (the full app for help and for a name that is no command)."""
+    name = next((a for a in args if not a.startswith("-")), None)
+    picked = [c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == name]
+    if not picked:
+        return app
+    one = typer.Typer(**APP_SETTINGS)
+    one.registered_callback = app.registered_callback
+    one.registered_commands = picked
+    return one
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -352,9 +455,9 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        code = app(args=args, prog_name="cloudmatrix", standalone_mode=False)
+        code = _app_for(args)(args=args, prog_name="cloudmatrix", standalone_mode=False)
         return code if isinstance(code, int) else 0
-    except USAGE_ERRORS as error:
+    except _usage_errors() as error:  # evaluated only once something was raised
         e: Any = error  # click's or Typer's vendored UsageError: ctx and format_message either way
         where = f"cloudmatrix {e.ctx.info_name} --help" if e.ctx and e.ctx.parent else "cloudmatrix --help"
         message = " ".join(e.format_message().split())
@@ -363,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    except (KeyboardInterrupt, click.Abort, typer.Abort):
+    except _interrupts():
         sys.stderr.write("interrupted\n")
         return 130
     except CloudMatrixError as e:

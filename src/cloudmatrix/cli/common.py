@@ -1,24 +1,57 @@
-"""What every command shares: the consoles, one-line failure (exit 2), JSON output and atomic file writes.
-The only code besides the commands that prints or exits."""
+"""What every command shares: the consoles, one-line failure (exit 2) and JSON output. With output.py (the
+file writer), the only code besides the commands that prints or exits."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.inputs import finite_json
 
-out = Console()
-if not out.is_terminal:  # piped output: do not squeeze tables to 80 columns
-    out.width = 160
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+class LazyConsole:
+    """A Rich console made on first use: a run that prints only JSON never loads Rich."""
+
+    def __init__(self, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+        self._width: int | None = None
+
+    def _get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr)
+            if self._width is not None:
+                self._console.width = self._width
+            elif not self._console.is_terminal:  # piped output: do not squeeze tables to 80 columns
+                self._console.width = 160
+        return self._console
+
+    @property
+    def width(self) -> int:
+        return self._get().width
+
+    @width.setter
+    def width(self, value: int) -> None:
+        self._width = value
+        if self._console is not None:
+            self._console.width = value
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        self._get().print(*objects, **kwargs)
+
+
+out = LazyConsole(stderr=False)
+err = LazyConsole(stderr=True)
 
 
 def set_wide() -> None:
@@ -26,8 +59,6 @@ def set_wide() -> None:
     never cut; the terminal wraps the lines)."""
     out.width = 400
 
-
-err = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 StackOption = Annotated[
@@ -51,25 +82,6 @@ def _run(fn: Callable[[], Any]) -> Any:
 def _emit_json(obj: Any) -> None:
     """Strict JSON: a figure that is not a finite number (nothing finished, an unbounded SLO) is null."""
     sys.stdout.write(json.dumps(finite_json(obj), indent=2, sort_keys=False, allow_nan=False) + "\n")
-
-
-def _guard_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write ``path`` through a temporary file renamed into place, so an interrupted write never leaves a
-    truncated file; an OS error becomes one line."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        _fail(f"cannot write {path}: {e.strerror}")
-    except BaseException:  # interrupted (SIGINT): the old file stays, the partial one goes
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _write_text(path: Path, text: str) -> None:
-    _guard_write(path, lambda p: p.write_text(text))
 
 
 def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:

@@ -4,14 +4,14 @@ the app's helpers are imported when the command runs (app.py imports this module
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudmatrix.cli import common as cli
-from cloudmatrix.cli.layout import fitted_tables
+
+if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
+    from rich.table import Table
 
 
 def plan(
@@ -44,13 +44,21 @@ def plan(
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     ray_cpus: Annotated[
-        int | None, typer.Option(help="Workers of a local Ray cluster (default: all cores; implies --ray).")
+        int | None,
+        typer.Option(help="Workers of a local Ray cluster, at most the cores (default: all; implies --ray)."),
     ] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the Pareto PNG here.")] = None,
-    write_scenario: Annotated[Path | None, typer.Option(help="Write the chosen deployment as a scenario YAML.")] = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", help="Write the Pareto PNG here (- for stdout).")] = None,
+    write_scenario: Annotated[
+        str | None, typer.Option(metavar="PATH", help="Write the chosen deployment as a scenario YAML (- for stdout).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
+    from cloudmatrix.cli.output import Outputs
+    from cloudmatrix.inputs import check_local_workers
+
+    files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
+    cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )
@@ -60,15 +68,15 @@ def plan(
 
     for row in d["ranked"]:
         attach(row, d["system"], PLAN_METRICS, d["stack"])
-    if write_scenario is not None:
-        _write_scenario(write_scenario, result, d)
-    if plot is not None:
-        _plot(plot, result, request)
+    if "--write-scenario" in files:
+        _write_scenario(files, result, d)
+    if "--plot" in files:
+        files.write("--plot", _pareto(result, request))
     if as_json:
         cli._emit_json(d)
     else:
-        for table in plan_tables(d, cli.out.width):
-            cli.out.print(table)
+        for table in plan_tables(d, files.console.width):
+            files.console.print(table)
 
 
 def _request(
@@ -142,7 +150,20 @@ def _search(
     d["timing_s"] = {"fast_path": fast_s, "costing": costing.seconds, "checks": total_s - fast_s, "total": total_s}
     d["candidates_per_s"] = result.stats.costed / costing.seconds if costing.seconds > 0 else None
     d["ray_workers"] = sweep.workers if sweep else None
+    cli._run(lambda: _economics(d, request))
     return d, result
+
+
+def _economics(d: dict[str, Any], request: Any) -> None:
+    """$ per million output tokens and J per token of each listed deployment (catalog TCO inputs; the
+    system's price and power as --set gives them)."""
+    from cloudmatrix.catalog.tco import load_tco
+    from cloudmatrix.planner.inputs import load_overridden_hardware
+    from cloudmatrix.studies.tco import plan_economics
+
+    hw, tco, w = load_overridden_hardware(request.system, request.hardware_overrides), load_tco(), d["workload"]
+    for row in d["ranked"]:
+        row["economics"] = plan_economics(row, hw, tco, w["input_len"], w["output_len"])
 
 
 def _connect(address: str | None, cpus: int | None) -> Any:
@@ -164,19 +185,16 @@ def _ray_checks(sweep: Any, result: Any) -> Any:
     return lambda deployments: sweep.map_chunks(chunk, deployments)
 
 
-def _write_scenario(path: Path, result: Any, d: dict[str, Any]) -> None:
+def _write_scenario(files: Any, result: Any, d: dict[str, Any]) -> None:
     from cloudmatrix.planner.scenario_out import scenario_yaml
 
     if not result.listed:
         cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to write")
-    try:
-        path.write_text(scenario_yaml(result.listed[0], result.workload, result.request))
-    except OSError as e:
-        cli._fail(f"cannot write {path}: {e.strerror}")
-    d["scenario_path"] = str(path)
+    files.write("--write-scenario", scenario_yaml(result.listed[0], result.workload, result.request))
+    d["scenario_path"] = files.targets["--write-scenario"].given
 
 
-def _plot(path: Path, result: Any, request: Any) -> None:
+def _pareto(result: Any, request: Any) -> bytes:
     from cloudmatrix.report.plot import pareto_png
 
     ranking = result.ranking
@@ -185,10 +203,7 @@ def _plot(path: Path, result: Any, request: Any) -> None:
     best = result.listed[0] if result.listed else None
     chosen = (best.tok_s_per_user, best.output_tok_s_per_chip) if best else None
     title = f"{request.model} on {result.hardware_id}, {result.workload.name}"
-    try:
-        pareto_png(points, front, chosen, path, title, request.tpot_slo_ms)
-    except OSError as e:
-        cli._fail(f"cannot write {path}: {e.strerror}")
+    return pareto_png(points, front, chosen, title, request.tpot_slo_ms)
 
 
 def _tp(tp: int) -> str:
@@ -214,6 +229,8 @@ LEFT = ("prec", "prefill", "decode", "flags")
 def plan_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
     """The ranked deployments, the analytic figures a check compares beside the simulated ones, and the
     search summary; split into several tables (rank repeated) where the screen is narrow."""
+    from cloudmatrix.cli.layout import fitted_tables
+
     w = d["workload"]
     title = (
         f"plan {d['model']} on {d['system']} ({d['chips']} chips): {w['name']}, "
@@ -289,6 +306,10 @@ def _caption(d: dict[str, Any]) -> list[str]:
     ]
     if d["why_empty"]:
         lines.append(f"no deployment within the SLOs: {d['why_empty']}")
+    if d["ranked"] and (e := d["ranked"][0].get("economics")) and e["usd_per_mtok"] is not None:
+        lines.append(
+            f"#1 costs ${e['usd_per_mtok']:.3f} per million output tokens (TCO), {e['j_per_token']:.2f} J/token"
+        )
     if d["ranked"]:
         lines.append(
             "TPOT@cap: at the decode batch cap, where the SLO is judged; TTFT and TPOT op: at the planned rate, "

@@ -15,7 +15,9 @@ MAX_REPORT_BYTES = 10 * 1024 * 1024  # the page must stay a file one can mail
 
 
 def report(
-    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.")] = Path("report.html"),
+    out: Annotated[str, typer.Option("--out", metavar="PATH", help="The HTML file to write (- for stdout).")] = (
+        "report.html"
+    ),
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
     workload: Annotated[str, typer.Option(help="4k-256, 2k-256, 1k-1k or INPUT/OUTPUT tokens.")] = "4k-256",
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
@@ -27,12 +29,14 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="Print {path, bytes, sections} on stdout.")] = False,
 ) -> None:
     """One self-contained HTML page of the twin's answers: open it offline, mail it."""
+    from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.inputs import parse_json, read_text
     from cloudmatrix.report.data import report_data
     from cloudmatrix.report.html import render
     from cloudmatrix.studies.compare import Conditions, parse_workload, system_list
 
+    files = Outputs({"--out": out}, as_json)
     started = time.perf_counter()
 
     def conditions() -> Conditions:
@@ -40,7 +44,7 @@ def report(
         return Conditions(model=model, input_len=inp, output_len=outp, tpot_slo_ms=tpot_slo)
 
     cond = cli._run(conditions)
-    ids = system_list(systems)
+    ids = cli._run(lambda: system_list(systems))
     saved = None
     if validate_json is not None:
         saved = cli._run(
@@ -53,17 +57,10 @@ def report(
     size = len(page.encode())
     if size > MAX_REPORT_BYTES:
         cli._fail(f"the report would be {size:,} bytes, over the {MAX_REPORT_BYTES:,}-byte limit; pass fewer systems")
-    cli._write_text(out, page)
-    summary = {
-        "path": str(out),
-        "bytes": size,
-        "sections": sections,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    seconds = round(time.perf_counter() - started, 2)
+    files.write("--out", page, f" ({size / 1e6:.1f} MB, {len(sections)} sections) in {seconds} s")
     if as_json:
-        cli._emit_json(summary)
-    else:
-        cli.err.print(f"wrote {out} ({size / 1e6:.1f} MB, {len(sections)} sections) in {summary['seconds']} s")
+        cli._emit_json({"path": out, "bytes": size, "sections": sections, "seconds": seconds})
 
 
 def _validate_run(d: Any) -> dict[str, Any]:

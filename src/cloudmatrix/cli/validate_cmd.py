@@ -4,13 +4,15 @@ Registered on the app in app.py; the app's helpers are imported when the command
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.inputs import check_local_workers
+
+if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
+    from rich.table import Table
 
 SHOWN = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 SHORT = {
@@ -30,12 +32,14 @@ def validate(
     system: Annotated[str | None, typer.Option(help="Only rows of this system.")] = None,
     stack: Annotated[str | None, typer.Option(help="Only rows of this serving stack.")] = None,
     role: Annotated[str | None, typer.Option(help="Only fitted or predicted rows.")] = None,
-    jobs: Annotated[int | None, typer.Option(help="Worker processes (default: every core).")] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="Worker processes, at most the cores (default: every core; local runs only).")
+    ] = None,
     ray: Annotated[bool, typer.Option("--ray", help="Run the rows on Ray (a local cluster unless --ray-address).")] = (
         False
     ),
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write the parity PNG here.")] = None,
+    plot: Annotated[str | None, typer.Option(metavar="PATH", help="Write the parity PNG here (- for stdout).")] = None,
     rows: Annotated[bool, typer.Option("--rows/--no-rows", help="List every row before the summary.")] = True,
     write_residuals: Annotated[
         bool, typer.Option("--write-residuals", help="Regenerate the stored residual table (whole shipped corpus).")
@@ -46,8 +50,10 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
-    if jobs is not None and jobs < 1:
-        cli._fail(f"--jobs must be at least 1, got {jobs}")
+    from cloudmatrix.cli.output import Outputs
+
+    cli._run(lambda: check_local_workers("--jobs", jobs, ray_address))
+    files = Outputs({"--plot": plot}, as_json)
     if write_roles:
         _write_roles()
         return
@@ -59,18 +65,18 @@ def validate(
     d["wall_time_s"] = round(time.perf_counter() - started, 2)
     if write_residuals:
         _write_residuals(result)
-    if plot is not None:
+    if "--plot" in files:
         from cloudmatrix.report.parity import parity_png
 
         title = f"cloudmatrix validate: {d['summary']['answered_rows']} of {d['summary']['rows']} rows answered"
-        cli._guard_write(plot, lambda p: parity_png(d["rows"], p, title))
+        files.write("--plot", parity_png(d["rows"], title))
     if as_json:
         cli._emit_json(d)
         return
     if rows:
-        cli.out.print(rows_table(d))
+        files.console.print(rows_table(d))
     for table in summary_tables(d["summary"]):
-        cli.out.print(table)
+        files.console.print(table)
 
 
 def _run(
@@ -113,23 +119,24 @@ def _write_residuals(result: Any) -> None:
 
     from cloudmatrix.catalog.reference import reference_ids
     from cloudmatrix.catalog.validation import RESIDUALS_PATH
+    from cloudmatrix.cli.output import write_file
     from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
 
     table = residual_table(result.entries(), [reproduce(i) for i in reference_ids()])
     head = {k: v for k, v in table.items() if k != "rows"}
     lines = ",\n".join(json.dumps(r) for r in table["rows"])  # one residual a line: readable diffs
-    cli._write_text(RESIDUALS_PATH, json.dumps(head)[:-1] + ', "rows": [\n' + lines + "\n]}\n")
-    cli.err.print(f"wrote {len(table['rows'])} residuals to {RESIDUALS_PATH}")
+    text = json.dumps(head)[:-1] + ', "rows": [\n' + lines + "\n]}\n"
+    write_file(RESIDUALS_PATH, "--write-residuals", text, f" ({len(table['rows'])} residuals)")
 
 
 def _write_roles() -> None:
     from cloudmatrix.catalog.corpus import roles_yaml
     from cloudmatrix.catalog.validation import ROLES_PATH
+    from cloudmatrix.cli.output import write_file
 
     text = cli._run(roles_yaml)
-    cli._write_text(ROLES_PATH, text)
-    cli.err.print(f"wrote {ROLES_PATH}")
+    write_file(ROLES_PATH, "--write-roles", text)
 
 
 def _err(entry: dict[str, Any] | None) -> str:
@@ -144,6 +151,8 @@ def _err(entry: dict[str, Any] | None) -> str:
 
 def rows_table(d: dict[str, Any]) -> Table:
     """One line per row: its role, concurrency and the error of each measured metric (%)."""
+    from rich.table import Table
+
     by_row: dict[str, dict[str, dict[str, Any]]] = {}
     for e in d["rows"]:
         by_row.setdefault(e["id"], {})[e["metric"]] = e
@@ -168,6 +177,8 @@ def _stat(cell: dict[str, Any]) -> str:
 
 def summary_tables(s: dict[str, Any]) -> list[Table]:
     """Per role: median |error| % (answered / rows) by system x stack and metric, then the overall figures."""
+    from rich.table import Table
+
     tables = []
     for role in ("predicted", "fitted"):
         cells = [c for c in s["cells"] if c["role"] == role]
@@ -189,6 +200,8 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
 
 
 def _overall(role: str, cells: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     t = Table(title=f"{role} rows, all: error statistics per metric (refused rows are misses in the shares)")
     for col in ("metric", "rows", "answered", "median |err| %", "p90 |err| %", "bias %", "within 15 %", "within 25 %"):
         t.add_column(col, justify="left" if col == "metric" else "right")

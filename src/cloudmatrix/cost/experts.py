@@ -6,7 +6,7 @@
    redundant slots empty; ``default`` is EPLB as DeepSeek and CloudMatrix-Infer run it: the redundant slots
    go one by one to the expert with the highest load per copy, then the copies are packed heaviest first
    onto the least-loaded die with a free slot; ``perfect`` is the uniform case.
-3. ``busiest_factor``: the expected busiest-die load over the mean, from seeded draws of one batch's
+3. ``sampled_busiest_factor``: the expected busiest-die load over the mean, from seeded draws of one batch's
    routing. A batch's expert mix departs from the long-run mix EPLB placed for: by the sampling noise of
    top-k routing and, for batches of few long prompts, by each request's own mix (Dirichlet with the
    profile's request concentration; see catalog/routing.py).
@@ -124,32 +124,13 @@ def _placement(profile: RoutingProfile, layout: ExpertLayout, eplb: Eplb, n: int
     return place(_popularity(profile, n, k), layout, eplb)
 
 
-def busiest_factor(
-    profile: RoutingProfile,
-    layout: ExpertLayout,
-    eplb: Eplb,
-    *,
-    num_experts: int,
-    top_k: int,
-    tokens: float,
-    requests: float,
-) -> float:
-    """Expected load of the busiest routed die over the mean, for a batch of ``tokens`` tokens (in the EP
-    group) from ``requests`` requests. 1 for perfect EPLB."""
-    if eplb == Eplb.PERFECT or tokens <= 0:
-        return 1.0
-    return _busiest_factor(profile, layout, eplb, num_experts, top_k, _sig(tokens), _sig(max(requests, 1.0)))
-
-
-def _sig(x: float) -> float:
-    """Round to 4 significant figures so nearby batch shapes share a cache entry."""
-    return float(f"{x:.4g}")
-
-
 @lru_cache(maxsize=4096)
-def _busiest_factor(
+def sampled_busiest_factor(
     profile: RoutingProfile, layout: ExpertLayout, eplb: Eplb, n: int, k: int, tokens: float, requests: float
 ) -> float:
+    """The expected busiest-die load over the mean from ``SAMPLES`` seeded draws of a batch of ``tokens``
+    (rounded by ``cost.expert_load.sig``) from ``requests`` requests; ``cost.expert_load.busiest_factor`` is
+    the entry point (it handles perfect EPLB and looks up the stored table first)."""
     pl = _placement(profile, layout, eplb, n, k)
     p = _popularity(profile, n, k)
     pairs = max(round(tokens * k), 1)

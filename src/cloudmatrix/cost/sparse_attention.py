@@ -37,14 +37,16 @@ def causal_attended(indexer: IndexerSpec | None, cached: float, computed: float)
     return ((first + k) / 2 * below + k * (computed - below)) / computed
 
 
-def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, stream: Stream) -> list[Op]:
+def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selected: float, stream: Stream) -> list[Op]:
     """The indexer for ``queries`` tokens of ``seqs`` sequences scoring ``context`` cached tokens each on
     average: its projections (query heads from the query latent, one key, per-head weights), the scoring
     (2 · heads · head_dim FLOPs per query and cached token, the cached keys read once per sequence), and
-    the top-k selection over the scores."""
+    the top-k selection over the scores, which writes the ``selected`` indices a query attends to (on
+    average; never more than top-k, nor than the tokens it sees: the attention core's own count)."""
     ix = plan.model.attention.indexer
     if ix is None or queries <= 0:
         return []
+    assert selected <= min(context, ix.topk) * (1 + 1e-9), "a query selects at most top-k of the tokens it sees"
     m, fmt = plan.model, indexer_precision(plan)
     share = ix.own_layers / m.num_layers  # layers that reuse the previous selection run no indexer
     weights = ix.params(m.hidden, m.attention.q_lora_rank) * share
@@ -65,6 +67,6 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, stream:
             op_class=OpClass.VECTOR,
             stream=stream,
             flops=4.0 * queries * context * share,
-            hbm_bytes=score_bytes + queries * ix.topk * 4.0 * share,
+            hbm_bytes=score_bytes + queries * selected * 4.0 * share,  # int32 indices
         ),
     ]

@@ -1,10 +1,10 @@
 """The OpenAI-compatible HTTP API: /v1/models, /v1/completions, /v1/chat/completions (streaming over SSE and
-not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "type", "param", "code"}}."""
+not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "type", "param", "code"}}. Access
+(Host, origin, key) is checked before any route by guard.py; there are no /docs pages (they load a CDN)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -20,10 +20,12 @@ from pydantic import ValidationError
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
+from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
-from cloudmatrix.emulator.text import Filler, chat_text, count_chat_tokens, count_tokens
+from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
+from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.inputs import MAX_DEPTH, depth
 
 
@@ -31,6 +33,9 @@ from cloudmatrix.inputs import MAX_DEPTH, depth
 class ServeConfig:
     model_id: str
     api_key: str | None = None
+    allowed_hosts: frozenset[str] = frozenset(LOCAL_HOSTS)
+    allowed_origins: frozenset[str] = frozenset()
+    public_metrics: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
     seed: int = 0
 
@@ -44,17 +49,18 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         yield
         await engine.stop()
 
-    app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan)
+    # no /docs or /redoc: FastAPI's pages load their scripts from a CDN; /openapi.json stays (behind the key)
+    app = FastAPI(title="cloudmatrix emulator", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    add_error_handlers(app, metrics)
+    policy = AccessPolicy(
+        api_key=config.api_key,
+        allowed_hosts=config.allowed_hosts,
+        allowed_origins=config.allowed_origins,
+        public_metrics=config.public_metrics,
+    )
+    add_access_control(app, policy)
+    add_error_handlers(app, metrics)  # after: its request counter wraps the access checks and counts refusals
     add_dashboard(app, engine, metrics, config.model_id)
-
-    def authorize(request: Request) -> None:
-        if config.api_key is None:
-            return
-        given = request.headers.get("authorization", "").encode("utf-8", "surrogateescape")
-        if not hmac.compare_digest(given, f"Bearer {config.api_key}".encode("utf-8", "surrogateescape")):
-            raise ApiError(401, "Incorrect or missing API key.", "authentication_error", code="invalid_api_key")
 
     async def body_bytes(request: Request) -> bytes:
         """The body, refused (413) as soon as it passes the limit, whatever its Content-Length says."""
@@ -71,7 +77,6 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         return b"".join(chunks)
 
     async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
-        authorize(request)
         if engine.draining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
         raw = await body_bytes(request)
@@ -186,7 +191,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     async def complete(request: Request, streams: list[Stream]) -> list[str]:
         """Collect every choice's whole answer, watching for a client that disconnects meanwhile."""
-        fillers = [Filler(config.seed, s.rid) for s in streams]
+        fillers = [Filler(config.seed, s.seq) for s in streams]
         parts: list[list[str]] = [[] for _ in streams]
         agen = choices(request, streams)
         try:
@@ -213,7 +218,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def stream_events(
         request: Request, streams: list[Stream], body: RequestBody, chat: bool, rid: str, created: int
     ) -> AsyncIterator[str]:
-        fillers = [Filler(config.seed, s.rid) for s in streams]
+        fillers = [Filler(config.seed, s.seq) for s in streams]
         obj = "chat.completion.chunk" if chat else "text_completion"
 
         def chunk(i: int, text: str | None, finish: str | None, role: bool = False) -> dict[str, Any]:
@@ -269,8 +274,19 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             )
         yield sse("[DONE]")
 
+    async def measure(texts: list[str], block_text: str, param: str) -> tuple[list[int], list[int] | None]:
+        """Each text's tokens and the prompt's chained block hashes (None without an EMS cache). A tokenizer
+        that fails on this prompt fails this request (400), never the server."""
+        block = engine.block_tokens
+        try:
+            measured = await engine.tokens.measure(texts, block_text if block else None, block or 1)
+        except TokenizerFailed as e:
+            message = f"The server's {engine.tokens.name} cannot tokenise this {param}: {e}."
+            raise ApiError(400, message, param=param, code="tokenizer_failed") from None
+        return measured.counts, measured.prefix_hashes() if block else None
+
     async def serve(
-        request: Request, body: RequestBody, chat: bool, prompt_tokens: int, max_tokens: int, prompt_text: str
+        request: Request, body: RequestBody, chat: bool, prompt_tokens: int, max_tokens: int, hashes: list[int] | None
     ) -> Response:
         limit = engine.max_context_tokens
         if prompt_tokens + max_tokens > limit:
@@ -285,7 +301,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
         metrics.prompt_tokens.inc(prompt_tokens * body.n)
-        streams = [engine.submit(prompt_tokens, max_tokens, prompt_text) for _ in range(body.n)]
+        streams = [engine.submit(prompt_tokens, max_tokens, hashes) for _ in range(body.n)]
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{streams[0].rid}"
         if body.stream:
@@ -315,10 +331,10 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def chat_completions(request: Request) -> Response:
         body = await read(request, ChatBody)
         assert isinstance(body, ChatBody)
-        prompt = count_chat_tokens([m.text() for m in body.messages], engine.tokens)
+        contents = [m.text() for m in body.messages]
+        counts, hashes = await measure(contents, chat_text([(m.role, m.text()) for m in body.messages]), "messages")
         max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
-        text = chat_text([(m.role, m.text()) for m in body.messages])
-        return await serve(request, body, True, prompt, max_tokens, text)
+        return await serve(request, body, True, chat_prompt_tokens(counts), max_tokens, hashes)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -327,26 +343,25 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         prompts = body.prompt if isinstance(body.prompt, list) else [body.prompt]
         if len(prompts) != 1:
             raise ApiError(400, "exactly one prompt per request is supported", param="prompt")
-        return await serve(
-            request, body, False, count_tokens(prompts[0], engine.tokens), body.max_tokens or 16, prompts[0]
-        )
+        (count,), hashes = await measure(prompts, prompts[0], "prompt")
+        return await serve(request, body, False, count, body.max_tokens or 16, hashes)
 
     @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
-        authorize(request)
+    async def models() -> dict[str, Any]:
         return {
             "object": "list",
             "data": [{"id": config.model_id, "object": "model", "created": 0, "owned_by": "cloudmatrix"}],
         }
 
     @app.get("/v1/cloudmatrix/requests/{rid}")
-    async def request_timeline(request: Request, rid: int) -> dict[str, Any]:
-        """What the simulation predicted for one request (simulated seconds; divide by speed for wall time)."""
-        authorize(request)
-        timeline = engine.timeline(rid)
+    async def request_timeline(rid: str) -> dict[str, Any]:
+        """What the simulation predicted for one request (simulated seconds; divide by speed for wall time),
+        by its response id (``chatcmpl-...``, ``cmpl-...``) or the random part of it."""
+        bare = rid.split("-", 1)[1] if rid.startswith(("chatcmpl-", "cmpl-")) else rid
+        timeline = engine.timeline(rid) or engine.timeline(bare)
         if timeline is None:
             kept = f"timelines are kept for the live requests and the last {HISTORY:,}"
-            raise ApiError(404, f"no request {rid} ({kept})", param="rid")
+            raise ApiError(404, f"no request {rid[:64]!r} ({kept})", param="rid")
         return timeline
 
     @app.get("/health")

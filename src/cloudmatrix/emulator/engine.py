@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -14,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.deploy import mtp_tokens_per_step
-from cloudmatrix.emulator.text import CharTokens, Tokens, prefix_block_hashes
+from cloudmatrix.emulator.text import CharTokens
+from cloudmatrix.emulator.tokenizer_worker import TokenizerPool
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import Simulation
@@ -25,10 +27,12 @@ from cloudmatrix.workload.spec import Workload
 @dataclass
 class Stream:
     """What the HTTP handler of one request consumes: (tokens, sim time) items, then None when done.
-    ``rid`` is the public request id (response ids, timelines); ``row`` its row in the simulation's table,
-    which a later request reuses once this one is over."""
+    ``rid`` is the public request id (response ids, timelines): random, so one client cannot read another's
+    timeline by counting; ``seq`` its arrival number (it seeds the filler text); ``row`` its row in the
+    simulation's table, which a later request reuses once this one is over."""
 
-    rid: int
+    rid: str
+    seq: int
     row: int
     prompt_tokens: int
     max_tokens: int
@@ -49,7 +53,7 @@ class RealtimeEngine:
         scenario: Scenario,
         speed: float = 1.0,
         max_outstanding: int | None = None,
-        tokens: Tokens | None = None,
+        tokens: CharTokens | TokenizerPool | None = None,
     ) -> None:
         if scenario.aggregated is not None:
             raise ConfigError(
@@ -60,13 +64,13 @@ class RealtimeEngine:
         self.sim = Simulation(scenario, workload=empty, listener=self)
         self.sim.start()
         self.speed = speed
-        self.tokens: Tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
+        self.tokens = tokens or CharTokens()  # how prompts are counted and cut into cache blocks
         self.max_outstanding = max_outstanding or self.sim.decode_slots
         self.streams: dict[int, Stream] = {}  # live requests by table row
-        self.next_id = 0
-        self.live_rows: dict[int, int] = {}  # public id -> table row of the live requests
-        self.history: OrderedDict[int, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
-        self.unrecycled: dict[int, int] = {}  # row -> public id of cancelled requests the simulation still holds
+        self.next_seq = 0
+        self.live_rows: dict[str, int] = {}  # public id -> table row of the live requests
+        self.history: OrderedDict[str, dict[str, Any]] = OrderedDict()  # public id -> timeline, the last HISTORY
+        self.unrecycled: dict[int, str] = {}  # row -> public id of cancelled requests the simulation still holds
         self.loop: asyncio.AbstractEventLoop | None = None
         self.t0 = 0.0
         self.timer: asyncio.TimerHandle | None = None
@@ -112,6 +116,8 @@ class RealtimeEngine:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if isinstance(self.tokens, TokenizerPool):
+            self.tokens.close()
 
     def begin_drain(self, deadline_s: float) -> None:
         """SIGTERM: admit nothing new; streams still open ``deadline_s`` from now are ended with an error
@@ -140,15 +146,18 @@ class RealtimeEngine:
         remaining = min((s.max_tokens - s.generated for s in self.streams.values()), default=0)
         return max(1, math.ceil(max(remaining, 0) * tpot / self.speed))
 
-    def submit(self, prompt_tokens: int, max_tokens: int, prompt_text: str | None = None) -> Stream:
-        """A request from a client; with its text, the EMS cache (if the scenario has one) sees its prefix."""
+    @property
+    def block_tokens(self) -> int | None:
+        """The EMS cache's block size, None without a cache (then prompts need no block hashes)."""
+        return self.sim.ems.block_tokens if self.sim.ems is not None else None
+
+    def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> Stream:
+        """A request from a client; with its prompt's chained block hashes, the EMS cache sees its prefix."""
         self._catch_up()
-        hashes = None
-        if prompt_text is not None and self.sim.ems is not None:
-            hashes = prefix_block_hashes(prompt_text, self.sim.ems.block_tokens, self.tokens)
         row = self.sim.submit(prompt_tokens, max_tokens, hashes)
-        stream = Stream(rid=self.next_id, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
-        self.next_id += 1
+        rid = public_id()
+        stream = Stream(rid=rid, seq=self.next_seq, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        self.next_seq += 1
         self.streams[row] = stream
         self.live_rows[stream.rid] = row
         self._arm()
@@ -179,7 +188,7 @@ class RealtimeEngine:
                 if rid in self.history:
                     self.history[rid] = self.timeline_of_row(row)
 
-    def timeline(self, rid: int) -> dict[str, Any] | None:
+    def timeline(self, rid: str) -> dict[str, Any] | None:
         """What the simulation predicted for public request ``rid``: live, or among the last HISTORY."""
         row = self.live_rows.get(rid)
         if row is not None:
@@ -240,6 +249,11 @@ class RealtimeEngine:
             self.completed += 1
             stream.queue.put_nowait(None)
             self._retire(stream)
+
+
+def public_id() -> str:
+    """128 random bits, URL-safe: what response ids carry and timelines are looked up by."""
+    return secrets.token_urlsafe(16)
 
 
 def _stamp(value: float) -> float | None:

@@ -1,5 +1,6 @@
 """The uvicorn server of `serve`, with a drain on SIGTERM: admission stops at once, running streams may
-finish until the deadline, and those still open then end with an error event before the server closes."""
+finish until the deadline, and those still open then end with an error event before the server closes.
+Connections go through the bounded protocol of connections.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import uvicorn
 
+from cloudmatrix.emulator.connections import ConnectionLimits, protocol_class
 from cloudmatrix.emulator.engine import RealtimeEngine
 
 CLOSE_MARGIN_S = 0.5  # between ending the open streams and uvicorn closing their connections
@@ -26,8 +28,16 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve_config(app: Any, host: str, port: int, drain_s: float) -> uvicorn.Config:
-    """uvicorn's graceful-shutdown timeout leaves the streams their drain, then the margin to end."""
+def serve_config(app: Any, host: str, port: int, drain_s: float, limits: ConnectionLimits) -> uvicorn.Config:
+    """uvicorn's graceful-shutdown timeout leaves the streams their drain, then the margin to end. The protocol
+    keeps its own idle deadline; uvicorn's (whole seconds) is set no shorter, so it never fires first."""
     return uvicorn.Config(
-        app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=math.ceil(drain_s + CLOSE_MARGIN_S)
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=protocol_class(limits),
+        ws="none",
+        timeout_keep_alive=math.ceil(limits.keep_alive_timeout_s) + 1,
+        timeout_graceful_shutdown=math.ceil(drain_s + CLOSE_MARGIN_S),
     )

@@ -1,7 +1,8 @@
 """Token counting and generated text. Nothing is downloaded: by default prompts are counted with the common
 approximation of 4 characters per token (OpenAI's rule of thumb for English), at least 1 token; with
-``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do. Chat adds 3
-tokens of framing per message and 3 for the reply priming (as OpenAI documents for chat formats).
+``serve --tokenizer PATH`` a local Hugging Face ``tokenizer.json`` counts them as clients do (the server runs
+it in worker processes: tokenizer_worker). Chat adds 3 tokens of framing per message and 3 for the reply
+priming (as OpenAI documents for chat formats).
 Generated text is filler drawn from a seeded stream, one word per token, the same for the same request id."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,23 +62,35 @@ class CharTokens:
         size = block_tokens * CHARS_PER_TOKEN
         return [text[i : i + size].encode() for i in range(0, max(len(text), 1), size)]
 
+    async def measure(self, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
+        """In-process: a few string operations on a body already bounded by --max-body-bytes."""
+        return measure_texts(self, texts, block_text, block_tokens)
+
 
 class HFTokens:
-    """A local Hugging Face ``tokenizer.json`` (the ``tokenizers`` library; never downloaded). Prefix blocks
-    are runs of ``block_tokens`` token ids, as a serving engine's KV blocks are."""
+    """A local Hugging Face ``tokenizer.json`` (the ``tokenizers`` library; never downloaded), with the file's
+    truncation and padding switched off: they would cut or pad every prompt to a fixed length. Prefix blocks
+    are runs of ``block_tokens`` token ids, as a serving engine's KV blocks are. Encoding can panic, raise or
+    run long on a hostile file, so the server calls this only inside a worker process (tokenizer_worker)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, text: str | None = None) -> None:
         from tokenizers import Tokenizer
 
-        text = read_text(path, "tokenizer file", max_bytes=64 * 1024 * 1024)
+        if text is None:
+            text = read_text(path, "tokenizer file", max_bytes=MAX_TOKENIZER_BYTES)
         try:
             self.tokenizer = Tokenizer.from_str(text)
         except Exception as e:  # the library raises a bare Exception for a malformed file
             raise ConfigError(f"{path}: not a Hugging Face tokenizer.json ({str(e).splitlines()[0][:200]})") from None
+        self.tokenizer.no_truncation()
+        self.tokenizer.no_padding()
         self.name = f"tokenizer {path.name}"
+        self.last: tuple[str, list[int]] = ("", [])  # a completion's prompt is both counted and cut in blocks
 
     def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        if text is not self.last[0]:
+            self.last = (text, list(self.tokenizer.encode(text, add_special_tokens=False).ids))
+        return self.last[1]
 
     def count(self, text: str) -> int:
         return max(1, len(self._ids(text)))
@@ -86,26 +100,53 @@ class HFTokens:
         return [ids[i : i + block_tokens].tobytes() for i in range(0, len(ids), block_tokens)]
 
 
+MAX_TOKENIZER_BYTES = 64 * 1024 * 1024
 Tokens = CharTokens | HFTokens
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What the server needs of one request's prompt: the tokens of each text (a completion's prompt, or each
+    chat message) and the cache keys of the prompt's blocks (empty without an EMS cache)."""
+
+    counts: list[int]
+    block_keys: list[int]
+
+    def prefix_hashes(self) -> list[int]:
+        return chain_hashes(self.block_keys)
+
+
+def measure_texts(tokens: Tokens, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
+    keys = [] if block_text is None else block_keys(tokens.blocks(block_text, block_tokens))
+    measured = Measured([tokens.count(t) for t in texts], keys)
+    if isinstance(tokens, HFTokens):
+        tokens.last = ("", [])  # a multi-megabyte prompt's ids are not kept until the next request
+    return measured
 
 
 def count_tokens(text: str, tokens: Tokens | None = None) -> int:
     return (tokens or CharTokens()).count(text)
 
 
+def chat_prompt_tokens(counts: list[int]) -> int:
+    """A chat's prompt tokens from its messages' own counts, with the framing chat formats add."""
+    return sum(c + CHAT_TOKENS_PER_MESSAGE for c in counts) + CHAT_REPLY_PRIMING
+
+
 def count_chat_tokens(contents: list[str], tokens: Tokens | None = None) -> int:
-    return sum(count_tokens(c, tokens) + CHAT_TOKENS_PER_MESSAGE for c in contents) + CHAT_REPLY_PRIMING
+    return chat_prompt_tokens([count_tokens(c, tokens) for c in contents])
+
+
+def block_keys(pieces: list[bytes]) -> list[int]:
+    """Each block's key by its content alone (``prefix_block_hashes`` chains them)."""
+    return [int.from_bytes(hashlib.blake2b(piece, digest_size=8).digest(), "little") for piece in pieces]
 
 
 def prefix_block_hashes(text: str, block_tokens: int, tokens: Tokens | None = None) -> list[int]:
     """The prompt's KV blocks as the EMS cache keys them: consecutive ``block_tokens``-token pieces of the
     prompt, each keyed by its content and chained to the blocks before it, so two prompts share leading
     hashes exactly as far as they share whole leading blocks."""
-    keys = [
-        int.from_bytes(hashlib.blake2b(piece, digest_size=8).digest(), "little")
-        for piece in (tokens or CharTokens()).blocks(text, block_tokens)
-    ]
-    return chain_hashes(keys)
+    return chain_hashes(block_keys((tokens or CharTokens()).blocks(text, block_tokens)))
 
 
 def chat_text(roles_and_contents: list[tuple[str, str]]) -> str:

@@ -16,7 +16,7 @@ from cloudmatrix.catalog.models import ModelSpec, load_model, model_index
 from cloudmatrix.catalog.overrides import apply_hardware_overrides
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_REQUESTS, check_number, check_optional, read_yaml_file
+from cloudmatrix.inputs import MAX_REQUESTS, check_number, check_optional, path_exists, read_yaml_file
 from cloudmatrix.planner.space import SearchSpace
 from cloudmatrix.studies.compare import parse_workload as parse_lengths
 from cloudmatrix.workload.spec import PRESETS, LengthSpec, WorkloadSpec
@@ -78,8 +78,9 @@ def _from_yaml(path: Path) -> PlanWorkload:
     if not isinstance(data, dict):
         raise ConfigError(f"workload {path}: expected a mapping of workload fields")
     data.pop("arrivals", None)  # the planner sets the rate each deployment is sized for
-    if data.get("trace") and not Path(data["trace"]).is_absolute():
-        data["trace"] = str((path.parent / data["trace"]).resolve())
+    trace = data.get("trace")
+    if isinstance(trace, str) and trace and "\0" not in trace and not Path(trace).is_absolute():
+        data["trace"] = str((path.parent / trace).resolve())  # (a NUL is refused when the trace is read)
     try:
         spec = WorkloadSpec.model_validate(data)
     except ValidationError as e:
@@ -110,7 +111,7 @@ def parse_workload(name: str) -> PlanWorkload:
         inp, outp = parse_lengths(name)
     except ConfigError:
         path = Path(name)
-        if not path.exists():
+        if not path_exists(path, "workload"):
             raise ConfigError(
                 f"workload '{name}': expected one of {', '.join(PRESETS)}, INPUT/OUTPUT, a workload YAML or a trace"
             ) from None
@@ -122,7 +123,7 @@ def parse_workload(name: str) -> PlanWorkload:
 def resolved_model(model: str) -> str:
     """A catalog id as is; a config path made absolute, so that Ray workers and written scenarios running
     elsewhere read the same file."""
-    if model in model_index() or not Path(model).exists():
+    if model in model_index() or not path_exists(Path(model), "model config"):
         return model
     return str(Path(model).resolve())
 

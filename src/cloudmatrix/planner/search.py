@@ -9,8 +9,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.stacks import load_stack
+from cloudmatrix.catalog.stacks import check_runs_on, load_stack
 from cloudmatrix.inputs import check_number
 from cloudmatrix.planner.check import Check, check
 from cloudmatrix.planner.empty import Searched, why_empty
@@ -103,14 +104,16 @@ def _decode_dict(c: CandidateCost) -> dict[str, Any]:
     }
 
 
-def _budget(request: PlanRequest, system_chips: int) -> int:
+def _budget(request: PlanRequest, hw: Hardware) -> int:
     """The chip budget, with the request's other numbers checked before anything is costed."""
+    system_chips = hw.system.num_chips
     budget = request.chips if request.chips is not None else system_chips
     check_number("--chips", budget, lo=1, hi=system_chips, integer=True)
     check_number("--ttft-slo (ms)", request.ttft_slo_ms, lo=0, lo_open=True, hi=1e7)
     check_number("--tpot-slo (ms)", request.tpot_slo_ms, lo=0, lo_open=True, hi=1e6)
     if request.stack is not None:
         load_stack(request.stack)  # an unknown stack fails before any costing, naming the known ones
+        check_runs_on(request.stack, hw.system.vendor, hw.system.id)  # ... as does one without a build for it
     check_number("--mtp-acceptance", request.mtp_acceptance, lo=0, hi=1)
     check_number("--load", request.utilisation, lo=0, lo_open=True, hi=1, hi_open=True)
     check_number("--top", request.top, lo=1, hi=1000, integer=True)
@@ -132,7 +135,7 @@ def run_search(request: PlanRequest, progress: Progress | None = None, cost: Cos
     """Enumerate, prune, cost and rank for a request whose model path is already resolved."""
     w = parse_workload(request.workload)
     hw, model = context(request.system, request.model, request.hardware_overrides)
-    t = targets_for(request, w, _budget(request, hw.system.num_chips))
+    t = targets_for(request, w, _budget(request, hw))
     job = job_for(request, w)
     everything, kept, pruned = feasible_candidates(
         hw, model, request.space, t.budget_chips, job.input_len, job.output_len

@@ -7,15 +7,16 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; no display
+matplotlib.use("Agg")  # PNG bytes only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+
+from cloudmatrix.report.plot import png_bytes  # noqa: E402
 
 PANELS = {  # metric -> (title, unit)
     "output_tok_s_per_chip": ("output throughput per chip", "tok/s"),
@@ -29,7 +30,7 @@ MARKERS = "osD^vP*Xh<>"
 BAND = 0.25
 
 
-def parity_png(entries: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+def parity_png(entries: Sequence[dict[str, Any]], title: str) -> bytes:
     answered = [e for e in entries if e["status"] == "ok" and e["predicted"]]
     metrics = [m for m in PANELS if any(e["metric"] == m for e in answered)]
     if not metrics:
@@ -53,8 +54,7 @@ def parity_png(entries: Sequence[dict[str, Any]], path: Path, title: str) -> Non
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, title="stack (colour)")
     fig.suptitle(title)
     fig.tight_layout(rect=(0, 0.09, 1, 0.97))
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    return png_bytes(fig)
 
 
 def _tick(v: float, _pos: int) -> str:

@@ -1,12 +1,13 @@
-"""The trade-off plot the field uses: throughput per chip against tokens/s per user, one curve per system."""
+"""The trade-off plot the field uses: throughput per chip against tokens/s per user, one curve per system.
+Plots are rendered to PNG bytes; the CLI writes them."""
 
 from __future__ import annotations
 
-from pathlib import Path
+import io
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; no display
+matplotlib.use("Agg")  # PNG bytes only; no display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -14,7 +15,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from cloudmatrix.studies.compare import SystemResult  # noqa: E402
 
 
-def tradeoff_png(results: list[SystemResult], path: Path, title: str, tpot_slo_ms: float) -> None:
+def tradeoff_png(results: list[SystemResult], title: str, tpot_slo_ms: float) -> bytes:
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
     for r in results:
         if not r.curve:
@@ -26,7 +27,7 @@ def tradeoff_png(results: list[SystemResult], path: Path, title: str, tpot_slo_m
             x, y = 1e3 / r.tpot_ms, r.decode_tok_s_per_chip
             ax.scatter([x], [y], s=60, edgecolors="black", zorder=3)
             _error_bars(ax, x, y, r.intervals.get("tpot_ms"), r.intervals.get("decode_tok_s_per_chip"))
-    _finish(fig, ax, path, title, "output tokens/s per decode chip (co-located: per chip)", tpot_slo_ms)
+    return _finish(fig, ax, title, "output tokens/s per decode chip (co-located: per chip)", tpot_slo_ms)
 
 
 def _error_bars(ax: Axes, x: float, y: float, tpot: dict | None, tput: dict | None) -> None:
@@ -39,8 +40,8 @@ def _error_bars(ax: Axes, x: float, y: float, tpot: dict | None, tput: dict | No
         ax.hlines([y], [1e3 / tpot["hi"]], [1e3 / tpot["lo"]], colors="black", linewidth=0.8, zorder=2)
 
 
-def _finish(fig: Figure, ax: Axes, path: Path, title: str, ylabel: str, tpot_slo_ms: float) -> None:
-    """Shared frame of the trade-off plots: the TPOT SLO as a dashed line, labels, legend, PNG file."""
+def _finish(fig: Figure, ax: Axes, title: str, ylabel: str, tpot_slo_ms: float) -> bytes:
+    """Shared frame of the trade-off plots: the TPOT SLO as a dashed line, labels, legend; the PNG's bytes."""
     ax.axvline(1e3 / tpot_slo_ms, color="grey", linestyle="--", linewidth=1, label=f"TPOT SLO {tpot_slo_ms:g} ms")
     ax.set_xlabel("tokens/s per user (1 / TPOT)")
     ax.set_ylabel(ylabel)
@@ -48,18 +49,26 @@ def _finish(fig: Figure, ax: Axes, path: Path, title: str, ylabel: str, tpot_slo
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
+    return png_bytes(fig)
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes (closed afterwards)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
 
 
 def pareto_png(
     points: list[tuple[float, float]],
     front: list[tuple[float, float]],
     chosen: tuple[float, float] | None,
-    path: Path,
     title: str,
     tpot_slo_ms: float,
-) -> None:
+) -> bytes:
     """The planner's deployments as (tokens/s per user, output tokens/s per chip), the Pareto front as a
     line, the chosen deployment starred and the TPOT SLO as a dashed line."""
     fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
@@ -71,4 +80,4 @@ def pareto_png(
         ax.plot(fx, fy, marker="o", markersize=4, color="tab:blue", label="Pareto front")
     if chosen is not None:
         ax.scatter([chosen[0]], [chosen[1]], marker="*", s=220, color="tab:red", zorder=3, label="chosen")
-    _finish(fig, ax, path, title, "output tokens/s per chip (whole deployment)", tpot_slo_ms)
+    return _finish(fig, ax, title, "output tokens/s per chip (whole deployment)", tpot_slo_ms)

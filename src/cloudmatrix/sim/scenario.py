@@ -14,7 +14,7 @@ from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
-from cloudmatrix.inputs import MAX_REQUESTS, MAX_SIM_S, read_yaml_file
+from cloudmatrix.inputs import MAX_REQUESTS, MAX_SIM_S, names_file, path_exists, read_yaml_file
 from cloudmatrix.workload.spec import WorkloadSpec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -146,14 +146,14 @@ def load_scenario(source: str | None = None, overrides: list[str] | None = None)
     name = source or DEFAULT_SCENARIO
     path = Path(name)
     looks_like_path = path.suffix in (".yaml", ".yml") or "/" in name
-    if not path.exists() and looks_like_path:
+    exists = path_exists(path, "scenario")
+    if not exists and looks_like_path:
         raise ConfigError(f"scenario {name}: file not found")
-    if not path.exists():
-        builtin = SCENARIO_DIR / f"{name}.yaml"
-        if not builtin.exists():
+    if not exists:
+        if not names_file(SCENARIO_DIR, f"{name}.yaml"):
             valid = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
             raise ConfigError(f"scenario '{name}': no such file or built-in scenario (built-in: {valid})")
-        path = builtin
+        path = SCENARIO_DIR / f"{name}.yaml"
     data = read_yaml_file(path, "scenario")
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")

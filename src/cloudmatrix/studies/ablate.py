@@ -8,17 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudmatrix.catalog.reference import load_reference
-from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.deploy import Eplb, Phase
+from cloudmatrix.deployment import PAPER_SET, paper_deployments
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import Estimate, estimate
-from cloudmatrix.studies.reproduce import DEFAULT_SET, deployment_from_setup
-
-# The paper's instances (P3 §5.1), as the reference rows state them: decode EP320 at batch 96, KV 4K, MTP 1
-# at 70 %, the engine running whichever of its two graphs (with or without the microbatch pipeline) is
-# faster, the same deployment `estimate` and `reproduce` price; prefill EP32 at 16K tokens per NPU of 4K
-# prompts with the microbatch pipeline and EMS context caching over UB at the 50 % reuse point of Fig. 23;
-# INT8 and default EPLB.
-DECODE_ROW, PREFILL_ROW = "decode-b96-throughput", "ems-ttft-reuse50"
 
 # (role, optimisation, what it becomes when switched off)
 ABLATIONS: list[tuple[Phase, str, dict[str, Any]]] = [
@@ -32,16 +25,6 @@ ABLATIONS: list[tuple[Phase, str, dict[str, Any]]] = [
     (Phase.PREFILL, "EMS context cache (50 % reuse)", {"cached_fraction": 0.0}),
     (Phase.PREFILL, "EMS over UB (instead of VPC)", {"cache_plane": "vpc"}),
 ]
-
-
-def paper_deployments() -> dict[Phase, Deployment]:
-    """The paper's decode and prefill instances, from the setups of their reference rows."""
-    ref = load_reference(DEFAULT_SET)
-    setups = {r.id: r.setup for r in ref.rows}
-    return {
-        Phase.DECODE: deployment_from_setup(setups[DECODE_ROW], ref.defaults),
-        Phase.PREFILL: deployment_from_setup(setups[PREFILL_ROW], ref.defaults),
-    }
 
 
 def _latency_ms(est: Estimate) -> float:
@@ -82,7 +65,7 @@ class AblationRow:
 
 
 def ablate() -> list[AblationRow]:
-    ref = load_reference(DEFAULT_SET)
+    ref = load_reference(PAPER_SET)
     paper = paper_deployments()
     rows = []
     for phase, name, off in ABLATIONS:

@@ -7,15 +7,16 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
-from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import load_stack, request_fixed_s
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
-from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
@@ -23,8 +24,19 @@ from cloudmatrix.workload.spec import PRESETS
 
 
 def system_list(systems: str | None) -> list[str]:
-    """``--systems a,b`` as ids; by default every system with a published (or assumed) preset."""
-    return [s.strip() for s in systems.split(",")] if systems else list(presets())
+    """``--systems a,b`` as ids, each once in the order given, all known to the catalog (so there are at most
+    as many as it has, checked before any is priced); by default every system with a published (or assumed)
+    preset."""
+    if not systems:
+        return list(presets())
+    ids = list(dict.fromkeys(s.strip() for s in systems.split(",")))
+    known = system_ids()
+    if len(ids) > len(known):
+        raise ConfigError(f"--systems: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
+    for s in ids:
+        if s not in known:
+            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--systems: an empty id; expected ids")
+    return ids
 
 
 def parse_workload(name: str) -> tuple[int, int]:
@@ -81,15 +93,22 @@ class SystemResult:
     curve: list[tuple[float, float]] = field(default_factory=list)  # (tok/s per user, tok/s per chip)
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
     stack: str | None = None  # the serving stack priced
+    not_run: bool = False  # the stack asked for has no build for this system's vendor: nothing priced
+    utilisation: float = 0.0  # chip-weighted share of each step at speed of light (the power model's load)
+    economics: dict[str, Any] = field(default_factory=dict)  # $ / Mtok, J/token (studies/tco.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
 
+# One step priced once per process: `compare --sweep` walks the same batch grid at every TPOT SLO.
+_estimate = lru_cache(maxsize=4096)(estimate)
+
+
 def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:
     """The preset's decode instance (or, with ``pool="aggregated"``, its co-located one) at a batch."""
     d = preset[pool]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -110,7 +129,7 @@ def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, po
 
 def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip: int) -> Estimate:
     p = preset["prefill"]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -134,6 +153,12 @@ def _batch_grid(dies_per_chip: int, max_batch: float) -> list[int]:
         grid.append(b)
         b += dies_per_chip if b < 16 * dies_per_chip else max(dies_per_chip, (b // 8 // dies_per_chip) * dies_per_chip)
     return grid
+
+
+def busy_share(est: Estimate) -> float:
+    """How loaded a step keeps its chips: its speed-of-light time (each op at peak compute or bandwidth) over
+    its real time, at most 1."""
+    return min(1.0, est.step.roofline_step_s / est.step.step_s)
 
 
 def _why(est: Estimate, label: str) -> str:
@@ -193,6 +218,7 @@ def _aggregated_result(
         output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=_why(est, "aggregated step"),
+        utilisation=busy_share(est),
     )
 
 
@@ -278,6 +304,8 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}",
         curve=curve,
+        # pools sized to one rate: prefill holds decode_req / (prefill_req + decode_req) of the chips
+        utilisation=(decode_req * busy_share(pre) + prefill_req * busy_share(dec)) / (prefill_req + decode_req),
     )
 
 
@@ -299,6 +327,10 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         load_stack(c.stack)  # ... and on an unknown stack
     results = []
     for s in systems:
+        refusal = _not_run(s, c.stack)
+        if refusal is not None:
+            results.append(refusal)
+            continue
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
@@ -307,6 +339,24 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
     return results
+
+
+def _not_run(system: str, stack: str | None) -> SystemResult | None:
+    """A system the asked-for stack has no build for, marked rather than priced (or failing the others)."""
+    hw = load_hardware(system)
+    reason = None if stack is None else not_run_reason(stack, hw.system.vendor, system)
+    if reason is None:
+        return None
+    preset = presets().get(system, {})
+    return SystemResult(
+        system=system,
+        deployment=str(preset.get("name", "")),
+        precision=str(preset.get("precision", "")),
+        feasible=False,
+        not_run=True,
+        reason=f"not run: {reason}",
+        stack=stack,
+    )
 
 
 def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:

@@ -9,17 +9,19 @@ stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` r
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import accumulate
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from cloudmatrix.catalog.corpus import chip_family
+from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.validation import METRICS, stored_residuals
-from cloudmatrix.studies.reproduce import Reproduction
+from cloudmatrix.catalog.residuals import METRICS, stored_residuals
+
+if TYPE_CHECKING:  # the estimate path attaches intervals without loading the reproduce study
+    from cloudmatrix.studies.reproduce import Reproduction
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
 # Intervals are ratios (measured / predicted), so a figure normalised per decode chip or per chip of the
@@ -77,16 +79,27 @@ def _usable(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     ]
 
 
-def series_quantiles(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> np.ndarray:
+def series_quantiles(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> list[float]:
     """Quantiles of measured / predicted with every series weighing the same (weighted empirical CDF at
-    the midpoints of each row's weight, interpolated)."""
+    the midpoints of each row's weight, interpolated linearly and held flat beyond its ends). Plain Python:
+    a few hundred rows, and the estimate path stays free of numpy."""
     counts = Counter(r["series"] for r in rows)
-    ratios = np.array([r["measured"] / r["predicted"] for r in rows])
-    weights = np.array([1.0 / counts[r["series"]] for r in rows])
-    order = np.argsort(ratios, kind="stable")
-    ratios, weights = ratios[order], weights[order]
-    cdf = (np.cumsum(weights) - weights / 2) / weights.sum()
-    return np.interp(levels, cdf, ratios)
+    pairs = sorted(((r["measured"] / r["predicted"], 1.0 / counts[r["series"]]) for r in rows), key=lambda p: p[0])
+    ratios, weights = [p[0] for p in pairs], [p[1] for p in pairs]
+    total = sum(weights)
+    cdf = [(c - w / 2) / total for c, w in zip(accumulate(weights), weights, strict=True)]
+    return [_interp(q, cdf, ratios) for q in levels]
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Linear interpolation on increasing ``xs``, flat beyond the ends (numpy's ``interp``)."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect_right(xs, x)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return (y1 - y0) / (x1 - x0) * (x - x0) + y0
 
 
 def strata(system: str, stack: str | None, metric: str) -> list[tuple[str, dict[str, str]]]:

@@ -11,11 +11,11 @@ from cloudmatrix.catalog.reference import ReferenceRow, ReferenceSet, load_refer
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ep_bench import ep_message_bytes, ep_plane
 from cloudmatrix.cost.model_load import model_bytes, model_cache_times
-from cloudmatrix.deploy import Deployment, Eplb, Phase
+from cloudmatrix.deployment import PAPER_SET, deployment_from_setup
 from cloudmatrix.estimate import Estimate, estimate
 from cloudmatrix.studies.scoring import ErrorStats, error_pct, error_stats
 
-DEFAULT_SET = "cloudmatrix-infer"
+DEFAULT_SET = PAPER_SET
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,29 +65,6 @@ class Reproduction:
             "predicted_median_abs_error_pct": pred.to_dict()["median_abs_error_pct"],
             "all_within_tolerance": all(r.within_tolerance for r in self.results),
         }
-
-
-def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:
-    s = {**defaults, **setup}
-    return Deployment(
-        phase=Phase(s["phase"]),
-        num_chips=s["chips"],
-        ep=s.get("ep"),
-        batch_per_chip=s.get("batch_per_chip"),
-        tokens_per_chip=s.get("tokens_per_chip"),
-        input_len=s.get("input_len", 4096),
-        output_len=s.get("output_len", 256),
-        kv_len=s.get("kv_len"),
-        precision=s.get("precision", "int8"),
-        kv_precision=s.get("kv_precision", "bf16"),
-        mtp=s.get("mtp", 0),
-        mtp_acceptance=s.get("mtp_acceptance", 0.0),
-        eplb=Eplb(s.get("eplb", "perfect")),
-        microbatch=s.get("microbatch"),
-        routing=s.get("routing"),
-        cached_fraction=s.get("cached_fraction", 0.0),
-        cache_plane=s.get("cache_plane", "ub"),
-    )
 
 
 def _quantity(est: Estimate, quantity: str) -> float:

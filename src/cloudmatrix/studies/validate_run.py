@@ -10,19 +10,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, plan
 from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
+from cloudmatrix.inputs import InputError
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.metrics import SimResult
 from cloudmatrix.sim.scenario import Scenario
 
+MIN_CHUNK_TOKENS = 16  # the simulation's smallest chunk per chip (sim/scenario.py)
 TWIN_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16"}
 
 
@@ -47,24 +51,49 @@ def run_row(row: ValidationRow) -> RowOutcome:
         model = load_model(row.model)
         predicted = _e2e(row, model, notes) if row.kind == "e2e" else _steady(row, model, notes)
     except CloudMatrixError as e:
-        return RowOutcome(row_id=row.id, reason=str(e), note="; ".join(notes))
+        return RowOutcome(row_id=row.id, reason=_one_line(str(e)), note="; ".join(notes))
+    except ValidationError as e:  # the row's run as a scenario, outside the simulation's bounds
+        return RowOutcome(row_id=row.id, reason=f"scenario {describe_validation_error(e)}", note="; ".join(notes))
     except Exception as e:  # a fault of the twin on one row must not lose the other rows' answers
-        return RowOutcome(row_id=row.id, reason=f"internal error: {type(e).__name__}: {e}", note="; ".join(notes))
+        reason = _one_line(f"internal error: {type(e).__name__}: {e}")
+        return RowOutcome(row_id=row.id, reason=reason, note="; ".join(notes))
     bad = [m for m, v in predicted.items() if not (math.isfinite(v) and v > 0)]
     if bad:
         return RowOutcome(row_id=row.id, reason=f"no finite {bad[0]} (nothing was measured by the run)")
     return RowOutcome(row_id=row.id, predicted=predicted, note="; ".join(notes))
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def check_ranks(row: ValidationRow, layout: RoleLayout, role: str) -> int:
+    """The role's dies, once its instance is known to fit in the system and its TP and EP ranks in its dies:
+    more ranks than dies is no layout (never clamped to the dies there are)."""
+    hw = load_hardware(row.system)
+    if layout.chips > hw.system.num_chips:
+        raise InputError(
+            f"{role}.chips: got {layout.chips}; expected at most the {hw.system.num_chips} chips of {row.system}"
+        )
+    dies = layout.chips * hw.chip.num_dies
+    for name in ("tp", "ep"):
+        ranks = getattr(layout, name)
+        if ranks > dies:
+            raise InputError(
+                f"{role}.{name}: got {ranks}; expected at most the {dies} dies of {layout.chips} {row.system} chips"
+            )
+    return dies
+
+
 def twin_layout(
     row: ValidationRow, layout: RoleLayout, model: ModelSpec, notes: list[str], role: str
 ) -> dict[str, Any]:
     """The twin's layout fields for a published one. Published TP/EP sizes count ranks, which are dies (one
-    per NVIDIA GPU, two per 910C). Attention is TP over ``tp`` ranks unless DP attention is on; experts are
-    EP over ``ep`` ranks, each expert split over the instance's remaining dies (expert TP, as SGLang,
-    vLLM and TensorRT-LLM derive it from TP / EP). A layout the twin cannot express runs as the nearest
-    one it can, noted."""
-    dies = layout.chips * load_hardware(row.system).chip.num_dies
+    per NVIDIA GPU, two per 910C), and never exceed the role's dies. Attention is TP over ``tp`` ranks unless
+    DP attention is on; experts are EP over ``ep`` ranks, each expert split over the instance's remaining
+    dies (expert TP, as SGLang, vLLM and TensorRT-LLM derive it from TP / EP), so TP x DP and EP x expert TP
+    are the role's dies. A layout that does not tile them runs as the nearest one that does, noted."""
+    dies = check_ranks(row, layout, role)
     tp = 1 if layout.dp_attention else layout.tp
     if dies % tp or model.attention.num_heads % tp:
         notes.append(
@@ -94,7 +123,7 @@ def _lengths(length: int, ratio: float) -> dict[str, Any]:
 def _batch_cap(layout: RoleLayout, concurrency: int, chips: int) -> int:
     """Sequences per chip the pool admits: the stack's cap where published, else room for every client."""
     if layout.max_batch_per_chip is not None:
-        return max(int(layout.max_batch_per_chip), 1)
+        return layout.max_batch_per_chip
     return max(math.ceil(concurrency / chips), 1)
 
 
@@ -140,7 +169,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         data["aggregated"] = {
             **pool(a, "aggregated"),
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
-            **({"chunk_tokens_per_chip": max(int(a.chunk_tokens_per_chip), 16)} if a.chunk_tokens_per_chip else {}),
+            **({"chunk_tokens_per_chip": _chunk(a.chunk_tokens_per_chip, notes)} if a.chunk_tokens_per_chip else {}),
             **mtp,
         }
     else:
@@ -154,6 +183,16 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         }
         data["decode"] = {**pool(d, "decode"), "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances), **mtp}
     return Scenario.model_validate(data)
+
+
+def _chunk(tokens_per_chip: float, notes: list[str]) -> int:
+    """An aggregated pool's chunk budget in whole tokens per chip, at least the simulation's 16 (noted)."""
+    if tokens_per_chip < MIN_CHUNK_TOKENS:
+        notes.append(
+            f"aggregated: a chunk of {tokens_per_chip:g} tokens per chip runs as {MIN_CHUNK_TOKENS} "
+            "(the simulation's smallest)"
+        )
+    return max(int(tokens_per_chip), MIN_CHUNK_TOKENS)
 
 
 def fit_memory(scenario: Scenario, notes: list[str]) -> Scenario:

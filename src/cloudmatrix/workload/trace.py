@@ -3,7 +3,6 @@ Mooncake trace format; timestamps in ms, hash_ids are the prompt's prefix blocks
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_SIM_S, MAX_TOKENS, read_text
+from cloudmatrix.inputs import MAX_FILE_BYTES, MAX_REQUESTS, MAX_SIM_S, MAX_TOKENS, read_csv_rows, read_text
 
 FIELDS = ("timestamp", "input_length", "output_length")
 MAX_TIMESTAMP_MS = MAX_SIM_S * 1e3
@@ -61,10 +60,10 @@ def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | 
 
 
 def _records(path: Path) -> list[tuple[int, Any]]:
+    if path.suffix == ".csv":  # bounded and checked by line and column like every CSV input
+        header, rows = read_csv_rows(path, "trace", max_bytes=MAX_FILE_BYTES, max_rows=MAX_REQUESTS)
+        return [(line, dict(zip(header, cells, strict=True))) for line, cells in rows]
     text = read_text(path, "trace")
-    if path.suffix == ".csv":
-        reader = csv.DictReader(text.splitlines())
-        return [(i + 2, rec) for i, rec in enumerate(reader)]
     out = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():

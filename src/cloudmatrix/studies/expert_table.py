@@ -1,0 +1,42 @@
+"""The stored expert-load table (catalog/expert_loads.py) rebuilt: the shipped workflows run with the table
+off, and every busiest-die factor they sample is kept. ``cloudmatrix calibrate --write-expert-loads``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cloudmatrix.cost import expert_load
+
+# What the table serves: the paper's rows and its ablations, the Hopper baselines, and `compare` and
+# `report` with their defaults for the models people ask about first, and `compare --sweep`'s default grid.
+REFERENCE_SETS = ("cloudmatrix-infer", "hopper-baselines")
+COMPARE_MODELS = ("deepseek-r1", "deepseek-v3.2")
+
+
+def expert_load_table() -> dict[str, Any]:
+    """Sample every factor of the shipped workflows afresh (stored entries ignored) and return the table."""
+    from cloudmatrix.studies.ablate import ablate
+    from cloudmatrix.studies.compare import Conditions, compare_dict, system_list
+    from cloudmatrix.studies.reproduce import reproduce
+    from cloudmatrix.studies.sweep import SweepRequest, sweep
+    from cloudmatrix.studies.tco import system_hardware
+    from cloudmatrix.studies.verdict import DEFAULT_PAIR
+
+    expert_load.sampled.clear()
+    expert_load.use_stored = False
+    expert_load.clear_cache()
+    try:
+        for set_id in REFERENCE_SETS:
+            reproduce(set_id)
+        ablate()
+        for model in COMPARE_MODELS:
+            compare_dict(system_list(None), Conditions(model=model, input_len=4096, output_len=256, tpot_slo_ms=50))
+        sweep(SweepRequest(pair=DEFAULT_PAIR), {s: system_hardware(s, {}) for s in DEFAULT_PAIR})
+    finally:
+        expert_load.use_stored = True
+        expert_load.clear_cache()
+    return {
+        "about": "busiest-die factors (cost/experts.py, sampled) of the shapes the shipped workflows price; "
+        "regenerate with `cloudmatrix calibrate --write-expert-loads`",
+        "factors": dict(sorted(expert_load.sampled.items())),
+    }

@@ -1,0 +1,73 @@
+"""`cloudmatrix estimate` loads only what it needs: a test of imports (not of time). A heavy module that
+sneaks back onto the estimate path fails here; benchmarks/startup.py measures the CPU it costs."""
+
+import json
+import subprocess
+import sys
+
+# Never on the path of a bare `estimate --json`: numerics, plotting, the web stack, the simulator, Rich's
+# tables (JSON prints none), click (only on a failure) and the studies that are not the interval lookup.
+HEAVY = (
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "plotly",
+    "simpy",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "ray",
+    "tokenizers",
+    "prometheus_client",
+    "rich",
+    "click",
+    "cloudmatrix.cost.experts",
+    "cloudmatrix.studies.reproduce",
+    "cloudmatrix.studies.ablate",
+    "cloudmatrix.studies.scoring",
+    "cloudmatrix.catalog.validation",
+    "cloudmatrix.catalog.corpus",
+    "cloudmatrix.catalog.inferencemax",
+    "cloudmatrix.sim",
+    "cloudmatrix.emulator",
+    "cloudmatrix.report",
+    "cloudmatrix.planner",
+)
+
+PROBE = """
+import io, json, sys, contextlib
+from cloudmatrix.cli.app import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(["estimate", "--json"])
+json.dump({"code": code, "modules": sorted(sys.modules), "out": out.getvalue()}, sys.stderr)
+"""
+
+
+def _estimate_modules() -> dict:
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    return json.loads(run.stderr)
+
+
+def test_bare_estimate_imports_no_heavy_module() -> None:
+    probe = _estimate_modules()
+    assert probe["code"] == 0
+    assert json.loads(probe["out"])["throughput_per_chip_tok_s"] > 0
+    loaded = [m for m in probe["modules"] if any(m == h or m.startswith(h + ".") for h in HEAVY)]
+    assert loaded == []
+
+
+def test_bare_estimate_reads_two_hardware_files() -> None:
+    """The system's and its chip's YAML, found by id: not every file of the catalog."""
+    code = """
+import io, contextlib, sys
+from cloudmatrix.catalog import hardware
+seen = []
+real = hardware._hardware_file.__wrapped__
+hardware._hardware_file = lambda path: seen.append(path.name) or real(path)
+from cloudmatrix.cli.app import main
+with contextlib.redirect_stdout(io.StringIO()):
+    main(["estimate", "--json"])
+print(sorted(set(seen)))
+"""
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "['ascend-910c.yaml', 'cloudmatrix384.yaml']"
