@@ -220,6 +220,12 @@ def model_ids() -> list[str]:
     return sorted(model_index())
 
 
+def hf_id_of(model_id: str) -> str | None:
+    """The Hugging Face repository a shipped model's config comes from (None for a model not in the catalog)."""
+    entry = model_index().get(model_id)
+    return None if entry is None else entry.get("hf_id")
+
+
 @cache
 def load_model(id_or_path: str) -> ModelSpec:
     """A catalog id (``deepseek-r1``) or a path to a Hugging Face config.json."""

@@ -1,5 +1,8 @@
 """The OpenAI-compatible HTTP API: /v1/models, /v1/completions, /v1/chat/completions (streaming over SSE and
-not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "type", "param", "code"}}. Access
+not), /health and /metrics, with vLLM's /version, /ping, /tokenize and /detokenize (vllm_api.py). The model
+answers to each of its served names (the catalog id and the Hugging Face id unless --served-model-name says
+otherwise); completions end at a simulated end-of-sequence drawn from the scenario's output lengths. Errors
+use OpenAI's body: {"error": {"message", "type", "param", "code"}}. Access
 (Host, origin, key) is checked before any route by guard.py; there are no /docs pages (they load a CDN)."""
 
 from __future__ import annotations
@@ -23,21 +26,27 @@ from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Strea
 from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
 from cloudmatrix.emulator.metrics import Metrics
-from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
+from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
+from cloudmatrix.emulator.vllm_api import add_vllm_routes
 from cloudmatrix.inputs import MAX_DEPTH, depth
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     model_id: str
+    served_names: tuple[str, ...] = ()  # what requests may name the model (default: model_id)
     api_key: str | None = None
     allowed_hosts: frozenset[str] = frozenset(LOCAL_HOSTS)
     allowed_origins: frozenset[str] = frozenset()
     public_metrics: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
     seed: int = 0
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.served_names or (self.model_id,)
 
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
@@ -76,9 +85,18 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
-        if engine.draining:
-            raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
+    def check_model(name: str) -> None:
+        if name not in config.names:
+            served = ", ".join(f"'{n}'" for n in config.names)
+            raise ApiError(
+                404,
+                f"The model '{name[:200]}' does not exist; this server serves {served}.",
+                param="model",
+                code="model_not_found",
+            )
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        """The body as a JSON object, within the size and nesting limits."""
         raw = await body_bytes(request)
         try:
             data = json.loads(raw)
@@ -92,17 +110,26 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.")
         if has_lone_surrogate(data):
             raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
+        return data
+
+    async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
+        if engine.draining:
+            raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
+        data = await read_json(request)
         try:
             body = schema.model_validate(data)
         except ValidationError as e:
             first = e.errors()[0]
             raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None
-        if body.model != config.model_id:
+        check_model(body.model)
+        asked = body.logprobs_asked()
+        if asked is not None:
             raise ApiError(
-                404,
-                f"The model '{body.model}' does not exist; this server serves '{config.model_id}'.",
-                param="model",
-                code="model_not_found",
+                400,
+                f"'{asked}' is not supported: the emulator simulates timing, not a model, and has no token "
+                "probabilities to return.",
+                param=asked,
+                code="logprobs_not_supported",
             )
         if engine.outstanding >= engine.max_outstanding:
             raise too_many(1)
@@ -229,7 +256,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": finish}
             else:
                 choice = {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
-            return {"id": rid, "object": obj, "created": created, "model": config.model_id, "choices": [choice]}
+            return {"id": rid, "object": obj, "created": created, "model": body.model, "choices": [choice]}
 
         def with_usage(payload: dict[str, Any]) -> dict[str, Any]:
             return payload | {"usage": usage(streams)} if body.continuous_usage else payload
@@ -242,7 +269,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         try:
             async for i, n in choices(request, streams):
                 if n is None:
-                    yield sse(with_usage(chunk(i, None, "length")))
+                    yield sse(with_usage(chunk(i, None, streams[i].finish_reason)))
                 elif body.continuous_usage:
                     yield sse(with_usage(chunk(i, fillers[i].words(n), None)))
                 else:
@@ -267,7 +294,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     "id": rid,
                     "object": obj,
                     "created": created,
-                    "model": config.model_id,
+                    "model": body.model,
                     "choices": [],
                     "usage": usage(streams),
                 }
@@ -301,7 +328,10 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
         metrics.prompt_tokens.inc(prompt_tokens * body.n)
-        streams = [engine.submit(prompt_tokens, max_tokens, hashes) for _ in range(body.n)]
+        streams = [
+            engine.submit(prompt_tokens, max_tokens, hashes, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos)
+            for _ in range(body.n)
+        ]
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{streams[0].rid}"
         if body.stream:
@@ -311,17 +341,20 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         texts = await complete(request, streams)
         if chat:
             out: list[dict[str, Any]] = [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
-                for i, t in enumerate(texts)
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": s.finish_reason}
+                for i, (t, s) in enumerate(zip(texts, streams, strict=True))
             ]
         else:
-            out = [{"index": i, "text": t, "finish_reason": "length", "logprobs": None} for i, t in enumerate(texts)]
+            out = [
+                {"index": i, "text": t, "finish_reason": s.finish_reason, "logprobs": None}
+                for i, (t, s) in enumerate(zip(texts, streams, strict=True))
+            ]
         return JSONResponse(
             {
                 "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
                 "created": created,
-                "model": config.model_id,
+                "model": body.model,
                 "choices": out,
                 "usage": usage(streams),
             }
@@ -333,8 +366,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         assert isinstance(body, ChatBody)
         contents = [m.text() for m in body.messages]
         counts, hashes = await measure(contents, chat_text([(m.role, m.text()) for m in body.messages]), "messages")
-        max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
-        return await serve(request, body, True, chat_prompt_tokens(counts), max_tokens, hashes)
+        prompt = chat_prompt_tokens(counts)
+        # no cap given: as vLLM, whatever context is left (the simulated end-of-sequence ends it first)
+        default = max(1, min(MAX_TOKENS_LIMIT, engine.max_context_tokens - prompt))
+        max_tokens = body.max_completion_tokens or body.max_tokens or default
+        return await serve(request, body, True, prompt, max_tokens, hashes)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -348,10 +384,13 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        card = {"object": "model", "created": 0, "owned_by": "cloudmatrix", "root": config.model_id, "parent": None}
         return {
             "object": "list",
-            "data": [{"id": config.model_id, "object": "model", "created": 0, "owned_by": "cloudmatrix"}],
+            "data": [card | {"id": n, "max_model_len": engine.max_context_tokens} for n in config.names],
         }
+
+    add_vllm_routes(app, engine, read_json, check_model)
 
     @app.get("/v1/cloudmatrix/requests/{rid}")
     async def request_timeline(rid: str) -> dict[str, Any]:
