@@ -30,6 +30,7 @@ from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionB
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.emulator.vllm_api import add_vllm_routes
+from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished_sequence
 from cloudmatrix.inputs import MAX_DEPTH, depth
 
 
@@ -51,6 +52,14 @@ class ServeConfig:
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
+    state = EngineState(
+        running=engine.running,
+        waiting=engine.queue_depth,
+        kv_usage=engine.kv_occupancy,
+        prefix_queries=lambda: engine.prefix_cache_tokens()[0],
+        prefix_hits=lambda: engine.prefix_cache_tokens()[1],
+    )
+    vllm = VllmMetrics(metrics.registry, config.names[0], engine.max_context_tokens, state)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -166,23 +175,32 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 item = await stream.queue.get()
                 if item is None:
                     finished = True
+                    timeline = engine.timeline(stream.rid) or {}
+                    vllm.observe_finished(
+                        finished_sequence(stream, timeline, engine.speed, time.perf_counter() - started)
+                    )
                     return
                 if isinstance(item, str):  # SHUTDOWN: the drain deadline passed
                     raise ServerDraining()
                 n, sim_t = item
                 if last is None:
                     metrics.observe_ttft(time.perf_counter() - started)  # wall clock: the HTTP queue is real
+                    vllm.observe_ttft(time.perf_counter() - started)
                     metrics.observe_tpot(0.0, n - 1)  # tokens that came with the first: no wait of their own
+                    vllm.observe_gap(0.0, n - 1)
                 else:
                     # the emulated deployment's pace (simulated seconds in wall seconds), not this host's
                     # scheduling jitter; token-weighted: a chunk of k tokens is k observations
                     metrics.observe_tpot((sim_t - last) / engine.speed / n, n)
+                    vllm.observe_gap((sim_t - last) / engine.speed / n, n)
                 last = sim_t
                 metrics.count_tokens(item[0])
+                vllm.count_tokens(0, item[0])
                 yield item
         finally:
             if not finished:
                 engine.cancel(stream)
+                vllm.success.labels(*vllm.labels, "abort").inc()
 
     async def choices(request: Request, streams: list[Stream]) -> AsyncGenerator[tuple[int, int | None], None]:
         """(choice, tokens) as the simulation releases them across the request's choices, then (choice, None)
@@ -328,6 +346,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
         metrics.prompt_tokens.inc(prompt_tokens * body.n)
+        vllm.count_tokens(prompt_tokens * body.n, 0)
+        vllm.observe_request(body.n, max_tokens)
         streams = [
             engine.submit(prompt_tokens, max_tokens, hashes, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos)
             for _ in range(body.n)

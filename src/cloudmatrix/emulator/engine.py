@@ -263,6 +263,15 @@ class RealtimeEngine:
         ems = self.sim.ems
         return ems.cached_tokens / ems.prompt_tokens if ems and ems.prompt_tokens else 0.0
 
+    def prefix_cache_tokens(self) -> tuple[int, int]:
+        """Prompt tokens looked up in the EMS context cache and those it supplied (0, 0 without a cache)."""
+        ems = self.sim.ems
+        return (ems.prompt_tokens, ems.cached_tokens) if ems else (0, 0)
+
+    def running(self) -> int:
+        """Requests in a prefill batch, a KV transfer or a decode batch: in flight and not queued."""
+        return max(self.outstanding - self.queue_depth(), 0)
+
     def queue_depth(self) -> int:
         return sum(len(q) for q in self.sim.prefill_queues) + len(self.sim.waiting_kv)
 
