@@ -235,6 +235,17 @@ def simulate(
             metavar="PATH", help="Write every prefill batch and decode step (utilisation, KV use) here (- for stdout)."
         ),
     ] = None,
+    result_format: Annotated[
+        str | None,
+        typer.Option(
+            metavar="vllm|sglang",
+            help="Print the result as the benchmark's own JSON (vllm bench serve --save-result, or SGLang "
+            "bench_serving's line) instead of the table; with --out, write it there.",
+        ),
+    ] = None,
+    out_path: Annotated[
+        str | None, typer.Option("--out", metavar="PATH", help="Write the --result-format JSON here (- for stdout).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
@@ -243,11 +254,17 @@ def simulate(
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.sim.engine import simulate as run_simulation
     from cloudmatrix.sim.scenario import load_scenario
+    from cloudmatrix.studies.result_formats import FORMATS
 
-    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
+    if result_format is not None and result_format not in FORMATS:
+        _fail(f"--result-format: got {result_format!r}; expected one of {', '.join(FORMATS)}")
+    if out_path is not None and result_format is None:
+        _fail("--out: writes the --result-format JSON; give --result-format vllm or sglang too")
+    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv, "--out": out_path}, as_json)
     started = time.perf_counter()
+    sc = _run(lambda: load_scenario(scenario, _stack_set(stack, set_)))
     with LazyProgress("simulating requests") as progress:
-        result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
+        result = _run(lambda: run_simulation(sc, progress.update))
     d = result.to_dict()
     d["wall_time_s"] = time.perf_counter() - started
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
@@ -257,6 +274,15 @@ def simulate(
         files.write("--requests-csv", _csv(result.requests_rows()))
     if "--timeline-csv" in files:
         files.write("--timeline-csv", _csv(result.timeline_rows()))
+    if result_format is not None:
+        from cloudmatrix.inputs import finite_json
+        from cloudmatrix.studies.result_formats import result_json
+
+        bench = finite_json(result_json(result, sc, result_format))
+        if out_path is None:
+            _emit_json(bench)
+            return
+        files.write("--out", json.dumps(bench, indent=2, allow_nan=False) + "\n")
     if as_json:
         _emit_json(d)
     else:
