@@ -88,6 +88,7 @@ class ModelSpec:
     sliding_layer_ids: tuple[int, ...]
     mtp_layers: int
     source: str = ""
+    checkpoint_format: str | None = None  # the weights' format a checkpoint's quantization_config declares
 
     # ---- shapes -------------------------------------------------------------------------------------
     @property

@@ -15,10 +15,12 @@ import typer
 from cloudmatrix.cli.common import (
     JsonFlag,
     StackOption,
+    _checkpoint_precision,
     _emit_json,
     _fail,
     _run,
     _stack_set,
+    _warn_precision,
     out,
     set_wide,
 )
@@ -78,8 +80,12 @@ def estimate(
     output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
     kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
     precision: Annotated[
-        str, typer.Option(help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined.")
-    ] = "int8",
+        str | None,
+        typer.Option(
+            help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined (default: the "
+            "checkpoint's quantization_config for a model from a path or the Hugging Face cache, else int8)."
+        ),
+    ] = None,
     activation_precision: Annotated[
         str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
     ] = None,
@@ -147,6 +153,8 @@ def estimate(
     from cloudmatrix.deployment import paper_deployments
     from cloudmatrix.estimate import estimate as run_estimate
 
+    weights = _checkpoint_precision(model, precision, "int8")
+
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
         decodes = ph != Phase.PREFILL
@@ -162,7 +170,7 @@ def estimate(
             input_len=input_len,
             output_len=output_len,
             kv_len=kv_len,
-            precision=precision,
+            precision=weights,
             activation_precision=activation_precision,
             kv_precision=kv_precision,
             mtp=draft,
@@ -263,6 +271,7 @@ def simulate(
     files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv, "--out": out_path}, as_json)
     started = time.perf_counter()
     sc = _run(lambda: load_scenario(scenario, _stack_set(stack, set_)))
+    _warn_precision(sc.model, sc.precision)
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(sc, progress.update))
     d = result.to_dict()

@@ -87,3 +87,23 @@ def _emit_json(obj: Any) -> None:
 def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
     """``--stack`` as the scenario override it is; explicit ``--set`` assignments come after and win."""
     return ([f"stack={stack}"] if stack else []) + list(assignments or [])
+
+
+def _warn_precision(model: str, precision: str) -> None:
+    """One stderr line when the weight precision priced is not the one the model's checkpoint declares."""
+    from cloudmatrix.catalog.models import load_model, precision_note
+
+    note = _run(lambda: precision_note(load_model(model), precision))
+    if note:
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+def _checkpoint_precision(model: str, given: str | None, default: str) -> str:
+    """``given``, else the precision the model's checkpoint declares (``quantization_config``) when the twin
+    prices it, else ``default``; warns when the one priced is not the checkpoint's."""
+    from cloudmatrix.catalog.models import PRECISION_OF_FORMAT, load_model
+
+    fmt = _run(lambda: load_model(model).checkpoint_format)
+    chosen = given or PRECISION_OF_FORMAT.get(fmt or "", default)
+    _warn_precision(model, chosen)
+    return chosen
