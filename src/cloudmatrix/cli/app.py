@@ -22,6 +22,7 @@ from cloudmatrix.cli.common import (
     _stack_set,
     _warn_precision,
     out,
+    quiet_flag_types,
     set_wide,
 )
 from cloudmatrix.cli.plan_cmd import plan
@@ -37,6 +38,7 @@ APP_SETTINGS: dict[str, Any] = {
     "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 }
 app = typer.Typer(**APP_SETTINGS)
+quiet_flag_types()
 
 
 @app.callback()
@@ -50,19 +52,26 @@ def _options(
 
 @app.command()
 def catalog(
-    what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False
+    what: Annotated[str, typer.Argument(help="systems, models or keys")] = "systems", as_json: JsonFlag = False
 ) -> None:
-    """List catalog systems (with derived totals) or models (with parameter counts)."""
+    """List catalog systems (with derived totals), models (with parameter counts), or the scenario keys that
+    --set takes (with their types and defaults)."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.catalog_view import model_rows, system_rows
+    from cloudmatrix.studies.catalog_view import model_rows, scenario_key_rows, system_rows
 
-    if what not in ("systems", "models"):
-        _fail(f"unknown catalog '{what}'; expected one of: models, systems")
-    rows = _run(system_rows if what == "systems" else model_rows)
+    listings = {"systems": system_rows, "models": model_rows, "keys": scenario_key_rows}
+    if what not in listings:
+        _fail(f"unknown catalog '{what}'; expected one of: {', '.join(sorted(listings))}")
+    rows = _run(listings[what])
+    tables = {
+        "systems": render.catalog_systems_table,
+        "models": render.catalog_models_table,
+        "keys": render.catalog_keys_table,
+    }
     if as_json:
         _emit_json({what: rows})
     else:
-        out.print(render.catalog_systems_table(rows) if what == "systems" else render.catalog_models_table(rows))
+        out.print(tables[what](rows))
 
 
 @app.command()
@@ -232,7 +241,15 @@ def simulate(
     scenario: Annotated[
         str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")
     ] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a scenario field, KEY a dotted path (requests=5000, workload.arrivals.rate_per_s=80, "
+            "decode.batch_per_chip=64); repeatable, the later wins. `cloudmatrix catalog keys` lists every key.",
+        ),
+    ] = None,
     stack: StackOption = None,
     requests_csv: Annotated[
         str | None, typer.Option(metavar="PATH", help="Write one row per request to this CSV (- for stdout).")

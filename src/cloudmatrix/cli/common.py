@@ -107,3 +107,19 @@ def _checkpoint_precision(model: str, given: str | None, default: str) -> str:
     chosen = given or PRECISION_OF_FORMAT.get(fmt or "", default)
     _warn_precision(model, chosen)
     return chosen
+
+
+def quiet_flag_types() -> None:
+    """Typer 0.29's help shows every option's type, a flag's too (``--json <bool>``), which reads as if the
+    flag took a value. A flag (``--x`` or ``--x/--no-x``) takes none: show no type for it."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "quiet_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.quiet_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]

@@ -61,7 +61,15 @@ def serve(
             "Default: the catalog id and its Hugging Face id."
         ),
     ] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a scenario field, KEY a dotted path (workload.output.mean=300); repeatable. "
+            "`cloudmatrix catalog keys` lists every key.",
+        ),
+    ] = None,
     stack: StackOption = None,
     max_header_bytes: Annotated[
         int, typer.Option(help="Largest request header: request line and fields (431 above).")
