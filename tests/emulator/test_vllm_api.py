@@ -155,3 +155,30 @@ def test_tokenize_and_detokenize_with_a_tokenizer(tmp_path) -> None:
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=15)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/tokenize", {"prompt": 5}),
+        ("/tokenize", {"messages": []}),
+        ("/tokenize", {}),
+        ("/tokenize", {"prompt": "a", "return_token_strs": "maybe"}),
+        ("/detokenize", {"tokens": ["a"]}),
+        ("/detokenize", {"tokens": [-1, 2**70]}),
+        ("/detokenize", {}),
+        ("/tokenize", [1, 2]),
+    ],
+)
+def test_bad_tokenize_bodies_are_400s(named: Server, path: str, body: object) -> None:
+    r = _post(named, path, body)
+    assert r.status_code == 400 and set(r.json()["error"]) == {"message", "type", "param", "code"}, r.text
+
+
+def test_simulated_ids_are_stable_and_in_the_vocabulary() -> None:
+    from cloudmatrix.emulator.vllm_api import simulated_ids
+
+    text = "naïve 東京😀 " * 50
+    ids = simulated_ids(text, 1000)
+    assert ids == simulated_ids(text, 1000) and len(ids) == -(-len(text) // 4) and all(0 <= i < 1000 for i in ids)
+    assert simulated_ids("abcd" * 2, 10**6)[0] == simulated_ids("abcd" * 2, 10**6)[1] != simulated_ids("abce", 10**6)[0]
