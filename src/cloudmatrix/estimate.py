@@ -76,6 +76,7 @@ class Estimate:
             "layer_us": s.layer_us,
             "roofline_us": s.roofline_us,
             "roofline_step_ms": s.roofline_step_s * 1e3,
+            "roofline_binding": s.roofline_binding,
         }
         if d.phase == Phase.AGGREGATED:
             out.update(

@@ -47,7 +47,11 @@ def check_number(
 ) -> None:
     """A finite number (an integer where ``integer``) within [lo, hi] (an end excluded where ``*_open``)."""
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if (
+        type(value) is not float
+        and type(value) is not int
+        and (isinstance(value, bool) or not isinstance(value, numbers.Real))
+    ):  # the exact types skip the slow ABC check
         raise InputError(f"{field}: got {value!r}; expected {kind}")
     value = float(value)
     if not math.isfinite(value):

@@ -150,7 +150,20 @@ def _search(
     d["timing_s"] = {"fast_path": fast_s, "costing": costing.seconds, "checks": total_s - fast_s, "total": total_s}
     d["candidates_per_s"] = result.stats.costed / costing.seconds if costing.seconds > 0 else None
     d["ray_workers"] = sweep.workers if sweep else None
+    cli._run(lambda: _economics(d, request))
     return d, result
+
+
+def _economics(d: dict[str, Any], request: Any) -> None:
+    """$ per million output tokens and J per token of each listed deployment (catalog TCO inputs; the
+    system's price and power as --set gives them)."""
+    from cloudmatrix.catalog.tco import load_tco
+    from cloudmatrix.planner.inputs import load_overridden_hardware
+    from cloudmatrix.studies.tco import plan_economics
+
+    hw, tco, w = load_overridden_hardware(request.system, request.hardware_overrides), load_tco(), d["workload"]
+    for row in d["ranked"]:
+        row["economics"] = plan_economics(row, hw, tco, w["input_len"], w["output_len"])
 
 
 def _connect(address: str | None, cpus: int | None) -> Any:
@@ -293,6 +306,10 @@ def _caption(d: dict[str, Any]) -> list[str]:
     ]
     if d["why_empty"]:
         lines.append(f"no deployment within the SLOs: {d['why_empty']}")
+    if d["ranked"] and (e := d["ranked"][0].get("economics")) and e["usd_per_mtok"] is not None:
+        lines.append(
+            f"#1 costs ${e['usd_per_mtok']:.3f} per million output tokens (TCO), {e['j_per_token']:.2f} J/token"
+        )
     if d["ranked"]:
         lines.append(
             "TPOT@cap: at the decode batch cap, where the SLO is judged; TTFT and TPOT op: at the planned rate, "

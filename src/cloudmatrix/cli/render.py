@@ -211,8 +211,16 @@ COMPARE_COLUMNS = (
     "out tok/s/system",
     "per kW",
     "per $M",
+    "$/Mtok",
+    "J/tok",
     "chips for target",
 )
+
+
+def _economics_cells(e: dict[str, Any]) -> list[str]:
+    """$ per million output tokens and J per output token, or ``?`` without a power breakdown."""
+    cost, joules = e.get("usd_per_mtok"), e.get("j_per_token")
+    return ["?" if cost is None else f"{cost:.3f}", "?" if joules is None else f"{joules:.2f}"]
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -226,7 +234,7 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
         why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
             mark = "[yellow]not run[/]" if r.get("not_run") else "[red]infeasible[/]"
-            rows.append([r["system"], "", r["precision"], mark, *[""] * 9])
+            rows.append([r["system"], "", r["precision"], mark, *[""] * (len(COMPARE_COLUMNS) - 4)])
             continue
         target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
         rows.append(
@@ -243,12 +251,14 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
                 f"{r['output_tok_s_per_system']:,.0f}",
                 f"{r['output_tok_s_per_kw']:,.0f}",
                 f"{r['output_tok_s_per_musd']:,.0f}",
+                *_economics_cells(r.get("economics") or {}),
                 target,
             ]
         )
     caption = (
         "out tok/s: output tokens with prefill and decode pools sized for the workload's input/output mix; "
-        "per kW and per $M use each system's catalog power and price (sources in the catalog)"
+        "per kW and per $M use each system's catalog power and price (sources in the catalog); $/Mtok: TCO per "
+        "million output tokens, J/tok: IT energy per output token at the operating load (docs/compare.md)"
     )
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
     tables = fitted_tables(title, COMPARE_COLUMNS, rows, left=("system", "mode", "prec"), caption=caption, width=width)

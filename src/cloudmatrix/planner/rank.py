@@ -89,6 +89,7 @@ class PlannedDeployment:
                 "microbatch": p.microbatch,
                 "tok_s_per_chip": self.prefill.tok_s_per_chip,
                 "batch_ms": self.prefill.step_s * 1e3,
+                "busy": self.prefill.busy,
             },
             "decode": {
                 "instances": self.decode_instances,
@@ -100,6 +101,7 @@ class PlannedDeployment:
                 "microbatch": d.microbatch,
                 "tok_s_per_chip": self.decode.tok_s_per_chip,
                 "step_ms": self.decode.step_s * 1e3,
+                "busy": self.decode.busy,
             },
             "rate_req_s": self.rate_req_s,
             "ttft_ms": self.ttft_s * 1e3,

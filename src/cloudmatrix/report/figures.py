@@ -46,13 +46,14 @@ def compare_figure(compare: dict[str, Any]) -> go.Figure:
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in COMPARE_PANELS], vertical_spacing=0.18)
     for i, (key, label) in enumerate(COMPARE_PANELS):
         values = [r[key] for r in rows]
-        lo, hi = [], []
+        lo: list[float | None] = []
+        hi: list[float | None] = []
         for r, v in zip(rows, values, strict=True):
             band = (r.get("intervals") or {}).get("output_tok_s_per_chip") or {}
             scale = v / r["output_tok_s_per_chip"] if r["output_tok_s_per_chip"] else 0.0
             has = band.get("lo") is not None and band.get("hi") is not None
-            lo.append(max(v - band["lo"] * scale, 0.0) if has else 0.0)
-            hi.append(max(band["hi"] * scale - v, 0.0) if has else 0.0)
+            lo.append(max(v - band["lo"] * scale, 0.0) if has else None)  # None: no bar, not a zero-width one
+            hi.append(max(band["hi"] * scale - v, 0.0) if has else None)
         fig.add_trace(
             go.Bar(
                 x=names,
@@ -113,7 +114,8 @@ def tradeoff_figure(compare: dict[str, Any]) -> go.Figure:
 
 
 def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
-    """Each operating point's step by operator (stacked, ms) with its roofline step as a diamond."""
+    """Each operating point's step by operator (stacked, ms) with its roofline lower bound as a diamond (the
+    busiest resource's work at speed of light where microbatches overlap: docs/model.md §6)."""
     systems = list(breakdown)
     ops: list[str] = []
     for b in breakdown.values():
@@ -136,9 +138,9 @@ def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
             y=systems,
             x=[breakdown[s]["roofline_step_ms"] for s in systems],
             mode="markers",
-            name="roofline (speed of light)",
+            name="roofline lower bound",
             marker={"symbol": "diamond", "size": 11, "color": "black"},
-            hovertemplate="%{y}<br>roofline step %{x:.2f} ms<extra></extra>",
+            hovertemplate="%{y}<br>roofline lower bound %{x:.2f} ms<extra></extra>",
         )
     )
     fig.update_layout(barmode="stack")

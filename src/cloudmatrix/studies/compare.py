@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
@@ -93,15 +94,21 @@ class SystemResult:
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
     stack: str | None = None  # the serving stack priced
     not_run: bool = False  # the stack asked for has no build for this system's vendor: nothing priced
+    utilisation: float = 0.0  # chip-weighted share of each step at speed of light (the power model's load)
+    economics: dict[str, Any] = field(default_factory=dict)  # $ / Mtok, J/token (studies/tco.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
 
+# One step priced once per process: `compare --sweep` walks the same batch grid at every TPOT SLO.
+_estimate = lru_cache(maxsize=4096)(estimate)
+
+
 def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:
     """The preset's decode instance (or, with ``pool="aggregated"``, its co-located one) at a batch."""
     d = preset[pool]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -122,7 +129,7 @@ def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, po
 
 def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip: int) -> Estimate:
     p = preset["prefill"]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -146,6 +153,12 @@ def _batch_grid(dies_per_chip: int, max_batch: float) -> list[int]:
         grid.append(b)
         b += dies_per_chip if b < 16 * dies_per_chip else max(dies_per_chip, (b // 8 // dies_per_chip) * dies_per_chip)
     return grid
+
+
+def busy_share(est: Estimate) -> float:
+    """How loaded a step keeps its chips: its speed-of-light time (each op at peak compute or bandwidth) over
+    its real time, at most 1."""
+    return min(1.0, est.step.roofline_step_s / est.step.step_s)
 
 
 def _why(est: Estimate, label: str) -> str:
@@ -205,6 +218,7 @@ def _aggregated_result(
         output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=_why(est, "aggregated step"),
+        utilisation=busy_share(est),
     )
 
 
@@ -290,6 +304,8 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}",
         curve=curve,
+        # pools sized to one rate: prefill holds decode_req / (prefill_req + decode_req) of the chips
+        utilisation=(decode_req * busy_share(pre) + prefill_req * busy_share(dec)) / (prefill_req + decode_req),
     )
 
 
