@@ -79,6 +79,8 @@ def test_ignore_eos_and_min_tokens(named: Server) -> None:
     for _ in range(5):
         late = _post(named, "/v1/completions", body | {"min_tokens": HIGH + 5}).json()
         assert late["usage"]["completion_tokens"] == HIGH + 5 and late["choices"][0]["finish_reason"] == "stop"
+    over = _post(named, "/v1/completions", body | {"min_tokens": HIGH + 21})
+    assert over.status_code == 400 and over.json()["error"]["param"] == "min_tokens"
     chat = {"model": HF_ID, "messages": [{"role": "user", "content": "hi"}], "stream": True, "ignore_eos": True}
     with httpx.stream(
         "POST",

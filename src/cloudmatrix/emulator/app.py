@@ -21,17 +21,17 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.emulator.bodies import json_body
 from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
-from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
+from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.emulator.vllm_api import add_vllm_routes
 from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished_sequence
-from cloudmatrix.inputs import MAX_DEPTH, depth
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,20 +80,6 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     add_error_handlers(app, metrics)  # after: its request counter wraps the access checks and counts refusals
     add_dashboard(app, engine, metrics, config.model_id)
 
-    async def body_bytes(request: Request) -> bytes:
-        """The body, refused (413) as soon as it passes the limit, whatever its Content-Length says."""
-        limit = config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"Request body exceeds the {limit}-byte limit.")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     def check_model(name: str) -> None:
         if name not in config.names:
             served = ", ".join(f"'{n}'" for n in config.names)
@@ -105,21 +91,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             )
 
     async def read_json(request: Request) -> dict[str, Any]:
-        """The body as a JSON object, within the size and nesting limits."""
-        raw = await body_bytes(request)
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"Request body is not valid JSON: {e}") from None
-        except RecursionError:
-            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object.")
-        if depth(data) > MAX_DEPTH:
-            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.")
-        if has_lone_surrogate(data):
-            raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
-        return data
+        return await json_body(request, config.max_body_bytes)
 
     async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
         if engine.draining:
@@ -342,6 +314,12 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 f"{max_tokens} in the completion). Please reduce the length of the messages or completion.",
                 param="messages" if chat else "prompt",
                 code="context_length_exceeded",
+            )
+        if body.min_tokens > max_tokens:
+            raise ApiError(
+                400,
+                f"min_tokens ({body.min_tokens}) must be at most max_tokens ({max_tokens}).",
+                param="min_tokens",
             )
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
