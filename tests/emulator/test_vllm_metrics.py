@@ -50,27 +50,30 @@ ALSO_ASKED = (
 
 
 @pytest.fixture(scope="module")
-def scraped() -> Iterator[tuple[Server, dict[str, list]]]:
+def scraped() -> Iterator[tuple[Server, dict[str, list], list[dict]]]:
     server = start_server("--api-key", API_KEY, "--speed", "20", "--served-model-name", SERVED)
     try:
         auth = {"Authorization": f"Bearer {API_KEY}"}
+        timelines = []
         for max_tokens in (3, 5, 8):
             body = {"model": SERVED, "prompt": "abcd" * 10, "max_tokens": max_tokens, "ignore_eos": True}
-            assert httpx.post(f"{server.url}/v1/completions", json=body, headers=auth, timeout=30).status_code == 200
+            r = httpx.post(f"{server.url}/v1/completions", json=body, headers=auth, timeout=30)
+            assert r.status_code == 200
+            timelines.append(httpx.get(f"{server.url}/v1/cloudmatrix/requests/{r.json()['id']}", headers=auth).json())
         assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 401  # behind the key
         text = httpx.get(f"{server.url}/metrics", headers=auth, timeout=10).text
         samples: dict[str, list] = {}
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 samples.setdefault(sample.name, []).append(sample)
-        yield server, samples
+        yield server, samples, timelines
     finally:
         server.proc.terminate()
         server.proc.wait(timeout=15)
 
 
 def test_every_series_of_the_stock_vllm_dashboard_is_exported(scraped) -> None:
-    _, samples = scraped
+    _, samples, _ = scraped
     missing = [name for name in STOCK_DASHBOARD_SERIES + ALSO_ASKED if name not in samples]
     assert not missing
     for name in STOCK_DASHBOARD_SERIES + ALSO_ASKED:
@@ -78,7 +81,7 @@ def test_every_series_of_the_stock_vllm_dashboard_is_exported(scraped) -> None:
 
 
 def test_every_series_the_shipped_dashboard_queries_is_exported(scraped) -> None:
-    _, samples = scraped
+    _, samples, _ = scraped
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     queried = {m for e in exprs for m in re.findall(r"\b(?:vllm:|cloudmatrix_)[a-z0-9_:]+", e)}
@@ -88,7 +91,7 @@ def test_every_series_the_shipped_dashboard_queries_is_exported(scraped) -> None
 
 
 def test_types_buckets_and_counts_are_vllms(scraped) -> None:
-    _, samples = scraped
+    _, samples, timelines = scraped
 
     def bounds(name: str) -> list[float]:
         return [float(s.labels["le"]) for s in samples[f"{name}_bucket"] if s.labels["le"] != "+Inf"]
@@ -103,6 +106,9 @@ def test_types_buckets_and_counts_are_vllms(scraped) -> None:
     by_reason = {s.labels["finished_reason"]: s.value for s in samples["vllm:request_success_total"]}
     assert by_reason == {"stop": 0, "length": 3, "abort": 0}
     assert samples["vllm:e2e_request_latency_seconds_count"][0].value == 3
-    # token-weighted gaps: every token after the first of each request
-    assert samples["vllm:inter_token_latency_seconds_count"][0].value == (3 - 1) + (5 - 1) + (8 - 1)
+    # one gap per chunk after the first (MTP: 1 or 2 tokens a chunk), together the requests' decode time
+    chunks = samples["vllm:inter_token_latency_seconds_count"][0].value
+    assert (2 + 4 + 7) / 2 <= chunks <= 2 + 4 + 7
+    decode_s = sum((t["finish_s"] - t["first_token_s"]) / t["speed"] for t in timelines)
+    assert samples["vllm:inter_token_latency_seconds_sum"][0].value == pytest.approx(decode_s, rel=1e-6)
     assert samples["vllm:num_requests_running"][0].value == 0 and samples["vllm:kv_cache_usage_perc"][0].value == 0

@@ -159,12 +159,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     metrics.observe_ttft(time.perf_counter() - started)  # wall clock: the HTTP queue is real
                     vllm.observe_ttft(time.perf_counter() - started)
                     metrics.observe_tpot(0.0, n - 1)  # tokens that came with the first: no wait of their own
-                    vllm.observe_gap(0.0, n - 1)
                 else:
                     # the emulated deployment's pace (simulated seconds in wall seconds), not this host's
                     # scheduling jitter; token-weighted: a chunk of k tokens is k observations
                     metrics.observe_tpot((sim_t - last) / engine.speed / n, n)
-                    vllm.observe_gap((sim_t - last) / engine.speed / n, n)
+                    vllm.observe_gap((sim_t - last) / engine.speed)  # vLLM's: one per chunk, the whole gap
                 last = sim_t
                 metrics.count_tokens(item[0])
                 vllm.count_tokens(0, item[0])

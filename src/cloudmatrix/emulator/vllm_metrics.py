@@ -1,9 +1,10 @@
 """vLLM's Prometheus metrics, next to the project's own on the same /metrics: the names, types, buckets and
 labels (``model_name``: the first served name; ``engine``: "0") of vLLM's V1 ``PrometheusStatLogger``, so
 vLLM's Grafana dashboards and alerts work against `serve` unchanged. What each one measures here:
-latencies a client sees (TTFT, end to end) on the wall clock from the request's arrival; per-token gaps at
-the emulated deployment's pace; queue, prefill and decode phases from the simulation's stamps (÷ speed).
-Gauges and the prefix-cache counters are read from the engine at scrape time."""
+latencies a client sees (TTFT, end to end) on the wall clock from the request's arrival; the gap before
+each streamed chunk after the first (one per engine step, as vLLM observes it) at the emulated pace;
+queue, prefill and decode phases from the simulation's stamps (÷ speed). Gauges and the prefix-cache
+counters are read from the engine at scrape time."""
 
 from __future__ import annotations
 
@@ -183,12 +184,11 @@ class VllmMetrics:
     def observe_ttft(self, seconds: float) -> None:
         self.ttft.labels(*self.labels).observe(seconds)
 
-    def observe_gap(self, seconds: float, tokens: int) -> None:
-        """``tokens`` tokens that each took ``seconds`` after the one before."""
-        itl, tpot = self.itl.labels(*self.labels), self.tpot.labels(*self.labels)
-        for _ in range(tokens):
-            itl.observe(seconds)
-            tpot.observe(seconds)
+    def observe_gap(self, seconds: float) -> None:
+        """A chunk that came ``seconds`` after the one before: one observation per engine step and sequence, as
+        vLLM's V1 logger makes (MTP's tokens of one step arrive in one chunk: one gap, not one per token)."""
+        self.itl.labels(*self.labels).observe(seconds)
+        self.tpot.labels(*self.labels).observe(seconds)
 
     def count_tokens(self, prompt: int, generated: int) -> None:
         if prompt:
