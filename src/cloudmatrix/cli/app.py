@@ -17,11 +17,14 @@ from cloudmatrix.cli.common import (
     StackOption,
     SystemsOption,
     WorkloadOption,
+    _checkpoint_precision,
     _emit_json,
     _fail,
     _run,
     _stack_set,
+    _warn_precision,
     out,
+    quiet_flag_types,
     set_wide,
 )
 from cloudmatrix.cli.plan_cmd import plan
@@ -37,6 +40,7 @@ APP_SETTINGS: dict[str, Any] = {
     "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 }
 app = typer.Typer(**APP_SETTINGS)
+quiet_flag_types()
 
 
 def _print_version(asked: bool) -> None:
@@ -61,19 +65,26 @@ def _options(
 
 @app.command()
 def catalog(
-    what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False
+    what: Annotated[str, typer.Argument(help="systems, models or keys")] = "systems", as_json: JsonFlag = False
 ) -> None:
-    """List catalog systems (with derived totals) or models (with parameter counts)."""
+    """List catalog systems (with derived totals), models (with parameter counts), or the scenario keys that
+    --set takes (with their types and defaults)."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.catalog_view import model_rows, system_rows
+    from cloudmatrix.studies.catalog_view import model_rows, scenario_key_rows, system_rows
 
-    if what not in ("systems", "models"):
-        _fail(f"unknown catalog '{what}'; expected one of: models, systems")
-    rows = _run(system_rows if what == "systems" else model_rows)
+    listings = {"systems": system_rows, "models": model_rows, "keys": scenario_key_rows}
+    if what not in listings:
+        _fail(f"unknown catalog '{what}'; expected one of: {', '.join(sorted(listings))}")
+    rows = _run(listings[what])
+    tables = {
+        "systems": render.catalog_systems_table,
+        "models": render.catalog_models_table,
+        "keys": render.catalog_keys_table,
+    }
     if as_json:
         _emit_json({what: rows})
     else:
-        out.print(render.catalog_systems_table(rows) if what == "systems" else render.catalog_models_table(rows))
+        out.print(tables[what](rows))
 
 
 @app.command()
@@ -91,8 +102,12 @@ def estimate(
     output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
     kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
     precision: Annotated[
-        str, typer.Option(help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined.")
-    ] = "int8",
+        str | None,
+        typer.Option(
+            help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined (default: the "
+            "checkpoint's quantization_config for a model from a path or the Hugging Face cache, else int8)."
+        ),
+    ] = None,
     activation_precision: Annotated[
         str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
     ] = None,
@@ -160,6 +175,8 @@ def estimate(
     from cloudmatrix.deployment import paper_deployments
     from cloudmatrix.estimate import estimate as run_estimate
 
+    weights = _checkpoint_precision(model, precision, "int8")
+
     def build() -> dict[str, Any]:
         ph = _choice("phase", phase, Phase)
         decodes = ph != Phase.PREFILL
@@ -175,7 +192,7 @@ def estimate(
             input_len=input_len,
             output_len=output_len,
             kv_len=kv_len,
-            precision=precision,
+            precision=weights,
             activation_precision=activation_precision,
             kv_precision=kv_precision,
             mtp=draft,
@@ -260,7 +277,15 @@ def simulate(
     ] = None,
     tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in ms (a preset's batch is chosen for it).")] = None,
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a scenario field, KEY a dotted path (requests=5000, workload.arrivals.rate_per_s=80, "
+            "decode.batch_per_chip=64); repeatable, the later wins. `cloudmatrix catalog keys` lists every key.",
+        ),
+    ] = None,
     stack: StackOption = None,
     requests_csv: Annotated[
         str | None, typer.Option(metavar="PATH", help="Write one row per request to this CSV (- for stdout).")
@@ -271,6 +296,17 @@ def simulate(
             metavar="PATH", help="Write every prefill batch and decode step (utilisation, KV use) here (- for stdout)."
         ),
     ] = None,
+    result_format: Annotated[
+        str | None,
+        typer.Option(
+            metavar="vllm|sglang",
+            help="Print the result as the benchmark's own JSON (vllm bench serve --save-result, or SGLang "
+            "bench_serving's line) instead of the table; with --out, write it there.",
+        ),
+    ] = None,
+    out_path: Annotated[
+        str | None, typer.Option("--out", metavar="PATH", help="Write the --result-format JSON here (- for stdout).")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload: a scenario
@@ -279,11 +315,17 @@ def simulate(
     from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.sim.engine import simulate as run_simulation
+    from cloudmatrix.studies.result_formats import FORMATS
 
-    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
+    if result_format is not None and result_format not in FORMATS:
+        _fail(f"--result-format: got {result_format!r}; expected one of {', '.join(FORMATS)}")
+    if out_path is not None and result_format is None:
+        _fail("--out: writes the --result-format JSON; give --result-format vllm or sglang too")
+    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv, "--out": out_path}, as_json)
     started = time.perf_counter()
     pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
     loaded = _run(lambda: _scenario(scenario, pointed, set_))
+    _warn_precision(loaded.model, loaded.precision)
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(loaded, progress.update))
     d = result.to_dict()
@@ -295,6 +337,15 @@ def simulate(
         files.write("--requests-csv", _csv(result.requests_rows()))
     if "--timeline-csv" in files:
         files.write("--timeline-csv", _csv(result.timeline_rows()))
+    if result_format is not None:
+        from cloudmatrix.inputs import finite_json
+        from cloudmatrix.studies.result_formats import result_json
+
+        bench = finite_json(result_json(result, loaded, result_format))
+        if out_path is None:
+            _emit_json(bench)
+            return
+        files.write("--out", json.dumps(bench, indent=2, allow_nan=False) + "\n")
     if as_json:
         _emit_json(d)
     else:

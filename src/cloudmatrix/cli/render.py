@@ -29,6 +29,15 @@ def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
+def catalog_keys_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Scenario keys for --set key=value (simulate, serve)")
+    for col in ("key", "type", "default"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["key"], r["type"], r["default"])
+    return t
+
+
 def catalog_models_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="Models")
     for col in ("id", "type", "attention", "layers", "experts", "total B", "active B", "KV B/token (BF16)"):
