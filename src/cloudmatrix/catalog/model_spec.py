@@ -99,6 +99,7 @@ class ModelSpec:
     linear: LinearAttentionSpec | None = None  # Qwen3-Next's Gated DeltaNet layers (the rest are full attention)
     source: str = ""
     max_context: int | None = None  # prompt + output tokens the model takes (config's max_position_embeddings)
+    checkpoint_format: str | None = None  # the weights' format a checkpoint's quantization_config declares
 
     # ---- shapes -------------------------------------------------------------------------------------
     @property

@@ -34,6 +34,21 @@ class Recorder:
     def decode_step(self, inst: int, t: float, dur: float, seqs: int, tokens: int, kv_occupancy: float) -> None:
         self.decode_steps.append((inst, t, dur, seqs, tokens, kv_occupancy))
 
+    def decode_stretch(
+        self,
+        inst: int,
+        starts: list[float],
+        durations: list[float],
+        seqs: int,
+        tokens: list[int],
+        occupancy: float,
+        last_occupancy: float,
+    ) -> None:
+        """Consecutive steps of one batch shape; only the last can free KV blocks."""
+        n = len(durations)
+        occupancies = [occupancy] * (n - 1) + [last_occupancy]
+        self.decode_steps.extend(zip([inst] * n, starts, durations, [seqs] * n, tokens, occupancies, strict=True))
+
     def prefill_batch(self, inst: int, t: float, dur: float, tokens: int) -> None:
         self.prefill_batches.append((inst, t, dur, tokens))
 
