@@ -26,7 +26,7 @@ from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
-from cloudmatrix.inputs import MAX_DEPTH, depth
+from cloudmatrix.inputs import MAX_DEPTH, depth, number_problem
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +86,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             raise ApiError(400, f"Request body is not valid JSON: {e}") from None
         except RecursionError:
             raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.") from None
+        except ValueError as e:  # json's int() refuses an integer of over 4,300 digits
+            raise ApiError(400, f"Request body: {number_problem(e)}.") from None
         if not isinstance(data, dict):
             raise ApiError(400, "Request body must be a JSON object.")
         if depth(data) > MAX_DEPTH:

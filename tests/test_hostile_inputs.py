@@ -1,0 +1,185 @@
+"""Hostile inputs the other tests do not list: generated argument vectors for the commands (odd numbers,
+huge integers, unicode, whitespace, NUL-free junk) run through ``main()`` in-process, and the file classes
+behind them (JSON and YAML numbers Python will not parse, keys given twice, YAML tags JSON has no word
+for, trace rows that are flags or fractions, requests no pool can hold). Every run ends in exit 0 with
+strict, finite JSON, or exit 2 with one line on stderr: never a traceback, exit 3 or a hang."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cloudmatrix.cli.app import main
+from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
+from cloudmatrix.inputs import InputError, check_number, parse_json, parse_yaml
+from cloudmatrix.sim.engine import simulate
+from cloudmatrix.sim.scenario import load_scenario
+from cloudmatrix.workload.trace import read_trace
+
+ODD = [
+    "", " ", "\u00e9\u2603", "1e308", str(10**30), "9" * 400, "9" * 5000, "-0", "-0.0", "0x10", "inf", "nan",
+    "-inf", "1_000", "0", "-1", "1e-300", "1e400", "+5", " 4 ", "\u0663", "x" * 3000, "a\tb", "[1]", "{a: 1}",
+    "true", "null", "~", "!!binary aGVsbG8=", "2001-12-14", "&a [*a]",
+]  # fmt: skip
+values = st.one_of(
+    st.sampled_from(ODD),
+    st.integers(min_value=-(10**320), max_value=10**320).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=20),
+)
+ESTIMATE_FLAGS = [
+    "--chips", "--ep", "--batch-per-chip", "--tokens-per-chip", "--input-len", "--output-len", "--kv-len",
+    "--mtp", "--mtp-acceptance", "--cached-fraction", "--attention-tp", "--tp", "--moe-tp", "--redundant-experts",
+    "--reserve-gb", "--offload-gb", "--chunk-tokens-per-chip", "--precision", "--phase", "--eplb", "--routing",
+    "--stack", "--model", "--system",
+]  # fmt: skip
+COMPARE_FLAGS = ["--workload", "--tpot-slo", "--ttft-slo", "--mtp", "--mtp-acceptance", "--target-rate", "--systems"]
+SET_PATHS = [
+    "requests", "seed", "decode.chips", "decode.ep", "decode.batch_per_chip", "decode.mtp", "prefill.instances",
+    "prefill.tokens_per_chip", "workload.input.value", "workload.arrivals.rate_per_s", "slo.ttft_ms", "nonexistent",
+    "decode.0", "workload", "", "decode.", ".decode",
+]  # fmt: skip
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _finite(obj: object) -> bool:
+    if isinstance(obj, float):
+        return math.isfinite(obj)
+    if isinstance(obj, dict):
+        return all(_finite(v) for v in obj.values())
+    if isinstance(obj, list):
+        return all(_finite(v) for v in obj)
+    return True
+
+
+def _refuse_constant(name: str) -> None:
+    raise AssertionError(f"{name} in JSON output")
+
+
+def _assert_clean_run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    code = main(argv)
+    out, err = capsys.readouterr()
+    assert code in (0, 2), (argv, code, err)
+    assert "Traceback" not in out + err
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1, (argv, err)
+    elif "--json" in argv:
+        assert _finite(json.loads(out, parse_constant=_refuse_constant)), argv
+
+
+@SETTINGS
+@given(flag=st.sampled_from(ESTIMATE_FLAGS), value=values)
+def test_estimate_flags_end_in_json_or_one_line(capsys, flag: str, value: str) -> None:
+    _assert_clean_run(capsys, ["estimate", flag, value, "--json"])
+
+
+@SETTINGS
+@given(flag=st.sampled_from(COMPARE_FLAGS), value=values)
+def test_compare_flags_end_in_json_or_one_line(capsys, flag: str, value: str) -> None:
+    _assert_clean_run(capsys, ["compare", flag, value, "--systems", "cloudmatrix384", "--json"])
+
+
+@SETTINGS
+@given(path=st.sampled_from(SET_PATHS), value=values)
+def test_set_values_end_in_json_or_one_line(capsys, path: str, value: str) -> None:
+    _assert_clean_run(capsys, ["simulate", "--set", "requests=40", "--set", f"{path}={value}", "--json"])
+
+
+@pytest.mark.parametrize("top", ["21", "1000", "9" * 400])
+def test_plan_bounds_its_simulation_checks_before_searching(capsys, top: str) -> None:
+    assert main(["plan", "--top", top, "--json"]) == 2
+    assert "--top" in capsys.readouterr().err
+
+
+# ---- the classes behind the findings -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    "value", [10**300 + 1, 10**400, -(10**5000), 10**4300], ids=["1e300+1", "1e400", "-1e5000", "1e4300"]
+)
+@pytest.mark.parametrize("bounds", [{}, {"lo": 0}, {"hi": 10}, {"lo": 1, "hi": 100, "integer": True}])
+def test_integers_past_float_are_refused_not_overflowed(value: int, bounds: dict) -> None:
+    with pytest.raises(InputError, match="an integer (above|below) "):
+        check_number("x", value, **bounds)
+
+
+@pytest.mark.parametrize("parse", [parse_json, parse_yaml])
+@pytest.mark.parametrize("text", ["9" * 4301, '{"a": ' + "1" * 6000 + "}", "[1, -" + "2" * 5000 + "]"])
+def test_numbers_python_will_not_parse_are_one_line(parse, text: str) -> None:
+    with pytest.raises(InputError, match="4,300 digits"):
+        parse(text, "f")
+
+
+@pytest.mark.parametrize(
+    ("parse", "text"),
+    [
+        (parse_json, '{"a": 1, "a": 2}'),
+        (parse_json, '{"x": [{"b": 1, "b": 1}]}'),
+        (parse_yaml, "a: 1\na: 2\n"),
+        (parse_yaml, "x:\n  - {b: 1, b: 2}\n"),
+        (parse_yaml, "d: &d {k: 1, k: 2}\ne: *d\n"),
+    ],
+)
+def test_a_key_given_twice_is_refused(parse, text: str) -> None:
+    with pytest.raises(InputError, match="given twice"):
+        parse(text, "f")
+
+
+@pytest.mark.parametrize(
+    "text", ["a: !!binary aGVsbG8=", "a: !!set {x}", "a: 2001-12-14", "a: 2001-12-14 21:59:43", "a: !!omap [b: 1]"]
+)
+def test_yaml_values_json_has_no_word_for_are_refused(text: str) -> None:
+    with pytest.raises(InputError, match="expected text, a number"):
+        parse_yaml(text, "f")
+
+
+def test_merge_keys_and_shared_anchors_still_load() -> None:
+    assert parse_yaml("b: &x {a: 1}\nc:\n  <<: *x\n  a: 2\nd: *x\n", "f") == {
+        "b": {"a": 1},
+        "c": {"a": 2},
+        "d": {"a": 1},
+    }
+
+
+ROW = '{"timestamp": %s, "input_length": %s, "output_length": %s}'
+BAD_ROWS = {
+    "a flag as a length": ROW % (0, "true", 5),
+    "a fraction of a token": ROW % (0, 1.9, 5),
+    "a key twice": '{"timestamp": 0, "input_length": 1, "input_length": 9, "output_length": 1}',
+    "an integer Python will not parse": ROW % (0, "9" * 5000, 5),
+    "nested past the bound": "[" * 5000 + "]" * 5000,
+    "a flag as a hash id": '{"timestamp": 0, "input_length": 9, "output_length": 1, "hash_ids": [true]}',
+}
+
+
+@pytest.mark.parametrize("name", BAD_ROWS)
+def test_trace_rows_are_refused_with_their_line(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(ROW % (0, 10, 5) + "\n" + BAD_ROWS[name] + "\n")
+    with pytest.raises(CloudMatrixError, match="t.jsonl line 2") as e:
+        read_trace(path)
+    assert "\n" not in str(e.value)
+
+
+def test_a_trace_may_start_with_a_bom(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("\ufeff" + ROW % (0, 10, 5) + "\n")
+    assert read_trace(path).input_len.tolist() == [10]
+
+
+@pytest.mark.parametrize("prompt", [600_000, 999_999])
+def test_requests_no_pool_can_hold_are_refused_not_stalled(tmp_path: Path, prompt: int) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text(ROW % (0, prompt, 1) + "\n" + ROW % (1, 100, 1) + "\n")
+    scenario = load_scenario(None, ["requests=10", f"workload.trace={path}"])
+    with pytest.raises(InfeasibleDeploymentError, match=f"1 of 2 requests can never be served.*{prompt:,} prompt"):
+        simulate(scenario)
+
+
+def test_a_trace_that_fits_still_runs(tmp_path: Path) -> None:
+    path = tmp_path / "t.jsonl"
+    path.write_text("".join(ROW % (i, 100, 4) + "\n" for i in range(5)))
+    result = simulate(load_scenario(None, ["requests=5", f"workload.trace={path}"]))
+    assert int(np.sum(result.table.generated)) >= 5 * 4
