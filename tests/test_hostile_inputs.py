@@ -7,15 +7,18 @@ strict, finite JSON, or exit 2 with one line on stderr: never a traceback, exit 
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from cloudmatrix.catalog.models import MODELS_DIR, HFConfig, parse_config
 from cloudmatrix.cli.app import main
-from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
-from cloudmatrix.inputs import InputError, check_number, parse_json, parse_yaml
+from cloudmatrix.emulator.schemas import ChatBody, CompletionBody
+from cloudmatrix.errors import CloudMatrixError, ConfigError, InfeasibleDeploymentError
+from cloudmatrix.inputs import InputError, check_number, parse_json, parse_yaml, refuse_flag_as_number
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.scenario import load_scenario
 from cloudmatrix.workload.trace import read_trace
@@ -43,7 +46,7 @@ SET_PATHS = [
     "prefill.tokens_per_chip", "workload.input.value", "workload.arrivals.rate_per_s", "slo.ttft_ms", "nonexistent",
     "decode.0", "workload", "", "decode.", ".decode",
 ]  # fmt: skip
-SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _finite(obj: object) -> bool:
@@ -183,3 +186,41 @@ def test_a_trace_that_fits_still_runs(tmp_path: Path) -> None:
     path.write_text("".join(ROW % (i, 100, 4) + "\n" for i in range(5)))
     result = simulate(load_scenario(None, ["requests=5", f"workload.trace={path}"]))
     assert int(np.sum(result.table.generated)) >= 5 * 4
+
+
+# ---- true/false is no number (pydantic's lax mode reads them as 1 and 0) ------------------------------
+NOT_BOOL = [name for name, f in HFConfig.model_fields.items() if f.annotation is not bool]
+
+
+@pytest.mark.parametrize("field", NOT_BOOL)
+def test_a_model_config_takes_no_boolean_for_a_number(field: str) -> None:
+    data = _r1_config()
+    data[field] = True
+    with pytest.raises(ConfigError, match=f"{field}: .*not true/false"):
+        parse_config("m", data)
+
+
+def _r1_config() -> dict:
+    return json.loads((MODELS_DIR / "deepseek-r1.json").read_text())
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["requests", "seed", "decode.chips", "decode.mtp", "prefill.instances", "workload.input.value", "slo.ttft_ms"],
+)
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_a_scenario_takes_no_boolean_for_a_number(path: str, flag: str) -> None:
+    with pytest.raises(ConfigError, match=f"{path.split('.')[-1]}: .*not true/false"):
+        load_scenario(None, [f"{path}={flag}"])
+
+
+@pytest.mark.parametrize("body", [ChatBody, CompletionBody])
+@pytest.mark.parametrize("field", ["max_tokens", "n"])
+def test_an_api_body_takes_no_boolean_for_a_number(body, field: str) -> None:
+    with pytest.raises(ValueError, match="not true/false"):
+        body.model_validate({"model": "m", "messages": [], "prompt": "p", field: True})
+
+
+@pytest.mark.parametrize("annotation", [bool, bool | None, int | bool, object])
+def test_fields_that_take_booleans_still_do(annotation) -> None:
+    assert refuse_flag_as_number(Any if annotation is object else annotation, True) is True

@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -83,6 +83,21 @@ def _short(value: Any) -> str:
 
 def _shown(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 1000 else f"{float(x):g}"
+
+
+def refuse_flag_as_number(annotation: Any, value: Any) -> Any:
+    """A schema field's raw value, refused (``ValueError``, for a pydantic ``mode="before"`` validator) when it
+    is ``true`` or ``false`` and the field is not a boolean: pydantic's lax mode reads them as 1 and 0, so
+    ``requests: true`` ran one request and ``hidden_size: true`` priced a model one unit wide."""
+    if isinstance(value, bool) and not _admits_bool(annotation):
+        raise ValueError("expected a number or text, not true/false")
+    return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any or annotation is None:
+        return True
+    return any(_admits_bool(a) for a in get_args(annotation) if not isinstance(a, str | int | float))
 
 
 def check_optional(field: str, value: Any, **bounds: Any) -> None:

@@ -9,12 +9,12 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
-from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_text
+from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_text, refuse_flag_as_number
 
 MODELS_DIR = DATA_DIR / "models"
 __all__ = ["AttentionSpec", "IndexerSpec", "ModelSpec", "MoeSpec", "load_model", "model_ids", "parse_config"]
@@ -50,6 +50,12 @@ class HFConfig(BaseModel):
     """The config.json fields we read. Unknown fields are allowed (configs carry many we do not need)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return refuse_flag_as_number(field.annotation if field else Any, value)
 
     model_type: str = "unknown"
     # Upper bounds are physical (today's largest models are 10-100x below them): a config beyond them is a
