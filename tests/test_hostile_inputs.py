@@ -20,7 +20,7 @@ from cloudmatrix.emulator.schemas import ChatBody, CompletionBody
 from cloudmatrix.errors import CloudMatrixError, ConfigError, InfeasibleDeploymentError
 from cloudmatrix.inputs import InputError, check_number, parse_json, parse_yaml, refuse_flag_as_number
 from cloudmatrix.sim.engine import simulate
-from cloudmatrix.sim.scenario import load_scenario
+from cloudmatrix.sim.scenario import SCENARIO_DIR, load_scenario
 from cloudmatrix.workload.trace import read_trace
 
 ODD = [
@@ -224,3 +224,52 @@ def test_an_api_body_takes_no_boolean_for_a_number(body, field: str) -> None:
 @pytest.mark.parametrize("annotation", [bool, bool | None, int | bool, object])
 def test_fields_that_take_booleans_still_do(annotation) -> None:
     assert refuse_flag_as_number(Any if annotation is object else annotation, True) is True
+
+
+# ---- an output never replaces an input of the same run, nor another output ------------------------------
+def _scenario(tmp_path: Path) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text((SCENARIO_DIR / "cm384-paper.yaml").read_text().replace("requests: 20000", "requests: 20"))
+    return path
+
+
+@pytest.mark.parametrize("flag", ["--requests-csv", "--timeline-csv"])
+@pytest.mark.parametrize("via", ["itself", "a symlink", "another spelling"])
+def test_an_output_never_replaces_the_runs_input(tmp_path: Path, capsys, flag: str, via: str) -> None:
+    scenario = _scenario(tmp_path)
+    before = scenario.read_bytes()
+    target = {
+        "itself": str(scenario),
+        "a symlink": str(tmp_path / "link.csv"),
+        "another spelling": f"{tmp_path}/./s.yaml",
+    }[via]
+    if via == "a symlink":
+        (tmp_path / "link.csv").symlink_to(scenario)
+    assert main(["simulate", str(scenario), flag, target]) == 2
+    err = capsys.readouterr().err
+    assert "read as input" in err and err.count("\n") == 1
+    assert scenario.read_bytes() == before
+
+
+def test_a_report_never_replaces_the_validate_run_it_reads(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "v.json"
+    run.write_text('{"rows": []}')
+    code = main(["report", "--systems", "cloudmatrix384", "--validate-json", str(run), "--out", str(run)])
+    assert code == 2 and run.read_text() == '{"rows": []}'
+    capsys.readouterr()
+
+
+def test_two_outputs_of_one_run_need_two_files(tmp_path: Path, capsys) -> None:
+    target = tmp_path / "out.csv"
+    code = main(
+        ["simulate", str(_scenario(tmp_path)), "--requests-csv", str(target), "--timeline-csv", f"{tmp_path}/./out.csv"]
+    )
+    assert code == 2 and "both name" in capsys.readouterr().err and not target.exists()
+
+
+def test_outputs_elsewhere_are_written(tmp_path: Path, capsys) -> None:
+    scenario = _scenario(tmp_path)
+    args = ["--requests-csv", str(tmp_path / "r.csv"), "--timeline-csv", str(tmp_path / "t.csv")]
+    assert main(["simulate", str(scenario), *args]) == 0
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == 21  # a header and 20 requests
+    capsys.readouterr()

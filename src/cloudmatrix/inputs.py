@@ -30,6 +30,9 @@ MAX_REQUESTS = 1_000_000  # requests one simulation may run (the largest public 
 MAX_SIM_S = 1e7  # simulated seconds one run may span (116 days): slower arrivals are refused up front
 MAX_EXACT = 10**300  # integers beyond this are past every bound; float() of 10**400 would raise OverflowError
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# (device, inode) of every file read as input since the running command declared its outputs: the writer
+# refuses to replace one (``simulate s.yaml --requests-csv s.yaml`` would turn the scenario into a CSV)
+READ_FILES: set[tuple[int, int]] = set()
 
 
 class InputError(ConfigError):
@@ -162,6 +165,7 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
         raise InputError(f"{what} {path}: is {kind}; expected a file")
     if st.st_size > max_bytes:
         raise InputError(f"{what} {path}: {st.st_size:,} bytes; expected at most {max_bytes:,}")
+    READ_FILES.add((st.st_dev, st.st_ino))
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
