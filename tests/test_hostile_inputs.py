@@ -273,3 +273,22 @@ def test_outputs_elsewhere_are_written(tmp_path: Path, capsys) -> None:
     assert main(["simulate", str(scenario), *args]) == 0
     assert len((tmp_path / "r.csv").read_text().splitlines()) == 21  # a header and 20 requests
     capsys.readouterr()
+
+
+# ---- serve: an address it cannot listen on is one line before anything starts ---------------------------
+@pytest.mark.parametrize("host", ["", " ", "\u00e9\u2603", "-1", "x" * 300, "localhost:80", "0.5", "192.0.2.1"])
+def test_serve_refuses_an_address_it_cannot_listen_on(capsys, host: str) -> None:
+    assert main(["serve", "--host", host, "--api-key", "k"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --host") and err.count("\n") == 1
+
+
+def test_serve_refuses_a_port_in_use(capsys) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--api-key", "k"]) == 2
+    assert "in use" in capsys.readouterr().err
