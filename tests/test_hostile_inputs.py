@@ -292,3 +292,36 @@ def test_serve_refuses_a_port_in_use(capsys) -> None:
         port = busy.getsockname()[1]
         assert main(["serve", "--port", str(port), "--api-key", "k"]) == 2
     assert "in use" in capsys.readouterr().err
+
+
+# ---- strings that carry numbers: routing specs and workload lengths ------------------------------------
+numbers_as_text = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.integers(min_value=-(10**400), max_value=10**400).map(str),
+    st.sampled_from(["\u00b2", "\u0663", "1_0", "0x10", "", " 5", "1e308", "-0", "9" * 5000]),
+)
+
+
+@SETTINGS
+@given(
+    exponent=numbers_as_text, concentration=st.none() | numbers_as_text, phase=st.sampled_from(["decode", "prefill"])
+)
+def test_routing_specs_end_in_json_or_one_line(capsys, exponent: str, concentration: str | None, phase: str) -> None:
+    spec = f"zipf:{exponent}" + ("" if concentration is None else f"@c={concentration}")
+    _assert_clean_run(capsys, ["estimate", "--routing", spec, "--phase", phase, "--json"])
+
+
+@SETTINGS
+@given(inp=numbers_as_text, out=numbers_as_text)
+def test_workload_lengths_end_in_json_or_one_line(capsys, inp: str, out: str) -> None:
+    _assert_clean_run(capsys, ["compare", "--workload", f"{inp}/{out}", "--systems", "cloudmatrix384", "--json"])
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_no_catalog_value_is_nan_or_infinite(value: float) -> None:
+    from pydantic import ValidationError
+
+    from cloudmatrix.catalog.sourced import Sourced
+
+    with pytest.raises(ValidationError, match="finite"):
+        Sourced(value=value, source="user")

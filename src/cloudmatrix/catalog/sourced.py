@@ -18,7 +18,7 @@ _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader
 class Frozen(BaseModel):
     """Base for catalog value objects: immutable, unknown keys rejected so typos are caught."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod

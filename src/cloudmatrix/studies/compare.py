@@ -43,7 +43,8 @@ def parse_workload(name: str) -> tuple[int, int]:
     if name in PRESETS:
         return PRESETS[name]
     parts = name.split("/")
-    if len(parts) == 2 and all(p.isdigit() and int(p) > 0 for p in parts):
+    # ASCII digits only (str.isdigit takes '²', which int() refuses) and no more than int() will parse
+    if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) <= 12 and int(p) > 0 for p in parts):
         return int(parts[0]), int(parts[1])
     raise ConfigError(f"workload '{name}': expected one of {', '.join(PRESETS)} or INPUT/OUTPUT, e.g. 4096/256")
 
