@@ -325,3 +325,37 @@ def test_no_catalog_value_is_nan_or_infinite(value: float) -> None:
 
     with pytest.raises(ValidationError, match="finite"):
         Sourced(value=value, source="user")
+
+
+# ---- a saved validate run read back by `report` ----------------------------------------------------------
+SAVED_ROW = {
+    "id": "r", "source": "s", "system": "cloudmatrix384", "model": "deepseek-r1", "stack": "cloudmatrix-infer",
+    "role": "predicted", "metric": "throughput_per_chip_tok_s", "measured": 1000.0, "predicted": 900.0,
+    "error_pct": -10.0, "status": "ok", "reason": "", "series": "s", "family": "ascend", "band": "steady",
+    "concurrency": None, "mtp": 0, "note": "",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("field", ["system", "measured", "predicted", "error_pct", "role", "metric", "concurrency"])
+@pytest.mark.parametrize("value", [[], {}, "x", True, -1, 0, None, float("nan")])
+def test_report_refuses_a_saved_row_by_field(tmp_path: Path, capsys, field: str, value: object) -> None:
+    from cloudmatrix.studies.saved_run import SavedRow
+
+    row = SAVED_ROW | {field: value}
+    try:
+        SavedRow.model_validate(row)
+    except ValueError:
+        path = tmp_path / "v.json"
+        path.write_text(json.dumps({"rows": [row], "summary": {"cells": []}}))
+        argv = [
+            "report",
+            "--systems",
+            "cloudmatrix384",
+            "--validate-json",
+            str(path),
+            "--out",
+            str(tmp_path / "r.html"),
+        ]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"rows[0].{field}" in err and err.count("\n") == 1
