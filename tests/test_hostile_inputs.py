@@ -359,3 +359,13 @@ def test_report_refuses_a_saved_row_by_field(tmp_path: Path, capsys, field: str,
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"rows[0].{field}" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("summary", [None, [], {"cells": None}, {"cells": "x"}, {"cells": [1]}, {"cells": [{}]}])
+def test_report_refuses_a_saved_summary_it_cannot_read(tmp_path: Path, capsys, summary: object) -> None:
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"rows": [SAVED_ROW], "summary": summary}))
+    argv = ["report", "--systems", "cloudmatrix384", "--validate-json", str(path), "--out", str(tmp_path / "r.html")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --validate-json") and err.count("\n") == 1

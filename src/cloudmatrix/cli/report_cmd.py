@@ -70,20 +70,25 @@ def _validate_run(d: Any) -> dict[str, Any]:
 
     from cloudmatrix.catalog.sourced import describe_validation_error
     from cloudmatrix.errors import ConfigError
-    from cloudmatrix.studies.saved_run import SavedRow
+    from cloudmatrix.studies.saved_run import SavedCell, SavedRow
 
     summary = d.get("summary") if isinstance(d, dict) else None
     if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or not isinstance(summary, dict):
         raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (rows, summary)")
-    if "cells" not in summary:
-        raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (rows, summary)")
-    rows = []
-    for i, row in enumerate(d["rows"]):
-        try:
-            rows.append(SavedRow.model_validate(row).model_dump())
-        except ValidationError as e:
-            raise ConfigError(f"--validate-json: rows[{i}].{describe_validation_error(e)}") from None
-    return d | {"rows": rows}
+    if not isinstance(summary.get("cells"), list):
+        raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (summary.cells)")
+
+    def checked(schema: Any, items: list[Any], where: str) -> list[dict[str, Any]]:
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(schema.model_validate(item).model_dump())
+            except ValidationError as e:
+                raise ConfigError(f"--validate-json: {where}[{i}].{describe_validation_error(e)}") from None
+        return out
+
+    cells = checked(SavedCell, summary["cells"], "summary.cells")
+    return d | {"rows": checked(SavedRow, d["rows"], "rows"), "summary": summary | {"cells": cells}}
 
 
 def _plan(model: str, workload: str, tpot_slo: float) -> dict[str, Any]:

@@ -40,3 +40,29 @@ class SavedRow(BaseModel):
     def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         return refuse_flag_as_number(field.annotation if field else Any, value)
+
+
+class SavedCell(BaseModel):
+    """One cell of ``validate --json``'s ``summary.cells``: error statistics of one role, group and metric."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    role: str
+    grouping: str
+    key: str
+    metric: str
+    rows: int = Field(ge=0)
+    answered: int = Field(ge=0)
+    median_abs_error_pct: float | None = Field(default=None, ge=0)
+    p90_abs_error_pct: float | None = Field(default=None, ge=0)
+    max_abs_error_pct: float | None = Field(default=None, ge=0)
+    bias_pct: float | None = None
+    within_15_pct: float = Field(ge=0, le=100)
+    within_25_pct: float = Field(ge=0, le=100)
+    answered_share: float = Field(default=0.0, ge=0, le=1)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        return refuse_flag_as_number(field.annotation if field else Any, value)
