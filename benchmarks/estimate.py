@@ -1,6 +1,9 @@
-"""Speed of the analytic path: estimates per second in-process, and the CLI cold start.
+"""Speed of the analytic path: estimates per CPU-second in-process, and the CLI cold start.
 
-Run: python benchmarks/estimate.py   (targets: >= 200 estimates/s, cold start < 1.5 s)"""
+Run: python benchmarks/estimate.py   (targets: >= 5,000 estimates per CPU-second, cold start < 1.5 s)
+
+CPU time, not wall time, so that other work on a shared machine counts less; a loaded machine still
+slows it (shared caches), so compare against the parent commit measured in the same minutes."""
 
 from __future__ import annotations
 
@@ -15,17 +18,19 @@ from cloudmatrix.deployment import deployment_from_setup
 from cloudmatrix.estimate import estimate
 
 
-def estimates_per_second(seconds: float = 3.0) -> float:
+def estimates_per_cpu_second(seconds: float = 3.0) -> float:
     ref = load_reference("cloudmatrix-infer")
     row = next(r for r in ref.rows if r.id == "decode-b96-throughput")  # the paper's decode deployment
     base = dataclasses.replace(deployment_from_setup(row.setup, ref.defaults), microbatch=None)
     batches = [8, 16, 24, 32, 48, 64, 96, 112, 128]
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for b in batches:  # auto microbatch: each estimate prices both graphs
+    for b in batches:  # warm: the routing samples and kernel-curve lookups are cached per shape
+        estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(base, batch_per_chip=b))
+    n, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
+        for b in batches:  # auto microbatch: each estimate prices both graphs (the slower one stops early)
             estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(base, batch_per_chip=b))
             n += 1
-    return n / (time.perf_counter() - start)
+    return n / (time.process_time() - start)
 
 
 def cold_start_s(runs: int = 5) -> float:
@@ -42,5 +47,5 @@ def cold_start_s(runs: int = 5) -> float:
 
 
 if __name__ == "__main__":
-    print(f"estimates per second (decode, auto microbatch): {estimates_per_second():.0f}")
+    print(f"estimates per CPU-second (decode, auto microbatch): {estimates_per_cpu_second():.0f}")
     print(f"CLI cold start, `estimate --json` (median of 5): {cold_start_s():.2f} s")

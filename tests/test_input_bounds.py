@@ -181,8 +181,8 @@ def test_systems_are_deduplicated_in_order(given: str, expected: list[str]) -> N
 @pytest.mark.parametrize(
     ("given", "error", "message"),
     [
-        (",".join(f"s{i}" for i in range(1000)), ConfigError, "--systems: 1,000 distinct ids; expected at most"),
-        ("hgx-h100,,hgx-h200", ConfigError, "--systems: an empty id"),
+        (",".join(f"s{i}" for i in range(1000)), ConfigError, "--system: 1,000 distinct ids; expected at most"),
+        ("hgx-h100,,hgx-h200", ConfigError, "--system: an empty id"),
         ("hgx-h100," + "dgx9," * 500, UnknownIdError, "unknown system 'dgx9'"),
     ],
 )
@@ -203,7 +203,7 @@ def test_compare_and_report_take_a_repeated_system_once(tmp_path, command: str) 
     if command == "compare":
         assert [s["system"] for s in json.loads(res.stdout)["systems"]] == ["hgx-h100"]
     bad = runner.invoke(app, [command, *out, "--systems", ",".join(f"s{i}" for i in range(100))])
-    assert bad.exit_code == 2 and "--systems: 100 distinct ids; expected at most" in bad.stderr
+    assert bad.exit_code == 2 and "--system: 100 distinct ids; expected at most" in bad.stderr
 
 
 # ---- every CSV input ---------------------------------------------------------------------------------

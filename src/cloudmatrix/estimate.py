@@ -76,6 +76,7 @@ class Estimate:
             "layer_us": s.layer_us,
             "roofline_us": s.roofline_us,
             "roofline_step_ms": s.roofline_step_s * 1e3,
+            "roofline_binding": s.roofline_binding,
         }
         if d.phase == Phase.AGGREGATED:
             out.update(
@@ -125,3 +126,21 @@ def estimate(system: str | Hardware, model: str | ModelSpec, deployment: Deploym
     mem = memory_use(p)
     check_fits(p, mem)
     return Estimate(plan=p, step=best_step_cost(p), memory=mem)
+
+
+def pool_req_s(tok_s: float, length: float, role: str) -> float:
+    """Requests/s a pool completes from its token rate: prompts for prefill; answers for decode, which emits
+    output_len − 1 tokens per request (the first comes from prefill); whole answers for a co-located pool.
+    `compare`, `plan` and the preset scenarios size pools with this one function."""
+    if role == "decode":
+        length = max(length - 1, 1)
+    return tok_s / length if length > 0 else 0.0
+
+
+def matched_output_tok_s_per_chip(
+    prefill_req_s_per_chip: float, decode_req_s_per_chip: float, output_len: float
+) -> float:
+    """Output tokens/s per chip of prefill and decode pools sized in proportion so neither waits on the other
+    (chips split 1/μ_p : 1/μ_d per request/s), at full load."""
+    total = prefill_req_s_per_chip + decode_req_s_per_chip
+    return prefill_req_s_per_chip * decode_req_s_per_chip / total * output_len if total > 0 else 0.0

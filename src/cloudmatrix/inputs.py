@@ -51,11 +51,15 @@ def check_number(
 ) -> None:
     """A finite number (an integer where ``integer``) within [lo, hi] (an end excluded where ``*_open``)."""
     kind = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if (
+        type(value) is not float
+        and type(value) is not int
+        and (isinstance(value, bool) or not isinstance(value, numbers.Real))
+    ):  # the exact types skip the slow ABC check
         raise InputError(f"{field}: got {_short(value)}; expected {kind}")
     huge = isinstance(value, numbers.Integral) and abs(int(value)) > MAX_EXACT  # float() of it would overflow
     if huge:
-        positive = int(value) > 0  # type: ignore[call-overload]
+        positive = int(value) > 0  # type: ignore[arg-type]
         got = "an integer above 1e300" if positive else "an integer below -1e300"
         value = math.inf if positive else -math.inf
         if lo is None and hi is None:

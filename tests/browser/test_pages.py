@@ -58,9 +58,14 @@ def test_report_opens_offline_and_every_plot_renders(browser, report_page, tmp_p
         " var s = d.querySelector('svg.main-svg'); var r = s ? s.getBoundingClientRect() : {width: 0, height: 0};"
         " return [d.id, r.width, r.height, d.querySelectorAll('.point, .bars path, .trace path').length]; })"
     )
-    assert len(sizes) == 5
+    assert len(sizes) == 6
     for fig_id, width, height, marks in sizes:
-        assert width > 300 and height > 200 and marks > 0, (fig_id, width, height, marks)
+        assert width > 300 and height > 200 and (marks > 0 or fig_id == "fig-sweep"), (fig_id, width, height, marks)
+    # the sweep first after the verdict: three heat maps drawn, each cell's ratio written in it
+    assert summary["sections"][:2] == ["verdict", "sweep"]
+    assert browser.execute_script("return document.querySelectorAll('#fig-sweep .heatmaplayer .hm').length") == 3
+    cells = browser.execute_script("return document.querySelectorAll('#fig-sweep .heatmaplayer text').length")
+    assert cells >= 3 * 8 * 9 - 3, cells
     shot = tmp_path / "report.png"
     browser.save_screenshot(str(shot))
     with Image.open(shot) as im:

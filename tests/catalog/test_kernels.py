@@ -9,7 +9,7 @@ from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.kernels import best_share, curves, kernel_curves, microbench
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.cost.moe import moe_ffn
-from cloudmatrix.cost.ops import op_time_s
+from cloudmatrix.cost.pricing import pricer
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.studies.kernel_fit import fit_kernel_curves
 
@@ -86,6 +86,7 @@ def test_a_measured_moe_layer_is_priced_near_its_measurement(tokens: int) -> Non
         redundant_experts=0,
         stack="trtllm",
     )
-    ops = {op.name: op for op in moe_ffn(plan(d, hw, model), 1.0)}
-    twin_us = sum(op_time_s(ops[n], hw.chip) for n in ("experts", "swiglu")) * 1e6
+    p = plan(d, hw, model)
+    ops = {op.name: op for op in moe_ffn(p, 1.0)}
+    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
     assert twin_us == pytest.approx(expected_us, rel=0.25)

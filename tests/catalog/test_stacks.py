@@ -6,7 +6,6 @@ import dataclasses
 import pytest
 
 from cloudmatrix.catalog.stacks import CostsLike, load_stack, stack_costs, stack_ids
-from cloudmatrix.catalog.validation import STACKS
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.errors import UnknownIdError
 from cloudmatrix.estimate import estimate
@@ -15,8 +14,7 @@ from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.studies.stack_fit import fit_stack_costs
 
 
-def test_every_validation_stack_has_a_profile() -> None:
-    assert set(STACKS) <= set(stack_ids())
+def test_stacks_without_fit_rows_say_their_costs_are_assumed() -> None:
     # stacks without fitted rows (AMD, Ascend) say their costs are assumed: their own, or another stack's fit
     for sid in set(stack_ids()) - {"cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm"}:
         for costs in load_stack(sid).families.values():

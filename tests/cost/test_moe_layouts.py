@@ -10,6 +10,7 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.layers import layer_ops
 from cloudmatrix.cost.memory import expert_weights_per_layer, memory_use
+from cloudmatrix.cost.pricing import Pricer
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, MoeComm, Phase, plan
 from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
@@ -67,11 +68,12 @@ def test_gathered_collectives_move_the_ring_bytes() -> None:
     bw = B200.system.planes.scale_up.bw_gb_s_per_die.value * 1e9
     group_tokens = 2 * 32  # each die's 32 tokens, gathered over the two dies
     gathered = group_tokens * OSS.hidden * p.dispatch_bytes
-    assert ops["moe_all_gather"].comm_roofline_s == pytest.approx(gathered / 2 / bw)
+    px = Pricer(B200, None)
+    assert px.price(ops["moe_all_gather"]).roofline_s == pytest.approx(gathered / 2 / bw)
     scattered = group_tokens * OSS.hidden * ACT_BYTES
-    assert ops["moe_reduce_scatter"].comm_roofline_s == pytest.approx(scattered / 2 / bw)
+    assert px.price(ops["moe_reduce_scatter"]).roofline_s == pytest.approx(scattered / 2 / bw)
     reduce = _ops(_plan(B200, OSS, BASE, **LAYOUTS["tp2-ep1-nodpa"]))["moe_all_reduce"]
-    assert reduce.comm_roofline_s == pytest.approx(2 * 0.5 * 64 * OSS.hidden * ACT_BYTES / bw)
+    assert px.price(reduce).roofline_s == pytest.approx(2 * 0.5 * 64 * OSS.hidden * ACT_BYTES / bw)
 
 
 def test_expert_weights_follow_the_layout() -> None:
@@ -145,7 +147,7 @@ def test_offloaded_experts_stream_over_the_cpu_link_and_leave_hbm() -> None:
     active = min(expert_work_slots(off) / off.layout.routed_slots_per_die, 1.0)
     per_layer = 40e9 / R1.num_moe_layers * active
     bw = cpu.link_gb_s_per_chip.value * 1e9
-    assert stream.comm_s == pytest.approx(per_layer / (bw * cpu.link_efficiency.value))
+    assert Pricer(gb200, None).comm(stream.legs)[0] == pytest.approx(per_layer / (bw * cpu.link_efficiency.value))
     assert "expert_offload_stream" not in _ops(base)
     assert estimate(gb200, R1, dataclasses.replace(d, offload_gb=40.0)).tpot_s > estimate(gb200, R1, d).tpot_s
 

@@ -4,32 +4,53 @@ import pytest
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s, roofline_s
+from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.pricing import Pricer
 
 HW = load_hardware("cloudmatrix384")
 CHIP = HW.chip
+PX = Pricer(HW, None)
+
+
+def op_time_s(op: Op, core_share: float = 1.0) -> float:
+    return PX.price(op, core_share).time_s
 
 
 def test_memory_bound_gemm_closed_form() -> None:
     op = Op(name="w", op_class=OpClass.GEMM, stream=Stream.ATTENTION, flops=1e9, hbm_bytes=1e9, precision="int8")
     mem = 1e9 / (CHIP.efficiency.gemm_memory.value * 1600e9)
-    assert op_time_s(op, CHIP) == pytest.approx(mem + CHIP.launch_us.value * 1e-6, rel=1e-12)
-    assert roofline_s(op, CHIP) == pytest.approx(1e9 / 1600e9)
+    assert op_time_s(op) == pytest.approx(mem + CHIP.launch_us.value * 1e-6, rel=1e-12)
+    assert PX.price(op).roofline_s == pytest.approx(1e9 / 1600e9)
 
 
 def test_compute_bound_gemm_and_core_share() -> None:
     op = Op(name="c", op_class=OpClass.GEMM, stream=Stream.MOE, flops=1e13, hbm_bytes=1e6, precision="int8")
     eff = CHIP.efficiency.gemm_compute.value * CHIP.efficiency.gemm_serving.value
     full = 1e13 / (eff * 752e12)
-    assert op_time_s(op, CHIP) == pytest.approx(full + CHIP.launch_us.value * 1e-6)
-    third = op_time_s(op, CHIP, core_share=8 / 24) - CHIP.launch_us.value * 1e-6
+    assert op_time_s(op) == pytest.approx(full + CHIP.launch_us.value * 1e-6)
+    third = op_time_s(op, core_share=8 / 24) - CHIP.launch_us.value * 1e-6
     assert third == pytest.approx(3 * full)
 
 
 def test_attention_uses_bf16_peak_and_mla_efficiency() -> None:
     op = Op(name="a", op_class=OpClass.ATTENTION, stream=Stream.ATTENTION, flops=1e12, hbm_bytes=0.0)
     expected = 1e12 / (0.654 * 376e12) + CHIP.launch_us.value * 1e-6
-    assert op_time_s(op, CHIP) == pytest.approx(expected)
+    assert op_time_s(op) == pytest.approx(expected)
+
+
+def test_pricing_takes_arrays_through_the_same_arithmetic() -> None:
+    """Many shapes of one op priced at once give each shape's scalar price exactly."""
+    np = pytest.importorskip("numpy")
+    flops, nbytes = np.array([0.0, 1e9, 1e12, 1e13]), np.array([1e6, 1e9, 0.0, 1e8])
+    for op_class, precision in ((OpClass.GEMM, "int8"), (OpClass.ATTENTION, "bf16"), (OpClass.VECTOR, "bf16")):
+        many = PX.price(
+            Op(name="x", op_class=op_class, stream=Stream.MOE, flops=flops, hbm_bytes=nbytes, precision=precision), 0.5
+        )
+        for i, (f, b) in enumerate(zip(flops.tolist(), nbytes.tolist(), strict=True)):
+            one = PX.price(
+                Op(name="x", op_class=op_class, stream=Stream.MOE, flops=f, hbm_bytes=b, precision=precision), 0.5
+            )
+            assert [float(v[i]) for v in many[:5]] == list(one[:5])
 
 
 def test_distinct_destinations() -> None:

@@ -10,6 +10,7 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.layers import layer_ops
 from cloudmatrix.cost.memory import memory_use
+from cloudmatrix.cost.pricing import Pricer
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
@@ -43,7 +44,9 @@ def test_all_reduce_moves_the_ring_bytes() -> None:
     assert tokens == pytest.approx(16 * g)
     op = _ops(DECODE)["attn_all_reduce"]
     bw = H200.system.planes.scale_up.bw_gb_s_per_die.value * 1e9
-    assert op.comm_roofline_s == pytest.approx(2 * (g - 1) / g * tokens * LLAMA.hidden * ACT_BYTES / bw)
+    assert Pricer(H200, None).price(op).roofline_s == pytest.approx(
+        2 * (g - 1) / g * tokens * LLAMA.hidden * ACT_BYTES / bw
+    )
 
 
 def test_kv_is_split_by_kv_heads_and_per_chip_figures_hold() -> None:

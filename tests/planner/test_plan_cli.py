@@ -44,7 +44,7 @@ def test_plan_table_and_what_if_overrides() -> None:
     )
     assert res.exit_code == 0, res.output
     assert "best decode instance" in res.stdout and "checks skipped" in res.stdout
-    assert "TPOT@cap" in res.stdout and "TPOT op" in res.stdout
+    assert "TPOT@cap" in res.stdout and "check" in res.stdout
 
 
 @pytest.mark.parametrize(
@@ -93,3 +93,19 @@ def test_dense_model_plans_with_tensor_parallelism() -> None:
     for r in d["ranked"]:
         assert r["prefill"]["tp"] > 1 and r["decode"]["tp"] > 1 and r["decode"]["ep"] is None
     assert d["best_decode"]["tp"] > 1
+
+
+def test_the_check_column_and_notes_say_what_a_user_needs() -> None:
+    from cloudmatrix.cli.plan_cmd import _verdict, interval_caption
+
+    check = {"flagged": ["ttft_ms"], "error_pct": {"ttft_ms": 21.6, "tpot_ms": -3.2}, "steady": True, "slice": None}
+    assert _verdict(check) == "TTFT +22%" and _verdict(None) == "-"
+    sliced = check | {"flagged": [], "slice": {"prefill_instances": 23, "decode_instances": 2}, "steady": False}
+    assert _verdict(sliced) == "ok (slice 23P+2D) (not steady)"
+    why = "no validation data (fewer than 8 predicted rows)"
+    ivs = {
+        "output_tok_s_per_chip": {"lo": None, "note": why},
+        "tpot_ms": {"lo": 17.7, "hi": 24.9, "coverage": 0.8, "stratum": "blackwell"},
+        "ttft_ms": {"lo": None, "note": why},
+    }
+    assert interval_caption(ivs) == f"TPOT 17.7–24.9 (80%, blackwell); tok/s, TTFT: {why}"  # the reason once

@@ -43,11 +43,12 @@ def small(tmp_path_factory) -> tuple[dict, str, Path]:
 
 def test_contract_and_a_self_contained_page(small) -> None:
     summary, page, _ = small
-    assert summary["sections"] == ["glance", "compare", "tradeoff", "breakdown", "reproduce", "validation", "plan"]
+    assert summary["sections"] == ["verdict", "sweep", "compare", "tradeoff", "plan", "breakdown", "reproduce",
+                                   "validation", "glance"]  # fmt: skip
     assert summary["bytes"] == len(page.encode()) < 10 * 1024 * 1024
     assert page.count("* plotly.js v") == 1  # the library once, not once per figure
     assert not re.search(r'<(script|link|img|iframe)[^>]+(src|href)="(?!data:)', page)  # nothing loaded from anywhere
-    assert page.count('class="plotly-graph-div"') == 5
+    assert page.count('class="plotly-graph-div"') == 6
     for sid in summary["sections"]:
         assert f'<section id="{sid}">' in page
 

@@ -75,9 +75,9 @@ def test_formats_follow_the_chip_family() -> None:
 
 
 def test_shipped_corpora_load_with_unique_ids() -> None:
-    assert shipped_corpora() == ["inferencemax-public", "published"]
+    assert shipped_corpora() == ["inferencemax-more", "inferencemax-public", "published", "sglang-ascend"]
     rows = load_corpora()
-    assert len(rows) == len({r.id for r in rows}) > 207
+    assert len(rows) == len({r.id for r in rows}) > 207 + 67 + 6
     assert all(r.source and r.series for r in rows)
 
 
@@ -104,8 +104,8 @@ def test_bad_value_names_line_and_column(tmp_path: Path) -> None:
 
 def test_unmapped_hardware_lists_the_known(tmp_path: Path) -> None:
     recs = _records()[:1]
-    recs[0]["hw"] = "mi355x"
-    with pytest.raises(ConfigError, match=r"column hw: 'mi355x' is not mapped \(known: h100, h200"):
+    recs[0]["hw"] = "rtx6000pro-lat"
+    with pytest.raises(ConfigError, match=r"column hw: 'rtx6000pro-lat' is not mapped \(known: h100, h200"):
         read_inferencemax(_write(tmp_path / "amd.csv", recs))
 
 

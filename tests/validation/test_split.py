@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.corpus import PUBLIC_CORPUS, chip_family, load_corpora, load_rows, shipped_series
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles, series_hash
-from cloudmatrix.catalog.validation import frozen_roles
+from cloudmatrix.catalog.validation import frozen_roles, shipped_corpora
 
 
 def test_hash_is_stable() -> None:
@@ -21,11 +21,24 @@ def test_every_shipped_series_has_a_frozen_role() -> None:
     assert {s.key for s in shipped_series()} <= set(stored), "run `cloudmatrix validate --write-roles`"
 
 
+# The corpora in the order they landed: the rule ran once per landing, around the roles frozen before it.
+LANDINGS = (("inferencemax-public", "published"), ("inferencemax-more", "sglang-ascend"))
+
+
+def test_landings_cover_the_shipped_corpora() -> None:
+    assert sorted(c for landing in LANDINGS for c in landing) == shipped_corpora()
+
+
 def test_stored_roles_are_the_rule_and_never_move() -> None:
     series = shipped_series()
     stored = frozen_roles()
     assert assign_roles(series, frozen=stored) == {s.key: stored[s.key] for s in series}
-    assert assign_roles(series) == {s.key: stored[s.key] for s in series}  # as the rule gave them at landing
+    frozen: dict[str, str] = {}
+    for landing in LANDINGS:  # each landing as the rule gave it, around the earlier ones
+        keys = {r.series for name in landing for r in load_rows(name, roles={})}
+        mine = [s for s in series if s.key in keys or s.key in frozen]
+        frozen = assign_roles(mine, frozen=frozen)
+        assert frozen == {s.key: stored[s.key] for s in mine}, landing
 
 
 def test_constraints_hold_on_the_shipped_corpus() -> None:
@@ -36,6 +49,8 @@ def test_constraints_hold_on_the_shipped_corpus() -> None:
     assert all("fitted" in roles for roles in groups.values()), groups
     public = Counter(r.role for r in load_rows(PUBLIC_CORPUS))
     assert public["predicted"] * 2 >= sum(public.values())
+    every_csv = Counter(r.role for name in ("inferencemax-public", "inferencemax-more") for r in load_rows(name))
+    assert every_csv["predicted"] * 2 >= sum(every_csv.values())
     by_series: dict[str, set[str]] = defaultdict(set)
     for r in rows:
         by_series[r.series].add(r.role)

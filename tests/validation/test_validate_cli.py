@@ -27,6 +27,8 @@ ROW_KEYS = {
     "error_pct",
     "status",
     "reason",
+    "interval_lo",
+    "interval_hi",
 }
 
 
@@ -96,6 +98,8 @@ def test_filters_select_rows(small_csv: Path) -> None:
         (["--jobs", "0"], "--jobs: got 0; expected 1 to"),
         (["published", "--write-residuals"], "--write-residuals runs the whole shipped corpus"),
         (["missing.csv"], "corpus missing.csv: file not found"),
+        (["--holdout", "planet"], "--holdout: 'planet' is not one of"),
+        (["--holdout", "family", "--ray"], "--holdout runs in the process pool"),
     ],
 )
 def test_one_line_errors(args: list[str], message: str) -> None:

@@ -49,6 +49,7 @@ MAX_CSV_ROWS = 20_000
 MAX_CSV_BYTES = 16 * 1024 * 1024
 _WORKER = re.compile(r"tp(\d+)\s+ep(\d+)\s+dpa(true|false)", re.IGNORECASE)
 _DISAGG = re.compile(r"P(\d+)x\[([^\]]*)\]\s*D(\d+)x\[([^\]]*)\]", re.IGNORECASE)
+_RUNNER = re.compile(r"(?:cluster:)?([a-z0-9]+)((?:-[a-z0-9]+)*?)(?:_\d+)?")  # base, -tags, _index
 
 
 @cache
@@ -105,6 +106,28 @@ def _lookup(table: str, key: str, column: str) -> Any:
     return entries[key]
 
 
+def _system(hw: str) -> str:
+    """The catalog system of a runner type or runner name: its base name, whatever launcher, site or engine
+    tags and runner index follow it (``b200-trt``, ``gb300-nv``, ``mi355x-amd_0``)."""
+    table, key = mapping()["hardware"], hw.strip().lower()
+    if key in table:
+        return str(table[key])
+    m = _RUNNER.fullmatch(key)
+    tags = m[2].split("-")[1:] if m else []
+    unknown = [t for t in tags if t not in mapping()["runner_tags"]]
+    if m is None or m[1] not in table or unknown:
+        known, tags_known = ", ".join(table), ", ".join(mapping()["runner_tags"])
+        raise ValueError(f"column hw: {hw!r} is not mapped (known: {known}; each optionally with -tags: {tags_known})")
+    return str(table[m[1]])
+
+
+def _stack(framework: str, family: str) -> str:
+    """The stack of a framework name; some name a different stack per chip family (``sglang-disagg`` runs
+    MoRI on AMD)."""
+    entry = _lookup("frameworks", framework, "framework")
+    return str(entry.get(family, entry["default"]) if isinstance(entry, dict) else entry)
+
+
 def _worker(text: str) -> tuple[int, int, bool]:
     m = _WORKER.fullmatch(text.strip())
     if not m:
@@ -112,21 +135,21 @@ def _worker(text: str) -> tuple[int, int, bool]:
     return int(m[1]), int(m[2]), m[3].lower() == "true"
 
 
-def _chunk_per_chip(stack: str, hw: str, chips: int, dpa: bool) -> float:
+def _chunk_per_chip(stack: str, system: str, chips: int, dpa: bool) -> float:
     """The stack's chunked-prefill budget as the benchmark sets it: per rank with DP attention, else per
     engine (shared by its GPUs)."""
     for rule in mapping()["chunked_prefill"]:
-        if stack in rule["stacks"] and hw in rule.get("hw", [hw]):
+        if stack in rule["stacks"] and system in rule.get("systems", [system]):
             return float(rule["tokens"]) if dpa else rule["tokens"] / chips
-    raise ValueError(f"no chunked-prefill budget for {stack} on {hw}")
+    raise ValueError(f"no chunked-prefill budget for {stack} on {system}")
 
 
-def _layouts(rec: dict[str, str], disagg: bool, stack: str) -> dict[str, RoleLayout]:
-    parallel, hw = rec["parallel"].strip(), rec["hw"].strip()
+def _layouts(rec: dict[str, str], disagg: bool, stack: str, system: str) -> dict[str, RoleLayout]:
+    parallel = rec["parallel"].strip()
     if not disagg:
         tp, ep, dpa = _worker(parallel)
         chips = _number(rec, "gpus_total", int)
-        chunk = _chunk_per_chip(stack, hw, chips, dpa)
+        chunk = _chunk_per_chip(stack, system, chips, dpa)
         return {"aggregated": RoleLayout(chips=chips, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=chunk)}
     m = _DISAGG.fullmatch(parallel)
     if not m:
@@ -138,7 +161,7 @@ def _layouts(rec: dict[str, str], disagg: bool, stack: str) -> dict[str, RoleLay
         if n < 1 or gpus % n:
             raise ValueError(f"column {column}: {gpus} GPUs do not split into {n} {role} workers")
         tp, ep, dpa = _worker(inner)
-        budget = _chunk_per_chip(stack, hw, gpus // n, dpa) if role == "prefill" else None
+        budget = _chunk_per_chip(stack, system, gpus // n, dpa) if role == "prefill" else None
         out[role] = RoleLayout(
             instances=n, chips=gpus // n, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=budget
         )
@@ -150,10 +173,17 @@ def _formats(model: str, precision: str, family: str) -> tuple[str, str, bool]:
     if precision not in per_model:
         raise ValueError(f"precision {precision!r} is not mapped for {model}")
     f = per_model[precision]
-    act = f["activations"]
+    weights, act = f["weights"], f["activations"]
+    if isinstance(weights, dict):
+        if family not in weights:
+            raise ValueError(
+                f"precision {precision!r} of {model} is not mapped on {family or 'this'} chips "
+                f"(known: {', '.join(weights)})"
+            )
+        weights = weights[family]
     if isinstance(act, dict):
-        act = act.get(family, f["weights"])
-    return f["weights"], act, bool(f.get("assumed"))
+        act = act.get(family, weights)
+    return str(weights), str(act), bool(f.get("assumed"))
 
 
 def _kv(stack: str, precision: str) -> str:
@@ -184,12 +214,13 @@ def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
     empty = next((c for c in REQUIRED if not rec[c].strip()), None)
     if empty is not None:
         raise ValueError(f"column {empty}: an empty cell; expected a value")
-    system = _lookup("hardware", rec["hw"].strip(), "hw")
-    stack = _lookup("frameworks", rec["framework"].strip(), "framework")
+    system = _system(rec["hw"])
+    family = family_of(system)
+    stack = _stack(rec["framework"].strip(), family)
     model = _lookup("models", rec["model"].strip(), "model")
     precision = rec["precision"].strip().lower()
     disagg = rec["disagg"].strip().lower() == "true"
-    weights, activations, formats_assumed = _formats(model, precision, family_of(system))
+    weights, activations, formats_assumed = _formats(model, precision, family)
     conc, isl, osl = _number(rec, "conc", int), _number(rec, "isl", int), _number(rec, "osl", int)
     w = mapping()["workload"]
     mtp = mapping()["mtp"] if rec["spec"].strip().lower() == "mtp" else None
@@ -218,5 +249,5 @@ def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
         measured={metric: _number(rec, col) for metric, col in METRIC_COLUMNS.items()},
         series=series_key(rec),
         assumed=assumed,
-        **_layouts(rec, disagg, stack),
+        **_layouts(rec, disagg, stack, system),
     )

@@ -88,6 +88,7 @@ class ModelSpec:
     sliding_layer_ids: tuple[int, ...]
     mtp_layers: int
     source: str = ""
+    max_context: int | None = None  # prompt + output tokens the model takes (config's max_position_embeddings)
 
     # ---- shapes -------------------------------------------------------------------------------------
     @property

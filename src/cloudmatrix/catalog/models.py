@@ -204,7 +204,14 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
         sliding_layer_ids=sliding,
         mtp_layers=cfg.num_nextn_predict_layers,
         source=source,
+        max_context=_max_context(cfg),
     )
+
+
+def _max_context(cfg: HFConfig) -> int | None:
+    """The context the model was trained to (``max_position_embeddings``), where its config states one."""
+    n = getattr(cfg, "max_position_embeddings", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:

@@ -4,6 +4,7 @@ from the corpus schema so that an answer's interval reads them without loading t
 from __future__ import annotations
 
 import json
+import math
 from functools import cache
 from typing import Any
 
@@ -28,4 +29,53 @@ def stored_residuals() -> tuple[dict[str, Any], ...]:
         data = json.loads(RESIDUALS_PATH.read_text())
     except (OSError, ValueError) as e:
         raise ConfigError(f"{RESIDUALS_PATH.name}: cannot read ({e})") from None
+    return tuple(data.get("rows", []))
+
+
+HOLDOUT_PATH = VALIDATION_DIR / "residuals-holdout.json"
+# The summary's concurrency bands (closed-loop clients); steady rows are a band of their own.
+CONC_BANDS = ((8, "conc 1-8"), (64, "conc 9-64"), (512, "conc 65-512"), (10**12, "conc >512"))
+MODEL_CLASSES = ("dense", "moe", "mla", "dsa")
+# A published weight format as the twin's precision (the two FP4 formats price alike).
+FORMAT_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16"}
+
+
+def conc_band(concurrency: int | None, steady: bool = False) -> str | None:
+    """A query's concurrency band: ``steady`` for one step of one instance, None where not stated."""
+    if steady:
+        return "steady"
+    if concurrency is None:
+        return None
+    return next(label for top, label in CONC_BANDS if concurrency <= top)
+
+
+def isl_band(isl: int | None) -> str | None:
+    """The input-length band: the nearest power of two (``ISL 1K``, ``ISL 8K``), None where not stated."""
+    if isl is None or isl < 1:
+        return None
+    n = 2 ** round(math.log2(isl))
+    return f"ISL {n // 1024}K" if n >= 1024 else f"ISL {n}"
+
+
+def model_class(model: Any) -> str:
+    """What predicts a model's error: DeepSeek sparse attention (``dsa``), MLA, other MoE, or dense."""
+    attention = model.attention
+    if getattr(attention, "indexer", None) is not None:
+        return "dsa"
+    if attention.kind == "mla":
+        return "mla"
+    return "moe" if model.moe is not None else "dense"
+
+
+@cache
+def stored_holdout_residuals() -> tuple[dict[str, Any], ...]:
+    """The stored out-of-group residuals (``validate --holdout KIND --write-residuals``): one entry per row,
+    metric and hold-out kind, predicted with constants refitted without the row's group. Empty where none
+    has been written."""
+    if not HOLDOUT_PATH.exists():
+        return ()
+    try:
+        data = json.loads(HOLDOUT_PATH.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{HOLDOUT_PATH.name}: cannot read ({e})") from None
     return tuple(data.get("rows", []))

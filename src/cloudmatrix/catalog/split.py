@@ -6,10 +6,11 @@ The rule, applied once when a series first enters the shipped corpus:
    ``predicted``;
 2. every (stack, chip family) with rows keeps at least one fitted series: where none is, the series with
    the smallest hash becomes fitted;
-3. at least half of the InferenceMAX rows are predicted: while fewer are, the fitted series with the
-   largest hash that rule 2 does not need turns predicted.
+3. at least half of the InferenceMAX rows (of every shipped InferenceMAX CSV) are predicted: while fewer are,
+   the fitted series with the largest hash that rule 2 does not need turns predicted.
 Roles that landed are frozen in ``data/validation/roles.yaml``; new series are assigned around them, and a
-test checks the stored table against this rule."""
+test checks the stored table against this rule, landing by landing (the first corpora from scratch, each later
+landing around the roles frozen before it)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class SeriesInfo:
     key: str
     group: tuple[str, str]  # (stack, chip family)
     rows: int
-    public_rows: int  # rows of the InferenceMAX public corpus (rule 3 counts these)
+    public_rows: int  # rows of the shipped InferenceMAX CSVs (rule 3 counts these)
 
 
 def series_hash(key: str) -> float:

@@ -7,6 +7,9 @@ spends outside the engine before its prefill (HTTP front end, tokenisation, rout
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 from typing import Literal
 
@@ -18,6 +21,9 @@ from cloudmatrix.errors import ConfigError, UnknownIdError
 STACKS_PATH = DATA_DIR / "stacks.yaml"
 DEFAULT_FAMILY = "default"
 Vendor = Literal["nvidia", "amd", "huawei"]  # a system's ``vendor`` in the hardware catalog
+# In-memory replacements of catalog entries, keyed (stack, family entry): the hold-out study prices a group with
+# constants refitted without its rows (``overridden_costs``); nothing is written to the catalog.
+_OVERRIDES: ContextVar[Mapping[tuple[str, str], StackCosts] | None] = ContextVar("stack_cost_overrides", default=None)
 
 
 class StackCosts(Frozen):
@@ -103,10 +109,25 @@ class StackProfile(Frozen):
             return load_stack(self.base).costs(family)
         else:
             entry = self.families[DEFAULT_FAMILY]
+        overrides = _OVERRIDES.get()
+        key = (self.id, family if family in self.families else DEFAULT_FAMILY)
+        if overrides and key in overrides:
+            return overrides[key]
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
             return load_stack(stack).costs(like_family)
         return entry
+
+
+@contextmanager
+def overridden_costs(overrides: Mapping[tuple[str, str], StackCosts]) -> Iterator[None]:
+    """Price with ``overrides`` in place of the named (stack, family) entries inside the block (a ``like``
+    reference to a replaced entry follows it)."""
+    token = _OVERRIDES.set(dict(overrides))
+    try:
+        yield
+    finally:
+        _OVERRIDES.reset(token)
 
 
 class StackCatalog(Frozen):

@@ -10,9 +10,10 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AllowInfNan, BeforeValidator, Field, StrictBool, ValidationError, model_validator
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Field, StrictBool, ValidationError, model_validator
 
 from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corpus's metric ids and residuals)
+    CONC_BANDS,
     E2E_METRICS,
     METRICS,
     RESIDUALS_PATH,
@@ -21,19 +22,11 @@ from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corp
     stored_residuals,
 )
 from cloudmatrix.catalog.sourced import Frozen, read_yaml
+from cloudmatrix.catalog.stacks import stack_ids
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import names_file, path_exists, read_yaml_file
 
 ROLES_PATH = VALIDATION_DIR / "roles.yaml"
-# Serving stacks measured rows name (design.md §2; the fidelity issue turns each into a profile).
-STACKS = (
-    "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
-    "sglang-ascend",
-)  # fmt: skip
-Stack = Literal[
-    "cloudmatrix-infer", "deepseek", "sglang", "vllm", "trtllm", "dynamo-sglang", "dynamo-trtllm", "atom",
-    "sglang-ascend",
-]  # fmt: skip
 Metric = Literal[
     "output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms", "throughput_per_chip_tok_s"
 ]
@@ -69,8 +62,17 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _known_stack(value: str) -> str:
+    """A row names a stack of the catalog (``data/stacks.yaml``): every one the catalog has, no other."""
+    known = stack_ids()
+    if value not in known:
+        raise ValueError(f"expected a catalog stack, one of: {', '.join(known)}")
+    return value
+
+
 Count = Annotated[int, BeforeValidator(_whole)]  # a whole number (1.0e+9 is one; 1.5 is not)
 Real = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]  # finite
+Stack = Annotated[str, AfterValidator(_known_stack)]  # a serving stack of the catalog, read from it
 
 
 class RoleLayout(Frozen):
@@ -172,7 +174,7 @@ class ValidationRow(Frozen):
         return next(label for top, label in BANDS if c <= top)
 
 
-BANDS = ((8, "conc 1-8"), (64, "conc 9-64"), (512, "conc 65-512"), (10**12, "conc >512"))
+BANDS = CONC_BANDS
 
 
 class YamlCorpus(Frozen):

@@ -8,13 +8,15 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Annotated, Any
+from typing import IO, Annotated, Any, NamedTuple
 
 import typer
 
 from cloudmatrix.cli.common import (
     JsonFlag,
     StackOption,
+    SystemsOption,
+    WorkloadOption,
     _emit_json,
     _fail,
     _run,
@@ -37,9 +39,20 @@ APP_SETTINGS: dict[str, Any] = {
 app = typer.Typer(**APP_SETTINGS)
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        from cloudmatrix import __version__
+
+        sys.stdout.write(f"cloudmatrix {__version__}\n")
+        raise typer.Exit()
+
+
 @app.callback()
 def _options(
     wide: Annotated[bool, typer.Option("--wide", help="Lay tables out for a wide screen (no folded cells).")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving."""
     if wide:
@@ -186,7 +199,13 @@ def estimate(
     d = _run(build)
     from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
 
-    attach(d, system, ESTIMATE_METRICS, d["stack"])
+    attach(
+        d,
+        system,
+        ESTIMATE_METRICS,
+        d["stack"],
+        {"model": model, "weights": precision, "isl": input_len, "steady": True},
+    )
     if as_json:
         _emit_json(d)
     else:
@@ -194,6 +213,13 @@ def estimate(
 
         for table in render.estimate_table(d):
             out.print(table)
+
+
+def _sim_query(sc: Any) -> dict[str, Any]:
+    """What a simulated answer's interval depends on: its model, weights, prompt length and clients."""
+    w = sc.workload
+    isl = None if w.trace else (w.input.value or w.input.high or (round(w.input.mean) if w.input.mean else None))
+    return {"model": sc.model, "weights": sc.precision, "isl": isl, "concurrency": w.arrivals.concurrency}
 
 
 def _choice(field: str, value: str, enum: Any) -> Any:
@@ -222,8 +248,18 @@ def reproduce(
 @app.command()
 def simulate(
     scenario: Annotated[
-        str | None, typer.Argument(help="Scenario YAML or built-in name (default cm384-paper).")
+        str | None,
+        typer.Argument(help="Scenario YAML, built-in name or a system id with a preset (default cm384-paper)."),
     ] = None,
+    system: Annotated[
+        str | None, typer.Option(help="Simulate this system's preset deployment (no scenario file needed).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="With a preset: model id or config.json (deepseek-r1).")] = None,
+    workload: Annotated[
+        str | None, typer.Option(help="With a preset: ISL-OSL (2k-2k, 4k-256) or INPUT/OUTPUT tokens (4k-256).")
+    ] = None,
+    tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in ms (a preset's batch is chosen for it).")] = None,
+    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
     stack: StackOption = None,
     requests_csv: Annotated[
@@ -237,22 +273,24 @@ def simulate(
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Request-level discrete-event simulation of a prefill/decode deployment under a workload."""
+    """Request-level discrete-event simulation of a prefill/decode deployment under a workload: a scenario
+    file, a built-in one, or a system's preset deployment (--system, --model, --workload)."""
     from cloudmatrix.cli import render
     from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.sim.engine import simulate as run_simulation
-    from cloudmatrix.sim.scenario import load_scenario
 
     files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
     started = time.perf_counter()
+    pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
+    loaded = _run(lambda: _scenario(scenario, pointed, set_))
     with LazyProgress("simulating requests") as progress:
-        result = _run(lambda: run_simulation(load_scenario(scenario, _stack_set(stack, set_)), progress.update))
+        result = _run(lambda: run_simulation(loaded, progress.update))
     d = result.to_dict()
     d["wall_time_s"] = time.perf_counter() - started
     from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
 
-    attach(d, result.system, SIMULATE_METRICS, result.stack)
+    attach(d, result.system, SIMULATE_METRICS, result.stack, _sim_query(loaded))
     if "--requests-csv" in files:
         files.write("--requests-csv", _csv(result.requests_rows()))
     if "--timeline-csv" in files:
@@ -261,6 +299,63 @@ def simulate(
         _emit_json(d)
     else:
         files.console.print(render.simulate_table(d))
+
+
+class _Pointed(NamedTuple):
+    """What `simulate` was pointed at with flags rather than a scenario file."""
+
+    system: str | None
+    model: str | None
+    workload: str | None
+    tpot_slo_ms: float | None
+    ttft_slo_ms: float | None
+    stack: str | None
+
+
+def _scenario(source: str | None, p: _Pointed, assignments: list[str] | None) -> Any:
+    """The scenario to run: a system's preset when pointed with flags or named by its system id, else a
+    file or built-in scenario (the SLO and stack flags as overrides)."""
+    from cloudmatrix.catalog.presets import presets
+    from cloudmatrix.sim.scenario import is_builtin, load_scenario
+
+    pointed = bool(p.system or p.model or p.workload)
+    named = source is not None and source in presets() and not is_builtin(source)
+    if named and p.system and p.system != source:
+        raise CloudMatrixError(f"simulate {source} --system {p.system}: name one system")
+    if named or (source is None and pointed):
+        return _preset(source or p.system or "cloudmatrix384", p, assignments)
+    if pointed:
+        raise CloudMatrixError(
+            "--system, --model and --workload build a scenario from a system's preset; with a scenario file "
+            "use --set (e.g. --set model=deepseek-v3)"
+        )
+    return load_scenario(source, _slo_set(p) + _stack_set(p.stack, assignments))
+
+
+def _preset(system: str, p: _Pointed, assignments: list[str] | None) -> Any:
+    from cloudmatrix.catalog.models import load_model
+    from cloudmatrix.sim.scenario import scenario_from
+    from cloudmatrix.studies.compare import Conditions
+    from cloudmatrix.studies.preset_scenario import preset_scenario
+    from cloudmatrix.workload.shape import parse_workload
+
+    inp, outp = parse_workload(p.workload or "4k-256")
+    model = p.model or "deepseek-r1"
+    cond = Conditions(
+        model=model,
+        mtp=1 if load_model(model).mtp_layers else 0,  # compare's MTP 1, where the model has an MTP head
+        input_len=inp,
+        output_len=outp,
+        tpot_slo_ms=50.0 if p.tpot_slo_ms is None else p.tpot_slo_ms,
+        ttft_slo_ms=p.ttft_slo_ms,
+        stack=p.stack,
+    )
+    data = preset_scenario(system, cond)
+    return scenario_from(data, list(assignments or []), f"preset scenario {data['name']}")
+
+
+def _slo_set(p: _Pointed) -> list[str]:
+    return [f"slo.{k}={v!r}" for k, v in (("tpot_ms", p.tpot_slo_ms), ("ttft_ms", p.ttft_slo_ms)) if v is not None]
 
 
 def _csv(rows: list[dict[str, Any]]) -> Callable[[IO[str]], None]:
@@ -277,10 +372,10 @@ def _csv(rows: list[dict[str, Any]]) -> Callable[[IO[str]], None]:
 @app.command()
 def compare(
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
-    workload: Annotated[str, typer.Option(help="4k-256, 2k-256, 1k-1k or INPUT/OUTPUT tokens.")] = "4k-256",
+    workload: WorkloadOption = "4k-256",
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms (shrinks prefill batches).")] = None,
-    systems: Annotated[str | None, typer.Option(help="Comma-separated system ids (default: all with presets).")] = None,
+    systems: SystemsOption = None,
     mtp: Annotated[int, typer.Option(help="MTP draft tokens, the same for every system.")] = 1,
     mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
     target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
@@ -290,16 +385,53 @@ def compare(
     stack: Annotated[
         str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
     ] = None,
+    versus: Annotated[
+        str | None, typer.Option(metavar="A,B", help="The verdict's pair (default: cloudmatrix384,gb200-nvl72).")
+    ] = None,
+    sweep: Annotated[
+        bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
+    ] = False,
+    osl: Annotated[int | None, typer.Option(help="--sweep: output tokens per request (default 1024).")] = None,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Each system's published deployment for the same model, workload and SLO, side by side."""
+    """Each system's published deployment for the same model, workload and SLO, side by side, and the verdict."""
     from cloudmatrix.cli import render
     from cloudmatrix.cli.output import Outputs
-    from cloudmatrix.studies.compare import Conditions, compare_dict, parse_workload, system_list
+    from cloudmatrix.cli.progress import LazyProgress
+    from cloudmatrix.studies.compare import Conditions, system_list
+    from cloudmatrix.studies.tco import compare_priced
+    from cloudmatrix.studies.verdict import parse_versus, verdict
+    from cloudmatrix.workload.shape import parse_workload
 
     files = Outputs({"--plot": plot}, as_json)
+    pair = _run(lambda: parse_versus(versus))
+    if osl is not None and not sweep:
+        _fail("--osl applies to --sweep only; the table takes --workload INPUT/OUTPUT")
+    if sweep:
+        from cloudmatrix.cli.compare_out import compare_sweep
 
-    def build() -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
+        out_len = 1024 if osl is None else osl
+        d = _run(
+            lambda: compare_sweep(pair, model, out_len, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()))
+        )
+        if "--plot" in files:
+            from cloudmatrix.report.sweep_plot import sweep_png
+
+            files.write("--plot", sweep_png(d))
+        if as_json:
+            _emit_json({"sweep": d})
+        else:
+            from cloudmatrix.cli.compare_out import sweep_tables
+
+            for table in sweep_tables(d):
+                files.console.print(table)
+        return
+
+    def build(progress: Callable[[int, int], None]) -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
         inp, outp = parse_workload(workload)
         cond = Conditions(
             model=model,
@@ -312,19 +444,27 @@ def compare(
             target_rate_req_s=target_rate,
             stack=stack,
         )
-        return cond, compare_dict(system_list(systems), cond)
+        ids = system_list(systems)
+        ids += [s for s in pair if versus and s not in ids]  # the pair asked for is always compared
+        return cond, compare_priced(ids, cond, tuple(overrides or ()), progress)
 
-    cond, (results, d) = _run(build)
+    with LazyProgress("pricing systems") as progress:
+        cond, (results, d) = _run(lambda: build(progress.update))
     if plot is not None:
         from cloudmatrix.report.plot import tradeoff_png
 
         title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
         files.write("--plot", tradeoff_png(results, title, tpot_slo))
+    d["verdict"] = verdict(d["systems"], pair)
     if as_json:
         _emit_json(d)
     else:
+        from cloudmatrix.cli.compare_out import verdict_table
+
         for table in render.compare_table(d, files.console.width):
             files.console.print(table)
+        if d["verdict"] is not None:
+            files.console.print(verdict_table(d["verdict"]))
 
 
 @app.command()
@@ -363,7 +503,10 @@ def calibrate(
         text = json.dumps(table, indent=1) + "\n"
         write_file(EXPERT_LOADS_PATH, "--write-expert-loads", text, f" ({len(table['factors'])} factors)")
         return
-    d = _run(calibration_report)
+    from cloudmatrix.cli.progress import LazyProgress
+
+    with LazyProgress("refitting constants") as progress:
+        d = _run(lambda: calibration_report(progress.update))
     if as_json:
         _emit_json(d)
     else:

@@ -61,6 +61,17 @@ def set_wide() -> None:
 
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+SystemsOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--system",
+        "--systems",
+        help="System ids, repeatable or comma-separated (default: all with presets; --systems is an alias).",
+    ),
+]
+WorkloadOption = Annotated[
+    str, typer.Option(help="ISL-OSL tokens with k for 1,024 (2k-2k, 8k-1k, 4k-256) or INPUT/OUTPUT (2048/2048).")
+]
 StackOption = Annotated[
     str | None, typer.Option(help="Serving stack (default: the scenario's, else the system's published one).")
 ]

@@ -18,7 +18,10 @@ def plan(
     system: Annotated[str, typer.Option(help="System id (or atlas950-superpod etc.).")] = "cloudmatrix384",
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
     workload: Annotated[
-        str, typer.Option(help="4k-256, 2k-256, 1k-1k, INPUT/OUTPUT, a workload/scenario YAML or a trace.")
+        str,
+        typer.Option(
+            help="ISL-OSL with k for 1,024 (2k-2k, 4k-256), INPUT/OUTPUT, a workload/scenario YAML or a trace."
+        ),
     ] = "4k-256",
     ttft_slo: Annotated[float, typer.Option(help="TTFT SLO in ms (mean at the planned load).")] = 5000.0,
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
@@ -70,7 +73,8 @@ def plan(
     from cloudmatrix.studies.intervals import PLAN_METRICS, attach
 
     for row in d["ranked"]:
-        attach(row, d["system"], PLAN_METRICS, d["stack"])
+        query = {"model": d["model"], "weights": row.get("precision"), "isl": d["workload"]["input_len"]}
+        attach(row, d["system"], PLAN_METRICS, d["stack"], query)
     if "--write-scenario" in files:
         _write_scenario(files, result, d)
     if "--plot" in files:
@@ -134,6 +138,7 @@ def _search(
     from cloudmatrix.cli.progress import LazyProgress
     from cloudmatrix.planner import search
     from cloudmatrix.planner.evaluate import cost_candidates
+    from cloudmatrix.planner.versus import versus_preset
 
     sweep = _connect(address, cpus) if use_ray else None
     try:
@@ -143,17 +148,32 @@ def _search(
             result = cli._run(lambda: search.fast_path(request, progress.update, costing))
         fast_s = time.perf_counter() - started
         if check:
-            runner = _ray_checks(sweep, result) if sweep else None
-            result = cli._run(lambda: search.check_path(result, runner))
+            with LazyProgress("simulating the listed deployments") as progress:
+                runner = _ray_checks(sweep, result) if sweep else _local_checks(result, progress.update)
+                result = cli._run(lambda: search.check_path(result, runner))
         total_s = time.perf_counter() - started
     finally:
         if sweep:
             sweep.close()
     d = result.to_dict()
+    d["versus_compare"] = cli._run(lambda: versus_preset(result))
     d["timing_s"] = {"fast_path": fast_s, "costing": costing.seconds, "checks": total_s - fast_s, "total": total_s}
     d["candidates_per_s"] = result.stats.costed / costing.seconds if costing.seconds > 0 else None
     d["ray_workers"] = sweep.workers if sweep else None
+    cli._run(lambda: _economics(d, request))
     return d, result
+
+
+def _economics(d: dict[str, Any], request: Any) -> None:
+    """$ per million output tokens and J per token of each listed deployment (catalog TCO inputs; the
+    system's price and power as --set gives them)."""
+    from cloudmatrix.catalog.tco import load_tco
+    from cloudmatrix.planner.inputs import load_overridden_hardware
+    from cloudmatrix.studies.tco import plan_economics
+
+    hw, tco, w = load_overridden_hardware(request.system, request.hardware_overrides), load_tco(), d["workload"]
+    for row in d["ranked"]:
+        row["economics"] = plan_economics(row, hw, tco, w["input_len"], w["output_len"])
 
 
 def _connect(address: str | None, cpus: int | None) -> Any:
@@ -166,6 +186,22 @@ def _ray_cost(sweep: Any) -> Any:
     from cloudmatrix.planner.ray_sweep import ray_cost
 
     return ray_cost(sweep)
+
+
+def _local_checks(result: Any, progress: Any) -> Any:
+    """The checks one deployment at a time in this process, reporting each."""
+    from cloudmatrix.planner.search import CheckChunk
+
+    chunk = CheckChunk(result.workload, result.request)
+
+    def run(deployments: list[Any]) -> list[Any]:
+        out = []
+        for i, d in enumerate(deployments):
+            progress(i, len(deployments))
+            out += chunk([d])
+        return out
+
+    return run
 
 
 def _ray_checks(sweep: Any, result: Any) -> Any:
@@ -204,21 +240,22 @@ def _ep(ep: int | None) -> str:
     return f"EP{ep}" if ep else "dense"
 
 
-COLUMNS = ("#", "prec", "prefill", "decode", "chips", "req/s", "TPOT@cap", "tok/s/user") + (
+COLUMNS = ("#", "prec", "prefill", "decode", "chips", "req/s", "TPOT@cap") + (
     "out tok/s/chip",
-    "sim out/chip",
+    "sim",
     "TTFT ms",
-    "sim TTFT",
-    "TPOT op",
-    "sim TPOT",
-    "flags",
+    "sim",
+    "TPOT ms",
+    "sim",
+    "check",
 )
-LEFT = ("prec", "prefill", "decode", "flags")
+LEFT = ("prec", "prefill", "decode", "check")
+SHORT = {"output_tok_s_per_chip": "tok/s", "ttft_ms": "TTFT", "tpot_ms": "TPOT"}
 
 
 def plan_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
-    """The ranked deployments, the analytic figures a check compares beside the simulated ones, and the
-    search summary; split into several tables (rank repeated) where the screen is narrow."""
+    """The ranked deployments with their analytic figures beside the simulated ones a check measured, and
+    the search summary; split into several tables (rank repeated) where the screen is narrow."""
     from cloudmatrix.cli.layout import fitted_tables
 
     w = d["workload"]
@@ -227,18 +264,14 @@ def plan_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
         f"TTFT SLO {d['ttft_slo_ms']:g} ms, TPOT SLO {d['tpot_slo_ms']:g} ms"
     )
     rows = [_row(r) for r in d["ranked"]]
-    return fitted_tables(title, COLUMNS, rows, left=LEFT, caption="\n".join(_caption(d)), width=width)
+    tables = fitted_tables(title, COLUMNS, rows, left=LEFT, caption="\n".join(_caption(d)), width=width)
+    tables[-1].caption_justify = "left"  # notes read as lines of text, not a centred block
+    return tables
 
 
 def _row(r: dict[str, Any]) -> list[str]:
     p, c, chk = r["prefill"], r["decode"], r["check"]
     sim = chk["simulated"] if chk else {}
-    flags = ""
-    if chk:
-        flags = ", ".join(chk["flagged"])
-        if chk["slice"]:
-            flags += f" (slice {chk['slice']['prefill_instances']}P+{chk['slice']['decode_instances']}D)"
-        flags += "" if chk["steady"] else " (not steady)"
     return [
         str(r["rank"]),
         r["precision"],
@@ -249,35 +282,41 @@ def _row(r: dict[str, Any]) -> list[str]:
         str(r["chips"]),
         f"{r['rate_req_s']:,.1f}",
         f"{r['tpot_ms']:.1f}",
-        f"{r['tok_s_per_user']:.1f}",
-        _analytic(r["output_tok_s_per_chip"], chk, "output_tok_s_per_chip", ",.1f"),
+        f"{r['output_tok_s_per_chip']:,.1f}",
         _sim(sim, "output_tok_s_per_chip", ",.1f"),
-        _analytic(r["ttft_ms"], chk, "ttft_ms", ",.0f"),
+        f"{r['ttft_ms']:,.0f}",
         _sim(sim, "ttft_ms", ",.0f"),
-        _analytic(r["tpot_operating_ms"], chk, "tpot_ms", ".1f"),
+        f"{r['tpot_operating_ms']:.1f}" if r.get("tpot_operating_ms") is not None else "-",
         _sim(sim, "tpot_ms", ".1f"),
-        flags,
+        _verdict(chk),
     ]
 
 
+def _verdict(chk: dict[str, Any] | None) -> str:
+    """``ok``, or each figure the simulation moved by more than 10 % with its error; what was simulated."""
+    if not chk:
+        return "-"
+    off = [f"{SHORT.get(k, k)} {chk['error_pct'][k]:+.0f}%" for k in chk["flagged"]]
+    text = ", ".join(off) or "ok"
+    if chk["slice"]:
+        text += f" (slice {chk['slice']['prefill_instances']}P+{chk['slice']['decode_instances']}D)"
+    return text + ("" if chk["steady"] else " (not steady)")
+
+
 def interval_caption(intervals: dict[str, Any]) -> str:
-    """``output_tok_s_per_chip 1,850–2,210; tpot_ms …`` (80 % intervals) or why there are none."""
-    parts = []
+    """``tok/s 1,850–2,210 (80 %, stratum); TPOT …`` (80 % intervals), and once the reason the others have none."""
+    parts, missing = [], []
     for key, iv in intervals.items():
+        name = SHORT.get(key, key)
         if iv["lo"] is None:
-            parts.append(f"{key}: {iv.get('note', 'no validation data')}")
+            missing.append((name, iv.get("note", "no validation data")))
         else:
-            parts.append(f"{key} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']})")
+            beyond = f"; extrapolating: {', '.join(iv['extrapolating'])}" if iv.get("extrapolating") else ""
+            parts.append(f"{name} {iv['lo']:,.1f}–{iv['hi']:,.1f} ({iv['coverage']:.0%}, {iv['stratum']}{beyond})")
+    for note in dict.fromkeys(n for _, n in missing):
+        names = ", ".join(name for name, n in missing if n == note)
+        parts.append(f"{names}: {note}")
     return "; ".join(parts) or "none"
-
-
-def _analytic(value: float | None, chk: dict[str, Any] | None, key: str, spec: str) -> str:
-    """The deployment's analytic figure; under it, the slice's when the check simulated a slice (the figure
-    its simulated neighbour is compared with)."""
-    text = format(value, spec) if value is not None else "-"
-    if chk and chk["slice"]:
-        text += f"\n(slice {format(chk['analytic'][key], spec)})"
-    return text
 
 
 def _sim(sim: dict[str, float], key: str, spec: str) -> str:
@@ -296,16 +335,22 @@ def _caption(d: dict[str, Any]) -> list[str]:
     ]
     if d["why_empty"]:
         lines.append(f"no deployment within the SLOs: {d['why_empty']}")
+    if d["ranked"] and (e := d["ranked"][0].get("economics")) and e["usd_per_mtok"] is not None:
+        lines.append(
+            f"#1 costs ${e['usd_per_mtok']:.3f} per million output tokens (TCO), {e['j_per_token']:.2f} J/token"
+        )
     if d["ranked"]:
         lines.append(
-            "TPOT@cap: at the decode batch cap, where the SLO is judged; TTFT and TPOT op: at the planned rate, "
-            "what a check compares"
+            "TPOT@cap: at the decode batch cap, where the SLO is judged; out tok/s, TTFT, TPOT: at the planned "
+            "rate, beside the simulated (sim); check: figures the simulation moves by over 10 %"
         )
     if b:
         lines.append(
             f"best decode instance within the TPOT SLO: {b['label']} {b['precision']}, "
             f"{b['tok_s_per_chip']:,.0f} tok/s per chip at TPOT {b['tpot_ms']:.1f} ms"
         )
+    if d.get("versus_compare"):
+        lines.append(d["versus_compare"]["line"])
     if d["ranked"]:
         lines.append(f"#1 measured-error intervals: {interval_caption(d['ranked'][0].get('intervals', {}))}")
     lines += [f"#{r['rank']}: {r['check']['note']}" for r in d["ranked"] if r["check"] and r["check"]["note"]]

@@ -1,7 +1,10 @@
-"""A Rich progress bar on stderr that appears only once a run has lasted a second (short runs stay quiet)."""
+"""A Rich progress bar on stderr that appears only once a run has lasted a second (short runs stay quiet),
+whether or not the work has reported a step by then (a single long step shows a running clock). Only on
+a terminal: piped stderr and ``--json`` stdout never see it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from types import TracebackType
 
@@ -18,15 +21,25 @@ class LazyProgress:
         self.started = time.perf_counter()
         self.bar: Progress | None = None
         self.task = TaskID(0)
+        self.done, self.total = 0, 0
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
+        self._closed = False
 
     def __enter__(self) -> LazyProgress:
+        if self.console.is_terminal:
+            self._timer = threading.Timer(max(SHOW_AFTER_S, 0.0), self._show)
+            self._timer.daemon = True
+            self._timer.start()
         return self
 
-    def update(self, done: int, total: int) -> None:
-        if self.bar is None:
-            if time.perf_counter() - self.started < SHOW_AFTER_S or not self.console.is_terminal:
+    def _show(self) -> None:
+        """Start the bar (from the timer, or from an update past the delay); published only once its task
+        exists, so an update racing the timer never sees a bar without it."""
+        with self._lock:
+            if self.bar is not None or self._closed:
                 return
-            self.bar = Progress(
+            bar = Progress(
                 TextColumn(self.label),
                 BarColumn(),
                 MofNCompleteColumn(),
@@ -34,12 +47,26 @@ class LazyProgress:
                 console=self.console,
                 transient=True,
             )
-            self.bar.start()
-            self.task = self.bar.add_task(self.label, total=total)
-        self.bar.update(self.task, completed=done)
+            bar.start()
+            self.task = bar.add_task(self.label, total=self.total or None, completed=self.done)
+            self.bar = bar
+
+    def update(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+        if self.bar is None:
+            if time.perf_counter() - self.started < SHOW_AFTER_S or not self.console.is_terminal:
+                return
+            self._show()
+        with self._lock:
+            if self.bar is not None and not self._closed:
+                self.bar.update(self.task, completed=done, total=total)
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+            if self.bar is not None:
+                self.bar.stop()

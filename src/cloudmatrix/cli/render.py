@@ -66,6 +66,8 @@ def estimate_table(d: dict[str, Any]) -> list[Table]:
         if k in d:
             v = d[k]
             head.add_row(k, with_interval(f"{v:,.2f}" if isinstance(v, float) else str(v), intervals.get(k)))
+    if interval_notes(intervals):
+        head.add_row("intervals", interval_notes(intervals))
     mem = d["memory_per_die_gb"]
     head.add_row(
         "memory per die (GB)",
@@ -98,13 +100,22 @@ def _fmt(v: float) -> str:
     return f"{v:,.1f}" if abs(v) < 100 else f"{v:,.0f}"
 
 
+def interval_notes(intervals: dict[str, Any]) -> str:
+    """Why an answer's intervals are wide or unknown: each extrapolation reason and unknown note, once."""
+    notes = [r for iv in intervals.values() for r in iv.get("extrapolating", [])]
+    unknown = [iv["note"] for iv in intervals.values() if iv.get("lo") is None and iv.get("note")]
+    parts = [f"extrapolating: {'; '.join(dict.fromkeys(notes))}"] if notes else []
+    return "; ".join(parts + list(dict.fromkeys(unknown)))
+
+
 def with_interval(text: str, iv: dict[str, Any] | None) -> str:
     """``2,032 (1,850–2,210, 80 %)``: the figure with the interval measured error gives it, or a note."""
     if iv is None:
         return text
     if iv["lo"] is None:
-        return f"{text} (no validation data)"
-    return f"{text} ({_fmt(iv['lo'])}–{_fmt(iv['hi'])}, {iv['coverage']:.0%})"
+        return f"{text} (unknown)"
+    beyond = ", extrapolating" if iv.get("extrapolating") else ""
+    return f"{text} ({_fmt(iv['lo'])}–{_fmt(iv['hi'])}, {iv['coverage']:.0%}{beyond})"
 
 
 def reproduce_table(d: dict[str, Any]) -> Table:
@@ -168,6 +179,7 @@ def simulate_table(d: dict[str, Any]) -> Table:
     for col in ("p50", "p90", "p99", "mean", "p50 measured-error interval"):
         t.add_column(col, justify="right")
     iv = d.get("intervals", {})
+    t.caption = interval_notes(iv) or None
     for key in ("ttft_ms", "tpot_ms", "e2e_ms", "queue_ms", "kv_transfer_ms"):
         v = d[key]
         band = iv.get(f"{key}.p50")
@@ -179,14 +191,25 @@ def simulate_table(d: dict[str, Any]) -> Table:
         f"SLO attainment {d['slo_attainment']:.1%}; goodput {d['goodput_req_s']:.1f} req/s; "
         f"KV occupancy mean {d['kv_occupancy']['mean']:.1%}. Bound: prefill pool busy "
         f"{d['bound']['prefill_busy']:.0%}, decode batches {d['bound']['decode_batch_fill']:.0%} full: the "
-        f"{d['bound']['pool']} pool sets the rate"
-        + (
-            " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"
-            if d["bound"]["pool"] == "prefill" and d["bound"]["decode_batch_fill"] < 0.5
-            else ""
-        )
+        f"{d['bound']['pool']} pool sets the rate{_bound_advice(d)}"
     )
     return t
+
+
+def _bound_advice(d: dict[str, Any]) -> str:
+    """What would balance the pools of the scenario simulated (the paper's scenario has a loaded twin)."""
+    b = d["bound"]
+    if b["prefill_busy"] < 0.5 and b["decode_batch_fill"] < 0.5:
+        return " (neither pool is loaded: a higher workload.arrivals.rate_per_s, or more requests, would load them)"
+    if b["pool"] == "prefill" and b["decode_batch_fill"] < 0.5:
+        if d["scenario"] == "cm384-paper":
+            return " (decode runs small batches; `simulate cm384-decode-loaded` loads it to the paper's point)"
+        return (
+            f" (decode runs small batches: more prefill instances, or fewer decode chips, would balance {d['system']})"
+        )
+    if b["pool"] == "decode" and b["prefill_busy"] < 0.5:
+        return " (prefill idles: fewer prefill instances would free chips for decode)"
+    return ""
 
 
 COMPARE_COLUMNS = (
@@ -202,8 +225,16 @@ COMPARE_COLUMNS = (
     "out tok/s/system",
     "per kW",
     "per $M",
+    "$/Mtok",
+    "J/tok",
     "chips for target",
 )
+
+
+def _economics_cells(e: dict[str, Any]) -> list[str]:
+    """$ per million output tokens and J per output token, or ``?`` without a power breakdown."""
+    cost, joules = e.get("usd_per_mtok"), e.get("j_per_token")
+    return ["?" if cost is None else f"{cost:.3f}", "?" if joules is None else f"{joules:.2f}"]
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -217,7 +248,7 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
         why.add_row(r["system"], name, r["why"] if r["feasible"] else f"[red]{r['reason']}[/]")
         if not r["feasible"]:
             mark = "[yellow]not run[/]" if r.get("not_run") else "[red]infeasible[/]"
-            rows.append([r["system"], "", r["precision"], mark, *[""] * 9])
+            rows.append([r["system"], "", r["precision"], mark, *[""] * (len(COMPARE_COLUMNS) - 4)])
             continue
         target = "" if r["chips_for_target"] is None else f"{r['chips_for_target']:,}"
         rows.append(
@@ -234,12 +265,14 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
                 f"{r['output_tok_s_per_system']:,.0f}",
                 f"{r['output_tok_s_per_kw']:,.0f}",
                 f"{r['output_tok_s_per_musd']:,.0f}",
+                *_economics_cells(r.get("economics") or {}),
                 target,
             ]
         )
     caption = (
         "out tok/s: output tokens with prefill and decode pools sized for the workload's input/output mix; "
-        "per kW and per $M use each system's catalog power and price (sources in the catalog)"
+        "per kW and per $M use each system's catalog power and price (sources in the catalog); $/Mtok: TCO per "
+        "million output tokens, J/tok: IT energy per output token at the operating load (docs/compare.md)"
     )
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
     tables = fitted_tables(title, COMPARE_COLUMNS, rows, left=("system", "mode", "prec"), caption=caption, width=width)

@@ -19,9 +19,9 @@ def report(
         "report.html"
     ),
     model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
-    workload: Annotated[str, typer.Option(help="4k-256, 2k-256, 1k-1k or INPUT/OUTPUT tokens.")] = "4k-256",
+    workload: cli.WorkloadOption = "4k-256",
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
-    systems: Annotated[str | None, typer.Option(help="Comma-separated system ids (default: all with presets).")] = None,
+    systems: cli.SystemsOption = None,
     plan: Annotated[bool, typer.Option("--plan", help="Add the planner's best CloudMatrix384 deployment.")] = False,
     validate_json: Annotated[
         Path | None, typer.Option(help="A saved `validate --json` run (default: the stored residual table).")
@@ -34,7 +34,8 @@ def report(
     from cloudmatrix.inputs import parse_json, read_text
     from cloudmatrix.report.data import report_data
     from cloudmatrix.report.html import render
-    from cloudmatrix.studies.compare import Conditions, parse_workload, system_list
+    from cloudmatrix.studies.compare import Conditions, system_list
+    from cloudmatrix.workload.shape import parse_workload
 
     files = Outputs({"--out": out}, as_json)
     started = time.perf_counter()

@@ -47,6 +47,13 @@ def validate(
     write_roles: Annotated[
         bool, typer.Option("--write-roles", help="Assign roles to new shipped series (old ones never move); no run.")
     ] = False,
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            metavar="KIND",
+            help="Out-of-group: hold out each series, system, family, stack, model, isl, band or corpus in turn.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
@@ -60,8 +67,17 @@ def validate(
     if write_residuals and (corpora or system or stack or role):
         cli._fail("--write-residuals runs the whole shipped corpus; drop the corpus and filter arguments")
     started = time.perf_counter()
+    if holdout is not None:
+        from cloudmatrix.cli.validate_holdout import run_holdout
+
+        if ray or ray_address is not None or plot is not None:
+            cli._fail("--holdout runs in the process pool and draws no parity plot; drop --ray and --plot")
+
+        run_holdout(holdout, corpora, system, stack, role, jobs, write_residuals, as_json, files.console, started)
+        return
     result = _run(corpora, system, stack, role, jobs, ray or ray_address is not None, ray_address)
     d = result.to_dict()
+    d["rows"] = _with_intervals(result)
     d["wall_time_s"] = round(time.perf_counter() - started, 2)
     if write_residuals:
         _write_residuals(result)
@@ -114,14 +130,28 @@ def _run(
             sweep.close()
 
 
+def _with_intervals(result: Any) -> list[dict[str, Any]]:
+    """Each entry with the 80 % interval an answer would carry, from the stored out-of-group residuals
+    without the entry's own series."""
+    from cloudmatrix.catalog.residuals import stored_holdout_residuals
+    from cloudmatrix.studies.holdout import validation_entries
+    from cloudmatrix.studies.holdout_score import series_without, with_intervals
+
+    fields = ("model_class", "weights", "isl", "isl_band")
+    full = with_intervals(
+        validation_entries(result.rows, result.entries()), series_without(stored_holdout_residuals()), "series"
+    )
+    return [{k: v for k, v in e.items() if k not in fields} for e in full]
+
+
 def _write_residuals(result: Any) -> None:
     import json
 
     from cloudmatrix.catalog.reference import reference_ids
     from cloudmatrix.catalog.validation import RESIDUALS_PATH
     from cloudmatrix.cli.output import write_file
-    from cloudmatrix.studies.intervals import residual_table
     from cloudmatrix.studies.reproduce import reproduce
+    from cloudmatrix.studies.residual_table import residual_table
 
     table = residual_table(result.entries(), [reproduce(i) for i in reference_ids()])
     head = {k: v for k, v in table.items() if k != "rows"}

@@ -4,9 +4,11 @@ structure of the fabric. All bandwidths are per die and unidirectional, as the p
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.cost.ops import LinkRole
 from cloudmatrix.deploy import BYTES_PER_ELEMENT
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.units import GB_DECIMAL
@@ -20,6 +22,7 @@ def messages_per_token(plane: Plane, num_experts: int, experts_per_die: int, die
     return distinct_destinations(num_experts, experts_per_die, dies, top_k)
 
 
+@lru_cache(maxsize=1024)  # a function of the layout alone, asked for at every step
 def distinct_destinations(num_experts: int, experts_per_die: int, dies: int, top_k: int) -> float:
     """Expected number of distinct dies a token's top-k experts live on (hypergeometric). Where the operator
     sends a token once per destination die (CANN's fused operators), EP8 with 32 experts per die sends ~5.3
@@ -57,15 +60,21 @@ def bulk_s(plane: Plane, bytes_per_die: float, peers: int, local: bool) -> tuple
     return lat * math.ceil(math.log2(peers + 1)) + bytes_per_die / (eff * bw), bytes_per_die / bw
 
 
-def group_collective_s(hardware: Hardware, kind: str, group: int, data_bytes: float) -> tuple[float, float]:
-    """A ring collective over a group of ``group`` dies on the plane the group spans, for ``data_bytes`` of
-    the full tensor on each die: an all-gather or a reduce-scatter moves (g-1)/g of it through each die's
-    link, an all-reduce (reduce-scatter + all-gather) twice that. Returns (time, roofline)."""
-    if group <= 1:
-        return 0.0, 0.0
+def ring_bytes(kind: str, group: int, data_bytes: float) -> float:
+    """Bytes through each die's link in a ring collective over ``group`` dies, for ``data_bytes`` of the
+    full tensor on each die: an all-gather or a reduce-scatter moves (g-1)/g of it, an all-reduce
+    (reduce-scatter + all-gather) twice that."""
     rounds = 2 if kind == "all_reduce" else 1
-    moved = rounds * (group - 1) / group * data_bytes
-    return bulk_s(plane_for(hardware, group), moved, group - 1, group <= hardware.dies_per_node)
+    return rounds * (group - 1) / group * data_bytes
+
+
+def cpu_link_s(hardware: Hardware, bytes_per_die: float) -> tuple[float, float]:
+    """Bytes streamed from CPU memory over the die's share of its chip's CPU link (NVLink-C2C, UB, PCIe),
+    at the link's efficiency. Returns (time, roofline)."""
+    cpu = hardware.system.cpu
+    assert cpu.link_gb_s_per_chip is not None and cpu.link_efficiency is not None
+    bw = cpu.link_gb_s_per_chip.value * GB_DECIMAL / hardware.chip.num_dies
+    return bytes_per_die / (bw * cpu.link_efficiency.value), bytes_per_die / bw
 
 
 def transfer_s(plane: Plane, total_bytes: float, dies: int = 1) -> float:
@@ -85,6 +94,19 @@ def plane_for(hardware: Hardware, group_dies: int) -> Plane:
     """The plane a group of ``group_dies`` ranks talks over: scale-up inside its domain, else scale-out."""
     planes = hardware.system.planes
     return planes.scale_up if group_dies <= hardware.scale_up_domain_dies else planes.scale_out
+
+
+def role_for(hardware: Hardware, group_dies: int) -> LinkRole:
+    """``plane_for``'s plane as a link role of an op descriptor."""
+    return LinkRole.SCALE_UP if group_dies <= hardware.scale_up_domain_dies else LinkRole.SCALE_OUT
+
+
+def plane_and_role(hardware: Hardware, group_dies: int) -> tuple[Plane, LinkRole]:
+    """``plane_for`` and ``role_for`` at once."""
+    planes = hardware.system.planes
+    if group_dies <= hardware.scale_up_domain_dies:
+        return planes.scale_up, LinkRole.SCALE_UP
+    return planes.scale_out, LinkRole.SCALE_OUT
 
 
 def cache_load_s(hardware: Hardware, plane_kind: str, bytes_per_die: float) -> tuple[float, float]:

@@ -1,12 +1,11 @@
 """Operator builders shared by the layer kinds: a GEMM against a weight matrix, the fused norm and SwiGLU
-vector ops, and the activation and logit byte widths."""
+vector ops, a collective over a group of dies, and the activation and logit byte widths. They describe;
+`cost/pricing.py` prices."""
 
 from __future__ import annotations
 
-from cloudmatrix.catalog.kernels import best_share
-from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Leg, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
@@ -26,9 +25,8 @@ def gemm_op(
     """A GEMM of ``tokens`` rows against ``weights`` parameters, stored at the weight precision and computed
     in the activations' format (``precision`` overrides both: BF16 layers); with ``weight_shards`` > 1 the
     die holds a head-shard of the weights and processes that many times the tokens (TP), so FLOPs are
-    unchanged."""
+    unchanged and the kernel runs at that many times the rows."""
     stored, compute = precision or plan.deployment.precision, precision or plan.compute_precision
-    eff_c = kernel_efficiency(plan, compute, "dense", tokens * weight_shards, stored)
     return Op(
         name=name,
         op_class=OpClass.GEMM,
@@ -36,19 +34,10 @@ def gemm_op(
         flops=2.0 * tokens * weights,
         hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[stored] + extra_bytes,
         precision=compute,
-        compute_eff=eff_c,
+        kernel="dense",
+        rows=tokens * weight_shards,
+        weights=stored,
     )
-
-
-def kernel_efficiency(plan: Plan, fmt: str, op: str, rows: float, weights: str | None = None) -> float:
-    """Achieved share of peak of the fastest GEMM kernel the stack can run at ``rows`` per weight matrix,
-    from the measured curves (weight-bound small M included). Curves were measured with weights in the
-    compute format, so weights stored narrower (W4A8, W4A16) have none; 0 where nothing was measured (the
-    chip's flat efficiency applies)."""
-    if (weights or plan.deployment.precision) != fmt:
-        return 0.0
-    chip = plan.hardware.chip
-    return best_share(chip.curves_chip, fmt, op, stack_kernels(plan.deployment.stack, chip.family, op), rows)
 
 
 def norm_op(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
@@ -75,9 +64,16 @@ def swiglu_op(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
     )
 
 
+def comm_op(name: str, stream: Stream, *legs: Leg) -> Op:
+    return Op(name=name, op_class=OpClass.COMM, stream=stream, legs=legs)
+
+
 def tp_collective(plan: Plan, kind: str, group: int, data_bytes: float, stream: Stream, name: str) -> list[Op]:
-    """A collective over ``group`` dies of the instance as an op (none for a group of one)."""
+    """A ring collective (``kind``) over ``group`` dies of the instance as an op (none for a group of one),
+    on the plane the group spans."""
     if group <= 1:
         return []
-    t, sol = comm.group_collective_s(plan.hardware, kind, group, data_bytes)
-    return [Op(name=name, op_class=OpClass.COMM, stream=stream, comm_s=t, comm_roofline_s=sol)]
+    hw = plan.hardware
+    moved = comm.ring_bytes(kind, group, data_bytes)
+    leg = Leg(Transfer.BULK, comm.role_for(hw, group), moved, group - 1, group <= hw.dies_per_node)
+    return [comm_op(name, stream, leg)]

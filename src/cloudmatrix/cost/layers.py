@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, gemm_op, norm_op, swiglu_op, tp_collective
+from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.moe import moe_ffn
-from cloudmatrix.cost.ops import Op, OpClass, Stream, op_time_s
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.cost.sparse_attention import causal_attended, indexer_ops
 from cloudmatrix.deploy import Plan
 
@@ -164,13 +164,12 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
         a.kv_lora_rank * a.num_heads * (a.qk_nope_head_dim + a.v_head_dim)
     )
     local = g <= plan.hardware.dies_per_node
-    tp_plane = comm.plane_for(plan.hardware, g)
-    gather_t, gather_sol = comm.bulk_s(tp_plane, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
-    a2a_bytes = (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES
-    a2a_t, a2a_sol = comm.bulk_s(tp_plane, a2a_bytes, g - 1, local)
+    role = comm.role_for(plan.hardware, g)
+    gather = Leg(Transfer.BULK, role, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
+    a2a = Leg(Transfer.BULK, role, (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES, g - 1, local)
     ops = [
         gemm_op("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
-        Op(name="attn_all_gather", op_class=OpClass.COMM, stream=s, comm_s=gather_t, comm_roofline_s=gather_sol),
+        comm_op("attn_all_gather", s, gather),
         gemm_op("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
     ]
     prefix = plan.cached_tokens_per_die * share
@@ -182,7 +181,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     return ops + [
         *indexer_ops(plan, tokens, seqs, full, ctx, s),
         fa,
-        Op(name="attn_all_to_all", op_class=OpClass.COMM, stream=s, comm_s=a2a_t, comm_roofline_s=a2a_sol),
+        comm_op("attn_all_to_all", s, a2a),
         gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
     ]
 
@@ -201,14 +200,22 @@ def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     ]
 
 
-def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
-    """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
+def attention_ops(plan: Plan, share: float) -> list[Op]:
+    """The attention half of a decoder layer, the same in dense and MoE layers."""
     tokens = plan.tokens_per_die * share
-    attention = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
+    return [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)] + (
         _decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share)
     )
-    ffn = moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
-    return attention + ffn
+
+
+def ffn_ops(plan: Plan, moe: bool, share: float) -> list[Op]:
+    """The feed-forward half of a decoder layer: the MoE FFN or the dense FFN."""
+    return moe_ffn(plan, share) if moe else _dense_ffn(plan, share)
+
+
+def layer_ops(plan: Plan, moe: bool, share: float = 1.0) -> list[Op]:
+    """All ops of one decoder layer (dense or MoE) for ``share`` of the die's batch."""
+    return attention_ops(plan, share) + ffn_ops(plan, moe, share)
 
 
 def head_ops(plan: Plan, tokens: float) -> list[Op]:
@@ -229,10 +236,11 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
 
 
 def cache_load_op(plan: Plan) -> Op:
-    """The batch's cached prefix KV (all layers) read from the EMS pool before its suffix is computed."""
+    """The batch's cached prefix KV (all layers) read from the EMS pool before its suffix is computed: over
+    UB, the die's own scale-up link; over VPC, its share of the node's storage plane."""
     kv = plan.cached_tokens_per_die * plan.model.kv_bytes_per_token(plan.kv_bytes)
-    t, sol = comm.cache_load_s(plan.hardware, plan.deployment.cache_plane, kv)
-    return Op(name="ems_kv_load", op_class=OpClass.COMM, stream=Stream.ATTENTION, comm_s=t, comm_roofline_s=sol)
+    role = LinkRole.SCALE_UP if plan.deployment.cache_plane == "ub" else LinkRole.STORAGE
+    return comm_op("ems_kv_load", Stream.ATTENTION, Leg(Transfer.CACHE_LOAD, role, kv))
 
 
 def mtp_extra_ops(plan: Plan) -> list[Op]:
@@ -243,8 +251,3 @@ def mtp_extra_ops(plan: Plan) -> list[Op]:
             "mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES
         )
     ]
-
-
-def ops_time_s(ops: list[Op], plan: Plan, core_share: float = 1.0) -> float:
-    chip = plan.hardware.chip
-    return sum(op_time_s(op, chip, core_share) for op in ops)

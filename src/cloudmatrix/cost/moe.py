@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.expert_load import busiest_factor
-from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, kernel_efficiency, norm_op, swiglu_op, tp_collective
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.kernels import ACT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Eplb, MoeComm, Plan
 from cloudmatrix.units import GB_DECIMAL
 
@@ -99,23 +99,23 @@ def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
     return h * plan.dispatch_bytes + plane.ep_comm.scale_bytes_per_token.value
 
 
-def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[float, float]:
+def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: float) -> tuple[Leg, ...]:
     """Bulk MoE all-to-all of ``messages`` per die. Inside one scale-up domain it is a single collective.
     Beyond it, tokens cross the scale-out plane once per remote domain they have experts in (hypergeometric
     over domains; DeepSeek's group-limited routing would cap this further) and are forwarded to their dies
-    over scale-up (DeepEP's NVLink forwarding); the slower of the two legs sets the time. Returns (time,
-    roofline)."""
+    over scale-up (DeepEP's NVLink forwarding): two legs, the slower of which sets the time."""
     hw, lay, moe = plan.hardware, plan.layout, plan.model.moe
     assert lay is not None and moe is not None
-    planes, domain = hw.system.planes, hw.scale_up_domain_dies
+    domain = hw.scale_up_domain_dies
     if lay.ep <= domain:
-        return comm.bulk_s(planes.scale_up, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node)
+        return (Leg(Transfer.BULK, LinkRole.SCALE_UP, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node),)
     domains = lay.ep // domain
     remote = comm.distinct_destinations(moe.num_routed, moe.num_routed // domains, domains, moe.top_k)
     remote *= (domains - 1) / domains
-    out_t, out_sol = comm.bulk_s(planes.scale_out, tokens * remote * msg_bytes, domains - 1, local=False)
-    in_t, in_sol = comm.bulk_s(planes.scale_up, messages * msg_bytes, domain - 1, local=True)
-    return max(out_t, in_t), max(out_sol, in_sol)
+    return (
+        Leg(Transfer.BULK, LinkRole.SCALE_OUT, tokens * remote * msg_bytes, domains - 1, local=False),
+        Leg(Transfer.BULK, LinkRole.SCALE_UP, messages * msg_bytes, domain - 1, local=True),
+    )
 
 
 def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
@@ -129,7 +129,6 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
     expert_io = tokens_in * (h * plan.dispatch_bytes + h * ACT_BYTES) + 3 * rows * m.moe.intermediate * ACT_BYTES
     # the grouped kernel's M: token rows per expert whose weights are read
     per_expert = rows / max(work.slots * routed_w + shared_w, 1e-9)
-    eff_c = kernel_efficiency(plan, plan.compute_precision, "grouped", per_expert)
     experts = Op(
         name="experts",
         op_class=OpClass.GEMM,
@@ -137,7 +136,9 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
         flops=2.0 * rows * m.expert_params(),
         hbm_bytes=(work.slots * routed_w + shared_w) * m.expert_params() * plan.weight_bytes + expert_io,
         precision=plan.compute_precision,
-        compute_eff=eff_c,
+        kernel="grouped",
+        rows=per_expert,
+        weights=plan.deployment.precision,
     )
     return [experts, swiglu_op(Stream.MOE, rows, m.moe.intermediate, plan)]
 
@@ -160,7 +161,7 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
     k, s = m.moe.top_k, Stream.MOE
-    plane = comm.plane_for(plan.hardware, lay.ep)
+    plane, role = comm.plane_and_role(plan.hardware, lay.ep)
     disp_msg = dispatch_message_bytes(plan, plane)
     comb_msg = h * ACT_BYTES
     # Redundant copies add no destinations: a token reaches one copy of each chosen expert.
@@ -172,11 +173,11 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     after: list[Op] = []
     moved = max(tokens * dests, work.received) * (lay.ep - 1) / lay.ep  # messages to the die itself stay local
     if plan.decodes:  # fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most
-        d_t, d_sol = comm.ep_fused_s(plane, "dispatch", moved * disp_msg, lay.ep)
-        c_t, c_sol = comm.ep_fused_s(plane, "combine", moved * comb_msg, lay.ep)
+        d_legs: tuple[Leg, ...] = (Leg(Transfer.DISPATCH, role, moved * disp_msg, lay.ep),)
+        c_legs: tuple[Leg, ...] = (Leg(Transfer.COMBINE, role, moved * comb_msg, lay.ep),)
     else:  # prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA)
-        d_t, d_sol = _bulk_all_to_all(plan, tokens, moved, disp_msg)
-        c_t, c_sol = _bulk_all_to_all(plan, tokens, moved, comb_msg)
+        d_legs = _bulk_all_to_all(plan, tokens, moved, disp_msg)
+        c_legs = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
             Op(
                 name="dispatch_compute",
@@ -195,9 +196,7 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
                 hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
             )
         ]
-    dispatch = Op(name="dispatch", op_class=OpClass.COMM, stream=s, comm_s=d_t, comm_roofline_s=d_sol)
-    combine = Op(name="combine", op_class=OpClass.COMM, stream=s, comm_s=c_t, comm_roofline_s=c_sol)
-    return [*before, dispatch], [combine, *after]
+    return [*before, comm_op("dispatch", s, *d_legs)], [comm_op("combine", s, *c_legs), *after]
 
 
 def moe_ffn(plan: Plan, share: float) -> list[Op]:
@@ -223,17 +222,6 @@ def _offload_stream(plan: Plan, work: ExpertWork) -> list[Op]:
     d, m, lay = plan.deployment, plan.model, plan.layout
     if not d.offload_gb or lay is None or m.moe is None:
         return []
-    cpu = plan.hardware.system.cpu
-    assert cpu.link_gb_s_per_chip is not None and cpu.link_efficiency is not None
     active = min(work.slots / max(lay.routed_slots_per_die, 1), 1.0)
     moved = d.offload_gb * GB_DECIMAL / m.num_moe_layers * active
-    bw = cpu.link_gb_s_per_chip.value * GB_DECIMAL / plan.hardware.chip.num_dies
-    return [
-        Op(
-            name="expert_offload_stream",
-            op_class=OpClass.COMM,
-            stream=Stream.MOE,
-            comm_s=moved / (bw * cpu.link_efficiency.value),
-            comm_roofline_s=moved / bw,
-        )
-    ]
+    return [comm_op("expert_offload_stream", Stream.MOE, Leg(Transfer.CPU_STREAM, LinkRole.CPU, moved))]

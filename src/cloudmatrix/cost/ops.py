@@ -1,12 +1,12 @@
-"""Operator descriptors and their pricing on one die (design.md §3 rule 1):
-``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch``."""
+"""Operator descriptors: what one op on one die does (its shape, precision, kernel class, stream, the bytes
+it moves through HBM or over which link, and for a collective its kind and group), with no prices. The
+builders (`cost/layers.py`, `cost/moe.py`, `cost/sparse_attention.py`, `cost/kernels.py`) make them;
+`cost/pricing.py` prices them in one place."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-
-from cloudmatrix.catalog.hardware import ChipSpec
 
 
 class OpClass(StrEnum):
@@ -23,54 +23,50 @@ class Stream(StrEnum):
     MOE = "moe"
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+class LinkRole(StrEnum):
+    """The link a transfer crosses: a plane of the system, or the CPU link of offloaded experts."""
+
+    SCALE_UP = "scale_up"
+    SCALE_OUT = "scale_out"
+    STORAGE = "storage"
+    CPU = "cpu"
+
+
+class Transfer(StrEnum):
+    """How a transfer is priced (`cost/comm.py`): a bulk collective by DMA, a fused EP dispatch or combine,
+    a cache read from the EMS pool, or a stream over the CPU link."""
+
+    BULK = "bulk"
+    DISPATCH = "dispatch"
+    COMBINE = "combine"
+    CACHE_LOAD = "cache_load"
+    CPU_STREAM = "cpu_stream"
+
+
+@dataclass(slots=True)
+class Leg:
+    """``bytes`` through one die's link of ``role``; ``peers``: the collective's peers (bulk) or the EP
+    group (dispatch, combine); ``local``: the group stays inside a node."""
+
+    transfer: Transfer
+    role: LinkRole
+    bytes: float
+    peers: int = 0
+    local: bool = False
+
+
+@dataclass(kw_only=True, slots=True)
 class Op:
+    """Not frozen only because frozen dataclasses are slow to make; nothing mutates an op after it is built."""
+
     name: str
     op_class: OpClass
     stream: Stream
     flops: float = 0.0
     hbm_bytes: float = 0.0
-    precision: str = "bf16"
-    comm_s: float = 0.0  # COMM: time on the fabric, from cost.comm
-    comm_roofline_s: float = 0.0  # COMM: bytes at the raw link rate
+    precision: str = "bf16"  # the format the op computes in
+    kernel: str = ""  # GEMM: the measured curve family priced at ``rows`` ("dense", "grouped"; "": flat efficiency)
+    rows: float = 0.0  # GEMM: token rows per weight matrix (the kernel's M)
+    weights: str = ""  # GEMM: the weights' stored format (curves were measured with weights in the compute format)
+    legs: tuple[Leg, ...] = ()  # COMM: parallel legs; the slowest sets the time
     launches: int = 1
-    compute_eff: float = 0.0  # GEMM: the kernel curve's share of peak at this op's shape (0: the chip's flat value)
-
-
-def _efficiency(chip: ChipSpec, op: Op) -> tuple[float, float]:
-    e, op_class = chip.efficiency, op.op_class
-    if op_class == OpClass.GEMM:
-        return op.compute_eff or e.gemm_compute.value, e.gemm_memory.value
-    if op_class == OpClass.ATTENTION:
-        return e.attention_compute.value, e.attention_memory.value
-    return e.vector_compute.value, e.vector_memory.value
-
-
-def compute_s(op: Op, chip: ChipSpec, core_share: float = 1.0) -> float:
-    if op.op_class == OpClass.COMM or not op.flops:
-        return 0.0
-    eff_c, _ = _efficiency(chip, op)
-    sustained = chip.efficiency.gemm_serving.value if op.op_class == OpClass.GEMM else 1.0
-    return op.flops / (eff_c * sustained * chip.die.peak_flops(op.precision) * core_share)
-
-
-def memory_s(op: Op, chip: ChipSpec) -> float:
-    if op.op_class == OpClass.COMM:
-        return 0.0
-    _, eff_m = _efficiency(chip, op)
-    return op.hbm_bytes / (eff_m * chip.hbm_bw_bytes_per_s_per_die)
-
-
-def op_time_s(op: Op, chip: ChipSpec, core_share: float = 1.0) -> float:
-    """Calibrated time of one op on one die, launch overhead included."""
-    launch = op.launches * chip.launch_us.value * 1e-6
-    if op.op_class == OpClass.COMM:
-        return op.comm_s + launch
-    return max(compute_s(op, chip, core_share), memory_s(op, chip)) + launch
-
-
-def roofline_s(op: Op, chip: ChipSpec) -> float:
-    """Speed of light: peak compute or peak bandwidth, whichever binds, no overheads."""
-    if op.op_class == OpClass.COMM:
-        return op.comm_roofline_s
-    return max(op.flops / chip.die.peak_flops(op.precision), op.hbm_bytes / chip.hbm_bw_bytes_per_s_per_die)

@@ -12,26 +12,41 @@ LAYERS_SIMULATED = 6  # enough for the schedule to reach its steady state
 
 def period(stages: Sequence[tuple[int, float]], layers: int = LAYERS_SIMULATED) -> float:
     """Steady-state time per layer of two microbatches that each run ``stages`` ((resource, duration) in
-    order) every layer. List scheduling: whichever microbatch's next stage can start first goes next."""
-    free: dict[int, float] = {}
-    done = [0.0, 0.0]  # when each microbatch finished its previous stage
-    position = [0, 0]  # stages issued so far, per microbatch
-    total = len(stages) * layers
-    layer_end: list[list[float]] = [[], []]
-    while position[0] < total or position[1] < total:
-        starts = [
-            max(done[mb], free.get(stages[position[mb] % len(stages)][0], 0.0))
-            if position[mb] < total
-            else float("inf")
-            for mb in (0, 1)
-        ]
-        mb = 0 if starts[0] <= starts[1] else 1
-        resource, duration = stages[position[mb] % len(stages)]
-        done[mb] = free[resource] = starts[mb] + duration
-        position[mb] += 1
-        if position[mb] % len(stages) == 0:
-            layer_end[mb].append(done[mb])
-    return max(layer_end[0][-1] - layer_end[0][-2], layer_end[1][-1] - layer_end[1][-2])
+    order) every layer. List scheduling: whichever microbatch's next stage can start first goes next (ties:
+    microbatch 0). The two microbatches' states are kept in separate locals (a and b): this loop is the
+    hot path of every microbatched estimate."""
+    res = [r for r, _ in stages]
+    dur = [d for _, d in stages]
+    last = len(stages) - 1
+    free = dict.fromkeys(res, 0.0)  # when each resource is next free
+    inf = float("inf")
+    done_a = done_b = 0.0  # when each microbatch finished its previous stage
+    i_a = i_b = 0  # its next stage within its layer
+    left_a = left_b = layers  # layers it has still to run
+    prev_a = end_a = prev_b = end_b = 0.0  # its last two layer ends
+    while left_a or left_b:
+        start_a = start_b = inf
+        if left_a:
+            start_a = free[res[i_a]]
+            if done_a >= start_a:
+                start_a = done_a
+        if left_b:
+            start_b = free[res[i_b]]
+            if done_b >= start_b:
+                start_b = done_b
+        if start_a <= start_b:
+            done_a = free[res[i_a]] = start_a + dur[i_a]
+            if i_a < last:
+                i_a += 1
+            else:
+                i_a, left_a, prev_a, end_a = 0, left_a - 1, end_a, done_a
+        else:
+            done_b = free[res[i_b]] = start_b + dur[i_b]
+            if i_b < last:
+                i_b += 1
+            else:
+                i_b, left_b, prev_b, end_b = 0, left_b - 1, end_b, done_b
+    return max(end_a - prev_a, end_b - prev_b)
 
 
 def segments(resources: Sequence[int], durations: Sequence[float]) -> list[tuple[int, float]]:

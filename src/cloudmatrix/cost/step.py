@@ -4,24 +4,28 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 from cloudmatrix.catalog.stacks import stack_costs
-from cloudmatrix.cost import pipeline
-from cloudmatrix.cost.layers import cache_load_op, head_ops, layer_ops, mtp_extra_ops
-from cloudmatrix.cost.ops import Op, OpClass, Stream, memory_s, op_time_s, roofline_s
+from cloudmatrix.cost import pipeline, roofline
+from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_ops, mtp_extra_ops
+from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.pricing import Price, pricer
 from cloudmatrix.deploy import Phase, Plan
 
 US = 1e6
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(kw_only=True, slots=True)
 class LayerCost:
     time_s: float
     critical_us: dict[str, float]  # ops on the critical path, µs per layer; sums to time_s
     overlapped_us: dict[str, float]  # ops hidden behind the critical path, µs per layer
-    roofline_us: dict[str, float]
+    roofline_us: dict[str, float]  # speed of light of the critical path's ops, µs per layer
+    bound_s: float  # the layer's roofline lower bound (cost.roofline)
+    binding: str  # the resource that sets it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,23 +35,10 @@ class StepCost:
     breakdown_us: dict[str, float]  # µs per step by op (all layers); sums to step_s
     layer_breakdown_us: dict[str, float]  # µs per layer for a representative layer (MoE if any)
     overlapped_us: dict[str, float]  # per representative layer
-    roofline_us: dict[str, float]  # speed-of-light µs per step by op
+    roofline_us: dict[str, float]  # speed-of-light µs per step of each op in breakdown_us
+    roofline_step_s: float  # the step's roofline lower bound: no prediction beats it (cost.roofline)
+    roofline_binding: dict[str, str]  # per layer kind: the resource that sets its bound
     layer_us: dict[str, float] = field(default_factory=dict)  # per layer kind: µs per layer
-
-    @property
-    def roofline_step_s(self) -> float:
-        """The step at speed of light: every op at peak compute or bandwidth, no overlap, no overheads."""
-        return sum(self.roofline_us.values()) / 1e6
-
-
-def _core_share(op: Op, plan: Plan, stream: Stream) -> float:
-    """Fraction of the die's cores the op's stream owns in the split-core decode pipeline."""
-    mb, die = plan.hardware.chip.microbatch, plan.hardware.chip.die
-    share = mb.attention if stream == Stream.ATTENTION else mb.moe
-    assert share is not None
-    if op.op_class == OpClass.VECTOR and die.vector_units:
-        return share.vector / die.vector_units.value
-    return share.compute / die.compute_units.value
 
 
 def _prefill_compute_share(plan: Plan) -> float:
@@ -57,99 +48,211 @@ def _prefill_compute_share(plan: Plan) -> float:
     return (units - reserved.value) / units if reserved else 1.0
 
 
-def _serial(ops: list[Op], plan: Plan) -> LayerCost:
-    chip = plan.hardware.chip
-    times = {op.name: op_time_s(op, chip) * US for op in ops}
+def _serial(ops: list[Op], prices: list[Price]) -> LayerCost:
+    times, sol = {}, {}
+    for op, p in zip(ops, prices, strict=True):
+        times[op.name] = p.time_s * US
+        sol[op.name] = p.roofline_s * US
+    bound, binding = roofline.serial_bound_s(list(sol.values()))
     return LayerCost(
         time_s=sum(times.values()) / US,
         critical_us=times,
         overlapped_us={},
-        roofline_us={op.name: roofline_s(op, chip) * US for op in ops},
+        roofline_us=sol,
+        bound_s=bound / US,
+        binding=binding,
     )
 
 
+def _overlapped_bound(ops: list[Op], prices: list[Price], partitions: list[str]) -> tuple[float, str]:
+    """Both microbatches' work on each resource at speed of light (``partitions``: each op's cores)."""
+    compute, links = [], []
+    for op, p, part in zip(ops, prices, partitions, strict=True):
+        if op.op_class == OpClass.COMM:
+            links.append((p.link, p.roofline_s))
+        else:
+            compute.append((part, p.compute_sol_s))
+    return roofline.overlapped_bound_s(compute, [p.memory_sol_s for p in prices], links, copies=2)
+
+
 def _pipelined(
-    ops: list[Op], resources: list[int], times_us: list[float], floor_us: float, roofline: dict[str, float]
-) -> LayerCost:
+    ops: list[Op], resources: list[int], prices: list[Price], partitions: list[str], budget_us: float
+) -> LayerCost | None:
     """Two microbatches scheduled over their resources (``cost.pipeline``). The breakdown lists the busiest
     resource's ops (both microbatches), the bubbles the dependencies leave on it, and any HBM contention;
-    the other resource's ops are reported as overlapped."""
+    the other resource's ops are reported as overlapped. None for a layer over ``budget_us``."""
+    times_us = [p.time_s * US for p in prices]
+    floor_us = 2 * sum(p.memory_s for p in prices) * US
     layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
+    if layer_us > budget_us:
+        return None
     busy: dict[int, dict[str, float]] = {0: {}, 1: {}}
-    for op, r, t in zip(ops, resources, times_us, strict=True):
+    sol: dict[int, dict[str, float]] = {0: {}, 1: {}}
+    for op, r, t, p in zip(ops, resources, times_us, prices, strict=True):
         busy[r][op.name] = busy[r].get(op.name, 0.0) + 2 * t
+        sol[r][op.name] = sol[r].get(op.name, 0.0) + 2 * (p.roofline_s * US)
     slow = max(busy, key=lambda r: sum(busy[r].values()))
     critical = dict(busy[slow])
     bubble = layer_us - sum(critical.values())
     if bubble > 1e-9:
         critical["hbm_contention" if floor_us >= layer_us else "pipeline_bubble"] = bubble
+    bound, binding = _overlapped_bound(ops, prices, partitions)
     return LayerCost(
-        time_s=sum(critical.values()) / US, critical_us=critical, overlapped_us=busy[1 - slow], roofline_us=roofline
+        time_s=sum(critical.values()) / US,
+        critical_us=critical,
+        overlapped_us=busy[1 - slow],
+        roofline_us=sol[slow],
+        bound_s=bound,
+        binding=binding,
     )
 
 
-def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+@dataclass(slots=True)  # not frozen: frozen dataclasses are slow to make, and this one is internal
+class _Priced:
+    """Ops with their prices, and in a microbatched graph each op's resource and core partition."""
+
+    ops: list[Op]
+    prices: list[Price]
+    resources: list[int]
+    partitions: list[str]
+
+
+def _price_ops(plan: Plan, ops: list[Op], microbatch: bool) -> _Priced:
+    px = pricer(plan)
     if not microbatch:
-        return _serial(layer_ops(plan, moe, 1.0), plan)
-    chip = plan.hardware.chip
-    ops = layer_ops(plan, moe, 0.5)  # one of two microbatches; the schedule runs both
-    roofline = {op.name: 2 * roofline_s(op, chip) * US for op in ops}
-    floor_us = 2 * sum(memory_s(op, chip) for op in ops) * US
-    if plan.decodes and chip.microbatch.decode_overlap == "split":
+        return _Priced(ops, [px.price(op) for op in ops], [], [])
+    if plan.decodes and plan.hardware.chip.microbatch.decode_overlap == "split":
         # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
-        resources = [0 if op.stream == Stream.ATTENTION else 1 for op in ops]
-        times = [op_time_s(op, chip, _core_share(op, plan, op.stream)) * US for op in ops]
-        return _pipelined(ops, resources, times, floor_us, roofline)
+        split = px.core_shares
+        return _Priced(
+            ops,
+            [px.price(op, split[op.stream, op.op_class == OpClass.VECTOR]) for op in ops],
+            [0 if op.stream == Stream.ATTENTION else 1 for op in ops],
+            [_STREAM_CORES[op.stream] for op in ops],
+        )
     # Alternating: all cores compute one microbatch while the other's data moves (Ascend prefill over SDMA;
     # NVIDIA two-batch overlap, with SMs held by the communication kernels in prefill).
     share = _prefill_compute_share(plan) if plan.phase == Phase.PREFILL else 1.0
     resources = [1 if op.op_class == OpClass.COMM else 0 for op in ops]
-    times = [op_time_s(op, chip, share if r == 0 else 1.0) * US for op, r in zip(ops, resources, strict=True)]
-    return _pipelined(ops, resources, times, floor_us, roofline)
+    prices = [px.price(op, share if r == 0 else 1.0) for op, r in zip(ops, resources, strict=True)]
+    return _Priced(ops, prices, resources, ["cores"] * len(ops))
+
+
+_STREAM_CORES = {stream: f"cores:{stream.value}" for stream in Stream}
+
+
+def _attention(plan: Plan, microbatch: bool) -> _Priced:
+    """The attention half of every layer of the graph, priced once for both layer kinds."""
+    return _price_ops(plan, attention_ops(plan, 0.5 if microbatch else 1.0), microbatch)
+
+
+def _layer(
+    plan: Plan, moe: bool, microbatch: bool, attention: _Priced, budget_us: float = math.inf
+) -> LayerCost | None:
+    """One layer kind of the graph; None for a microbatched layer over ``budget_us``."""
+    ffn = _price_ops(plan, ffn_ops(plan, moe, 0.5 if microbatch else 1.0), microbatch)
+    ops, prices = attention.ops + ffn.ops, attention.prices + ffn.prices
+    if not microbatch:
+        return _serial(ops, prices)
+    resources, partitions = attention.resources + ffn.resources, attention.partitions + ffn.partitions
+    return _pipelined(ops, resources, prices, partitions, budget_us)
+
+
+def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
+    """One decoder layer, serial or as two microbatches (each of half the batch; the schedule runs both)."""
+    cost = _layer(plan, moe, microbatch, _attention(plan, microbatch))
+    assert cost is not None
+    return cost
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
-    for name, us in items.items():
-        into[prefix + name] += us * times
+    if prefix:
+        for name, us in items.items():
+            into[prefix + name] += us * times
+    else:
+        for name, us in items.items():
+            into[name] += us * times
+
+
+def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[bool, LayerCost] | None:
+    """Each layer kind's cost (keyed by MoE or not), the most numerous kind first; None as soon as those
+    layers alone take longer than ``beat_s`` (the graph cannot be the faster one)."""
+    m = plan.model
+    kinds = sorted(((m.num_moe_layers, True), (m.num_dense_layers, False)), reverse=True)
+    layers, partial_s = {}, 0.0
+    attention = _attention(plan, microbatch)
+    # a margin: the step sums its breakdown in another order
+    limit_s = math.inf if beat_s is None else beat_s * (1 + 1e-9)
+    for count, moe in kinds:
+        if count:
+            lc = _layer(plan, moe, microbatch, attention, (limit_s - partial_s) / count * US)
+            if lc is None:
+                return None
+            layers[moe] = lc
+            partial_s += count * lc.time_s
+            if partial_s > limit_s:
+                return None
+    return layers
 
 
 def step_cost(plan: Plan, microbatch: bool) -> StepCost:
-    m, chip = plan.model, plan.hardware.chip
+    """The step of the serial or the two-microbatch graph."""
+    cost = _step_cost(plan, microbatch, None)
+    assert cost is not None
+    return cost
+
+
+def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost | None:
+    """``step_cost``; with ``beat_s``, None once the graph is certain to be slower than that."""
+    m, chip, px = plan.model, plan.hardware.chip, pricer(plan)
+    layers = _layer_costs(plan, microbatch, beat_s)
+    if layers is None:
+        return None
     breakdown: dict[str, float] = defaultdict(float)
-    roofline: dict[str, float] = defaultdict(float)
+    sol: dict[str, float] = defaultdict(float)
     layer_us: dict[str, float] = {}
-    rep: LayerCost | None = None
+    bound_s, binding = 0.0, {}
     for moe, count, kind in ((False, m.num_dense_layers, "dense"), (True, m.num_moe_layers, "moe")):
         if not count:
             continue
-        lc = layer_cost(plan, moe, microbatch)
+        lc = layers[moe]
         _add(breakdown, lc.critical_us, count)
-        _add(roofline, lc.roofline_us, count)
+        _add(sol, lc.roofline_us, count)
         layer_us[kind] = lc.time_s * US
-        rep = lc
-    assert rep is not None
+        bound_s += count * lc.bound_s
+        binding[kind] = lc.binding
+    rep = layers[True] if True in layers else layers[False]
     extra: list[tuple[str, Op]] = []
     if plan.decodes:
         mtp = plan.deployment.mtp
+        head = head_ops(plan, plan.decode_tokens_per_die)
         if mtp:
             # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
-            # The draft passes run on the decode tokens only (not on a co-located prompt chunk).
-            decode_only = dataclasses.replace(plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0)
-            draft = layer_cost(decode_only, bool(m.moe), microbatch)
+            # The draft passes run on the decode tokens only (not on a co-located prompt chunk); with no
+            # chunk that is the step's own layer.
+            if plan.chunk_tokens_per_die:
+                decode_only = dataclasses.replace(
+                    plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0
+                )
+                draft = layer_cost(decode_only, bool(m.moe), microbatch)
+            else:
+                decode_only, draft = plan, layers[bool(m.moe)]
             _add(breakdown, draft.critical_us, mtp, "mtp.")
-            _add(roofline, draft.roofline_us, mtp, "mtp.")
-            extra += [
-                ("mtp.", op) for op in mtp_extra_ops(decode_only) + head_ops(plan, plan.decode_tokens_per_die)
-            ] * mtp
-        extra += [("", op) for op in head_ops(plan, plan.decode_tokens_per_die)]
+            _add(sol, draft.roofline_us, mtp, "mtp.")
+            bound_s += mtp * draft.bound_s
+            binding["mtp"] = draft.binding
+            extra += [("mtp.", op) for op in mtp_extra_ops(decode_only) + head] * mtp
+        extra += [("", op) for op in head]
     else:  # only each prompt's last position needs logits
         extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
         if plan.cached_tokens_per_die > 0:
             extra.append(("", cache_load_op(plan)))
+    prices = {id(op): px.price(op) for _, op in extra}  # the MTP passes repeat the same ops
     for prefix, op in extra:
-        key = prefix + op.name
-        breakdown[key] += op_time_s(op, chip) * US
-        roofline[key] += roofline_s(op, chip) * US
+        key, price = prefix + op.name, prices[id(op)]
+        breakdown[key] += price.time_s * US
+        sol[key] += price.roofline_s * US
+        bound_s += price.roofline_s
     costs = stack_costs(plan.deployment.stack, chip.family)
     if costs is not None and costs.step_overhead_us.value > 0:  # host time the device does not hide
         breakdown["stack_step_overhead"] += costs.step_overhead_us.value
@@ -160,7 +263,9 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
         breakdown_us=dict(breakdown),
         layer_breakdown_us=rep.critical_us,
         overlapped_us=rep.overlapped_us,
-        roofline_us=dict(roofline),
+        roofline_us=dict(sol),
+        roofline_step_s=bound_s,
+        roofline_binding=binding,
         layer_us=layer_us,
     )
 
@@ -170,4 +275,6 @@ def best_step_cost(plan: Plan) -> StepCost:
     choice = plan.deployment.microbatch
     if choice is not None:
         return step_cost(plan, choice)
-    return min((step_cost(plan, True), step_cost(plan, False)), key=lambda c: c.step_s)
+    serial = step_cost(plan, False)
+    overlapped = _step_cost(plan, True, beat_s=serial.step_s)  # stops once its layers alone are slower
+    return overlapped if overlapped is not None and overlapped.step_s <= serial.step_s else serial

@@ -52,6 +52,7 @@ class CandidateCost:
     tok_s_per_chip: float = 0.0  # decode: output tokens; prefill: prompt tokens
     tpot_s: float = 0.0  # decode
     lone_prompt_s: float = 0.0  # prefill: one prompt alone on the instance (the TTFT floor)
+    busy: float = 0.0  # the step's speed-of-light share: the power model's load of a saturated instance
 
 
 def _cached(cache: dict[Deployment, Estimate], hw: Hardware, model: ModelSpec, d: Deployment) -> Estimate:
@@ -77,6 +78,7 @@ def cost_one(job: Job, c: Candidate, cache: dict[Deployment, Estimate]) -> Candi
         tok_s_per_chip=est.throughput_per_chip_tok_s,
         tpot_s=est.tpot_s if c.phase == Phase.DECODE else 0.0,
         lone_prompt_s=lone,
+        busy=min(1.0, est.step.roofline_step_s / est.step.step_s),
     )
 
 

@@ -18,8 +18,8 @@ from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import MAX_REQUESTS, check_number, check_optional, path_exists, read_yaml_file
 from cloudmatrix.planner.space import SearchSpace
-from cloudmatrix.studies.compare import parse_workload as parse_lengths
-from cloudmatrix.workload.spec import PRESETS, LengthSpec, WorkloadSpec
+from cloudmatrix.workload.shape import EXPECTED, parse_shape
+from cloudmatrix.workload.spec import LengthSpec, WorkloadSpec
 from cloudmatrix.workload.trace import read_trace
 
 TRACE_SUFFIXES = (".csv", ".jsonl", ".json")
@@ -105,17 +105,15 @@ def _from_trace(path: Path, time_scale: float = 1.0) -> PlanWorkload:
 
 
 def parse_workload(name: str) -> PlanWorkload:
-    """A preset (``4k-256``) or ``INPUT/OUTPUT``, read as `compare` reads them, else a workload or scenario
-    YAML, or a CSV/JSONL trace."""
-    try:
-        inp, outp = parse_lengths(name)
-    except ConfigError:
+    """A shape (``2k-2k``, ``4k-256``, ``INPUT/OUTPUT``), read as every command reads one, else a workload or
+    scenario YAML, or a CSV/JSONL trace."""
+    lengths = parse_shape(name)
+    if lengths is None:
         path = Path(name)
         if not path_exists(path, "workload"):
-            raise ConfigError(
-                f"workload '{name}': expected one of {', '.join(PRESETS)}, INPUT/OUTPUT, a workload YAML or a trace"
-            ) from None
+            raise ConfigError(f"workload {name!r}: expected {EXPECTED}, a workload YAML or a trace")
         return _from_trace(path) if path.suffix in TRACE_SUFFIXES else _from_yaml(path)
+    inp, outp = lengths
     spec = WorkloadSpec(input=_fixed(inp), output=_fixed(outp))
     return PlanWorkload(name=name, input_len=float(inp), output_len=float(outp), spec=spec)
 

@@ -15,7 +15,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.stacks import request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Phase, mtp_tokens_per_step
-from cloudmatrix.estimate import estimate
+from cloudmatrix.estimate import estimate, pool_req_s
 from cloudmatrix.planner.evaluate import CandidateCost, Job, batch_curve
 from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload, context
 from cloudmatrix.planner.pareto import pareto_front
@@ -89,6 +89,7 @@ class PlannedDeployment:
                 "microbatch": p.microbatch,
                 "tok_s_per_chip": self.prefill.tok_s_per_chip,
                 "batch_ms": self.prefill.step_s * 1e3,
+                "busy": self.prefill.busy,
             },
             "decode": {
                 "instances": self.decode_instances,
@@ -100,6 +101,7 @@ class PlannedDeployment:
                 "microbatch": d.microbatch,
                 "tok_s_per_chip": self.decode.tok_s_per_chip,
                 "step_ms": self.decode.step_s * 1e3,
+                "busy": self.decode.busy,
             },
             "rate_req_s": self.rate_req_s,
             "ttft_ms": self.ttft_s * 1e3,
@@ -121,8 +123,8 @@ def instance_req_s(cost: CandidateCost, t: Targets) -> float:
     """Requests/s one instance completes at its batch: prompts for prefill, answers for decode (whose first
     token comes from prefill, so decode emits output_len − 1 tokens per request)."""
     c = cost.candidate
-    length = t.input_len if c.phase == Phase.PREFILL else max(t.output_len - 1, 1)
-    return cost.tok_s_per_chip * c.chips / length
+    length = t.input_len if c.phase == Phase.PREFILL else t.output_len
+    return pool_req_s(cost.tok_s_per_chip * c.chips, length, c.phase.value)
 
 
 def erlang_c(servers: int, offered: float) -> float:

@@ -1,4 +1,6 @@
-"""What `cloudmatrix report` shows, as one JSON-ready object: the CloudMatrix384 at a glance, `compare`
+"""What `cloudmatrix report` shows, as one JSON-ready object: the verdict of CloudMatrix384 against GB200
+NVL72 and their sweep (as ``compare --json`` and ``compare --sweep --json`` give them), the CloudMatrix384 at a
+glance, `compare`
 (the same object as ``compare --json``), the per-operator step of each system's operating point against its
 roofline, `reproduce` (as ``reproduce --json``), the validation residuals and their error table (from the
 stored residual table, or a saved ``validate --json`` run), and the planner's result when asked for."""
@@ -10,11 +12,14 @@ from typing import Any
 
 from cloudmatrix.catalog.validation import RESIDUALS_PATH, stored_residuals
 from cloudmatrix.studies.catalog_view import system_rows
-from cloudmatrix.studies.compare import Conditions, compare_dict, operating_estimate
+from cloudmatrix.studies.compare import Conditions, operating_estimate
 from cloudmatrix.studies.guard import guard_data
 from cloudmatrix.studies.reproduce import reproduce
 from cloudmatrix.studies.scoring import error_pct
+from cloudmatrix.studies.sweep import SweepRequest, sweep
+from cloudmatrix.studies.tco import compare_priced, system_hardware
 from cloudmatrix.studies.validate import summary_cells
+from cloudmatrix.studies.verdict import DEFAULT_PAIR, verdict
 
 GLANCE_SYSTEM = "cloudmatrix384"
 TOP_OPS = 8  # the step's largest operators are shown; the rest are summed as "other"
@@ -95,15 +100,19 @@ def report_data(
 ) -> dict[str, Any]:
     step = progress or (lambda _done, _total: None)
     data: dict[str, Any] = {"glance": glance()}
-    step(1, 5)
-    results, data["compare"] = compare_dict(systems, c)
-    step(2, 5)
+    step(1, 6)
+    results, data["compare"] = compare_priced(systems, c)
+    data["compare"]["verdict"] = verdict(data["compare"]["systems"], DEFAULT_PAIR)  # as `compare --json` has it
+    step(2, 6)
+    request = SweepRequest(pair=DEFAULT_PAIR, model=c.model)
+    data["sweep"] = sweep(request, {s: system_hardware(s, {}) for s in DEFAULT_PAIR})
+    step(3, 6)
     data["breakdown"] = breakdowns(results, c)
-    step(3, 5)
+    step(4, 6)
     data["reproduce"] = reproduce("cloudmatrix-infer").to_dict()
-    step(4, 5)
+    step(5, 6)
     data["validation"] = validation(validate_run)
-    step(5, 5)
+    step(6, 6)
     if plan is not None:
         data["plan"] = plan
     return data

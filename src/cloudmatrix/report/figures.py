@@ -39,38 +39,59 @@ def _layout(fig: go.Figure, title: str, height: int) -> go.Figure:
     return fig
 
 
+def _band(r: dict[str, Any]) -> dict[str, Any] | None:
+    """A system's output-per-chip interval, or None where it is unknown (no basis: no bar is drawn)."""
+    band = (r.get("intervals") or {}).get("output_tok_s_per_chip") or {}
+    return band if band.get("lo") is not None and band.get("hi") is not None else None
+
+
 def compare_figure(compare: dict[str, Any]) -> go.Figure:
-    """Four panels; the error bar is the output-per-chip interval, scaled with each panel's quantity."""
+    """Four panels; the error bar is the output-per-chip interval, scaled with each panel's quantity. A system
+    whose interval is unknown is a hollow bar with no error bar (a zero-width bar would read as exact)."""
     rows = [r for r in compare["systems"] if r["feasible"]]
-    names = [r["system"] for r in rows]
+    colours = _colour([r["system"] for r in rows])
     fig = make_subplots(rows=2, cols=2, subplot_titles=[t for _, t in COMPARE_PANELS], vertical_spacing=0.18)
     for i, (key, label) in enumerate(COMPARE_PANELS):
-        values = [r[key] for r in rows]
-        lo, hi = [], []
-        for r, v in zip(rows, values, strict=True):
-            band = (r.get("intervals") or {}).get("output_tok_s_per_chip") or {}
-            scale = v / r["output_tok_s_per_chip"] if r["output_tok_s_per_chip"] else 0.0
-            has = band.get("lo") is not None and band.get("hi") is not None
-            lo.append(max(v - band["lo"] * scale, 0.0) if has else 0.0)
-            hi.append(max(band["hi"] * scale - v, 0.0) if has else 0.0)
-        fig.add_trace(
-            go.Bar(
-                x=names,
-                y=values,
-                name=label,
-                marker_color=[_colour(names)[n] for n in names],
-                error_y={"type": "data", "array": hi, "arrayminus": lo, "visible": True},
-                hovertemplate="%{x}<br>" + label + ": %{y:,.0f}<extra></extra>",
-                showlegend=False,
-            ),
-            row=i // 2 + 1,
-            col=i % 2 + 1,
-        )
+        for known in (True, False):
+            mine = [r for r in rows if (_band(r) is not None) == known]
+            if mine:
+                fig.add_trace(_compare_bars(mine, key, label, known, colours), row=i // 2 + 1, col=i % 2 + 1)
     w = compare["workload"]
     title = f"{compare['model']}, {w['input_len']}/{w['output_len']} tokens, TPOT SLO {compare['tpot_slo_ms']:g} ms"
     fig = _layout(fig, title, 720)
     fig.update_layout(margin={"t": 90})
     return fig
+
+
+def _compare_bars(rows: list[dict[str, Any]], key: str, label: str, known: bool, colours: dict[str, str]) -> go.Bar:
+    names = [r["system"] for r in rows]
+    values = [r[key] for r in rows]
+    if not known:
+        return go.Bar(
+            x=names,
+            y=values,
+            name=f"{label} (interval unknown)",
+            marker={"color": "rgba(0,0,0,0)", "line": {"color": [colours[n] for n in names], "width": 2}},
+            error_y={"visible": False},
+            hovertemplate="%{x}<br>" + label + ": %{y:,.0f} (interval unknown)<extra></extra>",
+            showlegend=False,
+        )
+    lo, hi = [], []
+    for r, v in zip(rows, values, strict=True):
+        band = _band(r)
+        assert band is not None
+        scale = v / r["output_tok_s_per_chip"] if r["output_tok_s_per_chip"] else 0.0
+        lo.append(max(v - band["lo"] * scale, 0.0))
+        hi.append(max(band["hi"] * scale - v, 0.0))
+    return go.Bar(
+        x=names,
+        y=values,
+        name=label,
+        marker_color=[colours[n] for n in names],
+        error_y={"type": "data", "array": hi, "arrayminus": lo, "visible": True},
+        hovertemplate="%{x}<br>" + label + ": %{y:,.0f}<extra></extra>",
+        showlegend=False,
+    )
 
 
 def tradeoff_figure(compare: dict[str, Any]) -> go.Figure:
@@ -113,7 +134,8 @@ def tradeoff_figure(compare: dict[str, Any]) -> go.Figure:
 
 
 def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
-    """Each operating point's step by operator (stacked, ms) with its roofline step as a diamond."""
+    """Each operating point's step by operator (stacked, ms) with its roofline lower bound as a diamond (the
+    busiest resource's work at speed of light where microbatches overlap: docs/model.md §6)."""
     systems = list(breakdown)
     ops: list[str] = []
     for b in breakdown.values():
@@ -136,9 +158,9 @@ def breakdown_figure(breakdown: dict[str, Any]) -> go.Figure:
             y=systems,
             x=[breakdown[s]["roofline_step_ms"] for s in systems],
             mode="markers",
-            name="roofline (speed of light)",
+            name="roofline lower bound",
             marker={"symbol": "diamond", "size": 11, "color": "black"},
-            hovertemplate="%{y}<br>roofline step %{x:.2f} ms<extra></extra>",
+            hovertemplate="%{y}<br>roofline lower bound %{x:.2f} ms<extra></extra>",
         )
     )
     fig.update_layout(barmode="stack")

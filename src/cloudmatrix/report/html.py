@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
 from cloudmatrix.inputs import finite_json
-from cloudmatrix.report import figures
+from cloudmatrix.report import answer, figures
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dee7; --accent: #b3001b; }
@@ -116,17 +116,19 @@ def _glance(d: dict[str, Any]) -> str:
 
 def _compare_table(c: dict[str, Any]) -> str:
     headers = ("system", "mode", "precision", "stack", "batch/chip", "TPOT ms", "TTFT ms", "out tok/s/chip",
-               "out tok/s/system", "per kW", "per $M")  # fmt: skip
-    specs = ("", "", "", "", ",.0f", ".1f", ",.0f", ",.0f", ",.0f", ",.0f", ",.0f")
+               "out tok/s/system", "per kW", "per $M", "$/Mtok", "J/token")  # fmt: skip
+    specs = ("", "", "", "", ",.0f", ".1f", ",.0f", ",.0f", ",.0f", ",.0f", ",.0f", ".3f", ".2f")
     rows = []
     for r in c["systems"]:
         if not r["feasible"]:
             mark = "not run" if r.get("not_run") else "infeasible"
-            rows.append([r["system"], mark, r["precision"], r.get("stack"), *[None] * 7])
+            rows.append([r["system"], mark, r["precision"], r.get("stack"), *[None] * 9])
             continue
         keys = ("batch_per_chip", "tpot_ms", "ttft_ms", "output_tok_s_per_chip", "output_tok_s_per_system",
                 "output_tok_s_per_kw", "output_tok_s_per_musd")  # fmt: skip
-        rows.append([r["system"], r["mode"], r["precision"], r.get("stack"), *(r[k] for k in keys)])
+        econ = r.get("economics") or {}
+        rows.append([r["system"], r["mode"], r["precision"], r.get("stack"), *(r[k] for k in keys),
+                     econ.get("usd_per_mtok"), econ.get("j_per_token")])  # fmt: skip
     return table(headers, rows, specs)
 
 
@@ -159,11 +161,16 @@ def _plan(p: dict[str, Any]) -> str:
         f"{best['output_tok_s_per_chip']:,.0f} output tok/s per chip at TPOT {best['tpot_ms']:.1f} ms, "
         f"TTFT {best['ttft_ms']:,.0f} ms."
     )
+    e = best.get("economics") or {}
+    if e.get("usd_per_mtok") is not None:
+        text += f" ${e['usd_per_mtok']:.3f} per million output tokens (TCO), {e['j_per_token']:.2f} J/token."
     headers = ("rank", "chips", "rate req/s", "TPOT ms", "TTFT ms", "tok/s/user", "out tok/s/chip")
     specs = (",d", ",d", ",.1f", ".1f", ",.0f", ".1f", ",.1f")
     rows = [[r["rank"], r["chips"], r["rate_req_s"], r["tpot_ms"], r["ttft_ms"], r["tok_s_per_user"],
              r["output_tok_s_per_chip"]] for r in p["ranked"]]  # fmt: skip
-    return f"<p>{html.escape(text)}</p>" + table(headers, rows, specs)
+    versus = p.get("versus_compare")  # the plan beside compare's preset, in one line (planner/versus.py)
+    line = f"<p>{html.escape(versus['line'])}</p>" if versus else ""
+    return f"<p>{html.escape(text)}</p>" + line + table(headers, rows, specs)
 
 
 def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
@@ -178,16 +185,23 @@ def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
             + "."
         )
     sections = [
-        ("glance", "The CloudMatrix384 at a glance", _glance(data["glance"])),
+        ("verdict", "The verdict", answer.verdict_html(c.get("verdict"), table)),
+        (
+            "sweep",
+            "Where each wins",
+            answer.sweep_note(data["sweep"]) + figure(answer.sweep_figure(data["sweep"]), "fig-sweep"),
+        ),
         (
             "compare",
             "Systems side by side",
             "<p class='note'>Each system's published (or flagged assumed) deployment under the same SLO; error bars "
-            "are the measured-error intervals of output tok/s per chip from validate, where data exists.</p>"
+            "are the 80 % intervals of output tok/s per chip from validate's out-of-group errors; a hollow bar "
+            "without one: the interval is unknown.</p>"
             + figure(figures.compare_figure(c), "fig-compare")
             + _compare_table(c),
         ),
         ("tradeoff", "Throughput against interactivity", figure(figures.tradeoff_figure(c), "fig-tradeoff")),
+        *([("plan", "The planner's best deployment", _plan(data["plan"]))] if "plan" in data else []),
         ("breakdown", "Step breakdown", figure(figures.breakdown_figure(data["breakdown"]), "fig-breakdown")),
         (
             "reproduce",
@@ -204,9 +218,8 @@ def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
             + figure(figures.parity_figure(v["entries"]), "fig-parity")
             + _error_table(v["cells"]),
         ),
+        ("glance", "The catalog: CloudMatrix384 at a glance", _glance(data["glance"])),
     ]
-    if "plan" in data:
-        sections.append(("plan", "The planner's best deployment", _plan(data["plan"])))
     nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t, _ in sections)
     body = "".join(f'<section id="{sid}"><h2>{html.escape(t)}</h2>{content}</section>' for sid, t, content in sections)
     payload = json.dumps(finite_json(data), allow_nan=False).replace("</", "<\\/")

@@ -25,7 +25,12 @@ def tradeoff_png(results: list[SystemResult], title: str, tpot_slo_ms: float) ->
         ax.plot(users, chips, marker="o", markersize=3, label=f"{r.system} ({r.precision}{mode})")
         if r.feasible:
             x, y = 1e3 / r.tpot_ms, r.decode_tok_s_per_chip
-            ax.scatter([x], [y], s=60, edgecolors="black", zorder=3)
+            tput = r.intervals.get("decode_tok_s_per_chip")
+            hollow = not tput or tput["lo"] is None  # unknown: a hollow marker and no bar, never a zero-width one
+            if hollow:
+                ax.scatter([x], [y], s=60, edgecolors="black", facecolors="none", zorder=3)
+            else:
+                ax.scatter([x], [y], s=60, edgecolors="black", zorder=3)
             _error_bars(ax, x, y, r.intervals.get("tpot_ms"), r.intervals.get("decode_tok_s_per_chip"))
     return _finish(fig, ax, title, "output tokens/s per decode chip (co-located: per chip)", tpot_slo_ms)
 

@@ -15,7 +15,9 @@ import simpy
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.decode_runner import Stretch, commit
 from cloudmatrix.sim.metrics import Recorder
+from cloudmatrix.workload.rng import Lookahead
 
 
 class Simulation(Protocol):
@@ -26,10 +28,12 @@ class Simulation(Protocol):
     table: RequestTable
     costs: StepCosts
     rec: Recorder
-    mtp_rng: np.random.Generator
+    mtp_rng: Lookahead
     observer: Callable[[Any], None] | None
 
     def _finish(self, rids: np.ndarray) -> None: ...
+
+    def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None: ...
 
 
 class AggregatedInstance:
@@ -38,14 +42,15 @@ class AggregatedInstance:
         self.queue: deque[int] = deque()
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.wake = sim.env.event()
+        self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
 
     def load(self) -> float:
         """Prompt tokens waiting or in progress, for least-loaded routing."""
-        table = self.sim.table
-        return float(sum(int(table.input_len[r]) for r in self.queue) + sum(e[2] for e in self.prefilling))
+        return float(self.pending_tokens)
 
     def enqueue(self, rid: int) -> None:
         self.queue.append(rid)
+        self.pending_tokens += int(self.sim.table.input_len[rid])
         if not self.wake.triggered:
             self.wake.succeed()
             self.wake = self.sim.env.event()
@@ -72,6 +77,7 @@ class AggregatedInstance:
             entry[2] -= take
             left -= take
             taken += take
+            self.pending_tokens -= take
             if entry[2] == 0:
                 completing.append(entry)
             if left == 0:
@@ -89,22 +95,35 @@ class AggregatedInstance:
             seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
             dur = sim.costs.decode_step_s(seqs, mean_kv, chunk)
             start = sim.env.now
-            yield sim.env.timeout(dur)
-            finished = np.zeros(0, dtype=np.int64)
-            tokens = 0
-            if batch.num_active:
-                stepped, gained, finished = batch.step(sim.mtp_rng)
-                sim.table.generated[stepped] += gained
-                tokens = int(gained.sum())
-            occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
-            sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, occupancy)
-            if chunk:
-                sim.rec.prefill_batch(self.index, start, dur, chunk)
-            done_prompts = self._complete(completing)
-            if finished.size or done_prompts.size:
-                sim._finish(np.concatenate([finished, done_prompts]))
+            stretch = sim._stretch(batch, dur) if not self.prefilling else None
+            if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
+                yield sim.env.timeout(stretch.delay_s)
+                active = seqs * batch.num_dies
+                finished = commit(stretch, batch, sim.mtp_rng, sim.table.generated, sim.rec, self.index, active)
+                if finished.size:
+                    sim._finish(finished)
+            else:
+                yield sim.env.timeout(dur)
+                self._step(start, dur, seqs, chunk, completing)
             if sim.observer:
                 sim.observer(sim)
+
+    def _step(self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]]) -> None:
+        """One step that just ended: its decode tokens, its prompt chunk and the prompts it completed."""
+        sim, batch = self.sim, self.batch
+        finished = np.zeros(0, dtype=np.int64)
+        tokens = 0
+        if batch.num_active:
+            stepped, gained, finished = batch.step(sim.mtp_rng)
+            sim.table.generated[stepped] += gained
+            tokens = int(gained.sum())
+        occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
+        sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, occupancy)
+        if chunk:
+            sim.rec.prefill_batch(self.index, start, dur, chunk)
+        done_prompts = self._complete(completing)
+        if finished.size or done_prompts.size:
+            sim._finish(np.concatenate([finished, done_prompts]))
 
     def _complete(self, completing: list[list[int]]) -> np.ndarray:
         """Prompts whose last chunk ran: the first token is out; they join the decode batch (or finish)."""

@@ -4,7 +4,11 @@ long run prices each distinct (batch, context) bucket once."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Any
+
+import numpy as np
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
@@ -22,6 +26,13 @@ PREFILL_BUCKET_TOKENS = 128  # prefill tokens per chip are priced in 128-token b
 CACHED_STEPS = 64  # the cached share of a prefill batch is priced in 1/64 steps
 
 
+@lru_cache(maxsize=1 << 15)
+def _step_s(system: str, model: str, deployment: Deployment) -> float:
+    """A step's price, shared by every simulation in the process: validation rows of one series differ in
+    their clients, not in the shapes they price. Bounded (a few MB of deployments)."""
+    return estimate(system, model, deployment).step.step_s
+
+
 class StepCosts:
     def __init__(self, scenario: Scenario) -> None:
         self.s = scenario
@@ -29,6 +40,7 @@ class StepCosts:
         self.model: ModelSpec = load_model(scenario.model)
         self.decode_time_s = lru_cache(maxsize=None)(self._decode_time_s)
         self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
+        self.kv_transfer_s = lru_cache(maxsize=1 << 16)(self._kv_transfer_s)
         # the serving stack: the scenario's, else the one the system's published deployment runs
         self.stack = scenario.stack or default_stack(scenario.system)
         family = self.hw.chip.family
@@ -115,8 +127,9 @@ class StepCosts:
                 f"deployment needs {need} chips ({parts}) but {self.hw.system.id} has {self.hw.system.num_chips}"
             )
         if self.s.prefill is not None:
-            estimate(self.hw, self.model, self.prefill_deployment())
-        estimate(self.hw, self.model, self.decode_deployment())
+            _pool_fits("prefill", self.s.prefill, lambda: estimate(self.hw, self.model, self.prefill_deployment()))
+        name, pool = pools[-1]  # the decode or the aggregated pool
+        _pool_fits(name, pool, lambda: estimate(self.hw, self.model, self.decode_deployment()))
 
     def kv_capacity_blocks(self, block_tokens: int) -> int:
         """KV blocks a decode die holds: HBM left after weights, buffers and reserve at the configured batch."""
@@ -130,7 +143,7 @@ class StepCosts:
     def _decode_time_s(self, seqs_per_die: int, kv_bucket: int, chunk_bucket: int = 0) -> float:
         kv = max(kv_bucket * KV_BUCKET_TOKENS, 1)
         chunk = chunk_bucket * PREFILL_BUCKET_TOKENS if self.s.aggregated else None
-        return estimate(self.hw, self.model, self.decode_deployment(seqs_per_die, kv, chunk)).step.step_s
+        return _step_s(self.s.system, self.s.model, self.decode_deployment(seqs_per_die, kv, chunk))
 
     def decode_step_s(self, seqs_per_die: int, mean_kv: float, chunk_tokens: float = 0.0) -> float:
         """A decode step (or an aggregated step carrying ``chunk_tokens`` prompt tokens in all)."""
@@ -139,11 +152,19 @@ class StepCosts:
             seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), math.ceil(per_chip / PREFILL_BUCKET_TOKENS)
         )
 
+    def decode_steps_s(self, seqs_per_die: int, mean_kv: np.ndarray) -> np.ndarray:
+        """``decode_step_s`` over a stretch of steps of one batch shape without a prompt chunk, one price per
+        KV bucket (``np.rint`` rounds half to even, as ``round`` does)."""
+        buckets = np.maximum(np.rint(mean_kv / KV_BUCKET_TOKENS), 1).astype(np.int64)
+        levels, where = np.unique(buckets, return_inverse=True)
+        prices = np.array([self.decode_time_s(seqs_per_die, int(b), 0) for b in levels.tolist()])
+        return prices[where]
+
     def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int, cached_bucket: int = 0) -> float:
         dep = self.prefill_deployment(
             tokens_bucket * PREFILL_BUCKET_TOKENS, input_len_bucket * KV_BUCKET_TOKENS, cached_bucket / CACHED_STEPS
         )
-        return estimate(self.hw, self.model, dep).step.step_s
+        return _step_s(self.s.system, self.s.model, dep)
 
     def prefill_batch_s(self, total_tokens: int, mean_input: float, cached_tokens: int = 0) -> float:
         """A prefill batch of ``total_tokens`` prompt tokens, ``cached_tokens`` of them loaded from EMS."""
@@ -154,9 +175,18 @@ class StepCosts:
             max(math.ceil(per_chip / PREFILL_BUCKET_TOKENS), 1), max(round(mean_input / KV_BUCKET_TOKENS), 1), cached
         )
 
-    def kv_transfer_s(self, input_len: int) -> float:
+    def _kv_transfer_s(self, input_len: int) -> float:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
         p = self.s.prefill
         stripe = kv_group(p.tp, p.attention_tp)
         return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, stripe) + self.handoff_overhead_s
+
+
+def _pool_fits(name: str, pool: Any, priced: Callable[[], object]) -> None:
+    """Price a pool's instance; a refusal names the pool that does not fit, then the estimate's reason."""
+    try:
+        priced()
+    except InfeasibleDeploymentError as e:
+        ep = f" EP{pool.ep}" if pool.ep else ""
+        raise InfeasibleDeploymentError(f"{name} pool ({pool.instances} x {pool.chips} chips{ep}): {e}") from None

@@ -21,9 +21,10 @@ from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.decode_runner import Stretch, commit, plan
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
-from cloudmatrix.workload.rng import stream
+from cloudmatrix.workload.rng import Lookahead, stream
 from cloudmatrix.workload.spec import Workload, generate
 
 Progress = Callable[[int, int], None]  # (finished, total)
@@ -47,9 +48,10 @@ class Simulation:
         observer: Callable[[Simulation], None] | None = None,
         workload: Workload | None = None,
         listener: Listener | None = None,
+        step_by_step: bool = False,
     ) -> None:
         self.s = scenario
-        self.observer = observer  # called after every prefill batch and decode step (invariant checks)
+        self.observer = observer  # called after every prefill batch, decode step and stretch
         self.listener = listener
         self.costs = StepCosts(scenario)
         self.costs.check()
@@ -91,7 +93,8 @@ class Simulation:
             if scenario.ems
             else None
         )
-        self.mtp_rng = stream(scenario.seed, "mtp_acceptance")
+        self.mtp_rng = Lookahead(stream(scenario.seed, "mtp_acceptance"))
+        self.step_by_step = step_by_step  # the reference path: every decode step is its own event
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
         self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live
         self.cached_of: dict[int, int] = {}  # prompt tokens the EMS cache supplied, per live request
@@ -292,20 +295,37 @@ class Simulation:
             seqs, mean_kv = batch.shape()
             dur = self.costs.decode_step_s(seqs, mean_kv)
             start = self.env.now
-            yield self.env.timeout(dur)
-            active = batch.num_active
-            stepped, gained, finished = batch.step(self.mtp_rng)
-            self.table.generated[stepped] += gained
-            tokens = int(gained.sum())
-            if self.listener:
-                for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
-                    self.listener.on_tokens(rid, n, self.env.now)
-            occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
-            self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
+            stretch = self._stretch(batch, dur)
+            if stretch is not None:
+                yield self.env.timeout(stretch.delay_s)
+                finished = commit(stretch, batch, self.mtp_rng, self.table.generated, self.rec, inst, stretch.idx.size)
+            else:
+                yield self.env.timeout(dur)
+                finished = self._step(inst, start, dur)
             if finished.size:
                 self._finish(finished)
             if self.observer:
                 self.observer(self)
+
+    def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
+        """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
+        if self.step_by_step or self.listener:
+            return None
+        return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
+
+    def _step(self, inst: int, start: float, dur: float) -> np.ndarray:
+        """One decode step that just ended; returns the request ids it finished."""
+        batch = self.decodes[inst]
+        active = batch.num_active
+        stepped, gained, finished = batch.step(self.mtp_rng)
+        self.table.generated[stepped] += gained
+        tokens = int(gained.sum())
+        if self.listener:
+            for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
+                self.listener.on_tokens(rid, n, self.env.now)
+        occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
+        self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
+        return finished
 
     def _finish(self, rids: np.ndarray) -> None:
         self.table.finish(rids, self.env.now)
@@ -383,5 +403,5 @@ def _wake(events: list[simpy.Event], i: int) -> None:
         events[i] = ev.env.event()
 
 
-def simulate(scenario: Scenario, progress: Progress | None = None) -> SimResult:
-    return Simulation(scenario, progress).run()
+def simulate(scenario: Scenario, progress: Progress | None = None, step_by_step: bool = False) -> SimResult:
+    return Simulation(scenario, progress, step_by_step=step_by_step).run()

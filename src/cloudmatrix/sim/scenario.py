@@ -163,17 +163,31 @@ def load_scenario(source: str | None = None, overrides: list[str] | None = None)
     if not exists and looks_like_path:
         raise ConfigError(f"scenario {name}: file not found")
     if not exists:
-        if not names_file(SCENARIO_DIR, f"{name}.yaml"):
-            valid = ", ".join(sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml")))
+        if not is_builtin(name):
+            valid = ", ".join(builtin_names())
             raise ConfigError(f"scenario '{name}': no such file or built-in scenario (built-in: {valid})")
         path = SCENARIO_DIR / f"{name}.yaml"
     data = read_yaml_file(path, "scenario")
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")
+    data.setdefault("base_dir", str(path.parent.resolve()))
+    return scenario_from(data, overrides, path.name)
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
+
+
+def is_builtin(name: str) -> bool:
+    """A built-in scenario file's name (a path-like or hostile name is none)."""
+    return names_file(SCENARIO_DIR, f"{name}.yaml")
+
+
+def scenario_from(data: dict[str, Any], overrides: list[str] | None, label: str) -> Scenario:
+    """A scenario from its fields with ``key=value`` overrides applied first; errors start with ``label``."""
     for assignment in overrides or []:
         apply_assignment(data, assignment, "decode.batch_per_chip=64")
-    data.setdefault("base_dir", str(path.parent.resolve()))
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{path.name}: {describe_validation_error(e)}") from None
+        raise ConfigError(f"{label}: {describe_validation_error(e)}") from None

@@ -147,15 +147,19 @@ COMPUTE_FITS = {
 }
 
 
-def calibration_report() -> dict[str, Any]:
-    """Every calibrated constant: refitted value beside the catalog value, with the rows it was fitted on."""
+def calibration_report(progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Every calibrated constant: refitted value beside the catalog value, with the rows it was fitted on;
+    ``progress(done, total)`` after each fit."""
     from cloudmatrix.catalog.hardware import load_hardware
     from cloudmatrix.catalog.models import load_model
     from cloudmatrix.catalog.reference import load_reference
 
     constants: dict[str, dict[str, Any]] = {}
     rms: dict[str, float] = {}
-    for set_id, (latency_row, overhead_row) in COMPUTE_FITS.items():
+    total = len(COMPUTE_FITS) + 3
+    tick = progress or (lambda done, of: None)
+    for done, (set_id, (latency_row, overhead_row)) in enumerate(COMPUTE_FITS.items()):
+        tick(done, total)
         ref = load_reference(set_id)
         hw, model = load_hardware(ref.system), load_model(ref.model)
         comm_fit = fit_ep_comm(ref, hw, model)
@@ -193,11 +197,14 @@ def calibration_report() -> dict[str, Any]:
                 "catalog": hw.chip.launch_us.value,
                 "rows": rows,
             }
+    tick(total - 3, total)
     constants.update(_routing_and_cache_fits())
     from cloudmatrix.studies.kernel_fit import fit_kernel_curves
     from cloudmatrix.studies.stack_fit import fit_stack_costs
 
+    tick(total - 2, total)
     constants.update({k: {n: v for n, v in row.items() if n != "points"} for k, row in fit_kernel_curves().items()})
+    tick(total - 1, total)
     constants.update(fit_stack_costs())
     return {"constants": constants, "ep_comm_rms_error_pct": rms}
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
@@ -16,37 +18,29 @@ from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
-from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.estimate import Estimate, estimate, matched_output_tok_s_per_chip, pool_req_s
 from cloudmatrix.inputs import check_number, check_optional
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
-from cloudmatrix.workload.spec import PRESETS
+from cloudmatrix.workload.shape import parse_workload as parse_workload  # (re-exported: callers' old home)
+
+Progress = Callable[[int, int], None]
 
 
-def system_list(systems: str | None) -> list[str]:
-    """``--systems a,b`` as ids, each once in the order given, all known to the catalog (so there are at most
-    as many as it has, checked before any is priced); by default every system with a published (or assumed)
-    preset."""
-    if not systems:
+def system_list(systems: str | Sequence[str] | None) -> list[str]:
+    """``--system a,b --system c`` (or the older ``--systems a,b``) as ids, each once in the order given, all
+    known to the catalog (so there are at most as many as it has, checked before any is priced); by default
+    every system with a published (or assumed) preset."""
+    given = [systems] if isinstance(systems, str) else list(systems or [])
+    if not any(given):
         return list(presets())
-    ids = list(dict.fromkeys(s.strip() for s in systems.split(",")))
+    ids = list(dict.fromkeys(s.strip() for item in given for s in item.split(",")))
     known = system_ids()
     if len(ids) > len(known):
-        raise ConfigError(f"--systems: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
+        raise ConfigError(f"--system: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
     for s in ids:
         if s not in known:
-            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--systems: an empty id; expected ids")
+            raise UnknownIdError("system", s, list(known)) if s else ConfigError("--system: an empty id; expected ids")
     return ids
-
-
-def parse_workload(name: str) -> tuple[int, int]:
-    """A preset (``4k-256``, ``2k-256``, ``1k-1k``) or ``INPUT/OUTPUT`` token lengths."""
-    if name in PRESETS:
-        return PRESETS[name]
-    parts = name.split("/")
-    # ASCII digits only (str.isdigit takes '²', which int() refuses) and no more than int() will parse
-    if len(parts) == 2 and all(p.isascii() and p.isdigit() and len(p) <= 12 and int(p) > 0 for p in parts):
-        return int(parts[0]), int(parts[1])
-    raise ConfigError(f"workload '{name}': expected one of {', '.join(PRESETS)} or INPUT/OUTPUT, e.g. 4096/256")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,15 +88,21 @@ class SystemResult:
     intervals: dict[str, dict[str, Any]] = field(default_factory=dict)  # headline figure -> measured-error interval
     stack: str | None = None  # the serving stack priced
     not_run: bool = False  # the stack asked for has no build for this system's vendor: nothing priced
+    utilisation: float = 0.0  # chip-weighted share of each step at speed of light (the power model's load)
+    economics: dict[str, Any] = field(default_factory=dict)  # $ / Mtok, J/token (studies/tco.py)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
 
 
+# One step priced once per process: `compare --sweep` walks the same batch grid at every TPOT SLO.
+_estimate = lru_cache(maxsize=4096)(estimate)
+
+
 def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:
     """The preset's decode instance (or, with ``pool="aggregated"``, its co-located one) at a batch."""
     d = preset[pool]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -123,7 +123,7 @@ def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, po
 
 def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip: int) -> Estimate:
     p = preset["prefill"]
-    return estimate(
+    return _estimate(
         system,
         c.model,
         Deployment(
@@ -147,6 +147,12 @@ def _batch_grid(dies_per_chip: int, max_batch: float) -> list[int]:
         grid.append(b)
         b += dies_per_chip if b < 16 * dies_per_chip else max(dies_per_chip, (b // 8 // dies_per_chip) * dies_per_chip)
     return grid
+
+
+def busy_share(est: Estimate) -> float:
+    """How loaded a step keeps its chips: its speed-of-light time (each op at peak compute or bandwidth) over
+    its real time, at most 1."""
+    return min(1.0, est.step.roofline_step_s / est.step.step_s)
 
 
 def _why(est: Estimate, label: str) -> str:
@@ -206,6 +212,7 @@ def _aggregated_result(
         output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=_why(est, "aggregated step"),
+        utilisation=busy_share(est),
     )
 
 
@@ -271,10 +278,10 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         tokens //= 2  # smaller prefill batches for a tighter TTFT
         pre = _prefill(system, c, preset, tokens)
         ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
-    prefill_req = pre.throughput_per_chip_tok_s / c.input_len
-    decode_req = dec.throughput_per_chip_tok_s / c.output_len
-    rate_per_chip = prefill_req * decode_req / (prefill_req + decode_req)
-    per_chip = rate_per_chip * c.output_len
+    prefill_req = pool_req_s(pre.throughput_per_chip_tok_s, c.input_len, "prefill")
+    decode_req = pool_req_s(dec.throughput_per_chip_tok_s, c.output_len, "decode")
+    per_chip = matched_output_tok_s_per_chip(prefill_req, decode_req, c.output_len)
+    rate_per_chip = per_chip / c.output_len
     per_system = per_chip * hw.system.num_chips
     return SystemResult(
         **base,
@@ -291,6 +298,8 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
         why=f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}",
         curve=curve,
+        # pools sized to one rate: prefill holds decode_req / (prefill_req + decode_req) of the chips
+        utilisation=(decode_req * busy_share(pre) + prefill_req * busy_share(dec)) / (prefill_req + decode_req),
     )
 
 
@@ -306,12 +315,15 @@ def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
     return handoff + _request_fixed_s(system, c, preset, disaggregated=True)
 
 
-def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
+def compare(systems: list[str], c: Conditions, progress: Progress | None = None) -> list[SystemResult]:
+    """Every system's result in the order given; ``progress(done, total)`` after each."""
     load_model(c.model)  # fail early on an unknown model
     if c.stack is not None:
         load_stack(c.stack)  # ... and on an unknown stack
-    results = []
+    results: list[SystemResult] = []
     for s in systems:
+        if progress is not None:
+            progress(len(results), len(systems))
         refusal = _not_run(s, c.stack)
         if refusal is not None:
             results.append(refusal)
@@ -319,7 +331,9 @@ def compare(systems: list[str], c: Conditions) -> list[SystemResult]:
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
-                r = dataclasses.replace(r, intervals=attach(r.to_dict(), s, COMPARE_METRICS, c.stack)["intervals"])
+                query = {"model": c.model, "weights": r.precision, "isl": c.input_len}
+                ivs = attach(r.to_dict(), s, COMPARE_METRICS, c.stack, query)["intervals"]
+                r = dataclasses.replace(r, intervals=ivs)
             results.append(r)
         except InfeasibleDeploymentError as e:
             results.append(SystemResult(system=s, deployment="", precision="", feasible=False, reason=str(e)))
@@ -344,9 +358,11 @@ def _not_run(system: str, stack: str | None) -> SystemResult | None:
     )
 
 
-def compare_dict(systems: list[str], c: Conditions) -> tuple[list[SystemResult], dict[str, Any]]:
+def compare_dict(
+    systems: list[str], c: Conditions, progress: Progress | None = None
+) -> tuple[list[SystemResult], dict[str, Any]]:
     """The results and the ``compare --json`` object (the report embeds the same object)."""
-    results = compare(systems, c)
+    results = compare(systems, c, progress)
     return results, {
         "model": c.model,
         "workload": {"input_len": c.input_len, "output_len": c.output_len},

@@ -8,7 +8,7 @@ from typing import Any
 from cloudmatrix.cost import expert_load
 
 # What the table serves: the paper's rows and its ablations, the Hopper baselines, and `compare` and
-# `report` with their defaults for the models people ask about first.
+# `report` with their defaults for the models people ask about first, and `compare --sweep`'s default grid.
 REFERENCE_SETS = ("cloudmatrix-infer", "hopper-baselines")
 COMPARE_MODELS = ("deepseek-r1", "deepseek-v3.2")
 
@@ -18,6 +18,9 @@ def expert_load_table() -> dict[str, Any]:
     from cloudmatrix.studies.ablate import ablate
     from cloudmatrix.studies.compare import Conditions, compare_dict, system_list
     from cloudmatrix.studies.reproduce import reproduce
+    from cloudmatrix.studies.sweep import SweepRequest, sweep
+    from cloudmatrix.studies.tco import system_hardware
+    from cloudmatrix.studies.verdict import DEFAULT_PAIR
 
     expert_load.sampled.clear()
     expert_load.use_stored = False
@@ -28,6 +31,7 @@ def expert_load_table() -> dict[str, Any]:
         ablate()
         for model in COMPARE_MODELS:
             compare_dict(system_list(None), Conditions(model=model, input_len=4096, output_len=256, tpot_slo_ms=50))
+        sweep(SweepRequest(pair=DEFAULT_PAIR), {s: system_hardware(s, {}) for s in DEFAULT_PAIR})
     finally:
         expert_load.use_stored = True
         expert_load.clear_cache()

@@ -17,6 +17,11 @@ def guard_data() -> dict[str, Any]:
     return dict(read_yaml(GUARD_PATH))
 
 
+def guard_corpora() -> list[str]:
+    """The corpora the recorded figures cover (the rule's ``corpora``)."""
+    return list(guard_data()["rule"]["corpora"])
+
+
 def ci_subset(rows: list[ValidationRow]) -> list[ValidationRow]:
     """Every steady row, and the end-to-end rows that simulate at most the rule's output tokens."""
     limit = guard_data()["rule"]["max_simulated_output_tokens"]

@@ -1,27 +1,37 @@
-"""Prediction intervals from measured error: empirical quantiles (split-conformal style) of measured /
-predicted over the ``predicted``-role rows of the residual table, in the first stratum with enough rows:
-(system, stack, metric), then (chip family, stack, metric), then (stack, metric). The interval is where the
-measured value is expected to fall; where the twin is biased it need not contain the point prediction.
+"""Prediction intervals from out-of-group error: empirical quantiles (split-conformal style) of measured /
+predicted over the stored hold-out residuals (``validate --holdout KIND --write-residuals``), each row
+predicted with constants refitted without its group. The interval is where the measured value is expected to
+fall; where the twin is biased it need not contain the point prediction, and the bias is stated.
 
-The exchangeable unit is the series (one deployment swept over concurrency), not the row: rows of one
-series share their layout and so their error. Each series therefore weighs the same in the quantiles, and a
-stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
+The base is the leave-one-series-out error (a new deployment of a known chip family, stack and model
+class), stratified in a fixed fall-back order: (family x stack, model class, concurrency band, ISL band),
+then without the ISL band, then without the concurrency band, then (family x stack). A query outside the
+validated domain never gets a narrower interval: each extrapolated attribute makes the base the envelope
+over every validated value of it, and each kind of step (a new family, a stack new on a family, a new model
+class or weight format, an ISL or concurrency beyond the validated range) widens it to that kind's
+hold-out error, with the reason named. With no basis at all the answer is ``unknown``.
+
+The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
+quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
-from typing import TYPE_CHECKING, Any
+from itertools import accumulate, product
+from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import METRICS, stored_residuals
-
-if TYPE_CHECKING:  # the estimate path attaches intervals without loading the reproduce study
-    from cloudmatrix.studies.reproduce import Reproduction
+from cloudmatrix.catalog.residuals import (
+    FORMAT_PRECISION,
+    conc_band,
+    isl_band,
+    stored_holdout_residuals,
+)
+from cloudmatrix.errors import CloudMatrixError
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
 # Intervals are ratios (measured / predicted), so a figure normalised per decode chip or per chip of the
@@ -40,9 +50,27 @@ COMPARE_METRICS = {
     "ttft_ms": "ttft_ms",
 }
 PLAN_METRICS = {"output_tok_s_per_chip": "output_tok_s_per_chip", "tpot_ms": "tpot_ms", "ttft_ms": "ttft_ms"}
-MIN_ROWS = 8  # a stratum with fewer predicted rows falls through to the next level
+
+
+MIN_ROWS = 8  # a stratum with fewer rows falls through to the next level
 MIN_SERIES = 3  # ... and so does one whose rows come from fewer deployments
 COVERAGE = 0.8
+BASE_KIND = "series"  # the base: the error on a new deployment of a validated family, stack and model class
+STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """What an answer's interval depends on. None: not stated, so the envelope over every validated value."""
+
+    system: str
+    stack: str | None
+    metric: str
+    model_class: str | None = None
+    weights: str | None = None
+    isl: int | None = None
+    band: str | None = None  # the concurrency band, or ``steady``
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,6 +81,12 @@ class Interval:
     rows: int
     stratum: str | None
     note: str = ""
+    extrapolating: tuple[str, ...] = ()
+    bias_pct: float | None = None
+
+    @property
+    def unknown(self) -> bool:
+        return self.lo is None or self.hi is None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -61,21 +95,24 @@ class Interval:
             "coverage": self.coverage,
             "rows": self.rows,
             "stratum": self.stratum,
+            "unknown": self.unknown,
+            "bias_pct": None if self.bias_pct is None else round(self.bias_pct, 1),
+            "extrapolating": list(self.extrapolating),
         }
         if self.note:
             d["note"] = self.note
         return d
 
     def label(self, fmt: str = ",.0f") -> str:
-        """``1,850–2,210, 80 %`` or ``no validation data``."""
+        """``1,850–2,210, 80 %`` or ``unknown``."""
         if self.lo is None or self.hi is None:
-            return "no validation data"
+            return "unknown"
         return f"{self.lo:{fmt}}–{self.hi:{fmt}}, {self.coverage:.0%}"
 
 
 def _usable(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return [
-        r for r in rows if r.get("role") == "predicted" and r.get("status") == "ok" and (r.get("predicted") or 0) > 0
+        r for r in rows if r.get("status") == "ok" and (r.get("predicted") or 0) > 0 and (r.get("measured") or 0) > 0
     ]
 
 
@@ -102,16 +139,189 @@ def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
     return (y1 - y0) / (x1 - x0) * (x - x0) + y0
 
 
-def strata(system: str, stack: str | None, metric: str) -> list[tuple[str, dict[str, str]]]:
-    """The fixed fallback: each level's label and the fields a residual must match."""
-    if stack is None:
-        return []
-    family = chip_family(system)
-    return [
-        (f"{system} x {stack} x {metric}", {"system": system, "stack": stack, "metric": metric}),
-        (f"{family} x {stack} x {metric}", {"family": family, "stack": stack, "metric": metric}),
-        (f"{stack} x {metric}", {"stack": stack, "metric": metric}),
+def _enough(rows: Sequence[Mapping[str, Any]]) -> bool:
+    return len(rows) >= MIN_ROWS and len({r["series"] for r in rows}) >= MIN_SERIES
+
+
+@dataclass(frozen=True)
+class _Table:
+    """One metric's usable hold-out residuals: the base kind by (family, stack), every kind pooled."""
+
+    cells: dict[tuple[str, str], list[Mapping[str, Any]]]
+    kinds: dict[str, list[Mapping[str, Any]]]
+
+    @property
+    def base(self) -> list[Mapping[str, Any]]:
+        return self.kinds.get(BASE_KIND, [])
+
+
+def index_residuals(residuals: Iterable[Mapping[str, Any]], metric: str) -> _Table:
+    """One metric's residuals indexed for many queries (``query_interval(table=...)``)."""
+    return _index(residuals, metric)
+
+
+def _index(residuals: Iterable[Mapping[str, Any]], metric: str) -> _Table:
+    cells: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    kinds: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in _usable(x for x in residuals if x.get("metric") == metric):
+        kinds[r.get("kind", "")].append(r)
+        if r.get("kind") == BASE_KIND:
+            cells[(r["family"], r["stack"])].append(r)
+    return _Table(cells=dict(cells), kinds=dict(kinds))
+
+
+_STORED: dict[str, _Table] = {}
+
+
+def _stored(metric: str) -> _Table:
+    if metric not in _STORED:
+        _STORED[metric] = _index(stored_holdout_residuals(), metric)
+    return _STORED[metric]
+
+
+def _values(rows: Sequence[Mapping[str, Any]], name: str, wanted: str | None) -> list[str]:
+    """The query's value where the rows have it, else every value they have (the envelope)."""
+    present = sorted({str(r.get(name)) for r in rows})
+    return [wanted] if wanted in present else present
+
+
+def _fallback(rows: Sequence[Mapping[str, Any]], cls: str, band: str, isl: str) -> list[Mapping[str, Any]]:
+    """The fixed fall-back inside one (family, stack) cell: class x band x ISL, class x band, class, cell."""
+    for match in ({"model_class": cls, "band": band, "isl_band": isl}, {"model_class": cls, "band": band}):
+        mine = [r for r in rows if all(str(r.get(k)) == v for k, v in match.items())]
+        if _enough(mine):
+            return mine
+    mine = [r for r in rows if str(r.get("model_class")) == cls]
+    return mine if _enough(mine) else list(rows)
+
+
+def _cells(q: Query, t: _Table, family: str, reasons: list[str], steps: list[str]) -> list[tuple[str, str]]:
+    """The (family, stack) cells the base draws on: the query's own, or where its family or its stack on
+    that family is outside the validated domain, the envelope over the cells that can stand in."""
+    cells = [k for k, rows in t.cells.items() if _enough(rows)]
+    key = (family, str(q.stack))
+    if key in cells:
+        return [key]
+    if family not in {f for f, _ in t.cells}:
+        reasons.append(f"chip family {family} has no rows")
+        steps += ["family", "stack"]
+        return cells
+    mine = t.cells.get(key, [])
+    deployments = len({r["series"] for r in mine})
+    reasons.append(
+        f"stack {q.stack} has no rows on {family}"
+        if not mine
+        else f"stack {q.stack} has only {len(mine)} rows from {deployments} deployments on {family}"
+    )
+    steps.append("stack")
+    return [k for k in cells if k[0] == family or k[1] == q.stack] or cells
+
+
+def _domain_steps(q: Query, t: _Table, family: str, reasons: list[str], steps: list[str]) -> None:
+    """Steps outside the validated model classes, weight formats, ISLs and concurrencies."""
+    base = t.base
+    if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
+        reasons.append(f"model class {q.model_class} has no rows")
+        steps.append("model")
+    formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
+    if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
+        reasons.append(f"weights {q.weights} have no rows on {family}")
+        steps.append("model")
+    if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
+        isls = [r["isl"] for r in base if r.get("isl")]
+        where = f"beyond the validated {_span(isls)}" if isls else "has no rows near it"
+        reasons.append(f"ISL {q.isl:,} {where}")
+        steps.append("isl")
+    if q.band is not None and q.band not in {r.get("band") for r in base}:
+        concs = [r["concurrency"] for r in base if r.get("concurrency")]
+        if q.band == "steady" or not concs:
+            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
+        else:
+            reasons.append(f"concurrency {q.concurrency or q.band} beyond the validated {_span(concs)}")
+        steps.append("band")
+
+
+def _span(values: Sequence[int]) -> str:
+    """``1,024-8,192`` (or one value)."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+def _unknown(coverage: float, rows: int, why: str, reasons: Sequence[str] = ()) -> Interval:
+    return Interval(
+        lo=None,
+        hi=None,
+        coverage=coverage,
+        rows=rows,
+        stratum=None,
+        note=f"unknown: {why}",
+        extrapolating=tuple(reasons),
+    )
+
+
+def query_interval(
+    value: float,
+    q: Query,
+    coverage: float = COVERAGE,
+    residuals: Iterable[Mapping[str, Any]] | None = None,
+    table: _Table | None = None,
+) -> Interval:
+    """The interval around ``value`` (a prediction of ``q.metric``), from the hold-out residuals (default:
+    the stored table; ``table``: an index of ``q.metric``'s residuals)."""
+    if q.stack is None:
+        return _unknown(coverage, 0, "no serving stack known for this system")
+    t = table or (_stored(q.metric) if residuals is None else _index(residuals, q.metric))
+    family = chip_family(q.system)
+    reasons: list[str] = []
+    steps: list[str] = []
+    cells = _cells(q, t, family, reasons, steps) if t.cells else []
+    _domain_steps(q, t, family, reasons, steps)
+    groups = [
+        _fallback(rows, c, b, i)
+        for rows in (t.cells[k] for k in cells)
+        for c, b, i in product(
+            _values(rows, "model_class", q.model_class),
+            _values(rows, "band", q.band),
+            _values(rows, "isl_band", isl_band(q.isl)),
+        )
     ]
+    if not groups:
+        if not _enough(t.base):
+            return _unknown(coverage, len(t.base), f"fewer than {MIN_ROWS} hold-out rows from {MIN_SERIES} deployments")
+        groups = [t.base]
+    for kind in dict.fromkeys(steps):
+        if not _enough(t.kinds.get(kind, [])):
+            return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
+        groups.append(t.kinds[kind])
+    levels = [(1 - coverage) / 2, (1 + coverage) / 2]
+    bounds = [series_quantiles(g, levels) for g in groups]
+    lo, hi = min(b[0] for b in bounds) * value, max(b[1] for b in bounds) * value
+    used = {id(r): r for g in groups for r in g}
+    bias = series_quantiles(groups[0], [0.5])[0] - 1
+    note = ""
+    if not lo <= value <= hi:
+        note = f"the point lies outside its interval: measured values run {bias:+.0%} from the twin here"
+    label = _label(groups[0], q.metric) if len(groups) == 1 else f"envelope of {len(groups)} strata x {q.metric}"
+    return Interval(
+        lo=lo,
+        hi=hi,
+        coverage=coverage,
+        rows=len(used),
+        stratum=label,
+        note=note,
+        extrapolating=tuple(reasons),
+        bias_pct=bias * 100,
+    )
+
+
+def _label(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
+    """The stratum's shared fields: ``blackwell x vllm x mla x conc 9-64 x tpot_ms``."""
+    parts = []
+    for name in ("family", "stack", "model_class", "band", "isl_band"):
+        values = {r.get(name) for r in rows}
+        if len(values) == 1:
+            parts.append(str(values.pop()))
+    return " x ".join(parts + [metric])
 
 
 def interval(
@@ -120,23 +330,10 @@ def interval(
     stack: str | None,
     metric: str,
     coverage: float = COVERAGE,
-    residuals: Sequence[Mapping[str, Any]] | None = None,
+    residuals: Iterable[Mapping[str, Any]] | None = None,
 ) -> Interval:
-    """The interval around ``value`` (a prediction of ``metric`` for ``system`` under ``stack``)."""
-    table = stored_residuals() if residuals is None else residuals
-    best = 0
-    for label, match in strata(system, stack, metric):
-        rows = _usable(r for r in table if all(r.get(k) == v for k, v in match.items()))
-        best = max(best, len(rows))
-        if len(rows) >= MIN_ROWS and len({r["series"] for r in rows}) >= MIN_SERIES:
-            lo_q, hi_q = series_quantiles(rows, [(1 - coverage) / 2, (1 + coverage) / 2])
-            return Interval(lo=value * lo_q, hi=value * hi_q, coverage=coverage, rows=len(rows), stratum=label)
-    why = (
-        "no serving stack known for this system"
-        if stack is None
-        else f"fewer than {MIN_ROWS} predicted rows from {MIN_SERIES} deployments"
-    )
-    return Interval(lo=None, hi=None, coverage=coverage, rows=best, stratum=None, note=f"no validation data ({why})")
+    """The interval around ``value`` for a query that states only its system, stack and metric."""
+    return query_interval(value, Query(system=system, stack=stack, metric=metric), coverage, residuals)
 
 
 def _lookup(d: Mapping[str, Any], path: str) -> Any:
@@ -147,74 +344,45 @@ def _lookup(d: Mapping[str, Any], path: str) -> Any:
     return d
 
 
-def attach(d: dict[str, Any], system: str, metrics: Mapping[str, str], stack: str | None = None) -> dict[str, Any]:
+def attach(
+    d: dict[str, Any],
+    system: str,
+    metrics: Mapping[str, str],
+    stack: str | None = None,
+    query: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Add ``intervals`` to an output dict: for each headline figure at dotted ``path`` (mapped to its
-    validation metric), ``{lo, hi, coverage, rows, stratum, metric}``. Returns ``d``."""
+    validation metric), ``{lo, hi, coverage, rows, stratum, unknown, bias_pct, extrapolating, metric}``.
+    ``query`` states what else the answer depends on (``model``, ``weights``, ``isl``, ``concurrency``,
+    ``steady``); what it leaves out takes the envelope over every validated value. Returns ``d``."""
     stack = stack or default_stack(system)
+    q = dict(query or {})
     out = {}
     for path, metric in metrics.items():
         value = _lookup(d, path)
         if isinstance(value, int | float) and value > 0:
-            out[path] = interval(float(value), system, stack, metric).to_dict() | {"metric": metric}
+            iv = query_interval(float(value), _query(system, stack, metric, q))
+            out[path] = iv.to_dict() | {"metric": metric}
     d["intervals"] = out
     return d
 
 
-def reproduce_residuals(reproductions: Iterable[Reproduction]) -> list[dict[str, Any]]:
-    """Paper and Hopper rows as residuals: the quantities shared with validation metrics, with their stack."""
-    out = []
-    for rep in reproductions:
-        ref = rep.reference
-        for res in rep.results:
-            row = res.row
-            if row.quantity not in METRICS or row.baseline is not None:
-                continue
-            setup = {**ref.defaults, **row.setup}
-            system = setup.get("system", ref.system)
-            # a series: one instance kind at one prompt/output shape, swept over batch (as in the corpus)
-            shape = f"{setup.get('phase')}:{setup.get('input_len', 4096)}/{setup.get('output_len', 256)}"
-            out.append(
-                {
-                    "id": f"{ref.id}:{row.id}",
-                    "series": f"{ref.id}:{system}:{shape}",
-                    "system": system,
-                    "family": chip_family(system),
-                    "stack": row.stack or ref.stack,
-                    "metric": row.quantity,
-                    "role": row.role,
-                    "status": "ok",
-                    "concurrency": None,
-                    "mtp": setup.get("mtp", 0),
-                    "measured": row.published,
-                    "predicted": round(res.predicted, 4),
-                }
-            )
-    return out
+def _query(system: str, stack: str | None, metric: str, q: Mapping[str, Any]) -> Query:
+    from cloudmatrix.catalog.models import load_model
+    from cloudmatrix.catalog.residuals import model_class
 
-
-RESIDUAL_FIELDS = (
-    "id",
-    "series",
-    "system",
-    "family",
-    "stack",
-    "metric",
-    "role",
-    "status",
-    "concurrency",
-    "mtp",
-    "measured",
-    "predicted",
-)
-
-
-def residual_table(entries: Iterable[Mapping[str, Any]], reproductions: Iterable[Reproduction]) -> dict[str, Any]:
-    """The stored residual table: every validation row and metric (``Validation.entries()``), then the paper
-    and Hopper rows."""
-    rows = [{k: e[k] for k in RESIDUAL_FIELDS} for e in entries]
-    return {
-        "generated_by": "cloudmatrix validate --write-residuals (do not edit: regenerate with the cost model)",
-        "coverage": COVERAGE,
-        "min_rows": MIN_ROWS,
-        "rows": rows + reproduce_residuals(reproductions),
-    }
+    try:
+        cls = model_class(load_model(q["model"])) if q.get("model") else None
+    except CloudMatrixError:  # a model the catalog cannot read states no class: the envelope over all
+        cls = None
+    conc = q.get("concurrency")
+    return Query(
+        system=system,
+        stack=stack,
+        metric=metric,
+        model_class=cls,
+        weights=q.get("weights"),
+        isl=q.get("isl"),
+        band=conc_band(conc, steady=bool(q.get("steady"))),
+        concurrency=conc,
+    )

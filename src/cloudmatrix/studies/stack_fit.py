@@ -30,6 +30,10 @@ from cloudmatrix.estimate import estimate
 from cloudmatrix.studies.validate_run import TWIN_PRECISION, redundant_experts, twin_layout
 
 FIT_MAX_CONCURRENCY = 8
+# The corpora the catalog's stack constants were fitted on. Corpora that joined later (inferencemax-more,
+# sglang-ascend) have fitted-role rows that no constant is fitted on yet: refitting on them is a recalibration
+# of its own (it moves every prediction), not part of adding measurements.
+FIT_CORPORA = ("inferencemax-public", "published")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,29 +118,50 @@ def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[Validation
     return dict(out)
 
 
+@dataclass(frozen=True, kw_only=True)
+class GroupFit:
+    """One (stack, family)'s constants and the gaps they leave (TPOT gaps in µs, TTFT gaps in ms)."""
+
+    step_overhead_us: float
+    request_overhead_ms: float
+    tpot_gaps: list[float]
+    ttft_gaps: list[float]
+
+
+def fittable(members: list[ValidationRow]) -> list[tuple[ValidationRow, BaseTimes]]:
+    """Each fit row with its device-only times; refused rows carry no gap."""
+    pairs = []
+    for r in members:
+        try:
+            pairs.append((r, base_times(r)))
+        except CloudMatrixError:
+            continue
+    return pairs
+
+
+def fit_group(pairs: list[tuple[ValidationRow, BaseTimes]]) -> GroupFit:
+    """The least-squares offsets (mean gaps, clamped at zero) of one (stack, family)'s rows."""
+    tpot = [(r.measured["tpot_ms"] - b.tpot_ms) * 1e3 for r, b in pairs if "tpot_ms" in r.measured]
+    step_us = max(statistics.fmean(tpot), 0.0) if tpot else 0.0
+    ttft = [
+        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * step_us / 1e3 for r, b in pairs if "ttft_ms" in r.measured
+    ]
+    request_ms = max(statistics.fmean(ttft), 0.0) if ttft else 0.0
+    return GroupFit(step_overhead_us=step_us, request_overhead_ms=request_ms, tpot_gaps=tpot, ttft_gaps=ttft)
+
+
 def fit_stack_costs(rows: list[ValidationRow] | None = None) -> dict[str, dict[str, Any]]:
-    """Every fittable stack constant: the fit beside the catalog value, with its rows and the rms gap left."""
+    """Every fittable stack constant: the fit beside the catalog value, with its rows and the rms gap left
+    (default: on the corpora the catalog was fitted on)."""
     constants: dict[str, dict[str, Any]] = {}
-    for (stack, family), members in sorted(fit_rows(rows if rows is not None else load_corpora()).items()):
+    rows = rows if rows is not None else load_corpora(list(FIT_CORPORA))
+    for (stack, family), members in sorted(fit_rows(rows).items()):
         costs = stack_costs(stack, family)
         assert costs is not None
-        pairs = []
-        for r in members:
-            try:
-                pairs.append((r, base_times(r)))
-            except CloudMatrixError:
-                continue  # refused rows carry no gap
-        tpot = [(r.measured["tpot_ms"] - b.tpot_ms) * 1e3 for r, b in pairs if "tpot_ms" in r.measured]
-        step_us = max(statistics.fmean(tpot), 0.0) if tpot else 0.0
-        ttft = [
-            r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * step_us / 1e3
-            for r, b in pairs
-            if "ttft_ms" in r.measured
-        ]
-        request_ms = max(statistics.fmean(ttft), 0.0) if ttft else 0.0
+        fit = fit_group(fittable(members))
         for name, value, gaps, current in (
-            ("step_overhead_us", step_us, tpot, costs.step_overhead_us.value),
-            ("request_overhead_ms", request_ms, ttft, costs.request_overhead_ms.value),
+            ("step_overhead_us", fit.step_overhead_us, fit.tpot_gaps, costs.step_overhead_us.value),
+            ("request_overhead_ms", fit.request_overhead_ms, fit.ttft_gaps, costs.request_overhead_ms.value),
         ):
             if gaps:
                 rms = statistics.fmean((g - value) ** 2 for g in gaps) ** 0.5

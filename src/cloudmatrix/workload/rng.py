@@ -10,3 +10,35 @@ import numpy as np
 
 def stream(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+
+class Lookahead:
+    """Uniform draws from a Generator with lookahead: ``peek`` shows the next numbers without using them up,
+    ``consume`` uses them. ``random`` gives exactly what the Generator's own ``random`` would (a float64 draw
+    takes one output of the bit generator, so drawing in blocks never changes the sequence)."""
+
+    BLOCK = 1 << 14  # numbers drawn at a time
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.buffer = np.zeros(0)
+        self.pos = 0
+
+    def peek(self, count: int) -> np.ndarray:
+        short = count - (self.buffer.size - self.pos)
+        if short > 0:
+            fresh = self.rng.random(max(short, self.BLOCK))
+            self.buffer = np.concatenate([self.buffer[self.pos :], fresh])
+            self.pos = 0
+        return self.buffer[self.pos : self.pos + count]
+
+    def consume(self, count: int) -> None:
+        if count > self.buffer.size - self.pos:
+            raise ValueError("consumed draws that were never peeked")
+        self.pos += count
+
+    def random(self, size: tuple[int, int]) -> np.ndarray:
+        count = size[0] * size[1]
+        out = self.peek(count).reshape(size)
+        self.consume(count)
+        return out

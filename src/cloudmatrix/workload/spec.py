@@ -150,13 +150,6 @@ class Workload:
         return len(self.input_len)
 
 
-PRESETS = {  # the paper's shapes (P3 Table 4)
-    "4k-256": (4096, 256),
-    "2k-256": (2048, 256),
-    "1k-1k": (1024, 1024),
-}
-
-
 def generate(spec: WorkloadSpec, seed: int, num_requests: int, base_dir: Path | None = None) -> Workload:
     if spec.trace:
         path = Path(spec.trace)

@@ -1,0 +1,194 @@
+"""Pricing of op descriptors on one die, in one place (design.md §3 rules 1 and 2):
+``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch`` for compute,
+the slowest leg of `cost/comm.py`'s formulas for communication, and the roofline (peak compute or peak
+bandwidth, no efficiencies, no launch) beside each.
+
+A `Pricer` holds one die's rates as plain floats (per hardware and serving stack, built once) and memoises
+the GEMM kernel-curve lookups, so pricing a layer is arithmetic on floats; the same arithmetic prices an op
+whose FLOPs and bytes are numpy arrays (many shapes at once), while one estimate stays numpy-free."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, NamedTuple
+
+from cloudmatrix.catalog.hardware import Hardware, Plane
+from cloudmatrix.catalog.kernels import best_share
+from cloudmatrix.catalog.stacks import stack_kernels
+from cloudmatrix.cost import comm
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
+from cloudmatrix.deploy import Plan
+
+_CURVE_MEMO_LIMIT = 4096  # kernel-curve lookups kept per pricer (a long sweep sees many shapes)
+
+
+def _larger(a: Any, b: Any) -> Any:
+    """max() of two floats, or the elementwise maximum where either is an array (numpy loads only then)."""
+    if type(a) is float and type(b) is float or isinstance(a, float | int) and isinstance(b, float | int):
+        return b if b > a else a
+    import numpy as np
+
+    return np.maximum(a, b)
+
+
+class Price(NamedTuple):
+    time_s: float  # calibrated, launches included
+    memory_s: float  # calibrated HBM time (both microbatches share HBM)
+    roofline_s: float  # speed of light on the whole die
+    compute_sol_s: float  # the FLOPs at peak on the op's core share
+    memory_sol_s: float  # the HBM bytes at peak bandwidth
+    link: str  # COMM: the link whose bytes set the roofline
+
+
+# A Price from its fields in order, without NamedTuple's keyword-handling constructor (the hot path).
+_price: Callable[[tuple[Any, ...]], Price] = partial(tuple.__new__, Price)
+
+
+class Pricer:
+    """One die's rates for a hardware and serving stack, and the prices of ops on it."""
+
+    def __init__(self, hardware: Hardware, stack: str | None) -> None:
+        chip = hardware.chip
+        e = chip.efficiency
+        self.hardware, self.stack = hardware, stack
+        self.flat = {
+            OpClass.GEMM: (e.gemm_compute.value, e.gemm_memory.value),
+            OpClass.ATTENTION: (e.attention_compute.value, e.attention_memory.value),
+            OpClass.VECTOR: (e.vector_compute.value, e.vector_memory.value),
+        }
+        self.gemm_serving = e.gemm_serving.value
+        self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
+        self.launch_us = chip.launch_us.value
+        self.core_shares = _core_shares(hardware)
+        self._peaks: dict[str, float] = {}
+        self._curves: dict[tuple[str, str, float], float] = {}
+
+    def peak(self, precision: str) -> float:
+        p = self._peaks.get(precision)
+        if p is None:
+            p = self._peaks[precision] = self.hardware.chip.die.peak_flops(precision)
+        return p
+
+    def kernel_share(self, fmt: str, kernel: str, rows: float) -> float:
+        """Achieved share of peak of the fastest GEMM kernel the stack can run at ``rows`` per weight
+        matrix, from the measured curves (weight-bound small M included); 0 where nothing was measured."""
+        key = (fmt, kernel, rows)
+        share = self._curves.get(key)
+        if share is None:
+            if len(self._curves) >= _CURVE_MEMO_LIMIT:
+                self._curves.clear()
+            chip = self.hardware.chip
+            kernels = stack_kernels(self.stack, chip.family, kernel)
+            share = self._curves[key] = best_share(chip.curves_chip, fmt, kernel, kernels, rows)
+        return share
+
+    def compute_efficiency(self, op: Op) -> float:
+        """A GEMM's share of peak at its shape: the kernel curve where one was measured for its formats
+        (weights stored narrower than the compute format, W4A8 or W4A16, have none), else the flat value,
+        times the sustained serving factor; attention and vector ops take the chip's flat values."""
+        flat = self.flat[op.op_class][0]
+        if op.op_class is not OpClass.GEMM:
+            return flat
+        share = 0.0
+        if op.kernel and op.weights == op.precision:
+            share = self._curves.get((op.precision, op.kernel, op.rows)) or self.kernel_share(
+                op.precision, op.kernel, op.rows
+            )
+        return (share or flat) * self.gemm_serving
+
+    def price(self, op: Op, core_share: float = 1.0) -> Price:
+        """The op's price on ``core_share`` of the die's cores. An op whose FLOPs and bytes are arrays
+        (many shapes of one op) is priced elementwise by the same arithmetic."""
+        launch = op.launches * self.launch_us * 1e-6
+        if op.op_class is OpClass.COMM:
+            t, sol, link = self.comm(op.legs)
+            return _price((t + launch, 0.0, sol, 0.0, 0.0, link))
+        precision, (eff_c, eff_m) = op.precision, self.flat[op.op_class]
+        peak = self._peaks.get(precision) or self.peak(precision)
+        if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
+            share = 0.0
+            if op.kernel and op.weights == precision:
+                share = self._curves.get((precision, op.kernel, op.rows)) or self.kernel_share(
+                    precision, op.kernel, op.rows
+                )
+            eff_c = (share or eff_c) * self.gemm_serving
+        flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
+        compute = flops / (eff_c * peak * core_share)
+        memory = nbytes / (eff_m * bw)
+        sol_m = nbytes / bw
+        sol = flops / peak
+        if type(compute) is float and type(memory) is float and type(sol) is float and type(sol_m) is float:
+            time = (memory if memory > compute else compute) + launch
+            roofline = sol_m if sol_m > sol else sol
+        else:  # arrays
+            time, roofline = _larger(compute, memory) + launch, _larger(sol, sol_m)
+        return _price((time, memory, roofline, flops / (peak * core_share), sol_m, ""))
+
+    def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:
+        """(time, roofline, binding link) of parallel legs: the slowest leg sets each."""
+        if len(legs) == 1:
+            leg = legs[0]
+            t, s = self._leg(leg)
+            return t, s, leg.role.value
+        time = sol = 0.0
+        link = ""
+        for leg in legs:
+            t, s = self._leg(leg)
+            time = _larger(time, t)
+            if not link or s > sol:
+                sol, link = s, leg.role.value
+        return time, sol, link
+
+    def _leg(self, leg: Leg) -> tuple[float, float]:
+        hw = self.hardware
+        if leg.transfer == Transfer.BULK:
+            return comm.bulk_s(self._plane(leg.role), leg.bytes, leg.peers, leg.local)
+        if leg.transfer in (Transfer.DISPATCH, Transfer.COMBINE):
+            return comm.ep_fused_s(self._plane(leg.role), leg.transfer.value, leg.bytes, leg.peers)
+        if leg.transfer == Transfer.CACHE_LOAD:
+            return comm.cache_load_s(hw, "ub" if leg.role == LinkRole.SCALE_UP else "vpc", leg.bytes)
+        return comm.cpu_link_s(hw, leg.bytes)
+
+    def _plane(self, role: LinkRole) -> Plane:
+        planes = self.hardware.system.planes
+        return planes.scale_up if role == LinkRole.SCALE_UP else planes.scale_out
+
+
+def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
+    """Fraction of the die's cores each stream owns in the split-core decode pipeline (P3 §4.2.3), for its
+    cube ops and (where the die has separate vector units) its vector ops: keyed by (stream, vector op)."""
+    mb, die = hardware.chip.microbatch, hardware.chip.die
+    out = {}
+    for stream, share in ((Stream.ATTENTION, mb.attention), (Stream.MOE, mb.moe)):
+        if share is None:  # alternating chips split no cores
+            continue
+        cube = share.compute / die.compute_units.value
+        out[stream, False] = cube
+        out[stream, True] = share.vector / die.vector_units.value if die.vector_units else cube
+    return out
+
+
+_PRICERS: dict[tuple[int, str | None], Pricer] = {}
+
+
+def pricer(plan: Plan) -> Pricer:
+    """The pricer of a plan's hardware and stack, built once per pair."""
+    hw, stack = plan.hardware, plan.deployment.stack
+    key = (id(hw), stack)
+    p = _PRICERS.get(key)
+    if p is None or p.hardware is not hw:  # the entry holds its hardware, so an id is never reused under it
+        if len(_PRICERS) >= 64:
+            _PRICERS.clear()
+        p = _PRICERS[key] = Pricer(hw, stack)
+    return p
+
+
+def op_time_s(op: Op, plan: Plan, core_share: float = 1.0) -> float:
+    """Calibrated time of one op on one die, launch overhead included."""
+    return pricer(plan).price(op, core_share).time_s
+
+
+def roofline_s(op: Op, plan: Plan) -> float:
+    """Speed of light: peak compute or peak bandwidth, whichever binds, no overheads."""
+    return pricer(plan).price(op).roofline_s

@@ -1,0 +1,124 @@
+"""Stretches of decode steps advanced in one computation. Between two events that change a decode batch (a
+sequence joining or finishing, a reservation, anything else waiting in the event queue) the batch runs steps
+whose time changes only through KV growth. A stretch computes those steps at once, with the same MTP draws
+in the same order, the same step prices and the same clock sums as the step-by-step path, so a run gives
+bit-identical results either way; it ends at the first finish or before the next queued event."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.metrics import Recorder
+from cloudmatrix.workload.rng import Lookahead
+
+MAX_DRAWS = 1 << 18  # sequence-steps one stretch looks ahead at most (bounds its memory to a few MB)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stretch:
+    idx: np.ndarray  # the active slots, in the order the step-by-step path visits them
+    gained: np.ndarray  # tokens each of them gains over the stretch (clipped to what it had left)
+    starts_s: list[float]  # each step's start
+    durations_s: list[float]  # each step's price
+    tokens: list[int]  # tokens each step generates
+    seqs: int  # sequences on the busiest die (the shape every step is priced at)
+    draws: int  # MTP draws the stretch uses
+    delay_s: float  # from now to the end of the last step; now + delay_s is that end exactly
+
+    @property
+    def steps(self) -> int:
+        return len(self.durations_s)
+
+
+def plan(
+    batch: DecodeBatch, costs: StepCosts, uniforms: Lookahead, now: float, horizon: float, first_s: float
+) -> Stretch | None:
+    """The steps from ``now`` up to and including the first that finishes a sequence, all ending before
+    ``horizon`` (the next queued event); None when fewer than two steps qualify. ``first_s`` is the price of
+    the next step, which the caller has already computed."""
+    if now + first_s >= horizon:
+        return None
+    lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
+    if horizon < float("inf"):
+        lookahead = min(lookahead, int((horizon - now) / first_s) + 1)  # steps do not get cheaper as KV grows
+    if lookahead < 2:
+        return None
+    idx = batch.active_slots()
+    remaining = batch.remaining[idx]
+    lookahead = min(lookahead, int(remaining.min()))  # every step gains a token, so some sequence ends by then
+    if lookahead < 2:
+        return None
+    if batch.mtp:
+        cum = _cumulative_gains(batch, uniforms, idx, remaining, lookahead)
+        totals = np.minimum(cum, remaining).sum(axis=1)  # tokens the batch has gained after each step
+    else:  # one token a step: nobody has fewer than ``lookahead`` left, so nothing is clipped
+        cum = np.arange(1, lookahead + 1)[:, None]
+        totals = cum[:, 0] * idx.size
+    tokens = np.diff(totals, prepend=0)
+    # the mean context at each step's start, as the step-by-step path computes it (exact integer sums)
+    kv_means = (batch.kv_total + totals - tokens) / idx.size
+    seqs = int(batch.active_per_die.max())
+    durations = costs.decode_steps_s(seqs, kv_means)
+    ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
+    steps = min(len(totals), int(np.searchsorted(ends, horizon, side="left")))
+    while steps >= 2 and now + (float(ends[steps - 1]) - now) != float(ends[steps - 1]):
+        steps -= 1  # rare: the clock could not land on the stretch's end exactly; end a step earlier
+    if steps < 2:
+        return None
+    return Stretch(
+        idx=idx,
+        gained=np.minimum(np.broadcast_to(cum[steps - 1], remaining.shape), remaining),
+        starts_s=[now, *ends[: steps - 1].tolist()],
+        durations_s=durations[:steps].tolist(),
+        tokens=tokens[:steps].tolist(),
+        seqs=seqs,
+        draws=steps * idx.size * batch.mtp,
+        delay_s=float(ends[steps - 1]) - now,
+    )
+
+
+def _cumulative_gains(
+    batch: DecodeBatch, uniforms: Lookahead, idx: np.ndarray, remaining: np.ndarray, limit: int
+) -> np.ndarray:
+    """Tokens each sequence has gained after each step (unclipped, MTP on), up to the first step that
+    finishes one and at most ``limit`` steps: (steps, sequences). The draws are looked at in doubling
+    windows: at high concurrency some sequence finishes within a step or two."""
+    size = min(limit, 8)
+    while True:
+        gains = batch.gains(uniforms.peek(size * idx.size * batch.mtp), idx, size)
+        cum = np.cumsum(gains, axis=0)
+        hit = (cum >= remaining).any(axis=1)
+        if hit.any():
+            return cum[: int(hit.argmax()) + 1]
+        if size == limit:
+            return cum
+        size = min(2 * size, limit)
+
+
+def commit(
+    stretch: Stretch,
+    batch: DecodeBatch,
+    uniforms: Lookahead,
+    generated: np.ndarray,
+    rec: Recorder,
+    inst: int,
+    active: int,
+) -> np.ndarray:
+    """Apply a stretch once the clock stands at its end: the draws it used, the tokens, the recorded steps
+    (``active``: the sequence count each step records). Returns the request ids that finished."""
+    uniforms.consume(stretch.draws)
+    occupancy = _occupancy(batch)  # no block is freed before the last step
+    stepped, gained, finished = batch.advance(stretch.idx, stretch.gained)
+    generated[stepped] += gained
+    rec.decode_stretch(
+        inst, stretch.starts_s, stretch.durations_s, active, stretch.tokens, occupancy, _occupancy(batch)
+    )
+    return finished
+
+
+def _occupancy(batch: DecodeBatch) -> float:
+    return float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))

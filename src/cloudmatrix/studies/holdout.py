@@ -1,0 +1,274 @@
+"""Out-of-group validation (``validate --holdout KIND``): for each group of one kind (a series, a system, a
+chip family, a stack, a model, an ISL band, a concurrency band, a corpus), refit every constant fitted on its
+rows without them, predict its rows with the refitted constants, and score them against intervals built only
+from the other groups' own out-of-group errors (nested: a group never sees its own residuals).
+
+The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``; the
+other calibrated constants are fitted on the papers' rows and microbenchmarks, never on validation rows).
+A refit is an in-memory override handed to the pricing (``catalog.stacks.overridden_costs``); where a group
+takes every fit row of a (stack, family), that entry falls back to the stack's ``default`` entry (or the
+``like:`` stack it names), and the group's notes say so."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Any
+
+from cloudmatrix.catalog.corpus import chip_family, load_rows
+from cloudmatrix.catalog.models import load_model
+from cloudmatrix.catalog.residuals import isl_band, model_class
+from cloudmatrix.catalog.sourced import Sourced
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, CostsLike, StackCosts, load_stack, overridden_costs
+from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
+from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.studies.stack_fit import BaseTimes, fit_group, fit_rows, fittable
+from cloudmatrix.studies.validate_run import RowOutcome, run_row
+
+HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
+Overrides = dict[tuple[str, str], StackCosts]
+Progress = Callable[[int, int], None]
+
+
+def group_of(row: ValidationRow, kind: str, corpus: str = "") -> str:
+    """The group a row belongs to under a hold-out kind."""
+    keys = {
+        "series": row.series,
+        "system": row.system,
+        "family": chip_family(row.system),
+        "stack": row.stack,
+        "model": row.model,
+        "isl": isl_band(row.workload.input_len) or "",
+        "band": row.concurrency_band,
+        "corpus": corpus,
+    }
+    return keys[kind]
+
+
+def corpus_rows(names: list[str] | None = None) -> list[tuple[ValidationRow, str]]:
+    """Every row of the corpora (default: every shipped one) with its corpus id."""
+    return [(r, name) for name in names or shipped_corpora() for r in load_rows(name)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refit:
+    """The constants a group's rows are priced with, and what happened to each refitted entry."""
+
+    overrides: Overrides = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+def _fitted_entry(stack: str, family: str) -> StackCosts | None:
+    """The catalog entry a fit set: the stack's own family entry whose constants are CALIB fits."""
+    entry = load_stack(stack).families.get(family)
+    if isinstance(entry, StackCosts) and entry.step_overhead_us.source.startswith("CALIB"):
+        return entry
+    return None
+
+
+def _fallback(stack: str) -> tuple[StackCosts, str]:
+    """What a (stack, family) with no fit rows left is priced with: the stack's default entry, or the
+    ``like:`` stack it names."""
+    entry = load_stack(stack).families[DEFAULT_FAMILY]
+    if isinstance(entry, CostsLike):
+        like_stack, like_family = entry.like.split("/")
+        return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
+    return entry, f"{stack}'s default entry"
+
+
+def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], held: set[str]) -> Refit:
+    """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
+    their catalog values)."""
+    overrides: Overrides = {}
+    notes = []
+    for (stack, family), pairs in sorted(fits.items()):
+        entry = _fitted_entry(stack, family)
+        kept = [(r, b) for r, b in pairs if r.id not in held]
+        if entry is None or len(kept) == len(pairs):
+            continue
+        if kept:
+            fit = fit_group(kept)
+            source = f"hold-out refit on {len(kept)} of {len(pairs)} fit rows"
+            overrides[(stack, family)] = entry.model_copy(
+                update={
+                    "step_overhead_us": Sourced(value=fit.step_overhead_us, source=source),
+                    "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
+                }
+            )
+            notes.append(
+                f"{stack}/{family}: refitted on {len(kept)} of {len(pairs)} fit rows "
+                f"({fit.step_overhead_us:.0f} µs/step, {fit.request_overhead_ms:.1f} ms/request)"
+            )
+        else:
+            costs, what = _fallback(stack)
+            # only the fitted constants fall back; kernels and the hand-off stay the family's own
+            overrides[(stack, family)] = entry.model_copy(
+                update={"step_overhead_us": costs.step_overhead_us, "request_overhead_ms": costs.request_overhead_ms}
+            )
+            notes.append(
+                f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
+                f"{costs.request_overhead_ms.value:g} ms/request)"
+            )
+    return Refit(overrides=overrides, notes=tuple(notes))
+
+
+def _run_task(task: tuple[ValidationRow, Overrides]) -> RowOutcome:
+    row, overrides = task
+    with overridden_costs(overrides):
+        return run_row(row)
+
+
+def run_tasks(
+    tasks: Sequence[tuple[ValidationRow, Overrides]], jobs: int | None = None, progress: Progress | None = None
+) -> list[RowOutcome]:
+    """Each row under its group's constants, over ``jobs`` processes; outcomes in task order."""
+    workers = max(min(jobs or os.cpu_count() or 1, len(tasks)), 1)
+    if workers == 1:
+        out = []
+        for i, t in enumerate(tasks):
+            out.append(_run_task(t))
+            if progress:
+                progress(i + 1, len(tasks))
+        return out
+    results: list[RowOutcome | None] = [None] * len(tasks)
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(_run_task, t): i for i, t in enumerate(tasks)}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            results[futures[fut]] = fut.result()
+            if progress:
+                progress(done, len(tasks))
+    return [r for r in results if r is not None]
+
+
+def _priced_with(row: ValidationRow, overrides: Overrides) -> str:
+    """The stack constants this row is priced with under ``overrides`` (a key: equal keys, equal answers)."""
+    with overridden_costs(overrides):
+        return load_stack(row.stack).costs(chip_family(row.system)).model_dump_json()
+
+
+# (row id, constants it is priced with) -> outcome: kinds run in one process share their runs (a family and
+# a stack held out often leave a row the same fall-back constants)
+Memo = dict[tuple[str, str], RowOutcome]
+
+
+def residual_entry(row: ValidationRow, kind: str, group: str, metric: str, outcome: RowOutcome) -> dict[str, Any]:
+    """One row and metric of the out-of-group table, with every field an interval's strata read."""
+    predicted = outcome.predicted.get(metric)
+    return {
+        "kind": kind,
+        "group": group,
+        "id": row.id,
+        "series": row.series,
+        "system": row.system,
+        "family": chip_family(row.system),
+        "stack": row.stack,
+        "model": row.model,
+        "model_class": _class(row.model),
+        "weights": row.weights,
+        "isl": row.workload.input_len,
+        "isl_band": isl_band(row.workload.input_len),
+        "concurrency": row.workload.concurrency,
+        "band": row.concurrency_band,
+        "metric": metric,
+        "role": row.role,
+        "status": outcome.status,
+        "measured": row.measured[metric],  # type: ignore[index]
+        "predicted": None if predicted is None else round(predicted, 4),
+    }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Holdout:
+    """Every row predicted out of its group: the out-of-group table and each group's refit notes."""
+
+    kind: str
+    entries: list[dict[str, Any]]
+    refits: dict[str, Refit]
+
+
+def holdout(
+    kind: str,
+    rows: Sequence[tuple[ValidationRow, str]],
+    *,
+    baseline: Mapping[tuple[str, str], Mapping[str, Any]] | None = None,
+    jobs: int | None = None,
+    progress: Progress | None = None,
+    fit_source: Sequence[tuple[ValidationRow, str]] | None = None,
+    memo: Memo | None = None,
+) -> Holdout:
+    """Predict each row out of its group. ``fit_source``: the rows (with their corpus) the catalog's
+    constants were fitted on (default: the shipped corpora); a group is held out whole from them even where
+    only some of its rows are scored. ``baseline`` maps (row id, metric) to a stored in-sample residual: a
+    row whose constants the refit leaves unchanged takes its prediction from there instead of running."""
+    universe = list(fit_source) if fit_source is not None else corpus_rows()
+    fits = {k: fittable(v) for k, v in fit_rows([r for r, _ in universe]).items()}
+    groups: dict[str, list[ValidationRow]] = {}
+    for row, corpus in rows:
+        groups.setdefault(group_of(row, kind, corpus), []).append(row)
+    held: dict[str, set[str]] = {g: {r.id for r in members} for g, members in groups.items()}
+    for row, corpus in universe:
+        held.get(group_of(row, kind, corpus), set()).add(row.id)
+    refits = {g: refit(fits, held[g]) for g in groups}
+    memo = {} if memo is None else memo
+    outcomes: dict[str, RowOutcome] = {}
+    tasks, keys = [], []
+    for g, members in groups.items():
+        for row in members:
+            key = (row.id, _priced_with(row, refits[g].overrides))
+            stored = _stored(row, baseline) if key[1] == _priced_with(row, {}) else None
+            if key in memo or stored is not None:
+                outcomes[row.id] = memo.get(key) or stored  # type: ignore[assignment]
+            else:
+                tasks.append((row, refits[g].overrides))
+                keys.append(key)
+    for key, outcome in zip(keys, run_tasks(tasks, jobs, progress), strict=True):
+        outcomes[key[0]] = memo[key] = outcome
+    entries = [
+        residual_entry(row, kind, g, metric, outcomes[row.id])
+        for g, members in groups.items()
+        for row in members
+        for metric in row.measured
+    ]
+    return Holdout(kind=kind, entries=entries, refits=refits)
+
+
+def _stored(row: ValidationRow, baseline: Mapping[tuple[str, str], Mapping[str, Any]] | None) -> RowOutcome | None:
+    """The row's stored in-sample outcome, where every measured metric of it is stored."""
+    if baseline is None:
+        return None
+    found = [baseline.get((row.id, m)) for m in row.measured]
+    if any(e is None for e in found):
+        return None
+    if any(e["status"] != "ok" for e in found if e):
+        return RowOutcome(row_id=row.id, reason="refused in the stored in-sample run")
+    return RowOutcome(
+        row_id=row.id, predicted={m: float(e["predicted"]) for m, e in zip(row.measured, found, strict=True) if e}
+    )
+
+
+def validation_entries(rows: Sequence[ValidationRow], entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``validate``'s entries (row x metric, in row order) with the fields an interval's strata read."""
+    by_id = {r.id: r for r in rows}
+    out = []
+    for e in entries:
+        row = by_id[e["id"]]
+        out.append(
+            dict(e)
+            | {
+                "model_class": _class(row.model),
+                "weights": row.weights,
+                "isl": row.workload.input_len,
+                "isl_band": isl_band(row.workload.input_len),
+            }
+        )
+    return out
+
+
+def _class(model: str) -> str | None:
+    """A row's model class (None for a model the catalog lacks: that row is refused anyway)."""
+    try:
+        return model_class(load_model(model))
+    except CloudMatrixError:
+        return None

@@ -1,0 +1,131 @@
+"""Scoring out-of-group predictions against their intervals: each group's rows get the interval built from the
+other groups' out-of-group residuals only (nested), and per metric the median |error|, the bias, the coverage
+of the 80 % interval (pooled and series-weighted, with its binomial standard error), the share of ``unknown``
+answers and the median relative width, overall and per group. Also each ``validate`` entry's interval from
+the stored table without its own series."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from cloudmatrix.studies.intervals import COVERAGE, Query, index_residuals, query_interval
+
+SCORED = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
+
+
+def entry_query(e: Mapping[str, Any]) -> Query:
+    """The query an answer for this entry's conditions makes."""
+    return Query(
+        system=e["system"],
+        stack=e["stack"],
+        metric=e["metric"],
+        model_class=e.get("model_class"),
+        weights=e.get("weights"),
+        isl=e.get("isl"),
+        band=e.get("band"),
+        concurrency=e.get("concurrency"),
+    )
+
+
+def with_intervals(entries: Sequence[Mapping[str, Any]], table_without: Any, key: str) -> list[dict[str, Any]]:
+    """Each entry with ``interval_lo``/``interval_hi`` (None: unknown) and its extrapolation reasons; the
+    interval comes from ``table_without(entry[key])`` (the residuals without the entry's own group)."""
+    tables: dict[tuple[str, str], Any] = {}
+    out = []
+    for e in entries:
+        lo = hi = None
+        reasons: list[str] = []
+        if e.get("status") == "ok" and e.get("predicted"):
+            k = (str(e[key]), e["metric"])
+            if k not in tables:
+                tables[k] = index_residuals(table_without(e[key]), e["metric"])
+            iv = query_interval(float(e["predicted"]), entry_query(e), table=tables[k])
+            lo = None if iv.lo is None else round(iv.lo, 4)
+            hi = None if iv.hi is None else round(iv.hi, 4)
+            reasons = list(iv.extrapolating)
+        out.append(dict(e) | {"interval_lo": lo, "interval_hi": hi, "extrapolating": reasons})
+    return out
+
+
+def nested(entries: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Intervals for a hold-out run's entries: group g's from this run's other groups and the stored residuals
+    of the other kinds, every row of g removed."""
+    stored = [r for r in stored if r.get("kind") != (entries[0]["kind"] if entries else None)]
+    ids: dict[str, set[str]] = {}
+    for e in entries:
+        ids.setdefault(e["group"], set()).add(e["id"])
+
+    def without(group: str) -> list[Mapping[str, Any]]:
+        mine = ids[group]
+        return [r for r in stored if r["id"] not in mine] + [e for e in entries if e["group"] != group]
+
+    return with_intervals(entries, without, "group")
+
+
+def series_without(table: Sequence[Mapping[str, Any]]) -> Any:
+    """``validate --json``'s lookup: the stored out-of-group residuals without one series."""
+    return lambda series: [r for r in table if r["series"] != series]
+
+
+def _stats(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One cell: rows, median |error| and bias over answers, coverage (pooled and series-weighted) over
+    answers with an interval, unknown share (a refusal or an unknown interval), median relative width."""
+    answered = [e for e in entries if e["status"] == "ok" and e["predicted"]]
+    errors = [(e["predicted"] - e["measured"]) / e["measured"] * 100 for e in answered]
+    known = [e for e in answered if e["interval_lo"] is not None]
+    hits = [e["interval_lo"] <= e["measured"] <= e["interval_hi"] for e in known]
+    per_series = Counter(e["series"] for e in known)
+    weights = [1.0 / per_series[e["series"]] for e in known]
+    pooled = sum(hits) / len(hits) if hits else None
+    weighted = sum(w for w, h in zip(weights, hits, strict=True) if h) / sum(weights) if hits else None
+    return {
+        "rows": len(entries),
+        "answered": len(answered),
+        "median_abs_error_pct": _r(statistics.median(abs(x) for x in errors) if errors else None),
+        "bias_pct": _r(statistics.median(errors) if errors else None),
+        "coverage": _r(pooled, 4),
+        "coverage_se": _r(_se(pooled, len(hits)), 4),
+        "coverage_series": _r(weighted, 4),
+        "coverage_series_se": _r(_se(weighted, len(per_series)), 4),
+        "unknown_share": _r(1 - len(known) / len(entries), 4) if entries else None,
+        "median_width_pct": _r(
+            statistics.median((e["interval_hi"] - e["interval_lo"]) / e["predicted"] * 100 for e in known)
+            if known
+            else None
+        ),
+        "series": len({e["series"] for e in entries}),
+    }
+
+
+def _se(p: float | None, n: int) -> float | None:
+    """The binomial standard error of a share over ``n`` independent draws."""
+    return None if p is None or n == 0 else math.sqrt(p * (1 - p) / n)
+
+
+def _r(v: float | None, digits: int = 2) -> float | None:
+    return None if v is None else round(v, digits)
+
+
+def summary(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per metric, overall and per group."""
+    metrics = [m for m in SCORED if any(e["metric"] == m for e in entries)]
+    overall = {m: _stats([e for e in entries if e["metric"] == m]) for m in metrics}
+    groups = sorted({e["group"] for e in entries})
+    by_group = [
+        {"group": g, "metric": m} | _stats(mine)
+        for g in groups
+        for m in metrics
+        if (mine := [e for e in entries if e["group"] == g and e["metric"] == m])
+    ]
+    return {"coverage_target": COVERAGE, "metrics": overall, "groups": by_group}
+
+
+def score_stored(kind: str, table: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A stored hold-out kind scored as its run scores it (nested), without running anything again: the
+    figures docs/validation.md quotes and the tests guard."""
+    entries = [r for r in table if r.get("kind") == kind]
+    return summary(nested(entries, table)) if entries else {"coverage_target": COVERAGE, "metrics": {}, "groups": []}
