@@ -92,6 +92,23 @@ def test_set_values_end_in_json_or_one_line(capsys, path: str, value: str) -> No
     _assert_clean_run(capsys, ["simulate", "--set", "requests=40", "--set", f"{path}={value}", "--json"])
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["estimate", "--json"],
+        ["compare", "--systems", "cloudmatrix384", "--json"],
+        ["simulate", "--set", "requests=40", "--json"],
+        ["estimate", "--routing", "zipf:1@c=30", "--json"],
+        ["compare", "--workload", "4096/256", "--systems", "cloudmatrix384", "--json"],
+    ],
+)
+def test_the_generated_runs_start_from_runs_that_succeed(capsys, argv: list[str]) -> None:
+    """The generators above vary one part of these: each must run as given, so that a renamed flag cannot
+    turn the generated runs into usage errors that pass for refusals."""
+    assert main(argv) == 0, capsys.readouterr().err
+    assert _finite(json.loads(capsys.readouterr().out, parse_constant=_refuse_constant))
+
+
 @pytest.mark.parametrize("top", ["21", "1000", "9" * 400])
 def test_plan_bounds_its_simulation_checks_before_searching(capsys, top: str) -> None:
     assert main(["plan", "--top", top, "--json"]) == 2
