@@ -48,9 +48,9 @@ class RoutingProfile(Frozen):
         # Bounded where the sampling stays finite: past them the tail shares underflow to zero (the exponent)
         # or the Dirichlet draws overflow (the concentration); both ends are far past any measured routing.
         if self.zipf_exponent is not None and not 0 <= self.zipf_exponent.value <= MAX_ZIPF_EXPONENT:
-            raise ValueError(f"zipf_exponent must be in [0, {MAX_ZIPF_EXPONENT:g}]")
+            raise ValueError(f"zipf_exponent must be >= 0 and <= {MAX_ZIPF_EXPONENT:g}")
         if self.request_concentration is not None and not 0 < self.request_concentration.value <= MAX_CONCENTRATION:
-            raise ValueError(f"request_concentration must be in (0, {MAX_CONCENTRATION:g}]")
+            raise ValueError(f"request_concentration must be > 0 and <= {MAX_CONCENTRATION:g}")
         return self
 
     @property
