@@ -4,6 +4,7 @@ from the EMS cache, a local tokenizer; and the bounded per-request state of a lo
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,6 +190,12 @@ def test_rolling_window_percentiles_and_expiry() -> None:
     w.observe("tpot", 0.020, 100)  # token-weighted: a chunk of 100 tokens at 20 ms
     assert w.percentiles_ms("tpot")["p50"] == pytest.approx(20, abs=2.5)
     w.add_tokens(600)
+    assert w.snapshot()["tokens_per_s"] == 0  # the second under way is not over
+    now[0] += 5
+    w.add_tokens(300)
+    now[0] += 20
+    # per second of streaming, not diluted by the idle seconds between (the issue: 442 shown for 955 pulled)
+    assert w.snapshot()["tokens_per_s"] == (600 + 300) / 2
     now[0] += 61  # a minute later nothing is left
     assert w.percentiles_ms("tpot")["p50"] is None and w.snapshot()["tokens_per_s"] == 0
 
@@ -204,6 +211,7 @@ def test_dashboard_and_its_stats(server: Server) -> None:
     )
     body = {"model": "deepseek-r1", "prompt": "hello", "max_tokens": 4}
     httpx.post(f"{server.url}/v1/completions", headers=AUTH, json=body, timeout=30)
+    time.sleep(1.05)  # tokens/s counts whole seconds
     s = server.get("/v1/cloudmatrix/stats").json()
     assert {"outstanding", "running", "queue_depth", "kv_occupancy", "tokens_per_s", "ttft_ms", "tpot_ms"} <= set(s)
     assert s["tokens_per_s"] > 0 and s["ttft_ms"]["p50"] > 0 and s["completed"] >= 1

@@ -24,7 +24,7 @@ def _client(server) -> openai.OpenAI:
 
 def test_models_and_non_streaming(server) -> None:
     client = _client(server)
-    assert [m.id for m in client.models.list().data] == ["deepseek-r1"]
+    assert [m.id for m in client.models.list().data] == ["deepseek-r1", "deepseek-ai/DeepSeek-R1"]
     chat = client.chat.completions.create(
         model="deepseek-r1", max_tokens=12, messages=[{"role": "user", "content": "x" * 400}]
     )

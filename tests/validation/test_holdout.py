@@ -188,35 +188,35 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # 80 % interval, unknown share, median |error| %, median width %). Regenerating residuals-holdout.json
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
-    "series": {
-        "output_tok_s_per_chip": (0.715, 0.0, 6.61, 28.41),
-        "tpot_ms": (0.7409, 0.0, 7.27, 32.16),
-        "ttft_ms": (0.7391, 0.0, 20.33, 82.77),
-    },
     "family": {
-        "output_tok_s_per_chip": (0.9673, 0.0, 42.87, 70.21),
-        "tpot_ms": (0.7455, 0.0, 26.74, 109.66),
-        "ttft_ms": (0.5942, 0.0, 79.81, 452.32),
+        "output_tok_s_per_chip": (0.9468, 0.0174, 55.52, 84.73),
+        "tpot_ms": (0.8785, 0.0171, 34.57, 157.89),
+        "ttft_ms": (0.68, 0.0179, 78.34, 2004.03),
     },
     "stack": {
-        "output_tok_s_per_chip": (0.9766, 0.0, 42.87, 75.81),
-        "tpot_ms": (0.7773, 0.0, 26.84, 96.04),
-        "ttft_ms": (0.971, 0.0, 79.35, 2008.93),
+        "output_tok_s_per_chip": (0.9291, 0.0174, 55.29, 75.81),
+        "tpot_ms": (0.8472, 0.0171, 34.43, 120.65),
+        "ttft_ms": (0.9745, 0.0179, 77.8, 2001.05),
     },
     "model": {
-        "output_tok_s_per_chip": (0.972, 0.0, 42.27, 78.24),
-        "tpot_ms": (0.6409, 0.0, 26.84, 90.39),
-        "ttft_ms": (0.9275, 0.0, 79.81, 1218.59),
+        "output_tok_s_per_chip": (0.9397, 0.0174, 55.52, 73.86),
+        "tpot_ms": (0.8854, 0.0171, 34.67, 205.68),
+        "ttft_ms": (0.9309, 0.0179, 78.34, 1022.36),
     },
-    "isl": {  # every end-to-end row has a 1K prompt: holding that band out leaves no basis
-        "output_tok_s_per_chip": (None, 1.0, 42.87, None),
-        "tpot_ms": (None, 1.0, 26.74, None),
-        "ttft_ms": (None, 1.0, 79.81, None),
+    "isl": {
+        "output_tok_s_per_chip": (0.7979, 0.0174, 28.08, 74.76),
+        "tpot_ms": (0.6736, 0.0171, 22.89, 123.68),
+        "ttft_ms": (0.4182, 0.0179, 81.54, 388.12),
+    },
+    "series": {
+        "output_tok_s_per_chip": (0.7305, 0.0174, 9.05, 30.42),
+        "tpot_ms": (0.7396, 0.0171, 9.02, 34.22),
+        "ttft_ms": (0.72, 0.0179, 35.56, 97.17),
     },
     "band": {
-        "output_tok_s_per_chip": (0.7009, 0.0, 16.92, 67.77),
-        "tpot_ms": (0.6455, 0.0, 14.31, 106.8),
-        "ttft_ms": (0.7295, 0.0, 59.44, 535.64),
+        "output_tok_s_per_chip": (0.8298, 0.0174, 28.06, 72.93),
+        "tpot_ms": (0.7847, 0.0171, 22.05, 130.04),
+        "ttft_ms": (0.7636, 0.0179, 62.12, 406.01),
     },
 }
 

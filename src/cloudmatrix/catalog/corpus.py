@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+from cloudmatrix.catalog.bench_result import read_bench_result
 from cloudmatrix.catalog.hardware import chip_family, load_hardware  # noqa: F401 (chip_family: re-exported)
 from cloudmatrix.catalog.inferencemax import MAX_CSV_ROWS, read_inferencemax
 from cloudmatrix.catalog.split import SeriesInfo, assign_roles
@@ -26,6 +27,8 @@ MAX_ROWS = MAX_CSV_ROWS  # rows one validation run may load, over all its corpor
 def _read(path: Path) -> list[ValidationRow]:
     if path.suffix.lower() == ".csv":
         return read_inferencemax(path, chip_family)
+    if path.suffix.lower() == ".json":
+        return read_bench_result(path)
     data = read_yaml_file(path, "corpus")  # bounded: size, nesting, aliases
     rows = data.get("rows") if isinstance(data, dict) else None
     if isinstance(rows, list) and len(rows) > MAX_ROWS:

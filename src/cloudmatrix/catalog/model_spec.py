@@ -89,6 +89,7 @@ class ModelSpec:
     mtp_layers: int
     source: str = ""
     max_context: int | None = None  # prompt + output tokens the model takes (config's max_position_embeddings)
+    checkpoint_format: str | None = None  # the weights' format a checkpoint's quantization_config declares
 
     # ---- shapes -------------------------------------------------------------------------------------
     @property

@@ -5,12 +5,14 @@ layers. A config of an architecture (or with a field) the twin cannot price is r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from cloudmatrix.catalog.hf_checkpoint import cached_config, checkpoint_format, config_path, hub_cache, looks_like_hf_id
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.errors import ConfigError, UnknownIdError
@@ -233,18 +235,63 @@ def model_ids() -> list[str]:
     return sorted(model_index())
 
 
+def hf_id_of(model_id: str) -> str | None:
+    """The Hugging Face repository a shipped model's config comes from (None for a model not in the catalog)."""
+    entry = model_index().get(model_id)
+    return None if entry is None else entry.get("hf_id")
+
+
 @cache
 def load_model(id_or_path: str) -> ModelSpec:
-    """A catalog id (``deepseek-r1``) or a path to a Hugging Face config.json."""
+    """A catalog id (``deepseek-r1``) first; then a path to a config.json or to a model directory; then a
+    Hugging Face id in the local hub cache (never downloaded); last a Hugging Face id the catalog ships
+    (``deepseek-ai/DeepSeek-R1``). A config read from outside the catalog carries its ``checkpoint_format``
+    (from ``quantization_config``); the shipped configs describe architectures, whose precision the
+    deployment chooses."""
     index = model_index()
     if id_or_path in index:
-        entry = index[id_or_path]
-        path = MODELS_DIR / entry["file"]
-        source = entry["source"]
-    else:
-        path = Path(id_or_path)
-        if not (path.suffix == ".json" or path_exists(path, "model config")):
-            raise UnknownIdError("model", id_or_path, list(index) + ["<path to config.json>"])
-        source = str(path)
+        return _catalog_model(id_or_path)
+    path = config_path(id_or_path)
+    if path_exists(path, "model config") or (path.suffix == ".json" and not looks_like_hf_id(id_or_path)):
+        return _checkpoint_model(path.name if path.name != "config.json" else path.parent.name, path, str(path))
+    if looks_like_hf_id(id_or_path):
+        cached = cached_config(id_or_path)
+        if cached is not None:
+            return _checkpoint_model(id_or_path, cached, f"{id_or_path} (Hugging Face cache: {cached})")
+        by_hf = {entry.get("hf_id"): mid for mid, entry in index.items()}
+        if id_or_path in by_hf:
+            return _catalog_model(by_hf[id_or_path])
+        raise ConfigError(
+            f"model '{id_or_path}': not a catalog id, a path, or a model in the Hugging Face cache at "
+            f"{hub_cache()} (nothing is downloaded; `huggingface-cli download {id_or_path} config.json` "
+            "fetches its config, or set HF_HUB_CACHE)"
+        )
+    raise UnknownIdError("model", id_or_path, list(index) + ["<path to config.json or model dir>", "<ORG/NAME>"])
+
+
+def _catalog_model(model_id: str) -> ModelSpec:
+    entry = model_index()[model_id]
+    path = MODELS_DIR / entry["file"]
     data = parse_json(read_text(path, "model config", MAX_YAML_BYTES), str(path))
-    return parse_config(id_or_path if id_or_path in index else path.name, data, source)
+    return parse_config(model_id, data, entry["source"])
+
+
+def _checkpoint_model(model_id: str, path: Path, source: str) -> ModelSpec:
+    data = parse_json(read_text(path, "model config", MAX_YAML_BYTES), str(path))
+    spec = parse_config(model_id, data, source)
+    return replace(spec, checkpoint_format=checkpoint_format(data))
+
+
+PRECISION_OF_FORMAT = {"fp8": "fp8", "int8": "int8", "fp4": "fp4", "bf16": "bf16"}  # formats the twin prices
+
+
+def precision_note(model: ModelSpec, precision: str) -> str | None:
+    """A warning when the deployment's weight precision is not the checkpoint's (None when they agree or the
+    checkpoint does not say)."""
+    fmt = model.checkpoint_format
+    if fmt is None or PRECISION_OF_FORMAT.get(fmt) == precision:
+        return None
+    return (
+        f"warning: {model.id}'s checkpoint stores {fmt} weights (quantization_config), but the deployment prices "
+        f"{precision}; give --precision {PRECISION_OF_FORMAT.get(fmt, fmt)} (or the scenario's precision) to match"
+    )

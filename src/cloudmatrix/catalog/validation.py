@@ -191,18 +191,19 @@ def shipped_corpora() -> list[str]:
 
 
 def corpus_path(name: str) -> Path:
-    """A shipped corpus id, or a path to a CSV (InferenceMAX columns) or YAML row file."""
+    """A shipped corpus id, or a path to a CSV (InferenceMAX columns), a YAML row file, or a benchmark's JSON
+    result with its sidecar (catalog/bench_result.py)."""
     for file in (f"{name}.csv", f"rows-{name}.yaml"):
         if names_file(VALIDATION_DIR, file):
             return VALIDATION_DIR / file
     path = Path(name)
-    if path.suffix.lower() in (".csv", ".yaml", ".yml"):
+    if path.suffix.lower() in (".csv", ".yaml", ".yml", ".json"):
         if not path_exists(path, "corpus"):
             raise ConfigError(f"corpus {name}: file not found")
         if not path.is_file():
             raise ConfigError(f"corpus {name}: not a regular file")
         return path
-    raise UnknownIdError("validation corpus (or a .csv/.yaml path)", name, shipped_corpora())
+    raise UnknownIdError("validation corpus (or a .csv/.yaml/.json path)", name, shipped_corpora())
 
 
 def load_yaml_rows(path: Path) -> list[ValidationRow]:

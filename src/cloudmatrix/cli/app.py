@@ -3,30 +3,27 @@ user errors print one line on stderr and exit with code 2."""
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
-import time
-from collections.abc import Callable
-from typing import IO, Annotated, Any, NamedTuple
+from typing import Annotated, Any
 
 import typer
 
 from cloudmatrix.cli.common import (
     JsonFlag,
-    StackOption,
-    SystemsOption,
-    WorkloadOption,
     _emit_json,
     _fail,
     _run,
-    _stack_set,
     out,
+    quiet_flag_types,
     set_wide,
 )
+from cloudmatrix.cli.compare_cmd import compare
+from cloudmatrix.cli.estimate_cmd import estimate
 from cloudmatrix.cli.plan_cmd import plan
 from cloudmatrix.cli.report_cmd import report
 from cloudmatrix.cli.serve_cmd import serve
+from cloudmatrix.cli.simulate_cmd import simulate
 from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
 
@@ -37,6 +34,7 @@ APP_SETTINGS: dict[str, Any] = {
     "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 }
 app = typer.Typer(**APP_SETTINGS)
+quiet_flag_types()
 
 
 def _print_version(asked: bool) -> None:
@@ -61,172 +59,26 @@ def _options(
 
 @app.command()
 def catalog(
-    what: Annotated[str, typer.Argument(help="systems or models")] = "systems", as_json: JsonFlag = False
+    what: Annotated[str, typer.Argument(help="systems, models or keys")] = "systems", as_json: JsonFlag = False
 ) -> None:
-    """List catalog systems (with derived totals) or models (with parameter counts)."""
+    """List catalog systems (with derived totals), models (with parameter counts), or the scenario keys that
+    --set takes (with their types and defaults)."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.catalog_view import model_rows, system_rows
+    from cloudmatrix.studies.catalog_view import model_rows, scenario_key_rows, system_rows
 
-    if what not in ("systems", "models"):
-        _fail(f"unknown catalog '{what}'; expected one of: models, systems")
-    rows = _run(system_rows if what == "systems" else model_rows)
+    listings = {"systems": system_rows, "models": model_rows, "keys": scenario_key_rows}
+    if what not in listings:
+        _fail(f"unknown catalog '{what}'; expected one of: {', '.join(sorted(listings))}")
+    rows = _run(listings[what])
+    tables = {
+        "systems": render.catalog_systems_table,
+        "models": render.catalog_models_table,
+        "keys": render.catalog_keys_table,
+    }
     if as_json:
         _emit_json({what: rows})
     else:
-        out.print(render.catalog_systems_table(rows) if what == "systems" else render.catalog_models_table(rows))
-
-
-@app.command()
-def estimate(
-    system: Annotated[str, typer.Option(help="System id, e.g. cloudmatrix384.")] = "cloudmatrix384",
-    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
-    phase: Annotated[str, typer.Option(help="prefill, decode or aggregated.")] = "decode",
-    chips: Annotated[int, typer.Option(help="Chips (NPUs/GPUs) in the instance.")] = 160,
-    ep: Annotated[int | None, typer.Option(help="Expert-parallel degree in dies (default: all dies).")] = None,
-    batch_per_chip: Annotated[
-        float | None, typer.Option(help="Decode: sequences per chip (default: the paper's 96).")
-    ] = None,
-    tokens_per_chip: Annotated[int | None, typer.Option(help="Prefill: tokens per chip per batch.")] = None,
-    input_len: Annotated[int, typer.Option(help="Prompt length (tokens).")] = 4096,
-    output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
-    kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
-    precision: Annotated[
-        str, typer.Option(help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined.")
-    ] = "int8",
-    activation_precision: Annotated[
-        str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
-    ] = None,
-    kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
-    mtp: Annotated[
-        int | None,
-        typer.Option(help="MTP speculative tokens per step (default: the paper's 1 in decode, 0 in prefill)."),
-    ] = None,
-    mtp_acceptance: Annotated[
-        float | None, typer.Option(help="MTP acceptance rate, an input never fitted (default: the paper's 0.7).")
-    ] = None,
-    eplb: Annotated[
-        str,
-        typer.Option(
-            help="perfect (uniform load), default (EPLB replicas, the paper's) or none (no redundant copies)."
-        ),
-    ] = "default",
-    routing: Annotated[
-        str | None,
-        typer.Option(
-            help="Expert routing: uniform, zipf:S[@c=C] or a per-expert histogram file (default: the model's)."
-        ),
-    ] = None,
-    cached_fraction: Annotated[
-        float, typer.Option(help="Prefill: share of each prompt served from the EMS context cache.")
-    ] = 0.0,
-    cache_plane: Annotated[str, typer.Option(help="Prefill: read cached KV over ub or vpc.")] = "ub",
-    microbatch: Annotated[
-        bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
-    ] = None,
-    attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies; assumed 4).")] = 4,
-    tp: Annotated[
-        int,
-        typer.Option(
-            help="Attention tensor-parallel group (dies) for attention, dense FFN and LM head (1: DP attention)."
-        ),
-    ] = 1,
-    moe_tp: Annotated[
-        int, typer.Option(help="Expert tensor parallelism: dies each expert's FFN columns are split over.")
-    ] = 1,
-    redundant_experts: Annotated[
-        int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
-    ] = None,
-    reserve_gb: Annotated[
-        float | None, typer.Option(help="HBM per die kept from weights and KV (default: the stack's, else the chip's).")
-    ] = None,
-    offload_gb: Annotated[
-        float, typer.Option(help="Routed-expert weights per die kept in CPU memory, streamed over the CPU link.")
-    ] = 0.0,
-    chunk_tokens_per_chip: Annotated[
-        float | None,
-        typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
-    ] = None,
-    stack: Annotated[
-        str | None,
-        typer.Option(help="Serving stack whose host time per step is added (default: the system's published one)."),
-    ] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step. With
-    no flags: the paper's decode instance (160 NPUs, EP320, batch 96, MTP 1 at 70 %, INT8, EPLB); each flag
-    overrides its part."""
-    from cloudmatrix.catalog.presets import default_stack
-    from cloudmatrix.deploy import Deployment, Eplb, Phase
-    from cloudmatrix.deployment import paper_deployments
-    from cloudmatrix.estimate import estimate as run_estimate
-
-    def build() -> dict[str, Any]:
-        ph = _choice("phase", phase, Phase)
-        decodes = ph != Phase.PREFILL
-        paper = paper_deployments()[Phase.DECODE]  # what the flags left out: the paper's decode instance
-        draft = (paper.mtp if decodes else 0) if mtp is None else mtp
-        accept = (paper.mtp_acceptance if draft else 0.0) if mtp_acceptance is None else mtp_acceptance
-        dep = Deployment(
-            phase=ph,
-            num_chips=chips,
-            ep=ep,
-            batch_per_chip=(paper.batch_per_chip if decodes else None) if batch_per_chip is None else batch_per_chip,
-            tokens_per_chip=tokens_per_chip,
-            input_len=input_len,
-            output_len=output_len,
-            kv_len=kv_len,
-            precision=precision,
-            activation_precision=activation_precision,
-            kv_precision=kv_precision,
-            mtp=draft,
-            mtp_acceptance=accept,
-            eplb=_choice("eplb", eplb, Eplb),
-            routing=routing,
-            cached_fraction=cached_fraction,
-            cache_plane=cache_plane,
-            microbatch=microbatch,
-            attention_tp=attention_tp,
-            tp=tp,
-            moe_tp=moe_tp,
-            redundant_experts=redundant_experts,
-            reserve_gb=reserve_gb,
-            offload_gb=offload_gb,
-            chunk_tokens_per_chip=chunk_tokens_per_chip,
-            stack=stack or default_stack(system),
-        )
-        return run_estimate(system, model, dep).to_dict() | {"stack": dep.stack}
-
-    d = _run(build)
-    from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
-
-    attach(
-        d,
-        system,
-        ESTIMATE_METRICS,
-        d["stack"],
-        {"model": model, "weights": precision, "isl": input_len, "steady": True},
-    )
-    if as_json:
-        _emit_json(d)
-    else:
-        from cloudmatrix.cli import render
-
-        for table in render.estimate_table(d):
-            out.print(table)
-
-
-def _sim_query(sc: Any) -> dict[str, Any]:
-    """What a simulated answer's interval depends on: its model, weights, prompt length and clients."""
-    w = sc.workload
-    isl = None if w.trace else (w.input.value or w.input.high or (round(w.input.mean) if w.input.mean else None))
-    return {"model": sc.model, "weights": sc.precision, "isl": isl, "concurrency": w.arrivals.concurrency}
-
-
-def _choice(field: str, value: str, enum: Any) -> Any:
-    try:
-        return enum(value)
-    except ValueError:
-        raise CloudMatrixError(f"{field} '{value}' is not one of: {', '.join(e.value for e in enum)}") from None
+        out.print(tables[what](rows))
 
 
 @app.command()
@@ -243,228 +95,6 @@ def reproduce(
         _emit_json(d)
     else:
         out.print(render.reproduce_table(d))
-
-
-@app.command()
-def simulate(
-    scenario: Annotated[
-        str | None,
-        typer.Argument(help="Scenario YAML, built-in name or a system id with a preset (default cm384-paper)."),
-    ] = None,
-    system: Annotated[
-        str | None, typer.Option(help="Simulate this system's preset deployment (no scenario file needed).")
-    ] = None,
-    model: Annotated[str | None, typer.Option(help="With a preset: model id or config.json (deepseek-r1).")] = None,
-    workload: Annotated[
-        str | None, typer.Option(help="With a preset: ISL-OSL (2k-2k, 4k-256) or INPUT/OUTPUT tokens (4k-256).")
-    ] = None,
-    tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in ms (a preset's batch is chosen for it).")] = None,
-    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a field: key=value (dotted path).")] = None,
-    stack: StackOption = None,
-    requests_csv: Annotated[
-        str | None, typer.Option(metavar="PATH", help="Write one row per request to this CSV (- for stdout).")
-    ] = None,
-    timeline_csv: Annotated[
-        str | None,
-        typer.Option(
-            metavar="PATH", help="Write every prefill batch and decode step (utilisation, KV use) here (- for stdout)."
-        ),
-    ] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Request-level discrete-event simulation of a prefill/decode deployment under a workload: a scenario
-    file, a built-in one, or a system's preset deployment (--system, --model, --workload)."""
-    from cloudmatrix.cli import render
-    from cloudmatrix.cli.output import Outputs
-    from cloudmatrix.cli.progress import LazyProgress
-    from cloudmatrix.sim.engine import simulate as run_simulation
-
-    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv}, as_json)
-    started = time.perf_counter()
-    pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
-    loaded = _run(lambda: _scenario(scenario, pointed, set_))
-    with LazyProgress("simulating requests") as progress:
-        result = _run(lambda: run_simulation(loaded, progress.update))
-    d = result.to_dict()
-    d["wall_time_s"] = time.perf_counter() - started
-    from cloudmatrix.studies.intervals import SIMULATE_METRICS, attach
-
-    attach(d, result.system, SIMULATE_METRICS, result.stack, _sim_query(loaded))
-    if "--requests-csv" in files:
-        files.write("--requests-csv", _csv(result.requests_rows()))
-    if "--timeline-csv" in files:
-        files.write("--timeline-csv", _csv(result.timeline_rows()))
-    if as_json:
-        _emit_json(d)
-    else:
-        files.console.print(render.simulate_table(d))
-
-
-class _Pointed(NamedTuple):
-    """What `simulate` was pointed at with flags rather than a scenario file."""
-
-    system: str | None
-    model: str | None
-    workload: str | None
-    tpot_slo_ms: float | None
-    ttft_slo_ms: float | None
-    stack: str | None
-
-
-def _scenario(source: str | None, p: _Pointed, assignments: list[str] | None) -> Any:
-    """The scenario to run: a system's preset when pointed with flags or named by its system id, else a
-    file or built-in scenario (the SLO and stack flags as overrides)."""
-    from cloudmatrix.catalog.presets import presets
-    from cloudmatrix.sim.scenario import is_builtin, load_scenario
-
-    pointed = bool(p.system or p.model or p.workload)
-    named = source is not None and source in presets() and not is_builtin(source)
-    if named and p.system and p.system != source:
-        raise CloudMatrixError(f"simulate {source} --system {p.system}: name one system")
-    if named or (source is None and pointed):
-        return _preset(source or p.system or "cloudmatrix384", p, assignments)
-    if pointed:
-        raise CloudMatrixError(
-            "--system, --model and --workload build a scenario from a system's preset; with a scenario file "
-            "use --set (e.g. --set model=deepseek-v3)"
-        )
-    return load_scenario(source, _slo_set(p) + _stack_set(p.stack, assignments))
-
-
-def _preset(system: str, p: _Pointed, assignments: list[str] | None) -> Any:
-    from cloudmatrix.catalog.models import load_model
-    from cloudmatrix.sim.scenario import scenario_from
-    from cloudmatrix.studies.compare import Conditions
-    from cloudmatrix.studies.preset_scenario import preset_scenario
-    from cloudmatrix.workload.shape import parse_workload
-
-    inp, outp = parse_workload(p.workload or "4k-256")
-    model = p.model or "deepseek-r1"
-    cond = Conditions(
-        model=model,
-        mtp=1 if load_model(model).mtp_layers else 0,  # compare's MTP 1, where the model has an MTP head
-        input_len=inp,
-        output_len=outp,
-        tpot_slo_ms=50.0 if p.tpot_slo_ms is None else p.tpot_slo_ms,
-        ttft_slo_ms=p.ttft_slo_ms,
-        stack=p.stack,
-    )
-    data = preset_scenario(system, cond)
-    return scenario_from(data, list(assignments or []), f"preset scenario {data['name']}")
-
-
-def _slo_set(p: _Pointed) -> list[str]:
-    return [f"slo.{k}={v!r}" for k, v in (("tpot_ms", p.tpot_slo_ms), ("ttft_ms", p.ttft_slo_ms)) if v is not None]
-
-
-def _csv(rows: list[dict[str, Any]]) -> Callable[[IO[str]], None]:
-    """The rows as CSV, written to a stream as the writer asks (a million rows never become one string)."""
-
-    def write(f: IO[str]) -> None:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["id"])
-        writer.writeheader()
-        writer.writerows(rows)
-
-    return write
-
-
-@app.command()
-def compare(
-    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
-    workload: WorkloadOption = "4k-256",
-    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
-    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in ms (shrinks prefill batches).")] = None,
-    systems: SystemsOption = None,
-    mtp: Annotated[int, typer.Option(help="MTP draft tokens, the same for every system.")] = 1,
-    mtp_acceptance: Annotated[float, typer.Option(help="MTP acceptance rate.")] = 0.7,
-    target_rate: Annotated[float | None, typer.Option(help="Requests/s to serve: chips needed per system.")] = None,
-    plot: Annotated[
-        str | None, typer.Option(metavar="PATH", help="Write the throughput-vs-interactivity PNG here (- for stdout).")
-    ] = None,
-    stack: Annotated[
-        str | None, typer.Option(help="One serving stack for every system (default: each system's published one).")
-    ] = None,
-    versus: Annotated[
-        str | None, typer.Option(metavar="A,B", help="The verdict's pair (default: cloudmatrix384,gb200-nvl72).")
-    ] = None,
-    sweep: Annotated[
-        bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
-    ] = False,
-    osl: Annotated[int | None, typer.Option(help="--sweep: output tokens per request (default 1024).")] = None,
-    overrides: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
-    ] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Each system's published deployment for the same model, workload and SLO, side by side, and the verdict."""
-    from cloudmatrix.cli import render
-    from cloudmatrix.cli.output import Outputs
-    from cloudmatrix.cli.progress import LazyProgress
-    from cloudmatrix.studies.compare import Conditions, system_list
-    from cloudmatrix.studies.tco import compare_priced
-    from cloudmatrix.studies.verdict import parse_versus, verdict
-    from cloudmatrix.workload.shape import parse_workload
-
-    files = Outputs({"--plot": plot}, as_json)
-    pair = _run(lambda: parse_versus(versus))
-    if osl is not None and not sweep:
-        _fail("--osl applies to --sweep only; the table takes --workload INPUT/OUTPUT")
-    if sweep:
-        from cloudmatrix.cli.compare_out import compare_sweep
-
-        out_len = 1024 if osl is None else osl
-        d = _run(
-            lambda: compare_sweep(pair, model, out_len, ttft_slo, mtp, mtp_acceptance, stack, tuple(overrides or ()))
-        )
-        if "--plot" in files:
-            from cloudmatrix.report.sweep_plot import sweep_png
-
-            files.write("--plot", sweep_png(d))
-        if as_json:
-            _emit_json({"sweep": d})
-        else:
-            from cloudmatrix.cli.compare_out import sweep_tables
-
-            for table in sweep_tables(d):
-                files.console.print(table)
-        return
-
-    def build(progress: Callable[[int, int], None]) -> tuple[Conditions, tuple[list[Any], dict[str, Any]]]:
-        inp, outp = parse_workload(workload)
-        cond = Conditions(
-            model=model,
-            input_len=inp,
-            output_len=outp,
-            tpot_slo_ms=tpot_slo,
-            ttft_slo_ms=ttft_slo,
-            mtp=mtp,
-            mtp_acceptance=mtp_acceptance,
-            target_rate_req_s=target_rate,
-            stack=stack,
-        )
-        ids = system_list(systems)
-        ids += [s for s in pair if versus and s not in ids]  # the pair asked for is always compared
-        return cond, compare_priced(ids, cond, tuple(overrides or ()), progress)
-
-    with LazyProgress("pricing systems") as progress:
-        cond, (results, d) = _run(lambda: build(progress.update))
-    if plot is not None:
-        from cloudmatrix.report.plot import tradeoff_png
-
-        title = f"{model}, {cond.input_len}/{cond.output_len} tokens, MTP {mtp} at {mtp_acceptance:.0%}"
-        files.write("--plot", tradeoff_png(results, title, tpot_slo))
-    d["verdict"] = verdict(d["systems"], pair)
-    if as_json:
-        _emit_json(d)
-    else:
-        from cloudmatrix.cli.compare_out import verdict_table
-
-        for table in render.compare_table(d, files.console.width):
-            files.console.print(table)
-        if d["verdict"] is not None:
-            files.console.print(verdict_table(d["verdict"]))
 
 
 @app.command()
@@ -514,6 +144,9 @@ def calibrate(
             out.print(f"{name:52s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
 
 
+app.command()(estimate)
+app.command()(simulate)
+app.command()(compare)
 app.command()(plan)
 app.command()(validate)
 app.command()(serve)

@@ -98,3 +98,39 @@ def _emit_json(obj: Any) -> None:
 def _stack_set(stack: str | None, assignments: list[str] | None) -> list[str]:
     """``--stack`` as the scenario override it is; explicit ``--set`` assignments come after and win."""
     return ([f"stack={stack}"] if stack else []) + list(assignments or [])
+
+
+def _warn_precision(model: str, precision: str) -> None:
+    """One stderr line when the weight precision priced is not the one the model's checkpoint declares."""
+    from cloudmatrix.catalog.models import load_model, precision_note
+
+    note = _run(lambda: precision_note(load_model(model), precision))
+    if note:
+        err.print(note, markup=False, highlight=False, soft_wrap=True)
+
+
+def _checkpoint_precision(model: str, given: str | None, default: str) -> str:
+    """``given``, else the precision the model's checkpoint declares (``quantization_config``) when the twin
+    prices it, else ``default``; warns when the one priced is not the checkpoint's."""
+    from cloudmatrix.catalog.models import PRECISION_OF_FORMAT, load_model
+
+    fmt = _run(lambda: load_model(model).checkpoint_format)
+    chosen = given or PRECISION_OF_FORMAT.get(fmt or "", default)
+    _warn_precision(model, chosen)
+    return chosen
+
+
+def quiet_flag_types() -> None:
+    """Typer 0.29's help shows every option's type, a flag's too (``--json <bool>``), which reads as if the
+    flag took a value. A flag (``--x`` or ``--x/--no-x``) takes none: show no type for it."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "quiet_flags", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else shown(self, ctx)
+
+    display_type_rich.quiet_flags = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]

@@ -29,6 +29,15 @@ def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
+def catalog_keys_table(rows: list[dict[str, Any]]) -> Table:
+    t = Table(title="Scenario keys for --set key=value (simulate, serve)")
+    for col in ("key", "type", "default"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["key"], r["type"], r["default"])
+    return t
+
+
 def catalog_models_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="Models")
     for col in ("id", "type", "attention", "layers", "experts", "total B", "active B", "KV B/token (BF16)"):
@@ -222,6 +231,7 @@ COMPARE_COLUMNS = (
     "decode tok/s/chip",
     "prefill tok/s/chip",
     "out tok/s/chip",
+    "80 % interval",
     "out tok/s/system",
     "per kW",
     "per $M",
@@ -235,6 +245,14 @@ def _economics_cells(e: dict[str, Any]) -> list[str]:
     """$ per million output tokens and J per output token, or ``?`` without a power breakdown."""
     cost, joules = e.get("usd_per_mtok"), e.get("j_per_token")
     return ["?" if cost is None else f"{cost:.3f}", "?" if joules is None else f"{joules:.2f}"]
+
+
+def _interval_cell(r: dict[str, Any], key: str = "output_tok_s_per_chip") -> str:
+    """The headline figure's 80 % interval, or ``unknown`` (never a zero-width range)."""
+    iv = (r.get("intervals") or {}).get(key) or {}
+    if iv.get("lo") is None or iv.get("hi") is None:
+        return "unknown"
+    return f"{iv['lo']:,.0f}–{iv['hi']:,.0f}"
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -262,6 +280,7 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
                 f"{r['decode_tok_s_per_chip']:,.0f}",
                 f"{r['prefill_tok_s_per_chip']:,.0f}",
                 f"{r['output_tok_s_per_chip']:,.0f}",
+                _interval_cell(r),
                 f"{r['output_tok_s_per_system']:,.0f}",
                 f"{r['output_tok_s_per_kw']:,.0f}",
                 f"{r['output_tok_s_per_musd']:,.0f}",
@@ -274,6 +293,10 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
         "per kW and per $M use each system's catalog power and price (sources in the catalog); $/Mtok: TCO per "
         "million output tokens, J/tok: IT energy per output token at the operating load (docs/compare.md)"
     )
+    columns: tuple[str, ...] = COMPARE_COLUMNS
+    if all(r.get("chips_for_target") is None for r in d["systems"]):  # no --target-rate: no empty column
+        columns, rows = columns[:-1], [row[:-1] for row in rows]
+    caption += "; 80 % interval: where measured out tok/s per chip is expected to fall (docs/validation.md §6)"
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
-    tables = fitted_tables(title, COMPARE_COLUMNS, rows, left=("system", "mode", "prec"), caption=caption, width=width)
+    tables = fitted_tables(title, columns, rows, left=("system", "mode", "prec"), caption=caption, width=width)
     return [*tables, why]

@@ -54,7 +54,22 @@ def serve(
         Path | None,
         typer.Option(help="A local Hugging Face tokenizer.json to count prompt tokens (default: 4 characters each)."),
     ] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a scenario field: key=value.")] = None,
+    served_model_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A name requests may give the model, as vLLM's (repeat for several; /v1/models lists them). "
+            "Default: the catalog id and its Hugging Face id."
+        ),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Override a scenario field, KEY a dotted path (workload.output.mean=300); repeatable. "
+            "`cloudmatrix catalog keys` lists every key.",
+        ),
+    ] = None,
     stack: StackOption = None,
     max_header_bytes: Annotated[
         int, typer.Option(help="Largest request header: request line and fields (431 above).")
@@ -106,6 +121,7 @@ def serve(
         elif from_env is not None:
             api_key = check_api_key(from_env, f"${API_KEY_ENV}", "unset it")
         hosts, origins = parse_hosts(allowed_hosts, host), parse_origins(allowed_origins)
+        names = served_names(served_model_name)
         check_number("--max-header-bytes", max_header_bytes, lo=256, hi=16 * 1024 * 1024, integer=True)
         check_number("--max-headers", max_headers, lo=1, hi=10_000, integer=True)
         for flag, seconds in (
@@ -129,6 +145,7 @@ def serve(
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding, tokens=tokens)
         config = ServeConfig(
             model_id=sc.model,
+            served_names=names or default_names(sc.model),
             api_key=api_key,
             allowed_hosts=hosts,
             allowed_origins=origins,
@@ -136,7 +153,7 @@ def serve(
             max_body_bytes=max_body_bytes,
             seed=sc.seed,
         )
-        return (create_app(engine, config), engine), sc.model
+        return (create_app(engine, config), engine), f"{sc.model} as {', '.join(config.names)}"
 
     (api, engine), model_id = _run(build)
     _run(lambda: check_listen(host, port))  # uvicorn would log a bind failure and exit from inside its loop
@@ -161,3 +178,30 @@ def serve(
         DrainingServer(serve_config(api, host, port, drain_timeout, limits), engine, drain_timeout).run()
     except OSError as e:
         _fail(f"cannot listen on {host}:{port}: {e.strerror or e}")
+
+
+MAX_NAME_CHARS = 256
+
+
+def served_names(given: list[str] | None) -> tuple[str, ...]:
+    """``--served-model-name`` values, each checked (printable, no spaces, bounded) and kept once, in order."""
+    from cloudmatrix.inputs import InputError
+
+    names: list[str] = []
+    for name in given or []:
+        if not name or len(name) > MAX_NAME_CHARS or not name.isprintable() or any(c.isspace() for c in name):
+            raise InputError(
+                f"--served-model-name: got {name[:64]!r}; expected 1 to {MAX_NAME_CHARS} printable characters "
+                "without spaces"
+            )
+        if name not in names:
+            names.append(name)
+    return tuple(names)
+
+
+def default_names(model: str) -> tuple[str, ...]:
+    """The scenario's model id and, for a shipped model, its Hugging Face id."""
+    from cloudmatrix.catalog.models import hf_id_of
+
+    hf = hf_id_of(model)
+    return (model,) if hf is None else (model, hf)

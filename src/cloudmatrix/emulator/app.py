@@ -1,5 +1,8 @@
 """The OpenAI-compatible HTTP API: /v1/models, /v1/completions, /v1/chat/completions (streaming over SSE and
-not), /health and /metrics. Errors use OpenAI's body: {"error": {"message", "type", "param", "code"}}. Access
+not), /health and /metrics, with vLLM's /version, /ping, /tokenize and /detokenize (vllm_api.py). The model
+answers to each of its served names (the catalog id and the Hugging Face id unless --served-model-name says
+otherwise); completions end at a simulated end-of-sequence drawn from the scenario's output lengths. Errors
+use OpenAI's body: {"error": {"message", "type", "param", "code"}}. Access
 (Host, origin, key) is checked before any route by guard.py; there are no /docs pages (they load a CDN)."""
 
 from __future__ import annotations
@@ -18,20 +21,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.emulator.bodies import json_body
 from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
-from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers, has_lone_surrogate
+from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers
 from cloudmatrix.emulator.metrics import Metrics
-from cloudmatrix.emulator.schemas import ChatBody, CompletionBody, RequestBody
+from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
-from cloudmatrix.inputs import MAX_DEPTH, depth, number_problem
+from cloudmatrix.emulator.vllm_api import add_vllm_routes
+from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished_sequence
 
 
 @dataclass(frozen=True, kw_only=True)
 class ServeConfig:
     model_id: str
+    served_names: tuple[str, ...] = ()  # what requests may name the model (default: model_id)
     api_key: str | None = None
     allowed_hosts: frozenset[str] = frozenset(LOCAL_HOSTS)
     allowed_origins: frozenset[str] = frozenset()
@@ -39,9 +45,21 @@ class ServeConfig:
     max_body_bytes: int = 4 * 1024 * 1024
     seed: int = 0
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.served_names or (self.model_id,)
+
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
+    state = EngineState(
+        running=engine.running,
+        waiting=engine.queue_depth,
+        kv_usage=engine.kv_occupancy,
+        prefix_queries=lambda: engine.prefix_cache_tokens()[0],
+        prefix_hits=lambda: engine.prefix_cache_tokens()[1],
+    )
+    vllm = VllmMetrics(metrics.registry, config.names[0], engine.max_context_tokens, state)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -62,49 +80,37 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     add_error_handlers(app, metrics)  # after: its request counter wraps the access checks and counts refusals
     add_dashboard(app, engine, metrics, config.model_id)
 
-    async def body_bytes(request: Request) -> bytes:
-        """The body, refused (413) as soon as it passes the limit, whatever its Content-Length says."""
-        limit = config.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise ApiError(413, f"Request body of {declared} bytes exceeds the {limit}-byte limit.")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"Request body exceeds the {limit}-byte limit.")
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def check_model(name: str) -> None:
+        if name not in config.names:
+            served = ", ".join(f"'{n}'" for n in config.names)
+            raise ApiError(
+                404,
+                f"The model '{name[:200]}' does not exist; this server serves {served}.",
+                param="model",
+                code="model_not_found",
+            )
+
+    async def read_json(request: Request) -> dict[str, Any]:
+        return await json_body(request, config.max_body_bytes)
 
     async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
         if engine.draining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
-        raw = await body_bytes(request)
-        try:
-            data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(400, f"Request body is not valid JSON: {e}") from None
-        except RecursionError:
-            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.") from None
-        except ValueError as e:  # json's int() refuses an integer of over 4,300 digits
-            raise ApiError(400, f"Request body: {number_problem(e)}.") from None
-        if not isinstance(data, dict):
-            raise ApiError(400, "Request body must be a JSON object.")
-        if depth(data) > MAX_DEPTH:
-            raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.")
-        if has_lone_surrogate(data):
-            raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
+        data = await read_json(request)
         try:
             body = schema.model_validate(data)
         except ValidationError as e:
             first = e.errors()[0]
             raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None
-        if body.model != config.model_id:
+        check_model(body.model)
+        asked = body.logprobs_asked()
+        if asked is not None:
             raise ApiError(
-                404,
-                f"The model '{body.model}' does not exist; this server serves '{config.model_id}'.",
-                param="model",
-                code="model_not_found",
+                400,
+                f"'{asked}' is not supported: the emulator simulates timing, not a model, and has no token "
+                "probabilities to return.",
+                param=asked,
+                code="logprobs_not_supported",
             )
         if engine.outstanding >= engine.max_outstanding:
             raise too_many(1)
@@ -141,23 +147,31 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 item = await stream.queue.get()
                 if item is None:
                     finished = True
+                    timeline = engine.timeline(stream.rid) or {}
+                    vllm.observe_finished(
+                        finished_sequence(stream, timeline, engine.speed, time.perf_counter() - started)
+                    )
                     return
                 if isinstance(item, str):  # SHUTDOWN: the drain deadline passed
                     raise ServerDraining()
                 n, sim_t = item
                 if last is None:
                     metrics.observe_ttft(time.perf_counter() - started)  # wall clock: the HTTP queue is real
+                    vllm.observe_ttft(time.perf_counter() - started)
                     metrics.observe_tpot(0.0, n - 1)  # tokens that came with the first: no wait of their own
                 else:
                     # the emulated deployment's pace (simulated seconds in wall seconds), not this host's
                     # scheduling jitter; token-weighted: a chunk of k tokens is k observations
                     metrics.observe_tpot((sim_t - last) / engine.speed / n, n)
+                    vllm.observe_gap((sim_t - last) / engine.speed)  # vLLM's: one per chunk, the whole gap
                 last = sim_t
                 metrics.count_tokens(item[0])
+                vllm.count_tokens(0, item[0])
                 yield item
         finally:
             if not finished:
                 engine.cancel(stream)
+                vllm.success.labels(*vllm.labels, "abort").inc()
 
     async def choices(request: Request, streams: list[Stream]) -> AsyncGenerator[tuple[int, int | None], None]:
         """(choice, tokens) as the simulation releases them across the request's choices, then (choice, None)
@@ -231,7 +245,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 choice: dict[str, Any] = {"index": i, "delta": delta, "finish_reason": finish}
             else:
                 choice = {"index": i, "text": text or "", "finish_reason": finish, "logprobs": None}
-            return {"id": rid, "object": obj, "created": created, "model": config.model_id, "choices": [choice]}
+            return {"id": rid, "object": obj, "created": created, "model": body.model, "choices": [choice]}
 
         def with_usage(payload: dict[str, Any]) -> dict[str, Any]:
             return payload | {"usage": usage(streams)} if body.continuous_usage else payload
@@ -244,7 +258,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         try:
             async for i, n in choices(request, streams):
                 if n is None:
-                    yield sse(with_usage(chunk(i, None, "length")))
+                    yield sse(with_usage(chunk(i, None, streams[i].finish_reason)))
                 elif body.continuous_usage:
                     yield sse(with_usage(chunk(i, fillers[i].words(n), None)))
                 else:
@@ -269,7 +283,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     "id": rid,
                     "object": obj,
                     "created": created,
-                    "model": config.model_id,
+                    "model": body.model,
                     "choices": [],
                     "usage": usage(streams),
                 }
@@ -300,10 +314,21 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 param="messages" if chat else "prompt",
                 code="context_length_exceeded",
             )
+        if body.min_tokens > max_tokens:
+            raise ApiError(
+                400,
+                f"min_tokens ({body.min_tokens}) must be at most max_tokens ({max_tokens}).",
+                param="min_tokens",
+            )
         if engine.outstanding + body.n > engine.max_outstanding:
             raise too_many(body.n)
         metrics.prompt_tokens.inc(prompt_tokens * body.n)
-        streams = [engine.submit(prompt_tokens, max_tokens, hashes) for _ in range(body.n)]
+        vllm.count_tokens(prompt_tokens * body.n, 0)
+        vllm.observe_request(body.n, max_tokens)
+        streams = [
+            engine.submit(prompt_tokens, max_tokens, hashes, min_tokens=body.min_tokens, ignore_eos=body.ignore_eos)
+            for _ in range(body.n)
+        ]
         created = int(time.time())
         rid = f"{'chatcmpl' if chat else 'cmpl'}-{streams[0].rid}"
         if body.stream:
@@ -313,17 +338,20 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         texts = await complete(request, streams)
         if chat:
             out: list[dict[str, Any]] = [
-                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
-                for i, t in enumerate(texts)
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": s.finish_reason}
+                for i, (t, s) in enumerate(zip(texts, streams, strict=True))
             ]
         else:
-            out = [{"index": i, "text": t, "finish_reason": "length", "logprobs": None} for i, t in enumerate(texts)]
+            out = [
+                {"index": i, "text": t, "finish_reason": s.finish_reason, "logprobs": None}
+                for i, (t, s) in enumerate(zip(texts, streams, strict=True))
+            ]
         return JSONResponse(
             {
                 "id": rid,
                 "object": "chat.completion" if chat else "text_completion",
                 "created": created,
-                "model": config.model_id,
+                "model": body.model,
                 "choices": out,
                 "usage": usage(streams),
             }
@@ -335,8 +363,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         assert isinstance(body, ChatBody)
         contents = [m.text() for m in body.messages]
         counts, hashes = await measure(contents, chat_text([(m.role, m.text()) for m in body.messages]), "messages")
-        max_tokens = body.max_completion_tokens or body.max_tokens or engine.sim.s.workload.output.typical
-        return await serve(request, body, True, chat_prompt_tokens(counts), max_tokens, hashes)
+        prompt = chat_prompt_tokens(counts)
+        # no cap given: as vLLM, whatever context is left (the simulated end-of-sequence ends it first)
+        default = max(1, min(MAX_TOKENS_LIMIT, engine.max_context_tokens - prompt))
+        max_tokens = body.max_completion_tokens or body.max_tokens or default
+        return await serve(request, body, True, prompt, max_tokens, hashes)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -350,10 +381,13 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
+        card = {"object": "model", "created": 0, "owned_by": "cloudmatrix", "root": config.model_id, "parent": None}
         return {
             "object": "list",
-            "data": [{"id": config.model_id, "object": "model", "created": 0, "owned_by": "cloudmatrix"}],
+            "data": [card | {"id": n, "max_model_len": engine.max_context_tokens} for n in config.names],
         }
+
+    add_vllm_routes(app, engine, read_json, check_model)
 
     @app.get("/v1/cloudmatrix/requests/{rid}")
     async def request_timeline(rid: str) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import asyncio
 import math
 import secrets
 import time
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,11 +37,17 @@ class Stream:
     row: int
     prompt_tokens: int
     max_tokens: int
+    output_tokens: int  # the completion's length: drawn from the scenario's output lengths, capped at max_tokens
     queue: asyncio.Queue[tuple[int, float] | str | None] = field(default_factory=asyncio.Queue)
     generated: int = 0
     done: bool = False
     cached: int = 0  # prompt tokens the EMS cache supplied, kept when the row is given back
     arrived: float = field(default_factory=time.perf_counter)  # wall clock when the request came in
+
+    @property
+    def finish_reason(self) -> str:
+        """OpenAI's: "stop" when the simulated end-of-sequence came before max_tokens, else "length"."""
+        return "stop" if self.output_tokens < self.max_tokens else "length"
 
 
 HISTORY = 10_000  # finished requests whose timelines /v1/cloudmatrix/requests/{id} still answers for
@@ -143,7 +150,7 @@ class RealtimeEngine:
         assert pool is not None
         step = costs.decode_step_s(pool.batch_per_chip // costs.hw.chip.num_dies, self.sim.s.workload.input.typical)
         tpot = step / mtp_tokens_per_step(pool.mtp, pool.mtp_acceptance)
-        remaining = min((s.max_tokens - s.generated for s in self.streams.values()), default=0)
+        remaining = min((s.output_tokens - s.generated for s in self.streams.values()), default=0)
         return max(1, math.ceil(max(remaining, 0) * tpot / self.speed))
 
     @property
@@ -151,12 +158,35 @@ class RealtimeEngine:
         """The EMS cache's block size, None without a cache (then prompts need no block hashes)."""
         return self.sim.ems.block_tokens if self.sim.ems is not None else None
 
-    def submit(self, prompt_tokens: int, max_tokens: int, hashes: list[int] | None = None) -> Stream:
-        """A request from a client; with its prompt's chained block hashes, the EMS cache sees its prefix."""
+    def output_length(self, seq: int, max_tokens: int, min_tokens: int = 0, ignore_eos: bool = False) -> int:
+        """Where request ``seq`` meets its simulated end-of-sequence: a draw from the scenario's output lengths
+        (seeded by the scenario's seed and the arrival number, so a replay gets the same lengths), not before
+        ``min_tokens``, and never past ``max_tokens``; ``ignore_eos`` runs it to ``max_tokens``."""
+        if ignore_eos:
+            return max_tokens
+        rng = np.random.default_rng([self.sim.s.seed, zlib.crc32(b"serve_output_len"), seq])
+        drawn = int(self.sim.s.workload.output.sample(rng, 1)[0])
+        return min(max(drawn, min_tokens, 1), max_tokens)
+
+    def submit(
+        self,
+        prompt_tokens: int,
+        max_tokens: int,
+        hashes: list[int] | None = None,
+        *,
+        min_tokens: int = 0,
+        ignore_eos: bool = False,
+    ) -> Stream:
+        """A request from a client; with its prompt's chained block hashes, the EMS cache sees its prefix. Its
+        completion ends at a simulated end-of-sequence (``output_length``) unless ``ignore_eos``."""
         self._catch_up()
-        row = self.sim.submit(prompt_tokens, max_tokens, hashes)
+        seq = self.next_seq
+        output = self.output_length(seq, max_tokens, min_tokens, ignore_eos)
+        row = self.sim.submit(prompt_tokens, output, hashes)
         rid = public_id()
-        stream = Stream(rid=rid, seq=self.next_seq, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        stream = Stream(
+            rid=rid, seq=seq, row=row, prompt_tokens=prompt_tokens, max_tokens=max_tokens, output_tokens=output
+        )
         self.next_seq += 1
         self.streams[row] = stream
         self.live_rows[stream.rid] = row
@@ -177,7 +207,7 @@ class RealtimeEngine:
         """Keep the request's timeline (bounded) and give its row back once the simulation lets go of it."""
         self.live_rows.pop(stream.rid, None)
         stream.cached = self.sim.cached_of.get(stream.row, 0)
-        self.history[stream.rid] = self.timeline_of_row(stream.row)
+        self.history[stream.rid] = self.timeline_of_row(stream.row, stream.max_tokens)
         if len(self.history) > HISTORY:
             self.history.popitem(last=False)
         if not self.sim.recycle(stream.row):
@@ -186,17 +216,17 @@ class RealtimeEngine:
             if self.sim.recycle(row):  # its prefill or transfer has ended: the row still holds its data
                 del self.unrecycled[row]
                 if rid in self.history:
-                    self.history[rid] = self.timeline_of_row(row)
+                    self.history[rid] = self.timeline_of_row(row, self.history[rid]["max_tokens"])
 
     def timeline(self, rid: str) -> dict[str, Any] | None:
         """What the simulation predicted for public request ``rid``: live, or among the last HISTORY."""
         row = self.live_rows.get(rid)
         if row is not None:
-            return self.timeline_of_row(row) | {"id": rid}
+            return self.timeline_of_row(row, self.streams[row].max_tokens) | {"id": rid}
         kept = self.history.get(rid)
         return None if kept is None else kept | {"id": rid}
 
-    def timeline_of_row(self, row: int) -> dict[str, Any]:
+    def timeline_of_row(self, row: int, max_tokens: int) -> dict[str, Any]:
         t = self.sim.table
         stamps = {name: _stamp(getattr(t, name)[row]) for name in t.STAMPS}
         first, arrival, finish = stamps["first_token_s"], stamps["arrival_s"], stamps["finish_s"]
@@ -205,7 +235,8 @@ class RealtimeEngine:
             "state": State(int(t.state[row])).name.lower() if t.state[row] >= 0 else "new",
             "speed": self.speed,
             "prompt_tokens": int(t.input_len[row]),
-            "max_tokens": out,
+            "max_tokens": max_tokens,
+            "output_tokens": out,
             **stamps,
             "ttft_s": None if first is None or arrival is None else first - arrival,
             "tpot_s": None if finish is None or first is None or out < 2 else (finish - first) / (out - 1),
@@ -231,6 +262,15 @@ class RealtimeEngine:
         """Share of prompt tokens the EMS context cache has supplied (0 without a cache)."""
         ems = self.sim.ems
         return ems.cached_tokens / ems.prompt_tokens if ems and ems.prompt_tokens else 0.0
+
+    def prefix_cache_tokens(self) -> tuple[int, int]:
+        """Prompt tokens looked up in the EMS context cache and those it supplied (0, 0 without a cache)."""
+        ems = self.sim.ems
+        return (ems.prompt_tokens, ems.cached_tokens) if ems else (0, 0)
+
+    def running(self) -> int:
+        """Requests in a prefill batch, a KV transfer or a decode batch: in flight and not queued."""
+        return max(self.outstanding - self.queue_depth(), 0)
 
     def queue_depth(self) -> int:
         return sum(len(q) for q in self.sim.prefill_queues) + len(self.sim.waiting_kv)

@@ -64,7 +64,6 @@ class RollingWindow:
         self.tpot = np.zeros((seconds, width))
         self.tokens = np.zeros(seconds)
         self.stamp = np.full(seconds, -1, dtype=np.int64)
-        self.started = clock()
 
     def _slot(self) -> int:
         now = int(self.clock())
@@ -102,11 +101,18 @@ class RollingWindow:
             out[f"p{p}"] = (lo + (hi - lo) * share) * 1e3
         return out
 
+    def tokens_per_s(self) -> float:
+        """Tokens streamed per second over the seconds of the last minute in which any were streamed (the
+        second under way left out, as it is not over): what clients pulled while pulling, not diluted by idle
+        time."""
+        now = int(self.clock())
+        done = self._live() & (self.stamp < now) & (self.tokens > 0)
+        return float(self.tokens[done].sum() / done.sum()) if done.any() else 0.0
+
     def snapshot(self) -> dict[str, Any]:
-        span = min(self.seconds, max(self.clock() - self.started, 1.0))
         return {
             "window_s": self.seconds,
-            "tokens_per_s": float(self.tokens[self._live()].sum() / span),
+            "tokens_per_s": self.tokens_per_s(),
             "ttft_ms": self.percentiles_ms("ttft"),
             "tpot_ms": self.percentiles_ms("tpot"),
         }

@@ -62,9 +62,16 @@ class CharTokens:
         size = block_tokens * CHARS_PER_TOKEN
         return [text[i : i + size].encode() for i in range(0, max(len(text), 1), size)]
 
-    async def measure(self, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
-        """In-process: a few string operations on a body already bounded by --max-body-bytes."""
+    async def measure(
+        self, texts: list[str], block_text: str | None, block_tokens: int, with_ids: bool = False
+    ) -> Measured:
+        """In-process: a few string operations on a body already bounded by --max-body-bytes. There are no
+        token ids to give (``with_ids`` leaves ``ids`` None): /tokenize simulates them."""
         return measure_texts(self, texts, block_text, block_tokens)
+
+    def pieces(self, text: str) -> list[str]:
+        """The 4-character pieces a prompt is counted as (one per token)."""
+        return [text[i : i + CHARS_PER_TOKEN] for i in range(0, len(text), CHARS_PER_TOKEN)] or [""]
 
 
 class HFTokens:
@@ -95,6 +102,9 @@ class HFTokens:
     def count(self, text: str) -> int:
         return max(1, len(self._ids(text)))
 
+    def decode(self, ids: list[int]) -> str:
+        return str(self.tokenizer.decode(ids, skip_special_tokens=False))
+
     def blocks(self, text: str, block_tokens: int) -> list[bytes]:
         ids = np.asarray(self._ids(text) or [0], dtype=np.int64)
         return [ids[i : i + block_tokens].tobytes() for i in range(0, len(ids), block_tokens)]
@@ -111,14 +121,18 @@ class Measured:
 
     counts: list[int]
     block_keys: list[int]
+    ids: list[int] | None = None  # the first text's token ids, when asked for (``/tokenize``)
 
     def prefix_hashes(self) -> list[int]:
         return chain_hashes(self.block_keys)
 
 
-def measure_texts(tokens: Tokens, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
+def measure_texts(
+    tokens: Tokens, texts: list[str], block_text: str | None, block_tokens: int, with_ids: bool = False
+) -> Measured:
     keys = [] if block_text is None else block_keys(tokens.blocks(block_text, block_tokens))
-    measured = Measured([tokens.count(t) for t in texts], keys)
+    ids = list(tokens._ids(texts[0])) if with_ids and isinstance(tokens, HFTokens) and texts else None
+    measured = Measured([tokens.count(t) for t in texts], keys, ids)
     if isinstance(tokens, HFTokens):
         tokens.last = ("", [])  # a multi-megabyte prompt's ids are not kept until the next request
     return measured

@@ -47,6 +47,7 @@ PROBES: tuple[tuple[str, str], ...] = (
     ("a short chat prompt", chat_text([("system", "You are a helpful assistant."), ("user", "Hi! What is 2+2?")])),
 )
 _HEADER = struct.Struct(">Q")
+DECODE = "decode"  # a request ("decode", ids) turns token ids back into text (``/detokenize``)
 
 
 class TokenizerFailed(Exception):
@@ -97,7 +98,10 @@ def worker_main() -> None:
     _send(out, ("ready", None))
     while (request := _receive(inp)) is not None:
         try:
-            reply: tuple[str, Any] = ("ok", measure_texts(tokens, *request))
+            if request[0] == DECODE:
+                reply: tuple[str, Any] = ("ok", tokens.decode(request[1]))
+            else:
+                reply = ("ok", measure_texts(tokens, *request))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # a Rust panic arrives as pyo3's PanicException, a BaseException
@@ -157,7 +161,8 @@ class _Worker:
             with contextlib.suppress(ConfigError, TokenizerFailed):
                 self.start()
 
-    def measure(self, request: tuple[list[str], str | None, int], timeout_s: float) -> Measured:
+    def measure(self, request: tuple[Any, ...], timeout_s: float) -> Any:
+        """A measurement (Measured), or with a DECODE request the decoded text."""
         if self.proc is None or self.proc.poll() is not None:
             self.kill()
             try:
@@ -167,7 +172,7 @@ class _Worker:
         kind, detail = self._exchange(request, timeout_s, "encoding")
         if kind != "ok":
             raise TokenizerFailed(detail)
-        assert isinstance(detail, Measured)
+        assert isinstance(detail, (Measured, str))
         return detail
 
     def _exchange(self, message: Any, timeout_s: float, doing: str) -> tuple[str, Any]:
@@ -238,14 +243,25 @@ class TokenizerPool:
             if len(text.split()) >= 2 and got.counts[0] < 2:  # counts are at least 1, even for no tokens
                 raise ConfigError(f"{path}: encodes a probe prompt of several words ({label}) to at most 1 token")
 
-    async def measure(self, texts: list[str], block_text: str | None, block_tokens: int) -> Measured:
+    async def measure(
+        self, texts: list[str], block_text: str | None, block_tokens: int, with_ids: bool = False
+    ) -> Measured:
         """One request's prompt, measured by the next idle worker (TokenizerFailed: the request's 400). A
         request whose client leaves while it waits for a worker is dropped from the queue."""
         chars = sum(map(len, texts)) + len(block_text or "")
-        job = self.executor.submit(self._measure, (texts, block_text, block_tokens), time_bound_s(chars))
-        return await asyncio.wrap_future(job)
+        job = self.executor.submit(self._measure, (texts, block_text, block_tokens, with_ids), time_bound_s(chars))
+        measured = await asyncio.wrap_future(job)
+        assert isinstance(measured, Measured)
+        return measured
 
-    def _measure(self, request: tuple[list[str], str | None, int], timeout_s: float) -> Measured:
+    async def decode(self, ids: list[int]) -> str:
+        """Token ids back to text by the next idle worker (TokenizerFailed: the request's 400)."""
+        job = self.executor.submit(self._measure, (DECODE, ids), time_bound_s(len(ids)))
+        text = await asyncio.wrap_future(job)
+        assert isinstance(text, str)
+        return text
+
+    def _measure(self, request: tuple[Any, ...], timeout_s: float) -> Any:
         """In one of the executor's threads, as many as workers: a worker is idle or about to be."""
         worker = self.idle.get()
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel
 
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model, model_ids
@@ -35,3 +37,44 @@ def model_rows() -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def scenario_key_rows() -> list[dict[str, Any]]:
+    """Every key ``--set`` takes on a scenario (dotted paths through its sections), with its type and the
+    default of a scenario that does not set it, from the scenario schema itself (so the list cannot fall
+    behind it). A section (``decode``, ``workload.arrivals``) is set whole by its keys."""
+    from cloudmatrix.sim.scenario import Scenario
+
+    rows: list[dict[str, Any]] = []
+    _walk(Scenario, "", rows, None)
+    return rows
+
+
+def _walk(model: type[BaseModel], prefix: str, rows: list[dict[str, Any]], instance: BaseModel | None) -> None:
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        if instance is not None:
+            value = getattr(instance, name)
+        else:
+            value = None if field.is_required() else field.get_default(call_default_factory=True)
+        nested = [a for a in (get_args(field.annotation) or (field.annotation,)) if _is_model(a)]
+        if nested:
+            rows.append({"key": key, "type": "section", "default": "set" if value is not None else "absent"})
+            _walk(nested[0], f"{key}.", rows, value if isinstance(value, BaseModel) else None)
+            continue
+        default = "required" if instance is None and field.is_required() else "null" if value is None else str(value)
+        rows.append({"key": key, "type": _type_name(field.annotation), "default": default})
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _type_name(annotation: Any) -> str:
+    args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return "|".join(str(a) for a in args)
+    if args:
+        named = " or ".join(_type_name(a) for a in args if a is not type(None))
+        return named + (" or null" if type(None) in args else "")
+    return getattr(annotation, "__name__", str(annotation))

@@ -229,16 +229,27 @@ def _domain_steps(q: Query, t: _Table, family: str, reasons: list[str], steps: l
         steps.append("model")
     if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
         isls = [r["isl"] for r in base if r.get("isl")]
-        where = f"beyond the validated {_span(isls)}" if isls else "has no rows near it"
-        reasons.append(f"ISL {q.isl:,} {where}")
+        reasons.append(f"ISL {q.isl:,} {_where(q.isl, isls)}")
         steps.append("isl")
     if q.band is not None and q.band not in {r.get("band") for r in base}:
         concs = [r["concurrency"] for r in base if r.get("concurrency")]
         if q.band == "steady" or not concs:
             reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
         else:
-            reasons.append(f"concurrency {q.concurrency or q.band} beyond the validated {_span(concs)}")
+            shown = f"{q.concurrency:,}" if q.concurrency else str(q.band)
+            reasons.append(f"concurrency {shown} {_where(q.concurrency, concs)}")
         steps.append("band")
+
+
+def _where(value: int | None, validated: Sequence[int]) -> str:
+    """Where a query stands against the validated values of its kind: outside their range, or in a gap
+    between them (its band has no rows although lengths on both sides do)."""
+    if not validated:
+        return "has no rows near it"
+    if value is not None and min(validated) <= value <= max(validated):
+        shown = ", ".join(f"{v:,}" for v in sorted(set(validated))[:8])
+        return f"falls between the validated values ({shown}{', ...' if len(set(validated)) > 8 else ''})"
+    return f"beyond the validated {_span(validated)}"
 
 
 def _span(values: Sequence[int]) -> str:

@@ -1,0 +1,162 @@
+"""`cloudmatrix estimate`: one prefill batch, decode step or co-located step priced operator by operator.
+Registered on the app in app.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from cloudmatrix.cli.common import JsonFlag, _checkpoint_precision, _emit_json, _run, out
+from cloudmatrix.errors import CloudMatrixError
+
+
+def estimate(
+    system: Annotated[str, typer.Option(help="System id, e.g. cloudmatrix384.")] = "cloudmatrix384",
+    model: Annotated[str, typer.Option(help="Model id or path to a config.json.")] = "deepseek-r1",
+    phase: Annotated[str, typer.Option(help="prefill, decode or aggregated.")] = "decode",
+    chips: Annotated[int, typer.Option(help="Chips (NPUs/GPUs) in the instance.")] = 160,
+    ep: Annotated[int | None, typer.Option(help="Expert-parallel degree in dies (default: all dies).")] = None,
+    batch_per_chip: Annotated[
+        float | None, typer.Option(help="Decode: sequences per chip (default: the paper's 96).")
+    ] = None,
+    tokens_per_chip: Annotated[int | None, typer.Option(help="Prefill: tokens per chip per batch.")] = None,
+    input_len: Annotated[int, typer.Option(help="Prompt length (tokens).")] = 4096,
+    output_len: Annotated[int, typer.Option(help="Output length (tokens).")] = 256,
+    kv_len: Annotated[int | None, typer.Option(help="Decode: mean KV length (default input + output/2).")] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="int8, fp8, fp4 or bf16 weights; the GEMM compute format too unless refined (default: the "
+            "checkpoint's quantization_config for a model from a path or the Hugging Face cache, else int8)."
+        ),
+    ] = None,
+    activation_precision: Annotated[
+        str | None, typer.Option(help="GEMM inputs and compute format (e.g. bf16 for W4A16; default: --precision).")
+    ] = None,
+    kv_precision: Annotated[str, typer.Option(help="KV-cache precision.")] = "bf16",
+    mtp: Annotated[
+        int | None,
+        typer.Option(help="MTP speculative tokens per step (default: the paper's 1 in decode, 0 in prefill)."),
+    ] = None,
+    mtp_acceptance: Annotated[
+        float | None, typer.Option(help="MTP acceptance rate, an input never fitted (default: the paper's 0.7).")
+    ] = None,
+    eplb: Annotated[
+        str,
+        typer.Option(
+            help="perfect (uniform load), default (EPLB replicas, the paper's) or none (no redundant copies)."
+        ),
+    ] = "default",
+    routing: Annotated[
+        str | None,
+        typer.Option(
+            help="Expert routing: uniform, zipf:S[@c=C] or a per-expert histogram file (default: the model's)."
+        ),
+    ] = None,
+    cached_fraction: Annotated[
+        float, typer.Option(help="Prefill: share of each prompt served from the EMS context cache.")
+    ] = 0.0,
+    cache_plane: Annotated[str, typer.Option(help="Prefill: read cached KV over ub or vpc.")] = "ub",
+    microbatch: Annotated[
+        bool | None, typer.Option("--microbatch/--no-microbatch", help="Two-microbatch pipeline (default: the faster).")
+    ] = None,
+    attention_tp: Annotated[int, typer.Option(help="Prefill MLA TP group (dies; assumed 4).")] = 4,
+    tp: Annotated[
+        int,
+        typer.Option(
+            help="Attention tensor-parallel group (dies) for attention, dense FFN and LM head (1: DP attention)."
+        ),
+    ] = 1,
+    moe_tp: Annotated[
+        int, typer.Option(help="Expert tensor parallelism: dies each expert's FFN columns are split over.")
+    ] = 1,
+    redundant_experts: Annotated[
+        int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
+    ] = None,
+    reserve_gb: Annotated[
+        float | None, typer.Option(help="HBM per die kept from weights and KV (default: the stack's, else the chip's).")
+    ] = None,
+    offload_gb: Annotated[
+        float, typer.Option(help="Routed-expert weights per die kept in CPU memory, streamed over the CPU link.")
+    ] = 0.0,
+    chunk_tokens_per_chip: Annotated[
+        float | None,
+        typer.Option(help="Aggregated: prompt tokens per chip per step (default: keeps pace with the decode batch)."),
+    ] = None,
+    stack: Annotated[
+        str | None,
+        typer.Option(help="Serving stack whose host time per step is added (default: the system's published one)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step. With
+    no flags: the paper's decode instance (160 NPUs, EP320, batch 96, MTP 1 at 70 %, INT8, EPLB); each flag
+    overrides its part."""
+    from cloudmatrix.catalog.presets import default_stack
+    from cloudmatrix.deploy import Deployment, Eplb, Phase
+    from cloudmatrix.deployment import paper_deployments
+    from cloudmatrix.estimate import estimate as run_estimate
+
+    weights = _checkpoint_precision(model, precision, "int8")
+
+    def build() -> dict[str, Any]:
+        ph = _choice("phase", phase, Phase)
+        decodes = ph != Phase.PREFILL
+        paper = paper_deployments()[Phase.DECODE]  # what the flags left out: the paper's decode instance
+        draft = (paper.mtp if decodes else 0) if mtp is None else mtp
+        accept = (paper.mtp_acceptance if draft else 0.0) if mtp_acceptance is None else mtp_acceptance
+        dep = Deployment(
+            phase=ph,
+            num_chips=chips,
+            ep=ep,
+            batch_per_chip=(paper.batch_per_chip if decodes else None) if batch_per_chip is None else batch_per_chip,
+            tokens_per_chip=tokens_per_chip,
+            input_len=input_len,
+            output_len=output_len,
+            kv_len=kv_len,
+            precision=weights,
+            activation_precision=activation_precision,
+            kv_precision=kv_precision,
+            mtp=draft,
+            mtp_acceptance=accept,
+            eplb=_choice("eplb", eplb, Eplb),
+            routing=routing,
+            cached_fraction=cached_fraction,
+            cache_plane=cache_plane,
+            microbatch=microbatch,
+            attention_tp=attention_tp,
+            tp=tp,
+            moe_tp=moe_tp,
+            redundant_experts=redundant_experts,
+            reserve_gb=reserve_gb,
+            offload_gb=offload_gb,
+            chunk_tokens_per_chip=chunk_tokens_per_chip,
+            stack=stack or default_stack(system),
+        )
+        return run_estimate(system, model, dep).to_dict() | {"stack": dep.stack}
+
+    d = _run(build)
+    from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
+
+    attach(
+        d,
+        system,
+        ESTIMATE_METRICS,
+        d["stack"],
+        {"model": model, "weights": precision, "isl": input_len, "steady": True},
+    )
+    if as_json:
+        _emit_json(d)
+    else:
+        from cloudmatrix.cli import render
+
+        for table in render.estimate_table(d):
+            out.print(table)
+
+
+def _choice(field: str, value: str, enum: Any) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        raise CloudMatrixError(f"{field} '{value}' is not one of: {', '.join(e.value for e in enum)}") from None
