@@ -14,7 +14,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
 
@@ -28,7 +28,11 @@ MAX_CELL_CHARS = 64 * 1024  # one CSV cell (the csv module's own limit, 128 KiB,
 MAX_TOKENS = 10_000_000  # one prompt or completion
 MAX_REQUESTS = 1_000_000  # requests one simulation may run (the largest public validation row runs 30,720)
 MAX_SIM_S = 1e7  # simulated seconds one run may span (116 days): slower arrivals are refused up front
+MAX_EXACT = 10**300  # integers beyond this are past every bound; float() of 10**400 would raise OverflowError
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# (device, inode) of every file read as input since the running command declared its outputs: the writer
+# refuses to replace one (``simulate s.yaml --requests-csv s.yaml`` would turn the scenario into a CSV)
+READ_FILES: set[tuple[int, int]] = set()
 
 
 class InputError(ConfigError):
@@ -52,11 +56,18 @@ def check_number(
         and type(value) is not int
         and (isinstance(value, bool) or not isinstance(value, numbers.Real))
     ):  # the exact types skip the slow ABC check
-        raise InputError(f"{field}: got {value!r}; expected {kind}")
+        raise InputError(f"{field}: got {_short(value)}; expected {kind}")
+    huge = isinstance(value, numbers.Integral) and abs(int(value)) > MAX_EXACT  # float() of it would overflow
+    if huge:
+        positive = int(value) > 0  # type: ignore[arg-type]
+        got = "an integer above 1e300" if positive else "an integer below -1e300"
+        value = math.inf if positive else -math.inf
+        if lo is None and hi is None:
+            raise InputError(f"{field}: got {got}; expected a finite number")
     value = float(value)
-    if not math.isfinite(value):
+    if not math.isfinite(value) and not huge:
         raise InputError(f"{field}: got {value}; expected a finite number")
-    if integer and not value.is_integer():
+    if integer and math.isfinite(value) and not value.is_integer():
         raise InputError(f"{field}: got {value}; expected an integer")
     too_low = lo is not None and (value <= lo if lo_open else value < lo)
     too_high = hi is not None and (value >= hi if hi_open else value > hi)
@@ -64,12 +75,36 @@ def check_number(
         lower = "" if lo is None else (f"> {_shown(lo)}" if lo_open else f">= {_shown(lo)}")
         upper = "" if hi is None else (f"< {_shown(hi)}" if hi_open else f"<= {_shown(hi)}")
         bounds = " and ".join(b for b in (lower, upper) if b)
-        got = f"{int(value)}" if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
+        if not huge:
+            got = f"{int(value)}" if value.is_integer() and abs(value) < 1e15 else f"{value:g}"
         raise InputError(f"{field}: got {got}; expected {kind} {bounds}")
+    if huge:  # beyond float, inside only a one-sided bound: still no number the twin can use
+        raise InputError(f"{field}: got {got}; expected a finite number")
+
+
+def _short(value: Any) -> str:
+    """A value as shown in a message: its repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _shown(x: float) -> str:
     return f"{int(x):,}" if float(x).is_integer() and abs(x) >= 1000 else f"{float(x):g}"
+
+
+def refuse_flag_as_number(annotation: Any, value: Any) -> Any:
+    """A schema field's raw value, refused (``ValueError``, for a pydantic ``mode="before"`` validator) when it
+    is ``true`` or ``false`` and the field is not a boolean: pydantic's lax mode reads them as 1 and 0, so
+    ``requests: true`` ran one request and ``hidden_size: true`` priced a model one unit wide."""
+    if isinstance(value, bool) and not _admits_bool(annotation):
+        raise ValueError("expected a number or text, not true/false")
+    return value
+
+
+def _admits_bool(annotation: Any) -> bool:
+    if annotation is bool or annotation is Any or annotation is None:
+        return True
+    return any(_admits_bool(a) for a in get_args(annotation) if not isinstance(a, str | int | float))
 
 
 def check_optional(field: str, value: Any, **bounds: Any) -> None:
@@ -134,6 +169,7 @@ def read_text(path: Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> str:
         raise InputError(f"{what} {path}: is {kind}; expected a file")
     if st.st_size > max_bytes:
         raise InputError(f"{what} {path}: {st.st_size:,} bytes; expected at most {max_bytes:,}")
+    READ_FILES.add((st.st_dev, st.st_ino))
     try:
         return path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as e:
@@ -257,9 +293,60 @@ def _load_yaml(text: str, origin: str) -> Any:
             return None
         if "*" in text:  # without an alias the document is a tree no larger than its text
             _check_yaml_graph(node, origin)
-        return loader.construct_document(node)
+        _check_unique_keys(node, origin)
+        data = loader.construct_document(node)
     finally:
         loader.dispose()
+    _check_plain(data, origin)
+    return data
+
+
+def _check_unique_keys(root: yaml.Node, origin: str) -> None:
+    """Refuse a mapping that gives one key twice: YAML keeps the last silently, and which of two values
+    the user meant is not the twin's guess. Each node is looked at once (an alias is its node, shared)."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen or not isinstance(node, yaml.CollectionNode):
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            keys: dict[tuple[str, str], int] = {}
+            for key, _ in node.value:
+                if not isinstance(key, yaml.ScalarNode) or key.tag == _MERGE:
+                    continue
+                line, ident = key.start_mark.line + 1, (key.tag, key.value)
+                if ident in keys:
+                    raise InputError(
+                        f"{origin} line {line}: key {_short(key.value)} given twice in one mapping (first on line "
+                        f"{keys[ident]}); expected once"
+                    )
+                keys[ident] = line
+        stack.extend(_yaml_children(node))
+
+
+_MERGE = "tag:yaml.org,2002:merge"
+_PLAIN = (dict, list, str, int, float, bool, type(None))
+
+
+_PLAIN_EXPECTED = "expected text, a number, a boolean, a list or a mapping"
+
+
+def _check_plain(data: Any, origin: str) -> None:
+    """Refuse values JSON has no word for (``!!binary`` bytes, ``!!set``, dates, ``!!omap`` pairs): every
+    reader of these files takes text, numbers, booleans, lists and mappings only."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, _PLAIN):
+            shown = f"{type(node).__name__} {_short(node)}"
+            raise InputError(f"{origin}: a {shown} value (a YAML tag or a date); {_PLAIN_EXPECTED}")
+        if isinstance(node, dict):
+            stack.extend(node.values())
+            stack.extend(k for k in node if not isinstance(k, str))
+        elif isinstance(node, list):
+            stack.extend(node)
 
 
 def _check_yaml_graph(root: yaml.Node, origin: str) -> None:
@@ -299,8 +386,24 @@ def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
 
 
 def parse_json(text: str, origin: str) -> Any:
-    """JSON text, refused with one line when malformed or nested deeper than ``MAX_DEPTH``."""
-    return _parse(lambda: json.loads(text), origin, "JSON", json.JSONDecodeError)
+    """JSON text, refused with one line when malformed, nested deeper than ``MAX_DEPTH``, holding an integer
+    Python will not parse (over 4,300 digits) or an object that gives one key twice."""
+    build = _unique_keys(origin)
+    return _parse(lambda: json.loads(text, object_pairs_hook=build), origin, "JSON", json.JSONDecodeError)
+
+
+def _unique_keys(origin: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """A JSON object builder that refuses a key given twice (``json`` keeps the last silently)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in obj:
+                raise InputError(f"{origin}: key {_short(key)} given twice in one object; expected once")
+            obj[key] = value
+        return obj
+
+    return build
 
 
 def _parse(load: Callable[[], Any], origin: str, kind: str, error: type[Exception]) -> Any:
@@ -310,9 +413,18 @@ def _parse(load: Callable[[], Any], origin: str, kind: str, error: type[Exceptio
         raise InputError(f"{origin}: not valid {kind} ({str(e).splitlines()[0]})") from None
     except RecursionError:
         raise InputError(f"{origin}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as e:  # int() refuses over 4,300 digits (Python's guard against quadratic parsing)
+        raise InputError(f"{origin}: {number_problem(e)}") from None
     if depth(data) > MAX_DEPTH:
         raise InputError(f"{origin}: nested more than {MAX_DEPTH} levels deep")
     return data
+
+
+def number_problem(e: ValueError) -> str:
+    """Why a JSON or YAML parser's ``ValueError`` (not a syntax error) refused the text, in words."""
+    if "integer string conversion" in str(e):
+        return "an integer of more than 4,300 digits; expected a number of at most that many"
+    return f"not valid ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
 
 
 def read_yaml_file(path: Path, what: str) -> Any:

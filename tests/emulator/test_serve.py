@@ -100,6 +100,8 @@ def _post(server, body: bytes | str, headers: dict | None = None, path: str = "/
     [
         ("{not json", 400, "not valid JSON"),
         ('["a list"]', 400, "must be a JSON object"),
+        ('{"model": "deepseek-r1", "max_tokens": ' + "9" * 5000 + "}", 400, "4,300 digits"),  # int() refuses it
+        ('{"model": "deepseek-r1", "messages": [{"role": "user", "content": "a"}], "max_tokens": true}', 400, "true"),
         ('{"model": "deepseek-r1"}', 400, "messages"),
         ('{"model": "deepseek-r1", "messages": [], "max_tokens": 5}', 400, "messages"),
         (

@@ -14,7 +14,7 @@ from cloudmatrix.cli.app import app
 from cloudmatrix.studies import holdout as h
 from cloudmatrix.studies.holdout_score import entry_query, nested, score_stored, summary
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
-from cloudmatrix.studies.stack_fit import fit_group, fit_rows, fittable
+from cloudmatrix.studies.stack_fit import FIT_CORPORA, fit_group, fit_rows, fittable
 from cloudmatrix.studies.validate_run import run_row
 
 H100_SERIES = "imx-h100-vllm-gpt-oss-120b-fp4-1024x1024-tp8-ep1"
@@ -23,7 +23,7 @@ C4 = f"{H100_SERIES}-c4"
 
 @pytest.fixture(scope="module")
 def fits() -> dict:
-    return {k: fittable(v) for k, v in fit_rows(load_corpora()).items()}
+    return {k: fittable(v) for k, v in fit_rows(load_corpora(list(FIT_CORPORA))).items()}
 
 
 def test_refit_leaves_out_the_group(fits: dict) -> None:

@@ -26,6 +26,8 @@ from cloudmatrix.inputs import MAX_YAML_BYTES, path_exists, read_text
 
 ROUTING_FILE = DATA_DIR / "routing.yaml"
 DEFAULT_PROFILE = "default"
+MAX_ZIPF_EXPONENT = 100.0  # expert k's share ~ k**-s: 2**-100 is still a float; published skews are under 2
+MAX_CONCENTRATION = 1e6  # a request's mix is Dirichlet(c * popularity): 1e6 is the long-run mix to 0.1 %
 
 
 class RoutingProfile(Frozen):
@@ -43,10 +45,12 @@ class RoutingProfile(Frozen):
             raise ValueError("a histogram profile needs a non-empty histogram")
         if self.histogram and (min(self.histogram) < 0 or sum(self.histogram) <= 0):
             raise ValueError("histogram loads must be >= 0 and not all zero")
-        if self.zipf_exponent is not None and self.zipf_exponent.value < 0:
-            raise ValueError("zipf_exponent must be >= 0")
-        if self.request_concentration is not None and self.request_concentration.value <= 0:
-            raise ValueError("request_concentration must be > 0")
+        # Bounded where the sampling stays finite: past them the tail shares underflow to zero (the exponent)
+        # or the Dirichlet draws overflow (the concentration); both ends are far past any measured routing.
+        if self.zipf_exponent is not None and not 0 <= self.zipf_exponent.value <= MAX_ZIPF_EXPONENT:
+            raise ValueError(f"zipf_exponent must be >= 0 and <= {MAX_ZIPF_EXPONENT:g}")
+        if self.request_concentration is not None and not 0 < self.request_concentration.value <= MAX_CONCENTRATION:
+            raise ValueError(f"request_concentration must be > 0 and <= {MAX_CONCENTRATION:g}")
         return self
 
     @property

@@ -130,6 +130,15 @@ def overridden_costs(overrides: Mapping[tuple[str, str], StackCosts]) -> Iterato
         _OVERRIDES.reset(token)
 
 
+def overrides_key() -> tuple[tuple[tuple[str, str], str], ...]:
+    """The stack-cost overrides in force, as a hashable key (empty without any): a cache of priced steps
+    keys on it, so a price made under one refit is never served under another, or under none."""
+    overrides = _OVERRIDES.get()
+    if not overrides:
+        return ()
+    return tuple(sorted((key, costs.model_dump_json()) for key, costs in overrides.items()))
+
+
 class StackCatalog(Frozen):
     stacks: list[StackProfile]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from cloudmatrix.cli import common as cli
-from cloudmatrix.inputs import InputError
+from cloudmatrix.inputs import READ_FILES, InputError
 
 STDOUT = "-"
 # What a command writes: text, bytes (a PNG), or a function that writes text to a stream (a large CSV)
@@ -125,6 +125,7 @@ def write(target: Target, content: Content) -> None:
             f.flush()
             os.fsync(f.fileno())
         resolve(target.given, target.flag)  # still a regular file or nothing, not swapped for a device
+        _not_an_input(fresh)
         os.replace(tmp, fresh.path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -132,6 +133,15 @@ def write(target: Target, content: Content) -> None:
     except BaseException:  # interrupted (SIGINT) or refused: the old file stays, the partial one goes
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _not_an_input(target: Target) -> None:
+    """Refuse to replace a file this command read as input (a scenario, trace, config or corpus)."""
+    if target.st is not None and (target.st.st_dev, target.st.st_ino) in READ_FILES:
+        raise InputError(
+            f"{target.flag} {target.shown}: is a file this command read as input; expected another path "
+            "(writing here would replace the input)"
+        )
 
 
 def _keep_mode(fd: int, st: os.stat_result) -> None:
@@ -167,6 +177,18 @@ def _to_stdout(target: Target, content: Content) -> None:
         raise _cannot(target.flag, STDOUT, e) from None
 
 
+def _distinct(targets: dict[str, Target]) -> None:
+    """Two flags of one command naming one file: the second write would silently replace the first."""
+    seen: dict[str, str] = {}
+    for flag, t in targets.items():
+        if t.path is None:
+            continue
+        where = os.path.realpath(t.path)  # a new file's name under its real directory; an old one's target
+        if where in seen:
+            raise InputError(f"{seen[where]} and {flag} both name {t.given}; expected a file for each")
+        seen[where] = flag
+
+
 class Outputs:
     """The files one command writes, by flag, checked before the command does its work (a bad target fails
     at once, not after a long run). At most one of them, and not ``--json``, may be standard output; tables
@@ -174,6 +196,8 @@ class Outputs:
 
     def __init__(self, given: dict[str, str | None], as_json: bool = False) -> None:
         self.targets = cli._run(lambda: {f: resolve(g, f) for f, g in given.items() if g is not None})
+        READ_FILES.clear()  # the command's inputs are read from here on
+        cli._run(lambda: _distinct(self.targets))
         to_stdout = [f for f, t in self.targets.items() if t.path is None]
         if len(to_stdout) > 1:
             cli._fail(f"{' and '.join(to_stdout)} are both -; standard output takes one of them")

@@ -58,10 +58,13 @@ def plan(
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
     from cloudmatrix.cli.output import Outputs
-    from cloudmatrix.inputs import check_local_workers
+    from cloudmatrix.inputs import check_local_workers, check_number
+    from cloudmatrix.planner.check import MAX_CHECKED
 
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
+    if check:  # each listed deployment is simulated: bounded before the search starts
+        cli._run(lambda: check_number("--top (with --check; --no-check lists more)", top, hi=MAX_CHECKED))
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )

@@ -65,11 +65,31 @@ def report(
 
 
 def _validate_run(d: Any) -> dict[str, Any]:
-    from cloudmatrix.errors import ConfigError
+    """A saved ``validate --json`` run, its rows checked field by field (a hand-edited or hostile file must
+    not reach the report's arithmetic as a list where a system id goes or text where a number goes)."""
+    from pydantic import ValidationError
 
-    if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or "cells" not in d.get("summary", {}):
+    from cloudmatrix.catalog.sourced import describe_validation_error
+    from cloudmatrix.errors import ConfigError
+    from cloudmatrix.studies.saved_run import SavedCell, SavedRow
+
+    summary = d.get("summary") if isinstance(d, dict) else None
+    if not isinstance(d, dict) or not isinstance(d.get("rows"), list) or not isinstance(summary, dict):
         raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (rows, summary)")
-    return d
+    if not isinstance(summary.get("cells"), list):
+        raise ConfigError("--validate-json: expected the object `cloudmatrix validate --json` prints (summary.cells)")
+
+    def checked(schema: Any, items: list[Any], where: str) -> list[dict[str, Any]]:
+        out = []
+        for i, item in enumerate(items):
+            try:
+                out.append(schema.model_validate(item).model_dump())
+            except ValidationError as e:
+                raise ConfigError(f"--validate-json: {where}[{i}].{describe_validation_error(e)}") from None
+        return out
+
+    cells = checked(SavedCell, summary["cells"], "summary.cells")
+    return d | {"rows": checked(SavedRow, d["rows"], "rows"), "summary": summary | {"cells": cells}}
 
 
 def _plan(model: str, workload: str, tpot_slo: float) -> dict[str, Any]:

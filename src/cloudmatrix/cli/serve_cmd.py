@@ -103,7 +103,7 @@ def serve(
     )
     from cloudmatrix.emulator.engine import RealtimeEngine
     from cloudmatrix.emulator.guard import check_api_key, parse_hosts, parse_origins
-    from cloudmatrix.emulator.server import DrainingServer, serve_config
+    from cloudmatrix.emulator.server import DrainingServer, check_listen, serve_config
     from cloudmatrix.emulator.tokenizer_worker import TokenizerPool
     from cloudmatrix.inputs import InputError, check_number, check_optional
     from cloudmatrix.sim.scenario import load_scenario
@@ -156,6 +156,7 @@ def serve(
         return (create_app(engine, config), engine), f"{sc.model} as {', '.join(config.names)}"
 
     (api, engine), model_id = _run(build)
+    _run(lambda: check_listen(host, port))  # uvicorn would log a bind failure and exit from inside its loop
     sys.stderr.write(
         f"serving {model_id} ({scenario or 'cm384-paper'}) on http://{host}:{port}/v1 at speed {speed}; "
         f"prompts counted at {engine.tokens.name}; "

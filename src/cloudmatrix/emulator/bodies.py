@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import Request
 
 from cloudmatrix.emulator.http_errors import ApiError, has_lone_surrogate
-from cloudmatrix.inputs import MAX_DEPTH, depth
+from cloudmatrix.inputs import MAX_DEPTH, depth, number_problem
 
 
 async def body_bytes(request: Request, limit: int) -> bytes:
@@ -33,6 +33,8 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
         raise ApiError(400, f"Request body is not valid JSON: {e}") from None
     except RecursionError:
         raise ApiError(400, f"Request body is nested more than {MAX_DEPTH} levels deep.") from None
+    except ValueError as e:  # json's int() refuses an integer of over 4,300 digits
+        raise ApiError(400, f"Request body: {number_problem(e)}.") from None
     if not isinstance(data, dict):
         raise ApiError(400, "Request body must be a JSON object.")
     if depth(data) > MAX_DEPTH:

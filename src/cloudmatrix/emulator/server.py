@@ -5,6 +5,7 @@ Connections go through the bounded protocol of connections.py."""
 from __future__ import annotations
 
 import math
+import socket
 from types import FrameType
 from typing import Any
 
@@ -12,6 +13,7 @@ import uvicorn
 
 from cloudmatrix.emulator.connections import ConnectionLimits, protocol_class
 from cloudmatrix.emulator.engine import RealtimeEngine
+from cloudmatrix.inputs import InputError
 
 CLOSE_MARGIN_S = 0.5  # between ending the open streams and uvicorn closing their connections
 
@@ -41,3 +43,20 @@ def serve_config(app: Any, host: str, port: int, drain_s: float, limits: Connect
         timeout_keep_alive=math.ceil(limits.keep_alive_timeout_s) + 1,
         timeout_graceful_shutdown=math.ceil(drain_s + CLOSE_MARGIN_S),
     )
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse, before anything starts, an address the server could not listen on: a name that does not
+    resolve or is not a host name at all, an address of no local interface, a port in use. (uvicorn logs these
+    and exits from inside its loop.) An empty host would mean every interface: that must be said (0.0.0.0)."""
+    if not host.strip():
+        raise InputError(f"--host {host!r}: empty; expected an address (0.0.0.0 or :: to listen on every interface)")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except (OSError, UnicodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        shown = host if len(host) <= 60 else f"{host[:57]}..."
+        raise InputError(f"--host {shown} --port {port}: cannot listen there ({why})") from None

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.evaluate import job_for
 from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload
 from cloudmatrix.planner.rank import PlannedDeployment, operating_tpot_s, resized, targets_for
@@ -21,6 +24,7 @@ from cloudmatrix.sim.scenario import Scenario
 
 FLAG_REL = 0.10
 STEADY_FROM = 0.5
+MAX_CHECKED = 20  # deployments re-run in simulation per plan (each a run of up to MAX_CHECK_REQUESTS requests)
 MIN_LIFETIMES = 2  # a steady window needs arrivals over at least this many request lifetimes
 
 
@@ -137,7 +141,10 @@ def check(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> Check:
     """The ranked operating point tested: the simulated run (of the deployment, or of a slice of it at the
     same load per instance) against the figures the ranked row shows, every difference over 10 % flagged."""
     simulated_d = check_slice(d, w, request)
-    scenario = Scenario.model_validate(scenario_dict(simulated_d, w, request))
+    try:
+        scenario = Scenario.model_validate(scenario_dict(simulated_d, w, request))
+    except ValidationError as e:  # e.g. a --load so low that the check's arrivals span centuries
+        raise ConfigError(f"cannot check a planned deployment in simulation: {describe_validation_error(e)}") from None
     result = simulate(scenario)
     out = result.to_dict()
     analytic = _analytic(d, request, w)

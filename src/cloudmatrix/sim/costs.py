@@ -13,7 +13,7 @@ import numpy as np
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.stacks import request_fixed_s
+from cloudmatrix.catalog.stacks import overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.memory import check_fits, memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
@@ -26,10 +26,15 @@ PREFILL_BUCKET_TOKENS = 128  # prefill tokens per chip are priced in 128-token b
 CACHED_STEPS = 64  # the cached share of a prefill batch is priced in 1/64 steps
 
 
-@lru_cache(maxsize=1 << 15)
 def _step_s(system: str, model: str, deployment: Deployment) -> float:
     """A step's price, shared by every simulation in the process: validation rows of one series differ in
-    their clients, not in the shapes they price. Bounded (a few MB of deployments)."""
+    their clients, not in the shapes they price. Keyed on the stack-cost overrides in force too (a hold-out
+    refit prices the same shapes with other host times)."""
+    return _priced_step_s(system, model, deployment, overrides_key())
+
+
+@lru_cache(maxsize=1 << 15)  # bounded: a few MB of deployments
+def _priced_step_s(system: str, model: str, deployment: Deployment, _overrides: tuple[Any, ...]) -> float:
     return estimate(system, model, deployment).step.step_s
 
 

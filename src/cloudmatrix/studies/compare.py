@@ -14,7 +14,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
-from cloudmatrix.catalog.stacks import load_stack, not_run_reason, request_fixed_s
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason, overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError, UnknownIdError
@@ -95,8 +95,15 @@ class SystemResult:
         return {k: v for k, v in self.__dict__.items()}
 
 
-# One step priced once per process: `compare --sweep` walks the same batch grid at every TPOT SLO.
-_estimate = lru_cache(maxsize=4096)(estimate)
+def _estimate(system: str, model: str, deployment: Deployment) -> Estimate:
+    """One step priced once per process (`compare --sweep` walks the same batch grid at every TPOT SLO),
+    keyed on the stack-cost overrides in force too."""
+    return _priced(system, model, deployment, overrides_key())
+
+
+@lru_cache(maxsize=4096)
+def _priced(system: str, model: str, deployment: Deployment, _overrides: tuple[Any, ...]) -> Estimate:
+    return estimate(system, model, deployment)
 
 
 def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:

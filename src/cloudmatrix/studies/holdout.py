@@ -24,7 +24,7 @@ from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, CostsLike, StackCosts, load_stack, overridden_costs
 from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.studies.stack_fit import BaseTimes, fit_group, fit_rows, fittable
+from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_rows, fittable
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
 HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
@@ -199,10 +199,11 @@ def holdout(
     memo: Memo | None = None,
 ) -> Holdout:
     """Predict each row out of its group. ``fit_source``: the rows (with their corpus) the catalog's
-    constants were fitted on (default: the shipped corpora); a group is held out whole from them even where
-    only some of its rows are scored. ``baseline`` maps (row id, metric) to a stored in-sample residual: a
-    row whose constants the refit leaves unchanged takes its prediction from there instead of running."""
-    universe = list(fit_source) if fit_source is not None else corpus_rows()
+    constants were fitted on (default: the rows of ``FIT_CORPORA``, as the catalog's fit); a group is held
+    out whole from them even where only some of its rows are scored. ``baseline`` maps (row id, metric) to
+    a stored in-sample residual: a row whose constants the refit leaves unchanged takes its prediction from
+    there instead of running."""
+    universe = list(fit_source) if fit_source is not None else [(r, c) for r, c in corpus_rows() if c in FIT_CORPORA]
     fits = {k: fittable(v) for k, v in fit_rows([r for r, _ in universe]).items()}
     groups: dict[str, list[ValidationRow]] = {}
     for row, corpus in rows:

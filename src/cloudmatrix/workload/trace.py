@@ -3,7 +3,6 @@ Mooncake trace format; timestamps in ms, hash_ids are the prompt's prefix blocks
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_FILE_BYTES, MAX_REQUESTS, MAX_SIM_S, MAX_TOKENS, read_csv_rows, read_text
+from cloudmatrix.inputs import MAX_FILE_BYTES, MAX_REQUESTS, MAX_SIM_S, MAX_TOKENS, parse_json, read_csv_rows, read_text
 
 FIELDS = ("timestamp", "input_length", "output_length")
 MAX_TIMESTAMP_MS = MAX_SIM_S * 1e3
@@ -34,8 +33,10 @@ def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | 
         if rec.get(f) in (None, ""):
             raise ConfigError(f"{where}: missing field '{f}'")
     try:
+        if any(isinstance(rec[f], bool) for f in FIELDS):  # float(true) is 1.0: a flag is no length
+            raise TypeError
         ts, inp_f, out_f = float(rec["timestamp"]), float(rec["input_length"]), float(rec["output_length"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ConfigError(f"{where}: timestamp, input_length and output_length must be numbers") from None
     if not all(math.isfinite(v) for v in (ts, inp_f, out_f)):
         raise ConfigError(
@@ -45,16 +46,16 @@ def _row(path: Path, line: int, rec: Any) -> tuple[float, int, int, list[int] | 
         raise ConfigError(
             f"{where}: lengths must be <= {MAX_TOKENS:,} tokens and timestamps <= {MAX_TIMESTAMP_MS:g} ms"
         )
+    if not (inp_f.is_integer() and out_f.is_integer()):  # int() would cut 1.9 tokens to 1 without a word
+        raise ConfigError(f"{where}: input_length and output_length must be whole tokens (got {inp_f:g}, {out_f:g})")
     inp, out = int(inp_f), int(out_f)
     if inp < 1 or out < 1 or ts < 0:
         raise ConfigError(f"{where}: lengths must be >= 1 and timestamp >= 0 (got {ts}, {inp}, {out})")
     hashes = rec.get("hash_ids")
     if isinstance(hashes, str):
-        try:
-            hashes = json.loads(hashes) if hashes.strip() else None
-        except json.JSONDecodeError:
-            raise ConfigError(f"{where}: hash_ids is not a JSON list") from None
-    if hashes is not None and not (isinstance(hashes, list) and all(isinstance(h, int) for h in hashes)):
+        hashes = parse_json(hashes, f"{where}: hash_ids") if hashes.strip() else None
+    plain_ints = isinstance(hashes, list) and all(isinstance(h, int) and not isinstance(h, bool) for h in hashes)
+    if hashes is not None and not plain_ints:
         raise ConfigError(f"{where}: hash_ids must be a list of integers")
     return ts, inp, out, hashes
 
@@ -64,14 +65,13 @@ def _records(path: Path) -> list[tuple[int, Any]]:
         header, rows = read_csv_rows(path, "trace", max_bytes=MAX_FILE_BYTES, max_rows=MAX_REQUESTS)
         return [(line, dict(zip(header, cells, strict=True))) for line, cells in rows]
     text = read_text(path, "trace")
-    out = []
+    out: list[tuple[int, Any]] = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
-        try:
-            out.append((i, json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path.name} line {i}: not valid JSON ({e.msg})") from None
+        if len(out) == MAX_REQUESTS:
+            raise ConfigError(f"{path.name}: more than {MAX_REQUESTS:,} requests; expected at most that (split it)")
+        out.append((i, parse_json(line.removeprefix("\ufeff") if i == 1 else line, f"{path.name} line {i}")))
     return out
 
 
