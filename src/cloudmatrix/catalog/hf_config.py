@@ -105,5 +105,5 @@ class HFConfig(BaseModel):
     linear_value_head_dim: int | None = Field(default=None, gt=0, le=DIM)
     linear_conv_kernel_dim: int | None = Field(default=None, gt=0, le=64)
     full_attention_interval: int | None = Field(default=None, gt=0, le=LAYERS)
-    attn_output_gate: bool | None = None
+    attn_output_gate: bool = False  # Qwen3.5 names it; Qwen3-Next gates without naming it
     shared_expert_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)

@@ -205,7 +205,7 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
             qk_head_dim=head_dim,
             v_head_dim=head_dim,
             bias=cfg.attention_bias,
-            gated_output=bool(cfg.attn_output_gate) or cfg.model_type == "qwen3_next",
+            gated_output=cfg.attn_output_gate or cfg.model_type == "qwen3_next",
         )
     routed = cfg.n_routed_experts or cfg.num_experts or cfg.num_local_experts
     moe = None
