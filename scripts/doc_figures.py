@@ -15,7 +15,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import statistics
 import sys
 from collections.abc import Callable
 from contextlib import redirect_stdout
@@ -71,18 +70,6 @@ def _run_cli(argv: tuple[str, ...]) -> dict[str, Any]:
     if code != 0:
         raise SystemExit(f"cloudmatrix {' '.join(argv)} exited {code}")
     return dict(json.loads(buf.getvalue()))
-
-
-def _residual_medians() -> dict[str, float]:
-    """Median |error| % of the predicted rows per metric in the stored residual table (what `validate`
-    reports on the shipped corpus; rewritten with the table by `validate --write-residuals`)."""
-    from cloudmatrix.catalog.residuals import stored_residuals
-
-    errors: dict[str, list[float]] = {}
-    for r in stored_residuals():
-        if r.get("role") == "predicted" and r.get("measured") and r.get("predicted") is not None:
-            errors.setdefault(r["metric"], []).append(abs(r["predicted"] - r["measured"]) / r["measured"] * 100)
-    return {k: statistics.median(v) for k, v in sorted(errors.items())}
 
 
 def _holdout_figures() -> dict[str, dict[str, dict[str, float | None]]]:
@@ -174,7 +161,6 @@ SOURCES: dict[str, Source] = {
     "simulate-decode-loaded": Source(("simulate", "cm384-decode-loaded"), _sim_pick, cheap=False),
     "simulate-ems": Source(("simulate", "cm384-ems"), _sim_pick, cheap=False),
     "simulate-ems-vpc": Source(("simulate", "cm384-ems", "--set", "ems.plane=vpc"), _sim_pick, cheap=False),
-    "residual-medians": Source((), lambda d: d),
     "holdout-figures": Source((), lambda d: d),
     "plan-paper": Source(("plan",), _plan_pick, cheap=False),
     "plan-dense-h200": Source(
@@ -205,7 +191,6 @@ SOURCES: dict[str, Source] = {
     "paper-shape-decode": Source((), lambda d: d),
 }
 COMPUTED: dict[str, Callable[[], Any]] = {
-    "residual-medians": lambda: _residual_medians(),
     "holdout-figures": lambda: _holdout_figures(),
     "paper-shape-decode": lambda: _paper_shape_best(),
 }
