@@ -53,7 +53,7 @@ def test_a_changed_figure_is_caught() -> None:
     """The check can fail: one figure moved in the stored outputs shows as stale in its doc."""
     moved = json.loads(json.dumps(STORED))
     moved["compare-4k256-50"][1]["output_tok_s_per_chip"] *= 1.5
-    moved["residual-medians"]["tpot_ms"] += 1
+    moved["holdout-figures"]["series"]["tpot_ms"]["median"] += 1
     problems = figures.stale(moved)
     assert any("figures:compare-4k256-50" in p for p in problems)
     assert any(p.startswith("README.md") for p in problems)
