@@ -14,6 +14,7 @@ from cloudmatrix.cli.common import (
     _emit_json,
     _fail,
     _run,
+    one_line,
     out,
     quiet_flag_types,
     set_wide,
@@ -196,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         where = f"cloudmatrix {e.ctx.info_name} --help" if e.ctx and e.ctx.parent else "cloudmatrix --help"
         message = " ".join(e.format_message().split())
         if message:  # (no command at all: the help was shown)
-            sys.stderr.write(f"error: {message} (see `{where}`)\n")
+            sys.stderr.write(f"error: {one_line(message)} (see `{where}`)\n")
         return 2
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
@@ -204,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         return 130
     except CloudMatrixError as e:
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {one_line(str(e))}\n")
         return 2
     except Exception as e:
         if debug:

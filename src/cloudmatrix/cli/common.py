@@ -77,9 +77,15 @@ StackOption = Annotated[
 ]
 
 
+def one_line(message: str) -> str:
+    """A message as one line: a line break or other control character a user's value carried into it is
+    shown escaped (``\\n``), so an error is always one line on stderr."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in message)
+
+
 def _fail(message: str) -> None:
     """One plain line on stderr (never wrapped or styled) and exit code 2."""
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {one_line(message)}\n")
     raise typer.Exit(2)
 
 
