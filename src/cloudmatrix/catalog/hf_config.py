@@ -4,11 +4,9 @@ architectures it prices and of fields it refuses by name (``catalog/models.py`` 
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
-from cloudmatrix.inputs import refuse_flag_as_number
+from cloudmatrix.catalog.sourced import StrictModel
 
 DIM, LAYERS, HEADS, VOCAB, EXPERTS = 1_000_000, 10_000, 10_000, 100_000_000, 100_000
 
@@ -44,16 +42,10 @@ UNPRICED_FIELDS = {
 V4_FIELDS = ("o_groups", "o_lora_rank", "q_lora_rank", "head_dim", "index_n_heads", "index_head_dim", "index_topk")
 
 
-class HFConfig(BaseModel):
+class HFConfig(StrictModel):
     """The config.json fields we read. Unknown fields are allowed (configs carry many we do not need)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
 
     model_type: str = "unknown"
     # Upper bounds are physical (today's largest models are 10-100x below them): a config beyond them is a

@@ -15,16 +15,21 @@ DATA_DIR = Path(__file__).parent / "data"
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML has it: ~10x faster
 
 
-class Frozen(BaseModel):
-    """Base for catalog value objects: immutable, unknown keys rejected so typos are caught."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
+class StrictModel(BaseModel):
+    """Base of every schema users write into (catalog, configs, scenarios, workloads, API bodies, saved runs):
+    ``true``/``false`` is no number (pydantic's lax mode reads them as 1 and 0)."""
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
         return refuse_flag_as_number(field.annotation if field else Any, value)
+
+
+class Frozen(StrictModel):
+    """Base for catalog value objects: immutable, unknown keys rejected so typos are caught."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class Sourced(Frozen):

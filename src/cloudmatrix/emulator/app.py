@@ -18,10 +18,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
 
-from cloudmatrix.catalog.sourced import describe_validation_error
-from cloudmatrix.emulator.bodies import json_body
+from cloudmatrix.emulator.bodies import json_body, validated
 from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
@@ -97,11 +95,7 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         if engine.draining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
         data = await read_json(request)
-        try:
-            body = schema.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None
+        body = validated(schema, data)
         check_model(body.model)
         asked = body.logprobs_asked()
         if asked is not None:

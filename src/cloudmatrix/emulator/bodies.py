@@ -4,10 +4,12 @@ Content-Length says), then a JSON object within the nesting limit and without lo
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
+from pydantic import BaseModel, ValidationError
 
+from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.emulator.http_errors import ApiError, has_lone_surrogate
 from cloudmatrix.inputs import MAX_DEPTH, depth, number_problem
 
@@ -42,3 +44,15 @@ async def json_body(request: Request, limit: int) -> dict[str, Any]:
     if has_lone_surrogate(data):
         raise ApiError(400, "Request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
     return data
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(schema: type[M], data: dict[str, Any]) -> M:
+    """A parsed body checked against its schema; the first problem is a 400 naming the field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
-from cloudmatrix.inputs import refuse_flag_as_number
+from cloudmatrix.catalog.sourced import StrictModel
 
 MAX_TOKENS_LIMIT = 32768
 MAX_CHOICES = 8  # `n`: each choice is its own simulated sequence, as a serving engine runs them
 
 
-class RequestBody(BaseModel):
+class RequestBody(StrictModel):
     model_config = ConfigDict(extra="allow")  # sampling fields are accepted and ignored
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
 
     model: str
     stream: bool = False

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 import cloudmatrix
-from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.emulator.bodies import validated
 from cloudmatrix.emulator.engine import RealtimeEngine
 from cloudmatrix.emulator.http_errors import ApiError
 from cloudmatrix.emulator.schemas import DetokenizeBody, TokenizeBody
@@ -46,11 +46,7 @@ def add_vllm_routes(app: FastAPI, engine: RealtimeEngine, read_json: ReadJson, c
 
     async def body_of(request: Request, schema: type[BaseModel]) -> Any:
         data = await read_json(request)
-        try:
-            body = schema.model_validate(data)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise ApiError(400, describe_validation_error(e), param=".".join(str(p) for p in first["loc"])) from None
+        body = validated(schema, data)
         model = getattr(body, "model", None)
         if model is not None:
             check_model(model)

@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.catalog.sourced import StrictModel, describe_validation_error
 from cloudmatrix.catalog.stacks import load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
@@ -20,7 +20,6 @@ from cloudmatrix.inputs import (
     names_file,
     path_exists,
     read_yaml_file,
-    refuse_flag_as_number,
 )
 from cloudmatrix.workload.spec import WorkloadSpec
 
@@ -28,14 +27,8 @@ SCENARIO_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "cm384-paper"
 
 
-class _Spec(BaseModel):
+class _Spec(StrictModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
 
 
 class PrefillPool(_Spec):

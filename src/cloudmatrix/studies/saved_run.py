@@ -4,14 +4,12 @@ report's tables and plots."""
 
 from __future__ import annotations
 
-from typing import Any
+from pydantic import ConfigDict, Field
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
-
-from cloudmatrix.inputs import refuse_flag_as_number
+from cloudmatrix.catalog.sourced import StrictModel
 
 
-class SavedRow(BaseModel):
+class SavedRow(StrictModel):
     """One row of ``validate --json``'s ``rows`` (fields the report does not read are kept as given)."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -35,14 +33,8 @@ class SavedRow(BaseModel):
     mtp: int | None = Field(default=None, ge=0)
     note: str = ""
 
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
 
-
-class SavedCell(BaseModel):
+class SavedCell(StrictModel):
     """One cell of ``validate --json``'s ``summary.cells``: error statistics of one role, group and metric."""
 
     model_config = ConfigDict(extra="allow", allow_inf_nan=False)
@@ -60,9 +52,3 @@ class SavedCell(BaseModel):
     within_15_pct: float = Field(ge=0, le=100)
     within_25_pct: float = Field(ge=0, le=100)
     answered_share: float = Field(default=0.0, ge=0, le=1)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)

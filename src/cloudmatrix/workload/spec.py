@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from cloudmatrix.inputs import MAX_REQUESTS, MAX_TOKENS, refuse_flag_as_number
+from cloudmatrix.catalog.sourced import StrictModel
+from cloudmatrix.inputs import MAX_REQUESTS, MAX_TOKENS
 from cloudmatrix.workload.rng import stream
 from cloudmatrix.workload.trace import read_trace
 
 
-class _Spec(BaseModel):
+class _Spec(StrictModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
 
 
 class LengthSpec(_Spec):
