@@ -16,8 +16,9 @@ from cloudmatrix import inputs
 from cloudmatrix.catalog.hardware import system_ids
 from cloudmatrix.catalog.overrides import parse_value
 from cloudmatrix.cli.app import app
+from cloudmatrix.csv_input import read_csv_rows
 from cloudmatrix.errors import ConfigError, UnknownIdError
-from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_NODES, InputError, check_local_workers, parse_yaml, read_csv_rows
+from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_NODES, InputError, check_local_workers, parse_yaml
 from cloudmatrix.studies.compare import system_list
 
 runner = CliRunner()

@@ -9,6 +9,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "cloudmatrix"
 LAYER = {
     "units": 0,
     "inputs": 0,
+    "csv_input": 0,
     "errors": 0,
     "catalog": 1,
     "deploy": 2,

@@ -17,8 +17,8 @@ from cloudmatrix.catalog.corpus import load_corpora, load_rows
 from cloudmatrix.catalog.inferencemax import read_inferencemax
 from cloudmatrix.catalog.validation import VALIDATION_DIR
 from cloudmatrix.cli.app import app
+from cloudmatrix.csv_input import MAX_CELL_CHARS
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_CELL_CHARS
 
 CSV = VALIDATION_DIR / "inferencemax-public.csv"
 HEADER, *ROWS = CSV.read_text().splitlines()

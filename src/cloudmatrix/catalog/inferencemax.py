@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from cloudmatrix.catalog.sourced import describe_validation_error, read_yaml
 from cloudmatrix.catalog.validation import VALIDATION_DIR, BenchWorkload, RoleLayout, ValidationRow
+from cloudmatrix.csv_input import read_csv_rows
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import read_csv_rows
 
 REQUIRED = (
     "model",

@@ -12,7 +12,6 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,9 +19,10 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cloudmatrix.emulator.bodies import json_body, validated
+from cloudmatrix.emulator.config import ServeConfig
 from cloudmatrix.emulator.dashboard import add_dashboard
 from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
-from cloudmatrix.emulator.guard import LOCAL_HOSTS, AccessPolicy, add_access_control
+from cloudmatrix.emulator.guard import AccessPolicy, add_access_control
 from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
@@ -30,22 +30,6 @@ from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.emulator.vllm_api import add_vllm_routes
 from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished_sequence
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServeConfig:
-    model_id: str
-    served_names: tuple[str, ...] = ()  # what requests may name the model (default: model_id)
-    api_key: str | None = None
-    allowed_hosts: frozenset[str] = frozenset(LOCAL_HOSTS)
-    allowed_origins: frozenset[str] = frozenset()
-    public_metrics: bool = False
-    max_body_bytes: int = 4 * 1024 * 1024
-    seed: int = 0
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self.served_names or (self.model_id,)
 
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:

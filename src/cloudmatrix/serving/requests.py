@@ -7,6 +7,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from cloudmatrix.errors import InfeasibleDeploymentError
+
 
 class State(IntEnum):
     QUEUED = 0
@@ -116,3 +118,15 @@ class RequestTable:
             raise RuntimeError("finish of a request that is not decoding")
         self.state[rids] = _DONE
         self.finish_s[rids] = now
+
+
+def unservable(t: RequestTable) -> InfeasibleDeploymentError:
+    """Requests that no pool can ever take (a prompt longer than a prefill batch or the KV a decode die holds)
+    leave a simulation nothing to wait for: name the longest of them rather than end without an answer."""
+    left = np.flatnonzero((t.state >= 0) & (t.state < int(State.DONE)))
+    worst = int(left[np.argmax(t.input_len[left] + t.output_len[left])]) if left.size else 0
+    return InfeasibleDeploymentError(
+        f"{left.size:,} of {len(t):,} requests can never be served by this deployment: e.g. request {worst} "
+        f"({int(t.input_len[worst]):,} prompt + {int(t.output_len[worst]):,} output tokens) fits no prefill "
+        "batch or decode KV cache; expected requests the deployment can hold (shorten them or add chips)"
+    )

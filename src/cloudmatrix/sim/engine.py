@@ -12,11 +12,10 @@ from typing import Any, Protocol
 import numpy as np
 import simpy
 
-from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.kv_pool import KvBlockPools
 from cloudmatrix.serving.prefill import PrefillQueue
-from cloudmatrix.serving.requests import RequestTable, State
+from cloudmatrix.serving.requests import RequestTable, State, unservable
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.context_cache import PrefixCache
@@ -358,20 +357,8 @@ class Simulation:
         except RuntimeError as e:  # simpy: no event left before every request finished
             if "No scheduled events left" not in str(e):
                 raise
-            raise self._stalled() from None
+            raise unservable(self.table) from None
         return self.result()
-
-    def _stalled(self) -> InfeasibleDeploymentError:
-        """Requests that no pool can ever take (a prompt longer than a prefill batch or the KV a decode die
-        holds) leave nothing to wait for: name the longest of them rather than end without an answer."""
-        t = self.table
-        left = np.flatnonzero((t.state >= 0) & (t.state < int(State.DONE)))
-        worst = int(left[np.argmax(t.input_len[left] + t.output_len[left])]) if left.size else 0
-        return InfeasibleDeploymentError(
-            f"{left.size:,} of {len(t):,} requests can never be served by this deployment: e.g. request {worst} "
-            f"({int(t.input_len[worst]):,} prompt + {int(t.output_len[worst]):,} output tokens) fits no prefill "
-            "batch or decode KV cache; expected requests the deployment can hold (shorten them or add chips)"
-        )
 
     def result(self) -> SimResult:
         d = self.s.aggregated or self.s.decode

@@ -10,8 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from cloudmatrix.csv_input import read_csv_rows
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import MAX_FILE_BYTES, MAX_REQUESTS, MAX_SIM_S, MAX_TOKENS, parse_json, read_csv_rows, read_text
+from cloudmatrix.inputs import MAX_FILE_BYTES, MAX_REQUESTS, MAX_SIM_S, MAX_TOKENS, parse_json, read_text
 
 FIELDS = ("timestamp", "input_length", "output_length")
 MAX_TIMESTAMP_MS = MAX_SIM_S * 1e3
