@@ -8,18 +8,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.cli.validate_cmd import SHORT  # one label per metric (validate_cmd loads this module lazily)
 
 if TYPE_CHECKING:
     from rich.table import Table
-
-SHORT = {
-    "output_tok_s_per_chip": "out tok/s/chip",
-    "tok_s_per_chip": "tok/s/chip",
-    "throughput_per_chip_tok_s": "steady tok/s/chip",
-    "tpot_ms": "TPOT",
-    "ttft_ms": "TTFT",
-    "p99_ttft_ms": "p99 TTFT",
-}
 
 
 def run_holdout(
