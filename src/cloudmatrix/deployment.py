@@ -137,6 +137,7 @@ def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> De
         routing=s.get("routing"),
         cached_fraction=s.get("cached_fraction", 0.0),
         cache_plane=s.get("cache_plane", "ub"),
+        attention_tp=s.get("attention_tp", DEFAULT_ATTENTION_TP),
     )
 
 

@@ -169,9 +169,10 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     role = comm.role_for(plan.hardware, g)
     gather = Leg(Transfer.BULK, role, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
     a2a = Leg(Transfer.BULK, role, (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES, g - 1, local)
+    # data-parallel attention (g = 1) gathers and scatters nothing: no communication op, no stage boundary
     ops = [
         gemm_op("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
-        comm_op("attn_all_gather", s, gather),
+        *([comm_op("attn_all_gather", s, gather)] if g > 1 else []),
         gemm_op("attn_up_proj", s, tokens, up_w, plan, tokens * a.num_heads * heads_dim * ACT_BYTES, weight_shards=g),
     ]
     prefix = plan.cached_tokens_per_die * share
@@ -183,7 +184,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     return ops + [
         *indexer_ops(plan, tokens, seqs, full, ctx, s),
         fa,
-        comm_op("attn_all_to_all", s, a2a),
+        *([comm_op("attn_all_to_all", s, a2a)] if g > 1 else []),
         gemm_op("o_proj", s, tokens, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES),
     ]
 
