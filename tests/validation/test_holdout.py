@@ -29,24 +29,49 @@ def fits() -> dict:
 def test_refit_leaves_out_the_group(fits: dict) -> None:
     held = {f"{H100_SERIES}-c4", f"{H100_SERIES}-c8"}
     r = h.refit(fits, held)
-    assert list(r.overrides) == [("vllm", "hopper")]  # no other entry was fitted on these rows
+    # the family entry and the engine's pooled default were fitted on these rows; no other entry was
+    assert list(r.overrides) == [("vllm", "default"), ("vllm", "hopper")]
     costs = r.overrides[("vllm", "hopper")]
     kept = fit_group([(x, b) for x, b in fits[("vllm", "hopper")] if x.id not in held])
     assert costs.step_overhead_us.value == pytest.approx(2293.976, abs=1e-3) == kept.step_overhead_us
-    assert costs.request_overhead_ms.value == pytest.approx(30.771, abs=1e-3) == kept.request_overhead_ms
-    assert r.notes == ("vllm/hopper: refitted on 7 of 9 fit rows (2294 µs/step, 30.8 ms/request)",)
+    assert costs.request_overhead_ms.value == pytest.approx(30.475, abs=1e-3) == kept.request_overhead_ms
+    pooled = fit_group([(x, b) for x, b in fits[("vllm", "default")] if x.id not in held])
+    assert r.overrides[("vllm", "default")].step_overhead_us.value == pooled.step_overhead_us
+    assert r.notes == (
+        "vllm/default: refitted on 17 of 19 fit rows (1738 µs/step, 26.1 ms/request)",
+        "vllm/hopper: refitted on 7 of 9 fit rows (2294 µs/step, 30.5 ms/request)",
+    )
     # with nothing held out the fit is the catalog's
     assert fit_group(fits[("vllm", "hopper")]).step_overhead_us == pytest.approx(2150.06, abs=0.01)
     assert h.refit(fits, set()).overrides == {}
 
 
 def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
+    """TensorRT-LLM's only fit rows are Blackwell's: held out, its pooled default has nothing left either,
+    so it is fitted on every other engine's rows, and the Blackwell entry falls back to that default."""
     r = h.refit(fits, {x.id for x, _ in fits[("trtllm", "blackwell")]})
-    costs = r.overrides[("trtllm", "blackwell")]
-    assert (costs.step_overhead_us.value, costs.request_overhead_ms.value) == (0.0, 0.0)
-    assert costs.kernels == load_stack("trtllm").families["blackwell"].kernels  # not fitted: kept
-    fallback = "trtllm/blackwell: no fit rows left; falls back to trtllm's default entry (0 µs/step, 0 ms/request)"
-    assert r.notes == (fallback,)
+    others = [
+        (x, b) for (_, fam), pairs in sorted(fits.items()) if fam == "default" and _ != "trtllm" for x, b in pairs
+    ]
+    fit = fit_group(others)
+    for key in (("trtllm", "default"), ("trtllm", "blackwell")):
+        costs = r.overrides[key]
+        assert costs.step_overhead_us.value == pytest.approx(fit.step_overhead_us)
+        assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms)
+    assert r.overrides[("trtllm", "blackwell")].kernels == load_stack("trtllm").families["blackwell"].kernels
+    assert r.notes[0].startswith(f"trtllm/default: no fit rows left; falls back to every other engine's {len(others)}")
+    assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to trtllm's default entry")
+
+
+def test_no_held_row_ever_prices_its_own_group(fits: dict) -> None:
+    """For every stack held out whole, no entry it is priced with keeps a constant fitted on its rows."""
+    for stack in sorted({s for s, _ in fits}):
+        held = {x.id for (s, _), pairs in fits.items() if s == stack for x, _ in pairs}
+        r = h.refit(fits, held)
+        for s, fam in fits:
+            if s == stack and h._fitted_entry(s, fam) is not None:
+                assert (s, fam) in r.overrides
+                assert "hold-out refit" in r.overrides[(s, fam)].step_overhead_us.source or fam != "default"
 
 
 def test_override_is_in_memory_and_followed_by_like() -> None:
@@ -248,5 +273,12 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
     row = next(r for r in load_rows("inferencemax-public") if r.id == C4)
     refits = h.holdout("family", [(row, "inferencemax-public")], jobs=1, memo={}, baseline={}).refits
     assert set(refits) == {"hopper"}
-    assert {k for k in refits["hopper"].overrides} == {("sglang", "hopper"), ("vllm", "hopper")}
-    assert all("no fit rows left" in n for n in refits["hopper"].notes)
+    assert {k for k in refits["hopper"].overrides} == {
+        ("sglang", "default"),
+        ("sglang", "hopper"),
+        ("vllm", "default"),
+        ("vllm", "hopper"),
+    }
+    notes = refits["hopper"].notes
+    assert all("no fit rows left" in n for n in notes if "/hopper" in n)  # Hopper falls back to the pool ...
+    assert all("refitted on" in n for n in notes if "/default" in n)  # ... refitted on the other families

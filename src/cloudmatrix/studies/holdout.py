@@ -6,8 +6,9 @@ from the other groups' own out-of-group errors (nested: a group never sees its o
 The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``; the
 other calibrated constants are fitted on the papers' rows and microbenchmarks, never on validation rows).
 A refit is an in-memory override handed to the pricing (``catalog.stacks.overridden_costs``); where a group
-takes every fit row of a (stack, family), that entry falls back to the stack's ``default`` entry (or the
-``like:`` stack it names), and the group's notes say so."""
+takes every fit row of a (stack, family), that entry falls back to the stack's ``default`` entry (its pooled
+fit over the families left, or the ``like:`` stack it names); a stack left with no fit rows at all is priced
+with the fit over every other engine's rows. The group's notes say so."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, CostsLike, StackCosts, load_stack, overridden_costs
 from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_rows, fittable
+from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
 HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
@@ -68,22 +69,46 @@ def _fitted_entry(stack: str, family: str) -> StackCosts | None:
     return None
 
 
-def _fallback(stack: str) -> tuple[StackCosts, str]:
-    """What a (stack, family) with no fit rows left is priced with: the stack's default entry, or the
-    ``like:`` stack it names."""
+def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
+    """What a (stack, family) with no fit rows left is priced with: the stack's default entry (as refitted),
+    or the ``like:`` stack it names."""
     entry = load_stack(stack).families[DEFAULT_FAMILY]
     if isinstance(entry, CostsLike):
         like_stack, like_family = entry.like.split("/")
         return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
-    return entry, f"{stack}'s default entry"
+    return overrides.get((stack, DEFAULT_FAMILY), entry), f"{stack}'s default entry"
+
+
+def _every_engine(
+    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], held: set[str]
+) -> list[tuple[ValidationRow, BaseTimes]]:
+    """The kept fit rows of every stack (each once): what an engine with none of its own left is fitted on."""
+    return [
+        (r, b)
+        for (_, family), pairs in sorted(fits.items())
+        if family == DEFAULT_FAMILY
+        for r, b in pairs
+        if r.id not in held
+    ]
+
+
+def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str) -> StackCosts:
+    return entry.model_copy(
+        update={
+            "step_overhead_us": Sourced(value=step_us, source=source),
+            "request_overhead_ms": Sourced(value=request_ms, source=source),
+        }
+    )
 
 
 def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], held: set[str]) -> Refit:
     """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
-    their catalog values)."""
+    their catalog values). A stack's pooled ``default`` entry is refitted first, so a family left without rows
+    falls back to it; a default left without rows is fitted on every other engine's kept rows."""
     overrides: Overrides = {}
     notes = []
-    for (stack, family), pairs in sorted(fits.items()):
+    order = sorted(fits.items(), key=lambda kv: (kv[0][1] != DEFAULT_FAMILY, kv[0]))
+    for (stack, family), pairs in order:
         entry = _fitted_entry(stack, family)
         kept = [(r, b) for r, b in pairs if r.id not in held]
         if entry is None or len(kept) == len(pairs):
@@ -91,26 +116,27 @@ def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
         if kept:
             fit = fit_group(kept)
             source = f"hold-out refit on {len(kept)} of {len(pairs)} fit rows"
-            overrides[(stack, family)] = entry.model_copy(
-                update={
-                    "step_overhead_us": Sourced(value=fit.step_overhead_us, source=source),
-                    "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
-                }
-            )
+            overrides[(stack, family)] = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, source)
             notes.append(
                 f"{stack}/{family}: refitted on {len(kept)} of {len(pairs)} fit rows "
                 f"({fit.step_overhead_us:.0f} µs/step, {fit.request_overhead_ms:.1f} ms/request)"
             )
+            continue
+        if family == DEFAULT_FAMILY:
+            others = _every_engine(fits, held)
+            fit = fit_group(others)
+            what = f"every other engine's {len(others)} fit rows"
+            costs = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, f"hold-out refit on {what}")
         else:
-            costs, what = _fallback(stack)
-            # only the fitted constants fall back; kernels and the hand-off stay the family's own
-            overrides[(stack, family)] = entry.model_copy(
-                update={"step_overhead_us": costs.step_overhead_us, "request_overhead_ms": costs.request_overhead_ms}
-            )
-            notes.append(
-                f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
-                f"{costs.request_overhead_ms.value:g} ms/request)"
-            )
+            costs, what = _fallback(stack, overrides)
+        # only the fitted constants fall back; kernels and the hand-off stay the family's own
+        overrides[(stack, family)] = entry.model_copy(
+            update={"step_overhead_us": costs.step_overhead_us, "request_overhead_ms": costs.request_overhead_ms}
+        )
+        notes.append(
+            f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
+            f"{costs.request_overhead_ms.value:g} ms/request)"
+        )
     return Refit(overrides=overrides, notes=tuple(notes))
 
 
@@ -204,7 +230,7 @@ def holdout(
     a stored in-sample residual: a row whose constants the refit leaves unchanged takes its prediction from
     there instead of running."""
     universe = list(fit_source) if fit_source is not None else [(r, c) for r, c in corpus_rows() if c in FIT_CORPORA]
-    fits = {k: fittable(v) for k, v in fit_rows([r for r, _ in universe]).items()}
+    fits = fit_pairs([r for r, _ in universe])
     groups: dict[str, list[ValidationRow]] = {}
     for row, corpus in rows:
         groups.setdefault(group_of(row, kind, corpus), []).append(row)

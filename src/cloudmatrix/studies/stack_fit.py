@@ -9,7 +9,10 @@ which stands in for the simulation there (and keeps `calibrate` fast):
   prefill the prompt next to the decode batch (co-located; prefill batch and KV hand-off when
   disaggregated), each + the step overhead, + the request overhead.
 Each constant is the least-squares offset (the mean gap) over its (stack, chip family) rows, clamped at
-zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens)."""
+zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens).
+A stack's ``default`` entry is fitted on all its rows, every family pooled: the gap is the engine's (its
+scheduler, graph launches and kernels' small-batch overheads run the same code on any accelerator), so a
+family with no rows of its own (SGLang on AMD) is priced with the engine's time, not with none."""
 
 from __future__ import annotations
 
@@ -21,7 +24,7 @@ from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.stacks import stack_costs
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
@@ -109,12 +112,14 @@ def base_times(row: ValidationRow) -> BaseTimes:
 
 
 def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
-    """(stack, family) -> the fitted-role end-to-end rows at low concurrency without MTP."""
+    """(stack, family) -> the fitted-role end-to-end rows at low concurrency without MTP; (stack, ``default``)
+    -> every family's of them (the engine's pooled fit)."""
     out: dict[tuple[str, str], list[ValidationRow]] = defaultdict(list)
     for r in rows:
         conc = r.workload.concurrency
         if r.role == "fitted" and r.kind == "e2e" and not r.mtp and conc is not None and conc <= FIT_MAX_CONCURRENCY:
             out[(r.stack, chip_family(r.system))].append(r)
+            out[(r.stack, DEFAULT_FAMILY)].append(r)
     return dict(out)
 
 
@@ -139,6 +144,15 @@ def fittable(members: list[ValidationRow]) -> list[tuple[ValidationRow, BaseTime
     return pairs
 
 
+def fit_pairs(rows: list[ValidationRow]) -> dict[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]]:
+    """``fit_rows`` with each row's device-only times (each row priced once, though it fits two entries)."""
+    times: dict[str, list[tuple[ValidationRow, BaseTimes]]] = {}
+    out = {}
+    for key, members in fit_rows(rows).items():
+        out[key] = [p for r in members for p in times.setdefault(r.id, fittable([r]))]
+    return out
+
+
 def fit_group(pairs: list[tuple[ValidationRow, BaseTimes]]) -> GroupFit:
     """The least-squares offsets (mean gaps, clamped at zero) of one (stack, family)'s rows."""
     tpot = [(r.measured["tpot_ms"] - b.tpot_ms) * 1e3 for r, b in pairs if "tpot_ms" in r.measured]
@@ -155,10 +169,10 @@ def fit_stack_costs(rows: list[ValidationRow] | None = None) -> dict[str, dict[s
     (default: on the corpora the catalog was fitted on)."""
     constants: dict[str, dict[str, Any]] = {}
     rows = rows if rows is not None else load_corpora(list(FIT_CORPORA))
-    for (stack, family), members in sorted(fit_rows(rows).items()):
+    for (stack, family), pairs in sorted(fit_pairs(rows).items()):
         costs = stack_costs(stack, family)
         assert costs is not None
-        fit = fit_group(fittable(members))
+        fit = fit_group(pairs)
         for name, value, gaps, current in (
             ("step_overhead_us", fit.step_overhead_us, fit.tpot_gaps, costs.step_overhead_us.value),
             ("request_overhead_ms", fit.request_overhead_ms, fit.ttft_gaps, costs.request_overhead_ms.value),
