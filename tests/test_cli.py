@@ -207,7 +207,9 @@ def test_compare_contract_and_plot(tmp_path) -> None:
         # the plotted operating point lies on the system's own curve (co-located ones on their co-located curve)
         point = (1e3 / r["tpot_ms"], r["decode_tok_s_per_chip"])
         assert min(abs(x - point[0]) + abs(y - point[1]) for x, y in r["curve"]) < 1e-6, r["system"]
-    assert any(r["mode"] == "aggregated" for r in systems.values())
+    # both modes are priced for every system (which one wins is the model's answer: B200 and B300 are within
+    # 1-5 % of a tie at 4K/256)
+    assert all(r["alternatives"]["aggregated"] > 0 for r in systems.values())
     head = png.read_bytes()[:8]
     assert head == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     from PIL import Image  # matplotlib depends on Pillow
