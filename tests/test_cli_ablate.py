@@ -35,7 +35,10 @@ def test_ablate_contract_and_table() -> None:
 
 def test_eplb_modes_order_the_prefill_throughput() -> None:
     tput = {e: _json([*PREFILL, "--eplb", e])["throughput_per_chip_tok_s"] for e in ("perfect", "default", "none")}
-    assert tput["perfect"] > tput["default"] >= tput["none"]
+    assert tput["perfect"] > max(tput["default"], tput["none"])
+    # DeepSeek's routing popularity is uniform: EPLB's placement has nothing to balance, so default and none
+    # differ only by the seeded sampling (a measured imbalance without EPLB is issue 23's item 6)
+    assert tput["default"] == pytest.approx(tput["none"], rel=0.005)
     skew = _json([*PREFILL, "--eplb", "none", "--routing", "zipf:1.0"])["throughput_per_chip_tok_s"]
     balanced = _json([*PREFILL, "--eplb", "default", "--routing", "zipf:1.0"])["throughput_per_chip_tok_s"]
     assert skew < balanced
