@@ -69,6 +69,7 @@ FIELDS: dict[str, tuple[dict[str, Any], float, float, bool]] = {
     "decode.dp": (DECODE, 1, MAX_RANKS, True),
     "decode.memory_fraction": (DECODE, math.ulp(0.0), 1 - 2**-53, False),
     "aggregated.max_batch_per_chip": (E2E, 1, MAX_BATCH, True),
+    "aggregated.max_running": (E2E, 1, MAX_BATCH, True),
     "aggregated.chunk_tokens_per_chip": (E2E, 1, MAX_STEP_TOKENS, False),
     "workload.input_len": (DECODE, 1, MAX_TOKENS, True),
     "workload.output_len": (DECODE, 1, MAX_TOKENS, True),

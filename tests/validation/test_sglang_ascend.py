@@ -12,7 +12,7 @@ from cloudmatrix.catalog.validation import RoleLayout, ValidationRow, corpus_pat
 from cloudmatrix.cost.memory import memory_use, reserve_bytes
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.inputs import InputError
-from cloudmatrix.studies.validate_run import attention_group, run_row, twin_layout
+from cloudmatrix.studies.validate_run import attention_group, prefill_budget, run_row, twin_layout
 from cloudmatrix.units import GB_DECIMAL
 
 A3, R1 = load_hardware("atlas-800t-a3"), load_model("deepseek-r1")
@@ -90,3 +90,17 @@ def test_a_dp_size_that_does_not_divide_tp_is_refused_by_field() -> None:
     with pytest.raises(InputError) as e:
         attention_group(_layout(tp=16, dp=3), "prefill")
     assert str(e.value) == "prefill.dp: got 3; expected a divisor of prefill.tp 16"
+
+
+@pytest.mark.parametrize("budget", [None, 1000.0, 7170.0])
+@pytest.mark.parametrize("running", [None, 1, 4, 64])
+def test_a_prefill_running_request_cap_bounds_the_batch(budget: float | None, running: int | None) -> None:
+    """A prefill instance prefills at most its running-request cap's prompts at once: the budget is the
+    smaller of the published token budget and cap x prompt length over the chips, noted where the cap binds."""
+    layout = _layout(chunk_tokens_per_chip=budget, max_running=running)
+    notes: list[str] = []
+    got = prefill_budget(layout, 3500, notes).get("tokens_per_chip")
+    caps = [c for c in (budget, running * 3500 / 8 if running else None) if c is not None]
+    assert got == (max(int(min(caps)), 1) if caps else None)
+    binds = running is not None and (budget is None or running * 3500 / 8 < budget)
+    assert bool(notes) == binds

@@ -92,6 +92,8 @@ class RoleLayout(Frozen):
     # prompt tokens per step (chunked prefill): at least one a chip
     chunk_tokens_per_chip: Real | None = Field(default=None, ge=1, le=MAX_STEP_TOKENS)
     max_batch_per_chip: Count | None = Field(default=None, ge=1, le=MAX_BATCH)  # the stack's running-request cap
+    # a prefill instance's running-request cap (SGLang --max-running-requests): prompts prefilled at once
+    max_running: Count | None = Field(default=None, ge=1, le=MAX_BATCH)
 
 
 class BenchWorkload(Frozen):

@@ -202,11 +202,23 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             # DP or Megatron-style TP attention, unless the layout names DP attention groups of several dies
             "attention_tp": 1,
             **pool(p, "prefill"),
-            **({"tokens_per_chip": int(p.chunk_tokens_per_chip)} if p.chunk_tokens_per_chip else {}),
+            **prefill_budget(p, w.input_len, notes),
             "microbatch": None,
         }
         data["decode"] = {**pool(d, "decode"), "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances), **mtp}
     return Scenario.model_validate(data)
+
+
+def prefill_budget(layout: RoleLayout, input_len: int, notes: list[str]) -> dict[str, int]:
+    """A prefill pool's prompt tokens per chip per batch: its published budget, capped at the prompts its
+    running-request cap lets it prefill at once (noted where the cap binds)."""
+    budget = layout.chunk_tokens_per_chip
+    if layout.max_running is not None:
+        cap = layout.max_running * input_len / layout.chips
+        if budget is None or cap < budget:
+            notes.append(f"prefill: {layout.max_running} running requests cap a batch at {cap:,.0f} tokens per chip")
+            budget = cap
+    return {"tokens_per_chip": max(int(budget), 1)} if budget else {}
 
 
 def _chunk(tokens_per_chip: float, notes: list[str]) -> int:
