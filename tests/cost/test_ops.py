@@ -127,3 +127,20 @@ def test_rdma_transfer() -> None:
     rdma = HW.system.planes.scale_out
     t = comm.transfer_s(rdma, 25e9 * 0.85, dies=1)
     assert t == pytest.approx(1.0 + rdma.latency_us.value * 1e-6)
+
+
+@pytest.mark.parametrize("chip_system", ["cloudmatrix384", "atlas-800i-a2", "hgx-h200", "mi300x"])
+@pytest.mark.parametrize("share", [1.0, 1 / 3])
+def test_vector_ops_run_on_the_vector_engines_where_the_die_has_them(chip_system: str, share: float) -> None:
+    """A compute-bound vector op on an Ascend die is priced at its AIV rate (die.vector_tops), never at the
+    cube's peak; where SMs do both (no vector_tops) it keeps the die's peak."""
+    hw = load_hardware(chip_system)
+    die, eff = hw.chip.die, hw.chip.efficiency.vector_compute.value
+    op = Op(name="v", op_class=OpClass.VECTOR, stream=Stream.ATTENTION, flops=1e12, hbm_bytes=1.0)
+    price = Pricer(hw, None).price(op, share)
+    peak = die.vector_tops.value * 1e12 if die.vector_tops is not None else die.peak_flops("bf16")
+    launch = hw.chip.launch_us.value * 1e-6
+    assert price.time_s == pytest.approx(1e12 / (eff * peak * share) + launch)
+    assert (die.vector_tops is not None) == (hw.chip.family == "ascend")
+    if die.vector_tops is not None:
+        assert die.vector_tops.value * 1e12 < die.peak_flops("bf16") / 10

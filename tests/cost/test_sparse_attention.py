@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import MODELS_DIR, ModelSpec, load_model, parse_config
 from cloudmatrix.cost.layers import _decode_attention_ops
-from cloudmatrix.cost.sparse_attention import causal_attended
+from cloudmatrix.cost.ops import OpClass
+from cloudmatrix.cost.pricing import Pricer
+from cloudmatrix.cost.sparse_attention import REDUCE_OPS_PER_HEAD, SELECT_PASSES, causal_attended
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.estimate import estimate
@@ -94,6 +96,11 @@ def test_indexer_and_sparse_attention_are_separate_ops_with_closed_forms() -> No
     assert ops["indexer"].hbm_bytes == pytest.approx(seqs * 65536 * 132 + q * 65536 * 4)
     assert ops["indexer"].precision == "int8"  # the 910C has no FP8
     assert ops["attention_core"].flops == pytest.approx(2 * q * 128 * (2 * 512 + 64) * 2048)  # top-k, not 64K
+    # the per-head ReLU, weight and sum of the logits: vector work, on the 910C's AIV a third of the scoring
+    reduce = ops["indexer_reduce"]
+    assert reduce.op_class is OpClass.VECTOR and reduce.flops == pytest.approx(REDUCE_OPS_PER_HEAD * 64 * q * 65536)
+    px = Pricer(p.hardware, None)
+    assert 0.2 < px.price(reduce).time_s / px.price(ops["indexer"]).time_s < 1.0
     h200 = plan(dataclasses.replace(d, ep=32, kv_precision="fp8", precision="fp8"), load_hardware("hgx-h200"), V32)
     assert {op.name: op for op in _decode_attention_ops(h200, 1.0)}["indexer"].precision == "fp8"
 
@@ -206,4 +213,5 @@ def test_the_selection_grows_with_the_context_until_top_k() -> None:
     )  # fmt: skip
     sel = {o.name: o for o in _decode_attention_ops(p, 1.0)}["indexer_topk"]
     q = p.decode_tokens_per_die
-    assert sel.hbm_bytes == pytest.approx(q * 100 * 4 + q * 100 * 4)  # scores read, 100 (not 2,048) indices written
+    # the scores read in each selection pass, 100 (not 2,048) indices written
+    assert sel.hbm_bytes == pytest.approx(SELECT_PASSES * q * 100 * 4 + q * 100 * 4)

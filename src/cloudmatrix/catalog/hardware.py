@@ -19,6 +19,9 @@ HARDWARE_DIR = DATA_DIR / "hardware"
 class DieSpec(Frozen):
     compute_units: Sourced  # matrix engines: AI Cube cores (Ascend) or SMs (NVIDIA)
     vector_units: Sourced | None = None  # separate vector engines (Ascend AIV); None where SMs do both
+    # the vector engines' element operations per second (tera, 16-bit lanes) where they are separate: vector
+    # ops are priced there, not against the matrix engines' peak
+    vector_tops: Sourced | None = None
     peak_tflops: dict[str, Sourced]
     hbm_gb: Sourced
     hbm_bw_gb_s: Sourced

@@ -53,10 +53,20 @@ class CostsLike(Frozen):
 
 
 class StackMemory(Frozen):
-    """How much of each die's HBM the engine fills with weights, activations and KV; the rest is reserve."""
+    """How much of each die's HBM the engine fills with weights, activations and KV; the rest is reserve.
+    ``holds``: what the fraction bounds. ``all``: weights, KV and the step's activation and communication
+    buffers, with the reserve beside them. ``weights_kv``: weights and the KV pool only (SGLang's
+    --mem-fraction-static: the KV pool is what the fraction leaves after the weights), the activations,
+    graphs and communication buffers living in the rest of HBM."""
 
     fraction: Sourced
     of: Literal["total", "free"] = "total"  # of all HBM (vLLM, SGLang), or of what the weights leave (TensorRT-LLM)
+    holds: Literal["all", "weights_kv"] = "all"
+    holds_source: str = ""
+    # DP attention with an attention TP group: the output projection is row-parallel over the group (SGLang),
+    # not replicated on every die as in CloudMatrix-Infer's sequence-parallel o_proj
+    o_proj_split: bool = False
+    o_proj_source: str = ""
 
 
 class EngineDefaults(Frozen):

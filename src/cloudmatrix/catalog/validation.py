@@ -84,9 +84,16 @@ class RoleLayout(Frozen):
     tp: Count = Field(default=1, ge=1, le=MAX_RANKS)
     ep: Count = Field(default=1, ge=1, le=MAX_RANKS)
     dp_attention: StrictBool = False
+    # DP attention groups (SGLang --dp-size): each group's attention is TP over tp / dp dies (default tp: one
+    # die per group)
+    dp: Count | None = Field(default=None, ge=1, le=MAX_RANKS)
+    # the engine's memory setting as launched (SGLang --mem-fraction-static, vLLM --gpu-memory-utilization)
+    memory_fraction: Real | None = Field(default=None, gt=0, lt=1)
     # prompt tokens per step (chunked prefill): at least one a chip
     chunk_tokens_per_chip: Real | None = Field(default=None, ge=1, le=MAX_STEP_TOKENS)
     max_batch_per_chip: Count | None = Field(default=None, ge=1, le=MAX_BATCH)  # the stack's running-request cap
+    # a prefill instance's running-request cap (SGLang --max-running-requests): prompts prefilled at once
+    max_running: Count | None = Field(default=None, ge=1, le=MAX_BATCH)
 
 
 class BenchWorkload(Frozen):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloudmatrix.catalog.stacks import load_stack
+from cloudmatrix.catalog.stacks import StackProfile, load_stack
 from cloudmatrix.cost.comm import plane_for
 from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.moe import dispatch_message_bytes
@@ -43,12 +43,17 @@ class MemoryUse:
 
 def _attention_weights(plan: Plan) -> float:
     """One layer's attention weights on a die: split over its TP group; a data-parallel MLA prefill shards
-    only the up-projections over its SP-TP-SP group."""
+    the up-projections over its SP-TP-SP group, and the output projection too where the stack's is
+    row-parallel over that group."""
     m = plan.model
     if m.attention.kind == "mla" and plan.phase == Phase.PREFILL and plan.tp == 1:
         down, q_up, kv_up = m.mla_projection_params()
-        o_proj = m.attention.num_heads * m.attention.v_head_dim * m.hidden
-        return down + (q_up + kv_up) / plan.deployment.attention_tp + o_proj
+        group = plan.deployment.attention_tp
+        o_proj = float(m.attention.num_heads * m.attention.v_head_dim * m.hidden)
+        stack = load_stack(plan.deployment.stack) if plan.deployment.stack else None
+        if stack is not None and stack.memory is not None and stack.memory.o_proj_split:
+            o_proj /= group
+        return down + (q_up + kv_up) / group + o_proj
     return m.attention_params(plan.tp)
 
 
@@ -104,14 +109,23 @@ def _buffers(plan: Plan) -> float:
     return routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
 
 
-def reserve_bytes(plan: Plan, used: float) -> float:
+def reserve_bytes(plan: Plan, used: float, buffers: float = 0.0) -> float:
     """HBM per die kept from weights, buffers and KV: the deployment's, else what the stack's memory
-    setting leaves (of all HBM, or of what weights leave), never less than the chip's runtime reserve."""
+    setting leaves (of all HBM, or of what weights leave), never less than the chip's runtime reserve.
+    A stack whose setting bounds only weights and KV keeps its step buffers inside what it leaves, so only
+    the part of the reserve the buffers do not fill is added beside them."""
+    stack = load_stack(plan.deployment.stack) if plan.deployment.stack else None
+    kept = _kept_bytes(plan, used, stack)
+    if stack is not None and stack.memory is not None and stack.memory.holds == "weights_kv":
+        return max(kept - buffers, 0.0)
+    return kept
+
+
+def _kept_bytes(plan: Plan, used: float, stack: StackProfile | None) -> float:
     chip = plan.hardware.chip
     floor = chip.runtime_reserve_gb.value * GB
     if plan.deployment.reserve_gb is not None:
         return plan.deployment.reserve_gb * GB
-    stack = load_stack(plan.deployment.stack) if plan.deployment.stack else None
     if stack is None or stack.memory is None:
         return floor
     capacity, kept = chip.hbm_bytes_per_die, 1.0 - stack.memory.fraction.value
@@ -126,7 +140,7 @@ def memory_use(plan: Plan) -> MemoryUse:
     capacity = chip.hbm_bytes_per_die
     weights = weights_per_die(plan)
     buffers = _buffers(plan)
-    reserve = reserve_bytes(plan, weights + buffers)
+    reserve = reserve_bytes(plan, weights + buffers, buffers)
     max_len = d.input_len + d.output_len if plan.decodes else d.input_len
     per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards
     kv = plan.seqs_per_die * per_seq

@@ -19,6 +19,7 @@ from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
+from cloudmatrix.units import TERA
 
 _CURVE_MEMO_LIMIT = 4096  # kernel-curve lookups kept per pricer (a long sweep sees many shapes)
 
@@ -61,6 +62,8 @@ class Pricer:
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
         self.launch_us = chip.launch_us.value
         self.core_shares = _core_shares(hardware)
+        vector = chip.die.vector_tops
+        self.vector_peak = vector.value * TERA if vector is not None else None
         self._peaks: dict[str, float] = {}
         self._curves: dict[tuple[str, str, float], float] = {}
 
@@ -106,6 +109,8 @@ class Pricer:
             return _price((t + launch, 0.0, sol, 0.0, 0.0, link))
         precision, (eff_c, eff_m) = op.precision, self.flat[op.op_class]
         peak = self._peaks.get(precision) or self.peak(precision)
+        if op.op_class is OpClass.VECTOR and self.vector_peak is not None:
+            peak = self.vector_peak  # separate vector engines, not the matrix engines' peak
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
             share = 0.0
             if op.kernel and op.weights == precision:

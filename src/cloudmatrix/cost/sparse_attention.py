@@ -14,6 +14,15 @@ from cloudmatrix.cost.ops import Op, OpClass, Stream
 from cloudmatrix.deploy import Plan
 
 SCORE_BYTES = 4.0  # FP32 index scores, written by the indexer and read by the top-k selection
+# The score of a cached token is sum over heads of w_h * ReLU(q_h . k): per head and (query, token) pair a
+# ReLU, a scale and an accumulate on the vector lanes after the matmul (fused in DeepGEMM's fp8_mqa_logits
+# epilogue; on the AIV after the AIC on Ascend), the per-head logits kept on chip (assumed).
+REDUCE_OPS_PER_HEAD = 3.0
+# Top-k by radix selection (the sparse-attention serving kernels' fast top-k): a histogram pass over every
+# score to find the threshold bin, then a pass that gathers the scores above it and refines the few
+# candidates; two full reads of the scores at two vector ops per score each.
+SELECT_PASSES = 2.0
+SELECT_OPS_PER_PASS = 2.0
 
 
 def indexer_precision(plan: Plan) -> str:
@@ -40,9 +49,10 @@ def causal_attended(indexer: IndexerSpec | None, cached: float, computed: float)
 def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selected: float, stream: Stream) -> list[Op]:
     """The indexer for ``queries`` tokens of ``seqs`` sequences scoring ``context`` cached tokens each on
     average: its projections (query heads from the query latent, one key, per-head weights), the scoring
-    (2 · heads · head_dim FLOPs per query and cached token, the cached keys read once per sequence), and
-    the top-k selection over the scores, which writes the ``selected`` indices a query attends to (on
-    average; never more than top-k, nor than the tokens it sees: the attention core's own count)."""
+    (2 · heads · head_dim FLOPs per query and cached token, the cached keys read once per sequence), the
+    reduction of the per-head logits to one score (vector work, per head), and the top-k selection's passes
+    over the scores, which write the ``selected`` indices a query attends to (on average; never more than
+    top-k, nor than the tokens it sees: the attention core's own count)."""
     ix = plan.model.attention.indexer
     if ix is None or queries <= 0:
         return []
@@ -63,10 +73,16 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selecte
             precision=fmt,
         ),
         Op(
+            name="indexer_reduce",
+            op_class=OpClass.VECTOR,
+            stream=stream,
+            flops=REDUCE_OPS_PER_HEAD * ix.num_heads * queries * context * share,
+        ),
+        Op(
             name="indexer_topk",
             op_class=OpClass.VECTOR,
             stream=stream,
-            flops=4.0 * queries * context * share,
-            hbm_bytes=score_bytes + queries * selected * 4.0 * share,  # int32 indices
+            flops=SELECT_PASSES * SELECT_OPS_PER_PASS * queries * context * share,
+            hbm_bytes=SELECT_PASSES * score_bytes + queries * selected * 4.0 * share,  # int32 indices
         ),
     ]

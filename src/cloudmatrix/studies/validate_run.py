@@ -94,7 +94,13 @@ def twin_layout(
     dies (expert TP, as SGLang, vLLM and TensorRT-LLM derive it from TP / EP), so TP x DP and EP x expert TP
     are the role's dies. A layout that does not tile them runs as the nearest one that does, noted."""
     dies = check_ranks(row, layout, role)
-    tp = 1 if layout.dp_attention else layout.tp
+    group = attention_group(layout, role)
+    if layout.dp_attention and role == "prefill" and group > 1:
+        # DP attention with a TP group per DP rank on scattered inputs: down-projections on each die's own
+        # tokens, up-projections and heads split over the group (the twin's SP-TP-SP prefill)
+        fields = twin_layout(row, layout.model_copy(update={"dp": None}), model, notes, role)
+        return {**fields, "attention_tp": group}
+    tp = group if layout.dp_attention else layout.tp
     if dies % tp or model.attention.num_heads % tp:
         notes.append(
             f"{role}: TP{tp} attention does not tile {dies} dies and {model.attention.num_heads} heads; runs as DP"
@@ -107,6 +113,22 @@ def twin_layout(
         notes.append(f"{role}: EP{ep} does not tile {dies} dies; experts run as EP{dies}")
         ep = dies
     return {"tp": tp, "ep": ep, "moe_tp": dies // ep}
+
+
+def launched_reserve(row: ValidationRow, layout: RoleLayout) -> float | None:
+    """The HBM per die a pool's launched memory setting keeps back (of all HBM), where the row states it."""
+    if layout.memory_fraction is None:
+        return None
+    return (1.0 - layout.memory_fraction) * load_hardware(row.system).chip.die.hbm_gb.value
+
+
+def attention_group(layout: RoleLayout, role: str) -> int:
+    """Dies of one DP attention group (SGLang: tp_size / dp_size; one die when DP is not stated)."""
+    if not layout.dp_attention or layout.dp is None:
+        return 1
+    if layout.tp % layout.dp:
+        raise InputError(f"{role}.dp: got {layout.dp}; expected a divisor of {role}.tp {layout.tp}")
+    return layout.tp // layout.dp
 
 
 def redundant_experts(row: ValidationRow) -> int | None:
@@ -162,6 +184,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             **twin_layout(row, layout, model, notes, role),
             "eplb": row.eplb,
             "redundant_experts": redundant_experts(row),
+            "reserve_gb": launched_reserve(row, layout),
         }
 
     if row.aggregated is not None:
@@ -176,13 +199,26 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         p, d = row.prefill, row.decode
         assert p is not None and d is not None
         data["prefill"] = {
+            # DP or Megatron-style TP attention, unless the layout names DP attention groups of several dies
+            "attention_tp": 1,
             **pool(p, "prefill"),
-            **({"tokens_per_chip": int(p.chunk_tokens_per_chip)} if p.chunk_tokens_per_chip else {}),
+            **prefill_budget(p, w.input_len, notes),
             "microbatch": None,
-            "attention_tp": 1,  # DP or Megatron-style TP attention; SP-TP-SP is CloudMatrix-Infer's alone
         }
         data["decode"] = {**pool(d, "decode"), "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances), **mtp}
     return Scenario.model_validate(data)
+
+
+def prefill_budget(layout: RoleLayout, input_len: int, notes: list[str]) -> dict[str, int]:
+    """A prefill pool's prompt tokens per chip per batch: its published budget, capped at the prompts its
+    running-request cap lets it prefill at once (noted where the cap binds)."""
+    budget = layout.chunk_tokens_per_chip
+    if layout.max_running is not None:
+        cap = layout.max_running * input_len / layout.chips
+        if budget is None or cap < budget:
+            notes.append(f"prefill: {layout.max_running} running requests cap a batch at {cap:,.0f} tokens per chip")
+            budget = cap
+    return {"tokens_per_chip": max(int(budget), 1)} if budget else {}
 
 
 def _chunk(tokens_per_chip: float, notes: list[str]) -> int:
@@ -281,6 +317,7 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
         stack=row.stack,
+        reserve_gb=launched_reserve(row, layout),
     )
     try:
         est = estimate(row.system, model, dep)
