@@ -70,6 +70,7 @@ class Deployment:
     routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
     tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
     moe_tp: int = 1  # expert TP: each expert's FFN columns split over this many dies (EP ranks x moe_tp hold one copy)
+    cp: int = 1  # prefill context parallelism: dies that split each prompt's tokens and all-gather its KV
     reserve_gb: float | None = None  # HBM per die kept from weights and KV; default: the stack's, else the chip's
     offload_gb: float = 0.0  # routed-expert weights per die kept in CPU memory, streamed over the CPU link (opt-in)
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
@@ -87,7 +88,7 @@ class Deployment:
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = (
     "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "tp", "moe_tp",
+    "redundant_experts", "tp", "moe_tp", "cp",
 )  # fmt: skip
 
 
@@ -111,6 +112,7 @@ def check_deployment_numbers(d: Deployment) -> None:
     check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
     check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
     check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
+    check_number("cp (--cp)", d.cp, lo=1, hi=MAX_COUNT, integer=True)
     check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
     check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
     check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)

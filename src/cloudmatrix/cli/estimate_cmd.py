@@ -79,6 +79,9 @@ def estimate(
     moe_tp: Annotated[
         int, typer.Option(help="Expert tensor parallelism: dies each expert's FFN columns are split over.")
     ] = 1,
+    cp: Annotated[
+        int, typer.Option(help="Prefill context parallelism: dies that split each prompt and all-gather its KV.")
+    ] = 1,
     redundant_experts: Annotated[
         int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
     ] = None,
@@ -137,6 +140,7 @@ def estimate(
             attention_tp=attention_tp,
             tp=tp,
             moe_tp=moe_tp,
+            cp=cp,
             redundant_experts=redundant_experts,
             reserve_gb=reserve_gb,
             offload_gb=offload_gb,

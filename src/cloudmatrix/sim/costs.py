@@ -109,6 +109,7 @@ class StepCosts:
             redundant_experts=p.redundant_experts,
             tp=p.tp,
             moe_tp=p.moe_tp,
+            cp=p.cp,
             reserve_gb=p.reserve_gb,
             offload_gb=p.offload_gb,
             stack=self.stack,
@@ -184,7 +185,7 @@ class StepCosts:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
         p = self.s.prefill
-        stripe = kv_group(p.tp, p.attention_tp)
+        stripe = kv_group(p.tp, p.attention_tp, p.cp)
         return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, stripe) + self.handoff_overhead_s
 
 

@@ -43,6 +43,7 @@ class PrefillPool(_Spec):
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     tp: int = Field(default=1, ge=1)  # dies per attention tensor-parallel group (1: data-parallel attention)
     moe_tp: int = Field(default=1, ge=1)  # expert TP: dies each expert's FFN columns are split over
+    cp: int = Field(default=1, ge=1)  # context parallelism: dies that split each prompt and all-gather its KV
     reserve_gb: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # HBM per die kept back
     offload_gb: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # expert weights per die in CPU memory
 
