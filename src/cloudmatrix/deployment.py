@@ -150,3 +150,34 @@ def paper_deployments() -> dict[Phase, Deployment]:
         Phase.DECODE: deployment_from_setup(setups[PAPER_DECODE_ROW], ref.defaults),
         Phase.PREFILL: deployment_from_setup(setups[PAPER_PREFILL_ROW], ref.defaults),
     }
+
+
+MAX_MICROBATCHES = 16  # ping-pong microbatches of an AFD step (the papers run 2-4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AfdDeployment:
+    """Attention-FFN disaggregation of a decode instance (xDeepServe's MoE-attention disaggregation on
+    CloudMatrix384, Step-3's AFD, MegaScale-Infer's disaggregated expert parallelism): ``attention`` is the
+    attention pool (its chips, sequences per chip, precision, KV, MTP, attention TP); the FFN pool is
+    ``ffn_chips`` of expert dies (EP over ``ffn_ep`` of them) at ``ffn_precision``; every layer's hidden
+    states cross between the pools, and ``microbatches`` ping-pong to hide the crossing."""
+
+    attention: Deployment
+    ffn_chips: int
+    ffn_ep: int | None = None  # default: every FFN die
+    ffn_precision: str | None = None  # expert weights (and their GEMMs' format); default: the attention pool's
+    microbatches: int = 2
+
+    def __post_init__(self) -> None:
+        check_number("ffn_chips (--ffn-chips)", self.ffn_chips, lo=1, hi=MAX_COUNT, integer=True)
+        check_optional("ffn_ep (--ffn-ep)", self.ffn_ep, lo=1, hi=MAX_COUNT, integer=True)
+        check_number("microbatches (--microbatches)", self.microbatches, lo=1, hi=MAX_MICROBATCHES, integer=True)
+        for name in ("ffn_chips", "ffn_ep", "microbatches"):
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, int(value))
+
+    @property
+    def num_chips(self) -> int:
+        return self.attention.num_chips + self.ffn_chips
