@@ -37,6 +37,14 @@ def plan(
     cp: Annotated[
         str, typer.Option(help="Comma-separated prefill context-parallel degrees (dies) to search, e.g. 1,32.")
     ] = "1",
+    afd: Annotated[
+        bool,
+        typer.Option(
+            "--afd",
+            help="Plan an attention-FFN disaggregated decode instance: search the attention:FFN split and the "
+            "microbatch count under the TPOT SLO, and check the best in simulation.",
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
@@ -66,6 +74,11 @@ def plan(
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
+    if afd:
+        from cloudmatrix.cli.plan_afd import plan_afd
+
+        plan_afd(system, model, workload, tpot_slo, mtp_acceptance, precision, stack, check, top, as_json)
+        return
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     if check:  # each listed deployment is simulated: bounded before the search starts

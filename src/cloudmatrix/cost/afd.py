@@ -22,7 +22,7 @@ from cloudmatrix.cost.layers import attention_ops, ffn_ops, head_ops, mtp_extra_
 from cloudmatrix.cost.moe import dispatch_message_bytes, expert_work, moe_ffn
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, Stream, Transfer
 from cloudmatrix.cost.pricing import pricer
-from cloudmatrix.deploy import Phase, Plan, plan
+from cloudmatrix.deploy import Eplb, Phase, Plan, plan
 from cloudmatrix.deployment import AfdDeployment
 from cloudmatrix.errors import InfeasibleDeploymentError
 
@@ -118,7 +118,9 @@ def crossing_ops(plans: AfdPlans, share: float) -> tuple[Op, Op]:
 def _attention_half(plans: AfdPlans, share: float) -> list[Op]:
     """A MoE layer's attention-pool ops: attention, then the norm and router that pick each token's experts."""
     a = plans.attention
-    return attention_ops(a, share) + [op for op in moe_ffn(a, share) if op.name in ATTENTION_SIDE]
+    # the norm and router do not depend on expert placement: priced under uniform load, no routing sampled
+    uniform = dataclasses.replace(a, deployment=dataclasses.replace(a.deployment, eplb=Eplb.PERFECT))
+    return attention_ops(a, share) + [op for op in moe_ffn(uniform, share) if op.name in ATTENTION_SIDE]
 
 
 def _ffn_half(plans: AfdPlans, share: float) -> list[Op]:
