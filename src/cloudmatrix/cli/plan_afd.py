@@ -21,6 +21,7 @@ def plan_afd(
     check: bool,
     top: int,
     as_json: bool,
+    chips: int | None = None,
 ) -> None:
     from cloudmatrix.inputs import check_number
     from cloudmatrix.planner.afd import AfdJob, same_dies, search
@@ -31,6 +32,8 @@ def plan_afd(
         check_number("--tpot-slo (ms)", tpot_slo, lo=0, lo_open=True, hi=1e6)
         check_number("--mtp-acceptance", mtp_acceptance, lo=0, hi=1)
         check_number("--top", top, lo=1, hi=1000, integer=True)
+        if chips is not None:
+            check_number("--chips", chips, lo=1, hi=100_000, integer=True)
         w = parse_workload(workload)
         job = AfdJob(
             system=system,
@@ -41,6 +44,7 @@ def plan_afd(
             mtp_acceptance=mtp_acceptance,
             precision=(precision or "int8").split(",")[0].strip(),
             stack=stack,
+            budget_chips=chips,
         )
         ranked = search(job)
         d: dict[str, Any] = {
@@ -51,7 +55,10 @@ def plan_afd(
             "ranked": [c.to_dict() | {"rank": i + 1} for i, c in enumerate(ranked[:top])],
         }
         if not ranked:
-            d["reason"] = f"no AFD split meets the {tpot_slo:g} ms TPOT SLO at one sequence per die"
+            d["reason"] = (
+                f"no AFD split of the decode sizes within the chip budget meets the {tpot_slo:g} ms TPOT SLO at "
+                "one sequence per die"
+            )
             return d
         d["ranked"][0]["same_dies_without_afd"] = same_dies(job, ranked[0])
         if check:

@@ -77,7 +77,7 @@ def plan(
     if afd:
         from cloudmatrix.cli.plan_afd import plan_afd
 
-        plan_afd(system, model, workload, tpot_slo, mtp_acceptance, precision, stack, check, top, as_json)
+        plan_afd(system, model, workload, tpot_slo, mtp_acceptance, precision, stack, check, top, as_json, chips)
         return
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))

@@ -38,6 +38,7 @@ class AfdJob:
     stack: str | None = None
     decode_chips: tuple[int, ...] = DECODE_CHIPS
     microbatches: tuple[int, ...] = MICROBATCHES
+    budget_chips: int | None = None  # decode and one prefill instance together; default: the whole system
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,9 +112,11 @@ def search(job: AfdJob) -> list[AfdChoice]:
     tokens/s per chip over both pools; ties: fewer chips, then fewer microbatches)."""
     hw, model = load_hardware(job.system), load_model(job.model)
     per_node = int(hw.system.chips_per_node.value)
+    prefill = presets().get(job.system, {}).get("prefill", {}).get("chips", 0)
+    room = (job.budget_chips or hw.system.num_chips) - prefill
     out = []
     for total in job.decode_chips:
-        if total > hw.system.num_chips:
+        if total > min(room, hw.system.num_chips):
             continue
         for eighths in ATTENTION_EIGHTHS:
             attention = total * eighths // 8 // per_node * per_node
