@@ -208,3 +208,10 @@ def test_plan_cli_v32_no_check() -> None:
     assert r.exit_code == 0, r.output
     d = json.loads(r.output)
     assert d["ranked"] and "check" not in d
+
+
+def test_simulate_refuses_an_ep_beside_afd() -> None:
+    r = runner.invoke(app, ["simulate", "--set", "decode.chips=96", "--set", "decode.afd.ffn_chips=64"])
+    assert r.exit_code == 2
+    assert "decode.ep" in r.output
+    assert len(r.output.strip().splitlines()) == 1

@@ -19,7 +19,7 @@ from cloudmatrix.cost.afd_result import estimate_afd
 from cloudmatrix.cost.memory import check_fits, memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
 from cloudmatrix.deployment import AfdDeployment
-from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.scenario import Scenario
 
@@ -50,6 +50,11 @@ def afd_of(scenario: Scenario) -> Callable[[Deployment], AfdDeployment] | None:
     d = scenario.decode
     if d is None or d.afd is None:
         return None
+    if d.ep is not None or d.moe_tp != 1:
+        raise ConfigError(
+            f"decode.ep: got {d.ep} (moe_tp {d.moe_tp}); under AFD the experts sit on the FFN pool: set "
+            "decode.afd.ffn_ep and leave decode.ep unset"
+        )
     a = d.afd
 
     def wrap(attention: Deployment) -> AfdDeployment:
