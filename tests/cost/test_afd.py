@@ -140,6 +140,12 @@ def test_refusals_name_the_pool() -> None:
         estimate_afd("cloudmatrix384", "deepseek-r1", _afd(200, 200))
     with pytest.raises(InfeasibleDeploymentError, match="dense"):
         estimate_afd("hgx-h100", "llama-3.1-405b", _afd(8, 8))
+    with pytest.raises(InfeasibleDeploymentError, match="holds no experts"):
+        estimate_afd(
+            "cloudmatrix384",
+            "deepseek-r1",
+            AfdDeployment(attention=Deployment(**{**_afd().attention.__dict__, "ep": 192}), ffn_chips=64),
+        )  # type: ignore[arg-type]
     with pytest.raises(InputError, match="microbatches"):
         _afd(mb=0)
 

@@ -55,6 +55,11 @@ def afd_plans(afd: AfdDeployment, hw: Hardware, model: ModelSpec) -> AfdPlans:
         raise InfeasibleDeploymentError(f"attention-FFN disaggregation runs decode; got phase {a.phase.value}")
     if model.moe is None:
         raise InfeasibleDeploymentError(f"model {model.id} is dense: AFD splits attention from MoE experts")
+    if a.ep is not None or a.moe_tp != 1:
+        raise InfeasibleDeploymentError(
+            f"the attention pool holds no experts: EP {a.ep} / expert TP {a.moe_tp} are the FFN pool's "
+            "(--ffn-ep, decode.afd.ffn_ep)"
+        )
     if a.offload_gb:
         raise InfeasibleDeploymentError("the attention pool holds no experts to offload: use offload on the FFN pool")
     chips = a.num_chips + afd.ffn_chips
@@ -63,7 +68,7 @@ def afd_plans(afd: AfdDeployment, hw: Hardware, model: ModelSpec) -> AfdPlans:
             f"AFD needs {chips} chips ({a.num_chips} attention + {afd.ffn_chips} FFN) but {hw.system.id} has "
             f"{hw.system.num_chips}"
         )
-    attn = plan(dataclasses.replace(a, ep=None, moe_tp=1, microbatch=False), hw, model)
+    attn = plan(dataclasses.replace(a, microbatch=False), hw, model)
     sequences = attn.seqs_per_die * attn.num_dies / a.tp  # a TP group's dies share their sequences
     ffn_dep = dataclasses.replace(
         a,
