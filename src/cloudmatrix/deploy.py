@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
-from cloudmatrix.deploy_checks import check_formats, check_layout, check_offload, check_stack
+from cloudmatrix.deploy_checks import check_context_parallel, check_formats, check_layout, check_offload, check_stack
 from cloudmatrix.deployment import (  # noqa: F401 (re-exported: the deployment types are deploy's vocabulary)
     CACHE_PLANES,
     DEFAULT_ATTENTION_TP,
@@ -73,9 +73,12 @@ def balanced_chunk_tokens(d: Deployment) -> float:
     return d.batch_per_chip * mtp_tokens_per_step(d.mtp, d.mtp_acceptance) * d.input_len / max(d.output_len, 1)
 
 
-def kv_group(tp: int, attention_tp: int) -> int:
+def kv_group(tp: int, attention_tp: int, cp: int = 1) -> int:
     """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over: the
-    tensor-parallel group of a dense model, else the MLA prefill TP group (P3 §4.3.3)."""
+    context-parallel group that split the prompt, the tensor-parallel group of a dense model, else the MLA
+    prefill TP group (P3 §4.3.3)."""
+    if cp > 1:
+        return cp
     return tp if tp > 1 else attention_tp
 
 
@@ -116,6 +119,11 @@ class Plan:
         Per-die token and sequence counts are then the group's: each die processes all of them for its
         shard."""
         return self.deployment.tp
+
+    @property
+    def cp(self) -> int:
+        """Prefill context parallelism: dies that split each prompt's tokens (1: none)."""
+        return self.deployment.cp
 
     @property
     def moe_group(self) -> int:
@@ -197,6 +205,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             f"reserve {d.reserve_gb} GB must be between 0 and the {hardware.chip.die.hbm_gb.value:g} GB HBM per die"
         )
     check_layout(d, model, dies)
+    check_context_parallel(d, model, dies)
     check_offload(d, hardware, model)
     layout = None
     if model.moe:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.stacks import check_runs_on, load_stack
+from cloudmatrix.deployment import Phase
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import BYTES_PER_ELEMENT, WEIGHT_ONLY_FORMATS
 
@@ -77,6 +78,27 @@ def check_offload(d: Deployment, hardware: Hardware, model: ModelSpec) -> None:
             f"offload {d.offload_gb:g} GB per die x {hardware.dies_per_node} dies = {per_node:g} GB exceeds the "
             f"{dram:g} GB of CPU memory per node"
         )
+
+
+def check_context_parallel(d: Deployment, model: ModelSpec, dies: int) -> None:
+    """A CP group splits one prompt's prefill over its dies, each running the whole attention on its share
+    of the tokens (SGLang's NSA prefill context parallelism: attention TP 1 inside the group)."""
+    if d.cp == 1:
+        return
+    if d.phase != Phase.PREFILL:
+        raise InfeasibleDeploymentError(
+            f"context parallelism (cp {d.cp}) splits a prompt's prefill; a {d.phase.value} instance runs with cp 1"
+        )
+    if dies % d.cp:
+        raise InfeasibleDeploymentError(
+            f"context parallelism {d.cp} must divide the {dies} dies of {d.num_chips} chips"
+        )
+    if d.tp != 1:
+        raise InfeasibleDeploymentError(
+            f"context parallelism {d.cp} runs the whole attention on every rank of the group: use tp 1, not {d.tp}"
+        )
+    if model.compressed is not None or model.linear is not None:
+        raise InfeasibleDeploymentError(f"context parallelism is priced for MLA and GQA attention, not {model.id}'s")
 
 
 def check_layout(d: Deployment, model: ModelSpec, dies: int) -> None:

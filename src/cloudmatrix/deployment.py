@@ -70,6 +70,7 @@ class Deployment:
     routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
     tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
     moe_tp: int = 1  # expert TP: each expert's FFN columns split over this many dies (EP ranks x moe_tp hold one copy)
+    cp: int = 1  # prefill context parallelism: dies that split each prompt's tokens and all-gather its KV
     reserve_gb: float | None = None  # HBM per die kept from weights and KV; default: the stack's, else the chip's
     offload_gb: float = 0.0  # routed-expert weights per die kept in CPU memory, streamed over the CPU link (opt-in)
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
@@ -87,7 +88,7 @@ class Deployment:
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = (
     "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "tp", "moe_tp",
+    "redundant_experts", "tp", "moe_tp", "cp",
 )  # fmt: skip
 
 
@@ -111,6 +112,7 @@ def check_deployment_numbers(d: Deployment) -> None:
     check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
     check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
     check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
+    check_number("cp (--cp)", d.cp, lo=1, hi=MAX_COUNT, integer=True)
     check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
     check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
     check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)
@@ -149,3 +151,34 @@ def paper_deployments() -> dict[Phase, Deployment]:
         Phase.DECODE: deployment_from_setup(setups[PAPER_DECODE_ROW], ref.defaults),
         Phase.PREFILL: deployment_from_setup(setups[PAPER_PREFILL_ROW], ref.defaults),
     }
+
+
+MAX_MICROBATCHES = 16  # ping-pong microbatches of an AFD step (the papers run 2-4)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AfdDeployment:
+    """Attention-FFN disaggregation of a decode instance (xDeepServe's MoE-attention disaggregation on
+    CloudMatrix384, Step-3's AFD, MegaScale-Infer's disaggregated expert parallelism): ``attention`` is the
+    attention pool (its chips, sequences per chip, precision, KV, MTP, attention TP); the FFN pool is
+    ``ffn_chips`` of expert dies (EP over ``ffn_ep`` of them) at ``ffn_precision``; every layer's hidden
+    states cross between the pools, and ``microbatches`` ping-pong to hide the crossing."""
+
+    attention: Deployment
+    ffn_chips: int
+    ffn_ep: int | None = None  # default: every FFN die
+    ffn_precision: str | None = None  # expert weights (and their GEMMs' format); default: the attention pool's
+    microbatches: int = 2
+
+    def __post_init__(self) -> None:
+        check_number("ffn_chips (--ffn-chips)", self.ffn_chips, lo=1, hi=MAX_COUNT, integer=True)
+        check_optional("ffn_ep (--ffn-ep)", self.ffn_ep, lo=1, hi=MAX_COUNT, integer=True)
+        check_number("microbatches (--microbatches)", self.microbatches, lo=1, hi=MAX_MICROBATCHES, integer=True)
+        for name in ("ffn_chips", "ffn_ep", "microbatches"):
+            value = getattr(self, name)
+            if isinstance(value, float):
+                object.__setattr__(self, name, int(value))
+
+    @property
+    def num_chips(self) -> int:
+        return self.attention.num_chips + self.ffn_chips

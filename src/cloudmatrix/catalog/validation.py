@@ -89,6 +89,8 @@ class RoleLayout(Frozen):
     dp: Count | None = Field(default=None, ge=1, le=MAX_RANKS)
     # the engine's memory setting as launched (SGLang --mem-fraction-static, vLLM --gpu-memory-utilization)
     memory_fraction: Real | None = Field(default=None, gt=0, lt=1)
+    # prefill context parallelism: ranks (dies) that split each prompt (SGLang's NSA prefill CP over its TP ranks)
+    cp: Count = Field(default=1, ge=1, le=MAX_RANKS)
     # prompt tokens per step (chunked prefill): at least one a chip
     chunk_tokens_per_chip: Real | None = Field(default=None, ge=1, le=MAX_STEP_TOKENS)
     max_batch_per_chip: Count | None = Field(default=None, ge=1, le=MAX_BATCH)  # the stack's running-request cap

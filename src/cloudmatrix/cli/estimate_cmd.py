@@ -79,6 +79,9 @@ def estimate(
     moe_tp: Annotated[
         int, typer.Option(help="Expert tensor parallelism: dies each expert's FFN columns are split over.")
     ] = 1,
+    cp: Annotated[
+        int, typer.Option(help="Prefill context parallelism: dies that split each prompt and all-gather its KV.")
+    ] = 1,
     redundant_experts: Annotated[
         int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
     ] = None,
@@ -96,6 +99,18 @@ def estimate(
         str | None,
         typer.Option(help="Serving stack whose host time per step is added (default: the system's published one)."),
     ] = None,
+    ffn_chips: Annotated[
+        int | None,
+        typer.Option(
+            help="Decode with attention-FFN disaggregation: chips of the FFN (expert) pool; --chips and "
+            "--batch-per-chip are then the attention pool's."
+        ),
+    ] = None,
+    ffn_ep: Annotated[int | None, typer.Option(help="AFD: EP degree of the FFN pool (default: all its dies).")] = None,
+    ffn_precision: Annotated[
+        str | None, typer.Option(help="AFD: the experts' weight format (default: --precision).")
+    ] = None,
+    microbatches: Annotated[int, typer.Option(help="AFD: ping-pong microbatches per step.")] = 2,
     as_json: JsonFlag = False,
 ) -> None:
     """Steady-state analytic estimate of one prefill batch, decode step, or aggregated (co-located) step. With
@@ -137,15 +152,27 @@ def estimate(
             attention_tp=attention_tp,
             tp=tp,
             moe_tp=moe_tp,
+            cp=cp,
             redundant_experts=redundant_experts,
             reserve_gb=reserve_gb,
             offload_gb=offload_gb,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
             stack=stack or default_stack(system),
         )
+        if ffn_chips is not None:
+            return _afd(system, model, dep, ffn_chips, ffn_ep, ffn_precision, microbatches)
         return run_estimate(system, model, dep).to_dict() | {"stack": dep.stack}
 
     d = _run(build)
+    if "afd" in d:
+        if as_json:
+            _emit_json(d)
+        else:
+            from cloudmatrix.cli.afd_out import afd_tables
+
+            for table in afd_tables(d):
+                out.print(table)
+        return
     from cloudmatrix.studies.intervals import ESTIMATE_METRICS, attach
 
     attach(
@@ -162,6 +189,30 @@ def estimate(
 
         for table in render.estimate_table(d):
             out.print(table)
+
+
+def _afd(
+    system: str, model: str, attention: Any, ffn_chips: int, ffn_ep: int | None, ffn_precision: str | None, mb: int
+) -> dict[str, Any]:
+    """The AFD estimate beside the same dies run as one decode instance without AFD."""
+    from cloudmatrix.cost.afd_result import estimate_afd, same_dies_decode
+    from cloudmatrix.deployment import AfdDeployment
+    from cloudmatrix.estimate import estimate as run_estimate
+
+    afd = AfdDeployment(
+        attention=attention, ffn_chips=ffn_chips, ffn_ep=ffn_ep, ffn_precision=ffn_precision, microbatches=mb
+    )
+    d = estimate_afd(system, model, afd).to_dict() | {"stack": attention.stack}
+    try:
+        same = run_estimate(system, model, same_dies_decode(afd))
+        d["same_dies"] = {
+            "step_ms": same.step.step_s * 1e3,
+            "tpot_ms": same.tpot_s * 1e3,
+            "throughput_per_chip_tok_s": same.throughput_per_chip_tok_s,
+        }
+    except CloudMatrixError as e:  # the same sequences may not fit without AFD: say so, keep the AFD answer
+        d["same_dies"] = {"refused": str(e)}
+    return d
 
 
 def _choice(field: str, value: str, enum: Any) -> Any:

@@ -4,11 +4,13 @@ the app's helpers are imported when the command runs (app.py imports this module
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cloudmatrix.cli import common as cli
+from cloudmatrix.errors import CloudMatrixError
 
 if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
     from rich.table import Table
@@ -32,6 +34,17 @@ def plan(
     precision: Annotated[
         str | None, typer.Option(help="Comma-separated precisions to search (default: all the chip runs natively).")
     ] = None,
+    cp: Annotated[
+        str, typer.Option(help="Comma-separated prefill context-parallel degrees (dies) to search, e.g. 1,32.")
+    ] = "1",
+    afd: Annotated[
+        bool,
+        typer.Option(
+            "--afd",
+            help="Plan an attention-FFN disaggregated decode instance: search the attention:FFN split and the "
+            "microbatch count under the TPOT SLO, and check the best in simulation.",
+        ),
+    ] = False,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
@@ -61,6 +74,11 @@ def plan(
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
+    if afd:
+        from cloudmatrix.cli.plan_afd import plan_afd
+
+        plan_afd(system, model, workload, tpot_slo, mtp_acceptance, precision, stack, check, top, as_json, chips)
+        return
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     if check:  # each listed deployment is simulated: bounded before the search starts
@@ -68,6 +86,9 @@ def plan(
     request = _request(
         system, model, workload, (ttft_slo, tpot_slo), chips, top, mtp_acceptance, load, precision, set_ or [], stack
     )
+    degrees = cli._run(lambda: _cp_degrees(cp))
+    if degrees != (1,):
+        request = replace(request, space=replace(request.space, context_parallel=degrees))
     use_ray = ray or ray_address is not None or ray_cpus is not None
     d, result = _search(request, check, use_ray, ray_address, ray_cpus)
     from cloudmatrix.studies.intervals import PLAN_METRICS, attach
@@ -116,6 +137,21 @@ def _request(
         stack=stack,
         space=SearchSpace(precisions=tuple(p.strip() for p in precision.split(",")) if precision else None),
     )
+
+
+def _cp_degrees(text: str) -> tuple[int, ...]:
+    """``--cp 1,32`` as degrees, each a whole number of dies from 1 to a system's largest."""
+    from cloudmatrix.inputs import check_number
+
+    degrees = []
+    for part in text.split(","):
+        try:
+            value = int(part.strip())
+        except ValueError:
+            raise CloudMatrixError(f"--cp: got '{part.strip()}'; expected comma-separated whole numbers >= 1") from None
+        check_number("--cp", value, lo=1, hi=100_000, integer=True)
+        degrees.append(value)
+    return tuple(dict.fromkeys(degrees))
 
 
 class _Timed:
@@ -275,7 +311,8 @@ def _row(r: dict[str, Any]) -> list[str]:
     return [
         str(r["rank"]),
         r["precision"],
-        f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{max(p['tp'], p['attention_tp'])} "
+        f"{p['instances']}×{p['chips']} {_ep(p['ep'])} TP{max(p['tp'], p['attention_tp'])}"
+        f"{' CP' + str(p['cp']) if p.get('cp', 1) > 1 else ''} "
         f"{p['tokens_per_chip'] // 1024}K{' mb' if p['microbatch'] else ''}",
         f"{c['instances']}×{c['chips']} {_ep(c['ep'])}{_tp(c['tp'])} "
         f"b{c['batch_per_chip']} MTP{c['mtp']}{' mb' if c['microbatch'] else ''}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.compressed_attention import compressed_attention_ops
+from cloudmatrix.cost.context_parallel import with_kv_gather
 from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.linear_attention import hybrid_attention_ops
 from cloudmatrix.cost.moe import moe_ffn
@@ -211,7 +212,9 @@ def attention_ops(plan: Plan, share: float) -> list[Op]:
         return norm + compressed_attention_ops(plan, share)
     if plan.model.linear is not None:
         return norm + hybrid_attention_ops(plan, share)
-    return norm + (_decode_attention(plan, share) if plan.decodes else _prefill_attention(plan, share))
+    if plan.decodes:
+        return norm + _decode_attention(plan, share)
+    return norm + with_kv_gather(plan, _prefill_attention(plan, share), tokens)
 
 
 def ffn_ops(plan: Plan, moe: bool, share: float) -> list[Op]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from cloudmatrix.catalog.stacks import StackProfile, load_stack
 from cloudmatrix.cost.comm import plane_for
+from cloudmatrix.cost.context_parallel import gathered_kv_bytes, kv_per_die_bytes
 from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.moe import dispatch_message_bytes
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, MoeComm, Phase, Plan
@@ -98,7 +99,7 @@ def _buffers(plan: Plan) -> float:
     Prefill: activations of the batch (hidden states in and out of the MoE, expert intermediates)."""
     m = plan.model
     if not m.moe or not plan.layout:
-        return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
+        return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES + gathered_kv_bytes(plan)
     if plan.decodes and plan.moe_comm != MoeComm.DISPATCH:
         return 4 * plan.tokens_per_die * m.hidden * ACT_BYTES * max(plan.moe_group // plan.tp, 1)
     if plan.decodes:
@@ -106,7 +107,8 @@ def _buffers(plan: Plan) -> float:
         disp = dispatch_message_bytes(plan, plane_for(plan.hardware, plan.layout.ep))
         return plan.layout.ep * max_tokens * (disp + m.hidden * ACT_BYTES)
     routed = plan.tokens_per_die * (m.moe.top_k + m.moe.num_shared)
-    return routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES
+    activations = routed * (2 * m.hidden + 2 * m.moe.intermediate) * ACT_BYTES
+    return activations + 4 * plan.tokens_per_die * m.hidden * ACT_BYTES + gathered_kv_bytes(plan)
 
 
 def reserve_bytes(plan: Plan, used: float, buffers: float = 0.0) -> float:
@@ -143,7 +145,7 @@ def memory_use(plan: Plan) -> MemoryUse:
     reserve = reserve_bytes(plan, weights + buffers, buffers)
     max_len = d.input_len + d.output_len if plan.decodes else d.input_len
     per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards
-    kv = plan.seqs_per_die * per_seq
+    kv = plan.seqs_per_die * per_seq if plan.decodes else kv_per_die_bytes(plan, per_seq)
     free = capacity - weights - buffers - reserve
     return MemoryUse(
         weights_bytes=weights,

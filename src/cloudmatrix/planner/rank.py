@@ -85,6 +85,7 @@ class PlannedDeployment:
                 "ep": p.ep,
                 "tokens_per_chip": p.tokens_per_chip,
                 "attention_tp": p.attention_tp,
+                "cp": p.cp,
                 "tp": p.tp,
                 "microbatch": p.microbatch,
                 "tok_s_per_chip": self.prefill.tok_s_per_chip,

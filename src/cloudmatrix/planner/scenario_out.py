@@ -62,6 +62,7 @@ def scenario_dict(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
             "attention_tp": p.attention_tp,
             "eplb": PREFILL_EPLB.value,
             "tp": p.tp,
+            **({"cp": p.cp} if p.cp > 1 else {}),
         },
         "decode": {
             "instances": d.decode_instances,

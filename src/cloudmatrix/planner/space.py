@@ -38,6 +38,7 @@ class SearchSpace:
     attention_tp: tuple[int, ...] = (1, 2, 4, 8)  # MoE/MLA prefill SP-TP-SP group; their decode attention is DP
     dense_tp: tuple[int, ...] = (1, 2, 4, 8, 16)  # dense models: tensor-parallel group, prefill and decode
     mtp_depths: tuple[int, ...] = (0, 1)
+    context_parallel: tuple[int, ...] = (1,)  # prefill CP groups (dies); a degree over the instance is skipped
     microbatch: tuple[bool, ...] = (True, False)
     precisions: tuple[str, ...] | None = None  # default: every precision the die runs natively
 
@@ -56,11 +57,12 @@ class Candidate:
     tokens_per_chip: int = 0  # prefill
     attention_tp: int = DEFAULT_ATTENTION_TP  # prefill
     tp: int = 1  # dense models: tensor-parallel group
+    cp: int = 1  # prefill context parallelism
 
     @property
     def kv_group(self) -> int:
         """Dies that hold a prefilled prompt's KV, and so the NICs its hand-off to decode is striped over."""
-        return kv_group(self.tp, self.attention_tp)
+        return kv_group(self.tp, self.attention_tp, self.cp)
 
     def deployment(
         self, input_len: int, output_len: int, mtp_acceptance: float, stack: str | None = None
@@ -78,6 +80,7 @@ class Candidate:
                 attention_tp=self.attention_tp,
                 eplb=PREFILL_EPLB,
                 tp=self.tp,
+                cp=self.cp,
                 stack=stack,
             )
         return Deployment(
@@ -100,7 +103,9 @@ class Candidate:
         ep = f"EP{self.ep}" if self.ep else "dense"
         mb = "mb" if self.microbatch else "serial"
         if self.phase == Phase.PREFILL:
-            return f"{self.chips}c {ep} TP{self.kv_group} {self.tokens_per_chip // 1024}K/chip {mb}"
+            cp = f" CP{self.cp}" if self.cp > 1 else ""
+            group = kv_group(self.tp, self.attention_tp)
+            return f"{self.chips}c {ep} TP{group}{cp} {self.tokens_per_chip // 1024}K/chip {mb}"
         tp = f" TP{self.tp}" if self.tp > 1 else ""
         return f"{self.chips}c {ep}{tp} b{self.batch_per_chip} MTP{self.mtp} {mb}"
 
@@ -149,7 +154,10 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
     out: list[Candidate] = []
     for prec in precisions(hw, space):
         for chips in sizes[Phase.PREFILL]:
-            axes = product(_eps(hw, model, chips, space), attention_tp, space.tokens_per_chip, space.microbatch, tps)
+            cps = [cp for cp in space.context_parallel if (chips * hw.chip.num_dies) % cp == 0]
+            prefill_axes = product(
+                _eps(hw, model, chips, space), attention_tp, space.tokens_per_chip, space.microbatch, tps, cps
+            )
             out += [
                 Candidate(
                     phase=Phase.PREFILL,
@@ -160,8 +168,9 @@ def enumerate_candidates(hw: Hardware, model: ModelSpec, space: SearchSpace) -> 
                     tokens_per_chip=tokens,
                     attention_tp=atp,
                     tp=tp,
+                    cp=cp,
                 )
-                for ep, atp, tokens, mb, tp in axes
+                for ep, atp, tokens, mb, tp, cp in prefill_axes
             ]
         for chips in sizes[Phase.DECODE]:
             axes = product(
@@ -203,6 +212,8 @@ def prune_reason(
         return "divisibility"
     if c.tp > dies or dies % c.tp or model.attention.num_heads % c.tp:
         return "divisibility"
+    if c.phase == Phase.PREFILL and _prompt_split(c, hw, input_len):
+        return "prompt-split"
     if c.ep and dies % c.ep:
         return "divisibility"
     if c.mtp > model.mtp_layers:
@@ -214,6 +225,13 @@ def prune_reason(
     if memory_use(p).total_bytes > hw.chip.hbm_bytes_per_die:
         return "memory"
     return None
+
+
+def _prompt_split(c: Candidate, hw: Hardware, input_len: int) -> bool:
+    """A prompt longer than the dies that share its KV (an SP-TP-SP or TP group, a CP group) hold in one
+    batch would be computed by dies that never exchange its KV: the cost model prices no such step."""
+    tokens_per_die = c.tokens_per_chip / hw.chip.num_dies
+    return input_len > tokens_per_die * kv_group(c.tp, c.attention_tp, c.cp)
 
 
 def feasible_candidates(

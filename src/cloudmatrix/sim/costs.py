@@ -15,9 +15,11 @@ from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.stacks import overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
+from cloudmatrix.cost.afd_result import estimate_afd
 from cloudmatrix.cost.memory import check_fits, memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group, plan
-from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.deployment import AfdDeployment
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.scenario import Scenario
 
@@ -38,6 +40,34 @@ def _priced_step_s(system: str, model: str, deployment: Deployment, _overrides: 
     return estimate(system, model, deployment).step.step_s
 
 
+@lru_cache(maxsize=1 << 12)
+def _afd_step_s(system: str, model: str, afd: AfdDeployment) -> float:
+    return estimate_afd(system, model, afd).step.step_s
+
+
+def afd_of(scenario: Scenario) -> Callable[[Deployment], AfdDeployment] | None:
+    """How the decode pool's deployment at a batch shape becomes its AFD deployment (None: no AFD)."""
+    d = scenario.decode
+    if d is None or d.afd is None:
+        return None
+    if d.ep is not None or d.moe_tp != 1:
+        raise ConfigError(
+            f"decode.ep: got {d.ep} (moe_tp {d.moe_tp}); under AFD the experts sit on the FFN pool: set "
+            "decode.afd.ffn_ep and leave decode.ep unset"
+        )
+    a = d.afd
+
+    def wrap(attention: Deployment) -> AfdDeployment:
+        # a batch shape of fewer sequences than microbatches runs as one microbatch per sequence
+        seqs = (attention.batch_per_chip or 0) * attention.num_chips
+        mbs = max(min(a.microbatches, int(seqs)), 1)
+        return AfdDeployment(
+            attention=attention, ffn_chips=a.ffn_chips, ffn_ep=a.ffn_ep, ffn_precision=a.ffn_precision, microbatches=mbs
+        )
+
+    return wrap
+
+
 class StepCosts:
     def __init__(self, scenario: Scenario) -> None:
         self.s = scenario
@@ -51,6 +81,7 @@ class StepCosts:
         family = self.hw.chip.family
         self.request_overhead_s = request_fixed_s(self.stack, family, disaggregated=False)
         self.handoff_overhead_s = request_fixed_s(self.stack, family, disaggregated=True) - self.request_overhead_s
+        self.afd = afd_of(scenario)
 
     def decode_deployment(
         self, seqs_per_die: int | None = None, kv_len: int | None = None, chunk_tokens_per_chip: float | None = None
@@ -109,6 +140,7 @@ class StepCosts:
             redundant_experts=p.redundant_experts,
             tp=p.tp,
             moe_tp=p.moe_tp,
+            cp=p.cp,
             reserve_gb=p.reserve_gb,
             offload_gb=p.offload_gb,
             stack=self.stack,
@@ -125,22 +157,32 @@ class StepCosts:
             )
             if pool is not None
         ]
-        need = sum(pool.instances * pool.chips for _, pool in pools)
+        need = sum(pool.instances * getattr(pool, "total_chips", pool.chips) for _, pool in pools)
         if need > self.hw.system.num_chips:
-            parts = " + ".join(f"{pool.instances} x {pool.chips} {name}" for name, pool in pools)
+            parts = " + ".join(
+                f"{pool.instances} x {getattr(pool, 'total_chips', pool.chips)} {name}" for name, pool in pools
+            )
             raise InfeasibleDeploymentError(
                 f"deployment needs {need} chips ({parts}) but {self.hw.system.id} has {self.hw.system.num_chips}"
             )
         if self.s.prefill is not None:
             _pool_fits("prefill", self.s.prefill, lambda: estimate(self.hw, self.model, self.prefill_deployment()))
         name, pool = pools[-1]  # the decode or the aggregated pool
+        if self.afd is not None:
+            afd = self.afd
+            _pool_fits(name, pool, lambda: estimate_afd(self.hw, self.model, afd(self.decode_deployment())))
+            return
         _pool_fits(name, pool, lambda: estimate(self.hw, self.model, self.decode_deployment()))
 
     def kv_capacity_blocks(self, block_tokens: int) -> int:
         """KV blocks a decode die holds: HBM left after weights, buffers and reserve at the configured batch."""
-        p = plan(self.decode_deployment(), self.hw, self.model)
-        mem = memory_use(p)
-        check_fits(p, mem)
+        if self.afd is not None:  # the attention pool holds the sequences
+            est = estimate_afd(self.hw, self.model, self.afd(self.decode_deployment()))
+            p, mem = est.plans.attention, est.attention_memory
+        else:
+            p = plan(self.decode_deployment(), self.hw, self.model)
+            mem = memory_use(p)
+            check_fits(p, mem)
         free = mem.capacity_bytes - mem.weights_bytes - mem.buffers_bytes - mem.reserve_bytes
         per_block = self.model.kv_bytes(block_tokens, p.kv_bytes) / p.kv_shards
         return int(free // per_block)
@@ -148,6 +190,8 @@ class StepCosts:
     def _decode_time_s(self, seqs_per_die: int, kv_bucket: int, chunk_bucket: int = 0) -> float:
         kv = max(kv_bucket * KV_BUCKET_TOKENS, 1)
         chunk = chunk_bucket * PREFILL_BUCKET_TOKENS if self.s.aggregated else None
+        if self.afd is not None:
+            return _afd_step_s(self.s.system, self.s.model, self.afd(self.decode_deployment(seqs_per_die, kv)))
         return _step_s(self.s.system, self.s.model, self.decode_deployment(seqs_per_die, kv, chunk))
 
     def decode_step_s(self, seqs_per_die: int, mean_kv: float, chunk_tokens: float = 0.0) -> float:
@@ -184,7 +228,7 @@ class StepCosts:
         """The prompt's KV cache over RDMA, striped over the NICs of the attention TP group (P3 §4.3.3)."""
         assert self.s.prefill is not None
         p = self.s.prefill
-        stripe = kv_group(p.tp, p.attention_tp)
+        stripe = kv_group(p.tp, p.attention_tp, p.cp)
         return comm.kv_handoff_s(self.hw, self.model, input_len, self.s.kv_precision, stripe) + self.handoff_overhead_s
 
 

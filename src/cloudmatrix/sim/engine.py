@@ -373,7 +373,7 @@ class Simulation:
             recorder=self.rec,
             sim_time_s=float(self.env.now),
             prefill_chips=p.chips * p.instances,
-            decode_chips=d.chips * d.instances,
+            decode_chips=getattr(d, "total_chips", d.chips) * d.instances,
             prefill_instances=p.instances,
             decode_instances=d.instances,
             ttft_slo_s=self.s.slo.ttft_ms / 1e3,

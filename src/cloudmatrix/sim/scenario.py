@@ -43,8 +43,19 @@ class PrefillPool(_Spec):
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     tp: int = Field(default=1, ge=1)  # dies per attention tensor-parallel group (1: data-parallel attention)
     moe_tp: int = Field(default=1, ge=1)  # expert TP: dies each expert's FFN columns are split over
+    cp: int = Field(default=1, ge=1)  # context parallelism: dies that split each prompt and all-gather its KV
     reserve_gb: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # HBM per die kept back
     offload_gb: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # expert weights per die in CPU memory
+
+
+class AfdPool(_Spec):
+    """Attention-FFN disaggregation of each decode instance: the instance's ``chips`` (and its
+    ``batch_per_chip``) are the attention pool; ``ffn_chips`` more hold the experts (cost/afd.py)."""
+
+    ffn_chips: int = Field(ge=1, le=100_000)
+    ffn_ep: int | None = Field(default=None, ge=1)
+    ffn_precision: str | None = None  # the experts' weight format; default: the scenario's
+    microbatches: int = Field(default=2, ge=1, le=16)
 
 
 class DecodePool(_Spec):
@@ -62,11 +73,19 @@ class DecodePool(_Spec):
     moe_tp: int = Field(default=1, ge=1)  # expert TP: dies each expert's FFN columns are split over
     reserve_gb: float | None = Field(default=None, ge=0, allow_inf_nan=False)  # HBM per die kept back
     offload_gb: float = Field(default=0.0, ge=0, allow_inf_nan=False)  # expert weights per die in CPU memory
+    afd: AfdPool | None = None  # attention-FFN disaggregation (decode pools only)
+
+    @property
+    def total_chips(self) -> int:
+        """Chips of one instance: the attention pool's and, under AFD, the FFN pool's."""
+        return self.chips + (self.afd.ffn_chips if self.afd else 0)
 
 
 class AggregatedPool(DecodePool):
     """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
+
+    afd: None = None  # a co-located step prefills on the attention dies: AFD is for decode pools
 
     chunk_tokens_per_chip: int = Field(
         default=2048, ge=16, le=10_000_000

@@ -13,7 +13,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.presets import presets
+from cloudmatrix.catalog.presets import afd_presets, hardware_id, presets
 from cloudmatrix.catalog.stacks import load_stack, not_run_reason, overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
@@ -34,7 +34,7 @@ def system_list(systems: str | Sequence[str] | None) -> list[str]:
     if not any(given):
         return list(presets())
     ids = list(dict.fromkeys(s.strip() for item in given for s in item.split(",")))
-    known = system_ids()
+    known = [*system_ids(), *afd_presets()]
     if len(ids) > len(known):
         raise ConfigError(f"--system: {len(ids):,} distinct ids; expected at most {len(known)}, the catalog's systems")
     for s in ids:
@@ -335,6 +335,11 @@ def compare(systems: list[str], c: Conditions, progress: Progress | None = None)
         if refusal is not None:
             results.append(refusal)
             continue
+        if s in afd_presets():  # an AFD preset (studies/compare_afd.py): no measurement gives it an interval
+            from cloudmatrix.studies.compare_afd import afd_result
+
+            results.append(afd_result(s, c))
+            continue
         try:
             r = dataclasses.replace(compare_system(s, c), stack=c.stack or presets().get(s, {}).get("stack"))
             if r.feasible:
@@ -349,7 +354,7 @@ def compare(systems: list[str], c: Conditions, progress: Progress | None = None)
 
 def _not_run(system: str, stack: str | None) -> SystemResult | None:
     """A system the asked-for stack has no build for, marked rather than priced (or failing the others)."""
-    hw = load_hardware(system)
+    hw = load_hardware(hardware_id(system))
     reason = None if stack is None else not_run_reason(stack, hw.system.vendor, system)
     if reason is None:
         return None

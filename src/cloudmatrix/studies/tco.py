@@ -13,6 +13,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.overrides import apply_hardware_overrides, split_assignment
+from cloudmatrix.catalog.presets import hardware_id
 from cloudmatrix.catalog.tco import TCO_PREFIX, TcoInputs, check_printable, load_tco
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.studies.compare import Conditions, Progress, SystemResult, compare_dict
@@ -109,7 +110,8 @@ def split_overrides(assignments: tuple[str, ...]) -> tuple[tuple[str, ...], dict
 
 
 def system_hardware(system: str, overrides: dict[str | None, list[str]]) -> Hardware:
-    return apply_hardware_overrides(load_hardware(system), overrides.get(None, []) + overrides.get(system, []))
+    hw = load_hardware(hardware_id(system))
+    return apply_hardware_overrides(hw, overrides.get(None, []) + overrides.get(system, []))
 
 
 def priced(r: SystemResult, hw: Hardware, tco: TcoInputs) -> SystemResult:

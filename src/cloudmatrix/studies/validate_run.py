@@ -76,7 +76,7 @@ def check_ranks(row: ValidationRow, layout: RoleLayout, role: str) -> int:
             f"{role}.chips: got {layout.chips}; expected at most the {hw.system.num_chips} chips of {row.system}"
         )
     dies = layout.chips * hw.chip.num_dies
-    for name in ("tp", "ep"):
+    for name in ("tp", "ep", "cp"):
         ranks = getattr(layout, name)
         if ranks > dies:
             raise InputError(
@@ -94,6 +94,8 @@ def twin_layout(
     dies (expert TP, as SGLang, vLLM and TensorRT-LLM derive it from TP / EP), so TP x DP and EP x expert TP
     are the role's dies. A layout that does not tile them runs as the nearest one that does, noted."""
     dies = check_ranks(row, layout, role)
+    if layout.cp > 1:  # CP ranks run the whole attention on their share of each prompt: attention TP 1
+        return {"tp": 1, "cp": layout.cp, **_experts(row, layout, model, notes, role, dies, 1)}
     group = attention_group(layout, role)
     if layout.dp_attention and role == "prefill" and group > 1:
         # DP attention with a TP group per DP rank on scattered inputs: down-projections on each die's own
@@ -106,13 +108,20 @@ def twin_layout(
             f"{role}: TP{tp} attention does not tile {dies} dies and {model.attention.num_heads} heads; runs as DP"
         )
         tp = 1
+    return {"tp": tp, **_experts(row, layout, model, notes, role, dies, tp)}
+
+
+def _experts(
+    row: ValidationRow, layout: RoleLayout, model: ModelSpec, notes: list[str], role: str, dies: int, tp: int
+) -> dict[str, Any]:
+    """EP over the published ranks, each expert split over the rest (none for a dense model)."""
     if model.moe is None:
-        return {"tp": tp}
+        return {}
     ep = layout.ep
     if dies % ep or model.moe.intermediate % (dies // ep) or (tp > 1 and dies % tp):
         notes.append(f"{role}: EP{ep} does not tile {dies} dies; experts run as EP{dies}")
         ep = dies
-    return {"tp": tp, "ep": ep, "moe_tp": dies // ep}
+    return {"ep": ep, "moe_tp": dies // ep}
 
 
 def launched_reserve(row: ValidationRow, layout: RoleLayout) -> float | None:
