@@ -54,13 +54,22 @@ def plan(
     write_scenario: Annotated[
         str | None, typer.Option(metavar="PATH", help="Write the chosen deployment as a scenario YAML (- for stdout).")
     ] = None,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write the chosen deployment's engine launch scripts, Dynamo and llm-d manifests and a benchmark "
+            "script into DIR (created if new; symlinks refused).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
-    from cloudmatrix.cli.output import Outputs
+    from cloudmatrix.cli.output import Outputs, resolve_directory
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
+    emit_dir = cli._run(lambda: resolve_directory(emit, "--emit")) if emit is not None else None
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     if check:  # each listed deployment is simulated: bounded before the search starts
@@ -79,6 +88,8 @@ def plan(
         _write_scenario(files, result, d)
     if "--plot" in files:
         files.write("--plot", _pareto(result, request))
+    if emit_dir is not None:
+        _emit(emit_dir, result, d)
     if as_json:
         cli._emit_json(d)
     else:
@@ -218,6 +229,17 @@ def _write_scenario(files: Any, result: Any, d: dict[str, Any]) -> None:
         cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to write")
     files.write("--write-scenario", scenario_yaml(result.listed[0], result.workload, result.request))
     d["scenario_path"] = files.targets["--write-scenario"].given
+
+
+def _emit(target: Any, result: Any, d: dict[str, Any]) -> None:
+    from cloudmatrix.cli.output import write_directory
+    from cloudmatrix.planner.emit import emit_files
+
+    if not result.listed:
+        cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to emit")
+    files = cli._run(lambda: emit_files(result.listed[0], result.workload, result.request))
+    d["emitted"] = cli._run(lambda: write_directory(target, files))
+    cli.err.print(f"wrote {len(files)} files into {target.given}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _pareto(result: Any, request: Any) -> bytes:
