@@ -34,7 +34,12 @@ def plan(
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="What-if hardware override, repeatable: chip.die.hbm_gb=128, or x2 to multiply "
+            "(system.nodes=x2). `cloudmatrix catalog hardware-keys` lists every key.",
+        ),
     ] = None,
     stack: Annotated[
         str | None, typer.Option(help="Serving stack priced (default: the system's published one).")
@@ -43,7 +48,7 @@ def plan(
         bool, typer.Option("--check/--no-check", help="Re-run the listed deployments in simulation.")
     ] = True,
     ray: Annotated[
-        bool, typer.Option("--ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
+        bool, typer.Option("--ray/--no-ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     ray_cpus: Annotated[
@@ -62,7 +67,7 @@ def plan(
             "script into DIR (created if new; symlinks refused).",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
     from cloudmatrix.cli.output import Outputs, resolve_directory
