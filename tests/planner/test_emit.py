@@ -4,6 +4,7 @@ symlinks, devices and FIFOs inside and outside the directory; the CLI end to end
 
 import json
 import os
+import re
 import shlex
 import shutil
 import stat
@@ -158,6 +159,13 @@ def test_ascend_and_config_engines() -> None:
     ascend = _files("vllm-ascend")["launch-decode.sh"]
     assert "LLMDataDistCMgrConnector" in ascend and "--headless" in ascend  # followers of a multi-node DP group
     assert "vLLM Ascend runs the same model" in _files("cloudmatrix-infer")["README.md"]
+
+
+@given(st.text(max_size=80))
+def test_manifest_names_are_kubernetes_names(name: str) -> None:
+    scenario = _scenario("sglang", "hgx-h200") | {"name": name}
+    emitter = Emitter(scenario, load_hardware("hgx-h200"), (4096, 256), 1.0, "predicted")
+    assert re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", emitter.name), emitter.name
 
 
 def test_dense_model_without_speculation() -> None:

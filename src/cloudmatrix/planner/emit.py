@@ -6,6 +6,7 @@ the plan as JSON and a README naming the engine versions the flags come from. Te
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from typing import Any
 
@@ -63,7 +64,8 @@ class Emitter:
         self.engine, self.note = engine_for(str(scenario["stack"]), hw.system.vendor)
         self.npu = hw.system.vendor == "huawei"
         self.shapes = role_shapes(scenario, hw)
-        self.name = str(scenario["name"]).lower().replace("_", "-").replace(".", "-")[:63]
+        # a Kubernetes object name (DNS-1123 label): lowercase letters, digits and '-', at most 63
+        self.name = re.sub(r"[^a-z0-9-]+", "-", str(scenario["name"]).lower()).strip("-")[:63].rstrip("-") or "plan"
         self.notes: list[str] = [self.note] if self.note else []
 
     def files(self) -> dict[str, str]:

@@ -18,7 +18,7 @@ LLMD_SET_BY_CHART = {  # the chart's vllmServe command passes the model, port an
 }  # fmt: skip
 
 
-def flat(args: Args, drop: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+def flat(args: Args, drop: frozenset[str] | set[str] = frozenset()) -> list[str]:
     """Arguments as a container's ``args`` list, without the flags in ``drop``."""
     out = []
     for flag, value in args:
