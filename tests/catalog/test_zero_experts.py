@@ -104,3 +104,20 @@ def test_other_zero_expert_architectures_stay_refused() -> None:
     ngram = CONFIG | {"architectures": ["LongcatFlashNgramForCausalLM"], "model_type": "longcat_flash_ngram"}
     with pytest.raises(ConfigError, match="zero_expert_num"):
         parse_config("longcat-ngram", ngram | {"num_hidden_layers": 56})
+
+
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-10, 10**7), st.floats(allow_nan=True), st.text(max_size=8),
+    st.lists(st.integers(0, 3), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@given(st.dictionaries(st.sampled_from(sorted(CONFIG) + ["num_hidden_layers", "zero_experts"]), VALUES, max_size=4))
+def test_hostile_longcat_configs_are_refused_in_one_line_or_priced(change: dict) -> None:
+    """Any value in any field: a ModelSpec, or a ConfigError naming the config; never another exception."""
+    try:
+        spec = parse_config("longcat", CONFIG | change)
+    except ConfigError as e:
+        assert "\n" not in str(e) and str(e).startswith("longcat")
+    else:
+        assert spec.total_params() > 0

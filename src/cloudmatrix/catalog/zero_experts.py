@@ -31,7 +31,9 @@ UNPRICED = {
 
 
 def is_longcat(data: dict[str, Any]) -> bool:
-    return ARCHITECTURE in (data.get("architectures") or []) or data.get("model_type") == "longcat_flash"
+    """A LongCat-Flash config, by architecture or model type (any other value of either is no LongCat)."""
+    arch = data.get("architectures")
+    return (isinstance(arch, list) and ARCHITECTURE in arch) or data.get("model_type") == "longcat_flash"
 
 
 def _int(model_id: str, data: dict[str, Any], field: str) -> int:
