@@ -53,3 +53,44 @@ def test_catalog_keys_are_keys_set_accepts() -> None:
     assert tried >= 30
     bad = runner.invoke(app, ["simulate", "--set", "decode.nope=1"])
     assert bad.exit_code == 2 and "nope" in bad.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("columns", ["60", "80"])
+def test_no_help_text_is_cut_off(command: str, columns: str) -> None:
+    """Rich cuts a long word with an ellipsis; the help folds it instead (the class of the cut `--set`)."""
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": columns})
+    assert res.exit_code == 0 and "…" not in res.output, res.output
+
+
+def test_every_boolean_flag_has_its_negation() -> None:
+    """Boolean options read `--x/--no-x` (vLLM's and SGLang's habit), on every command."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():  # type: ignore[attr-defined]
+        for param in command.params:
+            if getattr(param, "is_bool_flag", False) and param.name not in ("help", "version"):
+                assert param.secondary_opts, f"{name} {param.opts[0]} has no --no- form"
+
+
+@pytest.mark.parametrize("command", ["plan", "compare"])
+def test_hardware_set_help_names_its_key_listing(command: str) -> None:
+    res = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    text = " ".join(res.output.split())
+    assert "KEY=VALUE" in text and "cloudmatrix catalog hardware-keys" in text
+
+
+@pytest.mark.parametrize("system", ["cloudmatrix384", "gb200-nvl72"])
+def test_hardware_keys_are_keys_set_accepts(system: str) -> None:
+    from cloudmatrix.catalog.hardware import load_hardware
+    from cloudmatrix.catalog.overrides import apply_hardware_overrides
+
+    res = runner.invoke(app, ["catalog", "hardware-keys", "--system", system, "--json"])
+    rows = json.loads(res.stdout)["hardware-keys"]
+    keys = {r["key"] for r in rows}
+    assert {"chip.die.hbm_gb", "system.planes.scale_up.bw_gb_s_per_die", "system.nodes"} <= keys
+    hw = load_hardware(system)
+    for row in rows:  # each key takes x1 (its own value) and changes nothing else
+        changed = apply_hardware_overrides(hw, [f"{row['key']}=x1"])
+        assert changed.totals() == hw.totals(), row["key"]

@@ -82,7 +82,7 @@ def kv_group(tp: int, attention_tp: int, cp: int = 1) -> int:
     return tp if tp > 1 else attention_tp
 
 
-SPECULATION_METHODS = ("mtp", "ngram")  # draft sources priced (EAGLE-3 draft heads are not yet)
+SPECULATION_METHODS = ("mtp", "ngram", "eagle3")  # draft sources priced: MTP layers, host n-grams, EAGLE-3 heads
 
 
 def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:

@@ -60,7 +60,8 @@ class Deployment:
     mtp: int = 0  # speculative tokens per step
     mtp_acceptance: float = 0.0
     # where the ``mtp`` draft tokens come from: the model's MTP layers ("mtp"), or n-gram (prompt-lookup)
-    # drafting on the host ("ngram": no device pass drafts; the verify pass is the step itself)
+    # drafting on the host ("ngram": no device pass drafts; the verify pass is the step itself), or an EAGLE-3
+    # draft head ("eagle3": k passes of its one layer and draft LM head, catalog/eagle.py)
     speculation: str = "mtp"
     eplb: Eplb = Eplb.PERFECT
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)

@@ -29,7 +29,7 @@ def test_other_models() -> None:
     assert g.kv_bytes(4096, 2.0) < g.kv_bytes_per_token(2.0) * 4096  # sliding layers keep 128 tokens
     assert load_model("kimi-k2").total_params() == pytest.approx(1.03e12, rel=0.01)
     assert load_model("deepseek-r1").total_params() == load_model("deepseek-v3").total_params()
-    assert len(model_ids()) == 15
+    assert len(model_ids()) == 16
 
 
 def test_local_config_path(tmp_path) -> None:

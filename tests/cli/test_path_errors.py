@@ -37,6 +37,7 @@ WRITES = [
     ("compare --plot {path}", ".png"),
     ("plan --plot {path}", ".png"),
     ("plan --write-scenario {path}", ".yaml"),
+    ("plan --emit {path}", "-dir"),
     ("validate --plot {path}", ".png"),
     ("report --out {path}", ".html"),
 ]

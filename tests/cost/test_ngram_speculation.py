@@ -45,8 +45,8 @@ def test_the_acceptance_changes_tokens_per_step_never_the_step(acceptance: float
 def test_mtp_drafting_still_needs_mtp_layers_and_unknown_methods_are_refused() -> None:
     with pytest.raises(InfeasibleDeploymentError, match="has no MTP layers"):
         estimate("hgx-b200", "qwen3-235b-a22b", _qwen(1, 0.7, "mtp"))
-    with pytest.raises(InfeasibleDeploymentError, match="speculation 'eagle3' is not one of: mtp, ngram"):
-        estimate("hgx-b200", "qwen3-235b-a22b", _qwen(1, 0.7, "eagle3"))
+    with pytest.raises(InfeasibleDeploymentError, match="speculation 'medusa' is not one of: mtp, ngram, eagle3"):
+        estimate("hgx-b200", "qwen3-235b-a22b", _qwen(1, 0.7, "medusa"))
 
 
 def test_the_cli_reports_the_step_and_the_tokens_per_second() -> None:
@@ -57,5 +57,5 @@ def test_the_cli_reports_the_step_and_the_tokens_per_second() -> None:
     d = json.loads(res.stdout)
     assert d["speculation"] == "ngram" and d["step_ms"] > d["tpot_ms"] > 0
     assert d["throughput_per_chip_tok_s"] == pytest.approx(d["tokens_per_step"] / d["step_ms"] * 1e3, rel=1e-6)
-    bad = runner.invoke(app, ["estimate", "--speculation", "eagle3"])
-    assert bad.exit_code == 2 and "speculation 'eagle3'" in bad.output
+    bad = runner.invoke(app, ["estimate", "--speculation", "medusa"])
+    assert bad.exit_code == 2 and "speculation 'medusa'" in bad.output

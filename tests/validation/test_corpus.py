@@ -75,7 +75,13 @@ def test_formats_follow_the_chip_family() -> None:
 
 
 def test_shipped_corpora_load_with_unique_ids() -> None:
-    assert shipped_corpora() == ["inferencemax-more", "inferencemax-public", "published", "sglang-ascend"]
+    assert shipped_corpora() == [
+        "formats-2026",
+        "inferencemax-more",
+        "inferencemax-public",
+        "published",
+        "sglang-ascend",
+    ]
     rows = load_corpora()
     assert len(rows) == len({r.id for r in rows}) > 207 + 67 + 6
     assert all(r.source and r.series for r in rows)

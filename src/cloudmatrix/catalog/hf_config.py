@@ -26,6 +26,7 @@ SUPPORTED_ARCHITECTURES = frozenset(
         "DeepseekV4ForCausalLM",
         "MiniMaxM2ForCausalLM",
         "Qwen3NextForCausalLM",
+        "LongcatFlashForCausalLM",
     }
 )
 # Fields that change the cost in ways the twin does not model: a config with one is refused, not mispriced.
@@ -73,6 +74,9 @@ class HFConfig(StrictModel):
     num_experts_per_tok: int | None = Field(default=None, gt=0, le=EXPERTS)
     moe_intermediate_size: int | None = Field(default=None, gt=0, le=DIM * 8)
     first_k_dense_replace: int = Field(default=0, ge=0, le=LAYERS)
+    # LongCat's zero-computation experts, as catalog/zero_experts.py translates them
+    zero_experts: int = Field(default=0, ge=0, le=EXPERTS)
+    router_top_k: int | None = Field(default=None, gt=0, le=EXPERTS)
     mlp_only_layers: list[int] = Field(default_factory=list, max_length=LAYERS)
     # sliding-window attention (gpt-oss)
     sliding_window: int | None = Field(default=None, gt=0)

@@ -76,8 +76,10 @@ class AttentionSpec:
 class MoeSpec:
     num_routed: int
     num_shared: int
-    top_k: int
+    top_k: int  # FFN experts per token (with zero-computation experts: the expected number)
     intermediate: int
+    zero_experts: int = 0  # zero-computation (identity) experts: no weights, no FLOPs, a router column each
+    router_top_k: int | None = None  # slots the router fills, identity experts included (None: top_k)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -165,7 +167,8 @@ class ModelSpec:
         return 3 * self.hidden * self.dense_intermediate
 
     def router_params(self) -> int:
-        return self.hidden * self.moe.num_routed if self.moe else 0
+        """The router's GEMM: one column per expert, zero-computation experts included."""
+        return self.hidden * (self.moe.num_routed + self.moe.zero_experts) if self.moe else 0
 
     def embedding_params(self) -> int:
         return self.vocab * self.hidden

@@ -20,6 +20,8 @@ from cloudmatrix.catalog.hf_config import SUPPORTED_ARCHITECTURES, UNPRICED_FIEL
 from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
+from cloudmatrix.catalog.zero_experts import is_longcat, with_expected_ffn_experts
+from cloudmatrix.catalog.zero_experts import translate as translate_longcat
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_text
 
@@ -225,6 +227,8 @@ def _spec_from_config(model_id: str, cfg: HFConfig, source: str) -> ModelSpec:
             num_shared=_shared_experts(model_id, cfg, inter),
             top_k=cfg.num_experts_per_tok,
             intermediate=inter,
+            zero_experts=cfg.zero_experts,
+            router_top_k=cfg.router_top_k,
         )
         dense = set(range(cfg.first_k_dense_replace)) | set(cfg.mlp_only_layers)
         moe_layers = tuple(i for i in range(cfg.num_hidden_layers) if i not in dense)
@@ -284,11 +288,15 @@ def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:
     data = _text_model(model_id, data)
     if not isinstance(data, dict):
         raise ConfigError(f"{model_id}: text_config must be a JSON object, got {type(data).__name__}")
+    longcat = is_longcat(data)
+    if longcat:
+        data = translate_longcat(model_id, data)
     try:
         cfg = HFConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{model_id}: {describe_validation_error(e)}") from None
-    return _spec_from_config(model_id, cfg, source)
+    spec = _spec_from_config(model_id, cfg, source)
+    return with_expected_ffn_experts(spec) if longcat and spec.moe and spec.moe.zero_experts else spec
 
 
 @cache

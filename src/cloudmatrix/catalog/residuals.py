@@ -37,7 +37,15 @@ HOLDOUT_PATH = VALIDATION_DIR / "residuals-holdout.json"
 CONC_BANDS = ((8, "conc 1-8"), (64, "conc 9-64"), (512, "conc 65-512"), (10**12, "conc >512"))
 MODEL_CLASSES = ("dense", "moe", "mla", "dsa")
 # A published weight format as the twin's precision (the two FP4 formats price alike).
-FORMAT_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16"}
+FORMAT_PRECISION = {
+    "nvfp4": "fp4",
+    "mxfp4": "fp4",
+    "fp4": "fp4",
+    "fp8": "fp8",
+    "int8": "int8",
+    "bf16": "bf16",
+    "int4": "int4",
+}
 
 
 def conc_band(concurrency: int | None, steady: bool = False) -> str | None:

@@ -30,7 +30,7 @@ ROLES_PATH = VALIDATION_DIR / "roles.yaml"
 Metric = Literal[
     "output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms", "throughput_per_chip_tok_s"
 ]
-Format = Literal["bf16", "fp8", "int8", "nvfp4", "mxfp4"]
+Format = Literal["bf16", "fp8", "int8", "nvfp4", "mxfp4", "int4"]  # int4: W4A8 / W4A16 integer weights
 ROLES = ("fitted", "predicted")
 # Bounds that keep a row's run finite; the largest published run (NV-2) has 114,688 requests of 3K tokens.
 MAX_REQUESTS = 1_000_000
@@ -130,6 +130,8 @@ class ValidationRow(Frozen):
     eplb: Literal["perfect", "default", "none"] = "none"  # expert placement the measured stack ran
     mtp: Count = Field(default=0, ge=0, le=8)
     mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
+    # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
+    speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
     workload: BenchWorkload
     measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series
@@ -148,6 +150,10 @@ class ValidationRow(Frozen):
                 raise ValueError("an e2e row has either prefill and decode layouts, or an aggregated one")
             if self.workload.concurrency is None and self.workload.rate_per_s is None:
                 raise ValueError("an e2e row needs workload.concurrency or workload.rate_per_s")
+            if self.speculation != "mtp":
+                raise ValueError(
+                    f"speculation: got {self.speculation!r}; an e2e row is simulated, which drafts with MTP layers only"
+                )
         else:
             if getattr(self, self.kind) is None:
                 raise ValueError(f"a {self.kind} row needs a '{self.kind}' layout")

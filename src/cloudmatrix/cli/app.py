@@ -48,7 +48,9 @@ def _print_version(asked: bool) -> None:
 
 @app.callback()
 def _options(
-    wide: Annotated[bool, typer.Option("--wide", help="Lay tables out for a wide screen (no folded cells).")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide/--no-wide", help="Lay tables out for a wide screen (no folded cells).")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
     ] = False,
@@ -60,14 +62,22 @@ def _options(
 
 @app.command()
 def catalog(
-    what: Annotated[str, typer.Argument(help="systems, models or keys")] = "systems", as_json: JsonFlag = False
+    what: Annotated[str, typer.Argument(help="systems, models, keys or hardware-keys")] = "systems",
+    system: Annotated[str, typer.Option(help="hardware-keys: the system whose values are shown.")] = "cloudmatrix384",
+    as_json: JsonFlag = False,
 ) -> None:
-    """List catalog systems (with derived totals), models (with parameter counts), or the scenario keys that
-    --set takes (with their types and defaults)."""
+    """List catalog systems (with derived totals), models (with parameter counts), the scenario keys that
+    simulate's and serve's --set take (keys), or the hardware keys of plan's and compare's what-if
+    --set (hardware-keys), with their types and defaults."""
     from cloudmatrix.cli import render
-    from cloudmatrix.studies.catalog_view import model_rows, scenario_key_rows, system_rows
+    from cloudmatrix.studies.catalog_view import hardware_key_rows, model_rows, scenario_key_rows, system_rows
 
-    listings = {"systems": system_rows, "models": model_rows, "keys": scenario_key_rows}
+    listings = {
+        "systems": system_rows,
+        "models": model_rows,
+        "keys": scenario_key_rows,
+        "hardware-keys": lambda: hardware_key_rows(system),
+    }
     if what not in listings:
         _fail(f"unknown catalog '{what}'; expected one of: {', '.join(sorted(listings))}")
     rows = _run(listings[what])
@@ -75,6 +85,9 @@ def catalog(
         "systems": render.catalog_systems_table,
         "models": render.catalog_models_table,
         "keys": render.catalog_keys_table,
+        "hardware-keys": lambda rows: render.catalog_keys_table(
+            rows, f"Hardware keys for --set (plan, compare) on {system}"
+        ),
     }
     if as_json:
         _emit_json({what: rows})
@@ -116,7 +129,7 @@ def calibrate(
     write_expert_loads: Annotated[
         bool,
         typer.Option(
-            "--write-expert-loads",
+            "--write-expert-loads/--no-write-expert-loads",
             help="Maintainers: re-sample the stored expert-load table of the shipped workflows and write it.",
         ),
     ] = False,
@@ -132,7 +145,12 @@ def calibrate(
 
         table = _run(expert_load_table)
         text = json.dumps(table, indent=1) + "\n"
-        write_file(EXPERT_LOADS_PATH, "--write-expert-loads", text, f" ({len(table['factors'])} factors)")
+        write_file(
+            EXPERT_LOADS_PATH,
+            "--write-expert-loads/--no-write-expert-loads",
+            text,
+            f" ({len(table['factors'])} factors)",
+        )
         return
     from cloudmatrix.cli.progress import LazyProgress
 

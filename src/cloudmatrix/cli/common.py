@@ -60,7 +60,7 @@ def set_wide() -> None:
     out.width = 400
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+JsonFlag = Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object on stdout.")]
 SystemsOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -140,3 +140,51 @@ def quiet_flag_types() -> None:
 
     display_type_rich.quiet_flags = True  # type: ignore[attr-defined]
     TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+    fold_help_cells()
+
+
+def fold_help_cells() -> None:
+    """Rich cuts a help cell's long word with an ellipsis (``--set`` examples, long option names in an
+    80-column terminal); fold it onto the next line instead, so no help text is ever cut off. Rich loads
+    only when help is drawn: the patch goes in then."""
+    from typer.core import TyperCommand, TyperGroup
+
+    for cls in (TyperCommand, TyperGroup):
+        original = cls.format_help
+        if getattr(original, "folds", False):
+            continue
+
+        def format_help(self: Any, ctx: Any, formatter: Any, _original: Any = original) -> None:
+            _folding_tables()
+            _original(self, ctx, formatter)
+
+        format_help.folds = True  # type: ignore[attr-defined]
+        cls.format_help = format_help  # type: ignore[method-assign]
+
+
+def _folding_tables() -> None:
+    from rich.columns import Columns
+    from rich.table import Table
+    from rich.text import Text
+    from typer import rich_utils
+
+    if getattr(rich_utils.Table, "folds", False):
+        return
+
+    class FoldingTable(Table):
+        folds = True
+
+        def add_row(self, *renderables: Any, **kwargs: Any) -> None:
+            while len(self.columns) < len(renderables):  # columns made implicitly fold long words
+                self.add_column(overflow="fold")
+            super().add_row(*renderables, **kwargs)
+
+    class FoldingColumns(Columns):  # an option's help: its text, default and env var
+        def __init__(self, renderables: Any = None, *args: Any, **kwargs: Any) -> None:
+            super().__init__(renderables, *args, **kwargs)
+            for item in self.renderables:
+                if isinstance(item, Text):
+                    item.overflow = "fold"
+
+    rich_utils.Table = FoldingTable  # type: ignore[misc]
+    rich_utils.Columns = FoldingColumns  # type: ignore[misc]

@@ -30,12 +30,18 @@ def compare(
         str | None, typer.Option(metavar="A,B", help="The verdict's pair (default: cloudmatrix384,gb200-nvl72).")
     ] = None,
     sweep: Annotated[
-        bool, typer.Option("--sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps).")
+        bool,
+        typer.Option("--sweep/--no-sweep", help="The pair's ratios over input length x TPOT SLO (--plot: heat maps)."),
     ] = False,
     osl: Annotated[int | None, typer.Option(help="--sweep: output tokens per request (default 1024).")] = None,
     overrides: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Cost input override: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Cost input override, repeatable: tco.kwh_usd=0.08, [SYSTEM:]system.price_usd=3e6; "
+            "`cloudmatrix catalog hardware-keys` lists the system and chip keys.",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

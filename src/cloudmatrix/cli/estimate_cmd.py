@@ -46,8 +46,8 @@ def estimate(
     speculation: Annotated[
         str,
         typer.Option(
-            help="Source of the --mtp draft tokens: mtp (the model's MTP layers) or ngram (prompt lookup on the "
-            "host, no draft pass on the device; for models without MTP layers)."
+            help="Source of the --mtp draft tokens: mtp (the model's MTP layers), ngram (prompt lookup on the "
+            "host, no draft pass on the device) or eagle3 (an EAGLE-3 draft head: k passes of one layer)."
         ),
     ] = "mtp",
     eplb: Annotated[

@@ -223,3 +223,98 @@ class Outputs:
 def write_file(path: Path, flag: str, content: Content, note: str = "") -> None:
     """One file at a path the command chose (the catalog's residual table), through the same writer."""
     Outputs({flag: str(path)}).write(flag, content, note)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DirTarget:
+    """A directory a command writes several files into (``plan --emit``): an existing real directory (never a
+    symlink to one) or a new one whose parent exists."""
+
+    flag: str
+    given: str
+    exists: bool
+
+
+def resolve_directory(given: str, flag: str) -> DirTarget:
+    """The directory ``given`` names, or an ``InputError`` line saying why no files may be written there."""
+    if not given or given == STDOUT:
+        raise InputError(f"{flag} {given!r}: expected a directory name (files are written inside it)")
+    path = Path(given)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        _check_parent(path, flag)
+        return DirTarget(flag=flag, given=given, exists=False)
+    except (OSError, ValueError) as e:
+        raise _cannot(flag, given, e) from None
+    if stat.S_ISLNK(st.st_mode):
+        raise InputError(f"{flag} {given}: is a symlink; expected a directory (links are not followed)")
+    if not stat.S_ISDIR(st.st_mode):
+        kind = KINDS.get(stat.S_IFMT(st.st_mode), "a regular file")
+        raise InputError(f"{flag} {given}: is {kind}; expected a directory or a new directory's name")
+    return DirTarget(flag=flag, given=given, exists=True)
+
+
+def write_directory(target: DirTarget, files: dict[str, str]) -> list[str]:
+    """Each ``files`` entry (a plain name) inside the directory, created if new. The directory is opened once
+    without following links and every file is made relative to it: an entry that is a symlink, a device, a
+    FIFO or a directory is refused before anything is written, and a file this command read is never
+    replaced. Each file goes through a temporary renamed over it. Returns the paths written."""
+    resolve_directory(target.given, target.flag)  # checked again: it may have changed while the command ran
+    for name in files:
+        if not name or "/" in name or name in (".", ".."):
+            raise InputError(f"{target.flag}: bad file name {name!r}")
+    try:
+        if not os.path.lexists(target.given):
+            os.mkdir(target.given, 0o777)
+        fd = os.open(target.given, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise _cannot(target.flag, target.given, e) from None
+    try:
+        existing = {name: _entry(fd, name, target) for name in files}
+        for name, content in files.items():
+            _write_entry(fd, name, content, existing[name], target)
+    finally:
+        os.close(fd)
+    return [str(Path(target.given) / name) for name in files]
+
+
+def _entry(fd: int, name: str, target: DirTarget) -> os.stat_result | None:
+    """The status of an existing entry (a regular file only, not a command input), None for a new one."""
+    shown = Path(target.given) / name
+    try:
+        st = os.lstat(name, dir_fd=fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise _cannot(target.flag, str(shown), e) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise InputError(f"{target.flag} {shown}: is {kind}; expected a regular file or a new file's name")
+    if (st.st_dev, st.st_ino) in READ_FILES:
+        raise InputError(f"{target.flag} {shown}: is a file this command read as input; expected another path")
+    return st
+
+
+def _write_entry(fd: int, name: str, content: str, st: os.stat_result | None, target: DirTarget) -> None:
+    tmp = f".{name[:200]}.{secrets.token_hex(4)}.tmp"
+    mode = 0o777 if name.endswith(".sh") else 0o666  # scripts executable (under the umask)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        out = os.open(tmp, flags, mode, dir_fd=fd)
+        with os.fdopen(out, "wb") as f:
+            f.write(content.encode("utf-8"))
+            if st is not None:
+                _keep_mode(f.fileno(), st)
+            f.flush()
+            os.fsync(f.fileno())
+        _entry(fd, name, target)  # still a regular file or nothing
+        os.replace(tmp, name, src_dir_fd=fd, dst_dir_fd=fd)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=fd)
+        raise _cannot(target.flag, str(Path(target.given) / name), e) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=fd)
+        raise

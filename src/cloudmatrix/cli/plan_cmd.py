@@ -40,14 +40,19 @@ def plan(
     afd: Annotated[
         bool,
         typer.Option(
-            "--afd",
+            "--afd/--no-afd",
             help="Plan an attention-FFN disaggregated decode instance: search the attention:FFN split and the "
             "microbatch count under the TPOT SLO, and check the best in simulation.",
         ),
     ] = False,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="What-if hardware override, e.g. system.planes.scale_up.bw_gb_s_per_die=x2."),
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="What-if hardware override, repeatable: chip.die.hbm_gb=128, or x2 to multiply "
+            "(system.nodes=x2). `cloudmatrix catalog hardware-keys` lists every key.",
+        ),
     ] = None,
     stack: Annotated[
         str | None, typer.Option(help="Serving stack priced (default: the system's published one).")
@@ -56,7 +61,7 @@ def plan(
         bool, typer.Option("--check/--no-check", help="Re-run the listed deployments in simulation.")
     ] = True,
     ray: Annotated[
-        bool, typer.Option("--ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
+        bool, typer.Option("--ray/--no-ray", help="Run the sweep on Ray (a local cluster unless --ray-address).")
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     ray_cpus: Annotated[
@@ -67,10 +72,18 @@ def plan(
     write_scenario: Annotated[
         str | None, typer.Option(metavar="PATH", help="Write the chosen deployment as a scenario YAML (- for stdout).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    emit: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Write the chosen deployment's engine launch scripts, Dynamo and llm-d manifests and a benchmark "
+            "script into DIR (created if new; symlinks refused).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
-    from cloudmatrix.cli.output import Outputs
+    from cloudmatrix.cli.output import Outputs, resolve_directory
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
@@ -79,6 +92,7 @@ def plan(
 
         plan_afd(system, model, workload, tpot_slo, mtp_acceptance, precision, stack, check, top, as_json, chips)
         return
+    emit_dir = cli._run(lambda: resolve_directory(emit, "--emit")) if emit is not None else None
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
     if check:  # each listed deployment is simulated: bounded before the search starts
@@ -100,6 +114,8 @@ def plan(
         _write_scenario(files, result, d)
     if "--plot" in files:
         files.write("--plot", _pareto(result, request))
+    if emit_dir is not None:
+        _emit(emit_dir, result, d)
     if as_json:
         cli._emit_json(d)
     else:
@@ -254,6 +270,17 @@ def _write_scenario(files: Any, result: Any, d: dict[str, Any]) -> None:
         cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to write")
     files.write("--write-scenario", scenario_yaml(result.listed[0], result.workload, result.request))
     d["scenario_path"] = files.targets["--write-scenario"].given
+
+
+def _emit(target: Any, result: Any, d: dict[str, Any]) -> None:
+    from cloudmatrix.cli.output import write_directory
+    from cloudmatrix.planner.emit import emit_files
+
+    if not result.listed:
+        cli._fail(f"no deployment meets the SLOs ({result.why_empty}): nothing to emit")
+    files = cli._run(lambda: emit_files(result.listed[0], result.workload, result.request))
+    d["emitted"] = cli._run(lambda: write_directory(target, files))
+    cli.err.print(f"wrote {len(files)} files into {target.given}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _pareto(result: Any, request: Any) -> bytes:

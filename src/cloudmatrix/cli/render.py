@@ -29,8 +29,10 @@ def catalog_systems_table(rows: list[dict[str, Any]]) -> Table:
     return t
 
 
-def catalog_keys_table(rows: list[dict[str, Any]]) -> Table:
-    t = Table(title="Scenario keys for --set key=value (simulate, serve)")
+def catalog_keys_table(
+    rows: list[dict[str, Any]], title: str = "Scenario keys for --set key=value (simulate, serve)"
+) -> Table:
+    t = Table(title=title)
     for col in ("key", "type", "default"):
         t.add_column(col)
     for r in rows:

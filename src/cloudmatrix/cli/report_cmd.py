@@ -22,11 +22,13 @@ def report(
     workload: cli.WorkloadOption = "4k-256",
     tpot_slo: Annotated[float, typer.Option(help="TPOT SLO in ms.")] = 50.0,
     systems: cli.SystemsOption = None,
-    plan: Annotated[bool, typer.Option("--plan", help="Add the planner's best CloudMatrix384 deployment.")] = False,
+    plan: Annotated[
+        bool, typer.Option("--plan/--no-plan", help="Add the planner's best CloudMatrix384 deployment.")
+    ] = False,
     validate_json: Annotated[
         Path | None, typer.Option(help="A saved `validate --json` run (default: the stored residual table).")
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print {path, bytes, sections} on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print {path, bytes, sections} on stdout.")] = False,
 ) -> None:
     """One self-contained HTML page of the twin's answers: open it offline, mail it."""
     from cloudmatrix.cli.output import Outputs

@@ -28,7 +28,10 @@ def serve(
         ),
     ] = None,
     public_metrics: Annotated[
-        bool, typer.Option("--public-metrics", help="Answer /metrics without the key (for a Prometheus scraper).")
+        bool,
+        typer.Option(
+            "--public-metrics/--no-public-metrics", help="Answer /metrics without the key (for a Prometheus scraper)."
+        ),
     ] = False,
     allowed_hosts: Annotated[
         list[str] | None,

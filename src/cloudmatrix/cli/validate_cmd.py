@@ -35,17 +35,24 @@ def validate(
     jobs: Annotated[
         int | None, typer.Option(help="Worker processes, at most the cores (default: every core; local runs only).")
     ] = None,
-    ray: Annotated[bool, typer.Option("--ray", help="Run the rows on Ray (a local cluster unless --ray-address).")] = (
-        False
-    ),
+    ray: Annotated[
+        bool, typer.Option("--ray/--no-ray", help="Run the rows on Ray (a local cluster unless --ray-address).")
+    ] = (False),
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     plot: Annotated[str | None, typer.Option(metavar="PATH", help="Write the parity PNG here (- for stdout).")] = None,
     rows: Annotated[bool, typer.Option("--rows/--no-rows", help="List every row before the summary.")] = True,
     write_residuals: Annotated[
-        bool, typer.Option("--write-residuals", help="Regenerate the stored residual table (whole shipped corpus).")
+        bool,
+        typer.Option(
+            "--write-residuals/--no-write-residuals",
+            help="Regenerate the stored residual table (whole shipped corpus).",
+        ),
     ] = False,
     write_roles: Annotated[
-        bool, typer.Option("--write-roles", help="Assign roles to new shipped series (old ones never move); no run.")
+        bool,
+        typer.Option(
+            "--write-roles/--no-write-roles", help="Assign roles to new shipped series (old ones never move); no run."
+        ),
     ] = False,
     holdout: Annotated[
         str | None,
@@ -54,7 +61,7 @@ def validate(
             help="Out-of-group: hold out each series, system, family, stack, model, isl, band or corpus in turn.",
         ),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Hold the twin against published measurements it was not fitted on: per row and summarised."""
     from cloudmatrix.cli.output import Outputs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cloudmatrix.catalog.eagle import eagle3_head
 from cloudmatrix.catalog.stacks import StackProfile, load_stack
 from cloudmatrix.cost.comm import plane_for
 from cloudmatrix.cost.context_parallel import gathered_kv_bytes, kv_per_die_bytes
@@ -91,6 +92,8 @@ def weights_per_die(plan: Plan) -> float:
         if plan.deployment.mtp and plan.deployment.speculation == "mtp":  # n-gram drafts load no layer
             total += per_layer_attn + experts + router + 2 * m.hidden * m.hidden * wb
     head = (m.lm_head_params() or 0) / g
+    if plan.deployment.mtp and plan.deployment.speculation == "eagle3":  # the draft head, in BF16
+        head += eagle3_head(m).params() / g
     return total + (m.embedding_params() + head) * BYTES_PER_ELEMENT["bf16"]
 
 

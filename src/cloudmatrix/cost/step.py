@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from cloudmatrix.catalog.stacks import stack_costs
-from cloudmatrix.cost import pipeline, roofline
+from cloudmatrix.cost import eagle, pipeline, roofline
 from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream
 from cloudmatrix.cost.pricing import Price, pricer
@@ -243,6 +243,15 @@ def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost |
             bound_s += mtp * draft.bound_s
             binding["mtp"] = draft.binding
             extra += [("mtp.", op) for op in mtp_extra_ops(decode_only) + head] * mtp
+        elif mtp and plan.deployment.speculation == "eagle3":
+            draft_plan, draft_head = eagle.draft_plan(plan)
+            draft = layer_cost(draft_plan, False, False)  # a one-layer dense head: no microbatch split
+            _add(breakdown, draft.critical_us, mtp, "eagle3.")
+            _add(sol, draft.roofline_us, mtp, "eagle3.")
+            bound_s += mtp * draft.bound_s
+            binding["eagle3"] = draft.binding
+            extra += [("eagle3.", op) for op in eagle.pass_ops(draft_plan, draft_head)] * mtp
+            extra += [("eagle3.", op) for op in eagle.step_ops(plan, draft_head)]
         extra += [("", op) for op in head]
     else:  # only each prompt's last position needs logits
         extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]

@@ -78,3 +78,23 @@ def _type_name(annotation: Any) -> str:
         named = " or ".join(_type_name(a) for a in args if a is not type(None))
         return named + (" or null" if type(None) in args else "")
     return getattr(annotation, "__name__", str(annotation))
+
+
+def hardware_key_rows(system: str = "cloudmatrix384") -> list[dict[str, Any]]:
+    """Every number a what-if ``--set`` (plan, compare) may change on a system's hardware: the
+    dotted ``system.…`` / ``chip.…`` path and its catalog value (a sourced number is set by its path)."""
+    hw = load_hardware(system)
+    rows: list[dict[str, Any]] = []
+    for section in ("system", "chip"):
+        _numbers(getattr(hw, section).model_dump(), section, rows)
+    return rows
+
+
+def _numbers(data: Any, key: str, rows: list[dict[str, Any]]) -> None:
+    if isinstance(data, dict) and "value" in data and "source" in data:
+        rows.append({"key": key, "type": "number (x2 multiplies)", "default": f"{data['value']:g}"})
+    elif isinstance(data, dict):
+        for name, value in data.items():
+            _numbers(value, f"{key}.{name}", rows)
+    elif isinstance(data, int | float) and not isinstance(data, bool):
+        rows.append({"key": key, "type": "number (x2 multiplies)", "default": f"{data:g}"})

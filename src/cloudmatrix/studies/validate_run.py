@@ -27,7 +27,7 @@ from cloudmatrix.sim.metrics import SimResult
 from cloudmatrix.sim.scenario import Scenario
 
 MIN_CHUNK_TOKENS = 16  # the simulation's smallest chunk per chip (sim/scenario.py)
-TWIN_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16"}
+TWIN_PRECISION = {"nvfp4": "fp4", "mxfp4": "fp4", "fp8": "fp8", "int8": "int8", "bf16": "bf16", "int4": "int4"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -323,6 +323,7 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         kv_precision=TWIN_PRECISION[row.kv],
         mtp=row.mtp,
         mtp_acceptance=row.mtp_acceptance or 0.0,
+        speculation=row.speculation,
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
         stack=row.stack,

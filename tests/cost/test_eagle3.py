@@ -1,0 +1,74 @@
+"""EAGLE-3 draft heads: the step is the (1 + k)-token verify pass plus k passes of the head's one layer and
+draft LM head plus one fc; the acceptance changes tokens per step, never the step (property test); the
+head's weights are in memory; models without MTP layers and MLA targets run; the CLI reports both the step
+and tokens per second."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from cloudmatrix.catalog.eagle import DRAFT_VOCAB, eagle3_head
+from cloudmatrix.catalog.models import load_model
+from cloudmatrix.cli.app import app
+from cloudmatrix.deploy import Deployment, Phase
+from cloudmatrix.estimate import estimate
+
+runner = CliRunner()
+
+
+def _est(k: int, speculation: str, acceptance: float = 0.7, model: str = "qwen3-235b-a22b", **kw):
+    d = Deployment(phase=Phase.DECODE, num_chips=8, tp=8, ep=8, batch_per_chip=8, precision="fp8",
+                   mtp=k, mtp_acceptance=acceptance, speculation=speculation, **kw)  # fmt: skip
+    return estimate("hgx-b200", model, d)
+
+
+def test_the_step_is_the_verify_pass_plus_the_draft_passes() -> None:
+    eagle, ngram = _est(3, "eagle3"), _est(3, "ngram")  # n-gram drafting: the same verify pass, no draft
+    drafted = {k: v for k, v in eagle.step.breakdown_us.items() if k.startswith("eagle3.")}
+    verify = {k: v for k, v in eagle.step.breakdown_us.items() if not k.startswith("eagle3.")}
+    assert verify == pytest.approx(ngram.step.breakdown_us)
+    assert eagle.step.step_s * 1e6 == pytest.approx(ngram.step.step_s * 1e6 + sum(drafted.values()))
+    one, two = _est(1, "eagle3").step.breakdown_us, _est(2, "eagle3").step.breakdown_us
+    for name in ("eagle3.lm_head", "eagle3.dense_ffn", "eagle3.embed_qkv"):  # once per draft pass
+        assert two[name] == pytest.approx(2 * one[name])
+    assert "eagle3.fc" in one and eagle.step.roofline_step_s <= eagle.step.step_s
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.floats(0, 1))
+def test_acceptance_changes_tokens_per_step_never_the_step(acceptance: float) -> None:
+    base, e = _est(2, "eagle3", 0.0), _est(2, "eagle3", acceptance)
+    assert e.step.step_s == base.step.step_s
+    assert e.tokens_per_step_per_chip == pytest.approx(8 * (1 + acceptance + acceptance**2))
+
+
+def test_the_head_is_in_memory_and_shaped_from_the_target() -> None:
+    q = load_model("qwen3-235b-a22b")
+    head = eagle3_head(q)
+    assert head.draft.num_layers == 1 and head.draft.vocab == DRAFT_VOCAB
+    assert head.draft.attention.num_heads == q.attention.num_heads and head.fc_params == 3 * q.hidden**2
+    with_head, without = _est(2, "eagle3").memory, _est(2, "ngram").memory
+    assert with_head.weights_bytes - without.weights_bytes == pytest.approx(head.params() / 8 * 2)  # BF16 over TP8
+
+
+def test_models_without_mtp_layers_and_mla_targets_run() -> None:
+    assert load_model("qwen3-235b-a22b").mtp_layers == 0
+    assert _est(3, "eagle3").tpot_s < _est(0, "mtp").tpot_s  # at 70 % acceptance it pays at batch 8
+    r1 = _est(1, "eagle3", model="deepseek-r1", attention_tp=8)
+    assert r1.step.step_s > 0 and eagle3_head(load_model("deepseek-r1")).draft.attention.num_kv_heads == 8
+
+
+def test_cli_reports_step_and_tokens_per_second() -> None:
+    args = ["estimate", "--system", "hgx-b200", "--model", "qwen3-235b-a22b", "--phase", "decode", "--chips", "8",
+            "--tp", "8", "--ep", "8", "--batch-per-chip", "8", "--precision", "fp8", "--mtp", "3",
+            "--mtp-acceptance", "0.7", "--speculation", "eagle3"]  # fmt: skip
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["step_ms"] > d["tpot_ms"] > 0 and d["throughput_per_chip_tok_s"] > 0
+    assert any(k.startswith("eagle3.") for k in d["breakdown_us"])
+    bad = runner.invoke(app, [*args[:-1], "medusa"])
+    assert bad.exit_code == 2 and "eagle3" in bad.output
