@@ -247,12 +247,36 @@ def _economics_cells(e: dict[str, Any]) -> list[str]:
     return ["?" if cost is None else f"{cost:.3f}", "?" if joules is None else f"{joules:.2f}"]
 
 
-def _interval_cell(r: dict[str, Any], key: str = "output_tok_s_per_chip") -> str:
+def _interval_cell(r: dict[str, Any], key: str = "output_tok_s_per_chip", fmt: str = ",.0f") -> str:
     """The headline figure's 80 % interval, or ``unknown`` (never a zero-width range)."""
     iv = (r.get("intervals") or {}).get(key) or {}
     if iv.get("lo") is None or iv.get("hi") is None:
         return "unknown"
-    return f"{iv['lo']:,.0f}–{iv['hi']:,.0f}"
+    return f"{iv['lo']:{fmt}}–{iv['hi']:{fmt}}"
+
+
+# compare's headline figures with an interval: (JSON key, column, format)
+COMPARE_INTERVALS = (
+    ("tpot_ms", "TPOT ms", ".1f"),
+    ("ttft_ms", "TTFT ms", ",.0f"),
+    ("decode_tok_s_per_chip", "decode tok/s/chip", ",.0f"),
+    ("output_tok_s_per_chip", "out tok/s/chip", ",.0f"),
+)
+
+
+def compare_interval_table(d: dict[str, Any]) -> Table:
+    """Every headline figure of every system with its 80 % interval or ``unknown``, and why the out tok/s
+    per chip interval reaches beyond the validated domain (every figure's reasons are in the JSON)."""
+    t = Table(title="80 % intervals: where measured values are expected to fall (docs/validation.md §6)")
+    for col in ("system", *(c for _, c, _ in COMPARE_INTERVALS), "extrapolating (out tok/s/chip)"):
+        t.add_column(col, justify="right" if col in {c for _, c, _ in COMPARE_INTERVALS} else "left")
+    for r in d["systems"]:
+        if not r["feasible"]:
+            continue
+        reasons = ((r.get("intervals") or {}).get("output_tok_s_per_chip") or {}).get("extrapolating", [])
+        cells = [f"{r[key]:{fmt}} ({_interval_cell(r, key, fmt)})" for key, _, fmt in COMPARE_INTERVALS]
+        t.add_row(r["system"], *cells, "; ".join(reasons))
+    return t
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -299,4 +323,4 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
     caption += "; 80 % interval: where measured out tok/s per chip is expected to fall (docs/validation.md §6)"
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
     tables = fitted_tables(title, columns, rows, left=("system", "mode", "prec"), caption=caption, width=width)
-    return [*tables, why]
+    return [*tables, why, compare_interval_table(d)]
