@@ -141,7 +141,7 @@ def test_nested_intervals_never_see_their_group() -> None:
     s = summary(scored)["metrics"]["tpot_ms"]
     g3_cell = next(c for c in summary(scored)["groups"] if c["group"] == "g3")
     assert g3_cell["coverage"] == 0.0 and g3_cell["median_abs_error_pct"] == pytest.approx(66.67, abs=0.01)
-    # the hopper group is the only one on hopper: a new family is also a stack new on it, and no stack hold-out error is given
+    # the only group on hopper: a new family is also a stack new on it, and no stack hold-out error is given
     g0 = next(c for c in summary(scored)["groups"] if c["group"] == HOPPER)
     assert g0["unknown_share"] == 1.0 and s["rows"] == 36 and s["unknown_share"] == 0.25
     assert next(x for x in scored if x["group"] == HOPPER)["extrapolating"] == [

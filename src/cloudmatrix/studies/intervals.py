@@ -280,7 +280,10 @@ def query_interval(
     family = chip_family(q.system)
     reasons: list[str] = []
     steps: list[str] = []
-    basis = q.host_times or host_times_basis(q.stack, family)
+    try:
+        basis = q.host_times or host_times_basis(q.stack, family)
+    except CloudMatrixError:  # a stack the catalog lacks has no fitted host times
+        basis = "unfitted"
     if basis == "unfitted":
         reasons.append(f"host times of {q.stack} are not fitted on {family}")
     pool = _pool(t, basis, reasons)
