@@ -243,13 +243,13 @@ def test_compare_prints_an_interval_or_unknown_for_every_headline_figure() -> No
 
     from rich.console import Console
 
-    from cloudmatrix.cli.render import COMPARE_INTERVALS, compare_interval_table
+    from cloudmatrix.cli.render import COMPARE_INTERVALS, compare_interval_tables
 
     res = runner.invoke(app, ["compare", "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     console = Console(width=400, record=True)
-    console.print(compare_interval_table(d))
+    console.print(compare_interval_tables(d, width=400)[0])  # one table at this width
     lines = {line.split("│")[1].strip(): line for line in console.export_text().splitlines() if "│" in line}
     cell = re.compile(r"[\d,.]+ \((unknown|[\d,.]+–[\d,.]+)\)")
     for r in d["systems"]:

@@ -264,19 +264,26 @@ COMPARE_INTERVALS = (
 )
 
 
-def compare_interval_table(d: dict[str, Any]) -> Table:
-    """Every headline figure of every system with its 80 % interval or ``unknown``, and why the out tok/s
-    per chip interval reaches beyond the validated domain (every figure's reasons are in the JSON)."""
-    t = Table(title="80 % intervals: where measured values are expected to fall (docs/validation.md §6)")
-    for col in ("system", *(c for _, c, _ in COMPARE_INTERVALS), "extrapolating (out tok/s/chip)"):
-        t.add_column(col, justify="right" if col in {c for _, c, _ in COMPARE_INTERVALS} else "left")
-    for r in d["systems"]:
-        if not r["feasible"]:
-            continue
-        reasons = ((r.get("intervals") or {}).get("output_tok_s_per_chip") or {}).get("extrapolating", [])
-        cells = [f"{r[key]:{fmt}} ({_interval_cell(r, key, fmt)})" for key, _, fmt in COMPARE_INTERVALS]
-        t.add_row(r["system"], *cells, "; ".join(reasons))
-    return t
+def compare_interval_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
+    """Every headline figure of every system with its 80 % interval or ``unknown`` (split to fit ``width``),
+    then why each system's out tok/s per chip interval reaches beyond the validated domain (every figure's
+    reasons are in the JSON)."""
+    feasible = [r for r in d["systems"] if r["feasible"]]
+    columns = ("system", *(c for _, c, _ in COMPARE_INTERVALS))
+    rows = [
+        [r["system"], *(f"{r[key]:{fmt}} ({_interval_cell(r, key, fmt)})" for key, _, fmt in COMPARE_INTERVALS)]
+        for r in feasible
+    ]
+    title = "80 % intervals: where measured values are expected to fall (docs/validation.md §6)"
+    tables = fitted_tables(title, columns, rows, left=("system",), width=width)
+    reasons = Table(title="why the out tok/s per chip interval extrapolates")
+    for col in ("system", "extrapolating"):
+        reasons.add_column(col)
+    for r in feasible:
+        why = ((r.get("intervals") or {}).get("output_tok_s_per_chip") or {}).get("extrapolating", [])
+        if why:
+            reasons.add_row(r["system"], "; ".join(why))
+    return [*tables, reasons] if reasons.row_count else tables
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -323,4 +330,4 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
     caption += "; 80 % interval: where measured out tok/s per chip is expected to fall (docs/validation.md §6)"
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
     tables = fitted_tables(title, columns, rows, left=("system", "mode", "prec"), caption=caption, width=width)
-    return [*tables, why, compare_interval_table(d)]
+    return [*tables, why, *compare_interval_tables(d, width)]
