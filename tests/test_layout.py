@@ -43,7 +43,8 @@ def test_compare_fits_80_columns_and_wide_keeps_one_table() -> None:
         lines = _rendered(compare_table(d, width), width)
         _check_fits(lines, width, [r["system"] for r in d["systems"]])
         _check_fits(lines, width, [f"{r['output_tok_s_per_system']:,.0f}" for r in d["systems"] if r["feasible"]])
-    assert len(compare_table(d, 400)) == 2  # one results table and the "why" table
+    # one results table, the "why" table, the intervals table and why they extrapolate
+    assert len(compare_table(d, 400)) == 4
     assert len(compare_table(d, 80)) > 2
 
 

@@ -211,3 +211,19 @@ def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:
     if stack is None:
         return ()
     return tuple(load_stack(stack).costs(family).kernels.get(op, ()))
+
+
+HOST_FITTED = ("CALIB", "hold-out refit", "absorbed")  # sources of host times fitted on measured rows
+
+
+def host_times_basis(stack: str, family: str) -> str:
+    """``fitted`` where the host times a (stack, family) is priced with (any refit in force included) were
+    fitted on measured rows of that stack and family (a CALIB fit, a hold-out refit, or device constants
+    fitted on the system's own step times), else ``unfitted`` (a default, a ``like:`` reference to another
+    family, an assumption): the strongest predictor of a prediction's error, so intervals stratify on it."""
+    profile = load_stack(stack)
+    while family not in profile.families and profile.base is not None:
+        profile = load_stack(profile.base)
+    if isinstance(profile.families.get(family, profile.families.get(DEFAULT_FAMILY)), CostsLike):
+        return "unfitted"
+    return "fitted" if profile.costs(family).step_overhead_us.source.startswith(HOST_FITTED) else "unfitted"

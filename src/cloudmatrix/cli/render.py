@@ -249,12 +249,43 @@ def _economics_cells(e: dict[str, Any]) -> list[str]:
     return ["?" if cost is None else f"{cost:.3f}", "?" if joules is None else f"{joules:.2f}"]
 
 
-def _interval_cell(r: dict[str, Any], key: str = "output_tok_s_per_chip") -> str:
+def _interval_cell(r: dict[str, Any], key: str = "output_tok_s_per_chip", fmt: str = ",.0f") -> str:
     """The headline figure's 80 % interval, or ``unknown`` (never a zero-width range)."""
     iv = (r.get("intervals") or {}).get(key) or {}
     if iv.get("lo") is None or iv.get("hi") is None:
         return "unknown"
-    return f"{iv['lo']:,.0f}–{iv['hi']:,.0f}"
+    return f"{iv['lo']:{fmt}}–{iv['hi']:{fmt}}"
+
+
+# compare's headline figures with an interval: (JSON key, column, format)
+COMPARE_INTERVALS = (
+    ("tpot_ms", "TPOT ms", ".1f"),
+    ("ttft_ms", "TTFT ms", ",.0f"),
+    ("decode_tok_s_per_chip", "decode tok/s/chip", ",.0f"),
+    ("output_tok_s_per_chip", "out tok/s/chip", ",.0f"),
+)
+
+
+def compare_interval_tables(d: dict[str, Any], width: int = 160) -> list[Table]:
+    """Every headline figure of every system with its 80 % interval or ``unknown`` (split to fit ``width``),
+    then why each system's out tok/s per chip interval reaches beyond the validated domain (every figure's
+    reasons are in the JSON)."""
+    feasible = [r for r in d["systems"] if r["feasible"]]
+    columns = ("system", *(c for _, c, _ in COMPARE_INTERVALS))
+    rows = [
+        [r["system"], *(f"{r[key]:{fmt}} ({_interval_cell(r, key, fmt)})" for key, _, fmt in COMPARE_INTERVALS)]
+        for r in feasible
+    ]
+    title = "80 % intervals: where measured values are expected to fall (docs/validation.md §6)"
+    tables = fitted_tables(title, columns, rows, left=("system",), width=width)
+    reasons = Table(title="why the out tok/s per chip interval extrapolates")
+    for col in ("system", "extrapolating"):
+        reasons.add_column(col)
+    for r in feasible:
+        why = ((r.get("intervals") or {}).get("output_tok_s_per_chip") or {}).get("extrapolating", [])
+        if why:
+            reasons.add_row(r["system"], "; ".join(why))
+    return [*tables, reasons] if reasons.row_count else tables
 
 
 def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
@@ -301,4 +332,4 @@ def compare_table(d: dict[str, Any], width: int = 160) -> list[Table]:
     caption += "; 80 % interval: where measured out tok/s per chip is expected to fall (docs/validation.md §6)"
     title = f"{d['model']}: {w['input_len']}/{w['output_len']} tokens, TPOT SLO {d['tpot_slo_ms']:g} ms"
     tables = fitted_tables(title, columns, rows, left=("system", "mode", "prec"), caption=caption, width=width)
-    return [*tables, why]
+    return [*tables, why, *compare_interval_tables(d, width)]

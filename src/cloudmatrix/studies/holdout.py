@@ -22,7 +22,14 @@ from cloudmatrix.catalog.corpus import chip_family, load_rows
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.residuals import isl_band, model_class
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, CostsLike, StackCosts, load_stack, overridden_costs
+from cloudmatrix.catalog.stacks import (
+    DEFAULT_FAMILY,
+    CostsLike,
+    StackCosts,
+    host_times_basis,
+    load_stack,
+    overridden_costs,
+)
 from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs
@@ -179,9 +186,14 @@ def _priced_with(row: ValidationRow, overrides: Overrides) -> str:
 Memo = dict[tuple[str, str], RowOutcome]
 
 
-def residual_entry(row: ValidationRow, kind: str, group: str, metric: str, outcome: RowOutcome) -> dict[str, Any]:
-    """One row and metric of the out-of-group table, with every field an interval's strata read."""
+def residual_entry(
+    row: ValidationRow, kind: str, group: str, metric: str, outcome: RowOutcome, overrides: Overrides | None = None
+) -> dict[str, Any]:
+    """One row and metric of the out-of-group table, with every field an interval's strata read (the host
+    times' basis as the row was priced: under its group's refit ``overrides``)."""
     predicted = outcome.predicted.get(metric)
+    with overridden_costs(overrides or {}):
+        host = host_times_basis(row.stack, chip_family(row.system))
     return {
         "kind": kind,
         "group": group,
@@ -197,6 +209,7 @@ def residual_entry(row: ValidationRow, kind: str, group: str, metric: str, outco
         "isl_band": isl_band(row.workload.input_len),
         "concurrency": row.workload.concurrency,
         "band": row.concurrency_band,
+        "host_times": host,
         "metric": metric,
         "role": row.role,
         "status": outcome.status,
@@ -253,7 +266,7 @@ def holdout(
     for key, outcome in zip(keys, run_tasks(tasks, jobs, progress), strict=True):
         outcomes[key[0]] = memo[key] = outcome
     entries = [
-        residual_entry(row, kind, g, metric, outcomes[row.id])
+        residual_entry(row, kind, g, metric, outcomes[row.id], refits[g].overrides)
         for g, members in groups.items()
         for row in members
         for metric in row.measured
@@ -288,6 +301,7 @@ def validation_entries(rows: Sequence[ValidationRow], entries: Sequence[Mapping[
                 "weights": row.weights,
                 "isl": row.workload.input_len,
                 "isl_band": isl_band(row.workload.input_len),
+                "host_times": host_times_basis(row.stack, chip_family(row.system)),
             }
         )
     return out

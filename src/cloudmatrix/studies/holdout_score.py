@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from cloudmatrix.catalog.residuals import stored_residuals
+from cloudmatrix.studies.interval_pools import paper_residuals
 from cloudmatrix.studies.intervals import COVERAGE, Query, index_residuals, query_interval
 
 SCORED = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
@@ -28,6 +30,7 @@ def entry_query(e: Mapping[str, Any]) -> Query:
         isl=e.get("isl"),
         band=e.get("band"),
         concurrency=e.get("concurrency"),
+        host_times=e.get("host_times"),
     )
 
 
@@ -51,23 +54,34 @@ def with_intervals(entries: Sequence[Mapping[str, Any]], table_without: Any, key
     return out
 
 
+# The field of a residual that names its group under each hold-out kind (a paper row is held out with the
+# corpus rows of its group; ``corpus`` has none, and its groups are removed by row id alone).
+GROUP_FIELD = {k: k for k in ("series", "system", "family", "stack", "model", "band")} | {"isl": "isl_band"}
+
+
 def nested(entries: Sequence[Mapping[str, Any]], stored: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Intervals for a hold-out run's entries: group g's from this run's other groups and the stored residuals
-    of the other kinds, every row of g removed."""
-    stored = [r for r in stored if r.get("kind") != (entries[0]["kind"] if entries else None)]
+    """Intervals for a hold-out run's entries: group g's from this run's other groups, the stored residuals
+    of the other kinds and the papers' rows (as every answer's interval reads them), every row of g removed."""
+    kind = entries[0]["kind"] if entries else None
+    stored = [r for r in stored if r.get("kind") != kind]
+    stored += paper_residuals([*stored, *entries], stored_residuals())
+    field = GROUP_FIELD.get(str(kind))
     ids: dict[str, set[str]] = {}
     for e in entries:
         ids.setdefault(e["group"], set()).add(e["id"])
 
     def without(group: str) -> list[Mapping[str, Any]]:
         mine = ids[group]
-        return [r for r in stored if r["id"] not in mine] + [e for e in entries if e["group"] != group]
+        kept = [r for r in stored if r["id"] not in mine and (field is None or str(r.get(field)) != group)]
+        return kept + [e for e in entries if e["group"] != group]
 
     return with_intervals(entries, without, "group")
 
 
 def series_without(table: Sequence[Mapping[str, Any]]) -> Any:
-    """``validate --json``'s lookup: the stored out-of-group residuals without one series."""
+    """``validate --json``'s lookup: the stored out-of-group residuals (and the papers' rows, as every answer's
+    interval reads them) without one series."""
+    table = [*table, *paper_residuals(table, stored_residuals())]
     return lambda series: [r for r in table if r["series"] != series]
 
 

@@ -3,24 +3,25 @@ predicted over the stored hold-out residuals (``validate --holdout KIND --write-
 predicted with constants refitted without its group. The interval is where the measured value is expected to
 fall; where the twin is biased it need not contain the point prediction, and the bias is stated.
 
-The base is the leave-one-series-out error (a new deployment of a known chip family, stack and model
-class), stratified in a fixed fall-back order: (family x stack, model class, concurrency band, ISL band),
-then without the ISL band, then without the concurrency band, then (family x stack). A query outside the
-validated domain never gets a narrower interval: each extrapolated attribute makes the base the envelope
-over every validated value of it, and each kind of step (a new family, a stack new on a family, a new model
-class or weight format, an ISL or concurrency beyond the validated range) widens it to that kind's
-hold-out error, with the reason named. With no basis at all the answer is ``unknown``.
+The residuals are split first by how the query's host times were obtained (``studies/interval_pools.py``):
+fitted on rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit
+row). Inside that pool, the base is stratified in a fixed fall-back order: (family x stack, model class,
+concurrency band, ISL band), then without the ISL band, then without the concurrency band, then (family x
+stack). A query outside the validated domain never gets a narrower interval than one a single condition
+away inside it: the extrapolated attribute makes the base the envelope over every validated value of it (a
+new family: every cell of the same stack; a stack new on a family: the family's cells and the stack's), and
+each kind of step (a new family, a stack new on a family, a new model class or weight format, an ISL or
+concurrency outside the validated ones) widens it to that kind's hold-out error, measured where the step is
+taken alike, with the reason named. With no basis at all the answer is ``unknown``.
 
 The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
 quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
 
 from __future__ import annotations
 
-from bisect import bisect_right
-from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, product
+from itertools import product
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
@@ -30,8 +31,21 @@ from cloudmatrix.catalog.residuals import (
     conc_band,
     isl_band,
     stored_holdout_residuals,
+    stored_residuals,
 )
+from cloudmatrix.catalog.stacks import host_times_basis
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.studies.interval_pools import (
+    MIN_ROWS,
+    MIN_SERIES,
+    Pool,
+    Row,
+    Table,
+    enough,
+    index_residuals,
+    paper_residuals,
+    series_quantiles,
+)
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
 # Intervals are ratios (measured / predicted), so a figure normalised per decode chip or per chip of the
@@ -52,10 +66,7 @@ COMPARE_METRICS = {
 PLAN_METRICS = {"output_tok_s_per_chip": "output_tok_s_per_chip", "tpot_ms": "tpot_ms", "ttft_ms": "ttft_ms"}
 
 
-MIN_ROWS = 8  # a stratum with fewer rows falls through to the next level
-MIN_SERIES = 3  # ... and so does one whose rows come from fewer deployments
 COVERAGE = 0.8
-BASE_KIND = "series"  # the base: the error on a new deployment of a validated family, stack and model class
 STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
 
 
@@ -71,6 +82,7 @@ class Query:
     isl: int | None = None
     band: str | None = None  # the concurrency band, or ``steady``
     concurrency: int | None = None
+    host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,114 +122,79 @@ class Interval:
         return f"{self.lo:{fmt}}–{self.hi:{fmt}}, {self.coverage:.0%}"
 
 
-def _usable(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [
-        r for r in rows if r.get("status") == "ok" and (r.get("predicted") or 0) > 0 and (r.get("measured") or 0) > 0
-    ]
+_STORED: dict[str, Table] = {}
 
 
-def series_quantiles(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> list[float]:
-    """Quantiles of measured / predicted with every series weighing the same (weighted empirical CDF at
-    the midpoints of each row's weight, interpolated linearly and held flat beyond its ends). Plain Python:
-    a few hundred rows, and the estimate path stays free of numpy."""
-    counts = Counter(r["series"] for r in rows)
-    pairs = sorted(((r["measured"] / r["predicted"], 1.0 / counts[r["series"]]) for r in rows), key=lambda p: p[0])
-    ratios, weights = [p[0] for p in pairs], [p[1] for p in pairs]
-    total = sum(weights)
-    cdf = [(c - w / 2) / total for c, w in zip(accumulate(weights), weights, strict=True)]
-    return [_interp(q, cdf, ratios) for q in levels]
-
-
-def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
-    """Linear interpolation on increasing ``xs``, flat beyond the ends (numpy's ``interp``)."""
-    if x <= xs[0]:
-        return ys[0]
-    if x >= xs[-1]:
-        return ys[-1]
-    i = bisect_right(xs, x)
-    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
-    return (y1 - y0) / (x1 - x0) * (x - x0) + y0
-
-
-def _enough(rows: Sequence[Mapping[str, Any]]) -> bool:
-    return len(rows) >= MIN_ROWS and len({r["series"] for r in rows}) >= MIN_SERIES
-
-
-@dataclass(frozen=True)
-class _Table:
-    """One metric's usable hold-out residuals: the base kind by (family, stack), every kind pooled."""
-
-    cells: dict[tuple[str, str], list[Mapping[str, Any]]]
-    kinds: dict[str, list[Mapping[str, Any]]]
-
-    @property
-    def base(self) -> list[Mapping[str, Any]]:
-        return self.kinds.get(BASE_KIND, [])
-
-
-def index_residuals(residuals: Iterable[Mapping[str, Any]], metric: str) -> _Table:
-    """One metric's residuals indexed for many queries (``query_interval(table=...)``)."""
-    return _index(residuals, metric)
-
-
-def _index(residuals: Iterable[Mapping[str, Any]], metric: str) -> _Table:
-    cells: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
-    kinds: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for r in _usable(x for x in residuals if x.get("metric") == metric):
-        kinds[r.get("kind", "")].append(r)
-        if r.get("kind") == BASE_KIND:
-            cells[(r["family"], r["stack"])].append(r)
-    return _Table(cells=dict(cells), kinds=dict(kinds))
-
-
-_STORED: dict[str, _Table] = {}
-
-
-def _stored(metric: str) -> _Table:
+def _stored(metric: str) -> Table:
     if metric not in _STORED:
-        _STORED[metric] = _index(stored_holdout_residuals(), metric)
+        held = stored_holdout_residuals()
+        _STORED[metric] = index_residuals([*held, *paper_residuals(held, stored_residuals())], metric)
     return _STORED[metric]
 
 
-def _values(rows: Sequence[Mapping[str, Any]], name: str, wanted: str | None) -> list[str]:
+def _values(rows: Sequence[Row], name: str, wanted: str | None) -> list[str]:
     """The query's value where the rows have it, else every value they have (the envelope)."""
     present = sorted({str(r.get(name)) for r in rows})
     return [wanted] if wanted in present else present
 
 
-def _fallback(rows: Sequence[Mapping[str, Any]], cls: str, band: str, isl: str) -> list[Mapping[str, Any]]:
+def _fallback(rows: Sequence[Row], cls: str, band: str, isl: str) -> list[Row]:
     """The fixed fall-back inside one (family, stack) cell: class x band x ISL, class x band, class, cell."""
     for match in ({"model_class": cls, "band": band, "isl_band": isl}, {"model_class": cls, "band": band}):
         mine = [r for r in rows if all(str(r.get(k)) == v for k, v in match.items())]
-        if _enough(mine):
+        if enough(mine):
             return mine
     mine = [r for r in rows if str(r.get("model_class")) == cls]
-    return mine if _enough(mine) else list(rows)
+    return mine if enough(mine) else list(rows)
 
 
-def _cells(q: Query, t: _Table, family: str, reasons: list[str], steps: list[str]) -> list[tuple[str, str]]:
-    """The (family, stack) cells the base draws on: the query's own, or where its family or its stack on
-    that family is outside the validated domain, the envelope over the cells that can stand in."""
-    cells = [k for k, rows in t.cells.items() if _enough(rows)]
+def _pool(t: Table, basis: str, reasons: list[str]) -> Pool:
+    """The query's pool: its host-time basis's, or where that has too few rows, every basis's merged."""
+    pool = t.pools.get(basis)
+    if pool is not None and enough(pool.base):
+        return pool
+    cells: dict[tuple[str, str], list[Row]] = {}
+    for p in t.pools.values():
+        for key, rows in p.cells.items():
+            cells[key] = cells.get(key, []) + rows
+    if basis == "unfitted" and any(p.base for p in t.pools.values()):
+        reasons.append("too few rows predicted without fitted host times: all rows stand in")
+    return Pool(cells=cells, kinds=t.kinds)
+
+
+def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], steps: list[str]) -> list[list[Row]]:
+    """The cells the base draws on: the query's own, or where its family or its stack on that family is
+    outside the validated domain, the envelope over every validated cell one condition away (of either
+    host-time basis: an answer outside the domain is never narrower than one a step inside it), or with none
+    one condition away, over every validated cell. A cell with too few rows is thinly inside the domain: its
+    own rows, beside the cells one condition away, or else the pool's cells merged (the fall-back's last
+    level); a thin cell is also widened by the stack step."""
     key = (family, str(q.stack))
-    if key in cells:
-        return [key]
-    if family not in {f for f, _ in t.cells}:
+    if enough(pool.cells.get(key, [])):
+        return [pool.cells[key]]
+    validated = [(k, rows) for p in t.pools.values() for k, rows in p.cells.items() if enough(rows)]
+    merged = [[r for rows in pool.cells.values() for r in rows]]
+    if family not in {f for p in t.pools.values() for f, _ in p.cells}:
         reasons.append(f"chip family {family} has no rows")
         steps += ["family", "stack"]
-        return cells
-    mine = t.cells.get(key, [])
+        return [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
+    mine = [r for p in t.pools.values() for r in p.cells.get(key, [])]
     deployments = len({r["series"] for r in mine})
     reasons.append(
         f"stack {q.stack} has no rows on {family}"
         if not mine
-        else f"stack {q.stack} has only {len(mine)} rows from {deployments} deployments on {family}"
+        else f"stack {q.stack} has only {_count(len(mine), 'row')} from {_count(deployments, 'deployment')} on {family}"
     )
     steps.append("stack")
-    return [k for k in cells if k[0] == family or k[1] == q.stack] or cells
+    near = [rows for k, rows in validated if k[0] == family or k[1] == q.stack]
+    return [mine, *(near or merged)] if mine else near or [rows for _, rows in validated]
 
 
-def _domain_steps(q: Query, t: _Table, family: str, reasons: list[str], steps: list[str]) -> None:
+def _count(n: int, noun: str) -> str:
+    return f"{n:,} {noun}" + ("" if n == 1 else "s")
+
+
+def _domain_steps(q: Query, t: Table, family: str, reasons: list[str], steps: list[str]) -> None:
     """Steps outside the validated model classes, weight formats, ISLs and concurrencies."""
     base = t.base
     if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
@@ -270,26 +247,51 @@ def _unknown(coverage: float, rows: int, why: str, reasons: Sequence[str] = ()) 
     )
 
 
+# Where a step's error is measured alike: a new family under the same stack, a stack new on the same family,
+# a new model class, ISL or concurrency in the same (family, stack) cell.
+_STEP_ALIKE = {"family": ("stack",), "stack": ("family",), "model": ("family", "stack"), "isl": ("family", "stack")}
+_STEP_ALIKE["band"] = _STEP_ALIKE["model"]
+
+
+def _step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
+    """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
+    alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
+    priced so, then on every row, then on every row of the metric's end-to-end counterpart."""
+    wanted = {"family": family, "stack": stack}
+    alike = [r for r in pool.kinds.get(kind, []) if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
+    for rows in (alike, pool.kinds.get(kind, []), t.kinds.get(kind, [])):
+        if enough(rows):
+            return rows
+    return t.counterpart_kinds.get(kind, [])
+
+
 def query_interval(
     value: float,
     q: Query,
     coverage: float = COVERAGE,
-    residuals: Iterable[Mapping[str, Any]] | None = None,
-    table: _Table | None = None,
+    residuals: Iterable[Row] | None = None,
+    table: Table | None = None,
 ) -> Interval:
     """The interval around ``value`` (a prediction of ``q.metric``), from the hold-out residuals (default:
     the stored table; ``table``: an index of ``q.metric``'s residuals)."""
     if q.stack is None:
         return _unknown(coverage, 0, "no serving stack known for this system")
-    t = table or (_stored(q.metric) if residuals is None else _index(residuals, q.metric))
+    t = table or (_stored(q.metric) if residuals is None else index_residuals(residuals, q.metric))
     family = chip_family(q.system)
     reasons: list[str] = []
     steps: list[str] = []
-    cells = _cells(q, t, family, reasons, steps) if t.cells else []
+    try:
+        basis = q.host_times or host_times_basis(q.stack, family)
+    except CloudMatrixError:  # a stack the catalog lacks has no fitted host times
+        basis = "unfitted"
+    if basis == "unfitted":
+        reasons.append(f"host times of {q.stack} are not fitted on {family}")
+    pool = _pool(t, basis, reasons)
+    cells = _cells(q, t, pool, family, reasons, steps) if pool.cells else []
     _domain_steps(q, t, family, reasons, steps)
     groups = [
         _fallback(rows, c, b, i)
-        for rows in (t.cells[k] for k in cells)
+        for rows in cells
         for c, b, i in product(
             _values(rows, "model_class", q.model_class),
             _values(rows, "band", q.band),
@@ -297,13 +299,14 @@ def query_interval(
         )
     ]
     if not groups:
-        if not _enough(t.base):
+        if not enough(t.base):
             return _unknown(coverage, len(t.base), f"fewer than {MIN_ROWS} hold-out rows from {MIN_SERIES} deployments")
         groups = [t.base]
     for kind in dict.fromkeys(steps):
-        if not _enough(t.kinds.get(kind, [])):
+        measured = _step_error(kind, pool, t, family, str(q.stack))
+        if not enough(measured):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
-        groups.append(t.kinds[kind])
+        groups.append(measured)
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
     lo, hi = min(b[0] for b in bounds) * value, max(b[1] for b in bounds) * value

@@ -1,0 +1,160 @@
+"""The out-of-group residuals an interval draws on, indexed once per metric: series-weighted quantiles of
+measured / predicted, and the residuals split into pools by how the row's host times were obtained.
+
+Where a (stack, family)'s host times were fitted on its own rows, a prediction is a new deployment of a
+validated thing: its base is the leave-one-series-out error (``--holdout series``). Where they were not (a
+stack's default, a ``like:`` reference, a hold-out that took every fit row), the twin is the device model
+alone, and its error is several times larger and biased: its base is every out-of-group residual predicted
+that way, whatever hold-out produced it (one row counted once). Pooling the two would hand a fitted query the
+fall-back's spread and an unfitted one the fitted error."""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any
+
+from cloudmatrix.catalog.reference import load_reference, reference_ids
+from cloudmatrix.catalog.residuals import isl_band, model_class
+
+Row = Mapping[str, Any]
+
+MIN_ROWS = 8  # a stratum with fewer rows falls through to the next level
+MIN_SERIES = 3  # ... and so does one whose rows come from fewer deployments
+BASE_KIND = "series"  # the fitted base: the error on a new deployment of a validated family, stack and class
+HOST_BASES = ("fitted", "unfitted")
+# A steady metric whose hold-out kinds have too few rows takes the steps' error of its end-to-end counterpart
+# (one step's per-chip throughput is what an end-to-end run's per-chip throughput is made of).
+STEP_COUNTERPART = {"throughput_per_chip_tok_s": "output_tok_s_per_chip"}
+
+
+def host_basis(row: Row) -> str:
+    """How the row's host times were obtained when it was predicted (a table written before the field was
+    stored counts as fitted: its base was the series hold-out alone)."""
+    return str(row.get("host_times") or "fitted")
+
+
+def usable(rows: Iterable[Row]) -> list[Row]:
+    return [
+        r for r in rows if r.get("status") == "ok" and (r.get("predicted") or 0) > 0 and (r.get("measured") or 0) > 0
+    ]
+
+
+def enough(rows: Sequence[Row]) -> bool:
+    return len(rows) >= MIN_ROWS and len({r["series"] for r in rows}) >= MIN_SERIES
+
+
+def series_quantiles(rows: Sequence[Row], levels: Sequence[float]) -> list[float]:
+    """Quantiles of measured / predicted with every series weighing the same (weighted empirical CDF at
+    the midpoints of each row's weight, interpolated linearly and held flat beyond its ends). Plain Python:
+    a few hundred rows, and the estimate path stays free of numpy."""
+    counts = Counter(r["series"] for r in rows)
+    pairs = sorted(((r["measured"] / r["predicted"], 1.0 / counts[r["series"]]) for r in rows), key=lambda p: p[0])
+    ratios, weights = [p[0] for p in pairs], [p[1] for p in pairs]
+    total = sum(weights)
+    cdf = [(c - w / 2) / total for c, w in zip(accumulate(weights), weights, strict=True)]
+    return [_interp(q, cdf, ratios) for q in levels]
+
+
+def _interp(x: float, xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Linear interpolation on increasing ``xs``, flat beyond the ends (numpy's ``interp``)."""
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect_right(xs, x)
+    x0, x1, y0, y1 = xs[i - 1], xs[i], ys[i - 1], ys[i]
+    return (y1 - y0) / (x1 - x0) * (x - x0) + y0
+
+
+@dataclass(frozen=True)
+class Pool:
+    """One host-time basis: its base residuals by (family, stack) cell, and each hold-out kind's."""
+
+    cells: dict[tuple[str, str], list[Row]]
+    kinds: dict[str, list[Row]]
+
+    @property
+    def base(self) -> list[Row]:
+        return [r for rows in self.cells.values() for r in rows]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One metric's usable out-of-group residuals: a pool per host-time basis, every kind's rows, and its
+    end-to-end counterpart's kinds (``STEP_COUNTERPART``; empty for the others)."""
+
+    pools: dict[str, Pool]
+    kinds: dict[str, list[Row]]
+    counterpart_kinds: dict[str, list[Row]]
+
+    @property
+    def base(self) -> list[Row]:
+        return [r for p in self.pools.values() for r in p.base]
+
+
+def index_residuals(residuals: Iterable[Row], metric: str) -> Table:
+    """One metric's residuals indexed for many queries (``query_interval(table=...)``)."""
+    residuals = list(residuals)
+    rows = usable(r for r in residuals if r.get("metric") == metric)
+    kinds = _by_kind(rows)
+    counterpart = STEP_COUNTERPART.get(metric)
+    other = _by_kind(usable(r for r in residuals if r.get("metric") == counterpart)) if counterpart else {}
+    pools = {}
+    for basis in HOST_BASES:
+        mine = [r for r in rows if host_basis(r) == basis]
+        base = [r for r in mine if r.get("kind") == BASE_KIND] if basis == "fitted" else _once(mine)
+        cells: dict[tuple[str, str], list[Row]] = defaultdict(list)
+        for r in base:
+            cells[(r["family"], r["stack"])].append(r)
+        pools[basis] = Pool(cells=dict(cells), kinds=_by_kind(mine))
+    return Table(pools=pools, kinds=kinds, counterpart_kinds=other)
+
+
+def _by_kind(rows: Iterable[Row]) -> dict[str, list[Row]]:
+    out: dict[str, list[Row]] = defaultdict(list)
+    for r in rows:
+        out[str(r.get("kind", ""))].append(r)
+    return dict(out)
+
+
+def _once(rows: Iterable[Row]) -> list[Row]:
+    """Each row once: several hold-outs that price a row with the same fall-back predict it alike."""
+    seen: dict[tuple[Any, Any], Row] = {}
+    for r in rows:
+        seen.setdefault((r["id"], r["predicted"]), r)
+    return list(seen.values())
+
+
+def paper_residuals(holdout: Iterable[Row], residuals: Iterable[Row]) -> list[Row]:
+    """The papers' rows (``reproduce``; predicted role) as base residuals of their own cell: the evidence of
+    systems the validation corpus has no rows of (CloudMatrix384 under CloudMatrix-Infer, DeepSeek's engine
+    on H800). Their constants were fitted on the papers' ``fitted`` rows, never on these. Each is one step of
+    one instance (``steady``) of its reference set's model, at the prompt length its series names. A per-chip
+    throughput row also stands for the end-to-end output tok/s per chip of that system, which the papers do
+    not measure: its error is the instances' per-chip throughput error."""
+    held = {r["id"] for r in holdout}
+    sets = reference_ids()
+    out: list[Row] = []
+    for r in residuals:
+        ref = str(r["id"]).split(":", 1)[0]
+        if r["id"] in held or ref not in sets or ":" not in str(r["id"]) or r.get("role") != "predicted":
+            continue
+        model = load_reference(ref).model
+        shape = str(r["series"]).rsplit(":", 1)[-1].split("/")[0]
+        isl = int(shape) if shape.isdigit() else None
+        extra = {"kind": BASE_KIND, "host_times": "fitted", "model": model, "model_class": _model_class(model)}
+        row = dict(r) | extra | {"band": "steady", "isl": isl, "isl_band": isl_band(isl)}
+        out.append(row)
+        if row["metric"] == "throughput_per_chip_tok_s":  # the per-chip throughput an end-to-end run reports
+            out.append(row | {"metric": "output_tok_s_per_chip"})
+    return out
+
+
+def _model_class(model: str) -> str:
+    from cloudmatrix.catalog.models import load_model  # the estimate path reads models only where it must
+
+    return model_class(load_model(model))
