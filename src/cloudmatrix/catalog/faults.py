@@ -22,6 +22,7 @@ class RecoveryConstants(Frozen):
     engine_init_s: Sourced  # a restart's process, communicator and graph set-up, besides loading weights
     reroute_s: Sourced  # the router moves an instance's traffic to a loaded standby
     repair_s: Sourced  # a failed die is back for reintegration
+    weights_gb_s_per_node: Sourced  # a restart's weight read per node where the system has no model cache
 
 
 class FaultCatalog(Frozen):

@@ -15,7 +15,7 @@ from cloudmatrix.errors import ConfigError
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.fault_report import fault_metrics
 from cloudmatrix.sim.fault_spec import Fault, FaultsSpec, resolve
-from cloudmatrix.sim.recovery import Recovery, price
+from cloudmatrix.sim.recovery import Instance, Recovery, price
 
 if TYPE_CHECKING:
     from cloudmatrix.sim.engine import Simulation
@@ -40,6 +40,7 @@ class FaultInjector:
             seed=s.seed,
             horizon_s=s.duration_s,
         )
+        instance = Instance(hw, sim.costs.model, sim.costs.decode_deployment())
         priced: dict[tuple[str, int], Recovery] = {}
         self.recoveries = []
         for f in self.faults:  # one price per kind and size: a long run draws many alike
@@ -47,7 +48,7 @@ class FaultInjector:
             if f.kind == "straggler":
                 key = (f"straggler:{f.slowdown}", 1)
             if key not in priced:
-                priced[key] = price(sim.costs, f, spec.policy, spec.repair_s)
+                priced[key] = price(instance, f, spec.policy, spec.repair_s)
             self.recoveries.append(priced[key])
         n = s.decode.instances
         self.hold_until = [0.0] * n

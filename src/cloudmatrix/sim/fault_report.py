@@ -15,6 +15,7 @@ from cloudmatrix.sim.metrics import Recorder
 BASELINE_S = 30.0  # decode throughput before a fault is measured over this window
 SMOOTH_S = 5  # throughput "back to 95 %" is read on a trailing window of this many 1-s bins
 BACK_SHARE = 0.95
+MAX_POINTS = 2000  # the throughput series a result carries is binned to at most this many points
 
 
 def fault_metrics(
@@ -33,8 +34,16 @@ def fault_metrics(
         "events": events,
         "requests": counts,
         "availability": availability(events, end_s, instances),
-        "decode_tok_s_series": [float(x) for x in series],
+        "decode_tok_s_series": _binned(series),
     }
+
+
+def _binned(series: np.ndarray) -> dict[str, Any]:
+    """The 1-s series averaged into wider bins when the run is long (a result stays small)."""
+    width = max(int(np.ceil(series.size / MAX_POINTS)), 1)
+    padded = np.zeros(int(np.ceil(series.size / width)) * width)
+    padded[: series.size] = series
+    return {"bin_s": width, "values": [float(x) for x in padded.reshape(-1, width).mean(axis=1)]}
 
 
 def _tokens_per_s(rec: Recorder, end_s: float) -> np.ndarray:

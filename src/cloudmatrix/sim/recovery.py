@@ -10,12 +10,12 @@ import math
 from dataclasses import dataclass, field
 
 from cloudmatrix.catalog.faults import RecoveryConstants, recovery_constants
+from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.cost.model_load import model_bytes, warm_start_s
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, plan
-from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import estimate
-from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.fault_spec import Fault
 from cloudmatrix.units import GB_DECIMAL
 
@@ -45,10 +45,19 @@ class Recovery:
         return sum(self.reintegration_parts_s.values())
 
 
-def price(costs: StepCosts, fault: Fault, policy: str, repair_s: float | None = None) -> Recovery:
-    """The recovery of ``fault`` under ``policy`` on the scenario's decode deployment."""
+@dataclass(frozen=True)
+class Instance:
+    """The decode instance a fault hits: hardware, model and its deployment."""
+
+    hw: Hardware
+    model: ModelSpec
+    dep: Deployment
+
+
+def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = None) -> Recovery:
+    """The recovery of ``fault`` under ``policy`` on a decode instance."""
     k = recovery_constants(costs.hw.chip.family)
-    dep = costs.decode_deployment()
+    dep = costs.dep
     if fault.kind == "straggler":
         return Recovery(
             policy="none",
@@ -74,34 +83,33 @@ def price(costs: StepCosts, fault: Fault, policy: str, repair_s: float | None = 
     return _shrink(costs, dep, k, fault, policy, k.repair_s.value if repair_s is None else repair_s)
 
 
-def _restart(costs: StepCosts, dep: Deployment, k: RecoveryConstants) -> Recovery:
+def _restart(costs: Instance, dep: Deployment, k: RecoveryConstants) -> Recovery:
     """Detect, then start the instance again on a replacement NPU: weights into HBM (from the EMS/DRAM model
     cache over UB where the system has one, else from node-local storage), process and graph set-up."""
     return Recovery(
         policy="restart",
         parts_s={
             "detect": k.detect_s.value,
-            "load_weights": weights_load_s(costs, dep),
+            "load_weights": weights_load_s(costs, dep, k),
             "engine_init": k.engine_init_s.value,
         },
         cut="instance",
     )
 
 
-def weights_load_s(costs: StepCosts, dep: Deployment) -> float:
+def weights_load_s(costs: Instance, dep: Deployment, k: RecoveryConstants) -> float:
+    """The whole model into the instance's HBM: from the EMS/DRAM model cache over UB (P3 Table 1's warm
+    start, its fixed setup counted in engine_init), else from each node's local storage."""
     hw = costs.hw
     size = model_bytes(costs.model, dep.precision)
     if hw.system.ems is not None:
-        return warm_start_s(hw, size, dep.num_chips) - hw.system.ems.warm_setup_s.value  # setup is engine_init
-    storage = hw.system.planes.storage
-    if storage is None:
-        raise CloudMatrixError(f"system {hw.system.id}: no storage plane to reload weights over (restart)")
+        return warm_start_s(hw, size, dep.num_chips) - hw.system.ems.warm_setup_s.value
     nodes = max(1, math.ceil(dep.num_chips / hw.system.chips_per_node.value))
-    return size / (nodes * storage.bw_gb_s_per_node.value * GB_DECIMAL * storage.efficiency.value)
+    return size / (nodes * k.weights_gb_s_per_node.value * GB_DECIMAL)
 
 
 def _shrink(
-    costs: StepCosts, dep: Deployment, k: RecoveryConstants, fault: Fault, policy: str, repair_s: float
+    costs: Instance, dep: Deployment, k: RecoveryConstants, fault: Fault, policy: str, repair_s: float
 ) -> Recovery:
     """Serve on the surviving dies. Redundant experts (ReviveMoE): the EP group is rebuilt without the lost
     ranks and no weight moves; experts with no copy left lose their tokens. Elastic EP (EEP, SGLang): the lost
@@ -111,12 +119,12 @@ def _shrink(
     factor = degraded_step_factor(costs, dep, lost_chips)
     dies = dep.num_chips * costs.hw.chip.num_dies
     parts = {"detect": k.detect_s.value, "membership_repair": k.membership_repair_s.value}
-    per_die_expert_bytes = _expert_bytes_per_die(costs, dep)
+    uncopied = _experts_without_copy(costs, dep, fault)
     lost_experts = 0
-    if policy == "elastic-ep":
-        parts["expert_coverage"] = len(fault.dies) * per_die_expert_bytes / _scale_up_bytes_per_s(costs)
+    if policy == "elastic-ep":  # each expert left with no copy is loaded onto a survivor
+        parts["expert_coverage"] = uncopied * _expert_bytes(costs, dep) / _scale_up_bytes_per_s(costs)
     else:
-        lost_experts = _experts_without_copy(costs, dep, fault)
+        lost_experts = uncopied
     return Recovery(
         policy=policy,
         parts_s=parts,
@@ -133,7 +141,7 @@ def _shrink(
     )
 
 
-def degraded_step_factor(costs: StepCosts, dep: Deployment, lost_chips: int) -> float:
+def degraded_step_factor(costs: Instance, dep: Deployment, lost_chips: int) -> float:
     """The decode step on the surviving NPUs (whole packages: EP must divide their dies) over the healthy
     one, at the configured batch per chip: the busiest die's expert load with fewer redundant copies."""
     if lost_chips >= dep.num_chips:
@@ -142,45 +150,36 @@ def degraded_step_factor(costs: StepCosts, dep: Deployment, lost_chips: int) -> 
     layout = plan(dep, costs.hw, costs.model).layout
     ep = dep.ep - lost_chips * per_chip if dep.ep else None
     red = dep.redundant_experts
-    if layout is not None and layout.routed_slots_per_die == 1 and ep is not None:
-        red = max(layout.redundant - lost_chips * per_chip, 0)  # EP > experts: the lost dies' slots go first
+    if layout is not None and ep is not None:  # the lost dies' expert slots come out of the redundant copies
+        red = max(layout.redundant - lost_chips * per_chip * layout.routed_slots_per_die, 0)
     shrunk = dataclasses.replace(dep, num_chips=dep.num_chips - lost_chips, ep=ep, redundant_experts=red)
     healthy = estimate(costs.hw, costs.model, dep).step.step_s
     return estimate(costs.hw, costs.model, shrunk).step.step_s / healthy
 
 
-def _expert_bytes_per_die(costs: StepCosts, dep: Deployment) -> float:
-    moe = costs.model.moe
-    layout = plan(dep, costs.hw, costs.model).layout
-    if moe is None or layout is None:
-        return 0.0
-    return (
-        layout.routed_slots_per_die
-        * costs.model.expert_params()
-        * costs.model.num_moe_layers
-        * (BYTES_PER_ELEMENT[dep.precision])
-    )
+def _expert_bytes(costs: Instance, dep: Deployment) -> float:
+    """One routed expert over every MoE layer at the weights' precision."""
+    return costs.model.expert_params() * costs.model.num_moe_layers * BYTES_PER_ELEMENT[dep.precision]
 
 
-def _die_weights_bytes(costs: StepCosts, dep: Deployment) -> float:
+def _die_weights_bytes(costs: Instance, dep: Deployment) -> float:
     return memory_use(plan(dep, costs.hw, costs.model)).weights_bytes
 
 
-def _scale_up_bytes_per_s(costs: StepCosts) -> float:
+def _scale_up_bytes_per_s(costs: Instance) -> float:
     up = costs.hw.system.planes.scale_up
     return up.bw_gb_s_per_die.value * GB_DECIMAL * up.efficiency.value
 
 
-def _experts_without_copy(costs: StepCosts, dep: Deployment, fault: Fault) -> int:
+def _experts_without_copy(costs: Instance, dep: Deployment, fault: Fault) -> int:
     """Routed experts whose every copy was on the lost dies. Where each die holds one expert (EP > experts),
     dies [0, experts) hold the originals; which experts EPLB replicated is not known, so the lost originals
-    are counted as uncopied (the worst case). Otherwise each lost die takes its slots' experts, less the
-    redundant slots spread over the group."""
+    are counted as uncopied (the worst case). Otherwise every expert has a slot and the redundant slots hold
+    second copies placed apart, so only the lost slots beyond the redundant ones leave experts uncopied."""
     moe = costs.model.moe
     layout = plan(dep, costs.hw, costs.model).layout
     if moe is None or layout is None:
         return 0
     if layout.routed_slots_per_die == 1:
         return sum(1 for d in fault.dies if d < moe.num_routed)
-    originals = layout.routed_slots_per_die * len(fault.dies)
-    return max(originals - layout.redundant * len(fault.dies) // max(layout.ep, 1), 0)
+    return max(layout.routed_slots_per_die * len(fault.dies) - layout.redundant, 0)
