@@ -87,7 +87,8 @@ class FaultInjector:
             "retried_done": int(np.sum(t.state[retried] == State.DONE)) if retried.size else 0,
             "failed": self.failed,
         }
-        head = {"policy": self.spec.policy, "requests_mode": self.spec.requests}
+        # faults scheduled after the run ended are counted but have no timeline
+        head = {"policy": self.spec.policy, "requests_mode": self.spec.requests, "scheduled": len(self.faults)}
         return head | fault_metrics(self.events, t, self.sim.rec, end_s, len(self.sim.decodes), counts)
 
     # ---- the faults -----------------------------------------------------------------------------------------

@@ -62,8 +62,8 @@ class FaultEvent(_Spec):
 class FaultRates(_Spec):
     """Failures per component-hour; zero or absent draws none."""
 
-    die_per_hour: float = Field(default=0.0, ge=0, le=1.0)
-    node_per_hour: float = Field(default=0.0, ge=0, le=1.0)
+    die_per_hour: float = Field(default=0.0, ge=0, le=3600.0)
+    node_per_hour: float = Field(default=0.0, ge=0, le=3600.0)
     horizon_s: float | None = Field(default=None, gt=0, le=MAX_SIM_S)  # default: the run's duration_s
 
 

@@ -15,6 +15,7 @@ from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.cost.model_load import model_bytes, warm_start_s
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, plan
+from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.fault_spec import Fault
 from cloudmatrix.units import GB_DECIMAL
@@ -80,7 +81,10 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
             spare_chips=dep.num_chips,
             note="a loaded standby instance takes the traffic; the cut sequences are prefilled again",
         )
-    return _shrink(costs, dep, k, fault, policy, k.repair_s.value if repair_s is None else repair_s)
+    try:
+        return _shrink(costs, dep, k, fault, policy, k.repair_s.value if repair_s is None else repair_s)
+    except InfeasibleDeploymentError as e:  # the survivors cannot hold the model: only a restart serves again
+        return dataclasses.replace(_restart(costs, dep, k), note=f"{policy}: the surviving dies cannot serve ({e})")
 
 
 def _restart(costs: Instance, dep: Deployment, k: RecoveryConstants) -> Recovery:
@@ -145,7 +149,7 @@ def degraded_step_factor(costs: Instance, dep: Deployment, lost_chips: int) -> f
     """The decode step on the surviving NPUs (whole packages: EP must divide their dies) over the healthy
     one, at the configured batch per chip: the busiest die's expert load with fewer redundant copies."""
     if lost_chips >= dep.num_chips:
-        return math.inf
+        raise InfeasibleDeploymentError("no die survives")
     per_chip = costs.hw.chip.num_dies
     layout = plan(dep, costs.hw, costs.model).layout
     ep = dep.ep - lost_chips * per_chip if dep.ep else None
