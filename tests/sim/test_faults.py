@@ -89,6 +89,16 @@ def test_rates_draw_the_same_faults_for_a_seed_and_others_for_another() -> None:
     assert all(0 <= f.at_s <= 36000 for f in a) and [f.at_s for f in a] == sorted(f.at_s for f in a)
 
 
+def test_fleet_rates_are_the_catalogs() -> None:
+    spec = FaultsSpec.model_validate({"rates": {"fleet": True, "horizon_s": 3.6e6}})  # 1,000 h
+    kw = {"instances": 1, "dies_per_instance": 320, "dies_per_chip": 2, "dies_per_node": 16, "horizon_s": None}
+    drawn = resolve(spec, seed=0, **kw)
+    dies = sum(f.kind == "die_loss" for f in drawn)
+    nodes = sum(f.kind == "node_loss" for f in drawn)
+    # 160 NPUs x 1/(7.9 h x 1024) x 1,000 h = 19.8 die losses; 20 nodes x 4.79e-5 x 1,000 h = 0.96 node losses
+    assert 8 <= dies <= 32 and 0 <= nodes <= 5
+
+
 def test_rates_without_a_horizon_are_refused() -> None:
     with pytest.raises(ConfigError, match="horizon_s"):
         Simulation(_scenario({"rates": {"die_per_hour": 1e-4}}))
