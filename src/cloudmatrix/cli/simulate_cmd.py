@@ -75,6 +75,20 @@ def simulate(
     fault_plot: Annotated[
         str | None, typer.Option(metavar="PATH", help="With faults: write decode throughput over time as a PNG.")
     ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Run the scenario under N seeds (its seed, seed + 1, ...) and report the spread of its figures.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="With --replications: local worker processes (default: every core).")
+    ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="With --replications: run them on Ray (local unless --ray-address).")
+    ] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     out_path: Annotated[
         str | None, typer.Option("--out", metavar="PATH", help="Write the --result-format JSON here (- for stdout).")
     ] = None,
@@ -99,6 +113,16 @@ def simulate(
     started = time.perf_counter()
     pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
     loaded = _run(lambda: _with_policy(_scenario(scenario, pointed, set_), fault_policy, fault_plot))
+    use_ray = ray or ray_address is not None
+    if replications is None and (jobs is not None or use_ray):
+        _fail("--jobs, --ray and --ray-address run --replications; give --replications N")
+    if replications is not None:
+        if requests_csv or timeline_csv or result_format or fault_plot:
+            _fail("--replications reports the spread only; drop the CSV, --result-format and --fault-plot flags")
+        from cloudmatrix.cli.simulate_replicas import run_replications
+
+        run_replications(loaded, replications, jobs, use_ray, ray_address, as_json)
+        return
     _warn_precision(loaded.model, loaded.precision)
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(loaded, progress.update))
