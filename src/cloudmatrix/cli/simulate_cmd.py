@@ -72,6 +72,10 @@ def simulate(
             "elastic-ep (docs/faults.md); the same as --set faults.policy=POLICY.",
         ),
     ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(metavar="PATH", help="Add these faults (a scenario's faults: section) to the scenario."),
+    ] = None,
     fault_plot: Annotated[
         str | None, typer.Option(metavar="PATH", help="With faults: write decode throughput over time as a PNG.")
     ] = None,
@@ -112,7 +116,9 @@ def simulate(
     )
     started = time.perf_counter()
     pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
-    loaded = _run(lambda: _with_policy(_scenario(scenario, pointed, set_), fault_policy, fault_plot))
+    loaded = _run(
+        lambda: _with_policy(_with_faults(_scenario(scenario, pointed, set_), faults), fault_policy, fault_plot)
+    )
     use_ray = ray or ray_address is not None
     if replications is None and (jobs is not None or use_ray):
         _fail("--jobs, --ray and --ray-address run --replications; give --replications N")
@@ -156,6 +162,12 @@ def simulate(
             from cloudmatrix.cli.fault_render import faults_table
 
             files.console.print(faults_table(d))
+
+
+def _with_faults(sc: Any, path: str | None) -> Any:
+    from cloudmatrix.sim.fault_spec import faults_from_file
+
+    return sc if path is None else sc.model_copy(update={"faults": faults_from_file(path)})
 
 
 def _with_policy(sc: Any, policy: str | None, plot: str | None) -> Any:

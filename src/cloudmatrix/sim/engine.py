@@ -39,6 +39,8 @@ class Listener(Protocol):
 
     def on_finish(self, rid: int, now: float) -> None: ...
 
+    def on_cut(self, rid: int, now: float) -> None: ...  # a fault lost the request's KV: its stream ends
+
 
 class Simulation:
     def __init__(

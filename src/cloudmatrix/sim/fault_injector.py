@@ -182,7 +182,7 @@ class FaultInjector:
         self.cut += 1
         if record is not None:
             record["cut"] += 1
-        if self.spec.requests == "retry":
+        if self.spec.requests == "retry" and sim.listener is None:  # online, the client decides to retry
             sim.table.retry(rid)
             self.retried.add(rid)
             if record is not None:
@@ -193,4 +193,11 @@ class FaultInjector:
         self.failed += 1
         if record is not None:
             record["failed"] += 1
+        if sim.listener is not None:
+            sim.listener.on_cut(rid, sim.env.now)
         sim.account_finished(1)
+
+    def recovering_s(self) -> float:
+        """Simulated seconds until some decode instance serves again, 0 while any does (serve's 503s)."""
+        holds = [self.hold_s(i) for i in range(len(self.hold_until))]
+        return min(holds) if all(h > 0 for h in holds) else 0.0

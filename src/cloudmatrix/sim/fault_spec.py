@@ -83,6 +83,24 @@ class FaultsSpec(_Spec):
         return {"events": data} if isinstance(data, list) else data
 
 
+def faults_from_file(path: str) -> FaultsSpec:
+    """A ``--faults`` file: a scenario (its ``faults:`` section is taken) or the section itself."""
+    from pathlib import Path
+
+    from pydantic import ValidationError
+
+    from cloudmatrix.catalog.sourced import describe_validation_error
+    from cloudmatrix.inputs import read_yaml_file
+
+    data = read_yaml_file(Path(path), "--faults")
+    if isinstance(data, dict) and "faults" in data:
+        data = data["faults"]
+    try:
+        return FaultsSpec.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"--faults {Path(path).name}: {describe_validation_error(e)}") from None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Fault:
     """One fault on one decode instance: the dies it takes (all of them for a crash), resolved on hardware."""
