@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -209,6 +210,17 @@ def test_the_instance_serves_nothing_during_the_pause_and_rejoins_after_repair()
     start, resume = math.ceil(e["at_s"]) + 1, int(e["resume_at_s"])
     assert all(v == 0 for v in series[start:resume])
     assert e["full_capacity_at_s"] == pytest.approx(e["resume_at_s"] + 5 + e["reintegration_pause_s"])
+
+
+def test_drawn_faults_fence_their_own_dies() -> None:
+    faults = {"rates": {"die_per_hour": 400.0, "horizon_s": 6}, "policy": "elastic-ep", "repair_s": 1000}
+    sim = Simulation(_scenario(faults))
+    sim.run()
+    f = sim.faults
+    assert f is not None and len(f.events) >= 2
+    lost = {d for fault in f.faults[: len(f.events)] for d in fault.dies}
+    assert set(np.flatnonzero(sim.decodes[0].fenced)) == lost  # every lost die, and only those, still fenced
+    assert [r.fenced for r in f.recoveries] == [fault.dies for fault in f.faults]
 
 
 def test_a_straggler_slows_steps_for_its_duration_and_cuts_nothing() -> None:

@@ -41,15 +41,8 @@ class FaultInjector:
             horizon_s=s.duration_s,
         )
         instance = Instance(hw, sim.costs.model, sim.costs.decode_deployment())
-        priced: dict[tuple[str, int], Recovery] = {}
-        self.recoveries = []
-        for f in self.faults:  # one price per kind and size: a long run draws many alike
-            key = (f.kind if f.kind == "straggler" else "loss", len(f.dies))
-            if f.kind == "straggler":
-                key = (f"straggler:{f.slowdown}", 1)
-            if key not in priced:
-                priced[key] = price(instance, f, spec.policy, spec.repair_s)
-            self.recoveries.append(priced[key])
+        # each fault priced for its own dies (the instance keeps the degraded steps it priced by size)
+        self.recoveries: list[Recovery] = [price(instance, f, spec.policy, spec.repair_s) for f in self.faults]
         n = s.decode.instances
         self.hold_until = [0.0] * n
         self.factor = [1.0] * n

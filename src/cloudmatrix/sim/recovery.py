@@ -53,6 +53,8 @@ class Instance:
     hw: Hardware
     model: ModelSpec
     dep: Deployment
+    # degraded step factors by NPUs lost: a long run draws many faults of a few sizes (each prices two steps)
+    factors: dict[int, float] = field(default_factory=dict, compare=False)
 
 
 def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = None) -> Recovery:
@@ -120,7 +122,9 @@ def _shrink(
     ranks' experts are loaded onto survivors over the scale-up plane first. Both rejoin the repaired dies
     after ``repair_s`` with a second membership change (healthy ranks keep their graphs)."""
     lost_chips = len({d // costs.hw.chip.num_dies for d in fault.dies})
-    factor = degraded_step_factor(costs, dep, lost_chips)
+    if lost_chips not in costs.factors:
+        costs.factors[lost_chips] = degraded_step_factor(costs, dep, lost_chips)
+    factor = costs.factors[lost_chips]
     dies = dep.num_chips * costs.hw.chip.num_dies
     parts = {"detect": k.detect_s.value, "membership_repair": k.membership_repair_s.value}
     uncopied = _experts_without_copy(costs, dep, fault)
