@@ -43,6 +43,8 @@ class FaultInjector:
         instance = Instance(hw, sim.costs.model, sim.costs.decode_deployment())
         # each fault priced for its own dies (the instance keeps the degraded steps it priced by size)
         self.recoveries: list[Recovery] = [price(instance, f, spec.policy, spec.repair_s) for f in self.faults]
+        pools = [p for p in (s.prefill, s.decode) if p is not None]
+        self.idle_chips = hw.system.num_chips - sum(p.instances * p.chips for p in pools)
         n = s.decode.instances
         self.hold_until = [0.0] * n
         self.factor = [1.0] * n
@@ -112,6 +114,11 @@ class FaultInjector:
             "failed": 0,
             **({"note": rec.note} if rec.note else {}),
         }
+        if rec.spare_chips > self.idle_chips:
+            record["note"] = (
+                f"the standby needs {rec.spare_chips} chips; {self.sim.s.system} has {self.idle_chips} idle, so it "
+                "stands in another system"
+            )
         self.events.append(record)
         batch = self.sim.decodes[inst]
         if fault.kind == "straggler":
