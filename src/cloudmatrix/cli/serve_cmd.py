@@ -74,6 +74,14 @@ def serve(
         ),
     ] = None,
     stack: StackOption = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH",
+            help="Inject these faults (a scenario's faults: section, docs/faults.md): a cut stream ends with an "
+            "error event, new requests get 503 with Retry-After while the deployment recovers.",
+        ),
+    ] = None,
     max_header_bytes: Annotated[
         int, typer.Option(help="Largest request header: request line and fields (431 above).")
     ] = 16 * 1024,
@@ -144,6 +152,10 @@ def serve(
 
     def build() -> tuple[Any, str]:
         sc = load_scenario(scenario, _stack_set(stack, set_))
+        if faults is not None:
+            from cloudmatrix.sim.fault_spec import faults_from_file
+
+            sc = sc.model_copy(update={"faults": faults_from_file(faults)})
         tokens = TokenizerPool(tokenizer) if tokenizer is not None else None
         engine = RealtimeEngine(sc, speed=speed, max_outstanding=max_outstanding, tokens=tokens)
         config = ServeConfig(

@@ -64,6 +64,35 @@ def simulate(
             "bench_serving's line) instead of the table; with --out, write it there.",
         ),
     ] = None,
+    fault_policy: Annotated[
+        str | None,
+        typer.Option(
+            metavar="POLICY",
+            help="Recovery policy for the scenario's faults: restart, spare-instance, redundant-experts or "
+            "elastic-ep (docs/faults.md); the same as --set faults.policy=POLICY.",
+        ),
+    ] = None,
+    faults: Annotated[
+        str | None,
+        typer.Option(metavar="PATH", help="Add these faults (a scenario's faults: section) to the scenario."),
+    ] = None,
+    fault_plot: Annotated[
+        str | None, typer.Option(metavar="PATH", help="With faults: write decode throughput over time as a PNG.")
+    ] = None,
+    replications: Annotated[
+        int | None,
+        typer.Option(
+            metavar="N",
+            help="Run the scenario under N seeds (its seed, seed + 1, ...) and report the spread of its figures.",
+        ),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="With --replications: local worker processes (default: every core).")
+    ] = None,
+    ray: Annotated[
+        bool, typer.Option("--ray", help="With --replications: run them on Ray (local unless --ray-address).")
+    ] = False,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     out_path: Annotated[
         str | None, typer.Option("--out", metavar="PATH", help="Write the --result-format JSON here (- for stdout).")
     ] = None,
@@ -81,10 +110,25 @@ def simulate(
         _fail(f"--result-format: got {result_format!r}; expected one of {', '.join(FORMATS)}")
     if out_path is not None and result_format is None:
         _fail("--out: writes the --result-format JSON; give --result-format vllm or sglang too")
-    files = Outputs({"--requests-csv": requests_csv, "--timeline-csv": timeline_csv, "--out": out_path}, as_json)
+    files = Outputs(
+        {"--requests-csv": requests_csv, "--timeline-csv": timeline_csv, "--out": out_path, "--fault-plot": fault_plot},
+        as_json,
+    )
     started = time.perf_counter()
     pointed = _Pointed(system, model, workload, tpot_slo, ttft_slo, stack)
-    loaded = _run(lambda: _scenario(scenario, pointed, set_))
+    loaded = _run(
+        lambda: _with_policy(_with_faults(_scenario(scenario, pointed, set_), faults), fault_policy, fault_plot)
+    )
+    use_ray = ray or ray_address is not None
+    if replications is None and (jobs is not None or use_ray):
+        _fail("--jobs, --ray and --ray-address run --replications; give --replications N")
+    if replications is not None:
+        if requests_csv or timeline_csv or result_format or fault_plot:
+            _fail("--replications reports the spread only; drop the CSV, --result-format and --fault-plot flags")
+        from cloudmatrix.cli.simulate_replicas import run_replications
+
+        run_replications(loaded, replications, jobs, use_ray, ray_address, as_json)
+        return
     _warn_precision(loaded.model, loaded.precision)
     with LazyProgress("simulating requests") as progress:
         result = _run(lambda: run_simulation(loaded, progress.update))
@@ -97,6 +141,10 @@ def simulate(
         files.write("--requests-csv", _csv(result.requests_rows()))
     if "--timeline-csv" in files:
         files.write("--timeline-csv", _csv(result.timeline_rows()))
+    if "--fault-plot" in files:
+        from cloudmatrix.report.fault_plot import fault_png
+
+        files.write("--fault-plot", fault_png(d))
     if result_format is not None:
         from cloudmatrix.inputs import finite_json
         from cloudmatrix.studies.result_formats import result_json
@@ -110,6 +158,32 @@ def simulate(
         _emit_json(d)
     else:
         files.console.print(render.simulate_table(d))
+        if "faults" in d:
+            from cloudmatrix.cli.fault_render import faults_table
+
+            files.console.print(faults_table(d))
+
+
+def _with_faults(sc: Any, path: str | None) -> Any:
+    from cloudmatrix.sim.fault_spec import faults_from_file
+
+    return sc if path is None else sc.model_copy(update={"faults": faults_from_file(path)})
+
+
+def _with_policy(sc: Any, policy: str | None, plot: str | None) -> Any:
+    """The scenario with --fault-policy applied; both fault flags need a scenario with faults."""
+    from cloudmatrix.sim.fault_spec import POLICIES
+
+    if (policy is not None or plot is not None) and sc.faults is None:
+        flag = "--fault-policy" if policy is not None else "--fault-plot"
+        raise CloudMatrixError(
+            f"{flag}: scenario {sc.name} has no faults: section; expected one (e.g. simulate cm384-die-loss)"
+        )
+    if policy is None:
+        return sc
+    if policy not in POLICIES:
+        raise CloudMatrixError(f"--fault-policy: got {policy!r}; expected one of {', '.join(POLICIES)}")
+    return sc.model_copy(update={"faults": sc.faults.model_copy(update={"policy": policy})})
 
 
 class _Pointed(NamedTuple):

@@ -21,9 +21,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from cloudmatrix.emulator.bodies import json_body, validated
 from cloudmatrix.emulator.config import ServeConfig
 from cloudmatrix.emulator.dashboard import add_dashboard
-from cloudmatrix.emulator.engine import HISTORY, SHUTDOWN, RealtimeEngine, Stream
+from cloudmatrix.emulator.engine import FAULT, HISTORY, SHUTDOWN, RealtimeEngine, Stream
 from cloudmatrix.emulator.guard import AccessPolicy, add_access_control
-from cloudmatrix.emulator.http_errors import ApiError, ServerDraining, add_error_handlers
+from cloudmatrix.emulator.http_errors import (
+    ApiError,
+    InstanceFailed,
+    ServerDraining,
+    add_error_handlers,
+    fault_event,
+    recovering_error,
+)
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
 from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
@@ -78,6 +85,9 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     async def read(request: Request, schema: type[RequestBody]) -> RequestBody:
         if engine.draining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown")
+        recovering = engine.recovery_retry_after_s()
+        if recovering:
+            raise recovering_error(recovering)
         data = await read_json(request)
         body = validated(schema, data)
         check_model(body.model)
@@ -130,6 +140,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                         finished_sequence(stream, timeline, engine.speed, time.perf_counter() - started)
                     )
                     return
+                if item == FAULT:  # a simulated fault cut the sequence
+                    raise InstanceFailed()
                 if isinstance(item, str):  # SHUTDOWN: the drain deadline passed
                     raise ServerDraining()
                 n, sim_t = item
@@ -168,12 +180,16 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                 merged.put_nowait((i, None))
             except ServerDraining:
                 merged.put_nowait((i, SHUTDOWN))
+            except InstanceFailed:
+                merged.put_nowait((i, FAULT))
 
         pumps = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
         try:
             for _ in range(len(streams)):
                 while True:
                     i, item = await merged.get()
+                    if item == FAULT:
+                        raise InstanceFailed()
                     if isinstance(item, str):
                         raise ServerDraining()
                     yield i, item
@@ -203,6 +219,8 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
             return ["".join(p) for p in parts]
         except ServerDraining:
             raise ApiError(503, "The server is shutting down.", "server_error", code="server_shutdown") from None
+        except InstanceFailed:
+            raise recovering_error(max(engine.recovery_retry_after_s(), 1)) from None
         finally:
             await agen.aclose()
 
@@ -253,6 +271,10 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
                     }
                 }
             )
+            yield sse("[DONE]")
+            return
+        except InstanceFailed:  # a simulated fault lost the sequence: the client sees an error event
+            yield sse(fault_event())
             yield sse("[DONE]")
             return
         if body.include_usage:

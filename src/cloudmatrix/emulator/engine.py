@@ -52,6 +52,7 @@ class Stream:
 
 HISTORY = 10_000  # finished requests whose timelines /v1/cloudmatrix/requests/{id} still answers for
 SHUTDOWN = "shutdown"  # pushed into every open stream when the drain deadline of a SIGTERM passes
+FAULT = "fault"  # pushed into a stream whose sequence a simulated fault cut
 
 
 class RealtimeEngine:
@@ -152,6 +153,14 @@ class RealtimeEngine:
         tpot = step / mtp_tokens_per_step(pool.mtp, pool.mtp_acceptance)
         remaining = min((s.output_tokens - s.generated for s in self.streams.values()), default=0)
         return max(1, math.ceil(max(remaining, 0) * tpot / self.speed))
+
+    def recovery_retry_after_s(self) -> int:
+        """Wall seconds until a simulated fault's recovery lets the deployment serve again (0: serving)."""
+        if self.sim.faults is None:
+            return 0
+        self._catch_up()
+        left = self.sim.faults.recovering_s()
+        return max(1, math.ceil(left / self.speed)) if left > 0 else 0
 
     @property
     def block_tokens(self) -> int | None:
@@ -281,6 +290,13 @@ class RealtimeEngine:
         if stream is not None:
             stream.generated += tokens
             stream.queue.put_nowait((tokens, now))
+
+    def on_cut(self, row: int, now: float) -> None:
+        stream = self.streams.pop(row, None)
+        if stream is not None:
+            stream.done = True
+            stream.queue.put_nowait(FAULT)
+            self._retire(stream)
 
     def on_finish(self, row: int, now: float) -> None:
         stream = self.streams.pop(row, None)

@@ -21,6 +21,27 @@ class ServerDraining(Exception):
     """The drain deadline of a SIGTERM passed while this request was still running."""
 
 
+class InstanceFailed(Exception):
+    """A simulated fault lost the decode instance (or die) serving this request."""
+
+
+def recovering_error(retry_s: int) -> ApiError:
+    """503 while a simulated fault's recovery holds the deployment, with when to come back."""
+    return ApiError(
+        503,
+        f"The deployment is recovering from a hardware fault (simulated). Retry after {retry_s} s.",
+        "server_error",
+        code="instance_recovering",
+        headers={"Retry-After": str(retry_s)},
+    )
+
+
+def fault_event() -> dict[str, Any]:
+    """The error event that ends a stream whose sequence a simulated fault lost."""
+    message = "The decode instance serving this request failed (simulated fault); retry it."
+    return {"error": {"message": message, "type": "server_error", "param": None, "code": "instance_failed"}}
+
+
 class ApiError(Exception):
     def __init__(
         self,

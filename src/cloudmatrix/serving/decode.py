@@ -37,13 +37,16 @@ class DecodeBatch:
         self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
         self._slots = np.zeros(0, dtype=np.int64)  # the active slots in slot order, kept as they change
         self._joined: list[int] = []  # slots activated since ``_slots`` was last sorted
+        self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
 
     def choose_die(self, blocks: int) -> int | None:
         """The least-occupied die with a free slot and room for ``blocks``; None when none fits."""
         if not self.free_slots:
             return None
         load = np.where(
-            (self.occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks), self.occupied, _FULL
+            (self.occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks) & ~self.fenced,
+            self.occupied,
+            _FULL,
         )
         die = int(load.argmin())
         return None if load[die] == _FULL else die

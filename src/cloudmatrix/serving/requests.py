@@ -86,6 +86,16 @@ class RequestTable:
         self.state[rid] = _CANCELLED
         self.finish_s[rid] = now
 
+    def retry(self, rid: int) -> None:
+        """A fault cut the request after its prefill: its client sends it again (same arrival), so it queues
+        for prefill with nothing generated and every later stamp cleared."""
+        if self.state[rid] not in (_KV, _DECODING):
+            raise RuntimeError(f"request {rid}: retried from state {self.state[rid]}")
+        self.state[rid] = _QUEUED
+        self.generated[rid] = 0
+        for name in self.STAMPS[1:]:
+            getattr(self, name)[rid] = np.nan
+
     def _advance(self, rid: int, expected: int, new: int, column: np.ndarray, now: float) -> None:
         if self.state[rid] != expected:
             raise RuntimeError(f"request {rid}: {State(new).name} from state {self.state[rid]}")

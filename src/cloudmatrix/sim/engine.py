@@ -21,6 +21,7 @@ from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit, plan
+from cloudmatrix.sim.fault_injector import FaultInjector
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
 from cloudmatrix.workload.rng import Lookahead, stream
@@ -37,6 +38,8 @@ class Listener(Protocol):
     def on_tokens(self, rid: int, tokens: int, now: float) -> None: ...
 
     def on_finish(self, rid: int, now: float) -> None: ...
+
+    def on_cut(self, rid: int, now: float) -> None: ...  # a fault lost the request's KV: its stream ends
 
 
 class Simulation:
@@ -98,6 +101,7 @@ class Simulation:
         self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live
         self.cached_of: dict[int, int] = {}  # prompt tokens the EMS cache supplied, per live request
         self.started = False
+        self.faults = FaultInjector(self, scenario.faults) if scenario.faults else None
 
     @property
     def decode_slots(self) -> int:
@@ -115,6 +119,8 @@ class Simulation:
         if not self.aggregated:
             for i in range(len(self.decodes)):
                 self.env.process(self._decode(i))
+        if self.faults:
+            self.faults.start()
 
     # ---- online use (the emulator) -----------------------------------------------------------------------
     def submit(self, input_len: int, output_len: int, hash_ids: list[int] | None = None) -> int:
@@ -267,6 +273,8 @@ class Simulation:
             arrival.callbacks.append(functools.partial(self._kv_arrived, rid, *placed))
 
     def _kv_arrived(self, rid: int, inst: int, slot: int, _event: simpy.Event) -> None:
+        if self.faults and self.faults.intercept(rid, inst, slot):
+            return
         if rid in self.cancelled:
             self.cancelled.discard(rid)
             self.decodes[inst].release(slot)
@@ -291,10 +299,14 @@ class Simulation:
             if batch.num_active == 0:
                 yield self.decode_wake[inst]
                 continue
+            hold, factor = (self.faults.hold_s(inst), self.faults.step_factor(inst)) if self.faults else (0.0, 1.0)
+            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
+                yield self.env.timeout(hold)
+                continue
             seqs, mean_kv = batch.shape()
-            dur = self.costs.decode_step_s(seqs, mean_kv)
+            dur = self.costs.decode_step_s(seqs, mean_kv) * factor
             start = self.env.now
-            stretch = self._stretch(batch, dur)
+            stretch = self._stretch(batch, dur) if factor == 1.0 else None
             if stretch is not None:
                 yield self.env.timeout(stretch.delay_s)
                 finished = commit(stretch, batch, self.mtp_rng, self.table.generated, self.rec, inst, stretch.idx.size)
@@ -341,6 +353,17 @@ class Simulation:
         if self.finished >= len(self.table) and not self.all_done.triggered:
             self.all_done.succeed()
 
+    def account_finished(self, count: int) -> None:
+        """Requests that ended without finishing (a fault failed them) count toward the end of the run."""
+        self.finished += count
+        if self.progress:
+            self.progress(self.finished, len(self.table))
+        if self.workload.arrival_s is None and self.workload.concurrency:
+            for _ in range(count):
+                self._issue_closed()
+        if self.finished >= len(self.table) and not self.all_done.triggered:
+            self.all_done.succeed()
+
     # ---- run --------------------------------------------------------------------------------------------
     def run(self) -> SimResult:
         self.start()
@@ -379,6 +402,7 @@ class Simulation:
             ttft_slo_s=self.s.slo.ttft_ms / 1e3,
             tpot_slo_s=self.s.slo.tpot_ms / 1e3,
             ems=self.ems.stats() if self.ems else None,
+            faults=self.faults.report(float(self.env.now)) if self.faults else None,
         )
 
 

@@ -80,6 +80,7 @@ class SimResult:
     ttft_slo_s: float
     tpot_slo_s: float
     ems: dict[str, Any] | None = None  # context-cache statistics when the scenario has an EMS cache
+    faults: dict[str, Any] | None = None  # the fault timeline and its metrics when the scenario has faults
 
     def done_ids(self) -> np.ndarray:
         return np.nonzero(self.table.state == State.DONE)[0]
@@ -165,6 +166,7 @@ class SimResult:
             },
             "bound": self.bound(pb, ds),
             **({"ems": self.ems} if self.ems is not None else {}),
+            **({"faults": self.faults} if self.faults is not None else {}),
         }
 
     def bound(self, pb: np.ndarray, ds: np.ndarray) -> dict[str, Any]:

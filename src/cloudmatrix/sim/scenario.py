@@ -21,6 +21,7 @@ from cloudmatrix.inputs import (
     path_exists,
     read_yaml_file,
 )
+from cloudmatrix.sim.fault_spec import FaultsSpec
 from cloudmatrix.workload.spec import WorkloadSpec
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
@@ -118,6 +119,7 @@ class Scenario(_Spec):
     decode: DecodePool | None = None
     aggregated: AggregatedPool | None = None
     ems: EmsCache | None = None
+    faults: FaultsSpec | None = None  # fault events or rates and the recovery policy (docs/faults.md)
     workload: WorkloadSpec = WorkloadSpec()
     slo: Slo = Slo()
     requests: int = Field(default=10000, ge=1, le=MAX_REQUESTS)

@@ -13,6 +13,7 @@ from cloudmatrix.cost.ep_bench import ep_message_bytes, ep_plane
 from cloudmatrix.cost.model_load import model_bytes, model_cache_times
 from cloudmatrix.deployment import PAPER_SET, deployment_from_setup
 from cloudmatrix.estimate import Estimate, estimate
+from cloudmatrix.studies.fault_anchors import FAULT_QUANTITIES, predict_fault_row
 from cloudmatrix.studies.scoring import ErrorStats, error_pct, error_stats
 
 DEFAULT_SET = PAPER_SET
@@ -83,6 +84,8 @@ def predict_row(
     ref: ReferenceSet, row: ReferenceRow, hw: Hardware | None = None, model: ModelSpec | None = None
 ) -> float:
     """The model's value for one published row (optionally on modified hardware, for calibration)."""
+    if row.quantity in FAULT_QUANTITIES:
+        return predict_fault_row(ref, row)
     hw = hw or load_hardware(row.setup.get("system", ref.system))
     model = model or load_model(ref.model)
     if row.quantity in ("dispatch_us", "combine_us"):
