@@ -24,13 +24,9 @@ from itertools import accumulate, product
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
+from cloudmatrix.catalog.holdout_index import holdout_rows, usable
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import (
-    FORMAT_PRECISION,
-    conc_band,
-    isl_band,
-    stored_holdout_residuals,
-)
+from cloudmatrix.catalog.residuals import FORMAT_PRECISION, conc_band, isl_band
 from cloudmatrix.errors import CloudMatrixError
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
@@ -111,9 +107,7 @@ class Interval:
 
 
 def _usable(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [
-        r for r in rows if r.get("status") == "ok" and (r.get("predicted") or 0) > 0 and (r.get("measured") or 0) > 0
-    ]
+    return [r for r in rows if usable(r)]
 
 
 def series_quantiles(rows: Sequence[Mapping[str, Any]], levels: Sequence[float]) -> list[float]:
@@ -175,7 +169,7 @@ _STORED: dict[str, _Table] = {}
 
 def _stored(metric: str) -> _Table:
     if metric not in _STORED:
-        _STORED[metric] = _index(stored_holdout_residuals(), metric)
+        _STORED[metric] = _index(holdout_rows(metric), metric)
     return _STORED[metric]
 
 
