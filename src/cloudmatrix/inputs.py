@@ -47,6 +47,15 @@ def check_number(
     integer: bool = False,
 ) -> None:
     """A finite number (an integer where ``integer``) within [lo, hi] (an end excluded where ``*_open``)."""
+    if type(value) is int and -MAX_EXACT <= value <= MAX_EXACT or type(value) is float:  # the common case
+        number = float(value)
+        if (
+            math.isfinite(number)
+            and (not integer or number.is_integer())
+            and (lo is None or (number > lo if lo_open else number >= lo))
+            and (hi is None or (number < hi if hi_open else number <= hi))
+        ):
+            return
     kind = "an integer" if integer else "a number"
     if (
         type(value) is not float
