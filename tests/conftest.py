@@ -1,9 +1,14 @@
 import dataclasses
+import os
+import tempfile
 
 import pytest
 
-from cloudmatrix.deploy import Deployment, Phase
-from cloudmatrix.deployment import paper_deployments
+# The parsed-catalog cache of the test session: a fresh folder, never the user's own cache.
+os.environ.setdefault("CLOUDMATRIX_CACHE_DIR", tempfile.mkdtemp(prefix="cloudmatrix-test-cache-"))
+
+from cloudmatrix.deploy import Deployment, Phase  # noqa: E402
+from cloudmatrix.deployment import paper_deployments  # noqa: E402
 
 
 @pytest.fixture

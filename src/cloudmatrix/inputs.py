@@ -12,11 +12,12 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, get_args
-
-import yaml
+from typing import TYPE_CHECKING, Any, get_args
 
 from cloudmatrix.errors import ConfigError
+
+if TYPE_CHECKING:  # PyYAML loads where a YAML file is read (the catalog's own files come from a cache)
+    import yaml
 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a trace of a few million requests; larger inputs are refused up front
 MAX_YAML_BYTES = 4 * 1024 * 1024  # scenario and config files are small
@@ -26,7 +27,6 @@ MAX_TOKENS = 10_000_000  # one prompt or completion
 MAX_REQUESTS = 1_000_000  # requests one simulation may run (the largest public validation row runs 30,720)
 MAX_SIM_S = 1e7  # simulated seconds one run may span (116 days): slower arrivals are refused up front
 MAX_EXACT = 10**300  # integers beyond this are past every bound; float() of 10**400 would raise OverflowError
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # (device, inode) of every file read as input since the running command declared its outputs: the writer
 # refuses to replace one (``simulate s.yaml --requests-csv s.yaml`` would turn the scenario into a CSV)
 READ_FILES: set[tuple[int, int]] = set()
@@ -47,6 +47,15 @@ def check_number(
     integer: bool = False,
 ) -> None:
     """A finite number (an integer where ``integer``) within [lo, hi] (an end excluded where ``*_open``)."""
+    if type(value) is int and -MAX_EXACT <= value <= MAX_EXACT or type(value) is float:  # the common case
+        number = float(value)
+        if (
+            math.isfinite(number)
+            and (not integer or number.is_integer())
+            and (lo is None or (number > lo if lo_open else number >= lo))
+            and (hi is None or (number < hi if hi_open else number <= hi))
+        ):
+            return
     kind = "an integer" if integer else "a number"
     if (
         type(value) is not float
@@ -190,11 +199,15 @@ def check_local_workers(field: str, value: int | None, cluster: str | None = Non
 def parse_yaml(text: str, origin: str) -> Any:
     """YAML text, refused with one line when malformed, nested deeper than ``MAX_DEPTH`` or expanding (through
     aliases) to more than ``MAX_YAML_NODES`` nodes; the node graph is measured before any object is built."""
+    import yaml
+
     return _parse(lambda: _load_yaml(text, origin), origin, "YAML", yaml.YAMLError)
 
 
 def _load_yaml(text: str, origin: str) -> Any:
-    loader = _LOADER(text)
+    import yaml
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)  # libyaml's where PyYAML has it
     try:
         node = loader.get_single_node()
         if node is None:
@@ -212,6 +225,8 @@ def _load_yaml(text: str, origin: str) -> Any:
 def _check_unique_keys(root: yaml.Node, origin: str) -> None:
     """Refuse a mapping that gives one key twice: YAML keeps the last silently, and which of two values
     the user meant is not the twin's guess. Each node is looked at once (an alias is its node, shared)."""
+    import yaml
+
     seen: set[int] = set()
     stack = [root]
     while stack:
@@ -261,6 +276,8 @@ def _check_yaml_graph(root: yaml.Node, origin: str) -> None:
     """Refuse a composed document that is recursive, nested deeper than ``MAX_DEPTH`` or expands to more than
     ``MAX_YAML_NODES`` nodes. An alias is the node it names, shared, so each collection is measured once
     (iteratively, post-order; a scalar counts one) and a billion laughs costs as many steps as it has lines."""
+    import yaml
+
     size: dict[int, int] = {}
     levels: dict[int, int] = {}
     open_: set[int] = set()  # collections whose subtree is being walked: meeting one again is a cycle
@@ -288,6 +305,8 @@ def _check_yaml_graph(root: yaml.Node, origin: str) -> None:
 
 
 def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    import yaml
+
     if isinstance(node, yaml.MappingNode):
         return [n for pair in node.value for n in pair]
     return list(node.value) if isinstance(node, yaml.SequenceNode) else []

@@ -1,18 +1,18 @@
-"""A catalog number with its provenance, and YAML loading that turns schema errors into one clear line."""
+"""A catalog number with its provenance, and YAML loading (through the parsed-document cache) that turns
+schema errors into one clear line."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from cloudmatrix.catalog.yaml_cache import cached_parse
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import refuse_flag_as_number
 
 DATA_DIR = Path(__file__).parent / "data"
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's safe loader where PyYAML has it: ~10x faster
 
 
 class StrictModel(BaseModel):
@@ -56,11 +56,19 @@ def describe_validation_error(err: ValidationError) -> str:
 
 
 def read_yaml(path: Path) -> Any:
+    """A catalog YAML file's document (parsed once per content: ``catalog/yaml_cache.py``)."""
     try:
-        with path.open() as f:
-            return yaml.load(f, Loader=_LOADER)
+        data = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    return cached_parse(data, lambda text: _parse_yaml(text, path))
+
+
+def _parse_yaml(text: bytes, path: Path) -> Any:
+    import yaml  # only where a file is not in the cache
+
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml's: ~10x faster
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
 

@@ -1,9 +1,9 @@
 """The `cloudmatrix` command. Every command has ``--json`` (one JSON object on stdout, nothing else);
-user errors print one line on stderr and exit with code 2."""
-
-from __future__ import annotations
+user errors print one line on stderr and exit with code 2. (No postponed annotations here or in the
+commands' modules: Typer reads each option's annotation, and evaluating it from a string costs a compile.)"""
 
 import json
+import os
 import sys
 from typing import Annotated, Any
 
@@ -204,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     """The console entry point. Bad input ends in one line and exit 2 (usage errors too: the option, the value
     and what was expected, and where the help is); anything that escapes the twin's own errors is an
     internal error: one line and exit 3 (``--debug`` shows the traceback)."""
+    # pydantic looks for plugins in every installed package's metadata before its first schema; the twin
+    # uses none, and the search costs a bare estimate a few per cent of its start-up (a user's own setting is kept)
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]

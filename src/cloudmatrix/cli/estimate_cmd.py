@@ -1,8 +1,6 @@
 """`cloudmatrix estimate`: one prefill batch, decode step or co-located step priced operator by operator.
 Registered on the app in app.py."""
 
-from __future__ import annotations
-
 from typing import Annotated, Any
 
 import typer

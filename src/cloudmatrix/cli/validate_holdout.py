@@ -63,6 +63,8 @@ def run_holdout(
                 "rows": rows,
             }
         )
+    if write:
+        _write_index()
     wall = round(time.perf_counter() - started, 2)
     if as_json:
         cli._emit_json(runs[0] | {"wall_time_s": wall} if len(runs) == 1 else {"runs": runs, "wall_time_s": wall})
@@ -82,6 +84,18 @@ def _write(kind: str, entries: list[dict[str, Any]]) -> None:
     head = {"generated_by": "cloudmatrix validate --holdout KIND --write-residuals (do not edit: regenerate)"}
     text = json.dumps(head)[:-1] + ', "rows": [\n' + ",\n".join(json.dumps(r) for r in rows) + "\n]}\n"
     write_file(HOLDOUT_PATH, "--write-residuals", text, f" ({len(entries)} {kind} residuals, {len(rows)} in all)")
+
+
+def _write_index() -> None:
+    """The per-metric index of the stored out-of-group table that an answer's interval reads."""
+    from cloudmatrix.catalog.holdout_index import INDEX_DIR, holdout_rows, index_texts
+    from cloudmatrix.cli.output import write_file
+    from cloudmatrix.studies.interval_pools import interval_rows
+
+    INDEX_DIR.mkdir(exist_ok=True)
+    for name, text in index_texts(interval_rows()).items():
+        write_file(INDEX_DIR / name, "--write-residuals", text, " (interval index)")
+    holdout_rows.cache_clear()
 
 
 def _pct(v: float | None, se: float | None = None) -> str:

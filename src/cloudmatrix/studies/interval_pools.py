@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
 
+from cloudmatrix.catalog.holdout_index import usable as usable_row
 from cloudmatrix.catalog.reference import load_reference, reference_ids
-from cloudmatrix.catalog.residuals import isl_band, model_class
+from cloudmatrix.catalog.residuals import isl_band, model_class, stored_holdout_residuals, stored_residuals
 
 Row = Mapping[str, Any]
 
@@ -38,9 +39,14 @@ def host_basis(row: Row) -> str:
 
 
 def usable(rows: Iterable[Row]) -> list[Row]:
-    return [
-        r for r in rows if r.get("status") == "ok" and (r.get("predicted") or 0) > 0 and (r.get("measured") or 0) > 0
-    ]
+    return [r for r in rows if usable_row(r)]
+
+
+def interval_rows() -> list[Row]:
+    """Every residual an interval reads: the stored hold-out table and the papers' predicted rows (what the
+    per-metric index, ``catalog/holdout_index.py``, is written from)."""
+    held = stored_holdout_residuals()
+    return [*held, *paper_residuals(held, stored_residuals())]
 
 
 def enough(rows: Sequence[Row]) -> bool:

@@ -25,24 +25,21 @@ from itertools import product
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
+from cloudmatrix.catalog.holdout_index import holdout_rows
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import (
-    FORMAT_PRECISION,
-    conc_band,
-    isl_band,
-    stored_holdout_residuals,
-    stored_residuals,
-)
+from cloudmatrix.catalog.residuals import FORMAT_PRECISION, conc_band, isl_band
 from cloudmatrix.catalog.stacks import host_times_basis
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import (
     MIN_ROWS,
     MIN_SERIES,
+    STEP_COUNTERPART,
     Pool,
     Row,
     Table,
     enough,
     index_residuals,
+    interval_rows,
     paper_residuals,
     series_quantiles,
 )
@@ -127,8 +124,10 @@ _STORED: dict[str, Table] = {}
 
 def _stored(metric: str) -> Table:
     if metric not in _STORED:
-        held = stored_holdout_residuals()
-        _STORED[metric] = index_residuals([*held, *paper_residuals(held, stored_residuals())], metric)
+        counterpart = STEP_COUNTERPART.get(metric)
+        indexed = [holdout_rows(m) for m in (metric, counterpart) if m]
+        rows = interval_rows() if any(r is None for r in indexed) else [r for rs in indexed for r in rs or ()]
+        _STORED[metric] = index_residuals(rows, metric)
     return _STORED[metric]
 
 
