@@ -40,7 +40,6 @@ from cloudmatrix.studies.interval_pools import (
     enough,
     index_residuals,
     interval_rows,
-    paper_residuals,
     series_quantiles,
 )
 
