@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cloudmatrix.catalog.corpus import load_corpora, load_rows
 from cloudmatrix.catalog.residuals import stored_holdout_residuals
-from cloudmatrix.catalog.stacks import load_stack, overridden_costs, stack_costs
+from cloudmatrix.catalog.stacks import host_times_basis, load_stack, overridden_costs, stack_costs
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies import holdout as h
 from cloudmatrix.studies.holdout_score import entry_query, nested, score_stored, summary
@@ -71,7 +71,11 @@ def test_no_held_row_ever_prices_its_own_group(fits: dict) -> None:
         for s, fam in fits:
             if s == stack and h._fitted_entry(s, fam) is not None:
                 assert (s, fam) in r.overrides
-                assert "hold-out refit" in r.overrides[(s, fam)].step_overhead_us.source or fam != "default"
+                source = r.overrides[(s, fam)].step_overhead_us.source
+                assert source.startswith("borrowed: ") or fam != "default"
+                # ... and the intervals count it as priced without the stack's own fit
+                with overridden_costs(r.overrides):
+                    assert host_times_basis(s, fam) == "unfitted", (s, fam, source)
 
 
 def test_override_is_in_memory_and_followed_by_like() -> None:

@@ -226,4 +226,7 @@ def host_times_basis(stack: str, family: str) -> str:
         profile = load_stack(profile.base)
     if isinstance(profile.families.get(family, profile.families.get(DEFAULT_FAMILY)), CostsLike):
         return "unfitted"
-    return "fitted" if profile.costs(family).step_overhead_us.source.startswith(HOST_FITTED) else "unfitted"
+    source = profile.costs(family).step_overhead_us.source
+    if family not in profile.families and not source.startswith("absorbed"):
+        return "unfitted"  # a pooled default is fitted on other families' rows (absorbed: on this system's own)
+    return "fitted" if source.startswith(HOST_FITTED) else "unfitted"

@@ -133,12 +133,17 @@ def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
             others = _every_engine(fits, held)
             fit = fit_group(others)
             what = f"every other engine's {len(others)} fit rows"
-            costs = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, f"hold-out refit on {what}")
+            costs = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, what)
         else:
             costs, what = _fallback(stack, overrides)
-        # only the fitted constants fall back; kernels and the hand-off stay the family's own
+        # only the fitted constants fall back; kernels and the hand-off stay the family's own. The source says
+        # they were borrowed, so the intervals count this (stack, family) as priced without its own fit.
+        borrowed = {"source": f"borrowed: {what}"}
         overrides[(stack, family)] = entry.model_copy(
-            update={"step_overhead_us": costs.step_overhead_us, "request_overhead_ms": costs.request_overhead_ms}
+            update={
+                "step_overhead_us": costs.step_overhead_us.model_copy(update=borrowed),
+                "request_overhead_ms": costs.request_overhead_ms.model_copy(update=borrowed),
+            }
         )
         notes.append(
             f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
