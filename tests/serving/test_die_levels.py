@@ -1,5 +1,6 @@
 """The per-die counts behind admission and step shapes answer as a scan of every die would: the least-occupied
-die (lowest number first), the busiest die's count, and a decode batch's choice of die."""
+die (lowest number first), the busiest die's count, and a decode batch's choice of die, with dies a fault
+fenced and sequences a fault evicted."""
 
 import numpy as np
 from hypothesis import given, settings
@@ -31,13 +32,19 @@ def _scan(batch: DecodeBatch, blocks: int) -> int | None:
     fits = [
         d
         for d in range(batch.num_dies)
-        if batch.occupied[d] < batch.cap and batch.pools.used[d] + blocks <= batch.pools.capacity
+        if batch.occupied[d] < batch.cap
+        and batch.pools.used[d] + blocks <= batch.pools.capacity
+        and not batch.fenced[d]
     ]
     return min(fits, key=lambda d: (batch.occupied[d], d)) if fits else None
 
 
 @settings(max_examples=60, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from(["add", "step", "drop"]), st.integers(1, 30)), max_size=80))
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add", "step", "drop", "fence", "evict"]), st.integers(1, 30)), max_size=80
+    )
+)
 def test_choose_die_is_the_scan(ops: list[tuple[str, int]]) -> None:
     batch = DecodeBatch(4, 3, KvBlockPools(4, 40, 16), 1, 0.5)
     rng = np.random.default_rng(3)
@@ -51,3 +58,28 @@ def test_choose_die_is_the_scan(ops: list[tuple[str, int]]) -> None:
             batch.step(rng)
         elif op == "drop" and batch.num_active:
             batch.release(int(batch.active_slots()[value % batch.num_active]))
+        elif op == "fence":  # a fault fences a die, or its repair lifts the fence
+            batch.fenced[value % batch.num_dies] ^= True
+        elif op == "evict":
+            _evict_only(batch, np.array([value % batch.num_dies, (value // 4) % batch.num_dies]))
+        _consistent(batch)
+
+
+def _evict_only(batch: DecodeBatch, dies: np.ndarray) -> None:
+    """Evicting the sequences on ``dies`` releases those and only those, reporting what each had left."""
+    slots, remaining, rid = batch.active_slots().copy(), batch.remaining, batch.rid
+    on = np.isin(slots // batch.cap, dies)
+    rids, left = batch.evict(dies)
+    assert rids.tolist() == rid[slots[on]].tolist() and left.tolist() == remaining[slots[on]].tolist()
+    assert batch.active_slots().tolist() == slots[~on].tolist()
+
+
+def _consistent(batch: DecodeBatch) -> None:
+    """The incremental counts agree with the per-slot facts, and an emptied batch steps to nothing."""
+    active, occupied = batch.active, batch.rid >= 0
+    assert batch.active_per_die.tolist() == active.reshape(batch.num_dies, -1).sum(axis=1).tolist()
+    assert batch.occupied.tolist() == occupied.reshape(batch.num_dies, -1).sum(axis=1).tolist()
+    assert batch.kv_total == int(batch.kv[active].sum()) and batch.num_active == int(active.sum())
+    assert batch.used_blocks == int(batch.pools.used.sum()) == int(batch.blocks.sum())
+    if not batch.num_active:
+        assert batch.run_step(np.random.default_rng(0)).size == 0 and batch.last_tokens == 0
