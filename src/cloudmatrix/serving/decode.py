@@ -1,15 +1,23 @@
 """A decode instance's batch: DP attention with one batch per die (slots), sequences admitted only when a
-slot and their KV blocks are free, MTP acceptance drawn per sequence. Vectorised over all slots."""
+slot and their KV blocks are free, MTP acceptance drawn per sequence.
+
+A step touches every active sequence, so their request ids and remaining tokens are numpy arrays kept in
+slot order (the order steps draw in); a step is a few vector operations on them. Admissions and finishes
+touch one slot at a time, so per-slot facts are plain lists and the per-die counts live in
+serving.die_levels, which answers "least occupied die" and "busiest die" without scanning every die."""
 
 from __future__ import annotations
 
+from heapq import heappop, heappush
 from typing import Protocol
 
 import numpy as np
 
+from cloudmatrix.serving.die_levels import Highest, LeastFirst
 from cloudmatrix.serving.kv_pool import KvBlockPools
 
 _FULL = np.iinfo(np.int64).max
+_NONE = np.zeros(0, dtype=np.int64)
 
 
 class Uniforms(Protocol):
@@ -18,88 +26,169 @@ class Uniforms(Protocol):
     def random(self, size: tuple[int, int]) -> np.ndarray: ...
 
 
+def _draws(rng: Uniforms, count: int) -> np.ndarray:
+    """The next ``count`` uniforms of the stream, as the step-by-step path draws them."""
+    take = getattr(rng, "take", None)
+    return take(count) if take is not None else rng.random((count, 1))[:, 0]
+
+
 class DecodeBatch:
-    """Slots are stored flat (die-major: slot ``die * cap + k``) so one step is a handful of vector ops."""
+    """Slots are numbered die-major (slot ``die * cap + k``); a die fills its lowest free slot first."""
 
     def __init__(self, num_dies: int, seqs_per_die: int, pools: KvBlockPools, mtp: int, acceptance: float) -> None:
         self.num_dies, self.cap = num_dies, seqs_per_die
         self.pools, self.mtp, self.acceptance = pools, mtp, acceptance
         n = num_dies * seqs_per_die
-        self.rid = np.full(n, -1, dtype=np.int64)  # -1: free slot
-        self.active = np.zeros(n, dtype=bool)  # reserved slots become active when their KV arrives
-        self.remaining = np.zeros(n, dtype=np.int64)
-        self.kv = np.zeros(n, dtype=np.int64)
-        self.blocks = np.zeros(n, dtype=np.int64)
-        self.occupied = np.zeros(num_dies, dtype=np.int64)
-        self.active_per_die = np.zeros(num_dies, dtype=np.int64)
+        self._rid = [-1] * n  # per slot; -1: free
+        self._blocks = [0] * n  # KV blocks the slot's sequence reserved
+        self._length = [0] * n  # context + remaining tokens: constant while the sequence runs
+        self._active = [False] * n  # reserved slots become active when their KV arrives
         self.num_active = 0
         self.free_slots = n
         self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
-        self._slots = np.zeros(0, dtype=np.int64)  # the active slots in slot order, kept as they change
-        self._joined: list[int] = []  # slots activated since ``_slots`` was last sorted
+        self.used_blocks = 0  # KV blocks held on all dies (the pools' sum, kept as it changes)
+        self.last_tokens = 0  # tokens the last step (or stretch) generated
+        # the active sequences in slot order: slots, request ids, tokens each has left
+        self._slots, self._rids, self._left = _NONE, _NONE, _NONE
+        self._joined: list[tuple[int, int, int]] = []  # (slot, rid, left) activated since the last sort
+        self._free = [list(range(d * seqs_per_die, (d + 1) * seqs_per_die)) for d in range(num_dies)]  # heaps
+        self._least = LeastFirst(num_dies)  # occupied slots per die
+        self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
 
+    # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
+    @property
+    def rid(self) -> np.ndarray:
+        return np.array(self._rid, dtype=np.int64)
+
+    @property
+    def active(self) -> np.ndarray:
+        return np.array(self._active, dtype=bool)
+
+    @property
+    def blocks(self) -> np.ndarray:
+        return np.array(self._blocks, dtype=np.int64)
+
+    @property
+    def remaining(self) -> np.ndarray:
+        """Tokens each slot's sequence has left (0 for a free or reserved slot)."""
+        out = np.zeros(len(self._rid), dtype=np.int64)
+        idx = self.active_slots()
+        out[idx] = self._left
+        return out
+
+    @property
+    def kv(self) -> np.ndarray:
+        """Context tokens of each active slot's sequence."""
+        return np.array(self._length, dtype=np.int64) - self.remaining
+
+    @property
+    def occupied(self) -> np.ndarray:
+        """Slots reserved or active, per die."""
+        return np.array(self._least.count, dtype=np.int64)
+
+    @property
+    def active_per_die(self) -> np.ndarray:
+        return np.array(self._busiest.count, dtype=np.int64)
+
+    # ---- admission ----------------------------------------------------------------------------------------
     def choose_die(self, blocks: int) -> int | None:
-        """The least-occupied die with a free slot and room for ``blocks``; None when none fits."""
+        """The least-occupied die with a free slot and room for ``blocks`` (lowest number first); None when none
+        fits. The least-occupied die overall usually has the room; only when it has not are all dies scanned."""
         if not self.free_slots:
             return None
+        die = self._least.first()  # it has a free slot: some die has, and none has fewer occupied
+        if self.pools.fits(die, blocks) and not self.fenced[die]:
+            return die
+        occupied = self.occupied
         load = np.where(
-            (self.occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks) & ~self.fenced,
-            self.occupied,
-            _FULL,
+            (occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks) & ~self.fenced, occupied, _FULL
         )
         die = int(load.argmin())
         return None if load[die] == _FULL else die
 
     def reserve(self, rid: int, die: int, blocks: int) -> int:
-        """Reserve a slot and the KV blocks on ``die``; returns the slot."""
-        base = die * self.cap
-        slot = base + int(np.argmax(self.rid[base : base + self.cap] < 0))
+        """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
         self.pools.allocate(die, blocks)
-        self.rid[slot], self.blocks[slot] = rid, blocks
-        self.occupied[die] += 1
+        slot = heappop(self._free[die])
+        self._rid[slot], self._blocks[slot] = rid, blocks
+        self._least.add(die, 1)
         self.free_slots -= 1
+        self.used_blocks += blocks
         return slot
 
     def activate(self, slot: int, context: int, remaining: int) -> None:
-        self.active[slot] = True
-        self.kv[slot], self.remaining[slot] = context, remaining
-        self.active_per_die[slot // self.cap] += 1
+        self._active[slot] = True
+        self._length[slot] = context + remaining
+        self._busiest.add(slot // self.cap, 1)
         self.num_active += 1
         self.kv_total += context
-        self._joined.append(slot)
+        self._joined.append((slot, self._rid[slot], remaining))
 
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
         die = slot // self.cap
-        if self.active[slot]:
-            self.active[slot] = False
-            self.active_per_die[die] -= 1
+        if self._active[slot]:
+            keep = self.active_slots() != slot
+            self.kv_total -= self._length[slot] - int(self._left[~keep].sum())
+            self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
+            self._active[slot] = False
+            self._busiest.add(die, -1)
             self.num_active -= 1
-            self.kv_total -= int(self.kv[slot])
-            if slot in self._joined:
-                self._joined.remove(slot)
-            else:
-                self._slots = self._slots[self._slots != slot]
-        self.pools.release(np.array([die]), self.blocks[slot : slot + 1])
-        self.occupied[die] -= 1
+        self._free_slot(slot, die)
         self.free_slots += 1
-        self.rid[slot], self.blocks[slot] = -1, 0
+
+    def evict(self, dies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Release the active sequences on ``dies`` (a fault lost their KV); their (request ids, tokens each had
+        left), in slot order. Reserved slots stay: their KV is still in flight."""
+        slots = self.active_slots()
+        lost = np.isin(slots // self.cap, dies)
+        rids, left = self._rids[lost].copy(), self._left[lost].copy()
+        for slot in slots[lost].tolist():
+            self.release(slot)
+        return rids, left
+
+    def _free_slot(self, slot: int, die: int) -> None:
+        blocks = self._blocks[slot]
+        self.pools.release((die,), (blocks,))
+        self.used_blocks -= blocks
+        self._least.add(die, -1)
+        heappush(self._free[die], slot)
+        self._rid[slot], self._blocks[slot], self._length[slot] = -1, 0, 0
 
     def slot_of(self, rid: int) -> int | None:
-        found = np.flatnonzero(self.rid == rid)
-        return int(found[0]) if found.size else None
+        return self._rid.index(rid) if rid in self._rid else None
 
+    # ---- steps --------------------------------------------------------------------------------------------
     def shape(self) -> tuple[int, float]:
         """(sequences on the busiest die, mean context over active sequences): the slowest die sets the step."""
-        return int(self.active_per_die.max()), self.kv_total / self.num_active
+        return self._busiest.high, self.kv_total / self.num_active
+
+    def occupancy(self) -> float:
+        """The share of the instance's KV blocks held (reserved or in use)."""
+        return self.used_blocks / (self.pools.capacity * self.num_dies)
 
     def active_slots(self) -> np.ndarray:
         """The active slots in slot order (the order every step visits them and draws for them)."""
         if self._joined:
-            self._slots = np.sort(np.concatenate([self._slots, np.array(self._joined, dtype=np.int64)]))
+            slots, rids, left = np.array(self._joined, dtype=np.int64).T
             self._joined.clear()
+            slots = np.concatenate([self._slots, slots])
+            order = np.argsort(slots, kind="stable")
+            self._slots = slots[order]
+            self._rids = np.concatenate([self._rids, rids])[order]
+            self._left = np.concatenate([self._left, left])[order]
         return self._slots
+
+    def left(self) -> np.ndarray:
+        """Tokens each active sequence has left, in the order of ``active_slots``."""
+        self.active_slots()
+        return self._left
+
+    def decoding(self) -> tuple[np.ndarray, np.ndarray]:
+        """(request ids, tokens each has left) of the active sequences."""
+        self.active_slots()
+        return self._rids, self._left
 
     def gains(self, uniforms: np.ndarray | None, idx: np.ndarray, steps: int) -> np.ndarray:
         """Tokens each sequence in ``idx`` would gain in each of ``steps`` steps, before clipping to what it has
@@ -112,38 +201,74 @@ class DecodeBatch:
             gained += ok[:, :, 0] if self.mtp == 1 else np.cumprod(ok, axis=2).sum(axis=2)
         return gained
 
-    def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One decode step: each active sequence gains 1 + its accepted draft tokens. Returns (request ids of
-        the active sequences, tokens each gained, finished request ids)."""
+    def run_step(self, rng: Uniforms) -> np.ndarray:
+        """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
+        left). Returns the finished request ids; ``last_tokens`` holds the tokens generated."""
         idx = self.active_slots()
-        uniforms = rng.random((idx.size, self.mtp)) if self.mtp else None
-        return self.advance(idx, self.gains(uniforms, idx, 1)[0])
+        left, n, mtp = self._left, idx.size, self.mtp
+        if not n:  # a fault cut every sequence while the step ran
+            self.last_tokens = 0
+            return _NONE
+        if mtp == 1:  # the common case: 1 + (draw < acceptance)
+            accepted = _draws(rng, n) < self.acceptance
+            left -= accepted
+            left -= 1
+            tokens = n + int(np.count_nonzero(accepted))
+        elif mtp:  # 1 + the leading run of accepted draft tokens
+            run = np.logical_and.accumulate(_draws(rng, n * mtp).reshape(n, mtp) < self.acceptance, axis=1)
+            gained = run.sum(axis=1) + 1
+            left -= gained
+            tokens = int(gained.sum())
+        else:
+            left -= 1
+            tokens = n
+        low = int(left.min())
+        if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
+            over = left < 0
+            tokens += int(left[over].sum())
+            left[over] = 0
+        self.last_tokens = tokens
+        self.kv_total += tokens
+        return self._retire() if low <= 0 else _NONE
 
-    def advance(self, idx: np.ndarray, gained: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Add ``gained`` tokens to the sequences in slots ``idx`` (one step's, or the sum of a stretch of steps
-        in which none finished before the last), clipped to what each has left; free the finished ones.
-        Returns (request ids of ``idx``, tokens each gained, finished request ids)."""
-        remaining = self.remaining[idx]
-        gained = np.minimum(gained, remaining)
-        self.remaining[idx] = remaining - gained
-        self.kv[idx] += gained
-        self.kv_total += int(gained.sum())
-        ending = remaining == gained
-        done = idx[ending]
-        stepped = self.rid[idx]
-        finished = self.rid[done].copy()
-        if done.size:
-            dies = done // self.cap
-            self.pools.release(dies, self.blocks[done])
-            per_die = np.bincount(dies, minlength=self.num_dies)
-            self.occupied -= per_die
-            self.active_per_die -= per_die
-            self.num_active -= done.size
-            self.free_slots += done.size
-            self.rid[done], self.active[done], self.blocks[done] = -1, False, 0
-            self.kv_total -= int(self.kv[done].sum())
-            if idx is self._slots and not self._joined:
-                self._slots = idx[~ending]
-            else:  # not the whole active set: sort it out again
-                self._slots, self._joined = np.flatnonzero(self.active), []
-        return stepped, gained, finished
+    def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished
+        request ids): for a listener that streams every sequence's tokens."""
+        self.active_slots()
+        stepped, left = self._rids, self._left  # ``run_step`` updates ``left`` in place, then drops the finished
+        before = left.copy()
+        finished = self.run_step(rng)
+        return stepped, before - left, finished
+
+    def advance(self, idx: np.ndarray, gained: np.ndarray) -> np.ndarray:
+        """Add ``gained`` tokens to the active sequences (``idx``: ``active_slots()``; a stretch of steps in
+        which none finished before the last), clipped to what each has left; free the finished ones.
+        Returns the finished request ids."""
+        if idx is not self._slots or self._joined:
+            raise RuntimeError("a stretch applied to a batch that changed since it was planned")
+        gained = np.minimum(gained, self._left)
+        self._left -= gained
+        self.last_tokens = int(gained.sum())
+        self.kv_total += self.last_tokens
+        return self._retire() if not self._left.all() else _NONE
+
+    def _retire(self) -> np.ndarray:
+        """Free the slots of the sequences that have just generated their last token; their request ids."""
+        ending = self._left == 0
+        keep = ~ending
+        slots, finished = self._slots[ending], self._rids[ending]
+        self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
+        cap, lengths, busiest, least, in_use = self.cap, self._length, self._busiest, self._least, self.pools.in_use
+        for slot in slots.tolist():  # a few a step: plain Python beats vector calls on tiny arrays here
+            die = slot // cap
+            self.kv_total -= lengths[slot]  # nothing remains: the context is the whole length
+            blocks = self._blocks[slot]
+            in_use[die] -= blocks
+            self.used_blocks -= blocks
+            busiest.add(die, -1)
+            least.add(die, -1)
+            heappush(self._free[die], slot)
+            self._active[slot], self._rid[slot], self._blocks[slot], lengths[slot] = False, -1, 0, 0
+        self.num_active -= finished.size
+        self.free_slots += finished.size
+        return finished

@@ -1,7 +1,10 @@
 """KV-cache block pools, one per die. A sequence reserves the blocks for its whole length at admission,
-so a running sequence can never overflow the pool; sequences that do not fit wait in the queue."""
+so a running sequence can never overflow the pool; sequences that do not fit wait in the queue. The counts
+are a plain list: admissions touch one die at a time, and a numpy scalar costs more than the arithmetic."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -12,7 +15,12 @@ class KvBlockPools:
             raise ValueError("a die must hold at least one KV block")
         self.block_tokens = block_tokens
         self.capacity = capacity_blocks
-        self.used = np.zeros(num_dies, dtype=np.int64)
+        self.in_use = [0] * num_dies
+
+    @property
+    def used(self) -> np.ndarray:
+        """Blocks held per die."""
+        return np.array(self.in_use, dtype=np.int64)
 
     def blocks_for(self, tokens: int) -> int:
         return -(-int(tokens) // self.block_tokens)
@@ -20,12 +28,17 @@ class KvBlockPools:
     def free(self) -> np.ndarray:
         return self.capacity - self.used
 
-    def allocate(self, die: int, blocks: int) -> None:
-        if self.used[die] + blocks > self.capacity:
-            raise RuntimeError(f"die {die}: {blocks} blocks do not fit ({self.used[die]}/{self.capacity} used)")
-        self.used[die] += blocks
+    def fits(self, die: int, blocks: int) -> bool:
+        return self.in_use[die] + blocks <= self.capacity
 
-    def release(self, dies: np.ndarray, blocks: np.ndarray) -> None:
-        np.subtract.at(self.used, dies, blocks)
-        if np.any(self.used < 0):
-            raise RuntimeError("KV blocks released twice")
+    def allocate(self, die: int, blocks: int) -> None:
+        if self.in_use[die] + blocks > self.capacity:
+            raise RuntimeError(f"die {die}: {blocks} blocks do not fit ({self.in_use[die]}/{self.capacity} used)")
+        self.in_use[die] += blocks
+
+    def release(self, dies: Iterable[int], blocks: Iterable[int]) -> None:
+        in_use = self.in_use
+        for die, n in zip(dies, blocks, strict=True):
+            in_use[die] -= n
+            if in_use[die] < 0:
+                raise RuntimeError("KV blocks released twice")

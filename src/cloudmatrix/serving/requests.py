@@ -1,5 +1,7 @@
 """The request state machine, kept as columns (one array per timestamp) so a million requests stay cheap:
-queued → prefilling → kv transfer → decoding → done. Transitions take ``now`` and enforce the order."""
+queued → prefilling → kv transfer → decoding → done. Transitions take ``now`` and enforce the order.
+``generated`` counts a request's tokens once its prefill is done and once it finishes; in between, the
+decode batch holds the count (``DecodeBatch.remaining``) and the simulation copies it in when asked."""
 
 from __future__ import annotations
 
@@ -124,10 +126,39 @@ class RequestTable:
         self._advance(rid, _KV, _DECODING, self.first_token_s, now)
 
     def finish(self, rids: np.ndarray, now: float) -> None:
+        """The last token is out: every token of the output has been generated."""
         if np.any(self.state[rids] != _DECODING):
             raise RuntimeError("finish of a request that is not decoding")
         self.state[rids] = _DONE
         self.finish_s[rids] = now
+        self.generated[rids] = self.output_len[rids]
+
+    def finish_later(self, rids: np.ndarray, now: float) -> None:
+        """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
+        few requests at a time, and the other writes cost more than the decode step that finished them."""
+        self.finish_s[rids] = now
+
+    def settle(self) -> None:
+        """Complete the finishes ``finish_later`` began: a decoding request with a finish time is done."""
+        done = (self.state == _DECODING) & ~np.isnan(self.finish_s)
+        self.state[done] = _DONE
+        self.generated[done] = self.output_len[done]
+
+    def _advance_many(self, rids: list[int], expected: int, new: int, column: np.ndarray, now: float) -> None:
+        """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing)."""
+        at = np.array(rids, dtype=np.int64)
+        if np.any(self.state[at] != expected):
+            bad = int(at[np.argmax(self.state[at] != expected)])
+            raise RuntimeError(f"request {bad}: {State(new).name} from state {self.state[bad]}")
+        self.state[at] = new
+        column[at] = now
+
+    def start_prefills(self, rids: list[int], now: float) -> None:
+        self._advance_many(rids, _QUEUED, _PREFILLING, self.prefill_start_s, now)
+
+    def end_prefills(self, rids: list[int], now: float) -> None:
+        self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)
+        self.generated[rids] = 1
 
 
 def unservable(t: RequestTable) -> InfeasibleDeploymentError:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 
 def least_loaded(loads: Sequence[float]) -> int:
-    return min(range(len(loads)), key=lambda i: (loads[i], i))
+    """The least-loaded instance, the lowest-numbered on a tie."""
+    return loads.index(min(loads))
 
 
 class CacheAwareRouter:

@@ -6,7 +6,8 @@ the prompt (no KV transfer)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
+from functools import partial
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +17,7 @@ from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit
+from cloudmatrix.sim.events import Sleeper, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
@@ -41,7 +43,7 @@ class AggregatedInstance:
         self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens
         self.queue: deque[int] = deque()
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
-        self.wake = sim.env.event()
+        self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
 
     def load(self) -> float:
@@ -51,9 +53,7 @@ class AggregatedInstance:
     def enqueue(self, rid: int) -> None:
         self.queue.append(rid)
         self.pending_tokens += int(self.sim.table.input_len[rid])
-        if not self.wake.triggered:
-            self.wake.succeed()
-            self.wake = self.sim.env.event()
+        self.loop.wake()
 
     def _admit(self) -> None:
         """Start prompts whose full-length KV fits (FIFO: the head waits rather than being overtaken)."""
@@ -84,29 +84,40 @@ class AggregatedInstance:
                 break
         return taken, completing
 
-    def process(self) -> Generator[Any, Any, None]:
+    def _next(self, _event: object = None) -> None:
+        """Start what fits, then price the next step (or a decode-only stretch) and apply it at its end;
+        sleep when there is nothing to run."""
         sim, batch = self.sim, self.batch
-        while True:
-            self._admit()
-            if not self.prefilling and batch.num_active == 0:
-                yield self.wake
-                continue
-            chunk, completing = self._plan_chunk()
-            seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
-            dur = sim.costs.decode_step_s(seqs, mean_kv, chunk)
-            start = sim.env.now
-            stretch = sim._stretch(batch, dur) if not self.prefilling else None
-            if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
-                yield sim.env.timeout(stretch.delay_s)
-                active = seqs * batch.num_dies
-                finished = commit(stretch, batch, sim.mtp_rng, sim.table.generated, sim.rec, self.index, active)
-                if finished.size:
-                    sim._finish(finished)
-            else:
-                yield sim.env.timeout(dur)
-                self._step(start, dur, seqs, chunk, completing)
-            if sim.observer:
-                sim.observer(sim)
+        self._admit()
+        if not self.prefilling and batch.num_active == 0:
+            self.loop.asleep = True
+            return
+        chunk, completing = self._plan_chunk()
+        seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
+        dur = sim.costs.decode_step_s(seqs, mean_kv, chunk)
+        stretch = sim._stretch(batch, dur) if not self.prefilling else None
+        if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
+            call_later(sim.env, stretch.delay_s, partial(self._stretch_done, stretch, seqs * batch.num_dies))
+        else:
+            call_later(sim.env, dur, partial(self._step_done, sim.env.now, dur, seqs, chunk, completing))
+
+    def _stretch_done(self, stretch: Stretch, active: int, _event: object) -> None:
+        sim = self.sim
+        finished = commit(stretch, self.batch, sim.mtp_rng, sim.rec, self.index, active)
+        if finished.size:
+            sim._finish(finished)
+        self._stepped()
+
+    def _step_done(
+        self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]], _event: object
+    ) -> None:
+        self._step(start, dur, seqs, chunk, completing)
+        self._stepped()
+
+    def _stepped(self) -> None:
+        if self.sim.observer:
+            self.sim.observer(self.sim)
+        self._next()
 
     def _step(self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]]) -> None:
         """One step that just ended: its decode tokens, its prompt chunk and the prompts it completed."""
@@ -114,11 +125,9 @@ class AggregatedInstance:
         finished = np.zeros(0, dtype=np.int64)
         tokens = 0
         if batch.num_active:
-            stepped, gained, finished = batch.step(sim.mtp_rng)
-            sim.table.generated[stepped] += gained
-            tokens = int(gained.sum())
-        occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
-        sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, occupancy)
+            finished = batch.run_step(sim.mtp_rng)
+            tokens = batch.last_tokens
+        sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, batch.occupancy())
         if chunk:
             sim.rec.prefill_batch(self.index, start, dur, chunk)
         done_prompts = self._complete(completing)

@@ -48,7 +48,7 @@ def plan(
     if lookahead < 2:
         return None
     idx = batch.active_slots()
-    remaining = batch.remaining[idx]
+    remaining = batch.left()
     lookahead = min(lookahead, int(remaining.min()))  # every step gains a token, so some sequence ends by then
     if lookahead < 2:
         return None
@@ -61,7 +61,7 @@ def plan(
     tokens = np.diff(totals, prepend=0)
     # the mean context at each step's start, as the step-by-step path computes it (exact integer sums)
     kv_means = (batch.kv_total + totals - tokens) / idx.size
-    seqs = int(batch.active_per_die.max())
+    seqs = batch.shape()[0]
     durations = costs.decode_steps_s(seqs, kv_means)
     ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
     steps = min(len(totals), int(np.searchsorted(ends, horizon, side="left")))
@@ -103,7 +103,6 @@ def commit(
     stretch: Stretch,
     batch: DecodeBatch,
     uniforms: Lookahead,
-    generated: np.ndarray,
     rec: Recorder,
     inst: int,
     active: int,
@@ -111,14 +110,9 @@ def commit(
     """Apply a stretch once the clock stands at its end: the draws it used, the tokens, the recorded steps
     (``active``: the sequence count each step records). Returns the request ids that finished."""
     uniforms.consume(stretch.draws)
-    occupancy = _occupancy(batch)  # no block is freed before the last step
-    stepped, gained, finished = batch.advance(stretch.idx, stretch.gained)
-    generated[stepped] += gained
+    occupancy = batch.occupancy()  # no block is freed before the last step
+    finished = batch.advance(stretch.idx, stretch.gained)
     rec.decode_stretch(
-        inst, stretch.starts_s, stretch.durations_s, active, stretch.tokens, occupancy, _occupancy(batch)
+        inst, stretch.starts_s, stretch.durations_s, active, stretch.tokens, occupancy, batch.occupancy()
     )
     return finished
-
-
-def _occupancy(batch: DecodeBatch) -> float:
-    return float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))

@@ -1,13 +1,19 @@
 """The discrete-event simulation of peer-to-peer prefill/decode serving. SimPy runs the clock; serving/
-decides; cost/ (through sim.costs) prices every prefill batch, KV transfer and decode step."""
+decides; cost/ (through sim.costs) prices every prefill batch, KV transfer and decode step.
+
+The instances are loops of callbacks on the clock (sim.events), not SimPy processes: a prefill instance takes
+a batch, and when it ends takes the next or sleeps until a request is queued; a decode instance prices its
+next step (or a stretch of steps, sim.decode_runner) and applies it when the clock reaches its end. Every
+event that changes a decode batch (a KV transfer landing, anything else queued on the clock, such as a fault
+scheduled from outside) ends a stretch before it: a stretch runs only up to the clock's next event."""
 
 from __future__ import annotations
 
-import functools
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import simpy
@@ -20,7 +26,8 @@ from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
-from cloudmatrix.sim.decode_runner import Stretch, commit, plan
+from cloudmatrix.sim.decode_side import DecodeSide, Listener
+from cloudmatrix.sim.events import Sleeper, call_at, call_later, call_urgent
 from cloudmatrix.sim.fault_injector import FaultInjector
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -32,17 +39,7 @@ Progress = Callable[[int, int], None]  # (finished, total)
 ONLINE_TIMELINE_ROWS = 100_000  # decode steps and prefill batches an online run keeps (a few MB)
 
 
-class Listener(Protocol):
-    """Receives token releases as they happen in simulated time (the real-time emulator streams them)."""
-
-    def on_tokens(self, rid: int, tokens: int, now: float) -> None: ...
-
-    def on_finish(self, rid: int, now: float) -> None: ...
-
-    def on_cut(self, rid: int, now: float) -> None: ...  # a fault lost the request's KV: its stream ends
-
-
-class Simulation:
+class Simulation(DecodeSide):
     def __init__(
         self,
         scenario: Scenario,
@@ -71,7 +68,7 @@ class Simulation:
         pre = p.instances if p else 0
         self.prefill_queues = [PrefillQueue(p.chips * p.tokens_per_chip) for _ in range(pre)] if p else []
         self.prefill_busy = [False] * pre
-        self.prefill_wake = [self.env.event() for _ in range(pre)]
+        self.prefill_loops = [Sleeper(self.env, partial(self._prefill_next, i)) for i in range(pre)]
         cache_aware = p is not None and p.router == "cache-aware"
         self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p and cache_aware else None
         # decode ranks: dies (data-parallel attention) or tensor-parallel groups of d.tp dies
@@ -82,7 +79,7 @@ class Simulation:
             DecodeBatch(ranks, seqs_per_rank, KvBlockPools(ranks, capacity, d.kv_block_tokens), d.mtp, d.mtp_acceptance)
             for _ in range(d.instances)
         ]
-        self.decode_wake = [self.env.event() for _ in range(d.instances)]
+        self.decode_loops = [Sleeper(self.env, partial(self._decode_next, i)) for i in range(d.instances)]
         a = scenario.aggregated
         self.aggregated = (
             [AggregatedInstance(self, i, b, a.chips * a.chunk_tokens_per_chip) for i, b in enumerate(self.decodes)]
@@ -100,7 +97,9 @@ class Simulation:
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
         self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live
         self.cached_of: dict[int, int] = {}  # prompt tokens the EMS cache supplied, per live request
+        self.arrival_times = np.zeros(0)  # the open loop's arrival times
         self.started = False
+        self.whole_run = False  # run() to the end, rather than driven event by event (the emulator, tests)
         self.faults = FaultInjector(self, scenario.faults) if scenario.faults else None
 
     @property
@@ -108,17 +107,17 @@ class Simulation:
         return sum(b.num_dies * b.cap for b in self.decodes)
 
     def start(self) -> None:
-        """Register the instance processes (idempotent)."""
+        """Start the instances' loops (idempotent)."""
         if self.started:
             return
         self.started = True
-        for i in range(len(self.prefill_queues)):
-            self.env.process(self._prefill(i))
+        for loop in self.prefill_loops:
+            loop.start()
         for inst in self.aggregated:
-            self.env.process(inst.process())
+            inst.loop.start()
         if not self.aggregated:
-            for i in range(len(self.decodes)):
-                self.env.process(self._decode(i))
+            for loop in self.decode_loops:
+                loop.start()
         if self.faults:
             self.faults.start()
 
@@ -170,9 +169,12 @@ class Simulation:
         self.table.arrive(rid, self.env.now)
         delay = self.costs.request_overhead_s
         if delay > 0:
-            self.env.timeout(delay).callbacks.append(lambda _event: self._enqueue(rid))
+            call_later(self.env, delay, partial(self._enqueue_due, rid))
         else:
             self._enqueue(rid)
+
+    def _enqueue_due(self, rid: int, _event: object) -> None:
+        self._enqueue(rid)
 
     def _enqueue(self, rid: int) -> None:
         if self.aggregated:
@@ -190,13 +192,28 @@ class Simulation:
         else:
             inst = least_loaded(loads)
         self.prefill_queues[inst].push(rid, tokens)
-        _wake(self.prefill_wake, inst)
+        self.prefill_loops[inst].wake()
 
-    def _open_loop(self, times: np.ndarray) -> Generator[Any, Any, None]:
-        for rid, t in enumerate(times):
-            if t > self.env.now:
-                yield self.env.timeout(t - self.env.now)
+    def _arrivals_from(self, rid: int) -> None:
+        """The open loop: every request due by now arrives; the clock is set for the next one's time. A next
+        arrival due before everything queued on the clock would be the clock's very next event, so it is
+        taken here at once (the clock moved to its time), without a round through the event queue."""
+        times, env = self.arrival_times, self.env
+        while rid < len(times):
+            t = times.item(rid)
+            now = env.now
+            if t > now:
+                at = now + (t - now)  # as a timeout sums it
+                if at >= env.peek():  # something else comes first: wait for this arrival's turn
+                    call_at(env, at, partial(self._arrival_due, rid))
+                    return
+                env._now = at
             self._arrive(rid)
+            rid += 1
+
+    def _arrival_due(self, rid: int, _event: object) -> None:
+        self._arrive(rid)  # its time as the clock sums it (the clock is not asked again)
+        self._arrivals_from(rid + 1)
 
     def _issue_closed(self) -> None:
         if self.next_closed < len(self.table):
@@ -204,35 +221,42 @@ class Simulation:
             self.next_closed += 1
 
     # ---- prefill ----------------------------------------------------------------------------------------
-    def _prefill(self, inst: int) -> Generator[Any, Any, None]:
+    def _prefill_next(self, inst: int, _event: object = None) -> None:
+        """An idle prefill instance takes its next batch, or sleeps until a request is queued."""
         queue = self.prefill_queues[inst]
-        while True:
-            if not queue:
-                yield self.prefill_wake[inst]
-                continue
-            batch = queue.next_batch()
-            rids = [rid for rid, _ in batch]
-            tokens = sum(t for _, t in batch)
-            now = self.env.now
+        if not queue:
+            self.prefill_loops[inst].asleep = True
+            return
+        batch = queue.next_batch()
+        rids = [rid for rid, _ in batch]
+        tokens = sum(t for _, t in batch)
+        now = self.env.now
+        self.table.start_prefills(rids, now)
+        dur = self._prefill_batch_s(rids, tokens)
+        self.prefill_busy[inst] = True
+        call_later(self.env, dur, partial(self._prefill_done, inst, rids, tokens, now, dur))
+
+    def _prefill_done(self, inst: int, rids: list[int], tokens: int, start: float, dur: float, _event: object) -> None:
+        self.prefill_busy[inst] = False
+        self.rec.prefill_batch(inst, start, dur, tokens)
+        now = self.env.now
+        if self.ems:  # new blocks are stored asynchronously once the prefill has them (P3 §4.4.2)
             for rid in rids:
-                self.table.start_prefill(rid, now)
-            dur = self._prefill_batch_s(rids, tokens)
-            self.prefill_busy[inst] = True
-            yield self.env.timeout(dur)
-            self.prefill_busy[inst] = False
-            self.rec.prefill_batch(inst, now, dur, tokens)
+                self.ems.store(self._hash_ids(rid))
+        self.table.end_prefills(rids, now)
+        if self.cancelled:
             for rid in rids:
-                if self.ems:  # new blocks are stored asynchronously once the prefill has them (P3 §4.4.2)
-                    self.ems.store(self._hash_ids(rid))
-                self.table.end_prefill(rid, self.env.now)
                 if rid in self.cancelled:
                     self.cancelled.discard(rid)
-                    self.table.cancel(rid, self.env.now)
+                    self.table.cancel(rid, now)
                 else:
                     self.waiting_kv.append(rid)
-            self._admit_waiting()
-            if self.observer:
-                self.observer(self)
+        else:
+            self.waiting_kv.extend(rids)
+        self._admit_waiting()
+        if self.observer:
+            self.observer(self)
+        self._prefill_next(inst)
 
     def _hash_ids(self, rid: int) -> list[int] | None:
         if rid in self.submitted_hash_ids:
@@ -252,94 +276,11 @@ class Simulation:
                 self.cached_of[rid] = c
         return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd)
 
-    # ---- decode admission and KV transfer -----------------------------------------------------------------
-    def _admit_waiting(self) -> None:
-        """FIFO admission into decode: a request waits until some die has a slot and its KV blocks."""
-        while self.waiting_kv:
-            rid = self.waiting_kv[0]
-            length = int(self.table.input_len[rid] + self.table.output_len[rid])
-            placed = None
-            for i, batch in enumerate(self.decodes):
-                blocks = batch.pools.blocks_for(length)
-                die = batch.choose_die(blocks)
-                if die is not None:
-                    placed = (i, batch.reserve(rid, die, blocks))
-                    break
-            if placed is None:
-                return
-            self.waiting_kv.popleft()
-            self.table.admit_decode(rid, self.env.now)
-            arrival = self.env.timeout(self.costs.kv_transfer_s(int(self.table.input_len[rid])))
-            arrival.callbacks.append(functools.partial(self._kv_arrived, rid, *placed))
-
-    def _kv_arrived(self, rid: int, inst: int, slot: int, _event: simpy.Event) -> None:
-        if self.faults and self.faults.intercept(rid, inst, slot):
-            return
-        if rid in self.cancelled:
-            self.cancelled.discard(rid)
-            self.decodes[inst].release(slot)
-            self.table.cancel(rid, self.env.now)
-            self._admit_waiting()
-            return
-        self.table.start_decode(rid, self.env.now)
-        if self.listener:
-            self.listener.on_tokens(rid, 1, self.env.now)  # the prefill's token, delivered with the KV cache
-        remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
-        if remaining <= 0:  # a one-token answer is complete once its first token is delivered
-            self.decodes[inst].release(slot)
-            self._finish(np.array([rid]))
-            return
-        self.decodes[inst].activate(slot, int(self.table.input_len[rid]) + 1, remaining)
-        _wake(self.decode_wake, inst)
-
-    # ---- decode -----------------------------------------------------------------------------------------
-    def _decode(self, inst: int) -> Generator[Any, Any, None]:
-        batch = self.decodes[inst]
-        while True:
-            if batch.num_active == 0:
-                yield self.decode_wake[inst]
-                continue
-            hold, factor = (self.faults.hold_s(inst), self.faults.step_factor(inst)) if self.faults else (0.0, 1.0)
-            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
-                yield self.env.timeout(hold)
-                continue
-            seqs, mean_kv = batch.shape()
-            dur = self.costs.decode_step_s(seqs, mean_kv) * factor
-            start = self.env.now
-            stretch = self._stretch(batch, dur) if factor == 1.0 else None
-            if stretch is not None:
-                yield self.env.timeout(stretch.delay_s)
-                finished = commit(stretch, batch, self.mtp_rng, self.table.generated, self.rec, inst, stretch.idx.size)
-            else:
-                yield self.env.timeout(dur)
-                finished = self._step(inst, start, dur)
-            if finished.size:
-                self._finish(finished)
-            if self.observer:
-                self.observer(self)
-
-    def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
-        """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
-        if self.step_by_step or self.listener:
-            return None
-        return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
-
-    def _step(self, inst: int, start: float, dur: float) -> np.ndarray:
-        """One decode step that just ended; returns the request ids it finished."""
-        batch = self.decodes[inst]
-        active = batch.num_active
-        stepped, gained, finished = batch.step(self.mtp_rng)
-        self.table.generated[stepped] += gained
-        tokens = int(gained.sum())
-        if self.listener:
-            for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
-                self.listener.on_tokens(rid, n, self.env.now)
-        occupancy = float(batch.pools.used.sum() / (batch.pools.capacity * batch.num_dies))
-        self.rec.decode_step(inst, start, dur, active, tokens, occupancy)
-        return finished
-
     def _finish(self, rids: np.ndarray) -> None:
-        self.table.finish(rids, self.env.now)
+        if self.whole_run and not self.observer:  # nothing reads the table before the run ends
+            self.table.finish_later(rids, self.env.now)
+        else:
+            self.table.finish(rids, self.env.now)
         self.finished += len(rids)
         if self.listener:
             for rid in rids.tolist():
@@ -366,9 +307,11 @@ class Simulation:
 
     # ---- run --------------------------------------------------------------------------------------------
     def run(self) -> SimResult:
+        self.whole_run = not self.listener
         self.start()
         if self.workload.arrival_s is not None:
-            self.env.process(self._open_loop(self.workload.arrival_s))
+            self.arrival_times = self.workload.arrival_s
+            call_urgent(self.env, lambda _event: self._arrivals_from(0))  # where a process would start
         else:
             for _ in range(min(self.workload.concurrency or 1, len(self.table))):
                 self._issue_closed()
@@ -380,10 +323,15 @@ class Simulation:
         except RuntimeError as e:  # simpy: no event left before every request finished
             if "No scheduled events left" not in str(e):
                 raise
+            self.table.settle()
             raise unservable(self.table) from None
         return self.result()
 
     def result(self) -> SimResult:
+        self.table.settle()
+        for batch in self.decodes:  # sequences still decoding (a run cut at duration_s): their tokens so far
+            rids, remaining = batch.decoding()
+            self.table.generated[rids] = self.table.output_len[rids] - remaining
         d = self.s.aggregated or self.s.decode
         p = self.s.aggregated or self.s.prefill
         assert p is not None and d is not None
@@ -404,14 +352,6 @@ class Simulation:
             ems=self.ems.stats() if self.ems else None,
             faults=self.faults.report(float(self.env.now)) if self.faults else None,
         )
-
-
-def _wake(events: list[simpy.Event], i: int) -> None:
-    """Trigger a sleeping process's wake-up event and arm a fresh one."""
-    ev = events[i]
-    if not ev.triggered:
-        ev.succeed()
-        events[i] = ev.env.event()
 
 
 def simulate(scenario: Scenario, progress: Progress | None = None, step_by_step: bool = False) -> SimResult:

@@ -128,11 +128,10 @@ class FaultInjector:
             env.timeout(fault.duration_s).callbacks.append(lambda _e: self._unslow(inst, rec.step_factor))
             return
         dies = np.arange(batch.num_dies) if rec.cut == "instance" else np.array(fault.dies)
-        slots = batch.active_slots()
-        lost = slots[np.isin(slots // batch.cap, dies)]
-        for slot in lost.tolist():
-            rid = int(batch.rid[slot])
-            batch.release(slot)
+        rids, left = batch.evict(dies)
+        t = self.sim.table
+        t.generated[rids] = t.output_len[rids] - left  # the batch held the counts while they decoded
+        for rid in rids.tolist():
             self._cut(rid, record)
         if rec.cut == "dies":
             self.out[inst].update(fault.dies)

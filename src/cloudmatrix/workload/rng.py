@@ -37,8 +37,13 @@ class Lookahead:
             raise ValueError("consumed draws that were never peeked")
         self.pos += count
 
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` numbers, used up (``peek`` then ``consume`` in one call)."""
+        if count > self.buffer.size - self.pos:
+            self.peek(count)
+        pos = self.pos
+        self.pos = pos + count
+        return self.buffer[pos : pos + count]
+
     def random(self, size: tuple[int, int]) -> np.ndarray:
-        count = size[0] * size[1]
-        out = self.peek(count).reshape(size)
-        self.consume(count)
-        return out
+        return self.take(size[0] * size[1]).reshape(size)

@@ -1,0 +1,161 @@
+"""The decode side of the disaggregated simulation (sim/engine.py): FIFO admission into the decode batches,
+the KV transfer from prefill, and each decode instance's loop of steps or stretches of steps. A part of
+``Simulation``, kept here so each module holds one side of the deployment."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+import simpy
+
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.requests import RequestTable
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.decode_runner import Stretch, commit, plan
+from cloudmatrix.sim.events import Sleeper, call_at, call_later
+from cloudmatrix.sim.metrics import Recorder
+from cloudmatrix.workload.rng import Lookahead
+
+if TYPE_CHECKING:
+    from cloudmatrix.sim.fault_injector import FaultInjector
+
+
+class Listener(Protocol):
+    """Receives token releases as they happen in simulated time (the real-time emulator streams them)."""
+
+    def on_tokens(self, rid: int, tokens: int, now: float) -> None: ...
+
+    def on_finish(self, rid: int, now: float) -> None: ...
+
+    def on_cut(self, rid: int, now: float) -> None: ...  # a fault lost the request's KV: its stream ends
+
+
+class DecodeSide:
+    """Admission, KV transfer and decode steps; the state they use is the simulation's (set up there)."""
+
+    env: simpy.Environment
+    table: RequestTable
+    costs: StepCosts
+    rec: Recorder
+    mtp_rng: Lookahead
+    decodes: list[DecodeBatch]
+    decode_loops: list[Sleeper]
+    waiting_kv: deque[int]
+    cancelled: set[int]
+    listener: Listener | None
+    observer: Callable[..., None] | None
+    step_by_step: bool
+    faults: FaultInjector | None
+
+    def _finish(self, rids: np.ndarray) -> None:
+        raise NotImplementedError
+
+    # ---- decode admission and KV transfer -----------------------------------------------------------------
+    def _admit_waiting(self) -> None:
+        """FIFO admission into decode: a request waits until some die has a slot and its KV blocks. The
+        transfers started together that land at the same time land as one event, in admission order."""
+        waiting, table, now = self.waiting_kv, self.table, self.env.now
+        landing: dict[float, list[tuple[int, int, int]]] = {}
+        while waiting:
+            rid = waiting[0]
+            length = int(table.input_len[rid] + table.output_len[rid])
+            placed = None
+            for i, batch in enumerate(self.decodes):
+                blocks = batch.pools.blocks_for(length)
+                die = batch.choose_die(blocks)
+                if die is not None:
+                    placed = (rid, i, batch.reserve(rid, die, blocks))
+                    break
+            if placed is None:
+                break
+            waiting.popleft()
+            table.admit_decode(rid, now)
+            at = now + self.costs.kv_transfer_s(int(table.input_len[rid]))  # as a timeout sums it
+            landing.setdefault(at, []).append(placed)
+        for at, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
+            call_at(self.env, at, partial(self._kv_landed, group))
+
+    def _kv_landed(self, group: list[tuple[int, int, int]], _event: object) -> None:
+        for rid, inst, slot in group:
+            self._kv_arrived(rid, inst, slot)
+
+    def _kv_arrived(self, rid: int, inst: int, slot: int) -> None:
+        if self.faults and self.faults.intercept(rid, inst, slot):  # landed on a die a fault took out
+            return
+        if rid in self.cancelled:
+            self.cancelled.discard(rid)
+            self.decodes[inst].release(slot)
+            self.table.cancel(rid, self.env.now)
+            self._admit_waiting()
+            return
+        self.table.start_decode(rid, self.env.now)
+        if self.listener:
+            self.listener.on_tokens(rid, 1, self.env.now)  # the prefill's token, delivered with the KV cache
+        remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
+        if remaining <= 0:  # a one-token answer is complete once its first token is delivered
+            self.decodes[inst].release(slot)
+            self._finish(np.array([rid]))
+            return
+        self.decodes[inst].activate(slot, int(self.table.input_len[rid]) + 1, remaining)
+        self.decode_loops[inst].wake()
+
+    # ---- decode -----------------------------------------------------------------------------------------
+    def _decode_next(self, inst: int, _event: object = None) -> None:
+        """Price the batch's next step, or the stretch of steps up to the clock's next event, and apply it
+        when the clock reaches its end; an empty batch sleeps until a sequence joins. A fault holds the
+        instance for its recovery's pause (checked again after it) and slows its steps while degraded."""
+        batch = self.decodes[inst]
+        if batch.num_active == 0:
+            self.decode_loops[inst].asleep = True
+            return
+        factor = 1.0
+        if self.faults:
+            hold = self.faults.hold_s(inst)
+            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
+                call_later(self.env, hold, partial(self._decode_next, inst))
+                return
+            factor = self.faults.step_factor(inst)
+        seqs, mean_kv = batch.shape()
+        dur = self.costs.decode_step_s(seqs, mean_kv) * factor
+        stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
+        if stretch is not None:
+            call_later(self.env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+        else:
+            call_later(self.env, dur, partial(self._step_done, inst, self.env.now, dur))
+
+    def _stretch_done(self, inst: int, stretch: Stretch, _event: object) -> None:
+        batch = self.decodes[inst]
+        self._decoded(inst, commit(stretch, batch, self.mtp_rng, self.rec, inst, stretch.idx.size))
+
+    def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
+        self._decoded(inst, self._step(inst, start, dur))
+
+    def _decoded(self, inst: int, finished: np.ndarray) -> None:
+        if finished.size:
+            self._finish(finished)
+        if self.observer:
+            self.observer(self)
+        self._decode_next(inst)
+
+    def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
+        """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
+        if self.step_by_step or self.listener:
+            return None
+        return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
+
+    def _step(self, inst: int, start: float, dur: float) -> np.ndarray:
+        """One decode step that just ended; returns the request ids it finished."""
+        batch = self.decodes[inst]
+        active = batch.num_active
+        if self.listener:
+            stepped, gained, finished = batch.step(self.mtp_rng)
+            for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
+                self.listener.on_tokens(rid, n, self.env.now)
+        else:
+            finished = batch.run_step(self.mtp_rng)
+        self.rec.decode_step(inst, start, dur, active, batch.last_tokens, batch.occupancy())
+        return finished

@@ -1,0 +1,65 @@
+"""Light events on SimPy's clock. A simulated request passes through a handful of events (arrival, queueing,
+KV arrival); a SimPy Timeout and a generator process per event cost several microseconds each, so the hot
+path schedules plain callbacks on the same event queue instead. They take their place in it exactly as a
+Timeout (or a process's start) would: the same time sum, the same priority, the next id of the same counter.
+So a run orders its events as it did with processes, and anything else on the clock (a SimPy process, a
+fault injected from outside) interleaves with them as SimPy would order it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from heapq import heappush
+from typing import Any
+
+import simpy
+from simpy.events import NORMAL, URGENT
+
+
+class Call:
+    """What SimPy's ``Environment.step`` reads of an event: its callbacks, and that it succeeded."""
+
+    __slots__ = ("_defused", "_ok", "_value", "callbacks")
+
+    def __init__(self, callback: Callable[[Any], None]) -> None:
+        self.callbacks: list[Callable[[Any], None]] | None = [callback]
+        self._ok = True
+        self._value = None
+
+
+def _push(env: simpy.Environment, at: float, priority: int, callback: Callable[[Any], None]) -> None:
+    queue: list[Any] = env._queue  # SimPy's own event queue: (time, priority, id, event)
+    heappush(queue, (at, priority, next(env._eid), Call(callback)))
+
+
+def call_later(env: simpy.Environment, delay: float, callback: Callable[[Any], None]) -> None:
+    """``callback(event)`` at now + ``delay``, where ``env.timeout(delay)`` would fire (same sum, same order)."""
+    _push(env, env._now + delay, NORMAL, callback)
+
+
+def call_at(env: simpy.Environment, at: float, callback: Callable[[Any], None]) -> None:
+    """``callback(event)`` at ``at`` (a time already summed as a timeout would sum it)."""
+    _push(env, at, NORMAL, callback)
+
+
+def call_urgent(env: simpy.Environment, callback: Callable[[Any], None]) -> None:
+    """``callback(event)`` now, ahead of normal events: where a new SimPy process takes its first step."""
+    _push(env, env._now, URGENT, callback)
+
+
+class Sleeper:
+    """A loop that sleeps when it has nothing to do and is woken by others: ``wake`` resumes it as an event
+    at the current time (after the events already due now), as a SimPy process waiting on an event would be.
+    Waking a loop that is not asleep does nothing."""
+
+    __slots__ = ("asleep", "env", "resume")
+
+    def __init__(self, env: simpy.Environment, resume: Callable[[Any], None]) -> None:
+        self.env, self.resume, self.asleep = env, resume, False
+
+    def start(self) -> None:
+        call_urgent(self.env, self.resume)
+
+    def wake(self) -> None:
+        if self.asleep:
+            self.asleep = False
+            call_later(self.env, 0, self.resume)

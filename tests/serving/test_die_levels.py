@@ -1,0 +1,85 @@
+"""The per-die counts behind admission and step shapes answer as a scan of every die would: the least-occupied
+die (lowest number first), the busiest die's count, and a decode batch's choice of die, with dies a fault
+fenced and sequences a fault evicted."""
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.die_levels import Highest, LeastFirst
+from cloudmatrix.serving.kv_pool import KvBlockPools
+
+
+@settings(max_examples=80, deadline=None)
+@given(dies=st.integers(1, 9), moves=st.lists(st.tuples(st.integers(0, 8), st.booleans()), max_size=300))
+def test_counts_answer_as_a_scan(dies: int, moves: list[tuple[int, bool]]) -> None:
+    least, high, counts = LeastFirst(dies), Highest(dies, 300), [0] * dies
+    for die, up in moves:
+        die %= dies
+        if not up and counts[die] == 0:
+            continue
+        delta = 1 if up else -1
+        counts[die] += delta
+        least.add(die, delta)
+        high.add(die, delta)
+        assert least.first() == int(np.argmin(counts))  # argmin: the lowest index on a tie
+        assert high.high == max(counts)
+
+
+def _scan(batch: DecodeBatch, blocks: int) -> int | None:
+    """The rule as a scan of every die: the least occupied with a free slot and room, lowest number first."""
+    fits = [
+        d
+        for d in range(batch.num_dies)
+        if batch.occupied[d] < batch.cap
+        and batch.pools.used[d] + blocks <= batch.pools.capacity
+        and not batch.fenced[d]
+    ]
+    return min(fits, key=lambda d: (batch.occupied[d], d)) if fits else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.sampled_from(["add", "add", "step", "drop", "fence", "evict"]), st.integers(1, 30)), max_size=80
+    )
+)
+def test_choose_die_is_the_scan(ops: list[tuple[str, int]]) -> None:
+    batch = DecodeBatch(4, 3, KvBlockPools(4, 40, 16), 1, 0.5)
+    rng = np.random.default_rng(3)
+    for rid, (op, value) in enumerate(ops):
+        if op == "add":
+            die = batch.choose_die(value)
+            assert die == _scan(batch, value)
+            if die is not None:
+                batch.activate(batch.reserve(rid, die, value), 10, 1 + value % 4)
+        elif op == "step" and batch.num_active:
+            batch.step(rng)
+        elif op == "drop" and batch.num_active:
+            batch.release(int(batch.active_slots()[value % batch.num_active]))
+        elif op == "fence":  # a fault fences a die, or its repair lifts the fence
+            batch.fenced[value % batch.num_dies] ^= True
+        elif op == "evict":
+            _evict_only(batch, np.array([value % batch.num_dies, (value // 4) % batch.num_dies]))
+        _consistent(batch)
+
+
+def _evict_only(batch: DecodeBatch, dies: np.ndarray) -> None:
+    """Evicting the sequences on ``dies`` releases those and only those, reporting what each had left."""
+    slots, remaining, rid = batch.active_slots().copy(), batch.remaining, batch.rid
+    on = np.isin(slots // batch.cap, dies)
+    rids, left = batch.evict(dies)
+    assert rids.tolist() == rid[slots[on]].tolist() and left.tolist() == remaining[slots[on]].tolist()
+    assert batch.active_slots().tolist() == slots[~on].tolist()
+
+
+def _consistent(batch: DecodeBatch) -> None:
+    """The incremental counts agree with the per-slot facts, and an emptied batch steps to nothing."""
+    active, occupied = batch.active, batch.rid >= 0
+    assert batch.active_per_die.tolist() == active.reshape(batch.num_dies, -1).sum(axis=1).tolist()
+    assert batch.occupied.tolist() == occupied.reshape(batch.num_dies, -1).sum(axis=1).tolist()
+    assert batch.kv_total == int(batch.kv[active].sum()) and batch.num_active == int(active.sum())
+    assert batch.used_blocks == int(batch.pools.used.sum()) == int(batch.blocks.sum())
+    if not batch.num_active:
+        assert batch.run_step(np.random.default_rng(0)).size == 0 and batch.last_tokens == 0
