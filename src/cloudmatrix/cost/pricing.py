@@ -114,9 +114,9 @@ class Pricer:
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
             share = 0.0
             if op.kernel and op.weights == precision:
-                share = self._curves.get((precision, op.kernel, op.rows)) or self.kernel_share(
-                    precision, op.kernel, op.rows
-                )
+                memo = self._curves.get((precision, op.kernel, op.rows))
+                # 0.0 is a memoised "nothing measured", not a miss
+                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows)
             eff_c = (share or eff_c) * self.gemm_serving
         flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
         compute = flops / (eff_c * peak * core_share)

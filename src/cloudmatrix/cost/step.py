@@ -202,9 +202,56 @@ def step_cost(plan: Plan, microbatch: bool) -> StepCost:
     return cost
 
 
-def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost | None:
-    """``step_cost``; with ``beat_s``, None once the graph is certain to be slower than that."""
-    m, chip, px = plan.model, plan.hardware.chip, pricer(plan)
+# The ops priced once per step outside the layers (head, sampling, MTP projections, the cache load), as
+# (breakdown key, µs, speed-of-light µs, speed-of-light s) in the order they enter the breakdown; the
+# stack's host overhead last. The same for the serial and the microbatched graph, so priced once for both.
+_Extra = tuple[str, float, float, float]
+
+
+def _extras(plan: Plan) -> tuple[list[_Extra], float]:
+    """The step's once-per-step ops priced in breakdown order, and the stack's per-step host overhead (µs)."""
+    px = pricer(plan)
+    extra: list[tuple[str, Op]] = []
+    if plan.decodes:
+        mtp = plan.deployment.mtp
+        head = head_ops(plan, plan.decode_tokens_per_die)
+        if mtp and plan.deployment.speculation == "mtp":
+            extra += [("mtp.", op) for op in mtp_extra_ops(_decode_only(plan)) + head] * mtp
+        elif mtp and plan.deployment.speculation == "eagle3":
+            draft_plan, draft_head = eagle.draft_plan(plan)
+            extra += [("eagle3.", op) for op in eagle.pass_ops(draft_plan, draft_head)] * mtp
+            extra += [("eagle3.", op) for op in eagle.step_ops(plan, draft_head)]
+        extra += [("", op) for op in head]
+    else:  # only each prompt's last position needs logits
+        extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
+        if plan.cached_tokens_per_die > 0:
+            extra.append(("", cache_load_op(plan)))
+    prices: dict[int, Price] = {}  # the MTP passes repeat the same ops: each is priced once
+    priced = []
+    for prefix, op in extra:
+        price = prices.get(id(op))
+        if price is None:
+            price = prices[id(op)] = px.price(op)
+        priced.append((prefix + op.name, price.time_s * US, price.roofline_s * US, price.roofline_s))
+    costs = stack_costs(plan.deployment.stack, plan.hardware.chip.family)
+    overhead = costs.step_overhead_us.value if costs is not None else 0.0
+    return priced, overhead
+
+
+def _decode_only(plan: Plan) -> Plan:
+    """The MTP draft passes run on the decode tokens only (not on a co-located prompt chunk); with no chunk
+    that is the step's own plan."""
+    if not plan.chunk_tokens_per_die:
+        return plan
+    return dataclasses.replace(plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0)
+
+
+def _step_cost(
+    plan: Plan, microbatch: bool, beat_s: float | None, extras: tuple[list[_Extra], float] | None = None
+) -> StepCost | None:
+    """``step_cost``; with ``beat_s``, None once the graph is certain to be slower than that; ``extras``:
+    the step's once-per-step ops already priced (``_extras``)."""
+    m = plan.model
     layers = _layer_costs(plan, microbatch, beat_s)
     if layers is None:
         return None
@@ -222,50 +269,33 @@ def _step_cost(plan: Plan, microbatch: bool, beat_s: float | None) -> StepCost |
         bound_s += count * lc.bound_s
         binding[kind] = lc.binding
     rep = layers[True] if True in layers else layers[False]
-    extra: list[tuple[str, Op]] = []
     if plan.decodes:
         mtp = plan.deployment.mtp
-        head = head_ops(plan, plan.decode_tokens_per_die)
         if mtp and plan.deployment.speculation == "mtp":
             # n-gram drafting looks the draft up on the host: no draft pass, only the (1 + k)-token verify.
             # k sequential draft passes of the MTP block (a decoder layer + eh_proj + the shared head).
-            # The draft passes run on the decode tokens only (not on a co-located prompt chunk); with no
-            # chunk that is the step's own layer.
             if plan.chunk_tokens_per_die:
-                decode_only = dataclasses.replace(
-                    plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0
-                )
-                draft = layer_cost(decode_only, bool(m.moe), microbatch)
+                draft = layer_cost(_decode_only(plan), bool(m.moe), microbatch)
             else:
-                decode_only, draft = plan, layers[bool(m.moe)]
+                draft = layers[bool(m.moe)]
             _add(breakdown, draft.critical_us, mtp, "mtp.")
             _add(sol, draft.roofline_us, mtp, "mtp.")
             bound_s += mtp * draft.bound_s
             binding["mtp"] = draft.binding
-            extra += [("mtp.", op) for op in mtp_extra_ops(decode_only) + head] * mtp
         elif mtp and plan.deployment.speculation == "eagle3":
-            draft_plan, draft_head = eagle.draft_plan(plan)
+            draft_plan, _ = eagle.draft_plan(plan)
             draft = layer_cost(draft_plan, False, False)  # a one-layer dense head: no microbatch split
             _add(breakdown, draft.critical_us, mtp, "eagle3.")
             _add(sol, draft.roofline_us, mtp, "eagle3.")
             bound_s += mtp * draft.bound_s
             binding["eagle3"] = draft.binding
-            extra += [("eagle3.", op) for op in eagle.pass_ops(draft_plan, draft_head)] * mtp
-            extra += [("eagle3.", op) for op in eagle.step_ops(plan, draft_head)]
-        extra += [("", op) for op in head]
-    else:  # only each prompt's last position needs logits
-        extra += [("", op) for op in head_ops(plan, plan.seqs_per_die)]
-        if plan.cached_tokens_per_die > 0:
-            extra.append(("", cache_load_op(plan)))
-    prices = {id(op): px.price(op) for _, op in extra}  # the MTP passes repeat the same ops
-    for prefix, op in extra:
-        key, price = prefix + op.name, prices[id(op)]
-        breakdown[key] += price.time_s * US
-        sol[key] += price.roofline_s * US
-        bound_s += price.roofline_s
-    costs = stack_costs(plan.deployment.stack, chip.family)
-    if costs is not None and costs.step_overhead_us.value > 0:  # host time the device does not hide
-        breakdown["stack_step_overhead"] += costs.step_overhead_us.value
+    priced, overhead_us = extras if extras is not None else _extras(plan)
+    for key, time_us, sol_us, sol_s in priced:
+        breakdown[key] += time_us
+        sol[key] += sol_us
+        bound_s += sol_s
+    if overhead_us > 0:  # host time the device does not hide
+        breakdown["stack_step_overhead"] += overhead_us
     step_s = sum(breakdown.values()) / US
     return StepCost(
         step_s=step_s,
@@ -285,6 +315,8 @@ def best_step_cost(plan: Plan) -> StepCost:
     choice = plan.deployment.microbatch
     if choice is not None:
         return step_cost(plan, choice)
-    serial = step_cost(plan, False)
-    overlapped = _step_cost(plan, True, beat_s=serial.step_s)  # stops once its layers alone are slower
+    extras = _extras(plan)  # the same in both graphs
+    serial = _step_cost(plan, False, None, extras)
+    assert serial is not None
+    overlapped = _step_cost(plan, True, serial.step_s, extras)  # stops once its layers alone are slower
     return overlapped if overlapped is not None and overlapped.step_s <= serial.step_s else serial
