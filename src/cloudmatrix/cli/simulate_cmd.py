@@ -90,7 +90,7 @@ def simulate(
         int | None, typer.Option(help="With --replications: local worker processes (default: every core).")
     ] = None,
     ray: Annotated[
-        bool, typer.Option("--ray", help="With --replications: run them on Ray (local unless --ray-address).")
+        bool, typer.Option("--ray/--no-ray", help="With --replications: run them on Ray (local unless --ray-address).")
     ] = False,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (implies --ray).")] = None,
     out_path: Annotated[
