@@ -285,10 +285,29 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         tokens //= 2  # smaller prefill batches for a tighter TTFT
         pre = _prefill(system, c, preset, tokens)
         ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
+    why = f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}"
+    return split_pools_result(base, c, hw, batch, pre, dec, ttft, busy_share(dec), why, curve)
+
+
+def split_pools_result(
+    base: dict[str, Any],
+    c: Conditions,
+    hw: Any,
+    batch: float,
+    pre: Any,
+    dec: Any,
+    ttft: float,
+    decode_busy: float,
+    why: str,
+    curve: list,
+    **extra: Any,
+) -> SystemResult:
+    """A disaggregated system's figures, its prefill and decode pools sized to one request rate (the
+    prefill pool holds decode_req / (prefill_req + decode_req) of the chips); ``decode_busy`` is the decode
+    pool's busy share."""
     prefill_req = pool_req_s(pre.throughput_per_chip_tok_s, c.input_len, "prefill")
     decode_req = pool_req_s(dec.throughput_per_chip_tok_s, c.output_len, "decode")
     per_chip = matched_output_tok_s_per_chip(prefill_req, decode_req, c.output_len)
-    rate_per_chip = per_chip / c.output_len
     per_system = per_chip * hw.system.num_chips
     return SystemResult(
         **base,
@@ -302,11 +321,11 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         output_tok_s_per_system=per_system,
         output_tok_s_per_kw=per_system / hw.system.power_kw.value,
         output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
-        chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
-        why=f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}",
+        chips_for_target=math.ceil(c.target_rate_req_s / (per_chip / c.output_len)) if c.target_rate_req_s else None,
+        why=why,
         curve=curve,
-        # pools sized to one rate: prefill holds decode_req / (prefill_req + decode_req) of the chips
-        utilisation=(decode_req * busy_share(pre) + prefill_req * busy_share(dec)) / (prefill_req + decode_req),
+        utilisation=(decode_req * busy_share(pre) + prefill_req * decode_busy) / (prefill_req + decode_req),
+        **extra,
     )
 
 

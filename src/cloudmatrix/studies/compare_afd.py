@@ -5,7 +5,6 @@ it, so its intervals are unknown."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware
@@ -14,8 +13,14 @@ from cloudmatrix.cost.afd_result import AfdEstimate, estimate_afd
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.deployment import AfdDeployment
 from cloudmatrix.errors import InfeasibleDeploymentError
-from cloudmatrix.estimate import matched_output_tok_s_per_chip, pool_req_s
-from cloudmatrix.studies.compare import Conditions, SystemResult, _batch_grid, _kv_transfer_s, _prefill, busy_share
+from cloudmatrix.studies.compare import (
+    Conditions,
+    SystemResult,
+    _batch_grid,
+    _kv_transfer_s,
+    _prefill,
+    split_pools_result,
+)
 
 NO_BASIS = "no AFD measurement validates this deployment: its intervals are unknown"
 
@@ -78,29 +83,11 @@ def afd_result(name: str, c: Conditions) -> SystemResult:
     published = presets()[system]
     pre = _prefill(system, c, published, published["prefill"]["tokens_per_chip"])
     ttft = pre.step.step_s + _kv_transfer_s(system, c, published)
-    prefill_req = pool_req_s(pre.throughput_per_chip_tok_s, c.input_len, "prefill")
-    decode_req = pool_req_s(dec.throughput_per_chip_tok_s, c.output_len, "decode")
-    per_chip = matched_output_tok_s_per_chip(prefill_req, decode_req, c.output_len)
-    per_system = per_chip * hw.system.num_chips
     util = dec.step.utilisation()
     afd = dec.afd
     decode_busy = (afd.attention.num_chips * util["attention"] + afd.ffn_chips * util["ffn"]) / afd.num_chips
-    return SystemResult(
-        **base,
-        feasible=True,
-        batch_per_chip=batch,
-        tpot_ms=dec.tpot_s * 1e3,
-        ttft_ms=ttft * 1e3,
-        prefill_tok_s_per_chip=pre.throughput_per_chip_tok_s,
-        decode_tok_s_per_chip=dec.throughput_per_chip_tok_s,
-        output_tok_s_per_chip=per_chip,
-        output_tok_s_per_system=per_system,
-        output_tok_s_per_kw=per_system / hw.system.power_kw.value,
-        output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
-        chips_for_target=math.ceil(c.target_rate_req_s / (per_chip / c.output_len)) if c.target_rate_req_s else None,
-        why=f"AFD decode: attention busy {util['attention']:.0%}, FFN busy {util['ffn']:.0%} of the step; {NO_BASIS}",
-        curve=curve,
-        stack=c.stack or preset.get("stack"),
-        # pools sized to one rate, as compare weighs every system's: chip-weighted busy share of the AFD pools
-        utilisation=(decode_req * busy_share(pre) + prefill_req * decode_busy) / (prefill_req + decode_req),
+    why = f"AFD decode: attention busy {util['attention']:.0%}, FFN busy {util['ffn']:.0%} of the step; {NO_BASIS}"
+    # the AFD pools' busy share is their chip-weighted one
+    return split_pools_result(
+        base, c, hw, batch, pre, dec, ttft, decode_busy, why, curve, stack=c.stack or preset.get("stack")
     )
