@@ -19,7 +19,7 @@ from cloudmatrix.cli.app import app
 from cloudmatrix.csv_input import read_csv_rows
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import MAX_DEPTH, MAX_YAML_NODES, InputError, check_local_workers, parse_yaml
-from cloudmatrix.studies.compare import system_list
+from cloudmatrix.studies.compare_terms import system_list
 
 runner = CliRunner()
 CORES = os.cpu_count() or 1

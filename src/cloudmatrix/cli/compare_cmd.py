@@ -49,7 +49,7 @@ def compare(
     from cloudmatrix.cli import render
     from cloudmatrix.cli.output import Outputs
     from cloudmatrix.cli.progress import LazyProgress
-    from cloudmatrix.studies.compare import Conditions, system_list
+    from cloudmatrix.studies.compare_terms import Conditions, system_list
     from cloudmatrix.studies.tco import compare_priced
     from cloudmatrix.studies.verdict import parse_versus, verdict
     from cloudmatrix.workload.shape import parse_workload

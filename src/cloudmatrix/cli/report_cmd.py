@@ -36,7 +36,7 @@ def report(
     from cloudmatrix.inputs import parse_json, read_text
     from cloudmatrix.report.data import report_data
     from cloudmatrix.report.html import render
-    from cloudmatrix.studies.compare import Conditions, system_list
+    from cloudmatrix.studies.compare_terms import Conditions, system_list
     from cloudmatrix.workload.shape import parse_workload
 
     files = Outputs({"--out": out}, as_json)

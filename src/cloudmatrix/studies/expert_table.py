@@ -16,7 +16,8 @@ COMPARE_MODELS = ("deepseek-r1", "deepseek-v3.2")
 def expert_load_table() -> dict[str, Any]:
     """Sample every factor of the shipped workflows afresh (stored entries ignored) and return the table."""
     from cloudmatrix.studies.ablate import ablate
-    from cloudmatrix.studies.compare import Conditions, compare_dict, system_list
+    from cloudmatrix.studies.compare import Conditions, compare_dict
+    from cloudmatrix.studies.compare_terms import system_list
     from cloudmatrix.studies.reproduce import reproduce
     from cloudmatrix.studies.sweep import SweepRequest, sweep
     from cloudmatrix.studies.tco import system_hardware
