@@ -131,6 +131,12 @@ def test_the_cli_refuses_a_bad_target_in_one_line(bad: str) -> None:
     assert "--availability: got" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
+def test_availability_with_afd_is_refused_in_one_line() -> None:
+    res = runner.invoke(app, ["plan", "--afd", "--availability", "0.999", "--no-check"])
+    assert res.exit_code == 2 and "--availability: not with --afd" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
 def test_plan_lists_each_policy_beside_the_ranking() -> None:
     args = ["plan", "--precision", "int8", "--no-check", "--top", "1", "--availability", "0.999"]
     d = json.loads(runner.invoke(app, [*args, "--json"]).stdout)

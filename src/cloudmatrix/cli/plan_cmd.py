@@ -94,6 +94,8 @@ def plan(
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
+    if afd and availability is not None:
+        cli._fail("--availability: not with --afd (an AFD instance's recovery is not priced); drop one")
     if afd:
         from cloudmatrix.cli.plan_afd import plan_afd
 
