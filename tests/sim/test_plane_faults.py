@@ -1,9 +1,12 @@
 """A degraded UB, RDMA or VPC plane as a fault (issue 27): the schema, the degraded decode step priced by
 the cost model on hardware overridden as `--set` would, and the run it slows for its window."""
 
+import math
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cloudmatrix.catalog.hardware import load_hardware
@@ -67,6 +70,19 @@ def test_less_bandwidth_or_more_latency_never_speeds_the_step(inst: Instance) ->
     by_bw = [plane_step_factor(inst, "ub", f, 1.0) for f in (0.9, 0.5, 0.25, 0.1)]
     by_lat = [plane_step_factor(inst, "ub", 1.0, f) for f in (1.5, 2.0, 4.0, 10.0)]
     assert by_bw == sorted(by_bw) and by_lat == sorted(by_lat) and by_bw[0] >= 1.0 and by_lat[0] >= 1.0
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    plane=st.sampled_from(["ub", "rdma", "vpc"]),
+    bandwidth=st.floats(0.01, 1.0),
+    latency=st.floats(1.0, 100.0),
+)
+def test_any_degradation_prices_a_finite_slower_step(
+    inst: Instance, plane: str, bandwidth: float, latency: float
+) -> None:
+    factor = plane_step_factor(inst, plane, bandwidth, latency)
+    assert math.isfinite(factor) and factor >= 1.0 - 1e-12
 
 
 def test_planes_the_decode_step_does_not_cross_leave_it_unchanged(inst: Instance) -> None:
