@@ -1,5 +1,6 @@
 """`simulate`'s fault table: one row per fault with its policy, pause and its parts, degraded capacity,
-time back to 95 % throughput, the requests it cut, and TTFT/TPOT inside its window."""
+time back to 95 % throughput, the requests it cut, and TTFT/TPOT inside its window; and `plan --availability`'s
+line per listed deployment."""
 
 from __future__ import annotations
 
@@ -35,3 +36,34 @@ def faults_table(d: dict[str, Any]) -> Table:
         f"retried ({r['retried_done']} finished), {r['failed']} failed"
     )
     return t
+
+
+def plan_availability(d: dict[str, Any], result: Any, target: float) -> None:
+    """Each listed deployment's availability under each recovery policy (planner/availability.py)."""
+    from cloudmatrix.planner.availability import availability_options
+    from cloudmatrix.planner.evaluate import job_for
+
+    job = job_for(result.request, result.workload)
+    for row, dep in zip(d["ranked"], result.listed, strict=True):
+        row["availability"] = availability_options(dep, job, target)
+
+
+def availability_lines(d: dict[str, Any]) -> list[str]:
+    """``#1 availability (target 0.999, decode pool): restart 0.99952 (21 min/month) ...`` per listed row."""
+    lines = []
+    for r in d["ranked"]:
+        a = r.get("availability")
+        if not a:
+            continue
+        parts = []
+        for o in a["options"]:
+            cost = f", +{o['spares']} standby = +{o['extra_chips']} chips" if "spares" in o else ""
+            lost = f", {o['experts_lost']} experts lost" if o.get("experts_lost") else ""
+            lost += ", restarts: survivors cannot serve" if "restart" in o.get("falls_back_to", []) else ""
+            parts.append(
+                f"{o['policy']} {o['availability']:.5f} ({o['downtime_min_per_month']:,.1f} min/month{cost}{lost})"
+                + (" meets" if o["meets"] else "")
+            )
+        note = f"; {a['note']}" if a.get("note") else ""
+        lines.append(f"#{r['rank']} availability (target {a['target']:g}, {a['scope']}): " + "; ".join(parts) + note)
+    return lines

@@ -80,6 +80,13 @@ def plan(
             "script into DIR (created if new; symlinks refused).",
         ),
     ] = None,
+    availability: Annotated[
+        float | None,
+        typer.Option(
+            help="Availability target (0 < target < 1, e.g. 0.999): each listed deployment's expected decode-pool "
+            "availability under each recovery policy, with the spare instances the target needs and their chips."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print one JSON object on stdout.")] = False,
 ) -> None:
     """Search deployments (pool sizes, EP, batch, microbatching, MTP, precision) for the best goodput per chip."""
@@ -87,6 +94,8 @@ def plan(
     from cloudmatrix.inputs import check_local_workers, check_number
     from cloudmatrix.planner.check import MAX_CHECKED
 
+    if afd and availability is not None:
+        cli._fail("--availability: not with --afd (an AFD instance's recovery is not priced); drop one")
     if afd:
         from cloudmatrix.cli.plan_afd import plan_afd
 
@@ -95,6 +104,10 @@ def plan(
     emit_dir = cli._run(lambda: resolve_directory(emit, "--emit")) if emit is not None else None
     files = Outputs({"--write-scenario": write_scenario, "--plot": plot}, as_json)
     cli._run(lambda: check_local_workers("--ray-cpus", ray_cpus, ray_address))
+    if availability is not None:
+        from cloudmatrix.planner.availability import check_target
+
+        cli._run(lambda: check_target(availability))
     if check:  # each listed deployment is simulated: bounded before the search starts
         cli._run(lambda: check_number("--top (with --check; --no-check lists more)", top, hi=MAX_CHECKED))
     request = _request(
@@ -110,6 +123,10 @@ def plan(
     for row in d["ranked"]:
         query = {"model": d["model"], "weights": row.get("precision"), "isl": d["workload"]["input_len"]}
         attach(row, d["system"], PLAN_METRICS, d["stack"], query)
+    if availability is not None:
+        from cloudmatrix.cli.fault_render import plan_availability
+
+        cli._run(lambda: plan_availability(d, result, availability))
     if "--write-scenario" in files:
         _write_scenario(files, result, d)
     if "--plot" in files:
@@ -417,6 +434,10 @@ def _caption(d: dict[str, Any]) -> list[str]:
         lines.append(d["versus_compare"]["line"])
     if d["ranked"]:
         lines.append(f"#1 measured-error intervals: {interval_caption(d['ranked'][0].get('intervals', {}))}")
+    if any(r.get("availability") for r in d["ranked"]):
+        from cloudmatrix.cli.fault_render import availability_lines
+
+        lines += availability_lines(d)
     lines += [f"#{r['rank']}: {r['check']['note']}" for r in d["ranked"] if r["check"] and r["check"]["note"]]
     if d["check_note"]:
         lines.append(d["check_note"])

@@ -14,7 +14,7 @@ import numpy as np
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.fault_report import fault_metrics
-from cloudmatrix.sim.fault_spec import Fault, FaultsSpec, resolve
+from cloudmatrix.sim.fault_spec import SLOWING_KINDS, Fault, FaultsSpec, resolve
 from cloudmatrix.sim.recovery import Instance, Recovery, price
 
 if TYPE_CHECKING:
@@ -121,7 +121,7 @@ class FaultInjector:
             )
         self.events.append(record)
         batch = self.sim.decodes[inst]
-        if fault.kind == "straggler":
+        if fault.kind in SLOWING_KINDS:
             self.factor[inst] *= rec.step_factor
             record["resume_at_s"] = now
             record["until_s"] = now + fault.duration_s

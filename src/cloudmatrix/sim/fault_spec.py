@@ -3,6 +3,7 @@ from the scenario's seed, the recovery policy and what happens to the requests a
 
     faults: [{at_s: 60, kind: die_loss, target: decode.0.die.17}]
     faults: {rates: {die_per_hour: 1.2e-4}, policy: elastic-ep, requests: retry}
+    faults: [{at_s: 60, kind: plane_degradation, target: decode.0, plane: ub, bandwidth_factor: 0.5}]
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import MAX_SIM_S
 from cloudmatrix.workload.rng import stream
 
-Kind = Literal["die_loss", "npu_loss", "node_loss", "instance_crash", "straggler"]
+Kind = Literal["die_loss", "npu_loss", "node_loss", "instance_crash", "straggler", "plane_degradation"]
+PlaneName = Literal["ub", "rdma", "vpc"]  # the scale-up (UB, NVLink), scale-out (RDMA) and storage (VPC) planes
+SLOWING_KINDS = ("straggler", "plane_degradation")  # nothing is lost: the instance runs slower for a window
 Policy = Literal["restart", "spare-instance", "redundant-experts", "elastic-ep"]
 POLICIES: tuple[str, ...] = ("restart", "spare-instance", "redundant-experts", "elastic-ep")
 MAX_EVENTS = 10_000  # fault events one run may hold (drawn or written)
@@ -36,7 +39,16 @@ class FaultEvent(_Spec):
     kind: Kind
     target: str = Field(default="decode.0.die.0", max_length=64)  # pool.instance[.die.N]
     slowdown: float = Field(default=2.0, gt=1, le=100)  # straggler: step time multiplier on its instance
-    duration_s: float = Field(default=60.0, gt=0, le=MAX_SIM_S)  # straggler: how long it lasts
+    duration_s: float = Field(default=60.0, gt=0, le=MAX_SIM_S)  # straggler, plane_degradation: how long
+    plane: PlaneName = "ub"  # plane_degradation: the plane degraded (for the whole system: a plane is shared)
+    bandwidth_factor: float = Field(default=1.0, gt=0, le=1)  # plane_degradation: bandwidth kept
+    latency_factor: float = Field(default=1.0, ge=1, le=1000)  # plane_degradation: latency multiplier
+
+    @model_validator(mode="after")
+    def _degrades(self) -> FaultEvent:
+        if self.kind == "plane_degradation" and self.bandwidth_factor == 1.0 and self.latency_factor == 1.0:
+            raise ValueError("plane_degradation: give bandwidth_factor < 1 or latency_factor > 1 (nothing degrades)")
+        return self
 
     @model_validator(mode="after")
     def _target_form(self) -> FaultEvent:
@@ -111,6 +123,9 @@ class Fault:
     dies: tuple[int, ...]
     slowdown: float = 1.0
     duration_s: float = 0.0
+    plane: str = ""  # plane_degradation: ub, rdma or vpc
+    bandwidth_factor: float = 1.0
+    latency_factor: float = 1.0
 
 
 def resolve(
@@ -147,14 +162,23 @@ def _fault(e: FaultEvent, i: int, instances: int, dies: int, per_chip: int, per_
         instance=e.instance,
         dies=scope(e.kind, e.die, dies, per_chip, per_node),
         slowdown=e.slowdown if e.kind == "straggler" else 1.0,
-        duration_s=e.duration_s if e.kind == "straggler" else 0.0,
+        duration_s=e.duration_s if e.kind in SLOWING_KINDS else 0.0,
+        **_plane_fields(e),
     )
+
+
+def _plane_fields(e: FaultEvent) -> dict[str, Any]:
+    if e.kind != "plane_degradation":
+        return {}
+    return {"plane": e.plane, "bandwidth_factor": e.bandwidth_factor, "latency_factor": e.latency_factor}
 
 
 def scope(kind: str, die: int, dies: int, per_chip: int, per_node: int) -> tuple[int, ...]:
     """The dies a fault of ``kind`` at ``die`` takes: itself, its package, its node, or the instance."""
     if kind in ("die_loss", "straggler"):
         return (die,)
+    if kind == "plane_degradation":  # no die is lost: every step of the instance crosses the plane
+        return ()
     if kind == "instance_crash":
         return tuple(range(dies))
     unit = per_chip if kind == "npu_loss" else per_node

@@ -1,7 +1,9 @@
 """Recovery policies, each priced from its mechanism (docs/faults.md): what a fault on a decode instance
 costs under a full restart, a standby (spare) instance, redundant-expert takeover (ReviveMoE's mode) or
-elastic EP. Times are the catalog's fixed parts (data/faults.yaml) plus the bytes each policy moves over the
-path it moves them on; the degraded capacity is the cost model's step on the surviving layout."""
+elastic EP; a straggler or a degraded plane slows the instance instead (the plane's step priced on hardware
+overridden as ``--set`` would). Times are the catalog's fixed parts (data/faults.yaml) plus the bytes each
+policy moves over the path it moves them on; the degraded capacity is the cost model's step on the surviving
+layout."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from dataclasses import dataclass, field
 from cloudmatrix.catalog.faults import RecoveryConstants, recovery_constants
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
+from cloudmatrix.catalog.overrides import apply_hardware_overrides
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.cost.model_load import model_bytes, warm_start_s
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Deployment, plan
-from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.sim.fault_spec import Fault
 from cloudmatrix.units import GB_DECIMAL
@@ -55,6 +58,8 @@ class Instance:
     dep: Deployment
     # degraded step factors by NPUs lost: a long run draws many faults of a few sizes (each prices two steps)
     factors: dict[int, float] = field(default_factory=dict, compare=False)
+    # degraded step factors by (plane, bandwidth factor, latency factor)
+    plane_factors: dict[tuple[str, float, float], float] = field(default_factory=dict, compare=False)
 
 
 def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = None) -> Recovery:
@@ -69,6 +74,16 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
             step_factor=fault.slowdown,
             degraded_fraction=1.0 / fault.slowdown,
             note="a slow die sets every step's pace",
+        )
+    if fault.kind == "plane_degradation":
+        factor = plane_step_factor(costs, fault.plane, fault.bandwidth_factor, fault.latency_factor)
+        return Recovery(
+            policy="none",
+            parts_s={},
+            cut="none",
+            step_factor=factor,
+            degraded_fraction=1.0 / factor,
+            note=f"the {fault.plane} plane at {fault.bandwidth_factor:g}x bandwidth, {fault.latency_factor:g}x latency",
         )
     whole = len(fault.dies) >= dep.num_chips * costs.hw.chip.num_dies
     if policy in ("redundant-experts", "elastic-ep") and whole:
@@ -163,6 +178,37 @@ def degraded_step_factor(costs: Instance, dep: Deployment, lost_chips: int) -> f
     shrunk = dataclasses.replace(dep, num_chips=dep.num_chips - lost_chips, ep=ep, redundant_experts=red)
     healthy = estimate(costs.hw, costs.model, dep).step.step_s
     return estimate(costs.hw, costs.model, shrunk).step.step_s / healthy
+
+
+PLANE_KEYS = {"ub": "scale_up", "rdma": "scale_out", "vpc": "storage"}
+
+
+def plane_overrides(hw: Hardware, plane: str, bandwidth_factor: float, latency_factor: float) -> list[str]:
+    """The ``--set`` overrides of a degraded plane: its bandwidth scaled, and its latencies (inside and across
+    nodes, and the EP operator's fitted base latency, software included: an upper bound) multiplied."""
+    key = PLANE_KEYS[plane]
+    p = getattr(hw.system.planes, key)
+    if p is None:
+        raise ConfigError(f"faults: plane {plane!r}: {hw.system.id} has no {key} plane")
+    base = f"system.planes.{key}"
+    bw = "bw_gb_s_per_node" if key == "storage" else "bw_gb_s_per_die"
+    lat = ["latency_us"]
+    if getattr(p, "latency_us_local", None) is not None:
+        lat.append("latency_us_local")
+    if getattr(p, "ep_comm", None) is not None:
+        lat.append("ep_comm.base_latency_us")
+    return [f"{base}.{bw}=x{bandwidth_factor!r}"] + [f"{base}.{k}=x{latency_factor!r}" for k in lat]
+
+
+def plane_step_factor(costs: Instance, plane: str, bandwidth_factor: float, latency_factor: float) -> float:
+    """The decode step with ``plane`` degraded over the healthy one, priced by the cost model on hardware
+    overridden as ``--set`` would (planes the decode step does not cross leave it unchanged: factor 1)."""
+    key = (plane, bandwidth_factor, latency_factor)
+    if key not in costs.plane_factors:
+        degraded = apply_hardware_overrides(costs.hw, plane_overrides(costs.hw, *key))
+        healthy = estimate(costs.hw, costs.model, costs.dep).step.step_s
+        costs.plane_factors[key] = estimate(degraded, costs.model, costs.dep).step.step_s / healthy
+    return costs.plane_factors[key]
 
 
 def _expert_bytes(costs: Instance, dep: Deployment) -> float:
