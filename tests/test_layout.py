@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cloudmatrix.cli.app import app
 from cloudmatrix.cli.layout import CELL_PADDING, column_groups, fitted_tables
-from cloudmatrix.cli.plan_cmd import plan_tables
+from cloudmatrix.cli.plan_render import plan_tables
 from cloudmatrix.cli.render import compare_table
 
 runner = CliRunner()

@@ -96,7 +96,7 @@ def test_dense_model_plans_with_tensor_parallelism() -> None:
 
 
 def test_the_check_column_and_notes_say_what_a_user_needs() -> None:
-    from cloudmatrix.cli.plan_cmd import _verdict, interval_caption
+    from cloudmatrix.cli.plan_render import _verdict, interval_caption
 
     check = {"flagged": ["ttft_ms"], "error_pct": {"ttft_ms": 21.6, "tpot_ms": -3.2}, "steady": True, "slice": None}
     assert _verdict(check) == "TTFT +22%" and _verdict(None) == "-"
