@@ -6,94 +6,27 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from functools import lru_cache
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import afd_presets, hardware_id, presets
-from cloudmatrix.catalog.stacks import load_stack, not_run_reason, overrides_key, request_fixed_s
-from cloudmatrix.cost import comm
-from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
+from cloudmatrix.catalog.stacks import load_stack, not_run_reason
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
-from cloudmatrix.estimate import Estimate, estimate, matched_output_tok_s_per_chip, pool_req_s
+from cloudmatrix.estimate import Estimate
+from cloudmatrix.studies.compare_pools import (
+    batch_grid,
+    busy_share,
+    decode_at,
+    kv_transfer_s,
+    prefill_at,
+    split_pools_result,
+    stack_request_fixed_s,
+    why_line,
+)
 from cloudmatrix.studies.compare_terms import Conditions, Progress, SystemResult  # (re-exported)
 from cloudmatrix.studies.intervals import COMPARE_METRICS, attach
 from cloudmatrix.workload.shape import parse_workload as parse_workload  # (re-exported: callers' old home)
-
-
-def _estimate(system: str, model: str, deployment: Deployment) -> Estimate:
-    """One step priced once per process (`compare --sweep` walks the same batch grid at every TPOT SLO),
-    keyed on the stack-cost overrides in force too."""
-    return _priced(system, model, deployment, overrides_key())
-
-
-@lru_cache(maxsize=4096)
-def _priced(system: str, model: str, deployment: Deployment, _overrides: tuple[Any, ...]) -> Estimate:
-    return estimate(system, model, deployment)
-
-
-def _decode(system: str, c: Conditions, preset: dict[str, Any], batch: float, pool: str = "decode") -> Estimate:
-    """The preset's decode instance (or, with ``pool="aggregated"``, its co-located one) at a batch."""
-    d = preset[pool]
-    return _estimate(
-        system,
-        c.model,
-        Deployment(
-            phase=Phase.AGGREGATED if pool == "aggregated" else Phase.DECODE,
-            num_chips=d["chips"],
-            ep=d.get("ep"),
-            batch_per_chip=batch,
-            input_len=c.input_len,
-            output_len=c.output_len,
-            precision=preset["precision"],
-            mtp=c.mtp,
-            mtp_acceptance=c.mtp_acceptance,
-            eplb=Eplb.DEFAULT,
-            stack=c.stack or preset.get("stack"),
-        ),
-    )
-
-
-def _prefill(system: str, c: Conditions, preset: dict[str, Any], tokens_per_chip: int) -> Estimate:
-    p = preset["prefill"]
-    return _estimate(
-        system,
-        c.model,
-        Deployment(
-            phase=Phase.PREFILL,
-            num_chips=p["chips"],
-            ep=p.get("ep"),
-            tokens_per_chip=tokens_per_chip,
-            input_len=c.input_len,
-            precision=preset["precision"],
-            eplb=Eplb.DEFAULT,  # what a real system shows: EPLB placed, each batch's routing drifting from it
-            microbatch=p.get("microbatch"),
-            stack=c.stack or preset.get("stack"),
-        ),
-    )
-
-
-def _batch_grid(dies_per_chip: int, max_batch: float) -> list[int]:
-    """Candidate batches per chip: whole sequences per die, denser at small batch."""
-    grid, b = [], dies_per_chip
-    while b <= max_batch:
-        grid.append(b)
-        b += dies_per_chip if b < 16 * dies_per_chip else max(dies_per_chip, (b // 8 // dies_per_chip) * dies_per_chip)
-    return grid
-
-
-def busy_share(est: Estimate) -> float:
-    """How loaded a step keeps its chips: its speed-of-light time (each op at peak compute or bandwidth) over
-    its real time, at most 1."""
-    return min(1.0, est.step.roofline_step_s / est.step.step_s)
-
-
-def _why(est: Estimate, label: str) -> str:
-    parts = sorted(((us, op) for op, us in est.step.breakdown_us.items() if not op.startswith("mtp.")), reverse=True)
-    total = est.step.step_s * 1e6
-    top = ", ".join(f"{op} {us / total:.0%}" for us, op in parts[:2])
-    return f"{label}: {top}"
 
 
 def aggregated_best(
@@ -108,16 +41,16 @@ def aggregated_best(
     best = None
     curve: list[tuple[float, float]] = []
     try:
-        probe = _decode(system, c, preset, hw.chip.num_dies, "aggregated")
+        probe = decode_at(system, c, preset, hw.chip.num_dies, "aggregated")
     except InfeasibleDeploymentError:
         return None
-    for batch in _batch_grid(hw.chip.num_dies, probe.memory.max_batch_per_chip):
+    for batch in batch_grid(hw.chip.num_dies, probe.memory.max_batch_per_chip):
         try:
-            est = _decode(system, c, preset, batch, "aggregated")
+            est = decode_at(system, c, preset, batch, "aggregated")
         except InfeasibleDeploymentError:
             break
         curve.append((1.0 / est.tpot_s, est.throughput_per_chip_tok_s))
-        ttft_s = (est.ttft_s or 0.0) + _request_fixed_s(system, c, preset, disaggregated=False)
+        ttft_s = (est.ttft_s or 0.0) + stack_request_fixed_s(system, c, preset, disaggregated=False)
         ttft_ok = c.ttft_slo_ms is None or ttft_s * 1e3 <= c.ttft_slo_ms
         if est.tpot_s * 1e3 <= c.tpot_slo_ms and ttft_ok:
             best = (batch, est)
@@ -137,7 +70,7 @@ def _aggregated_result(
         feasible=True,
         batch_per_chip=batch,
         tpot_ms=est.tpot_s * 1e3,
-        ttft_ms=((est.ttft_s or 0.0) + _request_fixed_s(system, c, preset, disaggregated=False)) * 1e3,
+        ttft_ms=((est.ttft_s or 0.0) + stack_request_fixed_s(system, c, preset, disaggregated=False)) * 1e3,
         prefill_tok_s_per_chip=est.prefill_tokens_per_chip_s,
         decode_tok_s_per_chip=per_chip,
         output_tok_s_per_chip=per_chip,
@@ -145,7 +78,7 @@ def _aggregated_result(
         output_tok_s_per_kw=per_system / hw.system.power_kw.value,
         output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
         chips_for_target=math.ceil(c.target_rate_req_s / rate_per_chip) if c.target_rate_req_s else None,
-        why=_why(est, "aggregated step"),
+        why=why_line(est, "aggregated step"),
         utilisation=busy_share(est),
     )
 
@@ -184,14 +117,14 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         assumed_deployment=bool(preset.get("assumed", False)),
     )
     try:
-        probe = _decode(system, c, preset, hw.chip.num_dies)
+        probe = decode_at(system, c, preset, hw.chip.num_dies)
     except InfeasibleDeploymentError as e:
         return SystemResult(**base, feasible=False, reason=str(e))
     max_batch = probe.memory.max_batch_per_chip
     curve, best = [], None
-    for batch in _batch_grid(hw.chip.num_dies, max_batch):
+    for batch in batch_grid(hw.chip.num_dies, max_batch):
         try:
-            est = _decode(system, c, preset, batch)
+            est = decode_at(system, c, preset, batch)
         except InfeasibleDeploymentError:
             break  # comm buffers grow with the batch: the KV bound from the smallest batch is optimistic
         curve.append((1e3 / (est.tpot_s * 1e3), est.throughput_per_chip_tok_s))
@@ -206,66 +139,14 @@ def disaggregated_result(system: str, c: Conditions) -> SystemResult:
         )
     batch, dec = best
     tokens = preset["prefill"]["tokens_per_chip"]
-    pre = _prefill(system, c, preset, tokens)
-    ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
+    pre = prefill_at(system, c, preset, tokens)
+    ttft = pre.step.step_s + kv_transfer_s(system, c, preset)
     while c.ttft_slo_ms and ttft * 1e3 > c.ttft_slo_ms and tokens > c.input_len // hw.chip.num_dies:
         tokens //= 2  # smaller prefill batches for a tighter TTFT
-        pre = _prefill(system, c, preset, tokens)
-        ttft = pre.step.step_s + _kv_transfer_s(system, c, preset)
-    why = f"{_why(dec, 'decode')}; {_why(pre, 'prefill')}"
+        pre = prefill_at(system, c, preset, tokens)
+        ttft = pre.step.step_s + kv_transfer_s(system, c, preset)
+    why = f"{why_line(dec, 'decode')}; {why_line(pre, 'prefill')}"
     return split_pools_result(base, c, hw, batch, pre, dec, ttft, busy_share(dec), why, curve)
-
-
-def split_pools_result(
-    base: dict[str, Any],
-    c: Conditions,
-    hw: Any,
-    batch: float,
-    pre: Any,
-    dec: Any,
-    ttft: float,
-    decode_busy: float,
-    why: str,
-    curve: list,
-    **extra: Any,
-) -> SystemResult:
-    """A disaggregated system's figures, its prefill and decode pools sized to one request rate (the
-    prefill pool holds decode_req / (prefill_req + decode_req) of the chips); ``decode_busy`` is the decode
-    pool's busy share."""
-    prefill_req = pool_req_s(pre.throughput_per_chip_tok_s, c.input_len, "prefill")
-    decode_req = pool_req_s(dec.throughput_per_chip_tok_s, c.output_len, "decode")
-    per_chip = matched_output_tok_s_per_chip(prefill_req, decode_req, c.output_len)
-    per_system = per_chip * hw.system.num_chips
-    return SystemResult(
-        **base,
-        feasible=True,
-        batch_per_chip=batch,
-        tpot_ms=dec.tpot_s * 1e3,
-        ttft_ms=ttft * 1e3,
-        prefill_tok_s_per_chip=pre.throughput_per_chip_tok_s,
-        decode_tok_s_per_chip=dec.throughput_per_chip_tok_s,
-        output_tok_s_per_chip=per_chip,
-        output_tok_s_per_system=per_system,
-        output_tok_s_per_kw=per_system / hw.system.power_kw.value,
-        output_tok_s_per_musd=per_system / (hw.system.price_usd.value / 1e6),
-        chips_for_target=math.ceil(c.target_rate_req_s / (per_chip / c.output_len)) if c.target_rate_req_s else None,
-        why=why,
-        curve=curve,
-        utilisation=(decode_req * busy_share(pre) + prefill_req * decode_busy) / (prefill_req + decode_req),
-        **extra,
-    )
-
-
-def _request_fixed_s(system: str, c: Conditions, preset: dict[str, Any], disaggregated: bool) -> float:
-    """The priced stack's fixed time per request (front end, and the hand-off handshake when split)."""
-    return request_fixed_s(c.stack or preset.get("stack"), load_hardware(system).chip.family, disaggregated)
-
-
-def _kv_transfer_s(system: str, c: Conditions, preset: dict[str, Any]) -> float:
-    """The prompt's KV to decode (striped over its attention TP group's NICs), plus the stack's fixed time."""
-    nics = min(DEFAULT_ATTENTION_TP, preset["prefill"]["chips"])
-    handoff = comm.kv_handoff_s(load_hardware(system), load_model(c.model), c.input_len, "bf16", nics)
-    return handoff + _request_fixed_s(system, c, preset, disaggregated=True)
 
 
 def compare(systems: list[str], c: Conditions, progress: Progress | None = None) -> list[SystemResult]:
@@ -335,4 +216,4 @@ def operating_estimate(r: SystemResult, c: Conditions) -> Estimate:
     """The decode (or co-located) step a feasible result runs at: the one its TPOT and breakdown come from."""
     preset = presets()[r.system]
     pool = "aggregated" if r.mode == "aggregated" else "decode"
-    return _decode(r.system, c, preset, r.batch_per_chip, pool)
+    return decode_at(r.system, c, preset, r.batch_per_chip, pool)

@@ -13,14 +13,8 @@ from cloudmatrix.cost.afd_result import AfdEstimate, estimate_afd
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.deployment import AfdDeployment
 from cloudmatrix.errors import InfeasibleDeploymentError
-from cloudmatrix.studies.compare import (
-    Conditions,
-    SystemResult,
-    _batch_grid,
-    _kv_transfer_s,
-    _prefill,
-    split_pools_result,
-)
+from cloudmatrix.studies.compare_pools import batch_grid, kv_transfer_s, prefill_at, split_pools_result
+from cloudmatrix.studies.compare_terms import Conditions, SystemResult
 
 NO_BASIS = "no AFD measurement validates this deployment: its intervals are unknown"
 
@@ -55,7 +49,7 @@ def _best(name: str, c: Conditions, dies_per_chip: int) -> tuple[list[tuple[floa
     probe = estimate_afd(afd_presets()[name]["system"], c.model, afd_deployment(name, c, 2 * dies_per_chip))
     curve: list[tuple[float, float]] = []
     best: tuple[float, AfdEstimate] | None = None
-    for batch in _batch_grid(dies_per_chip, probe.attention_memory.max_batch_per_chip):
+    for batch in batch_grid(dies_per_chip, probe.attention_memory.max_batch_per_chip):
         try:
             est = estimate_afd(afd_presets()[name]["system"], c.model, afd_deployment(name, c, batch))
         except InfeasibleDeploymentError:
@@ -81,8 +75,8 @@ def afd_result(name: str, c: Conditions) -> SystemResult:
         return SystemResult(**base, feasible=False, curve=curve, reason=reason)
     batch, dec = best
     published = presets()[system]
-    pre = _prefill(system, c, published, published["prefill"]["tokens_per_chip"])
-    ttft = pre.step.step_s + _kv_transfer_s(system, c, published)
+    pre = prefill_at(system, c, published, published["prefill"]["tokens_per_chip"])
+    ttft = pre.step.step_s + kv_transfer_s(system, c, published)
     util = dec.step.utilisation()
     afd = dec.afd
     decode_busy = (afd.attention.num_chips * util["attention"] + afd.ffn_chips * util["ffn"]) / afd.num_chips
