@@ -17,6 +17,15 @@ RESIDUALS_PATH = VALIDATION_DIR / "residuals.json"
 E2E_METRICS = ("output_tok_s_per_chip", "tok_s_per_chip", "tpot_ms", "ttft_ms", "p99_ttft_ms")
 STEADY_METRICS = ("throughput_per_chip_tok_s", "tpot_ms")
 METRICS = tuple(dict.fromkeys(E2E_METRICS + STEADY_METRICS))
+# One short label per metric, for every table that shows one (`validate`, `validate --holdout`).
+METRIC_LABELS = {
+    "output_tok_s_per_chip": "out tok/s/chip",
+    "tok_s_per_chip": "tok/s/chip",
+    "throughput_per_chip_tok_s": "steady tok/s/chip",
+    "tpot_ms": "TPOT",
+    "ttft_ms": "TTFT",
+    "p99_ttft_ms": "p99 TTFT",
+}
 
 
 @cache

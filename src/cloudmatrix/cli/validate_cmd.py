@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from cloudmatrix.catalog.residuals import METRIC_LABELS
 from cloudmatrix.cli import common as cli
 from cloudmatrix.inputs import check_local_workers
 
@@ -15,14 +16,6 @@ if TYPE_CHECKING:  # rich's tables load when a table is drawn, not for --json
     from rich.table import Table
 
 SHOWN = ("output_tok_s_per_chip", "tok_s_per_chip", "throughput_per_chip_tok_s", "tpot_ms", "ttft_ms", "p99_ttft_ms")
-SHORT = {
-    "output_tok_s_per_chip": "out tok/s/chip",
-    "tok_s_per_chip": "tok/s/chip",
-    "throughput_per_chip_tok_s": "steady tok/s/chip",
-    "tpot_ms": "TPOT",
-    "ttft_ms": "TTFT",
-    "p99_ttft_ms": "p99 TTFT",
-}
 
 
 def validate(
@@ -195,7 +188,7 @@ def rows_table(d: dict[str, Any]) -> Table:
         by_row.setdefault(e["id"], {})[e["metric"]] = e
     metrics = [m for m in SHOWN if any(m in ms for ms in by_row.values())]
     t = Table(title="validate: error per row and metric (% of measured; refused rows count as misses)")
-    for col in ("id", "role", "conc", *(SHORT[m] for m in metrics), "note"):
+    for col in ("id", "role", "conc", *(METRIC_LABELS[m] for m in metrics), "note"):
         t.add_column(col, justify="left" if col in ("id", "role", "note") else "right", overflow="fold")
     for rid, ms in by_row.items():
         first = next(iter(ms.values()))
@@ -225,7 +218,7 @@ def summary_tables(s: dict[str, Any]) -> list[Table]:
         t = Table(title=f"{role} rows: median |error| % (answered/rows) by system x stack")
         t.add_column("system x stack")
         for m in metrics:
-            t.add_column(SHORT[m], justify="right")
+            t.add_column(METRIC_LABELS[m], justify="right")
         for grouping in ("system x stack", "band", "all"):
             keys = dict.fromkeys(c["key"] for c in cells if c["grouping"] == grouping)  # the summary's order
             for key in keys:
@@ -244,7 +237,7 @@ def _overall(role: str, cells: list[dict[str, Any]]) -> Table:
         t.add_column(col, justify="left" if col == "metric" else "right")
     for c in sorted(cells, key=lambda c: SHOWN.index(c["metric"])):
         t.add_row(
-            SHORT[c["metric"]],
+            METRIC_LABELS[c["metric"]],
             str(c["rows"]),
             f"{c['answered_share']:.0%}",
             _num(c["median_abs_error_pct"]),

@@ -7,8 +7,8 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from cloudmatrix.catalog.residuals import METRIC_LABELS
 from cloudmatrix.cli import common as cli
-from cloudmatrix.cli.validate_cmd import SHORT  # one label per metric (validate_cmd loads this module lazily)
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -122,9 +122,9 @@ def holdout_tables(d: dict[str, Any]) -> list[Table]:
         for col in cols:
             t.add_column(col, justify="right")
     for metric, c in d["summary"]["metrics"].items():
-        overall.add_row(SHORT.get(metric, metric), *_cells(c))
+        overall.add_row(METRIC_LABELS.get(metric, metric), *_cells(c))
     for c in d["summary"]["groups"]:
-        per_group.add_row(c["group"], SHORT.get(c["metric"], c["metric"]), *_cells(c))
+        per_group.add_row(c["group"], METRIC_LABELS.get(c["metric"], c["metric"]), *_cells(c))
     notes = Table(title="refits (constants fitted without each group's rows)")
     notes.add_column("group")
     notes.add_column("refit", overflow="fold")
