@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 import simpy
@@ -20,8 +20,16 @@ from cloudmatrix.sim.events import Sleeper, call_at, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
-if TYPE_CHECKING:
-    from cloudmatrix.sim.fault_injector import FaultInjector
+
+class Faults(Protocol):
+    """What the decode side asks of the fault injector (sim/fault_injector.py), named here so the two modules do
+    not import each other."""
+
+    def intercept(self, rid: int, inst: int, slot: int) -> bool: ...
+
+    def hold_s(self, inst: int) -> float: ...
+
+    def step_factor(self, inst: int) -> float: ...
 
 
 class Listener(Protocol):
@@ -49,7 +57,7 @@ class DecodeSide:
     listener: Listener | None
     observer: Callable[..., None] | None
     step_by_step: bool
-    faults: FaultInjector | None
+    faults: Faults | None
 
     def _finish(self, rids: np.ndarray) -> None:
         raise NotImplementedError

@@ -100,7 +100,7 @@ class Simulation(DecodeSide):
         self.arrival_times = np.zeros(0)  # the open loop's arrival times
         self.started = False
         self.whole_run = False  # run() to the end, rather than driven event by event (the emulator, tests)
-        self.faults = FaultInjector(self, scenario.faults) if scenario.faults else None
+        self.faults: FaultInjector | None = FaultInjector(self, scenario.faults) if scenario.faults else None
 
     @property
     def decode_slots(self) -> int:

@@ -7,18 +7,40 @@ what factor to stretch a step."""
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
+import simpy
 
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.serving.requests import State
+from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.requests import RequestTable, State
+from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.decode_side import Listener
 from cloudmatrix.sim.fault_report import fault_metrics
 from cloudmatrix.sim.fault_spec import SLOWING_KINDS, Fault, FaultsSpec, resolve
+from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.sim.recovery import Instance, Recovery, price
+from cloudmatrix.sim.scenario import Scenario
 
-if TYPE_CHECKING:
-    from cloudmatrix.sim.engine import Simulation
+
+class Simulation(Protocol):
+    """What the injector uses of the simulation it serves (sim/engine.py), named here so the two modules do
+    not import each other."""
+
+    env: simpy.Environment
+    s: Scenario
+    costs: StepCosts
+    decodes: list[DecodeBatch]
+    rec: Recorder
+    table: RequestTable
+    listener: Listener | None
+
+    def _admit_waiting(self) -> None: ...
+
+    def _enqueue(self, rid: int) -> None: ...
+
+    def account_finished(self, count: int) -> None: ...
 
 
 class FaultInjector:
