@@ -29,11 +29,12 @@ from cloudmatrix.emulator.http_errors import (
     ServerDraining,
     add_error_handlers,
     fault_event,
+    rate_limited,
     recovering_error,
 )
 from cloudmatrix.emulator.metrics import Metrics
 from cloudmatrix.emulator.schemas import MAX_TOKENS_LIMIT, ChatBody, CompletionBody, RequestBody
-from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text
+from cloudmatrix.emulator.text import Filler, chat_prompt_tokens, chat_text, openai_usage
 from cloudmatrix.emulator.tokenizer_worker import TokenizerFailed
 from cloudmatrix.emulator.vllm_api import add_vllm_routes
 from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished_sequence
@@ -41,14 +42,7 @@ from cloudmatrix.emulator.vllm_metrics import EngineState, VllmMetrics, finished
 
 def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
     metrics = Metrics(lambda: engine.outstanding, engine.queue_depth, engine.kv_occupancy, engine.cache_hit_rate)
-    state = EngineState(
-        running=engine.running,
-        waiting=engine.queue_depth,
-        kv_usage=engine.kv_occupancy,
-        prefix_queries=lambda: engine.prefix_cache_tokens()[0],
-        prefix_hits=lambda: engine.prefix_cache_tokens()[1],
-    )
-    vllm = VllmMetrics(metrics.registry, config.names[0], engine.max_context_tokens, state)
+    vllm = VllmMetrics(metrics.registry, config.names[0], engine.max_context_tokens, EngineState.of(engine))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -105,25 +99,11 @@ def create_app(engine: RealtimeEngine, config: ServeConfig) -> FastAPI:
         return body
 
     def too_many(wanted: int) -> ApiError:
-        retry = engine.retry_after_s()
-        return ApiError(
-            429,
-            f"{engine.outstanding} requests in flight and {wanted} more asked for: the deployment admits "
-            f"{engine.max_outstanding}. Retry after {retry} s.",
-            "rate_limit_error",
-            code="rate_limit_exceeded",
-            headers={"Retry-After": str(retry)},
-        )
+        return rate_limited(engine.outstanding, wanted, engine.max_outstanding, engine.retry_after_s())
 
     def usage(streams: list[Stream]) -> dict[str, Any]:
-        """OpenAI's usage: the prompt once, the completions of every choice, the tokens the cache supplied."""
-        prompt, generated = streams[0].prompt_tokens, sum(s.generated for s in streams)
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": generated,
-            "total_tokens": prompt + generated,
-            "prompt_tokens_details": {"cached_tokens": engine.cached_tokens(streams[0])},
-        }
+        generated = sum(s.generated for s in streams)
+        return openai_usage(streams[0].prompt_tokens, generated, engine.cached_tokens(streams[0]))
 
     async def tokens(request: Request, stream: Stream) -> AsyncGenerator[tuple[int, float], None]:
         """Token batches as the simulation releases them; cancels the simulated request if the client leaves."""

@@ -36,6 +36,18 @@ def recovering_error(retry_s: int) -> ApiError:
     )
 
 
+def rate_limited(outstanding: int, wanted: int, admitted: int, retry_s: int) -> ApiError:
+    """429 when ``wanted`` more requests would pass the deployment's admission bound, with when to come back."""
+    return ApiError(
+        429,
+        f"{outstanding} requests in flight and {wanted} more asked for: the deployment admits "
+        f"{admitted}. Retry after {retry_s} s.",
+        "rate_limit_error",
+        code="rate_limit_exceeded",
+        headers={"Retry-After": str(retry_s)},
+    )
+
+
 def fault_event() -> dict[str, Any]:
     """The error event that ends a stream whose sequence a simulated fault lost."""
     message = "The decode instance serving this request failed (simulated fault); retry it."

@@ -176,3 +176,13 @@ class Filler:
 
     def words(self, n: int) -> str:
         return "".join(" " + w for w in self.rng.choices(WORDS, k=n))
+
+
+def openai_usage(prompt: int, generated: int, cached: int) -> dict[str, object]:
+    """OpenAI's usage: the prompt once, the completions of every choice, the tokens the cache supplied."""
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": generated,
+        "total_tokens": prompt + generated,
+        "prompt_tokens_details": {"cached_tokens": cached},
+    }

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from cloudmatrix.emulator.engine import Stream
+from cloudmatrix.emulator.engine import RealtimeEngine, Stream
 
 # vLLM's buckets (vllm/v1/metrics/loggers.py)
 TTFT_BUCKETS_S = (
@@ -56,6 +56,16 @@ class EngineState:
     kv_usage: Callable[[], float]
     prefix_queries: Callable[[], float]
     prefix_hits: Callable[[], float]
+
+    @classmethod
+    def of(cls, engine: RealtimeEngine) -> EngineState:
+        return cls(
+            running=engine.running,
+            waiting=engine.queue_depth,
+            kv_usage=engine.kv_occupancy,
+            prefix_queries=lambda: engine.prefix_cache_tokens()[0],
+            prefix_hits=lambda: engine.prefix_cache_tokens()[1],
+        )
 
 
 @dataclass(frozen=True)
