@@ -5,7 +5,6 @@ for, trace rows that are flags or fractions, requests no pool can hold). Every r
 strict, finite JSON, or exit 2 with one line on stderr: never a traceback, exit 3 or a hang."""
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from cloudmatrix.inputs import InputError, check_number, parse_json, parse_yaml,
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.scenario import SCENARIO_DIR, load_scenario
 from cloudmatrix.workload.trace import read_trace
+from tests.test_input_surfaces import _finite
 
 ODD = [
     "", " ", "\u00e9\u2603", "1e308", str(10**30), "9" * 400, "9" * 5000, "-0", "-0.0", "0x10", "inf", "nan",
@@ -47,16 +47,6 @@ SET_PATHS = [
     "decode.0", "workload", "", "decode.", ".decode",
 ]  # fmt: skip
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-
-
-def _finite(obj: object) -> bool:
-    if isinstance(obj, float):
-        return math.isfinite(obj)
-    if isinstance(obj, dict):
-        return all(_finite(v) for v in obj.values())
-    if isinstance(obj, list):
-        return all(_finite(v) for v in obj)
-    return True
 
 
 def _refuse_constant(name: str) -> None:
