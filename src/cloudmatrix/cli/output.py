@@ -52,6 +52,17 @@ class Target:
         return f"{self.path} (via {self.given})" if self.via_link else self.given
 
 
+def _existing(path: Path, given: str, flag: str) -> os.stat_result | None:
+    """What stands at ``path`` (not following a link), or None for a new name whose parent can take it."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        _check_parent(path, flag)
+        return None
+    except (OSError, ValueError) as e:
+        raise _cannot(flag, given, e) from None
+
+
 def resolve(given: str, flag: str) -> Target:
     """The target ``given`` names, or an ``InputError`` line saying why nothing may be written there."""
     if given == STDOUT:
@@ -61,13 +72,9 @@ def resolve(given: str, flag: str) -> Target:
     if given.endswith("/"):
         raise InputError(f"{flag} {given}: names a directory; expected a file")
     path = Path(given)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        _check_parent(path, flag)
+    st = _existing(path, given, flag)
+    if st is None:
         return Target(flag=flag, given=given, path=path)
-    except (OSError, ValueError) as e:
-        raise _cannot(flag, given, e) from None
     via_link = stat.S_ISLNK(st.st_mode)
     if via_link:
         path, st = _follow(path, flag)
@@ -239,14 +246,9 @@ def resolve_directory(given: str, flag: str) -> DirTarget:
     """The directory ``given`` names, or an ``InputError`` line saying why no files may be written there."""
     if not given or given == STDOUT:
         raise InputError(f"{flag} {given!r}: expected a directory name (files are written inside it)")
-    path = Path(given)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        _check_parent(path, flag)
+    st = _existing(Path(given), given, flag)
+    if st is None:
         return DirTarget(flag=flag, given=given, exists=False)
-    except (OSError, ValueError) as e:
-        raise _cannot(flag, given, e) from None
     if stat.S_ISLNK(st.st_mode):
         raise InputError(f"{flag} {given}: is a symlink; expected a directory (links are not followed)")
     if not stat.S_ISDIR(st.st_mode):
