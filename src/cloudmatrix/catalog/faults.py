@@ -1,11 +1,13 @@
 """Fault rates and recovery time constants (``data/faults.yaml``): the fleet failure rates the fault model
-draws from, and per chip family the fixed times a recovery takes besides the bytes it moves."""
+draws from, and per recovery stack (the collective substrate and engine a serving stack recovers with) the
+fixed times a recovery takes besides the bytes it moves."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.errors import ConfigError
 
 GPU_FAMILIES = ("hopper", "blackwell", "cdna")  # families whose stacks recover as the GPU anchors' do
 
@@ -17,8 +19,9 @@ class FaultRates(Frozen):
 
 
 class RecoveryConstants(Frozen):
-    detect_s: Sourced  # fault to detection (heartbeat or collective timeout)
-    membership_repair_s: Sourced  # EP group rebuilt around the lost rank, routing metadata updated
+    detect_s: Sourced  # fault to detection on the elastic path (heartbeat or collective timeout)
+    restart_detect_s: Sourced  # fault to detection for a fixed-membership instance (what triggers a restart)
+    membership_repair_s: Sourced  # EP group repaired around the lost rank, routing metadata updated
     engine_init_s: Sourced  # a restart's process, communicator and graph set-up, besides loading weights
     reroute_s: Sourced  # the router moves an instance's traffic to a loaded standby
     repair_s: Sourced  # a failed die is back for reintegration
@@ -28,6 +31,8 @@ class RecoveryConstants(Frozen):
 class FaultCatalog(Frozen):
     rates: FaultRates
     recovery: dict[str, RecoveryConstants]
+    stack_recovery: dict[str, str]  # GPU serving stack -> recovery stack
+    family_recovery: dict[str, str]  # "ascend" / "gpu" -> recovery stack for stacks not listed
 
 
 @lru_cache(maxsize=1)
@@ -36,7 +41,19 @@ def fault_catalog() -> FaultCatalog:
     return parse(FaultCatalog, read_yaml(path), path.name)
 
 
-def recovery_constants(family: str) -> RecoveryConstants:
-    """A chip family's recovery constants: Ascend's own, else the GPU stacks' (EEP, SGLang Elastic EP)."""
-    table = fault_catalog().recovery
-    return table["ascend"] if family == "ascend" else table["gpu"]
+def recovery_stack(family: str, stack: str | None = None, override: str | None = None) -> str:
+    """The recovery stack a deployment recovers with: ``override`` if given, Ascend's own on Ascend, else the
+    serving stack's (SGLang: Mooncake) or the GPU default."""
+    cat = fault_catalog()
+    if override is not None:
+        if override not in cat.recovery:
+            raise ConfigError(f"faults.recovery_stack: {override!r}; expected one of {', '.join(sorted(cat.recovery))}")
+        return override
+    if family == "ascend":
+        return cat.family_recovery["ascend"]
+    return cat.stack_recovery.get(stack or "", cat.family_recovery["gpu"])
+
+
+def recovery_constants(family: str, stack: str | None = None, override: str | None = None) -> RecoveryConstants:
+    """A deployment's recovery constants (see ``recovery_stack``)."""
+    return fault_catalog().recovery[recovery_stack(family, stack, override)]

@@ -15,13 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cloudmatrix.catalog.faults import fault_catalog, recovery_constants
+from cloudmatrix.catalog.faults import fault_catalog
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.planner.evaluate import Job
 from cloudmatrix.planner.inputs import context
 from cloudmatrix.planner.rank import PlannedDeployment
 from cloudmatrix.sim.fault_spec import Fault
-from cloudmatrix.sim.recovery import Instance, Recovery, price
+from cloudmatrix.sim.recovery import Instance, Recovery, constants, price
 
 HOURS_PER_MONTH = 730.0  # the horizon the expected downtime is quoted over (8,760 h / 12)
 MAX_SPARES = 64  # standby instances the sizing tries before it says the target is out of reach
@@ -112,9 +112,9 @@ def availability_options(d: PlannedDeployment, job: Job, target: float) -> dict[
 def pool_availability(inst: Instance, instances: int, target: float) -> dict[str, Any]:
     """Each recovery policy's expected availability for a pool of ``instances`` like ``inst``, what it costs
     in chips, and whether it meets ``target``; spare instances sized to the fewest that meet it."""
-    hw, dep = inst.hw, inst.dep
+    dep = inst.dep
     kinds = _kinds(inst)
-    repair_s = recovery_constants(hw.chip.family).repair_s.value
+    repair_s = constants(inst).repair_s.value
     per_hour = sum(k.per_hour for k in kinds)
     options = []
     for policy in DIE_POLICIES:

@@ -62,7 +62,7 @@ class FaultInjector:
             seed=s.seed,
             horizon_s=s.duration_s,
         )
-        instance = Instance(hw, sim.costs.model, sim.costs.decode_deployment())
+        instance = Instance(hw, sim.costs.model, sim.costs.decode_deployment(), spec.recovery_stack)
         # each fault priced for its own dies (the instance keeps the degraded steps it priced by size)
         self.recoveries: list[Recovery] = [price(instance, f, spec.policy, spec.repair_s) for f in self.faults]
         pools = [p for p in (s.prefill, s.decode) if p is not None]

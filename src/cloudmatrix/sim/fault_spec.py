@@ -88,6 +88,7 @@ class FaultsSpec(_Spec):
     policy: Policy = "restart"
     requests: Literal["retry", "fail"] = "retry"  # what a cut request does: resubmitted, or counted failed
     repair_s: float | None = Field(default=None, gt=0, le=MAX_SIM_S)  # a lost die is back; default: catalog
+    recovery_stack: Literal["xccl", "eep", "mooncake"] | None = None  # default: the stack's (data/faults.yaml)
 
     @model_validator(mode="before")
     @classmethod

@@ -56,6 +56,7 @@ class Instance:
     hw: Hardware
     model: ModelSpec
     dep: Deployment
+    recovery_stack: str | None = None  # the recovery constants' stack; default: the deployment's (catalog)
     # degraded step factors by NPUs lost: a long run draws many faults of a few sizes (each prices two steps)
     factors: dict[int, float] = field(default_factory=dict, compare=False)
     # degraded step factors by (plane, bandwidth factor, latency factor)
@@ -64,7 +65,7 @@ class Instance:
 
 def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = None) -> Recovery:
     """The recovery of ``fault`` under ``policy`` on a decode instance."""
-    k = recovery_constants(costs.hw.chip.family)
+    k = constants(costs)
     dep = costs.dep
     if fault.kind == "straggler":
         return Recovery(
@@ -86,10 +87,12 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
             note=f"the {fault.plane} plane at {fault.bandwidth_factor:g}x bandwidth, {fault.latency_factor:g}x latency",
         )
     whole = len(fault.dies) >= dep.num_chips * costs.hw.chip.num_dies
-    if policy in ("redundant-experts", "elastic-ep") and whole:
-        return dataclasses.replace(_restart(costs, dep, k), note=f"{policy} cannot route around a whole instance")
-    if policy == "restart":
-        return _restart(costs, dep, k)
+    if policy in ("redundant-experts", "elastic-ep") and whole:  # detected on the elastic path, then restarted
+        return dataclasses.replace(
+            _restart(costs, dep, k, k.detect_s.value), note=f"{policy} cannot route around a whole instance"
+        )
+    if policy == "restart":  # a fixed-membership instance: its collectives' own timeout detects the fault
+        return _restart(costs, dep, k, k.restart_detect_s.value)
     if policy == "spare-instance":
         return Recovery(
             policy=policy,
@@ -101,16 +104,22 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
     try:
         return _shrink(costs, dep, k, fault, policy, k.repair_s.value if repair_s is None else repair_s)
     except InfeasibleDeploymentError as e:  # the survivors cannot hold the model: only a restart serves again
-        return dataclasses.replace(_restart(costs, dep, k), note=f"{policy}: the surviving dies cannot serve ({e})")
+        note = f"{policy}: the surviving dies cannot serve ({e})"
+        return dataclasses.replace(_restart(costs, dep, k, k.detect_s.value), note=note)
 
 
-def _restart(costs: Instance, dep: Deployment, k: RecoveryConstants) -> Recovery:
+def constants(costs: Instance) -> RecoveryConstants:
+    """The recovery constants of the instance's recovery stack (data/faults.yaml)."""
+    return recovery_constants(costs.hw.chip.family, costs.dep.stack, costs.recovery_stack)
+
+
+def _restart(costs: Instance, dep: Deployment, k: RecoveryConstants, detect_s: float) -> Recovery:
     """Detect, then start the instance again on a replacement NPU: weights into HBM (from the EMS/DRAM model
     cache over UB where the system has one, else from node-local storage), process and graph set-up."""
     return Recovery(
         policy="restart",
         parts_s={
-            "detect": k.detect_s.value,
+            "detect": detect_s,
             "load_weights": weights_load_s(costs, dep, k),
             "engine_init": k.engine_init_s.value,
         },

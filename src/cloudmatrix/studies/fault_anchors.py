@@ -26,7 +26,7 @@ FAULT_QUANTITIES = (
 
 def predict_fault_row(ref: ReferenceSet, row: ReferenceRow) -> float:
     s = {**ref.defaults, **row.setup}
-    inst = _instance(s)
+    inst = anchor_instance(s)
     fault = _fault(inst, s)
     q = row.quantity
     if q == "restart_s":
@@ -53,12 +53,12 @@ def back_to_95pct_s(rec: Recovery) -> float:
     return rec.pause_s + rec.reintegrate_after_s + rec.reintegration_pause_s
 
 
-def _instance(s: dict[str, Any]) -> Instance:
+def anchor_instance(s: dict[str, Any]) -> Instance:
     hw, model = load_hardware(s["system"]), load_model(s["model"])
     dep = dataclasses.replace(
         deployment_from_setup(s, {}), stack=s.get("stack"), redundant_experts=s.get("redundant_experts")
     )
-    return Instance(hw, model, dep)
+    return Instance(hw, model, dep, s.get("recovery_stack"))
 
 
 def _fault(inst: Instance, s: dict[str, Any]) -> Fault:
