@@ -19,7 +19,7 @@ from cloudmatrix.cost.model_load import model_bytes, warm_start_s
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import Simulation, simulate
-from cloudmatrix.sim.fault_spec import POLICIES, Fault, FaultsSpec, resolve, scope
+from cloudmatrix.sim.fault_spec import POLICIES, Fault, FaultsSpec, PoolShape, resolve, scope
 from cloudmatrix.sim.recovery import Instance, price
 from cloudmatrix.sim.scenario import load_scenario, scenario_from
 
@@ -60,7 +60,11 @@ def test_a_list_is_the_events_and_a_mapping_carries_rates_and_policy() -> None:
 
 @pytest.mark.parametrize(
     ("target", "says"),
-    [("prefill.0", "only decode instances"), ("decode", "expected POOL.INSTANCE"), ("decode.0.npu.3", "expected")],
+    [
+        ("cache.0", "expected one of decode, prefill"),
+        ("decode", "expected POOL.INSTANCE"),
+        ("decode.0.npu.3", "expected"),
+    ],
 )
 def test_a_bad_target_names_the_field(target: str, says: str) -> None:
     with pytest.raises(ConfigError, match=says):
@@ -83,7 +87,7 @@ def test_scope_takes_the_die_its_package_its_node_or_the_instance() -> None:
 
 def test_rates_draw_the_same_faults_for_a_seed_and_others_for_another() -> None:
     spec = FaultsSpec.model_validate({"rates": {"die_per_hour": 0.05, "horizon_s": 36000}})
-    kw = {"instances": 1, "dies_per_instance": 320, "dies_per_chip": 2, "dies_per_node": 16, "horizon_s": None}
+    kw = {"pools": {"decode": PoolShape(1, 320)}, "dies_per_chip": 2, "dies_per_node": 16, "horizon_s": None}
     a, b, c = resolve(spec, seed=3, **kw), resolve(spec, seed=3, **kw), resolve(spec, seed=4, **kw)
     assert a == b and a != c
     assert 0.7 * 160 < len(a) < 1.3 * 160  # 0.05 x 320 dies x 10 h expected (Poisson sd 13)
@@ -92,7 +96,7 @@ def test_rates_draw_the_same_faults_for_a_seed_and_others_for_another() -> None:
 
 def test_fleet_rates_are_the_catalogs() -> None:
     spec = FaultsSpec.model_validate({"rates": {"fleet": True, "horizon_s": 3.6e6}})  # 1,000 h
-    kw = {"instances": 1, "dies_per_instance": 320, "dies_per_chip": 2, "dies_per_node": 16, "horizon_s": None}
+    kw = {"pools": {"decode": PoolShape(1, 320)}, "dies_per_chip": 2, "dies_per_node": 16, "horizon_s": None}
     drawn = resolve(spec, seed=0, **kw)
     dies = sum(f.kind == "die_loss" for f in drawn)
     nodes = sum(f.kind == "node_loss" for f in drawn)

@@ -46,7 +46,11 @@ def test_the_fault_table_and_plot_are_written(tmp_path) -> None:  # type: ignore
         (["cm384-paper", "--fault-policy", "restart"], "has no faults: section"),
         (["cm384-die-loss", "--set", "faults.policy=reboot"], "faults.policy"),
         (["cm384-die-loss", "--set", "faults.events=[{at_s: 1, kind: die_loss, target: decode.0.die.999}]"], "die 999"),
-        (["cm384-die-loss", "--set", "faults.events=[{at_s: 1, kind: die_loss, target: prefill.0}]"], "prefill"),
+        (
+            ["cm384-die-loss", "--set", "faults.events=[{at_s: 1, kind: die_loss, target: prefill.9}]"],
+            "prefill pool has",
+        ),
+        (["cm384-die-loss", "--set", "faults.events=[{at_s: 1, kind: kv_loss, target: prefill.0}]"], "keeps no KV"),
     ],
 )
 def test_bad_fault_input_is_one_line_and_exit_2(args: list[str], says: str) -> None:

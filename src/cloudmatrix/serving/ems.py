@@ -143,6 +143,28 @@ class ContextCache:
         self._stored += sum(1 for h in set(hash_ids) if h not in self)
         self._touch(hash_ids)
 
+    def drop_share(self, tier: str, share: float) -> int:
+        """A node's part of a tier is lost (its CPU's DRAM or its SSD, a fault): every k-th block of the tier
+        in LRU order (k = 1 / share) and that share of its capacity; returns the capacity taken."""
+        store = self._dram if tier == "dram" else self._ssd
+        k = max(round(1.0 / share), 1)
+        for h in [h for i, h in enumerate(store) if i % k == 0]:
+            del store[h]
+        if tier == "dram":
+            taken = self.dram_capacity_blocks // k
+            self.dram_capacity_blocks -= taken
+        else:
+            taken = self.ssd_capacity_blocks // k
+            self.ssd_capacity_blocks -= taken
+        return taken
+
+    def restore_capacity(self, tier: str, blocks: int) -> None:
+        """The repaired node's share of the tier is back (empty)."""
+        if tier == "dram":
+            self.dram_capacity_blocks += blocks
+        else:
+            self.ssd_capacity_blocks += blocks
+
     def _touch(self, hash_ids: Sequence[int]) -> None:
         # Reverse prompt order leaves the prompt's first block the most recently used, so eviction takes a
         # prefix's tail first: a tail block without its head can never hit again (as vLLM frees blocks).

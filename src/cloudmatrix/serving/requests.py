@@ -89,9 +89,9 @@ class RequestTable:
         self.finish_s[rid] = now
 
     def retry(self, rid: int) -> None:
-        """A fault cut the request after its prefill: its client sends it again (same arrival), so it queues
-        for prefill with nothing generated and every later stamp cleared."""
-        if self.state[rid] not in (_KV, _DECODING):
+        """A fault cut the request (its prefill in flight, or its KV after): its client sends it again (same
+        arrival), so it queues for prefill with nothing generated and every later stamp cleared."""
+        if self.state[rid] not in (_PREFILLING, _KV, _DECODING):
             raise RuntimeError(f"request {rid}: retried from state {self.state[rid]}")
         self.state[rid] = _QUEUED
         self.generated[rid] = 0

@@ -17,6 +17,7 @@ from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit
+from cloudmatrix.sim.decode_side import Faults
 from cloudmatrix.sim.events import Sleeper, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
@@ -36,6 +37,9 @@ class Simulation(Protocol):
     def _finish(self, rids: np.ndarray) -> None: ...
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None: ...
+
+    @property
+    def faults(self) -> Faults | None: ...
 
 
 class AggregatedInstance:
@@ -92,10 +96,17 @@ class AggregatedInstance:
         if not self.prefilling and batch.num_active == 0:
             self.loop.asleep = True
             return
+        factor = 1.0
+        if sim.faults:  # a fault holds the instance for its recovery's pause, then slows it while degraded
+            hold = sim.faults.hold_s(self.index)
+            if hold > 0:
+                call_later(sim.env, hold, self._next)
+                return
+            factor = sim.faults.step_factor(self.index)
         chunk, completing = self._plan_chunk()
         seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
-        dur = sim.costs.decode_step_s(seqs, mean_kv, chunk)
-        stretch = sim._stretch(batch, dur) if not self.prefilling else None
+        dur = sim.costs.decode_step_s(seqs, mean_kv, chunk) * factor
+        stretch = sim._stretch(batch, dur) if not self.prefilling and factor == 1.0 else None
         if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
             call_later(sim.env, stretch.delay_s, partial(self._stretch_done, stretch, seqs * batch.num_dies))
         else:
@@ -138,6 +149,8 @@ class AggregatedInstance:
         """Prompts whose last chunk ran: the first token is out; they join the decode batch (or finish)."""
         table, now, one_token = self.sim.table, self.sim.env.now, []
         for entry in completing:
+            if entry not in self.prefilling:  # a fault cut it during the step
+                continue
             self.prefilling.remove(entry)
             rid, slot = entry[0], entry[1]
             table.end_prefill(rid, now)

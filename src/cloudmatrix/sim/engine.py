@@ -68,6 +68,7 @@ class Simulation(DecodeSide):
         pre = p.instances if p else 0
         self.prefill_queues = [PrefillQueue(p.chips * p.tokens_per_chip) for _ in range(pre)] if p else []
         self.prefill_busy = [False] * pre
+        self.prefill_batches: list[list[int]] = [[] for _ in range(pre)]  # each instance's batch in flight
         self.prefill_loops = [Sleeper(self.env, partial(self._prefill_next, i)) for i in range(pre)]
         cache_aware = p is not None and p.router == "cache-aware"
         self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p and cache_aware else None
@@ -178,13 +179,16 @@ class Simulation(DecodeSide):
 
     def _enqueue(self, rid: int) -> None:
         if self.aggregated:
-            self.aggregated[least_loaded([inst.load() for inst in self.aggregated])].enqueue(rid)
+            agg = [inst.load() for inst in self.aggregated]
+            self.aggregated[least_loaded(self.faults.route(agg, False) if self.faults else agg)].enqueue(rid)
             return
         tokens = int(self.table.input_len[rid])
-        loads = [
+        loads: list[float] = [
             q.queued_tokens + (q.budget if busy else 0)
             for q, busy in zip(self.prefill_queues, self.prefill_busy, strict=True)
         ]
+        if self.faults:  # instances a fault holds are out of reach
+            loads = self.faults.route(loads, True)
         if self.router is not None:
             hashes = self._hash_ids(rid)
             prefix = hashes[0] if hashes else None
@@ -227,17 +231,28 @@ class Simulation(DecodeSide):
         if not queue:
             self.prefill_loops[inst].asleep = True
             return
+        factor = 1.0
+        if self.faults:
+            hold = self.faults.prefill_hold_s(inst)
+            if hold > 0:  # a fault stopped the instance: what it holds waits out the recovery
+                call_later(self.env, hold, partial(self._prefill_next, inst))
+                return
+            factor = self.faults.prefill_step_factor(inst)
         batch = queue.next_batch()
         rids = [rid for rid, _ in batch]
         tokens = sum(t for _, t in batch)
         now = self.env.now
         self.table.start_prefills(rids, now)
-        dur = self._prefill_batch_s(rids, tokens)
+        dur = self._prefill_batch_s(rids, tokens) * factor
         self.prefill_busy[inst] = True
+        self.prefill_batches[inst] = rids
         call_later(self.env, dur, partial(self._prefill_done, inst, rids, tokens, now, dur))
 
     def _prefill_done(self, inst: int, rids: list[int], tokens: int, start: float, dur: float, _event: object) -> None:
         self.prefill_busy[inst] = False
+        if self.faults and self.faults.prefill_cut(inst, start):  # a fault cut it: its requests were handled
+            self._prefill_next(inst)
+            return
         self.rec.prefill_batch(inst, start, dur, tokens)
         now = self.env.now
         if self.ems:  # new blocks are stored asynchronously once the prefill has them (P3 §4.4.2)

@@ -92,6 +92,8 @@ def availability(events: list[dict[str, Any]], end_s: float, instances: int) -> 
         return 1.0
     lost = 0.0
     for e in events:
+        if e.get("pool") == "prefill":  # the decode pool's capacity: a prefill fault shows in TTFT instead
+            continue
         start, resume = e["at_s"], min(e["resume_at_s"], end_s)
         lost += max(resume - start, 0.0)
         until = min(e.get("full_capacity_at_s", e.get("until_s", end_s)), end_s)

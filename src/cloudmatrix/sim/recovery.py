@@ -76,6 +76,10 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
             degraded_fraction=1.0 / fault.slowdown,
             note="a slow die sets every step's pace",
         )
+    if fault.kind in ("kv_loss", "ssd_loss"):
+        return _nothing_held(fault)
+    if fault.pool == "prefill":
+        return _prefill(costs, fault, policy, k, k.repair_s.value if repair_s is None else repair_s)
     if fault.kind == "plane_degradation":
         factor = plane_step_factor(costs, fault.plane, fault.bandwidth_factor, fault.latency_factor)
         return Recovery(
@@ -106,6 +110,44 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
     except InfeasibleDeploymentError as e:  # the survivors cannot hold the model: only a restart serves again
         note = f"{policy}: the surviving dies cannot serve ({e})"
         return dataclasses.replace(_restart(costs, dep, k, k.detect_s.value), note=note)
+
+
+def _nothing_held(fault: Fault) -> Recovery:
+    """A fault that stops no instance: lost KV (its sequences are cut, the dies serve on) or an EMS node's
+    SSD (the cache tier's share on it is gone until it is replaced)."""
+    if fault.kind == "kv_loss":
+        return Recovery(policy="none", parts_s={}, cut="dies", note="the KV on these dies is lost; they serve on")
+    return Recovery(policy="none", parts_s={}, cut="none", note="the EMS SSD tier's share on one node is lost")
+
+
+def _prefill(costs: Instance, fault: Fault, policy: str, k: RecoveryConstants, repair_s: float) -> Recovery:
+    """A prefill instance keeps no sequence beyond its batch: the batch in flight is cut, its queue moves to
+    the other instances, and the instance is out for the policy's pause. A die-level policy serves on the
+    survivors with its batches stretched by the dies lost (prefill is compute-bound: its throughput taken
+    as proportional to its dies, an assumption) until the repair; no expert coverage is priced here."""
+    dep, dies = costs.dep, costs.dep.num_chips * costs.hw.chip.num_dies
+    whole = len(fault.dies) >= dies
+    if policy == "restart" or (whole and policy != "spare-instance"):
+        detect = k.restart_detect_s.value if policy == "restart" else k.detect_s.value
+        return _restart(costs, dep, k, detect)
+    if policy == "spare-instance":
+        return Recovery(
+            policy=policy,
+            parts_s={"detect": k.detect_s.value, "reroute": k.reroute_s.value},
+            cut="instance",
+            spare_chips=dep.num_chips,
+        )
+    left = dies - len(fault.dies)
+    return Recovery(
+        policy=policy,
+        parts_s={"detect": k.detect_s.value, "membership_repair": k.membership_repair_s.value},
+        cut="instance",  # the batch in flight spans every die of the instance
+        fenced=fault.dies,
+        step_factor=dies / left,
+        degraded_fraction=left / dies,
+        reintegrate_after_s=repair_s,
+        reintegration_parts_s={"membership_repair": k.membership_repair_s.value},
+    )
 
 
 def constants(costs: Instance) -> RecoveryConstants:
