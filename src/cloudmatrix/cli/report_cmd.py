@@ -28,6 +28,18 @@ def report(
     validate_json: Annotated[
         Path | None, typer.Option(help="A saved `validate --json` run (default: the stored residual table).")
     ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SCENARIO",
+            help="Simulate a scenario (built-in name or YAML) and, when it has faults, plot its throughput over "
+            "time with the faults marked.",
+        ),
+    ] = None,
+    simulation_json: Annotated[
+        Path | None,
+        typer.Option(help="A saved `simulate --json` run to plot the same way (instead of --scenario)."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json/--no-json", help="Print {path, bytes, sections} on stdout.")] = False,
 ) -> None:
     """One self-contained HTML page of the twin's answers: open it offline, mail it."""
@@ -53,9 +65,12 @@ def report(
         saved = cli._run(
             lambda: _validate_run(parse_json(read_text(validate_json, "validate run"), str(validate_json)))
         )
+    if scenario is not None and simulation_json is not None:
+        cli._fail("--scenario and --simulation-json: give one run to plot, not both")
+    faults = cli._run(lambda: _faults(scenario, simulation_json))
     plan_d = _plan(model, workload, tpot_slo) if plan else None
     with LazyProgress("building the report") as progress:
-        data = cli._run(lambda: report_data(cond, ids, saved, plan_d, progress.update))
+        data = cli._run(lambda: report_data(cond, ids, saved, plan_d, progress.update, faults))
     page, sections = render(data, f"cloudmatrix report: {model}, {cond.input_len}/{cond.output_len} tokens")
     size = len(page.encode())
     if size > MAX_REPORT_BYTES:
@@ -92,6 +107,21 @@ def _validate_run(d: Any) -> dict[str, Any]:
 
     cells = checked(SavedCell, summary["cells"], "summary.cells")
     return d | {"rows": checked(SavedRow, d["rows"], "rows"), "summary": summary | {"cells": cells}}
+
+
+def _faults(scenario: str | None, saved: Path | None) -> dict[str, Any] | None:
+    """The fault part of a simulated run: the scenario simulated here, or a saved `simulate --json` run."""
+    from cloudmatrix.inputs import parse_json, read_text
+    from cloudmatrix.report.fault_section import fault_data
+
+    if saved is not None:
+        return fault_data(parse_json(read_text(saved, "simulation run"), str(saved)), "--simulation-json")
+    if scenario is None:
+        return None
+    from cloudmatrix.sim.engine import simulate
+    from cloudmatrix.sim.scenario import load_scenario
+
+    return fault_data(simulate(load_scenario(scenario)).to_dict(), "--scenario")
 
 
 def _plan(model: str, workload: str, tpot_slo: float) -> dict[str, Any]:

@@ -97,6 +97,7 @@ def report_data(
     validate_run: dict[str, Any] | None = None,
     plan: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    faults: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     step = progress or (lambda _done, _total: None)
     data: dict[str, Any] = {"glance": glance()}
@@ -115,4 +116,6 @@ def report_data(
     step(6, 6)
     if plan is not None:
         data["plan"] = plan
+    if faults is not None:  # a simulated run with faults (report/fault_section.py)
+        data["faults"] = faults
     return data

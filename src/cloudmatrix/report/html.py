@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from cloudmatrix.inputs import finite_json
 from cloudmatrix.report import answer, figures
+from cloudmatrix.report.fault_section import fault_section
 
 CSS = """
 :root { --fg: #1d2330; --muted: #5b6475; --line: #d9dee7; --accent: #b3001b; }
@@ -218,6 +219,7 @@ def render(data: dict[str, Any], title: str) -> tuple[str, list[str]]:
             + figure(figures.parity_figure(v["entries"]), "fig-parity")
             + _error_table(v["cells"]),
         ),
+        *([fault_section(data["faults"], table, figure)] if "faults" in data else []),
         ("glance", "The catalog: CloudMatrix384 at a glance", _glance(data["glance"])),
     ]
     nav = "".join(f'<a href="#{sid}">{html.escape(t)}</a>' for sid, t, _ in sections)
