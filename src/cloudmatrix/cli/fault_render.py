@@ -67,3 +67,27 @@ def availability_lines(d: dict[str, Any]) -> list[str]:
         note = f"; {a['note']}" if a.get("note") else ""
         lines.append(f"#{r['rank']} availability (target {a['target']:g}, {a['scope']}): " + "; ".join(parts) + note)
     return lines
+
+
+def long_horizon_table(name: str, s: dict[str, Any]) -> Table:
+    """`simulate --long-horizon`: one row per fault window, the horizon's figures in the caption."""
+    t = Table(title=f"{name}: {s['horizon_s'] / 3600:,.1f} h by fault windows and steady stretches")
+    for col in ("window s", "faults", "kinds", "pauses s", "tokens lost"):
+        t.add_column(col, justify="left" if col == "kinds" else "right")
+    events = s["events"]
+    for w in s["windows"]:
+        mine = [e for e in events if w["start_s"] <= e["at_s"] <= w["end_s"]]
+        t.add_row(
+            f"{w['start_s']:,.0f}-{w['end_s']:,.0f}",
+            str(w["faults"]),
+            ", ".join(sorted({e["kind"] for e in mine})),
+            ", ".join(f"{e['pause_s']:.1f}" for e in mine),
+            f"{sum(e['decode_tokens_lost'] for e in mine):,.0f}",
+        )
+    t.caption = (
+        f"steady {s['steady_decode_tok_s']:,.0f} decode tok/s (warm-up {s['warm_up_s']:.0f} s); "
+        f"{s['simulated_s'] / max(s['horizon_s'], 1e-9):.2%} of the horizon simulated; "
+        f"{s['decode_tokens']:,.0f} decode tokens, {s['decode_tokens_lost']:,.0f} lost to faults; "
+        f"availability {s['availability']:.5f}"
+    )
+    return t

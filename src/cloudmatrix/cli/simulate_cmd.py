@@ -14,7 +14,6 @@ import typer
 from cloudmatrix.cli.common import (
     JsonFlag,
     StackOption,
-    _emit_json,
     _fail,
     _run,
     _stack_set,
@@ -96,6 +95,14 @@ def simulate(
     out_path: Annotated[
         str | None, typer.Option("--out", metavar="PATH", help="Write the --result-format JSON here (- for stdout).")
     ] = None,
+    long_horizon: Annotated[
+        bool,
+        typer.Option(
+            "--long-horizon/--no-long-horizon",
+            help="With faults over a long horizon (faults.rates.horizon_s): simulate each fault's window in full and "
+            "the steady stretches from a healthy window.",
+        ),
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Request-level discrete-event simulation of a prefill/decode deployment under a workload: a scenario
@@ -122,6 +129,23 @@ def simulate(
     use_ray = ray or ray_address is not None
     if replications is None and (jobs is not None or use_ray):
         _fail("--jobs, --ray and --ray-address run --replications; give --replications N")
+    if long_horizon:
+        if replications is not None or requests_csv or timeline_csv or result_format or fault_plot:
+            _fail("--long-horizon reports the horizon's summary only; drop --replications and the output flags")
+        from cloudmatrix.cli.fault_render import long_horizon_table
+        from cloudmatrix.studies.fault_horizon import long_horizon as run_long
+
+        with LazyProgress("simulating the fault windows"):
+            summary = _run(lambda: run_long(loaded))
+        if as_json:
+            from cloudmatrix.cli.common import _emit_json
+
+            _emit_json({"scenario": loaded.name, **summary})
+        else:
+            from cloudmatrix.cli.common import out
+
+            out.print(long_horizon_table(loaded.name, summary))
+        return
     if replications is not None:
         if requests_csv or timeline_csv or result_format or fault_plot:
             _fail("--replications reports the spread only; drop the CSV, --result-format and --fault-plot flags")
