@@ -2,6 +2,7 @@
 checked against the catalog's rates and the priced pauses, Erlang's loss formula, the spare sizing and the
 plan table's line."""
 
+import dataclasses
 import json
 
 import pytest
@@ -16,10 +17,12 @@ from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.planner.availability import (
     HOURS_PER_MONTH,
     _Kind,
+    _kinds,
     check_target,
     erlang_b,
     lost_s,
     pool_availability,
+    redundant_experts_needed,
     spares_needed,
 )
 from cloudmatrix.sim.fault_spec import Fault
@@ -147,3 +150,33 @@ def test_plan_lists_each_policy_beside_the_ranking() -> None:
     assert table.exit_code == 0 and "#1 availability (target 0.999, decode pool): restart" in table.stdout
     plain = json.loads(runner.invoke(app, ["plan", "--precision", "int8", "--no-check", "--top", "1", "--json"]).stdout)
     assert "availability" not in plain["ranked"][0]
+
+
+def test_redundant_experts_are_sized_to_the_fewest_slots_that_leave_no_expert_lost(inst: Instance) -> None:
+    """EP64 over 32 NPUs: a node loss takes 16 dies; with 5 slots per die (the default, 64 redundant) 80 slots
+    go and 16 experts lose their last copy; 6 per die (128 redundant) cover 96 lost slots."""
+    red = redundant_experts_needed(inst, 0.999, 1800.0)
+    assert red["reachable"] and red["redundant_experts"] == 128 and red["slots_per_die"] == 6
+    sized = Instance(inst.hw, inst.model, dataclasses.replace(inst.dep, redundant_experts=128))
+    assert all(k.recoveries["redundant-experts"].experts_lost == 0 for k in _kinds(sized))
+    fewer = Instance(inst.hw, inst.model, dataclasses.replace(inst.dep, redundant_experts=64))
+    assert max(k.recoveries["redundant-experts"].experts_lost for k in _kinds(fewer)) == 16
+    one_expert = inst.model.expert_params() * inst.model.num_moe_layers  # INT8: a byte a weight
+    assert red["extra_hbm_gb_per_die"] == pytest.approx(one_expert / 1e9)
+    assert red["chip_equivalent"] == pytest.approx(one_expert * 32 / inst.hw.chip.hbm_bytes_per_die)
+    assert red["step_ratio"] > 1.0  # each die reads one more expert's weights a step
+    assert red["availability"] >= 0.999
+    assert pool_availability(inst, 1, 0.999)["redundant_experts"] == red
+
+
+def test_a_target_redundancy_cannot_meet_says_why(inst: Instance) -> None:
+    assert not redundant_experts_needed(inst, 0.9999999, 1800.0)["reachable"]
+    wide = dataclasses.replace(inst.dep, num_chips=160, ep=320)
+    note = redundant_experts_needed(Instance(inst.hw, inst.model, wide), 0.999, 1800.0)
+    assert not note["reachable"] and "one expert per die" in note["note"]
+
+
+def test_plan_prints_the_redundancy_line() -> None:
+    args = ["plan", "--precision", "int8", "--no-check", "--top", "1", "--availability", "0.999"]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0 and "#1 redundant experts for the target:" in table.stdout

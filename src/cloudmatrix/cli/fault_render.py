@@ -66,6 +66,9 @@ def availability_lines(d: dict[str, Any]) -> list[str]:
             )
         note = f"; {a['note']}" if a.get("note") else ""
         lines.append(f"#{r['rank']} availability (target {a['target']:g}, {a['scope']}): " + "; ".join(parts) + note)
+        red = a.get("redundant_experts")
+        if red:
+            lines.append(f"#{r['rank']} redundant experts for the target: " + redundancy_line(red))
     return lines
 
 
@@ -91,3 +94,16 @@ def long_horizon_table(name: str, s: dict[str, Any]) -> Table:
         f"availability {s['availability']:.5f}"
     )
     return t
+
+
+def redundancy_line(red: dict[str, Any]) -> str:
+    """``128 (6 slots per die): 0.99992, no expert lost; +2.55 GB HBM per die (1.3 chips), step x1.044``."""
+    if not red["reachable"]:
+        return f"not reachable: {red['note']}"
+    if red["extra_hbm_gb_per_die"] == 0:
+        return f"{red['redundant_experts']}, the deployment's own ({red['availability']:.5f}, no expert lost)"
+    return (
+        f"{red['redundant_experts']} ({red['slots_per_die']} slots per die): {red['availability']:.5f}, no expert "
+        f"lost on a die or node loss; +{red['extra_hbm_gb_per_die']:.2f} GB HBM per die ({red['chip_equivalent']:.1f} "
+        f"chips of HBM), healthy step x{red['step_ratio']:.3f}"
+    )

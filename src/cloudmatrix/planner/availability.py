@@ -12,17 +12,21 @@ of failures that find none is Erlang's loss formula B(S, a) for S standbys and a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
 from cloudmatrix.catalog.faults import fault_catalog
-from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.deploy import plan
+from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
+from cloudmatrix.estimate import estimate
 from cloudmatrix.planner.evaluate import Job
 from cloudmatrix.planner.inputs import context
 from cloudmatrix.planner.rank import PlannedDeployment
 from cloudmatrix.sim.fault_spec import Fault
-from cloudmatrix.sim.recovery import Instance, Recovery, constants, price
+from cloudmatrix.sim.recovery import Instance, Recovery, constants, expert_bytes, price
 
+MAX_EXTRA_SLOTS = 8  # redundant expert slots per die the sizing tries beyond the deployment's
 HOURS_PER_MONTH = 730.0  # the horizon the expected downtime is quoted over (8,760 h / 12)
 MAX_SPARES = 64  # standby instances the sizing tries before it says the target is out of reach
 DIE_POLICIES = ("restart", "redundant-experts", "elastic-ep")
@@ -126,6 +130,7 @@ def pool_availability(inst: Instance, instances: int, target: float) -> dict[str
     if sized is not None:
         spares, unavailable = sized
         options.append(_option("spare-instance", unavailable, spares * dep.num_chips, per_hour, spares=spares))
+    redundancy = redundant_experts_needed(inst, target, repair_s)
     for o in options:
         o["meets"] = o["availability"] >= target
     return {
@@ -134,5 +139,48 @@ def pool_availability(inst: Instance, instances: int, target: float) -> dict[str
         "instance_failures_per_hour": per_hour,
         "repair_s": repair_s,
         "options": options,
+        "redundant_experts": redundancy,
         **({} if sized else {"note": f"no count of standby instances up to {MAX_SPARES} meets the target"}),
     }
+
+
+def redundant_experts_needed(inst: Instance, target: float, repair_s: float) -> dict[str, Any]:
+    """The fewest redundant expert slots with which a die loss and a node loss each leave every routed expert
+    a copy (ReviveMoE's takeover drops no token, elastic EP moves no weight) and redundant-expert takeover
+    meets ``target``; what they cost: HBM per die (taken from the KV cache), its chip equivalent, and the
+    healthy step at the same batch. Slots come a whole one per die at a time (EP must place them evenly)."""
+    hw, model, dep = inst.hw, inst.model, inst.dep
+    layout = plan(dep, hw, model).layout
+    if model.moe is None or layout is None or dep.ep is None:
+        return {"reachable": False, "note": "no routed experts to replicate"}
+    if layout.routed_slots_per_die == 1:
+        return {
+            "reachable": False,
+            "note": f"EP{dep.ep} holds one expert per die: which ones EPLB copies is not known, so a lost original "
+            "is counted uncopied whatever the spare dies hold (a wider per-die layout can be sized)",
+        }
+    n, ep = model.moe.num_routed, dep.ep
+    healthy = estimate(hw, model, dep).step.step_s
+    per_expert = expert_bytes(inst, dep)
+    for per_die in range(layout.routed_slots_per_die, layout.routed_slots_per_die + MAX_EXTRA_SLOTS + 1):
+        red = per_die * ep - n
+        sized = Instance(hw, model, dataclasses.replace(dep, redundant_experts=red), inst.recovery_stack)
+        try:
+            step = estimate(hw, model, sized.dep).step.step_s
+        except InfeasibleDeploymentError as e:
+            return {"reachable": False, "note": f"at {red} redundant experts the instance does not fit ({e})"}
+        kinds = _kinds(sized)
+        lost = max(k.recoveries["redundant-experts"].experts_lost for k in kinds)
+        unavailable = sum(k.per_hour * lost_s(k.recoveries["redundant-experts"], repair_s) for k in kinds) / 3600.0
+        if lost == 0 and 1.0 - unavailable >= target:
+            extra = (per_die - layout.routed_slots_per_die) * per_expert
+            return {
+                "reachable": True,
+                "redundant_experts": red,
+                "slots_per_die": per_die,
+                "availability": 1.0 - unavailable,
+                "extra_hbm_gb_per_die": extra / 1e9,
+                "chip_equivalent": extra * dep.num_chips / hw.chip.hbm_bytes_per_die,  # the HBM as whole chips
+                "step_ratio": step / healthy,
+            }
+    return {"reachable": False, "note": f"no layout up to {MAX_EXTRA_SLOTS} more slots per die meets the target"}

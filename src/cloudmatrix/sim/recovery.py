@@ -196,7 +196,7 @@ def _shrink(
     uncopied = _experts_without_copy(costs, dep, fault)
     lost_experts = 0
     if policy == "elastic-ep":  # each expert left with no copy is loaded onto a survivor
-        parts["expert_coverage"] = uncopied * _expert_bytes(costs, dep) / _scale_up_bytes_per_s(costs)
+        parts["expert_coverage"] = uncopied * expert_bytes(costs, dep) / _scale_up_bytes_per_s(costs)
     else:
         lost_experts = uncopied
     return Recovery(
@@ -262,7 +262,7 @@ def plane_step_factor(costs: Instance, plane: str, bandwidth_factor: float, late
     return costs.plane_factors[key]
 
 
-def _expert_bytes(costs: Instance, dep: Deployment) -> float:
+def expert_bytes(costs: Instance, dep: Deployment) -> float:
     """One routed expert over every MoE layer at the weights' precision."""
     return costs.model.expert_params() * costs.model.num_moe_layers * BYTES_PER_ELEMENT[dep.precision]
 
