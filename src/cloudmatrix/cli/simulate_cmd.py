@@ -14,6 +14,7 @@ import typer
 from cloudmatrix.cli.common import (
     JsonFlag,
     StackOption,
+    _emit_json,
     _fail,
     _run,
     _stack_set,
@@ -138,13 +139,9 @@ def simulate(
         with LazyProgress("simulating the fault windows"):
             summary = _run(lambda: run_long(loaded))
         if as_json:
-            from cloudmatrix.cli.common import _emit_json
-
             _emit_json({"scenario": loaded.name, **summary})
         else:
-            from cloudmatrix.cli.common import out
-
-            out.print(long_horizon_table(loaded.name, summary))
+            files.console.print(long_horizon_table(loaded.name, summary))
         return
     if replications is not None:
         if requests_csv or timeline_csv or result_format or fault_plot:
