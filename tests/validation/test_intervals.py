@@ -328,6 +328,15 @@ def test_a_model_with_no_rows_in_its_stratum_widens_by_the_model_holdout_error()
     # the held models run 30-40 % below the twin: the spread reaches them on either side
     assert new.lo is not None and new.lo < 65.0 and new.hi is not None and new.hi > 150.0
     assert query_interval(100.0, base, table=table).extrapolating == ()  # no model stated: nothing to step
+    # with no cell of its own, the stratum is the cells one condition away (here R1's: a validated model)
+    elsewhere = replace(base, stack="trtllm")
+    assert query_interval(100.0, replace(elsewhere, model="deepseek-r1"), table=table).extrapolating == (
+        "stack trtllm has no rows on blackwell",
+    )
+    assert query_interval(100.0, replace(elsewhere, model="kimi-k2"), table=table).extrapolating == (
+        "stack trtllm has no rows on blackwell",
+        "model kimi-k2 has no rows in the cells one condition away",
+    )
 
 
 def test_a_step_is_a_spread_of_the_stated_share() -> None:

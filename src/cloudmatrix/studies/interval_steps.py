@@ -43,10 +43,16 @@ class Query:
 
 
 def domain_steps(
-    q: Query, t: Table, family: str, cells: Sequence[Sequence[Row]], reasons: list[str], steps: list[str]
+    q: Query,
+    t: Table,
+    family: str,
+    cells: tuple[Sequence[Sequence[Row]], Sequence[Sequence[Row]]],
+    reasons: list[str],
+    steps: list[str],
 ) -> None:
     """Steps outside the validated model classes, weight formats, models, ISLs and concurrencies; ``cells``
-    are the (family x stack) cells the base draws on: the query's stratum."""
+    are the (family x stack) cells the base draws on, the query's stratum: its own, or where it has none,
+    those one condition away."""
     base = t.base
     if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
         reasons.append(f"model class {q.model_class} has no rows")
@@ -55,8 +61,8 @@ def domain_steps(
     if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
         reasons.append(f"weights {q.weights} have no rows on {family}")
         steps.append("model")
-    if q.model is not None and "model" not in steps and not _has_model(q.model, cells):
-        own = len(cells) == 1
+    own, near = cells
+    if q.model is not None and "model" not in steps and not _has_model(q.model, own or near):
         reasons.append(
             f"model {q.model} has no rows on {q.stack} on {family}"
             if own

@@ -240,7 +240,7 @@ def query_interval(
         reasons.append(f"host times of {q.stack} are not fitted on {family}")
     pool = _pool(t, basis, reasons)
     own, near = _cells(q, t, pool, family, reasons, steps) if pool.cells else ([], [])
-    domain_steps(q, t, family, own or near, reasons, steps)
+    domain_steps(q, t, family, (own, near), reasons, steps)
     groups, floor = _strata(q, own), _strata(q, near)
     if not groups and not steps:
         if not enough(t.base):
