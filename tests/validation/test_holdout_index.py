@@ -29,12 +29,17 @@ def test_index_rows_equal_the_full_tables_usable_rows() -> None:
 
 
 QUERIES = [
-    Query(system=s, stack=k, metric=m, model_class=c, weights=w, isl=i, band=b, concurrency=n)
-    for s, k, m, (c, w), (i, b, n) in itertools.product(
+    Query(system=s, stack=k, metric=m, model=x, model_class=c, weights=w, isl=i, band=b, concurrency=n)
+    for s, k, m, (x, c, w), (i, b, n) in itertools.product(
         ("cloudmatrix384", "hgx-h100", "gb200-nvl72", "mi300x"),
         ("vllm", "sglang", "cloudmatrix-infer"),
         METRICS,
-        ((None, None), ("mla", "fp8"), ("dense", "bf16"), ("dsa", "fp4")),
+        (
+            (None, None, None),
+            ("deepseek-r1", "mla", "fp8"),
+            ("qwen3-32b", "dense", "bf16"),
+            ("deepseek-v3.2", "dsa", "fp4"),
+        ),
         ((None, None, None), (1024, "conc 9-64", 32), (8192, "conc >512", 4096), (None, "steady", None)),
     )
 ]

@@ -5,6 +5,7 @@ import itertools
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -15,6 +16,7 @@ from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.residuals import conc_band, stored_holdout_residuals, stored_residuals
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies.interval_pools import paper_residuals
+from cloudmatrix.studies.interval_steps import step_bounds
 from cloudmatrix.studies.intervals import MIN_ROWS, Query, index_residuals, interval, query_interval, series_quantiles
 
 KIND_SPREAD = {"series": 0.1, "family": 0.4, "stack": 0.3, "model": 0.25, "isl": 0.2, "band": 0.15}
@@ -28,6 +30,7 @@ def _row(series: str, ratio: float, system: str = "hgx-b200", metric: str = "tpo
         "system": system,
         "family": chip_family(system),
         "stack": "vllm",
+        "model": "gpt-oss-120b",
         "model_class": "moe",
         "weights": "fp8",
         "isl": 1024,
@@ -121,14 +124,24 @@ MOVES = {
     "isl": st.integers(4096, 1_000_000),
     "concurrency": st.integers(65, 100_000),
     "weights": st.sampled_from(["nvfp4", "int8", "bf16"]),
+    "model": st.sampled_from(["qwen3-235b-a22b", "kimi-k2", "a-model-the-catalog-lacks"]),
 }
 
 
-def _q(system: str, stack: str, cls: str | None, isl: int | None, conc: int | None, weights: str | None) -> Query:
+def _q(
+    system: str,
+    stack: str,
+    cls: str | None,
+    isl: int | None,
+    conc: int | None,
+    weights: str | None,
+    model: str | None = None,
+) -> Query:
     return Query(
         system=system,
         stack=stack,
         metric="tpot_ms",
+        model=model,
         model_class=cls,
         weights=weights,
         isl=isl,
@@ -145,24 +158,47 @@ def _q(system: str, stack: str, cls: str | None, isl: int | None, conc: int | No
     isl=st.one_of(st.none(), st.integers(800, 1400)),
     conc=st.one_of(st.none(), st.integers(1, 64)),
     weights=st.sampled_from([None, "fp8"]),
+    model=st.sampled_from([None, "gpt-oss-120b"]),
+    host_times=st.sampled_from([None, "fitted", "unfitted"]),
     move=st.sampled_from(sorted(MOVES)),
     data=st.data(),
 )
 def test_extrapolation_never_narrows(
-    system: str, stack: str, cls: str | None, isl: int | None, conc: int | None, weights: str | None, move: str, data
+    system: str,
+    stack: str,
+    cls: str | None,
+    isl: int | None,
+    conc: int | None,
+    weights: str | None,
+    model: str | None,
+    host_times: str | None,
+    move: str,
+    data,
 ) -> None:
     """Moving any one condition of a validated query outside the validated domain (a new chip family, a stack
-    with no rows on the family, a new model class or weight format, a longer ISL, more clients) keeps the
-    interval's bounds or widens them, and names a reason; or the answer becomes unknown."""
-    fields = {"system": system, "stack": stack, "model_class": cls, "isl": isl, "concurrency": conc, "weights": weights}
-    inside = query_interval(100.0, _q(*fields.values()), table=INDEX)
-    assert inside.lo is not None and inside.hi is not None and inside.extrapolating == ()
-    outside = query_interval(100.0, _q(*(fields | {move: data.draw(MOVES[move])}).values()), table=INDEX)
+    with no rows on the family, a new model class, weight format or model, a longer ISL, more clients), in
+    either host-time pool, never makes the interval narrower (as a ratio hi / lo: it may move, since a step's
+    error is a spread about the prediction), and names a reason; or the answer becomes unknown."""
+    fields = {
+        "system": system,
+        "stack": stack,
+        "model_class": cls,
+        "isl": isl,
+        "concurrency": conc,
+        "weights": weights,
+        "model": model,
+    }
+    inside = query_interval(100.0, replace(_q(*fields.values()), host_times=host_times), table=INDEX)
+    assert inside.lo is not None and inside.hi is not None
+    unfitted = (f"host times of {stack} are not fitted on {chip_family(system)}",)
+    assert inside.extrapolating == (unfitted if host_times == "unfitted" else ())
+    moved = _q(*(fields | {move: data.draw(MOVES[move])}).values())
+    outside = query_interval(100.0, replace(moved, host_times=host_times), table=INDEX)
     if outside.lo is None or outside.hi is None:
         assert outside.note.startswith("unknown")
         return
-    assert outside.lo <= inside.lo and outside.hi >= inside.hi
-    assert outside.extrapolating  # each step is named
+    assert outside.hi / outside.lo >= inside.hi / inside.lo * (1 - 1e-12)
+    assert len(outside.extrapolating) > len(inside.extrapolating)  # each step is named
 
 
 runner = CliRunner()
@@ -262,3 +298,65 @@ def test_compare_prints_an_interval_or_unknown_for_every_headline_figure() -> No
             assert iv["unknown"] or iv["lo"] < iv["hi"], (r["system"], key)
     cm = next(r for r in d["systems"] if r["system"] == "cloudmatrix384")
     assert not any(cm["intervals"][key]["unknown"] for key, _, _ in COMPARE_INTERVALS)
+
+
+def _cell(model: str, ratio: float, spread: float, kind: str = "series", n: int = 12, **extra) -> list[dict]:
+    """``n`` rows of one model on (blackwell, vllm) from three series, measured / predicted about ``ratio``."""
+    return [
+        _row(f"{kind}-{model}-{i % 3}", ratio * (1 + spread * (i / (n - 1) - 0.5)), kind=kind)
+        | {"model": model}
+        | extra
+        for i in range(n)
+    ]
+
+
+def test_a_model_with_no_rows_in_its_stratum_widens_by_the_model_holdout_error() -> None:
+    """A model the query's stratum has no rows of takes the model hold-out's error (of the other models) as a
+    spread about the prediction, inside the fitted pool too, and says so; the validated model does not; a
+    model of the same architecture (DeepSeek-V3 beside R1's rows) counts as validated."""
+    validated = _cell("deepseek-r1", 1.0, 0.1)
+    held = _cell("gpt-oss-120b", 0.7, 0.2, kind="model") + _cell("qwen3-32b", 0.6, 0.2, kind="model")
+    table = index_residuals(validated + held, "tpot_ms")
+    base = Query(system="hgx-b200", stack="vllm", metric="tpot_ms", host_times="fitted")
+    own = query_interval(100.0, replace(base, model="deepseek-r1"), table=table)
+    assert own.extrapolating == () and own.hi is not None and own.hi < 106.0
+    assert query_interval(100.0, replace(base, model="deepseek-v3"), table=table) == own
+    new = query_interval(100.0, replace(base, model="kimi-k2"), table=table)
+    assert new.extrapolating == ("model kimi-k2 has no rows on vllm on blackwell",)
+    lo, hi = step_bounds(held, 0.8)
+    assert lo == pytest.approx(1 / hi) and (new.lo, new.hi) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
+    # the held models run 30-40 % below the twin: the spread reaches them on either side
+    assert new.lo is not None and new.lo < 65.0 and new.hi is not None and new.hi > 150.0
+    assert query_interval(100.0, base, table=table).extrapolating == ()  # no model stated: nothing to step
+    # with no cell of its own, the stratum is the cells one condition away (here R1's: a validated model)
+    elsewhere = replace(base, stack="trtllm")
+    assert query_interval(100.0, replace(elsewhere, model="deepseek-r1"), table=table).extrapolating == (
+        "stack trtllm has no rows on blackwell",
+    )
+    assert query_interval(100.0, replace(elsewhere, model="kimi-k2"), table=table).extrapolating == (
+        "stack trtllm has no rows on blackwell",
+        "model kimi-k2 has no rows in the cells one condition away",
+    )
+
+
+def test_a_step_is_a_spread_of_the_stated_share() -> None:
+    """A step's bounds are reciprocal and hold the coverage share of its rows (series-weighted) within them."""
+    rows = [_row(f"s{i % 5}", math.exp(0.05 * i - 0.6)) for i in range(25)]
+    lo, hi = step_bounds(rows, 0.8)
+    assert lo * hi == pytest.approx(1.0)
+    inside = sum(lo <= r["measured"] / r["predicted"] <= hi for r in rows) / len(rows)
+    assert inside == pytest.approx(0.8, abs=1 / len(rows))
+
+
+def test_a_step_is_never_narrower_than_the_cells_one_condition_away() -> None:
+    """A stack new on a family whose stack hold-out error is narrow still gets at least the width of the
+    family's validated cell (the answer one condition inside the domain)."""
+    wide = _cell("gpt-oss-120b", 1.3, 1.0)
+    narrow = [r | {"stack": "sglang"} for r in _cell("gpt-oss-120b", 1.0, 0.05, kind="stack")]
+    table = index_residuals(wide + narrow, "tpot_ms")
+    inside = query_interval(100.0, Query(system="hgx-b200", stack="vllm", metric="tpot_ms"), table=table)
+    outside = query_interval(100.0, Query(system="hgx-b200", stack="trtllm", metric="tpot_ms"), table=table)
+    assert outside.extrapolating == ("stack trtllm has no rows on blackwell",)
+    assert inside.lo is not None and inside.hi is not None and outside.lo is not None and outside.hi is not None
+    assert outside.hi / outside.lo == pytest.approx(inside.hi / inside.lo)  # widened to it, evenly in log
+    assert outside.lo * outside.hi == pytest.approx(100.0**2)  # ... about the prediction

@@ -23,6 +23,7 @@ FIELDS = (
     "host_times",
     "family",
     "stack",
+    "model",
     "model_class",
     "weights",
     "isl",

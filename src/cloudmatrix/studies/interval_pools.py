@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from typing import Any
@@ -53,12 +53,18 @@ def enough(rows: Sequence[Row]) -> bool:
     return len(rows) >= MIN_ROWS and len({r["series"] for r in rows}) >= MIN_SERIES
 
 
-def series_quantiles(rows: Sequence[Row], levels: Sequence[float]) -> list[float]:
-    """Quantiles of measured / predicted with every series weighing the same (weighted empirical CDF at
-    the midpoints of each row's weight, interpolated linearly and held flat beyond its ends). Plain Python:
-    a few hundred rows, and the estimate path stays free of numpy."""
+def ratio(row: Row) -> float:
+    return float(row["measured"] / row["predicted"])
+
+
+def series_quantiles(
+    rows: Sequence[Row], levels: Sequence[float], score: Callable[[Row], float] = ratio
+) -> list[float]:
+    """Quantiles of measured / predicted (or another ``score`` of a row) with every series weighing the same
+    (weighted empirical CDF at the midpoints of each row's weight, interpolated linearly and held flat beyond
+    its ends). Plain Python: a few hundred rows, and the estimate path stays free of numpy."""
     counts = Counter(r["series"] for r in rows)
-    pairs = sorted(((r["measured"] / r["predicted"], 1.0 / counts[r["series"]]) for r in rows), key=lambda p: p[0])
+    pairs = sorted(((score(r), 1.0 / counts[r["series"]]) for r in rows), key=lambda p: p[0])
     ratios, weights = [p[0] for p in pairs], [p[1] for p in pairs]
     total = sum(weights)
     cdf = [(c - w / 2) / total for c, w in zip(accumulate(weights), weights, strict=True)]

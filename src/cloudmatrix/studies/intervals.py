@@ -7,18 +7,19 @@ The residuals are split first by how the query's host times were obtained (``stu
 fitted on rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit
 row). Inside that pool, the base is stratified in a fixed fall-back order: (family x stack, model class,
 concurrency band, ISL band), then without the ISL band, then without the concurrency band, then (family x
-stack). A query outside the validated domain never gets a narrower interval than one a single condition
-away inside it: the extrapolated attribute makes the base the envelope over every validated value of it (a
-new family: every cell of the same stack; a stack new on a family: the family's cells and the stack's), and
-each kind of step (a new family, a stack new on a family, a new model class or weight format, an ISL or
-concurrency outside the validated ones) widens it to that kind's hold-out error, measured where the step is
-taken alike, with the reason named. With no basis at all the answer is ``unknown``.
+stack). Each step outside the validated domain (a new family, a stack new on a family, a new model class,
+weight format or model, an ISL or concurrency outside the validated ones; ``studies/interval_steps.py``)
+widens the interval by that kind's hold-out error, measured where the step is taken alike, as a spread
+about the prediction, with the reason named; and an answer outside the domain is never narrower than one a
+single condition inside it (the validated cells one condition away set its least width). With no basis at
+all the answer is ``unknown``.
 
 The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
 quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -27,7 +28,7 @@ from typing import Any
 from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.holdout_index import holdout_rows
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import FORMAT_PRECISION, conc_band, isl_band
+from cloudmatrix.catalog.residuals import conc_band, isl_band
 from cloudmatrix.catalog.stacks import host_times_basis
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import (
@@ -42,6 +43,9 @@ from cloudmatrix.studies.interval_pools import (
     interval_rows,
     series_quantiles,
 )
+from cloudmatrix.studies.interval_steps import STEP_KINDS, Query, domain_steps, step_bounds, step_error
+
+__all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
 
 # Headline figures of each command (dotted path in its JSON) and the validation metric whose error they carry.
 # Intervals are ratios (measured / predicted), so a figure normalised per decode chip or per chip of the
@@ -63,22 +67,6 @@ PLAN_METRICS = {"output_tok_s_per_chip": "output_tok_s_per_chip", "tpot_ms": "tp
 
 
 COVERAGE = 0.8
-STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
-
-
-@dataclass(frozen=True, kw_only=True)
-class Query:
-    """What an answer's interval depends on. None: not stated, so the envelope over every validated value."""
-
-    system: str
-    stack: str | None
-    metric: str
-    model_class: str | None = None
-    weights: str | None = None
-    isl: int | None = None
-    band: str | None = None  # the concurrency band, or ``steady``
-    concurrency: int | None = None
-    host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +107,7 @@ class Interval:
 
 
 _STORED: dict[str, Table] = {}
+Cells = tuple[list[list[Row]], list[list[Row]]]  # the query's own cell, and the cells one condition away
 
 
 def _stored(metric: str) -> Table:
@@ -146,6 +135,31 @@ def _fallback(rows: Sequence[Row], cls: str, band: str, isl: str) -> list[Row]:
     return mine if enough(mine) else list(rows)
 
 
+def _strata(q: Query, cells: Sequence[Sequence[Row]]) -> list[list[Row]]:
+    """Each cell's stratum by the fixed fall-back, for every validated value of a condition the query does
+    not state or that has no rows in the cell (the envelope over them)."""
+    return [
+        _fallback(rows, c, b, i)
+        for rows in cells
+        for c, b, i in product(
+            _values(rows, "model_class", q.model_class),
+            _values(rows, "band", q.band),
+            _values(rows, "isl_band", isl_band(q.isl)),
+        )
+    ]
+
+
+def _widened(lo: float, hi: float, near: Sequence[Sequence[float]]) -> tuple[float, float]:
+    """Never narrower than an answer one condition inside the domain: where the strata one condition away
+    give a wider interval (as a ratio hi / lo) than the steps', widen it on both sides (evenly in log) to
+    that width."""
+    widest = max((b[1] / b[0] for b in near), default=0.0)
+    if widest <= hi / lo:
+        return lo, hi
+    grow = math.sqrt(widest / (hi / lo))
+    return lo / grow, hi * grow
+
+
 def _pool(t: Table, basis: str, reasons: list[str]) -> Pool:
     """The query's pool: its host-time basis's, or where that has too few rows, every basis's merged."""
     pool = t.pools.get(basis)
@@ -160,22 +174,21 @@ def _pool(t: Table, basis: str, reasons: list[str]) -> Pool:
     return Pool(cells=cells, kinds=t.kinds)
 
 
-def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], steps: list[str]) -> list[list[Row]]:
-    """The cells the base draws on: the query's own, or where its family or its stack on that family is
-    outside the validated domain, the envelope over every validated cell one condition away (of either
-    host-time basis: an answer outside the domain is never narrower than one a step inside it), or with none
-    one condition away, over every validated cell. A cell with too few rows is thinly inside the domain: its
-    own rows, beside the cells one condition away, or else the pool's cells merged (the fall-back's last
-    level); a thin cell is also widened by the stack step."""
+def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], steps: list[str]) -> Cells:
+    """The cells the base draws on: the query's own (``own``), or where its family or its stack on that
+    family is outside the validated domain, every validated cell one condition away (``near``, of either
+    host-time basis), or with none one condition away, every validated cell. A cell with too few rows is
+    thinly inside the domain: its own rows, beside the cells one condition away (or else the pool's cells
+    merged: the fall-back's last level); a thin cell is also widened by the stack step."""
     key = (family, str(q.stack))
     if enough(pool.cells.get(key, [])):
-        return [pool.cells[key]]
+        return [pool.cells[key]], []
     validated = [(k, rows) for p in t.pools.values() for k, rows in p.cells.items() if enough(rows)]
     merged = [[r for rows in pool.cells.values() for r in rows]]
     if family not in {f for p in t.pools.values() for f, _ in p.cells}:
         reasons.append(f"chip family {family} has no rows")
         steps += ["family", "stack"]
-        return [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
+        return [], [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
     mine = [r for p in t.pools.values() for r in p.cells.get(key, [])]
     deployments = len({r["series"] for r in mine})
     reasons.append(
@@ -185,52 +198,11 @@ def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], step
     )
     steps.append("stack")
     near = [rows for k, rows in validated if k[0] == family or k[1] == q.stack]
-    return [mine, *(near or merged)] if mine else near or [rows for _, rows in validated]
+    return ([mine], near or merged) if mine else ([], near or [rows for _, rows in validated])
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}" + ("" if n == 1 else "s")
-
-
-def _domain_steps(q: Query, t: Table, family: str, reasons: list[str], steps: list[str]) -> None:
-    """Steps outside the validated model classes, weight formats, ISLs and concurrencies."""
-    base = t.base
-    if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
-        reasons.append(f"model class {q.model_class} has no rows")
-        steps.append("model")
-    formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
-    if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
-        reasons.append(f"weights {q.weights} have no rows on {family}")
-        steps.append("model")
-    if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
-        isls = [r["isl"] for r in base if r.get("isl")]
-        reasons.append(f"ISL {q.isl:,} {_where(q.isl, isls)}")
-        steps.append("isl")
-    if q.band is not None and q.band not in {r.get("band") for r in base}:
-        concs = [r["concurrency"] for r in base if r.get("concurrency")]
-        if q.band == "steady" or not concs:
-            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
-        else:
-            shown = f"{q.concurrency:,}" if q.concurrency else str(q.band)
-            reasons.append(f"concurrency {shown} {_where(q.concurrency, concs)}")
-        steps.append("band")
-
-
-def _where(value: int | None, validated: Sequence[int]) -> str:
-    """Where a query stands against the validated values of its kind: outside their range, or in a gap
-    between them (its band has no rows although lengths on both sides do)."""
-    if not validated:
-        return "has no rows near it"
-    if value is not None and min(validated) <= value <= max(validated):
-        shown = ", ".join(f"{v:,}" for v in sorted(set(validated))[:8])
-        return f"falls between the validated values ({shown}{', ...' if len(set(validated)) > 8 else ''})"
-    return f"beyond the validated {_span(validated)}"
-
-
-def _span(values: Sequence[int]) -> str:
-    """``1,024-8,192`` (or one value)."""
-    lo, hi = min(values), max(values)
-    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
 
 
 def _unknown(coverage: float, rows: int, why: str, reasons: Sequence[str] = ()) -> Interval:
@@ -243,24 +215,6 @@ def _unknown(coverage: float, rows: int, why: str, reasons: Sequence[str] = ()) 
         note=f"unknown: {why}",
         extrapolating=tuple(reasons),
     )
-
-
-# Where a step's error is measured alike: a new family under the same stack, a stack new on the same family,
-# a new model class, ISL or concurrency in the same (family, stack) cell.
-_STEP_ALIKE = {"family": ("stack",), "stack": ("family",), "model": ("family", "stack"), "isl": ("family", "stack")}
-_STEP_ALIKE["band"] = _STEP_ALIKE["model"]
-
-
-def _step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
-    """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
-    alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
-    priced so, then on every row, then on every row of the metric's end-to-end counterpart."""
-    wanted = {"family": family, "stack": stack}
-    alike = [r for r in pool.kinds.get(kind, []) if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
-    for rows in (alike, pool.kinds.get(kind, []), t.kinds.get(kind, [])):
-        if enough(rows):
-            return rows
-    return t.counterpart_kinds.get(kind, [])
 
 
 def query_interval(
@@ -285,30 +239,24 @@ def query_interval(
     if basis == "unfitted":
         reasons.append(f"host times of {q.stack} are not fitted on {family}")
     pool = _pool(t, basis, reasons)
-    cells = _cells(q, t, pool, family, reasons, steps) if pool.cells else []
-    _domain_steps(q, t, family, reasons, steps)
-    groups = [
-        _fallback(rows, c, b, i)
-        for rows in cells
-        for c, b, i in product(
-            _values(rows, "model_class", q.model_class),
-            _values(rows, "band", q.band),
-            _values(rows, "isl_band", isl_band(q.isl)),
-        )
-    ]
-    if not groups:
+    own, near = _cells(q, t, pool, family, reasons, steps) if pool.cells else ([], [])
+    domain_steps(q, t, family, (own, near), reasons, steps)
+    groups, floor = _strata(q, own), _strata(q, near)
+    if not groups and not steps:
         if not enough(t.base):
             return _unknown(coverage, len(t.base), f"fewer than {MIN_ROWS} hold-out rows from {MIN_SERIES} deployments")
         groups = [t.base]
+    levels = [(1 - coverage) / 2, (1 + coverage) / 2]
+    bounds = [series_quantiles(g, levels) for g in groups]
     for kind in dict.fromkeys(steps):
-        measured = _step_error(kind, pool, t, family, str(q.stack))
+        measured = step_error(kind, pool, t, family, str(q.stack))
         if not enough(measured):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(measured)
-    levels = [(1 - coverage) / 2, (1 + coverage) / 2]
-    bounds = [series_quantiles(g, levels) for g in groups]
-    lo, hi = min(b[0] for b in bounds) * value, max(b[1] for b in bounds) * value
-    used = {id(r): r for g in groups for r in g}
+        bounds.append(list(step_bounds(measured, coverage)))
+    widths = [series_quantiles(g, levels) for g in floor]
+    lo, hi = (x * value for x in _widened(min(b[0] for b in bounds), max(b[1] for b in bounds), widths))
+    used = {id(r): r for g in [*groups, *floor] for r in g}
     bias = series_quantiles(groups[0], [0.5])[0] - 1
     note = ""
     if not lo <= value <= hi:
@@ -392,6 +340,7 @@ def _query(system: str, stack: str | None, metric: str, q: Mapping[str, Any]) ->
         system=system,
         stack=stack,
         metric=metric,
+        model=q.get("model"),
         model_class=cls,
         weights=q.get("weights"),
         isl=q.get("isl"),

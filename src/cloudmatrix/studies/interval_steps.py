@@ -1,0 +1,147 @@
+"""The steps a query takes outside the validated domain, and the out-of-group error each kind of step costs.
+
+A step is a condition of the query with no validated rows: a chip family, a stack on a family (found by
+``intervals._cells``), a model class, a weight format, the model itself in its stratum, an ISL or a
+concurrency (found here). Each kind is measured by its own hold-out (``validate --holdout KIND``): the
+residuals of groups predicted without any of their rows, which is what the query's step is.
+
+A step's error is taken as a spread, not a shift: the series-weighted quantile of |log(measured /
+predicted)| over the step's hold-out rows, applied on both sides of the prediction (the absolute-residual
+score of split-conformal prediction). The hold-out groups of one kind are biased in different directions
+(one model's host-time fit makes the twin too fast on another and too slow on a third), so the bias of the
+groups measured says how far a new group lands, not which way; only the base, drawn from the query's own
+stratum, keeps a bias."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
+from cloudmatrix.studies.interval_pools import Pool, Row, Table, enough, series_quantiles
+
+STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
+
+
+@dataclass(frozen=True, kw_only=True)
+class Query:
+    """What an answer's interval depends on. None: not stated, so the envelope over every validated value."""
+
+    system: str
+    stack: str | None
+    metric: str
+    model: str | None = None  # the model (a catalog id or config); the same architecture counts as the same
+    model_class: str | None = None
+    weights: str | None = None
+    isl: int | None = None
+    band: str | None = None  # the concurrency band, or ``steady``
+    concurrency: int | None = None
+    host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
+
+
+def domain_steps(
+    q: Query,
+    t: Table,
+    family: str,
+    cells: tuple[Sequence[Sequence[Row]], Sequence[Sequence[Row]]],
+    reasons: list[str],
+    steps: list[str],
+) -> None:
+    """Steps outside the validated model classes, weight formats, models, ISLs and concurrencies; ``cells``
+    are the (family x stack) cells the base draws on, the query's stratum: its own, or where it has none,
+    those one condition away."""
+    base = t.base
+    if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
+        reasons.append(f"model class {q.model_class} has no rows")
+        steps.append("model")
+    formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
+    if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
+        reasons.append(f"weights {q.weights} have no rows on {family}")
+        steps.append("model")
+    own, near = cells
+    if q.model is not None and "model" not in steps and not _has_model(q.model, own or near):
+        reasons.append(
+            f"model {q.model} has no rows on {q.stack} on {family}"
+            if own
+            else f"model {q.model} has no rows in the cells one condition away"
+        )
+        steps.append("model")
+    if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
+        isls = [r["isl"] for r in base if r.get("isl")]
+        reasons.append(f"ISL {q.isl:,} {_where(q.isl, isls)}")
+        steps.append("isl")
+    if q.band is not None and q.band not in {r.get("band") for r in base}:
+        concs = [r["concurrency"] for r in base if r.get("concurrency")]
+        if q.band == "steady" or not concs:
+            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
+        else:
+            shown = f"{q.concurrency:,}" if q.concurrency else str(q.band)
+            reasons.append(f"concurrency {shown} {_where(q.concurrency, concs)}")
+        steps.append("band")
+
+
+def _has_model(model: str, cells: Sequence[Sequence[Row]]) -> bool:
+    """Whether any row of the stratum is of the query's model (or one of the same architecture)."""
+    mine = architecture(model)
+    names = {str(r.get("model")) for rows in cells for r in rows if r.get("model")}
+    return any(architecture(name) == mine for name in names)
+
+
+@cache
+def architecture(model: str) -> Any:
+    """What the twin prices of a model: its spec without its name and source (DeepSeek-V3 and R1 are one
+    architecture); the name itself for a model the catalog cannot read."""
+    from dataclasses import replace
+
+    from cloudmatrix.catalog.models import load_model  # the estimate path reads models only where it must
+    from cloudmatrix.errors import CloudMatrixError
+
+    try:
+        return replace(load_model(model), id="", source="", checkpoint_format=None)
+    except CloudMatrixError:
+        return model
+
+
+def _where(value: int | None, validated: Sequence[int]) -> str:
+    """Where a query stands against the validated values of its kind: outside their range, or in a gap
+    between them (its band has no rows although lengths on both sides do)."""
+    if not validated:
+        return "has no rows near it"
+    if value is not None and min(validated) <= value <= max(validated):
+        shown = ", ".join(f"{v:,}" for v in sorted(set(validated))[:8])
+        return f"falls between the validated values ({shown}{', ...' if len(set(validated)) > 8 else ''})"
+    return f"beyond the validated {_span(validated)}"
+
+
+def _span(values: Sequence[int]) -> str:
+    """``1,024-8,192`` (or one value)."""
+    lo, hi = min(values), max(values)
+    return f"{lo:,}" if lo == hi else f"{lo:,}-{hi:,}"
+
+
+# Where a step's error is measured alike: a new family under the same stack, a stack new on the same family,
+# a new model class, ISL or concurrency in the same (family, stack) cell.
+_STEP_ALIKE = {"family": ("stack",), "stack": ("family",), "model": ("family", "stack"), "isl": ("family", "stack")}
+_STEP_ALIKE["band"] = _STEP_ALIKE["model"]
+
+
+def step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
+    """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
+    alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
+    priced so, then on every row, then on every row of the metric's end-to-end counterpart."""
+    wanted = {"family": family, "stack": stack}
+    alike = [r for r in pool.kinds.get(kind, []) if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
+    for rows in (alike, pool.kinds.get(kind, []), t.kinds.get(kind, [])):
+        if enough(rows):
+            return rows
+    return t.counterpart_kinds.get(kind, [])
+
+
+def step_bounds(rows: Sequence[Row], coverage: float) -> tuple[float, float]:
+    """A step's interval as ratios to the prediction: ``coverage`` of the step's rows lie within a factor
+    of the prediction (series-weighted), on either side."""
+    spread = series_quantiles(rows, [coverage], score=lambda r: abs(math.log(r["measured"] / r["predicted"])))[0]
+    return math.exp(-spread), math.exp(spread)
