@@ -44,15 +44,28 @@ def expert_layout(model: ModelSpec, ep: int, redundant: int | None) -> ExpertLay
     8 + 1, with the shared expert local), or the rounding remainder (EP144: 2 per die, 32 redundant)."""
     moe = model.moe
     assert moe is not None
-    n = moe.num_routed
+    key = (moe.num_routed, bool(moe.num_shared), ep, redundant)  # every input of the rule
+    layout = _LAYOUTS.get(key)
+    if layout is None:
+        if len(_LAYOUTS) >= 1024:
+            _LAYOUTS.clear()
+        layout = _LAYOUTS[key] = _expert_layout(moe.num_routed, bool(moe.num_shared), ep, redundant)
+    return layout
+
+
+# Layouts already made (immutable; a frozen dataclass costs more to make than the rule to apply)
+_LAYOUTS: dict[tuple[int, bool, int, int | None], ExpertLayout] = {}
+
+
+def _expert_layout(n: int, has_shared: bool, ep: int, redundant: int | None) -> ExpertLayout:
     if ep > n:
         spare = ep - n
-        red = spare // 2 if (redundant is None and moe.num_shared) else (spare if redundant is None else redundant)
+        red = spare // 2 if (redundant is None and has_shared) else (spare if redundant is None else redundant)
         if red > spare:
             raise InfeasibleDeploymentError(
                 f"redundant experts {red} exceed the {spare} spare ranks of EP{ep} with {n} routed experts"
             )
-        shared = spare - red if moe.num_shared else 0
+        shared = spare - red if has_shared else 0
         return ExpertLayout(ep=ep, routed_slots_per_die=1, routed_dies=n + red, shared_dies=shared, redundant=red)
     per_die = math.ceil(n / ep)
     if redundant is None:

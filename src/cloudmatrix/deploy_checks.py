@@ -28,11 +28,15 @@ def check_stack(d: Deployment, hardware: Hardware) -> None:
         check_runs_on(d.stack, hardware.system.vendor, hardware.system.id)
 
 
+# the formats a GEMM, the KV cache or a dispatch can be computed in (not the weight-only ones)
+_COMPUTED_FORMATS = {p: b for p, b in BYTES_PER_ELEMENT.items() if p not in WEIGHT_ONLY_FORMATS}
+
+
 def check_formats(d: Deployment, hardware: Hardware) -> None:
     """Weights may be stored narrower than the chip computes (W4A16), but GEMMs run in a format the chip
     has units for, and never narrower than their weights."""
     check_choice("precision", d.precision, BYTES_PER_ELEMENT)
-    computed = {p: b for p, b in BYTES_PER_ELEMENT.items() if p not in WEIGHT_ONLY_FORMATS}
+    computed = _COMPUTED_FORMATS
     check_choice("kv precision", d.kv_precision, computed)
     if d.dispatch_precision:
         check_choice("dispatch precision", d.dispatch_precision, computed)

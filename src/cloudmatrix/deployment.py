@@ -98,25 +98,40 @@ MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
 
 
 def check_deployment_numbers(d: Deployment) -> None:
-    """Every number of a deployment is finite and physical before anything divides by it."""
-    check_number("chips (--chips)", d.num_chips, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("ep (--ep)", d.ep, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("batch_per_chip (--batch-per-chip)", d.batch_per_chip, lo=0, hi=MAX_COUNT)
-    check_optional("tokens_per_chip (--tokens-per-chip)", d.tokens_per_chip, lo=1, hi=MAX_LEN, integer=True)
-    check_number("input_len (--input-len)", d.input_len, lo=1, hi=MAX_LEN, integer=True)
-    check_number("output_len (--output-len)", d.output_len, lo=1, hi=MAX_LEN, integer=True)
-    check_optional("kv_len (--kv-len)", d.kv_len, lo=1, hi=2 * MAX_LEN, integer=True)
-    check_number("mtp (--mtp)", d.mtp, lo=0, hi=8, integer=True)
-    check_number("mtp_acceptance (--mtp-acceptance)", d.mtp_acceptance, lo=0, hi=1)
-    check_number("attention_tp (--attention-tp)", d.attention_tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_optional("redundant_experts (--redundant-experts)", d.redundant_experts, lo=0, hi=MAX_COUNT, integer=True)
-    check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
-    check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
-    check_number("cp (--cp)", d.cp, lo=1, hi=MAX_COUNT, integer=True)
-    check_number("cached_fraction (--cached-fraction)", d.cached_fraction, lo=0, hi=1)
-    check_optional("reserve_gb (--reserve-gb)", d.reserve_gb, lo=0, hi=1e6)
-    check_number("offload_gb (--offload-gb)", d.offload_gb, lo=0, hi=1e6)
+    """Every number of a deployment is finite and physical before anything divides by it (in the order of
+    ``_NUMBERS``: the first bad one is named)."""
+    for name, label, lo, hi, integer, optional in _NUMBERS:
+        value = getattr(d, name)
+        if value is None and optional:
+            continue
+        # the common case without a call: an int, or a float where no integer is asked, within the bounds
+        # (NaN and the infinities fail the comparison and reach check_number, which names them)
+        if (type(value) is int or (type(value) is float and not integer)) and lo <= value <= hi:
+            continue
+        check_number(label, value, lo=lo, hi=hi, integer=integer)
+
+
+# (field, how the user names it, lowest, highest, integer only, may be None)
+_NUMBERS: tuple[tuple[str, str, float, float, bool, bool], ...] = (
+    ("num_chips", "chips (--chips)", 1, MAX_COUNT, True, False),
+    ("ep", "ep (--ep)", 1, MAX_COUNT, True, True),
+    ("batch_per_chip", "batch_per_chip (--batch-per-chip)", 0, MAX_COUNT, False, True),
+    ("tokens_per_chip", "tokens_per_chip (--tokens-per-chip)", 1, MAX_LEN, True, True),
+    ("input_len", "input_len (--input-len)", 1, MAX_LEN, True, False),
+    ("output_len", "output_len (--output-len)", 1, MAX_LEN, True, False),
+    ("kv_len", "kv_len (--kv-len)", 1, 2 * MAX_LEN, True, True),
+    ("mtp", "mtp (--mtp)", 0, 8, True, False),
+    ("mtp_acceptance", "mtp_acceptance (--mtp-acceptance)", 0, 1, False, False),
+    ("attention_tp", "attention_tp (--attention-tp)", 1, MAX_COUNT, True, False),
+    ("redundant_experts", "redundant_experts (--redundant-experts)", 0, MAX_COUNT, True, True),
+    ("chunk_tokens_per_chip", "chunk_tokens_per_chip (--chunk-tokens-per-chip)", 0, MAX_LEN, False, True),
+    ("tp", "tp (--tp)", 1, MAX_COUNT, True, False),
+    ("moe_tp", "moe_tp (--moe-tp)", 1, MAX_COUNT, True, False),
+    ("cp", "cp (--cp)", 1, MAX_COUNT, True, False),
+    ("cached_fraction", "cached_fraction (--cached-fraction)", 0, 1, False, False),
+    ("reserve_gb", "reserve_gb (--reserve-gb)", 0, 1e6, False, True),
+    ("offload_gb", "offload_gb (--offload-gb)", 0, 1e6, False, False),
+)
 
 
 def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:

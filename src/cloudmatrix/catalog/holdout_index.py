@@ -81,10 +81,18 @@ def holdout_rows(metric: str) -> tuple[dict[str, Any], ...] | None:
     try:
         data = json.loads(path.read_text())
         series, columns = data["series"], data["columns"]
-        names = ("series", *FIELDS)
+        n = len(columns["series"])
+        names = ("metric", "status", "series", *FIELDS)
+        # one dict per row straight from the columns (no merge of two dicts a row: 3,500 rows an estimate)
         return tuple(
-            {"metric": metric, "status": "ok"} | dict(zip(names, values, strict=True))
-            for values in zip([series[i] for i in columns["series"]], *(columns[k] for k in FIELDS), strict=True)
+            dict(zip(names, values, strict=True))
+            for values in zip(
+                [metric] * n,
+                ["ok"] * n,
+                [series[i] for i in columns["series"]],
+                *(columns[k] for k in FIELDS),
+                strict=True,
+            )
         )
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
         raise ConfigError(f"{path.name}: cannot read ({e})") from None

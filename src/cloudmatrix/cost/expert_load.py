@@ -15,6 +15,11 @@ from cloudmatrix.deploy import Eplb, ExpertLayout
 # stored table off while it samples.
 sampled: dict[str, float] = {}
 use_stored = True
+# Factors already answered, by the exact inputs with the profile by identity (the entry holds the profile,
+# so its id is not reused while the entry lives): hashing a routing profile, a pydantic model, costs more
+# than the arithmetic of the estimate around it.
+_answered: dict[tuple[int, ExpertLayout, Eplb, int, int, float, float], tuple[RoutingProfile, float]] = {}
+_ANSWERED_LIMIT = 4096
 
 
 def busiest_factor(
@@ -31,7 +36,15 @@ def busiest_factor(
     group) from ``requests`` requests. 1 for perfect EPLB."""
     if eplb == Eplb.PERFECT or tokens <= 0:
         return 1.0
-    return _factor(profile, layout, eplb, num_experts, top_k, sig(tokens), sig(max(requests, 1.0)))
+    key = (id(profile), layout, eplb, num_experts, top_k, tokens, requests)
+    hit = _answered.get(key)
+    if hit is not None and hit[0] is profile:
+        return hit[1]
+    value = _factor(profile, layout, eplb, num_experts, top_k, sig(tokens), sig(max(requests, 1.0)))
+    if len(_answered) >= _ANSWERED_LIMIT:
+        _answered.clear()
+    _answered[key] = (profile, value)
+    return value
 
 
 @lru_cache(maxsize=4096)
@@ -69,4 +82,5 @@ def _profile_text(profile: RoutingProfile) -> str:
 
 def clear_cache() -> None:
     """Forget the factors priced so far in this process (the table is consulted afresh)."""
+    _answered.clear()
     _factor.cache_clear()

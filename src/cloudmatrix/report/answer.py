@@ -11,8 +11,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from cloudmatrix.report.sweep_plot import length_label, log2_limit
-from cloudmatrix.studies.sweep import grid, marks
+from cloudmatrix.studies.sweep import grid, length_label, log2_limit, marks
 from cloudmatrix.studies.verdict import sentence
 
 

@@ -15,17 +15,7 @@ import numpy as np  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 
 from cloudmatrix.report.plot import png_bytes  # noqa: E402
-from cloudmatrix.studies.sweep import grid, marks  # noqa: E402
-
-
-def length_label(n: int) -> str:
-    return f"{n // 1024}K" if n % 1024 == 0 else f"{n:,}"
-
-
-def log2_limit(d: dict[str, Any]) -> float:
-    """One colour scale for the three panels: the largest |log2 ratio| drawn, at least 1 (a factor of 2)."""
-    values = [abs(math.log2(r)) for p in d["panels"] for row in grid(d, p["key"]) for r in row if r]
-    return max([1.0, *values])
+from cloudmatrix.studies.sweep import grid, length_label, log2_limit, marks  # noqa: E402
 
 
 def where_each_wins(values: np.ndarray) -> str:

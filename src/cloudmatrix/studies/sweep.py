@@ -6,6 +6,7 @@ same decode batch grid, so after the first SLO of an input length every step com
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,3 +130,14 @@ def marks(d: dict[str, Any]) -> list[list[str]]:
 
     at = {(c["input_len"], c["tpot_slo_ms"]): mark(c) for c in d["cells"]}
     return [[at[(isl, t)] for isl in d["input_lens"]] for t in d["tpot_slos_ms"]]
+
+
+def length_label(n: int) -> str:
+    """An input length as the axes show it: 4K for 4,096."""
+    return f"{n // 1024}K" if n % 1024 == 0 else f"{n:,}"
+
+
+def log2_limit(d: dict[str, Any]) -> float:
+    """One colour scale for the three panels: the largest |log2 ratio| drawn, at least 1 (a factor of 2)."""
+    values = [abs(math.log2(r)) for p in d["panels"] for row in grid(d, p["key"]) for r in row if r]
+    return max([1.0, *values])
