@@ -54,6 +54,25 @@ def test_the_head_is_in_memory_and_shaped_from_the_target() -> None:
     assert with_head.weights_bytes - without.weights_bytes == pytest.approx(head.params() / 8 * 2)  # BF16 over TP8
 
 
+@pytest.mark.parametrize(
+    ("model", "kv_precision"), [("qwen3-235b-a22b", "bf16"), ("gpt-oss-120b", "fp8"), ("deepseek-r1", "bf16")]
+)
+def test_the_heads_own_kv_cache_is_in_memory(model: str, kv_precision: str) -> None:
+    """One layer's keys and values per token at the KV format, split by KV head over TP8 (at most as many ways
+    as it has KV heads): Qwen3-235B's head has the target's 4 KV heads of 128, gpt-oss-120b's 8 of 64, an MLA
+    target's head 8 of 128 (assumed). The n-gram draft keeps none; the per-chip batch cap shrinks."""
+    head = eagle3_head(load_model(model)).draft
+    a = head.attention
+    per_token = 2 * a.num_kv_heads * a.qk_head_dim * (1 if kv_precision == "fp8" else 2)
+    eagle = _est(2, "eagle3", model=model, kv_precision=kv_precision, attention_tp=8)
+    ngram = _est(2, "ngram", model=model, kv_precision=kv_precision, attention_tp=8)
+    d = eagle.plan.deployment
+    length = d.input_len + d.output_len
+    added = eagle.plan.seqs_per_die * per_token * length / min(8, a.num_kv_heads)  # a TP group's sequences
+    assert eagle.memory.kv_bytes - ngram.memory.kv_bytes == pytest.approx(added)
+    assert eagle.memory.max_batch_per_chip < ngram.memory.max_batch_per_chip
+
+
 def test_models_without_mtp_layers_and_mla_targets_run() -> None:
     assert load_model("qwen3-235b-a22b").mtp_layers == 0
     assert _est(3, "eagle3").tpot_s < _est(0, "mtp").tpot_s  # at 70 % acceptance it pays at batch 8
