@@ -90,6 +90,18 @@ def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
     return 1.0 + sum(acceptance**i for i in range(1, mtp + 1))
 
 
+def acceptance_for_length(mtp: int, accept_length: float) -> float:
+    """The per-draft-token acceptance a whose chain of ``mtp`` drafts accepts ``accept_length`` tokens per
+    step (1 + a + ... + a^mtp), as engines publish it (SGLang's accept length, vLLM's mean acceptance
+    length). Accepted tokens grow monotonically with a, so bisection finds it; lengths outside
+    [1, 1 + mtp] are refused by the caller."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # 2^-60: well below any published figure's precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mtp_tokens_per_step(mtp, mid) < accept_length else (lo, mid)
+    return (lo + hi) / 2
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A deployment resolved on hardware and a model: the per-die shapes the cost model prices."""

@@ -130,6 +130,8 @@ class ValidationRow(Frozen):
     eplb: Literal["perfect", "default", "none"] = "none"  # expert placement the measured stack ran
     mtp: Count = Field(default=0, ge=0, le=8)
     mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
+    # the published mean tokens accepted per verify step (SGLang's accept length); sets mtp_acceptance
+    accept_length: Real | None = Field(default=None, ge=1, le=9)
     # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
     speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
     workload: BenchWorkload
@@ -161,9 +163,20 @@ class ValidationRow(Frozen):
             if wrong:
                 raise ValueError(f"steady rows measure {', '.join(STEADY_METRICS)}, not {', '.join(sorted(wrong))}")
             self._check_holds_a_sequence()
-        if self.mtp and self.mtp_acceptance is None:
-            raise ValueError("rows with MTP need mtp_acceptance (mark it assumed where unpublished)")
+        self._check_acceptance()
         return self
+
+    def _check_acceptance(self) -> None:
+        """Speculation needs its acceptance: per draft token, or as the published accept length, not both."""
+        if self.accept_length is not None:
+            if self.mtp_acceptance is not None:
+                raise ValueError("give mtp_acceptance or accept_length, not both")
+            if not 1 <= self.accept_length <= 1 + self.mtp:
+                raise ValueError(
+                    f"accept_length: got {self.accept_length:g}; expected 1 to 1 + mtp = {1 + self.mtp} tokens per step"
+                )
+        elif self.mtp and self.mtp_acceptance is None:
+            raise ValueError("rows with MTP need mtp_acceptance or accept_length (mark it assumed where unpublished)")
 
     def _check_holds_a_sequence(self) -> None:
         """A steady decode row's batch puts at least one sequence on its instance (1e-300 per chip is none)."""
