@@ -63,6 +63,11 @@ class Deployment:
     # drafting on the host ("ngram": no device pass drafts; the verify pass is the step itself), or an EAGLE-3
     # draft head ("eagle3": k passes of its one layer and draft LM head, catalog/eagle.py)
     speculation: str = "mtp"
+    # EAGLE-3 tree drafting (SGLang's --speculative-eagle-topk / --speculative-num-draft-tokens): candidates
+    # each draft pass after the first expands per sequence, and the tokens the verify pass checks per sequence
+    # (None: the chain's 1 + mtp)
+    draft_topk: int = 1
+    verify_tokens: int | None = None
     eplb: Eplb = Eplb.PERFECT
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = DEFAULT_ATTENTION_TP
@@ -94,6 +99,8 @@ INTEGER_FIELDS = (
 
 
 MAX_LEN = 10_000_000  # tokens of one prompt or completion
+MAX_DRAFT_TOPK = 16  # EAGLE tree branching (SGLang's recipes use 1-10)
+MAX_VERIFY_TOKENS = 1 + 8 * MAX_DRAFT_TOPK**2  # the largest tree of 8 draft steps
 MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
 
 
@@ -108,6 +115,8 @@ def check_deployment_numbers(d: Deployment) -> None:
     check_optional("kv_len (--kv-len)", d.kv_len, lo=1, hi=2 * MAX_LEN, integer=True)
     check_number("mtp (--mtp)", d.mtp, lo=0, hi=8, integer=True)
     check_number("mtp_acceptance (--mtp-acceptance)", d.mtp_acceptance, lo=0, hi=1)
+    check_number("draft_topk (--draft-topk)", d.draft_topk, lo=1, hi=MAX_DRAFT_TOPK, integer=True)
+    check_optional("verify_tokens (--verify-tokens)", d.verify_tokens, lo=1, hi=MAX_VERIFY_TOKENS, integer=True)
     check_number("attention_tp (--attention-tp)", d.attention_tp, lo=1, hi=MAX_COUNT, integer=True)
     check_optional("redundant_experts (--redundant-experts)", d.redundant_experts, lo=0, hi=MAX_COUNT, integer=True)
     check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)

@@ -1,7 +1,8 @@
-"""The EAGLE-3 rows on GPUs (SpecForge's SpecBundle dashboard, Qwen3-235B-A22B on SGLang TP8): every row runs
-end to end through `validate` as the estimate prices it; a published accept length sets the acceptance per
-draft token that accepts exactly that many tokens per step (property test of the inversion); a row giving
-both, neither, or a length its draft chain cannot accept is refused in one line naming the field."""
+"""The EAGLE-3 rows on GPUs (SpecForge's SpecBundle dashboard, Qwen3-235B-A22B on SGLang TP8, chains and token
+trees): every row runs end to end through `validate` as the estimate prices it; a published accept length
+sets the acceptance per draft token that accepts exactly that many tokens per step (property test of the
+inversion); a row giving both, neither, or a length its draft chain cannot accept is refused in one line
+naming the field."""
 
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from cloudmatrix.studies.validate_run import row_acceptance, run_row
 def test_every_row_runs_and_drafts_with_an_eagle3_head_where_it_speculates() -> None:
     rows = load_rows("eagle3-sglang")
     assert {r.speculation for r in rows if r.mtp} == {"eagle3"} and any(r.mtp == 0 for r in rows)
+    assert {r.draft_topk for r in rows} == {1, 3, 4}  # chains and token trees
     for row in rows:
         outcome = run_row(row)
         assert outcome.status == "ok" and set(outcome.predicted) == set(row.measured), (row.id, outcome.reason)

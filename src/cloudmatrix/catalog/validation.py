@@ -134,6 +134,9 @@ class ValidationRow(Frozen):
     accept_length: Real | None = Field(default=None, ge=1, le=9)
     # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
     speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
+    # EAGLE-3 token trees (SGLang's --speculative-eagle-topk and --speculative-num-draft-tokens); steady rows
+    draft_topk: Count = Field(default=1, ge=1, le=16)
+    verify_tokens: Count | None = Field(default=None, ge=1, le=2049)
     workload: BenchWorkload
     measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series
@@ -152,9 +155,10 @@ class ValidationRow(Frozen):
                 raise ValueError("an e2e row has either prefill and decode layouts, or an aggregated one")
             if self.workload.concurrency is None and self.workload.rate_per_s is None:
                 raise ValueError("an e2e row needs workload.concurrency or workload.rate_per_s")
-            if self.speculation != "mtp":
+            if self.speculation != "mtp" or self.draft_topk > 1 or self.verify_tokens is not None:
                 raise ValueError(
-                    f"speculation: got {self.speculation!r}; an e2e row is simulated, which drafts with MTP layers only"
+                    f"speculation: got {self.speculation!r} (draft_topk {self.draft_topk}); an e2e row is simulated, "
+                    "which drafts chains with MTP layers only"
                 )
         else:
             if getattr(self, self.kind) is None:
