@@ -32,11 +32,23 @@ def test_every_row_runs_and_drafts_with_an_eagle3_head_where_it_speculates() -> 
 
 
 def test_drafting_pays_where_the_dashboard_says_it_does() -> None:
-    """At batch 8 the twin, like the measurement, gains from every chain it drafts over the plain step."""
-    by_id = {r.id: run_row(r).predicted["throughput_per_chip_tok_s"] for r in load_rows("eagle3-sglang")}
+    """At batch 8 the twin, like the measurement, gains from every chain it drafts over the plain step, and
+    each tree loses to the chain of its depth (it accepts fewer tokens for as many verified)."""
+    rows = [r for r in load_rows("eagle3-sglang") if "throughput_per_chip_tok_s" in r.measured]
+    by_id = {r.id: run_row(r).predicted["throughput_per_chip_tok_s"] for r in rows}
     for bench in ("mtbench", "math500"):
         base = by_id[f"e3s-q235-{bench}-base"]
         assert all(by_id[f"e3s-q235-{bench}-s{k}"] > base for k in (3, 5, 7))
+        assert by_id[f"e3s-q235-{bench}-s5k3"] < by_id[f"e3s-q235-{bench}-s5"]
+        assert by_id[f"e3s-q235-{bench}-s7k4"] < by_id[f"e3s-q235-{bench}-s7"]
+
+
+def test_the_b200_anchor_is_the_verify_pass_without_drafts() -> None:
+    """The B200 rows run Qwen3-235B-A22B the way the EAGLE-3 rows' verify pass does, without speculation."""
+    rows = [r for r in load_rows("eagle3-sglang") if r.system == "hgx-b200"]
+    assert len(rows) == 3 and all(r.mtp == 0 and r.measured.keys() == {"tpot_ms"} for r in rows)
+    tpot = [run_row(r).predicted["tpot_ms"] for r in sorted(rows, key=lambda r: r.workload.batch_per_chip or 0)]
+    assert tpot == sorted(tpot)  # a larger batch takes a longer step
 
 
 @settings(max_examples=200, deadline=None)
