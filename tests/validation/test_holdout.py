@@ -223,35 +223,37 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # The stored out-of-group figures as docs/validation.md §9 quotes them, per kind and metric: (coverage of the
 # 80 % interval, unknown share, median |error| %, median width %). Regenerating residuals-holdout.json
 # changes them: update them in the same commit, and never loosen them without a written reason.
+# The eagle3-sglang corpus added three TPOT rows (Qwen3-235B on B200 without speculation, 15-30 % fast): the
+# TPOT coverages of isl, series and band fell by under one point with them (new rows, not a looser construction).
 RECORDED = {
     "family": {
         "output_tok_s_per_chip": (0.7422, 0.0, 25.73, 126.12),
-        "tpot_ms": (0.7138, 0.0, 28.12, 145.22),
+        "tpot_ms": (0.7167, 0.0, 27.67, 144.94),
         "ttft_ms": (0.9714, 0.0, 29.12, 546.98),
     },
     "stack": {
         "output_tok_s_per_chip": (0.9373, 0.0, 20.55, 158.84),
-        "tpot_ms": (0.899, 0.0, 18.22, 127.6),
+        "tpot_ms": (0.9, 0.0, 18.31, 127.19),
         "ttft_ms": (0.9893, 0.0, 53.86, 2050.05),
     },
     "model": {
         "output_tok_s_per_chip": (0.4146, 0.0, 29.17, 89.57),
-        "tpot_ms": (0.4747, 0.0, 32.98, 117.57),
+        "tpot_ms": (0.4767, 0.0, 32.44, 117.57),
         "ttft_ms": (0.45, 0.0, 81.86, 547.41),
     },
     "isl": {
         "output_tok_s_per_chip": (0.9686, 0.0, 43.41, 76.6),
-        "tpot_ms": (0.9529, 0.0, 27.89, 142.28),
+        "tpot_ms": (0.9467, 0.0, 27.87, 142.28),
         "ttft_ms": (0.9464, 0.0, 77.29, 1107.29),
     },
     "series": {
         "output_tok_s_per_chip": (0.7143, 0.0, 9.33, 27.47),
-        "tpot_ms": (0.7475, 0.0, 10.11, 32.97),
+        "tpot_ms": (0.7467, 0.0, 10.22, 32.97),
         "ttft_ms": (0.7429, 0.0, 24.06, 82.21),
     },
     "band": {
         "output_tok_s_per_chip": (0.7422, 0.0, 26.99, 55.65),
-        "tpot_ms": (0.7374, 0.0, 22.64, 70.29),
+        "tpot_ms": (0.7367, 0.0, 22.44, 70.29),
         "ttft_ms": (0.9179, 0.0, 55.9, 515.55),
     },
 }
