@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.routing import RoutingProfile, model_routing, parse_routing
-from cloudmatrix.deploy_checks import check_context_parallel, check_formats, check_layout, check_offload, check_stack
+from cloudmatrix.deploy_checks import (
+    check_context_parallel,
+    check_draft_tree,
+    check_formats,
+    check_layout,
+    check_offload,
+    check_stack,
+    verify_tokens_per_seq,
+)
 from cloudmatrix.deployment import (  # noqa: F401 (re-exported: the deployment types are deploy's vocabulary)
     CACHE_PLANES,
     DEFAULT_ATTENTION_TP,
@@ -103,6 +111,18 @@ def mtp_tokens_per_step(mtp: int, acceptance: float) -> float:
     return 1.0 + sum(acceptance**i for i in range(1, mtp + 1))
 
 
+def acceptance_for_length(mtp: int, accept_length: float) -> float:
+    """The per-draft-token acceptance a whose chain of ``mtp`` drafts accepts ``accept_length`` tokens per
+    step (1 + a + ... + a^mtp), as engines publish it (SGLang's accept length, vLLM's mean acceptance
+    length). Accepted tokens grow monotonically with a, so bisection finds it; lengths outside
+    [1, 1 + mtp] are refused by the caller."""
+    lo, hi = 0.0, 1.0
+    for _ in range(60):  # 2^-60: well below any published figure's precision
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mtp_tokens_per_step(mtp, mid) < accept_length else (lo, mid)
+    return (lo + hi) / 2
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A deployment resolved on hardware and a model: the per-die shapes the cost model prices."""
@@ -112,7 +132,7 @@ class Plan:
     model: ModelSpec
     num_dies: int
     seqs_per_die: float  # decode: sequences; prefill: sequences in the batch
-    tokens_per_die: float  # tokens each die processes per step (decode: seqs x (1 + mtp))
+    tokens_per_die: float  # tokens each die processes per step (decode: seqs x (1 + mtp), or the token tree)
     kv_len: float  # decode: mean context per sequence; prefill: prompt length
     layout: ExpertLayout | None
     routing: RoutingProfile
@@ -212,6 +232,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         raise InfeasibleDeploymentError(
             f"model {model.id} has no MTP layers (num_nextn_predict_layers = 0); use --mtp 0"
         )
+    check_draft_tree(d)
     dies = d.num_chips * hardware.chip.num_dies
     if d.reserve_gb is not None and not 0.0 <= d.reserve_gb < hardware.chip.die.hbm_gb.value:
         raise InfeasibleDeploymentError(
@@ -232,7 +253,7 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
         seqs = d.batch_per_chip / hardware.chip.num_dies * d.tp  # a TP group serves its dies' sequences together
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
-        tokens = seqs * (1 + d.mtp)
+        tokens = seqs * verify_tokens_per_seq(d)
         if d.phase == Phase.AGGREGATED:
             chunk = balanced_chunk_tokens(d) if d.chunk_tokens_per_chip is None else d.chunk_tokens_per_chip
             if chunk < 0:

@@ -135,3 +135,32 @@ def check_layout(d: Deployment, model: ModelSpec, dies: int) -> None:
             f"an attention TP group ({d.tp} dies) must sit inside one expert group "
             f"(EP{ep} x TP{d.moe_tp} = {group} dies)"
         )
+
+
+def verify_tokens_per_seq(d: Deployment) -> int:
+    """Tokens the verify pass checks per sequence: the chain's 1 + k, or the token tree's size."""
+    return d.verify_tokens if d.verify_tokens is not None else 1 + d.mtp
+
+
+def check_draft_tree(d: Deployment) -> None:
+    """A token tree is EAGLE's: k draft passes, the first over one token per sequence and each later one over
+    the top-k candidates, verified as a tree that holds at most 1 + topk + (k - 1) x topk^2 of them (SGLang's
+    bound). A chain (topk 1) verifies exactly 1 + k."""
+    tree = d.draft_topk > 1
+    if (tree or d.verify_tokens is not None) and d.speculation != "eagle3":
+        raise InfeasibleDeploymentError(
+            f"draft_topk {d.draft_topk} / verify_tokens {d.verify_tokens}: token trees are drafted by an "
+            f"EAGLE-3 head (speculation eagle3), not '{d.speculation}'"
+        )
+    if tree and not d.mtp:
+        raise InfeasibleDeploymentError(f"draft_topk {d.draft_topk} needs draft passes (--mtp >= 1)")
+    n = verify_tokens_per_seq(d)
+    if not tree and n != 1 + d.mtp:
+        raise InfeasibleDeploymentError(
+            f"verify_tokens {n}: a chain of {d.mtp} drafts (draft_topk 1) verifies 1 + mtp = {1 + d.mtp} tokens"
+        )
+    top = 1 + d.draft_topk + max(d.mtp - 1, 0) * d.draft_topk**2
+    if tree and not 2 <= n <= top:
+        raise InfeasibleDeploymentError(
+            f"verify_tokens {n}: expected 2 to {top} for {d.mtp} draft passes of top-{d.draft_topk}"
+        )

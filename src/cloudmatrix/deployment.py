@@ -63,6 +63,11 @@ class Deployment:
     # drafting on the host ("ngram": no device pass drafts; the verify pass is the step itself), or an EAGLE-3
     # draft head ("eagle3": k passes of its one layer and draft LM head, catalog/eagle.py)
     speculation: str = "mtp"
+    # EAGLE-3 tree drafting (SGLang's --speculative-eagle-topk / --speculative-num-draft-tokens): candidates
+    # each draft pass after the first expands per sequence, and the tokens the verify pass checks per sequence
+    # (None: the chain's 1 + mtp)
+    draft_topk: int = 1
+    verify_tokens: int | None = None
     eplb: Eplb = Eplb.PERFECT
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = DEFAULT_ATTENTION_TP
@@ -89,11 +94,13 @@ class Deployment:
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = (
     "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "tp", "moe_tp", "cp",
+    "redundant_experts", "tp", "moe_tp", "cp", "draft_topk", "verify_tokens",
 )  # fmt: skip
 
 
 MAX_LEN = 10_000_000  # tokens of one prompt or completion
+MAX_DRAFT_TOPK = 16  # EAGLE tree branching (SGLang's recipes use 1-10)
+MAX_VERIFY_TOKENS = 1 + 8 * MAX_DRAFT_TOPK**2  # the largest tree of 8 draft steps
 MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
 
 
@@ -122,6 +129,8 @@ _NUMBERS: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("kv_len", "kv_len (--kv-len)", 1, 2 * MAX_LEN, True, True),
     ("mtp", "mtp (--mtp)", 0, 8, True, False),
     ("mtp_acceptance", "mtp_acceptance (--mtp-acceptance)", 0, 1, False, False),
+    ("draft_topk", "draft_topk (--draft-topk)", 1, MAX_DRAFT_TOPK, True, False),
+    ("verify_tokens", "verify_tokens (--verify-tokens)", 1, MAX_VERIFY_TOKENS, True, True),
     ("attention_tp", "attention_tp (--attention-tp)", 1, MAX_COUNT, True, False),
     ("redundant_experts", "redundant_experts (--redundant-experts)", 0, MAX_COUNT, True, True),
     ("chunk_tokens_per_chip", "chunk_tokens_per_chip (--chunk-tokens-per-chip)", 0, MAX_LEN, False, True),

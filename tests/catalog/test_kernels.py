@@ -90,3 +90,43 @@ def test_a_measured_moe_layer_is_priced_near_its_measurement(tokens: int) -> Non
     ops = {op.name: op for op in moe_ffn(p, 1.0)}
     twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
     assert twin_us == pytest.approx(expected_us, rel=0.25)
+
+
+def test_amd_mxfp4_curves_are_aiters_and_only_where_fp4_units_are() -> None:
+    """MI355X computes MXFP4 and has AITER's measured GEMM and MoE curves; MI300X and MI325X have no FP4
+    units, so no FP4 curve (their MXFP4 weights run at the FP8 rate with the flat factors)."""
+    for op in ("dense", "grouped"):
+        (c,) = kernel_curves("amd-mi355x", "fp4", op)
+        assert c.kernel == "aiter" and all(t.startswith("aiter-mi355x-fp4") for t in c.tables)
+    for chip in ("amd-mi300x", "amd-mi325x"):
+        assert all(kernel_curves(chip, "fp4", op) == () for op in ("dense", "grouped"))
+    # saturated: the MoE layer reaches about 28 % of the 10.1 PF MXFP4 peak, a dense GEMM about 46 %
+    assert best_share("amd-mi355x", "fp4", "grouped", (), 8192.0) == pytest.approx(0.28, abs=0.01)
+    assert best_share("amd-mi355x", "fp4", "dense", (), 16384.0) == pytest.approx(0.46, abs=0.01)
+
+
+@pytest.mark.parametrize("tokens", [512, 2048, 16384])
+def test_a_measured_mi355x_moe_layer_is_priced_near_its_measurement(tokens: int) -> None:
+    """AITER's MXFP4 fused MoE of DeepSeek-V3's experts on one MI355X holding 32 of them (EP8), each token
+    routed to 8 local experts (tokens / 4 rows per expert): the twin's experts + SwiGLU ops at EP8 with
+    ``tokens`` per GPU (the same rows per expert under balanced routing) are within 25 % of it, once the
+    local shared expert the twin adds (1/8 more FLOPs) is counted."""
+    (row,) = [r for r in microbench()["aiter-mi355x-fp4-moe-ep8"].rows if r.tokens == tokens]
+    assert row.latency_us is not None
+    expected_us = row.latency_us * (1 + 1 / 8)
+    hw, model = load_hardware("mi355x"), load_model("deepseek-r1")
+    d = Deployment(
+        phase=Phase.DECODE,
+        num_chips=8,
+        ep=8,
+        batch_per_chip=tokens,
+        input_len=1024,
+        precision="fp4",
+        eplb="perfect",
+        redundant_experts=0,
+        stack="atom",
+    )
+    p = plan(d, hw, model)
+    ops = {op.name: op for op in moe_ffn(p, 1.0)}
+    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
+    assert twin_us == pytest.approx(expected_us, rel=0.25)

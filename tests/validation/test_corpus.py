@@ -76,6 +76,7 @@ def test_formats_follow_the_chip_family() -> None:
 
 def test_shipped_corpora_load_with_unique_ids() -> None:
     assert shipped_corpora() == [
+        "eagle3-sglang",
         "formats-2026",
         "inferencemax-more",
         "inferencemax-public",

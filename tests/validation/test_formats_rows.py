@@ -45,5 +45,5 @@ def test_w4a8_is_what_fits_the_8_card_decode_instance() -> None:
 
 def test_an_e2e_row_drafting_without_mtp_layers_is_refused() -> None:
     base = next(r for r in load_rows("sglang-ascend") if r.kind == "e2e").model_dump()
-    with pytest.raises(ValueError, match="speculation: got 'eagle3'; an e2e row is simulated"):
+    with pytest.raises(ValueError, match=r"speculation: got 'eagle3' \(draft_topk 1\); an e2e row is simulated"):
         ValidationRow.model_validate(base | {"speculation": "eagle3"})

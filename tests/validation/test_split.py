@@ -22,7 +22,12 @@ def test_every_shipped_series_has_a_frozen_role() -> None:
 
 
 # The corpora in the order they landed: the rule ran once per landing, around the roles frozen before it.
-LANDINGS = (("inferencemax-public", "published"), ("inferencemax-more", "sglang-ascend"), ("formats-2026",))
+LANDINGS = (
+    ("inferencemax-public", "published"),
+    ("inferencemax-more", "sglang-ascend"),
+    ("formats-2026",),
+    ("eagle3-sglang",),
+)
 
 
 def test_landings_cover_the_shipped_corpora() -> None:

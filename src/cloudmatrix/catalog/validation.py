@@ -130,8 +130,13 @@ class ValidationRow(Frozen):
     eplb: Literal["perfect", "default", "none"] = "none"  # expert placement the measured stack ran
     mtp: Count = Field(default=0, ge=0, le=8)
     mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
+    # the published mean tokens accepted per verify step (SGLang's accept length); sets mtp_acceptance
+    accept_length: Real | None = Field(default=None, ge=1, le=9)
     # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
     speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
+    # EAGLE-3 token trees (SGLang's --speculative-eagle-topk and --speculative-num-draft-tokens); steady rows
+    draft_topk: Count = Field(default=1, ge=1, le=16)
+    verify_tokens: Count | None = Field(default=None, ge=1, le=2049)
     workload: BenchWorkload
     measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series
@@ -150,9 +155,10 @@ class ValidationRow(Frozen):
                 raise ValueError("an e2e row has either prefill and decode layouts, or an aggregated one")
             if self.workload.concurrency is None and self.workload.rate_per_s is None:
                 raise ValueError("an e2e row needs workload.concurrency or workload.rate_per_s")
-            if self.speculation != "mtp":
+            if self.speculation != "mtp" or self.draft_topk > 1 or self.verify_tokens is not None:
                 raise ValueError(
-                    f"speculation: got {self.speculation!r}; an e2e row is simulated, which drafts with MTP layers only"
+                    f"speculation: got {self.speculation!r} (draft_topk {self.draft_topk}); an e2e row is simulated, "
+                    "which drafts chains with MTP layers only"
                 )
         else:
             if getattr(self, self.kind) is None:
@@ -161,9 +167,20 @@ class ValidationRow(Frozen):
             if wrong:
                 raise ValueError(f"steady rows measure {', '.join(STEADY_METRICS)}, not {', '.join(sorted(wrong))}")
             self._check_holds_a_sequence()
-        if self.mtp and self.mtp_acceptance is None:
-            raise ValueError("rows with MTP need mtp_acceptance (mark it assumed where unpublished)")
+        self._check_acceptance()
         return self
+
+    def _check_acceptance(self) -> None:
+        """Speculation needs its acceptance: per draft token, or as the published accept length, not both."""
+        if self.accept_length is not None:
+            if self.mtp_acceptance is not None:
+                raise ValueError("give mtp_acceptance or accept_length, not both")
+            if not 1 <= self.accept_length <= 1 + self.mtp:
+                raise ValueError(
+                    f"accept_length: got {self.accept_length:g}; expected 1 to 1 + mtp = {1 + self.mtp} tokens per step"
+                )
+        elif self.mtp and self.mtp_acceptance is None:
+            raise ValueError("rows with MTP need mtp_acceptance or accept_length (mark it assumed where unpublished)")
 
     def _check_holds_a_sequence(self) -> None:
         """A steady decode row's batch puts at least one sequence on its instance (1e-300 per chip is none)."""

@@ -48,6 +48,20 @@ def estimate(
             "host, no draft pass on the device) or eagle3 (an EAGLE-3 draft head: k passes of one layer)."
         ),
     ] = "mtp",
+    draft_topk: Annotated[
+        int,
+        typer.Option(
+            help="EAGLE-3 tree drafting: candidates each draft pass after the first expands per sequence "
+            "(SGLang's --speculative-eagle-topk; 1: a chain)."
+        ),
+    ] = 1,
+    verify_tokens: Annotated[
+        int | None,
+        typer.Option(
+            help="EAGLE-3 tree drafting: tokens the verify pass checks per sequence (SGLang's "
+            "--speculative-num-draft-tokens; default 1 + --mtp)."
+        ),
+    ] = None,
     eplb: Annotated[
         str,
         typer.Option(
@@ -142,6 +156,8 @@ def estimate(
             mtp=draft,
             mtp_acceptance=accept,
             speculation=speculation,
+            draft_topk=draft_topk,
+            verify_tokens=verify_tokens,
             eplb=_choice("eplb", eplb, Eplb),
             routing=routing,
             cached_fraction=cached_fraction,

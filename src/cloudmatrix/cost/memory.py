@@ -139,6 +139,15 @@ def _kept_bytes(plan: Plan, used: float, stack: StackProfile | None) -> float:
     return floor + kept * max(capacity - floor - used, 0.0)
 
 
+def draft_kv_bytes(plan: Plan, seq_len: int) -> float:
+    """An EAGLE-3 head's own cache of one sequence on a die: its one layer's keys and values at the KV
+    format, split by KV head over the TP group like the target's (SGLang and vLLM keep it in the same pool)."""
+    if not plan.deployment.mtp or plan.deployment.speculation != "eagle3":
+        return 0.0
+    draft = eagle3_head(plan.model).draft
+    return draft.kv_bytes(seq_len, plan.kv_bytes) / min(plan.tp, draft.attention.num_kv_heads)
+
+
 def memory_use(plan: Plan) -> MemoryUse:
     d, m = plan.deployment, plan.model
     chip = plan.hardware.chip
@@ -147,7 +156,7 @@ def memory_use(plan: Plan) -> MemoryUse:
     buffers = _buffers(plan)
     reserve = reserve_bytes(plan, weights + buffers, buffers)
     max_len = d.input_len + d.output_len if plan.decodes else d.input_len
-    per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards
+    per_seq = m.kv_bytes(max_len, plan.kv_bytes) / plan.kv_shards + draft_kv_bytes(plan, max_len)
     kv = plan.seqs_per_die * per_seq if plan.decodes else kv_per_die_bytes(plan, per_seq)
     free = capacity - weights - buffers - reserve
     return MemoryUse(

@@ -218,8 +218,10 @@ def _extras(plan: Plan) -> tuple[list[_Extra], float]:
         if mtp and plan.deployment.speculation == "mtp":
             extra += [("mtp.", op) for op in mtp_extra_ops(_decode_only(plan)) + head] * mtp
         elif mtp and plan.deployment.speculation == "eagle3":
-            draft_plan, draft_head = eagle.draft_plan(plan)
-            extra += [("eagle3.", op) for op in eagle.pass_ops(draft_plan, draft_head)] * mtp
+            first, later, draft_head = eagle.draft_plans(plan)
+            passes = eagle.pass_ops(first, draft_head)
+            wide = passes if later is first else eagle.pass_ops(later, draft_head)  # the top-k candidates'
+            extra += [("eagle3.", op) for op in passes + wide * (mtp - 1)]
             extra += [("eagle3.", op) for op in eagle.step_ops(plan, draft_head)]
         extra += [("", op) for op in head]
     else:  # only each prompt's last position needs logits
@@ -283,12 +285,14 @@ def _step_cost(
             bound_s += mtp * draft.bound_s
             binding["mtp"] = draft.binding
         elif mtp and plan.deployment.speculation == "eagle3":
-            draft_plan, _ = eagle.draft_plan(plan)
-            draft = layer_cost(draft_plan, False, False)  # a one-layer dense head: no microbatch split
-            _add(breakdown, draft.critical_us, mtp, "eagle3.")
-            _add(sol, draft.roofline_us, mtp, "eagle3.")
-            bound_s += mtp * draft.bound_s
-            binding["eagle3"] = draft.binding
+            first, later, _ = eagle.draft_plans(plan)
+            draft = layer_cost(first, False, False)  # a one-layer dense head: no microbatch split
+            wide = draft if later is first else layer_cost(later, False, False)  # the top-k candidates' passes
+            for cost, count in ((draft, mtp),) if wide is draft else ((draft, 1), (wide, mtp - 1)):
+                _add(breakdown, cost.critical_us, count, "eagle3.")
+                _add(sol, cost.roofline_us, count, "eagle3.")
+                bound_s += count * cost.bound_s
+            binding["eagle3"] = wide.binding
     priced, overhead_us = extras if extras is not None else _extras(plan)
     for key, time_us, sol_us, sol_s in priced:
         breakdown[key] += time_us

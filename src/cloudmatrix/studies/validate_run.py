@@ -17,7 +17,7 @@ from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost.memory import memory_use
-from cloudmatrix.deploy import Deployment, Eplb, Phase, plan
+from cloudmatrix.deploy import Deployment, Eplb, Phase, acceptance_for_length, plan
 from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.inputs import InputError
@@ -183,7 +183,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "seed": 0,
     }
     # budgets the source leaves unpublished take the scenario schema's defaults
-    mtp = {"mtp": row.mtp, "mtp_acceptance": row.mtp_acceptance or 0.0}
+    mtp = {"mtp": row.mtp, "mtp_acceptance": row_acceptance(row)}
 
     def pool(layout: RoleLayout, role: str) -> dict[str, Any]:
         """What every pool takes from its published layout: its size, layout and expert placement."""
@@ -305,6 +305,13 @@ def e2e_metrics(result: SimResult, disaggregated: bool) -> dict[str, float]:
     }
 
 
+def row_acceptance(row: ValidationRow) -> float:
+    """The row's acceptance per draft token: as given, or the one its published accept length implies."""
+    if row.accept_length is not None:
+        return acceptance_for_length(row.mtp, row.accept_length)
+    return row.mtp_acceptance or 0.0
+
+
 def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str, float]:
     w = row.workload
     layout = row.decode if row.kind == "decode" else row.prefill
@@ -322,8 +329,10 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         activation_precision=TWIN_PRECISION[row.activations],
         kv_precision=TWIN_PRECISION[row.kv],
         mtp=row.mtp,
-        mtp_acceptance=row.mtp_acceptance or 0.0,
+        mtp_acceptance=row_acceptance(row),
         speculation=row.speculation,
+        draft_topk=row.draft_topk,
+        verify_tokens=row.verify_tokens,
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
         stack=row.stack,
