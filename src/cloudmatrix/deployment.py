@@ -67,6 +67,7 @@ class Deployment:
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = DEFAULT_ATTENTION_TP
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
+    shared_dies: int | None = None  # dies holding only a shared-expert copy; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
     routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
     tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
@@ -89,7 +90,7 @@ class Deployment:
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = (
     "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "tp", "moe_tp", "cp",
+    "redundant_experts", "shared_dies", "tp", "moe_tp", "cp",
 )  # fmt: skip
 
 
@@ -110,6 +111,7 @@ def check_deployment_numbers(d: Deployment) -> None:
     check_number("mtp_acceptance (--mtp-acceptance)", d.mtp_acceptance, lo=0, hi=1)
     check_number("attention_tp (--attention-tp)", d.attention_tp, lo=1, hi=MAX_COUNT, integer=True)
     check_optional("redundant_experts (--redundant-experts)", d.redundant_experts, lo=0, hi=MAX_COUNT, integer=True)
+    check_optional("shared_dies (--shared-dies)", d.shared_dies, lo=0, hi=MAX_COUNT, integer=True)
     check_optional("chunk_tokens_per_chip (--chunk-tokens-per-chip)", d.chunk_tokens_per_chip, lo=0, hi=MAX_LEN)
     check_number("tp (--tp)", d.tp, lo=1, hi=MAX_COUNT, integer=True)
     check_number("moe_tp (--moe-tp)", d.moe_tp, lo=1, hi=MAX_COUNT, integer=True)
@@ -141,6 +143,7 @@ def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> De
         cached_fraction=s.get("cached_fraction", 0.0),
         cache_plane=s.get("cache_plane", "ub"),
         attention_tp=s.get("attention_tp", DEFAULT_ATTENTION_TP),
+        shared_dies=s.get("shared_dies"),
     )
 
 
