@@ -231,6 +231,10 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
         layout = expert_layout(model, d.ep or dies // d.moe_tp, d.redundant_experts, d.shared_dies)
     elif d.ep not in (None, 1):
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
+    elif d.shared_dies:
+        raise InfeasibleDeploymentError(
+            f"model {model.id} is dense: it has no shared experts for shared_dies {d.shared_dies}"
+        )
     chunk = cached = 0.0
     if d.phase != Phase.PREFILL:
         idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0

@@ -63,6 +63,12 @@ def test_impossible_shared_dies_are_refused(model, ep: int, shared: int, message
         expert_layout(model, ep, None, shared)
 
 
+def test_a_dense_model_refuses_shared_dies() -> None:
+    d = Deployment(phase=Phase.DECODE, num_chips=8, batch_per_chip=8, shared_dies=2)
+    with pytest.raises(InfeasibleDeploymentError, match="is dense: it has no shared experts for shared_dies 2"):
+        estimate("hgx-h100", "llama-3.1-405b", d)
+
+
 def test_paper_layout_stays_as_published() -> None:
     ref = load_reference("cloudmatrix-infer")
     for row in ref.rows:
