@@ -45,46 +45,68 @@ class ExpertLayout:
         return self.routed_slots_per_die * self.routed_dies
 
 
-def expert_layout(model: ModelSpec, ep: int, redundant: int | None) -> ExpertLayout:
-    """The paper's placements as one rule: with more ranks than experts (EP320), one expert per die with
-    the spare dies split between redundant routed copies and shared-expert copies (256 + 32 + 32);
-    otherwise ceil(experts / ranks) per die, plus one redundant slot per die when that is exact (EP32:
-    8 + 1, with the shared expert local), or the rounding remainder (EP144: 2 per die, 32 redundant)."""
+def shared_expert_dies(model: ModelSpec, ep: int) -> int:
+    """Dies for the shared experts when EP has more ranks than routed experts and the deployment does not
+    say: sized so that a shared die carries about a routed die's rows, ranks × shared / (top-k + shared)
+    (every token visits top-k routed experts and every shared one). Fewer dies (the old even split of the
+    spare ranks: 16 at EP288) make each shared die carry about twice a routed die's rows."""
     moe = model.moe
     assert moe is not None
-    key = (moe.num_routed, bool(moe.num_shared), ep, redundant)  # every input of the rule
+    if not moe.num_shared or ep <= moe.num_routed:
+        return 0
+    return max(1, math.floor(ep * moe.num_shared / (moe.top_k + moe.num_shared) + 0.5))
+
+
+def stated_shared_dies(model: ModelSpec, ep: int | None, stated: int | None) -> int | None:
+    """A published layout's shared-expert dies where they apply to ``model``: a preset states its own model's
+    (the paper's 32 at EP320 for DeepSeek), which another model placed there ignores (None: the layout rule)."""
+    moe = model.moe
+    if stated is None or moe is None or not moe.num_shared or ep is None or ep <= moe.num_routed:
+        return None
+    return stated
+
+
+def expert_layout(model: ModelSpec, ep: int, redundant: int | None, shared_dies: int | None = None) -> ExpertLayout:
+    """Routed and shared experts on the EP ranks. Shared experts sit on dies of their own where the deployment
+    says how many (``shared_dies``: the paper's EP320 runs 256 routed + 32 redundant + 32 shared) or where EP
+    has more ranks than routed experts (``shared_expert_dies``); else a copy is local on every die. The routed
+    experts fill the other dies, ceil(experts / dies) per die, the slots beyond one copy of each being
+    redundant copies (EPLB's); with ``redundant`` stated, that many extra slots spread over those dies. Without
+    dies of their own for shared experts, a layout whose slots divide exactly gets one redundant slot per die
+    (EP32: 8 + 1)."""
+    moe = model.moe
+    assert moe is not None
+    key = (moe.num_routed, moe.num_shared, moe.top_k, ep, redundant, shared_dies)  # every input of the rule
     layout = _LAYOUTS.get(key)
     if layout is None:
         if len(_LAYOUTS) >= 1024:
             _LAYOUTS.clear()
-        layout = _LAYOUTS[key] = _expert_layout(moe.num_routed, bool(moe.num_shared), ep, redundant)
+        layout = _LAYOUTS[key] = _expert_layout(model, ep, redundant, shared_dies)
     return layout
 
 
 # Layouts already made (immutable; a frozen dataclass costs more to make than the rule to apply)
-_LAYOUTS: dict[tuple[int, bool, int, int | None], ExpertLayout] = {}
+_LAYOUTS: dict[tuple[int, int, int, int, int | None, int | None], ExpertLayout] = {}
 
 
-def _expert_layout(n: int, has_shared: bool, ep: int, redundant: int | None) -> ExpertLayout:
-    if ep > n:
-        spare = ep - n
-        red = spare // 2 if (redundant is None and has_shared) else (spare if redundant is None else redundant)
-        if red > spare:
-            raise InfeasibleDeploymentError(
-                f"redundant experts {red} exceed the {spare} spare ranks of EP{ep} with {n} routed experts"
-            )
-        shared = spare - red if has_shared else 0
-        return ExpertLayout(ep=ep, routed_slots_per_die=1, routed_dies=n + red, shared_dies=shared, redundant=red)
-    per_die = math.ceil(n / ep)
-    if redundant is None:
-        red = per_die * ep - n
-        if red == 0:
-            per_die += 1
-            red = ep
-    else:
-        per_die = math.ceil((n + redundant) / ep)
-        red = per_die * ep - n
-    return ExpertLayout(ep=ep, routed_slots_per_die=per_die, routed_dies=ep, shared_dies=0, redundant=red)
+def _expert_layout(model: ModelSpec, ep: int, redundant: int | None, shared_dies: int | None) -> ExpertLayout:
+    moe = model.moe
+    assert moe is not None
+    n = moe.num_routed
+    shared = shared_expert_dies(model, ep) if shared_dies is None else shared_dies
+    if shared and not moe.num_shared:
+        raise InfeasibleDeploymentError(f"shared_dies {shared}: the model has no shared experts to place")
+    if shared >= ep:
+        raise InfeasibleDeploymentError(
+            f"shared_dies {shared} leaves no die of EP{ep} for the {n} routed experts; expected fewer than {ep}"
+        )
+    dies = ep - shared
+    per_die = math.ceil((n + (redundant or 0)) / dies)
+    red = per_die * dies - n
+    if redundant is None and red == 0 and not shared:
+        per_die += 1
+        red = dies
+    return ExpertLayout(ep=ep, routed_slots_per_die=per_die, routed_dies=dies, shared_dies=shared, redundant=red)
 
 
 def balanced_chunk_tokens(d: Deployment) -> float:
@@ -243,9 +265,13 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     check_offload(d, hardware, model)
     layout = None
     if model.moe:
-        layout = expert_layout(model, d.ep or dies // d.moe_tp, d.redundant_experts)
+        layout = expert_layout(model, d.ep or dies // d.moe_tp, d.redundant_experts, d.shared_dies)
     elif d.ep not in (None, 1):
         raise InfeasibleDeploymentError(f"model {model.id} is dense: it has no experts for EP{d.ep}")
+    elif d.shared_dies:
+        raise InfeasibleDeploymentError(
+            f"model {model.id} is dense: it has no shared experts for shared_dies {d.shared_dies}"
+        )
     chunk = cached = 0.0
     if d.phase != Phase.PREFILL:
         idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0

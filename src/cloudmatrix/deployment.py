@@ -72,6 +72,7 @@ class Deployment:
     microbatch: bool | None = None  # None: whichever is faster (the engine can capture both graphs)
     attention_tp: int = DEFAULT_ATTENTION_TP
     redundant_experts: int | None = None  # extra routed-expert slots for EPLB; default per `expert_layout`
+    shared_dies: int | None = None  # dies holding only a shared-expert copy; default per `expert_layout`
     chunk_tokens_per_chip: float | None = None  # aggregated: prompt tokens per step; default keeps pace
     routing: str | RoutingProfile | None = None  # override (a spec string or a profile); default: the model's
     tp: int = 1  # attention TP group (dies) splitting heads, dense FFN and LM head; 1: data-parallel attention
@@ -94,7 +95,7 @@ class Deployment:
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = (
     "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "tp", "moe_tp", "cp", "draft_topk", "verify_tokens",
+    "redundant_experts", "shared_dies", "tp", "moe_tp", "cp", "draft_topk", "verify_tokens",
 )  # fmt: skip
 
 
@@ -133,6 +134,7 @@ _NUMBERS: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("verify_tokens", "verify_tokens (--verify-tokens)", 1, MAX_VERIFY_TOKENS, True, True),
     ("attention_tp", "attention_tp (--attention-tp)", 1, MAX_COUNT, True, False),
     ("redundant_experts", "redundant_experts (--redundant-experts)", 0, MAX_COUNT, True, True),
+    ("shared_dies", "shared_dies (--shared-dies)", 0, MAX_COUNT, True, True),
     ("chunk_tokens_per_chip", "chunk_tokens_per_chip (--chunk-tokens-per-chip)", 0, MAX_LEN, False, True),
     ("tp", "tp (--tp)", 1, MAX_COUNT, True, False),
     ("moe_tp", "moe_tp (--moe-tp)", 1, MAX_COUNT, True, False),
@@ -165,6 +167,7 @@ def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> De
         cached_fraction=s.get("cached_fraction", 0.0),
         cache_plane=s.get("cache_plane", "ub"),
         attention_tp=s.get("attention_tp", DEFAULT_ATTENTION_TP),
+        shared_dies=s.get("shared_dies"),
     )
 
 

@@ -31,7 +31,7 @@ def test_popularity_sums_to_one_and_respects_top_k_cap() -> None:
 
 
 def test_eplb_replicates_the_hottest_experts() -> None:
-    lay = expert_layout(R1, 320, None)  # 256 + 32 redundant + 32 shared
+    lay = expert_layout(R1, 320, None, 32)  # the paper's 256 + 32 redundant + 32 shared
     p = popularity(zipf(1.0), 256, 8)
     pl = place(p, lay, Eplb.DEFAULT)
     assert pl.replicas.sum() == 288 and pl.slot_expert.size == 288
@@ -64,7 +64,7 @@ def test_enough_redundant_slots_approach_uniform(s: float) -> None:
 
 
 def test_perfect_is_uniform_and_noise_shrinks_with_batch() -> None:
-    lay = expert_layout(R1, 320, None)
+    lay = expert_layout(R1, 320, None, 32)
     kw = {"num_experts": 256, "top_k": 8}
     assert busiest_factor(UNIFORM, lay, Eplb.PERFECT, tokens=1e4, requests=1e4, **kw) == 1.0
     small = busiest_factor(UNIFORM, lay, Eplb.DEFAULT, tokens=3_000, requests=3_000, **kw)

@@ -4,6 +4,7 @@ answer) and the expert layout by the rule's inputs. A memo that answered a diffe
 refusal, fails here."""
 
 import dataclasses
+import itertools
 
 import pytest
 
@@ -57,21 +58,23 @@ def test_a_memoised_layout_is_the_rule_applied(model_id: str) -> None:
     moe = load_model(model_id).moe
     assert moe is not None
     for ep in (1, 2, 8, 32, 64, 144, 256, 288, 320, 384):
-        for redundant in (None, 0, 16, 32):
+        for redundant, shared in itertools.product((None, 0, 16, 32), (None, 0, 4, 32)):
             try:
-                want = _expert_layout(moe.num_routed, bool(moe.num_shared), ep, redundant)
+                want = _expert_layout(load_model(model_id), ep, redundant, shared)
             except InfeasibleDeploymentError:
                 for _ in range(2):  # a refusal is never memoised as an answer
                     with pytest.raises(InfeasibleDeploymentError):
-                        expert_layout(load_model(model_id), ep, redundant)
+                        expert_layout(load_model(model_id), ep, redundant, shared)
                 continue
             for _ in range(2):
-                assert expert_layout(load_model(model_id), ep, redundant) == want
+                assert expert_layout(load_model(model_id), ep, redundant, shared) == want
 
 
 def test_the_layout_depends_on_shared_experts() -> None:
     r1 = load_model("deepseek-r1")
     assert r1.moe is not None and r1.moe.num_shared
     no_shared = dataclasses.replace(r1, moe=dataclasses.replace(r1.moe, num_shared=0))
-    assert expert_layout(r1, 320, None).shared_dies == 32
+    assert expert_layout(r1, 320, None).shared_dies == 36  # 320 x 1 / (8 + 1)
     assert expert_layout(no_shared, 320, None).shared_dies == 0
+    top4 = dataclasses.replace(r1, moe=dataclasses.replace(r1.moe, top_k=4))
+    assert expert_layout(top4, 320, None).shared_dies == 64  # the rule reads top-k too: 320 x 1 / (4 + 1)

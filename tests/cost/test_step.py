@@ -16,7 +16,7 @@ R1 = load_model("deepseek-r1")
 
 
 def test_paper_expert_layouts() -> None:
-    decode = expert_layout(R1, 320, None)  # 256 routed + 32 redundant + 32 shared copies (P3 §4.1)
+    decode = expert_layout(R1, 320, None, 32)  # 256 routed + 32 redundant + 32 shared copies (P3 §4.1)
     assert (decode.routed_dies, decode.redundant, decode.shared_dies, decode.routed_slots_per_die) == (288, 32, 32, 1)
     prefill = expert_layout(R1, 32, None)  # 8 routed + 1 redundant per rank, shared local
     assert (prefill.routed_slots_per_die, prefill.redundant, prefill.shared_dies) == (9, 32, 0)
@@ -102,7 +102,9 @@ def test_dense_and_gqa_models_estimate() -> None:
 def test_aggregated_step_shares_weight_reads(paper_decode) -> None:
     """A co-located step decodes the batch and prefills a chunk: slower than decode alone, faster than a
     decode step plus a separate pass over the chunk, since weights are read once."""
-    agg = dataclasses.replace(paper_decode, phase=Phase.AGGREGATED, num_chips=16, ep=32, batch_per_chip=32)
+    agg = dataclasses.replace(
+        paper_decode, phase=Phase.AGGREGATED, num_chips=16, ep=32, shared_dies=None, batch_per_chip=32
+    )
     e = estimate("cloudmatrix384", "deepseek-r1", agg)
     dec = estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(agg, phase=Phase.DECODE))
     chunk = 32 * 1.7 * 4096 / 256  # balanced: prompt tokens per step keep pace with finishing sequences

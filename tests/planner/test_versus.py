@@ -70,6 +70,7 @@ def test_the_same_instances_give_the_same_figures(system: str) -> None:
         microbatch=True,
         batch_per_chip=int(r.batch_per_chip),
         mtp=1,
+        shared_dies=d.get("shared_dies"),  # the preset's published layout (the paper's EP320: 32)
     )
     costs = [cost_one(job, dataclasses.replace(dec_c, microbatch=mb), {}) for mb in (True, False)]
     dec = max(costs, key=lambda c: c.tok_s_per_chip)  # compare lets the estimate pick the faster pipeline

@@ -82,6 +82,9 @@ class ChipSpec(Frozen):
     cross_die_bw_gb_s: Sourced | None = None
     efficiency: Efficiency
     launch_us: Sourced
+    # start-up of one captured-graph launch that the host does not hide (Ascend: the host prepares each graph's
+    # metadata and sampling before launching it); a stack says how many of its launches per step are exposed
+    graph_launch_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
     # a chip without GEMM microbenchmarks of its own may take a sibling's measured share-of-peak curves

@@ -86,6 +86,20 @@ class RunsOn(Frozen):
     source: str = Field(min_length=1)
 
 
+class GraphExecution(Frozen):
+    """How a stack runs a step's captured device graphs where a graph launch has a start-up cost (the chip's
+    ``graph_launch_us``, Ascend): the launches per step whose start-up its host does not hide (with and
+    without draft tokens), and the fixed cost each op of its graph adds beyond the chip's ``launch_us`` (a
+    graph captured op by op from PyTorch dispatches more, smaller tasks than a compiled, fused static graph)."""
+
+    launches: Sourced
+    launches_speculative: Sourced
+    op_launch_us: Sourced
+
+    def exposed_launches(self, speculative: bool) -> float:
+        return (self.launches_speculative if speculative else self.launches).value
+
+
 class StackProfile(Frozen):
     id: str
     name: str
@@ -95,6 +109,7 @@ class StackProfile(Frozen):
     families: dict[str, StackCosts | CostsLike] = Field(default_factory=dict)  # chip family (or ``default``)
     memory_setting: StackMemory | None = Field(default=None, alias="memory")
     engine_defaults: EngineDefaults | None = Field(default=None, alias="defaults")
+    graph: GraphExecution | None = None  # None: graph launches hidden and no cost per op beyond the chip's
 
     @property
     def defaults(self) -> EngineDefaults:
@@ -204,6 +219,11 @@ def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> floa
 def stack_costs(stack: str | None, family: str) -> StackCosts | None:
     """A stack's costs on a chip family (its ``default`` where the family has no entry); None for no stack."""
     return None if stack is None else load_stack(stack).costs(family)
+
+
+def stack_graph(stack: str | None) -> GraphExecution | None:
+    """A stack's device-graph execution costs (None: no stack, or launches hidden and no per-op cost)."""
+    return None if stack is None else load_stack(stack).graph
 
 
 def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:

@@ -97,6 +97,13 @@ def estimate(
     redundant_experts: Annotated[
         int | None, typer.Option(help="Extra routed-expert slots for EPLB replicas (default: per layout; 0 allowed).")
     ] = None,
+    shared_dies: Annotated[
+        int | None,
+        typer.Option(
+            help="Dies holding only a shared-expert copy (default: the paper's 32 on its EP320 instance; "
+            "ranks x shared / (top-k + shared) when EP exceeds the routed experts; else local on every die)."
+        ),
+    ] = None,
     reserve_gb: Annotated[
         float | None, typer.Option(help="HBM per die kept from weights and KV (default: the stack's, else the chip's).")
     ] = None,
@@ -168,6 +175,7 @@ def estimate(
             moe_tp=moe_tp,
             cp=cp,
             redundant_experts=redundant_experts,
+            shared_dies=shared_dies if shared_dies is not None else _paper_shared(paper, model, chips, ep, moe_tp),
             reserve_gb=reserve_gb,
             offload_gb=offload_gb,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
@@ -203,6 +211,16 @@ def estimate(
 
         for table in render.estimate_table(d):
             out.print(table)
+
+
+def _paper_shared(paper: Any, model: str, chips: int, ep: int | None, moe_tp: int) -> int | None:
+    """The paper's shared-expert dies where the flags keep its EP320 decode instance (for a model they apply to)."""
+    from cloudmatrix.catalog.models import load_model
+    from cloudmatrix.deploy import stated_shared_dies
+
+    if chips != paper.num_chips or (ep or paper.ep) != paper.ep or moe_tp != 1:
+        return None
+    return stated_shared_dies(load_model(model), paper.ep, paper.shared_dies)
 
 
 def _afd(

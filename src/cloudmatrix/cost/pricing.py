@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share
-from cloudmatrix.catalog.stacks import stack_kernels
+from cloudmatrix.catalog.stacks import stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
@@ -60,7 +60,7 @@ class Pricer:
         }
         self.gemm_serving = e.gemm_serving.value
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
-        self.launch_us = chip.launch_us.value
+        self.launch_us = chip.launch_us.value + graph_op_launch_us(hardware, stack)
         self.core_shares = _core_shares(hardware)
         vector = chip.die.vector_tops
         self.vector_peak = vector.value * TERA if vector is not None else None
@@ -172,6 +172,24 @@ def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
         out[stream, False] = cube
         out[stream, True] = share.vector / die.vector_units.value if die.vector_units else cube
     return out
+
+
+def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
+    """The stack's fixed cost per op of its captured graph on a chip whose graph launches have a start-up
+    (Ascend); 0 elsewhere, where the chip's ``launch_us`` is the whole per-op cost."""
+    graph = stack_graph(stack)
+    if graph is None or hardware.chip.graph_launch_us is None:
+        return 0.0
+    return graph.op_launch_us.value
+
+
+def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> float:
+    """Start-up of the step's graph launches that the stack's host does not hide (Ascend: P3 §4.2.4's
+    0.6-0.8 ms per graph dispatch, times the launches per step the stack exposes)."""
+    graph, start = stack_graph(stack), hardware.chip.graph_launch_us
+    if graph is None or start is None:
+        return 0.0
+    return graph.exposed_launches(speculative) * start.value * 1e-6
 
 
 _PRICERS: dict[tuple[int, str | None], Pricer] = {}

@@ -12,7 +12,7 @@ from cloudmatrix.catalog.stacks import stack_costs
 from cloudmatrix.cost import eagle, pipeline, roofline
 from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_ops, mtp_extra_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream
-from cloudmatrix.cost.pricing import Price, pricer
+from cloudmatrix.cost.pricing import Price, graph_launch_s, pricer
 from cloudmatrix.deploy import Phase, Plan
 
 US = 1e6
@@ -235,6 +235,11 @@ def _extras(plan: Plan) -> tuple[list[_Extra], float]:
         if price is None:
             price = prices[id(op)] = px.price(op)
         priced.append((prefix + op.name, price.time_s * US, price.roofline_s * US, price.roofline_s))
+    if plan.decodes:  # graph start-ups the host does not hide: device idle, no roofline
+        speculative = plan.deployment.mtp > 0 and plan.deployment.speculation != "ngram"
+        start_us = graph_launch_s(plan.hardware, plan.deployment.stack, speculative) * US
+        if start_us > 0:
+            priced.append(("graph_launch", start_us, 0.0, 0.0))
     costs = stack_costs(plan.deployment.stack, plan.hardware.chip.family)
     overhead = costs.step_overhead_us.value if costs is not None else 0.0
     return priced, overhead

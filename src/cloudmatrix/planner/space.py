@@ -58,6 +58,7 @@ class Candidate:
     attention_tp: int = DEFAULT_ATTENTION_TP  # prefill
     tp: int = 1  # dense models: tensor-parallel group
     cp: int = 1  # prefill context parallelism
+    shared_dies: int | None = None  # decode: a published layout's shared-expert dies (None: the layout rule)
 
     @property
     def kv_group(self) -> int:
@@ -96,6 +97,7 @@ class Candidate:
             eplb=Eplb.DEFAULT,
             microbatch=self.microbatch,
             tp=self.tp,
+            shared_dies=self.shared_dies,
             stack=stack,
         )
 

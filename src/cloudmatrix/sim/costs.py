@@ -110,6 +110,7 @@ class StepCosts:
             mtp_acceptance=d.mtp_acceptance,
             eplb=Eplb(d.eplb),
             redundant_experts=d.redundant_experts,
+            shared_dies=d.shared_dies,
             microbatch=d.microbatch,
             tp=d.tp,
             moe_tp=d.moe_tp,

@@ -68,6 +68,7 @@ class DecodePool(_Spec):
     mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
     eplb: Literal["perfect", "default", "none"] = "default"
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
+    shared_dies: int | None = Field(default=None, ge=0)  # dies holding only a shared expert; default per layout
     microbatch: bool | None = None
     kv_block_tokens: int = Field(default=128, ge=16)
     tp: int = Field(default=1, ge=1)  # dies per attention tensor-parallel group (one batch per group)

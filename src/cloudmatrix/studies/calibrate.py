@@ -206,7 +206,25 @@ def calibration_report(progress: Callable[[int, int], None] | None = None) -> di
     constants.update({k: {n: v for n, v in row.items() if n != "points"} for k, row in fit_kernel_curves().items()})
     tick(total - 1, total)
     constants.update(fit_stack_costs())
+    constants.update(_graph_fits())
     return {"constants": constants, "ep_comm_rms_error_pct": rms}
+
+
+def _graph_fits() -> dict[str, dict[str, Any]]:
+    """Each stack's fitted cost per op of its captured device graph (Ascend)."""
+    from cloudmatrix.catalog.stacks import stack_graph
+    from cloudmatrix.studies.graph_fit import fit_graph_op_launch
+
+    fit = fit_graph_op_launch("sglang-ascend")
+    graph = stack_graph(fit.stack)
+    assert graph is not None
+    return {
+        f"stacks.{fit.stack}.graph.op_launch_us": {
+            "fitted": fit.op_launch_us,
+            "catalog": graph.op_launch_us.value,
+            "rows": " + ".join(r.row_id for r in fit.rows),
+        }
+    }
 
 
 # Fits outside the per-chip compute and fabric constants: the routing profile and EMS's model cache.

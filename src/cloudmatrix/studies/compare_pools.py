@@ -12,7 +12,7 @@ from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.stacks import overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
-from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase
+from cloudmatrix.deploy import DEFAULT_ATTENTION_TP, Deployment, Eplb, Phase, stated_shared_dies
 from cloudmatrix.estimate import Estimate, estimate, matched_output_tok_s_per_chip, pool_req_s
 from cloudmatrix.studies.compare_terms import Conditions, SystemResult
 
@@ -38,6 +38,7 @@ def decode_at(system: str, c: Conditions, preset: dict[str, Any], batch: float, 
             phase=Phase.AGGREGATED if pool == "aggregated" else Phase.DECODE,
             num_chips=d["chips"],
             ep=d.get("ep"),
+            shared_dies=stated_shared_dies(load_model(c.model), d.get("ep"), d.get("shared_dies")),
             batch_per_chip=batch,
             input_len=c.input_len,
             output_len=c.output_len,

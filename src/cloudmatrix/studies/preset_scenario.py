@@ -9,7 +9,9 @@ import math
 from typing import Any
 
 from cloudmatrix.catalog.hardware import load_hardware
+from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.presets import presets
+from cloudmatrix.deploy import stated_shared_dies
 from cloudmatrix.errors import ConfigError, InfeasibleDeploymentError
 from cloudmatrix.estimate import pool_req_s
 from cloudmatrix.studies.compare import Conditions, SystemResult, compare_system
@@ -82,6 +84,9 @@ def _disaggregated(system: str, c: Conditions, preset: dict[str, Any], r: System
     capacity, _, n_p, n_d = best
     prefill = {k: p[k] for k in ("chips", "ep", "tokens_per_chip", "microbatch") if k in p}
     decode = _decode_fields(c, d["chips"], d.get("ep"), r.batch_per_chip)
+    shared = stated_shared_dies(load_model(c.model), d.get("ep"), d.get("shared_dies"))
+    if shared is not None:  # the preset's published layout (the paper's EP320: 32 shared-expert dies)
+        decode["shared_dies"] = shared
     return {"prefill": {"instances": n_p, **prefill}, "decode": {"instances": n_d, **decode}}, LOAD * capacity
 
 
