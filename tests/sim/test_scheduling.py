@@ -58,3 +58,11 @@ def test_a_receive_interval_delays_first_tokens_under_load_only() -> None:
     assert busy[0] < busy[1] < busy[2]
     idle = [_median_ttft_ms(_scenario(1, 4, recv_interval=n)) for n in (1, 30)]
     assert idle[0] == idle[1]  # an idle scheduler polls at once
+
+
+@pytest.mark.parametrize("policy", ["mixed", "prefill-first"])
+def test_an_idle_engine_starts_its_first_step_with_the_first_arrival_alone(policy: str) -> None:
+    result = simulate(_scenario(4, 4, scheduling=policy))
+    first_tokens = result.table.first_token_s[:4]
+    assert first_tokens[0] < first_tokens[1:].min()  # the other clients' prompts wait for that step
+    assert np.all(first_tokens[1:] == first_tokens[1])  # and then run together

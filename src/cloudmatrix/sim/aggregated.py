@@ -60,6 +60,7 @@ class AggregatedInstance:
         self.inbox: deque[int] = deque()
         self.steps_since_intake = 0
         self.intake_now = True
+        self.starting = False  # an idle engine woke for one request and starts its step with it alone
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
@@ -69,7 +70,15 @@ class AggregatedInstance:
         return float(self.pending_tokens)
 
     def enqueue(self, rid: int) -> None:
-        (self.queue if self.recv_interval == 1 else self.inbox).append(rid)
+        """A request reaches the scheduler. An idle engine starts a step with the first to arrive; those that
+        arrive as it starts (clients never send at exactly the same instant) join after that step."""
+        if self.loop.asleep:
+            self.queue.append(rid)
+            self.starting = True
+        elif self.starting or self.recv_interval > 1:
+            self.inbox.append(rid)
+        else:
+            self.queue.append(rid)
         self.pending_tokens += int(self.sim.table.input_len[rid])
         self.loop.wake()
 
@@ -77,9 +86,10 @@ class AggregatedInstance:
         """Take the arrived requests into the queue where the scheduler polls for them: before every step
         with an interval of 1, else after a prefill step, from idle, or once ``recv_interval`` decode steps
         have run since its last poll (SGLang's --scheduler-recv-interval)."""
-        if self.intake_now or self.steps_since_intake >= self.recv_interval:
-            self.queue.extend(self.inbox)
-            self.inbox.clear()
+        if self.intake_now or self.recv_interval == 1 or self.steps_since_intake >= self.recv_interval:
+            if self.inbox:
+                self.queue.extend(self.inbox)
+                self.inbox.clear()
             self.steps_since_intake, self.intake_now = 0, False
 
     def _decoded_steps(self, steps: int, prefilled: bool) -> None:
@@ -127,7 +137,9 @@ class AggregatedInstance:
         """Start what fits, then price the next step (or a decode-only stretch) and apply it at its end;
         sleep when there is nothing to run."""
         sim, batch = self.sim, self.batch
-        if self.recv_interval > 1:
+        if self.starting:  # the idle engine's first step runs with the request that woke it
+            self.starting, self.intake_now = False, True
+        else:
             self._intake()
         self._admit()
         if not self.prefilling and batch.num_active == 0:
