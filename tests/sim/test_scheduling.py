@@ -66,3 +66,20 @@ def test_an_idle_engine_starts_its_first_step_with_the_first_arrival_alone(polic
     first_tokens = result.table.first_token_s[:4]
     assert first_tokens[0] < first_tokens[1:].min()  # the other clients' prompts wait for that step
     assert np.all(first_tokens[1:] == first_tokens[1])  # and then run together
+
+
+@pytest.mark.parametrize(
+    ("assignment", "field"),
+    [
+        ("aggregated.recv_interval=0", "recv_interval"),
+        ("aggregated.recv_interval=10001", "recv_interval"),
+        ("aggregated.recv_interval=often", "recv_interval"),
+        ("aggregated.scheduling=fastest", "scheduling"),
+    ],
+)
+def test_bad_scheduling_fields_are_refused_naming_the_field(assignment: str, field: str) -> None:
+    from cloudmatrix.errors import ConfigError
+    from cloudmatrix.sim.scenario import load_scenario
+
+    with pytest.raises(ConfigError, match=field):
+        load_scenario("h200-colocated", [assignment])
