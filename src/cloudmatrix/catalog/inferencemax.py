@@ -144,13 +144,44 @@ def _chunk_per_chip(stack: str, system: str, chips: int, dpa: bool) -> float:
     raise ValueError(f"no chunked-prefill budget for {stack} on {system}")
 
 
+def _launched(table: str, stack: str, system: str, model: str, precision: str, conc: int) -> dict[str, Any] | None:
+    """The first launch rule of ``table`` that matches the row (each key a rule leaves out matches any)."""
+    for rule in mapping().get(table, []):
+        if (
+            stack in rule["stacks"]
+            and system in rule.get("systems", [system])
+            and model in rule.get("models", [model])
+            and rule.get("precision", precision) == precision
+            and conc >= rule.get("min_conc", 0)
+        ):
+            return dict(rule)
+    return None
+
+
+def _launch_settings(rec: dict[str, str], stack: str, system: str) -> dict[str, Any]:
+    """A co-located row's launch settings the twin models (memory fraction, scheduler receive interval)."""
+    model = _lookup("models", rec["model"].strip(), "model")
+    precision, conc = rec["precision"].strip().lower(), _number(rec, "conc", int)
+    memory = _launched("memory_fraction", stack, system, model, precision, conc)
+    recv = _launched("recv_interval", stack, system, model, precision, conc)
+    return {
+        **({"memory_fraction": memory["fraction"]} if memory else {}),
+        **({"recv_interval": recv["interval"]} if recv else {}),
+    }
+
+
 def _layouts(rec: dict[str, str], disagg: bool, stack: str, system: str) -> dict[str, RoleLayout]:
     parallel = rec["parallel"].strip()
     if not disagg:
         tp, ep, dpa = _worker(parallel)
         chips = _number(rec, "gpus_total", int)
         chunk = _chunk_per_chip(stack, system, chips, dpa)
-        return {"aggregated": RoleLayout(chips=chips, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=chunk)}
+        launched = _launch_settings(rec, stack, system)
+        return {
+            "aggregated": RoleLayout(
+                chips=chips, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=chunk, **launched
+            )
+        }
     m = _DISAGG.fullmatch(parallel)
     if not m:
         raise ValueError(f"column parallel: expected 'PnX[...] DmX[...]', got {parallel!r}")

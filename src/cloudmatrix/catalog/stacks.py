@@ -69,12 +69,23 @@ class StackMemory(Frozen):
     o_proj_source: str = ""
 
 
+# How an engine fills a co-located step (docs/model.md §10): ``chunk-beside-decode`` decodes the whole batch
+# and prefills up to the budget beside it (the simulation's rule where an engine states none); ``mixed``
+# schedules the decode tokens first and prompt chunks in what is left of the same token budget (vLLM's V1
+# scheduler, TensorRT-LLM's micro-batch scheduler); ``prefill-first`` runs a prefill-only batch of up to the
+# budget whenever prompts wait or are part-done and decodes only when none do (SGLang without mixed chunks).
+Scheduling = Literal["chunk-beside-decode", "mixed", "prefill-first"]
+SCHEDULING_POLICIES: tuple[Scheduling, ...] = ("chunk-beside-decode", "mixed", "prefill-first")
+
+
 class EngineDefaults(Frozen):
     """What the engine runs with when a deployment does not say: its chunked-prefill budget (prompt tokens
-    per step per engine instance, shared with the decode batch: the simulation's only policy) and its KV
-    cache format."""
+    per step per engine instance), how its scheduler fills a co-located step with it, and its KV cache
+    format."""
 
     chunk_tokens: Sourced | None = None
+    scheduling: Scheduling | None = None
+    scheduling_source: str = ""
     kv_precision: str | None = None
     kv_source: str = ""
 

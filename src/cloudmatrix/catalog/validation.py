@@ -41,6 +41,7 @@ MAX_RANKS = 1_000_000  # TP or EP ranks (dies); a row's run checks them against 
 MAX_BATCH = 100_000  # sequences per chip
 MAX_STEP_TOKENS = 10_000_000  # tokens per chip per step or batch
 MAX_SIM_MTP = 4  # draft tokens the simulation runs (end-to-end rows); steady rows take the estimate's 8
+MAX_RECV_INTERVAL = 10_000  # decode steps between a scheduler's intakes of new requests
 
 
 def _number(value: Any) -> Any:
@@ -96,6 +97,8 @@ class RoleLayout(Frozen):
     max_batch_per_chip: Count | None = Field(default=None, ge=1, le=MAX_BATCH)  # the stack's running-request cap
     # a prefill instance's running-request cap (SGLang --max-running-requests): prompts prefilled at once
     max_running: Count | None = Field(default=None, ge=1, le=MAX_BATCH)
+    # decode steps between the scheduler's intakes of new requests (SGLang --scheduler-recv-interval)
+    recv_interval: Count | None = Field(default=None, ge=1, le=MAX_RECV_INTERVAL)
 
 
 class BenchWorkload(Frozen):

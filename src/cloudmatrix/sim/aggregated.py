@@ -1,7 +1,8 @@
-"""Co-located (aggregated) instances: each step decodes the running batch and prefills up to a token budget
-of queued prompts (chunked prefill). A prompt reserves its decode slot and KV blocks before its first
-chunk, so it never waits for memory after its prefill; its first token comes with the step that completes
-the prompt (no KV transfer)."""
+"""Co-located (aggregated) instances: each step decodes the running batch and prefills queued prompts in
+chunks, the engine's scheduler sharing its token budget between the two (serving/step_policy.py: beside the
+batch, after its decode tokens, or prefill-only steps that pause it). A prompt reserves its decode slot and
+KV blocks before its first chunk, so it never waits for memory after its prefill; its first token comes with
+the step that completes the prompt (no KV transfer)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from typing import Any, Protocol
 import numpy as np
 import simpy
 
+from cloudmatrix.catalog.stacks import Scheduling
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
+from cloudmatrix.serving.step_policy import share_step
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit
 from cloudmatrix.sim.decode_side import Faults
@@ -43,9 +46,25 @@ class Simulation(Protocol):
 
 
 class AggregatedInstance:
-    def __init__(self, sim: Simulation, index: int, batch: DecodeBatch, budget_tokens: int) -> None:
+    def __init__(
+        self,
+        sim: Simulation,
+        index: int,
+        batch: DecodeBatch,
+        budget_tokens: int,
+        scheduling: Scheduling = "chunk-beside-decode",
+        recv_interval: int = 1,
+    ) -> None:
         self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens
+        self.scheduling, self.recv_interval = scheduling, recv_interval
         self.queue: deque[int] = deque()
+        # arrived requests the scheduler has not taken in yet (a receive interval above 1), the decode steps
+        # since its last intake, and whether it takes them in before the next step (after a prefill step or
+        # from idle, as SGLang's receive skipper weighs those)
+        self.inbox: deque[int] = deque()
+        self.steps_since_intake = 0
+        self.intake_now = True
+        self.starting = False  # an idle engine woke for one request and starts its step with it alone
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
@@ -55,9 +74,36 @@ class AggregatedInstance:
         return float(self.pending_tokens)
 
     def enqueue(self, rid: int) -> None:
-        self.queue.append(rid)
+        """A request reaches the scheduler. An idle engine starts a step with the first to arrive; those that
+        arrive as it starts (clients never send at exactly the same instant) join after that step."""
+        if self.loop.asleep:
+            self.queue.append(rid)
+            self.starting = True
+        elif self.starting or self.recv_interval > 1:
+            self.inbox.append(rid)
+        else:
+            self.queue.append(rid)
         self.pending_tokens += int(self.sim.table.input_len[rid])
         self.loop.wake()
+
+    def _intake(self) -> None:
+        """Take the arrived requests into the queue where the scheduler polls for them: before every step
+        with an interval of 1, else after a prefill step, from idle, or once ``recv_interval`` decode steps
+        have run since its last poll (SGLang's --scheduler-recv-interval)."""
+        if self.intake_now or self.recv_interval == 1 or self.steps_since_intake >= self.recv_interval:
+            if self.inbox:
+                self.queue.extend(self.inbox)
+                self.inbox.clear()
+            self.steps_since_intake, self.intake_now = 0, False
+
+    def _decoded_steps(self, steps: int, prefilled: bool) -> None:
+        """Count the steps that just ran toward the next poll for new requests."""
+        if prefilled:
+            self.intake_now = True
+        elif self.inbox:
+            self.steps_since_intake += steps
+        else:  # polls with nothing to take in come and go: only the phase of the count matters
+            self.steps_since_intake = (self.steps_since_intake + steps) % self.recv_interval
 
     def _admit(self) -> None:
         """Start prompts whose full-length KV fits (FIFO: the head waits rather than being overtaken)."""
@@ -73,9 +119,12 @@ class AggregatedInstance:
             table.start_prefill(rid, now)
             self.prefilling.append([rid, slot, int(table.input_len[rid])])
 
-    def _plan_chunk(self) -> tuple[int, list[list[int]]]:
-        """Prompt tokens this step takes (FIFO through the prompts in progress) and the prompts it completes."""
-        left, taken, completing = self.budget, 0, []
+    def _plan_chunk(self, left: int) -> tuple[int, list[list[int]]]:
+        """Prompt tokens this step takes, at most ``left`` (FIFO through the prompts in progress), and the
+        prompts it completes."""
+        taken, completing = 0, list[list[int]]()
+        if left <= 0:
+            return 0, completing
         for entry in self.prefilling:
             take = min(entry[2], left)
             entry[2] -= take
@@ -92,9 +141,14 @@ class AggregatedInstance:
         """Start what fits, then price the next step (or a decode-only stretch) and apply it at its end;
         sleep when there is nothing to run."""
         sim, batch = self.sim, self.batch
+        if self.starting:  # the idle engine's first step runs with the request that woke it
+            self.starting, self.intake_now = False, True
+        else:
+            self._intake()
         self._admit()
         if not self.prefilling and batch.num_active == 0:
             self.loop.asleep = True
+            self.intake_now = True  # an idle scheduler polls at once
             return
         factor = 1.0
         if sim.faults:  # a fault holds the instance for its recovery's pause, then slows it while degraded
@@ -103,26 +157,37 @@ class AggregatedInstance:
                 call_later(sim.env, hold, self._next)
                 return
             factor = sim.faults.step_factor(self.index)
-        chunk, completing = self._plan_chunk()
-        seqs, mean_kv = batch.shape() if batch.num_active else (0, 1.0)
+        share = share_step(self.scheduling, self.budget, batch.num_active * (1 + batch.mtp), bool(self.prefilling))
+        chunk, completing = self._plan_chunk(share.prompt_tokens)
+        decodes = share.decodes and batch.num_active > 0
+        seqs, mean_kv = batch.shape() if decodes else (0, 1.0)
         dur = sim.costs.decode_step_s(seqs, mean_kv, chunk) * factor
-        stretch = sim._stretch(batch, dur) if not self.prefilling and factor == 1.0 else None
+        stretch = sim._stretch(batch, dur) if not (self.prefilling or self.inbox) and factor == 1.0 else None
         if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
             call_later(sim.env, stretch.delay_s, partial(self._stretch_done, stretch, seqs * batch.num_dies))
         else:
-            call_later(sim.env, dur, partial(self._step_done, sim.env.now, dur, seqs, chunk, completing))
+            call_later(sim.env, dur, partial(self._step_done, sim.env.now, dur, seqs, chunk, completing, decodes))
 
     def _stretch_done(self, stretch: Stretch, active: int, _event: object) -> None:
         sim = self.sim
+        self._decoded_steps(stretch.steps, prefilled=False)
         finished = commit(stretch, self.batch, sim.mtp_rng, sim.rec, self.index, active)
         if finished.size:
             sim._finish(finished)
         self._stepped()
 
     def _step_done(
-        self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]], _event: object
+        self,
+        start: float,
+        dur: float,
+        seqs: int,
+        chunk: int,
+        completing: list[list[int]],
+        decodes: bool,
+        _event: object,
     ) -> None:
-        self._step(start, dur, seqs, chunk, completing)
+        self._decoded_steps(1, prefilled=chunk > 0)
+        self._step(start, dur, seqs, chunk, completing, decodes)
         self._stepped()
 
     def _stepped(self) -> None:
@@ -130,12 +195,15 @@ class AggregatedInstance:
             self.sim.observer(self.sim)
         self._next()
 
-    def _step(self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]]) -> None:
-        """One step that just ended: its decode tokens, its prompt chunk and the prompts it completed."""
+    def _step(
+        self, start: float, dur: float, seqs: int, chunk: int, completing: list[list[int]], decodes: bool = True
+    ) -> None:
+        """One step that just ended: its decode tokens (unless the batch paused for a prefill-only step), its
+        prompt chunk and the prompts it completed."""
         sim, batch = self.sim, self.batch
         finished = np.zeros(0, dtype=np.int64)
         tokens = 0
-        if batch.num_active:
+        if decodes and batch.num_active:
             finished = batch.run_step(sim.mtp_rng)
             tokens = batch.last_tokens
         sim.rec.decode_step(self.index, start, dur, seqs * batch.num_dies, tokens, batch.occupancy())

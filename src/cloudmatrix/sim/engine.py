@@ -83,7 +83,10 @@ class Simulation(DecodeSide):
         self.decode_loops = [Sleeper(self.env, partial(self._decode_next, i)) for i in range(d.instances)]
         a = scenario.aggregated
         self.aggregated = (
-            [AggregatedInstance(self, i, b, a.chips * a.chunk_tokens_per_chip) for i, b in enumerate(self.decodes)]
+            [
+                AggregatedInstance(self, i, b, a.chips * a.chunk_tokens_per_chip, a.scheduling, a.recv_interval)
+                for i, b in enumerate(self.decodes)
+            ]
             if a
             else []
         )

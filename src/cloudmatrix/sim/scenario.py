@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.sourced import StrictModel, describe_validation_error
-from cloudmatrix.catalog.stacks import load_stack
+from cloudmatrix.catalog.stacks import Scheduling, load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.inputs import (
@@ -92,6 +92,11 @@ class AggregatedPool(DecodePool):
     chunk_tokens_per_chip: int = Field(
         default=2048, ge=16, le=10_000_000
     )  # default: the stack's budget over the instance
+    # how a step shares the budget with the decode batch (catalog/stacks.py); default: the stack's scheduler
+    scheduling: Scheduling = "chunk-beside-decode"
+    # decode steps between the scheduler's intakes of arrived requests (SGLang --scheduler-recv-interval; a
+    # prefill step or an idle engine takes them in at once); 1: every step
+    recv_interval: int = Field(default=1, ge=1, le=10_000)
 
 
 class EmsCache(_Spec):
@@ -132,7 +137,7 @@ class Scenario(_Spec):
     @classmethod
     def _stack_defaults(cls, data: Any) -> Any:
         """Budgets the scenario leaves out take its serving stack's defaults (catalog/data/stacks.yaml):
-        the KV format, and an aggregated pool's chunked-prefill budget per chip."""
+        the KV format, and an aggregated pool's chunked-prefill budget per chip and step scheduling."""
         if not isinstance(data, dict):
             return data
         try:
@@ -147,7 +152,11 @@ class Scenario(_Spec):
         if isinstance(pool, dict) and "chunk_tokens_per_chip" not in pool and d.chunk_tokens is not None:
             chips = pool.get("chips")
             if isinstance(chips, int) and chips >= 1:
-                out["aggregated"] = pool | {"chunk_tokens_per_chip": max(round(d.chunk_tokens.value / chips), 16)}
+                pool = pool | {"chunk_tokens_per_chip": max(round(d.chunk_tokens.value / chips), 16)}
+        if isinstance(pool, dict) and "scheduling" not in pool and d.scheduling is not None:
+            pool = pool | {"scheduling": d.scheduling}
+        if pool is not None:
+            out["aggregated"] = pool
         return out
 
     @model_validator(mode="after")

@@ -5,9 +5,11 @@ with many others, so what the device model leaves out of the measured TPOT is th
 and what it leaves out of TTFT is the stack's fixed per-request time. The fit runs on the analytic path,
 which stands in for the simulation there (and keeps `calibrate` fast):
 - TPOT = one decode step of the ``conc`` running sequences, + the step overhead;
-- TTFT = half a decode step of waiting for the running step (none on an idle engine), then the step(s) that
-  prefill the prompt next to the decode batch (co-located; prefill batch and KV hand-off when
-  disaggregated), each + the step overhead, + the request overhead.
+- TTFT = half a decode step of waiting for the running step (none on an idle engine), plus on average
+  (N - 1) / 2 more where the scheduler takes in new requests every N decode steps (SGLang's
+  --scheduler-recv-interval), then the step(s) that prefill the prompt next to the decode batch (co-located:
+  alone for a prefill-first engine; prefill batch and KV hand-off when disaggregated), each + the step
+  overhead, + the request overhead.
 Each constant is the least-squares offset (the mean gap) over its (stack, chip family) rows, clamped at
 zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens).
 A stack's ``default`` entry is fitted on all its rows, every family pooled: the gap is the engine's (its
@@ -24,7 +26,7 @@ from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, Scheduling, load_stack, stack_costs
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
@@ -76,21 +78,24 @@ def base_times(row: ValidationRow) -> BaseTimes:
     chips, kv = pool.chips * pool.instances, round(isl + osl / 2)
     decode = _deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
     step_s = estimate(row.system, model, decode).step.step_s
-    wait_s = step_s / 2 if conc > 1 else 0.0  # a prompt waits for the running step
+    # a prompt waits for the running step, and for the scheduler's next intake (none on an idle engine)
+    waited = 0.5 + ((pool.recv_interval or 1) - 1) / 2 if conc > 1 else 0.0
+    wait_s = waited * step_s
     if row.aggregated is not None:
         chunks = math.ceil(isl / ((pool.chunk_tokens_per_chip or isl) * pool.chips))
+        alone = scheduling_of(row.stack) == "prefill-first"  # the batch pauses while the prompt prefills
         agg = _deployment(
             row,
             pool,
             Phase.AGGREGATED,
             isl,
             osl,
-            batch_per_chip=(conc - 1) / chips,
+            batch_per_chip=0.0 if alone else (conc - 1) / chips,
             chunk_tokens_per_chip=isl / chunks / pool.chips,
             kv_len=kv,
         )
         prefill_s = chunks * estimate(row.system, model, agg).step.step_s
-        steps = chunks + (0.5 if conc > 1 else 0.0)
+        steps = chunks + waited
     else:
         p = row.prefill
         assert p is not None
@@ -109,6 +114,11 @@ def base_times(row: ValidationRow) -> BaseTimes:
         prefill_s = est.step.step_s + handoff
         steps = 1.0
     return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps)
+
+
+def scheduling_of(stack: str) -> Scheduling:
+    """How the stack's engine fills a co-located step (the simulation's rule where it states none)."""
+    return load_stack(stack).defaults.scheduling or "chunk-beside-decode"
 
 
 def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
