@@ -132,6 +132,7 @@ class ValidationRow(Frozen):
     mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
     # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
     speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
+    kernels: list[str] = Field(default_factory=list)  # GEMM kernels the run used, where the source names them
     workload: BenchWorkload
     measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series

@@ -139,6 +139,7 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
         kernel="grouped",
         rows=per_expert,
         weights=plan.deployment.precision,
+        split=plan.deployment.moe_tp,
     )
     return [experts, swiglu_op(Stream.MOE, rows, m.moe.intermediate, plan)]
 
