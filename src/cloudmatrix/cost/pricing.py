@@ -128,7 +128,14 @@ class Pricer:
         if op.op_class is OpClass.VECTOR and self.vector_peak is not None:
             peak = self.vector_peak  # separate vector engines, not the matrix engines' peak
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
-            eff_c = (self.gemm_share(op) or eff_c) * self.gemm_serving
+            share = 0.0
+            if op.kernel and op.split == 1 and op.weights == precision:  # the common GEMM: a short memo key
+                memo = self._curves.get((precision, op.kernel, op.rows))
+                # 0.0 is a memoised "nothing measured", not a miss
+                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows)
+            elif op.kernel:
+                share = self.gemm_share(op)
+            eff_c = (share or eff_c) * self.gemm_serving
         flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
         compute = flops / (eff_c * peak * core_share)
         memory = nbytes / (eff_m * bw)
