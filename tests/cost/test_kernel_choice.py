@@ -39,12 +39,13 @@ def test_no_grouped_curve_carries_a_decode_plateau_into_prefill_shapes() -> None
         if c.op != "grouped" or not c.prefill_tables:
             continue
         decode_end = reduce_curve([bench[t] for t in c.tables])[-1][0]
-        assert c.points[-1][0] >= max(PREFILL_M) > decode_end
+        assert c.points[-1][0] == decode_end < min(PREFILL_M) and c.growth[-1][0] >= max(PREFILL_M)
+        assert [e for e, _ in c.levels] == [8.0, 32.0, 128.0, 256.0]  # EP32, EP8, EP2 and EP1 dies
     for chip, fmt in {(ch, c.format) for c in curves() if c.op == "grouped" and not c.weights for ch in c.chips}:
         found = kernel_curves(chip, fmt, "grouped")
         for m in PREFILL_M:
             best = max(found, key=lambda c: c.compute_efficiency(m))
-            assert best.points[-1][0] >= m or best.prefill_tables, (chip, fmt, m, best.kernel)
+            assert best.points[-1][0] >= m or best.growth, (chip, fmt, m, best.kernel)
 
 
 @pytest.mark.parametrize("chip", ["nvidia-b200", "nvidia-gb200", "nvidia-gb300", "nvidia-b300"])
@@ -57,6 +58,16 @@ def test_nvfp4_experts_outrun_fp8_ones_at_prefill_shapes(chip: str) -> None:
         fp8 = best_share(chip, "fp8", "grouped", (), m) * die.peak_flops("fp8")
         assert fp4 > 1.2 * fp8, (chip, m)
         assert best_share(chip, "fp4", "grouped", (), m) > best_share(chip, "fp4", "grouped", (), 512.0)
+
+
+@pytest.mark.parametrize("chip", ["nvidia-b200", "nvidia-gb200"])
+def test_past_512_rows_the_share_follows_the_experts_a_die_runs(chip: str) -> None:
+    """A wide-EP decode die (a few experts, 2,000 rows each) does less work per launch than a prefill die
+    (128 experts): past the decode tables the level is the one measured with as many experts per die."""
+    for fmt in ("fp4", "fp8"):
+        few, many = (best_share(chip, fmt, "grouped", (), 2048.0, experts=e) for e in (6.0, 128.0))
+        assert few < many < best_share(chip, fmt, "grouped", (), 2048.0, experts=256.0) * 1.001
+        assert few < best_share(chip, fmt, "grouped", (), 2048.0, experts=32.0)
 
 
 def test_a_chip_takes_its_own_curves_before_its_siblings() -> None:

@@ -7,10 +7,11 @@ grows with M while the time stays flat), tile- and wave-limited in between, satu
 measured M the curve is interpolated in log-log; beyond them it is held, so below the smallest M the
 roofline's memory term takes over.
 
-A grouped curve reduced from decode-shaped tables (a few experts per die, at most 512 rows per expert) is
-carried beyond them by prefill-shaped ones (``prefill_tables``: the same kernel holding 128-256 experts per
-die at up to 16K tokens, as a prefill die does; ``growth_tables``: the same kernel at shapes of few experts
-that reach 4,096 rows per expert), never by the decode plateau (studies/kernel_fit.py). A curve whose
+A grouped curve reduced from decode-shaped tables (8-32 experts per die, at most 512 rows per expert) is
+carried beyond them, never by the decode plateau (studies/kernel_fit.py): at its last M the share depends on
+how many experts the die runs (``levels``, from every table of the kernel there, the prefill-shaped ones
+holding 128-256 experts per die at up to 16K tokens included), and beyond it grows as the kernel's
+``growth_tables`` (shapes of few experts that reach 4,096 rows per expert) measure (``growth``). A curve whose
 weights are stored narrower than its compute format (``weights``: W4A16) applies only to such GEMMs, and a
 curve measured with each expert split ``split`` ways (expert TP) applies nearest that split."""
 
@@ -81,16 +82,29 @@ class KernelCurve(Frozen):
     growth_tables: list[str] = []  # tables reaching larger M: the growth beyond it
     weights: str | None = None  # stored weight format where narrower than ``format`` (W4A16: fp4)
     split: int = Field(default=1, ge=1)  # expert TP the tables were measured at
+    levels: list[tuple[float, float]] = []  # (experts per die, share at the last point's M), ascending
+    growth: list[tuple[float, float]] = []  # (M, share relative to the last point's M) beyond it, ascending
 
-    def compute_efficiency(self, m: float) -> float:
-        ms, effs = [p[0] for p in self.points], [p[1] for p in self.points]
-        if m <= ms[0]:
-            return effs[0]
-        if m >= ms[-1]:
-            return effs[-1]
-        i = bisect_right(ms, m)
-        x = (log(m) - log(ms[i - 1])) / (log(ms[i]) - log(ms[i - 1]))
-        return exp(log(effs[i - 1]) + x * (log(effs[i]) - log(effs[i - 1])))
+    def compute_efficiency(self, m: float, experts: float = 0.0) -> float:
+        """The share at M; beyond the last point, for a grouped GEMM over ``experts`` per die (0: as many as
+        the most measured), the level there times the measured growth."""
+        last = self.points[-1][0]
+        if m > last and self.levels and self.growth:
+            level = _log_log(self.levels, experts or self.levels[-1][0])
+            return level * _log_log([(last, 1.0), *self.growth], m)
+        return _log_log(self.points, m)
+
+
+def _log_log(points: list[tuple[float, float]], x: float) -> float:
+    """Log-log interpolation between points (ascending), held beyond them."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect_right(xs, x)
+    t = (log(x) - log(xs[i - 1])) / (log(xs[i]) - log(xs[i - 1]))
+    return exp(log(ys[i - 1]) + t * (log(ys[i]) - log(ys[i - 1])))
 
 
 class CurveCatalog(Frozen):
@@ -144,9 +158,16 @@ def kernel_curves(
 
 
 def best_share(
-    chip: str, fmt: str, op: str, kernels: tuple[str, ...], m: float, weights: str | None = None, split: int = 1
+    chip: str,
+    fmt: str,
+    op: str,
+    kernels: tuple[str, ...],
+    m: float,
+    weights: str | None = None,
+    split: int = 1,
+    experts: float = 0.0,
 ) -> float:
-    """The share of peak at M of the fastest of the kernels an engine can pick from (its autotuner runs
-    the best tactic per shape); 0 without a measurement."""
+    """The share of peak at M (over ``experts`` per die, grouped GEMMs) of the fastest of the kernels an
+    engine can pick from (its autotuner runs the best tactic per shape); 0 without a measurement."""
     found = kernel_curves(chip, fmt, op, kernels, weights, split)
-    return max((c.compute_efficiency(m) for c in found), default=0.0)
+    return max((c.compute_efficiency(m, experts) for c in found), default=0.0)

@@ -69,5 +69,6 @@ class Op:
     rows: float = 0.0  # GEMM: token rows per weight matrix (the kernel's M)
     weights: str = ""  # GEMM: the weights' stored format (a curve applies where measured with weights so stored)
     split: int = 1  # grouped GEMM: ways each expert's matrices are split (expert TP), as its curve was measured
+    groups: float = 0.0  # grouped GEMM: expert matrices the die runs over (its share depends on them past 512 rows)
     legs: tuple[Leg, ...] = ()  # COMM: parallel legs; the slowest sets the time
     launches: int = 1

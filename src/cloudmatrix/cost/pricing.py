@@ -65,7 +65,7 @@ class Pricer:
         vector = chip.die.vector_tops
         self.vector_peak = vector.value * TERA if vector is not None else None
         self._peaks: dict[str, float] = {}
-        self._curves: dict[tuple[str, str, float] | tuple[str, str, float, str, int], float] = {}
+        self._curves: dict[tuple[str, str, float, float] | tuple[str, str, float, float, str, int], float] = {}
 
     def peak(self, precision: str) -> float:
         p = self._peaks.get(precision)
@@ -73,11 +73,14 @@ class Pricer:
             p = self._peaks[precision] = self.hardware.chip.die.peak_flops(precision)
         return p
 
-    def kernel_share(self, fmt: str, kernel: str, rows: float, weights: str = "", split: int = 1) -> float:
+    def kernel_share(
+        self, fmt: str, kernel: str, rows: float, weights: str = "", split: int = 1, groups: float = 0.0
+    ) -> float:
         """Achieved share of peak of the fastest GEMM kernel the stack can run at ``rows`` per weight
-        matrix (weights stored in ``weights``, each matrix split ``split`` ways), from the measured curves
-        (weight-bound small M included): the chip's own, else its sibling's; 0 where nothing was measured."""
-        key = _curve_key(fmt, kernel, rows, weights, split)
+        matrix (weights stored in ``weights``, each matrix split ``split`` ways, ``groups`` matrices per
+        die for a grouped GEMM), from the measured curves (weight-bound small M included): the chip's own,
+        else its sibling's; 0 where nothing was measured."""
+        key = _curve_key(fmt, kernel, rows, groups, weights, split)
         share = self._curves.get(key)
         if share is None:
             if len(self._curves) >= _CURVE_MEMO_LIMIT:
@@ -87,7 +90,7 @@ class Pricer:
             share = 0.0
             for curves_of in (chip.id, chip.curves_chip):  # the chip's own curves, else its sibling's
                 kernels = self._kernels(curves_of, fmt, kernel, stored, split)
-                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split)
+                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split, groups)
             self._curves[key] = share
         return share
 
@@ -102,9 +105,10 @@ class Pricer:
         """The kernel curve's share for a GEMM op (memoised), 0 where none was measured for its formats."""
         if not op.kernel:
             return 0.0
-        memo = self._curves.get(_curve_key(op.precision, op.kernel, op.rows, op.weights, op.split))
-        # 0.0 is a memoised "nothing measured", not a miss
-        return memo if memo is not None else self.kernel_share(op.precision, op.kernel, op.rows, op.weights, op.split)
+        memo = self._curves.get(_curve_key(op.precision, op.kernel, op.rows, op.groups, op.weights, op.split))
+        if memo is not None:  # 0.0 is a memoised "nothing measured", not a miss
+            return memo
+        return self.kernel_share(op.precision, op.kernel, op.rows, op.weights, op.split, op.groups)
 
     def compute_efficiency(self, op: Op) -> float:
         """A GEMM's share of peak at its shape: the kernel curve where one was measured for its formats
@@ -130,9 +134,9 @@ class Pricer:
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
             share = 0.0
             if op.kernel and op.split == 1 and op.weights == precision:  # the common GEMM: a short memo key
-                memo = self._curves.get((precision, op.kernel, op.rows))
+                memo = self._curves.get((precision, op.kernel, op.rows, op.groups))
                 # 0.0 is a memoised "nothing measured", not a miss
-                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows)
+                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows, groups=op.groups)
             elif op.kernel:
                 share = self.gemm_share(op)
             eff_c = (share or eff_c) * self.gemm_serving
@@ -179,12 +183,12 @@ class Pricer:
 
 
 def _curve_key(
-    fmt: str, kernel: str, rows: float, weights: str, split: int
-) -> tuple[str, str, float] | tuple[str, str, float, str, int]:
+    fmt: str, kernel: str, rows: float, groups: float, weights: str, split: int
+) -> tuple[str, str, float, float] | tuple[str, str, float, float, str, int]:
     """The memo key of a curve lookup: short for the common GEMM (weights in the compute format, unsplit)."""
     if (not weights or weights == fmt) and split == 1:
-        return (fmt, kernel, rows)
-    return (fmt, kernel, rows, weights, split)
+        return (fmt, kernel, rows, groups)
+    return (fmt, kernel, rows, groups, weights, split)
 
 
 def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:

@@ -7,8 +7,9 @@ serving (the stack's step overhead carries it): dense rows within 30 % of their 
 whole-MoE-layer rows with fewer than one token per expert.
 
 A grouped curve's decode-shaped tables end at 512 rows per expert; where it names prefill-shaped tables, it
-goes on beyond: at each larger M of its growth tables, the prefill tables' median share at that last M times
-the growth tables' median share at M relative to their own share there."""
+goes on beyond: its ``levels`` are the median share at that last M of every table of the kernel (decode- and
+prefill-shaped) per experts held on the die, its ``growth`` the growth tables' median share at each larger M
+relative to their own share at the last M."""
 
 from __future__ import annotations
 
@@ -63,22 +64,25 @@ def _by_m(table: BenchTable) -> dict[float, float]:
     return {round(m, 3): share for m, share in _shares(table)}
 
 
-def extend_curve(
-    points: list[tuple[float, float]], prefill: list[BenchTable], growth: list[BenchTable]
-) -> list[tuple[float, float]]:
-    """The decode-shaped points, then beyond their last M the prefill-shaped level carried by the growth
-    tables' relative shares (see the module docstring); unchanged without prefill tables."""
-    if not prefill or not growth:
-        return points
-    last = points[-1][0]
-    level = statistics.median(_by_m(t)[last] for t in prefill)
+def beyond_curve(
+    last: float, tables: list[BenchTable], growth: list[BenchTable]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(levels, growth) of a grouped curve past its last M (see the module docstring); empty without tables."""
+    if not tables or not growth:
+        return [], []
+    by_experts: dict[float, list[float]] = defaultdict(list)
+    for t in tables:
+        experts = {r.local_experts for r in t.rows}
+        assert len(experts) == 1 and None not in experts, t.id
+        by_experts[float(experts.pop())].append(_by_m(t)[last])  # type: ignore[arg-type]
+    levels = [(e, round(statistics.median(v), 4)) for e, v in sorted(by_experts.items())]
     grown: dict[float, list[float]] = defaultdict(list)
     for t in growth:
         shares = _by_m(t)
         for m, share in shares.items():
             if m > last:
                 grown[m].append(share / shares[last])
-    return points + [(m, round(level * statistics.median(v), 4)) for m, v in sorted(grown.items())]
+    return levels, [(m, round(statistics.median(v), 4)) for m, v in sorted(grown.items())]
 
 
 def fit_kernel_curves() -> dict[str, dict[str, object]]:
@@ -88,7 +92,11 @@ def fit_kernel_curves() -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for c in curves():
         points = reduce_curve([bench[t] for t in c.tables])
-        points = extend_curve(points, [bench[t] for t in c.prefill_tables], [bench[t] for t in c.growth_tables])
+        levels, growth = beyond_curve(
+            points[-1][0],
+            [bench[t] for t in c.tables + c.prefill_tables] if c.prefill_tables else [],
+            [bench[t] for t in c.growth_tables],
+        )
         stored = f".w{c.weights}" if c.weights else ""
         name = f"{c.kernel}.{c.op}.{c.format}{stored}" + (f".tp{c.split}" if c.split > 1 else "")
         out[f"kernels.{name}.{c.chips[0]}.plateau"] = {
@@ -96,5 +104,7 @@ def fit_kernel_curves() -> dict[str, dict[str, object]]:
             "catalog": c.points[-1][1],
             "rows": f"{len(points)} M points of {', '.join(c.tables + c.prefill_tables + c.growth_tables)}",
             "points": points,
+            "levels": levels,
+            "growth": growth,
         }
     return out
