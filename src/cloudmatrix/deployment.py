@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from cloudmatrix.catalog.kernels import check_kernels
 from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.catalog.routing import RoutingProfile
 from cloudmatrix.inputs import check_number, check_optional
@@ -83,9 +84,13 @@ class Deployment:
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
     stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
+    # GEMM kernels the deployment ran (measured curves, catalog/kernels.py): wherever one of them has a curve
+    # they replace the stack's list (a wide-EP launch with DeepGEMM, a backend flag); empty: the stack's
+    kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_deployment_numbers(self)
+        object.__setattr__(self, "kernels", check_kernels(self.kernels))
         for name in INTEGER_FIELDS:  # 9.0 chips passed the integer check: hold it as the int 9 downstream
             value = getattr(self, name)
             if isinstance(value, float):

@@ -17,6 +17,7 @@ from cloudmatrix.studies.kernel_fit import fit_kernel_curves
 def test_catalog_holds_the_reduction() -> None:
     for c, (name, row) in zip(curves(), fit_kernel_curves().items(), strict=True):
         assert [tuple(p) for p in c.points] == row["points"], name
+        assert ([tuple(p) for p in c.levels], [tuple(p) for p in c.growth]) == (row["levels"], row["growth"]), name
 
 
 def test_every_curve_names_tables_that_exist_and_match_it() -> None:
@@ -30,7 +31,9 @@ def test_every_curve_names_tables_that_exist_and_match_it() -> None:
 
 
 def test_curve_interpolates_in_log_log_and_holds_beyond_its_points() -> None:
-    (c,) = kernel_curves("nvidia-b200", "fp4", "grouped", ("cutlass",))
+    """A curve without measurements past its points (the min-latency kernel: decode tables only) holds."""
+    (c,) = kernel_curves("nvidia-b200", "fp4", "grouped", ("min-latency",))
+    assert not c.levels
     (m0, e0), (m1, e1) = c.points[0], c.points[1]
     assert c.compute_efficiency(m0) == e0 and c.compute_efficiency(m1) == pytest.approx(e1)
     assert c.compute_efficiency(math.sqrt(m0 * m1)) == pytest.approx(math.sqrt(e0 * e1))

@@ -5,7 +5,15 @@ achieved share of the chip's peak for its compute format against M, the rows eac
 the share measured at one shape carries to every shape with the same M: weight-bound at small M (the share
 grows with M while the time stays flat), tile- and wave-limited in between, saturated at large M. Between
 measured M the curve is interpolated in log-log; beyond them it is held, so below the smallest M the
-roofline's memory term takes over."""
+roofline's memory term takes over.
+
+A grouped curve reduced from decode-shaped tables (8-32 experts per die, at most 512 rows per expert) is
+carried beyond them, never by the decode plateau (studies/kernel_fit.py): at its last M the share depends on
+how many experts the die runs (``levels``, from every table of the kernel there, the prefill-shaped ones
+holding 128-256 experts per die at up to 16K tokens included), and beyond it grows as the kernel's
+``growth_tables`` (shapes of few experts that reach 4,096 rows per expert) measure (``growth``). A curve whose
+weights are stored narrower than its compute format (``weights``: W4A16) applies only to such GEMMs, and a
+curve measured with each expert split ``split`` ways (expert TP) applies nearest that split."""
 
 from __future__ import annotations
 
@@ -52,6 +60,8 @@ class BenchTable(Frozen):
     format: str
     source: str
     note: str = ""
+    weights: str | None = None  # stored format where narrower than the compute format (W4A16: fp4)
+    moe_tp: int = Field(default=1, ge=1)  # each expert's matrices split this many ways (expert TP)
     moe_shape: MoeShape | None = None
     rows: list[BenchRow]
 
@@ -68,16 +78,33 @@ class KernelCurve(Frozen):
     points: list[tuple[float, float]] = Field(min_length=1)  # (M, achieved share of peak), M ascending
     source: str
     tables: list[str]  # the microbenchmark tables reduced
+    prefill_tables: list[str] = []  # prefill-shaped tables: the level beyond the decode tables' largest M
+    growth_tables: list[str] = []  # tables reaching larger M: the growth beyond it
+    weights: str | None = None  # stored weight format where narrower than ``format`` (W4A16: fp4)
+    split: int = Field(default=1, ge=1)  # expert TP the tables were measured at
+    levels: list[tuple[float, float]] = []  # (experts per die, share at the last point's M), ascending
+    growth: list[tuple[float, float]] = []  # (M, share relative to the last point's M) beyond it, ascending
 
-    def compute_efficiency(self, m: float) -> float:
-        ms, effs = [p[0] for p in self.points], [p[1] for p in self.points]
-        if m <= ms[0]:
-            return effs[0]
-        if m >= ms[-1]:
-            return effs[-1]
-        i = bisect_right(ms, m)
-        x = (log(m) - log(ms[i - 1])) / (log(ms[i]) - log(ms[i - 1]))
-        return exp(log(effs[i - 1]) + x * (log(effs[i]) - log(effs[i - 1])))
+    def compute_efficiency(self, m: float, experts: float = 0.0) -> float:
+        """The share at M; beyond the last point, for a grouped GEMM over ``experts`` per die (0: as many as
+        the most measured), the level there times the measured growth."""
+        last = self.points[-1][0]
+        if m > last and self.levels and self.growth:
+            level = _log_log(self.levels, experts or self.levels[-1][0])
+            return level * _log_log([(last, 1.0), *self.growth], m)
+        return _log_log(self.points, m)
+
+
+def _log_log(points: list[tuple[float, float]], x: float) -> float:
+    """Log-log interpolation between points (ascending), held beyond them."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    if x <= xs[0]:
+        return ys[0]
+    if x >= xs[-1]:
+        return ys[-1]
+    i = bisect_right(xs, x)
+    t = (log(x) - log(xs[i - 1])) / (log(xs[i]) - log(xs[i - 1]))
+    return exp(log(ys[i - 1]) + t * (log(ys[i]) - log(ys[i - 1])))
 
 
 class CurveCatalog(Frozen):
@@ -96,16 +123,51 @@ def curves() -> tuple[KernelCurve, ...]:
 
 
 @cache
-def kernel_curves(chip: str, fmt: str, op: str, kernels: tuple[str, ...] = ()) -> tuple[KernelCurve, ...]:
-    """The measured curves of ``kernels`` for the chip, format and op; with none named (or none of them
-    measured) every measured kernel's. Empty where nothing was measured (the chip's flat efficiencies
-    apply)."""
-    matches = tuple(c for c in curves() if chip in c.chips and c.format == fmt and c.op == op)
+def kernel_names() -> tuple[str, ...]:
+    """Every kernel with a measured curve, sorted."""
+    return tuple(sorted({c.kernel for c in curves()}))
+
+
+def check_kernels(names: object) -> tuple[str, ...]:
+    """Kernel names a deployment states, as a tuple; an unknown one is a clear error naming it."""
+    from cloudmatrix.inputs import InputError
+
+    if isinstance(names, str) or not isinstance(names, list | tuple):
+        raise InputError(f"kernels (--kernels): got {names!r}; expected a list of kernel names")
+    for name in names:
+        if name not in kernel_names():
+            raise InputError(f"kernels (--kernels): got {name!r}; expected one of: {', '.join(kernel_names())}")
+    return tuple(names)
+
+
+@cache
+def kernel_curves(
+    chip: str, fmt: str, op: str, kernels: tuple[str, ...] = (), weights: str | None = None, split: int = 1
+) -> tuple[KernelCurve, ...]:
+    """The measured curves of ``kernels`` for the chip, format and op (weights stored in ``weights`` where
+    narrower than the format), those measured nearest ``split`` (expert TP); with none named (or none of
+    them measured) every measured kernel's. Empty where nothing was measured (the chip's flat
+    efficiencies apply)."""
+    stored = None if weights == fmt else weights
+    matches = tuple(c for c in curves() if chip in c.chips and c.format == fmt and c.op == op and c.weights == stored)
+    if matches:
+        nearest = min(abs(log(c.split / split)) for c in matches)
+        matches = tuple(c for c in matches if abs(log(c.split / split)) == nearest)
     named = tuple(c for c in matches if c.kernel in kernels)
     return named or matches
 
 
-def best_share(chip: str, fmt: str, op: str, kernels: tuple[str, ...], m: float) -> float:
-    """The share of peak at M of the fastest of the kernels an engine can pick from (its autotuner runs
-    the best tactic per shape); 0 without a measurement."""
-    return max((c.compute_efficiency(m) for c in kernel_curves(chip, fmt, op, kernels)), default=0.0)
+def best_share(
+    chip: str,
+    fmt: str,
+    op: str,
+    kernels: tuple[str, ...],
+    m: float,
+    weights: str | None = None,
+    split: int = 1,
+    experts: float = 0.0,
+) -> float:
+    """The share of peak at M (over ``experts`` per die, grouped GEMMs) of the fastest of the kernels an
+    engine can pick from (its autotuner runs the best tactic per shape); 0 without a measurement."""
+    found = kernel_curves(chip, fmt, op, kernels, weights, split)
+    return max((c.compute_efficiency(m, experts) for c in found), default=0.0)

@@ -140,6 +140,7 @@ class ValidationRow(Frozen):
     # EAGLE-3 token trees (SGLang's --speculative-eagle-topk and --speculative-num-draft-tokens); steady rows
     draft_topk: Count = Field(default=1, ge=1, le=16)
     verify_tokens: Count | None = Field(default=None, ge=1, le=2049)
+    kernels: list[str] = Field(default_factory=list)  # GEMM kernels the run used, where the source names them
     workload: BenchWorkload
     measured: dict[Metric, Annotated[Real, Field(gt=0)]]  # finite and positive
     series: str  # the deployment swept over concurrency; roles are given per series

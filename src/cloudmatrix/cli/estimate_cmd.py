@@ -118,6 +118,13 @@ def estimate(
         str | None,
         typer.Option(help="Serving stack whose host time per step is added (default: the system's published one)."),
     ] = None,
+    kernels: Annotated[
+        str | None,
+        typer.Option(
+            help="GEMM kernels the deployment runs, comma-separated (e.g. deepgemm): wherever one has a measured "
+            "curve they replace the stack's list (default: the stack's)."
+        ),
+    ] = None,
     ffn_chips: Annotated[
         int | None,
         typer.Option(
@@ -180,6 +187,7 @@ def estimate(
             offload_gb=offload_gb,
             chunk_tokens_per_chip=chunk_tokens_per_chip,
             stack=stack or default_stack(system),
+            kernels=tuple(k.strip() for k in kernels.split(",")) if kernels else (),
         )
         if ffn_chips is not None:
             return _afd(system, model, dep, ffn_chips, ffn_ep, ffn_precision, microbatches)

@@ -139,6 +139,8 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
         kernel="grouped",
         rows=per_expert,
         weights=plan.deployment.precision,
+        split=plan.deployment.moe_tp,
+        groups=work.slots + (1.0 if shared_w else 0.0),
     )
     return [experts, swiglu_op(Stream.MOE, rows, m.moe.intermediate, plan)]
 

@@ -67,6 +67,8 @@ class Op:
     precision: str = "bf16"  # the format the op computes in
     kernel: str = ""  # GEMM: the measured curve family priced at ``rows`` ("dense", "grouped"; "": flat efficiency)
     rows: float = 0.0  # GEMM: token rows per weight matrix (the kernel's M)
-    weights: str = ""  # GEMM: the weights' stored format (curves were measured with weights in the compute format)
+    weights: str = ""  # GEMM: the weights' stored format (a curve applies where measured with weights so stored)
+    split: int = 1  # grouped GEMM: ways each expert's matrices are split (expert TP), as its curve was measured
+    groups: float = 0.0  # grouped GEMM: expert matrices the die runs over (its share depends on them past 512 rows)
     legs: tuple[Leg, ...] = ()  # COMM: parallel legs; the slowest sets the time
     launches: int = 1

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
-from cloudmatrix.catalog.kernels import best_share
+from cloudmatrix.catalog.kernels import best_share, kernel_curves
 from cloudmatrix.catalog.stacks import stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
@@ -49,10 +49,10 @@ _price: Callable[[tuple[Any, ...]], Price] = partial(tuple.__new__, Price)
 class Pricer:
     """One die's rates for a hardware and serving stack, and the prices of ops on it."""
 
-    def __init__(self, hardware: Hardware, stack: str | None) -> None:
+    def __init__(self, hardware: Hardware, stack: str | None, kernels: tuple[str, ...] = ()) -> None:
         chip = hardware.chip
         e = chip.efficiency
-        self.hardware, self.stack = hardware, stack
+        self.hardware, self.stack, self.kernels = hardware, stack, kernels
         self.flat = {
             OpClass.GEMM: (e.gemm_compute.value, e.gemm_memory.value),
             OpClass.ATTENTION: (e.attention_compute.value, e.attention_memory.value),
@@ -65,7 +65,7 @@ class Pricer:
         vector = chip.die.vector_tops
         self.vector_peak = vector.value * TERA if vector is not None else None
         self._peaks: dict[str, float] = {}
-        self._curves: dict[tuple[str, str, float], float] = {}
+        self._curves: dict[tuple[str, str, float, float] | tuple[str, str, float, float, str, int], float] = {}
 
     def peak(self, precision: str) -> float:
         p = self._peaks.get(precision)
@@ -73,32 +73,52 @@ class Pricer:
             p = self._peaks[precision] = self.hardware.chip.die.peak_flops(precision)
         return p
 
-    def kernel_share(self, fmt: str, kernel: str, rows: float) -> float:
+    def kernel_share(
+        self, fmt: str, kernel: str, rows: float, weights: str = "", split: int = 1, groups: float = 0.0
+    ) -> float:
         """Achieved share of peak of the fastest GEMM kernel the stack can run at ``rows`` per weight
-        matrix, from the measured curves (weight-bound small M included); 0 where nothing was measured."""
-        key = (fmt, kernel, rows)
+        matrix (weights stored in ``weights``, each matrix split ``split`` ways, ``groups`` matrices per
+        die for a grouped GEMM), from the measured curves (weight-bound small M included): the chip's own,
+        else its sibling's; 0 where nothing was measured."""
+        key = _curve_key(fmt, kernel, rows, groups, weights, split)
         share = self._curves.get(key)
         if share is None:
             if len(self._curves) >= _CURVE_MEMO_LIMIT:
                 self._curves.clear()
             chip = self.hardware.chip
-            kernels = stack_kernels(self.stack, chip.family, kernel)
-            share = self._curves[key] = best_share(chip.curves_chip, fmt, kernel, kernels, rows)
+            stored = weights or fmt
+            share = 0.0
+            for curves_of in (chip.id, chip.curves_chip):  # the chip's own curves, else its sibling's
+                kernels = self._kernels(curves_of, fmt, kernel, stored, split)
+                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split, groups)
+            self._curves[key] = share
         return share
+
+    def _kernels(self, chip: str, fmt: str, op: str, weights: str, split: int) -> tuple[str, ...]:
+        """The kernels the engine picks from: those the deployment ran where one has a curve here, else the
+        stack's list for the chip family."""
+        if self.kernels and any(c.kernel in self.kernels for c in kernel_curves(chip, fmt, op, (), weights, split)):
+            return self.kernels
+        return stack_kernels(self.stack, self.hardware.chip.family, op)
+
+    def gemm_share(self, op: Op) -> float:
+        """The kernel curve's share for a GEMM op (memoised), 0 where none was measured for its formats."""
+        if not op.kernel:
+            return 0.0
+        memo = self._curves.get(_curve_key(op.precision, op.kernel, op.rows, op.groups, op.weights, op.split))
+        if memo is not None:  # 0.0 is a memoised "nothing measured", not a miss
+            return memo
+        return self.kernel_share(op.precision, op.kernel, op.rows, op.weights, op.split, op.groups)
 
     def compute_efficiency(self, op: Op) -> float:
         """A GEMM's share of peak at its shape: the kernel curve where one was measured for its formats
-        (weights stored narrower than the compute format, W4A8 or W4A16, have none), else the flat value,
-        times the sustained serving factor; attention and vector ops take the chip's flat values."""
+        (weights stored narrower than the compute format need a curve measured so: W4A16 on Hopper has
+        one, W4A8 none), else the flat value, times the sustained serving factor; attention and vector ops
+        take the chip's flat values."""
         flat = self.flat[op.op_class][0]
         if op.op_class is not OpClass.GEMM:
             return flat
-        share = 0.0
-        if op.kernel and op.weights == op.precision:
-            share = self._curves.get((op.precision, op.kernel, op.rows)) or self.kernel_share(
-                op.precision, op.kernel, op.rows
-            )
-        return (share or flat) * self.gemm_serving
+        return (self.gemm_share(op) or flat) * self.gemm_serving
 
     def price(self, op: Op, core_share: float = 1.0) -> Price:
         """The op's price on ``core_share`` of the die's cores. An op whose FLOPs and bytes are arrays
@@ -113,10 +133,12 @@ class Pricer:
             peak = self.vector_peak  # separate vector engines, not the matrix engines' peak
         if op.op_class is OpClass.GEMM:  # compute_efficiency, inlined: this is the hot path
             share = 0.0
-            if op.kernel and op.weights == precision:
-                memo = self._curves.get((precision, op.kernel, op.rows))
+            if op.kernel and op.split == 1 and op.weights == precision:  # the common GEMM: a short memo key
+                memo = self._curves.get((precision, op.kernel, op.rows, op.groups))
                 # 0.0 is a memoised "nothing measured", not a miss
-                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows)
+                share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows, groups=op.groups)
+            elif op.kernel:
+                share = self.gemm_share(op)
             eff_c = (share or eff_c) * self.gemm_serving
         flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
         compute = flops / (eff_c * peak * core_share)
@@ -160,6 +182,15 @@ class Pricer:
         return planes.scale_up if role == LinkRole.SCALE_UP else planes.scale_out
 
 
+def _curve_key(
+    fmt: str, kernel: str, rows: float, groups: float, weights: str, split: int
+) -> tuple[str, str, float, float] | tuple[str, str, float, float, str, int]:
+    """The memo key of a curve lookup: short for the common GEMM (weights in the compute format, unsplit)."""
+    if (not weights or weights == fmt) and split == 1:
+        return (fmt, kernel, rows, groups)
+    return (fmt, kernel, rows, groups, weights, split)
+
+
 def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
     """Fraction of the die's cores each stream owns in the split-core decode pipeline (P3 §4.2.3), for its
     cube ops and (where the die has separate vector units) its vector ops: keyed by (stream, vector op)."""
@@ -192,18 +223,18 @@ def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> 
     return graph.exposed_launches(speculative) * start.value * 1e-6
 
 
-_PRICERS: dict[tuple[int, str | None], Pricer] = {}
+_PRICERS: dict[tuple[int, str | None, tuple[str, ...]], Pricer] = {}
 
 
 def pricer(plan: Plan) -> Pricer:
-    """The pricer of a plan's hardware and stack, built once per pair."""
-    hw, stack = plan.hardware, plan.deployment.stack
-    key = (id(hw), stack)
+    """The pricer of a plan's hardware, stack and named kernels, built once per triple."""
+    hw, stack, kernels = plan.hardware, plan.deployment.stack, plan.deployment.kernels
+    key = (id(hw), stack, kernels)
     p = _PRICERS.get(key)
     if p is None or p.hardware is not hw:  # the entry holds its hardware, so an id is never reused under it
         if len(_PRICERS) >= 64:
             _PRICERS.clear()
-        p = _PRICERS[key] = Pricer(hw, stack)
+        p = _PRICERS[key] = Pricer(hw, stack, kernels)
     return p
 
 

@@ -117,6 +117,7 @@ class StepCosts:
             reserve_gb=d.reserve_gb,
             offload_gb=d.offload_gb,
             stack=self.stack,
+            kernels=tuple(self.s.kernels),
         )
 
     def prefill_deployment(
@@ -145,6 +146,7 @@ class StepCosts:
             reserve_gb=p.reserve_gb,
             offload_gb=p.offload_gb,
             stack=self.stack,
+            kernels=tuple(self.s.kernels),
         )
 
     def check(self) -> None:

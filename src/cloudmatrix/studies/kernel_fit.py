@@ -4,7 +4,12 @@ achieved share of the format's peak, ``FLOPs / (time x peak)`` on the chip the t
 
 Rows dominated by a fixed per-kernel floor are left out, since host overheads and graph capture change it in
 serving (the stack's step overhead carries it): dense rows within 30 % of their shape's fastest time, and
-whole-MoE-layer rows with fewer than one token per expert."""
+whole-MoE-layer rows with fewer than one token per expert.
+
+A grouped curve's decode-shaped tables end at 512 rows per expert; where it names prefill-shaped tables, it
+goes on beyond: its ``levels`` are the median share at that last M of every table of the kernel (decode- and
+prefill-shaped) per experts held on the die, its ``growth`` the growth tables' median share at each larger M
+relative to their own share at the last M."""
 
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ def _shares(table: BenchTable) -> list[tuple[float, float]]:
             assert r.tokens is not None and r.local_experts is not None and r.latency_us is not None
             per_expert = r.tokens * s.top_k / s.experts
             if per_expert >= 1.0:
-                flops = 2.0 * per_expert * r.local_experts * 3 * s.hidden * s.intermediate
+                flops = 2.0 * per_expert * r.local_experts * 3 * s.hidden * s.intermediate / table.moe_tp
                 out.append((per_expert, flops / (r.latency_us * 1e-6 * peak)))
         return out
     fastest: dict[tuple[int | None, int | None, int], float] = defaultdict(lambda: float("inf"))
@@ -55,6 +60,31 @@ def reduce_curve(tables: list[BenchTable]) -> list[tuple[float, float]]:
     return [(m, round(statistics.median(v), 4)) for m, v in sorted(by_m.items())]
 
 
+def _by_m(table: BenchTable) -> dict[float, float]:
+    return {round(m, 3): share for m, share in _shares(table)}
+
+
+def beyond_curve(
+    last: float, tables: list[BenchTable], growth: list[BenchTable]
+) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(levels, growth) of a grouped curve past its last M (see the module docstring); empty without tables."""
+    if not tables or not growth:
+        return [], []
+    by_experts: dict[float, list[float]] = defaultdict(list)
+    for t in tables:
+        experts = {r.local_experts for r in t.rows}
+        assert len(experts) == 1 and None not in experts, t.id
+        by_experts[float(experts.pop())].append(_by_m(t)[last])  # type: ignore[arg-type]
+    levels = [(e, round(statistics.median(v), 4)) for e, v in sorted(by_experts.items())]
+    grown: dict[float, list[float]] = defaultdict(list)
+    for t in growth:
+        shares = _by_m(t)
+        for m, share in shares.items():
+            if m > last:
+                grown[m].append(share / shares[last])
+    return levels, [(m, round(statistics.median(v), 4)) for m, v in sorted(grown.items())]
+
+
 def fit_kernel_curves() -> dict[str, dict[str, object]]:
     """Every catalog curve re-reduced from its tables, summarised by its saturated share (for `cloudmatrix
     calibrate`); ``points`` holds the whole reduction for the catalog test."""
@@ -62,10 +92,19 @@ def fit_kernel_curves() -> dict[str, dict[str, object]]:
     out: dict[str, dict[str, object]] = {}
     for c in curves():
         points = reduce_curve([bench[t] for t in c.tables])
-        out[f"kernels.{c.kernel}.{c.op}.{c.format}.{c.chips[0]}.plateau"] = {
+        levels, growth = beyond_curve(
+            points[-1][0],
+            [bench[t] for t in c.tables + c.prefill_tables] if c.prefill_tables else [],
+            [bench[t] for t in c.growth_tables],
+        )
+        stored = f".w{c.weights}" if c.weights else ""
+        name = f"{c.kernel}.{c.op}.{c.format}{stored}" + (f".tp{c.split}" if c.split > 1 else "")
+        out[f"kernels.{name}.{c.chips[0]}.plateau"] = {
             "fitted": points[-1][1],
             "catalog": c.points[-1][1],
-            "rows": f"{len(points)} M points of {', '.join(c.tables)}",
+            "rows": f"{len(points)} M points of {', '.join(c.tables + c.prefill_tables + c.growth_tables)}",
             "points": points,
+            "levels": levels,
+            "growth": growth,
         }
     return out

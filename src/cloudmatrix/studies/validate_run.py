@@ -181,6 +181,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         },
         "requests": w.num_requests or 10 * clients,
         "seed": 0,
+        "kernels": row.kernels,
     }
     # budgets the source leaves unpublished take the scenario schema's defaults
     mtp = {"mtp": row.mtp, "mtp_acceptance": row_acceptance(row)}
@@ -337,6 +338,7 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
         stack=row.stack,
+        kernels=tuple(row.kernels),
         reserve_gb=launched_reserve(row, layout),
     )
     try:
