@@ -11,7 +11,7 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.pricing import pricer
 from cloudmatrix.deploy import Deployment, Phase, plan
-from cloudmatrix.studies.kernel_fit import fit_kernel_curves
+from cloudmatrix.studies.kernel_fit import _shares, fit_kernel_curves
 
 
 def test_catalog_holds_the_reduction() -> None:
@@ -133,3 +133,19 @@ def test_a_measured_mi355x_moe_layer_is_priced_near_its_measurement(tokens: int)
     ops = {op.name: op for op in moe_ffn(p, 1.0)}
     twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
     assert twin_us == pytest.approx(expected_us, rel=0.25)
+
+
+def test_w4a16_curves_leave_the_weight_read_plateau_to_the_memory_term() -> None:
+    """Every W4A16 table's rows whose layer time is within 30 % of its fastest all-expert layer (time flat in
+    M: the weight read) are out of its curve, so the curve starts past the plateau; FP8/FP4 tables keep them."""
+    bench = microbench()
+    for c in curves():
+        for t in (bench[t] for t in c.tables):
+            s = t.moe_shape
+            if s is None:
+                continue
+            layers = {r.tokens * s.top_k / s.experts: r.latency_us for r in t.rows if r.tokens * s.top_k >= s.experts}
+            floor = min(layers.values())
+            first = min(m for m, us in layers.items() if us >= 1.3 * floor)
+            shares = dict(_shares(t))
+            assert min(shares) == (first if c.weights else min(layers)), t.id
