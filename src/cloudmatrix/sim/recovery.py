@@ -98,18 +98,23 @@ def price(costs: Instance, fault: Fault, policy: str, repair_s: float | None = N
     if policy == "restart":  # a fixed-membership instance: its collectives' own timeout detects the fault
         return _restart(costs, dep, k, k.restart_detect_s.value)
     if policy == "spare-instance":
-        return Recovery(
-            policy=policy,
-            parts_s={"detect": k.detect_s.value, "reroute": k.reroute_s.value},
-            cut="instance",
-            spare_chips=dep.num_chips,
-            note="a loaded standby instance takes the traffic; the cut sequences are prefilled again",
-        )
+        return _spare(dep, k, note="a loaded standby instance takes the traffic; the cut sequences are prefilled again")
     try:
         return _shrink(costs, dep, k, fault, policy, k.repair_s.value if repair_s is None else repair_s)
     except InfeasibleDeploymentError as e:  # the survivors cannot hold the model: only a restart serves again
         note = f"{policy}: the surviving dies cannot serve ({e})"
         return dataclasses.replace(_restart(costs, dep, k, k.detect_s.value), note=note)
+
+
+def _spare(dep: Deployment, k: RecoveryConstants, note: str = "") -> Recovery:
+    """A standby instance of the same size takes over: detection and a reroute, the whole instance held idle."""
+    return Recovery(
+        policy="spare-instance",
+        parts_s={"detect": k.detect_s.value, "reroute": k.reroute_s.value},
+        cut="instance",
+        spare_chips=dep.num_chips,
+        note=note,
+    )
 
 
 def _nothing_held(fault: Fault) -> Recovery:
@@ -131,12 +136,7 @@ def _prefill(costs: Instance, fault: Fault, policy: str, k: RecoveryConstants, r
         detect = k.restart_detect_s.value if policy == "restart" else k.detect_s.value
         return _restart(costs, dep, k, detect)
     if policy == "spare-instance":
-        return Recovery(
-            policy=policy,
-            parts_s={"detect": k.detect_s.value, "reroute": k.reroute_s.value},
-            cut="instance",
-            spare_chips=dep.num_chips,
-        )
+        return _spare(dep, k)
     left = dies - len(fault.dies)
     return Recovery(
         policy=policy,
