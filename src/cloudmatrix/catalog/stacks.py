@@ -76,6 +76,7 @@ class StackMemory(Frozen):
 # budget whenever prompts wait or are part-done and decodes only when none do (SGLang without mixed chunks).
 Scheduling = Literal["chunk-beside-decode", "mixed", "prefill-first"]
 SCHEDULING_POLICIES: tuple[Scheduling, ...] = ("chunk-beside-decode", "mixed", "prefill-first")
+DEFAULT_SCHEDULING: Scheduling = "chunk-beside-decode"  # an engine that states no policy
 
 
 class EngineDefaults(Frozen):
@@ -230,6 +231,12 @@ def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> floa
 def stack_costs(stack: str | None, family: str) -> StackCosts | None:
     """A stack's costs on a chip family (its ``default`` where the family has no entry); None for no stack."""
     return None if stack is None else load_stack(stack).costs(family)
+
+
+def stack_scheduling(stack: str | None) -> Scheduling:
+    """How a stack's engine fills a co-located step (``DEFAULT_SCHEDULING`` where it states none)."""
+    scheduling = None if stack is None else load_stack(stack).defaults.scheduling
+    return scheduling or DEFAULT_SCHEDULING
 
 
 def stack_graph(stack: str | None) -> GraphExecution | None:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 import simpy
 
-from cloudmatrix.catalog.stacks import Scheduling
+from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.serving.step_policy import share_step
@@ -52,7 +52,7 @@ class AggregatedInstance:
         index: int,
         batch: DecodeBatch,
         budget_tokens: int,
-        scheduling: Scheduling = "chunk-beside-decode",
+        scheduling: Scheduling = DEFAULT_SCHEDULING,
         recv_interval: int = 1,
     ) -> None:
         self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens

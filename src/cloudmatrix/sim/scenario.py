@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.sourced import StrictModel, describe_validation_error
-from cloudmatrix.catalog.stacks import Scheduling, load_stack
+from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.inputs import (
@@ -93,7 +93,7 @@ class AggregatedPool(DecodePool):
         default=2048, ge=16, le=10_000_000
     )  # default: the stack's budget over the instance
     # how a step shares the budget with the decode batch (catalog/stacks.py); default: the stack's scheduler
-    scheduling: Scheduling = "chunk-beside-decode"
+    scheduling: Scheduling = DEFAULT_SCHEDULING
     # decode steps between the scheduler's intakes of arrived requests (SGLang --scheduler-recv-interval; a
     # prefill step or an idle engine takes them in at once); 1: every step
     recv_interval: int = Field(default=1, ge=1, le=10_000)

@@ -26,7 +26,7 @@ from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, Scheduling, load_stack, stack_costs
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_scheduling
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
@@ -83,7 +83,7 @@ def base_times(row: ValidationRow) -> BaseTimes:
     wait_s = waited * step_s
     if row.aggregated is not None:
         chunks = math.ceil(isl / ((pool.chunk_tokens_per_chip or isl) * pool.chips))
-        alone = scheduling_of(row.stack) == "prefill-first"  # the batch pauses while the prompt prefills
+        alone = stack_scheduling(row.stack) == "prefill-first"  # the batch pauses while the prompt prefills
         agg = _deployment(
             row,
             pool,
@@ -114,11 +114,6 @@ def base_times(row: ValidationRow) -> BaseTimes:
         prefill_s = est.step.step_s + handoff
         steps = 1.0
     return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps)
-
-
-def scheduling_of(stack: str) -> Scheduling:
-    """How the stack's engine fills a co-located step (the simulation's rule where it states none)."""
-    return load_stack(stack).defaults.scheduling or "chunk-beside-decode"
 
 
 def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
