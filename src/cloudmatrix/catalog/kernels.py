@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.inputs import InputError
 
 KERNELS_DIR = DATA_DIR / "kernels"
 MICROBENCH_PATH = KERNELS_DIR / "microbench.yaml"
@@ -130,8 +131,6 @@ def kernel_names() -> tuple[str, ...]:
 
 def check_kernels(names: object) -> tuple[str, ...]:
     """Kernel names a deployment states, as a tuple; an unknown one is a clear error naming it."""
-    from cloudmatrix.inputs import InputError
-
     if isinstance(names, str) or not isinstance(names, list | tuple):
         raise InputError(f"kernels (--kernels): got {names!r}; expected a list of kernel names")
     for name in names:
