@@ -23,10 +23,11 @@ from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import stack_graph
 from cloudmatrix.catalog.validation import ValidationRow
-from cloudmatrix.deploy import Deployment, Eplb, Phase, mtp_tokens_per_step
+from cloudmatrix.deploy import Deployment, Phase, mtp_tokens_per_step
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import estimate
-from cloudmatrix.studies.validate_run import TWIN_PRECISION, launched_reserve, redundant_experts, twin_layout
+from cloudmatrix.studies.stack_fit import row_deployment
+from cloudmatrix.studies.validate_run import launched_reserve
 
 # The corpora whose fitted-role rows the per-op graph cost is fitted on (SGLang on Atlas A3: DeepSeek-R1 with EP
 # dispatch and MTP, Qwen3 with TP and EAGLE-3).
@@ -76,23 +77,18 @@ def _decode_deployment(row: ValidationRow) -> Deployment | None:
             return None
         isl, osl = w.input_len * (1 + w.range_ratio) / 2, w.output_len * (1 + w.range_ratio) / 2
         batch, kv = w.concurrency / (pool.chips * pool.instances), round(isl + osl / 2)
-    model = load_model(row.model)
-    return Deployment(
-        phase=Phase.DECODE,
-        num_chips=pool.chips,
-        **twin_layout(row, pool, model, [], "decode"),
+    return row_deployment(
+        row,
+        pool,
+        Phase.DECODE,
+        isl,
+        osl,
+        role="decode",
         batch_per_chip=batch,
-        input_len=round(isl),
-        output_len=round(osl),
         kv_len=kv,
-        precision=TWIN_PRECISION[row.weights],
-        activation_precision=TWIN_PRECISION[row.activations],
-        kv_precision=TWIN_PRECISION[row.kv],
         mtp=row.mtp,
         mtp_acceptance=row.mtp_acceptance or 0.0,
         speculation=row.speculation,
-        eplb=Eplb(row.eplb),
-        redundant_experts=redundant_experts(row),
         reserve_gb=launched_reserve(row, pool),
         stack=row.stack,
     )

@@ -50,12 +50,16 @@ class BaseTimes:
     ttft_steps: float
 
 
-def _deployment(row: ValidationRow, layout: RoleLayout, phase: Phase, isl: float, osl: float, **kw: Any) -> Deployment:
+def row_deployment(
+    row: ValidationRow, layout: RoleLayout, phase: Phase, isl: float, osl: float, role: str = "fit", **kw: Any
+) -> Deployment:
+    """A row's role as the twin's deployment at mean lengths ``isl``/``osl``, with its layout, formats and
+    expert placement; ``kw`` sets the rest (batch, KV length, chunk, MTP, memory)."""
     model = load_model(row.model)
     return Deployment(
         phase=phase,
         num_chips=layout.chips,
-        **twin_layout(row, layout, model, [], "fit"),
+        **twin_layout(row, layout, model, [], role),
         input_len=round(isl),
         output_len=round(osl),
         precision=TWIN_PRECISION[row.weights],
@@ -76,7 +80,7 @@ def base_times(row: ValidationRow) -> BaseTimes:
     pool = row.aggregated or row.decode
     assert pool is not None
     chips, kv = pool.chips * pool.instances, round(isl + osl / 2)
-    decode = _deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
+    decode = row_deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
     step_s = estimate(row.system, model, decode).step.step_s
     # a prompt waits for the running step, and for the scheduler's next intake (none on an idle engine)
     waited = 0.5 + ((pool.recv_interval or 1) - 1) / 2 if conc > 1 else 0.0
@@ -84,7 +88,7 @@ def base_times(row: ValidationRow) -> BaseTimes:
     if row.aggregated is not None:
         chunks = math.ceil(isl / ((pool.chunk_tokens_per_chip or isl) * pool.chips))
         alone = stack_scheduling(row.stack) == "prefill-first"  # the batch pauses while the prompt prefills
-        agg = _deployment(
+        agg = row_deployment(
             row,
             pool,
             Phase.AGGREGATED,
@@ -99,7 +103,7 @@ def base_times(row: ValidationRow) -> BaseTimes:
     else:
         p = row.prefill
         assert p is not None
-        pre = _deployment(
+        pre = row_deployment(
             row,
             p,
             Phase.PREFILL,
