@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse_file, read_yaml
 from cloudmatrix.errors import CloudMatrixError, ConfigError, UnknownIdError
 from cloudmatrix.units import GB_DECIMAL, PETA, TB_DECIMAL, TERA
 
@@ -307,14 +307,16 @@ def _path_of(kind: str, item_id: str) -> Path:
 @cache
 def load_chip(chip_id: str) -> ChipSpec:
     path = _path_of("chip", chip_id)
-    return parse(ChipSpec, _hardware_file(path), path.name)
+    return parse_file(ChipSpec, path)
 
 
 @cache
 def load_hardware(system_id: str) -> Hardware:
     path = _path_of("system", system_id)
-    system = parse(SystemSpec, _hardware_file(path), path.name)
-    return Hardware(system=system, chip=load_chip(system.chip))
+    system = parse_file(SystemSpec, path)
+    # both parts are validated: constructing keeps them as they are, as validating would (tested equal),
+    # without building the schema of every hardware class
+    return Hardware.model_construct(system=system, chip=load_chip(system.chip))
 
 
 @cache

@@ -24,7 +24,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse_file
 from cloudmatrix.inputs import InputError
 
 KERNELS_DIR = DATA_DIR / "kernels"
@@ -114,13 +114,13 @@ class CurveCatalog(Frozen):
 
 @cache
 def microbench() -> dict[str, BenchTable]:
-    data = parse(Microbench, read_yaml(MICROBENCH_PATH), MICROBENCH_PATH.name)
+    data = parse_file(Microbench, MICROBENCH_PATH)
     return {t.id: t for t in data.tables}
 
 
 @cache
 def curves() -> tuple[KernelCurve, ...]:
-    return tuple(parse(CurveCatalog, read_yaml(CURVES_PATH), CURVES_PATH.name).curves)
+    return tuple(parse_file(CurveCatalog, CURVES_PATH).curves)
 
 
 @cache

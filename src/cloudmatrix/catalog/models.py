@@ -19,6 +19,7 @@ from cloudmatrix.catalog.hf_checkpoint import cached_config, checkpoint_format, 
 from cloudmatrix.catalog.hf_config import SUPPORTED_ARCHITECTURES, UNPRICED_FIELDS, V4_FIELDS, HFConfig
 from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
+from cloudmatrix.catalog.object_cache import cached_object
 from cloudmatrix.catalog.sourced import DATA_DIR, describe_validation_error, read_yaml
 from cloudmatrix.catalog.zero_experts import is_longcat, with_expected_ffn_experts
 from cloudmatrix.catalog.zero_experts import translate as translate_longcat
@@ -343,10 +344,12 @@ def load_model(id_or_path: str) -> ModelSpec:
 
 
 def _catalog_model(model_id: str) -> ModelSpec:
+    """A shipped model, kept once built from its config (``catalog/object_cache.py``)."""
     entry = model_index()[model_id]
     path = MODELS_DIR / entry["file"]
-    data = parse_json(read_text(path, "model config", MAX_YAML_BYTES), str(path))
-    return parse_config(model_id, data, entry["source"])
+    text = read_text(path, "model config", MAX_YAML_BYTES)
+    key = f"model\0{model_id}\0{entry['source']}\0{text}".encode()
+    return cached_object(key, lambda: parse_config(model_id, parse_json(text, str(path)), entry["source"]))
 
 
 def _checkpoint_model(model_id: str, path: Path, source: str) -> ModelSpec:

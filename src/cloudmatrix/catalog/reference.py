@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse_file
 from cloudmatrix.errors import UnknownIdError
 
 REFERENCE_DIR = DATA_DIR / "reference"
@@ -49,4 +49,4 @@ def load_reference(set_id: str) -> ReferenceSet:
     if set_id not in reference_ids():
         raise UnknownIdError("reference set", set_id, reference_ids())
     path = REFERENCE_DIR / f"{set_id}.yaml"
-    return parse(ReferenceSet, read_yaml(path), path.name)
+    return parse_file(ReferenceSet, path)

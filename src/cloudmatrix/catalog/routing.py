@@ -20,7 +20,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.catalog.object_cache import cached_object
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_catalog_bytes, read_yaml
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import MAX_YAML_BYTES, path_exists, read_text
 
@@ -79,9 +80,14 @@ def _profiles() -> dict[str, dict[str, object]]:
 @cache
 def model_routing(model_id: str) -> RoutingProfile:
     """The catalog profile of a model (``default`` for models without their own)."""
-    profiles = _profiles()
-    entry = profiles.get(model_id, profiles[DEFAULT_PROFILE])
-    return parse(RoutingProfile, entry, f"{ROUTING_FILE.name}: {model_id}")
+    key = f"routing\0{model_id}\0".encode() + read_catalog_bytes(ROUTING_FILE)  # kept validated per content
+
+    def validated() -> RoutingProfile:
+        profiles = _profiles()
+        entry = profiles.get(model_id, profiles[DEFAULT_PROFILE])
+        return parse(RoutingProfile, entry, f"{ROUTING_FILE.name}: {model_id}")
+
+    return cached_object(key, validated)
 
 
 def _histogram_file(path: Path) -> tuple[float, ...]:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from cloudmatrix.catalog.object_cache import cached_object
 from cloudmatrix.catalog.yaml_cache import cached_parse
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import refuse_flag_as_number
@@ -17,7 +18,10 @@ DATA_DIR = Path(__file__).parent / "data"
 
 class StrictModel(BaseModel):
     """Base of every schema users write into (catalog, configs, scenarios, workloads, API bodies, saved runs):
-    ``true``/``false`` is no number (pydantic's lax mode reads them as 1 and 0)."""
+    ``true``/``false`` is no number (pydantic's lax mode reads them as 1 and 0). Each schema is built when it
+    first validates, not when its class is made: a command builds only the schemas it uses."""
+
+    model_config = ConfigDict(defer_build=True)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -55,13 +59,26 @@ def describe_validation_error(err: ValidationError) -> str:
     return f"{path}: {first['msg']}{shown}"
 
 
-def read_yaml(path: Path) -> Any:
-    """A catalog YAML file's document (parsed once per content: ``catalog/yaml_cache.py``)."""
+def read_catalog_bytes(path: Path) -> bytes:
+    """A catalog file's bytes; a file that cannot be read is a clear error naming it."""
     try:
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    return cached_parse(data, lambda text: _parse_yaml(text, path))
+
+
+def read_yaml(path: Path) -> Any:
+    """A catalog YAML file's document (parsed once per content: ``catalog/yaml_cache.py``)."""
+    return cached_parse(read_catalog_bytes(path), lambda text: _parse_yaml(text, path))
+
+
+def parse_file(model: type[M], path: Path) -> M:
+    """A shipped catalog file validated into ``model`` (errors name the file and the field path); the result
+    is kept per content and catalog code (``catalog/object_cache.py``), so an unchanged file is validated
+    once, not in every process."""
+    data = read_catalog_bytes(path)
+    key = f"{model.__module__}.{model.__qualname__}\0".encode() + data
+    return cached_object(key, lambda: parse(model, cached_parse(data, lambda text: _parse_yaml(text, path)), path.name))
 
 
 def _parse_yaml(text: bytes, path: Path) -> Any:

@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse_file
 from cloudmatrix.errors import ConfigError, UnknownIdError
 
 STACKS_PATH = DATA_DIR / "stacks.yaml"
@@ -182,7 +182,7 @@ class StackCatalog(Frozen):
 
 @cache
 def _catalog() -> dict[str, StackProfile]:
-    cat = parse(StackCatalog, read_yaml(STACKS_PATH), STACKS_PATH.name)
+    cat = parse_file(StackCatalog, STACKS_PATH)
     stacks = {s.id: s for s in cat.stacks}
     for s in stacks.values():
         if s.base is not None and s.base not in stacks:

@@ -2,9 +2,11 @@
 user errors print one line on stderr and exit with code 2. (No postponed annotations here or in the
 commands' modules: Typer reads each option's annotation, and evaluating it from a string costs a compile.)"""
 
+import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -19,13 +21,6 @@ from cloudmatrix.cli.common import (
     quiet_flag_types,
     set_wide,
 )
-from cloudmatrix.cli.compare_cmd import compare
-from cloudmatrix.cli.estimate_cmd import estimate
-from cloudmatrix.cli.plan_cmd import plan
-from cloudmatrix.cli.report_cmd import report
-from cloudmatrix.cli.serve_cmd import serve
-from cloudmatrix.cli.simulate_cmd import simulate
-from cloudmatrix.cli.validate_cmd import validate
 from cloudmatrix.errors import CloudMatrixError
 
 APP_SETTINGS: dict[str, Any] = {
@@ -34,7 +29,6 @@ APP_SETTINGS: dict[str, Any] = {
     "pretty_exceptions_enable": False,
     "help": "Digital twin of Huawei CloudMatrix384 / CloudMatrix-Infer LLM serving.",
 }
-app = typer.Typer(**APP_SETTINGS)
 quiet_flag_types()
 
 
@@ -46,7 +40,6 @@ def _print_version(asked: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _options(
     wide: Annotated[
         bool, typer.Option("--wide/--no-wide", help="Lay tables out for a wide screen (no folded cells).")
@@ -60,7 +53,6 @@ def _options(
         set_wide()
 
 
-@app.command()
 def catalog(
     what: Annotated[str, typer.Argument(help="systems, models, keys or hardware-keys")] = "systems",
     system: Annotated[str, typer.Option(help="hardware-keys: the system whose values are shown.")] = "cloudmatrix384",
@@ -95,7 +87,6 @@ def catalog(
         out.print(tables[what](rows))
 
 
-@app.command()
 def reproduce(
     reference: Annotated[str, typer.Argument(help="Reference set id.")] = "cloudmatrix-infer",
     as_json: JsonFlag = False,
@@ -111,7 +102,6 @@ def reproduce(
         out.print(render.reproduce_table(d))
 
 
-@app.command()
 def ablate(as_json: JsonFlag = False) -> None:
     """Switch CloudMatrix-Infer's optimisations off one at a time on the paper's deployment (P3 §5.4)."""
     from cloudmatrix.cli import render
@@ -124,7 +114,6 @@ def ablate(as_json: JsonFlag = False) -> None:
         out.print(render.ablate_table(rows))
 
 
-@app.command()
 def calibrate(
     write_expert_loads: Annotated[
         bool,
@@ -163,13 +152,41 @@ def calibrate(
             out.print(f"{name:52s} fitted {row['fitted']:.4g}   catalog {row['catalog']:.4g}   ({row['rows']})")
 
 
-app.command()(estimate)
-app.command()(simulate)
-app.command()(compare)
-app.command()(plan)
-app.command()(validate)
-app.command()(serve)
-app.command()(report)
+# Every command in the order help lists them: those above, and those in their own modules (``NAME_cmd.py``),
+# imported only when run, so a command does not pay for the imports of the others.
+COMMANDS = (
+    *("catalog", "reproduce", "ablate", "calibrate"),
+    *("estimate", "simulate", "compare", "plan", "validate", "serve", "report"),
+)
+_HERE: dict[str, Callable[..., None]] = {
+    "catalog": catalog,
+    "reproduce": reproduce,
+    "ablate": ablate,
+    "calibrate": calibrate,
+}
+
+
+def _command(name: str) -> Callable[..., None]:
+    if name in _HERE:
+        return _HERE[name]
+    command: Callable[..., None] = getattr(importlib.import_module(f"cloudmatrix.cli.{name}_cmd"), name)
+    return command
+
+
+def _typer_app(names: tuple[str, ...]) -> typer.Typer:
+    built = typer.Typer(**APP_SETTINGS)
+    built.callback()(_options)
+    for name in names:
+        built.command()(_command(name))
+    return built
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``app``, the Typer app with every command (for help, tests and Typer's runner), made on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    full = globals()["app"] = _typer_app(COMMANDS)
+    return full
 
 
 def _interrupts() -> tuple[type[BaseException], ...]:
@@ -189,15 +206,9 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 def _app_for(args: list[str]) -> typer.Typer:
     """The app with only the command being run: Typer reads the signature of every command it holds, and
-    a run needs one (the full app for help and for a name that is no command)."""
+    a run needs one, and only its module imported (the full app for help and for a name that is no command)."""
     name = next((a for a in args if not a.startswith("-")), None)
-    picked = [c for c in app.registered_commands if c.callback is not None and c.callback.__name__ == name]
-    if not picked:
-        return app
-    one = typer.Typer(**APP_SETTINGS)
-    one.registered_callback = app.registered_callback
-    one.registered_commands = picked
-    return one
+    return _typer_app((name,)) if name in COMMANDS else _typer_app(COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,8 +131,8 @@ def quiet_flag_types() -> None:
     flag took a value. A flag (``--x`` or ``--x/--no-x``) takes none: show no type for it."""
     from typer.core import TyperOption
 
-    shown = TyperOption.display_type_rich
-    if getattr(shown, "quiet_flags", False):
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "quiet_flags", False):
         return
 
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:

@@ -1,0 +1,94 @@
+"""Catalog objects kept once validated: what the catalog's schemas built from a shipped file is pickled in the
+user's cache directory (the one of ``catalog/yaml_cache.py``) under a hash of the file's bytes and of the code
+that decides the result, so a later command loads the same objects without building pydantic's schemas or
+validating again (about a fifth of a bare estimate's CPU). An edited file, or edited catalog code, has another
+hash: it is validated afresh, and its errors are reported as on a first run (failures are never kept).
+
+Like Python's own bytecode cache, an entry is code the process runs; so one is loaded only when the user
+running the command owns it and no one else may write it. A cache that cannot be read or written is skipped
+without a word: it only ever saves time."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+import tempfile
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cloudmatrix.catalog.yaml_cache import cache_dir
+
+FORMAT = b"catalog-objects-1"  # part of every key: a change of what is stored starts a fresh cache
+T = TypeVar("T")
+_MISSING = object()
+
+# The modules whose code decides a validated catalog object: the catalog's own and the layer-0 modules they
+# import (imports point downward only, so nothing else can change one; tests/catalog checks the list).
+LOWER_MODULES = ("csv_input.py", "errors.py", "inputs.py", "units.py")
+
+
+@cache
+def code_key() -> bytes | None:
+    """A hash of the catalog's code, of the layer-0 code it uses, and of pydantic's and Python's versions
+    (None when the sources cannot be read, e.g. from a zipped install: then nothing is cached)."""
+    from pydantic.version import VERSION as PYDANTIC
+
+    here = Path(__file__).parent
+    paths = sorted(here.glob("*.py")) + [here.parent / name for name in LOWER_MODULES]
+    digest = hashlib.blake2b(FORMAT + f"{PYDANTIC} {sys.version}".encode(), digest_size=20)
+    try:
+        for path in paths:
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    except OSError:
+        return None
+    return digest.digest()
+
+
+def cached_object(key: bytes, build: Callable[[], T]) -> T:
+    """``build()``, or the object a previous ``build()`` for the same ``key`` (the bytes of every input it
+    reads, and what it is asked for) and the same catalog code kept."""
+    where, code = cache_dir(), code_key()
+    if where is None or code is None:
+        return build()
+    entry = where / "objects" / f"{hashlib.blake2b(key + code, digest_size=20).hexdigest()}.pickle"
+    found = _load(entry)
+    if found is not _MISSING:
+        return found
+    made = build()
+    _store(entry, made)
+    return made
+
+
+def _load(entry: Path) -> Any:
+    """The kept object, or _MISSING when there is none that this user alone could have written."""
+    try:
+        with open(entry, "rb") as f:
+            st = os.fstat(f.fileno())
+            if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+                return _MISSING
+            return pickle.load(f)
+    except Exception:  # noqa: BLE001 - a missing, partial or stale entry only means building afresh
+        return _MISSING
+
+
+def _store(entry: Path, made: object) -> None:
+    """Keep ``made`` when pickling gives an equal object back (written whole, then renamed)."""
+    try:
+        data = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
+        if pickle.loads(data) != made:
+            return
+        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, entry)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+    except Exception:  # noqa: BLE001 - an object that cannot be kept is simply built next time
+        return
