@@ -127,19 +127,20 @@ def _checkpoint_precision(model: str, given: str | None, default: str) -> str:
 
 
 def quiet_flag_types() -> None:
-    """Typer 0.29's help shows every option's type, a flag's too (``--json <bool>``), which reads as if the
-    flag took a value. A flag (``--x`` or ``--x/--no-x``) takes none: show no type for it."""
+    """Typer 0.29's help (a release not pinned, but kept working) shows every option's type, a flag's too
+    (``--json <bool>``), which reads as if the flag took a value. A flag (``--x`` or ``--x/--no-x``) takes
+    none: show no type for it. Help cells fold rather than cut off, on every release."""
     from typer.core import TyperOption
 
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is None or getattr(shown, "quiet_flags", False):
-        return
+    shown = getattr(TyperOption, "display_type_rich", None)  # (earlier releases show no option's type)
+    if shown is not None and not getattr(shown, "quiet_flags", False):
 
-    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
-        return None if self.is_flag or self.count else shown(self, ctx)
+        def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+            return None if self.is_flag or self.count else shown(self, ctx)
 
-    display_type_rich.quiet_flags = True  # type: ignore[attr-defined]
-    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+        display_type_rich.quiet_flags = True  # type: ignore[attr-defined]
+        option_class: Any = TyperOption  # (a method of Typer 0.29 and later only)
+        option_class.display_type_rich = display_type_rich
     fold_help_cells()
 
 
