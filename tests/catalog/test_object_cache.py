@@ -1,7 +1,7 @@
-"""Catalog objects kept validated (catalog/object_cache.py): every shipped file, model and routing profile
-comes back from the cache equal to the validated object; a changed file is validated afresh with its error;
-an entry someone else could have written, or a broken one, is never used; the code key covers every module
-that decides a catalog object."""
+"""Catalog objects kept validated (catalog/object_cache.py): every shipped file, model, routing profile and
+hold-out index comes back from the cache equal to the validated object; a changed file is validated afresh
+with its error; an entry someone else could have written, or a broken one, is never used; the code key
+covers every module that decides a catalog object."""
 
 import ast
 import os
@@ -12,9 +12,11 @@ import pytest
 
 from cloudmatrix.catalog import object_cache, yaml_cache
 from cloudmatrix.catalog.hardware import HARDWARE_DIR, ChipSpec, Hardware, SystemSpec, load_chip
+from cloudmatrix.catalog.holdout_index import INDEX_DIR, holdout_rows
 from cloudmatrix.catalog.kernels import CURVES_PATH, MICROBENCH_PATH, CurveCatalog, Microbench
 from cloudmatrix.catalog.models import _catalog_model, model_ids
 from cloudmatrix.catalog.reference import REFERENCE_DIR, ReferenceSet
+from cloudmatrix.catalog.residuals import METRICS
 from cloudmatrix.catalog.routing import model_routing
 from cloudmatrix.catalog.sourced import parse_file, read_yaml
 from cloudmatrix.catalog.stacks import STACKS_PATH, StackCatalog
@@ -118,3 +120,10 @@ def test_the_code_key_covers_every_module_the_catalog_imports() -> None:
                 imported.update(a.name for a in node.names if a.name.startswith("cloudmatrix."))
     outside = {m.split(".")[1] + ".py" for m in imported if not m.startswith("cloudmatrix.catalog")}
     assert outside and outside <= set(object_cache.LOWER_MODULES)
+
+
+def test_every_holdout_index_comes_back_equal(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for metric in METRICS:
+        if (INDEX_DIR / f"{metric}.json").exists():
+            fresh, kept, loaded = _three_ways(lambda m=metric: holdout_rows.__wrapped__(m), monkeypatch, cache)
+            assert loaded == kept == fresh and len(loaded) > 0, metric

@@ -12,7 +12,9 @@ from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Any
 
+from cloudmatrix.catalog.object_cache import cached_object
 from cloudmatrix.catalog.residuals import METRICS, VALIDATION_DIR
+from cloudmatrix.catalog.sourced import read_catalog_bytes
 from cloudmatrix.errors import ConfigError
 
 INDEX_DIR = VALIDATION_DIR / "holdout-index"
@@ -73,13 +75,19 @@ def index_texts(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:
 
 @cache
 def holdout_rows(metric: str) -> tuple[dict[str, Any], ...] | None:
-    """The usable rows of ``metric`` an interval reads (as ``projected`` gives them), from the index; None
-    where no index has been written (the caller then reads the full source)."""
+    """The usable rows of ``metric`` an interval reads (as ``projected`` gives them), from the index (kept
+    per content: ``catalog/object_cache.py``); None where no index has been written (the caller then reads
+    the full source)."""
     path = INDEX_DIR / f"{metric}.json"
     if not path.exists():
         return None
+    text = read_catalog_bytes(path)
+    return cached_object(f"holdout-index\0{metric}\0".encode() + text, lambda: _rows(metric, text, path.name))
+
+
+def _rows(metric: str, text: bytes, name: str) -> tuple[dict[str, Any], ...]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text)
         series, columns = data["series"], data["columns"]
         n = len(columns["series"])
         names = ("metric", "status", "series", *FIELDS)
@@ -95,4 +103,4 @@ def holdout_rows(metric: str) -> tuple[dict[str, Any], ...] | None:
             )
         )
     except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
-        raise ConfigError(f"{path.name}: cannot read ({e})") from None
+        raise ConfigError(f"{name}: cannot read ({e})") from None
