@@ -15,6 +15,8 @@ import numpy as np
 
 from cloudmatrix.serving.die_levels import Highest, LeastFirst
 from cloudmatrix.serving.kv_pool import KvBlockPools
+from cloudmatrix.serving.mtp_gains import GainTable, gains_of
+from cloudmatrix.workload.rng import Lookahead
 
 _FULL = np.iinfo(np.int64).max
 _NONE = np.zeros(0, dtype=np.int64)
@@ -24,12 +26,6 @@ class Uniforms(Protocol):
     """Where MTP acceptance draws come from: a numpy Generator, or a stream with lookahead over one."""
 
     def random(self, size: tuple[int, int]) -> np.ndarray: ...
-
-
-def _draws(rng: Uniforms, count: int) -> np.ndarray:
-    """The next ``count`` uniforms of the stream, as the step-by-step path draws them."""
-    take = getattr(rng, "take", None)
-    return take(count) if take is not None else rng.random((count, 1))[:, 0]
 
 
 class DecodeBatch:
@@ -55,6 +51,7 @@ class DecodeBatch:
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
+        self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
     @property
@@ -209,20 +206,17 @@ class DecodeBatch:
         if not n:  # a fault cut every sequence while the step ran
             self.last_tokens = 0
             return _NONE
-        if mtp == 1:  # the common case: 1 + (draw < acceptance)
-            accepted = _draws(rng, n) < self.acceptance
-            left -= accepted
-            left -= 1
-            tokens = n + int(np.count_nonzero(accepted))
-        elif mtp:  # 1 + the leading run of accepted draft tokens
-            run = np.logical_and.accumulate(_draws(rng, n * mtp).reshape(n, mtp) < self.acceptance, axis=1)
-            gained = run.sum(axis=1) + 1
-            left -= gained
-            tokens = int(gained.sum())
-        else:
+        if not mtp:
             left -= 1
             tokens = n
-        low = int(left.min())
+        elif isinstance(rng, Lookahead):  # the gains read off the stream's table (serving/mtp_gains.py)
+            gained, tokens = self._gain_table.take(rng, n)
+            left -= gained
+        else:
+            gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
+            left -= gained
+            tokens = int(gained.sum())
+        low = left.min()
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
             over = left < 0
             tokens += int(left[over].sum())

@@ -127,7 +127,7 @@ class RequestTable:
 
     def finish(self, rids: np.ndarray, now: float) -> None:
         """The last token is out: every token of the output has been generated."""
-        if np.any(self.state[rids] != _DECODING):
+        if np.count_nonzero(self.state[rids] != _DECODING):
             raise RuntimeError("finish of a request that is not decoding")
         self.state[rids] = _DONE
         self.finish_s[rids] = now
@@ -147,11 +147,19 @@ class RequestTable:
     def _advance_many(self, rids: list[int], expected: int, new: int, column: np.ndarray, now: float) -> None:
         """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing)."""
         at = np.array(rids, dtype=np.int64)
-        if np.any(self.state[at] != expected):
+        if np.count_nonzero(self.state[at] != expected):
             bad = int(at[np.argmax(self.state[at] != expected)])
             raise RuntimeError(f"request {bad}: {State(new).name} from state {self.state[bad]}")
         self.state[at] = new
         column[at] = now
+
+    def admit_decodes(self, rids: list[int], now: float) -> None:
+        """``admit_decode`` for requests admitted together."""
+        self._advance_many(rids, _KV, _KV, self.decode_admit_s, now)
+
+    def start_decodes(self, rids: list[int], now: float) -> None:
+        """``start_decode`` for KV transfers that landed together."""
+        self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
 
     def start_prefills(self, rids: list[int], now: float) -> None:
         self._advance_many(rids, _QUEUED, _PREFILLING, self.prefill_start_s, now)
