@@ -104,6 +104,22 @@ class DecodeBatch:
         die = int(load.argmin())
         return None if load[die] == _FULL else die
 
+    def admit(self, rid: int, tokens: int) -> int | None:
+        """Reserve a slot and the KV blocks of a ``tokens``-long sequence on the die ``choose_die`` picks;
+        the slot, or None when no die has room. One call per admission: the common case (the least-occupied
+        die has the room) is taken here without the scan."""
+        if not self.free_slots:
+            return None
+        pools = self.pools
+        blocks = -(-tokens // pools.block_tokens)
+        die = self._least.first()
+        if pools.in_use[die] + blocks > pools.capacity or self.fenced[die]:
+            found = self.choose_die(blocks)
+            if found is None:
+                return None
+            die = found
+        return self.reserve(rid, die, blocks)
+
     def reserve(self, rid: int, die: int, blocks: int) -> int:
         """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
         self.pools.allocate(die, blocks)
@@ -216,7 +232,7 @@ class DecodeBatch:
             gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
             left -= gained
             tokens = int(gained.sum())
-        low = left.min()
+        low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
             over = left < 0
             tokens += int(left[over].sum())

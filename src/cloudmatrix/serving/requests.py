@@ -99,7 +99,7 @@ class RequestTable:
             getattr(self, name)[rid] = np.nan
 
     def _advance(self, rid: int, expected: int, new: int, column: np.ndarray, now: float) -> None:
-        if self.state[rid] != expected:
+        if self.state.item(rid) != expected:
             raise RuntimeError(f"request {rid}: {State(new).name} from state {self.state[rid]}")
         self.state[rid] = new
         column[rid] = now

@@ -79,10 +79,9 @@ class DecodeSide:
             length = prompt + output_len.item(rid)
             placed = None
             for i, batch in enumerate(decodes):
-                blocks = batch.pools.blocks_for(length)
-                die = batch.choose_die(blocks)
-                if die is not None:
-                    placed = (rid, i, batch.reserve(rid, die, blocks))
+                slot = batch.admit(rid, length)
+                if slot is not None:
+                    placed = (rid, i, slot)
                     break
             if placed is None:
                 break
