@@ -235,7 +235,7 @@ class DecodeBatch:
         low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
             over = left < 0
-            tokens += int(left[over].sum())
+            tokens += sum(left[over].tolist())  # a few: summed in Python (a numpy sum costs more here)
             left[over] = 0
         self.last_tokens = tokens
         self.kv_total += tokens
@@ -268,17 +268,21 @@ class DecodeBatch:
         keep = ~ending
         slots, finished = self._slots[ending], self._rids[ending]
         self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
-        cap, lengths, busiest, least, in_use = self.cap, self._length, self._busiest, self._least, self.pools.in_use
+        cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
+        busiest, least, active, rid_of = self._busiest.add, self._least.add, self._active, self._rid
+        freed_kv = freed_blocks = 0
         for slot in slots.tolist():  # a few a step: plain Python beats vector calls on tiny arrays here
             die = slot // cap
-            self.kv_total -= lengths[slot]  # nothing remains: the context is the whole length
-            blocks = self._blocks[slot]
+            freed_kv += lengths[slot]  # nothing remains: the context is the whole length
+            blocks = blocks_of[slot]
             in_use[die] -= blocks
-            self.used_blocks -= blocks
-            busiest.add(die, -1)
-            least.add(die, -1)
-            heappush(self._free[die], slot)
-            self._active[slot], self._rid[slot], self._blocks[slot], lengths[slot] = False, -1, 0, 0
+            freed_blocks += blocks
+            busiest(die, -1)
+            least(die, -1)
+            heappush(free[die], slot)
+            active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
+        self.kv_total -= freed_kv
+        self.used_blocks -= freed_blocks
         self.num_active -= finished.size
         self.free_slots += finished.size
         return finished

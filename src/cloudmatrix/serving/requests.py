@@ -144,14 +144,18 @@ class RequestTable:
         self.state[done] = _DONE
         self.generated[done] = self.output_len[done]
 
-    def _advance_many(self, rids: list[int], expected: int, new: int, column: np.ndarray, now: float) -> None:
-        """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing)."""
-        at = np.array(rids, dtype=np.int64)
+    def _advance_many(
+        self, rids: list[int] | np.ndarray, expected: int, new: int, column: np.ndarray, now: float
+    ) -> np.ndarray:
+        """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing); returns
+        their ids as an array."""
+        at = np.asarray(rids, dtype=np.int64)
         if np.count_nonzero(self.state[at] != expected):
             bad = int(at[np.argmax(self.state[at] != expected)])
             raise RuntimeError(f"request {bad}: {State(new).name} from state {self.state[bad]}")
         self.state[at] = new
         column[at] = now
+        return at
 
     def admit_decodes(self, rids: list[int], now: float) -> None:
         """``admit_decode`` for requests admitted together."""
@@ -161,12 +165,11 @@ class RequestTable:
         """``start_decode`` for KV transfers that landed together."""
         self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
 
-    def start_prefills(self, rids: list[int], now: float) -> None:
+    def start_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
         self._advance_many(rids, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
-    def end_prefills(self, rids: list[int], now: float) -> None:
-        self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)
-        self.generated[rids] = 1
+    def end_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
+        self.generated[self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)] = 1
 
 
 def unservable(t: RequestTable) -> InfeasibleDeploymentError:

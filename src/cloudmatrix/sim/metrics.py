@@ -61,7 +61,9 @@ def _busy(timeline: np.ndarray, instances: int, span_s: float) -> list[float]:
 def _pcts(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {f"p{p}": float("nan") for p in PCTS} | {"mean": float("nan")}
-    return {f"p{p}": float(np.percentile(values, p)) for p in PCTS} | {"mean": float(values.mean())}
+    # one call for all percentiles (one partition of the values; each is what its own call gives)
+    at = np.percentile(values, PCTS).tolist()
+    return {f"p{p}": v for p, v in zip(PCTS, at, strict=True)} | {"mean": float(values.mean())}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,8 +124,9 @@ class SimResult:
 
     def _timelines(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded prefill batches and decode steps as arrays (rows as ``Recorder`` keeps them)."""
-        pb = np.array(self.recorder.prefill_batches) if self.recorder.prefill_batches else np.zeros((0, 4))
-        ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 6))
+        rec = self.recorder  # (the rows mix ints and floats: naming the dtype spares numpy a type discovery)
+        pb = np.array(rec.prefill_batches, dtype=np.float64) if rec.prefill_batches else np.zeros((0, 4))
+        ds = np.array(rec.decode_steps, dtype=np.float64) if rec.decode_steps else np.zeros((0, 6))
         return pb, ds
 
     def _throughput(self, pb: np.ndarray, ds: np.ndarray) -> dict[str, float]:
