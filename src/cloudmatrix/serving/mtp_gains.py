@@ -19,13 +19,18 @@ def gains_of(draws: np.ndarray, mtp: int, acceptance: float) -> np.ndarray:
 
 
 class GainTable:
-    """The gains of the draws in one Lookahead buffer, rebuilt when the Lookahead draws a new buffer."""
+    """The gains of a span of a Lookahead's buffer, converted again when a step reads past the span or the
+    Lookahead has drawn a new buffer. A span covers ``SPAN`` draws at most (or one step's), so a buffer a
+    stretch's lookahead made long is never converted far ahead of the steps that read it."""
 
-    __slots__ = ("acceptance", "buffer", "gains", "mtp", "sums")
+    SPAN = 1 << 14  # draws converted at a time
+
+    __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "sums")
 
     def __init__(self, mtp: int, acceptance: float) -> None:
         self.mtp, self.acceptance = mtp, acceptance
         self.buffer: np.ndarray | None = None
+        self.first = self.last = 0  # the span: groups of draws [first, last) of the buffer
         self.gains = self.sums = np.zeros(0, dtype=np.int64)
 
     def take(self, rng: Lookahead, sequences: int) -> tuple[np.ndarray, int]:
@@ -37,11 +42,12 @@ class GainTable:
             return gains, int(gains.sum())
         if count > rng.buffer.size - rng.pos:
             rng.peek(count)
-        buffer = rng.buffer
-        if buffer is not self.buffer:  # a new buffer starts at a group's first draw (steps use whole groups)
-            self.buffer = buffer
-            self.gains = gains_of(buffer[: buffer.size // mtp * mtp], mtp, self.acceptance)
+        buffer, group = rng.buffer, rng.pos // mtp  # a buffer starts at a group's first draw (steps use whole groups)
+        if buffer is not self.buffer or group < self.first or group + sequences > self.last:
+            self.buffer, self.first = buffer, group
+            self.last = min(buffer.size // mtp, group + max(sequences, self.SPAN // mtp))
+            self.gains = gains_of(buffer[group * mtp : self.last * mtp], mtp, self.acceptance)
             self.sums = np.concatenate([[0], np.cumsum(self.gains)])
-        first = rng.pos // mtp
         rng.pos += count
-        return self.gains[first : first + sequences], self.sums.item(first + sequences) - self.sums.item(first)
+        at = group - self.first
+        return self.gains[at : at + sequences], self.sums.item(at + sequences) - self.sums.item(at)
