@@ -15,6 +15,8 @@ import numpy as np
 
 from cloudmatrix.serving.die_levels import Highest, LeastFirst
 from cloudmatrix.serving.kv_pool import KvBlockPools
+from cloudmatrix.serving.mtp_gains import GainTable, gains_of
+from cloudmatrix.workload.rng import Lookahead
 
 _FULL = np.iinfo(np.int64).max
 _NONE = np.zeros(0, dtype=np.int64)
@@ -24,12 +26,6 @@ class Uniforms(Protocol):
     """Where MTP acceptance draws come from: a numpy Generator, or a stream with lookahead over one."""
 
     def random(self, size: tuple[int, int]) -> np.ndarray: ...
-
-
-def _draws(rng: Uniforms, count: int) -> np.ndarray:
-    """The next ``count`` uniforms of the stream, as the step-by-step path draws them."""
-    take = getattr(rng, "take", None)
-    return take(count) if take is not None else rng.random((count, 1))[:, 0]
 
 
 class DecodeBatch:
@@ -55,6 +51,7 @@ class DecodeBatch:
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
+        self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
     @property
@@ -106,6 +103,22 @@ class DecodeBatch:
         )
         die = int(load.argmin())
         return None if load[die] == _FULL else die
+
+    def admit(self, rid: int, tokens: int) -> int | None:
+        """Reserve a slot and the KV blocks of a ``tokens``-long sequence on the die ``choose_die`` picks;
+        the slot, or None when no die has room. One call per admission: the common case (the least-occupied
+        die has the room) is taken here without the scan."""
+        if not self.free_slots:
+            return None
+        pools = self.pools
+        blocks = -(-tokens // pools.block_tokens)
+        die = self._least.first()
+        if pools.in_use[die] + blocks > pools.capacity or self.fenced[die]:
+            found = self.choose_die(blocks)
+            if found is None:
+                return None
+            die = found
+        return self.reserve(rid, die, blocks)
 
     def reserve(self, rid: int, die: int, blocks: int) -> int:
         """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
@@ -209,23 +222,20 @@ class DecodeBatch:
         if not n:  # a fault cut every sequence while the step ran
             self.last_tokens = 0
             return _NONE
-        if mtp == 1:  # the common case: 1 + (draw < acceptance)
-            accepted = _draws(rng, n) < self.acceptance
-            left -= accepted
-            left -= 1
-            tokens = n + int(np.count_nonzero(accepted))
-        elif mtp:  # 1 + the leading run of accepted draft tokens
-            run = np.logical_and.accumulate(_draws(rng, n * mtp).reshape(n, mtp) < self.acceptance, axis=1)
-            gained = run.sum(axis=1) + 1
-            left -= gained
-            tokens = int(gained.sum())
-        else:
+        if not mtp:
             left -= 1
             tokens = n
-        low = int(left.min())
+        elif isinstance(rng, Lookahead):  # the gains read off the stream's table (serving/mtp_gains.py)
+            gained, tokens = self._gain_table.take(rng, n)
+            left -= gained
+        else:
+            gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
+            left -= gained
+            tokens = int(gained.sum())
+        low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
             over = left < 0
-            tokens += int(left[over].sum())
+            tokens += sum(left[over].tolist())  # a few: summed in Python (a numpy sum costs more here)
             left[over] = 0
         self.last_tokens = tokens
         self.kv_total += tokens
@@ -258,17 +268,21 @@ class DecodeBatch:
         keep = ~ending
         slots, finished = self._slots[ending], self._rids[ending]
         self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
-        cap, lengths, busiest, least, in_use = self.cap, self._length, self._busiest, self._least, self.pools.in_use
+        cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
+        busiest, least, active, rid_of = self._busiest.add, self._least.add, self._active, self._rid
+        freed_kv = freed_blocks = 0
         for slot in slots.tolist():  # a few a step: plain Python beats vector calls on tiny arrays here
             die = slot // cap
-            self.kv_total -= lengths[slot]  # nothing remains: the context is the whole length
-            blocks = self._blocks[slot]
+            freed_kv += lengths[slot]  # nothing remains: the context is the whole length
+            blocks = blocks_of[slot]
             in_use[die] -= blocks
-            self.used_blocks -= blocks
-            busiest.add(die, -1)
-            least.add(die, -1)
-            heappush(self._free[die], slot)
-            self._active[slot], self._rid[slot], self._blocks[slot], lengths[slot] = False, -1, 0, 0
+            freed_blocks += blocks
+            busiest(die, -1)
+            least(die, -1)
+            heappush(free[die], slot)
+            active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
+        self.kv_total -= freed_kv
+        self.used_blocks -= freed_blocks
         self.num_active -= finished.size
         self.free_slots += finished.size
         return finished

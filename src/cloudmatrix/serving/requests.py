@@ -99,7 +99,7 @@ class RequestTable:
             getattr(self, name)[rid] = np.nan
 
     def _advance(self, rid: int, expected: int, new: int, column: np.ndarray, now: float) -> None:
-        if self.state[rid] != expected:
+        if self.state.item(rid) != expected:
             raise RuntimeError(f"request {rid}: {State(new).name} from state {self.state[rid]}")
         self.state[rid] = new
         column[rid] = now
@@ -127,7 +127,7 @@ class RequestTable:
 
     def finish(self, rids: np.ndarray, now: float) -> None:
         """The last token is out: every token of the output has been generated."""
-        if np.any(self.state[rids] != _DECODING):
+        if np.count_nonzero(self.state[rids] != _DECODING):
             raise RuntimeError("finish of a request that is not decoding")
         self.state[rids] = _DONE
         self.finish_s[rids] = now
@@ -144,21 +144,32 @@ class RequestTable:
         self.state[done] = _DONE
         self.generated[done] = self.output_len[done]
 
-    def _advance_many(self, rids: list[int], expected: int, new: int, column: np.ndarray, now: float) -> None:
-        """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing)."""
-        at = np.array(rids, dtype=np.int64)
-        if np.any(self.state[at] != expected):
+    def _advance_many(
+        self, rids: list[int] | np.ndarray, expected: int, new: int, column: np.ndarray, now: float
+    ) -> np.ndarray:
+        """``_advance`` for a batch of requests at once (a prefill batch, a KV transfer landing); returns
+        their ids as an array."""
+        at = np.asarray(rids, dtype=np.int64)
+        if np.count_nonzero(self.state[at] != expected):
             bad = int(at[np.argmax(self.state[at] != expected)])
             raise RuntimeError(f"request {bad}: {State(new).name} from state {self.state[bad]}")
         self.state[at] = new
         column[at] = now
+        return at
 
-    def start_prefills(self, rids: list[int], now: float) -> None:
+    def admit_decodes(self, rids: list[int], now: float) -> None:
+        """``admit_decode`` for requests admitted together."""
+        self._advance_many(rids, _KV, _KV, self.decode_admit_s, now)
+
+    def start_decodes(self, rids: list[int], now: float) -> None:
+        """``start_decode`` for KV transfers that landed together."""
+        self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
+
+    def start_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
         self._advance_many(rids, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
-    def end_prefills(self, rids: list[int], now: float) -> None:
-        self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)
-        self.generated[rids] = 1
+    def end_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
+        self.generated[self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)] = 1
 
 
 def unservable(t: RequestTable) -> InfeasibleDeploymentError:

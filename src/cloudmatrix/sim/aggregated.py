@@ -110,12 +110,10 @@ class AggregatedInstance:
         table, now = self.sim.table, self.sim.env.now
         while self.queue:
             rid = self.queue[0]
-            blocks = self.batch.pools.blocks_for(int(table.input_len[rid] + table.output_len[rid]))
-            die = self.batch.choose_die(blocks)
-            if die is None:
+            slot = self.batch.admit(rid, int(table.input_len[rid] + table.output_len[rid]))
+            if slot is None:
                 return
             self.queue.popleft()
-            slot = self.batch.reserve(rid, die, blocks)
             table.start_prefill(rid, now)
             self.prefilling.append([rid, slot, int(table.input_len[rid])])
 

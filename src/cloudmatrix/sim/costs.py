@@ -82,6 +82,7 @@ class StepCosts:
         self.request_overhead_s = request_fixed_s(self.stack, family, disaggregated=False)
         self.handoff_overhead_s = request_fixed_s(self.stack, family, disaggregated=True) - self.request_overhead_s
         self.afd = afd_of(scenario)
+        self.aggregated_chips = scenario.aggregated.chips if scenario.aggregated else None
 
     def decode_deployment(
         self, seqs_per_die: int | None = None, kv_len: int | None = None, chunk_tokens_per_chip: float | None = None
@@ -199,7 +200,9 @@ class StepCosts:
 
     def decode_step_s(self, seqs_per_die: int, mean_kv: float, chunk_tokens: float = 0.0) -> float:
         """A decode step (or an aggregated step carrying ``chunk_tokens`` prompt tokens in all)."""
-        per_chip = chunk_tokens / self.s.aggregated.chips if self.s.aggregated else 0.0
+        if self.aggregated_chips is None:  # disaggregated decode: no prompt chunk (asked once per step)
+            return self.decode_time_s(seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), 0)
+        per_chip = chunk_tokens / self.aggregated_chips
         return self.decode_time_s(
             seqs_per_die, max(round(mean_kv / KV_BUCKET_TOKENS), 1), math.ceil(per_chip / PREFILL_BUCKET_TOKENS)
         )

@@ -49,11 +49,14 @@ def plan(
         return None
     idx = batch.active_slots()
     remaining = batch.left()
-    lookahead = min(lookahead, int(remaining.min()))  # every step gains a token, so some sequence ends by then
+    # every step gains a token, so some sequence ends by then (the minimum through argmin: faster on int64)
+    lookahead = min(lookahead, remaining.item(remaining.argmin()))
     if lookahead < 2:
         return None
     if batch.mtp:
         cum = _cumulative_gains(batch, uniforms, idx, remaining, lookahead)
+        if len(cum) < 2:  # the next step finishes a sequence: nothing to skip
+            return None
         totals = np.minimum(cum, remaining).sum(axis=1)  # tokens the batch has gained after each step
     else:  # one token a step: nobody has fewer than ``lookahead`` left, so nothing is clipped
         cum = np.arange(1, lookahead + 1)[:, None]
@@ -87,7 +90,7 @@ def _cumulative_gains(
     """Tokens each sequence has gained after each step (unclipped, MTP on), up to the first step that
     finishes one and at most ``limit`` steps: (steps, sequences). The draws are looked at in doubling
     windows: at high concurrency some sequence finishes within a step or two."""
-    size = min(limit, 8)
+    size = min(limit, 2)
     while True:
         gains = batch.gains(uniforms.peek(size * idx.size * batch.mtp), idx, size)
         cum = np.cumsum(gains, axis=0)

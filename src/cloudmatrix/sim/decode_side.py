@@ -66,30 +66,55 @@ class DecodeSide:
     def _admit_waiting(self) -> None:
         """FIFO admission into decode: a request waits until some die has a slot and its KV blocks. The
         transfers started together that land at the same time land as one event, in admission order."""
-        waiting, table, now = self.waiting_kv, self.table, self.env.now
+        waiting = self.waiting_kv
+        if not waiting:
+            return
+        table, now, decodes, transfer_s = self.table, self.env.now, self.decodes, self.costs.kv_transfer_s
+        input_len, output_len = table.input_len, table.output_len
+        admitted: list[int] = []
         landing: dict[float, list[tuple[int, int, int]]] = {}
         while waiting:
             rid = waiting[0]
-            length = int(table.input_len[rid] + table.output_len[rid])
+            prompt = input_len.item(rid)
+            length = prompt + output_len.item(rid)
             placed = None
-            for i, batch in enumerate(self.decodes):
-                blocks = batch.pools.blocks_for(length)
-                die = batch.choose_die(blocks)
-                if die is not None:
-                    placed = (rid, i, batch.reserve(rid, die, blocks))
+            for i, batch in enumerate(decodes):
+                slot = batch.admit(rid, length)
+                if slot is not None:
+                    placed = (rid, i, slot)
                     break
             if placed is None:
                 break
             waiting.popleft()
-            table.admit_decode(rid, now)
-            at = now + self.costs.kv_transfer_s(int(table.input_len[rid]))  # as a timeout sums it
-            landing.setdefault(at, []).append(placed)
+            admitted.append(rid)
+            at = now + transfer_s(prompt)  # as a timeout sums it
+            group = landing.get(at)
+            if group is None:
+                landing[at] = [placed]
+            else:
+                group.append(placed)
+        if admitted:
+            table.admit_decodes(admitted, now)
         for at, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
             call_at(self.env, at, partial(self._kv_landed, group))
 
     def _kv_landed(self, group: list[tuple[int, int, int]], _event: object) -> None:
+        if self.faults or self.cancelled or self.listener:
+            for rid, inst, slot in group:
+                self._kv_arrived(rid, inst, slot)
+            return
+        # nothing else can touch these requests meanwhile: their first tokens are stamped together
+        now, table = self.env.now, self.table
+        table.start_decodes([rid for rid, _, _ in group], now)
+        input_len, output_len = table.input_len, table.output_len
         for rid, inst, slot in group:
-            self._kv_arrived(rid, inst, slot)
+            remaining = output_len.item(rid) - 1  # the prefill produced the first token
+            if remaining <= 0:  # a one-token answer is complete once its first token is delivered
+                self.decodes[inst].release(slot)
+                self._finish(np.array([rid]))
+                continue
+            self.decodes[inst].activate(slot, input_len.item(rid) + 1, remaining)
+            self.decode_loops[inst].wake()
 
     def _kv_arrived(self, rid: int, inst: int, slot: int) -> None:
         if self.faults and self.faults.intercept(rid, inst, slot):  # landed on a die a fault took out

@@ -185,9 +185,9 @@ class Simulation(DecodeSide):
             agg = [inst.load() for inst in self.aggregated]
             self.aggregated[least_loaded(self.faults.route(agg, False) if self.faults else agg)].enqueue(rid)
             return
-        tokens = int(self.table.input_len[rid])
+        tokens = self.table.input_len.item(rid)
         loads: list[float] = [
-            q.queued_tokens + (q.budget if busy else 0)
+            q.queued_tokens + q.budget if busy else q.queued_tokens
             for q, busy in zip(self.prefill_queues, self.prefill_busy, strict=True)
         ]
         if self.faults:  # instances a fault holds are out of reach

@@ -61,7 +61,9 @@ def _busy(timeline: np.ndarray, instances: int, span_s: float) -> list[float]:
 def _pcts(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {f"p{p}": float("nan") for p in PCTS} | {"mean": float("nan")}
-    return {f"p{p}": float(np.percentile(values, p)) for p in PCTS} | {"mean": float(values.mean())}
+    # one call for all percentiles (one partition of the values; each is what its own call gives)
+    at = np.percentile(values, PCTS).tolist()
+    return {f"p{p}": v for p, v in zip(PCTS, at, strict=True)} | {"mean": float(values.mean())}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -118,13 +120,21 @@ class SimResult:
 
     def throughput(self) -> dict[str, float]:
         """Per-chip tokens/s over each pool's active window (first batch start to last batch end)."""
+        return self._throughput(*self._timelines())
+
+    def _timelines(self) -> tuple[np.ndarray, np.ndarray]:
+        """The recorded prefill batches and decode steps as arrays (rows as ``Recorder`` keeps them)."""
+        rec = self.recorder  # (the rows mix ints and floats: naming the dtype spares numpy a type discovery)
+        pb = np.array(rec.prefill_batches, dtype=np.float64) if rec.prefill_batches else np.zeros((0, 4))
+        ds = np.array(rec.decode_steps, dtype=np.float64) if rec.decode_steps else np.zeros((0, 6))
+        return pb, ds
+
+    def _throughput(self, pb: np.ndarray, ds: np.ndarray) -> dict[str, float]:
         out = {"prefill": 0.0, "decode": 0.0}
-        if self.recorder.prefill_batches:
-            pb = np.array(self.recorder.prefill_batches)
+        if len(pb):
             window = (pb[:, 1] + pb[:, 2]).max() - pb[:, 1].min()
             out["prefill"] = float(pb[:, 3].sum() / (window * self.prefill_chips)) if window > 0 else 0.0
-        if self.recorder.decode_steps:
-            ds = np.array(self.recorder.decode_steps)
+        if len(ds):
             window = (ds[:, 1] + ds[:, 2]).max() - ds[:, 1].min()
             out["decode"] = float(ds[:, 4].sum() / (window * self.decode_chips)) if window > 0 else 0.0
         return out
@@ -134,8 +144,7 @@ class SimResult:
         done = self.done_ids()
         ttft, tpot = self.ttft_s(), self.tpot_s()
         ok = (ttft <= self.ttft_slo_s) & (tpot <= self.tpot_slo_s)
-        ds = np.array(self.recorder.decode_steps) if self.recorder.decode_steps else np.zeros((0, 6))
-        pb = np.array(self.recorder.prefill_batches) if self.recorder.prefill_batches else np.zeros((0, 4))
+        pb, ds = self._timelines()  # converted once: a long run records tens of thousands of steps
         ms = 1e3
         return {
             "scenario": self.scenario,
@@ -148,7 +157,7 @@ class SimResult:
             "e2e_ms": {k: v * ms for k, v in _pcts(t.finish_s[done] - t.arrival_s[done]).items()},
             "queue_ms": {k: v * ms for k, v in _pcts(t.prefill_start_s[done] - t.arrival_s[done]).items()},
             "kv_transfer_ms": {k: v * ms for k, v in _pcts(t.first_token_s[done] - t.decode_admit_s[done]).items()},
-            "throughput_per_chip_tok_s": self.throughput(),
+            "throughput_per_chip_tok_s": self._throughput(pb, ds),
             "slo_attainment": self.slo_attainment(ok),
             "goodput_req_s": self.goodput_req_s(ok),
             "sim_time_s": self.sim_time_s,

@@ -1,0 +1,53 @@
+"""MTP gains read off the acceptance draws a buffer at a time. A decode step gives each active sequence 1 +
+its accepted draft tokens (the leading run of its ``mtp`` draws below the acceptance rate). Rather than
+compare a step's few hundred draws anew at every step, the gains of a whole buffer of draws (a
+``workload.rng.Lookahead``'s) are computed once with their running sums: a step then takes a slice, and its
+token count is a difference of two sums. The numbers are the draws' own, so the steps are unchanged."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cloudmatrix.workload.rng import Lookahead
+
+
+def gains_of(draws: np.ndarray, mtp: int, acceptance: float) -> np.ndarray:
+    """1 + the leading run of accepted drafts, per group of ``mtp`` consecutive draws (mtp >= 1)."""
+    ok = draws.reshape(-1, mtp) < acceptance
+    run = ok[:, 0] if mtp == 1 else np.logical_and.accumulate(ok, axis=1).sum(axis=1)
+    return run.astype(np.int64) + 1
+
+
+class GainTable:
+    """The gains of a span of a Lookahead's buffer, converted again when a step reads past the span or the
+    Lookahead has drawn a new buffer. A span covers ``SPAN`` draws at most (or one step's), so a buffer a
+    stretch's lookahead made long is never converted far ahead of the steps that read it."""
+
+    SPAN = 1 << 14  # draws converted at a time
+
+    __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "sums")
+
+    def __init__(self, mtp: int, acceptance: float) -> None:
+        self.mtp, self.acceptance = mtp, acceptance
+        self.buffer: np.ndarray | None = None
+        self.first = self.last = 0  # the span: groups of draws [first, last) of the buffer
+        self.gains = self.sums = np.zeros(0, dtype=np.int64)
+
+    def take(self, rng: Lookahead, sequences: int) -> tuple[np.ndarray, int]:
+        """The next ``sequences`` gains of ``rng``'s stream, used up, and their total."""
+        mtp = self.mtp
+        count = sequences * mtp
+        if rng.pos % mtp:  # the stream was used in other units: read the draws themselves
+            gains = gains_of(rng.take(count), mtp, self.acceptance)
+            return gains, int(gains.sum())
+        if count > rng.buffer.size - rng.pos:
+            rng.peek(count)
+        buffer, group = rng.buffer, rng.pos // mtp  # a buffer starts at a group's first draw (steps use whole groups)
+        if buffer is not self.buffer or group < self.first or group + sequences > self.last:
+            self.buffer, self.first = buffer, group
+            self.last = min(buffer.size // mtp, group + max(sequences, self.SPAN // mtp))
+            self.gains = gains_of(buffer[group * mtp : self.last * mtp], mtp, self.acceptance)
+            self.sums = np.concatenate([[0], np.cumsum(self.gains)])
+        rng.pos += count
+        at = group - self.first
+        return self.gains[at : at + sequences], self.sums.item(at + sequences) - self.sums.item(at)
