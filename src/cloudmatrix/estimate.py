@@ -11,6 +11,7 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
 from cloudmatrix.cost.moe import expert_imbalance
+from cloudmatrix.cost.shape_range import shape_reasons
 from cloudmatrix.cost.step import StepCost, best_step_cost
 from cloudmatrix.deploy import Deployment, Phase, Plan, mtp_tokens_per_step, plan
 
@@ -77,6 +78,8 @@ class Estimate:
             "roofline_us": s.roofline_us,
             "roofline_step_ms": s.roofline_step_s * 1e3,
             "roofline_binding": s.roofline_binding,
+            # ops priced outside their kernel's measured shape (the intervals widen on these reasons)
+            "shape_extrapolating": list(shape_reasons(p)),
         }
         if d.phase == Phase.AGGREGATED:
             out.update(

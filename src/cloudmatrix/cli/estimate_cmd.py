@@ -210,7 +210,7 @@ def estimate(
         system,
         ESTIMATE_METRICS,
         d["stack"],
-        {"model": model, "weights": precision, "isl": input_len, "steady": True},
+        {"model": model, "weights": precision, "isl": input_len, "steady": True, "shapes": d["shape_extrapolating"]},
     )
     if as_json:
         _emit_json(d)
