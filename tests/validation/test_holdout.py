@@ -183,10 +183,8 @@ def test_nested_intervals_never_see_their_group() -> None:
     # the only group on hopper: a new family is also a stack new on it, and no stack hold-out error is given
     g0 = next(c for c in summary(scored)["groups"] if c["group"] == HOPPER)
     assert g0["unknown_share"] == 1.0 and s["rows"] == 36 and s["unknown_share"] == 0.25
-    assert next(x for x in scored if x["group"] == HOPPER)["extrapolating"] == [
-        "chip family hopper has no rows",
-        "weights fp8 have no rows on hopper",
-    ]
+    # a new family's formats are new with it: its hold-out error holds that step, so no weights step is added
+    assert next(x for x in scored if x["group"] == HOPPER)["extrapolating"] == ["chip family hopper has no rows"]
 
 
 def test_summary_statistics_exact() -> None:
@@ -235,33 +233,33 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.8223, 0.0, 24.52, 146.61),
-        "tpot_ms": (0.8233, 0.0, 24.74, 123.79),
-        "ttft_ms": (0.9429, 0.0, 18.98, 240.3),
+        "output_tok_s_per_chip": (0.8885, 0.0, 24.55, 121.59),
+        "tpot_ms": (0.8967, 0.0, 25.59, 125.13),
+        "ttft_ms": (0.9429, 0.0, 18.98, 215.38),
     },
     "stack": {
-        "output_tok_s_per_chip": (0.9408, 0.0, 17.84, 158.99),
-        "tpot_ms": (0.8667, 0.0, 16.26, 110.53),
-        "ttft_ms": (0.9714, 0.0, 42.4, 463.97),
+        "output_tok_s_per_chip": (0.8502, 0.0, 17.94, 127.91),
+        "tpot_ms": (0.83, 0.0, 17.19, 113.96),
+        "ttft_ms": (0.9643, 0.0, 42.73, 420.55),
     },
     "model": {
-        "output_tok_s_per_chip": (0.878, 0.0, 27.8, 138.63),
-        "tpot_ms": (0.7967, 0.0, 30.1, 111.57),
-        "ttft_ms": (0.9036, 0.0, 55.61, 205.23),
+        "output_tok_s_per_chip": (0.885, 0.0, 27.8, 161.2),
+        "tpot_ms": (0.8667, 0.0, 30.1, 141.15),
+        "ttft_ms": (0.975, 0.0, 55.61, 271.5),
     },
     "isl": {
-        "output_tok_s_per_chip": (0.892, 0.0, 37.82, 119.46),
-        "tpot_ms": (0.8133, 0.0, 25.82, 97.2),
-        "ttft_ms": (0.7786, 0.0, 64.94, 489.42),
+        "output_tok_s_per_chip": (0.9129, 0.0, 37.95, 180.36),
+        "tpot_ms": (0.86, 0.0, 26.01, 170.02),
+        "ttft_ms": (0.9179, 0.0, 64.94, 683.2),
     },
     "series": {
-        "output_tok_s_per_chip": (0.7247, 0.0, 9.13, 24.94),
-        "tpot_ms": (0.7533, 0.0, 9.19, 32.17),
-        "ttft_ms": (0.7321, 0.0, 19.77, 56.39),
+        "output_tok_s_per_chip": (0.7178, 0.0, 9.13, 24.94),
+        "tpot_ms": (0.75, 0.0, 9.4, 32.03),
+        "ttft_ms": (0.7286, 0.0, 19.77, 56.39),
     },
     "band": {
         "output_tok_s_per_chip": (0.7631, 0.0, 23.7, 64.05),
-        "tpot_ms": (0.73, 0.0, 18.97, 89.0),
+        "tpot_ms": (0.73, 0.0, 19.23, 103.81),
         "ttft_ms": (0.9357, 0.0, 42.03, 363.31),
     },
 }
@@ -309,8 +307,8 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # without any of their rows. Per metric: (coverage, unknown share, median |error| %, median width %). Not a
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (0.6164, 0.0, 34.82, 115.53),
-    "tpot_ms": (0.625, 0.0, 21.06, 101.99),
+    "output_tok_s_per_chip": (0.726, 0.0, 33.72, 115.53),
+    "tpot_ms": (0.7625, 0.0, 21.61, 101.99),
     "ttft_ms": (0.9863, 0.0, 37.98, 686.71),
 }
 

@@ -234,7 +234,8 @@ def test_estimate_carries_intervals() -> None:
 
 def test_cloudmatrix_draws_on_its_own_paper_rows() -> None:
     """CloudMatrix-Infer has no validation-corpus row: the CloudMatrix384's answer draws on the paper's
-    predicted rows (reproduce), holds where they fall, and names that they are thin (a stack step widens it)."""
+    predicted rows (reproduce), holds where they fall, and names that they are thin (no Ascend cell is
+    validated, so the family and stack steps widen it)."""
     res = runner.invoke(app, ["estimate", "--batch-per-chip", "96", "--mtp", "1", "--mtp-acceptance", "0.7", "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
@@ -244,10 +245,11 @@ def test_cloudmatrix_draws_on_its_own_paper_rows() -> None:
     for path, iv in d["intervals"].items():
         own = [r for r in paper if r["metric"] == iv["metric"]]
         assert len({r["series"] for r in own}) >= 3 and len(own) < MIN_ROWS  # its own evidence, thin
-        assert iv["extrapolating"] == [
-            f"stack cloudmatrix-infer has only {len(own)} rows from {len({r['series'] for r in own})} "
-            "deployments on ascend"
-        ]
+        # a thin cell (a stack step), or, for a metric with no Ascend cell of 8 rows from 3 deployments, a
+        # family that counts as new (the family and stack steps)
+        thin_cell = f"stack cloudmatrix-infer has only {len(own)} rows from {len({r['series'] for r in own})} "
+        first = iv["extrapolating"][0]
+        assert first == thin_cell + "deployments on ascend" or first.startswith("chip family ascend has no cell of 8")
         lo, hi = series_quantiles(own, [0.1, 0.9])
         # the hull holds its own rows' interval (to the JSON's rounding) and more rows beside them
         assert iv["lo"] <= lo * d[path] + 1e-3 and iv["hi"] >= hi * d[path] - 1e-3 and iv["rows"] > len(own)

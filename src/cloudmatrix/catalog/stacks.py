@@ -21,9 +21,12 @@ from cloudmatrix.errors import ConfigError, UnknownIdError
 STACKS_PATH = DATA_DIR / "stacks.yaml"
 DEFAULT_FAMILY = "default"
 Vendor = Literal["nvidia", "amd", "huawei"]  # a system's ``vendor`` in the hardware catalog
-# In-memory replacements of catalog entries, keyed (stack, family entry): the hold-out study prices a group with
-# constants refitted without its rows (``overridden_costs``); nothing is written to the catalog.
-_OVERRIDES: ContextVar[Mapping[tuple[str, str], StackCosts] | None] = ContextVar("stack_cost_overrides", default=None)
+GRAPH_ENTRY = "graph"  # the override key (stack, GRAPH_ENTRY) replaces a stack's graph costs
+# In-memory replacements of catalog entries, keyed (stack, family entry) or (stack, GRAPH_ENTRY): the hold-out
+# study prices a group with constants refitted without its rows (``overridden_costs``); nothing is written to
+# the catalog. The key of the overrides in force is made once per block (priced-step caches read it often).
+_OVERRIDES: ContextVar[Mapping[tuple[str, str], Override] | None] = ContextVar("stack_cost_overrides", default=None)
+_OVERRIDES_KEY: ContextVar[tuple[tuple[tuple[str, str], str], ...]] = ContextVar("stack_overrides_key", default=())
 
 
 class StackCosts(Frozen):
@@ -147,33 +150,36 @@ class StackProfile(Frozen):
         else:
             entry = self.families[DEFAULT_FAMILY]
         overrides = _OVERRIDES.get()
-        key = (self.id, family if family in self.families else DEFAULT_FAMILY)
-        if overrides and key in overrides:
-            return overrides[key]
+        found = overrides.get((self.id, family if family in self.families else DEFAULT_FAMILY)) if overrides else None
+        if isinstance(found, StackCosts):
+            return found
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
             return load_stack(stack).costs(like_family)
         return entry
 
 
+Override = StackCosts | GraphExecution
+
+
 @contextmanager
-def overridden_costs(overrides: Mapping[tuple[str, str], StackCosts]) -> Iterator[None]:
-    """Price with ``overrides`` in place of the named (stack, family) entries inside the block (a ``like``
-    reference to a replaced entry follows it)."""
+def overridden_costs(overrides: Mapping[tuple[str, str], Override]) -> Iterator[None]:
+    """Price with ``overrides`` in place of the named (stack, family) entries, and of a stack's graph costs
+    under (stack, ``GRAPH_ENTRY``), inside the block (a ``like`` reference to a replaced entry follows it)."""
     token = _OVERRIDES.set(dict(overrides))
+    key = tuple(sorted((k, costs.model_dump_json()) for k, costs in overrides.items()))
+    key_token = _OVERRIDES_KEY.set(key)
     try:
         yield
     finally:
+        _OVERRIDES_KEY.reset(key_token)
         _OVERRIDES.reset(token)
 
 
 def overrides_key() -> tuple[tuple[tuple[str, str], str], ...]:
     """The stack-cost overrides in force, as a hashable key (empty without any): a cache of priced steps
     keys on it, so a price made under one refit is never served under another, or under none."""
-    overrides = _OVERRIDES.get()
-    if not overrides:
-        return ()
-    return tuple(sorted((key, costs.model_dump_json()) for key, costs in overrides.items()))
+    return _OVERRIDES_KEY.get()
 
 
 class StackCatalog(Frozen):
@@ -240,8 +246,13 @@ def stack_scheduling(stack: str | None) -> Scheduling:
 
 
 def stack_graph(stack: str | None) -> GraphExecution | None:
-    """A stack's device-graph execution costs (None: no stack, or launches hidden and no per-op cost)."""
-    return None if stack is None else load_stack(stack).graph
+    """A stack's device-graph execution costs (None: no stack, or launches hidden and no per-op cost), as
+    overridden inside ``overridden_costs``."""
+    if stack is None:
+        return None
+    overrides = _OVERRIDES.get()
+    found = overrides.get((stack, GRAPH_ENTRY)) if overrides else None
+    return found if isinstance(found, GraphExecution) else load_stack(stack).graph
 
 
 def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:

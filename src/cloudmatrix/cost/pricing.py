@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share, kernel_curves
-from cloudmatrix.catalog.stacks import stack_graph, stack_kernels
+from cloudmatrix.catalog.stacks import overrides_key, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
@@ -223,13 +223,14 @@ def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> 
     return graph.exposed_launches(speculative) * start.value * 1e-6
 
 
-_PRICERS: dict[tuple[int, str | None, tuple[str, ...]], Pricer] = {}
+_PRICERS: dict[tuple[int, str | None, tuple[str, ...], tuple[Any, ...]], Pricer] = {}
 
 
 def pricer(plan: Plan) -> Pricer:
-    """The pricer of a plan's hardware, stack and named kernels, built once per triple."""
+    """The pricer of a plan's hardware, stack and named kernels, built once per triple and per set of stack
+    overrides in force (a hold-out refit of a stack's graph cost per op changes its launch time)."""
     hw, stack, kernels = plan.hardware, plan.deployment.stack, plan.deployment.kernels
-    key = (id(hw), stack, kernels)
+    key = (id(hw), stack, kernels, overrides_key())
     p = _PRICERS.get(key)
     if p is None or p.hardware is not hw:  # the entry holds its hardware, so an id is never reused under it
         if len(_PRICERS) >= 64:

@@ -15,13 +15,14 @@ relative TPOT gaps has a closed form. Rows the twin refuses carry no gap."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Collection
 from dataclasses import dataclass
 
-from cloudmatrix.catalog.corpus import load_corpora
+from cloudmatrix.catalog.corpus import load_rows
 from cloudmatrix.catalog.hardware import Hardware, chip_family, load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import stack_graph
+from cloudmatrix.catalog.stacks import GraphExecution, stack_graph
 from cloudmatrix.catalog.validation import ValidationRow
 from cloudmatrix.deploy import Deployment, Phase, mtp_tokens_per_step
 from cloudmatrix.errors import CloudMatrixError
@@ -118,14 +119,22 @@ def graph_row(row: ValidationRow) -> GraphRow | None:
     return None
 
 
-def fit_graph_op_launch(stack: str = "sglang-ascend") -> GraphFit:
-    """Least squares over the stack's fitted-role decode rows on chips with a graph start-up: minimise the
-    sum of squared relative TPOT gaps, clamped at zero (a cost cannot be negative)."""
-    rows = [
-        r
-        for r in load_corpora(list(GRAPH_FIT_CORPORA))
+def graph_fit_rows(stack: str = "sglang-ascend") -> list[tuple[ValidationRow, str]]:
+    """The stack's fitted-role rows on chips with a graph start-up that its per-op cost is fitted on, each with
+    its corpus."""
+    return [
+        (r, name)
+        for name in GRAPH_FIT_CORPORA
+        for r in load_rows(name)
         if r.role == "fitted" and r.stack == stack and chip_family(r.system) == "ascend"
     ]
+
+
+def fit_graph_op_launch(stack: str = "sglang-ascend", held: Collection[str] = ()) -> GraphFit:
+    """Least squares over the stack's fitted-role decode rows on chips with a graph start-up (without the
+    ``held`` row ids): minimise the sum of squared relative TPOT gaps, clamped at zero (a cost cannot be
+    negative)."""
+    rows = [r for r, _ in graph_fit_rows(stack) if r.id not in held]
     fit_rows = [g for g in (graph_row(r) for r in rows) if g is not None]
     # relative gap_i(v) = (base_i + ops_i v) / (acc_i tpot_i) - 1 = a_i + b_i v
     num = den = 0.0
@@ -136,3 +145,23 @@ def fit_graph_op_launch(stack: str = "sglang-ascend") -> GraphFit:
         den += b * b
     v = max(num / den, 0.0) if den > 0 else 0.0
     return GraphFit(stack=stack, op_launch_us=v, rows=fit_rows)
+
+
+def graph_refit(held: Collection[str], stack: str = "sglang-ascend") -> tuple[GraphExecution, str] | None:
+    """The stack's graph costs with the per-op cost refitted without the ``held`` row ids (a hold-out group),
+    and a note; None where none of its fit rows is held. With no fit row left, the per-op cost falls back to
+    0: the chip's ``launch_us`` alone, as for a stack with no graph cost per op. Call it under the group's
+    refitted host times (``overridden_costs``): the fit prices the rows' steps with them."""
+    rows = [r.id for r, _ in graph_fit_rows(stack)]
+    graph = stack_graph(stack)
+    kept = [i for i in rows if i not in held]
+    if graph is None or len(kept) == len(rows):
+        return None
+    if kept:
+        value = fit_graph_op_launch(stack, held).op_launch_us
+        source = f"hold-out refit on {len(kept)} of {len(rows)} fit rows"
+        note = f"{stack}/graph: op_launch_us refitted on {len(kept)} of {len(rows)} fit rows ({value:.2f} µs/op)"
+    else:
+        value, source = 0.0, "borrowed: no graph cost per op (the chip's launch_us alone)"
+        note = f"{stack}/graph: no fit rows left; op_launch_us falls back to 0 µs/op (the chip's launch_us alone)"
+    return graph.model_copy(update={"op_launch_us": Sourced(value=value, source=source)}), note

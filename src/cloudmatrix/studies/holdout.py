@@ -3,12 +3,14 @@ chip family, a stack, a model, an ISL band, a concurrency band, a corpus), refit
 rows without them, predict its rows with the refitted constants, and score them against intervals built only
 from the other groups' own out-of-group errors (nested: a group never sees its own residuals).
 
-The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``; the
-other calibrated constants are fitted on the papers' rows and microbenchmarks, never on validation rows).
-A refit is an in-memory override handed to the pricing (``catalog.stacks.overridden_costs``); where a group
-takes every fit row of a (stack, family), that entry falls back to the stack's ``default`` entry (its pooled
-fit over the families left, or the ``like:`` stack it names); a stack left with no fit rows at all is priced
-with the fit over every other engine's rows. The group's notes say so."""
+The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``) and
+SGLang-on-Ascend's graph cost per op (``studies/graph_fit.py``); the other calibrated constants are fitted on
+the papers' rows and microbenchmarks, never on validation rows. A refit is an in-memory override handed to the
+pricing (``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack, family), that
+entry falls back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:``
+stack it names); a stack left with no fit rows at all is priced with the fit over every other engine's rows.
+The graph cost per op is refitted the same way, under the group's refitted host times; with none of its rows
+left it falls back to no cost per op beyond the chip's ``launch_us``. The group's notes say so."""
 
 from __future__ import annotations
 
@@ -24,19 +26,24 @@ from cloudmatrix.catalog.residuals import isl_band, model_class
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import (
     DEFAULT_FAMILY,
+    GRAPH_ENTRY,
     CostsLike,
+    Override,
     StackCosts,
     host_times_basis,
     load_stack,
     overridden_costs,
+    stack_graph,
 )
 from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
 from cloudmatrix.errors import CloudMatrixError
+from cloudmatrix.studies.graph_fit import graph_fit_rows, graph_refit
 from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
 HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
-Overrides = dict[tuple[str, str], StackCosts]
+Overrides = dict[tuple[str, str], Override]
+GRAPH_STACK = "sglang-ascend"  # the stack whose graph cost per op is fitted on validation rows (graph_fit)
 Progress = Callable[[int, int], None]
 
 
@@ -83,7 +90,8 @@ def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
     if isinstance(entry, CostsLike):
         like_stack, like_family = entry.like.split("/")
         return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
-    return overrides.get((stack, DEFAULT_FAMILY), entry), f"{stack}'s default entry"
+    refitted = overrides.get((stack, DEFAULT_FAMILY))
+    return refitted if isinstance(refitted, StackCosts) else entry, f"{stack}'s default entry"
 
 
 def _every_engine(
@@ -152,6 +160,19 @@ def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
     return Refit(overrides=overrides, notes=tuple(notes))
 
 
+def with_graph_refit(fitted: Refit, held: set[str]) -> Refit:
+    """``fitted`` (the host times refitted without ``held``) with SGLang-on-Ascend's graph cost per op refitted
+    without them too (``studies/graph_fit.py``; fitted under the refitted host times), where any of its fit
+    rows is held."""
+    with overridden_costs(fitted.overrides):
+        found = graph_refit(held, GRAPH_STACK)
+    if found is None:
+        return fitted
+    graph, note = found
+    overrides = fitted.overrides | {(GRAPH_STACK, GRAPH_ENTRY): graph}
+    return Refit(overrides=overrides, notes=(*fitted.notes, note))
+
+
 def _run_task(task: tuple[ValidationRow, Overrides]) -> RowOutcome:
     row, overrides = task
     with overridden_costs(overrides):
@@ -183,7 +204,9 @@ def run_tasks(
 def _priced_with(row: ValidationRow, overrides: Overrides) -> str:
     """The stack constants this row is priced with under ``overrides`` (a key: equal keys, equal answers)."""
     with overridden_costs(overrides):
-        return load_stack(row.stack).costs(chip_family(row.system)).model_dump_json()
+        graph = stack_graph(row.stack)
+        costs = load_stack(row.stack).costs(chip_family(row.system)).model_dump_json()
+        return costs + ("" if graph is None else graph.model_dump_json())
 
 
 # (row id, constants it is priced with) -> outcome: kinds run in one process share their runs (a family and
@@ -253,9 +276,9 @@ def holdout(
     for row, corpus in rows:
         groups.setdefault(group_of(row, kind, corpus), []).append(row)
     held: dict[str, set[str]] = {g: {r.id for r in members} for g, members in groups.items()}
-    for row, corpus in universe:
+    for row, corpus in [*universe, *graph_fit_rows(GRAPH_STACK)]:
         held.get(group_of(row, kind, corpus), set()).add(row.id)
-    refits = {g: refit(fits, held[g]) for g in groups}
+    refits = {g: with_graph_refit(refit(fits, held[g]), held[g]) for g in groups}
     memo = {} if memo is None else memo
     outcomes: dict[str, RowOutcome] = {}
     tasks, keys = [], []

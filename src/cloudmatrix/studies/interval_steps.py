@@ -57,8 +57,10 @@ def domain_steps(
     if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
         reasons.append(f"model class {q.model_class} has no rows")
         steps.append("model")
+    # a family counted new is new in every format: its hold-out error holds that step (no second count)
     formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
-    if q.weights is not None and FORMAT_PRECISION.get(q.weights, q.weights) not in formats:
+    new_format = FORMAT_PRECISION.get(str(q.weights), q.weights) not in formats
+    if q.weights is not None and "family" not in steps and new_format:
         reasons.append(f"weights {q.weights} have no rows on {family}")
         steps.append("model")
     own, near = cells
@@ -140,8 +142,21 @@ def step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list
     return t.counterpart_kinds.get(kind, [])
 
 
+def step_spread(rows: Sequence[Row], coverage: float) -> float:
+    """A step's error as a spread in log: ``coverage`` of the step's rows lie within a factor e^spread of
+    the prediction (series-weighted), on either side."""
+    return series_quantiles(rows, [coverage], score=lambda r: abs(math.log(r["measured"] / r["predicted"])))[0]
+
+
+def combined_spread(spreads: Sequence[float]) -> float:
+    """Several kinds of step at once (a new family and a new model; a cell with no rows on a family with none,
+    which no hold-out measures whole: leave-stack-and-family-out, as the family and stack steps): independent
+    sources of error, so their spreads in log add in quadrature, wider than any one alone and narrower than
+    their sum (the union of their intervals, as before, counted only the widest)."""
+    return math.sqrt(sum(s * s for s in spreads))
+
+
 def step_bounds(rows: Sequence[Row], coverage: float) -> tuple[float, float]:
-    """A step's interval as ratios to the prediction: ``coverage`` of the step's rows lie within a factor
-    of the prediction (series-weighted), on either side."""
-    spread = series_quantiles(rows, [coverage], score=lambda r: abs(math.log(r["measured"] / r["predicted"])))[0]
+    """A step's interval as ratios to the prediction (``step_spread`` on either side)."""
+    spread = step_spread(rows, coverage)
     return math.exp(-spread), math.exp(spread)

@@ -7,12 +7,14 @@ The residuals are split first by how the query's host times were obtained (``stu
 fitted on rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit
 row). Inside that pool, the base is stratified in a fixed fall-back order: (family x stack, model class,
 concurrency band, ISL band), then without the ISL band, then without the concurrency band, then (family x
-stack). Each step outside the validated domain (a new family, a stack new on a family, a new model class,
-weight format or model, an ISL or concurrency outside the validated ones; ``studies/interval_steps.py``)
-widens the interval by that kind's hold-out error, measured where the step is taken alike, as a spread
-about the prediction, with the reason named; and an answer outside the domain is never narrower than one a
-single condition inside it (the validated cells one condition away set its least width). With no basis at
-all the answer is ``unknown``.
+stack). Each step outside the validated domain (a new family, or one with no validated cell; a stack new on
+a family; a new model class, weight format or model; an ISL or concurrency outside the validated ones;
+``studies/interval_steps.py``) widens the interval by that kind's hold-out error, measured where the step is
+taken alike, as a spread about the prediction, with the reason named. Distinct kinds of step are independent
+sources of error and add in quadrature; a step another implies (a new family's formats) is not counted
+again. An answer outside the domain is never narrower than one a single condition inside it: the validated
+cells one condition away, each as its own answer draws on it (``_answered``), set its least width. With no
+basis at all the answer is ``unknown``.
 
 The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
 quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
@@ -43,7 +45,14 @@ from cloudmatrix.studies.interval_pools import (
     interval_rows,
     series_quantiles,
 )
-from cloudmatrix.studies.interval_steps import STEP_KINDS, Query, domain_steps, step_bounds, step_error
+from cloudmatrix.studies.interval_steps import (
+    STEP_KINDS,
+    Query,
+    combined_spread,
+    domain_steps,
+    step_error,
+    step_spread,
+)
 
 __all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
 
@@ -174,22 +183,38 @@ def _pool(t: Table, basis: str, reasons: list[str]) -> Pool:
     return Pool(cells=cells, kinds=t.kinds)
 
 
+def _answered(t: Table) -> dict[tuple[str, str], list[Row]]:
+    """Every validated (family, stack) cell as an answer for it would draw on it: the fitted pool's where it
+    is validated there (its host times were fitted on its own rows: the series hold-out), else the pool it is
+    validated in. A cell's residuals from hold-outs that took its fit rows are the errors of steps outside
+    the domain, which a neighbour's answer inside it does not take."""
+    out: dict[tuple[str, str], list[Row]] = {}
+    for basis in sorted(t.pools, key=lambda b: b != "fitted"):
+        for key, rows in t.pools[basis].cells.items():
+            if key not in out and enough(rows):
+                out[key] = rows
+    return out
+
+
 def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], steps: list[str]) -> Cells:
     """The cells the base draws on: the query's own (``own``), or where its family or its stack on that
-    family is outside the validated domain, every validated cell one condition away (``near``, of either
-    host-time basis), or with none one condition away, every validated cell. A cell with too few rows is
-    thinly inside the domain: its own rows, beside the cells one condition away (or else the pool's cells
-    merged: the fall-back's last level); a thin cell is also widened by the stack step."""
+    family is outside the validated domain, every validated cell one condition away (``near``, each as an
+    answer for it draws on it: ``_answered``), or with none one condition away, every validated cell. A
+    family with rows but no validated cell (fewer than 8 rows from 3 deployments in every cell) counts as
+    new. A cell with too few rows is thinly inside the domain: its own rows, beside the cells one condition
+    away (or else the pool's cells merged: the fall-back's last level); a thin cell is also widened by the
+    stack step."""
     key = (family, str(q.stack))
     if enough(pool.cells.get(key, [])):
         return [pool.cells[key]], []
-    validated = [(k, rows) for p in t.pools.values() for k, rows in p.cells.items() if enough(rows)]
+    validated = list(_answered(t).items())
     merged = [[r for rows in pool.cells.values() for r in rows]]
-    if family not in {f for p in t.pools.values() for f, _ in p.cells}:
-        reasons.append(f"chip family {family} has no rows")
-        steps += ["family", "stack"]
-        return [], [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
     mine = [r for p in t.pools.values() for r in p.cells.get(key, [])]
+    if family not in {f for f, _ in _answered(t)}:
+        reasons.append(_new_family(t, family))
+        steps += ["family", "stack"]
+        near = [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
+        return ([mine] if mine else []), near
     deployments = len({r["series"] for r in mine})
     reasons.append(
         f"stack {q.stack} has no rows on {family}"
@@ -199,6 +224,18 @@ def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], step
     steps.append("stack")
     near = [rows for k, rows in validated if k[0] == family or k[1] == q.stack]
     return ([mine], near or merged) if mine else ([], near or [rows for _, rows in validated])
+
+
+def _new_family(t: Table, family: str) -> str:
+    """Why a family counts as new: it has no rows, or none of its cells is validated."""
+    rows = [r for p in t.pools.values() for (f, _), cell in p.cells.items() if f == family for r in cell]
+    if not rows:
+        return f"chip family {family} has no rows"
+    ids, series = len({r["id"] for r in rows}), len({r["series"] for r in rows})
+    return (
+        f"chip family {family} has no cell of {MIN_ROWS} rows from {MIN_SERIES} deployments "
+        f"(only {_count(ids, 'row')} from {_count(series, 'deployment')})"
+    )
 
 
 def _count(n: int, noun: str) -> str:
@@ -248,12 +285,16 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
+    spreads = []
     for kind in dict.fromkeys(steps):
         measured = step_error(kind, pool, t, family, str(q.stack))
         if not enough(measured):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(measured)
-        bounds.append(list(step_bounds(measured, coverage)))
+        spreads.append(step_spread(measured, coverage))
+    if spreads:
+        spread = combined_spread(spreads)
+        bounds.append([math.exp(-spread), math.exp(spread)])
     widths = [series_quantiles(g, levels) for g in floor]
     lo, hi = (x * value for x in _widened(min(b[0] for b in bounds), max(b[1] for b in bounds), widths))
     used = {id(r): r for g in [*groups, *floor] for r in g}
