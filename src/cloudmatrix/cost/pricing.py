@@ -230,7 +230,8 @@ _PRICERS: dict[tuple[int, str | None, tuple[str, ...], float], Pricer] = {}
 
 
 def pricer(plan: Plan) -> Pricer:
-    """The pricer of a plan's hardware, stack and named kernels, built once per triple."""
+    """The pricer of a plan's hardware, stack and named kernels (and the stack's cost per op in force), built once
+    per combination."""
     hw, stack, kernels = plan.hardware, plan.deployment.stack, plan.deployment.kernels
     # the stack's cost per op is in the key: a hold-out refit may move it between calls
     key = (id(hw), stack, kernels, graph_op_launch_us(hw, stack) if stack is not None else 0.0)
