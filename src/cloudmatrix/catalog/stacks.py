@@ -35,6 +35,9 @@ class StackCosts(Frozen):
     handoff_overhead_ms: Sourced
     kernels: dict[str, list[str]] = Field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
     kernels_source: str = ""
+    # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
+    # ``launch_us`` (None: nothing beyond it); a device cost, not host time, so it leaves the host basis alone
+    op_launch_us: Sourced | None = None
 
     @property
     def request_s(self) -> float:
@@ -53,6 +56,7 @@ class CostsLike(Frozen):
 
     like: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
     source: str = Field(min_length=1)
+    op_launch_us: Sourced | None = None  # this family's own graph cost per op (the named entry's otherwise)
 
 
 class StackMemory(Frozen):
@@ -155,11 +159,28 @@ class StackProfile(Frozen):
             return found
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
-            return load_stack(stack).costs(like_family)
+            named = load_stack(stack).costs(like_family)
+            return named if entry.op_launch_us is None else _with_op_launch(named, entry)
         return entry
 
 
 Override = StackCosts | GraphExecution
+
+
+# (id of the named costs, id of the like entry) -> both, and the named costs with the entry's cost per op; the
+# objects are held so their ids are not reused while cached (the pricing asks for a family's costs every step)
+_LIKE_COPIES: dict[tuple[int, int], tuple[StackCosts, CostsLike, StackCosts]] = {}
+
+
+def _with_op_launch(named: StackCosts, entry: CostsLike) -> StackCosts:
+    """The named stack's costs with a ``like`` entry's own graph cost per op."""
+    key = (id(named), id(entry))
+    hit = _LIKE_COPIES.get(key)
+    if hit is None:
+        if len(_LIKE_COPIES) >= 64:
+            _LIKE_COPIES.clear()
+        hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update={"op_launch_us": entry.op_launch_us}))
+    return hit[2]
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share, kernel_curves
-from cloudmatrix.catalog.stacks import overrides_key, stack_graph, stack_kernels
+from cloudmatrix.catalog.stacks import overrides_key, stack_costs, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
@@ -206,12 +206,15 @@ def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
 
 
 def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
-    """The stack's fixed cost per op of its captured graph on a chip whose graph launches have a start-up
-    (Ascend); 0 elsewhere, where the chip's ``launch_us`` is the whole per-op cost."""
+    """The stack's fixed cost per op of its captured graph beyond the chip's ``launch_us``: its ``graph``
+    section's on a chip whose graph launches have a start-up (Ascend), plus its chip family entry's own
+    (``op_launch_us``: SGLang's HIP graphs on CDNA); 0 where neither is stated."""
     graph = stack_graph(stack)
-    if graph is None or hardware.chip.graph_launch_us is None:
-        return 0.0
-    return graph.op_launch_us.value
+    own = 0.0 if graph is None or hardware.chip.graph_launch_us is None else graph.op_launch_us.value
+    costs = stack_costs(stack, hardware.chip.family)
+    if costs is not None and costs.op_launch_us is not None:
+        own += costs.op_launch_us.value
+    return own
 
 
 def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> float:

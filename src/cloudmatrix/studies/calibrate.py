@@ -211,20 +211,30 @@ def calibration_report(progress: Callable[[int, int], None] | None = None) -> di
 
 
 def _graph_fits() -> dict[str, dict[str, Any]]:
-    """Each stack's fitted cost per op of its captured device graph (Ascend)."""
-    from cloudmatrix.catalog.stacks import stack_graph
-    from cloudmatrix.studies.graph_fit import fit_graph_op_launch
+    """Each stack's fitted cost per op of its captured device graph (Ascend, and a family's own)."""
+    from cloudmatrix.catalog.stacks import stack_costs, stack_graph
+    from cloudmatrix.studies.graph_fit import family_op_launch_entries, fit_family_op_launch, fit_graph_op_launch
 
     fit = fit_graph_op_launch("sglang-ascend")
     graph = stack_graph(fit.stack)
     assert graph is not None
-    return {
+    out = {
         f"stacks.{fit.stack}.graph.op_launch_us": {
             "fitted": fit.op_launch_us,
             "catalog": graph.op_launch_us.value,
             "rows": " + ".join(r.row_id for r in fit.rows),
         }
     }
+    for stack, family in family_op_launch_entries():
+        own = fit_family_op_launch(stack, family)
+        costs = stack_costs(stack, family)
+        assert costs is not None and costs.op_launch_us is not None
+        out[f"stacks.{stack}.{family}.op_launch_us"] = {
+            "fitted": own.op_launch_us,
+            "catalog": costs.op_launch_us.value,
+            "rows": " + ".join(r.row_id for r in own.rows),
+        }
+    return out
 
 
 # Fits outside the per-chip compute and fabric constants: the routing profile and EMS's model cache.

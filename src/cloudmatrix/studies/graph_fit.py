@@ -10,7 +10,14 @@ twin, on the stack's decode rows. The graph start-ups its host does not hide are
 
 The fit runs on the analytic path (one decode step of the row's running sequences, as `stack_fit` does): the
 step is linear in the per-op cost (``step = base + ops · v``), so the least-squares ``v`` over the rows'
-relative TPOT gaps has a closed form. Rows the twin refuses carry no gap."""
+relative TPOT gaps has a closed form. Rows the twin refuses carry no gap.
+
+The same cost is fitted per chip family where an engine's captured graph runs on another runtime than the one
+its host times were fitted on (``op_launch_us`` of a family entry in ``data/stacks.yaml``): SGLang's HIP graphs
+on CDNA, on the fitted-role MI300X rows at low concurrency (``FAMILY_FIT_CORPORA``). Their TPOT exceeds the
+twin's decode step by a nearly constant 13-15 ms from 4 to 64 clients, where the per-sequence slope matches,
+and ATOM's fused graphs on the same GPUs carry no such gap: a cost per launched op of the engine's graph,
+not of the chip and not a per-request time."""
 
 from __future__ import annotations
 
@@ -18,21 +25,24 @@ import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from cloudmatrix.catalog.corpus import load_rows
+from cloudmatrix.catalog.corpus import load_corpora, load_rows
 from cloudmatrix.catalog.hardware import Hardware, chip_family, load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import GraphExecution, stack_graph
+from cloudmatrix.catalog.stacks import GraphExecution, StackCosts, stack_costs, stack_graph
 from cloudmatrix.catalog.validation import ValidationRow
+from cloudmatrix.cost.pricing import graph_op_launch_us
 from cloudmatrix.deploy import Deployment, Phase, mtp_tokens_per_step
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.estimate import estimate
-from cloudmatrix.studies.stack_fit import row_deployment
+from cloudmatrix.studies.stack_fit import FIT_MAX_CONCURRENCY, row_deployment
 from cloudmatrix.studies.validate_run import launched_reserve
 
 # The corpora whose fitted-role rows the per-op graph cost is fitted on (SGLang on Atlas A3: DeepSeek-R1 with EP
 # dispatch and MTP, Qwen3 with TP and EAGLE-3).
 GRAPH_FIT_CORPORA = ("sglang-ascend", "formats-2026")
+# The corpora whose fitted-role rows a chip family's own cost per op is fitted on (SGLang on MI300X).
+FAMILY_FIT_CORPORA = ("inferencemax-more",)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,8 +75,8 @@ def _with_launch(hw: Hardware, launch_us: float) -> Hardware:
 
 def _decode_deployment(row: ValidationRow) -> Deployment | None:
     """A row's decode step as a deployment: a steady row's stated batch, or an end-to-end row's running
-    sequences spread over its decode pool; None where the row has no decode pool or no TPOT."""
-    pool, w = row.decode, row.workload
+    sequences spread over its decode (or co-located) pool; None where the row has no such pool or no TPOT."""
+    pool, w = row.decode or row.aggregated, row.workload
     if pool is None or row.kind == "prefill" or "tpot_ms" not in row.measured:
         return None
     isl: float
@@ -102,8 +112,7 @@ def graph_row(row: ValidationRow) -> GraphRow | None:
     if d is None:
         return None
     model, hw = load_model(row.model), load_hardware(row.system)
-    graph = stack_graph(row.stack)
-    own = graph.op_launch_us.value if graph is not None else 0.0
+    own = graph_op_launch_us(hw, row.stack)
     chip0 = hw.chip.launch_us.value
     for reserve in (d.reserve_gb, hw.chip.runtime_reserve_gb.value):
         dep = dataclasses.replace(d, reserve_gb=reserve)
@@ -136,6 +145,11 @@ def fit_graph_op_launch(stack: str = "sglang-ascend", held: Collection[str] = ()
     negative)."""
     rows = [r for r, _ in graph_fit_rows(stack) if r.id not in held]
     fit_rows = [g for g in (graph_row(r) for r in rows) if g is not None]
+    return GraphFit(stack=stack, op_launch_us=least_squares_op_launch(fit_rows), rows=fit_rows)
+
+
+def least_squares_op_launch(fit_rows: list[GraphRow]) -> float:
+    """The cost per op minimising the rows' squared relative TPOT gaps, clamped at zero (0 with no rows)."""
     # relative gap_i(v) = (base_i + ops_i v) / (acc_i tpot_i) - 1 = a_i + b_i v
     num = den = 0.0
     for g in fit_rows:
@@ -143,8 +157,7 @@ def fit_graph_op_launch(stack: str = "sglang-ascend", held: Collection[str] = ()
         b = g.ops / g.accepted / g.tpot_ms
         num -= a * b
         den += b * b
-    v = max(num / den, 0.0) if den > 0 else 0.0
-    return GraphFit(stack=stack, op_launch_us=v, rows=fit_rows)
+    return max(num / den, 0.0) if den > 0 else 0.0
 
 
 def graph_refit(held: Collection[str], stack: str = "sglang-ascend") -> tuple[GraphExecution, str] | None:
@@ -165,3 +178,62 @@ def graph_refit(held: Collection[str], stack: str = "sglang-ascend") -> tuple[Gr
         value, source = 0.0, "borrowed: no graph cost per op (the chip's launch_us alone)"
         note = f"{stack}/graph: no fit rows left; op_launch_us falls back to 0 µs/op (the chip's launch_us alone)"
     return graph.model_copy(update={"op_launch_us": Sourced(value=value, source=source)}), note
+
+
+def family_fit_rows(stack: str, family: str) -> list[ValidationRow]:
+    """The rows a family's own cost per op is fitted on: the stack's fitted-role end-to-end rows on that
+    family at low concurrency without MTP (where the step, not the queue, sets TPOT; as ``stack_fit``)."""
+    return [
+        r
+        for r in load_corpora(list(FAMILY_FIT_CORPORA))
+        if r.role == "fitted"
+        and r.stack == stack
+        and chip_family(r.system) == family
+        and r.kind == "e2e"
+        and not r.mtp
+        and (r.workload.concurrency or 0) <= FIT_MAX_CONCURRENCY
+    ]
+
+
+def fit_family_op_launch(stack: str, family: str) -> GraphFit:
+    """A stack's own cost per op of its captured graph on a chip family, least squares over its fit rows."""
+    fit_rows = [g for g in (graph_row(r) for r in family_fit_rows(stack, family)) if g is not None]
+    return GraphFit(stack=stack, op_launch_us=least_squares_op_launch(fit_rows), rows=fit_rows)
+
+
+def family_op_launch_entries() -> list[tuple[str, str]]:
+    """The (stack, family) entries that carry a cost per op of their own, fitted on rows (CALIB)."""
+    from cloudmatrix.catalog.stacks import load_stack, stack_ids
+
+    out = []
+    for stack in stack_ids():
+        for family in load_stack(stack).families:
+            costs = stack_costs(stack, family)
+            if costs is not None and costs.op_launch_us is not None and costs.op_launch_us.source.startswith("CALIB"):
+                out.append((stack, family))
+    return out
+
+
+def family_op_fit_rows() -> dict[tuple[str, str], list[ValidationRow]]:
+    """Every family cost per op fitted on rows, with the rows it was fitted on."""
+    return {(s, f): family_fit_rows(s, f) for s, f in family_op_launch_entries()}
+
+
+def refit_op_launch(
+    stack: str, family: str, rows: list[ValidationRow], held: set[str]
+) -> tuple[StackCosts, str] | None:
+    """A family's costs with its cost per op refitted without the ``held`` rows (dropped where none is left),
+    priced under the host-time overrides in force; None where none of its fit rows is held."""
+    kept = [r for r in rows if r.id not in held]
+    if len(kept) == len(rows):
+        return None
+    costs = stack_costs(stack, family)
+    assert costs is not None
+    fit_rows = [g for g in (graph_row(r) for r in kept) if g is not None]
+    if not fit_rows:
+        note = f"{stack}/{family}: no cost-per-op fit rows left; priced without it"
+        return costs.model_copy(update={"op_launch_us": None}), note
+    v = least_squares_op_launch(fit_rows)
+    op = Sourced(value=v, source=f"hold-out refit on {len(fit_rows)} of {len(rows)} cost-per-op fit rows")
+    note = f"{stack}/{family}: cost per op refitted on {len(fit_rows)} of {len(rows)} fit rows ({v:.1f} µs/op)"
+    return costs.model_copy(update={"op_launch_us": op}), note

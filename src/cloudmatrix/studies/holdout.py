@@ -3,14 +3,16 @@ chip family, a stack, a model, an ISL band, a concurrency band, a corpus), refit
 rows without them, predict its rows with the refitted constants, and score them against intervals built only
 from the other groups' own out-of-group errors (nested: a group never sees its own residuals).
 
-The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``) and
-SGLang-on-Ascend's graph cost per op (``studies/graph_fit.py``); the other calibrated constants are fitted on
-the papers' rows and microbenchmarks, never on validation rows. A refit is an in-memory override handed to the
-pricing (``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack, family), that
-entry falls back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:``
-stack it names); a stack left with no fit rows at all is priced with the fit over every other engine's rows.
-The graph cost per op is refitted the same way, under the group's refitted host times; with none of its rows
-left it falls back to no cost per op beyond the chip's ``launch_us``. The group's notes say so."""
+The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``),
+SGLang-on-Ascend's graph cost per op and a family's own cost per op of a stack's captured graph (SGLang on
+CDNA; both ``studies/graph_fit.py``); the other calibrated constants are fitted on the papers' rows and
+microbenchmarks, never on validation rows. A refit is an in-memory override handed to the pricing
+(``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack, family), that entry falls
+back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:`` stack it names);
+a stack left with no fit rows at all is priced with the fit over every other engine's rows. The costs per op
+are refitted the same way, under the group's refitted host times; with none of their rows left, SGLang-on-Ascend's
+falls back to no cost per op beyond the chip's ``launch_us`` and a family's own is dropped. The group's notes
+say so."""
 
 from __future__ import annotations
 
@@ -37,7 +39,13 @@ from cloudmatrix.catalog.stacks import (
 )
 from cloudmatrix.catalog.validation import ValidationRow, shipped_corpora
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.studies.graph_fit import graph_fit_rows, graph_refit
+from cloudmatrix.studies.graph_fit import (
+    FAMILY_FIT_CORPORA,
+    family_op_fit_rows,
+    graph_fit_rows,
+    graph_refit,
+    refit_op_launch,
+)
 from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
@@ -116,10 +124,16 @@ def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str)
     )
 
 
-def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], held: set[str]) -> Refit:
+def refit(
+    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
+    held: set[str],
+    op_fits: Mapping[tuple[str, str], list[ValidationRow]] | None = None,
+) -> Refit:
     """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
     their catalog values). A stack's pooled ``default`` entry is refitted first, so a family left without rows
-    falls back to it; a default left without rows is fitted on every other engine's kept rows."""
+    falls back to it; a default left without rows is fitted on every other engine's kept rows. Then a family's
+    own cost per op of its captured graph (``op_fits``: the rows each was fitted on) is refitted without the
+    held rows under those host times, or dropped where none is left."""
     overrides: Overrides = {}
     notes = []
     order = sorted(fits.items(), key=lambda kv: (kv[0][1] != DEFAULT_FAMILY, kv[0]))
@@ -157,6 +171,12 @@ def refit(fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
             f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
             f"{costs.request_overhead_ms.value:g} ms/request)"
         )
+    for (stack, family), rows in (op_fits or {}).items():
+        with overridden_costs(overrides):
+            redone = refit_op_launch(stack, family, rows, held)
+        if redone is not None:
+            overrides[(stack, family)], note = redone
+            notes.append(note)
     return Refit(overrides=overrides, notes=tuple(notes))
 
 
@@ -272,13 +292,16 @@ def holdout(
     there instead of running."""
     universe = list(fit_source) if fit_source is not None else [(r, c) for r, c in corpus_rows() if c in FIT_CORPORA]
     fits = fit_pairs([r for r, _ in universe])
+    op_fits = family_op_fit_rows()
     groups: dict[str, list[ValidationRow]] = {}
     for row, corpus in rows:
         groups.setdefault(group_of(row, kind, corpus), []).append(row)
     held: dict[str, set[str]] = {g: {r.id for r in members} for g, members in groups.items()}
-    for row, corpus in [*universe, *graph_fit_rows(GRAPH_STACK)]:
+    op_ids = {r.id for rs in op_fits.values() for r in rs}
+    op_universe = [(r, c) for c in FAMILY_FIT_CORPORA for r in load_rows(c) if r.id in op_ids]
+    for row, corpus in [*universe, *op_universe, *graph_fit_rows(GRAPH_STACK)]:
         held.get(group_of(row, kind, corpus), set()).add(row.id)
-    refits = {g: with_graph_refit(refit(fits, held[g]), held[g]) for g in groups}
+    refits = {g: with_graph_refit(refit(fits, held[g], op_fits), held[g]) for g in groups}
     memo = {} if memo is None else memo
     outcomes: dict[str, RowOutcome] = {}
     tasks, keys = [], []

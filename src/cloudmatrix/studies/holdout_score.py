@@ -148,7 +148,8 @@ def score_stored(kind: str, table: Sequence[Mapping[str, Any]]) -> dict[str, Any
 
 # The corpora that joined the shipped corpus last (issue 22: the 8K/1K and AMD SGLang InferenceMAX rows, SGLang
 # on Atlas A3, the 2026 weight formats; issue 29: EAGLE-3 on SGLang), none in ``stack_fit.FIT_CORPORA``; six
-# fitted-role rows of sglang-ascend and formats-2026 do set SGLang's graph cost per op on Ascend (graph_fit).
+# fitted-role rows of sglang-ascend and formats-2026 do set SGLang's graph cost per op on Ascend, and six
+# fitted-role MI300X rows of inferencemax-more its cost per op on CDNA (graph_fit).
 LATEST_CORPORA = ("inferencemax-more", "sglang-ascend", "formats-2026", "eagle3-sglang")
 
 
