@@ -4,7 +4,9 @@ system and model into per-die shapes (sequences, tokens, expert slots) and check
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from cloudmatrix.catalog.hardware import Hardware
 from cloudmatrix.catalog.models import ModelSpec
@@ -145,6 +147,22 @@ def acceptance_for_length(mtp: int, accept_length: float) -> float:
     return (lo + hi) / 2
 
 
+_T = TypeVar("_T")
+
+
+class _derived(Generic[_T]):  # noqa: N801 (a decorator, like property)
+    """A property computed on first read and kept in the instance's ``__dict__`` (a frozen dataclass allows
+    that), without ``functools.cached_property``'s lock: the cost model reads a plan's derived figures
+    hundreds of times per estimate, and each plan lives for one estimate."""
+
+    def __init__(self, compute: Callable[[Any], _T]) -> None:
+        self.compute, self.name, self.__doc__ = compute, compute.__name__, compute.__doc__
+
+    def __get__(self, plan: Any, owner: type | None = None) -> _T:
+        value = plan.__dict__[self.name] = self.compute(plan)
+        return value
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A deployment resolved on hardware and a model: the per-die shapes the cost model prices."""
@@ -161,12 +179,12 @@ class Plan:
     chunk_tokens_per_die: float = 0.0  # aggregated: prompt tokens prefilled alongside the decode batch
     cached_tokens_per_die: float = 0.0  # prefill: prompt tokens whose KV is loaded, not computed
 
-    @property
+    @_derived
     def cached_len(self) -> float:
         """Prefill: the cached prefix of each prompt, in tokens."""
         return self.kv_len * self.deployment.cached_fraction
 
-    @property
+    @_derived
     def tp(self) -> int:
         """Dies that share one batch by splitting attention heads, dense FFN columns and vocabulary (1:
         data-parallel attention). MLA's latent KV cannot be split by head, so each die of an MLA TP group
@@ -175,17 +193,17 @@ class Plan:
         shard."""
         return self.deployment.tp
 
-    @property
+    @_derived
     def cp(self) -> int:
         """Prefill context parallelism: dies that split each prompt's tokens (1: none)."""
         return self.deployment.cp
 
-    @property
+    @_derived
     def moe_group(self) -> int:
         """Dies that hold one full copy of the routed experts: EP ranks x expert-TP width."""
         return self.layout.ep * self.deployment.moe_tp if self.layout else 1
 
-    @property
+    @_derived
     def moe_comm(self) -> MoeComm:
         g = self.moe_group
         if g == 1:
@@ -194,43 +212,43 @@ class Plan:
             return MoeComm.ALL_REDUCE
         return MoeComm.ALL_GATHER if self.deployment.moe_tp > 1 else MoeComm.DISPATCH
 
-    @property
+    @_derived
     def kv_shards(self) -> int:
         """Ways the KV cache is split across a TP group: by KV head, so never more than there are heads."""
         a = self.model.attention
         return min(self.tp, a.num_kv_heads) if a.kind != "mla" else 1
 
-    @property
+    @_derived
     def decodes(self) -> bool:
         """Decode-shaped steps (DP attention over cached sequences): decode and aggregated instances."""
         return self.deployment.phase != Phase.PREFILL
 
-    @property
+    @_derived
     def decode_tokens_per_die(self) -> float:
         return self.tokens_per_die - self.chunk_tokens_per_die
 
-    @property
+    @_derived
     def phase(self) -> Phase:
         return self.deployment.phase
 
-    @property
+    @_derived
     def weight_bytes(self) -> float:
         return BYTES_PER_ELEMENT[self.deployment.precision]
 
-    @property
+    @_derived
     def compute_precision(self) -> str:
         """The format the GEMMs compute in: their activations' (W8A8, W4A4; W4A16 computes in BF16)."""
         return self.deployment.activation_precision or self.deployment.precision
 
-    @property
+    @_derived
     def kv_bytes(self) -> float:
         return BYTES_PER_ELEMENT[self.deployment.kv_precision]
 
-    @property
+    @_derived
     def dispatch_bytes(self) -> float:
         return BYTES_PER_ELEMENT[self.deployment.dispatch_precision or self.compute_precision]
 
-    @property
+    @_derived
     def activation_bytes(self) -> float:
         """GEMM inputs as the quantising kernels write them."""
         return BYTES_PER_ELEMENT[self.compute_precision]

@@ -91,17 +91,6 @@ class Deployment:
     def __post_init__(self) -> None:
         check_deployment_numbers(self)
         object.__setattr__(self, "kernels", check_kernels(self.kernels))
-        for name in INTEGER_FIELDS:  # 9.0 chips passed the integer check: hold it as the int 9 downstream
-            value = getattr(self, name)
-            if isinstance(value, float):
-                object.__setattr__(self, name, int(value))
-
-
-# Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
-INTEGER_FIELDS = (
-    "num_chips", "ep", "tokens_per_chip", "input_len", "output_len", "kv_len", "mtp", "attention_tp",
-    "redundant_experts", "shared_dies", "tp", "moe_tp", "cp", "draft_topk", "verify_tokens",
-)  # fmt: skip
 
 
 MAX_LEN = 10_000_000  # tokens of one prompt or completion
@@ -112,7 +101,8 @@ MAX_COUNT = 1_000_000  # chips, dies, sequences or tokens per chip of one step
 
 def check_deployment_numbers(d: Deployment) -> None:
     """Every number of a deployment is finite and physical before anything divides by it (in the order of
-    ``_NUMBERS``: the first bad one is named)."""
+    ``_NUMBERS``: the first bad one is named); a count given as an integral float (9.0 chips, from YAML, JSON
+    or a computation) is held as the int 9 downstream."""
     for name, label, lo, hi, integer, optional in _NUMBERS:
         value = getattr(d, name)
         if value is None and optional:
@@ -122,6 +112,8 @@ def check_deployment_numbers(d: Deployment) -> None:
         if (type(value) is int or (type(value) is float and not integer)) and lo <= value <= hi:
             continue
         check_number(label, value, lo=lo, hi=hi, integer=integer)
+        if integer and isinstance(value, float):
+            object.__setattr__(d, name, int(value))
 
 
 # (field, how the user names it, lowest, highest, integer only, may be None)
@@ -148,6 +140,8 @@ _NUMBERS: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("reserve_gb", "reserve_gb (--reserve-gb)", 0, 1e6, False, True),
     ("offload_gb", "offload_gb (--offload-gb)", 0, 1e6, False, False),
 )
+# Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
+INTEGER_FIELDS = tuple(name for name, _, _, _, integer, _ in _NUMBERS if integer)
 
 
 def deployment_from_setup(setup: dict[str, Any], defaults: dict[str, Any]) -> Deployment:

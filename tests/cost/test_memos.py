@@ -8,10 +8,11 @@ import itertools
 
 import pytest
 
+from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.routing import model_routing, parse_routing
 from cloudmatrix.cost import expert_load
-from cloudmatrix.deploy import Eplb, ExpertLayout, _expert_layout, expert_layout
+from cloudmatrix.deploy import Deployment, Eplb, ExpertLayout, Phase, Plan, _expert_layout, expert_layout, plan
 from cloudmatrix.errors import InfeasibleDeploymentError
 
 LAYOUT = ExpertLayout(ep=32, routed_slots_per_die=9, routed_dies=32, shared_dies=0, redundant=32)
@@ -78,3 +79,38 @@ def test_the_layout_depends_on_shared_experts() -> None:
     assert expert_layout(no_shared, 320, None).shared_dies == 0
     top4 = dataclasses.replace(r1, moe=dataclasses.replace(r1.moe, top_k=4))
     assert expert_layout(top4, 320, None).shared_dies == 64  # the rule reads top-k too: 320 x 1 / (4 + 1)
+
+
+def _plan_figures(p: object) -> dict[str, object]:
+    names = ("cached_len", "tp", "cp", "moe_group", "moe_comm", "kv_shards", "decodes", "decode_tokens_per_die")
+    more = ("phase", "weight_bytes", "compute_precision", "kv_bytes", "dispatch_bytes", "activation_bytes")
+    return {name: getattr(p, name) for name in names + more}
+
+
+def _recomputed(p: Plan) -> dict[str, object]:
+    """Each figure computed by its own function, bypassing the kept value."""
+    return {name: type(p).__dict__[name].compute(p) for name in _plan_figures(p)}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"tokens_per_die": 7.0, "chunk_tokens_per_die": 3.0},
+        {"deployment": {"precision": "bf16", "kv_precision": "fp8", "tp": 2, "moe_tp": 2}},
+        {"deployment": {"phase": Phase.PREFILL, "cached_fraction": 0.5, "tokens_per_chip": 4096}},
+        {"layout": None},
+    ],
+)
+def test_a_plans_kept_figures_are_its_own_after_replace(change: dict) -> None:
+    """A plan keeps its derived figures once read; a plan made from it by ``dataclasses.replace`` (as the MTP
+    draft and the EAGLE-3 passes are) computes its own, never the original's."""
+    hw, model = load_hardware("cloudmatrix384"), load_model("deepseek-r1")
+    base = plan(Deployment(phase=Phase.DECODE, num_chips=16, batch_per_chip=32, mtp=1, mtp_acceptance=0.7), hw, model)
+    before = _plan_figures(base)  # read, so kept
+    assert _plan_figures(base) == before == _recomputed(base)
+    dep = change.get("deployment")
+    fields = {**change, "deployment": dataclasses.replace(base.deployment, **dep)} if dep else change
+    other = dataclasses.replace(base, **fields)
+    assert _plan_figures(other) == _recomputed(other)
+    assert _plan_figures(other) != before
+    assert _plan_figures(base) == before

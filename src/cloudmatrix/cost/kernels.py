@@ -10,6 +10,8 @@ from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
 LOGIT_BYTES = 4.0  # sampling works on FP32 logits
+# Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
+_GEMM, _VECTOR, _COMM, _BULK = OpClass.GEMM, OpClass.VECTOR, OpClass.COMM, Transfer.BULK
 
 
 def gemm_op(
@@ -29,7 +31,7 @@ def gemm_op(
     stored, compute = precision or plan.deployment.precision, precision or plan.compute_precision
     return Op(
         name=name,
-        op_class=OpClass.GEMM,
+        op_class=_GEMM,
         stream=stream,
         flops=2.0 * tokens * weights,
         hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[stored] + extra_bytes,
@@ -46,7 +48,7 @@ def norm_op(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
     h = plan.model.hidden
     return Op(
         name=name,
-        op_class=OpClass.VECTOR,
+        op_class=_VECTOR,
         stream=stream,
         flops=8.0 * tokens * h,
         hbm_bytes=tokens * h * (3 * ACT_BYTES + plan.activation_bytes),
@@ -57,7 +59,7 @@ def swiglu_op(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
     """SiLU(gate) * up over the FFN intermediate, re-quantised for the down projection."""
     return Op(
         name="swiglu",
-        op_class=OpClass.VECTOR,
+        op_class=_VECTOR,
         stream=stream,
         flops=6.0 * rows * intermediate,
         hbm_bytes=rows * intermediate * (2 * ACT_BYTES + plan.activation_bytes),
@@ -65,7 +67,7 @@ def swiglu_op(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
 
 
 def comm_op(name: str, stream: Stream, *legs: Leg) -> Op:
-    return Op(name=name, op_class=OpClass.COMM, stream=stream, legs=legs)
+    return Op(name=name, op_class=_COMM, stream=stream, legs=legs)
 
 
 def tp_collective(plan: Plan, kind: str, group: int, data_bytes: float, stream: Stream, name: str) -> list[Op]:
@@ -75,5 +77,5 @@ def tp_collective(plan: Plan, kind: str, group: int, data_bytes: float, stream: 
         return []
     hw = plan.hardware
     moved = comm.ring_bytes(kind, group, data_bytes)
-    leg = Leg(Transfer.BULK, comm.role_for(hw, group), moved, group - 1, group <= hw.dies_per_node)
+    leg = Leg(_BULK, comm.role_for(hw, group), moved, group - 1, group <= hw.dies_per_node)
     return [comm_op(name, stream, leg)]

@@ -17,6 +17,12 @@ from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.cost.sparse_attention import causal_attended, indexer_ops
 from cloudmatrix.deploy import Plan
 
+# Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
+_ATTENTION, _VECTOR = OpClass.ATTENTION, OpClass.VECTOR
+_ATTENTION_STREAM, _MOE_STREAM = Stream.ATTENTION, Stream.MOE
+_BULK, _CACHE_LOAD = Transfer.BULK, Transfer.CACHE_LOAD
+_SCALE_UP, _STORAGE = LinkRole.SCALE_UP, LinkRole.STORAGE
+
 
 def _mean_context(model: ModelSpec, kv_len: float) -> float:
     """Context a query attends to, averaged over layers (sliding-window layers see at most the window)."""
@@ -46,13 +52,13 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
     return [
         Op(
             name="chunk_attention",
-            op_class=OpClass.ATTENTION,
-            stream=Stream.ATTENTION,
+            op_class=_ATTENTION,
+            stream=_ATTENTION_STREAM,
             flops=2.0 * chunk * a.num_heads * per_pos * ctx / g,
             hbm_bytes=chunk * cached * plan.kv_bytes / plan.kv_shards
             + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
         ),
-        *indexer_ops(plan, chunk, share, full, ctx, Stream.ATTENTION),
+        *indexer_ops(plan, chunk, share, full, ctx, _ATTENTION_STREAM),
     ]
 
 
@@ -60,7 +66,7 @@ def _decode_attention(plan: Plan, share: float) -> list[Op]:
     """Attention of a decode-shaped step: projections over every token of the step (decode tokens plus any
     prompt chunk, weights read once), attention over the cache for the decode tokens."""
     *before_out, out = _decode_attention_ops(plan, share)
-    reduce = _tp_all_reduce(plan, plan.tokens_per_die * share, Stream.ATTENTION, "attn_all_reduce")
+    reduce = _tp_all_reduce(plan, plan.tokens_per_die * share, _ATTENTION_STREAM, "attn_all_reduce")
     return [*before_out, *_chunk_attention(plan, share), out, *reduce]
 
 
@@ -76,7 +82,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
     tokens, seqs = plan.tokens_per_die * share, plan.seqs_per_die * share
     decode_tokens = plan.decode_tokens_per_die * share
     ctx, kvb = _mean_context(m, plan.kv_len), plan.kv_bytes
-    s = Stream.ATTENTION
+    s = _ATTENTION_STREAM
     if a.kind == "mla":
         assert a.kv_lora_rank is not None
         g, lat = plan.tp, a.kv_lora_rank + a.qk_rope_head_dim
@@ -91,7 +97,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         core_bytes = seqs * attended * lat * kvb + decode_tokens * heads * (lat + a.kv_lora_rank) * ACT_BYTES
         prolog_io = tokens * (h + heads * lat) * ACT_BYTES + tokens * lat * kvb
         out_io = tokens * (heads * a.kv_lora_rank + h) * ACT_BYTES
-        core = Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes)
+        core = Op(name="attention_core", op_class=_ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes)
         return [
             gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
             *indexer_ops(plan, decode_tokens, seqs, ctx, attended, s),
@@ -109,7 +115,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         gemm_op(
             "qkv_proj", s, tokens / g, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb / ks, weight_shards=g
         ),
-        Op(name="attention_core", op_class=OpClass.ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
+        Op(name="attention_core", op_class=_ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
         gemm_op(
             "o_proj", s, tokens / g, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES, weight_shards=g
         ),
@@ -127,7 +133,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     # attention: at most its top-k of them)
     full = _mean_context(m, causal_attended(None, cached, plan.kv_len - cached))
     ctx = _mean_context(m, causal_attended(a.indexer, cached, plan.kv_len - cached))
-    s = Stream.ATTENTION
+    s = _ATTENTION_STREAM
     heads_dim = a.qk_head_dim + a.v_head_dim
     dense_flops = 2.0 * tokens * a.num_heads * heads_dim * full / g
     # sparse MLA runs in its MQA (latent) form over the top-k; short prompts run cheaper as dense MHA with
@@ -136,7 +142,7 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     sparse = a.indexer is not None and sparse_flops < dense_flops
     fa = Op(
         name="sparse_attention" if sparse else "flash_attention",
-        op_class=OpClass.ATTENTION,
+        op_class=_ATTENTION,
         stream=s,
         flops=sparse_flops if sparse else dense_flops,
         hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
@@ -168,8 +174,8 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     )
     local = g <= plan.hardware.dies_per_node
     role = comm.role_for(plan.hardware, g)
-    gather = Leg(Transfer.BULK, role, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
-    a2a = Leg(Transfer.BULK, role, (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES, g - 1, local)
+    gather = Leg(_BULK, role, (g - 1) * tokens * (q_lat + lat) * ACT_BYTES, g - 1, local)
+    a2a = Leg(_BULK, role, (g - 1) / g * tokens * a.num_heads * a.v_head_dim * ACT_BYTES, g - 1, local)
     # data-parallel attention (g = 1) gathers and scatters nothing: no communication op, no stage boundary
     ops = [
         gemm_op("attn_down_proj", s, tokens, down_w, plan, tokens * (h + q_lat + lat) * ACT_BYTES),
@@ -197,17 +203,17 @@ def _dense_ffn(plan: Plan, share: float) -> list[Op]:
     inter = m.dense_intermediate // g  # tensor parallelism splits the FFN columns
     io = tokens * (2 * m.hidden + 2 * inter) * ACT_BYTES
     return [
-        norm_op("ffn_norm", Stream.MOE, tokens, plan),
-        gemm_op("dense_ffn", Stream.MOE, tokens / g, m.dense_ffn_params(), plan, io, weight_shards=g),
-        swiglu_op(Stream.MOE, tokens, inter, plan),
-        *_tp_all_reduce(plan, tokens, Stream.MOE, "ffn_all_reduce"),
+        norm_op("ffn_norm", _MOE_STREAM, tokens, plan),
+        gemm_op("dense_ffn", _MOE_STREAM, tokens / g, m.dense_ffn_params(), plan, io, weight_shards=g),
+        swiglu_op(_MOE_STREAM, tokens, inter, plan),
+        *_tp_all_reduce(plan, tokens, _MOE_STREAM, "ffn_all_reduce"),
     ]
 
 
 def attention_ops(plan: Plan, share: float) -> list[Op]:
     """The attention half of a decoder layer, the same in dense and MoE layers."""
     tokens = plan.tokens_per_die * share
-    norm = [norm_op("attn_norm", Stream.ATTENTION, tokens, plan)]
+    norm = [norm_op("attn_norm", _ATTENTION_STREAM, tokens, plan)]
     if plan.model.compressed is not None:
         return norm + compressed_attention_ops(plan, share)
     if plan.model.linear is not None:
@@ -233,11 +239,11 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
     head_w = m.lm_head_params() or m.embedding_params()
     logits = tokens * m.vocab / g * LOGIT_BYTES
     return [
-        gemm_op("lm_head", Stream.ATTENTION, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
+        gemm_op("lm_head", _ATTENTION_STREAM, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
         Op(
             name="sampling",
-            op_class=OpClass.VECTOR,
-            stream=Stream.ATTENTION,
+            op_class=_VECTOR,
+            stream=_ATTENTION_STREAM,
             flops=8.0 * tokens * m.vocab / g,
             hbm_bytes=3.0 * logits,
         ),
@@ -248,8 +254,8 @@ def cache_load_op(plan: Plan) -> Op:
     """The batch's cached prefix KV (all layers) read from the EMS pool before its suffix is computed: over
     UB, the die's own scale-up link; over VPC, its share of the node's storage plane."""
     kv = plan.cached_tokens_per_die * plan.model.kv_bytes_per_token(plan.kv_bytes)
-    role = LinkRole.SCALE_UP if plan.deployment.cache_plane == "ub" else LinkRole.STORAGE
-    return comm_op("ems_kv_load", Stream.ATTENTION, Leg(Transfer.CACHE_LOAD, role, kv))
+    role = _SCALE_UP if plan.deployment.cache_plane == "ub" else _STORAGE
+    return comm_op("ems_kv_load", _ATTENTION_STREAM, Leg(_CACHE_LOAD, role, kv))
 
 
 def mtp_extra_ops(plan: Plan) -> list[Op]:
@@ -257,6 +263,6 @@ def mtp_extra_ops(plan: Plan) -> list[Op]:
     m, tokens = plan.model, plan.tokens_per_die
     return [
         gemm_op(
-            "mtp_eh_proj", Stream.ATTENTION, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES
+            "mtp_eh_proj", _ATTENTION_STREAM, tokens, 2 * m.hidden * m.hidden, plan, tokens * 3 * m.hidden * ACT_BYTES
         )
     ]

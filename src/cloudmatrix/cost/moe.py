@@ -14,6 +14,19 @@ from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Eplb, MoeComm, Plan
 from cloudmatrix.units import GB_DECIMAL
 
+# Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
+_GEMM, _VECTOR = OpClass.GEMM, OpClass.VECTOR
+_MOE_STREAM = Stream.MOE
+_BULK, _DISPATCH, _COMBINE, _CPU_STREAM = Transfer.BULK, Transfer.DISPATCH, Transfer.COMBINE, Transfer.CPU_STREAM
+_SCALE_UP, _SCALE_OUT, _CPU = LinkRole.SCALE_UP, LinkRole.SCALE_OUT, LinkRole.CPU
+_MOE_ALL_REDUCE, _MOE_ALL_GATHER, _MOE_DISPATCH, _MOE_LOCAL = (
+    MoeComm.ALL_REDUCE,
+    MoeComm.ALL_GATHER,
+    MoeComm.DISPATCH,
+    MoeComm.LOCAL,
+)
+_PERFECT = Eplb.PERFECT
+
 
 def _requests(plan: Plan, tokens: float) -> float:
     """Requests behind ``tokens`` of one die's step: decode sequences (plus prompts being chunked), or the
@@ -29,7 +42,7 @@ def _requests(plan: Plan, tokens: float) -> float:
 def expert_imbalance(plan: Plan, tokens: float) -> float:
     """Busiest routed die's load over the mean for a step of ``tokens`` per die (1: perfect EPLB, or no MoE)."""
     m, lay = plan.model, plan.layout
-    if plan.deployment.eplb == Eplb.PERFECT or m.moe is None or lay is None:
+    if plan.deployment.eplb == _PERFECT or m.moe is None or lay is None:
         return 1.0
     return busiest_factor(
         plan.routing,
@@ -83,7 +96,7 @@ def expert_work(plan: Plan, tokens: float) -> ExpertWork:
         if shared_rows * m.moe.num_shared > busiest:
             return ExpertWork(routed=0.0, slots=0.0, received=shared_rows, shared=shared_rows, shared_width=1.0)
         return ExpertWork(routed=busiest, slots=active, received=busiest, shared=0.0, shared_width=1.0)
-    if plan.moe_comm in (MoeComm.ALL_REDUCE, MoeComm.ALL_GATHER):  # shared experts split over the group
+    if plan.moe_comm in (_MOE_ALL_REDUCE, _MOE_ALL_GATHER):  # shared experts split over the group
         return ExpertWork(
             routed=busiest, slots=active, received=busiest, shared=group_tokens, shared_width=1 / plan.moe_group
         )
@@ -108,13 +121,13 @@ def _bulk_all_to_all(plan: Plan, tokens: float, messages: float, msg_bytes: floa
     assert lay is not None and moe is not None
     domain = hw.scale_up_domain_dies
     if lay.ep <= domain:
-        return (Leg(Transfer.BULK, LinkRole.SCALE_UP, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node),)
+        return (Leg(_BULK, _SCALE_UP, messages * msg_bytes, lay.ep - 1, lay.ep <= hw.dies_per_node),)
     domains = lay.ep // domain
     remote = comm.distinct_destinations(moe.num_routed, moe.num_routed // domains, domains, moe.top_k)
     remote *= (domains - 1) / domains
     return (
-        Leg(Transfer.BULK, LinkRole.SCALE_OUT, tokens * remote * msg_bytes, domains - 1, local=False),
-        Leg(Transfer.BULK, LinkRole.SCALE_UP, messages * msg_bytes, domain - 1, local=True),
+        Leg(_BULK, _SCALE_OUT, tokens * remote * msg_bytes, domains - 1, local=False),
+        Leg(_BULK, _SCALE_UP, messages * msg_bytes, domain - 1, local=True),
     )
 
 
@@ -131,8 +144,8 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
     per_expert = rows / max(work.slots * routed_w + shared_w, 1e-9)
     experts = Op(
         name="experts",
-        op_class=OpClass.GEMM,
-        stream=Stream.MOE,
+        op_class=_GEMM,
+        stream=_MOE_STREAM,
         flops=2.0 * rows * m.expert_params(),
         hbm_bytes=(work.slots * routed_w + shared_w) * m.expert_params() * plan.weight_bytes + expert_io,
         precision=plan.compute_precision,
@@ -142,7 +155,7 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
         split=plan.deployment.moe_tp,
         groups=work.slots + (1.0 if shared_w else 0.0),
     )
-    return [experts, swiglu_op(Stream.MOE, rows, m.moe.intermediate, plan)]
+    return [experts, swiglu_op(_MOE_STREAM, rows, m.moe.intermediate, plan)]
 
 
 def _gathered_comm(plan: Plan, tokens: float) -> tuple[list[Op], list[Op]]:
@@ -150,11 +163,11 @@ def _gathered_comm(plan: Plan, tokens: float) -> tuple[list[Op], list[Op]]:
     partial outputs are summed) or all-gather MoE (TP experts under DP attention: the group's tokens are
     gathered, the outputs reduce-scattered back)."""
     h, g = plan.model.hidden, plan.moe_group
-    if plan.moe_comm == MoeComm.ALL_REDUCE:
-        return [], tp_collective(plan, "all_reduce", g, tokens * h * ACT_BYTES, Stream.MOE, "moe_all_reduce")
+    if plan.moe_comm == _MOE_ALL_REDUCE:
+        return [], tp_collective(plan, "all_reduce", g, tokens * h * ACT_BYTES, _MOE_STREAM, "moe_all_reduce")
     group_tokens = tokens * g  # tp == 1 here: each die brings its own tokens
-    gather = tp_collective(plan, "all_gather", g, group_tokens * h * plan.dispatch_bytes, Stream.MOE, "moe_all_gather")
-    scatter = tp_collective(plan, "reduce_scatter", g, group_tokens * h * ACT_BYTES, Stream.MOE, "moe_reduce_scatter")
+    gather = tp_collective(plan, "all_gather", g, group_tokens * h * plan.dispatch_bytes, _MOE_STREAM, "moe_all_gather")
+    scatter = tp_collective(plan, "reduce_scatter", g, group_tokens * h * ACT_BYTES, _MOE_STREAM, "moe_reduce_scatter")
     return gather, scatter
 
 
@@ -162,7 +175,7 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     """Expert parallelism: the all-to-all dispatch and combine (fused in decode, bulk in prefill)."""
     m, h, lay = plan.model, plan.model.hidden, plan.layout
     assert m.moe is not None and lay is not None
-    k, s = m.moe.top_k, Stream.MOE
+    k, s = m.moe.top_k, _MOE_STREAM
     plane, role = comm.plane_and_role(plan.hardware, lay.ep)
     disp_msg = dispatch_message_bytes(plan, plane)
     comb_msg = h * ACT_BYTES
@@ -175,15 +188,15 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
     after: list[Op] = []
     moved = max(tokens * dests, work.received) * (lay.ep - 1) / lay.ep  # messages to the die itself stay local
     if plan.decodes:  # fused AIV-Direct operators (P3 §4.2.1): the busiest link sends or receives the most
-        d_legs: tuple[Leg, ...] = (Leg(Transfer.DISPATCH, role, moved * disp_msg, lay.ep),)
-        c_legs: tuple[Leg, ...] = (Leg(Transfer.COMBINE, role, moved * comb_msg, lay.ep),)
+        d_legs: tuple[Leg, ...] = (Leg(_DISPATCH, role, moved * disp_msg, lay.ep),)
+        c_legs: tuple[Leg, ...] = (Leg(_COMBINE, role, moved * comb_msg, lay.ep),)
     else:  # prefill: the bulk all-to-all (SDMA on Ascend, P3 §4.3; DeepEP normal kernels on NVIDIA)
         d_legs = _bulk_all_to_all(plan, tokens, moved, disp_msg)
         c_legs = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
             Op(
                 name="dispatch_compute",
-                op_class=OpClass.VECTOR,
+                op_class=_VECTOR,
                 stream=s,
                 flops=tokens * h * 4,
                 hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
@@ -192,7 +205,7 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
         after = [
             Op(
                 name="combine_compute",
-                op_class=OpClass.VECTOR,
+                op_class=_VECTOR,
                 stream=s,
                 flops=tokens * k * h * 2,
                 hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
@@ -206,13 +219,13 @@ def moe_ffn(plan: Plan, share: float) -> list[Op]:
     assert m.moe is not None
     tokens = plan.tokens_per_die * share
     work = expert_work(plan, tokens)
-    norm = norm_op("ffn_norm", Stream.MOE, tokens, plan)
-    gate = gemm_op("gate", Stream.MOE, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
+    norm = norm_op("ffn_norm", _MOE_STREAM, tokens, plan)
+    gate = gemm_op("gate", _MOE_STREAM, tokens, m.router_params(), plan, tokens * h * ACT_BYTES, precision="bf16")
     before: list[Op] = []  # one die holding every expert sends nothing
     after: list[Op] = []
-    if plan.moe_comm == MoeComm.DISPATCH:
+    if plan.moe_comm == _MOE_DISPATCH:
         before, after = _dispatch_comm(plan, tokens, work)
-    elif plan.moe_comm != MoeComm.LOCAL:
+    elif plan.moe_comm != _MOE_LOCAL:
         before, after = _gathered_comm(plan, tokens)
     return [norm, gate, *before, *_offload_stream(plan, work), *_experts_op(plan, work), *after]
 
@@ -226,4 +239,4 @@ def _offload_stream(plan: Plan, work: ExpertWork) -> list[Op]:
         return []
     active = min(work.slots / max(lay.routed_slots_per_die, 1), 1.0)
     moved = d.offload_gb * GB_DECIMAL / m.num_moe_layers * active
-    return [comm_op("expert_offload_stream", Stream.MOE, Leg(Transfer.CPU_STREAM, LinkRole.CPU, moved))]
+    return [comm_op("expert_offload_stream", _MOE_STREAM, Leg(_CPU_STREAM, _CPU, moved))]
