@@ -12,7 +12,7 @@ from functools import cache
 from pydantic import Field
 
 from cloudmatrix.catalog.kernels import KERNELS_DIR, KernelCurve
-from cloudmatrix.catalog.sourced import Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import Frozen, parse_file
 
 SHAPES_PATH = KERNELS_DIR / "shapes.yaml"
 
@@ -35,7 +35,7 @@ class ShapeCatalog(Frozen):
 
 @cache
 def kernel_shapes() -> tuple[KernelShape, ...]:
-    return tuple(parse(ShapeCatalog, read_yaml(SHAPES_PATH), SHAPES_PATH.name).kernels)
+    return tuple(parse_file(ShapeCatalog, SHAPES_PATH).kernels)
 
 
 def measured_shape(chip: str, op: str, attention: str | None) -> KernelShape | None:
