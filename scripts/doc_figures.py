@@ -377,15 +377,6 @@ def _gap_quotes() -> tuple[Quote, ...]:
     return (
         Quote(
             "docs/model.md",
-            "`slo30-4k256-b24-throughput` ({p} % against a 10 % tolerance; its TPOT row is {t} %, inside)",
-            src,
-            lambda o: {
-                "t": _err(_row(o, "slo30-4k256-b24-tpot"), "+"),
-                "p": _err(_row(o, "slo30-4k256-b24-throughput"), "+"),
-            },  # fmt: skip
-        ),
-        Quote(
-            "docs/model.md",
             "`ems-ttft-reuse90` ({a:.2f}× vs {ap:.2f}×) and `ems-throughput-reuse90` ({b:.1f}× vs {bp:.2f}×)",
             src,
             lambda o: {

@@ -18,7 +18,6 @@ BY_ID = {r.row.id: r for r in RESULT.results}
 
 # Outside tolerance at the time of writing (see docs/model.md "Known gaps"); errors as measured.
 KNOWN_MISSES = {
-    "slo30-4k256-b24-throughput": "+10.005 %: the small-batch step is still a little short (TPOT -8.9 %)",
     "ems-ttft-reuse90": "0.17x vs 0.41x: the paper's gain saturates far below the compute saved",
     "ems-throughput-reuse90": "5.9x vs 2.28x: same cause as the TTFT row above",
 }
