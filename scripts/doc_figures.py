@@ -301,6 +301,8 @@ def _plan_rank1(o: Outputs) -> dict[str, Any]:
     sim, err = c["simulated"], c["error_pct"]
     return {
         "p_inst": p["instances"], "p_chips": p["chips"], "p_ep": p["ep"], "p_tp": max(p["tp"], p["attention_tp"]),
+        "d_n": "one" if d["instances"] == 1 else d["instances"],
+        "d_word": "instances" if d["instances"] > 1 else "instance",
         "p_k": p["tokens_per_chip"] // 1024, "d_chips": d["chips"], "d_ep": d["ep"], "d_b": d["batch_per_chip"],
         "d_mtp": d["mtp"], "chips": r["chips"], "rate": r["rate_req_s"], "out": r["output_tok_s_per_chip"],
         "ttft": r["ttft_ms"] / 1e3, "cap": r["tpot_ms"], "op": r["tpot_operating_ms"], "n": c["requests"],
@@ -377,30 +379,6 @@ def _gap_quotes() -> tuple[Quote, ...]:
     return (
         Quote(
             "docs/model.md",
-            "`slo30-4k256-b24-*` ({t} % TPOT, {p} % throughput)",
-            src,
-            lambda o: {
-                "t": _err(_row(o, "slo30-4k256-b24-tpot"), "+"),
-                "p": _err(_row(o, "slo30-4k256-b24-throughput"), "+"),
-            },  # fmt: skip
-        ),
-        Quote(
-            "docs/model.md",
-            "`decode-layer-b96-mtp0` ({e} %)",
-            src,
-            lambda o: {"e": _err(_row(o, "decode-layer-b96-mtp0"), "+")},
-        ),
-        Quote(
-            "docs/model.md",
-            "prices this row serially ({v:,.0f} µs) against {p:,.0f} µs published",
-            src,
-            lambda o: {
-                "v": _row(o, "decode-layer-b96-mtp0")["predicted"],
-                "p": _row(o, "decode-layer-b96-mtp0")["published"],
-            },
-        ),
-        Quote(
-            "docs/model.md",
             "`ems-ttft-reuse90` ({a:.2f}× vs {ap:.2f}×) and `ems-throughput-reuse90` ({b:.1f}× vs {bp:.2f}×)",
             src,
             lambda o: {
@@ -439,7 +417,7 @@ QUOTES: tuple[Quote, ...] = (
     Quote(
         "docs/model.md",
         "- step {step:.2f} ms, TPOT {tpot:.2f} ms, {tok:,.0f} tok/s per chip, {tps:.1f} tokens per step per chip "
-        "({mb});\n- serial layers: MoE layer {moe:,.0f} µs, dense layer {dense:,.0f} µs;\n"
+        "({mb});\n- layers ({mb}): MoE layer {moe:,.0f} µs, dense layer {dense:,.0f} µs;\n"
         "- roofline step {roof:.1f} ms.",
         ("estimate-paper-decode",),
         lambda o: {
@@ -468,9 +446,9 @@ QUOTES: tuple[Quote, ...] = (
     ),
     Quote(
         "docs/plan.md",
-        "The simulated steady TPOT of rank 1 sits {under:.1f} % under the analytic operating TPOT",
+        "The simulated steady TPOT of rank 1 is {e} % off the analytic operating TPOT",
         ("plan-paper",),
-        lambda o: {"under": -o["plan-paper"]["rank1"]["check"]["error_pct"]["tpot_ms"]},
+        lambda o: {"e": _signed(o["plan-paper"]["rank1"]["check"]["error_pct"]["tpot_ms"])},
     ),
     Quote(
         "docs/plan.md",
@@ -493,7 +471,7 @@ QUOTES: tuple[Quote, ...] = (
     Quote(
         "docs/plan.md",
         "- **Rank 1**: {p_inst} prefill instances of {p_chips} chips (EP{p_ep}, TP{p_tp}, {p_k}K tokens per chip, "
-        "microbatched) and one decode\n  instance of {d_chips} chips (EP{d_ep}, batch {d_b}, MTP {d_mtp}, serial): "
+        "microbatched) and {d_n} decode\n  {d_word} of {d_chips} chips (EP{d_ep}, batch {d_b}, MTP {d_mtp}, serial): "
         "{chips} chips at {rate:,.0f} req/s, {out:.1f} output tok/s per chip,\n  TTFT {ttft:.2f} s, TPOT {cap:.1f} "
         "ms at the cap and {op:.1f} ms at the operating occupancy. Simulated ({n:,} requests,\n  steady window): "
         "{s_out:.1f} tok/s per chip ({e_out} %), TTFT {s_ttft:.2f} s ({e_ttft} %), TPOT {s_tpot:.1f} ms ({e_tpot} %).",

@@ -122,6 +122,8 @@ def test_unknown_path_names_path_and_valid_keys(assignment: str, message: str) -
             r"chip.microbatch.decode_overlap: Input should be 'split' or 'alternate'",
         ),
         ("chip.die.hbm_gb=[", r"not valid YAML"),
+        ("chip.efficiency.attention_overlap=1.5", r"attention_overlap is a share of the shorter term: 0 to 1, got 1.5"),
+        ("chip.efficiency.attention_overlap=-0.1", r"expects a non-negative number, got '-0.1'"),
     ],
 )
 def test_bad_value_names_field_and_value(assignment: str, message: str) -> None:
@@ -134,6 +136,8 @@ def test_fixed_overheads_may_be_zero() -> None:
         load_hardware("cloudmatrix384"), ["chip.launch_us=0", "system.planes.scale_out.latency_us=0"]
     )
     assert hw.chip.launch_us.value == 0 and hw.system.planes.scale_out.latency_us.value == 0
+    hidden = apply_hardware_overrides(load_hardware("cloudmatrix384"), ["chip.efficiency.attention_overlap=0"])
+    assert hidden.chip.efficiency.attention_overlap is not None
 
 
 def test_unset_optional_section_is_reported() -> None:

@@ -18,12 +18,12 @@ from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.estimate import estimate
 from cloudmatrix.planner import evaluate
-from cloudmatrix.planner.check import check, check_slice, slice_counts
+from cloudmatrix.planner.check import MIN_LIFETIMES, capped_run_is_steady, check, check_slice, slice_counts
 from cloudmatrix.planner.evaluate import CandidateCost
 from cloudmatrix.planner.inputs import PlanRequest, context, parse_workload
 from cloudmatrix.planner.pareto import pareto_front
 from cloudmatrix.planner.rank import Targets, _Prefill, erlang_c, instance_req_s, order_key, size_pools
-from cloudmatrix.planner.scenario_out import MAX_CHECK_REQUESTS, scenario_yaml
+from cloudmatrix.planner.scenario_out import MAX_CHECK_REQUESTS, STEADY_WINDOW_S, scenario_yaml, steady_requests
 from cloudmatrix.planner.search import check_path, fast_path
 from cloudmatrix.planner.space import (
     Candidate,
@@ -265,6 +265,20 @@ def test_slice_counts() -> None:
     assert slice_counts(19, 1, 2) == (19, 1)  # one decode instance cannot be split
 
 
+@pytest.mark.parametrize("span_over_e2e", [0.5, 1.9, 2.0, 3.0, 3.9])
+def test_a_capped_run_is_sliced_only_when_it_would_not_be_steady(paper_plan, span_over_e2e) -> None:
+    """Past the request cap, a deployment whose capped run still spans 40 s and two request lifetimes is run
+    whole (a slice of coprime counts tests other proportions); a shorter capped run is sliced."""
+    d, w = paper_plan.ranking.ranked[0], paper_plan.workload
+    e2e_s = d.ttft_s + w.output_len * d.tpot_s
+    span_s = span_over_e2e * e2e_s
+    fast = dataclasses.replace(d, prefill_instances=8, decode_instances=3, rate_req_s=MAX_CHECK_REQUESTS / span_s)
+    assert steady_requests(fast, w) > MAX_CHECK_REQUESTS  # past the cap in every case
+    whole = span_s >= max(STEADY_WINDOW_S, MIN_LIFETIMES * e2e_s)
+    assert capped_run_is_steady(fast, w) == whole
+    assert (check_slice(fast, w, PAPER) is fast) == whole
+
+
 def test_large_deployments_are_checked_on_a_rate_matched_slice() -> None:
     """Atlas 950 runs thousands of requests/s: a capped run of all of it spans seconds, so the check
     simulates a slice of its instances at the slice's share of the rate, long enough to be steady."""
@@ -278,7 +292,7 @@ def test_large_deployments_are_checked_on_a_rate_matched_slice() -> None:
     assert part.output_tok_s_per_chip == pytest.approx(d.output_tok_s_per_chip, rel=0.02)
     request = dataclasses.replace(result.request, check_requests=1000)
     c = check(d, result.workload, request)
-    assert c.extra["slice"]["chips"] == part.chips and "simulated 23 of 863 prefill + 2 of 74 decode" in c.extra["note"]
+    assert c.extra["slice"]["chips"] == part.chips and "simulated 23 of 758 prefill + 2 of 65 decode" in c.extra["note"]
     # the check tests the ranked operating point: the row's figures, not the slice's own
     assert c.analytic["output_tok_s_per_chip"] == pytest.approx(d.output_tok_s_per_chip)
     assert c.analytic["ttft_ms"] == pytest.approx(d.ttft_s * 1e3)

@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse_file, read_yaml
 from cloudmatrix.errors import CloudMatrixError, ConfigError, UnknownIdError
@@ -55,6 +55,16 @@ class Efficiency(Frozen):
     vector_compute: Sourced
     vector_memory: Sourced
     gemm_serving: Sourced
+    # Share of an attention kernel's shorter term (its HBM streaming or its matrix work) hidden under the
+    # longer one: 1 (absent) is the roofline's max, 0 a kernel whose loads and matmuls add up.
+    attention_overlap: Sourced | None = None
+
+    @field_validator("attention_overlap")
+    @classmethod
+    def _a_share(cls, v: Sourced | None) -> Sourced | None:
+        if v is not None and not 0.0 <= v.value <= 1.0:
+            raise ValueError(f"attention_overlap is a share of the shorter term: 0 to 1, got {v.value}")
+        return v
 
 
 class StreamShare(Frozen):

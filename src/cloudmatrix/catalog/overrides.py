@@ -23,7 +23,7 @@ MULTIPLY_PREFIXES = ("x", "*")  # `x2` / `*1.5`: multiply the current value
 # override must be positive; only these fixed overheads (latencies, launch, setup, reserve) may be 0.
 ZERO_ALLOWED = frozenset(
     ("latency_us", "latency_us_local", "launch_us", "base_latency_us", "sync_us_per_doubling", "warm_setup_s")
-    + ("runtime_reserve_gb",)
+    + ("runtime_reserve_gb", "attention_overlap")
 )
 
 

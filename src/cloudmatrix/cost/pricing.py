@@ -65,6 +65,8 @@ class Pricer:
             OpClass.VECTOR: (e.vector_compute.value, e.vector_memory.value),
         }
         self.gemm_serving = e.gemm_serving.value
+        # the part of an attention op's shorter term (loads or matmuls) not hidden under the longer one
+        self.attention_serial = 1.0 - e.attention_overlap.value if e.attention_overlap is not None else 0.0
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
         self.launch_us = chip.launch_us.value + graph_op_launch_us(hardware, stack)
         self.core_shares = _core_shares(hardware)
@@ -157,6 +159,8 @@ class Pricer:
             roofline = sol_m if sol_m > sol else sol
         else:  # arrays
             time, roofline = _larger(compute, memory) + launch, _larger(sol, sol_m)
+        if self.attention_serial and op.op_class is OpClass.ATTENTION:
+            time = time + self.attention_serial * (compute + memory - _larger(compute, memory))
         return _price((time, memory, roofline, flops / (peak * core_share), sol_m, ""))
 
     def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:

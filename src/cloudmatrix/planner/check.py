@@ -16,7 +16,7 @@ from cloudmatrix.errors import ConfigError
 from cloudmatrix.planner.evaluate import job_for
 from cloudmatrix.planner.inputs import PlanRequest, PlanWorkload
 from cloudmatrix.planner.rank import PlannedDeployment, operating_tpot_s, resized, targets_for
-from cloudmatrix.planner.scenario_out import MAX_CHECK_REQUESTS, scenario_dict, steady_requests
+from cloudmatrix.planner.scenario_out import MAX_CHECK_REQUESTS, STEADY_WINDOW_S, scenario_dict, steady_requests
 from cloudmatrix.serving.requests import State
 from cloudmatrix.sim.engine import simulate
 from cloudmatrix.sim.metrics import SimResult
@@ -63,11 +63,22 @@ def slice_counts(prefill_instances: int, decode_instances: int, reduce_by: int) 
     return max(round(n_p * b / n_d), 1), b
 
 
+def capped_run_is_steady(d: PlannedDeployment, w: PlanWorkload) -> bool:
+    """Whether MAX_CHECK_REQUESTS arrivals at the planned rate span a steady window: at least STEADY_WINDOW_S
+    and MIN_LIFETIMES request lifetimes."""
+    e2e_s = d.ttft_s + w.output_len * d.tpot_s
+    return MAX_CHECK_REQUESTS / d.rate_req_s >= max(STEADY_WINDOW_S, MIN_LIFETIMES * e2e_s)
+
+
 def check_slice(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -> PlannedDeployment:
     """What a check simulates: the deployment itself when a steady run of it fits MAX_CHECK_REQUESTS, else
     a slice of its instances at the rate that keeps their binding pool at the planned utilisation. Poisson
     arrivals split over identical slices are Poisson at the slice's share of the rate, so the slice sees
-    what one part of the deployment sees (bar the routing across slices)."""
+    what one part of the deployment sees (bar the routing across slices). A deployment whose capped run still
+    spans a steady window (what `_notes` calls steady) is run whole: a slice's instance counts only approximate
+    the deployment's proportions, so slicing one just past the cap would test a different deployment."""
+    if capped_run_is_steady(d, w):
+        return d
     reduce_by = math.ceil(steady_requests(d, w) / MAX_CHECK_REQUESTS)
     counts = slice_counts(d.prefill_instances, d.decode_instances, reduce_by)
     if reduce_by <= 1 or counts == (d.prefill_instances, d.decode_instances):

@@ -93,8 +93,8 @@ def scenario_yaml(d: PlannedDeployment, w: PlanWorkload, request: PlanRequest) -
     if not request.check_requests and steady_requests(d, w) > MAX_CHECK_REQUESTS:
         span_s = MAX_CHECK_REQUESTS / d.rate_req_s
         head.append(
-            f"# requests capped at {MAX_CHECK_REQUESTS:,}: arrivals span {span_s:.1f} s, short of a steady window "
-            f"({steady_requests(d, w):,} requests); raise `requests` for a steady run."
+            f"# requests capped at {MAX_CHECK_REQUESTS:,}: arrivals span {span_s:.1f} s, short of 40 s and four "
+            f"request lifetimes ({steady_requests(d, w):,} requests); raise `requests` for a longer run."
         )
     if request.hardware_overrides:
         head.append(
