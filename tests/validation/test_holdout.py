@@ -233,34 +233,34 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.8885, 0.0, 24.55, 121.59),
-        "tpot_ms": (0.9, 0.0, 25.59, 125.13),
-        "ttft_ms": (0.9393, 0.0, 18.98, 215.38),
+        "output_tok_s_per_chip": (0.892, 0.0, 24.57, 123.16),
+        "tpot_ms": (0.9033, 0.0, 25.31, 126.13),
+        "ttft_ms": (0.9464, 0.0, 18.98, 215.38),
     },
     "stack": {
-        "output_tok_s_per_chip": (0.8502, 0.0, 17.94, 127.91),
-        "tpot_ms": (0.8333, 0.0, 17.19, 113.96),
-        "ttft_ms": (0.9643, 0.0, 42.73, 420.55),
+        "output_tok_s_per_chip": (0.8502, 0.0, 17.97, 127.97),
+        "tpot_ms": (0.8333, 0.0, 17.19, 113.86),
+        "ttft_ms": (0.9643, 0.0, 42.4, 420.55),
     },
     "model": {
-        "output_tok_s_per_chip": (0.885, 0.0, 27.8, 161.2),
-        "tpot_ms": (0.8667, 0.0, 30.1, 141.15),
+        "output_tok_s_per_chip": (0.885, 0.0, 27.75, 161.19),
+        "tpot_ms": (0.8667, 0.0, 30.03, 141.15),
         "ttft_ms": (0.975, 0.0, 55.61, 271.5),
     },
     "isl": {
-        "output_tok_s_per_chip": (0.8293, 0.0, 30.2, 145.85),
-        "tpot_ms": (0.8267, 0.0, 21.73, 145.74),
-        "ttft_ms": (0.9179, 0.0, 61.7, 702.33),
+        "output_tok_s_per_chip": (0.8258, 0.0, 30.2, 146.39),
+        "tpot_ms": (0.8267, 0.0, 21.73, 142.54),
+        "ttft_ms": (0.9321, 0.0, 61.83, 858.92),
     },
     "series": {
         "output_tok_s_per_chip": (0.7422, 0.0, 7.3, 27.45),
-        "tpot_ms": (0.7733, 0.0, 7.5, 32.03),
-        "ttft_ms": (0.7286, 0.0, 18.52, 56.39),
+        "tpot_ms": (0.7733, 0.0, 7.39, 32.03),
+        "ttft_ms": (0.7321, 0.0, 18.47, 56.39),
     },
     "band": {
-        "output_tok_s_per_chip": (0.6516, 0.0, 18.96, 64.05),
-        "tpot_ms": (0.6267, 0.0, 15.81, 60.81),
-        "ttft_ms": (0.9071, 0.0, 41.72, 363.31),
+        "output_tok_s_per_chip": (0.6516, 0.0, 18.96, 64.03),
+        "tpot_ms": (0.6233, 0.0, 15.81, 59.94),
+        "ttft_ms": (0.9179, 0.0, 41.81, 363.31),
     },
 }
 
@@ -308,7 +308,7 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
     "output_tok_s_per_chip": (1.0, 0.0, 9.13, 115.53),
-    "tpot_ms": (1.0, 0.0, 8.71, 101.99),
+    "tpot_ms": (1.0, 0.0, 8.32, 101.99),
     "ttft_ms": (0.9863, 0.0, 35.43, 686.71),
 }
 
