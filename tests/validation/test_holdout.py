@@ -24,6 +24,8 @@ from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 from cloudmatrix.studies.stack_fit import FIT_CORPORA, fit_group, fit_rows, fittable
 from cloudmatrix.studies.validate_run import run_row
 
+from .residual_rows import residual
+
 H100_SERIES = "imx-h100-vllm-gpt-oss-120b-fp4-1024x1024-tp8-ep1"
 C4 = f"{H100_SERIES}-c4"
 
@@ -139,26 +141,8 @@ def _group(g: int) -> str:
 
 
 def _entry(group: str, i: int, ratio: float, kind: str = "family") -> dict:
-    return {
-        "kind": kind,
-        "group": group,
-        "id": f"{group}-{i}",
-        "series": f"{group}-s{i % 3}",
-        "system": "hgx-h100" if group == HOPPER else "hgx-b200",
-        "family": "hopper" if group == HOPPER else "blackwell",
-        "stack": "vllm",
-        "model_class": "moe",
-        "weights": "fp8",
-        "isl": 1024,
-        "isl_band": "ISL 1K",
-        "concurrency": 4,
-        "band": "conc 1-8",
-        "metric": "tpot_ms",
-        "role": "predicted",
-        "status": "ok",
-        "measured": 10.0 * ratio,
-        "predicted": 10.0,
-    }
+    system = "hgx-h100" if group == HOPPER else "hgx-b200"
+    return residual(system, ratio, kind=kind, group=group, id=f"{group}-{i}", series=f"{group}-s{i % 3}")
 
 
 def test_nested_intervals_never_see_their_group() -> None:

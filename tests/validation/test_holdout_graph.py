@@ -8,10 +8,10 @@ import dataclasses
 import pytest
 
 from cloudmatrix.catalog.stacks import GRAPH_ENTRY, overridden_costs, overrides_key, stack_graph
-from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
 from cloudmatrix.studies import holdout as h
 from cloudmatrix.studies.graph_fit import fit_graph_op_launch, graph_fit_rows
+from tests.cost.test_graph_launch import DECODE
 
 STACK = h.GRAPH_STACK
 KEY = (STACK, GRAPH_ENTRY)
@@ -55,17 +55,7 @@ def test_ascend_held_out_whole_falls_back_and_a_partial_refit_moves(fit_rows: li
 
 
 def test_pricing_follows_the_graph_override_and_restores() -> None:
-    d = Deployment(
-        phase=Phase.DECODE,
-        num_chips=16,
-        ep=32,
-        tp=2,
-        batch_per_chip=2,
-        input_len=3500,
-        output_len=1000,
-        reserve_gb=16,
-        stack=STACK,
-    )
+    d = dataclasses.replace(DECODE, stack=STACK)  # the A3 decode row's layout, with MTP
     catalog = stack_graph(STACK)
     assert catalog is not None
     before = estimate("atlas-800t-a3", "deepseek-r1", d).step.step_s

@@ -10,37 +10,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION
 from cloudmatrix.studies.interval_pools import series_quantiles
 from cloudmatrix.studies.interval_steps import combined_spread, step_spread
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
+from .residual_rows import residual
+
 
 def _rows(kind: str, system: str, stack: str, ratio: float, spread: float, n: int = 12, **extra) -> list[dict]:
     """``n`` rows of one (family, stack) cell from three series, measured / predicted spread about ``ratio``."""
     return [
-        {
-            "kind": kind,
-            "id": f"{kind}-{system}-{stack}-{i}",
-            "series": f"{kind}-{system}-{stack}-s{i % 3}",
-            "system": system,
-            "family": chip_family(system),
-            "stack": stack,
-            "model": "gpt-oss-120b",
-            "model_class": "moe",
-            "weights": "fp8",
-            "isl": 1024,
-            "isl_band": "ISL 1K",
-            "concurrency": 4,
-            "band": "conc 1-8",
-            "metric": "tpot_ms",
-            "role": "predicted",
-            "status": "ok",
-            "measured": 10.0 * ratio * math.exp(spread * (i / (n - 1) - 0.5)),
-            "predicted": 10.0,
-            "host_times": "fitted" if kind == "series" else "unfitted",
-        }
+        residual(
+            system,
+            math.exp(spread * (i / (n - 1) - 0.5)) * ratio,
+            kind=kind,
+            id=f"{kind}-{system}-{stack}-{i}",
+            series=f"{kind}-{system}-{stack}-s{i % 3}",
+            stack=stack,
+            model="gpt-oss-120b",
+            host_times="fitted" if kind == "series" else "unfitted",
+        )
         | extra
         for i in range(n)
     ]

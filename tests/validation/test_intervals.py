@@ -19,30 +19,15 @@ from cloudmatrix.studies.interval_pools import paper_residuals
 from cloudmatrix.studies.interval_steps import step_bounds
 from cloudmatrix.studies.intervals import MIN_ROWS, Query, index_residuals, interval, query_interval, series_quantiles
 
+from .residual_rows import residual
+
 KIND_SPREAD = {"series": 0.1, "family": 0.4, "stack": 0.3, "model": 0.25, "isl": 0.2, "band": 0.15}
 
 
 def _row(series: str, ratio: float, system: str = "hgx-b200", metric: str = "tpot_ms", kind: str = "series") -> dict:
-    return {
-        "kind": kind,
-        "id": f"{series}-{ratio}",
-        "series": series,
-        "system": system,
-        "family": chip_family(system),
-        "stack": "vllm",
-        "model": "gpt-oss-120b",
-        "model_class": "moe",
-        "weights": "fp8",
-        "isl": 1024,
-        "isl_band": "ISL 1K",
-        "concurrency": 4,
-        "band": "conc 1-8",
-        "metric": metric,
-        "role": "predicted",
-        "status": "ok",
-        "measured": ratio * 10.0,
-        "predicted": 10.0,
-    }
+    return residual(
+        system, ratio, kind=kind, id=f"{series}-{ratio}", series=series, model="gpt-oss-120b", metric=metric
+    )
 
 
 def test_series_weigh_the_same() -> None:

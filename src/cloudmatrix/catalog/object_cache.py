@@ -14,13 +14,12 @@ import hashlib
 import os
 import pickle
 import sys
-import tempfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cloudmatrix.catalog.yaml_cache import cache_dir
+from cloudmatrix.catalog.yaml_cache import cache_dir, write_entry
 
 FORMAT = b"catalog-objects-1"  # part of every key: a change of what is stored starts a fresh cache
 T = TypeVar("T")
@@ -81,14 +80,6 @@ def _store(entry: Path, made: object) -> None:
         data = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
         if pickle.loads(data) != made:
             return
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.replace(tmp, entry)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_entry(entry, data)
     except Exception:  # noqa: BLE001 - an object that cannot be kept is simply built next time
         return

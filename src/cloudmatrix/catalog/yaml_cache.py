@@ -53,14 +53,20 @@ def _store(entry: Path, document: Any) -> None:
         text = json.dumps(document, allow_nan=False)
         if json.loads(text) != document:
             return
-        entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-            os.replace(tmp, entry)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        write_entry(entry, text.encode())
     except (OSError, TypeError, ValueError, RecursionError):
         return
+
+
+def write_entry(entry: Path, data: bytes) -> None:
+    """Write a cache entry whole, then rename it into place, so a reader never sees part of one (an OSError
+    goes to the caller, for whom a cache that cannot be written only means building again next time)."""
+    entry.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=entry.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, entry)
+    except BaseException:
+        os.unlink(tmp)
+        raise
