@@ -77,22 +77,8 @@ def test_a_measured_moe_layer_is_priced_near_its_measurement(tokens: int) -> Non
             per_expert.append(row.latency_us / local)
         per_kernel.append(math.sqrt(per_expert[0] * per_expert[1]))
     expected_us = min(per_kernel) * 32 * (1 + 1 / 8)
-    hw, model = load_hardware("hgx-b200"), load_model("deepseek-r1")
-    d = Deployment(
-        phase=Phase.DECODE,
-        num_chips=8,
-        ep=8,
-        batch_per_chip=tokens / 8,  # each of the 8 GPUs sends its tokens: the layer sees ``tokens`` per GPU
-        input_len=1024,
-        precision="fp4",
-        eplb="perfect",
-        redundant_experts=0,
-        stack="trtllm",
-    )
-    p = plan(d, hw, model)
-    ops = {op.name: op for op in moe_ffn(p, 1.0)}
-    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
-    assert twin_us == pytest.approx(expected_us, rel=0.25)
+    # each of the 8 GPUs sends its tokens: the layer sees ``tokens`` per GPU
+    assert _ep8_fp4_experts_us("hgx-b200", "trtllm", tokens / 8) == pytest.approx(expected_us, rel=0.25)
 
 
 def test_amd_mxfp4_curves_are_aiters_and_only_where_fp4_units_are() -> None:
@@ -117,22 +103,25 @@ def test_a_measured_mi355x_moe_layer_is_priced_near_its_measurement(tokens: int)
     (row,) = [r for r in microbench()["aiter-mi355x-fp4-moe-ep8"].rows if r.tokens == tokens]
     assert row.latency_us is not None
     expected_us = row.latency_us * (1 + 1 / 8)
-    hw, model = load_hardware("mi355x"), load_model("deepseek-r1")
+    assert _ep8_fp4_experts_us("mi355x", "atom", tokens) == pytest.approx(expected_us, rel=0.25)
+
+
+def _ep8_fp4_experts_us(system: str, stack: str, batch_per_chip: float) -> float:
+    """The twin's experts + SwiGLU ops (µs) of a DeepSeek-R1 FP4 decode layer at EP8 on 8 chips, balanced."""
     d = Deployment(
         phase=Phase.DECODE,
         num_chips=8,
         ep=8,
-        batch_per_chip=tokens,
+        batch_per_chip=batch_per_chip,
         input_len=1024,
         precision="fp4",
         eplb="perfect",
         redundant_experts=0,
-        stack="atom",
+        stack=stack,
     )
-    p = plan(d, hw, model)
+    p = plan(d, load_hardware(system), load_model("deepseek-r1"))
     ops = {op.name: op for op in moe_ffn(p, 1.0)}
-    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
-    assert twin_us == pytest.approx(expected_us, rel=0.25)
+    return sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
 
 
 def test_w4a16_curves_leave_the_weight_read_plateau_to_the_memory_term() -> None:

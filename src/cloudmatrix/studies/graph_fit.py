@@ -29,7 +29,7 @@ from cloudmatrix.catalog.corpus import load_corpora, load_rows
 from cloudmatrix.catalog.hardware import Hardware, chip_family, load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import GraphExecution, StackCosts, stack_costs, stack_graph
+from cloudmatrix.catalog.stacks import GraphExecution, StackCosts, load_stack, stack_costs, stack_graph, stack_ids
 from cloudmatrix.catalog.validation import ValidationRow
 from cloudmatrix.cost.pricing import graph_op_launch_us
 from cloudmatrix.deploy import Deployment, Phase, mtp_tokens_per_step
@@ -203,8 +203,6 @@ def fit_family_op_launch(stack: str, family: str) -> GraphFit:
 
 def family_op_launch_entries() -> list[tuple[str, str]]:
     """The (stack, family) entries that carry a cost per op of their own, fitted on rows (CALIB)."""
-    from cloudmatrix.catalog.stacks import load_stack, stack_ids
-
     out = []
     for stack in stack_ids():
         for family in load_stack(stack).families:
