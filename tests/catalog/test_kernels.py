@@ -138,3 +138,14 @@ def test_w4a16_curves_leave_the_weight_read_plateau_to_the_memory_term() -> None
             first = min(m for m, us in layers.items() if us >= 1.3 * floor)
             shares = dict(_shares(t))
             assert min(shares) == (first if c.weights else min(layers)), t.id
+
+
+def test_a_deployment_that_names_marlin_runs_w4a16_experts_on_its_slower_prefill_curve() -> None:
+    """vLLM's Marlin MXFP4 MoE (AIConfigurator's H100 tables, every expert TP size) reaches under half the
+    BF16 share of the triton_kernels MoE at prefill rows per expert; named, it is the curve priced."""
+    for split in (1, 2, 4, 8):
+        (marlin,) = kernel_curves("nvidia-h200", "bf16", "grouped", ("marlin-mxfp4",), "fp4", split)
+        (triton,) = kernel_curves("nvidia-h200", "bf16", "grouped", ("triton-mxfp4",), "fp4", split)
+        assert marlin.kernel == "marlin-mxfp4" and marlin.split == split
+        for m in (128.0, 256.0):
+            assert marlin.compute_efficiency(m) < 0.55 * triton.compute_efficiency(m), (split, m)

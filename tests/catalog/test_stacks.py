@@ -113,3 +113,20 @@ def test_compare_and_plan_take_a_stack() -> None:
     for command in (["compare", "--stack", "tgi"], ["plan", "--stack", "tgi", "--no-check"]):
         res = runner.invoke(app, command)
         assert res.exit_code == 2 and "unknown serving stack 'tgi'" in res.output
+
+
+def test_the_fit_prices_each_row_with_the_kernels_it_ran() -> None:
+    """A row that names its kernels (gpt-oss on vLLM Hopper under VLLM_MXFP4_USE_MARLIN=1) is priced with
+    them on the fit's analytic path, as the simulation prices it: Marlin's W4A16 experts run the prefill
+    slower than the stack's default triton kernel; each fit-path deployment carries the row's kernels."""
+    from cloudmatrix.catalog.corpus import load_rows
+    from cloudmatrix.studies.stack_fit import base_times, row_deployment
+
+    rows = [r for r in load_rows("inferencemax-public") if r.kernels and (r.workload.concurrency or 0) <= 8]
+    assert rows
+    for row in rows[:3]:
+        assert row.aggregated is not None
+        dep = row_deployment(row, row.aggregated, Phase.AGGREGATED, 1024, 1024, batch_per_chip=1.0)
+        assert dep.kernels == tuple(row.kernels)
+        plain = row.model_copy(update={"kernels": []})
+        assert base_times(row).ttft_ms > base_times(plain).ttft_ms, row.id

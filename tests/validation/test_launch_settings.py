@@ -1,9 +1,15 @@
 """The server launch settings an InferenceMAX row carries (data/validation/inferencemax.yaml, from the
-benchmark's scripts): SGLang's memory fraction and scheduler receive interval, on every row they apply to and
-on no other."""
+benchmark's scripts): SGLang's memory fraction and scheduler receive interval, and the GEMM kernels a script's
+environment forced, on every row they apply to and on no other."""
+
+import csv
+import io
+from pathlib import Path
 
 from cloudmatrix.catalog.corpus import load_corpora
-from cloudmatrix.catalog.inferencemax import mapping
+from cloudmatrix.catalog.inferencemax import mapping, read_inferencemax
+from cloudmatrix.catalog.kernels import kernel_names
+from cloudmatrix.catalog.validation import VALIDATION_DIR
 
 
 def _imx_rows():
@@ -35,6 +41,42 @@ def test_sglang_rows_carry_their_scripts_memory_fraction_and_no_other_stack_does
 
 
 def test_every_launch_rule_names_its_source() -> None:
-    for table in ("memory_fraction", "recv_interval"):
+    for table in ("memory_fraction", "recv_interval", "kernels"):
         assert mapping()[table]
         assert all(rule["source"].startswith("SA-IMX") for rule in mapping()[table])
+
+
+def test_vllm_gpt_oss_hopper_rows_of_the_marlin_scripts_name_marlin_and_no_other_row_names_a_kernel() -> None:
+    """The gpt-oss H100/H200 scripts export VLLM_MXFP4_USE_MARLIN=1 from their vLLM v0.13.0 image on."""
+    rows = load_corpora(["inferencemax-public", "inferencemax-more"])
+    marlin = [
+        r
+        for r in rows
+        if r.stack == "vllm"
+        and r.model == "gpt-oss-120b"
+        and r.system in ("hgx-h100", "hgx-h200")
+        and "v0.13.0" in r.source
+    ]
+    assert len(marlin) == 94
+    assert all(r.kernels == ["marlin-mxfp4"] for r in marlin)
+    assert all(not r.kernels for r in rows if r not in marlin)
+
+
+def test_a_kernel_rule_applies_only_to_the_images_it_names(tmp_path: Path) -> None:
+    """The same deployment from another image (the environment variable is the script's, not the engine's
+    default) runs the stack's own kernels."""
+    path = VALIDATION_DIR / "inferencemax-more.csv"
+    header, *lines = list(csv.reader(io.StringIO(path.read_text())))
+    cells = next(c for c in lines if c[1] == "h200" and c[2] == "vllm")
+    for image, expected in (("vllm/vllm-openai:v0.13.0", ["marlin-mxfp4"]), ("vllm/vllm-openai:v0.11.2", [])):
+        cells[header.index("image")] = image
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([header, cells])
+        (tmp_path / "one.csv").write_text(out.getvalue())
+        (row,) = read_inferencemax(tmp_path / "one.csv")
+        assert row.kernels == expected, image
+
+
+def test_every_kernel_rule_names_kernels_with_a_measured_curve() -> None:
+    for rule in mapping()["kernels"]:
+        assert rule["kernels"] and all(k in kernel_names() for k in rule["kernels"]), rule

@@ -144,7 +144,9 @@ def _chunk_per_chip(stack: str, system: str, chips: int, dpa: bool) -> float:
     raise ValueError(f"no chunked-prefill budget for {stack} on {system}")
 
 
-def _launched(table: str, stack: str, system: str, model: str, precision: str, conc: int) -> dict[str, Any] | None:
+def _launched(
+    table: str, stack: str, system: str, model: str, precision: str, conc: int, image: str = ""
+) -> dict[str, Any] | None:
     """The first launch rule of ``table`` that matches the row (each key a rule leaves out matches any)."""
     for rule in mapping().get(table, []):
         if (
@@ -153,9 +155,18 @@ def _launched(table: str, stack: str, system: str, model: str, precision: str, c
             and model in rule.get("models", [model])
             and rule.get("precision", precision) == precision
             and conc >= rule.get("min_conc", 0)
+            and image in rule.get("images", [image])
         ):
             return dict(rule)
     return None
+
+
+def _kernels(rec: dict[str, str], stack: str, system: str, model: str) -> list[str]:
+    """The GEMM kernels the run's environment forced (a launch rule matching its stack, system, model and
+    container image), else none: the stack's own list applies."""
+    precision, conc = rec["precision"].strip().lower(), _number(rec, "conc", int)
+    rule = _launched("kernels", stack, system, model, precision, conc, rec.get("image", "").strip())
+    return list(rule["kernels"]) if rule else []
 
 
 def _launch_settings(rec: dict[str, str], stack: str, system: str) -> dict[str, Any]:
@@ -270,6 +281,7 @@ def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
         kv=_kv(stack, precision),
         mtp=mtp["depth"] if mtp else 0,
         mtp_acceptance=mtp["acceptance"] if mtp else None,
+        kernels=_kernels(rec, stack, system, model),
         workload=BenchWorkload(
             input_len=isl,
             output_len=osl,

@@ -67,6 +67,7 @@ def row_deployment(
         kv_precision=TWIN_PRECISION[row.kv],
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
+        kernels=tuple(row.kernels),
         **kw,
     )
 
