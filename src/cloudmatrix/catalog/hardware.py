@@ -95,6 +95,9 @@ class ChipSpec(Frozen):
     # start-up of one captured-graph launch that the host does not hide (Ascend: the host prepares each graph's
     # metadata and sampling before launching it); a stack says how many of its launches per step are exposed
     graph_launch_us: Sourced | None = None
+    # fixed device cost of one task of a graph captured op by op from eager PyTorch (ACL graph / NPUGraph): each
+    # kernel stays its own task with its start, header and AIC/AIV synchronisation (a runtime property, not fitted)
+    graph_task_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
     # a chip without GEMM microbenchmarks of its own may take a sibling's measured share-of-peak curves

@@ -109,11 +109,14 @@ class GraphExecution(Frozen):
     """How a stack runs a step's captured device graphs where a graph launch has a start-up cost (the chip's
     ``graph_launch_us``, Ascend): the launches per step whose start-up its host does not hide (with and
     without draft tokens), and the fixed cost each op of its graph adds beyond the chip's ``launch_us`` (a
-    graph captured op by op from PyTorch dispatches more, smaller tasks than a compiled, fused static graph)."""
+    graph captured op by op from PyTorch dispatches more, smaller tasks than a compiled, fused static graph):
+    ``tasks_per_op`` of the chip's ``graph_task_us`` each (the prior, a runtime property), or ``op_launch_us``
+    where that is fitted on the stack's rows."""
 
     launches: Sourced
     launches_speculative: Sourced
-    op_launch_us: Sourced
+    tasks_per_op: Sourced  # the engine's device tasks per op of the twin (counted from its source)
+    op_launch_us: Sourced | None = None  # fitted on rows (CALIB); None: the prior
 
     def exposed_launches(self, speculative: bool) -> float:
         return (self.launches_speculative if speculative else self.launches).value

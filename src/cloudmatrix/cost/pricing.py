@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share, kernel_curves
-from cloudmatrix.catalog.stacks import overrides_key, stack_costs, stack_graph, stack_kernels
+from cloudmatrix.catalog.stacks import GraphExecution, overrides_key, stack_costs, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
 from cloudmatrix.deploy import Plan
@@ -218,14 +218,24 @@ def _core_shares(hardware: Hardware) -> dict[tuple[Stream, bool], float]:
 
 def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
     """The stack's fixed cost per op of its captured graph beyond the chip's ``launch_us``: its ``graph``
-    section's on a chip whose graph launches have a start-up (Ascend), plus its chip family entry's own
-    (``op_launch_us``: SGLang's HIP graphs on CDNA); 0 where neither is stated."""
+    section's on a chip whose graph launches have a start-up (Ascend; fitted where stated, else the prior from
+    the chip's cost per captured task), plus its chip family entry's own (``op_launch_us``: SGLang's HIP graphs
+    on CDNA); 0 where neither is stated."""
     graph = stack_graph(stack)
-    own = 0.0 if graph is None or hardware.chip.graph_launch_us is None else graph.op_launch_us.value
+    own = 0.0
+    if graph is not None and hardware.chip.graph_launch_us is not None:
+        own = graph.op_launch_us.value if graph.op_launch_us is not None else graph_task_prior_us(hardware, graph)
     costs = stack_costs(stack, hardware.chip.family)
     if costs is not None and costs.op_launch_us is not None:
         own += costs.op_launch_us.value
     return own
+
+
+def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:
+    """The cost per op a graph captured op by op pays from the runtime alone, fitted on no row: the engine's
+    tasks per op of the twin times the chip's fixed cost per captured task (0 where the chip states none)."""
+    task = hardware.chip.graph_task_us
+    return 0.0 if task is None else graph.tasks_per_op.value * task.value
 
 
 def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> float:

@@ -212,17 +212,21 @@ def calibration_report(progress: Callable[[int, int], None] | None = None) -> di
 
 def _graph_fits() -> dict[str, dict[str, Any]]:
     """Each stack's fitted cost per op of its captured device graph (Ascend, and a family's own)."""
+    from cloudmatrix.catalog.hardware import load_hardware
     from cloudmatrix.catalog.stacks import stack_costs, stack_graph
+    from cloudmatrix.cost.pricing import graph_task_prior_us
     from cloudmatrix.studies.graph_fit import family_op_launch_entries, fit_family_op_launch, fit_graph_op_launch
 
     fit = fit_graph_op_launch("sglang-ascend")
     graph = stack_graph(fit.stack)
-    assert graph is not None
+    assert graph is not None and graph.op_launch_us is not None
+    prior = graph_task_prior_us(load_hardware("atlas-800t-a3"), graph)  # the runtime's prior, fitted on no row
     out = {
         f"stacks.{fit.stack}.graph.op_launch_us": {
             "fitted": fit.op_launch_us,
             "catalog": graph.op_launch_us.value,
-            "rows": " + ".join(r.row_id for r in fit.rows),
+            "prior": prior,
+            "rows": " + ".join(r.row_id for r in fit.rows) + f"; prior {prior:.2f} on the 910C",
         }
     }
     for stack, family in family_op_launch_entries():

@@ -4,9 +4,10 @@
 On Ascend the chip's ``launch_us`` is what a compiled, fused static graph pays per op (CloudMatrix-Infer:
 fitted to 0 on the paper's batch-8 row). A stack that captures its PyTorch ops one by one (SGLang's NPUGraph)
 dispatches several smaller tasks for each of the twin's ops, each with its own task start and AIC/AIV
-synchronisation; no published CANN figure gives that cost per task, so it is fitted here, per op of the
-twin, on the stack's decode rows. The graph start-ups its host does not hide are priced from P3 §4.2.4
-(``graph_launch_us``) before the fit, so they are not absorbed by it.
+synchronisation. CANN publishes no cost per task; the chip carries a prior bounded by published measurements
+(``graph_task_us``, times the engine's ``tasks_per_op``: the cost where no row may be used, a hold-out), and the
+cost is fitted here, per op of the twin, on the stack's decode rows. The graph start-ups its host does not hide
+are priced from P3 §4.2.4 (``graph_launch_us``) before the fit, so they are not absorbed by it.
 
 The fit runs on the analytic path (one decode step of the row's running sequences, as `stack_fit` does): the
 step is linear in the per-op cost (``step = base + ops · v``), so the least-squares ``v`` over the rows'
@@ -163,20 +164,23 @@ def least_squares_op_launch(fit_rows: list[GraphRow]) -> float:
 def graph_refit(held: Collection[str], stack: str = "sglang-ascend") -> tuple[GraphExecution, str] | None:
     """The stack's graph costs with the per-op cost refitted without the ``held`` row ids (a hold-out group),
     and a note; None where none of its fit rows is held. With no fit row left, the per-op cost falls back to
-    0: the chip's ``launch_us`` alone, as for a stack with no graph cost per op. Call it under the group's
+    the prior fitted on no row (``op_launch_us`` None: the stack's ``tasks_per_op`` times the chip's
+    ``graph_task_us``, a runtime property that carries to a held-out group). Call it under the group's
     refitted host times (``overridden_costs``): the fit prices the rows' steps with them."""
     rows = [r.id for r, _ in graph_fit_rows(stack)]
     graph = stack_graph(stack)
     kept = [i for i in rows if i not in held]
     if graph is None or len(kept) == len(rows):
         return None
-    if kept:
-        value = fit_graph_op_launch(stack, held).op_launch_us
-        source = f"hold-out refit on {len(kept)} of {len(rows)} fit rows"
-        note = f"{stack}/graph: op_launch_us refitted on {len(kept)} of {len(rows)} fit rows ({value:.2f} µs/op)"
-    else:
-        value, source = 0.0, "borrowed: no graph cost per op (the chip's launch_us alone)"
-        note = f"{stack}/graph: no fit rows left; op_launch_us falls back to 0 µs/op (the chip's launch_us alone)"
+    if not kept:
+        note = (
+            f"{stack}/graph: no fit rows left; op_launch_us falls back to the prior "
+            f"({graph.tasks_per_op.value:g} tasks per op x the chip's graph_task_us)"
+        )
+        return graph.model_copy(update={"op_launch_us": None}), note
+    value = fit_graph_op_launch(stack, held).op_launch_us
+    source = f"hold-out refit on {len(kept)} of {len(rows)} fit rows"
+    note = f"{stack}/graph: op_launch_us refitted on {len(kept)} of {len(rows)} fit rows ({value:.2f} µs/op)"
     return graph.model_copy(update={"op_launch_us": Sourced(value=value, source=source)}), note
 
 

@@ -1,0 +1,78 @@
+"""The cost per op of a graph captured op by op is a runtime property before it is a fit: every chip whose graph
+launches have a start-up (Ascend) states its fixed cost per captured task, sourced and within the published
+bounds, every stack with a ``graph`` section states its tasks per op, and their product prices the stack wherever
+no fitted cost per op may be used (vLLM-Ascend, which has no rows; a hold-out without the fit rows)."""
+
+import dataclasses
+
+import pytest
+
+from cloudmatrix.catalog.hardware import load_hardware, system_ids
+from cloudmatrix.catalog.stacks import GRAPH_ENTRY, load_stack, overridden_costs, stack_graph, stack_ids
+from cloudmatrix.cost.pricing import graph_op_launch_us, graph_task_prior_us
+from cloudmatrix.estimate import estimate
+from cloudmatrix.studies.graph_fit import fit_graph_op_launch
+from tests.cost.test_graph_launch import DECODE
+
+GRAPH_STACKS = [s for s in stack_ids() if load_stack(s).graph is not None]
+SYSTEMS = system_ids()
+# ASCEND-RS: the smallest published launch-and-synchronise round trip of one kernel on a 910B3 (host launch,
+# device task, wake-up from aclrtSynchronizeStream); a replayed graph pays only the device part of it
+ROUND_TRIP_US = 9.0
+
+
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_a_chip_with_graph_start_ups_states_its_cost_per_captured_task(system: str) -> None:
+    chip = load_hardware(system).chip
+    if chip.graph_launch_us is None:
+        assert chip.graph_task_us is None  # CUDA and HIP graphs: their launch_us (and a family's fit) price them
+        return
+    task = chip.graph_task_us
+    assert task is not None and task.source and task.assumed  # no CANN figure: a prior, and said so
+    assert 0 < task.value < ROUND_TRIP_US
+
+
+@pytest.mark.parametrize("stack", GRAPH_STACKS)
+@pytest.mark.parametrize("system", ["atlas-800t-a3", "cloudmatrix384"])
+def test_the_prior_is_tasks_per_op_times_the_cost_per_task(stack: str, system: str) -> None:
+    hw = load_hardware(system)
+    graph = stack_graph(stack)
+    assert graph is not None and graph.tasks_per_op.value >= 1 and graph.tasks_per_op.source
+    assert hw.chip.graph_task_us is not None
+    prior = graph_task_prior_us(hw, graph)
+    assert prior == pytest.approx(graph.tasks_per_op.value * hw.chip.graph_task_us.value)
+    expected = prior if graph.op_launch_us is None else graph.op_launch_us.value
+    assert graph_op_launch_us(hw, stack) == pytest.approx(expected)
+
+
+def test_a_stack_without_rows_is_priced_with_the_prior_not_another_stacks_fit() -> None:
+    graph = stack_graph("vllm-ascend")
+    assert graph is not None and graph.op_launch_us is None
+    hw = load_hardware("atlas-800t-a3")
+    assert graph_op_launch_us(hw, "vllm-ascend") == pytest.approx(graph_task_prior_us(hw, graph))
+
+
+def test_the_prior_prices_the_step_when_the_fit_is_withdrawn() -> None:
+    """Withdrawing the fitted cost (as a hold-out without its rows does) leaves the runtime's prior: the step
+    is slower than with no cost per op and faster than with the fit, which the rows ask to be higher."""
+    d = dataclasses.replace(DECODE, stack="sglang-ascend")
+    graph = stack_graph("sglang-ascend")
+    assert graph is not None and graph.op_launch_us is not None
+    fitted = estimate("atlas-800t-a3", "deepseek-r1", d).step.step_s
+    prior_graph = graph.model_copy(update={"op_launch_us": None})
+    zero_graph = graph.model_copy(update={"op_launch_us": graph.op_launch_us.model_copy(update={"value": 0.0})})
+    with overridden_costs({("sglang-ascend", GRAPH_ENTRY): prior_graph}):
+        prior = estimate("atlas-800t-a3", "deepseek-r1", d).step.step_s
+    with overridden_costs({("sglang-ascend", GRAPH_ENTRY): zero_graph}):
+        zero = estimate("atlas-800t-a3", "deepseek-r1", d).step.step_s
+    assert zero < prior < fitted
+
+
+def test_the_rows_fit_stays_within_a_factor_two_of_the_runtime_prior() -> None:
+    """The A3 rows do not contradict the runtime: their fitted cost per op is within a factor 2 of the prior
+    (about 1.5: some 3 tasks per op, or 6.7 µs per task, both inside the published bounds)."""
+    hw = load_hardware("atlas-800t-a3")
+    graph = stack_graph("sglang-ascend")
+    assert graph is not None
+    ratio = fit_graph_op_launch("sglang-ascend").op_launch_us / graph_task_prior_us(hw, graph)
+    assert 0.5 < ratio < 2.0
