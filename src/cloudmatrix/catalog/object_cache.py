@@ -16,12 +16,13 @@ import pickle
 import sys
 from collections.abc import Callable
 from functools import cache
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, TypeVar
 
 from cloudmatrix.catalog.yaml_cache import cache_dir, write_entry
 
-FORMAT = b"catalog-objects-1"  # part of every key: a change of what is stored starts a fresh cache
+FORMAT = b"catalog-objects-2"  # part of every key: a change of what is stored starts a fresh cache
 T = TypeVar("T")
 _MISSING = object()
 
@@ -34,17 +35,25 @@ LOWER_MODULES = ("csv_input.py", "errors.py", "inputs.py", "units.py")
 def code_key() -> bytes | None:
     """A hash of the catalog's code, of the layer-0 code it uses, and of pydantic's and Python's versions
     (None when the sources cannot be read, e.g. from a zipped install: then nothing is cached)."""
-    from pydantic.version import VERSION as PYDANTIC
-
     here = Path(__file__).parent
     paths = sorted(here.glob("*.py")) + [here.parent / name for name in LOWER_MODULES]
-    digest = hashlib.blake2b(FORMAT + f"{PYDANTIC} {sys.version}".encode(), digest_size=20)
+    digest = hashlib.blake2b(FORMAT + sys.version.encode(), digest_size=20)
     try:
+        digest.update(_pydantic_version_file())
         for path in paths:
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     except OSError:
         return None
     return digest.digest()
+
+
+def _pydantic_version_file() -> bytes:
+    """pydantic's ``version.py`` (its version and pydantic-core's), read without importing pydantic: the
+    objects kept are records, and pydantic is imported only where something is validated."""
+    spec = PathFinder.find_spec("pydantic")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("pydantic not found")
+    return (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_bytes()
 
 
 def cached_object(key: bytes, build: Callable[[], T]) -> T:
