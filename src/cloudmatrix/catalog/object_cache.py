@@ -10,9 +10,7 @@ without a word: it only ever saves time."""
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pickle
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -20,7 +18,12 @@ from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cloudmatrix.catalog.yaml_cache import cache_dir, write_entry
+from cloudmatrix.catalog.yaml_cache import blake2b, cache_dir, write_entry
+
+try:  # pickle's reader itself, without the pure-Python pickler module around it (about 1 ms of a bare estimate)
+    from _pickle import load
+except ImportError:
+    from pickle import load
 
 FORMAT = b"catalog-objects-2"  # part of every key: a change of what is stored starts a fresh cache
 T = TypeVar("T")
@@ -37,7 +40,7 @@ def code_key() -> bytes | None:
     (None when the sources cannot be read, e.g. from a zipped install: then nothing is cached)."""
     here = Path(__file__).parent
     paths = sorted(here.glob("*.py")) + [here.parent / name for name in LOWER_MODULES]
-    digest = hashlib.blake2b(FORMAT + sys.version.encode(), digest_size=20)
+    digest = blake2b(FORMAT + sys.version.encode(), digest_size=20)
     try:
         digest.update(_pydantic_version_file())
         for path in paths:
@@ -62,7 +65,7 @@ def cached_object(key: bytes, build: Callable[[], T]) -> T:
     where, code = cache_dir(), code_key()
     if where is None or code is None:
         return build()
-    entry = where / "objects" / f"{hashlib.blake2b(key + code, digest_size=20).hexdigest()}.pickle"
+    entry = where / "objects" / f"{blake2b(key + code, digest_size=20).hexdigest()}.pickle"
     found = _load(entry)
     if found is not _MISSING:
         return found
@@ -78,13 +81,15 @@ def _load(entry: Path) -> Any:
             st = os.fstat(f.fileno())
             if st.st_uid != os.geteuid() or st.st_mode & 0o022:
                 return _MISSING
-            return pickle.load(f)
+            return load(f)
     except Exception:  # noqa: BLE001 - a missing, partial or stale entry only means building afresh
         return _MISSING
 
 
 def _store(entry: Path, made: object) -> None:
     """Keep ``made`` when pickling gives an equal object back (written whole, then renamed)."""
+    import pickle  # only where an entry is written
+
     try:
         data = pickle.dumps(made, protocol=pickle.HIGHEST_PROTOCOL)
         if pickle.loads(data) != made:
