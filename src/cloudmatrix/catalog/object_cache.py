@@ -1,8 +1,9 @@
 """Catalog objects kept once validated: what the catalog's schemas built from a shipped file is pickled in the
 user's cache directory (the one of ``catalog/yaml_cache.py``) under a hash of the file's bytes and of the code
-that decides the result, so a later command loads the same objects without building pydantic's schemas or
-validating again (about a fifth of a bare estimate's CPU). An edited file, or edited catalog code, has another
-hash: it is validated afresh, and its errors are reported as on a first run (failures are never kept).
+that decides the result, so a later command loads the same objects without importing pydantic or validating
+again (they are records, ``catalog/record.py``). An edited file, or edited catalog code, has another hash: it
+is validated afresh, and its errors are reported as on a first run (failures are never kept). An object that
+code outside the catalog derives (an interval's indexed table) has that code's source in its key.
 
 Like Python's own bytecode cache, an entry is code the process runs; so one is loaded only when the user
 running the command owns it and no one else may write it. A cache that cannot be read or written is skipped

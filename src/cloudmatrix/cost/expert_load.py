@@ -20,7 +20,7 @@ from cloudmatrix.deploy import Eplb, ExpertLayout
 sampled: dict[str, float] = {}
 use_stored = True
 # Factors already answered, by the exact inputs with the profile by identity (the entry holds the profile,
-# so its id is not reused while the entry lives): hashing a routing profile, a pydantic model, costs more
+# so its id is not reused while the entry lives): hashing a routing profile (every field of it) costs more
 # than the arithmetic of the estimate around it.
 _answered: dict[tuple[int, ExpertLayout, Eplb, int, int, float, float], tuple[RoutingProfile, float]] = {}
 _ANSWERED_LIMIT = 4096
