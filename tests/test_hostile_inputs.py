@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudmatrix.catalog.models import MODELS_DIR, HFConfig, parse_config
+from cloudmatrix.catalog.hf_schema import HFConfig
+from cloudmatrix.catalog.models import MODELS_DIR, parse_config
 from cloudmatrix.cli.app import main
 from cloudmatrix.emulator.schemas import ChatBody, CompletionBody
 from cloudmatrix.errors import CloudMatrixError, ConfigError, InfeasibleDeploymentError

@@ -6,10 +6,11 @@ import itertools
 import pytest
 
 from cloudmatrix.catalog import holdout_index as hi
+from cloudmatrix.catalog import yaml_cache
 from cloudmatrix.catalog.residuals import METRICS
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.studies import intervals
-from cloudmatrix.studies.interval_pools import interval_rows
+from cloudmatrix.studies.interval_pools import STEP_COUNTERPART, interval_rows, stored_table
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 
@@ -71,5 +72,24 @@ def test_a_damaged_index_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp
     try:
         with pytest.raises(ConfigError, match=r"^tpot_ms\.json: cannot read"):
             hi.holdout_rows("tpot_ms")
+    finally:
+        hi.holdout_rows.cache_clear()
+
+
+def test_the_kept_tables_equal_the_index_indexed(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """An interval's table (the metric's rows and its counterpart's, in pools) kept per content equals the
+    index's rows indexed afresh: built, kept, then loaded; and a changed index is indexed afresh."""
+    monkeypatch.setenv(yaml_cache.ENV, str(tmp_path / "cache"))
+    for metric in METRICS:
+        rows = [r for m in (metric, STEP_COUNTERPART.get(metric)) if m for r in hi.holdout_rows(m) or ()]
+        fresh = index_residuals(rows, metric)
+        assert stored_table(metric) == fresh == stored_table(metric), metric
+    assert len(list((tmp_path / "cache" / "objects").glob("*.pickle"))) >= len(METRICS)
+    (tmp_path / "tpot_ms.json").write_text("{")  # a changed (here: damaged) index is read afresh
+    monkeypatch.setattr(hi, "INDEX_DIR", tmp_path)
+    hi.holdout_rows.cache_clear()
+    try:
+        with pytest.raises(ConfigError, match=r"^tpot_ms\.json: cannot read"):
+            stored_table("tpot_ms")
     finally:
         hi.holdout_rows.cache_clear()

@@ -7,7 +7,8 @@ from functools import cache
 
 from pydantic import Field
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, parse, read_yaml
+from cloudmatrix.catalog.strict import Frozen
 from cloudmatrix.errors import ConfigError
 
 ENGINES_FILE = DATA_DIR / "engines.yaml"

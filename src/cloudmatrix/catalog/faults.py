@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse, read_yaml
+from cloudmatrix.catalog.strict import Frozen
 from cloudmatrix.errors import ConfigError
 
 GPU_FAMILIES = ("hopper", "blackwell", "cdna")  # families whose stacks recover as the GPU anchors' do

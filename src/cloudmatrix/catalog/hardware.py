@@ -7,16 +7,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
-
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse_file, read_yaml
+from cloudmatrix.catalog.record import Record, check, field
+from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse_file, read_yaml
 from cloudmatrix.errors import CloudMatrixError, ConfigError, UnknownIdError
 from cloudmatrix.units import GB_DECIMAL, PETA, TB_DECIMAL, TERA
 
 HARDWARE_DIR = DATA_DIR / "hardware"
 
 
-class DieSpec(Frozen):
+class DieSpec(Record):
     compute_units: Sourced  # matrix engines: AI Cube cores (Ascend) or SMs (NVIDIA)
     vector_units: Sourced | None = None  # separate vector engines (Ascend AIV); None where SMs do both
     # the vector engines' element operations per second (tera, 16-bit lanes) where they are separate: vector
@@ -47,7 +46,7 @@ _PRECISION_FALLBACK = {
 }
 
 
-class Efficiency(Frozen):
+class Efficiency(Record):
     gemm_compute: Sourced
     gemm_memory: Sourced
     attention_compute: Sourced
@@ -59,21 +58,21 @@ class Efficiency(Frozen):
     # longer one: 1 (absent) is the roofline's max, 0 a kernel whose loads and matmuls add up.
     attention_overlap: Sourced | None = None
 
-    @field_validator("attention_overlap")
-    @classmethod
-    def _a_share(cls, v: Sourced | None) -> Sourced | None:
+    @staticmethod
+    @check("attention_overlap")
+    def _a_share(v: Sourced | None) -> Sourced | None:
         if v is not None and not 0.0 <= v.value <= 1.0:
             raise ValueError(f"attention_overlap is a share of the shorter term: 0 to 1, got {v.value}")
         return v
 
 
-class StreamShare(Frozen):
+class StreamShare(Record):
     compute: int
     vector: int = 0
     source: str
 
 
-class MicrobatchSpec(Frozen):
+class MicrobatchSpec(Record):
     """How two microbatches overlap. ``split``: two streams on statically split cores (Ascend decode);
     ``alternate``: one microbatch computes on all cores while the other's communication runs (NVIDIA TBO)."""
 
@@ -83,7 +82,7 @@ class MicrobatchSpec(Frozen):
     prefill_comm_units: Sourced | None = None  # cores reserved for communication in prefill (DeepEP normal)
 
 
-class ChipSpec(Frozen):
+class ChipSpec(Record):
     id: str
     name: str
     family: str
@@ -123,7 +122,7 @@ class ChipSpec(Frozen):
         return self.die.hbm_bw_gb_s.value * GB_DECIMAL
 
 
-class CpuSpec(Frozen):
+class CpuSpec(Record):
     name: str
     sockets_per_node: Sourced
     dram_gb_per_socket: Sourced
@@ -134,7 +133,7 @@ class CpuSpec(Frozen):
     link_efficiency: Sourced | None = None
 
 
-class SwitchSpec(Frozen):
+class SwitchSpec(Record):
     l1_per_node: Sourced
     l1_uplink_gb_s: Sourced
     l2_subplanes: Sourced
@@ -142,7 +141,7 @@ class SwitchSpec(Frozen):
     l2_ports: Sourced
 
 
-class EpCommSpec(Frozen):
+class EpCommSpec(Record):
     """Calibrated constants of the MoE dispatch/combine operators on a plane (fused or DeepEP-style)."""
 
     scale_bytes_per_token: Sourced  # quantisation scales sent with each INT8/FP8 token
@@ -154,7 +153,7 @@ class EpCommSpec(Frozen):
     combine_efficiency: Sourced
 
 
-class Plane(Frozen):
+class Plane(Record):
     """A network plane with per-die unidirectional bandwidth. ``*_local`` values apply inside a node."""
 
     name: str
@@ -172,20 +171,20 @@ class Plane(Frozen):
         return lat.value * 1e-6, eff.value
 
 
-class StoragePlane(Frozen):
+class StoragePlane(Record):
     name: str
     bw_gb_s_per_node: Sourced
     latency_us: Sourced
     efficiency: Sourced
 
 
-class Planes(Frozen):
+class Planes(Record):
     scale_up: Plane
     scale_out: Plane
     storage: StoragePlane | None = None
 
 
-class EmsSpec(Frozen):
+class EmsSpec(Record):
     """EMS, the UB-attached memory pool in CPU DRAM with an EVS SSD tier below it, and the OBS bucket that
     models load from (P3 §4.4). Optional: systems without a pooled-DRAM service leave it out."""
 
@@ -199,7 +198,7 @@ class EmsSpec(Frozen):
     warm_setup_s: Sourced  # fixed cost of a warm start besides moving the bytes
 
 
-class SystemSpec(Frozen):
+class SystemSpec(Record):
     id: str
     name: str
     chip: str
@@ -214,7 +213,7 @@ class SystemSpec(Frozen):
     ems: EmsSpec | None = None
     power_kw: Sourced
     price_usd: Sourced
-    published_totals: dict[str, Sourced] = Field(default_factory=dict)
+    published_totals: dict[str, Sourced] = field(default_factory=dict)
 
     @property
     def num_chips(self) -> int:
@@ -225,7 +224,7 @@ class SystemSpec(Frozen):
         return int(self.nodes.value * self.cpu.sockets_per_node.value)
 
 
-class Hardware(Frozen):
+class Hardware(Record):
     """A system together with its chip, as every cost function needs both."""
 
     system: SystemSpec

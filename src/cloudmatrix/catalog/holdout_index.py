@@ -78,11 +78,17 @@ def holdout_rows(metric: str) -> tuple[dict[str, Any], ...] | None:
     """The usable rows of ``metric`` an interval reads (as ``projected`` gives them), from the index (kept
     per content: ``catalog/object_cache.py``); None where no index has been written (the caller then reads
     the full source)."""
-    path = INDEX_DIR / f"{metric}.json"
-    if not path.exists():
+    text = index_bytes(metric)
+    if text is None:
         return None
-    text = read_catalog_bytes(path)
-    return cached_object(f"holdout-index\0{metric}\0".encode() + text, lambda: _rows(metric, text, path.name))
+    name = f"{metric}.json"
+    return cached_object(f"holdout-index\0{metric}\0".encode() + text, lambda: _rows(metric, text, name))
+
+
+def index_bytes(metric: str) -> bytes | None:
+    """The bytes of ``metric``'s index file (None where none has been written)."""
+    path = INDEX_DIR / f"{metric}.json"
+    return read_catalog_bytes(path) if path.exists() else None
 
 
 def _rows(metric: str, text: bytes, name: str) -> tuple[dict[str, Any], ...]:
@@ -91,6 +97,10 @@ def _rows(metric: str, text: bytes, name: str) -> tuple[dict[str, Any], ...]:
         series, columns = data["series"], data["columns"]
         n = len(columns["series"])
         names = ("metric", "status", "series", *FIELDS)
+        # a text repeated down a column is one object (the family, stack, model of many rows), which pickling
+        # then stores once: the kept rows load in half the time
+        shared: dict[str, str] = {}
+        fields = ([shared.setdefault(v, v) if isinstance(v, str) else v for v in columns[k]] for k in FIELDS)
         # one dict per row straight from the columns (no merge of two dicts a row: 3,500 rows an estimate)
         return tuple(
             dict(zip(names, values, strict=True))
@@ -98,7 +108,7 @@ def _rows(metric: str, text: bytes, name: str) -> tuple[dict[str, Any], ...]:
                 [metric] * n,
                 ["ok"] * n,
                 [series[i] for i in columns["series"]],
-                *(columns[k] for k in FIELDS),
+                *fields,
                 strict=True,
             )
         )

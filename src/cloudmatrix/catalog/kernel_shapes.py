@@ -9,27 +9,26 @@ from __future__ import annotations
 
 from functools import cache
 
-from pydantic import Field
-
 from cloudmatrix.catalog.kernels import KERNELS_DIR, KernelCurve
-from cloudmatrix.catalog.sourced import Frozen, parse_file
+from cloudmatrix.catalog.record import Record, field
+from cloudmatrix.catalog.sourced import parse_file
 
 SHAPES_PATH = KERNELS_DIR / "shapes.yaml"
 
 
-class KernelShape(Frozen):
+class KernelShape(Record):
     """One kernel's measured shape: for each named dimension the [lowest, highest] value measured."""
 
     id: str
     op: str  # the op it prices (cost/ops.py names)
     attention: str | None = None  # the attention kind it applies to (mla), or any
-    chips: list[str] = Field(min_length=1)
+    chips: list[str] = field(min_length=1)
     dims: dict[str, tuple[float, float]]
-    source: str = Field(min_length=1)
+    source: str = field(min_length=1)
     assumed: bool = False
 
 
-class ShapeCatalog(Frozen):
+class ShapeCatalog(Record):
     kernels: list[KernelShape]
 
 

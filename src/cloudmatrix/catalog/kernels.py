@@ -22,9 +22,8 @@ from functools import cache
 from math import exp, log
 from typing import Literal
 
-from pydantic import Field
-
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse_file
+from cloudmatrix.catalog.record import Record, field
+from cloudmatrix.catalog.sourced import DATA_DIR, parse_file
 from cloudmatrix.inputs import InputError
 
 KERNELS_DIR = DATA_DIR / "kernels"
@@ -33,14 +32,14 @@ CURVES_PATH = KERNELS_DIR / "curves.yaml"
 Op = Literal["dense", "grouped"]
 
 
-class MoeShape(Frozen):
+class MoeShape(Record):
     hidden: int
     intermediate: int
     experts: int
     top_k: int
 
 
-class BenchRow(Frozen):
+class BenchRow(Record):
     """One measurement: a GEMM (m x k by k x n, ``groups`` of them) or a whole MoE layer of ``tokens``."""
 
     groups: int = 1
@@ -49,11 +48,11 @@ class BenchRow(Frozen):
     k: int | None = None
     tokens: float | None = None
     local_experts: int | None = None
-    latency_us: float | None = Field(default=None, gt=0)
-    tflops: float | None = Field(default=None, gt=0)
+    latency_us: float | None = field(default=None, gt=0)
+    tflops: float | None = field(default=None, gt=0)
 
 
-class BenchTable(Frozen):
+class BenchTable(Record):
     id: str
     kernel: str
     op: Op
@@ -62,27 +61,27 @@ class BenchTable(Frozen):
     source: str
     note: str = ""
     weights: str | None = None  # stored format where narrower than the compute format (W4A16: fp4)
-    moe_tp: int = Field(default=1, ge=1)  # each expert's matrices split this many ways (expert TP)
+    moe_tp: int = field(default=1, ge=1)  # each expert's matrices split this many ways (expert TP)
     moe_shape: MoeShape | None = None
     rows: list[BenchRow]
 
 
-class Microbench(Frozen):
+class Microbench(Record):
     tables: list[BenchTable]
 
 
-class KernelCurve(Frozen):
+class KernelCurve(Record):
     kernel: str
     op: Op
     format: str
     chips: list[str]
-    points: list[tuple[float, float]] = Field(min_length=1)  # (M, achieved share of peak), M ascending
+    points: list[tuple[float, float]] = field(min_length=1)  # (M, achieved share of peak), M ascending
     source: str
     tables: list[str]  # the microbenchmark tables reduced
     prefill_tables: list[str] = []  # prefill-shaped tables: the level beyond the decode tables' largest M
     growth_tables: list[str] = []  # tables reaching larger M: the growth beyond it
     weights: str | None = None  # stored weight format where narrower than ``format`` (W4A16: fp4)
-    split: int = Field(default=1, ge=1)  # expert TP the tables were measured at
+    split: int = field(default=1, ge=1)  # expert TP the tables were measured at
     levels: list[tuple[float, float]] = []  # (experts per die, share at the last point's M), ascending
     growth: list[tuple[float, float]] = []  # (M, share relative to the last point's M) beyond it, ascending
 
@@ -108,7 +107,7 @@ def _log_log(points: list[tuple[float, float]], x: float) -> float:
     return exp(log(ys[i - 1]) + t * (log(ys[i]) - log(ys[i - 1])))
 
 
-class CurveCatalog(Frozen):
+class CurveCatalog(Record):
     curves: list[KernelCurve]
 
 

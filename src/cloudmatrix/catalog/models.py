@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
-from typing import Any
-
-from pydantic import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from cloudmatrix.catalog.compressed_attention import CSA_RATIO, HCA_RATIO, CompressedAttentionSpec
 from cloudmatrix.catalog.hf_checkpoint import cached_config, checkpoint_format, config_path, hub_cache, looks_like_hf_id
-from cloudmatrix.catalog.hf_config import SUPPORTED_ARCHITECTURES, UNPRICED_FIELDS, V4_FIELDS, HFConfig
+from cloudmatrix.catalog.hf_config import SUPPORTED_ARCHITECTURES, UNPRICED_FIELDS, V4_FIELDS
 from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
 from cloudmatrix.catalog.model_spec import AttentionSpec, IndexerSpec, ModelSpec, MoeSpec
 from cloudmatrix.catalog.object_cache import cached_object
@@ -25,6 +23,9 @@ from cloudmatrix.catalog.zero_experts import is_longcat, with_expected_ffn_exper
 from cloudmatrix.catalog.zero_experts import translate as translate_longcat
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import MAX_YAML_BYTES, parse_json, path_exists, read_text
+
+if TYPE_CHECKING:
+    from cloudmatrix.catalog.hf_schema import HFConfig
 
 MODELS_DIR = DATA_DIR / "models"
 __all__ = ["AttentionSpec", "IndexerSpec", "ModelSpec", "MoeSpec", "load_model", "model_ids", "parse_config"]
@@ -292,6 +293,10 @@ def parse_config(model_id: str, data: Any, source: str = "") -> ModelSpec:
     longcat = is_longcat(data)
     if longcat:
         data = translate_longcat(model_id, data)
+    from pydantic import ValidationError  # pydantic only where a config is validated, not for a kept model
+
+    from cloudmatrix.catalog.hf_schema import HFConfig
+
     try:
         cfg = HFConfig.model_validate(data)
     except ValidationError as e:

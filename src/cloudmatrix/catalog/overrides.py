@@ -1,5 +1,6 @@
 """What-if overrides: ``a.b.c=value`` assignments on nested data (scenario files) and on a loaded ``Hardware``
-(``chip.die.hbm_gb=192``, ``system.planes.scale_up.bw_gb_s_per_die=x2``), re-validated through pydantic."""
+(``chip.die.hbm_gb=192``, ``system.planes.scale_up.bw_gb_s_per_die=x2``), re-validated through pydantic
+(``catalog/record_schema.py``)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import re
 import types
 from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.record import Record
 from cloudmatrix.catalog.sourced import Sourced, describe_validation_error
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import parse_yaml
@@ -96,7 +98,7 @@ def _strip_optional(tp: Any) -> Any:
 
 
 def _is_model(tp: Any) -> bool:
-    return isinstance(tp, type) and issubclass(tp, BaseModel)
+    return isinstance(tp, type) and issubclass(tp, Record)
 
 
 def _assign(data: dict[str, Any], parts: list[str], raw: str, assignment: str) -> None:
@@ -107,10 +109,11 @@ def _assign(data: dict[str, Any], parts: list[str], raw: str, assignment: str) -
         here = ".".join(parts[:i]) or "<hardware>"
         base = _strip_optional(tp)
         if _is_model(base) and base is not Sourced:
-            if part not in base.model_fields:
-                valid = ", ".join(base.model_fields)
+            fields = base.field_types()
+            if part not in fields:
+                valid = ", ".join(fields)
                 raise ConfigError(f"--set '{assignment}': unknown key '{part}' under '{here}'; valid keys: {valid}")
-            tp = base.model_fields[part].annotation
+            tp = fields[part]
         elif get_origin(base) is dict:
             # Open mappings (peak_tflops, published_totals) may gain a key, e.g. FP8 units on a 910C.
             if part not in node and (i < len(parts) - 1 or _multiplier(raw) is not None):

@@ -5,38 +5,37 @@ from __future__ import annotations
 from functools import cache
 from typing import Any, Literal
 
-from pydantic import Field
-
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, parse_file
+from cloudmatrix.catalog.record import Record, field
+from cloudmatrix.catalog.sourced import DATA_DIR, parse_file
 from cloudmatrix.errors import UnknownIdError
 
 REFERENCE_DIR = DATA_DIR / "reference"
 
 
-class ReferenceRow(Frozen):
+class ReferenceRow(Record):
     id: str
     quantity: str
     published: float
     unit: str
     source: str
-    tolerance_pct: float = Field(gt=0)
+    tolerance_pct: float = field(gt=0)
     role: Literal["predicted", "fitted"]
     setup: dict[str, Any]
     # Ablation rows: the quantity at ``setup`` over the same quantity with ``baseline`` merged into it...
     baseline: dict[str, Any] | None = None
     # ...optionally over every value of one setup key, keeping the largest or smallest ratio
-    sweep: dict[str, list[Any]] | None = Field(default=None, max_length=1)
+    sweep: dict[str, list[Any]] | None = field(default=None, max_length=1)
     reduce: Literal["max", "min"] | None = None
     stack: str | None = None  # the serving stack that was measured; default: the set's
 
 
-class ReferenceSet(Frozen):
+class ReferenceSet(Record):
     id: str
     title: str
     system: str
     model: str
     stack: str  # serving stack of the set's rows (validation stack ids)
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
     rows: list[ReferenceRow]
 
 

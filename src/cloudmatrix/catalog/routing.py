@@ -18,10 +18,9 @@ from functools import cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
-
 from cloudmatrix.catalog.object_cache import cached_object
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_catalog_bytes, read_yaml
+from cloudmatrix.catalog.record import Record, check, field
+from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse, read_catalog_bytes, read_yaml
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import MAX_YAML_BYTES, path_exists, read_text
 
@@ -31,28 +30,28 @@ MAX_ZIPF_EXPONENT = 100.0  # expert k's share ~ k**-s: 2**-100 is still a float;
 MAX_CONCENTRATION = 1e6  # a request's mix is Dirichlet(c * popularity): 1e6 is the long-run mix to 0.1 %
 
 
-class RoutingProfile(Frozen):
+class RoutingProfile(Record):
     popularity: Literal["uniform", "zipf", "histogram"] = "uniform"
     zipf_exponent: Sourced | None = None
     histogram: tuple[float, ...] | None = None  # per-expert token counts or shares (any scale)
     request_concentration: Sourced | None = None  # None: requests route like the long-run mix
-    source: str = Field(default="", description="where the profile comes from")
+    source: str = field(default="", description="where the profile comes from")
 
-    @model_validator(mode="after")
-    def _check(self) -> RoutingProfile:
-        if self.popularity == "zipf" and self.zipf_exponent is None:
+    @staticmethod
+    @check()
+    def _check(p: RoutingProfile) -> None:
+        if p.popularity == "zipf" and p.zipf_exponent is None:
             raise ValueError("a zipf profile needs zipf_exponent")
-        if self.popularity == "histogram" and not self.histogram:
+        if p.popularity == "histogram" and not p.histogram:
             raise ValueError("a histogram profile needs a non-empty histogram")
-        if self.histogram and (min(self.histogram) < 0 or sum(self.histogram) <= 0):
+        if p.histogram and (min(p.histogram) < 0 or sum(p.histogram) <= 0):
             raise ValueError("histogram loads must be >= 0 and not all zero")
         # Bounded where the sampling stays finite: past them the tail shares underflow to zero (the exponent)
         # or the Dirichlet draws overflow (the concentration); both ends are far past any measured routing.
-        if self.zipf_exponent is not None and not 0 <= self.zipf_exponent.value <= MAX_ZIPF_EXPONENT:
+        if p.zipf_exponent is not None and not 0 <= p.zipf_exponent.value <= MAX_ZIPF_EXPONENT:
             raise ValueError(f"zipf_exponent must be >= 0 and <= {MAX_ZIPF_EXPONENT:g}")
-        if self.request_concentration is not None and not 0 < self.request_concentration.value <= MAX_CONCENTRATION:
+        if p.request_concentration is not None and not 0 < p.request_concentration.value <= MAX_CONCENTRATION:
             raise ValueError(f"request_concentration must be > 0 and <= {MAX_CONCENTRATION:g}")
-        return self
 
     @property
     def concentration(self) -> float:

@@ -1,53 +1,43 @@
 """A catalog number with its provenance, and YAML loading (through the parsed-document cache) that turns
-schema errors into one clear line."""
+schema errors into one clear line. pydantic is imported only where something is validated (a file or an
+object not in the caches): the catalog's objects are records (``catalog/record.py``), and the pydantic bases
+of the schemas users write into are in ``catalog/strict.py``."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from cloudmatrix.catalog.object_cache import cached_object
+from cloudmatrix.catalog.record import Record, field
 from cloudmatrix.catalog.yaml_cache import cached_parse
 from cloudmatrix.errors import ConfigError
-from cloudmatrix.inputs import refuse_flag_as_number
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 DATA_DIR = Path(__file__).parent / "data"
 
 
-class StrictModel(BaseModel):
-    """Base of every schema users write into (catalog, configs, scenarios, workloads, API bodies, saved runs):
-    ``true``/``false`` is no number (pydantic's lax mode reads them as 1 and 0). Each schema is built when it
-    first validates, not when its class is made: a command builds only the schemas it uses."""
-
-    model_config = ConfigDict(defer_build=True)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_flags_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        return refuse_flag_as_number(field.annotation if field else Any, value)
-
-
-class Frozen(StrictModel):
-    """Base for catalog value objects: immutable, unknown keys rejected so typos are caught."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True, allow_inf_nan=False)
-
-
-class Sourced(Frozen):
+class Sourced(Record):
     """A number that carries where it came from; ``assumed`` marks values not backed by a source."""
 
     value: float
-    source: str = Field(min_length=1)
+    source: str = field(min_length=1)
     assumed: bool = False
 
     def __float__(self) -> float:
         return self.value
 
 
-M = TypeVar("M", bound=BaseModel)
+class Validating(Protocol):
+    """A record or a pydantic model: what ``parse`` validates into."""
+
+    @classmethod
+    def model_validate(cls, data: Any) -> Any: ...
+
+
+M = TypeVar("M", bound=Validating)
 
 
 def describe_validation_error(err: ValidationError) -> str:
@@ -92,6 +82,8 @@ def _parse_yaml(text: bytes, path: Path) -> Any:
 
 def parse(model: type[M], data: Any, origin: str) -> M:
     """Validate ``data`` into ``model``; errors name the file and the field path."""
+    from pydantic import ValidationError  # only where something is validated
+
     try:
         return model.model_validate(data)
     except ValidationError as e:

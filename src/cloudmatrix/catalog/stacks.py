@@ -13,9 +13,8 @@ from contextvars import ContextVar
 from functools import cache
 from typing import Literal
 
-from pydantic import Field
-
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse_file
+from cloudmatrix.catalog.record import Record, field
+from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse_file
 from cloudmatrix.errors import ConfigError, UnknownIdError
 
 STACKS_PATH = DATA_DIR / "stacks.yaml"
@@ -29,11 +28,11 @@ _OVERRIDES: ContextVar[Mapping[tuple[str, str], Override] | None] = ContextVar("
 _OVERRIDES_KEY: ContextVar[tuple[tuple[tuple[str, str], str], ...]] = ContextVar("stack_overrides_key", default=())
 
 
-class StackCosts(Frozen):
+class StackCosts(Record):
     step_overhead_us: Sourced
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
-    kernels: dict[str, list[str]] = Field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
+    kernels: dict[str, list[str]] = field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
     kernels_source: str = ""
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
     # ``launch_us`` (None: nothing beyond it); a device cost, not host time, so it leaves the host basis alone
@@ -50,16 +49,16 @@ class StackCosts(Frozen):
         return self.handoff_overhead_ms.value / 1e3
 
 
-class CostsLike(Frozen):
+class CostsLike(Record):
     """A family priced as another stack's fitted family (``like: vllm/hopper``): an assumption for engines
     with no fit rows of their own, which follows that fit when `calibrate` moves it."""
 
-    like: str = Field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
-    source: str = Field(min_length=1)
+    like: str = field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
+    source: str = field(min_length=1)
     op_launch_us: Sourced | None = None  # this family's own graph cost per op (the named entry's otherwise)
 
 
-class StackMemory(Frozen):
+class StackMemory(Record):
     """How much of each die's HBM the engine fills with weights, activations and KV; the rest is reserve.
     ``holds``: what the fraction bounds. ``all``: weights, KV and the step's activation and communication
     buffers, with the reserve beside them. ``weights_kv``: weights and the KV pool only (SGLang's
@@ -86,7 +85,7 @@ SCHEDULING_POLICIES: tuple[Scheduling, ...] = ("chunk-beside-decode", "mixed", "
 DEFAULT_SCHEDULING: Scheduling = "chunk-beside-decode"  # an engine that states no policy
 
 
-class EngineDefaults(Frozen):
+class EngineDefaults(Record):
     """What the engine runs with when a deployment does not say: its chunked-prefill budget (prompt tokens
     per step per engine instance), how its scheduler fills a co-located step with it, and its KV cache
     format."""
@@ -98,14 +97,14 @@ class EngineDefaults(Frozen):
     kv_source: str = ""
 
 
-class RunsOn(Frozen):
+class RunsOn(Record):
     """The vendors whose chips a stack has a build for, with where that is stated."""
 
-    vendors: list[Vendor] = Field(min_length=1)
-    source: str = Field(min_length=1)
+    vendors: list[Vendor] = field(min_length=1)
+    source: str = field(min_length=1)
 
 
-class GraphExecution(Frozen):
+class GraphExecution(Record):
     """How a stack runs a step's captured device graphs where a graph launch has a start-up cost (the chip's
     ``graph_launch_us``, Ascend): the launches per step whose start-up its host does not hide (with and
     without draft tokens), and the fixed cost each op of its graph adds beyond the chip's ``launch_us`` (a
@@ -122,15 +121,15 @@ class GraphExecution(Frozen):
         return (self.launches_speculative if speculative else self.launches).value
 
 
-class StackProfile(Frozen):
+class StackProfile(Record):
     id: str
     name: str
     source: str
     runs_on: RunsOn
     base: str | None = None  # a front end over another stack's engine (Dynamo): its costs where none of its own
-    families: dict[str, StackCosts | CostsLike] = Field(default_factory=dict)  # chip family (or ``default``)
-    memory_setting: StackMemory | None = Field(default=None, alias="memory")
-    engine_defaults: EngineDefaults | None = Field(default=None, alias="defaults")
+    families: dict[str, StackCosts | CostsLike] = field(default_factory=dict)  # chip family (or ``default``)
+    memory_setting: StackMemory | None = field(default=None, alias="memory")
+    engine_defaults: EngineDefaults | None = field(default=None, alias="defaults")
     graph: GraphExecution | None = None  # None: graph launches hidden and no cost per op beyond the chip's
 
     @property
@@ -206,7 +205,7 @@ def overrides_key() -> tuple[tuple[tuple[str, str], str], ...]:
     return _OVERRIDES_KEY.get()
 
 
-class StackCatalog(Frozen):
+class StackCatalog(Record):
     stacks: list[StackProfile]
 
 

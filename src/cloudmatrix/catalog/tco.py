@@ -9,7 +9,8 @@ from functools import cache
 from typing import Any
 
 from cloudmatrix.catalog.overrides import OVERRIDE_SOURCE, parse_value, split_assignment
-from cloudmatrix.catalog.sourced import DATA_DIR, Frozen, Sourced, parse, read_yaml
+from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse, read_yaml
+from cloudmatrix.catalog.strict import Frozen
 from cloudmatrix.errors import ConfigError
 
 TCO_PATH = DATA_DIR / "tco.yaml"

@@ -21,8 +21,9 @@ from cloudmatrix.catalog.residuals import (  # noqa: F401 (re-exported: the corp
     VALIDATION_DIR,
     stored_residuals,
 )
-from cloudmatrix.catalog.sourced import Frozen, read_yaml
+from cloudmatrix.catalog.sourced import read_yaml
 from cloudmatrix.catalog.stacks import stack_ids
+from cloudmatrix.catalog.strict import Frozen
 from cloudmatrix.errors import ConfigError, UnknownIdError
 from cloudmatrix.inputs import names_file, path_exists, read_yaml_file
 

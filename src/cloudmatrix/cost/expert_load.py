@@ -4,8 +4,12 @@ computation (``cost.experts``, numpy) runs only for a shape nobody priced before
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache, lru_cache
+
+try:  # hashlib's own SHA-256, without the OpenSSL library hashlib loads (about 3 ms of a bare estimate)
+    from _sha256 import sha256
+except ImportError:  # an interpreter that names it otherwise (3.12: _sha2)
+    from hashlib import sha256
 
 from cloudmatrix.catalog.expert_loads import stored_factors
 from cloudmatrix.catalog.routing import RoutingProfile
@@ -16,7 +20,7 @@ from cloudmatrix.deploy import Eplb, ExpertLayout
 sampled: dict[str, float] = {}
 use_stored = True
 # Factors already answered, by the exact inputs with the profile by identity (the entry holds the profile,
-# so its id is not reused while the entry lives): hashing a routing profile, a pydantic model, costs more
+# so its id is not reused while the entry lives): hashing a routing profile (every field of it) costs more
 # than the arithmetic of the estimate around it.
 _answered: dict[tuple[int, ExpertLayout, Eplb, int, int, float, float], tuple[RoutingProfile, float]] = {}
 _ANSWERED_LIMIT = 4096
@@ -77,7 +81,7 @@ def factor_key(
 def _profile_text(profile: RoutingProfile) -> str:
     """The profile's numbers (not its prose) as a short digest: the key changes whenever a number does."""
     numbers = (profile.popularity, profile.zipf_exponent and profile.zipf_exponent.value, profile.histogram)
-    return hashlib.sha256(repr((*numbers, profile.concentration)).encode()).hexdigest()[:16]
+    return sha256(repr((*numbers, profile.concentration)).encode()).hexdigest()[:16]
 
 
 def clear_cache() -> None:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloudmatrix.catalog.sourced import StrictModel
+from cloudmatrix.catalog.strict import StrictModel
 
 MAX_TOKENS_LIMIT = 32768
 MAX_CHOICES = 8  # `n`: each choice is its own simulated sequence, as a serving engine runs them

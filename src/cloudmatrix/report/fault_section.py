@@ -11,7 +11,8 @@ from typing import Any
 import plotly.graph_objects as go
 from pydantic import ConfigDict, Field, ValidationError
 
-from cloudmatrix.catalog.sourced import StrictModel, describe_validation_error
+from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.errors import ConfigError
 
 MAX_POINTS = 100_000  # a saved series longer than this is no run `simulate` wrote (it bins to 2,000)

@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
 from cloudmatrix.catalog.faults import fault_catalog
-from cloudmatrix.catalog.sourced import StrictModel
+from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.errors import ConfigError
 from cloudmatrix.inputs import MAX_SIM_S
 from cloudmatrix.workload.rng import stream

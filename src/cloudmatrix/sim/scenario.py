@@ -10,8 +10,9 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.sourced import StrictModel, describe_validation_error
+from cloudmatrix.catalog.sourced import describe_validation_error
 from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack
+from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.inputs import (

@@ -15,9 +15,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from pathlib import Path
 from typing import Any
 
+from cloudmatrix.catalog.holdout_index import holdout_rows, index_bytes
 from cloudmatrix.catalog.holdout_index import usable as usable_row
+from cloudmatrix.catalog.object_cache import cached_object
 from cloudmatrix.catalog.reference import load_reference, reference_ids
 from cloudmatrix.catalog.residuals import isl_band, model_class, stored_holdout_residuals, stored_residuals
 
@@ -124,6 +127,20 @@ def index_residuals(residuals: Iterable[Row], metric: str) -> Table:
             cells[(r["family"], r["stack"])].append(r)
         pools[basis] = Pool(cells=dict(cells), kinds=_by_kind(mine))
     return Table(pools=pools, kinds=kinds, counterpart_kinds=other)
+
+
+def stored_table(metric: str) -> Table | None:
+    """``index_residuals`` of the stored per-metric index (the metric's rows and its counterpart's), kept per
+    content of those files and of this module's code (``catalog/object_cache.py``): a later process loads the
+    rows already in their pools (a fifth of a bare estimate's interval). None where an index is missing."""
+    metrics = [m for m in (metric, STEP_COUNTERPART.get(metric)) if m]
+    texts = [index_bytes(m) for m in metrics]
+    if any(t is None for t in texts):
+        return None
+    key = [b"interval-table", metric.encode(), Path(__file__).read_bytes(), *(t or b"" for t in texts)]
+    return cached_object(
+        b"\0".join(key), lambda: index_residuals([r for m in metrics for r in holdout_rows(m) or ()], metric)
+    )
 
 
 def _by_kind(rows: Iterable[Row]) -> dict[str, list[Row]]:

@@ -28,7 +28,6 @@ from itertools import product
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
-from cloudmatrix.catalog.holdout_index import holdout_rows
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.residuals import conc_band, isl_band
 from cloudmatrix.catalog.stacks import host_times_basis
@@ -36,7 +35,6 @@ from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import (
     MIN_ROWS,
     MIN_SERIES,
-    STEP_COUNTERPART,
     Pool,
     Row,
     Table,
@@ -44,6 +42,7 @@ from cloudmatrix.studies.interval_pools import (
     index_residuals,
     interval_rows,
     series_quantiles,
+    stored_table,
 )
 from cloudmatrix.studies.interval_steps import (
     STEP_KINDS,
@@ -121,10 +120,7 @@ Cells = tuple[list[list[Row]], list[list[Row]]]  # the query's own cell, and the
 
 def _stored(metric: str) -> Table:
     if metric not in _STORED:
-        counterpart = STEP_COUNTERPART.get(metric)
-        indexed = [holdout_rows(m) for m in (metric, counterpart) if m]
-        rows = interval_rows() if any(r is None for r in indexed) else [r for rs in indexed for r in rs or ()]
-        _STORED[metric] = index_residuals(rows, metric)
+        _STORED[metric] = stored_table(metric) or index_residuals(interval_rows(), metric)
     return _STORED[metric]
 
 

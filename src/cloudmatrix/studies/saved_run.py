@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field
 
-from cloudmatrix.catalog.sourced import StrictModel
+from cloudmatrix.catalog.strict import StrictModel
 
 
 class SavedRow(StrictModel):

@@ -9,7 +9,7 @@ from typing import Literal
 import numpy as np
 from pydantic import ConfigDict, Field, model_validator
 
-from cloudmatrix.catalog.sourced import StrictModel
+from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.inputs import MAX_REQUESTS, MAX_TOKENS
 from cloudmatrix.workload.rng import stream
 from cloudmatrix.workload.trace import read_trace
