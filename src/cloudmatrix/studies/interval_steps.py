@@ -40,6 +40,7 @@ class Query:
     band: str | None = None  # the concurrency band, or ``steady``
     concurrency: int | None = None
     host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
+    shapes: tuple[str, ...] = ()  # ops priced outside their kernel's measured shape (cost/shape_range.py)
 
 
 def domain_steps(
@@ -216,6 +217,29 @@ def _new_model(q: Query, rows: Sequence[Row]) -> bool:
         return False
     names = {str(r.get("model")) for r in rows if r.get("model")}
     return q.model not in names and architecture(q.model) not in {architecture(name) for name in names}
+
+
+@cache
+def shape_spread(coverage: float) -> float:
+    """The out-of-range error of a kernel curve, measured: each measured GEMM curve with three points or more
+    has its top point (its largest M) predicted from the points below it, as the pricing prices an op beyond
+    a curve's range (held at the last measured share; the growth tables measured beyond a curve's last point
+    are left out with it); the ``coverage`` quantile of |ln(measured /
+    predicted)| over the curves, each weighing the same, as a spread about the prediction."""
+    from cloudmatrix.catalog.kernels import curves  # read only where an answer has a shape outside
+
+    rows = [
+        {
+            "series": i,
+            "measured": c.points[-1][1],
+            "predicted": c.model_copy(update={"points": c.points[:-1], "levels": [], "growth": []}).compute_efficiency(
+                c.points[-1][0]
+            ),
+        }
+        for i, c in enumerate(curves())
+        if len(c.points) >= 3
+    ]
+    return step_spread(rows, coverage)
 
 
 def step_bounds(rows: Sequence[Row], coverage: float) -> tuple[float, float]:

@@ -53,6 +53,7 @@ from cloudmatrix.studies.interval_steps import (
     counted_steps,
     domain_steps,
     in_domain_spread,
+    shape_spread,
     step_error,
     step_spread,
 )
@@ -296,6 +297,10 @@ def query_interval(
         groups.append(measured)
         spreads.append(step_spread(measured, coverage))
         inside.append(in_domain_spread(t, measured, coverage))
+    if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
+        reasons.extend(q.shapes)
+        spreads.append(shape_spread(coverage))
+        inside.append(0.0)
     if spreads:
         spread = combined_spread(spreads, inside)
         bounds.append([math.exp(-spread), math.exp(spread)])
@@ -391,4 +396,5 @@ def _query(system: str, stack: str | None, metric: str, q: Mapping[str, Any]) ->
         isl=q.get("isl"),
         band=conc_band(conc, steady=bool(q.get("steady"))),
         concurrency=conc,
+        shapes=tuple(q.get("shapes") or ()),
     )
