@@ -2,8 +2,9 @@
 
 A step is a condition of the query with no validated rows: a chip family, a stack on a family (found by
 ``intervals._cells``), a model class, a weight format, the model itself in its stratum, an ISL or a
-concurrency (found here); and an op priced beyond its kernel's measured shape (``shape_spread``). Each kind is measured by its own hold-out (``validate --holdout KIND``): the
-residuals of groups predicted without any of their rows, which is what the query's step is.
+concurrency (found here); and an op priced beyond its kernel's measured shape (``shape_spread``). Each kind
+is measured by its own hold-out (``validate --holdout KIND``): the residuals of groups predicted without any
+of their rows, which is what the query's step is (the shape step: the kernel curves' own out-of-range error).
 
 A step's error is taken as a spread, not a shift: the series-weighted quantile of |log(measured /
 predicted)| over the step's hold-out rows, applied on both sides of the prediction (the absolute-residual
