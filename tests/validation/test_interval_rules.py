@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION
 from cloudmatrix.studies.interval_pools import series_quantiles
-from cloudmatrix.studies.interval_steps import combined_spread, step_spread
+from cloudmatrix.studies.interval_steps import combined_spread, counted_steps, step_spread
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 from .residual_rows import residual
@@ -44,20 +44,63 @@ TABLE = index_residuals(VALIDATED + FAMILY + STACK + MODEL, "tpot_ms")
 
 
 def test_independent_steps_add_in_quadrature() -> None:
-    """A new family (with its stack's cell new on it) and a new model: the spreads of the family, stack and model
-    hold-outs add in quadrature about the prediction, wider than any one and narrower than their sum."""
-    q = Query(system="hgx-h100", stack="vllm", metric="tpot_ms", model="kimi-k2", host_times="unfitted")
+    """A new family with a stack new everywhere (leave-stack-and-family-out) and a new model: the spreads of the
+    family, stack and model hold-outs add in quadrature about the prediction, wider than any one and narrower
+    than their sum, with the in-domain error their rows all hold (the series hold-out's) counted once."""
+    q = Query(system="hgx-h100", stack="atom", metric="tpot_ms", model="kimi-k2", host_times="unfitted")
     iv = query_interval(100.0, q, table=TABLE)
     assert iv.extrapolating[1:] == (
         "chip family hopper has no rows",
         "model kimi-k2 has no rows in the cells one condition away",
     )
     spreads = [step_spread(rows, 0.8) for rows in (FAMILY, STACK, MODEL)]
-    want = combined_spread(spreads)
-    assert want == pytest.approx(math.sqrt(sum(s * s for s in spreads)))
-    assert max(spreads) < want < sum(spreads)
+    inside = step_spread(VALIDATED, 0.8)  # no step row was predicted by the series hold-out: every series row
+    want = combined_spread(spreads, [inside] * 3)
+    widest = max(spreads)
+    assert want == pytest.approx(math.sqrt(sum(s * s for s in spreads) - 2 * inside**2))  # counted once, not 3 times
+    assert widest < want < combined_spread(spreads) < sum(spreads)
+    assert combined_spread(spreads) == pytest.approx(math.sqrt(sum(s * s for s in spreads)))
     assert iv.lo is not None and iv.hi is not None
     assert (iv.lo, iv.hi) == (pytest.approx(100 * math.exp(-want)), pytest.approx(100 * math.exp(want)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spreads=st.lists(st.floats(1e-3, 3.0), min_size=1, max_size=5),
+    data=st.data(),
+)
+def test_the_in_domain_error_counts_once_and_never_narrows(spreads: list[float], data) -> None:
+    """Whatever the steps' spreads and their rows' in-domain spreads: never narrower than the widest step
+    alone, nor wider than plain quadrature; a further step never narrows; with no in-domain error it is
+    quadrature, and a step whose rows err no more out of group than in it adds nothing."""
+    inside = data.draw(st.lists(st.floats(1e-3, 3.0), min_size=len(spreads), max_size=len(spreads)))
+    got = combined_spread(spreads, inside)
+    assert max(spreads) <= got * (1 + 1e-12) and got <= combined_spread(spreads) * (1 + 1e-12)
+    assert combined_spread(spreads, [0.0] * len(spreads)) == pytest.approx(combined_spread(spreads))
+    extra = data.draw(st.floats(1e-3, 3.0))
+    assert combined_spread([*spreads, extra], [*inside, data.draw(st.floats(1e-3, 3.0))]) >= got * (1 - 1e-12)
+    if extra <= max(spreads):  # a step whose rows err no more out of group than in it, not the widest
+        assert combined_spread([*spreads, extra], [*inside, extra]) == pytest.approx(got)
+
+
+def test_a_stratum_left_empty_by_a_new_condition_is_not_stepped_again() -> None:
+    """A new family takes its stack's cell on it with it (its hold-out held every cell of the family out, the
+    stack priced with its fit on other families): a stack with rows elsewhere is not stepped again, a stack
+    with none anywhere is. So is a model new everywhere beside a stack new on a family. The reasons stay."""
+    known = Query(system="hgx-h100", stack="vllm", metric="tpot_ms", host_times="unfitted")
+    assert counted_steps(known, TABLE, ["family", "stack"]) == ["family"]
+    assert counted_steps(replace(known, stack="atom"), TABLE, ["family", "stack"]) == ["family", "stack"]
+    iv = query_interval(100.0, known, table=TABLE)
+    q = step_spread(FAMILY, 0.8)
+    assert iv.lo is not None and iv.hi is not None
+    assert (iv.lo, iv.hi) == (pytest.approx(100 * math.exp(-q)), pytest.approx(100 * math.exp(q)))
+    on_b200 = Query(system="hgx-b200", stack="trtllm", metric="tpot_ms", model="kimi-k2", host_times="unfitted")
+    assert counted_steps(on_b200, TABLE, ["stack", "model"]) == ["stack", "model"]  # trtllm: no rows anywhere
+    sglang = replace(on_b200, stack="sglang")
+    assert counted_steps(sglang, TABLE, ["stack", "model"]) == ["model"]  # a new model, sglang has rows
+    assert counted_steps(replace(sglang, model="gpt-oss-120b"), TABLE, ["stack", "model"]) == ["stack", "model"]
+    # ISL and concurrency steps are conditions of their own, never implied
+    assert counted_steps(known, TABLE, ["family", "stack", "isl", "band"]) == ["family", "isl", "band"]
 
 
 @settings(max_examples=40, deadline=None)
@@ -76,8 +119,9 @@ def test_a_new_family_is_new_in_every_format_once(weights: str, system: str) -> 
 
 
 def test_a_family_with_no_validated_cell_counts_as_new() -> None:
-    """Two rows of one deployment on CDNA do not validate the family: SGLang there takes the family step (with
-    the stack's, in quadrature) and says why; with a validated CDNA cell it takes the stack step alone."""
+    """Two rows of one deployment on CDNA do not validate the family: SGLang there takes the family step and
+    says why (SGLang has rows on Blackwell, so its cell on the new family is not stepped again; a stack with no
+    rows anywhere would add its own, in quadrature); with a validated CDNA cell it takes the stack step alone."""
     thin = _rows("series", "mi300x", "atom", 1.0, 0.1, n=2)
     table = index_residuals(VALIDATED + FAMILY + STACK + thin, "tpot_ms")
     q = Query(system="mi300x", stack="sglang", metric="tpot_ms", host_times="unfitted")
@@ -86,12 +130,19 @@ def test_a_family_with_no_validated_cell_counts_as_new() -> None:
         "host times of sglang are not fitted on cdna",
         "chip family cdna has no cell of 8 rows from 3 deployments (only 2 rows from 2 deployments)",
     )
-    both = combined_spread([step_spread(FAMILY, 0.8), step_spread(STACK, 0.8)])
-    assert iv.lo is not None and iv.hi is not None and iv.hi / iv.lo == pytest.approx(math.exp(2 * both))
+    assert iv.lo is not None and iv.hi is not None
+    lo, hi = series_quantiles(STACK, [0.1, 0.9])  # SGLang's validated cell on Blackwell: the least width
+    assert iv.hi / iv.lo == pytest.approx(max(math.exp(2 * step_spread(FAMILY, 0.8)), hi / lo))
+    new_stack = query_interval(100.0, replace(q, stack="atom-new"), table=table)
+    inside = step_spread(VALIDATED + thin, 0.8)  # every series row: none of the steps' rows is among them
+    both = combined_spread([step_spread(FAMILY, 0.8), step_spread(STACK, 0.8)], [inside] * 2)
+    assert new_stack.lo is not None and new_stack.hi is not None
+    assert new_stack.hi / new_stack.lo == pytest.approx(math.exp(2 * both))
     validated = index_residuals(VALIDATED + FAMILY + STACK + _rows("series", "mi300x", "atom", 1.0, 0.1), "tpot_ms")
     alone = query_interval(100.0, q, table=validated)
     assert alone.extrapolating[1] == "stack sglang has no rows on cdna"
-    assert alone.hi is not None and alone.lo is not None and alone.hi / alone.lo < iv.hi / iv.lo
+    assert alone.hi is not None and alone.lo is not None
+    assert alone.hi / alone.lo == pytest.approx(math.exp(2 * step_spread(STACK, 0.8)))
 
 
 def test_neighbours_set_the_least_width_as_their_own_answers_draw() -> None:

@@ -16,8 +16,16 @@ from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.residuals import conc_band, stored_holdout_residuals, stored_residuals
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies.interval_pools import paper_residuals
-from cloudmatrix.studies.interval_steps import step_bounds
-from cloudmatrix.studies.intervals import MIN_ROWS, Query, index_residuals, interval, query_interval, series_quantiles
+from cloudmatrix.studies.interval_steps import shape_spread, step_bounds
+from cloudmatrix.studies.intervals import (
+    MIN_ROWS,
+    Query,
+    _query,
+    index_residuals,
+    interval,
+    query_interval,
+    series_quantiles,
+)
 
 from .residual_rows import residual
 
@@ -347,3 +355,62 @@ def test_a_step_is_never_narrower_than_the_cells_one_condition_away() -> None:
     assert inside.lo is not None and inside.hi is not None and outside.lo is not None and outside.hi is not None
     assert outside.hi / outside.lo == pytest.approx(inside.hi / inside.lo)  # widened to it, evenly in log
     assert outside.lo * outside.hi == pytest.approx(100.0**2)  # ... about the prediction
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    system=st.sampled_from(["hgx-h100", "hgx-b200", "mi300x", "cloudmatrix384"]),
+    stack=st.sampled_from(["vllm", "sglang", "atom"]),
+    cls=st.sampled_from([None, "moe", "mla", "dsa"]),
+    isl=st.one_of(st.none(), st.integers(800, 100_000)),
+    conc=st.one_of(st.none(), st.integers(1, 10_000)),
+    host_times=st.sampled_from([None, "fitted", "unfitted"]),
+    shapes=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=3, unique=True),
+)
+def test_a_shape_outside_its_kernels_range_never_narrows(
+    system: str, stack: str, cls: str | None, isl: int | None, conc: int | None, host_times: str | None, shapes
+) -> None:
+    """Any query, inside the validated domain or not: an op priced beyond its kernel's measured shape never
+    makes the interval narrower, widens it by at least the curves' out-of-range error, and names each op."""
+    q = replace(_q(system, stack, cls, isl, conc, None), host_times=host_times)
+    without = query_interval(100.0, q, table=INDEX)
+    moved = query_interval(100.0, replace(q, shapes=tuple(f"kernel shape: {s}" for s in shapes)), table=INDEX)
+    if without.lo is None or without.hi is None:
+        assert moved.lo is None
+        return
+    assert moved.lo is not None and moved.hi is not None
+    assert moved.hi / moved.lo >= without.hi / without.lo * (1 - 1e-12)
+    assert moved.hi / moved.lo >= math.exp(2 * shape_spread(0.8)) * (1 - 1e-12)
+    assert moved.extrapolating == without.extrapolating + tuple(f"kernel shape: {s}" for s in shapes)
+
+
+def test_the_shape_step_is_the_curves_own_out_of_range_error() -> None:
+    """Measured, not assumed: each GEMM curve's top point predicted from the points below it, held flat as the
+    pricing holds a curve beyond its range; the 80 % quantile of |ln error| over the curves, each weighing
+    the same. A few per cent of the op's share: the curves rise slowly at their top."""
+    from cloudmatrix.catalog.kernels import curves
+
+    errors = []
+    for c in curves():
+        if len(c.points) >= 3:
+            (m0, y0), (m1, y1) = c.points[-2], c.points[-1]
+            assert m1 > m0
+            errors.append({"series": len(errors), "measured": y1, "predicted": y0})
+    assert len(errors) >= 20
+    want = series_quantiles(errors, [0.8], score=lambda r: abs(math.log(r["measured"] / r["predicted"])))[0]
+    assert shape_spread(0.8) == pytest.approx(want) and 0.01 < want < 0.5
+
+
+def test_estimate_names_and_widens_for_its_shapes() -> None:
+    """Kimi-K2's 64 query heads per die on CloudMatrix384 are beyond the MLA kernel's measured 128: the
+    answer's intervals name the op and are wider than the same query without it."""
+    res = runner.invoke(app, ["estimate", "--model", "kimi-k2", "--mtp", "0", "--batch-per-chip", "32", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["shape_extrapolating"] and all(s.startswith("kernel shape: ") for s in d["shape_extrapolating"])
+    q = {"model": "kimi-k2", "weights": None, "isl": None, "steady": True}
+    for path, iv in d["intervals"].items():
+        assert iv["extrapolating"][-len(d["shape_extrapolating"]) :] == d["shape_extrapolating"]
+        plain = query_interval(d[path], _query(d["system"], d["stack"], iv["metric"], q))
+        assert plain.lo is not None and plain.hi is not None
+        assert iv["hi"] / iv["lo"] > plain.hi / plain.lo

@@ -2,8 +2,9 @@
 
 A step is a condition of the query with no validated rows: a chip family, a stack on a family (found by
 ``intervals._cells``), a model class, a weight format, the model itself in its stratum, an ISL or a
-concurrency (found here). Each kind is measured by its own hold-out (``validate --holdout KIND``): the
-residuals of groups predicted without any of their rows, which is what the query's step is.
+concurrency (found here); and an op priced beyond its kernel's measured shape (``shape_spread``). Each kind
+is measured by its own hold-out (``validate --holdout KIND``): the residuals of groups predicted without any
+of their rows, which is what the query's step is (the shape step: the kernel curves' own out-of-range error).
 
 A step's error is taken as a spread, not a shift: the series-weighted quantile of |log(measured /
 predicted)| over the step's hold-out rows, applied on both sides of the prediction (the absolute-residual
@@ -21,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
-from cloudmatrix.studies.interval_pools import Pool, Row, Table, enough, series_quantiles
+from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, series_quantiles
 
 STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
 
@@ -40,6 +41,7 @@ class Query:
     band: str | None = None  # the concurrency band, or ``steady``
     concurrency: int | None = None
     host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
+    shapes: tuple[str, ...] = ()  # ops priced outside their kernel's measured shape (cost/shape_range.py)
 
 
 def domain_steps(
@@ -148,12 +150,97 @@ def step_spread(rows: Sequence[Row], coverage: float) -> float:
     return series_quantiles(rows, [coverage], score=lambda r: abs(math.log(r["measured"] / r["predicted"])))[0]
 
 
-def combined_spread(spreads: Sequence[float]) -> float:
+def combined_spread(spreads: Sequence[float], inside: Sequence[float] | None = None) -> float:
     """Several kinds of step at once (a new family and a new model; a cell with no rows on a family with none,
     which no hold-out measures whole: leave-stack-and-family-out, as the family and stack steps): independent
     sources of error, so their spreads in log add in quadrature, wider than any one alone and narrower than
-    their sum (the union of their intervals, as before, counted only the widest)."""
-    return math.sqrt(sum(s * s for s in spreads))
+    their sum (the union of their intervals, as before, counted only the widest). Each step's hold-out error
+    also holds the in-domain error every answer meets (``inside``: its rows' error as a new deployment of
+    validated things), which is one source, not one per step: the widest step counts whole, each other only
+    what its hold-out adds to that, q_k^2 - q0_k^2 (nothing where its rows err no more out of group)."""
+    inside = list(inside) if inside is not None else [0.0] * len(spreads)
+    widest = max(range(len(spreads)), key=lambda i: spreads[i])
+    added = sum(max(s * s - d * d, 0.0) for i, (s, d) in enumerate(zip(spreads, inside, strict=True)) if i != widest)
+    return math.sqrt(spreads[widest] ** 2 + added)
+
+
+def in_domain_spread(t: Table, measured: Sequence[Row], coverage: float) -> float:
+    """The in-domain part of a step's error: its rows as the series hold-out predicted them (each a new
+    deployment of a validated family, stack and model: the least error any answer meets), or where too few of
+    them were, every series hold-out row of their metric; none where there are no such rows."""
+    metric = measured[0].get("metric") if measured else None
+    series = [r for kinds in (t.kinds, t.counterpart_kinds) for r in kinds.get(BASE_KIND, []) if r["metric"] == metric]
+    ids = {r["id"] for r in measured}
+    mine = [r for r in series if r["id"] in ids]
+    rows = mine if enough(mine) else series
+    return step_spread(rows, coverage) if rows else 0.0
+
+
+# A step for a stratum the query's conditions leave empty: its cell on the family (``stack``), its model or
+# weight format in the stratum (``model``). Where a family, stack or model is new (no rows anywhere), its
+# hold-out removed every stratum its group alone filled, so its error holds these.
+_STRATUM_STEPS = ("stack", "model")
+
+
+def counted_steps(q: Query, t: Table, steps: Sequence[str]) -> list[str]:
+    """The kinds of step that widen the interval, each once. A step for an empty stratum whose condition has
+    rows elsewhere (a stack with rows on other families; a model, class or weight format with rows in other
+    cells) is implied by a step for a condition with no rows anywhere (a new chip family, stack or model):
+    that condition's hold-out held its group out whole, with the strata it alone filled (a new family's every
+    cell; a model's cells and the host-time fits only its rows gave), so its error already holds the empty
+    stratum. It stays named among the reasons. Steps for conditions new everywhere add as independent."""
+    kinds = list(dict.fromkeys(steps))
+    if not set(_STRATUM_STEPS) & set(kinds) or len(kinds) == 1:
+        return kinds
+    new = _new_everywhere(q, t, kinds)
+    return kinds if not new else [k for k in kinds if k not in _STRATUM_STEPS or k in new]
+
+
+def _new_everywhere(q: Query, t: Table, kinds: Sequence[str]) -> set[str]:
+    """The query's kinds of step whose condition has no rows in the whole table (not only in its stratum)."""
+    rows = [r for rs in t.kinds.values() for r in rs]
+    new = {"family"} & set(kinds)  # a family steps only when it has no validated cell: new as a family
+    if "stack" in kinds and q.stack not in {r["stack"] for r in rows}:
+        new.add("stack")
+    if "model" in kinds and _new_model(q, rows):
+        new.add("model")
+    return new
+
+
+def _new_model(q: Query, rows: Sequence[Row]) -> bool:
+    """Whether the query's model class, weight format or model (by architecture) has no rows at all."""
+    if q.model_class is not None and q.model_class not in {r.get("model_class") for r in rows}:
+        return True
+    formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in rows}
+    if q.weights is not None and FORMAT_PRECISION.get(str(q.weights), q.weights) not in formats:
+        return True
+    if q.model is None:
+        return False
+    names = {str(r.get("model")) for r in rows if r.get("model")}
+    return q.model not in names and architecture(q.model) not in {architecture(name) for name in names}
+
+
+@cache
+def shape_spread(coverage: float) -> float:
+    """The out-of-range error of a kernel curve, measured: each measured GEMM curve with three points or more
+    has its top point (its largest M) predicted from the points below it, as the pricing prices an op beyond
+    a curve's range (held at the last measured share; the growth tables measured beyond a curve's last point
+    are left out with it); the ``coverage`` quantile of |ln(measured /
+    predicted)| over the curves, each weighing the same, as a spread about the prediction."""
+    from cloudmatrix.catalog.kernels import curves  # read only where an answer has a shape outside
+
+    rows = [
+        {
+            "series": i,
+            "measured": c.points[-1][1],
+            "predicted": c.model_copy(update={"points": c.points[:-1], "levels": [], "growth": []}).compute_efficiency(
+                c.points[-1][0]
+            ),
+        }
+        for i, c in enumerate(curves())
+        if len(c.points) >= 3
+    ]
+    return step_spread(rows, coverage)
 
 
 def step_bounds(rows: Sequence[Row], coverage: float) -> tuple[float, float]:

@@ -11,10 +11,11 @@ stack). Each step outside the validated domain (a new family, or one with no val
 a family; a new model class, weight format or model; an ISL or concurrency outside the validated ones;
 ``studies/interval_steps.py``) widens the interval by that kind's hold-out error, measured where the step is
 taken alike, as a spread about the prediction, with the reason named. Distinct kinds of step are independent
-sources of error and add in quadrature; a step another implies (a new family's formats) is not counted
-again. An answer outside the domain is never narrower than one a single condition inside it: the validated
-cells one condition away, each as its own answer draws on it (``_answered``), set its least width. With no
-basis at all the answer is ``unknown``.
+sources of error and add in quadrature, the in-domain error every hold-out's error holds counted once; a step
+another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows
+anywhere) is named but not counted again. An answer outside the domain is never narrower than one a single
+condition inside it: the validated cells one condition away, each as its own answer draws on it
+(``_answered``), set its least width. With no basis at all the answer is ``unknown``.
 
 The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
 quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
@@ -48,7 +49,10 @@ from cloudmatrix.studies.interval_steps import (
     STEP_KINDS,
     Query,
     combined_spread,
+    counted_steps,
     domain_steps,
+    in_domain_spread,
+    shape_spread,
     step_error,
     step_spread,
 )
@@ -281,15 +285,20 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
-    spreads = []
-    for kind in dict.fromkeys(steps):
+    spreads, inside = [], []
+    for kind in counted_steps(q, t, steps):
         measured = step_error(kind, pool, t, family, str(q.stack))
         if not enough(measured):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(measured)
         spreads.append(step_spread(measured, coverage))
+        inside.append(in_domain_spread(t, measured, coverage))
+    if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
+        reasons.extend(q.shapes)
+        spreads.append(shape_spread(coverage))
+        inside.append(0.0)
     if spreads:
-        spread = combined_spread(spreads)
+        spread = combined_spread(spreads, inside)
         bounds.append([math.exp(-spread), math.exp(spread)])
     widths = [series_quantiles(g, levels) for g in floor]
     lo, hi = (x * value for x in _widened(min(b[0] for b in bounds), max(b[1] for b in bounds), widths))
@@ -383,4 +392,5 @@ def _query(system: str, stack: str | None, metric: str, q: Mapping[str, Any]) ->
         isl=q.get("isl"),
         band=conc_band(conc, steady=bool(q.get("steady"))),
         concurrency=conc,
+        shapes=tuple(q.get("shapes") or ()),
     )
