@@ -161,7 +161,7 @@ class RequestTable:
         """``admit_decode`` for requests admitted together."""
         self._advance_many(rids, _KV, _KV, self.decode_admit_s, now)
 
-    def start_decodes(self, rids: list[int], now: float) -> None:
+    def start_decodes(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``start_decode`` for KV transfers that landed together."""
         self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
 
