@@ -107,6 +107,13 @@ class RequestTable:
     def arrive(self, rid: int, now: float) -> None:
         self._advance(rid, _NEW, _QUEUED, self.arrival_s, now)
 
+    def arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
+        """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together)."""
+        if np.count_nonzero(self.state[start:end] != _NEW):
+            raise RuntimeError(f"requests {start}-{end - 1}: an arrival from a state other than new")
+        self.state[start:end] = _QUEUED
+        self.arrival_s[start:end] = times
+
     def start_prefill(self, rid: int, now: float) -> None:
         self._advance(rid, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
