@@ -15,6 +15,8 @@ from cloudmatrix.serving.kv_pool import KvBlockPools
 @given(dies=st.integers(1, 9), moves=st.lists(st.tuples(st.integers(0, 8), st.booleans()), max_size=300))
 def test_counts_answer_as_a_scan(dies: int, moves: list[tuple[int, bool]]) -> None:
     least, high, counts = LeastFirst(dies), Highest(dies, 300), [0] * dies
+    # the same moves in runs of one direction, each run in one call (``shift``, ``drop``: a group of finishes)
+    least_runs, high_runs, run, up_run = LeastFirst(dies), Highest(dies, 300), list[int](), True
     for die, up in moves:
         die %= dies
         if not up and counts[die] == 0:
@@ -25,6 +27,22 @@ def test_counts_answer_as_a_scan(dies: int, moves: list[tuple[int, bool]]) -> No
         high.add(die, delta)
         assert least.first() == int(np.argmin(counts))  # argmin: the lowest index on a tie
         assert high.high == max(counts)
+        if up != up_run:
+            _apply_run(least_runs, high_runs, run, up_run)
+            run, up_run = [], up
+        run.append(die)
+    _apply_run(least_runs, high_runs, run, up_run)
+    assert least_runs.count == high_runs.count == counts
+    assert high_runs.high == max(counts) and least_runs.first() == int(np.argmin(counts))
+
+
+def _apply_run(least: LeastFirst, high: Highest, dies: list[int], up: bool) -> None:
+    high.shift(dies, 1 if up else -1)
+    if up:
+        for die in dies:
+            least.add(die, 1)
+    else:
+        least.drop(dies)
 
 
 def _scan(batch: DecodeBatch, blocks: int) -> int | None:
@@ -83,3 +101,54 @@ def _consistent(batch: DecodeBatch) -> None:
     assert batch.used_blocks == int(batch.pools.used.sum()) == int(batch.blocks.sum())
     if not batch.num_active:
         assert batch.run_step(np.random.default_rng(0)).size == 0 and batch.last_tokens == 0
+
+
+def _state(batch: DecodeBatch) -> tuple[object, ...]:
+    batch.active_slots()
+    return (
+        batch.rid.tolist(),
+        batch.blocks.tolist(),
+        batch.remaining.tolist(),
+        batch.occupied.tolist(),
+        batch.active_per_die.tolist(),
+        batch.pools.used.tolist(),
+        batch.kv_total,
+        batch.used_blocks,
+        batch.free_slots,
+        batch.shape()[0] if batch.num_active else 0,
+        batch._rids.tolist(),
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    groups=st.lists(st.lists(st.tuples(st.integers(1, 200), st.integers(1, 6)), min_size=1, max_size=8), max_size=12),
+    fence=st.integers(-1, 3),
+)
+def test_group_calls_are_one_call_after_another(groups: list[list[tuple[int, int]]], fence: int) -> None:
+    """Admitting, landing and finishing a group in one call (``admit_all``, ``activate_all``, the steps' finish
+    of several sequences) leaves the batch exactly as one ``admit`` and one ``activate`` after another do."""
+    one, many = (DecodeBatch(4, 3, KvBlockPools(4, 30, 16), 1, 0.7) for _ in range(2))
+    if fence >= 0:
+        one.fenced[fence] = many.fenced[fence] = True
+    rid, draws_one, draws_many = 0, np.random.default_rng(5), np.random.default_rng(5)
+    for group in groups:
+        rids = list(range(rid, rid + len(group)))
+        rid += len(group)
+        slots = []
+        for r, (tokens, _) in zip(rids, group, strict=True):
+            slot = one.admit(r, tokens)
+            if slot is None:
+                break
+            slots.append(slot)
+        assert many.admit_all(rids, [tokens for tokens, _ in group]) == slots
+        lefts = [left for _, left in group[: len(slots)]]
+        contexts = [max(tokens - left, 1) for tokens, left in group[: len(slots)]]
+        for slot, context, left in zip(slots, contexts, lefts, strict=True):
+            one.activate(slot, context, left)
+        many.activate_all(slots, contexts, lefts)
+        assert _state(one) == _state(many)
+        if one.num_active:  # steps finish several sequences at once
+            assert one.run_step(draws_one).tolist() == many.run_step(draws_many).tolist()
+            assert _state(one) == _state(many)
+        _consistent(many)

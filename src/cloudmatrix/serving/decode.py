@@ -2,9 +2,11 @@
 slot and their KV blocks are free, MTP acceptance drawn per sequence.
 
 A step touches every active sequence, so their request ids and remaining tokens are numpy arrays kept in
-slot order (the order steps draw in); a step is a few vector operations on them. Admissions and finishes
-touch one slot at a time, so per-slot facts are plain lists and the per-die counts live in
-serving.die_levels, which answers "least occupied die" and "busiest die" without scanning every die."""
+slot order (the order steps draw in); a step is a few vector operations on them (each contiguous: a view
+with a stride, or a 2-D array's columns picked by a mask, costs more than three 1-D operations here).
+Admissions and finishes touch a few slots at a time, so per-slot facts are plain lists and the per-die
+counts live in serving.die_levels, which answers "least occupied die" and "busiest die" without scanning
+every die; a group admitted, landed or finished together is handled in one call."""
 
 from __future__ import annotations
 
@@ -120,6 +122,42 @@ class DecodeBatch:
             die = found
         return self.reserve(rid, die, blocks)
 
+    def admit_all(self, rids: list[int], tokens: list[int]) -> list[int]:
+        """``admit`` for requests in FIFO order (``tokens``: each one's sequence length), stopping at the first
+        that does not fit: the slots of those admitted, in order. One call for a group (a prefill batch's
+        requests): the same choices as one ``admit`` after another."""
+        if self.fenced.any():
+            slots = []
+            for rid, length in zip(rids, tokens, strict=True):
+                slot = self.admit(rid, length)
+                if slot is None:
+                    break
+                slots.append(slot)
+            return slots
+        pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
+        in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
+        slots, placed, held = [], 0, 0
+        for rid, length in zip(rids, tokens, strict=True):
+            if placed == self.free_slots:
+                break
+            blocks = -(-length // block_tokens)
+            die = least.first()
+            if in_use[die] + blocks > capacity:
+                found = self.choose_die(blocks)
+                if found is None:
+                    break
+                die = found
+            in_use[die] += blocks
+            slot = heappop(free[die])
+            rid_of[slot], blocks_of[slot] = rid, blocks
+            least.add(die, 1)
+            placed += 1
+            held += blocks
+            slots.append(slot)
+        self.free_slots -= placed
+        self.used_blocks += held
+        return slots
+
     def reserve(self, rid: int, die: int, blocks: int) -> int:
         """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
         self.pools.allocate(die, blocks)
@@ -137,6 +175,18 @@ class DecodeBatch:
         self.num_active += 1
         self.kv_total += context
         self._joined.append((slot, self._rid[slot], remaining))
+
+    def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
+        """``activate`` for reserved slots whose KV landed together, in one call."""
+        active, length, cap = self._active, self._length, self.cap
+        for slot, context, left in zip(slots, contexts, remaining, strict=True):
+            active[slot] = True
+            length[slot] = context + left
+        self._busiest.shift([slot // cap for slot in slots], 1)
+        self.num_active += len(slots)
+        self.kv_total += sum(contexts)
+        rid_of = self._rid
+        self._joined += [(slot, rid_of[slot], left) for slot, left in zip(slots, remaining, strict=True)]
 
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
@@ -186,11 +236,11 @@ class DecodeBatch:
         if self._joined:
             slots, rids, left = np.array(self._joined, dtype=np.int64).T
             self._joined.clear()
-            slots = np.concatenate([self._slots, slots])
+            slots = np.concatenate((self._slots, slots))
             order = np.argsort(slots, kind="stable")
             self._slots = slots[order]
-            self._rids = np.concatenate([self._rids, rids])[order]
-            self._left = np.concatenate([self._left, left])[order]
+            self._rids = np.concatenate((self._rids, rids))[order]
+            self._left = np.concatenate((self._left, left))[order]
         return self._slots
 
     def left(self) -> np.ndarray:
@@ -264,25 +314,25 @@ class DecodeBatch:
 
     def _retire(self) -> np.ndarray:
         """Free the slots of the sequences that have just generated their last token; their request ids."""
-        ending = self._left == 0
-        keep = ~ending
-        slots, finished = self._slots[ending], self._rids[ending]
-        self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
+        running = self._left != 0
+        ended = ~running
+        slots, finished = self._slots[ended].tolist(), self._rids[ended]
+        self._slots, self._rids, self._left = self._slots[running], self._rids[running], self._left[running]
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
-        busiest, least, active, rid_of = self._busiest.add, self._least.add, self._active, self._rid
+        active, rid_of = self._active, self._rid
         freed_kv = freed_blocks = 0
-        for slot in slots.tolist():  # a few a step: plain Python beats vector calls on tiny arrays here
-            die = slot // cap
+        dies = [slot // cap for slot in slots]
+        for slot, die in zip(slots, dies, strict=True):  # a few a step: plain Python beats vector calls here
             freed_kv += lengths[slot]  # nothing remains: the context is the whole length
             blocks = blocks_of[slot]
             in_use[die] -= blocks
             freed_blocks += blocks
-            busiest(die, -1)
-            least(die, -1)
             heappush(free[die], slot)
             active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
+        self._busiest.shift(dies, -1)
+        self._least.drop(dies)
         self.kv_total -= freed_kv
         self.used_blocks -= freed_blocks
-        self.num_active -= finished.size
-        self.free_slots += finished.size
+        self.num_active -= len(slots)
+        self.free_slots += len(slots)
         return finished

@@ -41,6 +41,23 @@ class LeastFirst:
                 heappop(bucket)
             self.low += 1
 
+    def drop(self, dies: list[int]) -> None:
+        """``add(die, -1)`` for each of ``dies`` in turn (a step's finished sequences), in one call."""
+        count, buckets, low, limit = self.count, self.buckets, self.low, 4 * len(self.count)
+        for die in dies:
+            level = count[die] - 1
+            count[die] = level
+            bucket = buckets.get(level)
+            if bucket is None:
+                buckets[level] = [die]
+            else:
+                heappush(bucket, die)
+                if len(bucket) > limit:
+                    buckets[level] = sorted({d for d in bucket if count[d] == level})
+            if level < low:
+                low = level
+        self.low = low
+
 
 class Highest:
     """Counts per die with the largest count at hand (a histogram of counts)."""
@@ -60,3 +77,18 @@ class Highest:
             self.high = level
         while self.high and not self.dies_at[self.high]:
             self.high -= 1
+
+    def shift(self, dies: list[int], delta: int) -> None:
+        """``add(die, delta)`` for each of ``dies`` in turn, in one call (the busiest count is the same after)."""
+        count, dies_at, high = self.count, self.dies_at, self.high
+        for die in dies:
+            level = count[die]
+            dies_at[level] -= 1
+            level += delta
+            count[die] = level
+            dies_at[level] += 1
+            if level > high:
+                high = level
+        while high and not dies_at[high]:
+            high -= 1
+        self.high = high

@@ -107,6 +107,13 @@ class RequestTable:
     def arrive(self, rid: int, now: float) -> None:
         self._advance(rid, _NEW, _QUEUED, self.arrival_s, now)
 
+    def arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
+        """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together)."""
+        if np.count_nonzero(self.state[start:end] != _NEW):
+            raise RuntimeError(f"requests {start}-{end - 1}: an arrival from a state other than new")
+        self.state[start:end] = _QUEUED
+        self.arrival_s[start:end] = times
+
     def start_prefill(self, rid: int, now: float) -> None:
         self._advance(rid, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
@@ -161,7 +168,7 @@ class RequestTable:
         """``admit_decode`` for requests admitted together."""
         self._advance_many(rids, _KV, _KV, self.decode_admit_s, now)
 
-    def start_decodes(self, rids: list[int], now: float) -> None:
+    def start_decodes(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``start_decode`` for KV transfers that landed together."""
         self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
 

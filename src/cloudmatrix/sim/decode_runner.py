@@ -38,8 +38,9 @@ def plan(
     batch: DecodeBatch, costs: StepCosts, uniforms: Lookahead, now: float, horizon: float, first_s: float
 ) -> Stretch | None:
     """The steps from ``now`` up to and including the first that finishes a sequence, all ending before
-    ``horizon`` (the next queued event); None when fewer than two steps qualify. ``first_s`` is the price of
-    the next step, which the caller has already computed."""
+    ``horizon`` (the next queued event); None when fewer than two steps qualify, or when a sequence has two
+    tokens left or fewer (at high concurrency nearly every step: the stretch would save one event at most).
+    ``first_s`` is the price of the next step, which the caller has already computed."""
     if now + first_s >= horizon:
         return None
     lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
@@ -51,7 +52,7 @@ def plan(
     remaining = batch.left()
     # every step gains a token, so some sequence ends by then (the minimum through argmin: faster on int64)
     lookahead = min(lookahead, remaining.item(remaining.argmin()))
-    if lookahead < 2:
+    if lookahead <= 2:  # a stretch would be two steps at most: not worth its planning (draws, prices)
         return None
     if batch.mtp:
         cum = _cumulative_gains(batch, uniforms, idx, remaining, lookahead)

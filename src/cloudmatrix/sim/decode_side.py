@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from itertools import islice
 from typing import Protocol
 
 import numpy as np
@@ -19,6 +20,8 @@ from cloudmatrix.sim.decode_runner import Stretch, commit, plan
 from cloudmatrix.sim.events import Sleeper, call_at, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
+
+ADMIT_GROUP = 32  # waiting requests tried for decode admission at a time
 
 
 class Faults(Protocol):
@@ -69,6 +72,9 @@ class DecodeSide:
         waiting = self.waiting_kv
         if not waiting:
             return
+        if len(self.decodes) == 1:
+            self._admit_into_one()
+            return
         table, now, decodes, transfer_s = self.table, self.env.now, self.decodes, self.costs.kv_transfer_s
         input_len, output_len = table.input_len, table.output_len
         admitted: list[int] = []
@@ -98,6 +104,35 @@ class DecodeSide:
         for at, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
             call_at(self.env, at, partial(self._kv_landed, group))
 
+    def _admit_into_one(self) -> None:
+        """``_admit_waiting`` with one decode instance: the waiting requests are admitted a group at a time
+        (the same choices, in the same order), and their transfers grouped by landing time as there."""
+        waiting, table, now, batch = self.waiting_kv, self.table, self.env.now, self.decodes[0]
+        transfer_s = self.costs.kv_transfer_s
+        landing: dict[float, list[tuple[int, int, int]]] = {}
+        while waiting and batch.free_slots:
+            rids = list(islice(waiting, ADMIT_GROUP))
+            at = np.array(rids, dtype=np.int64)
+            prompts = table.input_len[at]
+            slots = batch.admit_all(rids, (prompts + table.output_len[at]).tolist())
+            if not slots:
+                break
+            admitted = rids[: len(slots)]
+            for _ in admitted:
+                waiting.popleft()
+            table.admit_decodes(admitted, now)
+            for rid, slot, prompt in zip(admitted, slots, prompts.tolist(), strict=False):
+                at_s = now + transfer_s(prompt)  # as a timeout sums it
+                group = landing.get(at_s)
+                if group is None:
+                    landing[at_s] = [(rid, 0, slot)]
+                else:
+                    group.append((rid, 0, slot))
+            if len(slots) < len(rids):
+                break
+        for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
+            call_at(self.env, at_s, partial(self._kv_landed, group))
+
     def _kv_landed(self, group: list[tuple[int, int, int]], _event: object) -> None:
         if self.faults or self.cancelled or self.listener:
             for rid, inst, slot in group:
@@ -105,8 +140,16 @@ class DecodeSide:
             return
         # nothing else can touch these requests meanwhile: their first tokens are stamped together
         now, table = self.env.now, self.table
-        table.start_decodes([rid for rid, _, _ in group], now)
+        at = np.array([rid for rid, _, _ in group], dtype=np.int64)
+        table.start_decodes(at, now)
         input_len, output_len = table.input_len, table.output_len
+        if len(self.decodes) == 1:
+            lefts = output_len[at] - 1  # the prefill produced the first token
+            if lefts.item(lefts.argmin()) > 0:  # every one decodes: they join the batch together
+                contexts = (input_len[at] + 1).tolist()
+                self.decodes[0].activate_all([slot for _, _, slot in group], contexts, lefts.tolist())
+                self.decode_loops[0].wake()
+                return
         for rid, inst, slot in group:
             remaining = output_len.item(rid) - 1  # the prefill produced the first token
             if remaining <= 0:  # a one-token answer is complete once its first token is delivered

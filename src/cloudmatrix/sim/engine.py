@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import simpy
@@ -24,6 +24,7 @@ from cloudmatrix.serving.prefill import PrefillQueue
 from cloudmatrix.serving.requests import RequestTable, State, unservable
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
+from cloudmatrix.sim.arrivals import BatchedArrivals
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_side import DecodeSide, Listener
@@ -70,6 +71,8 @@ class Simulation(DecodeSide):
         self.prefill_busy = [False] * pre
         self.prefill_batches: list[list[int]] = [[] for _ in range(pre)]  # each instance's batch in flight
         self.prefill_loops = [Sleeper(self.env, partial(self._prefill_next, i)) for i in range(pre)]
+        self.open: BatchedArrivals | None = None  # open-loop arrivals taken in batches (sim/arrivals.py)
+        self.prefill_marks = [0] * pre  # the next arrival when each instance's batch in flight started
         cache_aware = p is not None and p.router == "cache-aware"
         self.router = CacheAwareRouter(slack_tokens=p.chips * p.tokens_per_chip) if p and cache_aware else None
         # decode ranks: dies (data-parallel attention) or tensor-parallel groups of d.tp dies
@@ -233,6 +236,8 @@ class Simulation(DecodeSide):
         queue = self.prefill_queues[inst]
         if not queue:
             self.prefill_loops[inst].asleep = True
+            if self.open:
+                self.open.arm()
             return
         factor = 1.0
         if self.faults:
@@ -249,9 +254,16 @@ class Simulation(DecodeSide):
         dur = self._prefill_batch_s(rids, tokens) * factor
         self.prefill_busy[inst] = True
         self.prefill_batches[inst] = rids
+        self.prefill_marks[inst] = self.open.next if self.open else 0
         call_later(self.env, dur, partial(self._prefill_done, inst, rids, tokens, now, dur))
 
+    def _prefill_woken(self, inst: int, _event: object) -> None:
+        cast(BatchedArrivals, self.open).woken(self.env.now)  # the loops resume here only with batched arrivals
+        self._prefill_next(inst)
+
     def _prefill_done(self, inst: int, rids: list[int], tokens: int, start: float, dur: float, _event: object) -> None:
+        if self.open:
+            self.open.before_batch_end(self.env.now, self.prefill_marks[inst])
         self.prefill_busy[inst] = False
         if self.faults and self.faults.prefill_cut(inst, start):  # a fault cut it: its requests were handled
             self._prefill_next(inst)
@@ -326,8 +338,14 @@ class Simulation(DecodeSide):
     # ---- run --------------------------------------------------------------------------------------------
     def run(self) -> SimResult:
         self.whole_run = not self.listener
-        self.start()
-        if self.workload.arrival_s is not None:
+        plain = not (self.started or self.listener or self.observer or self.faults or self.costs.request_overhead_s)
+        self.start()  # the loops' first look at their queues is not a wake-up: they start as before
+        if self.workload.arrival_s is not None and plain and self.prefill_queues and not self.aggregated:
+            self.open = BatchedArrivals(self, self.workload.arrival_s)
+            for i, loop in enumerate(self.prefill_loops):
+                loop.resume = partial(self._prefill_woken, i)
+            call_urgent(self.env, self.open.start)
+        elif self.workload.arrival_s is not None:
             self.arrival_times = self.workload.arrival_s
             call_urgent(self.env, lambda _event: self._arrivals_from(0))  # where a process would start
         else:
@@ -343,6 +361,8 @@ class Simulation(DecodeSide):
                 raise
             self.table.settle()
             raise unservable(self.table) from None
+        if self.open:  # a run cut at duration_s: the arrivals due by then
+            self.open.take_through(self.env.now)
         return self.result()
 
     def result(self) -> SimResult:
