@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer, new_op
 from cloudmatrix.cost.pricing import Pricer
 
 HW = load_hardware("cloudmatrix384")
@@ -16,6 +16,32 @@ PX = Pricer(HW, None)
 
 def op_time_s(op: Op, core_share: float = 1.0) -> float:
     return PX.price(op, core_share).time_s
+
+
+@given(
+    st.sampled_from(list(OpClass)),
+    st.sampled_from(list(Stream)),
+    st.floats(0, 1e18),
+    st.floats(0, 1e15),
+    st.sampled_from(["bf16", "int8", "fp8"]),
+    st.sampled_from(["", "dense", "grouped"]),
+    st.floats(0, 1e6),
+    st.integers(1, 8),
+    st.floats(0, 512),
+)
+@settings(max_examples=50, deadline=None)
+def test_new_op_is_the_op_its_fields_make(
+    op_class, stream, flops, nbytes, precision, kernel, rows, split, groups
+) -> None:
+    """The builders' positional maker sets every field, to the value the dataclass's constructor would."""
+    legs = (Leg(Transfer.BULK, LinkRole.SCALE_UP, 1.0, 3, True),)
+    made = new_op("n", op_class, stream, flops, nbytes, precision, kernel, rows, "int8", split, groups, legs)
+    expected = Op(
+        name="n", op_class=op_class, stream=stream, flops=flops, hbm_bytes=nbytes, precision=precision,
+        kernel=kernel, rows=rows, weights="int8", split=split, groups=groups, legs=legs,
+    )  # fmt: skip
+    assert made == expected
+    assert new_op("m", op_class, stream) == Op(name="m", op_class=op_class, stream=stream)  # the defaults
 
 
 def test_memory_bound_gemm_closed_form() -> None:
