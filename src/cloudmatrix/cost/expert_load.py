@@ -18,10 +18,10 @@ _PERFECT = Eplb.PERFECT
 # stored table off while it samples.
 sampled: dict[str, float] = {}
 use_stored = True
-# Factors already answered, by the exact inputs with the profile by identity (the entry holds the profile,
-# so its id is not reused while the entry lives): hashing a routing profile, a pydantic model, costs more
-# than the arithmetic of the estimate around it.
-_answered: dict[tuple[int, ExpertLayout, Eplb, int, int, float, float], tuple[RoutingProfile, float]] = {}
+# Factors already answered, by the exact inputs with the profile and the layout by identity (the entry holds
+# both, so their ids are not reused while the entry lives): hashing a routing profile, a pydantic model, costs
+# more than the arithmetic of the estimate around it, and a layout's dataclass hash a few thousand instructions.
+_answered: dict[tuple[int, int, Eplb, int, int, float, float], tuple[RoutingProfile, ExpertLayout, float]] = {}
 _ANSWERED_LIMIT = 4096
 
 
@@ -39,14 +39,14 @@ def busiest_factor(
     group) from ``requests`` requests. 1 for perfect EPLB."""
     if eplb == _PERFECT or tokens <= 0:
         return 1.0
-    key = (id(profile), layout, eplb, num_experts, top_k, tokens, requests)
+    key = (id(profile), id(layout), eplb, num_experts, top_k, tokens, requests)
     hit = _answered.get(key)
-    if hit is not None and hit[0] is profile:
-        return hit[1]
+    if hit is not None and hit[0] is profile and hit[1] is layout:
+        return hit[2]
     value = _factor(profile, layout, eplb, num_experts, top_k, sig(tokens), sig(max(requests, 1.0)))
     if len(_answered) >= _ANSWERED_LIMIT:
         _answered.clear()
-    _answered[key] = (profile, value)
+    _answered[key] = (profile, layout, value)
     return value
 
 

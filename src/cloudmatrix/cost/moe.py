@@ -73,7 +73,8 @@ def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
 class ExpertWork:
     """What the busiest expert die computes in one step: full-width token rows through its routed experts
     (``routed``), the expert slots whose weights it reads (``slots``), the rows it receives over the fabric,
-    and the shared experts' rows and the fraction of their width it holds."""
+    and the shared experts' rows and the fraction of their width it holds. Made with positional fields: a
+    class called with keywords costs about twice as much in Python 3.11 (``cost.ops.new_op``)."""
 
     routed: float
     slots: float
@@ -94,14 +95,14 @@ def expert_work(plan: Plan, tokens: float) -> ExpertWork:
     if lay.shared_dies:  # shared experts on their own dies: the busier kind of die sets the time
         shared_rows = group_tokens / lay.shared_dies
         if shared_rows * m.moe.num_shared > busiest:
-            return ExpertWork(routed=0.0, slots=0.0, received=shared_rows, shared=shared_rows, shared_width=1.0)
-        return ExpertWork(routed=busiest, slots=active, received=busiest, shared=0.0, shared_width=1.0)
+            return ExpertWork(0.0, 0.0, shared_rows, shared_rows, 1.0)  # routed, slots, received, shared, width
+        return ExpertWork(busiest, active, busiest, 0.0, 1.0)
     if plan.moe_comm in (_MOE_ALL_REDUCE, _MOE_ALL_GATHER):  # shared experts split over the group
         return ExpertWork(
             routed=busiest, slots=active, received=busiest, shared=group_tokens, shared_width=1 / plan.moe_group
         )
     # shared experts are local: every token also runs through them on its own die
-    return ExpertWork(routed=busiest, slots=active, received=busiest, shared=tokens, shared_width=1.0)
+    return ExpertWork(busiest, active, busiest, tokens, 1.0)
 
 
 def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
