@@ -60,6 +60,27 @@ def _alternating_period(durations: list[float], layers: int) -> float:
     return max(a - mark_a, b - mark_b) / (layers - half)
 
 
+def ops_period(resources: Sequence[int], durations: Sequence[float], layers: int = LAYERS_SIMULATED) -> float:
+    """``period(segments(resources, durations))``, the same floats, in one pass where the stages alternate
+    between two resources (every microbatched layer of a step): the cost model runs this for every layer
+    kind of every microbatched graph it prices."""
+    stage_times: list[float] = []
+    on: set[int] = set()
+    last = None
+    for r, d in zip(resources, durations, strict=True):  # segments(), without its (resource, time) pairs
+        if r == last:
+            stage_times[-1] += d
+        else:
+            stage_times.append(d)
+            on.add(r)
+            last = r
+    if len(stage_times) > 1 and resources[0] == last:  # period()'s fold of a last stage into the first
+        stage_times[0] = stage_times.pop() + stage_times[0]
+    if len(on) == 2 and len(stage_times) % 2 == 0:
+        return _alternating_period(stage_times, layers)
+    return period(segments(resources, durations), layers)
+
+
 def segments(resources: Sequence[int], durations: Sequence[float]) -> list[tuple[int, float]]:
     """Merge consecutive ops on the same resource into one stage."""
     out: list[tuple[int, float]] = []

@@ -99,7 +99,7 @@ def _pipelined(
     the other resource's ops are reported as overlapped. None for a layer over ``budget_us``."""
     times_us = [p[0] * US for p in prices]  # time_s
     floor_us = 2 * sum([p[1] for p in prices]) * US  # memory_s: both microbatches share HBM
-    layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
+    layer_us = max(pipeline.ops_period(resources, times_us), floor_us)
     if layer_us > budget_us:
         return None
     busy: tuple[dict[str, float], dict[str, float]] = ({}, {})
