@@ -31,6 +31,16 @@ from cloudmatrix.deployment import (  # noqa: F401 (re-exported: the deployment 
 from cloudmatrix.errors import InfeasibleDeploymentError
 from cloudmatrix.units import BYTES_PER_ELEMENT
 
+# Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
+_LOCAL, _ALL_REDUCE, _ALL_GATHER, _DISPATCH, _PREFILL, _AGGREGATED = (
+    MoeComm.LOCAL,
+    MoeComm.ALL_REDUCE,
+    MoeComm.ALL_GATHER,
+    MoeComm.DISPATCH,
+    Phase.PREFILL,
+    Phase.AGGREGATED,
+)
+
 
 @dataclass(frozen=True, kw_only=True)
 class ExpertLayout:
@@ -207,10 +217,10 @@ class Plan:
     def moe_comm(self) -> MoeComm:
         g = self.moe_group
         if g == 1:
-            return MoeComm.LOCAL
+            return _LOCAL
         if self.tp == g:
-            return MoeComm.ALL_REDUCE
-        return MoeComm.ALL_GATHER if self.deployment.moe_tp > 1 else MoeComm.DISPATCH
+            return _ALL_REDUCE
+        return _ALL_GATHER if self.deployment.moe_tp > 1 else _DISPATCH
 
     @_derived
     def kv_shards(self) -> int:
@@ -221,7 +231,7 @@ class Plan:
     @_derived
     def decodes(self) -> bool:
         """Decode-shaped steps (DP attention over cached sequences): decode and aggregated instances."""
-        return self.deployment.phase != Phase.PREFILL
+        return self.deployment.phase != _PREFILL
 
     @_derived
     def decode_tokens_per_die(self) -> float:
@@ -291,14 +301,14 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             f"model {model.id} is dense: it has no shared experts for shared_dies {d.shared_dies}"
         )
     chunk = cached = 0.0
-    if d.phase != Phase.PREFILL:
-        idle_ok = d.phase == Phase.AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
+    if d.phase != _PREFILL:
+        idle_ok = d.phase == _AGGREGATED and d.batch_per_chip == 0 and (d.chunk_tokens_per_chip or 0) > 0
         if d.batch_per_chip is None or (d.batch_per_chip <= 0 and not idle_ok):
             raise InfeasibleDeploymentError(f"{d.phase.value} needs a positive --batch-per-chip")
         seqs = d.batch_per_chip / hardware.chip.num_dies * d.tp  # a TP group serves its dies' sequences together
         kv_len = d.kv_len if d.kv_len is not None else d.input_len + d.output_len / 2
         tokens = seqs * verify_tokens_per_seq(d)
-        if d.phase == Phase.AGGREGATED:
+        if d.phase == _AGGREGATED:
             chunk = balanced_chunk_tokens(d) if d.chunk_tokens_per_chip is None else d.chunk_tokens_per_chip
             if chunk < 0:
                 raise InfeasibleDeploymentError(f"chunk tokens per chip must be >= 0, got {chunk}")

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer, new_op
 from cloudmatrix.cost.pricing import Pricer
 
 HW = load_hardware("cloudmatrix384")
@@ -16,6 +16,32 @@ PX = Pricer(HW, None)
 
 def op_time_s(op: Op, core_share: float = 1.0) -> float:
     return PX.price(op, core_share).time_s
+
+
+@given(
+    st.sampled_from(list(OpClass)),
+    st.sampled_from(list(Stream)),
+    st.floats(0, 1e18),
+    st.floats(0, 1e15),
+    st.sampled_from(["bf16", "int8", "fp8"]),
+    st.sampled_from(["", "dense", "grouped"]),
+    st.floats(0, 1e6),
+    st.integers(1, 8),
+    st.floats(0, 512),
+)
+@settings(max_examples=50, deadline=None)
+def test_new_op_is_the_op_its_fields_make(
+    op_class, stream, flops, nbytes, precision, kernel, rows, split, groups
+) -> None:
+    """The builders' positional maker sets every field, to the value the dataclass's constructor would."""
+    legs = (Leg(Transfer.BULK, LinkRole.SCALE_UP, 1.0, 3, True),)
+    made = new_op("n", op_class, stream, flops, nbytes, precision, kernel, rows, "int8", split, groups, legs)
+    expected = Op(
+        name="n", op_class=op_class, stream=stream, flops=flops, hbm_bytes=nbytes, precision=precision,
+        kernel=kernel, rows=rows, weights="int8", split=split, groups=groups, legs=legs,
+    )  # fmt: skip
+    assert made == expected
+    assert new_op("m", op_class, stream) == Op(name="m", op_class=op_class, stream=stream)  # the defaults
 
 
 def test_memory_bound_gemm_closed_form() -> None:
@@ -89,6 +115,49 @@ def test_pipeline_schedule() -> None:
     assert period([(0, 5), (1, 20)]) == pytest.approx(40)  # the communication resource binds
     assert period([(0, 10), (1, 5), (0, 10), (1, 5)]) == pytest.approx(40)
     assert segments([0, 0, 1, 0], [1.0, 2.0, 3.0, 4.0]) == [(0, 3.0), (1, 3.0), (0, 4.0)]
+
+
+def _scheduled_period(resources: list[int], durations: list[float], layers: int) -> float:
+    """The schedule step by step, as the pipeline states it: merge consecutive ops on one resource, fold a
+    last stage on the first stage's resource into it, then each stage for microbatch A then B, layer after
+    layer, each resource running one stage at a time; the mean per layer over the second half."""
+    stages: list[tuple[int, float]] = []
+    for r, d in zip(resources, durations, strict=True):
+        if stages and stages[-1][0] == r:
+            stages[-1] = (r, stages[-1][1] + d)
+        else:
+            stages.append((r, d))
+    if len(stages) > 1 and stages[0][0] == stages[-1][0]:
+        stages = [(stages[0][0], stages[-1][1] + stages[0][1]), *stages[1:-1]]
+    free = dict.fromkeys((r for r, _ in stages), 0.0)
+    done = [0.0, 0.0]
+    marks = [0.0, 0.0]
+    for layer in range(layers):
+        if layer == layers // 2:
+            marks = list(done)
+        for r, d in stages:
+            for mb in (0, 1):
+                start = free[r]
+                done[mb] = free[r] = (start if start > done[mb] else done[mb]) + d
+    return max(done[0] - marks[0], done[1] - marks[1]) / (layers - layers // 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.sampled_from([0.0, 1.0, 3.0]) | st.floats(0.0, 1e4)), min_size=1, max_size=12
+    ),
+    st.integers(1, 10),
+)
+def test_pipeline_period_is_the_schedule_to_the_last_bit(ops: list[tuple[int, float]], layers: int) -> None:
+    """The two-resource shortcut and the one-pass stage merge give exactly the step-by-step schedule's floats
+    (two resources or three, ties, zero-length stages, any number of layers)."""
+    from cloudmatrix.cost.pipeline import ops_period, period, segments
+
+    resources, durations = [r for r, _ in ops], [d for _, d in ops]
+    expected = _scheduled_period(resources, durations, layers)
+    assert period(segments(resources, durations), layers) == expected
+    assert ops_period(resources, durations, layers) == expected
 
 
 @settings(max_examples=60, deadline=None)

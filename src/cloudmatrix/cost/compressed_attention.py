@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.compressed_attention import CSA_RATIO, INDEX_SCALE_BYTES, CompressedAttentionSpec
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, tp_collective
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
 from cloudmatrix.cost.sparse_attention import SCORE_BYTES, indexer_precision
 from cloudmatrix.deploy import Plan
 
@@ -37,12 +37,12 @@ def _core(plan: Plan, c: CompressedAttentionSpec, queries: float, seqs: float, c
     attended = _mean(c, [c.attended(r, context) for r in c.ratios])
     read = min(_stored(c, context), attended * queries / max(seqs, 1e-9))
     ops = [
-        Op(
-            name=name,
-            op_class=OpClass.ATTENTION,
-            stream=s,
-            flops=2.0 * queries * heads * 2 * d * attended,
-            hbm_bytes=seqs * read * d * kvb + 2 * queries * heads * d * ACT_BYTES,
+        new_op(
+            name,
+            OpClass.ATTENTION,
+            s,
+            2.0 * queries * heads * 2 * d * attended,
+            seqs * read * d * kvb + 2 * queries * heads * d * ACT_BYTES,
         )
     ]
     csa = c.csa_layers / len(c.ratios)
@@ -51,21 +51,15 @@ def _core(plan: Plan, c: CompressedAttentionSpec, queries: float, seqs: float, c
     keys, selected = context / CSA_RATIO, min(context / CSA_RATIO, float(c.index_topk))
     scores = queries * keys * SCORE_BYTES * csa
     ops += [
-        Op(
-            name=f"{name}_indexer",
-            op_class=OpClass.ATTENTION,
-            stream=s,
-            flops=2.0 * queries * c.index_heads * c.index_head_dim * keys * csa,
-            hbm_bytes=seqs * keys * (c.index_head_dim + INDEX_SCALE_BYTES) * csa + scores,
-            precision=indexer_precision(plan),
+        new_op(
+            f"{name}_indexer",
+            OpClass.ATTENTION,
+            s,
+            2.0 * queries * c.index_heads * c.index_head_dim * keys * csa,
+            seqs * keys * (c.index_head_dim + INDEX_SCALE_BYTES) * csa + scores,
+            indexer_precision(plan),
         ),
-        Op(
-            name=f"{name}_topk",
-            op_class=OpClass.VECTOR,
-            stream=s,
-            flops=4.0 * queries * keys * csa,
-            hbm_bytes=scores + queries * selected * 4.0 * csa,  # int32 indices
-        ),
+        new_op(f"{name}_topk", OpClass.VECTOR, s, 4.0 * queries * keys * csa, scores + queries * selected * 4.0 * csa),
     ]
     return ops
 
@@ -80,20 +74,10 @@ def _compress_and_mix(plan: Plan, c: CompressedAttentionSpec, tokens: float) -> 
     written = _mean(c, [d * kvb / r if r else 0.0 for r in c.ratios])
     s = Stream.ATTENTION
     return [
-        Op(
-            name="kv_compress",
-            op_class=OpClass.VECTOR,
-            stream=s,
-            flops=6.0 * tokens * width,
-            hbm_bytes=tokens * (2 * width * ACT_BYTES + written + d * kvb),
+        new_op(
+            "kv_compress", OpClass.VECTOR, s, 6.0 * tokens * width, tokens * (2 * width * ACT_BYTES + written + d * kvb)
         ),
-        Op(
-            name="hyper_connections",
-            op_class=OpClass.VECTOR,
-            stream=s,
-            flops=2 * 6.0 * tokens * n * h,
-            hbm_bytes=2 * 3 * tokens * n * h * ACT_BYTES,
-        ),
+        new_op("hyper_connections", OpClass.VECTOR, s, 2 * 6.0 * tokens * n * h, 2 * 3 * tokens * n * h * ACT_BYTES),
     ]
 
 

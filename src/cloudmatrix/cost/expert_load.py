@@ -15,14 +15,17 @@ from cloudmatrix.catalog.expert_loads import stored_factors
 from cloudmatrix.catalog.routing import RoutingProfile
 from cloudmatrix.deploy import Eplb, ExpertLayout
 
+# Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
+_PERFECT = Eplb.PERFECT
+
 # Factors this process sampled, by key: what `calibrate --write-expert-loads` stores; it switches the
 # stored table off while it samples.
 sampled: dict[str, float] = {}
 use_stored = True
-# Factors already answered, by the exact inputs with the profile by identity (the entry holds the profile,
-# so its id is not reused while the entry lives): hashing a routing profile (every field of it) costs more
-# than the arithmetic of the estimate around it.
-_answered: dict[tuple[int, ExpertLayout, Eplb, int, int, float, float], tuple[RoutingProfile, float]] = {}
+# Factors already answered, by the exact inputs with the profile and the layout by identity (the entry holds
+# both, so their ids are not reused while the entry lives): hashing a routing profile (every field of it) costs
+# more than the arithmetic of the estimate around it, and a layout's dataclass hash a few thousand instructions.
+_answered: dict[tuple[int, int, Eplb, int, int, float, float], tuple[RoutingProfile, ExpertLayout, float]] = {}
 _ANSWERED_LIMIT = 4096
 
 
@@ -38,16 +41,16 @@ def busiest_factor(
 ) -> float:
     """Expected load of the busiest routed die over the mean, for a batch of ``tokens`` tokens (in the EP
     group) from ``requests`` requests. 1 for perfect EPLB."""
-    if eplb == Eplb.PERFECT or tokens <= 0:
+    if eplb == _PERFECT or tokens <= 0:
         return 1.0
-    key = (id(profile), layout, eplb, num_experts, top_k, tokens, requests)
+    key = (id(profile), id(layout), eplb, num_experts, top_k, tokens, requests)
     hit = _answered.get(key)
-    if hit is not None and hit[0] is profile:
-        return hit[1]
+    if hit is not None and hit[0] is profile and hit[1] is layout:
+        return hit[2]
     value = _factor(profile, layout, eplb, num_experts, top_k, sig(tokens), sig(max(requests, 1.0)))
     if len(_answered) >= _ANSWERED_LIMIT:
         _answered.clear()
-    _answered[key] = (profile, value)
+    _answered[key] = (profile, layout, value)
     return value
 
 

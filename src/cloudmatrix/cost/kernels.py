@@ -5,7 +5,7 @@ vector ops, a collective over a group of dies, and the activation and logit byte
 from __future__ import annotations
 
 from cloudmatrix.cost import comm
-from cloudmatrix.cost.ops import Leg, Op, OpClass, Stream, Transfer
+from cloudmatrix.cost.ops import Leg, Op, OpClass, Stream, Transfer, new_op
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, Plan
 
 ACT_BYTES = 2.0  # activations between kernels are BF16
@@ -29,16 +29,16 @@ def gemm_op(
     die holds a head-shard of the weights and processes that many times the tokens (TP), so FLOPs are
     unchanged and the kernel runs at that many times the rows."""
     stored, compute = precision or plan.deployment.precision, precision or plan.compute_precision
-    return Op(
-        name=name,
-        op_class=_GEMM,
-        stream=stream,
-        flops=2.0 * tokens * weights,
-        hbm_bytes=weights / weight_shards * BYTES_PER_ELEMENT[stored] + extra_bytes,
-        precision=compute,
-        kernel="dense",
-        rows=tokens * weight_shards,
-        weights=stored,
+    return new_op(
+        name,
+        _GEMM,
+        stream,
+        2.0 * tokens * weights,
+        weights / weight_shards * BYTES_PER_ELEMENT[stored] + extra_bytes,
+        compute,
+        "dense",
+        tokens * weight_shards,  # rows
+        stored,  # weights
     )
 
 
@@ -46,28 +46,22 @@ def norm_op(name: str, stream: Stream, tokens: float, plan: Plan) -> Op:
     """Fused residual add + RMSNorm + dynamic per-token quantisation: read x and the residual, write the
     new residual (BF16) and the GEMM input (at the GEMM precision)."""
     h = plan.model.hidden
-    return Op(
-        name=name,
-        op_class=_VECTOR,
-        stream=stream,
-        flops=8.0 * tokens * h,
-        hbm_bytes=tokens * h * (3 * ACT_BYTES + plan.activation_bytes),
-    )
+    return new_op(name, _VECTOR, stream, 8.0 * tokens * h, tokens * h * (3 * ACT_BYTES + plan.activation_bytes))
 
 
 def swiglu_op(stream: Stream, rows: float, intermediate: int, plan: Plan) -> Op:
     """SiLU(gate) * up over the FFN intermediate, re-quantised for the down projection."""
-    return Op(
-        name="swiglu",
-        op_class=_VECTOR,
-        stream=stream,
-        flops=6.0 * rows * intermediate,
-        hbm_bytes=rows * intermediate * (2 * ACT_BYTES + plan.activation_bytes),
+    return new_op(
+        "swiglu",
+        _VECTOR,
+        stream,
+        6.0 * rows * intermediate,
+        rows * intermediate * (2 * ACT_BYTES + plan.activation_bytes),
     )
 
 
 def comm_op(name: str, stream: Stream, *legs: Leg) -> Op:
-    return Op(name=name, op_class=_COMM, stream=stream, legs=legs)
+    return new_op(name, _COMM, stream, legs=legs)
 
 
 def tp_collective(plan: Plan, kind: str, group: int, data_bytes: float, stream: Stream, name: str) -> list[Op]:

@@ -13,7 +13,7 @@ from cloudmatrix.cost.context_parallel import with_kv_gather
 from cloudmatrix.cost.kernels import ACT_BYTES, LOGIT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
 from cloudmatrix.cost.linear_attention import hybrid_attention_ops
 from cloudmatrix.cost.moe import moe_ffn
-from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer, new_op
 from cloudmatrix.cost.sparse_attention import causal_attended, indexer_ops
 from cloudmatrix.deploy import Plan
 
@@ -50,13 +50,12 @@ def _chunk_attention(plan: Plan, share: float) -> list[Op]:
     cached = a.kv_elems_per_token() if a.kind == "mla" else a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
     g = plan.tp  # a TP group's dies each take their share of the heads (and KV heads)
     return [
-        Op(
-            name="chunk_attention",
-            op_class=_ATTENTION,
-            stream=_ATTENTION_STREAM,
-            flops=2.0 * chunk * a.num_heads * per_pos * ctx / g,
-            hbm_bytes=chunk * cached * plan.kv_bytes / plan.kv_shards
-            + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
+        new_op(
+            "chunk_attention",
+            _ATTENTION,
+            _ATTENTION_STREAM,
+            2.0 * chunk * a.num_heads * per_pos * ctx / g,
+            chunk * cached * plan.kv_bytes / plan.kv_shards + 2 * chunk * a.num_heads * per_pos * ACT_BYTES / g,
         ),
         *indexer_ops(plan, chunk, share, full, ctx, _ATTENTION_STREAM),
     ]
@@ -97,7 +96,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         core_bytes = seqs * attended * lat * kvb + decode_tokens * heads * (lat + a.kv_lora_rank) * ACT_BYTES
         prolog_io = tokens * (h + heads * lat) * ACT_BYTES + tokens * lat * kvb
         out_io = tokens * (heads * a.kv_lora_rank + h) * ACT_BYTES
-        core = Op(name="attention_core", op_class=_ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes)
+        core = new_op("attention_core", _ATTENTION, s, core_flops, core_bytes)
         return [
             gemm_op("mla_prolog", s, tokens, prolog_w, plan, prolog_io),
             *indexer_ops(plan, decode_tokens, seqs, ctx, attended, s),
@@ -115,7 +114,7 @@ def _decode_attention_ops(plan: Plan, share: float) -> list[Op]:
         gemm_op(
             "qkv_proj", s, tokens / g, qkv_w, plan, tokens * h * ACT_BYTES + tokens * kv_w * kvb / ks, weight_shards=g
         ),
-        Op(name="attention_core", op_class=_ATTENTION, stream=s, flops=core_flops, hbm_bytes=core_bytes),
+        new_op("attention_core", _ATTENTION, s, core_flops, core_bytes),
         gemm_op(
             "o_proj", s, tokens / g, a.num_heads * a.v_head_dim * h, plan, 2 * tokens * h * ACT_BYTES, weight_shards=g
         ),
@@ -140,12 +139,12 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     # the selection as a mask (DeepSeek-V3.2-Exp report §3): the cheaper form is the one served
     sparse_flops = 2.0 * tokens * a.num_heads * (2 * (a.kv_lora_rank or 0) + a.qk_rope_head_dim) * ctx / g
     sparse = a.indexer is not None and sparse_flops < dense_flops
-    fa = Op(
-        name="sparse_attention" if sparse else "flash_attention",
-        op_class=_ATTENTION,
-        stream=s,
-        flops=sparse_flops if sparse else dense_flops,
-        hbm_bytes=tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
+    fa = new_op(
+        "sparse_attention" if sparse else "flash_attention",
+        _ATTENTION,
+        s,
+        sparse_flops if sparse else dense_flops,
+        tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
     )
     if a.kind != "mla":
         kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
@@ -240,13 +239,7 @@ def head_ops(plan: Plan, tokens: float) -> list[Op]:
     logits = tokens * m.vocab / g * LOGIT_BYTES
     return [
         gemm_op("lm_head", _ATTENTION_STREAM, tokens / g, head_w, plan, logits, precision="bf16", weight_shards=g),
-        Op(
-            name="sampling",
-            op_class=_VECTOR,
-            stream=_ATTENTION_STREAM,
-            flops=8.0 * tokens * m.vocab / g,
-            hbm_bytes=3.0 * logits,
-        ),
+        new_op("sampling", _VECTOR, _ATTENTION_STREAM, 8.0 * tokens * m.vocab / g, 3.0 * logits),
     ]
 
 

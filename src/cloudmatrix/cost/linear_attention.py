@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.model_spec import STATE_BYTES, ModelSpec
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, tp_collective
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
 from cloudmatrix.deploy import Plan
 
 CHUNK = 64  # tokens per chunk of the chunked delta rule in prefill (assumed)
@@ -37,12 +37,12 @@ def _full_attention(plan: Plan, queries: float, seqs: float, context: float, sha
     a, g, ks = plan.model.attention, plan.tp, plan.kv_shards
     kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)
     head_dims = a.num_heads * (a.qk_head_dim + a.v_head_dim)
-    return Op(
-        name=name,
-        op_class=OpClass.ATTENTION,
-        stream=Stream.ATTENTION,
-        flops=2.0 * queries * head_dims * context / g * share,
-        hbm_bytes=(seqs * context * kv_w * plan.kv_bytes / ks + queries * head_dims * ACT_BYTES / g) * share,
+    return new_op(
+        name,
+        OpClass.ATTENTION,
+        Stream.ATTENTION,
+        2.0 * queries * head_dims * context / g * share,
+        (seqs * context * kv_w * plan.kv_bytes / ks + queries * head_dims * ACT_BYTES / g) * share,
     )
 
 
@@ -57,12 +57,8 @@ def _delta_rule(plan: Plan, queries: float, seqs: float, share: float, prompt: b
         flops += 2.0 * lin.value_heads * CHUNK * (lin.key_head_dim + lin.value_head_dim)
     state = seqs * 2 * lin.state_elems() * STATE_BYTES
     io = queries * (lin.conv_dim + 2 * lin.value_heads * lin.value_head_dim) * ACT_BYTES
-    return Op(
-        name=name,
-        op_class=OpClass.ATTENTION,
-        stream=Stream.ATTENTION,
-        flops=queries * flops / shards * share,
-        hbm_bytes=(state + io) / shards * share,
+    return new_op(
+        name, OpClass.ATTENTION, Stream.ATTENTION, queries * flops / shards * share, (state + io) / shards * share
     )
 
 

@@ -10,7 +10,7 @@ from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.expert_load import busiest_factor
 from cloudmatrix.cost.kernels import ACT_BYTES, comm_op, gemm_op, norm_op, swiglu_op, tp_collective
-from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
+from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer, new_op
 from cloudmatrix.deploy import Eplb, MoeComm, Plan
 from cloudmatrix.units import GB_DECIMAL
 
@@ -73,7 +73,8 @@ def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
 class ExpertWork:
     """What the busiest expert die computes in one step: full-width token rows through its routed experts
     (``routed``), the expert slots whose weights it reads (``slots``), the rows it receives over the fabric,
-    and the shared experts' rows and the fraction of their width it holds."""
+    and the shared experts' rows and the fraction of their width it holds. Made with positional fields: a
+    class called with keywords costs about twice as much in Python 3.11 (``cost.ops.new_op``)."""
 
     routed: float
     slots: float
@@ -94,14 +95,14 @@ def expert_work(plan: Plan, tokens: float) -> ExpertWork:
     if lay.shared_dies:  # shared experts on their own dies: the busier kind of die sets the time
         shared_rows = group_tokens / lay.shared_dies
         if shared_rows * m.moe.num_shared > busiest:
-            return ExpertWork(routed=0.0, slots=0.0, received=shared_rows, shared=shared_rows, shared_width=1.0)
-        return ExpertWork(routed=busiest, slots=active, received=busiest, shared=0.0, shared_width=1.0)
+            return ExpertWork(0.0, 0.0, shared_rows, shared_rows, 1.0)  # routed, slots, received, shared, width
+        return ExpertWork(busiest, active, busiest, 0.0, 1.0)
     if plan.moe_comm in (_MOE_ALL_REDUCE, _MOE_ALL_GATHER):  # shared experts split over the group
         return ExpertWork(
             routed=busiest, slots=active, received=busiest, shared=group_tokens, shared_width=1 / plan.moe_group
         )
     # shared experts are local: every token also runs through them on its own die
-    return ExpertWork(routed=busiest, slots=active, received=busiest, shared=tokens, shared_width=1.0)
+    return ExpertWork(busiest, active, busiest, tokens, 1.0)
 
 
 def dispatch_message_bytes(plan: Plan, plane: Plane) -> float:
@@ -142,18 +143,18 @@ def _experts_op(plan: Plan, work: ExpertWork) -> list[Op]:
     expert_io = tokens_in * (h * plan.dispatch_bytes + h * ACT_BYTES) + 3 * rows * m.moe.intermediate * ACT_BYTES
     # the grouped kernel's M: token rows per expert whose weights are read
     per_expert = rows / max(work.slots * routed_w + shared_w, 1e-9)
-    experts = Op(
-        name="experts",
-        op_class=_GEMM,
-        stream=_MOE_STREAM,
-        flops=2.0 * rows * m.expert_params(),
-        hbm_bytes=(work.slots * routed_w + shared_w) * m.expert_params() * plan.weight_bytes + expert_io,
-        precision=plan.compute_precision,
-        kernel="grouped",
-        rows=per_expert,
-        weights=plan.deployment.precision,
-        split=plan.deployment.moe_tp,
-        groups=work.slots + (1.0 if shared_w else 0.0),
+    experts = new_op(
+        "experts",
+        _GEMM,
+        _MOE_STREAM,
+        2.0 * rows * m.expert_params(),  # FLOPs
+        (work.slots * routed_w + shared_w) * m.expert_params() * plan.weight_bytes + expert_io,  # HBM bytes
+        plan.compute_precision,
+        "grouped",  # kernel
+        per_expert,  # rows
+        plan.deployment.precision,  # weights
+        plan.deployment.moe_tp,  # split
+        work.slots + (1.0 if shared_w else 0.0),  # groups
     )
     return [experts, swiglu_op(_MOE_STREAM, rows, m.moe.intermediate, plan)]
 
@@ -194,22 +195,10 @@ def _dispatch_comm(plan: Plan, tokens: float, work: ExpertWork) -> tuple[list[Op
         d_legs = _bulk_all_to_all(plan, tokens, moved, disp_msg)
         c_legs = _bulk_all_to_all(plan, tokens, moved, comb_msg)
         before = [
-            Op(
-                name="dispatch_compute",
-                op_class=_VECTOR,
-                stream=s,
-                flops=tokens * h * 4,
-                hbm_bytes=tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg,
-            )
+            new_op("dispatch_compute", _VECTOR, s, tokens * h * 4, tokens * h * ACT_BYTES + 2 * tokens * k * disp_msg)
         ]
         after = [
-            Op(
-                name="combine_compute",
-                op_class=_VECTOR,
-                stream=s,
-                flops=tokens * k * h * 2,
-                hbm_bytes=tokens * k * comb_msg + tokens * h * ACT_BYTES,
-            )
+            new_op("combine_compute", _VECTOR, s, tokens * k * h * 2, tokens * k * comb_msg + tokens * h * ACT_BYTES)
         ]
     return [*before, comm_op("dispatch", s, *d_legs)], [comm_op("combine", s, *c_legs), *after]
 

@@ -24,6 +24,8 @@ def period(stages: Sequence[tuple[int, float]], layers: int = LAYERS_SIMULATED) 
     The mean over the second half of the layers covers schedules that settle into a two-layer rhythm."""
     if len(stages) > 1 and stages[0][0] == stages[-1][0]:
         stages = [(stages[0][0], stages[-1][1] + stages[0][1]), *stages[1:-1]]
+    if len(stages) % 2 == 0 and len({r for r, _ in stages}) == 2:  # consecutive stages differ (segments)
+        return _alternating_period([d for _, d in stages], layers)
     free = dict.fromkeys((r for r, _ in stages), 0.0)  # when each resource is next free
     done_a = done_b = 0.0  # when each microbatch finished its previous stage
     half = layers // 2
@@ -37,6 +39,46 @@ def period(stages: Sequence[tuple[int, float]], layers: int = LAYERS_SIMULATED) 
             start = free[r]
             done_b = free[r] = (start if start > done_b else done_b) + d
     return max(done_a - mark_a, done_b - mark_b) / (layers - half)
+
+
+def _alternating_period(durations: list[float], layers: int) -> float:
+    """``period`` of stages that alternate between two resources, layer boundaries included: a stage's
+    resource was last used two stages before, so it is free when microbatch B finished that stage. The same
+    additions and comparisons as the general schedule, in the same order (the same floats), without its
+    per-resource bookkeeping: this runs for every layer kind of every microbatched graph priced."""
+    a = b = b_before = 0.0  # A's and B's last finish, and B's finish one stage earlier
+    half = layers // 2
+    for _ in range(half):
+        for d in durations:
+            a = (b_before if b_before > a else a) + d
+            b_before, b = b, (a if a > b else b) + d
+    mark_a, mark_b = a, b
+    for _ in range(layers - half):
+        for d in durations:
+            a = (b_before if b_before > a else a) + d
+            b_before, b = b, (a if a > b else b) + d
+    return max(a - mark_a, b - mark_b) / (layers - half)
+
+
+def ops_period(resources: Sequence[int], durations: Sequence[float], layers: int = LAYERS_SIMULATED) -> float:
+    """``period(segments(resources, durations))``, the same floats, in one pass where the stages alternate
+    between two resources (every microbatched layer of a step): the cost model runs this for every layer
+    kind of every microbatched graph it prices."""
+    stage_times: list[float] = []
+    on: set[int] = set()
+    last = None
+    for r, d in zip(resources, durations, strict=True):  # segments(), without its (resource, time) pairs
+        if r == last:
+            stage_times[-1] += d
+        else:
+            stage_times.append(d)
+            on.add(r)
+            last = r
+    if len(stage_times) > 1 and resources[0] == last:  # period()'s fold of a last stage into the first
+        stage_times[0] = stage_times.pop() + stage_times[0]
+    if len(on) == 2 and len(stage_times) % 2 == 0:
+        return _alternating_period(stage_times, layers)
+    return period(segments(resources, durations), layers)
 
 
 def segments(resources: Sequence[int], durations: Sequence[float]) -> list[tuple[int, float]]:

@@ -24,7 +24,7 @@ from cloudmatrix.units import TERA
 _CURVE_MEMO_LIMIT = 4096  # kernel-curve lookups kept per pricer (a long sweep sees many shapes)
 # Enum members the hot path compares with, read once: in Python 3.11 reading a member off its class goes
 # through the enum metaclass's __getattr__ hook, about 14 times the instructions of reading a global.
-_GEMM, _VECTOR, _COMM = OpClass.GEMM, OpClass.VECTOR, OpClass.COMM
+_GEMM, _VECTOR, _COMM, _ATTENTION = OpClass.GEMM, OpClass.VECTOR, OpClass.COMM, OpClass.ATTENTION
 _BULK, _DISPATCH, _COMBINE, _CACHE_LOAD = Transfer.BULK, Transfer.DISPATCH, Transfer.COMBINE, Transfer.CACHE_LOAD
 _SCALE_UP = LinkRole.SCALE_UP
 _LINK_NAMES = {role: role.value for role in LinkRole}
@@ -131,16 +131,17 @@ class Pricer:
     def price(self, op: Op, core_share: float = 1.0) -> Price:
         """The op's price on ``core_share`` of the die's cores. An op whose FLOPs and bytes are arrays
         (many shapes of one op) is priced elementwise by the same arithmetic."""
-        launch = op.launches * self.launch_us * 1e-6
         op_class = op.op_class
         if op_class is _COMM:
             t, sol, link = self.comm(op.legs)
-            return _price((t + launch, 0.0, sol, 0.0, 0.0, link))
-        precision, (eff_c, eff_m) = op.precision, self.flat[op_class]
+            return _price((t + op.launches * self.launch_us * 1e-6, 0.0, sol, 0.0, 0.0, link))
+        precision = op.precision
+        eff_c, eff_m = self.flat[op_class]
         peak = self._peaks.get(precision) or self.peak(precision)
-        if op_class is _VECTOR and self.vector_peak is not None:
-            peak = self.vector_peak  # separate vector engines, not the matrix engines' peak
-        if op_class is _GEMM:  # compute_efficiency, inlined: this is the hot path
+        if op_class is _VECTOR:
+            if self.vector_peak is not None:
+                peak = self.vector_peak  # separate vector engines, not the matrix engines' peak
+        elif op_class is _GEMM:  # compute_efficiency, inlined: this is the hot path
             share = 0.0
             if op.kernel and op.split == 1 and op.weights == precision:  # the common GEMM: a short memo key
                 memo = self._curves.get((precision, op.kernel, op.rows, op.groups))
@@ -149,18 +150,22 @@ class Pricer:
             elif op.kernel:
                 share = self.gemm_share(op)
             eff_c = (share or eff_c) * self.gemm_serving
-        flops, nbytes, bw = op.flops, op.hbm_bytes, self.hbm_bw
+        flops = op.flops
+        nbytes = op.hbm_bytes
+        bw = self.hbm_bw
         compute = flops / (eff_c * peak * core_share)
         memory = nbytes / (eff_m * bw)
         sol_m = nbytes / bw
         sol = flops / peak
-        if type(compute) is float and type(memory) is float and type(sol) is float and type(sol_m) is float:
-            time = (memory if memory > compute else compute) + launch
+        launch = op.launches * self.launch_us * 1e-6
+        if type(compute) is float and type(memory) is float:  # then so are sol and sol_m: one estimate
+            longer = memory if memory > compute else compute
             roofline = sol_m if sol_m > sol else sol
         else:  # arrays
-            time, roofline = _larger(compute, memory) + launch, _larger(sol, sol_m)
-        if self.attention_serial and op.op_class is OpClass.ATTENTION:
-            time = time + self.attention_serial * (compute + memory - _larger(compute, memory))
+            longer, roofline = _larger(compute, memory), _larger(sol, sol_m)
+        time = longer + launch
+        if op_class is _ATTENTION and self.attention_serial:
+            time = time + self.attention_serial * (compute + memory - longer)
         return _price((time, memory, roofline, flops / (peak * core_share), sol_m, ""))
 
     def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from cloudmatrix.catalog.model_spec import IndexerSpec
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op
-from cloudmatrix.cost.ops import Op, OpClass, Stream
+from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
 from cloudmatrix.deploy import Plan
 
 SCORE_BYTES = 4.0  # FP32 index scores, written by the indexer and read by the top-k selection
@@ -64,25 +64,22 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selecte
     score_bytes = queries * context * SCORE_BYTES * share
     return [
         gemm_op("indexer_proj", stream, queries, weights, plan, io + queries * m.hidden * ACT_BYTES * share),
-        Op(
-            name="indexer",
-            op_class=OpClass.ATTENTION,
-            stream=stream,
-            flops=2.0 * queries * ix.num_heads * ix.head_dim * context * share,
-            hbm_bytes=seqs * context * ix.key_bytes * share + score_bytes,
-            precision=fmt,
+        new_op(
+            "indexer",
+            OpClass.ATTENTION,
+            stream,
+            2.0 * queries * ix.num_heads * ix.head_dim * context * share,
+            seqs * context * ix.key_bytes * share + score_bytes,
+            fmt,
         ),
-        Op(
-            name="indexer_reduce",
-            op_class=OpClass.VECTOR,
-            stream=stream,
-            flops=REDUCE_OPS_PER_HEAD * ix.num_heads * queries * context * share,
+        new_op(
+            "indexer_reduce", OpClass.VECTOR, stream, REDUCE_OPS_PER_HEAD * ix.num_heads * queries * context * share
         ),
-        Op(
-            name="indexer_topk",
-            op_class=OpClass.VECTOR,
-            stream=stream,
-            flops=SELECT_PASSES * SELECT_OPS_PER_PASS * queries * context * share,
-            hbm_bytes=SELECT_PASSES * score_bytes + queries * selected * 4.0 * share,  # int32 indices
+        new_op(
+            "indexer_topk",
+            OpClass.VECTOR,
+            stream,
+            SELECT_PASSES * SELECT_OPS_PER_PASS * queries * context * share,
+            SELECT_PASSES * score_bytes + queries * selected * 4.0 * share,
         ),
     ]

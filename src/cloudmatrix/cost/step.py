@@ -19,14 +19,27 @@ US = 1e6
 _COMM, _VECTOR, _ATTENTION_STREAM, _PREFILL = OpClass.COMM, OpClass.VECTOR, Stream.ATTENTION, Phase.PREFILL
 
 
-@dataclass(kw_only=True, slots=True)
+@dataclass(slots=True)
 class LayerCost:
+    """A layer kind's time and breakdown, with the prices behind them: its roofline (``roofline``) is worked
+    out only for the graph a step reports, not for the one it loses to."""
+
     time_s: float
     critical_us: dict[str, float]  # ops on the critical path, µs per layer; sums to time_s
     overlapped_us: dict[str, float]  # ops hidden behind the critical path, µs per layer
-    roofline_us: dict[str, float]  # speed of light of the critical path's ops, µs per layer
-    bound_s: float  # the layer's roofline lower bound (cost.roofline)
-    binding: str  # the resource that sets it
+    ops: list[Op]
+    prices: list[Price]
+    resources: list[int]  # microbatched: each op's resource (the critical path's is ``slow``); serial: empty
+    partitions: list[str]  # microbatched: each op's core partition
+    slow: int = 0
+    bound: tuple[dict[str, float], float, str] | None = None  # ``roofline``'s answer, once asked
+
+    def roofline(self) -> tuple[dict[str, float], float, str]:
+        """(speed of light of the critical path's ops in µs per layer, the layer's roofline lower bound in s
+        (cost.roofline), the resource that sets it)."""
+        if self.bound is None:
+            self.bound = _serial_roofline(self) if not self.resources else _overlapped_roofline(self)
+        return self.bound
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,30 +63,32 @@ def _prefill_compute_share(plan: Plan) -> float:
 
 
 def _serial(ops: list[Op], prices: list[Price]) -> LayerCost:
-    times, sol = {}, {}
+    times = {}
     for op, p in zip(ops, prices, strict=True):
-        times[op.name] = p.time_s * US
-        sol[op.name] = p.roofline_s * US
+        times[op.name] = p[0] * US  # time_s
+    return LayerCost(sum(times.values()) / US, times, {}, ops, prices, [], [])
+
+
+def _serial_roofline(layer: LayerCost) -> tuple[dict[str, float], float, str]:
+    sol = {op.name: p.roofline_s * US for op, p in zip(layer.ops, layer.prices, strict=True)}
     bound, binding = roofline.serial_bound_s(list(sol.values()))
-    return LayerCost(
-        time_s=sum(times.values()) / US,
-        critical_us=times,
-        overlapped_us={},
-        roofline_us=sol,
-        bound_s=bound / US,
-        binding=binding,
-    )
+    return sol, bound / US, binding
 
 
-def _overlapped_bound(ops: list[Op], prices: list[Price], partitions: list[str]) -> tuple[float, str]:
-    """Both microbatches' work on each resource at speed of light (``partitions``: each op's cores)."""
-    compute, links = [], []
-    for op, p, part in zip(ops, prices, partitions, strict=True):
+def _overlapped_roofline(layer: LayerCost) -> tuple[dict[str, float], float, str]:
+    """The critical resource's ops at speed of light (both microbatches), and the bound: both microbatches'
+    work on each resource at speed of light (each op's core partition, HBM, its link)."""
+    sol: dict[str, float] = {}
+    compute, links, slow = [], [], layer.slow
+    for op, r, p, part in zip(layer.ops, layer.resources, layer.prices, layer.partitions, strict=True):
+        if r == slow:
+            sol[op.name] = sol.get(op.name, 0.0) + 2 * (p.roofline_s * US)
         if op.op_class is _COMM:
             links.append((p.link, p.roofline_s))
         else:
             compute.append((part, p.compute_sol_s))
-    return roofline.overlapped_bound_s(compute, [p.memory_sol_s for p in prices], links, copies=2)
+    bound, binding = roofline.overlapped_bound_s(compute, [p.memory_sol_s for p in layer.prices], links, copies=2)
+    return sol, bound, binding
 
 
 def _pipelined(
@@ -82,30 +97,22 @@ def _pipelined(
     """Two microbatches scheduled over their resources (``cost.pipeline``). The breakdown lists the busiest
     resource's ops (both microbatches), the bubbles the dependencies leave on it, and any HBM contention;
     the other resource's ops are reported as overlapped. None for a layer over ``budget_us``."""
-    times_us = [p.time_s * US for p in prices]
-    floor_us = 2 * sum(p.memory_s for p in prices) * US
-    layer_us = max(pipeline.period(pipeline.segments(resources, times_us)), floor_us)
+    times_us = [p[0] * US for p in prices]  # time_s
+    floor_us = 2 * sum([p[1] for p in prices]) * US  # memory_s: both microbatches share HBM
+    layer_us = max(pipeline.ops_period(resources, times_us), floor_us)
     if layer_us > budget_us:
         return None
-    busy: dict[int, dict[str, float]] = {0: {}, 1: {}}
-    sol: dict[int, dict[str, float]] = {0: {}, 1: {}}
-    for op, r, t, p in zip(ops, resources, times_us, prices, strict=True):
-        busy[r][op.name] = busy[r].get(op.name, 0.0) + 2 * t
-        sol[r][op.name] = sol[r].get(op.name, 0.0) + 2 * (p.roofline_s * US)
-    slow = max(busy, key=lambda r: sum(busy[r].values()))
+    busy: tuple[dict[str, float], dict[str, float]] = ({}, {})
+    for op, r, t in zip(ops, resources, times_us, strict=True):
+        on = busy[r]
+        on[op.name] = on.get(op.name, 0.0) + 2 * t
+    sums = sum(busy[0].values()), sum(busy[1].values())
+    slow = 1 if sums[1] > sums[0] else 0  # the first of equals, as max() picks
     critical = dict(busy[slow])
-    bubble = layer_us - sum(critical.values())
+    bubble = layer_us - sums[slow]
     if bubble > 1e-9:
         critical["hbm_contention" if floor_us >= layer_us else "pipeline_bubble"] = bubble
-    bound, binding = _overlapped_bound(ops, prices, partitions)
-    return LayerCost(
-        time_s=sum(critical.values()) / US,
-        critical_us=critical,
-        overlapped_us=busy[1 - slow],
-        roofline_us=sol[slow],
-        bound_s=bound,
-        binding=binding,
-    )
+    return LayerCost(sum(critical.values()) / US, critical, busy[1 - slow], ops, prices, resources, partitions, slow)
 
 
 @dataclass(slots=True)  # not frozen: frozen dataclasses are slow to make, and this one is internal
@@ -200,9 +207,10 @@ def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[boo
 
 def step_cost(plan: Plan, microbatch: bool) -> StepCost:
     """The step of the serial or the two-microbatch graph."""
-    cost = _step_cost(plan, microbatch, None)
-    assert cost is not None
-    return cost
+    extras = _extras(plan)
+    graph = _graph(plan, microbatch, None, extras)
+    assert graph is not None
+    return _step(graph, extras)
 
 
 # The ops priced once per step outside the layers (head, sampling, MTP projections, the cache load), as
@@ -256,29 +264,35 @@ def _decode_only(plan: Plan) -> Plan:
     return dataclasses.replace(plan, tokens_per_die=plan.decode_tokens_per_die, chunk_tokens_per_die=0.0)
 
 
-def _step_cost(
-    plan: Plan, microbatch: bool, beat_s: float | None, extras: tuple[list[_Extra], float] | None = None
-) -> StepCost | None:
-    """``step_cost``; with ``beat_s``, None once the graph is certain to be slower than that; ``extras``:
-    the step's once-per-step ops already priced (``_extras``)."""
+@dataclass(slots=True)
+class _Graph:
+    """A graph's step time and breakdown; ``parts`` (breakdown prefix, layer cost, count, binding key) keep
+    what its roofline is worked out from, in breakdown order, should it be the graph the step reports."""
+
+    microbatch: bool
+    step_s: float
+    breakdown_us: dict[str, float]
+    representative: LayerCost
+    layer_us: dict[str, float]
+    parts: list[tuple[str, LayerCost, float, str]]
+
+
+def _graph(plan: Plan, microbatch: bool, beat_s: float | None, extras: tuple[list[_Extra], float]) -> _Graph | None:
+    """The graph's step; with ``beat_s``, None once it is certain to be slower than that; ``extras``: the
+    step's once-per-step ops already priced (``_extras``)."""
     m = plan.model
     layers = _layer_costs(plan, microbatch, beat_s)
     if layers is None:
         return None
     breakdown: dict[str, float] = {}
-    sol: dict[str, float] = {}
     layer_us: dict[str, float] = {}
-    bound_s, binding = 0.0, {}
+    parts: list[tuple[str, LayerCost, float, str]] = []
     for moe, count, kind in ((False, m.num_dense_layers, "dense"), (True, m.num_moe_layers, "moe")):
-        if not count:
-            continue
-        lc = layers[moe]
-        _add(breakdown, lc.critical_us, count)
-        _add(sol, lc.roofline_us, count)
-        layer_us[kind] = lc.time_s * US
-        bound_s += count * lc.bound_s
-        binding[kind] = lc.binding
-    rep = layers[True] if True in layers else layers[False]
+        if count:
+            lc = layers[moe]
+            _add(breakdown, lc.critical_us, count)
+            layer_us[kind] = lc.time_s * US
+            parts.append(("", lc, count, kind))
     if plan.decodes:
         mtp = plan.deployment.mtp
         if mtp and plan.deployment.speculation == "mtp":
@@ -289,36 +303,47 @@ def _step_cost(
             else:
                 draft = layers[bool(m.moe)]
             _add(breakdown, draft.critical_us, mtp, "mtp.")
-            _add(sol, draft.roofline_us, mtp, "mtp.")
-            bound_s += mtp * draft.bound_s
-            binding["mtp"] = draft.binding
+            parts.append(("mtp.", draft, mtp, "mtp"))
         elif mtp and plan.deployment.speculation == "eagle3":
             first, later, _ = eagle.draft_plans(plan)
             draft = layer_cost(first, False, False)  # a one-layer dense head: no microbatch split
             wide = draft if later is first else layer_cost(later, False, False)  # the top-k candidates' passes
             for cost, count in ((draft, mtp),) if wide is draft else ((draft, 1), (wide, mtp - 1)):
                 _add(breakdown, cost.critical_us, count, "eagle3.")
-                _add(sol, cost.roofline_us, count, "eagle3.")
-                bound_s += count * cost.bound_s
-            binding["eagle3"] = wide.binding
-    priced, overhead_us = extras if extras is not None else _extras(plan)
-    for key, time_us, sol_us, sol_s in priced:
+                parts.append(("eagle3.", cost, count, "eagle3" if cost is wide else ""))
+    priced, overhead_us = extras
+    for key, time_us, _, _ in priced:
         breakdown[key] = breakdown.get(key, 0.0) + time_us
-        sol[key] = sol.get(key, 0.0) + sol_us
-        bound_s += sol_s
     if overhead_us > 0:  # host time the device does not hide
         breakdown["stack_step_overhead"] = breakdown.get("stack_step_overhead", 0.0) + overhead_us
-    step_s = sum(breakdown.values()) / US
+    rep = layers[True] if True in layers else layers[False]
+    return _Graph(microbatch, sum(breakdown.values()) / US, breakdown, rep, layer_us, parts)
+
+
+def _step(graph: _Graph, extras: tuple[list[_Extra], float]) -> StepCost:
+    """The step a graph gives, its roofline worked out (in the order its breakdown was summed)."""
+    sol: dict[str, float] = {}
+    bound_s, binding = 0.0, {}
+    for prefix, lc, count, key in graph.parts:
+        roofline_us, layer_bound_s, layer_binding = lc.roofline()
+        _add(sol, roofline_us, count, prefix)
+        bound_s += count * layer_bound_s
+        if key:
+            binding[key] = layer_binding
+    for key, _, sol_us, sol_s in extras[0]:
+        sol[key] = sol.get(key, 0.0) + sol_us
+        bound_s += sol_s
+    rep = graph.representative
     return StepCost(
-        step_s=step_s,
-        microbatch=microbatch,
-        breakdown_us=breakdown,
+        step_s=graph.step_s,
+        microbatch=graph.microbatch,
+        breakdown_us=graph.breakdown_us,
         layer_breakdown_us=rep.critical_us,
         overlapped_us=rep.overlapped_us,
         roofline_us=sol,
         roofline_step_s=bound_s,
         roofline_binding=binding,
-        layer_us=layer_us,
+        layer_us=graph.layer_us,
     )
 
 
@@ -328,7 +353,7 @@ def best_step_cost(plan: Plan) -> StepCost:
     if choice is not None:
         return step_cost(plan, choice)
     extras = _extras(plan)  # the same in both graphs
-    serial = _step_cost(plan, False, None, extras)
+    serial = _graph(plan, False, None, extras)
     assert serial is not None
-    overlapped = _step_cost(plan, True, serial.step_s, extras)  # stops once its layers alone are slower
-    return overlapped if overlapped is not None and overlapped.step_s <= serial.step_s else serial
+    overlapped = _graph(plan, True, serial.step_s, extras)  # stops once its layers alone are slower
+    return _step(overlapped if overlapped is not None and overlapped.step_s <= serial.step_s else serial, extras)
