@@ -323,6 +323,10 @@ def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
             raise InfeasibleDeploymentError(f"cached fraction {d.cached_fraction} must be in [0, 1)")
         if d.cache_plane not in CACHE_PLANES:
             raise InfeasibleDeploymentError(f"cache plane '{d.cache_plane}' is not one of: {', '.join(CACHE_PLANES)}")
+        if d.cache_plane == "vpc" and d.cached_fraction > 0 and hardware.system.planes.storage is None:
+            raise InfeasibleDeploymentError(
+                f"cache plane 'vpc': {hardware.system.id} has no storage (VPC) plane to read a cache over; use 'ub'"
+            )
         prompt_tokens = tokens_chip / hardware.chip.num_dies * d.tp
         cached = prompt_tokens * d.cached_fraction
         tokens = prompt_tokens - cached  # only the uncached suffix is computed (P3 §4.4.2)
