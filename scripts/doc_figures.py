@@ -513,13 +513,13 @@ QUOTES: tuple[Quote, ...] = (
     ),
     Quote(
         "README.md",
-        "is off by a median\n  {s_out:.1f} % on output tok/s per chip, {s_tpot:.1f} % on TPOT and {s_ttft:.0f} % on "
-        "TTFT, and its 80 % intervals cover {s_lo:.0f}–{s_hi:.0f} % of\n  the measured values; a chip family the fitted host times never "
-        "saw is off by {f_out:.0f} %, {f_tpot:.0f} % and\n  {f_ttft:.0f} % on the same three, and out of family, stack "
-        "or model the intervals cover {out_lo:.0f}–{out_hi:.0f} %,\n  {tpot_lo:.0f}–{tpot_hi:.0f} % and "
-        "{ttft_lo:.0f}–{ttft_hi:.0f} % of them; on "
-        "the corpora added last, scored as if unseen, the\n  intervals cover {p_out:.0f} %, {p_tpot:.0f} % and "
-        "{p_ttft:.0f} % (`docs/validation.md` §9)",
+        "is off by a median\n  {s_out:.1f} % on output tok/s per chip, {s_tpot:.1f} % on TPOT and {s_ttft:.0f} % "
+        "on TTFT, and its 80 % intervals cover {s_lo:.0f}–{s_hi:.0f} % of\n  the measured values; a chip family "
+        "the fitted host times never saw is off by {f_out:.0f} %, {f_tpot:.0f} % and\n  {f_ttft:.0f} % on the same "
+        "three, and out of family, stack or model the intervals cover {out_lo:.0f}–{out_hi:.0f} %,\n  "
+        "{tpot_lo:.0f}–{tpot_hi:.0f} % and {ttft_lo:.0f}–{ttft_hi:.0f} % of them; on the corpora added last, "
+        "scored as if unseen, the\n  intervals cover {p_out:.0f} %, {p_tpot:.0f} % and {p_ttft:.0f} % "
+        "(`docs/validation.md` §9)",
         ("holdout-figures",),
         _holdout_quote,
     ),
