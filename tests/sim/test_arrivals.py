@@ -2,7 +2,6 @@
 arrival (the path a run with an observer still takes): every built-in scenario, idle and bursty rates, a run
 cut by ``duration_s``, the cache-aware router, and traces whose arrivals share timestamps."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,8 @@ from cloudmatrix.sim.arrivals import clock_times
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import SCENARIO_DIR, Scenario, load_scenario
 
+from .same_run import assert_same_run
+
 BUILT_IN = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 
 
@@ -23,11 +24,7 @@ def _assert_same_run(scenario: Scenario) -> None:
     got, want = batched.run(), reference.run()
     assert batched.open is not None or scenario.aggregated or scenario.faults
     assert reference.open is None
-    for column in ("state", "generated", *want.table.STAMPS):
-        np.testing.assert_array_equal(getattr(got.table, column), getattr(want.table, column))
-    assert list(got.recorder.decode_steps) == list(want.recorder.decode_steps)
-    assert list(got.recorder.prefill_batches) == list(want.recorder.prefill_batches)
-    assert json.dumps(got.to_dict()) == json.dumps(want.to_dict())
+    assert_same_run(got, want)
 
 
 @pytest.mark.parametrize("name", BUILT_IN)

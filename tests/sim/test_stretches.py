@@ -2,7 +2,6 @@
 reference path: every built-in scenario, closed and open loop, with and without MTP, and sampled validation
 rows; plus the parts they rest on (draws with lookahead, vectorised step prices, exact running sums)."""
 
-import json
 import random
 
 import numpy as np
@@ -20,19 +19,15 @@ from cloudmatrix.sim.scenario import SCENARIO_DIR, Scenario, load_scenario
 from cloudmatrix.studies.validate_run import fit_memory, scenario_for
 from cloudmatrix.workload.rng import Lookahead
 
+from .same_run import assert_same_run
+
 BUILT_IN = sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))
 CLOSED = "workload.arrivals={kind: closed, concurrency: 6}"
 
 
 def _assert_identical(scenario: Scenario) -> None:
     """Both paths: the same requests, stamps, recorded steps and batches, and the same result to the bit."""
-    reference = Simulation(scenario, step_by_step=True).run()
-    skipping = Simulation(scenario).run()
-    for column in ("state", "generated", *reference.table.STAMPS):
-        np.testing.assert_array_equal(getattr(skipping.table, column), getattr(reference.table, column))
-    assert list(skipping.recorder.decode_steps) == list(reference.recorder.decode_steps)
-    assert list(skipping.recorder.prefill_batches) == list(reference.recorder.prefill_batches)
-    assert json.dumps(skipping.to_dict()) == json.dumps(reference.to_dict())
+    assert_same_run(Simulation(scenario).run(), Simulation(scenario, step_by_step=True).run())
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
