@@ -11,46 +11,15 @@ pydantic's, as they were. A record offers the part of pydantic's model interface
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar, dataclass_transform, get_type_hints
 
+from cloudmatrix.catalog.record_fields import REQUIRED, FieldSpec, check, field
+
+__all__ = ["REQUIRED", "FieldSpec", "Record", "check", "field"]
+
 R = TypeVar("R", bound="Record")
-F = TypeVar("F", bound=Callable[..., Any])
-REQUIRED: Any = object()  # a field without a default
-
-
-class FieldSpec:
-    """A field's default and the pydantic ``Field`` arguments (constraints, alias) its schema is built with."""
-
-    __slots__ = ("default", "default_factory", "options")
-
-    def __init__(self, default: Any, default_factory: Callable[[], Any] | None, options: dict[str, Any]) -> None:
-        self.default, self.default_factory, self.options = default, default_factory, options
-
-    def make_default(self) -> Any:
-        if self.default_factory is not None:
-            return self.default_factory()
-        return copy.deepcopy(self.default) if isinstance(self.default, list | dict | set) else self.default
-
-
-def field(default: Any = REQUIRED, *, default_factory: Callable[[], Any] | None = None, **options: Any) -> Any:
-    """A record field with pydantic ``Field`` options (``gt``, ``ge``, ``min_length``, ``pattern``, ``alias``,
-    ``description``…), applied when the record validates."""
-    return FieldSpec(default, default_factory, options)
-
-
-def check(*fields: str) -> Callable[[F], F]:
-    """Mark a static function as a check run after pydantic validates the record: with field names, it takes
-    and returns one validated field value; without, it takes the validated object (its fields as attributes).
-    Either raises ``ValueError`` for an error message pydantic reports with the field path."""
-
-    def mark(fn: F) -> F:
-        fn.__record_check__ = fields  # type: ignore[attr-defined]
-        return fn
-
-    return mark
 
 
 @dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(field,))

@@ -11,10 +11,10 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from pydantic import Field, create_model, field_validator, model_validator
 from pydantic_core import core_schema
 
-from cloudmatrix.catalog.record import REQUIRED, Record
+from cloudmatrix.catalog.record_fields import REQUIRED, is_record
 from cloudmatrix.catalog.strict import Frozen
 
-R = TypeVar("R", bound=Record)
+R = TypeVar("R")  # a record class (catalog/record.py, which imports this module only when it validates)
 
 
 class RecordSchema(Frozen):
@@ -26,18 +26,18 @@ class RecordSchema(Frozen):
         return dict(data.__dict__) if isinstance(data, _RECORD_OF.get(cls, ())) else data
 
 
-_RECORD_OF: dict[type[RecordSchema], type[Record]] = {}
-_SCHEMA_OF: dict[type[Record], type[RecordSchema]] = {}
+_RECORD_OF: dict[type[RecordSchema], type[Any]] = {}
+_SCHEMA_OF: dict[type[Any], type[RecordSchema]] = {}
 
 
-def schema_of(record: type[Record]) -> type[RecordSchema]:
+def schema_of(record: type[Any]) -> type[RecordSchema]:
     """The pydantic model that validates ``record`` (made once)."""
     if record not in _SCHEMA_OF:
         _SCHEMA_OF[record] = _make_schema(record)
     return _SCHEMA_OF[record]
 
 
-def _make_schema(record: type[Record]) -> type[RecordSchema]:
+def _make_schema(record: type[Any]) -> type[RecordSchema]:
     fields: dict[str, Any] = {}
     for name, annotation in record.field_types().items():
         spec = record.__record_fields__[name]
@@ -49,7 +49,7 @@ def _make_schema(record: type[Record]) -> type[RecordSchema]:
         fields[name] = (_schema_type(annotation), Field(**options))
     validators: dict[str, Any] = {}
     for i, fn in enumerate(record.__record_checks__):
-        checked: tuple[str, ...] = fn.__record_check__  # type: ignore[attr-defined]
+        checked: tuple[str, ...] = fn.__record_check__
         validators[f"_check_{i}"] = _validator(fn, checked)
     model = create_model(
         record.__name__,
@@ -75,7 +75,7 @@ def _validator(fn: Any, fields: tuple[str, ...]) -> Any:
 
 def _schema_type(annotation: Any) -> Any:
     """The annotation with every record replaced by its pydantic model."""
-    if isinstance(annotation, type) and issubclass(annotation, Record):
+    if is_record(annotation):
         return schema_of(annotation)
     origin, args = get_origin(annotation), get_args(annotation)
     if not args or origin is Literal:
@@ -111,7 +111,7 @@ def validate(record: type[R], data: Any) -> R:
     return made
 
 
-def core_schema_of(record: type[Record], handler: Any) -> Any:
+def core_schema_of(record: type[Any], handler: Any) -> Any:
     """The schema of a record inside another pydantic model: validated by its model, kept as the record."""
     return core_schema.no_info_after_validator_function(
         to_record,
