@@ -37,6 +37,10 @@ class StackCosts(Record):
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
     # ``launch_us`` (None: nothing beyond it); a device cost, not host time, so it leaves the host basis alone
     op_launch_us: Sourced | None = None
+    # host time per op launch of a step, beside the fixed ``step_overhead_us``: set where an engine with no
+    # fit rows of its own is priced with the other engines' law per op of the step (a hold-out fall-back),
+    # so a model with more ops per step pays more; None: none
+    step_op_us: Sourced | None = None
 
     @property
     def request_s(self) -> float:

@@ -68,7 +68,7 @@ class Pricer:
         # the part of an attention op's shorter term (loads or matmuls) not hidden under the longer one
         self.attention_serial = 1.0 - e.attention_overlap.value if e.attention_overlap is not None else 0.0
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
-        self.launch_us = chip.launch_us.value + graph_op_launch_us(hardware, stack)
+        self.launch_us = chip.launch_us.value + graph_op_launch_us(hardware, stack) + host_op_us(hardware, stack)
         self.core_shares = _core_shares(hardware)
         vector = chip.die.vector_tops
         self.vector_peak = vector.value * TERA if vector is not None else None
@@ -234,6 +234,12 @@ def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
     if costs is not None and costs.op_launch_us is not None:
         own += costs.op_launch_us.value
     return own
+
+
+def host_op_us(hardware: Hardware, stack: str | None) -> float:
+    """The stack's host time per op launch of a step on the chip's family (``step_op_us``; 0 where unset)."""
+    costs = stack_costs(stack, hardware.chip.family)
+    return costs.step_op_us.value if costs is not None and costs.step_op_us is not None else 0.0
 
 
 def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:

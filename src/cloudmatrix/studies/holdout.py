@@ -9,7 +9,9 @@ CDNA; both ``studies/graph_fit.py``); the other calibrated constants are fitted 
 microbenchmarks, never on validation rows. A refit is an in-memory override handed to the pricing
 (``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack, family), that entry falls
 back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:`` stack it names);
-a stack left with no fit rows at all is priced with the fit over every other engine's rows. The costs per op
+a stack left with no fit rows at all is priced with the other engines' law per op of the step (their kept rows
+on the same chip family, else on every family: ``stack_fit.fit_per_op``), so a model with more ops per step
+pays more. The costs per op
 are refitted the same way, under the group's refitted host times; with none of their rows left, SGLang-on-Ascend's
 falls back to no cost per op beyond the chip's ``launch_us`` and a family's own is dropped. The group's notes
 say so."""
@@ -46,7 +48,7 @@ from cloudmatrix.studies.graph_fit import (
     graph_refit,
     refit_op_launch,
 )
-from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs
+from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs, fit_per_op
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
 HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
@@ -102,17 +104,49 @@ def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
     return refitted if isinstance(refitted, StackCosts) else entry, f"{stack}'s default entry"
 
 
-def _every_engine(
-    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], held: set[str]
-) -> list[tuple[ValidationRow, BaseTimes]]:
-    """The kept fit rows of every stack (each once): what an engine with none of its own left is fitted on."""
-    return [
-        (r, b)
-        for (_, family), pairs in sorted(fits.items())
-        if family == DEFAULT_FAMILY
-        for r, b in pairs
-        if r.id not in held
-    ]
+def other_engines(
+    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, family: str, held: set[str]
+) -> tuple[list[tuple[ValidationRow, BaseTimes]], str]:
+    """The kept fit rows of every other stack on ``family`` (each once), or on every family where none is
+    left there (or for a ``default`` entry): what an engine with no rows of its own left is fitted on, per op
+    of the step. Rule fixed from the mechanism, not scored: the gap per op of the step is mostly the chip
+    family's (graph replay and small-batch kernels), and the engines' gaps per op on one family agree."""
+    for fam in (family, DEFAULT_FAMILY) if family != DEFAULT_FAMILY else (DEFAULT_FAMILY,):
+        rows = [
+            (r, b)
+            for (s, f), pairs in sorted(fits.items())
+            if f == fam and s != stack
+            for r, b in pairs
+            if r.id not in held
+        ]
+        if rows:
+            where = f"on {family}" if fam == family else "on every family"
+            return rows, f"the other engines' law per op of the step, {len(rows)} fit rows {where}"
+    return [], "no engine's rows (none left anywhere)"
+
+
+def _stack_kept(
+    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, held: set[str]
+) -> bool:
+    """Whether any fit row of the stack is left (its pooled default then prices a family left without rows)."""
+    return any(r.id not in held for r, _ in fits.get((stack, DEFAULT_FAMILY), []))
+
+
+def _per_op_fallback(
+    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], what: str
+) -> tuple[StackCosts, str]:
+    """An entry of an engine with no fit rows left, priced with the other engines' law per op of the step
+    (no fixed step time; the source says the constants were borrowed, so intervals count it unfitted)."""
+    fit = fit_per_op(rows)
+    source = f"borrowed: {what}"
+    costs = entry.model_copy(
+        update={
+            "step_overhead_us": Sourced(value=0.0, source=source),
+            "step_op_us": Sourced(value=fit.op_us, source=source),
+            "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
+        }
+    )
+    return costs, f"{what} ({fit.op_us:.2f} µs per op launch, {fit.request_overhead_ms:.1f} ms/request)"
 
 
 def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str) -> StackCosts:
@@ -131,7 +165,8 @@ def refit(
 ) -> Refit:
     """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
     their catalog values). A stack's pooled ``default`` entry is refitted first, so a family left without rows
-    falls back to it; a default left without rows is fitted on every other engine's kept rows. Then a family's
+    falls back to it; where the stack has no rows left at all, each of its entries is priced with the other
+    engines' law per op of the step (``other_engines``). Then a family's
     own cost per op of its captured graph (``op_fits``: the rows each was fitted on) is refitted without the
     held rows under those host times, or dropped where none is left."""
     overrides: Overrides = {}
@@ -151,13 +186,11 @@ def refit(
                 f"({fit.step_overhead_us:.0f} µs/step, {fit.request_overhead_ms:.1f} ms/request)"
             )
             continue
-        if family == DEFAULT_FAMILY:
-            others = _every_engine(fits, held)
-            fit = fit_group(others)
-            what = f"every other engine's {len(others)} fit rows"
-            costs = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, what)
-        else:
-            costs, what = _fallback(stack, overrides)
+        if family == DEFAULT_FAMILY or not _stack_kept(fits, stack, held):
+            overrides[(stack, family)], note = _per_op_fallback(entry, *other_engines(fits, stack, family, held))
+            notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
+            continue
+        costs, what = _fallback(stack, overrides)
         # only the fitted constants fall back; kernels and the hand-off stay the family's own. The source says
         # they were borrowed, so the intervals count this (stack, family) as priced without its own fit.
         borrowed = {"source": f"borrowed: {what}"}
@@ -165,6 +198,7 @@ def refit(
             update={
                 "step_overhead_us": costs.step_overhead_us.model_copy(update=borrowed),
                 "request_overhead_ms": costs.request_overhead_ms.model_copy(update=borrowed),
+                "step_op_us": None if costs.step_op_us is None else costs.step_op_us.model_copy(update=borrowed),
             }
         )
         notes.append(

@@ -11,10 +11,18 @@ which stands in for the simulation there (and keeps `calibrate` fast):
   alone for a prefill-first engine; prefill batch and KV hand-off when disaggregated), each + the step
   overhead, + the request overhead.
 Each constant is the least-squares offset (the mean gap) over its (stack, chip family) rows, clamped at
-zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens).
+zero: host time cannot be negative. MTP rows are left out (a step there yields several tokens), and so are
+the rows of a (stack, family) whose gap another constant fitted on them takes (a family's own cost per op of
+the engine's captured graph, SGLang on CDNA; a stack's graph cost per op on Ascend: ``graph_fit``, fitted
+under these host times).
 A stack's ``default`` entry is fitted on all its rows, every family pooled: the gap is the engine's (its
 scheduler, graph launches and kernels' small-batch overheads run the same code on any accelerator), so a
-family with no rows of its own (SGLang on AMD) is priced with the engine's time, not with none."""
+family with no rows of its own (SGLang on AMD) is priced with the engine's time, not with none.
+
+The same gaps per op of the step (``fit_per_op``: the least-squares cost per op launch of the decode step,
+through zero) are what an engine with no rows of its own is priced with out of group (``holdout``): measured
+per op, the engines' gaps on one chip family agree far better than their offsets (docs/validation.md §9), and
+a model with more ops per step pays more."""
 
 from __future__ import annotations
 
@@ -25,8 +33,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora
+from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import load_model
-from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_scheduling
+from cloudmatrix.catalog.sourced import Sourced
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_graph, stack_scheduling
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
@@ -35,9 +45,11 @@ from cloudmatrix.estimate import estimate
 from cloudmatrix.studies.validate_run import TWIN_PRECISION, redundant_experts, twin_layout
 
 FIT_MAX_CONCURRENCY = 8
-# The corpora the catalog's stack constants were fitted on. Corpora that joined later (inferencemax-more,
-# sglang-ascend) have fitted-role rows that no constant is fitted on yet: refitting on them is a recalibration
-# of its own (it moves every prediction), not part of adding measurements.
+# The corpora the catalog's stack constants are fitted on. Corpora that joined later (inferencemax-more,
+# sglang-ascend) have fitted-role rows that no constant is fitted on: refitting on them was measured and not
+# adopted (docs/validation.md §9): their gaps are device-model misses that grow with the ISL and shrink with
+# the TP degree (vLLM on Hopper: 1.7 ms per step at 1K TP8, 5.7 ms at 8K TP1), which an offset fitted on both
+# bands carries to neither.
 FIT_CORPORA = ("inferencemax-public", "published")
 
 
@@ -48,6 +60,7 @@ class BaseTimes:
     tpot_ms: float
     ttft_ms: float
     ttft_steps: float
+    ops: float = 0.0  # op launches of the decode step (µs the step gains per µs of cost per launch)
 
 
 def row_deployment(
@@ -82,7 +95,9 @@ def base_times(row: ValidationRow) -> BaseTimes:
     assert pool is not None
     chips, kv = pool.chips * pool.instances, round(isl + osl / 2)
     decode = row_deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
-    step_s = estimate(row.system, model, decode).step.step_s
+    hw = load_hardware(row.system)
+    step_s = estimate(hw, model, decode).step.step_s
+    ops = (estimate(_with_launch(hw, hw.chip.launch_us.value + 1.0), model, decode).step.step_s - step_s) * 1e6
     # a prompt waits for the running step, and for the scheduler's next intake (none on an idle engine)
     waited = 0.5 + ((pool.recv_interval or 1) - 1) / 2 if conc > 1 else 0.0
     wait_s = waited * step_s
@@ -118,7 +133,23 @@ def base_times(row: ValidationRow) -> BaseTimes:
         handoff = comm.kv_handoff_s(est.plan.hardware, model, round(isl), TWIN_PRECISION[row.kv], nics)
         prefill_s = est.step.step_s + handoff
         steps = 1.0
-    return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps)
+    return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps, ops=ops)
+
+
+def _with_launch(hw: Hardware, launch_us: float) -> Hardware:
+    """The hardware with the chip's cost per op launch set to ``launch_us`` (to count a step's launches)."""
+    chip = hw.chip.model_copy(update={"launch_us": Sourced(value=launch_us, source="stack fit: launch count")})
+    return hw.model_copy(update={"chip": chip})
+
+
+def gap_taken_elsewhere(stack: str, family: str) -> bool:
+    """Whether another constant fitted on rows takes this (stack, family)'s gap: a family's own cost per op of
+    the engine's graph, or the stack's graph cost per op on a chip with graph start-ups (both ``graph_fit``)."""
+    costs = stack_costs(stack, family)
+    if costs is not None and costs.op_launch_us is not None and costs.op_launch_us.source.startswith("CALIB"):
+        return True
+    graph = stack_graph(stack)
+    return graph is not None and graph.op_launch_us is not None and graph.op_launch_us.source.startswith("CALIB")
 
 
 def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
@@ -127,8 +158,11 @@ def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[Validation
     out: dict[tuple[str, str], list[ValidationRow]] = defaultdict(list)
     for r in rows:
         conc = r.workload.concurrency
-        if r.role == "fitted" and r.kind == "e2e" and not r.mtp and conc is not None and conc <= FIT_MAX_CONCURRENCY:
-            out[(r.stack, chip_family(r.system))].append(r)
+        if r.role != "fitted" or r.kind != "e2e" or r.mtp or conc is None or conc > FIT_MAX_CONCURRENCY:
+            continue
+        family = chip_family(r.system)
+        if not gap_taken_elsewhere(r.stack, family):
+            out[(r.stack, family)].append(r)
             out[(r.stack, DEFAULT_FAMILY)].append(r)
     return dict(out)
 
@@ -172,6 +206,31 @@ def fit_group(pairs: list[tuple[ValidationRow, BaseTimes]]) -> GroupFit:
     ]
     request_ms = max(statistics.fmean(ttft), 0.0) if ttft else 0.0
     return GroupFit(step_overhead_us=step_us, request_overhead_ms=request_ms, tpot_gaps=tpot, ttft_gaps=ttft)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PerOpFit:
+    """An engine law per op of the step: the step's cost per op launch (µs) and the fixed request time (ms)."""
+
+    op_us: float
+    request_overhead_ms: float
+    rows: int
+
+
+def fit_per_op(pairs: list[tuple[ValidationRow, BaseTimes]]) -> PerOpFit:
+    """The least-squares cost per op launch of the decode step through zero (each row's TPOT gap over its
+    launches: ``sum(gap * ops) / sum(ops^2)``), clamped at zero, then the request overhead as the mean TTFT gap
+    left with each of its steps priced at that cost per op."""
+    tpot = [((r.measured["tpot_ms"] - b.tpot_ms) * 1e3, b.ops) for r, b in pairs if "tpot_ms" in r.measured]
+    den = sum(n * n for _, n in tpot)
+    op_us = max(sum(g * n for g, n in tpot) / den, 0.0) if den > 0 else 0.0
+    ttft = [
+        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * op_us * b.ops / 1e3
+        for r, b in pairs
+        if "ttft_ms" in r.measured
+    ]
+    request_ms = max(statistics.fmean(ttft), 0.0) if ttft else 0.0
+    return PerOpFit(op_us=op_us, request_overhead_ms=request_ms, rows=len(pairs))
 
 
 def fit_stack_costs(rows: list[ValidationRow] | None = None) -> dict[str, dict[str, Any]]:
