@@ -112,3 +112,16 @@ def test_rows_whose_gap_a_cost_per_op_takes_are_not_host_time_rows() -> None:
     keys = set(fit_rows(load_corpora(list(FIT_CORPORA))))
     assert ("sglang", "cdna") not in keys
     assert {("sglang", "hopper"), ("vllm", "hopper"), ("trtllm", "blackwell")} <= keys
+
+
+def test_with_no_engine_left_anywhere_the_host_times_are_zero_and_say_so(fits: dict) -> None:
+    """Held out with every fit row (the 1K ISL band, the 1-8 concurrency band), no engine has rows left: each
+    fitted entry falls to no host time, and its note says why."""
+    held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
+    r = h.refit(fits, held)
+    for (stack, family), costs in r.overrides.items():
+        assert costs.step_overhead_us.value == 0.0 and costs.request_overhead_ms.value == 0.0, (stack, family)
+        assert costs.step_op_us is not None and costs.step_op_us.value == 0.0
+    assert r.notes and all(
+        n.endswith("no engine's rows (none left anywhere) (0.00 µs per op launch, 0.0 ms/request)") for n in r.notes
+    )
