@@ -1,7 +1,7 @@
 """A stack's own cost per op of its captured graph on one chip family (``op_launch_us`` of a family entry:
 SGLang's HIP graphs on CDNA): every such entry adds ops x cost to a step on that family and nothing on any
 other; it is fitted on fitted-role rows only and matches the catalog; a hold-out refits it without the held
-rows, or drops it where none is left."""
+rows, or, where none is left, drops it for the runtime's prior."""
 
 import dataclasses
 
@@ -61,7 +61,7 @@ def test_step_pays_ops_times_cost_on_its_family_only(stack: str, family: str) ->
         d = dataclasses.replace(DECODE, stack=stack)
         plain = estimate(hw, "deepseek-r1", d).step.step_s
         ops = (estimate(_with_launch(system, hw.chip.launch_us.value + 1), "deepseek-r1", d).step.step_s - plain) * 1e6
-        without = StackCosts.model_validate(costs.model_dump() | {"op_launch_us": None})
+        without = StackCosts.model_validate(costs.model_dump() | {"op_launch_us": None, "tasks_per_op": None})
         with overridden_costs({(stack, family): without}):
             assert graph_op_launch_us(hw, stack) == 0.0
             bare = estimate(hw, "deepseek-r1", d).step.step_s
@@ -91,7 +91,8 @@ def test_holdout_refits_or_drops_the_cost_per_op() -> None:
     assert part.op_launch_us is not None and part.op_launch_us.source.startswith("hold-out refit")
     assert part.op_launch_us.value != pytest.approx(stack_costs("sglang", "cdna").op_launch_us.value, rel=1e-9)  # type: ignore[union-attr]
     every = refit({}, {r.id for r in rows}, {("sglang", "cdna"): rows}).overrides[("sglang", "cdna")]
-    assert every.op_launch_us is None
+    assert every.op_launch_us is None and every.tasks_per_op is not None
     hw = load_hardware("mi300x")
-    with overridden_costs({("sglang", "cdna"): every}):
-        assert graph_op_launch_us(hw, "sglang") == 0.0
+    assert hw.chip.graph_task_us is not None
+    with overridden_costs({("sglang", "cdna"): every}):  # the runtime's prior (tests/cost/test_hip_graph_prior.py)
+        assert graph_op_launch_us(hw, "sglang") == every.tasks_per_op.value * hw.chip.graph_task_us.value

@@ -94,8 +94,9 @@ class ChipSpec(Record):
     # start-up of one captured-graph launch that the host does not hide (Ascend: the host prepares each graph's
     # metadata and sampling before launching it); a stack says how many of its launches per step are exposed
     graph_launch_us: Sourced | None = None
-    # fixed device cost of one task of a graph captured op by op from eager PyTorch (ACL graph / NPUGraph): each
-    # kernel stays its own task with its start, header and AIC/AIV synchronisation (a runtime property, not fitted)
+    # fixed device cost of one task of a graph captured op by op from eager PyTorch (ACL graph / NPUGraph, or a HIP
+    # graph's kernel node): each kernel stays its own task with its start, header and synchronisation (AIC/AIV,
+    # or the end-of-kernel release between nodes); a runtime property, not fitted
     graph_task_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced

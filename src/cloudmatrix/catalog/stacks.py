@@ -35,12 +35,15 @@ class StackCosts(Record):
     kernels: dict[str, list[str]] = field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
     kernels_source: str = ""
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
-    # ``launch_us`` (None: nothing beyond it); a device cost, not host time, so it leaves the host basis alone
+    # ``launch_us`` (None: nothing fitted); a device cost, not host time, so it leaves the host basis alone
     op_launch_us: Sourced | None = None
     # host time per op launch of a step, beside the fixed ``step_overhead_us``: set where an engine with no
     # fit rows of its own is priced with the other engines' law per op of the step (a hold-out fall-back),
     # so a model with more ops per step pays more; None: none
     step_op_us: Sourced | None = None
+    # the engine's kernels per op of the twin on this family beyond the one the chip's ``launch_us`` prices
+    # (counted from its source): times the chip's ``graph_task_us``, the prior priced where no fit may be used
+    tasks_per_op: Sourced | None = None
 
     @property
     def request_s(self) -> float:
@@ -60,6 +63,7 @@ class CostsLike(Record):
     like: str = field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
     source: str = field(min_length=1)
     op_launch_us: Sourced | None = None  # this family's own graph cost per op (the named entry's otherwise)
+    tasks_per_op: Sourced | None = None  # this family's own kernels per op beyond the first (the prior's count)
 
 
 class StackMemory(Record):
@@ -166,7 +170,8 @@ class StackProfile(Record):
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
             named = load_stack(stack).costs(like_family)
-            return named if entry.op_launch_us is None else _with_op_launch(named, entry)
+            own = entry.op_launch_us is not None or entry.tasks_per_op is not None
+            return _with_op_launch(named, entry) if own else named
         return entry
 
 
@@ -179,13 +184,14 @@ _LIKE_COPIES: dict[tuple[int, int], tuple[StackCosts, CostsLike, StackCosts]] = 
 
 
 def _with_op_launch(named: StackCosts, entry: CostsLike) -> StackCosts:
-    """The named stack's costs with a ``like`` entry's own graph cost per op."""
+    """The named stack's costs with a ``like`` entry's own graph cost per op and its count for the prior."""
     key = (id(named), id(entry))
     hit = _LIKE_COPIES.get(key)
     if hit is None:
         if len(_LIKE_COPIES) >= 64:
             _LIKE_COPIES.clear()
-        hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update={"op_launch_us": entry.op_launch_us}))
+        own = {"op_launch_us": entry.op_launch_us, "tasks_per_op": entry.tasks_per_op}
+        hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update=own))
     return hit[2]
 
 

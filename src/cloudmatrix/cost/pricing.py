@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
 from cloudmatrix.catalog.kernels import best_share, kernel_curves
+from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import GraphExecution, overrides_key, stack_costs, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
@@ -225,7 +226,8 @@ def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
     """The stack's fixed cost per op of its captured graph beyond the chip's ``launch_us``: its ``graph``
     section's on a chip whose graph launches have a start-up (Ascend; fitted where stated, else the prior from
     the chip's cost per captured task), plus its chip family entry's own (``op_launch_us``: SGLang's HIP graphs
-    on CDNA); 0 where neither is stated."""
+    on CDNA, fitted; where no fit is stated, as in a hold-out without its rows, the prior from the entry's
+    ``tasks_per_op``); 0 where none is stated."""
     graph = stack_graph(stack)
     own = 0.0
     if graph is not None and hardware.chip.graph_launch_us is not None:
@@ -233,6 +235,8 @@ def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
     costs = stack_costs(stack, hardware.chip.family)
     if costs is not None and costs.op_launch_us is not None:
         own += costs.op_launch_us.value
+    elif costs is not None and costs.tasks_per_op is not None:
+        own += task_prior_us(hardware, costs.tasks_per_op)
     return own
 
 
@@ -245,8 +249,14 @@ def host_op_us(hardware: Hardware, stack: str | None) -> float:
 def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:
     """The cost per op a graph captured op by op pays from the runtime alone, fitted on no row: the engine's
     tasks per op of the twin times the chip's fixed cost per captured task (0 where the chip states none)."""
+    return task_prior_us(hardware, graph.tasks_per_op)
+
+
+def task_prior_us(hardware: Hardware, tasks_per_op: Sourced) -> float:
+    """``tasks_per_op`` times the chip's fixed device cost per captured task or graph node (``graph_task_us``;
+    0 where the chip states none): the runtime's prior for a cost per op, fitted on no row."""
     task = hardware.chip.graph_task_us
-    return 0.0 if task is None else graph.tasks_per_op.value * task.value
+    return 0.0 if task is None else tasks_per_op.value * task.value
 
 
 def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> float:

@@ -18,7 +18,9 @@ its host times were fitted on (``op_launch_us`` of a family entry in ``data/stac
 on CDNA, on the fitted-role MI300X rows at low concurrency (``FAMILY_FIT_CORPORA``). Their TPOT exceeds the
 twin's decode step by a nearly constant 13-15 ms from 4 to 64 clients, where the per-sequence slope matches,
 and ATOM's fused graphs on the same GPUs carry no such gap: a cost per launched op of the engine's graph,
-not of the chip and not a per-request time."""
+not of the chip and not a per-request time. Where none of those rows may be used (a hold-out of CDNA or of
+SGLang) the family entry's prior prices it: its kernels per op beyond the first (``tasks_per_op``, counted
+from the engine's source) times the chip's cost per HIP graph node (``graph_task_us``)."""
 
 from __future__ import annotations
 
@@ -224,8 +226,10 @@ def family_op_fit_rows() -> dict[tuple[str, str], list[ValidationRow]]:
 def refit_op_launch(
     stack: str, family: str, rows: list[ValidationRow], held: set[str]
 ) -> tuple[StackCosts, str] | None:
-    """A family's costs with its cost per op refitted without the ``held`` rows (dropped where none is left),
-    priced under the host-time overrides in force; None where none of its fit rows is held."""
+    """A family's costs with its cost per op refitted without the ``held`` rows, priced under the host-time
+    overrides in force; where none is left the fit is dropped and the entry's prior prices it (its
+    ``tasks_per_op`` times the chip's ``graph_task_us``: SGLang's HIP graphs on CDNA), or nothing where it
+    states no count. None where none of its fit rows is held."""
     kept = [r for r in rows if r.id not in held]
     if len(kept) == len(rows):
         return None
@@ -233,7 +237,11 @@ def refit_op_launch(
     assert costs is not None
     fit_rows = [g for g in (graph_row(r) for r in kept) if g is not None]
     if not fit_rows:
-        note = f"{stack}/{family}: no cost-per-op fit rows left; priced without it"
+        tasks = costs.tasks_per_op
+        prior = "priced without it"
+        if tasks is not None:
+            prior = f"falls back to the prior ({tasks.value:g} tasks per op x the chip's graph_task_us)"
+        note = f"{stack}/{family}: no cost-per-op fit rows left; {prior}"
         return costs.model_copy(update={"op_launch_us": None}), note
     v = least_squares_op_launch(fit_rows)
     op = Sourced(value=v, source=f"hold-out refit on {len(fit_rows)} of {len(rows)} cost-per-op fit rows")

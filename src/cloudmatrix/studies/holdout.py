@@ -11,10 +11,11 @@ microbenchmarks, never on validation rows. A refit is an in-memory override hand
 back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:`` stack it names);
 a stack left with no fit rows at all is priced with the other engines' law per op of the step (their kept rows
 on the same chip family, else on every family: ``stack_fit.fit_per_op``), so a model with more ops per step
-pays more. The costs per op
-are refitted the same way, under the group's refitted host times; with none of their rows left, SGLang-on-Ascend's
-falls back to no cost per op beyond the chip's ``launch_us`` and a family's own is dropped. The group's notes
-say so."""
+pays more. The costs per op are refitted the same way, under the group's refitted host times; with none of their
+rows left, each falls back to the runtime's prior, fitted on no row: the engine's tasks per op times the chip's
+cost per captured task or graph node (``graph_task_us``; SGLang-on-Ascend's ``graph.tasks_per_op``,
+SGLang-on-CDNA's family entry's), or to no cost per op where the entry states no count. The group's notes say
+so."""
 
 from __future__ import annotations
 
