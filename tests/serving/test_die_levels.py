@@ -116,7 +116,7 @@ def _state(batch: DecodeBatch) -> tuple[object, ...]:
         batch.used_blocks,
         batch.free_slots,
         batch.shape()[0] if batch.num_active else 0,
-        batch._rids.tolist(),
+        batch.decoding()[0].tolist(),
     )
 
 
