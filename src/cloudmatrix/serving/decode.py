@@ -265,6 +265,12 @@ class DecodeBatch:
             gained += ok[:, :, 0] if self.mtp == 1 else np.cumprod(ok, axis=2).sum(axis=2)
         return gained
 
+    def peek_gains(self, uniforms: Lookahead, steps: int) -> np.ndarray:
+        """``gains`` of the active sequences over the next ``steps`` steps with MTP on, read off the stream's
+        table without using the draws up: (steps, sequences)."""
+        n = self.active_slots().size
+        return self._gain_table.peek(uniforms, steps * n).reshape(steps, n)
+
     def run_step(self, rng: Uniforms) -> np.ndarray:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
         left). Returns the finished request ids; ``last_tokens`` holds the tokens generated."""
