@@ -140,8 +140,9 @@ class DecodeSide:
             return
         # nothing else can touch these requests meanwhile: their first tokens are stamped together
         now, table = self.env.now, self.table
-        at = np.array([rid for rid, _, _ in group], dtype=np.int64)
-        table.start_decodes(at, now)
+        rids = [rid for rid, _, _ in group]
+        table.start_decodes(rids, now)
+        at = np.array(rids, dtype=np.int64)
         input_len, output_len = table.input_len, table.output_len
         if len(self.decodes) == 1:
             lefts = output_len[at] - 1  # the prefill produced the first token
