@@ -148,10 +148,12 @@ class DecodeBatch:
                 if found is None:
                     break
                 die = found
+                least.add(die, 1)
+            else:
+                least.bump_first()
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
-            least.add(die, 1)
             placed += 1
             held += blocks
             slots.append(slot)
