@@ -15,7 +15,7 @@ def gains_of(draws: np.ndarray, mtp: int, acceptance: float) -> np.ndarray:
     """1 + the leading run of accepted drafts, per group of ``mtp`` consecutive draws (mtp >= 1)."""
     ok = draws.reshape(-1, mtp) < acceptance
     run = ok[:, 0] if mtp == 1 else np.logical_and.accumulate(ok, axis=1).sum(axis=1)
-    return run.astype(np.int64) + 1
+    return np.add(run, 1, dtype=np.int64)  # (one pass: a buffer's millions of draws go through here)
 
 
 class GainTable:
@@ -61,5 +61,6 @@ class GainTable:
             self.buffer, self.first = buffer, group
             self.last = min(buffer.size // mtp, group + max(sequences, self.SPAN // mtp))
             self.gains = gains_of(buffer[group * mtp : self.last * mtp], mtp, self.acceptance)
-            self.sums = np.concatenate([[0], np.cumsum(self.gains)])
+            self.sums = np.zeros(self.gains.size + 1, dtype=np.int64)
+            np.cumsum(self.gains, out=self.sums[1:])
         return group - self.first
