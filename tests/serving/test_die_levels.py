@@ -43,7 +43,8 @@ def test_bumping_the_first_die_is_adding_to_it(dies: int, moves: list[int]) -> N
     bumped, added = LeastFirst(dies), LeastFirst(dies)
     for move in moves:
         if move >= 0:  # an admission onto the least-occupied die
-            assert bumped.bump_first() == added.first()
+            assert bumped.first() == added.first()
+            bumped.bump_first(bumped.first())
             added.add(added.first(), 1)
         elif added.count[-move % dies]:  # a finish anywhere
             bumped.add(-move % dies, -1)

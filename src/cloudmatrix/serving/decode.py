@@ -150,7 +150,7 @@ class DecodeBatch:
                 die = found
                 least.add(die, 1)
             else:
-                least.bump_first()
+                least.bump_first(die)
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks

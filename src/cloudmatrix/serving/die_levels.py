@@ -41,9 +41,8 @@ class LeastFirst:
                 heappop(bucket)
             self.low += 1
 
-    def bump_first(self) -> int:
-        """``add(first(), 1)`` in one call (an admission onto the least-occupied die): that die, counted."""
-        die = self.first()
+    def bump_first(self, die: int) -> None:
+        """``add(die, 1)`` for ``die`` = ``first()`` (an admission onto the least-occupied die), in one call."""
         level = self.count[die] + 1
         self.count[die] = level
         heappop(self.buckets[level - 1])  # it tops its old bucket: leave no stale entry behind
@@ -54,7 +53,6 @@ class LeastFirst:
             heappush(bucket, die)
             if len(bucket) > 4 * len(self.count):  # shed stale entries so memory stays bounded
                 self.buckets[level] = sorted({d for d in bucket if self.count[d] == level})
-        return die
 
     def drop(self, dies: list[int]) -> None:
         """``add(die, -1)`` for each of ``dies`` in turn (a step's finished sequences), in one call."""
