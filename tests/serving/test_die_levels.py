@@ -36,6 +36,22 @@ def test_counts_answer_as_a_scan(dies: int, moves: list[tuple[int, bool]]) -> No
     assert high_runs.high == max(counts) and least_runs.first() == int(np.argmin(counts))
 
 
+@settings(max_examples=80, deadline=None)
+@given(dies=st.integers(1, 9), moves=st.lists(st.integers(-9, 9), max_size=300))
+def test_bumping_the_first_die_is_adding_to_it(dies: int, moves: list[int]) -> None:
+    """``bump_first`` (an admission onto the least-occupied die) leaves the counts and answers of ``add``."""
+    bumped, added = LeastFirst(dies), LeastFirst(dies)
+    for move in moves:
+        if move >= 0:  # an admission onto the least-occupied die
+            assert bumped.first() == added.first()
+            bumped.bump_first(bumped.first())
+            added.add(added.first(), 1)
+        elif added.count[-move % dies]:  # a finish anywhere
+            bumped.add(-move % dies, -1)
+            added.add(-move % dies, -1)
+        assert bumped.count == added.count and bumped.first() == added.first()
+
+
 def _apply_run(least: LeastFirst, high: Highest, dies: list[int], up: bool) -> None:
     high.shift(dies, 1 if up else -1)
     if up:
@@ -116,7 +132,7 @@ def _state(batch: DecodeBatch) -> tuple[object, ...]:
         batch.used_blocks,
         batch.free_slots,
         batch.shape()[0] if batch.num_active else 0,
-        batch._rids.tolist(),
+        batch.decoding()[0].tolist(),
     )
 
 

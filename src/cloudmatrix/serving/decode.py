@@ -46,9 +46,10 @@ class DecodeBatch:
         self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
         self.used_blocks = 0  # KV blocks held on all dies (the pools' sum, kept as it changes)
         self.last_tokens = 0  # tokens the last step (or stretch) generated
-        # the active sequences in slot order: slots, request ids, tokens each has left
-        self._slots, self._rids, self._left = _NONE, _NONE, _NONE
-        self._joined: list[tuple[int, int, int]] = []  # (slot, rid, left) activated since the last sort
+        # the active sequences in slot order: their slots and the tokens each has left (request ids: ``_rid``)
+        self._slots, self._left = _NONE, _NONE
+        self._joined: list[int] = []  # slots activated since the last sort
+        self._joined_left: list[int] = []  # and the tokens each of them has left
         self._free = [list(range(d * seqs_per_die, (d + 1) * seqs_per_die)) for d in range(num_dies)]  # heaps
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
@@ -126,7 +127,7 @@ class DecodeBatch:
         """``admit`` for requests in FIFO order (``tokens``: each one's sequence length), stopping at the first
         that does not fit: the slots of those admitted, in order. One call for a group (a prefill batch's
         requests): the same choices as one ``admit`` after another."""
-        if self.fenced.any():
+        if np.count_nonzero(self.fenced):  # (``any`` goes through Python: several times slower here)
             slots = []
             for rid, length in zip(rids, tokens, strict=True):
                 slot = self.admit(rid, length)
@@ -147,10 +148,12 @@ class DecodeBatch:
                 if found is None:
                     break
                 die = found
+                least.add(die, 1)
+            else:
+                least.bump_first(die)
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
-            least.add(die, 1)
             placed += 1
             held += blocks
             slots.append(slot)
@@ -174,7 +177,8 @@ class DecodeBatch:
         self._busiest.add(slot // self.cap, 1)
         self.num_active += 1
         self.kv_total += context
-        self._joined.append((slot, self._rid[slot], remaining))
+        self._joined.append(slot)
+        self._joined_left.append(remaining)
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
@@ -185,8 +189,8 @@ class DecodeBatch:
         self._busiest.shift([slot // cap for slot in slots], 1)
         self.num_active += len(slots)
         self.kv_total += sum(contexts)
-        rid_of = self._rid
-        self._joined += [(slot, rid_of[slot], left) for slot, left in zip(slots, remaining, strict=True)]
+        self._joined += slots
+        self._joined_left += remaining
 
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
@@ -194,7 +198,7 @@ class DecodeBatch:
         if self._active[slot]:
             keep = self.active_slots() != slot
             self.kv_total -= self._length[slot] - int(self._left[~keep].sum())
-            self._slots, self._rids, self._left = self._slots[keep], self._rids[keep], self._left[keep]
+            self._slots, self._left = self._slots[keep], self._left[keep]
             self._active[slot] = False
             self._busiest.add(die, -1)
             self.num_active -= 1
@@ -206,7 +210,7 @@ class DecodeBatch:
         left), in slot order. Reserved slots stay: their KV is still in flight."""
         slots = self.active_slots()
         lost = np.isin(slots // self.cap, dies)
-        rids, left = self._rids[lost].copy(), self._left[lost].copy()
+        rids, left = self.decoding()[0][lost], self._left[lost].copy()
         for slot in slots[lost].tolist():
             self.release(slot)
         return rids, left
@@ -234,13 +238,12 @@ class DecodeBatch:
     def active_slots(self) -> np.ndarray:
         """The active slots in slot order (the order every step visits them and draws for them)."""
         if self._joined:
-            slots, rids, left = np.array(self._joined, dtype=np.int64).T
-            self._joined.clear()
-            slots = np.concatenate((self._slots, slots))
-            order = np.argsort(slots, kind="stable")
+            slots = np.concatenate((self._slots, np.array(self._joined, dtype=np.int64)))
+            order = slots.argsort(kind="stable")
             self._slots = slots[order]
-            self._rids = np.concatenate((self._rids, rids))[order]
-            self._left = np.concatenate((self._left, left))[order]
+            self._left = np.concatenate((self._left, np.array(self._joined_left, dtype=np.int64)))[order]
+            self._joined.clear()
+            self._joined_left.clear()
         return self._slots
 
     def left(self) -> np.ndarray:
@@ -250,8 +253,8 @@ class DecodeBatch:
 
     def decoding(self) -> tuple[np.ndarray, np.ndarray]:
         """(request ids, tokens each has left) of the active sequences."""
-        self.active_slots()
-        return self._rids, self._left
+        rid_of = self._rid
+        return np.array([rid_of[slot] for slot in self.active_slots().tolist()], dtype=np.int64), self._left
 
     def gains(self, uniforms: np.ndarray | None, idx: np.ndarray, steps: int) -> np.ndarray:
         """Tokens each sequence in ``idx`` would gain in each of ``steps`` steps, before clipping to what it has
@@ -263,6 +266,12 @@ class DecodeBatch:
             ok = uniforms.reshape(steps, idx.size, self.mtp) < self.acceptance
             gained += ok[:, :, 0] if self.mtp == 1 else np.cumprod(ok, axis=2).sum(axis=2)
         return gained
+
+    def peek_gains(self, uniforms: Lookahead, steps: int) -> np.ndarray:
+        """``gains`` of the active sequences over the next ``steps`` steps with MTP on, read off the stream's
+        table without using the draws up: (steps, sequences)."""
+        n = self.active_slots().size
+        return self._gain_table.peek(uniforms, steps * n).reshape(steps, n)
 
     def run_step(self, rng: Uniforms) -> np.ndarray:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
@@ -283,22 +292,25 @@ class DecodeBatch:
             left -= gained
             tokens = int(gained.sum())
         low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
+        if low > 0:
+            self.last_tokens = tokens
+            self.kv_total += tokens
+            return _NONE
+        ended = left <= 0
+        at = ended.nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
-            over = left < 0
-            tokens += sum(left[over].tolist())  # a few: summed in Python (a numpy sum costs more here)
-            left[over] = 0
+            tokens += sum(v for v in map(left.item, at) if v < 0)
         self.last_tokens = tokens
         self.kv_total += tokens
-        return self._retire() if low <= 0 else _NONE
+        return self._retire([idx.item(k) for k in at], ~ended)
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished
         request ids): for a listener that streams every sequence's tokens."""
-        self.active_slots()
-        stepped, left = self._rids, self._left  # ``run_step`` updates ``left`` in place, then drops the finished
+        stepped, left = self.decoding()
         before = left.copy()
-        finished = self.run_step(rng)
-        return stepped, before - left, finished
+        finished = self.run_step(rng)  # it updates ``left`` in place, then drops the finished from the batch
+        return stepped, before - np.maximum(left, 0), finished
 
     def advance(self, idx: np.ndarray, gained: np.ndarray) -> np.ndarray:
         """Add ``gained`` tokens to the active sequences (``idx``: ``active_slots()``; a stretch of steps in
@@ -306,20 +318,23 @@ class DecodeBatch:
         Returns the finished request ids."""
         if idx is not self._slots or self._joined:
             raise RuntimeError("a stretch applied to a batch that changed since it was planned")
-        gained = np.minimum(gained, self._left)
-        self._left -= gained
+        left = self._left
+        gained = np.minimum(gained, left)
+        left -= gained
         self.last_tokens = int(gained.sum())
         self.kv_total += self.last_tokens
-        return self._retire() if not self._left.all() else _NONE
+        if left.all():
+            return _NONE
+        running = left != 0
+        return self._retire(idx[~running].tolist(), running)
 
-    def _retire(self) -> np.ndarray:
-        """Free the slots of the sequences that have just generated their last token; their request ids."""
-        running = self._left != 0
-        ended = ~running
-        slots, finished = self._slots[ended].tolist(), self._rids[ended]
-        self._slots, self._rids, self._left = self._slots[running], self._rids[running], self._left[running]
+    def _retire(self, slots: list[int], running: np.ndarray) -> np.ndarray:
+        """Free ``slots``, whose sequences have just generated their last token (``running``: the active
+        sequences that go on, in slot order); their request ids."""
+        self._slots, self._left = self._slots[running], self._left[running]
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
         active, rid_of = self._active, self._rid
+        finished = [rid_of[slot] for slot in slots]
         freed_kv = freed_blocks = 0
         dies = [slot // cap for slot in slots]
         for slot, die in zip(slots, dies, strict=True):  # a few a step: plain Python beats vector calls here
@@ -335,4 +350,4 @@ class DecodeBatch:
         self.used_blocks -= freed_blocks
         self.num_active -= len(slots)
         self.free_slots += len(slots)
-        return finished
+        return np.array(finished, dtype=np.int64)

@@ -41,6 +41,19 @@ class LeastFirst:
                 heappop(bucket)
             self.low += 1
 
+    def bump_first(self, die: int) -> None:
+        """``add(die, 1)`` for ``die`` = ``first()`` (an admission onto the least-occupied die), in one call."""
+        level = self.count[die] + 1
+        self.count[die] = level
+        heappop(self.buckets[level - 1])  # it tops its old bucket: leave no stale entry behind
+        bucket = self.buckets.get(level)
+        if bucket is None:
+            self.buckets[level] = [die]
+        else:
+            heappush(bucket, die)
+            if len(bucket) > 4 * len(self.count):  # shed stale entries so memory stays bounded
+                self.buckets[level] = sorted({d for d in bucket if self.count[d] == level})
+
     def drop(self, dies: list[int]) -> None:
         """``add(die, -1)`` for each of ``dies`` in turn (a step's finished sequences), in one call."""
         count, buckets, low, limit = self.count, self.buckets, self.low, 4 * len(self.count)

@@ -15,7 +15,7 @@ def gains_of(draws: np.ndarray, mtp: int, acceptance: float) -> np.ndarray:
     """1 + the leading run of accepted drafts, per group of ``mtp`` consecutive draws (mtp >= 1)."""
     ok = draws.reshape(-1, mtp) < acceptance
     run = ok[:, 0] if mtp == 1 else np.logical_and.accumulate(ok, axis=1).sum(axis=1)
-    return run.astype(np.int64) + 1
+    return np.add(run, 1, dtype=np.int64)  # (one pass: a buffer's millions of draws go through here)
 
 
 class GainTable:
@@ -40,14 +40,27 @@ class GainTable:
         if rng.pos % mtp:  # the stream was used in other units: read the draws themselves
             gains = gains_of(rng.take(count), mtp, self.acceptance)
             return gains, int(gains.sum())
-        if count > rng.buffer.size - rng.pos:
-            rng.peek(count)
+        at = self._span(rng, sequences)
+        rng.pos += count
+        return self.gains[at : at + sequences], self.sums.item(at + sequences) - self.sums.item(at)
+
+    def peek(self, rng: Lookahead, sequences: int) -> np.ndarray:
+        """The next ``sequences`` gains of ``rng``'s stream, not used up (a stretch's plan looks ahead)."""
+        if rng.pos % self.mtp:
+            return gains_of(rng.peek(sequences * self.mtp), self.mtp, self.acceptance)
+        at = self._span(rng, sequences)
+        return self.gains[at : at + sequences]
+
+    def _span(self, rng: Lookahead, sequences: int) -> int:
+        """Where the stream's next ``sequences`` gains start in ``gains`` (the span converted anew if needed)."""
+        mtp = self.mtp
+        if sequences * mtp > rng.buffer.size - rng.pos:
+            rng.peek(sequences * mtp)
         buffer, group = rng.buffer, rng.pos // mtp  # a buffer starts at a group's first draw (steps use whole groups)
         if buffer is not self.buffer or group < self.first or group + sequences > self.last:
             self.buffer, self.first = buffer, group
             self.last = min(buffer.size // mtp, group + max(sequences, self.SPAN // mtp))
             self.gains = gains_of(buffer[group * mtp : self.last * mtp], mtp, self.acceptance)
-            self.sums = np.concatenate([[0], np.cumsum(self.gains)])
-        rng.pos += count
-        at = group - self.first
-        return self.gains[at : at + sequences], self.sums.item(at + sequences) - self.sums.item(at)
+            self.sums = np.zeros(self.gains.size + 1, dtype=np.int64)
+            np.cumsum(self.gains, out=self.sums[1:])
+        return group - self.first

@@ -5,6 +5,7 @@ decode batch holds the count (``DecodeBatch.remaining``) and the simulation copi
 
 from __future__ import annotations
 
+from array import array
 from enum import IntEnum
 
 import numpy as np
@@ -24,6 +25,17 @@ class State(IntEnum):
 # Plain ints for the hot path (IntEnum member access is slow in a million-request run).
 _NEW, _QUEUED, _PREFILLING, _KV, _DECODING, _DONE, _CANCELLED = -1, 0, 1, 2, 3, 4, 5
 
+# The transitions after arrival, in the order a request takes them: (state before, state after, stamp).
+_STAGES = (
+    (_QUEUED, _PREFILLING, "prefill_start_s"),
+    (_PREFILLING, _KV, "prefill_end_s"),
+    (_KV, _KV, "decode_admit_s"),
+    (_KV, _DECODING, "first_token_s"),
+    (_DECODING, _DONE, "finish_s"),
+)
+_START_PREFILL, _END_PREFILL, _ADMIT, _START_DECODE, _FINISH = range(len(_STAGES))
+FLUSH_ROWS = 1 << 16  # deferred transitions applied at a time (bounds the log to about a MB)
+
 
 class RequestTable:
     """Per-request columns. Timestamps are NaN until reached."""
@@ -40,6 +52,50 @@ class RequestTable:
         self.arrival_s, self.prefill_start_s, self.prefill_end_s = (np.full(n, np.nan) for _ in range(3))
         self.decode_admit_s, self.first_token_s, self.finish_s = (np.full(n, np.nan) for _ in range(3))
         self.free: list[int] = []  # rows of finished online requests, reused by append
+        self.log: list[tuple[array[int], list[float], list[int]]] | None = None  # deferred transitions per stage
+        self.logged = 0
+
+    def defer(self) -> None:
+        """From now on the transitions after arrival are logged and applied in bulk, in their order, when the
+        log grows long and at ``settle``, with the same checks: for a whole run that nothing reads until it
+        ends (a transition's few numpy calls cost more than the simulation step that caused it)."""
+        self.log = [(array("q"), [], []) for _ in _STAGES]
+
+    def _defer(self, stage: int, rids: list[int], now: float) -> None:
+        """Log ``rids`` taking transition ``stage`` at ``now``."""
+        assert self.log is not None
+        ids, times, counts = self.log[stage]
+        ids.extend(rids)
+        times.append(now)
+        counts.append(len(rids))
+        self.logged += len(rids)
+        if self.logged >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Apply the logged transitions, stage by stage (a request's are logged in its order, so each stage
+        finds the state the one before left), checking each as the transition itself would."""
+        if self.log is None:
+            return
+        for stage, (ids, times, counts) in enumerate(self.log):
+            if not counts:
+                continue
+            at = np.frombuffer(ids, dtype=np.int64).copy()
+            expected, new, column = _STAGES[stage]
+            wrong = self.state[at] != expected
+            if wrong.any():
+                bad = int(at[wrong.argmax()])
+                raise RuntimeError(f"request {bad}: {State(new).name} from state {self.state[bad]}")
+            if np.bincount(at - at.min()).max() > 1:  # (requests reach a stage in about their order: a short range)
+                raise RuntimeError(f"a request took the transition to {State(new).name} twice")
+            self.state[at] = new
+            getattr(self, column)[at] = np.repeat(times, counts)
+            if stage == _END_PREFILL:
+                self.generated[at] = 1
+            elif stage == _FINISH:
+                self.generated[at] = self.output_len[at]
+            del ids[:], times[:], counts[:]
+        self.logged = 0
 
     def recycle(self, rid: int) -> None:
         """Row ``rid`` is finished with (online serving): ``append`` may give it to a new request."""
@@ -83,6 +139,7 @@ class RequestTable:
         return rid
 
     def cancel(self, rid: int, now: float) -> None:
+        self.flush()
         if self.state[rid] in (_NEW, _DONE, _CANCELLED):
             raise RuntimeError(f"request {rid}: cancel from state {self.state[rid]}")
         self.state[rid] = _CANCELLED
@@ -91,6 +148,7 @@ class RequestTable:
     def retry(self, rid: int) -> None:
         """A fault cut the request (its prefill in flight, or its KV after): its client sends it again (same
         arrival), so it queues for prefill with nothing generated and every later stamp cleared."""
+        self.flush()
         if self.state[rid] not in (_PREFILLING, _KV, _DECODING):
             raise RuntimeError(f"request {rid}: retried from state {self.state[rid]}")
         self.state[rid] = _QUEUED
@@ -115,25 +173,40 @@ class RequestTable:
         self.arrival_s[start:end] = times
 
     def start_prefill(self, rid: int, now: float) -> None:
+        if self.log is not None:
+            self._defer(_START_PREFILL, [rid], now)
+            return
         self._advance(rid, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
     def end_prefill(self, rid: int, now: float) -> None:
         """Prefill produced the first token; the KV cache now waits for decode admission and transfer."""
+        if self.log is not None:
+            self._defer(_END_PREFILL, [rid], now)
+            return
         self._advance(rid, _PREFILLING, _KV, self.prefill_end_s, now)
         self.generated[rid] = 1
 
     def admit_decode(self, rid: int, now: float) -> None:
         """Decode reserved KV blocks; the transfer over RDMA starts now."""
+        if self.log is not None:
+            self._defer(_ADMIT, [rid], now)
+            return
         if self.state[rid] != _KV:
             raise RuntimeError(f"request {rid}: decode admission from state {self.state[rid]}")
         self.decode_admit_s[rid] = now
 
     def start_decode(self, rid: int, now: float) -> None:
         """The KV cache arrived: the first token is delivered and the sequence joins the decode batch."""
+        if self.log is not None:
+            self._defer(_START_DECODE, [rid], now)
+            return
         self._advance(rid, _KV, _DECODING, self.first_token_s, now)
 
     def finish(self, rids: np.ndarray, now: float) -> None:
         """The last token is out: every token of the output has been generated."""
+        if self.log is not None:
+            self._defer(_FINISH, np.asarray(rids).tolist(), now)
+            return
         if np.count_nonzero(self.state[rids] != _DECODING):
             raise RuntimeError("finish of a request that is not decoding")
         self.state[rids] = _DONE
@@ -143,10 +216,15 @@ class RequestTable:
     def finish_later(self, rids: np.ndarray, now: float) -> None:
         """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
         few requests at a time, and the other writes cost more than the decode step that finished them."""
+        if self.log is not None:
+            self._defer(_FINISH, rids.tolist(), now)
+            return
         self.finish_s[rids] = now
 
     def settle(self) -> None:
-        """Complete the finishes ``finish_later`` began: a decoding request with a finish time is done."""
+        """Complete the finishes ``finish_later`` began: a decoding request with a finish time is done (and
+        apply the deferred transitions)."""
+        self.flush()
         done = (self.state == _DECODING) & ~np.isnan(self.finish_s)
         self.state[done] = _DONE
         self.generated[done] = self.output_len[done]
@@ -166,16 +244,28 @@ class RequestTable:
 
     def admit_decodes(self, rids: list[int], now: float) -> None:
         """``admit_decode`` for requests admitted together."""
+        if self.log is not None:
+            self._defer(_ADMIT, rids, now)
+            return
         self._advance_many(rids, _KV, _KV, self.decode_admit_s, now)
 
-    def start_decodes(self, rids: list[int] | np.ndarray, now: float) -> None:
+    def start_decodes(self, rids: list[int], now: float) -> None:
         """``start_decode`` for KV transfers that landed together."""
+        if self.log is not None:
+            self._defer(_START_DECODE, rids, now)
+            return
         self._advance_many(rids, _KV, _DECODING, self.first_token_s, now)
 
-    def start_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
+    def start_prefills(self, rids: list[int], now: float) -> None:
+        if self.log is not None:
+            self._defer(_START_PREFILL, rids, now)
+            return
         self._advance_many(rids, _QUEUED, _PREFILLING, self.prefill_start_s, now)
 
-    def end_prefills(self, rids: list[int] | np.ndarray, now: float) -> None:
+    def end_prefills(self, rids: list[int], now: float) -> None:
+        if self.log is not None:
+            self._defer(_END_PREFILL, rids, now)
+            return
         self.generated[self._advance_many(rids, _PREFILLING, _KV, self.prefill_end_s, now)] = 1
 
 

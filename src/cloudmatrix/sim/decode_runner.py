@@ -16,6 +16,7 @@ from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
 MAX_DRAWS = 1 << 18  # sequence-steps one stretch looks ahead at most (bounds its memory to a few MB)
+SHORT = 16  # a stretch of at most this many steps is priced step by step in plain Python
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,46 +56,76 @@ def plan(
     if lookahead <= 2:  # a stretch would be two steps at most: not worth its planning (draws, prices)
         return None
     if batch.mtp:
-        cum = _cumulative_gains(batch, uniforms, idx, remaining, lookahead)
+        cum = _cumulative_gains(batch, uniforms, remaining, lookahead)
         if len(cum) < 2:  # the next step finishes a sequence: nothing to skip
             return None
         totals = np.minimum(cum, remaining).sum(axis=1)  # tokens the batch has gained after each step
     else:  # one token a step: nobody has fewer than ``lookahead`` left, so nothing is clipped
         cum = np.arange(1, lookahead + 1)[:, None]
         totals = cum[:, 0] * idx.size
-    tokens = np.diff(totals, prepend=0)
-    # the mean context at each step's start, as the step-by-step path computes it (exact integer sums)
-    kv_means = (batch.kv_total + totals - tokens) / idx.size
     seqs = batch.shape()[0]
-    durations = costs.decode_steps_s(seqs, kv_means)
-    ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
-    steps = min(len(totals), int(np.searchsorted(ends, horizon, side="left")))
-    while steps >= 2 and now + (float(ends[steps - 1]) - now) != float(ends[steps - 1]):
+    steps, starts, durations, tokens, end = (_short if len(totals) <= SHORT else _long)(
+        costs, seqs, batch.kv_total, idx.size, totals, now, horizon
+    )
+    while steps >= 2 and now + (end[steps - 1] - now) != end[steps - 1]:
         steps -= 1  # rare: the clock could not land on the stretch's end exactly; end a step earlier
     if steps < 2:
         return None
     return Stretch(
         idx=idx,
-        gained=np.minimum(np.broadcast_to(cum[steps - 1], remaining.shape), remaining),
-        starts_s=[now, *ends[: steps - 1].tolist()],
-        durations_s=durations[:steps].tolist(),
-        tokens=tokens[:steps].tolist(),
+        gained=np.minimum(cum[steps - 1], remaining),
+        starts_s=starts[:steps],
+        durations_s=durations[:steps],
+        tokens=tokens[:steps],
         seqs=seqs,
         draws=steps * idx.size * batch.mtp,
-        delay_s=float(ends[steps - 1]) - now,
+        delay_s=end[steps - 1] - now,
     )
 
 
-def _cumulative_gains(
-    batch: DecodeBatch, uniforms: Lookahead, idx: np.ndarray, remaining: np.ndarray, limit: int
-) -> np.ndarray:
+Steps = tuple[int, list[float], list[float], list[int], list[float]]  # steps, starts, prices, tokens, ends
+
+
+def _short(costs: StepCosts, seqs: int, kv_total: int, n: int, totals: np.ndarray, now: float, horizon: float) -> Steps:
+    """The steps of a short stretch that end before ``horizon``, one by one in plain Python (a few steps: cheaper
+    than the vector calls of ``_long``, and the same numbers: the same divisions, prices and sums in order)."""
+    price = costs.decode_step_s
+    starts: list[float] = []
+    durations: list[float] = []
+    tokens: list[int] = []
+    ends: list[float] = []
+    at, before = now, 0
+    for total in totals.tolist():
+        dur = price(seqs, (kv_total + before) / n)  # the mean context at the step's start
+        end = at + dur
+        if end >= horizon:
+            break
+        starts.append(at)
+        durations.append(dur)
+        tokens.append(total - before)
+        ends.append(end)
+        at, before = end, total
+    return len(durations), starts, durations, tokens, ends
+
+
+def _long(costs: StepCosts, seqs: int, kv_total: int, n: int, totals: np.ndarray, now: float, horizon: float) -> Steps:
+    """``_short`` as vector operations, for a long stretch."""
+    tokens = np.diff(totals, prepend=0)
+    # the mean context at each step's start, as the step-by-step path computes it (exact integer sums)
+    durations = costs.decode_steps_s(seqs, (kv_total + totals - tokens) / n)
+    ends = np.cumsum(np.concatenate([[now], durations]))[1:]  # sequential sums, as the clock adds them
+    steps = min(len(totals), int(np.searchsorted(ends, horizon, side="left")))
+    starts = [now, *ends[: max(steps - 1, 0)].tolist()]
+    return steps, starts, durations[:steps].tolist(), tokens[:steps].tolist(), ends[:steps].tolist()
+
+
+def _cumulative_gains(batch: DecodeBatch, uniforms: Lookahead, remaining: np.ndarray, limit: int) -> np.ndarray:
     """Tokens each sequence has gained after each step (unclipped, MTP on), up to the first step that
     finishes one and at most ``limit`` steps: (steps, sequences). The draws are looked at in doubling
     windows: at high concurrency some sequence finishes within a step or two."""
     size = min(limit, 2)
     while True:
-        gains = batch.gains(uniforms.peek(size * idx.size * batch.mtp), idx, size)
-        cum = np.cumsum(gains, axis=0)
+        cum = batch.peek_gains(uniforms, size).cumsum(axis=0)
         hit = (cum >= remaining).any(axis=1)
         if hit.any():
             return cum[: int(hit.argmax()) + 1]

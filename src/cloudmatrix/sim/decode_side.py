@@ -108,21 +108,23 @@ class DecodeSide:
         """``_admit_waiting`` with one decode instance: the waiting requests are admitted a group at a time
         (the same choices, in the same order), and their transfers grouped by landing time as there."""
         waiting, table, now, batch = self.waiting_kv, self.table, self.env.now, self.decodes[0]
-        transfer_s = self.costs.kv_transfer_s
+        transfer_s, input_len, output_len = self.costs.kv_transfer_s, table.input_len, table.output_len
         landing: dict[float, list[tuple[int, int, int]]] = {}
+        lands: dict[int, float] = {}  # landing time by prompt length (prompts of a workload share a few lengths)
         while waiting and batch.free_slots:
             rids = list(islice(waiting, ADMIT_GROUP))
-            at = np.array(rids, dtype=np.int64)
-            prompts = table.input_len[at]
-            slots = batch.admit_all(rids, (prompts + table.output_len[at]).tolist())
+            prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
+            slots = batch.admit_all(rids, [p + n for p, n in zip(prompts, map(output_len.item, rids), strict=True)])
             if not slots:
                 break
             admitted = rids[: len(slots)]
             for _ in admitted:
                 waiting.popleft()
             table.admit_decodes(admitted, now)
-            for rid, slot, prompt in zip(admitted, slots, prompts.tolist(), strict=False):
-                at_s = now + transfer_s(prompt)  # as a timeout sums it
+            for rid, slot, prompt in zip(admitted, slots, prompts, strict=False):
+                at_s = lands.get(prompt)
+                if at_s is None:
+                    at_s = lands[prompt] = now + transfer_s(prompt)  # as a timeout sums it
                 group = landing.get(at_s)
                 if group is None:
                     landing[at_s] = [(rid, 0, slot)]
@@ -140,14 +142,14 @@ class DecodeSide:
             return
         # nothing else can touch these requests meanwhile: their first tokens are stamped together
         now, table = self.env.now, self.table
-        at = np.array([rid for rid, _, _ in group], dtype=np.int64)
-        table.start_decodes(at, now)
+        rids = [rid for rid, _, _ in group]
+        table.start_decodes(rids, now)
         input_len, output_len = table.input_len, table.output_len
         if len(self.decodes) == 1:
-            lefts = output_len[at] - 1  # the prefill produced the first token
-            if lefts.item(lefts.argmin()) > 0:  # every one decodes: they join the batch together
-                contexts = (input_len[at] + 1).tolist()
-                self.decodes[0].activate_all([slot for _, _, slot in group], contexts, lefts.tolist())
+            lefts = [n - 1 for n in map(output_len.item, rids)]  # the prefill produced the first token
+            if min(lefts) > 0:  # every one decodes: they join the batch together
+                contexts = [p + 1 for p in map(input_len.item, rids)]
+                self.decodes[0].activate_all([slot for _, _, slot in group], contexts, lefts)
                 self.decode_loops[0].wake()
                 return
         for rid, inst, slot in group:

@@ -338,6 +338,8 @@ class Simulation(DecodeSide):
     # ---- run --------------------------------------------------------------------------------------------
     def run(self) -> SimResult:
         self.whole_run = not self.listener
+        if not (self.started or self.listener or self.observer or self.faults):
+            self.table.defer()  # nothing reads the table before the run ends: its stamps are written in bulk
         plain = not (self.started or self.listener or self.observer or self.faults or self.costs.request_overhead_s)
         self.start()  # the loops' first look at their queues is not a wake-up: they start as before
         if self.workload.arrival_s is not None and plain and self.prefill_queues and not self.aggregated:

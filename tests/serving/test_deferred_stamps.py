@@ -1,0 +1,75 @@
+"""A request table that logs its transitions and applies them in bulk (``RequestTable.defer``) ends with the
+columns of one that applies each as it comes, whatever the batching and wherever the log is flushed; and it
+refuses a transition out of order as the live table does (when the log is applied)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cloudmatrix.serving import requests
+from cloudmatrix.serving.requests import RequestTable
+
+COLUMNS = ("state", "generated", *RequestTable.STAMPS)
+
+
+def _drive(table: RequestTable, plan: list[tuple[int, int, bool]]) -> None:
+    """Take each request through its transitions: ``plan`` holds, per request, how far it goes (1-6 stages),
+    when it moves (a group number) and whether it moves alone (the single-request calls) or with its group."""
+    stages = (
+        ("start_prefill", "start_prefills"),
+        ("end_prefill", "end_prefills"),
+        ("admit_decode", "admit_decodes"),
+        ("start_decode", "start_decodes"),
+        ("finish", "finish_later"),
+    )
+    for rid in range(len(plan)):
+        table.arrive(rid, float(rid))
+    for stage, (one, many) in enumerate(stages):
+        groups: dict[int, list[int]] = {}
+        for rid, (reach, group, alone) in enumerate(plan):
+            if reach <= stage + 1:
+                continue
+            now = 10.0 * (stage + 1) + group
+            if alone:
+                call = getattr(table, one)
+                call(np.array([rid]) if one == "finish" else rid, now)
+            else:
+                groups.setdefault(group, []).append(rid)
+        for group, rids in sorted(groups.items()):
+            now = 10.0 * (stage + 1) + group
+            getattr(table, many)(np.array(rids) if many == "finish_later" else rids, now)
+    table.settle()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    plan=st.lists(st.tuples(st.integers(1, 6), st.integers(0, 4), st.booleans()), max_size=40),
+    flush_rows=st.integers(1, 50),
+)
+def test_deferred_transitions_end_as_live_ones(plan: list[tuple[int, int, bool]], flush_rows: int) -> None:
+    n = len(plan)
+    live, deferred = (RequestTable(np.full(n, 100), np.full(n, 7)) for _ in range(2))
+    deferred.defer()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(requests, "FLUSH_ROWS", flush_rows)
+        _drive(live, plan)
+        _drive(deferred, plan)
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(deferred, column), getattr(live, column))
+
+
+def test_a_deferred_transition_out_of_order_is_refused() -> None:
+    t = RequestTable(np.array([10, 10]), np.array([5, 5]))
+    t.defer()
+    t.arrive(0, 0.0)
+    t.start_decodes([0], 1.0)  # never prefilled
+    with pytest.raises(RuntimeError, match="request 0: DECODING from state 0"):
+        t.settle()
+    t = RequestTable(np.array([10]), np.array([5]))
+    t.defer()
+    t.arrive(0, 0.0)
+    t.start_prefills([0], 1.0)
+    t.start_prefills([0], 2.0)  # twice
+    with pytest.raises(RuntimeError, match="twice"):
+        t.settle()
