@@ -32,7 +32,8 @@ class StackCosts(Record):
     step_overhead_us: Sourced
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
-    kernels: dict[str, list[str]] = field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
+    # op (GEMM: dense, grouped; fused attention: attention) -> kernels it picks from
+    kernels: dict[str, list[str]] = field(default_factory=dict)
     kernels_source: str = ""
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
     # ``launch_us`` (None: nothing beyond it); a device cost, not host time, so it leaves the host basis alone
@@ -56,6 +57,8 @@ class CostsLike(Record):
     like: str = field(pattern=r"^[a-z0-9-]+/[a-z0-9-]+$")
     source: str = field(min_length=1)
     op_launch_us: Sourced | None = None  # this family's own graph cost per op (the named entry's otherwise)
+    kernels: dict[str, list[str]] = field(default_factory=dict)  # own kernels per op (over the named entry's)
+    kernels_source: str = ""
 
 
 class StackMemory(Record):
@@ -162,7 +165,7 @@ class StackProfile(Record):
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
             named = load_stack(stack).costs(like_family)
-            return named if entry.op_launch_us is None else _with_op_launch(named, entry)
+            return named if entry.op_launch_us is None and not entry.kernels else _with_own(named, entry)
         return entry
 
 
@@ -174,14 +177,17 @@ Override = StackCosts | GraphExecution
 _LIKE_COPIES: dict[tuple[int, int], tuple[StackCosts, CostsLike, StackCosts]] = {}
 
 
-def _with_op_launch(named: StackCosts, entry: CostsLike) -> StackCosts:
-    """The named stack's costs with a ``like`` entry's own graph cost per op."""
+def _with_own(named: StackCosts, entry: CostsLike) -> StackCosts:
+    """The named stack's costs with a ``like`` entry's own graph cost per op and kernels, where it states them."""
     key = (id(named), id(entry))
     hit = _LIKE_COPIES.get(key)
     if hit is None:
         if len(_LIKE_COPIES) >= 64:
             _LIKE_COPIES.clear()
-        hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update={"op_launch_us": entry.op_launch_us}))
+        own: dict[str, object] = {"op_launch_us": entry.op_launch_us} if entry.op_launch_us is not None else {}
+        if entry.kernels:
+            own |= {"kernels": {**named.kernels, **entry.kernels}, "kernels_source": entry.kernels_source}
+        hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update=own))
     return hit[2]
 
 
@@ -279,7 +285,8 @@ def stack_graph(stack: str | None) -> GraphExecution | None:
 
 
 def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:
-    """The GEMM kernels a stack picks from for ``op`` on a chip family (empty: not stated)."""
+    """The kernels a stack picks from for ``op`` (a GEMM's, or ``attention``) on a chip family (empty: not
+    stated)."""
     if stack is None:
         return ()
     return tuple(load_stack(stack).costs(family).kernels.get(op, ()))
