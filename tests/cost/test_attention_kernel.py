@@ -3,14 +3,17 @@ the published single-head benchmark net of the call's fixed cost and of the core
 idle; it prices the dense prefill attention of the stacks that name it, by the keys each query row runs
 over, and no other stack's (CloudMatrix-Infer's CANN kernels keep the chip's flat value)."""
 
+import json
 import math
 
 import pytest
+from typer.testing import CliRunner
 
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.kernels import check_kernels, kernel_curves, microbench
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.stacks import load_stack, stack_ids, stack_kernels
+from cloudmatrix.cli.app import app
 from cloudmatrix.cost.layers import layer_ops
 from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
 from cloudmatrix.cost.pricing import Pricer, pricer
@@ -123,3 +126,24 @@ def test_sparse_prefill_attention_keeps_the_flat_value() -> None:
     (sa,) = [op for op in layer_ops(p, moe=False) if op.name == "sparse_attention"]
     assert (sa.kernel, sa.rows) == ("", 0.0)
     assert pricer(p).compute_efficiency(sa) == p.hardware.chip.efficiency.attention_compute.value
+
+
+def test_estimate_runs_the_attention_kernel_a_deployment_names() -> None:
+    """End to end: a CloudMatrix-Infer prefill that names torch_npu's kernel is slower than its own (CANN's
+    flat value), and the same as sglang-ascend's default (the stack names it); a name without a curve exits 2."""
+    runner = CliRunner()
+    base = ["estimate", "--system", "atlas-800t-a3", "--model", "deepseek-r1", "--phase", "prefill", "--json",
+            "--chips", "16", "--ep", "32", "--precision", "int8",
+            "--tokens-per-chip", "4096", "--input-len", "4096"]  # fmt: skip
+    runs = [
+        runner.invoke(app, base + extra)
+        for extra in (
+            ["--stack", "cloudmatrix-infer"],
+            ["--stack", "cloudmatrix-infer", "--kernels", "npu-fused-infer-attention"],
+        )
+    ]
+    assert all(r.exit_code == 0 for r in runs), [r.output for r in runs]
+    own, named = (json.loads(r.stdout)["step_ms"] for r in runs)
+    assert named > own
+    bad = runner.invoke(app, base + ["--kernels", "npu-fused-attention"])
+    assert bad.exit_code == 2 and "kernels (--kernels): got 'npu-fused-attention'" in bad.output
