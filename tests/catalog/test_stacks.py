@@ -23,7 +23,10 @@ def test_stacks_without_fit_rows_say_their_costs_are_assumed() -> None:
             else:
                 assert costs.step_overhead_us.assumed and costs.request_overhead_ms.assumed, sid
     assert stack_costs("atom", "cdna") == stack_costs("vllm", "hopper")
-    assert stack_costs("sglang-ascend", "ascend") == stack_costs("sglang", "hopper")
+    # a like family takes the named fit's host times; its own kernels (sglang-ascend's attention) come beside
+    own, named = stack_costs("sglang-ascend", "ascend"), stack_costs("sglang", "hopper")
+    assert own is not None and named is not None
+    assert own.model_copy(update={"kernels": named.kernels, "kernels_source": named.kernels_source}) == named
 
 
 def test_dynamo_runs_its_engines_costs() -> None:

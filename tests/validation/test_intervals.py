@@ -392,7 +392,7 @@ def test_the_shape_step_is_the_curves_own_out_of_range_error() -> None:
 
     errors = []
     for c in curves():
-        if len(c.points) >= 3:
+        if len(c.points) >= 3 and c.op != "attention":  # GEMM curves only: an attention op flags no shape step
             (m0, y0), (m1, y1) = c.points[-2], c.points[-1]
             assert m1 > m0
             errors.append({"series": len(errors), "measured": y1, "predicted": y0})

@@ -13,7 +13,11 @@ how many experts the die runs (``levels``, from every table of the kernel there,
 holding 128-256 experts per die at up to 16K tokens included), and beyond it grows as the kernel's
 ``growth_tables`` (shapes of few experts that reach 4,096 rows per expert) measure (``growth``). A curve whose
 weights are stored narrower than its compute format (``weights``: W4A16) applies only to such GEMMs, and a
-curve measured with each expert split ``split`` ways (expert TP) applies nearest that split."""
+curve measured with each expert split ``split`` ways (expert TP) applies nearest that split.
+
+An ``attention`` curve is a fused attention kernel's share against the key length each query row runs over
+(the measured S0 = S1 sequence), for the stacks that name it (stacks.yaml ``kernels: {attention: ...}``);
+its rows are one call of ``groups`` heads, ``m`` query rows, ``n`` keys and head dimension ``k``."""
 
 from __future__ import annotations
 
@@ -29,7 +33,7 @@ from cloudmatrix.inputs import InputError
 KERNELS_DIR = DATA_DIR / "kernels"
 MICROBENCH_PATH = KERNELS_DIR / "microbench.yaml"
 CURVES_PATH = KERNELS_DIR / "curves.yaml"
-Op = Literal["dense", "grouped"]
+Op = Literal["dense", "grouped", "attention"]
 
 
 class MoeShape(Record):

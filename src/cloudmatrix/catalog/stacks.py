@@ -32,7 +32,8 @@ class StackCosts(Record):
     step_overhead_us: Sourced
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
-    kernels: dict[str, list[str]] = field(default_factory=dict)  # GEMM op (dense, grouped) -> kernels it picks from
+    # op (GEMM: dense, grouped; fused attention: attention) -> kernels it picks from
+    kernels: dict[str, list[str]] = field(default_factory=dict)
     kernels_source: str = ""
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
     # ``launch_us`` (None: nothing fitted); a device cost, not host time, so it leaves the host basis alone
@@ -64,6 +65,8 @@ class CostsLike(Record):
     source: str = field(min_length=1)
     op_launch_us: Sourced | None = None  # this family's own graph cost per op (the named entry's otherwise)
     tasks_per_op: Sourced | None = None  # this family's own kernels per op beyond the first (the prior's count)
+    kernels: dict[str, list[str]] = field(default_factory=dict)  # own kernels per op (over the named entry's)
+    kernels_source: str = ""
 
 
 class StackMemory(Record):
@@ -170,8 +173,8 @@ class StackProfile(Record):
         if isinstance(entry, CostsLike):
             stack, like_family = entry.like.split("/")
             named = load_stack(stack).costs(like_family)
-            own = entry.op_launch_us is not None or entry.tasks_per_op is not None
-            return _with_op_launch(named, entry) if own else named
+            own = entry.op_launch_us is not None or entry.tasks_per_op is not None or bool(entry.kernels)
+            return _with_own(named, entry) if own else named
         return entry
 
 
@@ -183,14 +186,19 @@ Override = StackCosts | GraphExecution
 _LIKE_COPIES: dict[tuple[int, int], tuple[StackCosts, CostsLike, StackCosts]] = {}
 
 
-def _with_op_launch(named: StackCosts, entry: CostsLike) -> StackCosts:
-    """The named stack's costs with a ``like`` entry's own graph cost per op and its count for the prior."""
+def _with_own(named: StackCosts, entry: CostsLike) -> StackCosts:
+    """The named stack's costs with a ``like`` entry's own graph cost per op, its count for the prior and its
+    kernels, where it states them."""
     key = (id(named), id(entry))
     hit = _LIKE_COPIES.get(key)
     if hit is None:
         if len(_LIKE_COPIES) >= 64:
             _LIKE_COPIES.clear()
-        own = {"op_launch_us": entry.op_launch_us, "tasks_per_op": entry.tasks_per_op}
+        own: dict[str, object] = {}
+        if entry.op_launch_us is not None or entry.tasks_per_op is not None:
+            own |= {"op_launch_us": entry.op_launch_us, "tasks_per_op": entry.tasks_per_op}
+        if entry.kernels:
+            own |= {"kernels": {**named.kernels, **entry.kernels}, "kernels_source": entry.kernels_source}
         hit = _LIKE_COPIES[key] = (named, entry, named.model_copy(update=own))
     return hit[2]
 
@@ -289,7 +297,8 @@ def stack_graph(stack: str | None) -> GraphExecution | None:
 
 
 def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:
-    """The GEMM kernels a stack picks from for ``op`` on a chip family (empty: not stated)."""
+    """The kernels a stack picks from for ``op`` (a GEMM's, or ``attention``) on a chip family (empty: not
+    stated)."""
     if stack is None:
         return ()
     return tuple(load_stack(stack).costs(family).kernels.get(op, ()))

@@ -121,8 +121,9 @@ def estimate(
     kernels: Annotated[
         str | None,
         typer.Option(
-            help="GEMM kernels the deployment runs, comma-separated (e.g. deepgemm): wherever one has a measured "
-            "curve they replace the stack's list (default: the stack's)."
+            help="GEMM or fused attention kernels the deployment runs, comma-separated (e.g. deepgemm, "
+            "npu-fused-infer-attention): wherever one has a measured curve they replace the stack's list "
+            "(default: the stack's)."
         ),
     ] = None,
     ffn_chips: Annotated[

@@ -139,12 +139,16 @@ def _prefill_attention(plan: Plan, share: float) -> list[Op]:
     # the selection as a mask (DeepSeek-V3.2-Exp report §3): the cheaper form is the one served
     sparse_flops = 2.0 * tokens * a.num_heads * (2 * (a.kv_lora_rank or 0) + a.qk_rope_head_dim) * ctx / g
     sparse = a.indexer is not None and sparse_flops < dense_flops
+    # the dense form is a fused causal attention over the keys up to the sequence's end (the kernel the
+    # stack names prices it by that length, where measured)
     fa = new_op(
         "sparse_attention" if sparse else "flash_attention",
         _ATTENTION,
         s,
         sparse_flops if sparse else dense_flops,
         tokens * a.num_heads * (2 * a.qk_head_dim + 2 * a.v_head_dim) * ACT_BYTES / g,
+        kernel="" if sparse else "attention",
+        rows=0.0 if sparse else float(plan.kv_len),
     )
     if a.kind != "mla":
         kv_w = a.num_kv_heads * (a.qk_head_dim + a.v_head_dim)

@@ -65,8 +65,8 @@ class Op:
     flops: float = 0.0
     hbm_bytes: float = 0.0
     precision: str = "bf16"  # the format the op computes in
-    kernel: str = ""  # GEMM: the measured curve family priced at ``rows`` ("dense", "grouped"; "": flat efficiency)
-    rows: float = 0.0  # GEMM: token rows per weight matrix (the kernel's M)
+    kernel: str = ""  # the measured curve family priced at ``rows`` ("dense", "grouped", "attention"; "": flat)
+    rows: float = 0.0  # GEMM: token rows per weight matrix (the kernel's M); fused attention: keys per query row
     weights: str = ""  # GEMM: the weights' stored format (a curve applies where measured with weights so stored)
     split: int = 1  # grouped GEMM: ways each expert's matrices are split (expert TP), as its curve was measured
     groups: float = 0.0  # grouped GEMM: expert matrices the die runs over (its share depends on them past 512 rows)

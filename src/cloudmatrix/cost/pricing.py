@@ -110,6 +110,23 @@ class Pricer:
             return self.kernels
         return stack_kernels(self.stack, self.hardware.chip.family, op)
 
+    def attention_share(self, fmt: str, kv_len: float) -> float:
+        """Achieved share of peak of the fused attention kernel the deployment or stack names (stacks.yaml
+        ``kernels: {attention: ...}``) at ``kv_len`` keys per query row, from its measured curve (the chip's
+        own, else its sibling's); 0 where none is named or measured (the chip's flat attention value)."""
+        key = _curve_key(fmt, "attention", kv_len, 0.0, "", 1)
+        share = self._curves.get(key)
+        if share is None:
+            if len(self._curves) >= _CURVE_MEMO_LIMIT:
+                self._curves.clear()
+            chip, share = self.hardware.chip, 0.0
+            for curves_of in (chip.id, chip.curves_chip):
+                named = self._kernels(curves_of, fmt, "attention", fmt, 1)
+                found = [c for c in kernel_curves(curves_of, fmt, "attention", named) if c.kernel in named]
+                share = share or max((c.compute_efficiency(kv_len) for c in found), default=0.0)
+            self._curves[key] = share
+        return share
+
     def gemm_share(self, op: Op) -> float:
         """The kernel curve's share for a GEMM op (memoised), 0 where none was measured for its formats."""
         if not op.kernel:
@@ -122,9 +139,12 @@ class Pricer:
     def compute_efficiency(self, op: Op) -> float:
         """A GEMM's share of peak at its shape: the kernel curve where one was measured for its formats
         (weights stored narrower than the compute format need a curve measured so: W4A16 on Hopper has
-        one, W4A8 none), else the flat value, times the sustained serving factor; attention and vector ops
-        take the chip's flat values."""
+        one, W4A8 none), else the flat value, times the sustained serving factor; a fused attention op the
+        stack names a measured kernel for takes its curve, other attention and vector ops the chip's flat
+        values."""
         flat = self.flat[op.op_class][0]
+        if op.op_class is _ATTENTION and op.kernel:
+            return self.attention_share(op.precision, op.rows) or flat
         if op.op_class is not _GEMM:
             return flat
         return (self.gemm_share(op) or flat) * self.gemm_serving
@@ -151,6 +171,8 @@ class Pricer:
             elif op.kernel:
                 share = self.gemm_share(op)
             eff_c = (share or eff_c) * self.gemm_serving
+        elif op.kernel:  # a fused attention op priced by the kernel the stack names, where measured
+            eff_c = self.attention_share(precision, op.rows) or eff_c
         flops = op.flops
         nbytes = op.hbm_bytes
         bw = self.hbm_bw

@@ -238,7 +238,7 @@ def shape_spread(coverage: float) -> float:
             ),
         }
         for i, c in enumerate(curves())
-        if len(c.points) >= 3
+        if len(c.points) >= 3 and c.op != "attention"
     ]
     return step_spread(rows, coverage)
 

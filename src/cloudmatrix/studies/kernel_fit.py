@@ -13,10 +13,19 @@ rows: left out there, the predicted rows' median throughput error rose from 9 to
 A grouped curve's decode-shaped tables end at 512 rows per expert; where it names prefill-shaped tables, it
 goes on beyond: its ``levels`` are the median share at that last M of every table of the kernel (decode- and
 prefill-shaped) per experts held on the die, its ``growth`` the growth tables' median share at each larger M
-relative to their own share at the last M."""
+relative to their own share at the last M.
+
+A fused attention table (``op: attention``) is one call per row over a growing sequence, and two things in
+such a benchmark are not the kernel's rate at a serving shape (128 heads of several prompts in one call):
+its fastest row is the call's fixed cost (host dispatch, which the twin prices as the op's launch), so each
+row is taken net of it and rows within twice it are left out; and one head of S0 rows is few query tiles
+(``ATTENTION_QUERY_TILE`` rows each, one per cube core at a time), so the last wave of tiles leaves cores
+idle, and the share is of the cores the call keeps busy. A row's share: ``4 x heads x S0 x S1 x head_dim``
+FLOPs over (time - fixed cost) x peak x busy share, against S1, the keys each query row runs over."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 
@@ -24,12 +33,36 @@ from cloudmatrix.catalog.hardware import load_chip
 from cloudmatrix.catalog.kernels import BenchTable, curves, microbench
 
 FLOOR_RATIO = 1.3  # dense rows faster than this x their shape's fastest are floor-bound
+ATTENTION_FLOOR_RATIO = 2.0  # attention rows within this x the call's fixed cost are left out
+# Query rows a fused attention kernel gives one cube core at a time: assumed, as the A2/A3 flash-attention
+# kernel of the same benchmark's repository tiles them (pto-isa kernels/manual/common/flash_atten: CUBE_S0
+# 128, split over (batch, heads, S0 / CUBE_S0)); torch_npu's own tiling is not published.
+ATTENTION_QUERY_TILE = 128
+
+
+def _attention_shares(table: BenchTable, peak: float, cores: int) -> list[tuple[float, float]]:
+    """(S1, share of peak net of the call's fixed cost, of the cores it keeps busy) of an attention
+    table's rows (module docstring)."""
+    timed = []
+    for r in table.rows:
+        assert r.m is not None and r.n is not None and r.k is not None and r.latency_us is not None, table.id
+        tiles = r.groups * math.ceil(r.m / ATTENTION_QUERY_TILE)
+        busy = tiles / (math.ceil(tiles / cores) * cores)
+        timed.append((float(r.n), 4.0 * r.groups * r.m * r.n * r.k, r.latency_us * 1e-6, busy))
+    fixed = min(secs for _, _, secs, _ in timed)
+    return [
+        (n, flops / ((secs - fixed) * peak * busy))
+        for n, flops, secs, busy in timed
+        if secs >= ATTENTION_FLOOR_RATIO * fixed
+    ]
 
 
 def _shares(table: BenchTable) -> list[tuple[float, float]]:
     """(M, achieved share of peak) of the rows the curve uses."""
     chip = load_chip(table.chips[0])
     peak = chip.die.peak_flops(table.format)
+    if table.op == "attention":
+        return _attention_shares(table, peak, int(chip.die.compute_units.value))
     out = []
     if table.moe_shape is not None:
         s = table.moe_shape
