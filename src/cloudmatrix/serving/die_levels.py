@@ -20,6 +20,12 @@ class LeastFirst:
     def add(self, die: int, delta: int) -> None:
         level = self.count[die] + delta
         self.count[die] = level
+        self._file(die, level)
+        if level < self.low:
+            self.low = level
+
+    def _file(self, die: int, level: int) -> None:
+        """Put ``die`` in the bucket of ``level`` (its new count)."""
         bucket = self.buckets.get(level)
         if bucket is None:
             self.buckets[level] = [die]
@@ -27,8 +33,6 @@ class LeastFirst:
             heappush(bucket, die)
             if len(bucket) > 4 * len(self.count):  # shed stale entries so memory stays bounded
                 self.buckets[level] = sorted({d for d in bucket if self.count[d] == level})
-        if level < self.low:
-            self.low = level
 
     def first(self) -> int:
         """The lowest-numbered die among those with the smallest count."""
@@ -46,13 +50,7 @@ class LeastFirst:
         level = self.count[die] + 1
         self.count[die] = level
         heappop(self.buckets[level - 1])  # it tops its old bucket: leave no stale entry behind
-        bucket = self.buckets.get(level)
-        if bucket is None:
-            self.buckets[level] = [die]
-        else:
-            heappush(bucket, die)
-            if len(bucket) > 4 * len(self.count):  # shed stale entries so memory stays bounded
-                self.buckets[level] = sorted({d for d in bucket if self.count[d] == level})
+        self._file(die, level)
 
     def drop(self, dies: list[int]) -> None:
         """``add(die, -1)`` for each of ``dies`` in turn (a step's finished sequences), in one call."""
