@@ -21,7 +21,7 @@ from cloudmatrix.studies.graph_fit import (
     fit_family_op_launch,
     refit_op_launch,
 )
-from cloudmatrix.studies.holdout import refit
+from cloudmatrix.studies.holdout_refit import refit
 
 ENTRIES = family_op_launch_entries()
 DECODE = Deployment(phase=Phase.DECODE, num_chips=8, tp=8, ep=1, moe_tp=8, batch_per_chip=2, input_len=1000,

@@ -12,6 +12,7 @@ from cloudmatrix.catalog.residuals import stored_holdout_residuals
 from cloudmatrix.catalog.stacks import host_times_basis, load_stack, overridden_costs, stack_costs
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies import holdout as h
+from cloudmatrix.studies import holdout_refit as hr
 from cloudmatrix.studies.holdout_score import (
     LATEST_CORPORA,
     entry_query,
@@ -37,7 +38,7 @@ def fits() -> dict:
 
 def test_refit_leaves_out_the_group(fits: dict) -> None:
     held = {f"{H100_SERIES}-c4", f"{H100_SERIES}-c8"}
-    r = h.refit(fits, held)
+    r = hr.refit(fits, held)
     # the family entry and the engine's pooled default were fitted on these rows; no other entry was
     assert list(r.overrides) == [("vllm", "default"), ("vllm", "hopper")]
     costs = r.overrides[("vllm", "hopper")]
@@ -52,13 +53,13 @@ def test_refit_leaves_out_the_group(fits: dict) -> None:
     )
     # with nothing held out the fit is the catalog's
     assert fit_group(fits[("vllm", "hopper")]).step_overhead_us == pytest.approx(2150.06, abs=0.01)
-    assert h.refit(fits, set()).overrides == {}
+    assert hr.refit(fits, set()).overrides == {}
 
 
 def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
     """TensorRT-LLM's only fit rows are Blackwell's: held out, its pooled default has nothing left either,
     so each of its entries takes the other engines' law per op of the step (test_host_time_law.py)."""
-    r = h.refit(fits, {x.id for x, _ in fits[("trtllm", "blackwell")]})
+    r = hr.refit(fits, {x.id for x, _ in fits[("trtllm", "blackwell")]})
     for key in (("trtllm", "default"), ("trtllm", "blackwell")):
         costs = r.overrides[key]
         assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is not None and costs.step_op_us.value > 0
@@ -71,9 +72,9 @@ def test_no_held_row_ever_prices_its_own_group(fits: dict) -> None:
     """For every stack held out whole, no entry it is priced with keeps a constant fitted on its rows."""
     for stack in sorted({s for s, _ in fits}):
         held = {x.id for (s, _), pairs in fits.items() if s == stack for x, _ in pairs}
-        r = h.refit(fits, held)
+        r = hr.refit(fits, held)
         for s, fam in fits:
-            if s == stack and h._fitted_entry(s, fam) is not None:
+            if s == stack and hr._fitted_entry(s, fam) is not None:
                 assert (s, fam) in r.overrides
                 source = r.overrides[(s, fam)].step_overhead_us.source
                 assert source.startswith("borrowed: ") or fam != "default"

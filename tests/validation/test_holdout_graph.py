@@ -13,10 +13,11 @@ from cloudmatrix.catalog.stacks import GRAPH_ENTRY, overridden_costs, overrides_
 from cloudmatrix.cost.pricing import graph_op_launch_us, graph_task_prior_us
 from cloudmatrix.estimate import estimate
 from cloudmatrix.studies import holdout as h
+from cloudmatrix.studies import holdout_refit as hr
 from cloudmatrix.studies.graph_fit import fit_graph_op_launch, graph_fit_rows
 from tests.cost.test_graph_launch import DECODE
 
-STACK = h.GRAPH_STACK
+STACK = hr.GRAPH_STACK
 KEY = (STACK, GRAPH_ENTRY)
 
 
@@ -33,7 +34,7 @@ def test_every_group_that_holds_fit_rows_is_priced_without_them(kind: str, fit_r
     for row, corpus in fit_rows:
         groups.setdefault(h.group_of(row, kind, corpus), set()).add(row.id)
     for held in [*groups.values(), {"a-row-of-another-stack"}]:
-        refit = h.with_graph_refit(h.Refit(), held)
+        refit = hr.with_graph_refit(hr.Refit(), held)
         if not held & {r.id for r, _ in fit_rows}:
             assert KEY not in refit.overrides and refit.notes == ()
             continue
@@ -50,13 +51,13 @@ def test_every_group_that_holds_fit_rows_is_priced_without_them(kind: str, fit_r
 def test_ascend_held_out_whole_falls_back_and_a_partial_refit_moves(fit_rows: list) -> None:
     every = {r.id for r, _ in fit_rows}
     assert len(every) == 6
-    whole = h.with_graph_refit(h.Refit(), every)
+    whole = hr.with_graph_refit(hr.Refit(), every)
     assert whole.overrides[KEY].op_launch_us is None
     hw = load_hardware("atlas-800t-a3")
     with overridden_costs(whole.overrides):  # held out whole, the A3 rows are priced with the runtime's prior
         prior = graph_task_prior_us(hw, whole.overrides[KEY])
         assert prior > 0 and graph_op_launch_us(hw, STACK) == pytest.approx(prior)
-    one = h.with_graph_refit(h.Refit(), {fit_rows[0][0].id})
+    one = hr.with_graph_refit(hr.Refit(), {fit_rows[0][0].id})
     catalog = stack_graph(STACK)
     assert catalog is not None and catalog.op_launch_us is not None
     assert one.overrides[KEY].op_launch_us.value != catalog.op_launch_us.value
@@ -81,7 +82,7 @@ def test_a_held_row_is_run_again_under_the_graph_refit(fit_rows: list) -> None:
     """The memo and the stored in-sample baseline never stand in for a row whose graph cost the group refits."""
     row, corpus = fit_rows[0]
     every = {r.id for r, _ in fit_rows}
-    refit = h.with_graph_refit(h.Refit(), every)
+    refit = hr.with_graph_refit(hr.Refit(), every)
     assert h._priced_with(row, refit.overrides) != h._priced_with(row, {})
     result = h.holdout("stack", [(row, corpus)], jobs=1, memo={}, baseline={})
     assert KEY in result.refits[STACK].overrides

@@ -11,7 +11,7 @@ from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import host_times_basis, overridden_costs, stack_costs
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
-from cloudmatrix.studies import holdout as h
+from cloudmatrix.studies import holdout_refit as hr
 from cloudmatrix.studies.stack_fit import (
     FIT_CORPORA,
     BaseTimes,
@@ -78,7 +78,7 @@ def test_a_stack_held_out_whole_takes_the_other_engines_law_on_its_family(fits: 
     """TensorRT-LLM held out: its Blackwell entry is priced with the per-op law of the other engines' kept
     rows on Blackwell, its default entry with theirs on every family; both say so and count as unfitted."""
     held = {r.id for r, _ in fits[("trtllm", "default")]}
-    r = h.refit(fits, held)
+    r = hr.refit(fits, held)
     for family in ("blackwell", "default"):
         rows = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == family and s != "trtllm" for x, b in pairs]
         fit = fit_per_op(rows)
@@ -98,7 +98,7 @@ def test_a_stack_held_out_whole_takes_the_other_engines_law_on_its_family(fits: 
 def test_a_family_held_out_keeps_the_engines_own_pooled_time(fits: dict) -> None:
     """A stack that keeps rows on another family falls back to its own pooled default (no per-op law)."""
     held = {r.id for r, _ in fits[("vllm", "blackwell")]}
-    r = h.refit(fits, held)
+    r = hr.refit(fits, held)
     costs = r.overrides[("vllm", "blackwell")]
     assert costs.step_op_us is None
     assert costs.step_overhead_us.value == r.overrides[("vllm", "default")].step_overhead_us.value > 0
@@ -118,7 +118,7 @@ def test_with_no_engine_left_anywhere_the_host_times_are_zero_and_say_so(fits: d
     """Held out with every fit row (the 1K ISL band, the 1-8 concurrency band), no engine has rows left: each
     fitted entry falls to no host time, and its note says why."""
     held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
-    r = h.refit(fits, held)
+    r = hr.refit(fits, held)
     for (stack, family), costs in r.overrides.items():
         assert costs.step_overhead_us.value == 0.0 and costs.request_overhead_ms.value == 0.0, (stack, family)
         assert costs.step_op_us is not None and costs.step_op_us.value == 0.0

@@ -22,19 +22,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_rows
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.residuals import isl_band, model_class
-from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import (
-    DEFAULT_FAMILY,
-    GRAPH_ENTRY,
-    CostsLike,
-    Override,
-    StackCosts,
     host_times_basis,
     load_stack,
     overridden_costs,
@@ -46,15 +40,12 @@ from cloudmatrix.studies.graph_fit import (
     FAMILY_FIT_CORPORA,
     family_op_fit_rows,
     graph_fit_rows,
-    graph_refit,
-    refit_op_launch,
 )
-from cloudmatrix.studies.stack_fit import FIT_CORPORA, BaseTimes, fit_group, fit_pairs, fit_per_op
+from cloudmatrix.studies.holdout_refit import GRAPH_STACK, Overrides, Refit, refit, with_graph_refit
+from cloudmatrix.studies.stack_fit import FIT_CORPORA, fit_pairs
 from cloudmatrix.studies.validate_run import RowOutcome, run_row
 
 HOLDOUT_KINDS = ("series", "system", "family", "stack", "model", "isl", "band", "corpus")
-Overrides = dict[tuple[str, str], Override]
-GRAPH_STACK = "sglang-ascend"  # the stack whose graph cost per op is fitted on validation rows (graph_fit)
 Progress = Callable[[int, int], None]
 
 
@@ -76,156 +67,6 @@ def group_of(row: ValidationRow, kind: str, corpus: str = "") -> str:
 def corpus_rows(names: list[str] | None = None) -> list[tuple[ValidationRow, str]]:
     """Every row of the corpora (default: every shipped one) with its corpus id."""
     return [(r, name) for name in names or shipped_corpora() for r in load_rows(name)]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Refit:
-    """The constants a group's rows are priced with, and what happened to each refitted entry."""
-
-    overrides: Overrides = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-
-
-def _fitted_entry(stack: str, family: str) -> StackCosts | None:
-    """The catalog entry a fit set: the stack's own family entry whose constants are CALIB fits."""
-    entry = load_stack(stack).families.get(family)
-    if isinstance(entry, StackCosts) and entry.step_overhead_us.source.startswith("CALIB"):
-        return entry
-    return None
-
-
-def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
-    """What a (stack, family) with no fit rows left is priced with: the stack's default entry (as refitted),
-    or the ``like:`` stack it names."""
-    entry = load_stack(stack).families[DEFAULT_FAMILY]
-    if isinstance(entry, CostsLike):
-        like_stack, like_family = entry.like.split("/")
-        return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
-    refitted = overrides.get((stack, DEFAULT_FAMILY))
-    return refitted if isinstance(refitted, StackCosts) else entry, f"{stack}'s default entry"
-
-
-def other_engines(
-    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, family: str, held: set[str]
-) -> tuple[list[tuple[ValidationRow, BaseTimes]], str]:
-    """The kept fit rows of every other stack on ``family`` (each once), or on every family where none is
-    left there (or for a ``default`` entry): what an engine with no rows of its own left is fitted on, per op
-    of the step. Rule fixed from the mechanism, not scored: the gap per op of the step is mostly the chip
-    family's (graph replay and small-batch kernels), and the engines' gaps per op on one family agree."""
-    for fam in (family, DEFAULT_FAMILY) if family != DEFAULT_FAMILY else (DEFAULT_FAMILY,):
-        rows = [
-            (r, b)
-            for (s, f), pairs in sorted(fits.items())
-            if f == fam and s != stack
-            for r, b in pairs
-            if r.id not in held
-        ]
-        if rows:
-            where = f"on {family}" if fam == family else "on every family"
-            return rows, f"the other engines' law per op of the step, {len(rows)} fit rows {where}"
-    return [], "no engine's rows (none left anywhere)"
-
-
-def _stack_kept(
-    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, held: set[str]
-) -> bool:
-    """Whether any fit row of the stack is left (its pooled default then prices a family left without rows)."""
-    return any(r.id not in held for r, _ in fits.get((stack, DEFAULT_FAMILY), []))
-
-
-def _per_op_fallback(
-    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], what: str
-) -> tuple[StackCosts, str]:
-    """An entry of an engine with no fit rows left, priced with the other engines' law per op of the step
-    (no fixed step time; the source says the constants were borrowed, so intervals count it unfitted)."""
-    fit = fit_per_op(rows)
-    source = f"borrowed: {what}"
-    costs = entry.model_copy(
-        update={
-            "step_overhead_us": Sourced(value=0.0, source=source),
-            "step_op_us": Sourced(value=fit.op_us, source=source),
-            "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
-        }
-    )
-    return costs, f"{what} ({fit.op_us:.2f} µs per op launch, {fit.request_overhead_ms:.1f} ms/request)"
-
-
-def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str) -> StackCosts:
-    return entry.model_copy(
-        update={
-            "step_overhead_us": Sourced(value=step_us, source=source),
-            "request_overhead_ms": Sourced(value=request_ms, source=source),
-        }
-    )
-
-
-def refit(
-    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]],
-    held: set[str],
-    op_fits: Mapping[tuple[str, str], list[ValidationRow]] | None = None,
-) -> Refit:
-    """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
-    their catalog values). A stack's pooled ``default`` entry is refitted first, so a family left without rows
-    falls back to it; where the stack has no rows left at all, each of its entries is priced with the other
-    engines' law per op of the step (``other_engines``). Then a family's
-    own cost per op of its captured graph (``op_fits``: the rows each was fitted on) is refitted without the
-    held rows under those host times, or dropped where none is left."""
-    overrides: Overrides = {}
-    notes = []
-    order = sorted(fits.items(), key=lambda kv: (kv[0][1] != DEFAULT_FAMILY, kv[0]))
-    for (stack, family), pairs in order:
-        entry = _fitted_entry(stack, family)
-        kept = [(r, b) for r, b in pairs if r.id not in held]
-        if entry is None or len(kept) == len(pairs):
-            continue
-        if kept:
-            fit = fit_group(kept)
-            source = f"hold-out refit on {len(kept)} of {len(pairs)} fit rows"
-            overrides[(stack, family)] = _with_fit(entry, fit.step_overhead_us, fit.request_overhead_ms, source)
-            notes.append(
-                f"{stack}/{family}: refitted on {len(kept)} of {len(pairs)} fit rows "
-                f"({fit.step_overhead_us:.0f} µs/step, {fit.request_overhead_ms:.1f} ms/request)"
-            )
-            continue
-        if family == DEFAULT_FAMILY or not _stack_kept(fits, stack, held):
-            overrides[(stack, family)], note = _per_op_fallback(entry, *other_engines(fits, stack, family, held))
-            notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
-            continue
-        costs, what = _fallback(stack, overrides)
-        # only the fitted constants fall back; kernels and the hand-off stay the family's own. The source says
-        # they were borrowed, so the intervals count this (stack, family) as priced without its own fit.
-        borrowed = {"source": f"borrowed: {what}"}
-        overrides[(stack, family)] = entry.model_copy(
-            update={
-                "step_overhead_us": costs.step_overhead_us.model_copy(update=borrowed),
-                "request_overhead_ms": costs.request_overhead_ms.model_copy(update=borrowed),
-                "step_op_us": None if costs.step_op_us is None else costs.step_op_us.model_copy(update=borrowed),
-            }
-        )
-        notes.append(
-            f"{stack}/{family}: no fit rows left; falls back to {what} ({costs.step_overhead_us.value:g} µs/step, "
-            f"{costs.request_overhead_ms.value:g} ms/request)"
-        )
-    for (stack, family), rows in (op_fits or {}).items():
-        with overridden_costs(overrides):
-            redone = refit_op_launch(stack, family, rows, held)
-        if redone is not None:
-            overrides[(stack, family)], note = redone
-            notes.append(note)
-    return Refit(overrides=overrides, notes=tuple(notes))
-
-
-def with_graph_refit(fitted: Refit, held: set[str]) -> Refit:
-    """``fitted`` (the host times refitted without ``held``) with SGLang-on-Ascend's graph cost per op refitted
-    without them too (``studies/graph_fit.py``; fitted under the refitted host times), where any of its fit
-    rows is held."""
-    with overridden_costs(fitted.overrides):
-        found = graph_refit(held, GRAPH_STACK)
-    if found is None:
-        return fitted
-    graph, note = found
-    overrides = fitted.overrides | {(GRAPH_STACK, GRAPH_ENTRY): graph}
-    return Refit(overrides=overrides, notes=(*fitted.notes, note))
 
 
 def _run_task(task: tuple[ValidationRow, Overrides]) -> RowOutcome:
