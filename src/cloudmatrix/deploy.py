@@ -15,6 +15,7 @@ from cloudmatrix.deploy_checks import (
     check_context_parallel,
     check_draft_tree,
     check_formats,
+    check_kernels,
     check_layout,
     check_offload,
     check_stack,
@@ -267,6 +268,7 @@ class Plan:
 def plan(deployment: Deployment, hardware: Hardware, model: ModelSpec) -> Plan:
     d = deployment
     check_stack(d, hardware)
+    check_kernels(d, hardware)
     check_formats(d, hardware)
     if d.num_chips < 1 or d.num_chips > hardware.system.num_chips:
         raise InfeasibleDeploymentError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cloudmatrix.catalog.hardware import Hardware
+from cloudmatrix.catalog.kernels import check_kernels_measured_on
 from cloudmatrix.catalog.models import ModelSpec
 from cloudmatrix.catalog.stacks import check_runs_on, load_stack
 from cloudmatrix.deployment import Phase
@@ -29,6 +30,13 @@ def check_stack(d: Deployment, hardware: Hardware) -> None:
     if d.stack is not None:
         load_stack(d.stack)
         check_runs_on(d.stack, hardware.system.vendor, hardware.system.id)
+
+
+def check_kernels(d: Deployment, hardware: Hardware) -> None:
+    """Each kernel the deployment names is measured on the chip (its own curves or those it takes)."""
+    if d.kernels:
+        chip = hardware.chip
+        check_kernels_measured_on(d.kernels, (chip.id, chip.curves_chip), chip.name)
 
 
 # the formats a GEMM, the KV cache or a dispatch can be computed in (not the weight-only ones)

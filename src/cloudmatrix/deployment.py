@@ -84,8 +84,9 @@ class Deployment:
     cached_fraction: float = 0.0  # prefill: share of each prompt whose KV comes from the EMS context cache
     cache_plane: str = "ub"  # where cached KV is read from the pool: ub (scale-up) or vpc (storage plane)
     stack: str | None = None  # serving stack whose host time per step is added (None: device time only)
-    # GEMM kernels the deployment ran (measured curves, catalog/kernels.py): wherever one of them has a curve
-    # they replace the stack's list (a wide-EP launch with DeepGEMM, a backend flag); empty: the stack's
+    # GEMM or fused attention kernels the deployment ran (measured curves, catalog/kernels.py; each measured on
+    # the chip, deploy_checks): wherever one of them has a curve for an op they replace the stack's list (a
+    # wide-EP launch with DeepGEMM, a backend flag); empty: the stack's
     kernels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

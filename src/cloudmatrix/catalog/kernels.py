@@ -132,6 +132,22 @@ def kernel_names() -> tuple[str, ...]:
     return tuple(sorted({c.kernel for c in curves()}))
 
 
+@cache
+def kernels_measured_on(chips: tuple[str, ...]) -> tuple[str, ...]:
+    """The kernels with a measured curve on any of ``chips``, sorted."""
+    return tuple(sorted({c.kernel for c in curves() if any(chip in c.chips for chip in chips)}))
+
+
+def check_kernels_measured_on(names: tuple[str, ...], chips: tuple[str, ...], chip_name: str) -> None:
+    """Every kernel a deployment names has a measured curve on the chip (``chips``: its own id and the chip
+    whose curves it takes): one without would price nothing, so naming it is a clear error, not a no-op."""
+    measured = kernels_measured_on(chips)
+    for name in names:
+        if name not in measured:
+            expected = f"one of: {', '.join(measured)}" if measured else "none (no kernel is measured on it)"
+            raise InputError(f"kernels (--kernels): got {name!r}, not measured on the {chip_name}; expected {expected}")
+
+
 def check_kernels(names: object) -> tuple[str, ...]:
     """Kernel names a deployment states, as a tuple; an unknown one is a clear error naming it."""
     if isinstance(names, str) or not isinstance(names, list | tuple):

@@ -122,8 +122,8 @@ def estimate(
         str | None,
         typer.Option(
             help="GEMM or fused attention kernels the deployment runs, comma-separated (e.g. deepgemm, "
-            "npu-fused-infer-attention): wherever one has a measured curve they replace the stack's list "
-            "(default: the stack's)."
+            "npu-fused-infer-attention), each measured on the chip: wherever one has a curve for an op they "
+            "replace the stack's list (default: the stack's)."
         ),
     ] = None,
     ffn_chips: Annotated[

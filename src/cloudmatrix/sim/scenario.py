@@ -122,7 +122,8 @@ class Scenario(_Spec):
     activation_precision: str | None = None  # GEMM inputs: e.g. bf16 for W4A16 on a chip without FP4 units
     kv_precision: str = "bf16"
     stack: str | None = None  # serving stack (catalog/data/stacks.yaml); default: the system's published one
-    kernels: list[str] = []  # GEMM kernels the deployment ran (deployment.Deployment.kernels); default: the stack's
+    # GEMM or fused attention kernels the deployment ran (deployment.Deployment.kernels); default: the stack's
+    kernels: list[str] = []
     prefill: PrefillPool | None = None
     decode: DecodePool | None = None
     aggregated: AggregatedPool | None = None
