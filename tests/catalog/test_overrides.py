@@ -140,6 +140,25 @@ def test_fixed_overheads_may_be_zero() -> None:
     assert hidden.chip.efficiency.attention_overlap is not None
 
 
+@pytest.mark.parametrize("system", sorted(system_ids()))
+def test_every_fixed_time_in_microseconds_may_be_zero(system: str) -> None:
+    """Every ``*_us`` number of a system (latencies, launches, graph start-ups and per-task costs) is a fixed
+    time added, never divided by: a what-if may set it to 0 (a free launch or graph node), and the paper's
+    deployments still price to a finite step; a negative one is refused naming it."""
+    hw = load_hardware(system)
+    times = [path for path, _ in _sourced(hw.model_dump()) if path.endswith("_us")]
+    assert times
+    for path in times:
+        zero = apply_hardware_overrides(hw, [f"{path}=0"])
+        assert dict(_sourced(zero.model_dump()))[path] == 0
+        with pytest.raises(ConfigError, match=rf"'{path}' expects a non-negative number, got '-1'"):
+            apply_hardware_overrides(hw, [f"{path}=-1"])
+    if system == "cloudmatrix384":
+        zero = apply_hardware_overrides(hw, [f"{path}=0" for path in times])
+        for phase in (Phase.DECODE, Phase.PREFILL):
+            assert 0 < estimate(zero, "deepseek-r1", _paper(phase)).step.step_s < float("inf")
+
+
 def test_unset_optional_section_is_reported() -> None:
     with pytest.raises(ConfigError, match="'system.switches' is not set on this system"):
         apply_hardware_overrides(load_hardware("gb200-nvl72"), ["system.switches.l1_per_node=2"])

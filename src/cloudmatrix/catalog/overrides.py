@@ -22,10 +22,11 @@ OVERRIDE_SOURCE = "what-if override: "
 _SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
 MULTIPLY_PREFIXES = ("x", "*")  # `x2` / `*1.5`: multiply the current value
 # Hardware numbers are bandwidths, rates, capacities and counts that the cost model divides by, so an
-# override must be positive; only these fixed overheads (latencies, launch, setup, reserve) may be 0.
+# override must be positive; only these fixed overheads (latencies, launches, graph start-ups and tasks,
+# setup, reserve) may be 0.
 ZERO_ALLOWED = frozenset(
     ("latency_us", "latency_us_local", "launch_us", "base_latency_us", "sync_us_per_doubling", "warm_setup_s")
-    + ("runtime_reserve_gb", "attention_overlap")
+    + ("graph_launch_us", "graph_task_us", "runtime_reserve_gb", "attention_overlap")
 )
 
 
