@@ -130,7 +130,7 @@ def test_sparse_prefill_attention_keeps_the_flat_value() -> None:
 
 def test_estimate_runs_the_attention_kernel_a_deployment_names() -> None:
     """End to end: a CloudMatrix-Infer prefill that names torch_npu's kernel is slower than its own (CANN's
-    flat value), and the same as sglang-ascend's default (the stack names it); a name without a curve exits 2."""
+    flat value); a name without a curve exits 2."""
     runner = CliRunner()
     base = ["estimate", "--system", "atlas-800t-a3", "--model", "deepseek-r1", "--phase", "prefill", "--json",
             "--chips", "16", "--ep", "32", "--precision", "int8",

@@ -4,18 +4,18 @@ rows without them, predict its rows with the refitted constants, and score them 
 from the other groups' own out-of-group errors (nested: a group never sees its own residuals).
 
 The constants fitted on validation rows are the serving stacks' host times (``studies/stack_fit.py``),
-SGLang-on-Ascend's graph cost per op and a family's own cost per op of a stack's captured graph (SGLang on
-CDNA; both ``studies/graph_fit.py``); the other calibrated constants are fitted on the papers' rows and
-microbenchmarks, never on validation rows. A refit is an in-memory override handed to the pricing
-(``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack, family), that entry falls
-back to the stack's ``default`` entry (its pooled fit over the families left, or the ``like:`` stack it names);
-a stack left with no fit rows at all is priced with the other engines' law per op of the step (their kept rows
-on the same chip family, else on every family: ``stack_fit.fit_per_op``), so a model with more ops per step
-pays more. The costs per op are refitted the same way, under the group's refitted host times; with none of their
-rows left, each falls back to the runtime's prior, fitted on no row: the engine's tasks per op times the chip's
-cost per captured task or graph node (``graph_task_us``; SGLang-on-Ascend's ``graph.tasks_per_op``,
-SGLang-on-CDNA's family entry's), or to no cost per op where the entry states no count. The group's notes say
-so."""
+SGLang-on-Ascend's graph cost per op and a family's own cost per op of a stack's captured graph (SGLang on CDNA;
+both ``studies/graph_fit.py``); the other calibrated constants are fitted on the papers' rows and
+microbenchmarks, never on validation rows. A refit (``studies/holdout_refit.py``) is an in-memory override
+handed to the pricing (``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack,
+family), that entry falls back to the stack's ``default`` entry (its pooled fit over the families left, or the
+``like:`` stack it names); a stack left with no fit rows at all is priced with the other engines' law per op of
+the step (their kept rows on the same chip family, else on every family: ``stack_fit.fit_per_op``), so a model
+with more ops per step pays more. The costs per op are refitted the same way, under the group's refitted host
+times; with none of their rows left, each falls back to the runtime's prior, fitted on no row: the engine's
+tasks per op times the chip's cost per captured task or graph node (``graph_task_us``; SGLang-on-Ascend's
+``graph.tasks_per_op``, SGLang-on-CDNA's family entry's), or to no cost per op where the entry states no count.
+The group's notes say so."""
 
 from __future__ import annotations
 
