@@ -13,7 +13,7 @@ from cloudmatrix.catalog.overrides import (
     apply_hardware_overrides,
 )
 from cloudmatrix.deploy import Deployment, Eplb, Phase
-from cloudmatrix.errors import ConfigError
+from cloudmatrix.errors import CloudMatrixError, ConfigError
 from cloudmatrix.estimate import estimate
 
 
@@ -194,3 +194,23 @@ def test_doubling_ub_bandwidth_is_never_slower() -> None:
         what_if = estimate(fast, "deepseek-r1", _paper(phase))
         assert what_if.step.step_s <= base.step.step_s * (1 + 1e-12), phase
         assert what_if.to_dict()["system"] == "cloudmatrix384" + WHAT_IF_SUFFIX
+
+
+@pytest.mark.parametrize("system", _SYSTEMS)
+def test_an_identity_what_if_on_the_chip_prices_every_step_the_same(system: str) -> None:
+    """A chip what-if renames the chip (``+what-if``) but keeps what was measured on it: ``x1`` on any chip
+    number leaves every estimate the same to the bit, its kernel curves (GEMM and fused attention) included."""
+    hw = load_hardware(system)
+    same = apply_hardware_overrides(hw, ["chip.launch_us=x1"])
+    assert same.chip.id.endswith("+what-if") and same.chip.curves_chip == hw.chip.curves_chip
+    stack = {"ascend": "sglang-ascend"}.get(hw.chip.family)  # the stack that names the attention curve
+    compared = 0
+    for phase in (Phase.PREFILL, Phase.DECODE):
+        d = Deployment(phase=phase, num_chips=8, tp=8, batch_per_chip=4, input_len=4096, precision="bf16", stack=stack)
+        try:
+            want = estimate(hw, "qwen3-32b", d).step.step_s
+        except CloudMatrixError:
+            continue  # a format, layout or size this system does not run: nothing to compare
+        assert estimate(same, "qwen3-32b", d).step.step_s == want, (system, phase)
+        compared += 1
+    assert compared or hw.system.num_chips < 8, system

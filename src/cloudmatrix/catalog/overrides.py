@@ -75,6 +75,10 @@ def apply_hardware_overrides(hw: Hardware, assignments: list[str]) -> Hardware:
         _assign(data, parts, raw, assignment)
         touched.add(parts[0])
         _validate(data, assignment)  # after each one, so an error names the assignment that caused it
+    if "chip" in touched and not data["chip"].get("kernel_curves_from"):
+        # the renamed chip keeps its measured kernel curves (shares of its peak, whatever the what-if scales)
+        data["chip"]["kernel_curves_from"] = hw.chip.id
+        data["chip"]["kernel_curves_source"] = f"what-if of {hw.chip.id}: its measured kernel curves"
     for section in touched:
         if not data[section]["id"].endswith(WHAT_IF_SUFFIX):
             data[section]["id"] += WHAT_IF_SUFFIX
