@@ -138,12 +138,16 @@ class DecodeBatch:
             return slots
         pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
-        slots, placed, held = [], 0, 0
+        count, buckets = least.count, least.buckets
+        slots, placed, held, room = [], 0, 0, self.free_slots
         for rid, length in zip(rids, tokens, strict=True):
-            if placed == self.free_slots:
+            if placed == room:
                 break
             blocks = -(-length // block_tokens)
-            die = least.first()
+            bucket = buckets.get(least.low)
+            die = bucket[0] if bucket else -1
+            if die < 0 or count[die] != least.low:  # a stale top: let ``first`` clear it
+                die = least.first()
             if in_use[die] + blocks > capacity:
                 found = self.choose_die(blocks)
                 if found is None:

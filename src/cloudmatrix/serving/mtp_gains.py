@@ -23,7 +23,7 @@ class GainTable:
     Lookahead has drawn a new buffer. A span covers ``SPAN`` draws at most (or one step's), so a buffer a
     stretch's lookahead made long is never converted far ahead of the steps that read it."""
 
-    SPAN = 1 << 14  # draws converted at a time
+    SPAN = 1 << 16  # draws converted at a time
 
     __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "sums")
 

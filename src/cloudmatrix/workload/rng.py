@@ -17,7 +17,7 @@ class Lookahead:
     ``consume`` uses them. ``random`` gives exactly what the Generator's own ``random`` would (a float64 draw
     takes one output of the bit generator, so drawing in blocks never changes the sequence)."""
 
-    BLOCK = 1 << 14  # numbers drawn at a time
+    BLOCK = 1 << 16  # numbers drawn at a time
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
