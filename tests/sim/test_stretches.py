@@ -73,6 +73,22 @@ def test_lookahead_draws_what_the_generator_draws(sizes: list[tuple[int, int]], 
         np.testing.assert_array_equal(ahead.random((rows, cols)), plain.random((rows, cols)))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 50), max_size=30),
+    peeks=st.lists(st.integers(0, 90), max_size=30),
+    block=st.integers(1, 40),
+)
+def test_lookahead_refills_keep_the_generator_order(sizes: list[int], peeks: list[int], block: int) -> None:
+    """Small refill blocks: every refill keeps the numbers not used yet and draws the rest after them."""
+    plain, ahead = np.random.default_rng(3), Lookahead(np.random.default_rng(3))
+    ahead.BLOCK = block
+    for size, peek in zip(sizes, peeks, strict=False):
+        seen = ahead.peek(peek).copy()
+        np.testing.assert_array_equal(ahead.take(size), plain.random(size))
+        np.testing.assert_array_equal(seen[size:], ahead.peek(max(peek - size, 0)))
+
+
 def test_consuming_unseen_draws_is_refused() -> None:
     with pytest.raises(ValueError, match="never peeked"):
         Lookahead(np.random.default_rng(0)).consume(1)
@@ -87,7 +103,7 @@ def test_stretch_prices_are_the_step_prices() -> None:
 
 
 @settings(max_examples=40, deadline=None)
-@given(ops=st.lists(st.tuples(st.sampled_from(["add", "step", "drop"]), st.integers(0, 10**6)), max_size=60))
+@given(ops=st.lists(st.tuples(st.sampled_from(["add", "step", "drop", "advance"]), st.integers(0, 10**6)), max_size=60))
 def test_running_sums_follow_the_slots(ops: list[tuple[str, int]]) -> None:
     batch = DecodeBatch(4, 3, KvBlockPools(4, 100, 16), 1, 0.5)
     rng = Lookahead(np.random.default_rng(1))
@@ -101,6 +117,11 @@ def test_running_sums_follow_the_slots(ops: list[tuple[str, int]]) -> None:
         elif op == "drop" and batch.num_active:
             active = np.flatnonzero(batch.active)
             batch.release(int(active[value % active.size]))
+        elif op == "advance" and batch.num_active:
+            idx = batch.active_slots()
+            batch.advance(idx, np.full(idx.size, 1 + value % 3, dtype=np.int64))
+        # the fewest tokens left, kept by every change (a stretch's plan reads it first)
+        assert batch.min_left() == (int(batch.left().min()) if batch.num_active else 0)
         np.testing.assert_array_equal(batch.active_slots(), np.flatnonzero(batch.active))
         assert batch.kv_total == int(batch.kv[batch.active].sum())
         if batch.num_active:

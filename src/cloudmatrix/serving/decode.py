@@ -50,6 +50,7 @@ class DecodeBatch:
         self._slots, self._left = _NONE, _NONE
         self._joined: list[int] = []  # slots activated since the last sort
         self._joined_left: list[int] = []  # and the tokens each of them has left
+        self._low: int | None = 0  # the fewest tokens an active sequence has left (None: not known)
         self._free = [list(range(d * seqs_per_die, (d + 1) * seqs_per_die)) for d in range(num_dies)]  # heaps
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
@@ -137,12 +138,16 @@ class DecodeBatch:
             return slots
         pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
-        slots, placed, held = [], 0, 0
+        count, buckets = least.count, least.buckets
+        slots, placed, held, room = [], 0, 0, self.free_slots
         for rid, length in zip(rids, tokens, strict=True):
-            if placed == self.free_slots:
+            if placed == room:
                 break
             blocks = -(-length // block_tokens)
-            die = least.first()
+            bucket = buckets.get(least.low)
+            die = bucket[0] if bucket else -1
+            if die < 0 or count[die] != least.low:  # a stale top: let ``first`` clear it
+                die = least.first()
             if in_use[die] + blocks > capacity:
                 found = self.choose_die(blocks)
                 if found is None:
@@ -179,6 +184,7 @@ class DecodeBatch:
         self.kv_total += context
         self._joined.append(slot)
         self._joined_left.append(remaining)
+        self._low = None
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
@@ -191,6 +197,7 @@ class DecodeBatch:
         self.kv_total += sum(contexts)
         self._joined += slots
         self._joined_left += remaining
+        self._low = None
 
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
@@ -199,6 +206,7 @@ class DecodeBatch:
             keep = self.active_slots() != slot
             self.kv_total -= self._length[slot] - int(self._left[~keep].sum())
             self._slots, self._left = self._slots[keep], self._left[keep]
+            self._low = None
             self._active[slot] = False
             self._busiest.add(die, -1)
             self.num_active -= 1
@@ -251,6 +259,13 @@ class DecodeBatch:
         self.active_slots()
         return self._left
 
+    def min_left(self) -> int:
+        """The fewest tokens an active sequence has left (kept by the steps; 0 with none active)."""
+        if self._low is None:
+            left = self.left()
+            self._low = left.item(left.argmin()) if left.size else 0  # (argmin: faster than ``min`` on int64)
+        return self._low
+
     def decoding(self) -> tuple[np.ndarray, np.ndarray]:
         """(request ids, tokens each has left) of the active sequences."""
         rid_of = self._rid
@@ -276,10 +291,11 @@ class DecodeBatch:
     def run_step(self, rng: Uniforms) -> np.ndarray:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
         left). Returns the finished request ids; ``last_tokens`` holds the tokens generated."""
-        idx = self.active_slots()
+        idx = self.active_slots() if self._joined else self._slots
         left, n, mtp = self._left, idx.size, self.mtp
         if not n:  # a fault cut every sequence while the step ran
             self.last_tokens = 0
+            self._low = 0
             return _NONE
         if not mtp:
             left -= 1
@@ -295,6 +311,7 @@ class DecodeBatch:
         if low > 0:
             self.last_tokens = tokens
             self.kv_total += tokens
+            self._low = low
             return _NONE
         ended = left <= 0
         at = ended.nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
@@ -324,6 +341,7 @@ class DecodeBatch:
         self.last_tokens = int(gained.sum())
         self.kv_total += self.last_tokens
         if left.all():
+            self._low = None
             return _NONE
         running = left != 0
         return self._retire(idx[~running].tolist(), running)
@@ -331,7 +349,9 @@ class DecodeBatch:
     def _retire(self, slots: list[int], running: np.ndarray) -> np.ndarray:
         """Free ``slots``, whose sequences have just generated their last token (``running``: the active
         sequences that go on, in slot order); their request ids."""
-        self._slots, self._left = self._slots[running], self._left[running]
+        left = self._left[running]
+        self._slots, self._left = self._slots[running], left
+        self._low = left.item(left.argmin()) if left.size else 0  # what a stretch's plan asks first
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
         active, rid_of = self._active, self._rid
         finished = [rid_of[slot] for slot in slots]

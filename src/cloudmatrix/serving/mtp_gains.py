@@ -23,7 +23,7 @@ class GainTable:
     Lookahead has drawn a new buffer. A span covers ``SPAN`` draws at most (or one step's), so a buffer a
     stretch's lookahead made long is never converted far ahead of the steps that read it."""
 
-    SPAN = 1 << 14  # draws converted at a time
+    SPAN = 1 << 16  # draws converted at a time
 
     __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "sums")
 
@@ -40,7 +40,11 @@ class GainTable:
         if rng.pos % mtp:  # the stream was used in other units: read the draws themselves
             gains = gains_of(rng.take(count), mtp, self.acceptance)
             return gains, int(gains.sum())
-        at = self._span(rng, sequences)
+        group = rng.pos // mtp
+        if rng.buffer is self.buffer and self.first <= group and group + sequences <= self.last:
+            at = group - self.first  # within the converted span (``_span``'s test, without the call)
+        else:
+            at = self._span(rng, sequences)
         rng.pos += count
         return self.gains[at : at + sequences], self.sums.item(at + sequences) - self.sums.item(at)
 

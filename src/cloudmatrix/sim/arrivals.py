@@ -111,8 +111,9 @@ class BatchedArrivals:
                 inst = router.choose(loads, hashes[0] if hashes else None)
             loads[inst] += tokens
             queues[inst].push(rid, tokens)
-            if loops[inst].asleep:
-                loops[inst].wake()
+            loop = loops[inst]
+            if loop.asleep:
+                loop.wake()
         self.next = end
 
 

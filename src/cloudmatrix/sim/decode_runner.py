@@ -44,17 +44,19 @@ def plan(
     ``first_s`` is the price of the next step, which the caller has already computed."""
     if now + first_s >= horizon:
         return None
+    low = batch.min_left()  # every step gains a token, so some sequence ends within ``low`` steps
+    if low <= 2:  # a stretch would be two steps at most: not worth its planning (draws, prices)
+        return None
     lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
     if horizon < float("inf"):
         lookahead = min(lookahead, int((horizon - now) / first_s) + 1)  # steps do not get cheaper as KV grows
     if lookahead < 2:
         return None
+    lookahead = min(lookahead, low)
+    if lookahead <= 2:
+        return None
     idx = batch.active_slots()
     remaining = batch.left()
-    # every step gains a token, so some sequence ends by then (the minimum through argmin: faster on int64)
-    lookahead = min(lookahead, remaining.item(remaining.argmin()))
-    if lookahead <= 2:  # a stretch would be two steps at most: not worth its planning (draws, prices)
-        return None
     if batch.mtp:
         cum = _cumulative_gains(batch, uniforms, remaining, lookahead)
         if len(cum) < 2:  # the next step finishes a sequence: nothing to skip

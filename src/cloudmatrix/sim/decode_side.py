@@ -60,6 +60,7 @@ class DecodeSide:
     listener: Listener | None
     observer: Callable[..., None] | None
     step_by_step: bool
+    whole_run: bool
     faults: Faults | None
 
     def _finish(self, rids: np.ndarray) -> None:
@@ -185,32 +186,60 @@ class DecodeSide:
     def _decode_next(self, inst: int, _event: object = None) -> None:
         """Price the batch's next step, or the stretch of steps up to the clock's next event, and apply it
         when the clock reaches its end; an empty batch sleeps until a sequence joins. A fault holds the
-        instance for its recovery's pause (checked again after it) and slows its steps while degraded."""
-        batch = self.decodes[inst]
-        if batch.num_active == 0:
-            self.decode_loops[inst].asleep = True
-            return
-        factor = 1.0
-        if self.faults:
-            hold = self.faults.hold_s(inst)
-            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
-                call_later(self.env, hold, partial(self._decode_next, inst))
+        instance for its recovery's pause (checked again after it) and slows its steps while degraded. A
+        step that would end before every queued event is the clock's next event: in a whole run it is taken
+        here, the clock set to its end as SimPy would set it, rather than queued and popped (``inline``)."""
+        batch, env = self.decodes[inst], self.env
+        while True:
+            if batch.num_active == 0:
+                self.decode_loops[inst].asleep = True
                 return
-            factor = self.faults.step_factor(inst)
-        seqs, mean_kv = batch.shape()
-        dur = self.costs.decode_step_s(seqs, mean_kv) * factor
-        stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
-        if stretch is not None:
-            call_later(self.env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
-        else:
-            call_later(self.env, dur, partial(self._step_done, inst, self.env.now, dur))
+            factor = 1.0
+            if self.faults:
+                hold = self.faults.hold_s(inst)
+                if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
+                    call_later(env, hold, partial(self._decode_next, inst))
+                    return
+                factor = self.faults.step_factor(inst)
+            seqs, mean_kv = batch.shape()
+            dur = self.costs.decode_step_s(seqs, mean_kv) * factor
+            stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
+            if stretch is not None:
+                call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+                return
+            start = env.now
+            end = start + dur  # as a timeout sums it
+            if not self._inline() or end >= env.peek():
+                call_later(env, dur, partial(self._step_done, inst, start, dur))
+                return
+            env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
+            self._end_step(inst, start, dur)
+
+    def _inline(self) -> bool:
+        """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
+        return self.whole_run and not (self.step_by_step or self.observer or self.listener or self.faults)
 
     def _stretch_done(self, inst: int, stretch: Stretch, _event: object) -> None:
         batch = self.decodes[inst]
         self._decoded(inst, commit(stretch, batch, self.mtp_rng, self.rec, inst, stretch.idx.size))
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
-        self._decoded(inst, self._step(inst, start, dur))
+        if self.listener:
+            self._decoded(inst, self._step(inst, start, dur))
+            return
+        self._end_step(inst, start, dur)
+        self._decode_next(inst)
+
+    def _end_step(self, inst: int, start: float, dur: float) -> None:
+        """``_step`` then ``_decoded`` up to the next step, in one call (the path of nearly every step)."""
+        batch = self.decodes[inst]
+        active = batch.num_active
+        finished = batch.run_step(self.mtp_rng)
+        self.rec.decode_step(inst, start, dur, active, batch.last_tokens, batch.occupancy())
+        if finished.size:
+            self._finish(finished)
+        if self.observer:
+            self.observer(self)
 
     def _decoded(self, inst: int, finished: np.ndarray) -> None:
         if finished.size:
@@ -221,7 +250,7 @@ class DecodeSide:
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
         """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
-        if self.step_by_step or self.listener:
+        if self.step_by_step or self.listener or batch.min_left() <= 2:  # (plan's first test, without the call)
             return None
         return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
 

@@ -4,8 +4,9 @@ attainment, utilisation and KV occupancy over time. No printing; `to_dict` follo
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import MutableSequence
+from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,13 @@ class Recorder:
 
     def prefill_batch(self, inst: int, t: float, dur: float, tokens: int) -> None:
         self.prefill_batches.append((inst, t, dur, tokens))
+
+
+def _table(rows: Sequence[tuple[float, ...]], width: int) -> np.ndarray:
+    """Recorded rows (ints and floats mixed) as a float array, read as one flat stream of numbers: several
+    times faster than ``np.array`` on a list of tuples, and the same values."""
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
+    return flat.reshape(len(rows), width)
 
 
 def _busy(timeline: np.ndarray, instances: int, span_s: float) -> list[float]:
@@ -124,10 +132,8 @@ class SimResult:
 
     def _timelines(self) -> tuple[np.ndarray, np.ndarray]:
         """The recorded prefill batches and decode steps as arrays (rows as ``Recorder`` keeps them)."""
-        rec = self.recorder  # (the rows mix ints and floats: naming the dtype spares numpy a type discovery)
-        pb = np.array(rec.prefill_batches, dtype=np.float64) if rec.prefill_batches else np.zeros((0, 4))
-        ds = np.array(rec.decode_steps, dtype=np.float64) if rec.decode_steps else np.zeros((0, 6))
-        return pb, ds
+        rec = self.recorder
+        return _table(rec.prefill_batches, 4), _table(rec.decode_steps, 6)
 
     def _throughput(self, pb: np.ndarray, ds: np.ndarray) -> dict[str, float]:
         out = {"prefill": 0.0, "decode": 0.0}

@@ -17,7 +17,7 @@ class Lookahead:
     ``consume`` uses them. ``random`` gives exactly what the Generator's own ``random`` would (a float64 draw
     takes one output of the bit generator, so drawing in blocks never changes the sequence)."""
 
-    BLOCK = 1 << 14  # numbers drawn at a time
+    BLOCK = 1 << 16  # numbers drawn at a time
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
@@ -25,11 +25,12 @@ class Lookahead:
         self.pos = 0
 
     def peek(self, count: int) -> np.ndarray:
-        short = count - (self.buffer.size - self.pos)
-        if short > 0:
-            fresh = self.rng.random(max(short, self.BLOCK))
-            self.buffer = np.concatenate([self.buffer[self.pos :], fresh])
-            self.pos = 0
+        kept = self.buffer.size - self.pos
+        if count > kept:  # the numbers not used yet, then fresh ones drawn in place (no second copy)
+            buffer = np.empty(kept + max(count - kept, self.BLOCK))
+            buffer[:kept] = self.buffer[self.pos :]
+            self.rng.random(out=buffer[kept:])
+            self.buffer, self.pos = buffer, 0
         return self.buffer[self.pos : self.pos + count]
 
     def consume(self, count: int) -> None:
