@@ -29,7 +29,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 from cloudmatrix.catalog.corpus import load_corpora, load_rows
-from cloudmatrix.catalog.hardware import Hardware, chip_family, load_hardware
+from cloudmatrix.catalog.hardware import chip_family, load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import GraphExecution, StackCosts, load_stack, stack_costs, stack_graph, stack_ids
@@ -37,8 +37,7 @@ from cloudmatrix.catalog.validation import ValidationRow
 from cloudmatrix.cost.pricing import graph_op_launch_us
 from cloudmatrix.deploy import Deployment, Phase, mtp_tokens_per_step
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.estimate import estimate
-from cloudmatrix.studies.stack_fit import FIT_MAX_CONCURRENCY, row_deployment
+from cloudmatrix.studies.stack_fit import FIT_MAX_CONCURRENCY, calibrated, row_deployment, steps_at_launch
 from cloudmatrix.studies.validate_run import launched_reserve
 
 # The corpora whose fitted-role rows the per-op graph cost is fitted on (SGLang on Atlas A3: DeepSeek-R1 with EP
@@ -69,11 +68,6 @@ class GraphFit:
         """Each row's TPOT error at the fit, %."""
         v = self.op_launch_us
         return {r.row_id: ((r.base_ms + r.ops * v) / r.accepted / r.tpot_ms - 1) * 100 for r in self.rows}
-
-
-def _with_launch(hw: Hardware, launch_us: float) -> Hardware:
-    chip = hw.chip.model_copy(update={"launch_us": Sourced(value=launch_us, source="graph fit: trial value")})
-    return hw.model_copy(update={"chip": chip})
 
 
 def _decode_deployment(row: ValidationRow) -> Deployment | None:
@@ -116,12 +110,10 @@ def graph_row(row: ValidationRow) -> GraphRow | None:
         return None
     model, hw = load_model(row.model), load_hardware(row.system)
     own = graph_op_launch_us(hw, row.stack)
-    chip0 = hw.chip.launch_us.value
     for reserve in (d.reserve_gb, hw.chip.runtime_reserve_gb.value):
         dep = dataclasses.replace(d, reserve_gb=reserve)
         try:
-            s0 = estimate(_with_launch(hw, chip0), model, dep).step.step_s * 1e3
-            s1 = estimate(_with_launch(hw, chip0 + 1.0), model, dep).step.step_s * 1e3
+            s0, s1 = (s * 1e3 for s in steps_at_launch(hw, model, dep))
         except CloudMatrixError:
             continue
         ops = s1 - s0
@@ -213,7 +205,7 @@ def family_op_launch_entries() -> list[tuple[str, str]]:
     for stack in stack_ids():
         for family in load_stack(stack).families:
             costs = stack_costs(stack, family)
-            if costs is not None and costs.op_launch_us is not None and costs.op_launch_us.source.startswith("CALIB"):
+            if costs is not None and calibrated(costs.op_launch_us):
                 out.append((stack, family))
     return out
 

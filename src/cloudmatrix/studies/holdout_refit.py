@@ -21,7 +21,7 @@ from cloudmatrix.catalog.stacks import (
 )
 from cloudmatrix.catalog.validation import ValidationRow
 from cloudmatrix.studies.graph_fit import graph_refit, refit_op_launch
-from cloudmatrix.studies.stack_fit import BaseTimes, fit_group, fit_per_op
+from cloudmatrix.studies.stack_fit import BaseTimes, calibrated, fit_group, fit_per_op
 
 Overrides = dict[tuple[str, str], Override]
 GRAPH_STACK = "sglang-ascend"  # the stack whose graph cost per op is fitted on validation rows (graph_fit)
@@ -38,7 +38,7 @@ class Refit:
 def _fitted_entry(stack: str, family: str) -> StackCosts | None:
     """The catalog entry a fit set: the stack's own family entry whose constants are CALIB fits."""
     entry = load_stack(stack).families.get(family)
-    if isinstance(entry, StackCosts) and entry.step_overhead_us.source.startswith("CALIB"):
+    if isinstance(entry, StackCosts) and calibrated(entry.step_overhead_us):
         return entry
     return None
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
+from cloudmatrix.catalog.model_spec import ModelSpec
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_graph, stack_scheduling
@@ -96,8 +97,8 @@ def base_times(row: ValidationRow) -> BaseTimes:
     chips, kv = pool.chips * pool.instances, round(isl + osl / 2)
     decode = row_deployment(row, pool, Phase.DECODE, isl, osl, batch_per_chip=conc / chips, kv_len=kv)
     hw = load_hardware(row.system)
-    step_s = estimate(hw, model, decode).step.step_s
-    ops = (estimate(_with_launch(hw, hw.chip.launch_us.value + 1.0), model, decode).step.step_s - step_s) * 1e6
+    step_s, bumped_s = steps_at_launch(hw, model, decode)
+    ops = (bumped_s - step_s) * 1e6
     # a prompt waits for the running step, and for the scheduler's next intake (none on an idle engine)
     waited = 0.5 + ((pool.recv_interval or 1) - 1) / 2 if conc > 1 else 0.0
     wait_s = waited * step_s
@@ -136,20 +137,26 @@ def base_times(row: ValidationRow) -> BaseTimes:
     return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps, ops=ops)
 
 
-def _with_launch(hw: Hardware, launch_us: float) -> Hardware:
-    """The hardware with the chip's cost per op launch set to ``launch_us`` (to count a step's launches)."""
-    chip = hw.chip.model_copy(update={"launch_us": Sourced(value=launch_us, source="stack fit: launch count")})
-    return hw.model_copy(update={"chip": chip})
+def steps_at_launch(hw: Hardware, model: ModelSpec, dep: Deployment) -> tuple[float, float]:
+    """A deployment's analytic step (s) at the chip's cost per op launch and at 1 µs more: their difference
+    counts the step's launches (the µs the step gains per µs of cost per launch, overlap included)."""
+    bumped = Sourced(value=hw.chip.launch_us.value + 1.0, source="a step's launch count")
+    chip = hw.chip.model_copy(update={"launch_us": bumped})
+    step_s = estimate(hw, model, dep).step.step_s
+    return step_s, estimate(hw.model_copy(update={"chip": chip}), model, dep).step.step_s
+
+
+def calibrated(value: Sourced | None) -> bool:
+    """Whether a catalog constant was fitted on measured rows (a CALIB source)."""
+    return value is not None and value.source.startswith("CALIB")
 
 
 def gap_taken_elsewhere(stack: str, family: str) -> bool:
     """Whether another constant fitted on rows takes this (stack, family)'s gap: a family's own cost per op of
     the engine's graph, or the stack's graph cost per op on a chip with graph start-ups (both ``graph_fit``)."""
-    costs = stack_costs(stack, family)
-    if costs is not None and costs.op_launch_us is not None and costs.op_launch_us.source.startswith("CALIB"):
-        return True
-    graph = stack_graph(stack)
-    return graph is not None and graph.op_launch_us is not None and graph.op_launch_us.source.startswith("CALIB")
+    costs, graph = stack_costs(stack, family), stack_graph(stack)
+    own = costs is not None and calibrated(costs.op_launch_us)
+    return own or (graph is not None and calibrated(graph.op_launch_us))
 
 
 def fit_rows(rows: list[ValidationRow]) -> dict[tuple[str, str], list[ValidationRow]]:
