@@ -221,32 +221,23 @@ class DecodeSide:
 
     def _stretch_done(self, inst: int, stretch: Stretch, _event: object) -> None:
         batch = self.decodes[inst]
-        self._decoded(inst, commit(stretch, batch, self.mtp_rng, self.rec, inst, stretch.idx.size))
+        self._settle(commit(stretch, batch, self.mtp_rng, self.rec, inst, stretch.idx.size))
+        self._decode_next(inst)
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
-        if self.listener:
-            self._decoded(inst, self._step(inst, start, dur))
-            return
         self._end_step(inst, start, dur)
         self._decode_next(inst)
 
     def _end_step(self, inst: int, start: float, dur: float) -> None:
-        """``_step`` then ``_decoded`` up to the next step, in one call (the path of nearly every step)."""
-        batch = self.decodes[inst]
-        active = batch.num_active
-        finished = batch.run_step(self.mtp_rng)
-        self.rec.decode_step(inst, start, dur, active, batch.last_tokens, batch.occupancy())
-        if finished.size:
-            self._finish(finished)
-        if self.observer:
-            self.observer(self)
+        """A decode step that just ended, and what its end does before the next step is priced."""
+        self._settle(self._step(inst, start, dur))
 
-    def _decoded(self, inst: int, finished: np.ndarray) -> None:
+    def _settle(self, finished: np.ndarray) -> None:
+        """The end of a step or stretch: its finished requests leave, and the observer is told."""
         if finished.size:
             self._finish(finished)
         if self.observer:
             self.observer(self)
-        self._decode_next(inst)
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
         """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
