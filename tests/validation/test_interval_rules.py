@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION
 from cloudmatrix.studies.interval_pools import series_quantiles
-from cloudmatrix.studies.interval_steps import combined_spread, counted_steps, step_spread
+from cloudmatrix.studies.interval_steps import combined_spread, counted_steps, independent_steps, step_spread
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 from .residual_rows import residual
@@ -160,3 +160,44 @@ def test_neighbours_set_the_least_width_as_their_own_answers_draw() -> None:
         assert outside.hi / outside.lo == pytest.approx(inside.hi / inside.lo)  # the neighbour's own width
         lo, hi = series_quantiles(took_fit, [0.1, 0.9])
         assert outside.hi / outside.lo < hi / lo  # ... not the hold-out that took its fit rows
+
+
+def test_a_step_whose_residuals_a_wider_step_holds_is_not_counted_again() -> None:
+    """Holding out a model that alone gave a stack its fit rows prices that stack's rows as the stack hold-out
+    does: the two steps' hold-outs then hold the same residuals (same row, same prediction), one draw of one
+    error source, so a new model on a stack new everywhere takes the wider step alone. Priced differently by the
+    two hold-outs (another prediction of the same rows), the stack step is a source of its own and counts."""
+    shared = [r | {"kind": "model"} for r in STACK]
+    own = _rows("model", "hgx-h100", "vllm", 1.3, 1.4)
+    table = index_residuals(VALIDATED + STACK + shared + own, "tpot_ms")
+    q = Query(system="hgx-b200", stack="trtllm", metric="tpot_ms", model="kimi-k2", host_times="unfitted")
+    assert counted_steps(q, table, ["stack", "model"]) == ["stack", "model"]
+    iv = query_interval(100.0, q, table=table)
+    model = step_spread(shared + own, 0.8)
+    assert model > step_spread(STACK, 0.8)
+    assert iv.lo is not None and iv.hi is not None
+    assert (iv.lo, iv.hi) == (pytest.approx(100 * math.exp(-model)), pytest.approx(100 * math.exp(model)))
+    repriced = [r | {"predicted": r["predicted"] * 0.9} for r in shared]
+    apart = query_interval(100.0, q, table=index_residuals(VALIDATED + STACK + repriced + own, "tpot_ms"))
+    inside = step_spread(VALIDATED, 0.8)
+    both = combined_spread([step_spread(repriced + own, 0.8), step_spread(STACK, 0.8)], [inside] * 2)
+    assert apart.lo is not None and apart.hi is not None
+    assert apart.hi / apart.lo == pytest.approx(math.exp(2 * both))
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_only_a_step_held_whole_by_a_wider_one_drops(data) -> None:
+    """Over any steps drawn from one pool of residuals: the widest always counts, and a step drops exactly when
+    every residual of it is among the wider steps' (ties: the earlier), so never below the widest step alone."""
+    pool = _rows("model", "hgx-b200", "vllm", 1.0, 1.5, n=20)
+    pool = [r | {"measured": r["measured"] * (1 + 0.05 * i)} for i, r in enumerate(pool)]
+    steps = data.draw(st.lists(st.lists(st.sampled_from(range(20)), min_size=1, unique=True), min_size=1, max_size=4))
+    measured = [[pool[i] for i in s] for s in steps]
+    counts = independent_steps(measured, 0.8)
+    spreads = [step_spread(m, 0.8) for m in measured]
+    widest = max(range(len(spreads)), key=lambda i: spreads[i])
+    assert counts[widest]
+    for i, c in enumerate(counts):
+        wider = [j for j in range(len(steps)) if (spreads[j], -j) > (spreads[i], -i)]
+        assert c == (not set(steps[i]) <= {k for j in wider for k in steps[j]})

@@ -164,6 +164,25 @@ def combined_spread(spreads: Sequence[float], inside: Sequence[float] | None = N
     return math.sqrt(spreads[widest] ** 2 + added)
 
 
+def independent_steps(measured: Sequence[Sequence[Row]], coverage: float) -> list[bool]:
+    """Which steps count as a source of error of their own: all but a step every residual of which a wider
+    step already counts (the same row at the same prediction: one draw of one error source that two hold-outs
+    met alike, as when holding out a model took every fit row of its stack, so the model and stack hold-outs
+    priced that stack's rows the same way). Steps that share only part of their residuals count whole."""
+    order = sorted(range(len(measured)), key=lambda i: -step_spread(measured[i], coverage))
+    seen: set[tuple[Any, Any, float]] = set()
+    counts = [True] * len(measured)
+    for i in order:
+        mine = {_residual(r) for r in measured[i]}
+        counts[i] = not mine <= seen
+        seen |= mine
+    return counts
+
+
+def _residual(row: Row) -> tuple[Any, Any, float]:
+    return row["id"], row.get("metric"), round(float(row["predicted"]), 6)
+
+
 def in_domain_spread(t: Table, measured: Sequence[Row], coverage: float) -> float:
     """The in-domain part of a step's error: its rows as the series hold-out predicted them (each a new
     deployment of a validated family, stack and model: the least error any answer meets), or where too few of

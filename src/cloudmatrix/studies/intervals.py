@@ -11,7 +11,8 @@ stack). Each step outside the validated domain (a new family, or one with no val
 a family; a new model class, weight format or model; an ISL or concurrency outside the validated ones;
 ``studies/interval_steps.py``) widens the interval by that kind's hold-out error, measured where the step is
 taken alike, as a spread about the prediction, with the reason named. Distinct kinds of step are independent
-sources of error and add in quadrature, the in-domain error every hold-out's error holds counted once; a step
+sources of error and add in quadrature, the in-domain error every hold-out's error holds counted once, and a
+step whose residuals a wider step's hold-out already holds at the same predictions not counted again; a step
 another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows
 anywhere) is named but not counted again. An answer outside the domain is never narrower than one a single
 condition inside it: the validated cells one condition away, each as its own answer draws on it
@@ -52,6 +53,7 @@ from cloudmatrix.studies.interval_steps import (
     counted_steps,
     domain_steps,
     in_domain_spread,
+    independent_steps,
     shape_spread,
     step_error,
     step_spread,
@@ -285,14 +287,17 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
-    spreads, inside = [], []
+    spreads, inside, measured = [], [], []
     for kind in counted_steps(q, t, steps):
-        measured = step_error(kind, pool, t, family, str(q.stack))
-        if not enough(measured):
+        rows = step_error(kind, pool, t, family, str(q.stack))
+        if not enough(rows):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
-        groups.append(measured)
-        spreads.append(step_spread(measured, coverage))
-        inside.append(in_domain_spread(t, measured, coverage))
+        groups.append(rows)
+        measured.append(rows)
+    for rows, counts in zip(measured, independent_steps(measured, coverage), strict=True):
+        if counts:  # a step whose every residual a wider step counts is that step's source, not another
+            spreads.append(step_spread(rows, coverage))
+            inside.append(in_domain_spread(t, rows, coverage))
     if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
         reasons.extend(q.shapes)
         spreads.append(shape_spread(coverage))
