@@ -201,3 +201,26 @@ def test_only_a_step_held_whole_by_a_wider_one_drops(data) -> None:
     for i, c in enumerate(counts):
         wider = [j for j in range(len(steps)) if (spreads[j], -j) > (spreads[i], -i)]
         assert c == (not set(steps[i]) <= {k for j in wider for k in steps[j]})
+
+
+def test_a_step_measured_on_another_host_time_basis_takes_its_rows_as_a_new_deployment() -> None:
+    """The ISL hold-out of the band that holds every fit row prices its rows with no host time at all: their
+    error holds that loss with the ISL step. A query at a new ISL whose host times are fitted does not take
+    the loss, so where the step has no rows priced as it is, it meets those rows' error as the series
+    hold-out predicted them (a new deployment); a query priced without fitted host times takes them as they
+    are. Either way the answer is never narrower than with the ISL inside the domain, and says why."""
+    series = _rows("series", "hgx-b200", "vllm", 1.0, 0.3, isl=8192, isl_band="ISL 8K")
+    lost = [r | {"kind": "isl", "measured": r["measured"] * 3.0, "host_times": "unfitted"} for r in series]
+    unfitted = _rows("family", "hgx-h100", "vllm", 1.0, 0.2, isl=8192, isl_band="ISL 8K")
+    table = index_residuals(series + lost + unfitted, "tpot_ms")
+    q = Query(system="hgx-b200", stack="vllm", metric="tpot_ms", isl=1024, host_times="fitted")
+    iv = query_interval(100.0, q, table=table)
+    assert iv.extrapolating == ("ISL 1,024 beyond the validated 8,192",)
+    assert iv.lo is not None and iv.hi is not None
+    inside = query_interval(100.0, replace(q, isl=8192), table=table)
+    assert inside.lo is not None and inside.hi is not None
+    assert iv.hi / iv.lo == pytest.approx(max(math.exp(2 * step_spread(series, 0.8)), inside.hi / inside.lo))
+    assert iv.hi / iv.lo >= inside.hi / inside.lo
+    as_lost = query_interval(100.0, replace(q, host_times="unfitted"), table=table)
+    assert as_lost.lo is not None and as_lost.hi is not None
+    assert as_lost.hi / as_lost.lo >= math.exp(2 * step_spread(lost, 0.8)) > iv.hi / iv.lo

@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
-from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, series_quantiles
+from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, host_basis, series_quantiles
 
 STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
 
@@ -135,13 +135,26 @@ _STEP_ALIKE["band"] = _STEP_ALIKE["model"]
 def step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
     """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
     alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
-    priced so, then on every row, then on every row of the metric's end-to-end counterpart."""
+    priced so, then on every row as a query of that basis meets it (``_as_priced``), then on every row of the
+    metric's end-to-end counterpart."""
     wanted = {"family": family, "stack": stack}
     alike = [r for r in pool.kinds.get(kind, []) if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
-    for rows in (alike, pool.kinds.get(kind, []), t.kinds.get(kind, [])):
+    for rows in (alike, pool.kinds.get(kind, []), _as_priced(t.kinds.get(kind, []), pool, t)):
         if enough(rows):
             return rows
     return t.counterpart_kinds.get(kind, [])
+
+
+def _as_priced(rows: Sequence[Row], pool: Pool, t: Table) -> list[Row]:
+    """A kind's rows as a query priced on ``pool``'s host-time basis meets their error. A row its hold-out
+    priced on another basis (the ISL hold-out of the band holding every fit row prices it with no host time
+    at all) holds that basis's error with the step's: the loss of host times that a query whose own are
+    fitted does not take. It stands as the series hold-out predicted it (the step's rows as a new deployment
+    of validated things), or as it is where it has no such residual. A merged pool (the query's basis had too
+    few rows) draws on every basis as it is."""
+    basis = next((b for b, p in t.pools.items() if p is pool), None)
+    series = {r["id"]: r for r in t.kinds.get(BASE_KIND, [])} if basis else {}
+    return [r if host_basis(r) == basis else series.get(r["id"], r) for r in rows]
 
 
 def step_spread(rows: Sequence[Row], coverage: float) -> float:
