@@ -10,7 +10,8 @@ concurrency band, ISL band), then without the ISL band, then without the concurr
 stack). Each step outside the validated domain (a new family, or one with no validated cell; a stack new on
 a family; a new model class, weight format or model; an ISL or concurrency outside the validated ones;
 ``studies/interval_steps.py``) widens the interval by that kind's hold-out error, measured where the step is
-taken alike, as a spread about the prediction, with the reason named. Distinct kinds of step are independent
+taken alike (rows priced on another host-time basis than the query's as the series hold-out predicted them),
+as a spread about the prediction, with the reason named. Distinct kinds of step are independent
 sources of error and add in quadrature, the in-domain error every hold-out's error holds counted once, and a
 step whose residuals a wider step's hold-out already holds at the same predictions not counted again; a step
 another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows
