@@ -55,6 +55,17 @@ def test_a_vllm_result_with_its_sidecar_is_a_row(tmp_path: Path) -> None:
     assert row.workload.concurrency == 128 and row.workload.num_requests == 1280
 
 
+@pytest.mark.parametrize(
+    ("rate", "cap", "want"),
+    [("inf", 128, (128, None)), (0.25, 32, (32, 0.25)), (0.25, None, (None, 0.25))],
+)
+def test_a_finite_rate_with_a_cap_is_both(tmp_path: Path, rate: object, cap: int | None, want: tuple) -> None:
+    """--request-rate R --max-concurrency C: the rate, capped at C in flight; an infinite rate: C clients."""
+    result = {**VLLM_RESULT, "request_rate": rate, "max_concurrency": cap}
+    (row,) = load_rows(str(_files(tmp_path, result)))
+    assert (row.workload.concurrency, row.workload.rate_per_s) == want
+
+
 def test_an_sglang_line_reads_too(tmp_path: Path) -> None:
     sglang = {k: v for k, v in VLLM_RESULT.items() if k != "total_token_throughput"} | {"total_throughput": 8000.0}
     (row,) = load_rows(str(_files(tmp_path, sglang)))

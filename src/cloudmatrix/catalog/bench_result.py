@@ -76,10 +76,10 @@ def _row(path: Path, result: dict[str, Any], side: dict[str, Any]) -> dict[str, 
         measured["tok_s_per_chip"] = float(total) / per_chip
     workload = dict(side.get("workload") or {})
     workload.setdefault("num_requests", result["completed"])
-    if "concurrency" not in workload and "rate_per_s" not in workload:
+    if "concurrency" not in workload and "rate_per_s" not in workload:  # a finite rate with a cap is both
         if _whole(result.get("max_concurrency")):
             workload["concurrency"] = result["max_concurrency"]
-        elif _positive(result.get("request_rate")):
+        if _positive(result.get("request_rate")):
             workload["rate_per_s"] = result["request_rate"]
     return {
         "id": path.stem,

@@ -104,7 +104,8 @@ class RoleLayout(Frozen):
 
 class BenchWorkload(Frozen):
     """How the measurement drove the server. E2E rows: lengths (fixed, or uniform in [ratio x L, L]) and a
-    closed loop of ``concurrency`` clients or an open-loop ``rate_per_s``. Steady rows: the batch shape."""
+    closed loop of ``concurrency`` clients, an open-loop ``rate_per_s``, or both: the rate capped at that many
+    requests in flight (``bench_serving --request-rate R --max-concurrency C``). Steady rows: the batch shape."""
 
     input_len: Count = Field(ge=1, le=MAX_TOKENS)
     output_len: Count = Field(ge=1, le=MAX_TOKENS)

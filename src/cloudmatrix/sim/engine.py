@@ -62,7 +62,7 @@ class Simulation(DecodeSide):
         self.rec = Recorder(limit=ONLINE_TIMELINE_ROWS if listener else None)
         self.progress = progress
         self.finished = 0
-        self.next_closed = 0  # closed loop: next request id to issue
+        self.next_closed = 0  # closed or capped loop: next request id to issue
         self.all_done = self.env.event()
         p, d = scenario.prefill, scenario.aggregated or scenario.decode
         assert d is not None
@@ -226,9 +226,16 @@ class Simulation(DecodeSide):
         self._arrivals_from(rid + 1)
 
     def _issue_closed(self) -> None:
-        if self.next_closed < len(self.table):
-            self._arrive(self.next_closed)
+        """A client is free: it sends the next request, at once in a closed loop; under a capped open loop (a
+        rate with a concurrency cap) not before the request is due, in the order they fall due."""
+        rid = self.next_closed
+        if rid < len(self.table):
             self.next_closed += 1
+            due = self.workload.arrival_s
+            if due is not None and due.item(rid) > self.env.now:
+                call_at(self.env, due.item(rid), partial(self._arrival_due, rid))
+            else:
+                self._arrive(rid)
 
     # ---- prefill ----------------------------------------------------------------------------------------
     def _prefill_next(self, inst: int, _event: object = None) -> None:
@@ -318,7 +325,7 @@ class Simulation(DecodeSide):
         if self.progress:
             self.progress(self.finished, len(self.table))
         self._admit_waiting()
-        if self.workload.arrival_s is None and self.workload.concurrency:
+        if self.workload.concurrency:  # a closed loop's client, or a capped open loop's slot, is free
             for _ in range(len(rids)):
                 self._issue_closed()
         if self.finished >= len(self.table) and not self.all_done.triggered:
@@ -329,7 +336,7 @@ class Simulation(DecodeSide):
         self.finished += count
         if self.progress:
             self.progress(self.finished, len(self.table))
-        if self.workload.arrival_s is None and self.workload.concurrency:
+        if self.workload.concurrency:
             for _ in range(count):
                 self._issue_closed()
         if self.finished >= len(self.table) and not self.all_done.triggered:
@@ -342,13 +349,15 @@ class Simulation(DecodeSide):
             self.table.defer()  # nothing reads the table before the run ends: its stamps are written in bulk
         plain = not (self.started or self.listener or self.observer or self.faults or self.costs.request_overhead_s)
         self.start()  # the loops' first look at their queues is not a wake-up: they start as before
-        if self.workload.arrival_s is not None and plain and self.prefill_queues and not self.aggregated:
-            self.open = BatchedArrivals(self, self.workload.arrival_s)
+        # an open loop's arrivals come on their own; a capped one's are sent as its slots free (_issue_closed)
+        due = None if self.workload.concurrency else self.workload.arrival_s
+        if due is not None and plain and self.prefill_queues and not self.aggregated:
+            self.open = BatchedArrivals(self, due)
             for i, loop in enumerate(self.prefill_loops):
                 loop.resume = partial(self._prefill_woken, i)
             call_urgent(self.env, self.open.start)
-        elif self.workload.arrival_s is not None:
-            self.arrival_times = self.workload.arrival_s
+        elif due is not None:
+            self.arrival_times = due
             call_urgent(self.env, lambda _event: self._arrivals_from(0))  # where a process would start
         else:
             for _ in range(min(self.workload.concurrency or 1, len(self.table))):

@@ -95,7 +95,7 @@ def _arrivals(scenario: Scenario) -> dict[str, Any]:
         return {"request_rate": "trace", "burstiness": None, "max_concurrency": None}
     if a.kind == "closed":
         return {"request_rate": "inf", "burstiness": 1.0, "max_concurrency": a.concurrency}
-    return {"request_rate": a.rate_per_s, "burstiness": 1.0 / a.cv**2, "max_concurrency": None}
+    return {"request_rate": a.rate_per_s, "burstiness": 1.0 / a.cv**2, "max_concurrency": a.concurrency}
 
 
 def result_json(result: SimResult, scenario: Scenario, fmt: str) -> dict[str, Any]:

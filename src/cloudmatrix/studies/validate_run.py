@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.sourced import describe_validation_error
-from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
+from cloudmatrix.catalog.validation import BenchWorkload, RoleLayout, ValidationRow
 from cloudmatrix.cost.memory import memory_use
 from cloudmatrix.deploy import Deployment, Eplb, Phase, acceptance_for_length, plan
 from cloudmatrix.errors import CloudMatrixError, InfeasibleDeploymentError
@@ -158,6 +158,15 @@ def _batch_cap(layout: RoleLayout, concurrency: int, chips: int) -> int:
     return max(math.ceil(concurrency / chips), 1)
 
 
+def _arrivals(w: BenchWorkload) -> dict[str, Any]:
+    """The benchmark's clients (closed loop), its Poisson rate, or its rate capped at its clients in flight."""
+    if w.rate_per_s is None:
+        return {"kind": "closed", "concurrency": w.concurrency}
+    if w.concurrency is None:
+        return {"kind": "poisson", "rate_per_s": w.rate_per_s}
+    return {"kind": "poisson", "rate_per_s": w.rate_per_s, "concurrency": w.concurrency}
+
+
 def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scenario:
     """The scenario that replays an end-to-end row: its pools, formats and closed-loop workload."""
     w = row.workload
@@ -173,11 +182,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "workload": {
             "input": _lengths(w.input_len, w.range_ratio),
             "output": _lengths(w.output_len, w.range_ratio),
-            "arrivals": (
-                {"kind": "closed", "concurrency": clients}
-                if w.concurrency
-                else {"kind": "poisson", "rate_per_s": w.rate_per_s}
-            ),
+            "arrivals": _arrivals(w),
         },
         "requests": w.num_requests or 10 * clients,
         "seed": 0,

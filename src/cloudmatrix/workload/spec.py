@@ -71,7 +71,10 @@ class LengthSpec(_Spec):
 
 class ArrivalSpec(_Spec):
     """Open-loop Poisson or gamma (bursty, coefficient of variation ``cv``) arrivals at ``rate_per_s``, or a
-    closed loop of ``concurrency`` clients that each send the next request when the last one finishes."""
+    closed loop of ``concurrency`` clients that each send the next request when the last one finishes. An open
+    loop with ``concurrency`` too is capped (a benchmark's ``--request-rate`` with ``--max-concurrency``): a
+    request due while that many are in flight waits at the client and is sent when one finishes; its TTFT
+    counts from the send, as ``bench_serving`` times it."""
 
     kind: Literal["poisson", "gamma", "closed"] = "poisson"
     rate_per_s: float | None = Field(default=None, gt=0, le=1e9)
@@ -136,7 +139,7 @@ class Workload:
     input_len: np.ndarray
     output_len: np.ndarray
     arrival_s: np.ndarray | None
-    concurrency: int | None = None
+    concurrency: int | None = None  # closed loop: the clients; open loop: the cap on requests in flight
     hash_ids: list[list[int]] | None = None  # per request, its prompt's prefix-block hashes (chained)
     hash_block_tokens: int = MOONCAKE_BLOCK_TOKENS  # tokens per block of ``hash_ids``
 
@@ -174,7 +177,14 @@ def generate(spec: WorkloadSpec, seed: int, num_requests: int, base_dir: Path | 
             hash_block_tokens=block,
         )
     times = spec.arrivals.times(stream(seed, "arrivals"), num_requests)
-    return Workload(input_len=inputs, output_len=outputs, arrival_s=times, hash_ids=hashes, hash_block_tokens=block)
+    return Workload(
+        input_len=inputs,
+        output_len=outputs,
+        arrival_s=times,
+        concurrency=spec.arrivals.concurrency,
+        hash_ids=hashes,
+        hash_block_tokens=block,
+    )
 
 
 def reuse_hash_ids(reuse: ReuseSpec, input_len: np.ndarray, rng: np.random.Generator) -> list[list[int]]:
