@@ -1,8 +1,11 @@
 """The constants a hold-out group's rows are priced with (``validate --holdout KIND``, ``studies/holdout.py``):
 the stack host times refitted without the group's rows, with their fall-backs where it takes every fit row of an
-entry (the stack's ``default`` or ``like:`` entry; a stack with none left anywhere: the other engines' law per op
-launch of the step), a family's own cost per op of a captured graph refitted or dropped for its prior, and
-SGLang-on-Ascend's graph cost per op refitted the same way. Each is an in-memory override with a note."""
+entry (a family: the engine's own law per op of the step fitted on its other families, in kernels of each chip's
+cost per captured kernel node, so it follows the priced chip's generation; a ``like:`` default: the entry it
+names; a stack with none left anywhere: the other engines' law the same way; no engine with rows left: the
+engine's prior, its kernels per op times the chip's cost per kernel), a family's own cost per op of a captured
+graph refitted or dropped for its prior, and SGLang-on-Ascend's graph cost per op refitted the same way. Each is
+an in-memory override with a note."""
 
 from __future__ import annotations
 
@@ -43,15 +46,11 @@ def _fitted_entry(stack: str, family: str) -> StackCosts | None:
     return None
 
 
-def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
-    """What a (stack, family) with no fit rows left is priced with: the stack's default entry (as refitted),
-    or the ``like:`` stack it names."""
-    entry = load_stack(stack).families[DEFAULT_FAMILY]
-    if isinstance(entry, CostsLike):
-        like_stack, like_family = entry.like.split("/")
-        return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
-    refitted = overrides.get((stack, DEFAULT_FAMILY))
-    return refitted if isinstance(refitted, StackCosts) else entry, f"{stack}'s default entry"
+def _like_fallback(like: CostsLike) -> tuple[StackCosts, str]:
+    """What a (stack, family) with no fit rows left is priced with where the stack's default entry names
+    another stack's entry (``like:``): that entry's costs."""
+    like_stack, like_family = like.like.split("/")
+    return load_stack(like_stack).costs(like_family), f"the stack's like: {like.like}"
 
 
 def other_engines(
@@ -169,13 +168,14 @@ def refit(
             overrides[(stack, family)], note = _per_op_fallback(entry, *found, stack)
             notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
             continue
-        if not isinstance(load_stack(stack).families[DEFAULT_FAMILY], CostsLike):
+        default = load_stack(stack).families[DEFAULT_FAMILY]
+        if not isinstance(default, CostsLike):
             # the engine's own rows on its other families, per kernel of the priced chip: its default entry's
             # pooled offset per step would carry the other generation's cost per kernel
             overrides[(stack, family)], note = _per_op_fallback(entry, *own_rows(fits, stack, held), stack)
             notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
             continue
-        costs, what = _fallback(stack, overrides)
+        costs, what = _like_fallback(default)
         # only the fitted constants fall back; kernels and the hand-off stay the family's own. The source says
         # they were borrowed, so the intervals count this (stack, family) as priced without its own fit.
         borrowed = {"source": f"borrowed: {what}"}

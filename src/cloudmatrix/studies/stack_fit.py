@@ -22,7 +22,10 @@ family with no rows of its own (SGLang on AMD) is priced with the engine's time,
 The same gaps per op of the step (``fit_per_op``: the least-squares cost per op launch of the decode step,
 through zero) are what an engine with no rows of its own is priced with out of group (``holdout``): measured
 per op, the engines' gaps on one chip family agree far better than their offsets (docs/validation.md §9), and
-a model with more ops per step pays more."""
+a model with more ops per step pays more. Across chip families the gap per op follows the chip's cost per
+captured kernel node (``graph_task_us``: Blackwell's is 0.6 times Hopper's, and the engines' gaps per op fall
+0.5-0.64 times), so out of group it is fitted in those units (``fit_per_op(per_kernel=True)``) and priced on
+the held-out chip's own cost per kernel."""
 
 from __future__ import annotations
 
