@@ -62,7 +62,7 @@ def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
     r = hr.refit(fits, {x.id for x, _ in fits[("trtllm", "blackwell")]})
     for key in (("trtllm", "default"), ("trtllm", "blackwell")):
         costs = r.overrides[key]
-        assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is not None and costs.step_op_us.value > 0
+        assert costs.step_overhead_us.value == 0.0 and costs.step_kernels is not None and costs.step_kernels.value > 0
     assert r.overrides[("trtllm", "blackwell")].kernels == load_stack("trtllm").families["blackwell"].kernels
     assert r.notes[0].startswith("trtllm/default: no fit rows left; falls back to the other engines' law per op")
     assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to the other engines' law per op")

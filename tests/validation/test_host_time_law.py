@@ -7,8 +7,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from cloudmatrix.catalog.corpus import load_corpora
+from cloudmatrix.catalog.hardware import load_chip, load_hardware
+from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import host_times_basis, overridden_costs, stack_costs
+from cloudmatrix.catalog.stacks import host_times_basis, load_stack, overridden_costs, stack_costs
+from cloudmatrix.cost.pricing import host_op_us
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
 from cloudmatrix.studies import holdout_refit as hr
@@ -19,6 +22,7 @@ from cloudmatrix.studies.stack_fit import (
     fit_per_op,
     fit_rows,
     gap_taken_elsewhere,
+    steps_at_launch,
 )
 
 
@@ -81,27 +85,43 @@ def test_a_stack_held_out_whole_takes_the_other_engines_law_on_its_family(fits: 
     r = hr.refit(fits, held)
     for family in ("blackwell", "default"):
         rows = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == family and s != "trtllm" for x, b in pairs]
-        fit = fit_per_op(rows)
+        fit = fit_per_op(rows, per_kernel=True)
         costs = r.overrides[("trtllm", family)]
-        assert costs.step_overhead_us.value == 0.0
-        assert costs.step_op_us is not None and costs.step_op_us.value == pytest.approx(fit.op_us, rel=1e-12)
+        assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is None
+        assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(fit.op_us, rel=1e-12)
         assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms, rel=1e-12)
-        assert costs.step_op_us.source.startswith("borrowed: the other engines' law per op of the step")
+        assert costs.step_kernels.source.startswith("borrowed: the other engines' law per op of the step")
         with overridden_costs(r.overrides):
             assert host_times_basis("trtllm", family) == "unfitted"
     assert any(
         n.startswith("trtllm/blackwell: no fit rows left; falls back to the other engines' law") for n in r.notes
     )
-    assert "on blackwell" in r.overrides[("trtllm", "blackwell")].step_op_us.source  # type: ignore[union-attr]
+    assert "on blackwell" in r.overrides[("trtllm", "blackwell")].step_kernels.source  # type: ignore[union-attr]
+    # on one family the law per kernel is the law per op launch: every row's chip has the same cost per kernel
+    same = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == "blackwell" and s != "trtllm" for x, b in pairs]
+    assert fit_per_op(same, per_kernel=True).op_us * 1.8 == pytest.approx(fit_per_op(same).op_us, rel=1e-12)
 
 
-def test_a_family_held_out_keeps_the_engines_own_pooled_time(fits: dict) -> None:
-    """A stack that keeps rows on another family falls back to its own pooled default (no per-op law)."""
+def test_a_family_held_out_takes_the_engines_own_law_per_kernel_of_the_chip(fits: dict) -> None:
+    """A stack that keeps rows on another family prices the held family with its own law fitted on them in
+    kernels of each chip's cost per kernel node, so Blackwell held out pays Blackwell's cost per kernel (0.6
+    times Hopper's), not the Hopper offset per step; it says so and counts as unfitted."""
     held = {r.id for r, _ in fits[("vllm", "blackwell")]}
     r = hr.refit(fits, held)
     costs = r.overrides[("vllm", "blackwell")]
-    assert costs.step_op_us is None
-    assert costs.step_overhead_us.value == r.overrides[("vllm", "default")].step_overhead_us.value > 0
+    kept = [(x, b) for x, b in fits[("vllm", "default")] if x.id not in held]
+    assert kept and {b.kernel_us for _, b in kept} == {3.0}  # the Hopper rows
+    fit = fit_per_op(kept, per_kernel=True)
+    assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is None
+    assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(fit.op_us, rel=1e-12)
+    assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms, rel=1e-12)
+    # closed form: the Hopper rows' µs per op over Hopper's 3.0 µs per kernel, times Blackwell's 1.8
+    with overridden_costs(r.overrides):
+        got = host_op_us(load_hardware("hgx-b200"), "vllm")
+        assert host_times_basis("vllm", "blackwell") == "unfitted"
+    assert got == pytest.approx(fit_per_op(kept).op_us * 1.8 / 3.0, rel=1e-12)
+    assert 3.0 < got < 4.5  # the Blackwell rows' own fit asks 3.8 µs per op; Hopper's is 6.0
+    assert any(n.startswith("vllm/blackwell: no fit rows left; falls back to the engine's own law") for n in r.notes)
 
 
 def test_rows_whose_gap_a_cost_per_op_takes_are_not_host_time_rows() -> None:
@@ -114,14 +134,55 @@ def test_rows_whose_gap_a_cost_per_op_takes_are_not_host_time_rows() -> None:
     assert {("sglang", "hopper"), ("vllm", "hopper"), ("trtllm", "blackwell")} <= keys
 
 
-def test_with_no_engine_left_anywhere_the_host_times_are_zero_and_say_so(fits: dict) -> None:
+def test_with_no_engine_left_anywhere_each_takes_its_engine_prior(fits: dict) -> None:
     """Held out with every fit row (the 1K ISL band, the 1-8 concurrency band), no engine has rows left: each
-    fitted entry falls to no host time, and its note says why."""
+    fitted entry takes its engine's prior (kernels per op from its source x the chip's cost per kernel node), not
+    zero host time, and no request time; its note says so."""
     held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
     r = hr.refit(fits, held)
+    assert r.overrides
     for (stack, family), costs in r.overrides.items():
+        prior = load_stack(stack).op_kernels
+        assert prior is not None and prior.assumed and prior.source, stack
         assert costs.step_overhead_us.value == 0.0 and costs.request_overhead_ms.value == 0.0, (stack, family)
-        assert costs.step_op_us is not None and costs.step_op_us.value == 0.0
-    assert r.notes and all(
-        n.endswith("no engine's rows (none left anywhere) (0.00 µs per op launch, 0.0 ms/request)") for n in r.notes
-    )
+        assert costs.step_kernels is not None and costs.step_kernels.value == prior.value > 0
+        assert costs.step_kernels.source.startswith("borrowed: the engine's prior")
+    assert all("the engine's prior" in n and n.endswith("(no request time)") for n in r.notes)
+    # priced: SGLang's 2 kernels per op cost 2 x 3.0 µs on Hopper and 2 x 1.8 µs on Blackwell
+    with overridden_costs(r.overrides):
+        assert host_op_us(load_hardware("hgx-h200"), "sglang") == pytest.approx(6.0, abs=1e-12)
+        assert host_op_us(load_hardware("hgx-b200"), "sglang") == pytest.approx(3.6, abs=1e-12)
+        assert host_op_us(load_hardware("hgx-b200"), "dynamo-trtllm") == pytest.approx(0.36, abs=1e-12)
+
+
+def test_a_step_with_no_fit_rows_left_is_not_the_device_model_alone(fits: dict) -> None:
+    """A group that takes every fit row prices an SGLang step slower than the device alone by the prior's
+    host time per op times the step's launches (2 kernels x 3.0 µs on H200, x 1.8 µs on B200)."""
+    held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
+    r = hr.refit(fits, held)
+    dep = Deployment(phase=Phase.DECODE, num_chips=8, tp=8, ep=1, moe_tp=8, batch_per_chip=1, input_len=1000,
+                     output_len=1000, kv_len=1500, precision="fp8", activation_precision="fp8",
+                     stack="sglang")  # fmt: skip
+    for system, family, per_op in (("hgx-h200", "hopper", 6.0), ("hgx-b200", "blackwell", 3.6)):
+        prior = r.overrides[("sglang", family)]
+        none = prior.model_copy(update={"step_kernels": None})  # no host time at all: the device model alone
+        with overridden_costs(r.overrides | {("sglang", family): none}):
+            alone, bumped = steps_at_launch(load_hardware(system), load_model("deepseek-r1"), dep)
+        with overridden_costs(r.overrides):
+            priced = estimate(system, "deepseek-r1", dep).step.step_s
+        assert (priced - alone) == pytest.approx(per_op * (bumped - alone), rel=1e-6)
+        assert priced - alone > 1e-3  # over a millisecond per step: hundreds of launches
+
+
+def test_the_cost_per_kernel_node_is_a_sourced_chip_attribute() -> None:
+    """Every NVIDIA chip states its cost per captured kernel node with a source: Hopper 3.0 µs (assumed) and
+    Blackwell 1.8 µs (the B300 measurement, carried to its siblings), the generation step the per-kernel law
+    carries; SGLang, vLLM and TensorRT-LLM state their kernels per op (Dynamo front ends take their engine's)."""
+    for chip in ("nvidia-h100", "nvidia-h200", "nvidia-h800", "nvidia-b200", "nvidia-gb200", "nvidia-b300"):
+        task = load_chip(chip).graph_task_us
+        assert task is not None and task.source
+        assert task.value == (3.0 if load_chip(chip).family == "hopper" else 1.8)
+    assert "B300-REF" in load_chip("nvidia-b300").graph_task_us.source  # type: ignore[union-attr]
+    for stack, kernels in (("sglang", 2.0), ("vllm", 0.7), ("trtllm", 0.2), ("dynamo-sglang", 2.0)):
+        prior = load_stack(stack).op_kernels
+        assert prior is not None and prior.value == kernels and prior.source.startswith("assumed")

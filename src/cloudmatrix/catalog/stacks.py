@@ -42,6 +42,10 @@ class StackCosts(Record):
     # fit rows of its own is priced with the other engines' law per op of the step (a hold-out fall-back),
     # so a model with more ops per step pays more; None: none
     step_op_us: Sourced | None = None
+    # host and launch time per op launch of a step in units of the chip's ``graph_task_us`` (its kernels per op,
+    # fitted or the engine's prior): set by a hold-out fall-back, so the time per op follows the chip's generation
+    # (Blackwell's kernel node costs 0.6 times Hopper's) instead of the family it was fitted on; None: none
+    step_kernels: Sourced | None = None
     # the engine's kernels per op of the twin on this family beyond the one the chip's ``launch_us`` prices
     # (counted from its source): times the chip's ``graph_task_us``, the prior priced where no fit may be used
     tasks_per_op: Sourced | None = None
@@ -142,6 +146,18 @@ class StackProfile(Record):
     memory_setting: StackMemory | None = field(default=None, alias="memory")
     engine_defaults: EngineDefaults | None = field(default=None, alias="defaults")
     graph: GraphExecution | None = None  # None: graph launches hidden and no cost per op beyond the chip's
+    # the engine's device kernels per op of the twin beyond the one the chip's ``launch_us`` prices (counted from
+    # its source, or assumed): times the chip's ``graph_task_us``, the host-time prior per op of a step where no
+    # fit row of any engine is left (a hold-out of the 1K ISL band or the 1-8 client band); a front end's is its
+    # engine's
+    op_kernels_setting: Sourced | None = field(default=None, alias="op_kernels")
+
+    @property
+    def op_kernels(self) -> Sourced | None:
+        """The engine's kernels per op beyond the first (a front end's are its engine's); None: not stated."""
+        if self.op_kernels_setting is None and self.base is not None:
+            return load_stack(self.base).op_kernels
+        return self.op_kernels_setting
 
     @property
     def defaults(self) -> EngineDefaults:

@@ -263,9 +263,15 @@ def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
 
 
 def host_op_us(hardware: Hardware, stack: str | None) -> float:
-    """The stack's host time per op launch of a step on the chip's family (``step_op_us``; 0 where unset)."""
+    """The stack's host time per op launch of a step on the chip's family: ``step_op_us``, plus
+    ``step_kernels`` of the chip's ``graph_task_us`` (0 where unset)."""
     costs = stack_costs(stack, hardware.chip.family)
-    return costs.step_op_us.value if costs is not None and costs.step_op_us is not None else 0.0
+    if costs is None:
+        return 0.0
+    own = costs.step_op_us.value if costs.step_op_us is not None else 0.0
+    if costs.step_kernels is not None:
+        own += task_prior_us(hardware, costs.step_kernels)
+    return own
 
 
 def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:

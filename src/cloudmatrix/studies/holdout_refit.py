@@ -1,8 +1,11 @@
 """The constants a hold-out group's rows are priced with (``validate --holdout KIND``, ``studies/holdout.py``):
 the stack host times refitted without the group's rows, with their fall-backs where it takes every fit row of an
-entry (the stack's ``default`` or ``like:`` entry; a stack with none left anywhere: the other engines' law per op
-launch of the step), a family's own cost per op of a captured graph refitted or dropped for its prior, and
-SGLang-on-Ascend's graph cost per op refitted the same way. Each is an in-memory override with a note."""
+entry (a family: the engine's own law per op of the step fitted on its other families, in kernels of each chip's
+cost per captured kernel node, so it follows the priced chip's generation; a ``like:`` default: the entry it
+names; a stack with none left anywhere: the other engines' law the same way; no engine with rows left: the
+engine's prior, its kernels per op times the chip's cost per kernel), a family's own cost per op of a captured
+graph refitted or dropped for its prior, and SGLang-on-Ascend's graph cost per op refitted the same way. Each is
+an in-memory override with a note."""
 
 from __future__ import annotations
 
@@ -43,15 +46,11 @@ def _fitted_entry(stack: str, family: str) -> StackCosts | None:
     return None
 
 
-def _fallback(stack: str, overrides: Overrides) -> tuple[StackCosts, str]:
-    """What a (stack, family) with no fit rows left is priced with: the stack's default entry (as refitted),
-    or the ``like:`` stack it names."""
-    entry = load_stack(stack).families[DEFAULT_FAMILY]
-    if isinstance(entry, CostsLike):
-        like_stack, like_family = entry.like.split("/")
-        return load_stack(like_stack).costs(like_family), f"the stack's like: {entry.like}"
-    refitted = overrides.get((stack, DEFAULT_FAMILY))
-    return refitted if isinstance(refitted, StackCosts) else entry, f"{stack}'s default entry"
+def _like_fallback(like: CostsLike) -> tuple[StackCosts, str]:
+    """What a (stack, family) with no fit rows left is priced with where the stack's default entry names
+    another stack's entry (``like:``): that entry's costs."""
+    like_stack, like_family = like.like.split("/")
+    return load_stack(like_stack).costs(like_family), f"the stack's like: {like.like}"
 
 
 def other_engines(
@@ -83,20 +82,48 @@ def _stack_kept(
 
 
 def _per_op_fallback(
-    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], what: str
+    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], what: str, stack: str
 ) -> tuple[StackCosts, str]:
-    """An entry of an engine with no fit rows left, priced with the other engines' law per op of the step
-    (no fixed step time; the source says the constants were borrowed, so intervals count it unfitted)."""
-    fit = fit_per_op(rows)
+    """An entry with no fit rows of its own left, priced with a law per op of the step fitted on ``rows`` (no
+    fixed step time): in kernels of the chip's cost per captured kernel node where their chips state one, so
+    the time per op follows the priced chip's generation, else in µs per op launch; with no rows at all, the
+    engine's prior (its kernels per op from its source, no request time). The source says the constants were
+    borrowed, so intervals count the entry unfitted."""
+    per_kernel = any(b.kernel_us > 0 for _, b in rows)
+    prior = load_stack(stack).op_kernels
+    if not rows and prior is not None:
+        source = f"borrowed: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
+        costs = entry.model_copy(
+            update={
+                "step_overhead_us": Sourced(value=0.0, source=source),
+                "step_op_us": None,
+                "step_kernels": Sourced(value=prior.value, source=source),
+                "request_overhead_ms": Sourced(value=0.0, source=source),
+            }
+        )
+        what = f"{what}: the engine's prior, {prior.value:g} kernels per op x the chip's graph_task_us"
+        return costs, f"{what} (no request time)"
+    fit = fit_per_op(rows, per_kernel=per_kernel)
     source = f"borrowed: {what}"
+    per_op = Sourced(value=fit.op_us, source=source)
     costs = entry.model_copy(
         update={
             "step_overhead_us": Sourced(value=0.0, source=source),
-            "step_op_us": Sourced(value=fit.op_us, source=source),
+            "step_op_us": None if per_kernel else per_op,
+            "step_kernels": per_op if per_kernel else None,
             "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
         }
     )
-    return costs, f"{what} ({fit.op_us:.2f} µs per op launch, {fit.request_overhead_ms:.1f} ms/request)"
+    unit = "kernels per op x the chip's graph_task_us" if per_kernel else "µs per op launch"
+    return costs, f"{what} ({fit.op_us:.2f} {unit}, {fit.request_overhead_ms:.1f} ms/request)"
+
+
+def own_rows(
+    fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, held: set[str]
+) -> tuple[list[tuple[ValidationRow, BaseTimes]], str]:
+    """The stack's own kept fit rows on every family (its pooled entry's), for a family left without rows."""
+    rows = [(r, b) for r, b in fits.get((stack, DEFAULT_FAMILY), []) if r.id not in held]
+    return rows, f"the engine's own law per op of the step, {len(rows)} fit rows on its other families"
 
 
 def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str) -> StackCosts:
@@ -137,10 +164,18 @@ def refit(
             )
             continue
         if family == DEFAULT_FAMILY or not _stack_kept(fits, stack, held):
-            overrides[(stack, family)], note = _per_op_fallback(entry, *other_engines(fits, stack, family, held))
+            found = other_engines(fits, stack, family, held)
+            overrides[(stack, family)], note = _per_op_fallback(entry, *found, stack)
             notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
             continue
-        costs, what = _fallback(stack, overrides)
+        default = load_stack(stack).families[DEFAULT_FAMILY]
+        if not isinstance(default, CostsLike):
+            # the engine's own rows on its other families, per kernel of the priced chip: its default entry's
+            # pooled offset per step would carry the other generation's cost per kernel
+            overrides[(stack, family)], note = _per_op_fallback(entry, *own_rows(fits, stack, held), stack)
+            notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
+            continue
+        costs, what = _like_fallback(default)
         # only the fitted constants fall back; kernels and the hand-off stay the family's own. The source says
         # they were borrowed, so the intervals count this (stack, family) as priced without its own fit.
         borrowed = {"source": f"borrowed: {what}"}
@@ -149,6 +184,7 @@ def refit(
                 "step_overhead_us": costs.step_overhead_us.model_copy(update=borrowed),
                 "request_overhead_ms": costs.request_overhead_ms.model_copy(update=borrowed),
                 "step_op_us": None if costs.step_op_us is None else costs.step_op_us.model_copy(update=borrowed),
+                "step_kernels": None if costs.step_kernels is None else costs.step_kernels.model_copy(update=borrowed),
             }
         )
         notes.append(

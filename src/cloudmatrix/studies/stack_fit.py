@@ -22,7 +22,10 @@ family with no rows of its own (SGLang on AMD) is priced with the engine's time,
 The same gaps per op of the step (``fit_per_op``: the least-squares cost per op launch of the decode step,
 through zero) are what an engine with no rows of its own is priced with out of group (``holdout``): measured
 per op, the engines' gaps on one chip family agree far better than their offsets (docs/validation.md §9), and
-a model with more ops per step pays more."""
+a model with more ops per step pays more. Across chip families the gap per op follows the chip's cost per
+captured kernel node (``graph_task_us``: Blackwell's is 0.6 times Hopper's, and the engines' gaps per op fall
+0.5-0.64 times), so out of group it is fitted in those units (``fit_per_op(per_kernel=True)``) and priced on
+the held-out chip's own cost per kernel."""
 
 from __future__ import annotations
 
@@ -62,6 +65,7 @@ class BaseTimes:
     ttft_ms: float
     ttft_steps: float
     ops: float = 0.0  # op launches of the decode step (µs the step gains per µs of cost per launch)
+    kernel_us: float = 0.0  # the chip's fixed cost per captured kernel node (``graph_task_us``; 0: none stated)
 
 
 def row_deployment(
@@ -134,7 +138,11 @@ def base_times(row: ValidationRow) -> BaseTimes:
         handoff = comm.kv_handoff_s(est.plan.hardware, model, round(isl), TWIN_PRECISION[row.kv], nics)
         prefill_s = est.step.step_s + handoff
         steps = 1.0
-    return BaseTimes(tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps, ops=ops)
+    task = hw.chip.graph_task_us
+    kernel_us = task.value if task is not None else 0.0
+    return BaseTimes(
+        tpot_ms=step_s * 1e3, ttft_ms=(wait_s + prefill_s) * 1e3, ttft_steps=steps, ops=ops, kernel_us=kernel_us
+    )
 
 
 def steps_at_launch(hw: Hardware, model: ModelSpec, dep: Deployment) -> tuple[float, float]:
@@ -224,15 +232,23 @@ class PerOpFit:
     rows: int
 
 
-def fit_per_op(pairs: list[tuple[ValidationRow, BaseTimes]]) -> PerOpFit:
+def fit_per_op(pairs: list[tuple[ValidationRow, BaseTimes]], per_kernel: bool = False) -> PerOpFit:
     """The least-squares cost per op launch of the decode step through zero (each row's TPOT gap over its
     launches: ``sum(gap * ops) / sum(ops^2)``), clamped at zero, then the request overhead as the mean TTFT gap
-    left with each of its steps priced at that cost per op."""
-    tpot = [((r.measured["tpot_ms"] - b.tpot_ms) * 1e3, b.ops) for r, b in pairs if "tpot_ms" in r.measured]
+    left with each of its steps priced at that cost per op. ``per_kernel``: the cost in units of each row's
+    chip's cost per captured kernel node (``op_us`` is then kernels per op; rows whose chip states none are left
+    out), so a fit on one GPU generation carries to another by the chip's own cost per kernel."""
+    if per_kernel:
+        pairs = [(r, b) for r, b in pairs if b.kernel_us > 0]
+
+    def launches(b: BaseTimes) -> float:
+        return b.ops * b.kernel_us if per_kernel else b.ops
+
+    tpot = [((r.measured["tpot_ms"] - b.tpot_ms) * 1e3, launches(b)) for r, b in pairs if "tpot_ms" in r.measured]
     den = sum(n * n for _, n in tpot)
     op_us = max(sum(g * n for g, n in tpot) / den, 0.0) if den > 0 else 0.0
     ttft = [
-        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * op_us * b.ops / 1e3
+        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * op_us * launches(b) / 1e3
         for r, b in pairs
         if "ttft_ms" in r.measured
     ]
