@@ -9,6 +9,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
+from cloudmatrix.catalog.stacks import prompt_wait_steps, stack_overlaps
 from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
 from cloudmatrix.cost.moe import expert_imbalance
 from cloudmatrix.cost.shape_range import shape_reasons
@@ -46,10 +47,14 @@ class Estimate:
 
     @property
     def ttft_s(self) -> float | None:
-        """Aggregated serving: the steps a prompt needs at the chunk rate of its die (no queueing)."""
+        """Aggregated serving: the steps a prompt waits at the busy engine (its stack's scheduler loop,
+        ``catalog.stacks.prompt_wait_steps``), then those it needs at the chunk rate of its die (no queueing)."""
         if self.plan.chunk_tokens_per_die <= 0:
             return None
-        return math.ceil(self.plan.deployment.input_len / self.plan.chunk_tokens_per_die) * self.step.step_s
+        d = self.plan.deployment
+        busy = (d.batch_per_chip or 0.0) > 0
+        wait = prompt_wait_steps(stack_overlaps(d.stack, speculative=d.mtp > 0)) if busy else 0.0
+        return (wait + math.ceil(d.input_len / self.plan.chunk_tokens_per_die)) * self.step.step_s
 
     @property
     def tpot_s(self) -> float:

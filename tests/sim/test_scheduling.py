@@ -75,6 +75,8 @@ def test_an_idle_engine_starts_its_first_step_with_the_first_arrival_alone(polic
         ("aggregated.recv_interval=10001", "recv_interval"),
         ("aggregated.recv_interval=often", "recv_interval"),
         ("aggregated.scheduling=fastest", "scheduling"),
+        ("aggregated.overlap=sometimes", "overlap"),
+        ("aggregated.overlap=2", "overlap"),
     ],
 )
 def test_bad_scheduling_fields_are_refused_naming_the_field(assignment: str, field: str) -> None:

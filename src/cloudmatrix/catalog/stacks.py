@@ -112,6 +112,24 @@ class EngineDefaults(Record):
     kv_source: str = ""
 
 
+class SchedulerLoop(Record):
+    """How the engine's scheduler loop meets the device, at the engine version its rows ran (``version``):
+    ``overlap`` where it forms and launches step n + 1 while step n runs (SGLang's ``event_loop_overlap``,
+    TensorRT-LLM's ``_executor_loop_overlap``, vLLM's async scheduling), so a request that arrives during a
+    step waits for it and for the one already launched behind it; else the loop takes new requests in
+    between steps. ``speculative``: whether the loop still overlaps with speculative decoding on. The loop is
+    the engine's default from version ``since`` (empty: from its first) up to, not including, ``until``
+    (empty: still the default); ``flag``: the switch that changes it."""
+
+    overlap: bool
+    speculative: bool = True
+    version: str = field(min_length=1)
+    since: str = ""
+    until: str = ""
+    flag: str = ""
+    source: str = field(min_length=1)
+
+
 class RunsOn(Record):
     """The vendors whose chips a stack has a build for, with where that is stated."""
 
@@ -151,6 +169,7 @@ class StackProfile(Record):
     # fit row of any engine is left (a hold-out of the 1K ISL band or the 1-8 client band); a front end's is its
     # engine's
     op_kernels_setting: Sourced | None = field(default=None, alias="op_kernels")
+    loop_setting: SchedulerLoop | None = field(default=None, alias="loop")  # None: the base engine's, else none
 
     @property
     def op_kernels(self) -> Sourced | None:
@@ -158,6 +177,13 @@ class StackProfile(Record):
         if self.op_kernels_setting is None and self.base is not None:
             return load_stack(self.base).op_kernels
         return self.op_kernels_setting
+
+    @property
+    def loop(self) -> SchedulerLoop | None:
+        """The engine's scheduler loop (a front end's, or a build's, is its engine's); None: not stated."""
+        if self.loop_setting is None and self.base is not None:
+            return load_stack(self.base).loop
+        return self.loop_setting
 
     @property
     def defaults(self) -> EngineDefaults:
@@ -300,6 +326,22 @@ def stack_scheduling(stack: str | None) -> Scheduling:
     """How a stack's engine fills a co-located step (``DEFAULT_SCHEDULING`` where it states none)."""
     scheduling = None if stack is None else load_stack(stack).defaults.scheduling
     return scheduling or DEFAULT_SCHEDULING
+
+
+def stack_overlaps(stack: str | None, speculative: bool = False) -> bool:
+    """Whether a stack's scheduler forms the next step while the device runs the current one (with draft
+    tokens where ``speculative``); False for no stack, or one whose loop is not stated."""
+    loop = None if stack is None else load_stack(stack).loop
+    return loop is not None and loop.overlap and (loop.speculative or not speculative)
+
+
+def prompt_wait_steps(overlap: bool, recv_interval: int = 1) -> float:
+    """Engine steps a prompt that reaches a busy engine waits before the step that starts its prefill, on
+    average over when it arrives: the rest of the running step (half of one), the whole step an overlapping
+    scheduler has already launched behind it (one), and half the steps between the scheduler's intakes where
+    it polls every ``recv_interval`` steps (SGLang's --scheduler-recv-interval). The one definition the
+    estimate, the host-time fit and the simulation's check share (the simulation runs the mechanism)."""
+    return 0.5 + (1.0 if overlap else 0.0) + (recv_interval - 1) / 2
 
 
 def stack_graph(stack: str | None) -> GraphExecution | None:

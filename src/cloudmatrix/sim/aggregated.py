@@ -2,7 +2,9 @@
 chunks, the engine's scheduler sharing its token budget between the two (serving/step_policy.py: beside the
 batch, after its decode tokens, or prefill-only steps that pause it). A prompt reserves its decode slot and
 KV blocks before its first chunk, so it never waits for memory after its prefill; its first token comes with
-the step that completes the prompt (no KV transfer)."""
+the step that completes the prompt (no KV transfer). An overlapping scheduler (SGLang, TensorRT-LLM: the
+stack's ``loop``) formed the next step while the running one ran, so a request that arrives during a step
+first joins the step after the next: on average the wait ``catalog.stacks.prompt_wait_steps`` prices."""
 
 from __future__ import annotations
 
@@ -54,9 +56,10 @@ class AggregatedInstance:
         budget_tokens: int,
         scheduling: Scheduling = DEFAULT_SCHEDULING,
         recv_interval: int = 1,
+        overlap: bool = False,
     ) -> None:
         self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens
-        self.scheduling, self.recv_interval = scheduling, recv_interval
+        self.scheduling, self.recv_interval, self.overlap = scheduling, recv_interval, overlap
         self.queue: deque[int] = deque()
         # arrived requests the scheduler has not taken in yet (a receive interval above 1), the decode steps
         # since its last intake, and whether it takes them in before the next step (after a prefill step or
@@ -65,6 +68,10 @@ class AggregatedInstance:
         self.steps_since_intake = 0
         self.intake_now = True
         self.starting = False  # an idle engine woke for one request and starts its step with it alone
+        # an overlapping scheduler (``overlap``) formed the step that runs next while the last one ran: what
+        # reached it during the running step (``late``) misses the next step too, and is ``held`` for one
+        self.late: deque[int] = deque()
+        self.held: deque[int] = deque()
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
@@ -79,6 +86,8 @@ class AggregatedInstance:
         if self.loop.asleep:
             self.queue.append(rid)
             self.starting = True
+        elif self.overlap:
+            self.late.append(rid)
         elif self.starting or self.recv_interval > 1:
             self.inbox.append(rid)
         else:
@@ -97,7 +106,12 @@ class AggregatedInstance:
             self.steps_since_intake, self.intake_now = 0, False
 
     def _decoded_steps(self, steps: int, prefilled: bool) -> None:
-        """Count the steps that just ran toward the next poll for new requests."""
+        """Count the steps that just ran toward the next poll for new requests; under an overlapping scheduler
+        the requests held a step reach the inbox, and those that came during this step are held."""
+        if self.overlap:
+            self.inbox.extend(self.held)
+            self.held.clear()
+            self.held, self.late = self.late, self.held
         if prefilled:
             self.intake_now = True
         elif self.inbox:
@@ -116,6 +130,17 @@ class AggregatedInstance:
             self.queue.popleft()
             table.start_prefill(rid, now)
             self.prefilling.append([rid, slot, int(table.input_len[rid])])
+
+    def _idle_intake(self) -> None:
+        """With nothing to run, nothing is launched ahead and the scheduler polls at once: every request that
+        reached it is taken in (in arrival order) and starts what fits."""
+        self.inbox.extend(self.held)
+        self.inbox.extend(self.late)
+        self.held.clear()
+        self.late.clear()
+        self.intake_now = True
+        self._intake()
+        self._admit()
 
     def _plan_chunk(self, left: int) -> tuple[int, list[list[int]]]:
         """Prompt tokens this step takes, at most ``left`` (FIFO through the prompts in progress), and the
@@ -144,6 +169,8 @@ class AggregatedInstance:
         else:
             self._intake()
         self._admit()
+        if not self.prefilling and batch.num_active == 0 and (self.held or self.late or self.inbox):
+            self._idle_intake()
         if not self.prefilling and batch.num_active == 0:
             self.loop.asleep = True
             self.intake_now = True  # an idle scheduler polls at once
@@ -160,7 +187,8 @@ class AggregatedInstance:
         decodes = share.decodes and batch.num_active > 0
         seqs, mean_kv = batch.shape() if decodes else (0, 1.0)
         dur = sim.costs.decode_step_s(seqs, mean_kv, chunk) * factor
-        stretch = sim._stretch(batch, dur) if not (self.prefilling or self.inbox) and factor == 1.0 else None
+        waiting = self.prefilling or self.inbox or self.late or self.held
+        stretch = sim._stretch(batch, dur) if not waiting and factor == 1.0 else None
         if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
             call_later(sim.env, stretch.delay_s, partial(self._stretch_done, stretch, seqs * batch.num_dies))
         else:

@@ -87,7 +87,9 @@ class Simulation(DecodeSide):
         a = scenario.aggregated
         self.aggregated = (
             [
-                AggregatedInstance(self, i, b, a.chips * a.chunk_tokens_per_chip, a.scheduling, a.recv_interval)
+                AggregatedInstance(
+                    self, i, b, a.chips * a.chunk_tokens_per_chip, a.scheduling, a.recv_interval, a.overlap
+                )
                 for i, b in enumerate(self.decodes)
             ]
             if a

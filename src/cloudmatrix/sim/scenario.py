@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.sourced import describe_validation_error
-from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack
+from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack, stack_overlaps
 from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError
@@ -98,6 +98,10 @@ class AggregatedPool(DecodePool):
     # decode steps between the scheduler's intakes of arrived requests (SGLang --scheduler-recv-interval; a
     # prefill step or an idle engine takes them in at once); 1: every step
     recv_interval: int = Field(default=1, ge=1, le=10_000)
+    # whether the scheduler forms the next step while the device runs the current one, so a request that
+    # arrives during a step waits for the step launched behind it too (catalog/stacks.py SchedulerLoop);
+    # default: the stack's loop
+    overlap: bool = False
 
 
 class EmsCache(_Spec):
@@ -140,7 +144,8 @@ class Scenario(_Spec):
     @classmethod
     def _stack_defaults(cls, data: Any) -> Any:
         """Budgets the scenario leaves out take its serving stack's defaults (catalog/data/stacks.yaml):
-        the KV format, and an aggregated pool's chunked-prefill budget per chip and step scheduling."""
+        the KV format, and an aggregated pool's chunked-prefill budget per chip, step scheduling and scheduler
+        loop."""
         if not isinstance(data, dict):
             return data
         try:
@@ -158,6 +163,8 @@ class Scenario(_Spec):
                 pool = pool | {"chunk_tokens_per_chip": max(round(d.chunk_tokens.value / chips), 16)}
         if isinstance(pool, dict) and "scheduling" not in pool and d.scheduling is not None:
             pool = pool | {"scheduling": d.scheduling}
+        if isinstance(pool, dict) and "overlap" not in pool:
+            pool = pool | {"overlap": stack_overlaps(stack.id, speculative=pool.get("mtp") not in (None, 0))}
         if pool is not None:
             out["aggregated"] = pool
         return out

@@ -5,9 +5,10 @@ with many others, so what the device model leaves out of the measured TPOT is th
 and what it leaves out of TTFT is the stack's fixed per-request time. The fit runs on the analytic path,
 which stands in for the simulation there (and keeps `calibrate` fast):
 - TPOT = one decode step of the ``conc`` running sequences, + the step overhead;
-- TTFT = half a decode step of waiting for the running step (none on an idle engine), plus on average
-  (N - 1) / 2 more where the scheduler takes in new requests every N decode steps (SGLang's
-  --scheduler-recv-interval), then the step(s) that prefill the prompt next to the decode batch (co-located:
+- TTFT = the steps a prompt waits at a busy engine (``catalog.stacks.prompt_wait_steps``: half the running
+  one, the whole step an overlapping scheduler has launched behind it (SGLang, TensorRT-LLM), and (N - 1) / 2
+  more where the scheduler takes in new requests every N decode steps, SGLang's --scheduler-recv-interval;
+  none on an idle engine), then the step(s) that prefill the prompt next to the decode batch (co-located:
   alone for a prefill-first engine; prefill batch and KV hand-off when disaggregated), each + the step
   overhead, + the request overhead.
 Each constant is the least-squares offset (the mean gap) over its (stack, chip family) rows, clamped at
@@ -40,7 +41,14 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.model_spec import ModelSpec
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_graph, stack_scheduling
+from cloudmatrix.catalog.stacks import (
+    DEFAULT_FAMILY,
+    prompt_wait_steps,
+    stack_costs,
+    stack_graph,
+    stack_overlaps,
+    stack_scheduling,
+)
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
@@ -103,8 +111,10 @@ def base_times(row: ValidationRow) -> BaseTimes:
     hw = load_hardware(row.system)
     step_s, bumped_s = steps_at_launch(hw, model, decode)
     ops = (bumped_s - step_s) * 1e6
-    # a prompt waits for the running step, and for the scheduler's next intake (none on an idle engine)
-    waited = 0.5 + ((pool.recv_interval or 1) - 1) / 2 if conc > 1 else 0.0
+    # a prompt waits for the running step, the one an overlapping scheduler launched behind it, and the
+    # scheduler's next intake (none on an idle engine)
+    overlap = stack_overlaps(row.stack, speculative=row.mtp > 0)
+    waited = prompt_wait_steps(overlap, pool.recv_interval or 1) if conc > 1 else 0.0
     wait_s = waited * step_s
     if row.aggregated is not None:
         chunks = math.ceil(isl / ((pool.chunk_tokens_per_chip or isl) * pool.chips))
