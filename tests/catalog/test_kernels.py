@@ -8,6 +8,7 @@ import pytest
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.kernels import best_share, curves, kernel_curves, microbench
 from cloudmatrix.catalog.models import load_model
+from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost.moe import moe_ffn
 from cloudmatrix.cost.ops import OpClass, Stream, new_op
 from cloudmatrix.cost.pricing import pricer
@@ -202,3 +203,31 @@ def test_a_measured_mi300x_fp8_moe_layer_is_priced_near_its_measurement(tokens: 
     ops = {op.name: op for op in moe_ffn(p, 1.0)}
     twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
     assert twin_us == pytest.approx(row.latency_us, rel=0.20)
+
+
+def test_hopper_prefill_attention_is_fa3s_measured_causal_curve() -> None:
+    """SGLang and vLLM name FlashAttention 3 for attention on Hopper; its curve is the FA3 paper's causal,
+    head-dim-128 forward table (H100), read from catalog data with that source, and it rises from 0.30 of
+    the BF16 peak at 512 keys to 0.62 at 16K: below the flat 0.667 the chips carry at every length."""
+    (table,) = [t for t in microbench().values() if t.kernel == "flash-attention-3"]
+    assert table.op == "attention" and table.source == "https://arxiv.org/abs/2407.08608"
+    for stack in ("sglang", "vllm"):
+        assert stack_kernels(stack, "hopper", "attention") == ("flash-attention-3",)
+    (c,) = kernel_curves("nvidia-h200", "bf16", "attention", ("flash-attention-3",))
+    assert c.tables == [table.id] and c.points[0] == (512.0, 0.2952) and c.points[-1] == (16384.0, 0.6229)
+    assert all(share < 0.667 for _, share in c.points)
+
+
+def test_a_hopper_prefill_attention_op_at_a_curve_point_is_priced_in_closed_form() -> None:
+    """A fused causal attention op over 4,096 keys on an H200 under SGLang runs at the FA3 curve's 0.5854
+    of the 989 TFLOPS BF16 peak (compute binds), plus the launches; under a stack that names no attention
+    kernel it keeps the chip's flat 0.667; the roofline stays below both."""
+    hw, model = load_hardware("hgx-h200"), load_model("deepseek-r1")
+    flops, nbytes = 2.0 * 4096 * 16 * 320 * 2048, 4096 * 16 * 640 * 2.0
+    op = new_op("flash_attention", OpClass.ATTENTION, Stream.ATTENTION, flops, nbytes, kernel="attention", rows=4096.0)
+    for stack, share in (("sglang", 0.5854), (None, 0.667)):
+        p = pricer(plan(Deployment(phase=Phase.PREFILL, num_chips=8, stack=stack), hw, model))
+        price = p.price(op)
+        assert flops / (share * 989e12) > nbytes / (0.896 * 4800e9)
+        assert price.time_s == pytest.approx(flops / (share * 989e12) + p.launch_us * 1e-6, rel=1e-9)
+        assert price.roofline_s == pytest.approx(flops / 989e12) and price.roofline_s < price.time_s
