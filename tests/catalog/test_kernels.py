@@ -8,7 +8,9 @@ import pytest
 from cloudmatrix.catalog.hardware import load_hardware
 from cloudmatrix.catalog.kernels import best_share, curves, kernel_curves, microbench
 from cloudmatrix.catalog.models import load_model
+from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost.moe import moe_ffn
+from cloudmatrix.cost.ops import OpClass, Stream, new_op
 from cloudmatrix.cost.pricing import pricer
 from cloudmatrix.deploy import Deployment, Phase, plan
 from cloudmatrix.studies.kernel_fit import _shares, fit_kernel_curves
@@ -149,3 +151,83 @@ def test_a_deployment_that_names_marlin_runs_w4a16_experts_on_its_slower_prefill
         assert marlin.kernel == "marlin-mxfp4" and marlin.split == split
         for m in (128.0, 256.0):
             assert marlin.compute_efficiency(m) < 0.55 * triton.compute_efficiency(m), (split, m)
+
+
+def test_cdna3_fp8_curves_are_aiters_tuned_tables_with_their_source() -> None:
+    """MI300X (and MI325X, the same gfx942 die) price block-FP8 GEMMs on AITER's tuned DeepSeek-V3 tables
+    (cu_num 304), read from catalog data with the tables' source; they sit well below the flat
+    hipBLASLt fraction the chips carried (0.487 of the FP8 peak) at prefill sizes."""
+    bench = microbench()
+    for op, table in (("dense", "aiter-mi300x-fp8-dense"), ("grouped", "aiter-mi300x-fp8-moe-ep8")):
+        for chip in ("amd-mi300x", "amd-mi325x"):
+            (c,) = kernel_curves(chip, "fp8", op)
+            assert c.kernel == "aiter" and c.tables == [table]
+        assert "ROCm/aiter" in bench[table].source and "tuned" in bench[table].source
+    assert best_share("amd-mi300x", "fp8", "dense", (), 8192.0) == pytest.approx(0.29, abs=0.01)
+    assert best_share("amd-mi300x", "fp8", "grouped", (), 2234.182) == pytest.approx(0.36, abs=0.01)
+
+
+def test_a_prefill_gemm_at_a_curve_point_is_priced_in_closed_form() -> None:
+    """A compute-bound FP8 GEMM of 4,096 rows on an MI300X under SGLang: its time is its FLOPs at the
+    curve's share there (0.253 of 2,614.9 TFLOPS, times the chip's serving factor 1.0) plus the launches,
+    and its roofline (FLOPs at peak) is below it."""
+    hw = load_hardware("mi300x")
+    p = pricer(plan(Deployment(phase=Phase.PREFILL, num_chips=8, stack="sglang"), hw, load_model("deepseek-r1")))
+    flops, nbytes = 2.0 * 4096 * 7168 * 2112, 7168 * 2112 + 4096 * (7168 + 2112) * 2.0
+    price = p.price(new_op("probe", OpClass.GEMM, Stream.ATTENTION, flops, nbytes, "fp8", "dense", 4096.0, "fp8"))
+    compute_s = flops / (0.253 * 2614.9e12)
+    assert compute_s > nbytes / (0.80 * 5300e9)  # compute binds
+    assert price.time_s == pytest.approx(compute_s + p.launch_us * 1e-6, rel=1e-9)
+    assert price.roofline_s == pytest.approx(flops / 2614.9e12) and price.roofline_s < price.time_s
+
+
+@pytest.mark.parametrize("tokens", [512, 2048, 8192])
+def test_a_measured_mi300x_fp8_moe_layer_is_priced_near_its_measurement(tokens: int) -> None:
+    """AITER's block-FP8 fused MoE of DeepSeek-V3's experts on one MI300X holding 32 of them and the shared
+    expert (EP8, 9 routes per token): the twin's experts + SwiGLU ops at EP8 with ``tokens`` per GPU (8
+    routed experts and the local shared one: the same GEMMs) are within 20 % of it."""
+    (row,) = [r for r in microbench()["aiter-mi300x-fp8-moe-ep8"].rows if r.tokens == tokens]
+    assert row.latency_us is not None
+    d = Deployment(
+        phase=Phase.DECODE,
+        num_chips=8,
+        ep=8,
+        batch_per_chip=tokens,
+        input_len=1024,
+        precision="fp8",
+        eplb="perfect",
+        redundant_experts=0,
+        stack="sglang",
+    )
+    p = plan(d, load_hardware("mi300x"), load_model("deepseek-r1"))
+    ops = {op.name: op for op in moe_ffn(p, 1.0)}
+    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
+    assert twin_us == pytest.approx(row.latency_us, rel=0.20)
+
+
+def test_hopper_prefill_attention_is_fa3s_measured_causal_curve() -> None:
+    """SGLang and vLLM name FlashAttention 3 for attention on Hopper; its curve is the FA3 paper's causal,
+    head-dim-128 forward table (H100), read from catalog data with that source, and it rises from 0.30 of
+    the BF16 peak at 512 keys to 0.62 at 16K: below the flat 0.667 the chips carry at every length."""
+    (table,) = [t for t in microbench().values() if t.kernel == "flash-attention-3"]
+    assert table.op == "attention" and table.source == "https://arxiv.org/abs/2407.08608"
+    for stack in ("sglang", "vllm"):
+        assert stack_kernels(stack, "hopper", "attention") == ("flash-attention-3",)
+    (c,) = kernel_curves("nvidia-h200", "bf16", "attention", ("flash-attention-3",))
+    assert c.tables == [table.id] and c.points[0] == (512.0, 0.2952) and c.points[-1] == (16384.0, 0.6229)
+    assert all(share < 0.667 for _, share in c.points)
+
+
+def test_a_hopper_prefill_attention_op_at_a_curve_point_is_priced_in_closed_form() -> None:
+    """A fused causal attention op over 4,096 keys on an H200 under SGLang runs at the FA3 curve's 0.5854
+    of the 989 TFLOPS BF16 peak (compute binds), plus the launches; under a stack that names no attention
+    kernel it keeps the chip's flat 0.667; the roofline stays below both."""
+    hw, model = load_hardware("hgx-h200"), load_model("deepseek-r1")
+    flops, nbytes = 2.0 * 4096 * 16 * 320 * 2048, 4096 * 16 * 640 * 2.0
+    op = new_op("flash_attention", OpClass.ATTENTION, Stream.ATTENTION, flops, nbytes, kernel="attention", rows=4096.0)
+    for stack, share in (("sglang", 0.5854), (None, 0.667)):
+        p = pricer(plan(Deployment(phase=Phase.PREFILL, num_chips=8, stack=stack), hw, model))
+        price = p.price(op)
+        assert flops / (share * 989e12) > nbytes / (0.896 * 4800e9)
+        assert price.time_s == pytest.approx(flops / (share * 989e12) + p.launch_us * 1e-6, rel=1e-9)
+        assert price.roofline_s == pytest.approx(flops / 989e12) and price.roofline_s < price.time_s

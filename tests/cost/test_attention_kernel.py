@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cloudmatrix.catalog.hardware import load_hardware
-from cloudmatrix.catalog.kernels import check_kernels, kernel_curves, microbench
+from cloudmatrix.catalog.kernels import check_kernels, kernel_curves, kernels_measured_on, microbench
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.stacks import load_stack, stack_ids, stack_kernels
 from cloudmatrix.cli.app import app
@@ -73,14 +73,17 @@ def test_sglang_ascend_prices_prefill_attention_by_its_kernel(kv_len: float, sha
 
 def test_no_stack_without_a_named_attention_kernel_takes_a_curve() -> None:
     """Every stack: the curve prices a fused attention op only where the stack (or the deployment) names a
-    measured kernel for it; CloudMatrix-Infer, MindIE and vLLM-Ascend keep the flat CANN value, and so does
-    an attention op that carries no kernel (decode attention, sparse attention)."""
+    kernel measured on the chip for it (a family entry `like` another family's inherits its names, such as
+    FlashAttention 3 from vLLM's Hopper entry, which Ascend has no curve of); CloudMatrix-Infer, MindIE and
+    vLLM-Ascend keep the flat CANN value, and so does an attention op that carries no kernel (decode
+    attention, sparse attention)."""
     hw = load_hardware("atlas-800t-a3")
     flat = hw.chip.efficiency.attention_compute.value
+    measured = set(kernels_measured_on((hw.chip.id, hw.chip.curves_chip)))
     named_any = False
     for stack in (None, *stack_ids()):
         p = Pricer(hw, stack)
-        named = stack is not None and bool(stack_kernels(stack, hw.chip.family, "attention"))
+        named = stack is not None and bool(measured & set(stack_kernels(stack, hw.chip.family, "attention")))
         named_any |= named
         assert (p.compute_efficiency(_attention(4096.0)) != flat) is named, stack
         plain = new_op("attention_core", OpClass.ATTENTION, Stream.ATTENTION, 1e12, 1e6)
@@ -94,11 +97,12 @@ def test_no_stack_without_a_named_attention_kernel_takes_a_curve() -> None:
 
 
 def test_a_like_family_adds_its_own_kernels_to_the_named_costs() -> None:
-    """sglang-ascend's Ascend family keeps SGLang's Hopper host times and names its attention kernel."""
+    """sglang-ascend's Ascend family keeps SGLang's Hopper host times and GEMM kernels, and names its own
+    attention kernel over the Hopper entry's (FlashAttention 3)."""
     own, named = load_stack("sglang-ascend").costs("ascend"), load_stack("sglang").costs("hopper")
     assert own.kernels["attention"] == ["npu-fused-infer-attention"]
     assert own.step_overhead_us == named.step_overhead_us and own.request_overhead_ms == named.request_overhead_ms
-    assert own.kernels["dense"] == named.kernels["dense"] and "attention" not in named.kernels
+    assert own.kernels["dense"] == named.kernels["dense"] and named.kernels["attention"] == ["flash-attention-3"]
     assert own.kernels_source.startswith("SGLANG-SRC")
 
 

@@ -21,7 +21,10 @@ its fastest row is the call's fixed cost (host dispatch, which the twin prices a
 row is taken net of it and rows within twice it are left out; and one head of S0 rows is few query tiles
 (``ATTENTION_QUERY_TILE`` rows each, one per cube core at a time), so the last wave of tiles leaves cores
 idle, and the share is of the cores the call keeps busy. A row's share: ``4 x heads x S0 x S1 x head_dim``
-FLOPs over (time - fixed cost) x peak x busy share, against S1, the keys each query row runs over."""
+FLOPs over (time - fixed cost) x peak x busy share, against S1, the keys each query row runs over. A table
+given in the benchmark's own TFLOPS (FlashAttention-3's: batch x heads sized to 16K tokens, which fill a
+GPU, and a causal table counting half the square, as the twin counts a causal prompt) is that rate over the
+peak, with nothing netted."""
 
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ ATTENTION_QUERY_TILE = 128
 def _attention_shares(table: BenchTable, peak: float, cores: int) -> list[tuple[float, float]]:
     """(S1, share of peak net of the call's fixed cost, of the cores it keeps busy) of an attention
     table's rows (module docstring)."""
+    if all(r.tflops is not None for r in table.rows):  # a GPU benchmark's own rate: its batch fills the chip
+        return [(float(r.n), r.tflops * 1e12 / peak) for r in table.rows if r.n is not None and r.tflops]
     timed = []
     for r in table.rows:
         assert r.m is not None and r.n is not None and r.k is not None and r.latency_us is not None, table.id
