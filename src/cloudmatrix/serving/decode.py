@@ -22,6 +22,7 @@ from cloudmatrix.workload.rng import Lookahead
 
 _FULL = np.iinfo(np.int64).max
 _NONE = np.zeros(0, dtype=np.int64)
+NEAR = 2  # tokens left at which a step reads a sequence one by one (a stretch needs more: sim/decode_runner.py)
 
 
 class Uniforms(Protocol):
@@ -55,6 +56,7 @@ class DecodeBatch:
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
+        self.never_fenced = False  # set by a simulation without faults: admission need not read ``fenced``
         self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
@@ -128,7 +130,7 @@ class DecodeBatch:
         """``admit`` for requests in FIFO order (``tokens``: each one's sequence length), stopping at the first
         that does not fit: the slots of those admitted, in order. One call for a group (a prefill batch's
         requests): the same choices as one ``admit`` after another."""
-        if np.count_nonzero(self.fenced):  # (``any`` goes through Python: several times slower here)
+        if not self.never_fenced and np.count_nonzero(self.fenced):  # (``any``: several times slower here)
             slots = []
             for rid, length in zip(rids, tokens, strict=True):
                 slot = self.admit(rid, length)
@@ -138,24 +140,23 @@ class DecodeBatch:
             return slots
         pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
-        count, buckets = least.count, least.buckets
+        count, bits = least.count, least.bits
         slots, placed, held, room = [], 0, 0, self.free_slots
         for rid, length in zip(rids, tokens, strict=True):
             if placed == room:
                 break
             blocks = -(-length // block_tokens)
-            bucket = buckets.get(least.low)
-            die = bucket[0] if bucket else -1
-            if die < 0 or count[die] != least.low:  # a stale top: let ``first`` clear it
-                die = least.first()
+            dies = bits.get(least.low, 0)
+            die = (dies & -dies).bit_length() - 1 if dies else least.first()
             if in_use[die] + blocks > capacity:
                 found = self.choose_die(blocks)
                 if found is None:
                     break
                 die = found
-                least.add(die, 1)
-            else:
-                least.bump_first(die)
+            level, bit = count[die], 1 << die  # ``least.add(die, 1)``, written out
+            bits[level] ^= bit
+            count[die] = level = level + 1
+            bits[level] = bits.get(level, 0) | bit
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
@@ -291,12 +292,19 @@ class DecodeBatch:
     def run_step(self, rng: Uniforms) -> np.ndarray:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
         left). Returns the finished request ids; ``last_tokens`` holds the tokens generated."""
+        return np.array(self.step_ids(rng), dtype=np.int64)
+
+    def step_ids(self, rng: Uniforms) -> list[int]:
+        """``run_step`` with the finished request ids as a list. After the step only the sequences with
+        ``NEAR`` tokens left or fewer are read one by one (every finish is among them, and their fewest left
+        is the batch's while any is still running): one comparison finds them, rather than a minimum and then
+        a comparison."""
         idx = self.active_slots() if self._joined else self._slots
         left, n, mtp = self._left, idx.size, self.mtp
         if not n:  # a fault cut every sequence while the step ran
             self.last_tokens = 0
             self._low = 0
-            return _NONE
+            return []
         if not mtp:
             left -= 1
             tokens = n
@@ -307,19 +315,28 @@ class DecodeBatch:
             gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
             left -= gained
             tokens = int(gained.sum())
-        low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
-        if low > 0:
+        near = (left <= NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
+        if not near:
+            self._low = None  # more than NEAR each: asked of ``min_left`` when a stretch is considered
             self.last_tokens = tokens
             self.kv_total += tokens
+            return []
+        values = list(map(left.item, near))
+        low = min(values)
+        if low > 0:
             self._low = low
-            return _NONE
-        ended = left <= 0
-        at = ended.nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
+            self.last_tokens = tokens
+            self.kv_total += tokens
+            return []
         if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
-            tokens += sum(v for v in map(left.item, at) if v < 0)
+            tokens += sum(v for v in values if v < 0)
         self.last_tokens = tokens
         self.kv_total += tokens
-        return self._retire([idx.item(k) for k in at], ~ended)
+        running = [v for v in values if v > 0]
+        self._low = min(running) if running else None
+        keep = left > 0
+        self._slots, self._left = idx[keep], left[keep]
+        return self._retire([idx.item(k) for k, v in zip(near, values, strict=True) if v <= 0])
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished
@@ -344,14 +361,14 @@ class DecodeBatch:
             self._low = None
             return _NONE
         running = left != 0
-        return self._retire(idx[~running].tolist(), running)
+        slots = idx[~running].tolist()
+        self._slots, self._left = idx[running], left[running]
+        self._low = None
+        return np.array(self._retire(slots), dtype=np.int64)
 
-    def _retire(self, slots: list[int], running: np.ndarray) -> np.ndarray:
-        """Free ``slots``, whose sequences have just generated their last token (``running``: the active
-        sequences that go on, in slot order); their request ids."""
-        left = self._left[running]
-        self._slots, self._left = self._slots[running], left
-        self._low = left.item(left.argmin()) if left.size else 0  # what a stretch's plan asks first
+    def _retire(self, slots: list[int]) -> list[int]:
+        """Free ``slots``, whose sequences have just generated their last token and left the active arrays;
+        their request ids."""
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
         active, rid_of = self._active, self._rid
         finished = [rid_of[slot] for slot in slots]
@@ -370,4 +387,4 @@ class DecodeBatch:
         self.used_blocks -= freed_blocks
         self.num_active -= len(slots)
         self.free_slots += len(slots)
-        return np.array(finished, dtype=np.int64)
+        return finished

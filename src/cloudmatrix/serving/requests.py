@@ -202,7 +202,7 @@ class RequestTable:
             return
         self._advance(rid, _KV, _DECODING, self.first_token_s, now)
 
-    def finish(self, rids: np.ndarray, now: float) -> None:
+    def finish(self, rids: list[int] | np.ndarray, now: float) -> None:
         """The last token is out: every token of the output has been generated."""
         if self.log is not None:
             self._defer(_FINISH, np.asarray(rids).tolist(), now)
@@ -213,11 +213,11 @@ class RequestTable:
         self.finish_s[rids] = now
         self.generated[rids] = self.output_len[rids]
 
-    def finish_later(self, rids: np.ndarray, now: float) -> None:
+    def finish_later(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
         few requests at a time, and the other writes cost more than the decode step that finished them."""
         if self.log is not None:
-            self._defer(_FINISH, rids.tolist(), now)
+            self._defer(_FINISH, rids if isinstance(rids, list) else rids.tolist(), now)
             return
         self.finish_s[rids] = now
 

@@ -103,6 +103,8 @@ class BatchedArrivals:
         sim.table.arrive_range(start, end, self.due[start:end])
         queues, loops, router = sim.prefill_queues, sim.prefill_loops, sim.router
         loads = _loads(queues, sim.prefill_busy)
+        before = loads.copy()
+        lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
         for rid, tokens in zip(range(start, end), sim.table.input_len[start:end].tolist(), strict=True):
             if router is None:
                 inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
@@ -110,10 +112,12 @@ class BatchedArrivals:
                 hashes = sim._hash_ids(rid)
                 inst = router.choose(loads, hashes[0] if hashes else None)
             loads[inst] += tokens
-            queues[inst].push(rid, tokens)
+            lines[inst].append((rid, tokens))
             loop = loops[inst]
             if loop.asleep:
                 loop.wake()
+        for queue, was, now in zip(queues, before, loads, strict=True):
+            queue.queued_tokens += now - was
         self.next = end
 
 

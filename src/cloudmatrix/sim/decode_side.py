@@ -13,7 +13,7 @@ from typing import Protocol
 import numpy as np
 import simpy
 
-from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.decode import NEAR, DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit, plan
@@ -63,7 +63,7 @@ class DecodeSide:
     whole_run: bool
     faults: Faults | None
 
-    def _finish(self, rids: np.ndarray) -> None:
+    def _finish(self, rids: list[int] | np.ndarray) -> None:
         raise NotImplementedError
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------
@@ -189,31 +189,58 @@ class DecodeSide:
         instance for its recovery's pause (checked again after it) and slows its steps while degraded. A
         step that would end before every queued event is the clock's next event: in a whole run it is taken
         here, the clock set to its end as SimPy would set it, rather than queued and popped (``inline``)."""
+        if self._inline():
+            self._decode_inline(inst)
+            return
         batch, env = self.decodes[inst], self.env
+        if batch.num_active == 0:
+            self.decode_loops[inst].asleep = True
+            return
+        factor = 1.0
+        if self.faults:
+            hold = self.faults.hold_s(inst)
+            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
+                call_later(env, hold, partial(self._decode_next, inst))
+                return
+            factor = self.faults.step_factor(inst)
+        seqs, mean_kv = batch.shape()
+        dur = self.costs.decode_step_s(seqs, mean_kv) * factor
+        stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
+        if stretch is not None:
+            call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+        else:
+            call_later(env, dur, partial(self._step_done, inst, env.now, dur))
+
+    def _decode_inline(self, inst: int) -> None:
+        """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
+        is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
+        than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
+        step's record and finishes are those of ``_end_step``, written out for the hot loop."""
+        batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
+        price, steps, blocks = self.costs.decode_step_s, self.rec.decode_steps, batch.pools.capacity * batch.num_dies
+        busiest = batch._busiest
         while True:
-            if batch.num_active == 0:
+            active = batch.num_active
+            if active == 0:
                 self.decode_loops[inst].asleep = True
                 return
-            factor = 1.0
-            if self.faults:
-                hold = self.faults.hold_s(inst)
-                if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
-                    call_later(env, hold, partial(self._decode_next, inst))
+            dur = price(busiest.high, batch.kv_total / active)  # (``shape``, without the call)
+            low = batch._low
+            if low is None or low > NEAR:
+                stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
+                if stretch is not None:
+                    call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
                     return
-                factor = self.faults.step_factor(inst)
-            seqs, mean_kv = batch.shape()
-            dur = self.costs.decode_step_s(seqs, mean_kv) * factor
-            stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
-            if stretch is not None:
-                call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
-                return
-            start = env.now
+            start = env._now
             end = start + dur  # as a timeout sums it
-            if not self._inline() or end >= env.peek():
+            if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
                 call_later(env, dur, partial(self._step_done, inst, start, dur))
                 return
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            self._end_step(inst, start, dur)
+            finished = batch.step_ids(rng)
+            steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
+            if finished:
+                self._finish(finished)
 
     def _inline(self) -> bool:
         """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
@@ -232,28 +259,29 @@ class DecodeSide:
         """A decode step that just ended, and what its end does before the next step is priced."""
         self._settle(self._step(inst, start, dur))
 
-    def _settle(self, finished: np.ndarray) -> None:
+    def _settle(self, finished: list[int] | np.ndarray) -> None:
         """The end of a step or stretch: its finished requests leave, and the observer is told."""
-        if finished.size:
+        if len(finished):
             self._finish(finished)
         if self.observer:
             self.observer(self)
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
         """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
-        if self.step_by_step or self.listener or batch.min_left() <= 2:  # (plan's first test, without the call)
+        if self.step_by_step or self.listener or batch.min_left() <= NEAR:  # (plan's first test, without the call)
             return None
         return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
 
-    def _step(self, inst: int, start: float, dur: float) -> np.ndarray:
+    def _step(self, inst: int, start: float, dur: float) -> list[int] | np.ndarray:
         """One decode step that just ended; returns the request ids it finished."""
         batch = self.decodes[inst]
         active = batch.num_active
+        finished: list[int] | np.ndarray
         if self.listener:
             stepped, gained, finished = batch.step(self.mtp_rng)
             for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
                 self.listener.on_tokens(rid, n, self.env.now)
         else:
-            finished = batch.run_step(self.mtp_rng)
+            finished = batch.step_ids(self.mtp_rng)
         self.rec.decode_step(inst, start, dur, active, batch.last_tokens, batch.occupancy())
         return finished

@@ -108,6 +108,8 @@ class Simulation(DecodeSide):
         self.started = False
         self.whole_run = False  # run() to the end, rather than driven event by event (the emulator, tests)
         self.faults: FaultInjector | None = FaultInjector(self, scenario.faults) if scenario.faults else None
+        for batch in self.decodes:
+            batch.never_fenced = self.faults is None
 
     @property
     def decode_slots(self) -> int:
@@ -246,9 +248,7 @@ class Simulation(DecodeSide):
                 call_later(self.env, hold, partial(self._prefill_next, inst))
                 return
             factor = self.faults.prefill_step_factor(inst)
-        batch = queue.next_batch()
-        rids = [rid for rid, _ in batch]
-        tokens = sum(t for _, t in batch)
+        rids, tokens = queue.take_batch()
         now = self.env.now
         self.table.start_prefills(rids, now)
         dur = self._prefill_batch_s(rids, tokens) * factor
@@ -306,14 +306,14 @@ class Simulation(DecodeSide):
                 self.cached_of[rid] = c
         return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd)
 
-    def _finish(self, rids: np.ndarray) -> None:
+    def _finish(self, rids: list[int] | np.ndarray) -> None:
         if self.whole_run and not self.observer:  # nothing reads the table before the run ends
             self.table.finish_later(rids, self.env.now)
         else:
             self.table.finish(rids, self.env.now)
         self.finished += len(rids)
         if self.listener:
-            for rid in rids.tolist():
+            for rid in rids if isinstance(rids, list) else rids.tolist():
                 self.listener.on_finish(rid, self.env.now)
         if self.progress:
             self.progress(self.finished, len(self.table))
