@@ -368,21 +368,37 @@ class DecodeBatch:
 
     def _retire(self, slots: list[int]) -> list[int]:
         """Free ``slots``, whose sequences have just generated their last token and left the active arrays;
-        their request ids."""
+        their request ids. A few a step, each in plain Python (vector calls cost more here), with the per-die
+        counts' ``Highest.shift`` and ``LeastFirst.drop`` written out in the same loop."""
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
         active, rid_of = self._active, self._rid
-        finished = [rid_of[slot] for slot in slots]
+        busiest, least = self._busiest, self._least
+        running, dies_at, occupied, bits, low = busiest.count, busiest.dies_at, least.count, least.bits, least.low
+        finished = []
         freed_kv = freed_blocks = 0
-        dies = [slot // cap for slot in slots]
-        for slot, die in zip(slots, dies, strict=True):  # a few a step: plain Python beats vector calls here
+        for slot in slots:
+            die = slot // cap
+            finished.append(rid_of[slot])
             freed_kv += lengths[slot]  # nothing remains: the context is the whole length
             blocks = blocks_of[slot]
             in_use[die] -= blocks
             freed_blocks += blocks
             heappush(free[die], slot)
             active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
-        self._busiest.shift(dies, -1)
-        self._least.drop(dies)
+            level = running[die]  # one active sequence fewer on the die
+            dies_at[level] -= 1
+            running[die] = level = level - 1
+            dies_at[level] += 1
+            level, bit = occupied[die], 1 << die  # one occupied slot fewer on the die
+            bits[level] ^= bit
+            occupied[die] = level = level - 1
+            bits[level] = bits.get(level, 0) | bit
+            if level < low:
+                low = level
+        high = busiest.high
+        while high and not dies_at[high]:
+            high -= 1
+        busiest.high, least.low = high, low
         self.kv_total -= freed_kv
         self.used_blocks -= freed_blocks
         self.num_active -= len(slots)

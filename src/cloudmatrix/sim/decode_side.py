@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from itertools import islice
+from operator import add
 from typing import Protocol
 
 import numpy as np
@@ -22,6 +23,24 @@ from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
 ADMIT_GROUP = 32  # waiting requests tried for decode admission at a time
+
+
+class Landing:
+    """KV transfers of one decode instance that land at one time, in admission order, with their lengths."""
+
+    __slots__ = ("outputs", "prompts", "rids", "slots")
+
+    def __init__(self) -> None:
+        self.rids: list[int] = []
+        self.slots: list[int] = []
+        self.prompts: list[int] = []
+        self.outputs: list[int] = []
+
+    def add(self, rids: list[int], slots: list[int], prompts: list[int], outputs: list[int]) -> None:
+        self.rids += rids
+        self.slots += slots
+        self.prompts += prompts
+        self.outputs += outputs
 
 
 class Faults(Protocol):
@@ -107,34 +126,68 @@ class DecodeSide:
 
     def _admit_into_one(self) -> None:
         """``_admit_waiting`` with one decode instance: the waiting requests are admitted a group at a time
-        (the same choices, in the same order), and their transfers grouped by landing time as there."""
+        (the same choices, in the same order), and their transfers grouped by landing time as there. A group
+        keeps its requests' lengths, read once here, for its landing (``_landed_in_one``)."""
         waiting, table, now, batch = self.waiting_kv, self.table, self.env.now, self.decodes[0]
         transfer_s, input_len, output_len = self.costs.kv_transfer_s, table.input_len, table.output_len
-        landing: dict[float, list[tuple[int, int, int]]] = {}
-        lands: dict[int, float] = {}  # landing time by prompt length (prompts of a workload share a few lengths)
+        landing: dict[float, Landing] = {}
+        lands: dict[int, Landing] = {}  # the group by prompt length (prompts of a workload share a few lengths)
         while waiting and batch.free_slots:
             rids = list(islice(waiting, ADMIT_GROUP))
             prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
-            slots = batch.admit_all(rids, [p + n for p, n in zip(prompts, map(output_len.item, rids), strict=True)])
+            outputs = list(map(output_len.item, rids))
+            slots = batch.admit_all(rids, list(map(add, prompts, outputs)))
             if not slots:
                 break
-            admitted = rids[: len(slots)]
+            k = len(slots)
+            admitted = rids[:k]
             for _ in admitted:
                 waiting.popleft()
             table.admit_decodes(admitted, now)
-            for rid, slot, prompt in zip(admitted, slots, prompts, strict=False):
-                at_s = lands.get(prompt)
-                if at_s is None:
-                    at_s = lands[prompt] = now + transfer_s(prompt)  # as a timeout sums it
-                group = landing.get(at_s)
-                if group is None:
-                    landing[at_s] = [(rid, 0, slot)]
-                else:
-                    group.append((rid, 0, slot))
-            if len(slots) < len(rids):
+            first = prompts[0]
+            if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
+                group = lands.get(first) or self._landing(landing, lands, first, now + transfer_s(first))
+                group.add(admitted, slots, prompts[:k], outputs[:k])
+            else:
+                for i in range(k):
+                    prompt = prompts[i]
+                    group = lands.get(prompt) or self._landing(landing, lands, prompt, now + transfer_s(prompt))
+                    group.add(rids[i : i + 1], slots[i : i + 1], [prompt], outputs[i : i + 1])
+            if k < len(rids):
                 break
         for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
-            call_at(self.env, at_s, partial(self._kv_landed, group))
+            call_at(self.env, at_s, partial(self._landed_in_one, group))
+
+    @staticmethod
+    def _landing(landing: dict[float, Landing], lands: dict[int, Landing], prompt: int, at_s: float) -> Landing:
+        """The group landing at ``at_s`` (a timeout's sum), kept for ``prompt``'s length too."""
+        group = landing.get(at_s)
+        if group is None:
+            group = landing[at_s] = Landing()
+        lands[prompt] = group
+        return group
+
+    def _landed_in_one(self, group: Landing, _event: object) -> None:
+        """``_kv_landed`` for a group of ``_admit_into_one``: its lengths come with it."""
+        if self.faults or self.cancelled or self.listener:
+            for rid, slot in zip(group.rids, group.slots, strict=True):
+                self._kv_arrived(rid, 0, slot)
+            return
+        now, rids = self.env.now, group.rids
+        self.table.start_decodes(rids, now)  # nothing else can touch these requests meanwhile
+        lefts = [n - 1 for n in group.outputs]  # the prefill produced the first token
+        batch = self.decodes[0]
+        if min(lefts) > 0:  # every one decodes: they join the batch together
+            batch.activate_all(group.slots, [p + 1 for p in group.prompts], lefts)
+            self.decode_loops[0].wake()
+            return
+        for rid, slot, prompt, left in zip(rids, group.slots, group.prompts, lefts, strict=True):
+            if left <= 0:  # a one-token answer is complete once its first token is delivered
+                batch.release(slot)
+                self._finish(np.array([rid]))
+                continue
+            batch.activate(slot, prompt + 1, left)
+            self.decode_loops[0].wake()
 
     def _kv_landed(self, group: list[tuple[int, int, int]], _event: object) -> None:
         if self.faults or self.cancelled or self.listener:
@@ -217,8 +270,7 @@ class DecodeSide:
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
         step's record and finishes are those of ``_end_step``, written out for the hot loop."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
-        price, steps, blocks = self.costs.decode_step_s, self.rec.decode_steps, batch.pools.capacity * batch.num_dies
-        busiest = batch._busiest
+        price, busiest = self.costs.decode_step_s, batch._busiest
         while True:
             active = batch.num_active
             if active == 0:
@@ -237,10 +289,17 @@ class DecodeSide:
                 call_later(env, dur, partial(self._step_done, inst, start, dur))
                 return
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            finished = batch.step_ids(rng)
-            steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
-            if finished:
-                self._finish(finished)
+            self._take_step(inst, start, dur, active)
+
+    def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
+        """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
+        finishes; ``active``: the batch's sequences when the step started."""
+        batch = self.decodes[inst]
+        finished = batch.step_ids(self.mtp_rng)
+        occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)  # (``occupancy``)
+        self.rec.decode_steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
+        if finished:
+            self._finish(finished)
 
     def _inline(self) -> bool:
         """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
@@ -252,6 +311,10 @@ class DecodeSide:
         self._decode_next(inst)
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
+        if self._inline():
+            self._take_step(inst, start, dur, self.decodes[inst].num_active)
+            self._decode_inline(inst)
+            return
         self._end_step(inst, start, dur)
         self._decode_next(inst)
 

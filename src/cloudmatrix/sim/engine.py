@@ -63,6 +63,7 @@ class Simulation(DecodeSide):
         self.progress = progress
         self.finished = 0
         self.next_closed = 0  # closed loop: next request id to issue
+        self.closed_loop = self.workload.arrival_s is None and bool(self.workload.concurrency)
         self.all_done = self.env.event()
         p, d = scenario.prefill, scenario.aggregated or scenario.decode
         assert d is not None
@@ -317,11 +318,12 @@ class Simulation(DecodeSide):
                 self.listener.on_finish(rid, self.env.now)
         if self.progress:
             self.progress(self.finished, len(self.table))
-        self._admit_waiting()
-        if self.workload.arrival_s is None and self.workload.concurrency:
+        if self.waiting_kv:
+            self._admit_waiting()
+        if self.closed_loop:
             for _ in range(len(rids)):
                 self._issue_closed()
-        if self.finished >= len(self.table) and not self.all_done.triggered:
+        if self.finished >= self.table.n and not self.all_done.triggered:
             self.all_done.succeed()
 
     def account_finished(self, count: int) -> None:
