@@ -142,21 +142,29 @@ class DecodeBatch:
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
         count, bits = least.count, least.bits
         slots, placed, held, room = [], 0, 0, self.free_slots
+        low, dies = least.low, bits.get(least.low, 0)  # the least-occupied dies, as bits (see ``LeastFirst``)
         for rid, length in zip(rids, tokens, strict=True):
             if placed == room:
                 break
             blocks = -(-length // block_tokens)
-            dies = bits.get(least.low, 0)
-            die = (dies & -dies).bit_length() - 1 if dies else least.first()
-            if in_use[die] + blocks > capacity:
+            if not dies:
+                least.first()  # moves ``low`` up to the next count with dies
+                low = least.low
+                dies = bits[low]
+            bit = dies & -dies  # the lowest-numbered of them
+            die = bit.bit_length() - 1
+            if in_use[die] + blocks > capacity:  # no room there: the scan's choice, then back to the bits
                 found = self.choose_die(blocks)
                 if found is None:
                     break
                 die = found
-            level, bit = count[die], 1 << die  # ``least.add(die, 1)``, written out
-            bits[level] ^= bit
-            count[die] = level = level + 1
-            bits[level] = bits.get(level, 0) | bit
+                least.add(die, 1)
+                low, dies = least.low, bits.get(least.low, 0)
+            else:  # ``least.add(die, 1)``, written out: the die moves up a count
+                dies ^= bit
+                bits[low] = dies
+                bits[low + 1] = bits.get(low + 1, 0) | bit
+                count[die] = low + 1
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
