@@ -324,27 +324,24 @@ class DecodeBatch:
             left -= gained
             tokens = int(gained.sum())
         near = (left <= NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
-        if not near:
-            self._low = None  # more than NEAR each: asked of ``min_left`` when a stretch is considered
-            self.last_tokens = tokens
-            self.kv_total += tokens
-            return []
-        values = list(map(left.item, near))
-        low = min(values)
-        if low > 0:
-            self._low = low
-            self.last_tokens = tokens
-            self.kv_total += tokens
-            return []
-        if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
-            tokens += sum(v for v in values if v < 0)
+        ended: list[int] = []
+        low = 0  # the fewest left among the near ones still running (0: none)
+        for k in near:
+            v = left.item(k)
+            if v > 0:
+                if not low or v < low:
+                    low = v
+            else:
+                ended.append(k)
+                tokens += v  # a sequence that accepted more draft tokens than it had left gains only those
+        self._low = low or None  # none near runs on: more than NEAR each, asked of ``min_left`` when needed
         self.last_tokens = tokens
         self.kv_total += tokens
-        running = [v for v in values if v > 0]
-        self._low = min(running) if running else None
+        if not ended:
+            return []
         keep = left > 0
         self._slots, self._left = idx[keep], left[keep]
-        return self._retire([idx.item(k) for k, v in zip(near, values, strict=True) if v <= 0])
+        return self._retire([idx.item(k) for k in ended])
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished

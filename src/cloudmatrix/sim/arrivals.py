@@ -83,9 +83,12 @@ class BatchedArrivals:
     def arm(self) -> None:
         """While an instance sleeps, the next arrival (which may wake it) is an event at its time."""
         k = self.next
-        if k < self.due.size and self.armed != k and any(loop.asleep for loop in self.sim.prefill_loops):
-            call_at(self.sim.env, self.due.item(k), partial(self._due, k))
-            self.armed = k
+        if k < self.due.size and self.armed != k:
+            for loop in self.sim.prefill_loops:  # (a loop: ``any`` over a generator costs more here)
+                if loop.asleep:
+                    call_at(self.sim.env, self.due.item(k), partial(self._due, k))
+                    self.armed = k
+                    return
 
     def _due(self, k: int, _event: object) -> None:
         if self.armed == k:
