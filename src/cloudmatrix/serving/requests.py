@@ -167,7 +167,8 @@ class RequestTable:
 
     def arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
         """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together)."""
-        if np.count_nonzero(self.state[start:end] != _NEW):
+        state = self.state[start:end]  # every one new: its highest and lowest are (argmax, argmin: no Python)
+        if end > start and (state.item(state.argmax()) != _NEW or state.item(state.argmin()) != _NEW):
             raise RuntimeError(f"requests {start}-{end - 1}: an arrival from a state other than new")
         self.state[start:end] = _QUEUED
         self.arrival_s[start:end] = times
