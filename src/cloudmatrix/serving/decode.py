@@ -197,11 +197,19 @@ class DecodeBatch:
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
-        active, length, cap = self._active, self._length, self.cap
+        active, length, cap, busiest = self._active, self._length, self.cap, self._busiest
+        running, dies_at, high = busiest.count, busiest.dies_at, busiest.high
         for slot, context, left in zip(slots, contexts, remaining, strict=True):
             active[slot] = True
             length[slot] = context + left
-        self._busiest.shift([slot // cap for slot in slots], 1)
+            die = slot // cap  # ``busiest.shift``, written out: one active sequence more on the die
+            level = running[die]
+            dies_at[level] -= 1
+            running[die] = level = level + 1
+            dies_at[level] += 1
+            if level > high:
+                high = level
+        busiest.high = high
         self.num_active += len(slots)
         self.kv_total += sum(contexts)
         self._joined += slots
@@ -255,10 +263,10 @@ class DecodeBatch:
     def active_slots(self) -> np.ndarray:
         """The active slots in slot order (the order every step visits them and draws for them)."""
         if self._joined:
-            slots = np.concatenate((self._slots, np.array(self._joined, dtype=np.int64)))
+            slots = np.concatenate((self._slots, self._joined))  # (the lists as they are: one call fewer each)
             order = slots.argsort(kind="stable")
             self._slots = slots[order]
-            self._left = np.concatenate((self._left, np.array(self._joined_left, dtype=np.int64)))[order]
+            self._left = np.concatenate((self._left, self._joined_left))[order]
             self._joined.clear()
             self._joined_left.clear()
         return self._slots

@@ -16,7 +16,7 @@ import simpy
 
 from cloudmatrix.serving.decode import NEAR, DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
-from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.costs import KV_BUCKET_TOKENS, StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit, plan
 from cloudmatrix.sim.events import Sleeper, call_at, call_later
 from cloudmatrix.sim.metrics import Recorder
@@ -270,13 +270,16 @@ class DecodeSide:
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
         step's record and finishes are those of ``_end_step``, written out for the hot loop."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
-        price, busiest = self.costs.decode_step_s, batch._busiest
+        costs, busiest = self.costs, batch._busiest
+        price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
+        assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
         while True:
             active = batch.num_active
             if active == 0:
                 self.decode_loops[inst].asleep = True
                 return
-            dur = price(busiest.high, batch.kv_total / active)  # (``shape``, without the call)
+            bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
+            dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
             low = batch._low
             if low is None or low > NEAR:
                 stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
