@@ -73,3 +73,16 @@ def test_a_deferred_transition_out_of_order_is_refused() -> None:
     t.start_prefills([0], 2.0)  # twice
     with pytest.raises(RuntimeError, match="twice"):
         t.settle()
+
+
+@pytest.mark.parametrize("arrived", [0, 2, 4])
+def test_a_range_of_arrivals_refuses_one_already_arrived(arrived: int) -> None:
+    """``arrive_range`` (open-loop arrivals taken together) checks every request of its range, first to last."""
+    t = RequestTable(np.full(5, 10), np.full(5, 5))
+    t.arrive(arrived, 0.0)
+    with pytest.raises(RuntimeError, match="an arrival from a state other than new"):
+        t.arrive_range(0, 5, np.arange(5.0))
+    t.arrive_range(arrived + 1, arrived + 1, np.zeros(0))  # an empty range takes nothing
+    fresh = RequestTable(np.full(5, 10), np.full(5, 5))
+    fresh.arrive_range(0, 5, np.arange(5.0))
+    assert fresh.state.tolist() == [0] * 5 and fresh.arrival_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]

@@ -10,18 +10,19 @@ every die; a group admitted, landed or finished together is handled in one call.
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
+from heapq import heappush
 from typing import Protocol
 
 import numpy as np
 
+from cloudmatrix.serving.decode_admission import DieAdmission
 from cloudmatrix.serving.die_levels import Highest, LeastFirst
 from cloudmatrix.serving.kv_pool import KvBlockPools
 from cloudmatrix.serving.mtp_gains import GainTable, gains_of
 from cloudmatrix.workload.rng import Lookahead
 
-_FULL = np.iinfo(np.int64).max
 _NONE = np.zeros(0, dtype=np.int64)
+NEAR = 2  # tokens left at which a step reads a sequence one by one (a stretch needs more: sim/decode_runner.py)
 
 
 class Uniforms(Protocol):
@@ -30,7 +31,7 @@ class Uniforms(Protocol):
     def random(self, size: tuple[int, int]) -> np.ndarray: ...
 
 
-class DecodeBatch:
+class DecodeBatch(DieAdmission):
     """Slots are numbered die-major (slot ``die * cap + k``); a die fills its lowest free slot first."""
 
     def __init__(self, num_dies: int, seqs_per_die: int, pools: KvBlockPools, mtp: int, acceptance: float) -> None:
@@ -55,6 +56,7 @@ class DecodeBatch:
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
+        self.never_fenced = False  # set by a simulation without faults: admission need not read ``fenced``
         self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
@@ -92,90 +94,7 @@ class DecodeBatch:
     def active_per_die(self) -> np.ndarray:
         return np.array(self._busiest.count, dtype=np.int64)
 
-    # ---- admission ----------------------------------------------------------------------------------------
-    def choose_die(self, blocks: int) -> int | None:
-        """The least-occupied die with a free slot and room for ``blocks`` (lowest number first); None when none
-        fits. The least-occupied die overall usually has the room; only when it has not are all dies scanned."""
-        if not self.free_slots:
-            return None
-        die = self._least.first()  # it has a free slot: some die has, and none has fewer occupied
-        if self.pools.fits(die, blocks) and not self.fenced[die]:
-            return die
-        occupied = self.occupied
-        load = np.where(
-            (occupied < self.cap) & (self.pools.used <= self.pools.capacity - blocks) & ~self.fenced, occupied, _FULL
-        )
-        die = int(load.argmin())
-        return None if load[die] == _FULL else die
-
-    def admit(self, rid: int, tokens: int) -> int | None:
-        """Reserve a slot and the KV blocks of a ``tokens``-long sequence on the die ``choose_die`` picks;
-        the slot, or None when no die has room. One call per admission: the common case (the least-occupied
-        die has the room) is taken here without the scan."""
-        if not self.free_slots:
-            return None
-        pools = self.pools
-        blocks = -(-tokens // pools.block_tokens)
-        die = self._least.first()
-        if pools.in_use[die] + blocks > pools.capacity or self.fenced[die]:
-            found = self.choose_die(blocks)
-            if found is None:
-                return None
-            die = found
-        return self.reserve(rid, die, blocks)
-
-    def admit_all(self, rids: list[int], tokens: list[int]) -> list[int]:
-        """``admit`` for requests in FIFO order (``tokens``: each one's sequence length), stopping at the first
-        that does not fit: the slots of those admitted, in order. One call for a group (a prefill batch's
-        requests): the same choices as one ``admit`` after another."""
-        if np.count_nonzero(self.fenced):  # (``any`` goes through Python: several times slower here)
-            slots = []
-            for rid, length in zip(rids, tokens, strict=True):
-                slot = self.admit(rid, length)
-                if slot is None:
-                    break
-                slots.append(slot)
-            return slots
-        pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
-        in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
-        count, buckets = least.count, least.buckets
-        slots, placed, held, room = [], 0, 0, self.free_slots
-        for rid, length in zip(rids, tokens, strict=True):
-            if placed == room:
-                break
-            blocks = -(-length // block_tokens)
-            bucket = buckets.get(least.low)
-            die = bucket[0] if bucket else -1
-            if die < 0 or count[die] != least.low:  # a stale top: let ``first`` clear it
-                die = least.first()
-            if in_use[die] + blocks > capacity:
-                found = self.choose_die(blocks)
-                if found is None:
-                    break
-                die = found
-                least.add(die, 1)
-            else:
-                least.bump_first(die)
-            in_use[die] += blocks
-            slot = heappop(free[die])
-            rid_of[slot], blocks_of[slot] = rid, blocks
-            placed += 1
-            held += blocks
-            slots.append(slot)
-        self.free_slots -= placed
-        self.used_blocks += held
-        return slots
-
-    def reserve(self, rid: int, die: int, blocks: int) -> int:
-        """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
-        self.pools.allocate(die, blocks)
-        slot = heappop(self._free[die])
-        self._rid[slot], self._blocks[slot] = rid, blocks
-        self._least.add(die, 1)
-        self.free_slots -= 1
-        self.used_blocks += blocks
-        return slot
-
+    # ---- joining, leaving --------------------------------------------------------------------------------
     def activate(self, slot: int, context: int, remaining: int) -> None:
         self._active[slot] = True
         self._length[slot] = context + remaining
@@ -188,11 +107,19 @@ class DecodeBatch:
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
-        active, length, cap = self._active, self._length, self.cap
+        active, length, cap, busiest = self._active, self._length, self.cap, self._busiest
+        running, dies_at, high = busiest.count, busiest.dies_at, busiest.high
         for slot, context, left in zip(slots, contexts, remaining, strict=True):
             active[slot] = True
             length[slot] = context + left
-        self._busiest.shift([slot // cap for slot in slots], 1)
+            die = slot // cap  # ``busiest.shift``, written out: one active sequence more on the die
+            level = running[die]
+            dies_at[level] -= 1
+            running[die] = level = level + 1
+            dies_at[level] += 1
+            if level > high:
+                high = level
+        busiest.high = high
         self.num_active += len(slots)
         self.kv_total += sum(contexts)
         self._joined += slots
@@ -246,10 +173,10 @@ class DecodeBatch:
     def active_slots(self) -> np.ndarray:
         """The active slots in slot order (the order every step visits them and draws for them)."""
         if self._joined:
-            slots = np.concatenate((self._slots, np.array(self._joined, dtype=np.int64)))
+            slots = np.concatenate((self._slots, self._joined))  # (the lists as they are: one call fewer each)
             order = slots.argsort(kind="stable")
             self._slots = slots[order]
-            self._left = np.concatenate((self._left, np.array(self._joined_left, dtype=np.int64)))[order]
+            self._left = np.concatenate((self._left, self._joined_left))[order]
             self._joined.clear()
             self._joined_left.clear()
         return self._slots
@@ -291,12 +218,19 @@ class DecodeBatch:
     def run_step(self, rng: Uniforms) -> np.ndarray:
         """One decode step: each active sequence gains 1 + its accepted draft tokens (clipped to what it has
         left). Returns the finished request ids; ``last_tokens`` holds the tokens generated."""
+        return np.array(self.step_ids(rng), dtype=np.int64)
+
+    def step_ids(self, rng: Uniforms) -> list[int]:
+        """``run_step`` with the finished request ids as a list. After the step only the sequences with
+        ``NEAR`` tokens left or fewer are read one by one (every finish is among them, and their fewest left
+        is the batch's while any is still running): one comparison finds them, rather than a minimum and then
+        a comparison."""
         idx = self.active_slots() if self._joined else self._slots
         left, n, mtp = self._left, idx.size, self.mtp
         if not n:  # a fault cut every sequence while the step ran
             self.last_tokens = 0
             self._low = 0
-            return _NONE
+            return []
         if not mtp:
             left -= 1
             tokens = n
@@ -307,19 +241,25 @@ class DecodeBatch:
             gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
             left -= gained
             tokens = int(gained.sum())
-        low = left.item(left.argmin())  # the minimum (``min`` on int64 is several times slower here)
-        if low > 0:
-            self.last_tokens = tokens
-            self.kv_total += tokens
-            self._low = low
-            return _NONE
-        ended = left <= 0
-        at = ended.nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
-        if low < 0:  # a sequence accepted more draft tokens than it had left: it gains only those
-            tokens += sum(v for v in map(left.item, at) if v < 0)
+        near = (left <= NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
+        ended: list[int] = []
+        low = 0  # the fewest left among the near ones still running (0: none)
+        for k in near:
+            v = left.item(k)
+            if v > 0:
+                if not low or v < low:
+                    low = v
+            else:
+                ended.append(k)
+                tokens += v  # a sequence that accepted more draft tokens than it had left gains only those
+        self._low = low or None  # none near runs on: more than NEAR each, asked of ``min_left`` when needed
         self.last_tokens = tokens
         self.kv_total += tokens
-        return self._retire([idx.item(k) for k in at], ~ended)
+        if not ended:
+            return []
+        keep = left > 0
+        self._slots, self._left = idx[keep], left[keep]
+        return self._retire([idx.item(k) for k in ended])
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished
@@ -344,30 +284,46 @@ class DecodeBatch:
             self._low = None
             return _NONE
         running = left != 0
-        return self._retire(idx[~running].tolist(), running)
+        slots = idx[~running].tolist()
+        self._slots, self._left = idx[running], left[running]
+        self._low = None
+        return np.array(self._retire(slots), dtype=np.int64)
 
-    def _retire(self, slots: list[int], running: np.ndarray) -> np.ndarray:
-        """Free ``slots``, whose sequences have just generated their last token (``running``: the active
-        sequences that go on, in slot order); their request ids."""
-        left = self._left[running]
-        self._slots, self._left = self._slots[running], left
-        self._low = left.item(left.argmin()) if left.size else 0  # what a stretch's plan asks first
+    def _retire(self, slots: list[int]) -> list[int]:
+        """Free ``slots``, whose sequences have just generated their last token and left the active arrays;
+        their request ids. A few a step, each in plain Python (vector calls cost more here), with the per-die
+        counts' ``Highest.shift`` and ``LeastFirst.drop`` written out in the same loop."""
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
         active, rid_of = self._active, self._rid
-        finished = [rid_of[slot] for slot in slots]
+        busiest, least = self._busiest, self._least
+        running, dies_at, occupied, bits, low = busiest.count, busiest.dies_at, least.count, least.bits, least.low
+        finished = []
         freed_kv = freed_blocks = 0
-        dies = [slot // cap for slot in slots]
-        for slot, die in zip(slots, dies, strict=True):  # a few a step: plain Python beats vector calls here
+        for slot in slots:
+            die = slot // cap
+            finished.append(rid_of[slot])
             freed_kv += lengths[slot]  # nothing remains: the context is the whole length
             blocks = blocks_of[slot]
             in_use[die] -= blocks
             freed_blocks += blocks
             heappush(free[die], slot)
             active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
-        self._busiest.shift(dies, -1)
-        self._least.drop(dies)
+            level = running[die]  # one active sequence fewer on the die
+            dies_at[level] -= 1
+            running[die] = level = level - 1
+            dies_at[level] += 1
+            level, bit = occupied[die], 1 << die  # one occupied slot fewer on the die
+            bits[level] ^= bit
+            occupied[die] = level = level - 1
+            bits[level] = bits.get(level, 0) | bit
+            if level < low:
+                low = level
+        high = busiest.high
+        while high and not dies_at[high]:
+            high -= 1
+        busiest.high, least.low = high, low
         self.kv_total -= freed_kv
         self.used_blocks -= freed_blocks
         self.num_active -= len(slots)
         self.free_slots += len(slots)
-        return np.array(finished, dtype=np.int64)
+        return finished

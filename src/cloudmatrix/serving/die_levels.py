@@ -1,70 +1,55 @@
 """Per-die counts kept for the two questions a decode batch asks of them at every admission and step: which
-die is the least occupied (lowest number first), and how many sequences the busiest die runs. Answered in
-O(log dies) from buckets rather than by scanning every die, which at 320 dies and a million requests was
+die is the least occupied (lowest number first), and how many sequences the busiest die runs. Answered without
+scanning every die, which at 320 dies and a million requests was
 most of a simulation's time."""
 
 from __future__ import annotations
 
-from heapq import heappop, heappush
-
 
 class LeastFirst:
-    """Counts per die with the lowest-numbered least-counted die at hand: a heap of dies per count, whose
-    stale entries (a die that has since moved to another count) are dropped when they reach the top."""
+    """Counts per die with the lowest-numbered least-counted die at hand: the dies at each count as the bits of
+    one integer (die ``d``: bit ``d``), so the lowest-numbered die at a count is its lowest set bit, and a die
+    moves between counts with two bit operations."""
 
     def __init__(self, num_dies: int) -> None:
         self.count = [0] * num_dies
-        self.buckets: dict[int, list[int]] = {0: list(range(num_dies))}
-        self.low = 0
+        self.bits: dict[int, int] = {0: (1 << num_dies) - 1}  # count -> the dies at it, as bits
+        self.low = 0  # no die has a smaller count (some may have none at it: ``first`` moves it up)
 
     def add(self, die: int, delta: int) -> None:
-        level = self.count[die] + delta
+        bits, bit = self.bits, 1 << die
+        level = self.count[die]
+        bits[level] ^= bit
+        level += delta
         self.count[die] = level
-        self._file(die, level)
+        bits[level] = bits.get(level, 0) | bit
         if level < self.low:
             self.low = level
 
-    def _file(self, die: int, level: int) -> None:
-        """Put ``die`` in the bucket of ``level`` (its new count)."""
-        bucket = self.buckets.get(level)
-        if bucket is None:
-            self.buckets[level] = [die]
-        else:
-            heappush(bucket, die)
-            if len(bucket) > 4 * len(self.count):  # shed stale entries so memory stays bounded
-                self.buckets[level] = sorted({d for d in bucket if self.count[d] == level})
-
     def first(self) -> int:
         """The lowest-numbered die among those with the smallest count."""
-        while True:
-            bucket = self.buckets.get(self.low)
-            while bucket:
-                die = bucket[0]
-                if self.count[die] == self.low:
-                    return die
-                heappop(bucket)
-            self.low += 1
+        bits, low = self.bits, self.low
+        dies = bits.get(low, 0)
+        while not dies:
+            low += 1
+            dies = bits.get(low, 0)
+        self.low = low
+        return (dies & -dies).bit_length() - 1
 
     def bump_first(self, die: int) -> None:
-        """``add(die, 1)`` for ``die`` = ``first()`` (an admission onto the least-occupied die), in one call."""
-        level = self.count[die] + 1
-        self.count[die] = level
-        heappop(self.buckets[level - 1])  # it tops its old bucket: leave no stale entry behind
-        self._file(die, level)
+        """``add(die, 1)`` for ``die`` = ``first()`` (an admission onto the least-occupied die)."""
+        self.add(die, 1)
 
     def drop(self, dies: list[int]) -> None:
         """``add(die, -1)`` for each of ``dies`` in turn (a step's finished sequences), in one call."""
-        count, buckets, low, limit = self.count, self.buckets, self.low, 4 * len(self.count)
+        count, bits, low = self.count, self.bits, self.low
         for die in dies:
-            level = count[die] - 1
+            bit = 1 << die
+            level = count[die]
+            bits[level] ^= bit
+            level -= 1
             count[die] = level
-            bucket = buckets.get(level)
-            if bucket is None:
-                buckets[level] = [die]
-            else:
-                heappush(bucket, die)
-                if len(bucket) > limit:
-                    buckets[level] = sorted({d for d in bucket if count[d] == level})
+            bits[level] = bits.get(level, 0) | bit
             if level < low:
                 low = level
         self.low = low

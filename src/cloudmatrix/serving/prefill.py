@@ -28,6 +28,18 @@ class PrefillQueue:
     def __len__(self) -> int:
         return len(self.queue)
 
+    def take_batch(self) -> tuple[list[int], int]:
+        """``next_batch`` as (its request ids, its prompt tokens)."""
+        queue, budget = self.queue, self.budget
+        rids: list[int] = []
+        total = 0
+        while queue and (not rids or total + queue[0][1] <= budget):
+            rid, tokens = queue.popleft()
+            rids.append(rid)
+            total += tokens
+        self.queued_tokens -= total
+        return rids, total
+
     def next_batch(self) -> list[tuple[int, int]]:
         batch: list[tuple[int, int]] = []
         total = 0

@@ -167,7 +167,8 @@ class RequestTable:
 
     def arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
         """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together)."""
-        if np.count_nonzero(self.state[start:end] != _NEW):
+        state = self.state[start:end]  # every one new: its highest and lowest are (argmax, argmin: no Python)
+        if end > start and (state.item(state.argmax()) != _NEW or state.item(state.argmin()) != _NEW):
             raise RuntimeError(f"requests {start}-{end - 1}: an arrival from a state other than new")
         self.state[start:end] = _QUEUED
         self.arrival_s[start:end] = times
@@ -202,7 +203,7 @@ class RequestTable:
             return
         self._advance(rid, _KV, _DECODING, self.first_token_s, now)
 
-    def finish(self, rids: np.ndarray, now: float) -> None:
+    def finish(self, rids: list[int] | np.ndarray, now: float) -> None:
         """The last token is out: every token of the output has been generated."""
         if self.log is not None:
             self._defer(_FINISH, np.asarray(rids).tolist(), now)
@@ -213,11 +214,11 @@ class RequestTable:
         self.finish_s[rids] = now
         self.generated[rids] = self.output_len[rids]
 
-    def finish_later(self, rids: np.ndarray, now: float) -> None:
+    def finish_later(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
         few requests at a time, and the other writes cost more than the decode step that finished them."""
         if self.log is not None:
-            self._defer(_FINISH, rids.tolist(), now)
+            self._defer(_FINISH, rids if isinstance(rids, list) else rids.tolist(), now)
             return
         self.finish_s[rids] = now
 

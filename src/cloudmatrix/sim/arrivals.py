@@ -83,9 +83,12 @@ class BatchedArrivals:
     def arm(self) -> None:
         """While an instance sleeps, the next arrival (which may wake it) is an event at its time."""
         k = self.next
-        if k < self.due.size and self.armed != k and any(loop.asleep for loop in self.sim.prefill_loops):
-            call_at(self.sim.env, self.due.item(k), partial(self._due, k))
-            self.armed = k
+        if k < self.due.size and self.armed != k:
+            for loop in self.sim.prefill_loops:  # (a loop: ``any`` over a generator costs more here)
+                if loop.asleep:
+                    call_at(self.sim.env, self.due.item(k), partial(self._due, k))
+                    self.armed = k
+                    return
 
     def _due(self, k: int, _event: object) -> None:
         if self.armed == k:
@@ -103,6 +106,8 @@ class BatchedArrivals:
         sim.table.arrive_range(start, end, self.due[start:end])
         queues, loops, router = sim.prefill_queues, sim.prefill_loops, sim.router
         loads = _loads(queues, sim.prefill_busy)
+        before = loads.copy()
+        lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
         for rid, tokens in zip(range(start, end), sim.table.input_len[start:end].tolist(), strict=True):
             if router is None:
                 inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
@@ -110,10 +115,12 @@ class BatchedArrivals:
                 hashes = sim._hash_ids(rid)
                 inst = router.choose(loads, hashes[0] if hashes else None)
             loads[inst] += tokens
-            queues[inst].push(rid, tokens)
+            lines[inst].append((rid, tokens))
             loop = loops[inst]
             if loop.asleep:
                 loop.wake()
+        for queue, was, now in zip(queues, before, loads, strict=True):
+            queue.queued_tokens += now - was
         self.next = end
 
 

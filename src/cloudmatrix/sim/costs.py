@@ -76,6 +76,7 @@ class StepCosts:
         self.decode_time_s = lru_cache(maxsize=None)(self._decode_time_s)
         self.prefill_time_s = lru_cache(maxsize=None)(self._prefill_time_s)
         self.kv_transfer_s = lru_cache(maxsize=1 << 16)(self._kv_transfer_s)
+        self.prefill_batch_s = lru_cache(maxsize=1 << 12)(self._prefill_batch_s)  # asked once per batch
         # the serving stack: the scenario's, else the one the system's published deployment runs
         self.stack = scenario.stack or default_stack(scenario.system)
         family = self.hw.chip.family
@@ -221,7 +222,7 @@ class StepCosts:
         )
         return _step_s(self.s.system, self.s.model, dep)
 
-    def prefill_batch_s(self, total_tokens: int, mean_input: float, cached_tokens: int = 0) -> float:
+    def _prefill_batch_s(self, total_tokens: int, mean_input: float, cached_tokens: int = 0) -> float:
         """A prefill batch of ``total_tokens`` prompt tokens, ``cached_tokens`` of them loaded from EMS."""
         assert self.s.prefill is not None
         per_chip = total_tokens / self.s.prefill.chips

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.decode import NEAR, DecodeBatch
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
@@ -45,7 +45,7 @@ def plan(
     if now + first_s >= horizon:
         return None
     low = batch.min_left()  # every step gains a token, so some sequence ends within ``low`` steps
-    if low <= 2:  # a stretch would be two steps at most: not worth its planning (draws, prices)
+    if low <= NEAR:  # a stretch would be two steps at most: not worth its planning (draws, prices)
         return None
     lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
     if horizon < float("inf"):

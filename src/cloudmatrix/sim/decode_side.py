@@ -8,20 +8,39 @@ from collections import deque
 from collections.abc import Callable
 from functools import partial
 from itertools import islice
+from operator import add
 from typing import Protocol
 
 import numpy as np
 import simpy
 
-from cloudmatrix.serving.decode import DecodeBatch
+from cloudmatrix.serving.decode import NEAR, DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
-from cloudmatrix.sim.costs import StepCosts
+from cloudmatrix.sim.costs import KV_BUCKET_TOKENS, StepCosts
 from cloudmatrix.sim.decode_runner import Stretch, commit, plan
 from cloudmatrix.sim.events import Sleeper, call_at, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
 ADMIT_GROUP = 32  # waiting requests tried for decode admission at a time
+
+
+class Landing:
+    """KV transfers of one decode instance that land at one time, in admission order, with their lengths."""
+
+    __slots__ = ("outputs", "prompts", "rids", "slots")
+
+    def __init__(self) -> None:
+        self.rids: list[int] = []
+        self.slots: list[int] = []
+        self.prompts: list[int] = []
+        self.outputs: list[int] = []
+
+    def add(self, rids: list[int], slots: list[int], prompts: list[int], outputs: list[int]) -> None:
+        self.rids += rids
+        self.slots += slots
+        self.prompts += prompts
+        self.outputs += outputs
 
 
 class Faults(Protocol):
@@ -63,7 +82,7 @@ class DecodeSide:
     whole_run: bool
     faults: Faults | None
 
-    def _finish(self, rids: np.ndarray) -> None:
+    def _finish(self, rids: list[int] | np.ndarray) -> None:
         raise NotImplementedError
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------
@@ -107,34 +126,68 @@ class DecodeSide:
 
     def _admit_into_one(self) -> None:
         """``_admit_waiting`` with one decode instance: the waiting requests are admitted a group at a time
-        (the same choices, in the same order), and their transfers grouped by landing time as there."""
+        (the same choices, in the same order), and their transfers grouped by landing time as there. A group
+        keeps its requests' lengths, read once here, for its landing (``_landed_in_one``)."""
         waiting, table, now, batch = self.waiting_kv, self.table, self.env.now, self.decodes[0]
         transfer_s, input_len, output_len = self.costs.kv_transfer_s, table.input_len, table.output_len
-        landing: dict[float, list[tuple[int, int, int]]] = {}
-        lands: dict[int, float] = {}  # landing time by prompt length (prompts of a workload share a few lengths)
+        landing: dict[float, Landing] = {}
+        lands: dict[int, Landing] = {}  # the group by prompt length (prompts of a workload share a few lengths)
         while waiting and batch.free_slots:
             rids = list(islice(waiting, ADMIT_GROUP))
             prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
-            slots = batch.admit_all(rids, [p + n for p, n in zip(prompts, map(output_len.item, rids), strict=True)])
+            outputs = list(map(output_len.item, rids))
+            slots = batch.admit_all(rids, list(map(add, prompts, outputs)))
             if not slots:
                 break
-            admitted = rids[: len(slots)]
+            k = len(slots)
+            admitted = rids[:k]
             for _ in admitted:
                 waiting.popleft()
             table.admit_decodes(admitted, now)
-            for rid, slot, prompt in zip(admitted, slots, prompts, strict=False):
-                at_s = lands.get(prompt)
-                if at_s is None:
-                    at_s = lands[prompt] = now + transfer_s(prompt)  # as a timeout sums it
-                group = landing.get(at_s)
-                if group is None:
-                    landing[at_s] = [(rid, 0, slot)]
-                else:
-                    group.append((rid, 0, slot))
-            if len(slots) < len(rids):
+            first = prompts[0]
+            if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
+                group = lands.get(first) or self._landing(landing, lands, first, now + transfer_s(first))
+                group.add(admitted, slots, prompts[:k], outputs[:k])
+            else:
+                for i in range(k):
+                    prompt = prompts[i]
+                    group = lands.get(prompt) or self._landing(landing, lands, prompt, now + transfer_s(prompt))
+                    group.add(rids[i : i + 1], slots[i : i + 1], [prompt], outputs[i : i + 1])
+            if k < len(rids):
                 break
         for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
-            call_at(self.env, at_s, partial(self._kv_landed, group))
+            call_at(self.env, at_s, partial(self._landed_in_one, group))
+
+    @staticmethod
+    def _landing(landing: dict[float, Landing], lands: dict[int, Landing], prompt: int, at_s: float) -> Landing:
+        """The group landing at ``at_s`` (a timeout's sum), kept for ``prompt``'s length too."""
+        group = landing.get(at_s)
+        if group is None:
+            group = landing[at_s] = Landing()
+        lands[prompt] = group
+        return group
+
+    def _landed_in_one(self, group: Landing, _event: object) -> None:
+        """``_kv_landed`` for a group of ``_admit_into_one``: its lengths come with it."""
+        if self.faults or self.cancelled or self.listener:
+            for rid, slot in zip(group.rids, group.slots, strict=True):
+                self._kv_arrived(rid, 0, slot)
+            return
+        now, rids = self.env.now, group.rids
+        self.table.start_decodes(rids, now)  # nothing else can touch these requests meanwhile
+        lefts = [n - 1 for n in group.outputs]  # the prefill produced the first token
+        batch = self.decodes[0]
+        if min(lefts) > 0:  # every one decodes: they join the batch together
+            batch.activate_all(group.slots, [p + 1 for p in group.prompts], lefts)
+            self.decode_loops[0].wake()
+            return
+        for rid, slot, prompt, left in zip(rids, group.slots, group.prompts, lefts, strict=True):
+            if left <= 0:  # a one-token answer is complete once its first token is delivered
+                batch.release(slot)
+                self._finish(np.array([rid]))
+                continue
+            batch.activate(slot, prompt + 1, left)
+            self.decode_loops[0].wake()
 
     def _kv_landed(self, group: list[tuple[int, int, int]], _event: object) -> None:
         if self.faults or self.cancelled or self.listener:
@@ -189,31 +242,67 @@ class DecodeSide:
         instance for its recovery's pause (checked again after it) and slows its steps while degraded. A
         step that would end before every queued event is the clock's next event: in a whole run it is taken
         here, the clock set to its end as SimPy would set it, rather than queued and popped (``inline``)."""
+        if self._inline():
+            self._decode_inline(inst)
+            return
         batch, env = self.decodes[inst], self.env
+        if batch.num_active == 0:
+            self.decode_loops[inst].asleep = True
+            return
+        factor = 1.0
+        if self.faults:
+            hold = self.faults.hold_s(inst)
+            if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
+                call_later(env, hold, partial(self._decode_next, inst))
+                return
+            factor = self.faults.step_factor(inst)
+        seqs, mean_kv = batch.shape()
+        dur = self.costs.decode_step_s(seqs, mean_kv) * factor
+        stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
+        if stretch is not None:
+            call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+        else:
+            call_later(env, dur, partial(self._step_done, inst, env.now, dur))
+
+    def _decode_inline(self, inst: int) -> None:
+        """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
+        is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
+        than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
+        step's record and finishes are those of ``_end_step``, written out for the hot loop."""
+        batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
+        costs, busiest = self.costs, batch._busiest
+        price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
+        assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
         while True:
-            if batch.num_active == 0:
+            active = batch.num_active
+            if active == 0:
                 self.decode_loops[inst].asleep = True
                 return
-            factor = 1.0
-            if self.faults:
-                hold = self.faults.hold_s(inst)
-                if hold > 0:  # a fault stopped the instance: its sequences wait out the recovery
-                    call_later(env, hold, partial(self._decode_next, inst))
+            bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
+            dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
+            low = batch._low
+            if low is None or low > NEAR:
+                stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
+                if stretch is not None:
+                    call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
                     return
-                factor = self.faults.step_factor(inst)
-            seqs, mean_kv = batch.shape()
-            dur = self.costs.decode_step_s(seqs, mean_kv) * factor
-            stretch = self._stretch(batch, dur) if factor == 1.0 else None  # degraded: step by step
-            if stretch is not None:
-                call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
-                return
-            start = env.now
+            start = env._now
             end = start + dur  # as a timeout sums it
-            if not self._inline() or end >= env.peek():
+            if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
                 call_later(env, dur, partial(self._step_done, inst, start, dur))
                 return
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            self._end_step(inst, start, dur)
+            self._take_step(inst, start, dur, active)
+
+    def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
+        """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
+        finishes; ``active``: the batch's sequences when the step started."""
+        batch = self.decodes[inst]
+        finished = batch.step_ids(self.mtp_rng)
+        occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)  # (``occupancy``)
+        self.rec.decode_steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
+        if finished:
+            self._finish(finished)
 
     def _inline(self) -> bool:
         """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
@@ -225,6 +314,10 @@ class DecodeSide:
         self._decode_next(inst)
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
+        if self._inline():
+            self._take_step(inst, start, dur, self.decodes[inst].num_active)
+            self._decode_inline(inst)
+            return
         self._end_step(inst, start, dur)
         self._decode_next(inst)
 
@@ -232,28 +325,29 @@ class DecodeSide:
         """A decode step that just ended, and what its end does before the next step is priced."""
         self._settle(self._step(inst, start, dur))
 
-    def _settle(self, finished: np.ndarray) -> None:
+    def _settle(self, finished: list[int] | np.ndarray) -> None:
         """The end of a step or stretch: its finished requests leave, and the observer is told."""
-        if finished.size:
+        if len(finished):
             self._finish(finished)
         if self.observer:
             self.observer(self)
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
         """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
-        if self.step_by_step or self.listener or batch.min_left() <= 2:  # (plan's first test, without the call)
+        if self.step_by_step or self.listener or batch.min_left() <= NEAR:  # (plan's first test, without the call)
             return None
         return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
 
-    def _step(self, inst: int, start: float, dur: float) -> np.ndarray:
+    def _step(self, inst: int, start: float, dur: float) -> list[int] | np.ndarray:
         """One decode step that just ended; returns the request ids it finished."""
         batch = self.decodes[inst]
         active = batch.num_active
+        finished: list[int] | np.ndarray
         if self.listener:
             stepped, gained, finished = batch.step(self.mtp_rng)
             for rid, n in zip(stepped.tolist(), gained.tolist(), strict=True):
                 self.listener.on_tokens(rid, n, self.env.now)
         else:
-            finished = batch.run_step(self.mtp_rng)
+            finished = batch.step_ids(self.mtp_rng)
         self.rec.decode_step(inst, start, dur, active, batch.last_tokens, batch.occupancy())
         return finished

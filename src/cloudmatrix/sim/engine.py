@@ -63,6 +63,7 @@ class Simulation(DecodeSide):
         self.progress = progress
         self.finished = 0
         self.next_closed = 0  # closed or capped loop: next request id to issue
+        self.issues_on_finish = bool(self.workload.concurrency)  # a closed loop's client or a capped slot
         self.all_done = self.env.event()
         p, d = scenario.prefill, scenario.aggregated or scenario.decode
         assert d is not None
@@ -110,6 +111,8 @@ class Simulation(DecodeSide):
         self.started = False
         self.whole_run = False  # run() to the end, rather than driven event by event (the emulator, tests)
         self.faults: FaultInjector | None = FaultInjector(self, scenario.faults) if scenario.faults else None
+        for batch in self.decodes:
+            batch.never_fenced = self.faults is None
 
     @property
     def decode_slots(self) -> int:
@@ -255,9 +258,7 @@ class Simulation(DecodeSide):
                 call_later(self.env, hold, partial(self._prefill_next, inst))
                 return
             factor = self.faults.prefill_step_factor(inst)
-        batch = queue.next_batch()
-        rids = [rid for rid, _ in batch]
-        tokens = sum(t for _, t in batch)
+        rids, tokens = queue.take_batch()
         now = self.env.now
         self.table.start_prefills(rids, now)
         dur = self._prefill_batch_s(rids, tokens) * factor
@@ -315,22 +316,23 @@ class Simulation(DecodeSide):
                 self.cached_of[rid] = c
         return self.costs.prefill_batch_s(tokens, tokens / len(rids), cached) + self.ems.ssd_read_s(ssd)
 
-    def _finish(self, rids: np.ndarray) -> None:
+    def _finish(self, rids: list[int] | np.ndarray) -> None:
         if self.whole_run and not self.observer:  # nothing reads the table before the run ends
             self.table.finish_later(rids, self.env.now)
         else:
             self.table.finish(rids, self.env.now)
         self.finished += len(rids)
         if self.listener:
-            for rid in rids.tolist():
+            for rid in rids if isinstance(rids, list) else rids.tolist():
                 self.listener.on_finish(rid, self.env.now)
         if self.progress:
             self.progress(self.finished, len(self.table))
-        self._admit_waiting()
-        if self.workload.concurrency:  # a closed loop's client, or a capped open loop's slot, is free
+        if self.waiting_kv:
+            self._admit_waiting()
+        if self.issues_on_finish:  # a closed loop's client, or a capped open loop's slot, is free
             for _ in range(len(rids)):
                 self._issue_closed()
-        if self.finished >= len(self.table) and not self.all_done.triggered:
+        if self.finished >= self.table.n and not self.all_done.triggered:
             self.all_done.succeed()
 
     def account_finished(self, count: int) -> None:
