@@ -28,6 +28,8 @@ def test_every_curve_names_tables_that_exist_and_match_it() -> None:
         for t in c.tables:
             assert bench[t].kernel == c.kernel and bench[t].op == c.op and bench[t].format == c.format
             assert set(bench[t].chips) == set(c.chips)
+            assert bench[t].measured_on == c.measured_on  # a curve states where its tables were measured
+        assert c.measured_on is None or c.measured_on in c.chips
         assert c.source.startswith("REDUCED:") and all(0 < share <= 1 for _, share in c.points)
         assert [m for m, _ in c.points] == sorted(m for m, _ in c.points)
 
@@ -165,6 +167,64 @@ def test_cdna3_fp8_curves_are_aiters_tuned_tables_with_their_source() -> None:
         assert "ROCm/aiter" in bench[table].source and "tuned" in bench[table].source
     assert best_share("amd-mi300x", "fp8", "dense", (), 8192.0) == pytest.approx(0.29, abs=0.01)
     assert best_share("amd-mi300x", "fp8", "grouped", (), 2234.182) == pytest.approx(0.36, abs=0.01)
+
+
+def test_the_aiter_fp8_tables_state_they_were_measured_on_an_mi300x() -> None:
+    """The loader reads ``measured_on`` from the tables and curves that state it; every other curve has none."""
+    bench = microbench()
+    for table in ("aiter-mi300x-fp8-dense", "aiter-mi300x-fp8-moe-ep8"):
+        assert bench[table].measured_on == "amd-mi300x" and "assumed" in bench[table].note
+    stated = {(c.kernel, c.op, c.format): c.measured_on for c in curves() if c.measured_on}
+    assert stated == {("aiter", "dense", "fp8"): "amd-mi300x", ("aiter", "grouped", "fp8"): "amd-mi300x"}
+
+
+@pytest.mark.parametrize("op", ["dense", "grouped"])
+@pytest.mark.parametrize("m", [64.0, 512.0, 4096.0, 20000.0])
+def test_a_curve_measured_on_one_chip_prices_another_at_its_sustained_clock(op: str, m: float) -> None:
+    """On the MI325X an MI300X-measured share runs at the ratio of the chips' sustained GEMM ceilings
+    (0.581 / 0.487: the clocks each holds under GEMM load), capped at 0.581; the MI300X keeps the curve."""
+    (c,) = kernel_curves("amd-mi300x", "fp8", op)
+    measured = c.compute_efficiency(m)
+    assert best_share("amd-mi300x", "fp8", op, (), m) == measured
+    assert best_share("amd-mi325x", "fp8", op, (), m) == pytest.approx(min(measured * 0.581 / 0.487, 0.581), rel=1e-12)
+
+
+def test_a_scaled_share_is_capped_at_the_target_chips_own_ceiling() -> None:
+    """A share that the clock ratio would lift past the target chip's sustained ceiling stops at it; a chip
+    with a lower ceiling than the measured one is slowed by the same ratio."""
+    (c,) = kernel_curves("amd-mi300x", "fp8", "dense")
+    for share in (0.45, 0.50, 0.60):
+        flat = c.model_copy(update={"points": [(1.0, share)], "levels": [], "growth": []})
+        assert flat.share_on("amd-mi300x", 1.0) == share
+        assert flat.share_on("amd-mi325x", 1.0) == pytest.approx(min(share * 0.581 / 0.487, 0.581), rel=1e-12)
+        on_mi325x = flat.model_copy(update={"measured_on": "amd-mi325x"})
+        assert on_mi325x.share_on("amd-mi300x", 1.0) == pytest.approx(min(share * 0.487 / 0.581, 0.487), rel=1e-12)
+    capped = c.model_copy(update={"points": [(1.0, 0.50)], "levels": [], "growth": []})
+    assert 0.50 * 0.581 / 0.487 > 0.581 and capped.share_on("amd-mi325x", 1.0) == 0.581
+
+
+def test_a_curve_without_measured_on_prices_every_chip_it_lists_unchanged() -> None:
+    """Hopper's and Blackwell's shared curves state no chip of measurement: each chip they list reads the
+    same share (no clock ratio applied)."""
+    for c in curves():
+        if c.measured_on is None:
+            for chip in c.chips:
+                for m, _ in c.points:
+                    assert c.share_on(chip, m) == c.compute_efficiency(m)
+    multi = [c for c in curves() if c.measured_on is None and len(c.chips) > 1]
+    assert {"nvidia-h100", "nvidia-h200"} <= {chip for c in multi for chip in c.chips}
+
+
+def test_an_mi325x_prefill_gemm_is_priced_at_the_mi300x_share_times_the_clock_ratio() -> None:
+    """A compute-bound FP8 GEMM of 4,096 rows on an MI325X under SGLang: the AITER curve's MI300X share
+    there (0.253) times 0.581 / 0.487 of the 2,614.9 TFLOPS peak, plus the launches."""
+    hw = load_hardware("mi325x")
+    p = pricer(plan(Deployment(phase=Phase.PREFILL, num_chips=8, stack="sglang"), hw, load_model("deepseek-r1")))
+    flops, nbytes = 2.0 * 4096 * 7168 * 2112, 7168 * 2112 + 4096 * (7168 + 2112) * 2.0
+    price = p.price(new_op("probe", OpClass.GEMM, Stream.ATTENTION, flops, nbytes, "fp8", "dense", 4096.0, "fp8"))
+    compute_s = flops / (0.253 * 0.581 / 0.487 * 2614.9e12)
+    assert compute_s > nbytes / (0.80 * 6000e9)  # compute binds
+    assert price.time_s == pytest.approx(compute_s + p.launch_us * 1e-6, rel=1e-9)
 
 
 def test_a_prefill_gemm_at_a_curve_point_is_priced_in_closed_form() -> None:

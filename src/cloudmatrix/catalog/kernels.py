@@ -17,7 +17,16 @@ curve measured with each expert split ``split`` ways (expert TP) applies nearest
 
 An ``attention`` curve is a fused attention kernel's share against the key length each query row runs over
 (the measured S0 = S1 sequence), for the stacks that name it (stacks.yaml ``kernels: {attention: ...}``);
-its rows are one call of ``groups`` heads, ``m`` query rows, ``n`` keys and head dimension ``k``."""
+its rows are one call of ``groups`` heads, ``m`` query rows, ``n`` keys and head dimension ``k``.
+
+A curve (and its tables) may state the chip it was measured on (``measured_on``) where it prices several
+(``chips``): a share of peak is a rate against the nominal peak, and on a chip that holds a higher clock under
+load the same kernel runs faster by the ratio of the clocks. That ratio is the two chips' sustained GEMM
+ceilings (hardware ``gemm_compute``: the share of peak each sustains under a dense GEMM, i.e. the clock it
+holds there over the peak's clock), so on another chip the share is scaled by target over measured ceiling,
+and never above the target's own ceiling (no kernel outruns the clock it holds). Only compute shares are
+scaled: a sustained-clock ratio speeds every on-chip-bound kernel alike, while HBM time (the memory term)
+does not follow the core clock. A curve without ``measured_on`` prices every chip it lists unchanged."""
 
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from functools import cache
 from math import exp, log
 from typing import Literal
 
+from cloudmatrix.catalog.hardware import load_chip
 from cloudmatrix.catalog.record import Record, field
 from cloudmatrix.catalog.sourced import DATA_DIR, parse_file
 from cloudmatrix.inputs import InputError
@@ -64,6 +74,7 @@ class BenchTable(Record):
     format: str
     source: str
     note: str = ""
+    measured_on: str | None = None  # the chip of ``chips`` the rows were measured on, where the source says
     weights: str | None = None  # stored format where narrower than the compute format (W4A16: fp4)
     moe_tp: int = field(default=1, ge=1)  # each expert's matrices split this many ways (expert TP)
     moe_shape: MoeShape | None = None
@@ -82,6 +93,7 @@ class KernelCurve(Record):
     points: list[tuple[float, float]] = field(min_length=1)  # (M, achieved share of peak), M ascending
     source: str
     tables: list[str]  # the microbenchmark tables reduced
+    measured_on: str | None = None  # the chip its tables were measured on: others' shares scale (module doc)
     prefill_tables: list[str] = []  # prefill-shaped tables: the level beyond the decode tables' largest M
     growth_tables: list[str] = []  # tables reaching larger M: the growth beyond it
     weights: str | None = None  # stored weight format where narrower than ``format`` (W4A16: fp4)
@@ -97,6 +109,21 @@ class KernelCurve(Record):
             level = _log_log(self.levels, experts or self.levels[-1][0])
             return level * _log_log([(last, 1.0), *self.growth], m)
         return _log_log(self.points, m)
+
+    def share_on(self, chip: str, m: float, experts: float = 0.0) -> float:
+        """The share at M on ``chip``: where the curve was measured on another chip, scaled by the ratio of
+        the two chips' sustained GEMM ceilings and capped at the target's (module docstring)."""
+        share = self.compute_efficiency(m, experts)
+        if self.measured_on is None or chip == self.measured_on:
+            return share
+        target, measured = sustained_gemm_ceiling(chip), sustained_gemm_ceiling(self.measured_on)
+        return min(share * target / measured, target)
+
+
+@cache
+def sustained_gemm_ceiling(chip: str) -> float:
+    """The chip's sustained share of peak under a dense GEMM (hardware ``gemm_compute``): its load clock."""
+    return load_chip(chip).efficiency.gemm_compute.value
 
 
 def _log_log(points: list[tuple[float, float]], x: float) -> float:
@@ -184,8 +211,10 @@ def best_share(
     weights: str | None = None,
     split: int = 1,
     experts: float = 0.0,
+    priced: str | None = None,
 ) -> float:
-    """The share of peak at M (over ``experts`` per die, grouped GEMMs) of the fastest of the kernels an
-    engine can pick from (its autotuner runs the best tactic per shape); 0 without a measurement."""
+    """The share of peak at M (over ``experts`` per die, grouped GEMMs) on the ``priced`` chip (default:
+    ``chip``, whose curves are read) of the fastest of the kernels an engine can pick from (its autotuner
+    runs the best tactic per shape); 0 without a measurement."""
     found = kernel_curves(chip, fmt, op, kernels, weights, split)
-    return max((c.compute_efficiency(m, experts) for c in found), default=0.0)
+    return max((c.share_on(priced or chip, m, experts) for c in found), default=0.0)

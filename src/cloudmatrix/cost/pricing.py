@@ -99,7 +99,7 @@ class Pricer:
             share = 0.0
             for curves_of in (chip.id, chip.curves_chip):  # the chip's own curves, else its sibling's
                 kernels = self._kernels(curves_of, fmt, kernel, stored, split)
-                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split, groups)
+                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split, groups, chip.id)
             self._curves[key] = share
         return share
 
@@ -123,7 +123,7 @@ class Pricer:
             for curves_of in (chip.id, chip.curves_chip):
                 named = self._kernels(curves_of, fmt, "attention", fmt, 1)
                 found = [c for c in kernel_curves(curves_of, fmt, "attention", named) if c.kernel in named]
-                share = share or max((c.compute_efficiency(kv_len) for c in found), default=0.0)
+                share = share or max((c.share_on(chip.id, kv_len) for c in found), default=0.0)
             self._curves[key] = share
         return share
 

@@ -98,7 +98,7 @@ def _curve(plan: Plan, op: Op) -> KernelCurve | None:
             named = stack_kernels(plan.deployment.stack, chip.family, op.kernel)
         found = kernel_curves(curves_of, op.precision, op.kernel, named, stored, op.split)
         if found:
-            return max(found, key=lambda c: c.compute_efficiency(op.rows, op.groups))
+            return max(found, key=lambda c: c.share_on(chip.id, op.rows, op.groups))
     return None
 
 

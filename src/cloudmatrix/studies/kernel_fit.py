@@ -64,7 +64,7 @@ def _attention_shares(table: BenchTable, peak: float, cores: int) -> list[tuple[
 
 def _shares(table: BenchTable) -> list[tuple[float, float]]:
     """(M, achieved share of peak) of the rows the curve uses."""
-    chip = load_chip(table.chips[0])
+    chip = load_chip(table.measured_on or table.chips[0])
     peak = chip.die.peak_flops(table.format)
     if table.op == "attention":
         return _attention_shares(table, peak, int(chip.die.compute_units.value))
