@@ -228,13 +228,13 @@ RECORDED = {
     },
     "model": {
         "output_tok_s_per_chip": (0.8676, 0.0, 16.6, 71.97),
-        "tpot_ms": (0.8167, 0.0, 17.38, 58.61),
+        "tpot_ms": (0.82, 0.0, 17.38, 58.61),
         "ttft_ms": (0.8536, 0.0, 43.29, 163.03),
     },
     "isl": {
         "output_tok_s_per_chip": (0.8885, 0.0, 16.93, 69.57),
         "tpot_ms": (0.85, 0.0, 15.05, 78.69),
-        "ttft_ms": (0.925, 0.0, 45.82, 619.26),
+        "ttft_ms": (0.9036, 0.0, 45.82, 619.26),
     },
     "series": {
         "output_tok_s_per_chip": (0.7387, 0.0, 6.05, 24.93),
@@ -291,9 +291,9 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # without any of their rows. Per metric: (coverage, unknown share, median |error| %, median width %). Not a
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (1.0, 0.0, 5.55, 39.95),
-    "tpot_ms": (0.975, 0.0, 6.2, 36.79),
-    "ttft_ms": (0.8493, 0.0, 15.16, 129.89),
+    "output_tok_s_per_chip": (1.0, 0.0, 5.55, 36.77),
+    "tpot_ms": (0.975, 0.0, 6.2, 36.74),
+    "ttft_ms": (0.7671, 0.0, 15.16, 42.9),
 }
 
 
