@@ -10,9 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION
 from cloudmatrix.studies.interval_pools import series_quantiles
-from cloudmatrix.studies.interval_steps import combined_spread, counted_steps, independent_steps, step_spread
+from cloudmatrix.studies.interval_steps import (
+    combined_spread,
+    counted_steps,
+    independent_steps,
+    step_error,
+    step_spread,
+)
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 from .residual_rows import residual
@@ -224,3 +231,32 @@ def test_a_step_measured_on_another_host_time_basis_takes_its_rows_as_a_new_depl
     as_lost = query_interval(100.0, replace(q, host_times="unfitted"), table=table)
     assert as_lost.lo is not None and as_lost.hi is not None
     assert as_lost.hi / as_lost.lo >= math.exp(2 * step_spread(lost, 0.8)) > iv.hi / iv.lo
+
+
+@pytest.mark.parametrize(("system", "other"), [("hgx-b200", "hgx-h100"), ("hgx-h100", "hgx-b200")])
+def test_a_step_met_as_priced_is_measured_where_it_is_taken_alike_first(system: str, other: str) -> None:
+    """Where a fitted query's step has no rows priced as it is (every ISL hold-out row lost its host times),
+    the step's rows stand as the series hold-out predicted them, and, as at every level of the fall-back,
+    first where the step is taken alike: its own (family, stack) cell's, not every cell's pooled. A query
+    priced without fitted host times still takes the rows of its own basis as they are."""
+    spreads = {system: 0.2, other: 1.2}
+    rows = []
+    for s, spread in spreads.items():
+        series = _rows("series", s, "vllm", 1.0, spread, isl=1024, isl_band="ISL 1K")
+        rows += series + [
+            r | {"kind": "isl", "measured": r["measured"] * 3.0, "host_times": "unfitted"} for r in series
+        ]
+    table = index_residuals(rows, "tpot_ms")
+    q = Query(system=system, stack="vllm", metric="tpot_ms", isl=8192, host_times="fitted")
+    mine = [r for r in rows if r["kind"] == "series" and r["system"] == system]
+    pool = table.pools["fitted"]
+    assert step_error("isl", pool, table, chip_family(system), "vllm") == mine
+    iv = query_interval(100.0, q, table=table)
+    assert iv.lo is not None and iv.hi is not None
+    assert iv.extrapolating == ("ISL 8,192 beyond the validated 1,024",)
+    lo, hi = series_quantiles(mine, [0.1, 0.9])
+    assert iv.hi / iv.lo == pytest.approx(max(hi / lo, math.exp(2 * step_spread(mine, 0.8))))
+    pooled = [r for r in rows if r["kind"] == "series"]
+    assert iv.hi / iv.lo < math.exp(2 * step_spread(pooled, 0.8))
+    unfitted = step_error("isl", table.pools["unfitted"], table, chip_family(system), "vllm")
+    assert {r["host_times"] for r in unfitted} == {"unfitted"}

@@ -135,11 +135,17 @@ _STEP_ALIKE["band"] = _STEP_ALIKE["model"]
 def step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
     """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
     alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
-    priced so, then on every row as a query of that basis meets it (``_as_priced``), then on every row of the
-    metric's end-to-end counterpart."""
+    priced so, then where it is taken alike on every row as a query of that basis meets it (``_as_priced``),
+    then on every row so, then on every row of the metric's end-to-end counterpart. Alike comes first at
+    each level: a fitted query at a new ISL whose hold-out rows were all priced on another basis takes them
+    as the series hold-out predicted them in its own (family, stack) cell, not every cell's."""
     wanted = {"family": family, "stack": stack}
-    alike = [r for r in pool.kinds.get(kind, []) if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
-    for rows in (alike, pool.kinds.get(kind, []), _as_priced(t.kinds.get(kind, []), pool, t)):
+    every = t.kinds.get(kind, [])
+    alike, alike_every = (
+        [r for r in rows if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
+        for rows in (pool.kinds.get(kind, []), every)
+    )
+    for rows in (alike, pool.kinds.get(kind, []), _as_priced(alike_every, pool, t), _as_priced(every, pool, t)):
         if enough(rows):
             return rows
     return t.counterpart_kinds.get(kind, [])
