@@ -218,33 +218,33 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 RECORDED = {
     "family": {
         "output_tok_s_per_chip": (0.7456, 0.0, 10.4, 35.03),
-        "tpot_ms": (0.7667, 0.0, 10.69, 34.5),
-        "ttft_ms": (0.8036, 0.0, 16.57, 113.56),
+        "tpot_ms": (0.7633, 0.0, 10.76, 34.5),
+        "ttft_ms": (0.8, 0.0, 16.57, 113.56),
     },
     "stack": {
-        "output_tok_s_per_chip": (0.8432, 0.0, 16.1, 97.34),
-        "tpot_ms": (0.7467, 0.0, 15.36, 61.06),
-        "ttft_ms": (0.8, 0.0, 35.79, 416.22),
+        "output_tok_s_per_chip": (0.8432, 0.0, 16.33, 97.34),
+        "tpot_ms": (0.7467, 0.0, 15.37, 61.06),
+        "ttft_ms": (0.8, 0.0, 36.44, 416.22),
     },
     "model": {
-        "output_tok_s_per_chip": (0.8676, 0.0, 16.6, 71.97),
-        "tpot_ms": (0.82, 0.0, 17.38, 58.61),
-        "ttft_ms": (0.8536, 0.0, 43.29, 163.03),
+        "output_tok_s_per_chip": (0.8676, 0.0, 16.92, 72.14),
+        "tpot_ms": (0.82, 0.0, 17.38, 58.82),
+        "ttft_ms": (0.8536, 0.0, 43.43, 163.03),
     },
     "isl": {
         "output_tok_s_per_chip": (0.8885, 0.0, 16.93, 69.57),
-        "tpot_ms": (0.85, 0.0, 15.05, 78.69),
+        "tpot_ms": (0.85, 0.0, 14.82, 78.69),
         "ttft_ms": (0.9036, 0.0, 45.82, 619.26),
     },
     "series": {
         "output_tok_s_per_chip": (0.7387, 0.0, 6.05, 24.93),
         "tpot_ms": (0.7633, 0.0, 6.4, 26.44),
-        "ttft_ms": (0.7143, 0.0, 12.54, 51.26),
+        "ttft_ms": (0.7143, 0.0, 12.33, 51.51),
     },
     "band": {
         "output_tok_s_per_chip": (0.8328, 0.0, 11.01, 63.9),
-        "tpot_ms": (0.8233, 0.0, 10.57, 50.5),
-        "ttft_ms": (0.9286, 0.0, 24.92, 300.87),
+        "tpot_ms": (0.8233, 0.0, 10.57, 49.98),
+        "ttft_ms": (0.9286, 0.0, 25.63, 300.87),
     },
 }
 
@@ -291,9 +291,9 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # without any of their rows. Per metric: (coverage, unknown share, median |error| %, median width %). Not a
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (1.0, 0.0, 5.55, 36.77),
-    "tpot_ms": (0.975, 0.0, 6.2, 36.74),
-    "ttft_ms": (0.7671, 0.0, 15.16, 42.9),
+    "output_tok_s_per_chip": (1.0, 0.0, 5.71, 36.77),
+    "tpot_ms": (0.975, 0.0, 6.14, 36.74),
+    "ttft_ms": (0.7945, 0.0, 13.31, 42.9),
 }
 
 
