@@ -82,7 +82,7 @@ def test_a_measured_moe_layer_is_priced_near_its_measurement(tokens: int) -> Non
         per_kernel.append(math.sqrt(per_expert[0] * per_expert[1]))
     expected_us = min(per_kernel) * 32 * (1 + 1 / 8)
     # each of the 8 GPUs sends its tokens: the layer sees ``tokens`` per GPU
-    assert _ep8_fp4_experts_us("hgx-b200", "trtllm", tokens / 8) == pytest.approx(expected_us, rel=0.25)
+    assert _ep8_experts_us("hgx-b200", "trtllm", tokens / 8) == pytest.approx(expected_us, rel=0.25)
 
 
 def test_amd_mxfp4_curves_are_aiters_and_only_where_fp4_units_are() -> None:
@@ -107,18 +107,18 @@ def test_a_measured_mi355x_moe_layer_is_priced_near_its_measurement(tokens: int)
     (row,) = [r for r in microbench()["aiter-mi355x-fp4-moe-ep8"].rows if r.tokens == tokens]
     assert row.latency_us is not None
     expected_us = row.latency_us * (1 + 1 / 8)
-    assert _ep8_fp4_experts_us("mi355x", "atom", tokens) == pytest.approx(expected_us, rel=0.25)
+    assert _ep8_experts_us("mi355x", "atom", tokens) == pytest.approx(expected_us, rel=0.25)
 
 
-def _ep8_fp4_experts_us(system: str, stack: str, batch_per_chip: float) -> float:
-    """The twin's experts + SwiGLU ops (µs) of a DeepSeek-R1 FP4 decode layer at EP8 on 8 chips, balanced."""
+def _ep8_experts_us(system: str, stack: str, batch_per_chip: float, precision: str = "fp4") -> float:
+    """The twin's experts + SwiGLU ops (µs) of a DeepSeek-R1 decode layer at EP8 on 8 chips, balanced."""
     d = Deployment(
         phase=Phase.DECODE,
         num_chips=8,
         ep=8,
         batch_per_chip=batch_per_chip,
         input_len=1024,
-        precision="fp4",
+        precision=precision,
         eplb="perfect",
         redundant_experts=0,
         stack=stack,
@@ -248,20 +248,7 @@ def test_a_measured_mi300x_fp8_moe_layer_is_priced_near_its_measurement(tokens: 
     routed experts and the local shared one: the same GEMMs) are within 20 % of it."""
     (row,) = [r for r in microbench()["aiter-mi300x-fp8-moe-ep8"].rows if r.tokens == tokens]
     assert row.latency_us is not None
-    d = Deployment(
-        phase=Phase.DECODE,
-        num_chips=8,
-        ep=8,
-        batch_per_chip=tokens,
-        input_len=1024,
-        precision="fp8",
-        eplb="perfect",
-        redundant_experts=0,
-        stack="sglang",
-    )
-    p = plan(d, load_hardware("mi300x"), load_model("deepseek-r1"))
-    ops = {op.name: op for op in moe_ffn(p, 1.0)}
-    twin_us = sum(pricer(p).price(ops[n]).time_s for n in ("experts", "swiglu")) * 1e6
+    twin_us = _ep8_experts_us("mi300x", "sglang", tokens, precision="fp8")
     assert twin_us == pytest.approx(row.latency_us, rel=0.20)
 
 

@@ -167,16 +167,8 @@ def generate(spec: WorkloadSpec, seed: int, num_requests: int, base_dir: Path | 
     hashes, block = None, MOONCAKE_BLOCK_TOKENS
     if spec.reuse is not None:
         hashes, block = reuse_hash_ids(spec.reuse, inputs, stream(seed, "reuse_group")), spec.reuse.block_tokens
-    if spec.arrivals.kind == "closed":
-        return Workload(
-            input_len=inputs,
-            output_len=outputs,
-            arrival_s=None,
-            concurrency=spec.arrivals.concurrency,
-            hash_ids=hashes,
-            hash_block_tokens=block,
-        )
-    times = spec.arrivals.times(stream(seed, "arrivals"), num_requests)
+    closed = spec.arrivals.kind == "closed"  # a client sends its next request as its last one finishes
+    times = None if closed else spec.arrivals.times(stream(seed, "arrivals"), num_requests)
     return Workload(
         input_len=inputs,
         output_len=outputs,
