@@ -10,7 +10,14 @@ from cloudmatrix.catalog.corpus import load_corpora
 from cloudmatrix.catalog.hardware import load_chip, load_hardware
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import host_times_basis, load_stack, overridden_costs, stack_costs
+from cloudmatrix.catalog.stacks import (
+    host_times_basis,
+    load_stack,
+    overridden_costs,
+    request_fixed_s,
+    stack_costs,
+    stack_ids,
+)
 from cloudmatrix.cost.pricing import host_op_us
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
@@ -136,18 +143,21 @@ def test_rows_whose_gap_a_cost_per_op_takes_are_not_host_time_rows() -> None:
 
 def test_with_no_engine_left_anywhere_each_takes_its_engine_prior(fits: dict) -> None:
     """Held out with every fit row (the 1K ISL band, the 1-8 concurrency band), no engine has rows left: each
-    fitted entry takes its engine's prior (kernels per op from its source x the chip's cost per kernel node), not
-    zero host time, and no request time; its note says so."""
+    fitted entry takes its engine's priors (kernels per op from its source x the chip's cost per kernel node, and
+    its host time per request), not zero host time; its note says so."""
     held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
     r = hr.refit(fits, held)
     assert r.overrides
     for (stack, family), costs in r.overrides.items():
-        prior = load_stack(stack).op_kernels
+        prior, request = load_stack(stack).op_kernels, load_stack(stack).request_ms
         assert prior is not None and prior.assumed and prior.source, stack
-        assert costs.step_overhead_us.value == 0.0 and costs.request_overhead_ms.value == 0.0, (stack, family)
+        assert request is not None and request.assumed and request.source, stack
+        assert costs.step_overhead_us.value == 0.0, (stack, family)
+        assert costs.request_overhead_ms.value == request.value > 0, (stack, family)
+        assert costs.request_overhead_ms.source == f"borrowed: the engine's prior ({request.source})"
         assert costs.step_kernels is not None and costs.step_kernels.value == prior.value > 0
         assert costs.step_kernels.source.startswith("borrowed: the engine's prior")
-    assert all("the engine's prior" in n and n.endswith("(no request time)") for n in r.notes)
+    assert all("the engine's prior" in n and n.endswith(" ms/request") for n in r.notes)
     # priced: SGLang's 2 kernels per op cost 2 x 3.0 µs on Hopper and 2 x 1.8 µs on Blackwell
     with overridden_costs(r.overrides):
         assert host_op_us(load_hardware("hgx-h200"), "sglang") == pytest.approx(6.0, abs=1e-12)
@@ -186,3 +196,37 @@ def test_the_cost_per_kernel_node_is_a_sourced_chip_attribute() -> None:
     for stack, kernels in (("sglang", 2.0), ("vllm", 0.7), ("trtllm", 0.2), ("dynamo-sglang", 2.0)):
         prior = load_stack(stack).op_kernels
         assert prior is not None and prior.value == kernels and prior.source.startswith("assumed")
+
+
+def test_every_engine_with_a_prior_per_op_states_a_sourced_request_time() -> None:
+    """The request-time prior is catalog data with its sources: every stack that states (or inherits) kernels per
+    op states a host time per request too, assumed, naming the published runs it was read from, so no hold-out
+    group left without fit rows is priced with no request time. A front end takes its engine's."""
+    for profile in map(load_stack, stack_ids()):
+        if profile.op_kernels is None:
+            continue
+        request = profile.request_ms
+        assert request is not None, profile.id
+        assert request.assumed and "TTFT" in request.source and 5.0 < request.value < 60.0, profile.id
+        if profile.base is not None:
+            assert request == load_stack(profile.base).request_ms, profile.id
+    expected = {"sglang": (19.4, "DeepSeek-OCR"), "vllm": (17.9, "ray-project/ray#59681"), "trtllm": (13.5, "RTX 5090")}
+    for stack, (value, cited) in expected.items():
+        request = load_stack(stack).request_ms
+        assert request is not None and request.value == value and cited in request.source, stack
+
+
+def test_a_group_with_no_fit_rows_prices_each_request_at_its_engine_prior(fits: dict) -> None:
+    """Closed form: with every fit row held out, a request's fixed time on every fitted (stack, family) is the
+    engine's prior, 19.4 ms for SGLang, 17.9 for vLLM, 13.5 for TensorRT-LLM (a Dynamo front end its engine's),
+    where it was zero before; a group that keeps fit rows keeps its refitted request time."""
+    held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
+    r = hr.refit(fits, held)
+    with overridden_costs(r.overrides):
+        for stack, family, ms in (("sglang", "hopper", 19.4), ("sglang", "blackwell", 19.4),
+                                  ("vllm", "hopper", 17.9), ("trtllm", "blackwell", 13.5),
+                                  ("dynamo-trtllm", "blackwell", 13.5)):  # fmt: skip
+            assert request_fixed_s(stack, family, disaggregated=False) == pytest.approx(ms / 1e3, abs=1e-12)
+    one_kept = held - {next(r.id for r, _ in fits[("vllm", "default")])}
+    kept = hr.refit(fits, one_kept)
+    assert not kept.overrides[("vllm", "default")].request_overhead_ms.source.startswith("borrowed")

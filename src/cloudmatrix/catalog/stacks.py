@@ -169,6 +169,10 @@ class StackProfile(Record):
     # fit row of any engine is left (a hold-out of the 1K ISL band or the 1-8 client band); a front end's is its
     # engine's
     op_kernels_setting: Sourced | None = field(default=None, alias="op_kernels")
+    # the engine's host time per request at the first token (HTTP, tokenising, scheduling, detokenising and
+    # streaming it), ms, from published single-client runs on small models: the request-time prior where no
+    # fit row of any engine is left, beside ``op_kernels``; a front end's is its engine's
+    request_ms_setting: Sourced | None = field(default=None, alias="request_ms")
     loop_setting: SchedulerLoop | None = field(default=None, alias="loop")  # None: the base engine's, else none
 
     @property
@@ -177,6 +181,14 @@ class StackProfile(Record):
         if self.op_kernels_setting is None and self.base is not None:
             return load_stack(self.base).op_kernels
         return self.op_kernels_setting
+
+    @property
+    def request_ms(self) -> Sourced | None:
+        """The engine's host time per request at the first token, ms (a front end's is its engine's); None:
+        not stated."""
+        if self.request_ms_setting is None and self.base is not None:
+            return load_stack(self.base).request_ms
+        return self.request_ms_setting
 
     @property
     def loop(self) -> SchedulerLoop | None:

@@ -3,9 +3,9 @@ the stack host times refitted without the group's rows, with their fall-backs wh
 entry (a family: the engine's own law per op of the step fitted on its other families, in kernels of each chip's
 cost per captured kernel node, so it follows the priced chip's generation; a ``like:`` default: the entry it
 names; a stack with none left anywhere: the other engines' law the same way; no engine with rows left: the
-engine's prior, its kernels per op times the chip's cost per kernel), a family's own cost per op of a captured
-graph refitted or dropped for its prior, and SGLang-on-Ascend's graph cost per op refitted the same way. Each is
-an in-memory override with a note."""
+engine's priors, its kernels per op times the chip's cost per kernel and its host time per request), a family's
+own cost per op of a captured graph refitted or dropped for its prior, and SGLang-on-Ascend's graph cost per op
+refitted the same way. Each is an in-memory override with a note."""
 
 from __future__ import annotations
 
@@ -87,22 +87,25 @@ def _per_op_fallback(
     """An entry with no fit rows of its own left, priced with a law per op of the step fitted on ``rows`` (no
     fixed step time): in kernels of the chip's cost per captured kernel node where their chips state one, so
     the time per op follows the priced chip's generation, else in µs per op launch; with no rows at all, the
-    engine's prior (its kernels per op from its source, no request time). The source says the constants were
-    borrowed, so intervals count the entry unfitted."""
+    engine's priors (its kernels per op and its host time per request, each from its sources; no request time
+    where it states none). The source says the constants were borrowed, so intervals count the entry unfitted."""
     per_kernel = any(b.kernel_us > 0 for _, b in rows)
-    prior = load_stack(stack).op_kernels
+    profile = load_stack(stack)
+    prior = profile.op_kernels
     if not rows and prior is not None:
+        request = profile.request_ms
         source = f"borrowed: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
+        request_source = f"borrowed: the engine's prior ({request.source})" if request else source
         costs = entry.model_copy(
             update={
                 "step_overhead_us": Sourced(value=0.0, source=source),
                 "step_op_us": None,
                 "step_kernels": Sourced(value=prior.value, source=source),
-                "request_overhead_ms": Sourced(value=0.0, source=source),
+                "request_overhead_ms": Sourced(value=request.value if request else 0.0, source=request_source),
             }
         )
         what = f"{what}: the engine's prior, {prior.value:g} kernels per op x the chip's graph_task_us"
-        return costs, f"{what} (no request time)"
+        return costs, f"{what}, {request.value:g} ms/request" if request else f"{what} (no request time)"
     fit = fit_per_op(rows, per_kernel=per_kernel)
     source = f"borrowed: {what}"
     per_op = Sourced(value=fit.op_us, source=source)
