@@ -29,7 +29,7 @@ from cloudmatrix.sim.collector import collector_paused
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_side import DecodeSide, Listener
-from cloudmatrix.sim.events import Sleeper, call_at, call_later, call_urgent
+from cloudmatrix.sim.events import Sleeper, call_at, call_later, call_urgent, run_until
 from cloudmatrix.sim.fault_injector import FaultInjector
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -358,7 +358,7 @@ class Simulation(DecodeSide):
             stop = self.all_done | self.env.timeout(self.s.duration_s)
         try:
             with collector_paused(self.whole_run):  # nearly nothing a run allocates is in a cycle (sim/collector.py)
-                self.env.run(until=stop)
+                run_until(self.env, stop)
         except RuntimeError as e:  # simpy: no event left before every request finished
             if "No scheduled events left" not in str(e):
                 raise
