@@ -11,6 +11,7 @@ from cloudmatrix.catalog.overrides import (
     WHAT_IF_SUFFIX,
     apply_assignment,
     apply_hardware_overrides,
+    parse_value,
 )
 from cloudmatrix.deploy import Deployment, Eplb, Phase
 from cloudmatrix.errors import CloudMatrixError, ConfigError
@@ -214,3 +215,18 @@ def test_an_identity_what_if_on_the_chip_prices_every_step_the_same(system: str)
         assert estimate(same, "qwen3-32b", d).step.step_s == want, (system, phase)
         compared += 1
     assert compared or hw.system.num_chips < 8, system
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.integers(min_value=0, max_value=10**20).map(str), st.text("0123456789_+-xo. ", max_size=22)))
+def test_a_plain_number_reads_as_yaml_reads_it(raw: str) -> None:
+    """The integer shortcut (no PyYAML import) gives what YAML gives, for digits and anything near them."""
+    import yaml
+
+    try:
+        expected = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return
+    if isinstance(expected, int | float) and not isinstance(expected, bool):
+        got = parse_value(raw, f"x={raw}")
+        assert (got, type(got)) == (expected, type(expected)) or (expected != expected and got != got)

@@ -42,6 +42,8 @@ def split_assignment(assignment: str, example: str) -> tuple[list[str], str]:
 def parse_value(raw: str, assignment: str) -> Any:
     """The right-hand side read as YAML, so ``64`` is a number, ``true`` a bool and ``{kind: x}`` a mapping
     (within the bounds of every YAML input: nesting, and aliases expanded)."""
+    if len(raw) <= 18 and raw.isascii() and raw.isdigit() and (raw == "0" or raw[0] != "0"):
+        return int(raw)  # a plain decimal integer, as YAML reads it, without importing PyYAML (~20 ms)
     value = parse_yaml(raw, f"--set '{assignment}': value")
     if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
         return float(value)  # YAML 1.1 reads `1e3` as a string; users mean the number

@@ -25,6 +25,7 @@ from cloudmatrix.sim.decode_runner import Stretch, commit
 from cloudmatrix.sim.decode_side import Faults
 from cloudmatrix.sim.events import Sleeper, call_later
 from cloudmatrix.sim.metrics import Recorder
+from cloudmatrix.sim.scenario import AggregatedPool
 from cloudmatrix.workload.rng import Lookahead
 
 
@@ -75,6 +76,14 @@ class AggregatedInstance:
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
+
+    @classmethod
+    def pool(cls, sim: Simulation, batches: list[DecodeBatch], a: AggregatedPool | None) -> list[AggregatedInstance]:
+        """The instances of aggregated pool ``a``, one on each decode batch (none without the pool)."""
+        if a is None:
+            return []
+        budget = a.chips * a.chunk_tokens_per_chip
+        return [cls(sim, i, b, budget, a.scheduling, a.recv_interval, a.overlap) for i, b in enumerate(batches)]
 
     def load(self) -> float:
         """Prompt tokens waiting or in progress, for least-loaded routing."""

@@ -25,10 +25,11 @@ from cloudmatrix.serving.requests import RequestTable, State, unservable
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
 from cloudmatrix.sim.aggregated import AggregatedInstance
 from cloudmatrix.sim.arrivals import BatchedArrivals
+from cloudmatrix.sim.collector import collector_paused
 from cloudmatrix.sim.context_cache import PrefixCache
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.decode_side import DecodeSide, Listener
-from cloudmatrix.sim.events import Sleeper, call_at, call_later, call_urgent
+from cloudmatrix.sim.events import Sleeper, call_at, call_later, call_urgent, run_until
 from cloudmatrix.sim.fault_injector import FaultInjector
 from cloudmatrix.sim.metrics import Recorder, SimResult
 from cloudmatrix.sim.scenario import Scenario
@@ -85,23 +86,10 @@ class Simulation(DecodeSide):
             for _ in range(d.instances)
         ]
         self.decode_loops = [Sleeper(self.env, partial(self._decode_next, i)) for i in range(d.instances)]
-        a = scenario.aggregated
-        self.aggregated = (
-            [
-                AggregatedInstance(
-                    self, i, b, a.chips * a.chunk_tokens_per_chip, a.scheduling, a.recv_interval, a.overlap
-                )
-                for i, b in enumerate(self.decodes)
-            ]
-            if a
-            else []
-        )
+        self.aggregated = AggregatedInstance.pool(self, self.decodes, scenario.aggregated)
         self.waiting_kv: deque[int] = deque()  # prefilled requests waiting for decode KV space
-        self.ems = (
-            PrefixCache(scenario, self.costs.hw, self.costs.model, self.workload.hash_block_tokens)
-            if scenario.ems
-            else None
-        )
+        hw, model, hash_block = self.costs.hw, self.costs.model, self.workload.hash_block_tokens
+        self.ems = PrefixCache(scenario, hw, model, hash_block) if scenario.ems else None
         self.mtp_rng = Lookahead(stream(scenario.seed, "mtp_acceptance"))
         self.step_by_step = step_by_step  # the reference path: every decode step is its own event
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
@@ -202,8 +190,7 @@ class Simulation(DecodeSide):
             loads = self.faults.route(loads, True)
         if self.router is not None:
             hashes = self._hash_ids(rid)
-            prefix = hashes[0] if hashes else None
-            inst = self.router.choose(loads, prefix)
+            inst = self.router.choose(loads, hashes[0] if hashes else None)
         else:
             inst = least_loaded(loads)
         self.prefill_queues[inst].push(rid, tokens)
@@ -370,7 +357,8 @@ class Simulation(DecodeSide):
         if self.s.duration_s is not None:
             stop = self.all_done | self.env.timeout(self.s.duration_s)
         try:
-            self.env.run(until=stop)
+            with collector_paused(self.whole_run):  # nearly nothing a run allocates is in a cycle (sim/collector.py)
+                run_until(self.env, stop)
         except RuntimeError as e:  # simpy: no event left before every request finished
             if "No scheduled events left" not in str(e):
                 raise

@@ -3,6 +3,7 @@ attainment, utilisation and KV occupancy over time. No printing; `to_dict` follo
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass, field
@@ -69,9 +70,34 @@ def _busy(timeline: np.ndarray, instances: int, span_s: float) -> list[float]:
 def _pcts(values: np.ndarray) -> dict[str, float]:
     if values.size == 0:
         return {f"p{p}": float("nan") for p in PCTS} | {"mean": float("nan")}
-    # one call for all percentiles (one partition of the values; each is what its own call gives)
-    at = np.percentile(values, PCTS).tolist()
+    at = percentiles(values, PCTS)
     return {f"p{p}": v for p, v in zip(PCTS, at, strict=True)} | {"mean": float(values.mean())}
+
+
+def percentiles(values: np.ndarray, pcts: Sequence[float]) -> list[float]:
+    """``np.percentile(values, pcts).tolist()`` (its "linear" method) to the bit, from one partition of the
+    values: numpy's own goes through ``np.unique``, whose first call imports ``numpy.ma`` (10 ms, about 1 % of
+    a 100,000-request run). The same neighbours, weights and interpolation (``_lerp``: from the upper
+    neighbour at a weight of a half or more); values with a NaN are left to numpy."""
+    n, ends = values.size, []
+    for p in pcts:
+        at = (n - 1) * (p / 100)
+        low = math.floor(at)
+        if at >= n - 1:  # at or past the last value: both neighbours are the last, as numpy takes them
+            low = high = -1
+        else:
+            high = low + 1
+        ends.append((low, high, at - low))
+    kth = sorted({0, n - 1} | {k % n for low, high, _ in ends for k in (low, high)})
+    ordered = np.partition(values, kth)
+    if math.isnan(ordered.item(n - 1)):  # NaNs sort last
+        return np.percentile(values, list(pcts)).tolist()
+    out = []
+    for low, high, weight in ends:
+        a, b = ordered.item(low), ordered.item(high)
+        step = b - a
+        out.append(b - step * (1 - weight) if weight >= 0.5 else a + step * weight)
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)

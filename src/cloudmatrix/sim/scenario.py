@@ -10,7 +10,7 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.sourced import describe_validation_error
+from cloudmatrix.catalog.sourced import describe_validation_error, read_yaml
 from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack, stack_overlaps
 from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
@@ -201,7 +201,8 @@ def load_scenario(source: str | None = None, overrides: list[str] | None = None)
             valid = ", ".join(builtin_names())
             raise ConfigError(f"scenario '{name}': no such file or built-in scenario (built-in: {valid})")
         path = SCENARIO_DIR / f"{name}.yaml"
-    data = read_yaml_file(path, "scenario")
+    # a built-in scenario is a shipped file: parsed once per content, without importing PyYAML after that
+    data = read_yaml(path) if not exists else read_yaml_file(path, "scenario")
     if not isinstance(data, dict):
         raise ConfigError(f"{path.name}: a scenario must be a mapping of fields")
     data.setdefault("base_dir", str(path.parent.resolve()))
