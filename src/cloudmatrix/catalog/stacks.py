@@ -11,7 +11,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import cache
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cloudmatrix.catalog.record import Record, field
 from cloudmatrix.catalog.sourced import DATA_DIR, Sourced, parse_file
@@ -21,6 +21,7 @@ STACKS_PATH = DATA_DIR / "stacks.yaml"
 DEFAULT_FAMILY = "default"
 Vendor = Literal["nvidia", "amd", "huawei"]  # a system's ``vendor`` in the hardware catalog
 GRAPH_ENTRY = "graph"  # the override key (stack, GRAPH_ENTRY) replaces a stack's graph costs
+_T = TypeVar("_T")  # a stack setting a front end inherits from its engine
 # In-memory replacements of catalog entries, keyed (stack, family entry) or (stack, GRAPH_ENTRY): the hold-out
 # study prices a group with constants refitted without its rows (``overridden_costs``); nothing is written to
 # the catalog. The key of the overrides in force is made once per block (priced-step caches read it often).
@@ -178,24 +179,18 @@ class StackProfile(Record):
     @property
     def op_kernels(self) -> Sourced | None:
         """The engine's kernels per op beyond the first (a front end's are its engine's); None: not stated."""
-        if self.op_kernels_setting is None and self.base is not None:
-            return load_stack(self.base).op_kernels
-        return self.op_kernels_setting
+        return self._engines(self.op_kernels_setting, "op_kernels")
 
     @property
     def request_ms(self) -> Sourced | None:
         """The engine's host time per request at the first token, ms (a front end's is its engine's); None:
         not stated."""
-        if self.request_ms_setting is None and self.base is not None:
-            return load_stack(self.base).request_ms
-        return self.request_ms_setting
+        return self._engines(self.request_ms_setting, "request_ms")
 
     @property
     def loop(self) -> SchedulerLoop | None:
         """The engine's scheduler loop (a front end's, or a build's, is its engine's); None: not stated."""
-        if self.loop_setting is None and self.base is not None:
-            return load_stack(self.base).loop
-        return self.loop_setting
+        return self._engines(self.loop_setting, "loop")
 
     @property
     def defaults(self) -> EngineDefaults:
@@ -207,9 +202,15 @@ class StackProfile(Record):
     @property
     def memory(self) -> StackMemory | None:
         """The engine's memory setting (a front end's is its engine's); None: the chip's reserve only."""
-        if self.memory_setting is None and self.base is not None:
-            return load_stack(self.base).memory
-        return self.memory_setting
+        return self._engines(self.memory_setting, "memory")
+
+    def _engines(self, own: _T | None, name: str) -> _T | None:
+        """``own`` where this stack states it, else its base engine's ``name`` (a front end's setting is its
+        engine's)."""
+        if own is None and self.base is not None:
+            inherited: _T | None = getattr(load_stack(self.base), name)
+            return inherited
+        return own
 
     def costs(self, family: str) -> StackCosts:
         """Own costs for the family, else the base engine's, else own default; a ``like`` entry is the
