@@ -141,8 +141,11 @@ class DecodeSide:
                 break
             k = len(slots)
             admitted = rids[:k]
-            for _ in admitted:
-                waiting.popleft()
+            if k == len(waiting):  # (every waiting request admitted: the usual case)
+                waiting.clear()
+            else:
+                for _ in admitted:
+                    waiting.popleft()
             table.admit_decodes(admitted, now)
             first = prompts[0]
             if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
