@@ -86,3 +86,35 @@ def test_a_range_of_arrivals_refuses_one_already_arrived(arrived: int) -> None:
     fresh = RequestTable(np.full(5, 10), np.full(5, 5))
     fresh.arrive_range(0, 5, np.arange(5.0))
     assert fresh.state.tolist() == [0] * 5 and fresh.arrival_s.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(0, 30), max_size=8), backwards=st.booleans(), flush_rows=st.integers(1, 40))
+def test_logged_ranges_of_arrivals_end_as_live_ones(cuts: list[int], backwards: bool, flush_rows: int) -> None:
+    """Logged ranges of arrivals, following on from each other (joined) or not, then a transition of every
+    request: the same columns as the live table's, wherever the log is flushed."""
+    n = 30
+    bounds = sorted({0, n, *cuts})
+    ranges = list(zip(bounds, bounds[1:], strict=False))
+    live, deferred = (RequestTable(np.full(n, 100), np.full(n, 7)) for _ in range(2))
+    deferred.defer()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(requests, "FLUSH_ROWS", flush_rows)
+        for table in (live, deferred):
+            for lo, hi in reversed(ranges) if backwards else ranges:
+                table.arrive_range(lo, hi, np.arange(lo, hi) * 0.5)
+            table.start_prefills(list(range(n)), 100.0)
+            table.settle()
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(deferred, column), getattr(live, column))
+
+
+@pytest.mark.parametrize("arrived", [0, 2, 4])
+def test_a_logged_range_of_arrivals_refuses_one_already_arrived(arrived: int) -> None:
+    t = RequestTable(np.full(5, 10), np.full(5, 5))
+    t.defer()
+    t.arrive(arrived, 0.0)
+    t.arrive_range(0, 3, np.arange(3.0))
+    t.arrive_range(3, 5, np.arange(3.0, 5.0))  # joined to the first range
+    with pytest.raises(RuntimeError, match="an arrival from a state other than new"):
+        t.settle()

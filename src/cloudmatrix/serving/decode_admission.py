@@ -77,17 +77,22 @@ class DieAdmission:
         count, bits = least.count, least.bits
         slots, placed, held, room = [], 0, 0, self.free_slots
         low, dies = least.low, bits.get(least.low, 0)  # the least-occupied dies, as bits (see ``LeastFirst``)
+        moved = 0  # dies moved up from ``low`` whose bits are not written yet (written before ``least`` is read)
         for rid, length in zip(rids, tokens, strict=True):
             if placed == room:
                 break
             blocks = -(-length // block_tokens)
             if not dies:
+                if moved:
+                    bits[low], bits[low + 1], moved = dies, bits.get(low + 1, 0) | moved, 0
                 least.first()  # moves ``low`` up to the next count with dies
                 low = least.low
                 dies = bits[low]
             bit = dies & -dies  # the lowest-numbered of them
             die = bit.bit_length() - 1
             if in_use[die] + blocks > capacity:  # no room there: the scan's choice, then back to the bits
+                if moved:
+                    bits[low], bits[low + 1], moved = dies, bits.get(low + 1, 0) | moved, 0
                 found = self.choose_die(blocks)
                 if found is None:
                     break
@@ -96,8 +101,7 @@ class DieAdmission:
                 low, dies = least.low, bits.get(least.low, 0)
             else:  # ``least.add(die, 1)``, written out: the die moves up a count
                 dies ^= bit
-                bits[low] = dies
-                bits[low + 1] = bits.get(low + 1, 0) | bit
+                moved |= bit
                 count[die] = low + 1
             in_use[die] += blocks
             slot = heappop(free[die])
@@ -105,6 +109,8 @@ class DieAdmission:
             placed += 1
             held += blocks
             slots.append(slot)
+        if moved:
+            bits[low], bits[low + 1] = dies, bits.get(low + 1, 0) | moved
         self.free_slots -= placed
         self.used_blocks += held
         return slots

@@ -31,10 +31,15 @@ class PrefillQueue:
     def take_batch(self) -> tuple[list[int], int]:
         """``next_batch`` as (its request ids, its prompt tokens)."""
         queue, budget = self.queue, self.budget
-        rids: list[int] = []
-        total = 0
-        while queue and (not rids or total + queue[0][1] <= budget):
-            rid, tokens = queue.popleft()
+        if not queue:
+            return [], 0
+        rid, total = queue.popleft()  # the first is taken whatever its length
+        rids = [rid]
+        while queue:
+            rid, tokens = queue[0]
+            if total + tokens > budget:
+                break
+            queue.popleft()
             rids.append(rid)
             total += tokens
         self.queued_tokens -= total

@@ -54,11 +54,13 @@ class RequestTable:
         self.free: list[int] = []  # rows of finished online requests, reused by append
         self.log: list[tuple[array[int], list[float], list[int]]] | None = None  # deferred transitions per stage
         self.logged = 0
+        self.arriving: list[np.ndarray] = []  # logged arrival times of requests [arrived_from, arrived_to)
+        self.arrived_from = self.arrived_to = 0
 
     def defer(self) -> None:
-        """From now on the transitions after arrival are logged and applied in bulk, in their order, when the
-        log grows long and at ``settle``, with the same checks: for a whole run that nothing reads until it
-        ends (a transition's few numpy calls cost more than the simulation step that caused it)."""
+        """From now on the transitions after arrival (and ranges of arrivals) are logged and applied in bulk, in
+        their order, when the log grows long and at ``settle``, with the same checks: for a whole run that
+        nothing reads until it ends (a transition's few numpy calls cost more than the step that caused it)."""
         self.log = [(array("q"), [], []) for _ in _STAGES]
 
     def _defer(self, stage: int, rids: list[int], now: float) -> None:
@@ -77,6 +79,8 @@ class RequestTable:
         finds the state the one before left), checking each as the transition itself would."""
         if self.log is None:
             return
+        if self.arriving:  # a request's arrival comes before its other transitions
+            self._arrive_logged()
         for stage, (ids, times, counts) in enumerate(self.log):
             if not counts:
                 continue
@@ -166,7 +170,24 @@ class RequestTable:
         self._advance(rid, _NEW, _QUEUED, self.arrival_s, now)
 
     def arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
-        """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together)."""
+        """``arrive`` for requests ``start`` to ``end`` - 1 at ``times`` (open-loop arrivals taken together).
+        Logged, ranges that follow on from each other are applied as one (``flush``)."""
+        if self.log is not None and end > start:
+            if self.arriving and start != self.arrived_to:
+                self._arrive_logged()
+            if not self.arriving:
+                self.arrived_from = start
+            self.arriving.append(times)
+            self.arrived_to = end
+            return
+        self._arrive_range(start, end, times)
+
+    def _arrive_logged(self) -> None:
+        arriving, self.arriving = self.arriving, []
+        times = arriving[0] if len(arriving) == 1 else np.concatenate(arriving)
+        self._arrive_range(self.arrived_from, self.arrived_to, times)
+
+    def _arrive_range(self, start: int, end: int, times: np.ndarray) -> None:
         state = self.state[start:end]  # every one new: its highest and lowest are (argmax, argmin: no Python)
         if end > start and (state.item(state.argmax()) != _NEW or state.item(state.argmin()) != _NEW):
             raise RuntimeError(f"requests {start}-{end - 1}: an arrival from a state other than new")
@@ -217,8 +238,17 @@ class RequestTable:
     def finish_later(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
         few requests at a time, and the other writes cost more than the decode step that finished them."""
-        if self.log is not None:
-            self._defer(_FINISH, rids if isinstance(rids, list) else rids.tolist(), now)
+        log = self.log
+        if log is not None:  # ``_defer``, written out: a finish a step
+            if not isinstance(rids, list):
+                rids = rids.tolist()
+            ids, times, counts = log[_FINISH]
+            ids.extend(rids)
+            times.append(now)
+            counts.append(len(rids))
+            self.logged += len(rids)
+            if self.logged >= FLUSH_ROWS:
+                self.flush()
             return
         self.finish_s[rids] = now
 

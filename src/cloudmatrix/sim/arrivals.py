@@ -108,17 +108,24 @@ class BatchedArrivals:
         loads = _loads(queues, sim.prefill_busy)
         before = loads.copy()
         lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
-        for rid, tokens in zip(range(start, end), sim.table.input_len[start:end].tolist(), strict=True):
-            if router is None:
+        prompts = sim.table.input_len[start:end].tolist()
+        if router is None:  # (the loop without the router's test: the common case)
+            for rid, tokens in zip(range(start, end), prompts, strict=True):
                 inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
-            else:
+                loads[inst] += tokens
+                lines[inst].append((rid, tokens))
+                loop = loops[inst]
+                if loop.asleep:
+                    loop.wake()
+        else:
+            for rid, tokens in zip(range(start, end), prompts, strict=True):
                 hashes = sim._hash_ids(rid)
                 inst = router.choose(loads, hashes[0] if hashes else None)
-            loads[inst] += tokens
-            lines[inst].append((rid, tokens))
-            loop = loops[inst]
-            if loop.asleep:
-                loop.wake()
+                loads[inst] += tokens
+                lines[inst].append((rid, tokens))
+                loop = loops[inst]
+                if loop.asleep:
+                    loop.wake()
         for queue, was, now in zip(queues, before, loads, strict=True):
             queue.queued_tokens += now - was
         self.next = end

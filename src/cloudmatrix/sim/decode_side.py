@@ -141,8 +141,11 @@ class DecodeSide:
                 break
             k = len(slots)
             admitted = rids[:k]
-            for _ in admitted:
-                waiting.popleft()
+            if k == len(waiting):  # (every waiting request admitted: the usual case)
+                waiting.clear()
+            else:
+                for _ in admitted:
+                    waiting.popleft()
             table.admit_decodes(admitted, now)
             first = prompts[0]
             if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
@@ -270,7 +273,7 @@ class DecodeSide:
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
         step's record and finishes are those of ``_end_step``, written out for the hot loop."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
-        costs, busiest = self.costs, batch._busiest
+        costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
         assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
         while True:
@@ -292,7 +295,11 @@ class DecodeSide:
                 call_later(env, dur, partial(self._step_done, inst, start, dur))
                 return
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            self._take_step(inst, start, dur, active)
+            finished = batch.step_ids(rng)  # ``_take_step``, written out
+            occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)
+            steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
+            if finished:
+                self._finish(finished)
 
     def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
         """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
