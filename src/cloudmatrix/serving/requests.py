@@ -238,17 +238,8 @@ class RequestTable:
     def finish_later(self, rids: list[int] | np.ndarray, now: float) -> None:
         """``finish`` with only the time written now, the rest when ``settle`` is called: a batch run finishes a
         few requests at a time, and the other writes cost more than the decode step that finished them."""
-        log = self.log
-        if log is not None:  # ``_defer``, written out: a finish a step
-            if not isinstance(rids, list):
-                rids = rids.tolist()
-            ids, times, counts = log[_FINISH]
-            ids.extend(rids)
-            times.append(now)
-            counts.append(len(rids))
-            self.logged += len(rids)
-            if self.logged >= FLUSH_ROWS:
-                self.flush()
+        if self.log is not None:
+            self._defer(_FINISH, rids if isinstance(rids, list) else rids.tolist(), now)
             return
         self.finish_s[rids] = now
 

@@ -1,26 +1,23 @@
-"""Prediction intervals from out-of-group error: empirical quantiles (split-conformal style) of measured /
-predicted over the stored hold-out residuals (``validate --holdout KIND --write-residuals``), each row
-predicted with constants refitted without its group. The interval is where the measured value is expected to
-fall; where the twin is biased it need not contain the point prediction, and the bias is stated.
+"""Prediction intervals from out-of-group error: empirical quantiles (split-conformal style) of measured / predicted
+over the stored hold-out residuals (``validate --holdout KIND --write-residuals``), each row predicted with
+constants refitted without its group. Where the twin is biased the interval (where the measured value is expected)
+need not contain the point prediction, and the bias is stated.
 
-The residuals are split first by how the query's host times were obtained (``studies/interval_pools.py``):
-fitted on rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit
-row). Inside that pool, the base is stratified in a fixed fall-back order: (family x stack, model class,
-concurrency band, ISL band), then without the ISL band, then without the concurrency band, then (family x
-stack). Each step outside the validated domain (a new family, or one with no validated cell; a stack new on
-a family; a new model class, weight format or model; an ISL or concurrency outside the validated ones;
-``studies/interval_steps.py``) widens the interval by that kind's hold-out error, measured where the step is
-taken alike (rows priced on another host-time basis than the query's as the series hold-out predicted them),
-as a spread about the prediction, with the reason named. Distinct kinds of step are independent
-sources of error and add in quadrature, the in-domain error every hold-out's error holds counted once, and a
-step whose residuals a wider step's hold-out already holds at the same predictions not counted again; a step
-another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows
-anywhere) is named but not counted again. An answer outside the domain is never narrower than one a single
-condition inside it: the validated cells one condition away, each as its own answer draws on it
-(``_answered``), set its least width. With no basis at all the answer is ``unknown``.
+The residuals are split first by how the query's host times were obtained (``studies/interval_pools.py``): fitted on
+rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit row). Inside that pool,
+the base is stratified in a fixed fall-back order: (family x stack, model class, concurrency band, ISL band), then
+without the ISL band, then without the concurrency band, then (family x stack). Each step outside the validated domain
+(a new family, or one with no validated cell; a stack new on a family; a new model class, weight format or model; an ISL
+or concurrency outside the validated ones; ``studies/interval_steps.py``) widens the interval by that kind's hold-out
+error, measured where the step is taken alike (rows priced on another host-time basis as the series hold-out predicted
+them), as a spread about the prediction, with the reason named. Distinct kinds of step are independent sources of error
+and add in quadrature, the in-domain error counted once and a step whose residuals a wider one holds not again; a step
+another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows anywhere) is
+named but not counted again. An answer outside the domain is never narrower than one a single condition inside it: the
+validated cells one condition away (``_answered``) set its least width. With no basis at all the answer is ``unknown``.
 
-The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the
-quantiles, and a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
+The exchangeable unit is the series (one deployment swept over concurrency): each weighs the same in the quantiles, and
+a stratum needs rows from at least ``MIN_SERIES`` series as well as ``MIN_ROWS`` rows."""
 
 from __future__ import annotations
 
