@@ -58,14 +58,15 @@ def test_refit_leaves_out_the_group(fits: dict) -> None:
 
 def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
     """TensorRT-LLM's only fit rows are Blackwell's: held out, its pooled default has nothing left either,
-    so each of its entries takes the other engines' law per op of the step (test_host_time_law.py)."""
+    so each of its entries takes its own prior plus the other engines' excess per op over theirs
+    (test_host_time_law.py)."""
     r = hr.refit(fits, {x.id for x, _ in fits[("trtllm", "blackwell")]})
     for key in (("trtllm", "default"), ("trtllm", "blackwell")):
         costs = r.overrides[key]
         assert costs.step_overhead_us.value == 0.0 and costs.step_kernels is not None and costs.step_kernels.value > 0
     assert r.overrides[("trtllm", "blackwell")].kernels == load_stack("trtllm").families["blackwell"].kernels
-    assert r.notes[0].startswith("trtllm/default: no fit rows left; falls back to the other engines' law per op")
-    assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to the other engines' law per op")
+    assert r.notes[0].startswith("trtllm/default: no fit rows left; falls back to the engine's prior, 0.2 kernels")
+    assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to the engine's prior, 0.2 kernels")
 
 
 def test_no_held_row_ever_prices_its_own_group(fits: dict) -> None:

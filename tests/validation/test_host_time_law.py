@@ -85,28 +85,73 @@ def fits() -> dict:
     return fit_pairs(load_corpora(list(FIT_CORPORA)))
 
 
-def test_a_stack_held_out_whole_takes_the_other_engines_law_on_its_family(fits: dict) -> None:
-    """TensorRT-LLM held out: its Blackwell entry is priced with the per-op law of the other engines' kept
-    rows on Blackwell, its default entry with theirs on every family; both say so and count as unfitted."""
+def test_a_stack_held_out_whole_takes_its_prior_plus_the_other_engines_excess(fits: dict) -> None:
+    """TensorRT-LLM held out: its Blackwell entry is priced with its own prior kernels per op plus what the other
+    engines' kept rows on Blackwell pay per op beyond their own priors (its default entry: theirs on every
+    family), and with its own prior request time; both say so and count as unfitted."""
     held = {r.id for r, _ in fits[("trtllm", "default")]}
     r = hr.refit(fits, held)
+    counted = {"sglang": 2.0, "vllm": 0.7}
     for family in ("blackwell", "default"):
         rows = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == family and s != "trtllm" for x, b in pairs]
-        fit = fit_per_op(rows, per_kernel=True)
+        excess = fit_per_op(rows, per_kernel=True, counted=counted).op_us
         costs = r.overrides[("trtllm", family)]
         assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is None
-        assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(fit.op_us, rel=1e-12)
-        assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms, rel=1e-12)
-        assert costs.step_kernels.source.startswith("borrowed: the other engines' law per op of the step")
+        assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(0.2 + excess, rel=1e-12)
+        assert 0.0 < excess < 2.0  # the engines pay about one kernel node per op beyond their listed counts
+        assert costs.request_overhead_ms.value == 13.5  # the front end's own prior, not the other engines' fit
+        assert costs.step_kernels.source.startswith("borrowed: the engine's prior, 0.2 kernels per op")
         with overridden_costs(r.overrides):
             assert host_times_basis("trtllm", family) == "unfitted"
-    assert any(
-        n.startswith("trtllm/blackwell: no fit rows left; falls back to the other engines' law") for n in r.notes
-    )
-    assert "on blackwell" in r.overrides[("trtllm", "blackwell")].step_kernels.source  # type: ignore[union-attr]
+    assert any(n.startswith("trtllm/blackwell: no fit rows left; falls back to the engine's prior") for n in r.notes)
+    assert "(16 fit rows on blackwell)" in r.overrides[("trtllm", "blackwell")].step_kernels.source  # type: ignore[union-attr]
     # on one family the law per kernel is the law per op launch: every row's chip has the same cost per kernel
     same = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == "blackwell" and s != "trtllm" for x, b in pairs]
     assert fit_per_op(same, per_kernel=True).op_us * 1.8 == pytest.approx(fit_per_op(same).op_us, rel=1e-12)
+
+
+def test_each_engine_held_out_takes_its_own_prior_plus_the_others_excess(fits: dict) -> None:
+    """For every engine held out whole, on every family it has rows on: kernels per op = its prior + the
+    excess the other engines' rows on that family pay over their own priors, request time = its own prior. The
+    excess is one number per family whichever engine is held out only in the rows it sees: an engine's own
+    count never enters its own price beyond its prior."""
+    for stack in ("sglang", "vllm", "trtllm"):
+        held = {r.id for r, _ in fits[(stack, "default")]}
+        r = hr.refit(fits, held)
+        prior, request = load_stack(stack).op_kernels, load_stack(stack).request_ms
+        assert prior is not None and request is not None
+        for (s, family), costs in r.overrides.items():
+            if s != stack:
+                continue
+            rows = [(x, b) for (t, f), ps in sorted(fits.items()) if f == family and t != stack for x, b in ps]
+            counted = {t: load_stack(t).op_kernels.value for t in {x.stack for x, _ in rows}}  # type: ignore[union-attr]
+            excess = fit_per_op(rows, per_kernel=True, counted=counted).op_us
+            assert costs.step_kernels is not None
+            assert costs.step_kernels.value == pytest.approx(prior.value + excess, rel=1e-12), (stack, family)
+            assert costs.request_overhead_ms.value == request.value, (stack, family)
+
+
+def test_fit_per_op_beyond_counted_priors_closed_form() -> None:
+    """Each row's engine's prior count is taken off its gap first: engine a (prior 1 kernel) with gaps of 3 µs
+    per op, engine b (prior 2) with 4 µs per op: each pays 2 µs per op beyond its own count, the fit says 2
+    exactly, and the request time is what is left with each step priced at (2 + own prior) per op. The excess
+    is not clamped: priors above the rows' gaps give a negative one."""
+
+    @dataclass
+    class _Stacked(_Row):
+        stack: str = ""
+
+    def pair(i: int, stack: str, tpot_ms: float, ops: float) -> tuple[_Stacked, BaseTimes]:
+        base = BaseTimes(tpot_ms=2.0, ttft_ms=10.0, ttft_steps=1.0, ops=ops)
+        return _Stacked(id=f"r{i}", measured={"tpot_ms": tpot_ms, "ttft_ms": 30.0}, stack=stack), base
+
+    pairs = [pair(0, "a", 2.3, 100.0), pair(1, "b", 3.2, 300.0)]
+    fit = fit_per_op(pairs, counted={"a": 1.0, "b": 2.0})  # type: ignore[arg-type]
+    assert fit.op_us == pytest.approx(2.0, abs=1e-12)
+    # row 0: 30 - 10 - 1 x 3 x 100 / 1e3 = 19.7; row 1: 30 - 10 - 4 x 300 / 1e3 = 18.8
+    assert fit.request_overhead_ms == pytest.approx(19.25, abs=1e-12)
+    assert fit_per_op(pairs, counted={"a": 5.0, "b": 5.0}).op_us < 0  # type: ignore[arg-type]
+    assert fit_per_op(pairs).op_us > 0  # type: ignore[arg-type]
 
 
 def test_a_family_held_out_takes_the_engines_own_law_per_kernel_of_the_chip(fits: dict) -> None:

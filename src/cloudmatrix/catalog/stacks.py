@@ -166,13 +166,13 @@ class StackProfile(Record):
     engine_defaults: EngineDefaults | None = field(default=None, alias="defaults")
     graph: GraphExecution | None = None  # None: graph launches hidden and no cost per op beyond the chip's
     # the engine's device kernels per op of the twin beyond the one the chip's ``launch_us`` prices (counted from
-    # its source, or assumed): times the chip's ``graph_task_us``, the host-time prior per op of a step where no
-    # fit row of any engine is left (a hold-out of the 1K ISL band or the 1-8 client band); a front end's is its
-    # engine's
+    # its source, or assumed): times the chip's ``graph_task_us``, the host-time prior per op of a step where the
+    # engine has no fit row left (plus the other engines' excess per op over their own priors where they keep
+    # rows: studies/holdout_refit.py); a front end's is its engine's
     op_kernels_setting: Sourced | None = field(default=None, alias="op_kernels")
     # the engine's host time per request at the first token (HTTP, tokenising, scheduling, detokenising and
-    # streaming it), ms, from published single-client runs on small models: the request-time prior where no
-    # fit row of any engine is left, beside ``op_kernels``; a front end's is its engine's
+    # streaming it), ms, from published single-client runs on small models: the request-time prior where the
+    # engine has no fit row left, beside ``op_kernels``; a front end's is its engine's
     request_ms_setting: Sourced | None = field(default=None, alias="request_ms")
     loop_setting: SchedulerLoop | None = field(default=None, alias="loop")  # None: the base engine's, else none
 

@@ -9,9 +9,10 @@ both ``studies/graph_fit.py``); the other calibrated constants are fitted on the
 microbenchmarks, never on validation rows. A refit (``studies/holdout_refit.py``) is an in-memory override
 handed to the pricing (``catalog.stacks.overridden_costs``); where a group takes every fit row of a (stack,
 family), that entry falls back to the stack's ``default`` entry (its pooled fit over the families left, or the
-``like:`` stack it names); a stack left with no fit rows at all is priced with the other engines' law per op of
-the step (their kept rows on the same chip family, else on every family: ``stack_fit.fit_per_op``), so a model
-with more ops per step pays more. The costs per op are refitted the same way, under the group's refitted host
+``like:`` stack it names); a stack left with no fit rows at all is priced with its own prior kernels per op
+plus what the other engines' kept rows (on the same chip family, else on every family) pay per op beyond their
+own priors (``stack_fit.fit_per_op(counted=...)``), so a model with more ops per step pays more, and with its
+own prior request time. The costs per op are refitted the same way, under the group's refitted host
 times; with none of their rows left, each falls back to the runtime's prior, fitted on no row: the engine's
 tasks per op times the chip's cost per captured task or graph node (``graph_task_us``; SGLang-on-Ascend's
 ``graph.tasks_per_op``, SGLang-on-CDNA's family entry's), or to no cost per op where the entry states no count.

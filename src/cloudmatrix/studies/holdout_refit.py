@@ -1,11 +1,13 @@
 """The constants a hold-out group's rows are priced with (``validate --holdout KIND``, ``studies/holdout.py``):
 the stack host times refitted without the group's rows, with their fall-backs where it takes every fit row of an
-entry (a family: the engine's own law per op of the step fitted on its other families, in kernels of each chip's
-cost per captured kernel node, so it follows the priced chip's generation; a ``like:`` default: the entry it
-names; a stack with none left anywhere: the other engines' law the same way; no engine with rows left: the
-engine's priors, its kernels per op times the chip's cost per kernel and its host time per request), a family's
-own cost per op of a captured graph refitted or dropped for its prior, and SGLang-on-Ascend's graph cost per op
-refitted the same way. Each is an in-memory override with a note."""
+entry, in the order of the evidence's independence: the engine's own rows, then its own published priors, then
+other engines' rows only for what is not the engine's (a family: the engine's own law per op of the step fitted
+on its other families, in kernels of each chip's cost per captured kernel node, so it follows the priced chip's
+generation; a ``like:`` default: the entry it names; a stack with none left anywhere: its own prior kernels per
+op plus what the other engines' rows pay per op beyond their own priors, and its own request time; no engine
+with rows left: the engine's priors alone), a family's own cost per op of a captured graph refitted or dropped
+for its prior, and SGLang-on-Ascend's graph cost per op refitted the same way. Each is an in-memory override
+with a note."""
 
 from __future__ import annotations
 
@@ -57,9 +59,9 @@ def other_engines(
     fits: Mapping[tuple[str, str], list[tuple[ValidationRow, BaseTimes]]], stack: str, family: str, held: set[str]
 ) -> tuple[list[tuple[ValidationRow, BaseTimes]], str]:
     """The kept fit rows of every other stack on ``family`` (each once), or on every family where none is
-    left there (or for a ``default`` entry): what an engine with no rows of its own left is fitted on, per op
-    of the step. Rule fixed from the mechanism, not scored: the gap per op of the step is mostly the chip
-    family's (graph replay and small-batch kernels), and the engines' gaps per op on one family agree."""
+    left there (or for a ``default`` entry): what an engine with no rows of its own left takes the chip's share
+    of its gap per op from. Its own kernels per op are its code's (its prior); what every engine pays per op
+    beyond its own count (graph replay, small-batch kernels, the device model's miss) is the chip family's."""
     for fam in (family, DEFAULT_FAMILY) if family != DEFAULT_FAMILY else (DEFAULT_FAMILY,):
         rows = [
             (r, b)
@@ -69,8 +71,7 @@ def other_engines(
             if r.id not in held
         ]
         if rows:
-            where = f"on {family}" if fam == family else "on every family"
-            return rows, f"the other engines' law per op of the step, {len(rows)} fit rows {where}"
+            return rows, f"{len(rows)} fit rows on {family if fam == family else 'every family'}"
     return [], "no engine's rows (none left anywhere)"
 
 
@@ -81,19 +82,28 @@ def _stack_kept(
     return any(r.id not in held for r, _ in fits.get((stack, DEFAULT_FAMILY), []))
 
 
+def _counted(stacks: set[str]) -> dict[str, float] | None:
+    """Each engine's prior kernels per op (``op_kernels``), or None where one of them states none."""
+    priors = {s: load_stack(s).op_kernels for s in sorted(stacks)}
+    return {s: p.value for s, p in priors.items() if p is not None} if all(priors.values()) else None
+
+
 def _per_op_fallback(
-    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], what: str, stack: str
+    entry: StackCosts, rows: list[tuple[ValidationRow, BaseTimes]], where: str, stack: str, own: bool = False
 ) -> tuple[StackCosts, str]:
-    """An entry with no fit rows of its own left, priced with a law per op of the step fitted on ``rows`` (no
-    fixed step time): in kernels of the chip's cost per captured kernel node where their chips state one, so
-    the time per op follows the priced chip's generation, else in µs per op launch; with no rows at all, the
-    engine's priors (its kernels per op and its host time per request, each from its sources; no request time
-    where it states none). The source says the constants were borrowed, so intervals count the entry unfitted."""
+    """An entry with no fit rows of its own left, priced with a law per op of the step (no fixed step time): in
+    kernels of the chip's cost per captured kernel node where the rows' chips state one, so the time per op
+    follows the priced chip's generation, else in µs per op launch. On the engine's ``own`` rows of its other
+    families: their fit. On other engines' rows, where every engine states its prior: the engine's own kernels
+    per op (``op_kernels``, its code's) plus what the other engines pay per op beyond their own counts (the
+    chip's and the device model's share, ``fit_per_op(counted=...)``), and its own request time (``request_ms``:
+    the front end's, no chip's); else their pooled law. With no rows at all, the engine's priors alone (no
+    request time where it states none). The source says the constants were borrowed, so intervals count the
+    entry unfitted."""
     per_kernel = any(b.kernel_us > 0 for _, b in rows)
     profile = load_stack(stack)
-    prior = profile.op_kernels
+    prior, request = profile.op_kernels, profile.request_ms
     if not rows and prior is not None:
-        request = profile.request_ms
         source = f"borrowed: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
         request_source = f"borrowed: the engine's prior ({request.source})" if request else source
         costs = entry.model_copy(
@@ -104,21 +114,32 @@ def _per_op_fallback(
                 "request_overhead_ms": Sourced(value=request.value if request else 0.0, source=request_source),
             }
         )
-        what = f"{what}: the engine's prior, {prior.value:g} kernels per op x the chip's graph_task_us"
+        what = f"{where}: the engine's prior, {prior.value:g} kernels per op x the chip's graph_task_us"
         return costs, f"{what}, {request.value:g} ms/request" if request else f"{what} (no request time)"
-    fit = fit_per_op(rows, per_kernel=per_kernel)
+    counted = _counted({r.stack for r, _ in rows}) if per_kernel and prior is not None and not own else None
+    fit = fit_per_op(rows, per_kernel=per_kernel, counted=counted)
+    op_value, request_ms = fit.op_us, fit.request_overhead_ms
+    whose = "the engine's own" if own else "the other engines'"
+    what = f"{whose} law per op of the step, {where}"
+    if counted is not None and prior is not None:
+        op_value = max(prior.value + fit.op_us, 0.0)
+        request_ms = request.value if request else request_ms
+        what = (
+            f"the engine's prior, {prior.value:g} kernels per op, {fit.op_us:+.2f} per op the other engines pay "
+            f"beyond their own priors ({where}), and {'its prior' if request else 'their'} request time"
+        )
     source = f"borrowed: {what}"
-    per_op = Sourced(value=fit.op_us, source=source)
+    per_op = Sourced(value=op_value, source=source)
     costs = entry.model_copy(
         update={
             "step_overhead_us": Sourced(value=0.0, source=source),
             "step_op_us": None if per_kernel else per_op,
             "step_kernels": per_op if per_kernel else None,
-            "request_overhead_ms": Sourced(value=fit.request_overhead_ms, source=source),
+            "request_overhead_ms": Sourced(value=request_ms, source=source),
         }
     )
     unit = "kernels per op x the chip's graph_task_us" if per_kernel else "µs per op launch"
-    return costs, f"{what} ({fit.op_us:.2f} {unit}, {fit.request_overhead_ms:.1f} ms/request)"
+    return costs, f"{what} ({op_value:.2f} {unit}, {request_ms:.1f} ms/request)"
 
 
 def own_rows(
@@ -126,7 +147,7 @@ def own_rows(
 ) -> tuple[list[tuple[ValidationRow, BaseTimes]], str]:
     """The stack's own kept fit rows on every family (its pooled entry's), for a family left without rows."""
     rows = [(r, b) for r, b in fits.get((stack, DEFAULT_FAMILY), []) if r.id not in held]
-    return rows, f"the engine's own law per op of the step, {len(rows)} fit rows on its other families"
+    return rows, f"{len(rows)} fit rows on its other families"
 
 
 def _with_fit(entry: StackCosts, step_us: float, request_ms: float, source: str) -> StackCosts:
@@ -145,8 +166,8 @@ def refit(
 ) -> Refit:
     """The stack constants refitted without the ``held`` row ids (entries none of whose rows are held keep
     their catalog values). A stack's pooled ``default`` entry is refitted first, so a family left without rows
-    falls back to it; where the stack has no rows left at all, each of its entries is priced with the other
-    engines' law per op of the step (``other_engines``). Then a family's
+    falls back to it; where the stack has no rows left at all, each of its entries is priced with its own priors
+    and the other engines' excess per op over theirs (``other_engines``, ``_per_op_fallback``). Then a family's
     own cost per op of its captured graph (``op_fits``: the rows each was fitted on) is refitted without the
     held rows under those host times, or dropped where none is left."""
     overrides: Overrides = {}
@@ -175,7 +196,7 @@ def refit(
         if not isinstance(default, CostsLike):
             # the engine's own rows on its other families, per kernel of the priced chip: its default entry's
             # pooled offset per step would carry the other generation's cost per kernel
-            overrides[(stack, family)], note = _per_op_fallback(entry, *own_rows(fits, stack, held), stack)
+            overrides[(stack, family)], note = _per_op_fallback(entry, *own_rows(fits, stack, held), stack, own=True)
             notes.append(f"{stack}/{family}: no fit rows left; falls back to {note}")
             continue
         costs, what = _like_fallback(default)

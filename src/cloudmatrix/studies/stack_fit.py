@@ -23,16 +23,18 @@ family with no rows of its own (SGLang on AMD) is priced with the engine's time,
 The same gaps per op of the step (``fit_per_op``: the least-squares cost per op launch of the decode step,
 through zero) are what an engine with no rows of its own is priced with out of group (``holdout``): measured
 per op, the engines' gaps on one chip family agree far better than their offsets (docs/validation.md §9), and
-a model with more ops per step pays more. Across chip families the gap per op follows the chip's cost per
-captured kernel node (``graph_task_us``: Blackwell's is 0.6 times Hopper's, and the engines' gaps per op fall
-0.5-0.64 times), so out of group it is fitted in those units (``fit_per_op(per_kernel=True)``) and priced on
-the held-out chip's own cost per kernel."""
+a model with more ops per step pays more; there each row's engine's own prior count comes off its gap first
+(``counted``), so what the other engines' rows lend is the share every engine pays beyond its own kernels.
+Across chip families the gap per op follows the chip's cost per captured kernel node (``graph_task_us``:
+Blackwell's is 0.6 times Hopper's, and the engines' gaps per op fall 0.5-0.64 times), so out of group it is
+fitted in those units (``fit_per_op(per_kernel=True)``) and priced on the held-out chip's own cost per kernel."""
 
 from __future__ import annotations
 
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -242,23 +244,35 @@ class PerOpFit:
     rows: int
 
 
-def fit_per_op(pairs: list[tuple[ValidationRow, BaseTimes]], per_kernel: bool = False) -> PerOpFit:
+def fit_per_op(
+    pairs: list[tuple[ValidationRow, BaseTimes]], per_kernel: bool = False, counted: Mapping[str, float] | None = None
+) -> PerOpFit:
     """The least-squares cost per op launch of the decode step through zero (each row's TPOT gap over its
     launches: ``sum(gap * ops) / sum(ops^2)``), clamped at zero, then the request overhead as the mean TTFT gap
     left with each of its steps priced at that cost per op. ``per_kernel``: the cost in units of each row's
     chip's cost per captured kernel node (``op_us`` is then kernels per op; rows whose chip states none are left
-    out), so a fit on one GPU generation carries to another by the chip's own cost per kernel."""
+    out), so a fit on one GPU generation carries to another by the chip's own cost per kernel. ``counted``: the
+    kernels per op each row's engine is known to run (stack -> its prior), taken off its gap first, so the fit
+    is what every engine pays per op beyond its own count (it may come out negative: the priors over-count)."""
     if per_kernel:
         pairs = [(r, b) for r, b in pairs if b.kernel_us > 0]
 
     def launches(b: BaseTimes) -> float:
         return b.ops * b.kernel_us if per_kernel else b.ops
 
-    tpot = [((r.measured["tpot_ms"] - b.tpot_ms) * 1e3, launches(b)) for r, b in pairs if "tpot_ms" in r.measured]
+    def own(r: ValidationRow) -> float:  # the row's engine's own count per op (0 without ``counted``)
+        return counted[r.stack] if counted is not None else 0.0
+
+    tpot = [
+        ((r.measured["tpot_ms"] - b.tpot_ms) * 1e3 - own(r) * launches(b), launches(b))
+        for r, b in pairs
+        if "tpot_ms" in r.measured
+    ]
     den = sum(n * n for _, n in tpot)
-    op_us = max(sum(g * n for g, n in tpot) / den, 0.0) if den > 0 else 0.0
+    op_us = sum(g * n for g, n in tpot) / den if den > 0 else 0.0
+    op_us = op_us if counted is not None else max(op_us, 0.0)
     ttft = [
-        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * op_us * launches(b) / 1e3
+        r.measured["ttft_ms"] - b.ttft_ms - b.ttft_steps * (op_us + own(r)) * launches(b) / 1e3
         for r, b in pairs
         if "ttft_ms" in r.measured
     ]
