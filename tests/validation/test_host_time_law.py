@@ -275,3 +275,23 @@ def test_a_group_with_no_fit_rows_prices_each_request_at_its_engine_prior(fits: 
     one_kept = held - {next(r.id for r, _ in fits[("vllm", "default")])}
     kept = hr.refit(fits, one_kept)
     assert not kept.overrides[("vllm", "default")].request_overhead_ms.source.startswith("borrowed")
+
+
+def test_where_another_engine_states_no_prior_its_pooled_law_prices_the_held_engine() -> None:
+    """The excess over the other engines' own counts needs each of their priors: where one of them states none
+    (ATOM), the held-out engine takes their pooled law per op and their request time, and says so."""
+
+    @dataclass
+    class _Stacked(_Row):
+        stack: str = ""
+
+    base = BaseTimes(tpot_ms=2.0, ttft_ms=10.0, ttft_steps=1.0, ops=300.0, kernel_us=1.8)
+    rows = [(_Stacked(id="a", measured={"tpot_ms": 3.08, "ttft_ms": 40.0}, stack="atom"), base)]
+    entry = stack_costs("vllm", "blackwell")
+    assert entry is not None and hr._counted({"atom", "sglang"}) is None
+    costs, note = hr._per_op_fallback(entry, rows, "1 fit rows on blackwell", "vllm")  # type: ignore[arg-type]
+    fit = fit_per_op(rows, per_kernel=True)  # type: ignore[arg-type]
+    assert fit.op_us == pytest.approx(2.0, abs=1e-12)  # 1,080 µs over 300 ops x 1.8 µs
+    assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(fit.op_us, abs=1e-12)
+    assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms, abs=1e-12)
+    assert note.startswith("the other engines' law per op of the step, 1 fit rows on blackwell")
