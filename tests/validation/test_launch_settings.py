@@ -47,7 +47,8 @@ def test_every_launch_rule_names_its_source() -> None:
 
 
 def test_vllm_gpt_oss_hopper_rows_of_the_marlin_scripts_name_marlin_and_no_other_row_names_a_kernel() -> None:
-    """The gpt-oss H100/H200 scripts export VLLM_MXFP4_USE_MARLIN=1 from their vLLM v0.13.0 image on."""
+    """The gpt-oss H100/H200 scripts export VLLM_MXFP4_USE_MARLIN=1 from their vLLM v0.13.0 image on; the
+    DeepSeek H200 SGLang script runs TP8 experts without an all-to-all backend (Triton fused_moe)."""
     rows = load_corpora(["inferencemax-public", "inferencemax-more"])
     marlin = [
         r
@@ -59,7 +60,9 @@ def test_vllm_gpt_oss_hopper_rows_of_the_marlin_scripts_name_marlin_and_no_other
     ]
     assert len(marlin) == 94
     assert all(r.kernels == ["marlin-mxfp4"] for r in marlin)
-    assert all(not r.kernels for r in rows if r not in marlin)
+    triton = [r for r in rows if r.stack == "sglang" and r.system == "hgx-h200" and r.model == "deepseek-r1"]
+    assert len(triton) == 15 and all(r.kernels == ["triton-fused-moe"] for r in triton)  # SGLang TP8 MoE
+    assert all(not r.kernels for r in rows if r not in marlin and r not in triton)
 
 
 def test_a_kernel_rule_applies_only_to_the_images_it_names(tmp_path: Path) -> None:

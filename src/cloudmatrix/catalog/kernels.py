@@ -26,7 +26,12 @@ ceilings (hardware ``gemm_compute``: the share of peak each sustains under a den
 holds there over the peak's clock), so on another chip the share is scaled by target over measured ceiling,
 and never above the target's own ceiling (no kernel outruns the clock it holds). Only compute shares are
 scaled: a sustained-clock ratio speeds every on-chip-bound kernel alike, while HBM time (the memory term)
-does not follow the core clock. A curve without ``measured_on`` prices every chip it lists unchanged."""
+does not follow the core clock. A curve without ``measured_on`` prices every chip it lists unchanged.
+
+The chip's serving factor (hardware ``gemm_serving``) was fitted over library tables of a kernel's best case
+(DeepGEMM's README) and the flat efficiencies; a curve measured through an engine's own module in its framework
+(``engine_measured``: AIConfigurator's SGLang collection) is already what that engine runs, so the factor does
+not multiply it (as no factor multiplies AIConfigurator's tables on Blackwell)."""
 
 from __future__ import annotations
 
@@ -100,6 +105,7 @@ class KernelCurve(Record):
     split: int = field(default=1, ge=1)  # expert TP the tables were measured at
     levels: list[tuple[float, float]] = []  # (experts per die, share at the last point's M), ascending
     growth: list[tuple[float, float]] = []  # (M, share relative to the last point's M) beyond it, ascending
+    engine_measured: bool = False  # measured through the engine's own module: no serving factor (module doc)
 
     def compute_efficiency(self, m: float, experts: float = 0.0) -> float:
         """The share at M; beyond the last point, for a grouped GEMM over ``experts`` per die (0: as many as
@@ -190,16 +196,18 @@ def kernel_curves(
     chip: str, fmt: str, op: str, kernels: tuple[str, ...] = (), weights: str | None = None, split: int = 1
 ) -> tuple[KernelCurve, ...]:
     """The measured curves of ``kernels`` for the chip, format and op (weights stored in ``weights`` where
-    narrower than the format), those measured nearest ``split`` (expert TP); with none named (or none of
-    them measured) every measured kernel's. Empty where nothing was measured (the chip's flat
-    efficiencies apply)."""
+    narrower than the format), each kernel's measured nearest ``split`` (expert TP); with none named (or none
+    of them measured) every measured library kernel's (an engine-measured one only where nothing else is).
+    Empty where nothing was measured (the chip's flat efficiencies apply)."""
     stored = None if weights == fmt else weights
     matches = tuple(c for c in curves() if chip in c.chips and c.format == fmt and c.op == op and c.weights == stored)
-    if matches:
-        nearest = min(abs(log(c.split / split)) for c in matches)
-        matches = tuple(c for c in matches if abs(log(c.split / split)) == nearest)
+    nearest: dict[str, float] = {}  # per kernel: one kernel's split tables never displace another kernel's
+    for c in matches:
+        nearest[c.kernel] = min(nearest.get(c.kernel, float("inf")), abs(log(c.split / split)))
+    matches = tuple(c for c in matches if abs(log(c.split / split)) == nearest[c.kernel])
     named = tuple(c for c in matches if c.kernel in kernels)
-    return named or matches
+    # unnamed, an engine's own measured module describes that engine, not the chip: library tables first
+    return named or tuple(c for c in matches if not c.engine_measured) or matches
 
 
 def best_share(
@@ -212,9 +220,16 @@ def best_share(
     split: int = 1,
     experts: float = 0.0,
     priced: str | None = None,
+    serving: float = 1.0,
 ) -> float:
     """The share of peak at M (over ``experts`` per die, grouped GEMMs) on the ``priced`` chip (default:
     ``chip``, whose curves are read) of the fastest of the kernels an engine can pick from (its autotuner
-    runs the best tactic per shape); 0 without a measurement."""
+    runs the best tactic per shape), times the chip's ``serving`` factor where the curve is a library table
+    (module docstring); 0 without a measurement."""
     found = kernel_curves(chip, fmt, op, kernels, weights, split)
-    return max((c.share_on(priced or chip, m, experts) for c in found), default=0.0)
+    return max((serving_share(c, priced or chip, m, experts, serving) for c in found), default=0.0)
+
+
+def serving_share(curve: KernelCurve, chip: str, m: float, experts: float, serving: float) -> float:
+    """A curve's share on ``chip`` in serving: the chip's serving factor applies to library tables only."""
+    return curve.share_on(chip, m, experts) * (1.0 if curve.engine_measured else serving)

@@ -33,7 +33,7 @@ class StackCosts(Record):
     step_overhead_us: Sourced
     request_overhead_ms: Sourced
     handoff_overhead_ms: Sourced
-    # op (GEMM: dense, grouped; fused attention: attention) -> kernels it picks from
+    # op (GEMM: dense, grouped, grouped_gathered; fused attention: attention) -> kernels it picks from
     kernels: dict[str, list[str]] = field(default_factory=dict)
     kernels_source: str = ""
     # the fixed cost each op of the engine's captured device graph adds on this family beyond the chip's
@@ -367,12 +367,20 @@ def stack_graph(stack: str | None) -> GraphExecution | None:
     return found if isinstance(found, GraphExecution) else load_stack(stack).graph
 
 
-def stack_kernels(stack: str | None, family: str, op: str) -> tuple[str, ...]:
+GATHERED_GROUPED = "grouped_gathered"  # a stack's list for a MoE without all-to-all dispatch (TP experts)
+
+
+def stack_kernels(stack: str | None, family: str, op: str, gathered: bool = False) -> tuple[str, ...]:
     """The kernels a stack picks from for ``op`` (a GEMM's, or ``attention``) on a chip family (empty: not
-    stated)."""
+    stated). A MoE whose tokens reach its experts without an all-to-all dispatch (``gathered``: TP experts
+    under an all-reduce or all-gather, or every expert on the die) runs the engine's kernels for that layout
+    where it lists them (``grouped_gathered``: SGLang's Triton fused_moe, where its DeepEP path runs DeepGEMM)."""
     if stack is None:
         return ()
-    return tuple(load_stack(stack).costs(family).kernels.get(op, ()))
+    lists = load_stack(stack).costs(family).kernels
+    if gathered and op == "grouped" and GATHERED_GROUPED in lists:
+        return tuple(lists[GATHERED_GROUPED])
+    return tuple(lists.get(op, ()))
 
 
 HOST_FITTED = ("CALIB", "hold-out refit", "absorbed")  # sources of host times fitted on measured rows

@@ -19,7 +19,7 @@ from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import GraphExecution, overrides_key, stack_costs, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.ops import Leg, LinkRole, Op, OpClass, Stream, Transfer
-from cloudmatrix.deploy import Plan
+from cloudmatrix.deploy import MoeComm, Plan
 from cloudmatrix.units import TERA
 
 _CURVE_MEMO_LIMIT = 4096  # kernel-curve lookups kept per pricer (a long sweep sees many shapes)
@@ -56,10 +56,13 @@ _price: Callable[[tuple[Any, ...]], Price] = partial(tuple.__new__, Price)
 class Pricer:
     """One die's rates for a hardware and serving stack, and the prices of ops on it."""
 
-    def __init__(self, hardware: Hardware, stack: str | None, kernels: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, hardware: Hardware, stack: str | None, kernels: tuple[str, ...] = (), moe_gathered: bool = False
+    ) -> None:
         chip = hardware.chip
         e = chip.efficiency
         self.hardware, self.stack, self.kernels = hardware, stack, kernels
+        self.moe_gathered = moe_gathered  # the MoE reaches its experts without a dispatch (stack_kernels)
         self.flat = {
             OpClass.GEMM: (e.gemm_compute.value, e.gemm_memory.value),
             OpClass.ATTENTION: (e.attention_compute.value, e.attention_memory.value),
@@ -85,10 +88,11 @@ class Pricer:
     def kernel_share(
         self, fmt: str, kernel: str, rows: float, weights: str = "", split: int = 1, groups: float = 0.0
     ) -> float:
-        """Achieved share of peak of the fastest GEMM kernel the stack can run at ``rows`` per weight
-        matrix (weights stored in ``weights``, each matrix split ``split`` ways, ``groups`` matrices per
-        die for a grouped GEMM), from the measured curves (weight-bound small M included): the chip's own,
-        else its sibling's; 0 where nothing was measured."""
+        """Achieved share of peak in serving of the fastest GEMM kernel the stack can run at ``rows`` per
+        weight matrix (weights stored in ``weights``, each matrix split ``split`` ways, ``groups`` matrices
+        per die for a grouped GEMM), from the measured curves (weight-bound small M included): the chip's
+        own, else its sibling's, a library table's times the serving factor (catalog/kernels.py); 0 where
+        nothing was measured."""
         key = _curve_key(fmt, kernel, rows, groups, weights, split)
         share = self._curves.get(key)
         if share is None:
@@ -99,16 +103,20 @@ class Pricer:
             share = 0.0
             for curves_of in (chip.id, chip.curves_chip):  # the chip's own curves, else its sibling's
                 kernels = self._kernels(curves_of, fmt, kernel, stored, split)
-                share = share or best_share(curves_of, fmt, kernel, kernels, rows, stored, split, groups, chip.id)
+                share = share or best_share(
+                    curves_of, fmt, kernel, kernels, rows, stored, split, groups, chip.id, self.gemm_serving
+                )
             self._curves[key] = share
         return share
 
     def _kernels(self, chip: str, fmt: str, op: str, weights: str, split: int) -> tuple[str, ...]:
         """The kernels the engine picks from: those the deployment ran where one has a curve here, else the
         stack's list for the chip family."""
-        if self.kernels and any(c.kernel in self.kernels for c in kernel_curves(chip, fmt, op, (), weights, split)):
+        if self.kernels and any(
+            c.kernel in self.kernels for c in kernel_curves(chip, fmt, op, self.kernels, weights, split)
+        ):
             return self.kernels
-        return stack_kernels(self.stack, self.hardware.chip.family, op)
+        return stack_kernels(self.stack, self.hardware.chip.family, op, self.moe_gathered)
 
     def attention_share(self, fmt: str, kv_len: float) -> float:
         """Achieved share of peak of the fused attention kernel the deployment or stack names (stacks.yaml
@@ -128,7 +136,8 @@ class Pricer:
         return share
 
     def gemm_share(self, op: Op) -> float:
-        """The kernel curve's share for a GEMM op (memoised), 0 where none was measured for its formats."""
+        """The kernel curve's share in serving for a GEMM op (memoised), 0 where none was measured for its
+        formats."""
         if not op.kernel:
             return 0.0
         memo = self._curves.get(_curve_key(op.precision, op.kernel, op.rows, op.groups, op.weights, op.split))
@@ -139,7 +148,8 @@ class Pricer:
     def compute_efficiency(self, op: Op) -> float:
         """A GEMM's share of peak at its shape: the kernel curve where one was measured for its formats
         (weights stored narrower than the compute format need a curve measured so: W4A16 on Hopper has
-        one, W4A8 none), else the flat value, times the sustained serving factor; a fused attention op the
+        one, W4A8 none), else the flat value, in serving (a library table's share and the flat value times
+        the sustained serving factor, an engine-measured table's as measured); a fused attention op the
         stack names a measured kernel for takes its curve, other attention and vector ops the chip's flat
         values."""
         flat = self.flat[op.op_class][0]
@@ -147,7 +157,7 @@ class Pricer:
             return self.attention_share(op.precision, op.rows) or flat
         if op.op_class is not _GEMM:
             return flat
-        return (self.gemm_share(op) or flat) * self.gemm_serving
+        return self.gemm_share(op) or flat * self.gemm_serving
 
     def price(self, op: Op, core_share: float = 1.0) -> Price:
         """The op's price on ``core_share`` of the die's cores. An op whose FLOPs and bytes are arrays
@@ -170,7 +180,7 @@ class Pricer:
                 share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows, groups=op.groups)
             elif op.kernel:
                 share = self.gemm_share(op)
-            eff_c = (share or eff_c) * self.gemm_serving
+            eff_c = share or eff_c * self.gemm_serving
         elif op.kernel:  # a fused attention op priced by the kernel the stack names, where measured
             eff_c = self.attention_share(precision, op.rows) or eff_c
         flops = op.flops
@@ -296,20 +306,28 @@ def graph_launch_s(hardware: Hardware, stack: str | None, speculative: bool) -> 
     return graph.exposed_launches(speculative) * start.value * 1e-6
 
 
-_PRICERS: dict[tuple[int, str | None, tuple[str, ...], tuple[Any, ...]], Pricer] = {}
+_PRICERS: dict[tuple[int, str | None, tuple[str, ...], bool, tuple[Any, ...]], Pricer] = {}
 
 
 def pricer(plan: Plan) -> Pricer:
-    """The pricer of a plan's hardware, stack and named kernels, built once per triple and per set of stack
-    overrides in force (a hold-out refit of a stack's graph cost per op changes its launch time)."""
+    """The pricer of a plan's hardware, stack, named kernels and MoE layout (with or without a dispatch: the
+    stack's grouped kernels may differ), built once per such key and per set of stack overrides in force (a
+    hold-out refit of a stack's graph cost per op changes its launch time)."""
     hw, stack, kernels = plan.hardware, plan.deployment.stack, plan.deployment.kernels
-    key = (id(hw), stack, kernels, overrides_key())
+    gathered = moe_gathered(plan)
+    key = (id(hw), stack, kernels, gathered, overrides_key())
     p = _PRICERS.get(key)
     if p is None or p.hardware is not hw:  # the entry holds its hardware, so an id is never reused under it
         if len(_PRICERS) >= 64:
             _PRICERS.clear()
-        p = _PRICERS[key] = Pricer(hw, stack, kernels)
+        p = _PRICERS[key] = Pricer(hw, stack, kernels, gathered)
     return p
+
+
+def moe_gathered(plan: Plan) -> bool:
+    """A MoE model whose tokens reach the experts without an all-to-all dispatch (TP experts, or every
+    expert on the die): the layout a stack's ``grouped_gathered`` kernels serve."""
+    return plan.model.moe is not None and plan.moe_comm is not MoeComm.DISPATCH
 
 
 def op_time_s(op: Op, plan: Plan, core_share: float = 1.0) -> float:

@@ -15,10 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cloudmatrix.catalog.kernel_shapes import curve_experts_measured, curve_rows_measured, measured_shape
-from cloudmatrix.catalog.kernels import KernelCurve, kernel_curves
+from cloudmatrix.catalog.kernels import KernelCurve, kernel_curves, serving_share
 from cloudmatrix.catalog.stacks import stack_kernels
 from cloudmatrix.cost.layers import head_ops, layer_ops
 from cloudmatrix.cost.ops import Op, OpClass
+from cloudmatrix.cost.pricing import moe_gathered
 from cloudmatrix.deploy import Plan
 
 SHAPE_PREFIX = "kernel shape: "  # every reason starts so (a reader can tell them from the other reasons)
@@ -92,13 +93,16 @@ def _curve(plan: Plan, op: Op) -> KernelCurve | None:
         return None
     chip = plan.hardware.chip
     stored = op.weights or op.precision
+    serving = chip.efficiency.gemm_serving.value
     for curves_of in (chip.id, chip.curves_chip):
         named = plan.deployment.kernels
-        if not any(c.kernel in named for c in kernel_curves(curves_of, op.precision, op.kernel, (), stored, op.split)):
-            named = stack_kernels(plan.deployment.stack, chip.family, op.kernel)
+        if not any(
+            c.kernel in named for c in kernel_curves(curves_of, op.precision, op.kernel, named, stored, op.split)
+        ):
+            named = stack_kernels(plan.deployment.stack, chip.family, op.kernel, moe_gathered(plan))
         found = kernel_curves(curves_of, op.precision, op.kernel, named, stored, op.split)
         if found:
-            return max(found, key=lambda c: c.share_on(chip.id, op.rows, op.groups))
+            return max(found, key=lambda c: serving_share(c, chip.id, op.rows, op.groups, serving))
     return None
 
 
