@@ -49,6 +49,9 @@ class _Sim:
     def _stretch(self, batch: DecodeBatch, first_s: float) -> None:
         return None  # step by step
 
+    def decode_left(self, rid: int) -> int:
+        return int(self.table.output_len[rid]) - 1  # every request at the common acceptance
+
 
 def _waits(overlap: bool, phases: np.ndarray) -> np.ndarray:
     """Steps each request waited from its arrival to the start of its prefill, one arriving at each phase of

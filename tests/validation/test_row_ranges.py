@@ -81,6 +81,7 @@ FIELDS: dict[str, tuple[dict[str, Any], float, float, bool]] = {
     "workload.range_ratio": (E2E, math.ulp(0.0), 1, False),
     "mtp": (DECODE, 0, 8, True),
     "mtp_acceptance": (DECODE, 0, 1, False),
+    "mtp_spread": (E2E, 0, 0.5, False),
     "measured.throughput_per_chip_tok_s": (DECODE, math.ulp(0.0), math.inf, False),  # finite: no other top
 }
 

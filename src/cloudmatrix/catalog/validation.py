@@ -137,6 +137,8 @@ class ValidationRow(Frozen):
     mtp_acceptance: Real | None = Field(default=None, ge=0, le=1)
     # the published mean tokens accepted per verify step (SGLang's accept length); sets mtp_acceptance
     accept_length: Real | None = Field(default=None, ge=1, le=9)
+    # the standard deviation across requests of each request's draft acceptance rate (e2e rows with MTP)
+    mtp_spread: Real = Field(default=0.0, ge=0, le=0.5)
     # where the mtp draft tokens come from (deployment.Deployment.speculation); steady rows only
     speculation: Literal["mtp", "ngram", "eagle3"] = "mtp"
     # EAGLE-3 token trees (SGLang's --speculative-eagle-topk and --speculative-num-draft-tokens); steady rows

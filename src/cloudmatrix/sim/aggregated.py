@@ -44,6 +44,8 @@ class Simulation(Protocol):
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None: ...
 
+    def decode_left(self, rid: int) -> int: ...
+
     @property
     def faults(self) -> Faults | None: ...
 
@@ -259,7 +261,7 @@ class AggregatedInstance:
             table.end_prefill(rid, now)
             table.admit_decode(rid, now)
             table.start_decode(rid, now)
-            remaining = int(table.output_len[rid]) - 1
+            remaining = self.sim.decode_left(rid)
             if remaining <= 0:
                 self.batch.release(slot)
                 one_token.append(rid)

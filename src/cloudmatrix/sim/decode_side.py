@@ -81,11 +81,26 @@ class DecodeSide:
     step_by_step: bool
     whole_run: bool
     faults: Faults | None
+    decode_work: np.ndarray | None  # each request's decode tokens where acceptance differs by request
 
     def _finish(self, rids: list[int] | np.ndarray) -> None:
         raise NotImplementedError
 
     # ---- decode admission and KV transfer -----------------------------------------------------------------
+    def decode_left(self, rid: int) -> int:
+        """Tokens request ``rid`` decodes after the prefill's first token, at the batch's acceptance (scaled by
+        its own where requests accept at rates of their own: serving/mtp_spread.py; a request submitted live
+        decodes at the common rate)."""
+        work = self.decode_work
+        return self.table.output_len.item(rid) - 1 if work is None or rid >= work.size else work.item(rid)
+
+    def decode_lefts(self, rids: list[int], outputs: list[int]) -> list[int]:
+        """``decode_left`` of each of ``rids``, whose output lengths are ``outputs``."""
+        work = self.decode_work
+        if work is None:
+            return [n - 1 for n in outputs]
+        return list(map(self.decode_left, rids)) if max(rids) >= work.size else list(map(work.item, rids))
+
     def _admit_waiting(self) -> None:
         """FIFO admission into decode: a request waits until some die has a slot and its KV blocks. The
         transfers started together that land at the same time land as one event, in admission order."""
@@ -178,7 +193,7 @@ class DecodeSide:
             return
         now, rids = self.env.now, group.rids
         self.table.start_decodes(rids, now)  # nothing else can touch these requests meanwhile
-        lefts = [n - 1 for n in group.outputs]  # the prefill produced the first token
+        lefts = self.decode_lefts(rids, group.outputs)
         batch = self.decodes[0]
         if min(lefts) > 0:  # every one decodes: they join the batch together
             batch.activate_all(group.slots, [p + 1 for p in group.prompts], lefts)
@@ -203,14 +218,14 @@ class DecodeSide:
         table.start_decodes(rids, now)
         input_len, output_len = table.input_len, table.output_len
         if len(self.decodes) == 1:
-            lefts = [n - 1 for n in map(output_len.item, rids)]  # the prefill produced the first token
+            lefts = self.decode_lefts(rids, list(map(output_len.item, rids)))
             if min(lefts) > 0:  # every one decodes: they join the batch together
                 contexts = [p + 1 for p in map(input_len.item, rids)]
                 self.decodes[0].activate_all([slot for _, _, slot in group], contexts, lefts)
                 self.decode_loops[0].wake()
                 return
         for rid, inst, slot in group:
-            remaining = output_len.item(rid) - 1  # the prefill produced the first token
+            remaining = self.decode_left(rid)
             if remaining <= 0:  # a one-token answer is complete once its first token is delivered
                 self.decodes[inst].release(slot)
                 self._finish(np.array([rid]))
@@ -230,7 +245,7 @@ class DecodeSide:
         self.table.start_decode(rid, self.env.now)
         if self.listener:
             self.listener.on_tokens(rid, 1, self.env.now)  # the prefill's token, delivered with the KV cache
-        remaining = int(self.table.output_len[rid]) - 1  # the prefill produced the first token
+        remaining = self.decode_left(rid)
         if remaining <= 0:  # a one-token answer is complete once its first token is delivered
             self.decodes[inst].release(slot)
             self._finish(np.array([rid]))

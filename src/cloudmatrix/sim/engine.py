@@ -20,6 +20,7 @@ import simpy
 
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.kv_pool import KvBlockPools
+from cloudmatrix.serving.mtp_spread import decode_work
 from cloudmatrix.serving.prefill import PrefillQueue
 from cloudmatrix.serving.requests import RequestTable, State, unservable
 from cloudmatrix.serving.router import CacheAwareRouter, least_loaded
@@ -91,6 +92,8 @@ class Simulation(DecodeSide):
         hw, model, hash_block = self.costs.hw, self.costs.model, self.workload.hash_block_tokens
         self.ems = PrefixCache(scenario, hw, model, hash_block) if scenario.ems else None
         self.mtp_rng = Lookahead(stream(scenario.seed, "mtp_acceptance"))
+        own = not listener and d.mtp and d.mtp_spread  # requests that accept at rates of their own
+        self.decode_work = decode_work(self.table.output_len, d, stream(scenario.seed, "mtp_spread")) if own else None
         self.step_by_step = step_by_step  # the reference path: every decode step is its own event
         self.cancelled: set[int] = set()  # requests whose clients went away mid-flight
         self.submitted_hash_ids: dict[int, list[int]] = {}  # prefix hashes of requests submitted live

@@ -67,6 +67,8 @@ class DecodePool(_Spec):
     batch_per_chip: int = Field(ge=1, le=100_000)
     mtp: int = Field(default=0, ge=0, le=4)
     mtp_acceptance: float = Field(default=0.0, ge=0, le=1)
+    # standard deviation across requests of each request's draft acceptance rate (serving/mtp_spread.py)
+    mtp_spread: float = Field(default=0.0, ge=0, le=0.5)
     eplb: Literal["perfect", "default", "none"] = "default"
     redundant_experts: int | None = Field(default=None, ge=0)  # EPLB's extra expert slots; default per layout
     shared_dies: int | None = Field(default=None, ge=0)  # dies holding only a shared expert; default per layout

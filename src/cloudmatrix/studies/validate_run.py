@@ -189,7 +189,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
         "kernels": row.kernels,
     }
     # budgets the source leaves unpublished take the scenario schema's defaults
-    mtp = {"mtp": row.mtp, "mtp_acceptance": row_acceptance(row)}
+    mtp = {"mtp": row.mtp, "mtp_acceptance": row_acceptance(row), "mtp_spread": row.mtp_spread if row.mtp else 0.0}
 
     def pool(layout: RoleLayout, role: str) -> dict[str, Any]:
         """What every pool takes from its published layout: its size, layout and expert placement."""
