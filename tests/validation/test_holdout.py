@@ -247,34 +247,34 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.7456, 0.0, 10.4, 35.03),
-        "tpot_ms": (0.7633, 0.0, 10.76, 34.5),
-        "ttft_ms": (0.7857, 0.0, 16.57, 113.56),
+        "output_tok_s_per_chip": (0.7108, 0.0, 10.4, 35.03),
+        "tpot_ms": (0.7733, 0.0, 10.76, 34.5),
+        "ttft_ms": (0.7536, 0.0, 16.57, 113.56),
     },
     "stack": {
         "output_tok_s_per_chip": (0.8432, 0.0, 16.33, 97.34),
-        "tpot_ms": (0.7467, 0.0, 15.37, 61.06),
+        "tpot_ms": (0.7367, 0.0, 15.37, 61.06),
         "ttft_ms": (0.8, 0.0, 36.44, 416.22),
     },
     "model": {
-        "output_tok_s_per_chip": (0.8676, 0.0, 16.92, 72.14),
+        "output_tok_s_per_chip": (0.8711, 0.0, 16.92, 74.08),
         "tpot_ms": (0.82, 0.0, 17.38, 58.82),
-        "ttft_ms": (0.8536, 0.0, 43.43, 163.03),
+        "ttft_ms": (0.6571, 0.0, 43.43, 128.21),
     },
     "isl": {
-        "output_tok_s_per_chip": (0.892, 0.0, 16.88, 69.57),
-        "tpot_ms": (0.85, 0.0, 14.82, 78.69),
-        "ttft_ms": (0.9286, 0.0, 19.06, 619.26),
+        "output_tok_s_per_chip": (0.6725, 0.0, 16.88, 59.31),
+        "tpot_ms": (0.7, 0.0, 14.82, 70.56),
+        "ttft_ms": (0.6964, 0.0, 19.06, 70.24),
     },
     "series": {
-        "output_tok_s_per_chip": (0.7387, 0.0, 6.05, 24.93),
-        "tpot_ms": (0.7633, 0.0, 6.4, 26.44),
+        "output_tok_s_per_chip": (0.7456, 0.0, 6.05, 26.91),
+        "tpot_ms": (0.7667, 0.0, 6.4, 26.44),
         "ttft_ms": (0.7143, 0.0, 12.33, 51.51),
     },
     "band": {
-        "output_tok_s_per_chip": (0.8328, 0.0, 10.77, 63.9),
-        "tpot_ms": (0.8233, 0.0, 10.58, 49.98),
-        "ttft_ms": (0.9286, 0.0, 15.29, 300.87),
+        "output_tok_s_per_chip": (0.7317, 0.0, 10.77, 56.99),
+        "tpot_ms": (0.74, 0.0, 10.58, 47.09),
+        "ttft_ms": (0.9036, 0.0, 15.29, 300.87),
     },
 }
 
@@ -311,7 +311,21 @@ def test_stored_out_of_group_figures_as_recorded(stored_scores: dict) -> None:
 # cells that fall short today, each with why; a cell that starts meeting the band fails here until removed.
 ACCEPTANCE_KINDS = ("family", "stack", "model", "isl")
 BAND = (0.75, 0.90)
-KNOWN_SHORT: dict[tuple[str, str], str] = {}
+KNOWN_SHORT: dict[tuple[str, str], str] = {
+    (
+        "family",
+        "output_tok_s_per_chip",
+    ): "Blackwell held out: TensorRT-LLM (fit rows on Blackwell only) is priced with the "
+    "other engines' kernels per op, -21 % on throughput, beyond the GPUs' other family steps",
+    (
+        "model",
+        "ttft_ms",
+    ): "gpt-oss-120b holds every fit row of vLLM and TensorRT-LLM: held out, their TTFT runs 1.7-2.4x "
+    "slow on SGLang's law, where the GPUs' other model step (DeepSeek-R1 held out) errs 1.2-1.5x",
+    ("isl", "output_tok_s_per_chip"): "ISL 1K holds every fit row: vLLM on its prior alone runs +33 % fast, a loss no "
+    "GPU row left shows (until each ecosystem took its own steps, Ascend's 2-7x misses at 4K-64K covered it)",
+    ("isl", "ttft_ms"): "the same: TensorRT-LLM and vLLM on Blackwell at 1K on the engines' request-time priors",
+}
 
 
 def test_acceptance_coverage_within_its_uncertainty(stored_scores: dict) -> None:
