@@ -249,7 +249,7 @@ RECORDED = {
     "family": {
         "output_tok_s_per_chip": (0.7108, 0.0, 10.4, 35.03),
         "tpot_ms": (0.7733, 0.0, 10.76, 34.5),
-        "ttft_ms": (0.7536, 0.0, 16.57, 113.56),
+        "ttft_ms": (0.7607, 0.0, 16.57, 113.56),
     },
     "stack": {
         "output_tok_s_per_chip": (0.8432, 0.0, 16.33, 97.34),
@@ -257,24 +257,24 @@ RECORDED = {
         "ttft_ms": (0.8, 0.0, 36.44, 416.22),
     },
     "model": {
-        "output_tok_s_per_chip": (0.8711, 0.0, 16.92, 74.08),
-        "tpot_ms": (0.82, 0.0, 17.38, 58.82),
-        "ttft_ms": (0.6571, 0.0, 43.43, 128.21),
+        "output_tok_s_per_chip": (0.899, 0.0, 16.92, 78.59),
+        "tpot_ms": (0.8633, 0.0, 17.38, 67.9),
+        "ttft_ms": (0.6643, 0.0, 43.43, 128.21),
     },
     "isl": {
         "output_tok_s_per_chip": (0.6725, 0.0, 16.88, 59.31),
         "tpot_ms": (0.7, 0.0, 14.82, 70.56),
-        "ttft_ms": (0.6964, 0.0, 19.06, 70.24),
+        "ttft_ms": (0.7071, 0.0, 19.06, 70.24),
     },
     "series": {
         "output_tok_s_per_chip": (0.7456, 0.0, 6.05, 26.91),
         "tpot_ms": (0.7667, 0.0, 6.4, 26.44),
-        "ttft_ms": (0.7143, 0.0, 12.33, 51.51),
+        "ttft_ms": (0.7214, 0.0, 12.33, 51.51),
     },
     "band": {
-        "output_tok_s_per_chip": (0.7317, 0.0, 10.77, 56.99),
-        "tpot_ms": (0.74, 0.0, 10.58, 47.09),
-        "ttft_ms": (0.9036, 0.0, 15.29, 300.87),
+        "output_tok_s_per_chip": (0.7491, 0.0, 10.77, 57.89),
+        "tpot_ms": (0.75, 0.0, 10.58, 47.09),
+        "ttft_ms": (0.9179, 0.0, 15.29, 300.87),
     },
 }
 
@@ -357,8 +357,8 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # without any of their rows. Per metric: (coverage, unknown share, median |error| %, median width %). Not a
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (1.0, 0.0, 5.71, 36.77),
-    "tpot_ms": (0.975, 0.0, 6.14, 36.74),
+    "output_tok_s_per_chip": (1.0, 0.0, 5.71, 39.47),
+    "tpot_ms": (0.975, 0.0, 6.14, 42.57),
     "ttft_ms": (0.7945, 0.0, 13.31, 42.9),
 }
 

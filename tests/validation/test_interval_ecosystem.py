@@ -9,7 +9,7 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudmatrix.studies.interval_steps import STEP_KINDS, engine_vendors, step_error, vendor
+from cloudmatrix.studies.interval_steps import STEP_KINDS, engine_vendors, step_error, step_spread, vendor
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 from .residual_rows import residual
@@ -19,7 +19,9 @@ GPU_CELLS = (("hgx-h100", "vllm"), ("hgx-b200", "sglang"), ("mi300x", "sglang"))
 NPU_CELLS = (("atlas-800t-a3", "sglang-ascend"), ("cloudmatrix384", "mindie"))
 
 
-def _cell(kind: str, system: str, stack: str, ratio: float, spread: float, isl: int, n: int = 12) -> list[dict]:
+def _cell(
+    kind: str, system: str, stack: str, ratio: float, spread: float, isl: int, n: int = 12, metric: str = "tpot_ms"
+) -> list[dict]:
     """``n`` rows of one cell from four series at one ISL, measured / predicted spread about ``ratio``; the
     series hold-out's fitted, every other kind's priced without fitted host times."""
     band = "ISL 1K" if isl == 1024 else ("ISL 8K" if isl == 8192 else "ISL 64K")
@@ -35,14 +37,17 @@ def _cell(kind: str, system: str, stack: str, ratio: float, spread: float, isl: 
             isl=isl,
             isl_band=band,
             host_times="fitted" if kind == "series" else "unfitted",
+            metric=metric,
         )
         for i in range(n)
     ]
 
 
-def _world(cells: tuple[tuple[str, str], ...], ratio: float, isls: tuple[int, ...]) -> list[dict]:
+def _world(
+    cells: tuple[tuple[str, str], ...], ratio: float, isls: tuple[int, ...], metric: str = "tpot_ms"
+) -> list[dict]:
     return [
-        r
+        r | {"metric": metric}
         for system, stack in cells
         for isl in isls
         for kind in ("series", *STEP_KINDS)
@@ -130,3 +135,57 @@ def test_the_ecosystems_follow_the_engines_builds() -> None:
     assert engine_vendors("nvidia") == engine_vendors("amd") == {"nvidia", "amd"}
     assert engine_vendors("huawei") == {"huawei"}
     assert vendor("no-such-system") == "unknown" and engine_vendors("unknown") == {"unknown"}
+
+
+# Per vendor: the system its few family hold-out rows were measured on, its stack there, and the systems and
+# stacks of the queries; the other chips' rows are NVIDIA's, many and narrow.
+VENDORS = {
+    "huawei": (
+        "atlas-800t-a3",
+        "sglang-ascend",
+        ["atlas-800t-a3", "cloudmatrix384", "atlas950-superpod"],
+        ["sglang-ascend", "mindie", "vllm-ascend", "cloudmatrix-infer"],
+    ),
+    "amd": ("mi300x", "sglang", ["mi300x", "mi325x", "mi355x"], ["sglang", "atom", "mori-sglang", "vllm"]),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    maker=st.sampled_from(sorted(VENDORS)),
+    data=st.data(),
+    metric=st.sampled_from(["throughput_per_chip_tok_s", "output_tok_s_per_chip"]),
+    missed=st.lists(st.floats(0.25, 4.0), min_size=1, max_size=7),
+)
+def test_an_answer_is_never_narrower_than_its_vendors_own_step_error(
+    maker: str, data: st.DataObject, metric: str, missed: list[float]
+) -> None:
+    """However few the rows of its vendor's own family hold-out (too few for a stratum, so the step's error
+    stands on other chips' rows), an answer on that vendor's chips that takes the family step is at least as
+    wide as what the twin missed by there: Ascend's or CDNA's measured / predicted held out (their end-to-end
+    throughput's, for the steady per-chip throughput an estimate reports)."""
+    measured_on, its_stack, systems, stacks = VENDORS[maker]
+    nvidia = [
+        r
+        for m in ("throughput_per_chip_tok_s", "output_tok_s_per_chip")
+        for r in _world(GPU_CELLS[:2], 1.0, (1024,), m)
+    ]
+    own = [
+        residual(
+            measured_on,
+            ratio,
+            kind="family",
+            id=f"{maker}-{i}",
+            series=f"{maker}-s{i}",
+            stack=its_stack,
+            metric="output_tok_s_per_chip",
+            host_times="unfitted",
+        )
+        for i, ratio in enumerate(missed)
+    ]
+    q = Query(system=data.draw(st.sampled_from(systems)), stack=data.draw(st.sampled_from(stacks)), metric=metric)
+    iv = query_interval(100.0, q, table=index_residuals(nvidia + own, metric))
+    assert any(r.startswith("chip family") for r in iv.extrapolating)
+    assert iv.lo is not None and iv.hi is not None
+    spread = step_spread(own, 0.8)
+    assert iv.lo <= 100.0 * math.exp(-spread) * (1 + 1e-9) and iv.hi >= 100.0 * math.exp(spread) * (1 - 1e-9)

@@ -11,7 +11,12 @@ predicted)| over the step's hold-out rows, applied on both sides of the predicti
 score of split-conformal prediction). The hold-out groups of one kind are biased in different directions
 (one model's host-time fit makes the twin too fast on another and too slow on a third), so the bias of the
 groups measured says how far a new group lands, not which way; only the base, drawn from the query's own
-stratum, keeps a bias."""
+stratum, keeps a bias.
+
+Each step is judged and measured on the query's ecosystem first (the chips of the vendors its engines run on:
+GPU or NPU): a GPU answer takes no NPU's error while GPUs have rows for the step, nor the reverse; and where a
+step's error stands on rows not all of the query's vendor, it is never narrower than that vendor's own hold-out
+error of the kind (``vendor_floor``)."""
 
 from __future__ import annotations
 
@@ -160,6 +165,20 @@ def step_error(kind: str, pool: Pool, t: Table, system: str, stack: str) -> list
         if enough(rows):
             return rows
     return t.counterpart_kinds.get(kind, [])
+
+
+def vendor_floor(kind: str, rows: Sequence[Row], t: Table, system: str, coverage: float) -> float:
+    """Where a step's error stands on rows that are not all of the query's vendor's chips (its own had too few
+    for a stratum), the least spread it may take: that vendor's own hold-out error of that kind, however few
+    its rows, on the metric and its end-to-end counterpart together (one step's per-chip throughput is what a
+    run's is made of). An answer on Ascend is never narrower than what the twin missed by on Ascend held out
+    (its SGLang-on-A3 throughput 20-43 % high), nor one on MI355X than on CDNA held out. Zero where the step's
+    rows are all the vendor's, or where it has none."""
+    maker = vendor(system)
+    if all(t.vendor(r) == maker for r in rows):
+        return 0.0
+    mine = [r for kinds in (t.kinds, t.counterpart_kinds) for r in kinds.get(kind, []) if t.vendor(r) == maker]
+    return step_spread(mine, coverage) if mine else 0.0
 
 
 def nearest_cells(t: Table, system: str, validated: Sequence[tuple[tuple[str, str], list[Row]]]) -> list[list[Row]]:

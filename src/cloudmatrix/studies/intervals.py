@@ -57,6 +57,7 @@ from cloudmatrix.studies.interval_steps import (
     shape_spread,
     step_error,
     step_spread,
+    vendor_floor,
 )
 
 __all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
@@ -160,8 +161,7 @@ def _strata(q: Query, cells: Sequence[Sequence[Row]]) -> list[list[Row]]:
 
 def _widened(lo: float, hi: float, near: Sequence[Sequence[float]]) -> tuple[float, float]:
     """Never narrower than an answer one condition inside the domain: where the strata one condition away
-    give a wider interval (as a ratio hi / lo) than the steps', widen it on both sides (evenly in log) to
-    that width."""
+    give a wider interval (as a ratio hi / lo) than the steps', widen it evenly in log to that width."""
     widest = max((b[1] / b[0] for b in near), default=0.0)
     if widest <= hi / lo:
         return lo, hi
@@ -285,16 +285,16 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
-    spreads, inside, measured = [], [], []
-    for kind in counted_steps(q, t, steps):
+    spreads, inside, measured, kinds = [], [], [], counted_steps(q, t, steps)
+    for kind in kinds:
         rows = step_error(kind, pool, t, q.system, str(q.stack))
         if not enough(rows):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(rows)
         measured.append(rows)
-    for rows, counts in zip(measured, independent_steps(measured, coverage), strict=True):
+    for kind, rows, counts in zip(kinds, measured, independent_steps(measured, coverage), strict=True):
         if counts:  # a step whose every residual a wider step counts is that step's source, not another
-            spreads.append(step_spread(rows, coverage))
+            spreads.append(max(step_spread(rows, coverage), vendor_floor(kind, rows, t, q.system, coverage)))
             inside.append(in_domain_spread(t, rows, coverage))
     if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
         reasons.extend(q.shapes)
