@@ -5,6 +5,8 @@ statistics of a hold-out run."""
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cloudmatrix.catalog.corpus import load_corpora, load_rows
@@ -20,6 +22,7 @@ from cloudmatrix.studies.holdout_score import (
     score_prospective,
     score_stored,
     summary,
+    wilson,
 )
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 from cloudmatrix.studies.stack_fit import FIT_CORPORA, fit_group, fit_rows, fittable
@@ -181,10 +184,37 @@ def test_summary_statistics_exact() -> None:
     ]
     c = summary(rows)["metrics"]["tpot_ms"]
     assert c["coverage"] == pytest.approx(2 / 3, abs=1e-4)
-    assert c["coverage_se"] == pytest.approx((2 / 3 * 1 / 3 / 3) ** 0.5, abs=1e-4)
+    # its Wilson interval at one standard error over 3 rows: centre 5/8, half-width 3/4 x sqrt(2/27 + 1/36)
+    half = 0.75 * (2 / 27 + 1 / 36) ** 0.5
+    assert (c["coverage_lo"], c["coverage_hi"]) == (
+        pytest.approx(0.625 - half, abs=1e-4),
+        pytest.approx(0.625 + half, abs=1e-4),
+    )
     assert c["unknown_share"] == 0.25 and c["median_width_pct"] == 40.0
     assert c["median_abs_error_pct"] == pytest.approx(12.5)  # errors 0, -33.3, 0, +25: |.| median 12.5
     assert c["coverage_series"] == pytest.approx(2 / 3, abs=1e-4)  # three series, one row each of the known
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(1, 2000), data=st.data())
+def test_a_share_has_an_uncertainty_even_at_none_or_all(n: int, data) -> None:
+    """The Wilson score interval: never empty (a share of 0 or 1 over finitely many draws is not certain, as
+    the Wald standard error said), inside [0, 1], holding the share, narrower with more draws."""
+    k = data.draw(st.integers(0, n))
+    lo, hi = wilson(k / n, n)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0 and hi - lo > 0.0
+    lo4, hi4 = wilson(k / n, 4 * n)
+    assert hi4 - lo4 < hi - lo
+
+
+def test_wilson_as_published() -> None:
+    """0 of 10 at 95 %: [0, 0.2775] (Wilson 1927; Newcombe 1998, Table I); 40 of 40 at one standard error."""
+    assert wilson(0.0, 10, z=1.959964) == (0.0, pytest.approx(0.27753, abs=1e-5))
+    assert wilson(1.0, 40) == (pytest.approx(40 / 41, abs=1e-9), 1.0)
+    c = summary([_entry("a", i, 1.0) | {"interval_lo": 9.0, "interval_hi": 11.0} for i in range(6)])
+    c = c["metrics"]["tpot_ms"]
+    assert c["coverage"] == 1.0 and c["coverage_lo"] == round(6 / 7, 4) and c["coverage_hi"] == 1.0
+    assert c["coverage_series_lo"] == 0.75  # three series: 3 / (3 + 1)
 
 
 def test_validation_entries_carry_intervals() -> None:
@@ -218,34 +248,34 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.7456, 0.0, 10.4, 35.03),
-        "tpot_ms": (0.7633, 0.0, 10.76, 34.5),
-        "ttft_ms": (0.7857, 0.0, 16.57, 113.56),
+        "output_tok_s_per_chip": (0.7108, 0.0, 10.4, 35.03),
+        "tpot_ms": (0.7733, 0.0, 10.76, 34.5),
+        "ttft_ms": (0.7607, 0.0, 16.57, 113.56),
     },
     "stack": {
         "output_tok_s_per_chip": (0.8432, 0.0, 16.33, 97.34),
-        "tpot_ms": (0.7467, 0.0, 15.37, 61.06),
+        "tpot_ms": (0.7367, 0.0, 15.37, 61.06),
         "ttft_ms": (0.8, 0.0, 36.44, 416.22),
     },
     "model": {
-        "output_tok_s_per_chip": (0.8676, 0.0, 16.92, 72.14),
-        "tpot_ms": (0.82, 0.0, 17.38, 58.82),
-        "ttft_ms": (0.8536, 0.0, 43.43, 163.03),
+        "output_tok_s_per_chip": (0.899, 0.0, 16.92, 78.59),
+        "tpot_ms": (0.8633, 0.0, 17.38, 67.9),
+        "ttft_ms": (0.6643, 0.0, 43.43, 128.21),
     },
     "isl": {
-        "output_tok_s_per_chip": (0.892, 0.0, 16.88, 69.57),
-        "tpot_ms": (0.85, 0.0, 14.82, 78.69),
-        "ttft_ms": (0.9286, 0.0, 19.06, 619.26),
+        "output_tok_s_per_chip": (0.6725, 0.0, 16.88, 59.31),
+        "tpot_ms": (0.7, 0.0, 14.82, 70.56),
+        "ttft_ms": (0.7071, 0.0, 19.06, 70.24),
     },
     "series": {
-        "output_tok_s_per_chip": (0.7387, 0.0, 6.05, 24.93),
-        "tpot_ms": (0.7633, 0.0, 6.4, 26.44),
-        "ttft_ms": (0.7143, 0.0, 12.33, 51.51),
+        "output_tok_s_per_chip": (0.7456, 0.0, 6.05, 26.91),
+        "tpot_ms": (0.7667, 0.0, 6.4, 26.44),
+        "ttft_ms": (0.7214, 0.0, 12.33, 51.51),
     },
     "band": {
-        "output_tok_s_per_chip": (0.8328, 0.0, 10.77, 63.9),
-        "tpot_ms": (0.8233, 0.0, 10.58, 49.98),
-        "ttft_ms": (0.9286, 0.0, 15.29, 300.87),
+        "output_tok_s_per_chip": (0.7491, 0.0, 10.77, 57.89),
+        "tpot_ms": (0.75, 0.0, 10.58, 47.09),
+        "ttft_ms": (0.9179, 0.0, 15.29, 300.87),
     },
 }
 
@@ -258,18 +288,54 @@ def test_stored_holdout_table_covers_every_shipped_row() -> None:
         assert {(r["id"], r["metric"]) for r in table if r["kind"] == kind} == shipped, kind
 
 
-def test_stored_out_of_group_figures_as_recorded() -> None:
+@pytest.fixture(scope="module")
+def stored_scores() -> dict:
     table = stored_holdout_residuals()
+    return {kind: score_stored(kind, table)["metrics"] for kind in RECORDED}
+
+
+def test_stored_out_of_group_figures_as_recorded(stored_scores: dict) -> None:
     for kind, metrics in RECORDED.items():
-        got = score_stored(kind, table)["metrics"]
         for metric, (coverage, unknown, median, width) in metrics.items():
-            c = got[metric]
+            c = stored_scores[kind][metric]
             assert (c["coverage"], c["unknown_share"], c["median_abs_error_pct"], c["median_width_pct"]) == (
                 coverage,
                 unknown,
                 median,
                 width,
             ), (kind, metric)
+
+
+# Issue 22's acceptance: out of family, stack, model and ISL, the 80 % interval's coverage of output tok/s per
+# chip, TPOT and TTFT lies in 75-90 % within its uncertainty: the series-weighted share's Wilson interval (one
+# standard error; rows of a series are correlated, so series are the draws) meets the band. The (kind, metric)
+# cells that fall short today, each with why; a cell that starts meeting the band fails here until removed.
+ACCEPTANCE_KINDS = ("family", "stack", "model", "isl")
+BAND = (0.75, 0.90)
+KNOWN_SHORT: dict[tuple[str, str], str] = {
+    (
+        "family",
+        "output_tok_s_per_chip",
+    ): "Blackwell held out: TensorRT-LLM (fit rows on Blackwell only) is priced with the "
+    "other engines' kernels per op, -21 % on throughput, beyond the GPUs' other family steps",
+    (
+        "model",
+        "ttft_ms",
+    ): "gpt-oss-120b holds every fit row of vLLM and TensorRT-LLM: held out, their TTFT runs 1.7-2.4x "
+    "slow on SGLang's law, where the GPUs' other model step (DeepSeek-R1 held out) errs 1.2-1.5x",
+    ("isl", "output_tok_s_per_chip"): "ISL 1K holds every fit row: vLLM on its prior alone runs +33 % fast, a loss no "
+    "GPU row left shows (until each ecosystem took its own steps, Ascend's 2-7x misses at 4K-64K covered it)",
+    ("isl", "ttft_ms"): "the same: TensorRT-LLM and vLLM on Blackwell at 1K on the engines' request-time priors",
+}
+
+
+def test_acceptance_coverage_within_its_uncertainty(stored_scores: dict) -> None:
+    for kind in ACCEPTANCE_KINDS:
+        for metric in ("output_tok_s_per_chip", "tpot_ms", "ttft_ms"):
+            c = stored_scores[kind][metric]
+            meets = c["coverage_series_lo"] <= BAND[1] and c["coverage_series_hi"] >= BAND[0]
+            assert c["unknown_share"] <= 0.2, (kind, metric)
+            assert meets != ((kind, metric) in KNOWN_SHORT), (kind, metric, c["coverage_series"])
 
 
 def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
@@ -292,8 +358,8 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # without any of their rows. Per metric: (coverage, unknown share, median |error| %, median width %). Not a
 # target the intervals were tuned to: recorded so that a change to them shows here.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (1.0, 0.0, 5.71, 36.77),
-    "tpot_ms": (0.975, 0.0, 6.14, 36.74),
+    "output_tok_s_per_chip": (1.0, 0.0, 5.71, 39.47),
+    "tpot_ms": (0.975, 0.0, 6.14, 42.57),
     "ttft_ms": (0.7945, 0.0, 13.31, 42.9),
 }
 

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION
 from cloudmatrix.studies.interval_pools import series_quantiles
 from cloudmatrix.studies.interval_steps import (
@@ -250,7 +249,7 @@ def test_a_step_met_as_priced_is_measured_where_it_is_taken_alike_first(system: 
     q = Query(system=system, stack="vllm", metric="tpot_ms", isl=8192, host_times="fitted")
     mine = [r for r in rows if r["kind"] == "series" and r["system"] == system]
     pool = table.pools["fitted"]
-    assert step_error("isl", pool, table, chip_family(system), "vllm") == mine
+    assert step_error("isl", pool, table, system, "vllm") == mine
     iv = query_interval(100.0, q, table=table)
     assert iv.lo is not None and iv.hi is not None
     assert iv.extrapolating == ("ISL 8,192 beyond the validated 1,024",)
@@ -258,5 +257,5 @@ def test_a_step_met_as_priced_is_measured_where_it_is_taken_alike_first(system: 
     assert iv.hi / iv.lo == pytest.approx(max(hi / lo, math.exp(2 * step_spread(mine, 0.8))))
     pooled = [r for r in rows if r["kind"] == "series"]
     assert iv.hi / iv.lo < math.exp(2 * step_spread(pooled, 0.8))
-    unfitted = step_error("isl", table.pools["unfitted"], table, chip_family(system), "vllm")
+    unfitted = step_error("isl", table.pools["unfitted"], table, system, "vllm")
     assert {r["host_times"] for r in unfitted} == {"unfitted"}

@@ -98,10 +98,11 @@ def _write_index() -> None:
     holdout_rows.cache_clear()
 
 
-def _pct(v: float | None, se: float | None = None) -> str:
+def _pct(v: float | None, lo: float | None = None, hi: float | None = None) -> str:
+    """``75 %``, or with its Wilson interval ``75 % (72-78)``."""
     if v is None:
         return "–"
-    return f"{v:.0%}" + ("" if se is None else f" ± {se:.0%}")
+    return f"{v:.0%}" + ("" if lo is None or hi is None else f" ({lo * 100:.0f}-{hi * 100:.0f})")
 
 
 def _num(v: float | None) -> str:
@@ -139,8 +140,8 @@ def _cells(c: dict[str, Any]) -> list[str]:
         f"{c['answered']}/{c['rows']}",
         _num(c["median_abs_error_pct"]),
         _num(c["bias_pct"]),
-        _pct(c["coverage"], c["coverage_se"]),
-        _pct(c["coverage_series"], c["coverage_series_se"]),
+        _pct(c["coverage"], c["coverage_lo"], c["coverage_hi"]),
+        _pct(c["coverage_series"], c["coverage_series_lo"], c["coverage_series_hi"]),
         _pct(c["unknown_share"]),
         _num(c["median_width_pct"]),
     ]

@@ -1,6 +1,6 @@
 """Scoring out-of-group predictions against their intervals: each group's rows get the interval built from the
 other groups' out-of-group residuals only (nested), and per metric the median |error|, the bias, the coverage
-of the 80 % interval (pooled and series-weighted, with its binomial standard error), the share of ``unknown``
+of the 80 % interval (pooled and series-weighted, each with its Wilson score interval), the share of ``unknown``
 answers and the median relative width, overall and per group. Also each ``validate`` entry's interval from
 the stored table without its own series."""
 
@@ -103,9 +103,9 @@ def _stats(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         "median_abs_error_pct": _r(statistics.median(abs(x) for x in errors) if errors else None),
         "bias_pct": _r(statistics.median(errors) if errors else None),
         "coverage": _r(pooled, 4),
-        "coverage_se": _r(_se(pooled, len(hits)), 4),
+        **_bounds("coverage", pooled, len(hits)),
         "coverage_series": _r(weighted, 4),
-        "coverage_series_se": _r(_se(weighted, len(per_series)), 4),
+        **_bounds("coverage_series", weighted, len(per_series)),
         "unknown_share": _r(1 - len(known) / len(entries), 4) if entries else None,
         "median_width_pct": _r(
             statistics.median((e["interval_hi"] - e["interval_lo"]) / e["predicted"] * 100 for e in known)
@@ -116,9 +116,21 @@ def _stats(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _se(p: float | None, n: int) -> float | None:
-    """The binomial standard error of a share over ``n`` independent draws."""
-    return None if p is None or n == 0 else math.sqrt(p * (1 - p) / n)
+def wilson(p: float, n: int, z: float = 1.0) -> tuple[float, float]:
+    """The Wilson score interval of a share ``p`` over ``n`` independent draws, at ``z`` standard errors (one:
+    the ± of the tables). Unlike the Wald p ± sqrt(p(1 - p)/n), it is not empty at p = 0 or 1 (40 draws all
+    inside: 97.6-100 %) and stays inside [0, 1]."""
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (0.0 if p <= 0 else max(centre - half, 0.0)), (1.0 if p >= 1 else min(centre + half, 1.0))
+
+
+def _bounds(name: str, p: float | None, n: int) -> dict[str, float | None]:
+    """``{name}_lo``/``{name}_hi``: the share's Wilson interval (None where nothing was scored). The pooled share
+    counts rows as draws, the series-weighted one series: rows of one series are correlated (one deployment's
+    sweep), so the second is the honest uncertainty."""
+    lo, hi = (None, None) if p is None or n == 0 else wilson(p, n)
+    return {f"{name}_lo": _r(lo, 4), f"{name}_hi": _r(hi, 4)}
 
 
 def _r(v: float | None, digits: int = 2) -> float | None:

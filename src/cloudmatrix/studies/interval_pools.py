@@ -13,7 +13,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,10 @@ class Table:
     pools: dict[str, Pool]
     kinds: dict[str, list[Row]]
     counterpart_kinds: dict[str, list[Row]]
+    vendors: dict[str, str] = field(default_factory=dict)  # each row's chip family's maker
+
+    def vendor(self, row: Row) -> str:
+        return self.vendors.get(str(row.get("family")), "unknown")
 
     @property
     def base(self) -> list[Row]:
@@ -126,7 +130,26 @@ def index_residuals(residuals: Iterable[Row], metric: str) -> Table:
         for r in base:
             cells[(r["family"], r["stack"])].append(r)
         pools[basis] = Pool(cells=dict(cells), kinds=_by_kind(mine))
-    return Table(pools=pools, kinds=kinds, counterpart_kinds=other)
+    return Table(
+        pools=pools,
+        kinds=kinds,
+        counterpart_kinds=other,
+        vendors=family_vendors({str(r.get("family")) for r in residuals}),
+    )
+
+
+def family_vendors(families: Iterable[str]) -> dict[str, str]:
+    """The maker of each chip family's chips (the residuals name the family, not the system), read from the
+    hardware catalog once per table, which is kept per content (``stored_table``)."""
+    from cloudmatrix.catalog.hardware import load_hardware, system_ids  # read only where a table is built
+
+    wanted, out = set(families), dict[str, str]()
+    for system in system_ids():
+        if wanted <= out.keys():
+            break
+        hw = load_hardware(system)
+        out.setdefault(hw.chip.family, hw.system.vendor)
+    return {f: v for f, v in out.items() if f in wanted}
 
 
 def stored_table(metric: str) -> Table | None:

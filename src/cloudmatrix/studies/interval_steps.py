@@ -11,7 +11,12 @@ predicted)| over the step's hold-out rows, applied on both sides of the predicti
 score of split-conformal prediction). The hold-out groups of one kind are biased in different directions
 (one model's host-time fit makes the twin too fast on another and too slow on a third), so the bias of the
 groups measured says how far a new group lands, not which way; only the base, drawn from the query's own
-stratum, keeps a bias."""
+stratum, keeps a bias.
+
+Each step is judged and measured on the query's ecosystem first (the chips of the vendors its engines run on:
+GPU or NPU): a GPU answer takes no NPU's error while GPUs have rows for the step, nor the reverse; and where a
+step's error stands on rows not all of the query's vendor, it is never narrower than that vendor's own hold-out
+error of the kind (``vendor_floor``)."""
 
 from __future__ import annotations
 
@@ -21,7 +26,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from cloudmatrix.catalog.hardware import chip_family, load_hardware
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
+from cloudmatrix.catalog.stacks import load_stack, stack_ids
+from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, host_basis, series_quantiles
 
 STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
@@ -54,10 +62,11 @@ def domain_steps(
 ) -> None:
     """Steps outside the validated model classes, weight formats, models, ISLs and concurrencies; ``cells``
     are the (family x stack) cells the base draws on, the query's stratum: its own, or where it has none,
-    those one condition away."""
-    base = t.base
+    those one condition away. A class, ISL or concurrency is validated by rows of the query's ecosystem
+    (``ecosystem_rows``): a 64K prompt measured on an NPU says nothing of a GPU's at 64K."""
+    base, scope = ecosystem_rows(t, t.base, q.system)
     if q.model_class is not None and q.model_class not in {r.get("model_class") for r in base}:
-        reasons.append(f"model class {q.model_class} has no rows")
+        reasons.append(f"model class {q.model_class} has no rows{scope}")
         steps.append("model")
     # a family counted new is new in every format: its hold-out error holds that step (no second count)
     formats = {FORMAT_PRECISION.get(str(r.get("weights"))) for r in base if r["family"] == family}
@@ -75,15 +84,15 @@ def domain_steps(
         steps.append("model")
     if q.isl is not None and isl_band(q.isl) not in {r.get("isl_band") for r in base}:
         isls = [r["isl"] for r in base if r.get("isl")]
-        reasons.append(f"ISL {q.isl:,} {_where(q.isl, isls)}")
+        reasons.append(f"ISL {q.isl:,} {_where(q.isl, isls)}{scope}")
         steps.append("isl")
     if q.band is not None and q.band not in {r.get("band") for r in base}:
         concs = [r["concurrency"] for r in base if r.get("concurrency")]
         if q.band == "steady" or not concs:
-            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows")
+            reasons.append(f"{'steady state' if q.band == 'steady' else q.band} has no rows{scope}")
         else:
             shown = f"{q.concurrency:,}" if q.concurrency else str(q.band)
-            reasons.append(f"concurrency {shown} {_where(q.concurrency, concs)}")
+            reasons.append(f"concurrency {shown} {_where(q.concurrency, concs)}{scope}")
         steps.append("band")
 
 
@@ -101,7 +110,6 @@ def architecture(model: str) -> Any:
     from dataclasses import replace
 
     from cloudmatrix.catalog.models import load_model  # the estimate path reads models only where it must
-    from cloudmatrix.errors import CloudMatrixError
 
     try:
         return replace(load_model(model), id="", source="", checkpoint_format=None)
@@ -132,23 +140,81 @@ _STEP_ALIKE = {"family": ("stack",), "stack": ("family",), "model": ("family", "
 _STEP_ALIKE["band"] = _STEP_ALIKE["model"]
 
 
-def step_error(kind: str, pool: Pool, t: Table, family: str, stack: str) -> list[Row]:
+def step_error(kind: str, pool: Pool, t: Table, system: str, stack: str) -> list[Row]:
     """The hold-out error of one kind of step, in a fixed fall-back order: measured where the step is taken
-    alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row
-    priced so, then where it is taken alike on every row as a query of that basis meets it (``_as_priced``),
-    then on every row so, then on every row of the metric's end-to-end counterpart. Alike comes first at
-    each level: a fitted query at a new ISL whose hold-out rows were all priced on another basis takes them
-    as the series hold-out predicted them in its own (family, stack) cell, not every cell's."""
-    wanted = {"family": family, "stack": stack}
+    alike (``_STEP_ALIKE``) on rows priced as the query is (the same host-time basis), then on every row of
+    the query's ecosystem priced so (the chips of the vendors its engines run on, ``engine_vendors``), then
+    where it is taken alike on every row as a query of that basis meets it (``_as_priced``), then on every
+    row of the ecosystem so; only then outside the ecosystem (every row priced so, every row as priced), and
+    last on every row of the metric's end-to-end counterpart. A step's error is the device model's and the
+    engine's away from their evidence: a GPU query takes the GPUs' error before an NPU's, whose kernels,
+    graphs and engines are others (and the reverse), as the issue's strata put the chip family first. Alike
+    comes first at each level: a fitted query at a new ISL whose hold-out rows were all priced on another
+    basis takes them as the series hold-out predicted them in its own (family, stack) cell, not every
+    cell's."""
+    wanted = {"family": chip_family(system), "stack": stack}
+    peers = engine_vendors(vendor(system))
     every = t.kinds.get(kind, [])
+    priced = pool.kinds.get(kind, [])
     alike, alike_every = (
-        [r for r in rows if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])]
-        for rows in (pool.kinds.get(kind, []), every)
+        [r for r in rows if all(r[k] == wanted[k] for k in _STEP_ALIKE[kind])] for rows in (priced, every)
     )
-    for rows in (alike, pool.kinds.get(kind, []), _as_priced(alike_every, pool, t), _as_priced(every, pool, t)):
+    mine, mine_every = ([r for r in rows if t.vendor(r) in peers] for rows in (priced, every))
+    levels = (alike, mine, _as_priced(alike_every, pool, t), _as_priced(mine_every, pool, t))
+    for rows in (*levels, priced, _as_priced(every, pool, t)):
         if enough(rows):
             return rows
     return t.counterpart_kinds.get(kind, [])
+
+
+def vendor_floor(kind: str, rows: Sequence[Row], t: Table, system: str, coverage: float) -> float:
+    """Where a step's error stands on rows that are not all of the query's vendor's chips (its own had too few
+    for a stratum), the least spread it may take: that vendor's own hold-out error of that kind, however few
+    its rows, on the metric and its end-to-end counterpart together (one step's per-chip throughput is what a
+    run's is made of). An answer on Ascend is never narrower than what the twin missed by on Ascend held out
+    (its SGLang-on-A3 throughput 20-43 % high), nor one on MI355X than on CDNA held out. Zero where the step's
+    rows are all the vendor's, or where it has none."""
+    maker = vendor(system)
+    if all(t.vendor(r) == maker for r in rows):
+        return 0.0
+    mine = [r for kinds in (t.kinds, t.counterpart_kinds) for r in kinds.get(kind, []) if t.vendor(r) == maker]
+    return step_spread(mine, coverage) if mine else 0.0
+
+
+def nearest_cells(t: Table, system: str, validated: Sequence[tuple[tuple[str, str], list[Row]]]) -> list[list[Row]]:
+    """With no validated cell one condition away: the validated cells of the query's ecosystem, or where it
+    has none, every validated cell. A GPU answer takes no NPU cell's width while GPUs have one, nor the
+    reverse."""
+    peers = engine_vendors(vendor(system))
+    mine = [rows for _, rows in validated if t.vendor(rows[0]) in peers]
+    return mine or [rows for _, rows in validated]
+
+
+def ecosystem_rows(t: Table, rows: Sequence[Row], system: str) -> tuple[list[Row], str]:
+    """The rows of ``system``'s ecosystem (``engine_vendors``), and where that left others out, where they
+    are (`` on amd or nvidia chips``); every row where the ecosystem has none."""
+    peers = engine_vendors(vendor(system))
+    mine = [r for r in rows if t.vendor(r) in peers]
+    if not mine or len(mine) == len(rows):
+        return list(rows), ""
+    return mine, f" on {' or '.join(sorted(peers))} chips"
+
+
+@cache
+def vendor(system: str) -> str:
+    """The maker of a system's chips (``unknown`` for a system the catalog does not have)."""
+    try:
+        return load_hardware(system).system.vendor
+    except CloudMatrixError:
+        return "unknown"
+
+
+@cache
+def engine_vendors(maker: str) -> frozenset[str]:
+    """The vendors whose chips run an engine that also runs on ``maker``'s (NVIDIA's and AMD's share vLLM and
+    SGLang builds; Ascend's engines run on Ascend alone): one ecosystem of kernels and host code."""
+    runs = [set(load_stack(s).runs_on.vendors) for s in stack_ids()]
+    return frozenset({maker}.union(*(v for v in runs if maker in v)))
 
 
 def _as_priced(rows: Sequence[Row], pool: Pool, t: Table) -> list[Row]:

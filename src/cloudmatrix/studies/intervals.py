@@ -8,9 +8,10 @@ rows of its own stack and family, or not (a default, a ``like:``, a hold-out tha
 the base is stratified in a fixed fall-back order: (family x stack, model class, concurrency band, ISL band), then
 without the ISL band, then without the concurrency band, then (family x stack). Each step outside the validated domain
 (a new family, or one with no validated cell; a stack new on a family; a new model class, weight format or model; an ISL
-or concurrency outside the validated ones; ``studies/interval_steps.py``) widens the interval by that kind's hold-out
-error, measured where the step is taken alike (rows priced on another host-time basis as the series hold-out predicted
-them), as a spread about the prediction, with the reason named. Distinct kinds of step are independent sources of error
+or concurrency outside the validated ones of the query's ecosystem, GPU or NPU; ``studies/interval_steps.py``) widens
+the interval by that kind's hold-out error, measured where the step is taken alike, then in the query's ecosystem, only
+then anywhere (rows priced on another host-time basis as the series hold-out predicted them), as a spread about the
+prediction, with the reason named. Distinct kinds of step are independent sources of error
 and add in quadrature, the in-domain error counted once and a step whose residuals a wider one holds not again; a step
 another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows anywhere) is
 named but not counted again. An answer outside the domain is never narrower than one a single condition inside it: the
@@ -52,9 +53,11 @@ from cloudmatrix.studies.interval_steps import (
     domain_steps,
     in_domain_spread,
     independent_steps,
+    nearest_cells,
     shape_spread,
     step_error,
     step_spread,
+    vendor_floor,
 )
 
 __all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
@@ -76,8 +79,6 @@ COMPARE_METRICS = {
     "ttft_ms": "ttft_ms",
 }
 PLAN_METRICS = {"output_tok_s_per_chip": "output_tok_s_per_chip", "tpot_ms": "tpot_ms", "ttft_ms": "ttft_ms"}
-
-
 COVERAGE = 0.8
 
 
@@ -160,8 +161,7 @@ def _strata(q: Query, cells: Sequence[Sequence[Row]]) -> list[list[Row]]:
 
 def _widened(lo: float, hi: float, near: Sequence[Sequence[float]]) -> tuple[float, float]:
     """Never narrower than an answer one condition inside the domain: where the strata one condition away
-    give a wider interval (as a ratio hi / lo) than the steps', widen it on both sides (evenly in log) to
-    that width."""
+    give a wider interval (as a ratio hi / lo) than the steps', widen it evenly in log to that width."""
     widest = max((b[1] / b[0] for b in near), default=0.0)
     if widest <= hi / lo:
         return lo, hi
@@ -213,7 +213,7 @@ def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], step
     if family not in {f for f, _ in _answered(t)}:
         reasons.append(_new_family(t, family))
         steps += ["family", "stack"]
-        near = [rows for k, rows in validated if k[1] == q.stack] or [rows for _, rows in validated]
+        near = [rows for k, rows in validated if k[1] == q.stack] or nearest_cells(t, q.system, validated)
         return ([mine] if mine else []), near
     deployments = len({r["series"] for r in mine})
     reasons.append(
@@ -223,7 +223,7 @@ def _cells(q: Query, t: Table, pool: Pool, family: str, reasons: list[str], step
     )
     steps.append("stack")
     near = [rows for k, rows in validated if k[0] == family or k[1] == q.stack]
-    return ([mine], near or merged) if mine else ([], near or [rows for _, rows in validated])
+    return ([mine], near or merged) if mine else ([], near or nearest_cells(t, q.system, validated))
 
 
 def _new_family(t: Table, family: str) -> str:
@@ -285,16 +285,16 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
-    spreads, inside, measured = [], [], []
-    for kind in counted_steps(q, t, steps):
-        rows = step_error(kind, pool, t, family, str(q.stack))
+    spreads, inside, measured, kinds = [], [], [], counted_steps(q, t, steps)
+    for kind in kinds:
+        rows = step_error(kind, pool, t, q.system, str(q.stack))
         if not enough(rows):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(rows)
         measured.append(rows)
-    for rows, counts in zip(measured, independent_steps(measured, coverage), strict=True):
+    for kind, rows, counts in zip(kinds, measured, independent_steps(measured, coverage), strict=True):
         if counts:  # a step whose every residual a wider step counts is that step's source, not another
-            spreads.append(step_spread(rows, coverage))
+            spreads.append(max(step_spread(rows, coverage), vendor_floor(kind, rows, t, q.system, coverage)))
             inside.append(in_domain_spread(t, rows, coverage))
     if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
         reasons.extend(q.shapes)
