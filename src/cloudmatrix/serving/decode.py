@@ -23,6 +23,8 @@ from cloudmatrix.workload.rng import Lookahead
 
 _NONE = np.zeros(0, dtype=np.int64)
 NEAR = 2  # tokens left at which a step reads a sequence one by one (a stretch needs more: sim/decode_runner.py)
+# the bounds a step compares with, as 0-d arrays: numpy 2 converts a Python int anew at every comparison
+_NEAR, _ZERO = np.array(NEAR, dtype=np.int64), np.array(0, dtype=np.int64)
 
 
 class Uniforms(Protocol):
@@ -235,13 +237,20 @@ class DecodeBatch(DieAdmission):
             left -= 1
             tokens = n
         elif isinstance(rng, Lookahead):  # the gains read off the stream's table (serving/mtp_gains.py)
-            gained, tokens = self._gain_table.take(rng, n)
+            table, pos = self._gain_table, rng.pos
+            at = pos // mtp - table.first
+            if at >= 0 and at + n <= table.size and rng.buffer is table.buffer and not pos % mtp:
+                rng.pos = pos + n * mtp  # within the converted span: ``GainTable.take``, written out
+                sums = table.sums
+                gained, tokens = table.gains[at : at + n], sums.item(at + n) - sums.item(at)
+            else:
+                gained, tokens = table.take(rng, n)
             left -= gained
         else:
             gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
             left -= gained
             tokens = int(gained.sum())
-        near = (left <= NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
+        near = (left <= _NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
         ended: list[int] = []
         low = 0  # the fewest left among the near ones still running (0: none)
         for k in near:
@@ -257,7 +266,7 @@ class DecodeBatch(DieAdmission):
         self.kv_total += tokens
         if not ended:
             return []
-        keep = left > 0
+        keep = left > _ZERO
         self._slots, self._left = idx[keep], left[keep]
         return self._retire([idx.item(k) for k in ended])
 

@@ -275,6 +275,7 @@ class DecodeSide:
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
         costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
+        blocks = batch.pools.capacity * batch.num_dies  # the instance's KV blocks (``occupancy``'s divisor)
         assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
         while True:
             active = batch.num_active
@@ -296,8 +297,7 @@ class DecodeSide:
                 return
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
             finished = batch.step_ids(rng)  # ``_take_step``, written out
-            occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)
-            steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
+            steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
             if finished:
                 self._finish(finished)
 
