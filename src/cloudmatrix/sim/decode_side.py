@@ -81,6 +81,10 @@ class DecodeSide:
     step_by_step: bool
     whole_run: bool
     faults: Faults | None
+    finished: int
+    all_done: simpy.Event
+    progress: Callable[[int, int], None] | None
+    issues_on_finish: bool
 
     def _finish(self, rids: list[int] | np.ndarray) -> None:
         raise NotImplementedError
@@ -271,17 +275,23 @@ class DecodeSide:
         """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
         is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
-        step's record and finishes are those of ``_end_step``, written out for the hot loop."""
+        step's record and finishes are those of ``_end_step``, written out for the hot loop. While a finish only
+        logs and counts (no request waits for decode, no client is told), the steps' finishes are logged and
+        counted once, when the loop ends (nothing reads them before)."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
         costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
         blocks = batch.pools.capacity * batch.num_dies  # the instance's KV blocks (``occupancy``'s divisor)
         assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
+        quiet = not (self.waiting_kv or self.progress or self.issues_on_finish)  # (none of them changes meanwhile)
+        ended: list[int] = []  # the finishes logged at the end: request ids, and per step its time and count
+        times: list[float] = []
+        counts: list[int] = []
         while True:
             active = batch.num_active
             if active == 0:
                 self.decode_loops[inst].asleep = True
-                return
+                break
             bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
             dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
             low = batch._low
@@ -289,17 +299,27 @@ class DecodeSide:
                 stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
                 if stretch is not None:
                     call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
-                    return
+                    break
             start = env._now
             end = start + dur  # as a timeout sums it
             if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
                 call_later(env, dur, partial(self._step_done, inst, start, dur))
-                return
+                break
             env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
             finished = batch.step_ids(rng)  # ``_take_step``, written out
             steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
             if finished:
-                self._finish(finished)
+                if quiet:
+                    ended += finished
+                    times.append(end)
+                    counts.append(len(finished))
+                else:
+                    self._finish(finished)
+        if counts:  # ``_finish`` of each step in turn, in one go
+            self.table.finish_later_steps(ended, times, counts)
+            self.finished += len(ended)
+            if self.finished >= self.table.n and not self.all_done.triggered:
+                self.all_done.succeed()
 
     def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
         """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
