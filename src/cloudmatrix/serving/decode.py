@@ -42,8 +42,7 @@ class DecodeBatch(DieAdmission):
         n = num_dies * seqs_per_die
         self._rid = [-1] * n  # per slot; -1: free
         self._blocks = [0] * n  # KV blocks the slot's sequence reserved
-        self._length = [0] * n  # context + remaining tokens: constant while the sequence runs
-        self._active = [False] * n  # reserved slots become active when their KV arrives
+        self._length = [0] * n  # context + remaining tokens: constant while the sequence runs; 0: not active
         self.num_active = 0
         self.free_slots = n
         self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
@@ -68,7 +67,7 @@ class DecodeBatch(DieAdmission):
 
     @property
     def active(self) -> np.ndarray:
-        return np.array(self._active, dtype=bool)
+        return np.array(self._length, dtype=np.int64) > 0  # (a reserved slot's KV has not arrived)
 
     @property
     def blocks(self) -> np.ndarray:
@@ -98,7 +97,6 @@ class DecodeBatch(DieAdmission):
 
     # ---- joining, leaving --------------------------------------------------------------------------------
     def activate(self, slot: int, context: int, remaining: int) -> None:
-        self._active[slot] = True
         self._length[slot] = context + remaining
         self._busiest.add(slot // self.cap, 1)
         self.num_active += 1
@@ -109,10 +107,9 @@ class DecodeBatch(DieAdmission):
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
-        active, length, cap, busiest = self._active, self._length, self.cap, self._busiest
+        length, cap, busiest = self._length, self.cap, self._busiest
         running, dies_at, high = busiest.count, busiest.dies_at, busiest.high
         for slot, context, left in zip(slots, contexts, remaining, strict=True):
-            active[slot] = True
             length[slot] = context + left
             die = slot // cap  # ``busiest.shift``, written out: one active sequence more on the die
             level = running[die]
@@ -131,12 +128,11 @@ class DecodeBatch(DieAdmission):
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
         die = slot // self.cap
-        if self._active[slot]:
+        if self._length[slot]:  # active
             keep = self.active_slots() != slot
             self.kv_total -= self._length[slot] - int(self._left[~keep].sum())
             self._slots, self._left = self._slots[keep], self._left[keep]
             self._low = None
-            self._active[slot] = False
             self._busiest.add(die, -1)
             self.num_active -= 1
         self._free_slot(slot, die)
@@ -303,7 +299,7 @@ class DecodeBatch(DieAdmission):
         their request ids. A few a step, each in plain Python (vector calls cost more here), with the per-die
         counts' ``Highest.shift`` and ``LeastFirst.drop`` written out in the same loop."""
         cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
-        active, rid_of = self._active, self._rid
+        rid_of = self._rid
         busiest, least = self._busiest, self._least
         running, dies_at, occupied, bits, low = busiest.count, busiest.dies_at, least.count, least.bits, least.low
         finished = []
@@ -316,7 +312,7 @@ class DecodeBatch(DieAdmission):
             in_use[die] -= blocks
             freed_blocks += blocks
             heappush(free[die], slot)
-            active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
+            rid_of[slot], blocks_of[slot], lengths[slot] = -1, 0, 0
             level = running[die]  # one active sequence fewer on the die
             dies_at[level] -= 1
             running[die] = level = level - 1

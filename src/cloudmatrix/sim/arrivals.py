@@ -109,7 +109,15 @@ class BatchedArrivals:
         before = loads.copy()
         lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
         prompts = sim.table.input_len[start:end].tolist()
-        if router is None:  # (the loop without the router's test: the common case)
+        asleep = False  # (a loop is woken here, never put to sleep: with none asleep, none is asked)
+        for loop in loops:
+            asleep = asleep or loop.asleep
+        if router is None and not asleep:  # the common case: every instance busy, no router
+            for rid, tokens in enumerate(prompts, start):
+                inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
+                loads[inst] += tokens
+                lines[inst].append((rid, tokens))
+        elif router is None:
             for rid, tokens in zip(range(start, end), prompts, strict=True):
                 inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
                 loads[inst] += tokens

@@ -271,13 +271,14 @@ class DecodeSide:
         else:
             call_later(env, dur, partial(self._step_done, inst, env.now, dur))
 
-    def _decode_inline(self, inst: int) -> None:
+    def _decode_inline(self, inst: int, due: tuple[float, float] | None = None) -> None:
         """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
         is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
         step's record and finishes are those of ``_end_step``, written out for the hot loop. While a finish only
         logs and counts (no request waits for decode, no client is told), the steps' finishes are logged and
-        counted once, when the loop ends (nothing reads them before)."""
+        counted once, when the loop ends (nothing reads them before). ``due``: (start, price) of a step that ends
+        now, queued as an event (``_step_done``): taken first, with the sequences active now."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
         costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
@@ -289,24 +290,28 @@ class DecodeSide:
         counts: list[int] = []
         while True:
             active = batch.num_active
-            if active == 0:
-                self.decode_loops[inst].asleep = True
-                break
-            bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
-            dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
-            low = batch._low
-            if low is None or low > NEAR:
-                stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
-                if stretch is not None:
-                    call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+            if due is not None:  # the step queued as an event: the clock stands at its end
+                start, dur = due
+                due, end = None, env._now
+            else:
+                if active == 0:
+                    self.decode_loops[inst].asleep = True
                     break
-            start = env._now
-            end = start + dur  # as a timeout sums it
-            if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
-                call_later(env, dur, partial(self._step_done, inst, start, dur))
-                break
-            env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            finished = batch.step_ids(rng)  # ``_take_step``, written out
+                bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
+                dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
+                low = batch._low
+                if low is None or low > NEAR:
+                    stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
+                    if stretch is not None:
+                        call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+                        break
+                start = env._now
+                end = start + dur  # as a timeout sums it
+                if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
+                    call_later(env, dur, partial(self._step_done, inst, start, dur))
+                    break
+                env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
+            finished = batch.step_ids(rng)  # ``_step``, written out
             steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
             if finished:
                 if quiet:
@@ -321,16 +326,6 @@ class DecodeSide:
             if self.finished >= self.table.n and not self.all_done.triggered:
                 self.all_done.succeed()
 
-    def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
-        """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
-        finishes; ``active``: the batch's sequences when the step started."""
-        batch = self.decodes[inst]
-        finished = batch.step_ids(self.mtp_rng)
-        occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)  # (``occupancy``)
-        self.rec.decode_steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
-        if finished:
-            self._finish(finished)
-
     def _inline(self) -> bool:
         """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
         return self.whole_run and not (self.step_by_step or self.observer or self.listener or self.faults)
@@ -342,8 +337,7 @@ class DecodeSide:
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
         if self._inline():
-            self._take_step(inst, start, dur, self.decodes[inst].num_active)
-            self._decode_inline(inst)
+            self._decode_inline(inst, (start, dur))
             return
         self._end_step(inst, start, dur)
         self._decode_next(inst)
