@@ -264,7 +264,7 @@ class DecodeBatch(DieAdmission):
             return []
         keep = left > _ZERO
         self._slots, self._left = idx[keep], left[keep]
-        return self._retire([idx.item(k) for k in ended])
+        return self._retire(list(map(idx.item, ended)))
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished

@@ -56,6 +56,7 @@ class BatchedArrivals:
         self.due = clock_times(times)
         self.next = 0  # the first arrival not yet taken
         self.armed = -1  # the arrival with an event on the clock (-1: none)
+        self.lines = [q.queue for q in sim.prefill_queues]  # each instance's queue itself (never replaced)
 
     def start(self, _event: object = None) -> None:
         """The run's first event at time 0 (after the instances start): arrivals due then are taken."""
@@ -107,7 +108,7 @@ class BatchedArrivals:
         queues, loops, router = sim.prefill_queues, sim.prefill_loops, sim.router
         loads = _loads(queues, sim.prefill_busy)
         before = loads.copy()
-        lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
+        lines = self.lines  # each request pushed as ``PrefillQueue.push`` does; the sums after
         prompts = sim.table.input_len[start:end].tolist()
         asleep = False  # (a loop is woken here, never put to sleep: with none asleep, none is asked)
         for loop in loops:

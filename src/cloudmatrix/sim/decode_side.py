@@ -137,30 +137,32 @@ class DecodeSide:
         landing: dict[float, Landing] = {}
         lands: dict[int, Landing] = {}  # the group by prompt length (prompts of a workload share a few lengths)
         while waiting and batch.free_slots:
-            rids = list(islice(waiting, ADMIT_GROUP))
+            rids = list(waiting) if len(waiting) <= ADMIT_GROUP else list(islice(waiting, ADMIT_GROUP))
             prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
             outputs = list(map(output_len.item, rids))
             slots = batch.admit_all(rids, list(map(add, prompts, outputs)))
             if not slots:
                 break
             k = len(slots)
-            admitted = rids[:k]
-            if k == len(waiting):  # (every waiting request admitted: the usual case)
+            whole = k == len(rids)  # (every one taken: the usual case)
+            if not whole:
+                rids, prompts, outputs = rids[:k], prompts[:k], outputs[:k]
+            if k == len(waiting):
                 waiting.clear()
             else:
-                for _ in admitted:
+                for _ in rids:
                     waiting.popleft()
-            table.admit_decodes(admitted, now)
+            table.admit_decodes(rids, now)
             first = prompts[0]
-            if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
+            if prompts.count(first) == k:  # one prompt length: one group
                 group = lands.get(first) or self._landing(landing, lands, first, now + transfer_s(first))
-                group.add(admitted, slots, prompts[:k], outputs[:k])
+                group.add(rids, slots, prompts, outputs)
             else:
                 for i in range(k):
                     prompt = prompts[i]
                     group = lands.get(prompt) or self._landing(landing, lands, prompt, now + transfer_s(prompt))
                     group.add(rids[i : i + 1], slots[i : i + 1], [prompt], outputs[i : i + 1])
-            if k < len(rids):
+            if not whole:
                 break
         for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
             call_at(self.env, at_s, partial(self._landed_in_one, group))
