@@ -83,7 +83,7 @@ class RequestTable:
         for stage, (ids, times, counts) in enumerate(self.log):
             if not counts:
                 continue
-            at = np.array(ids, dtype=np.int64)
+            at = np.fromiter(ids, np.int64, len(ids))
             expected, new, column = _STAGES[stage]
             wrong = self.state[at] != expected
             if wrong.any():
