@@ -273,14 +273,15 @@ class DecodeSide:
         else:
             call_later(env, dur, partial(self._step_done, inst, env.now, dur))
 
-    def _decode_inline(self, inst: int, due: tuple[float, float] | None = None) -> None:
+    def _decode_inline(self, inst: int, due: tuple[float, float] | None = None, _event: object = None) -> None:
         """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
         is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
         step's record and finishes are those of ``_end_step``, written out for the hot loop. While a finish only
         logs and counts (no request waits for decode, no client is told), the steps' finishes are logged and
         counted once, when the loop ends (nothing reads them before). ``due``: (start, price) of a step that ends
-        now, queued as an event (``_step_done``): taken first, with the sequences active now."""
+        now, queued as an event by this loop (the run stays inline to its end): taken first, with the sequences
+        active now, as ``_step_done`` takes it."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
         costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
@@ -310,7 +311,7 @@ class DecodeSide:
                 start = env._now
                 end = start + dur  # as a timeout sums it
                 if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
-                    call_later(env, dur, partial(self._step_done, inst, start, dur))
+                    call_later(env, dur, partial(self._decode_inline, inst, (start, dur)))  # (``_step_done``)
                     break
                 env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
             finished = batch.step_ids(rng)  # ``_step``, written out
