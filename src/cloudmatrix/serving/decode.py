@@ -59,6 +59,20 @@ class DecodeBatch(DieAdmission):
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
         self.never_fenced = False  # set by a simulation without faults: admission need not read ``fenced``
         self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
+        busiest, least = self._busiest, self._least
+        self._retire_reads = (  # what ``_retire`` reads, gathered once (none of it is ever replaced)
+            self._length,
+            self._blocks,
+            pools.in_use,
+            self._free,
+            self._rid,
+            busiest,
+            least,
+            busiest.count,
+            busiest.dies_at,
+            least.count,
+            least.bits,
+        )
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
     @property
@@ -298,10 +312,8 @@ class DecodeBatch(DieAdmission):
         """Free ``slots``, whose sequences have just generated their last token and left the active arrays;
         their request ids. A few a step, each in plain Python (vector calls cost more here), with the per-die
         counts' ``Highest.shift`` and ``LeastFirst.drop`` written out in the same loop."""
-        cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
-        rid_of = self._rid
-        busiest, least = self._busiest, self._least
-        running, dies_at, occupied, bits, low = busiest.count, busiest.dies_at, least.count, least.bits, least.low
+        lengths, blocks_of, in_use, free, rid_of, busiest, least, running, dies_at, occupied, bits = self._retire_reads
+        cap, low = self.cap, least.low
         finished = []
         freed_kv = freed_blocks = 0
         for slot in slots:
