@@ -118,3 +118,36 @@ def test_a_logged_range_of_arrivals_refuses_one_already_arrived(arrived: int) ->
     t.arrive_range(3, 5, np.arange(3.0, 5.0))  # joined to the first range
     with pytest.raises(RuntimeError, match="an arrival from a state other than new"):
         t.settle()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 5), min_size=1, max_size=12),
+    logged=st.booleans(),
+    flush_rows=st.integers(1, 30),
+)
+def test_finishes_of_steps_at_once_end_as_one_step_at_a_time(counts: list[int], logged: bool, flush_rows: int) -> None:
+    """``finish_later_steps`` (the inline decode loop's finishes, logged when the loop ends) leaves the table as
+    ``finish_later`` called step by step, with the log on or off and wherever it is flushed."""
+    n = sum(counts)
+    tables = [RequestTable(np.full(n, 100), np.full(n, 7)) for _ in range(2)]
+    rids, times = list(range(n)), [1.5 + 0.25 * k for k in range(len(counts))]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(requests, "FLUSH_ROWS", flush_rows)
+        for table in tables:
+            if logged:
+                table.defer()
+            for rid in rids:
+                table.arrive(rid, 0.0)
+            for stage in ("start_prefills", "end_prefills", "admit_decodes", "start_decodes"):
+                getattr(table, stage)(rids, 1.0)
+        one, many = tables
+        at = 0
+        for count, now in zip(counts, times, strict=True):
+            one.finish_later(rids[at : at + count], now)
+            at += count
+        many.finish_later_steps(rids, times, counts)
+        for table in tables:
+            table.settle()
+    for column in COLUMNS:
+        np.testing.assert_array_equal(getattr(many, column), getattr(one, column))

@@ -53,6 +53,16 @@ def test_variants_match_step_by_step(name: str, overrides: list[str]) -> None:
     _assert_identical(load_scenario(name, ["requests=150", CLOSED, *overrides]))
 
 
+def test_finishes_logged_per_loop_match_finishes_per_step() -> None:
+    """A whole run logs and counts its inline steps' finishes once per loop (nothing reads them before); with a
+    progress callback each is taken at its step, as before. Both give the same run, and progress sees every one."""
+    scenario = load_scenario("cm384-paper", ["requests=3000"])
+    seen: list[int] = []
+    told = Simulation(scenario, progress=lambda done, _total: seen.append(done)).run()
+    assert_same_run(Simulation(scenario).run(), told)
+    assert seen == sorted(seen) and seen[-1] == 3000
+
+
 def test_sampled_validation_rows_match_step_by_step() -> None:
     rows = [r for r in load_corpora() if r.kind == "e2e"]
     sample = random.Random(21).sample(rows, 4)

@@ -23,6 +23,8 @@ from cloudmatrix.workload.rng import Lookahead
 
 _NONE = np.zeros(0, dtype=np.int64)
 NEAR = 2  # tokens left at which a step reads a sequence one by one (a stretch needs more: sim/decode_runner.py)
+# the bounds a step compares with, as 0-d arrays: numpy 2 converts a Python int anew at every comparison
+_NEAR, _ZERO = np.array(NEAR, dtype=np.int64), np.array(0, dtype=np.int64)
 
 
 class Uniforms(Protocol):
@@ -40,8 +42,7 @@ class DecodeBatch(DieAdmission):
         n = num_dies * seqs_per_die
         self._rid = [-1] * n  # per slot; -1: free
         self._blocks = [0] * n  # KV blocks the slot's sequence reserved
-        self._length = [0] * n  # context + remaining tokens: constant while the sequence runs
-        self._active = [False] * n  # reserved slots become active when their KV arrives
+        self._length = [0] * n  # context + remaining tokens: constant while the sequence runs; 0: not active
         self.num_active = 0
         self.free_slots = n
         self.kv_total = 0  # context tokens of the active sequences (exact, so the mean is the mean of ``kv``)
@@ -58,6 +59,20 @@ class DecodeBatch(DieAdmission):
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
         self.never_fenced = False  # set by a simulation without faults: admission need not read ``fenced``
         self._gain_table = GainTable(mtp, acceptance)  # used only with MTP on
+        busiest, least = self._busiest, self._least
+        self._retire_reads = (  # what ``_retire`` reads, gathered once (none of it is ever replaced)
+            self._length,
+            self._blocks,
+            pools.in_use,
+            self._free,
+            self._rid,
+            busiest,
+            least,
+            busiest.count,
+            busiest.dies_at,
+            least.count,
+            least.bits,
+        )
 
     # ---- views (tests, the emulator, the invariants) ----------------------------------------------------
     @property
@@ -66,7 +81,7 @@ class DecodeBatch(DieAdmission):
 
     @property
     def active(self) -> np.ndarray:
-        return np.array(self._active, dtype=bool)
+        return np.array(self._length, dtype=np.int64) > 0  # (a reserved slot's KV has not arrived)
 
     @property
     def blocks(self) -> np.ndarray:
@@ -96,7 +111,6 @@ class DecodeBatch(DieAdmission):
 
     # ---- joining, leaving --------------------------------------------------------------------------------
     def activate(self, slot: int, context: int, remaining: int) -> None:
-        self._active[slot] = True
         self._length[slot] = context + remaining
         self._busiest.add(slot // self.cap, 1)
         self.num_active += 1
@@ -107,10 +121,9 @@ class DecodeBatch(DieAdmission):
 
     def activate_all(self, slots: list[int], contexts: list[int], remaining: list[int]) -> None:
         """``activate`` for reserved slots whose KV landed together, in one call."""
-        active, length, cap, busiest = self._active, self._length, self.cap, self._busiest
+        length, cap, busiest = self._length, self.cap, self._busiest
         running, dies_at, high = busiest.count, busiest.dies_at, busiest.high
         for slot, context, left in zip(slots, contexts, remaining, strict=True):
-            active[slot] = True
             length[slot] = context + left
             die = slot // cap  # ``busiest.shift``, written out: one active sequence more on the die
             level = running[die]
@@ -129,12 +142,11 @@ class DecodeBatch(DieAdmission):
     def release(self, slot: int) -> None:
         """Free a slot, reserved or active (a request that needs no decode step, or a cancelled one)."""
         die = slot // self.cap
-        if self._active[slot]:
+        if self._length[slot]:  # active
             keep = self.active_slots() != slot
             self.kv_total -= self._length[slot] - int(self._left[~keep].sum())
             self._slots, self._left = self._slots[keep], self._left[keep]
             self._low = None
-            self._active[slot] = False
             self._busiest.add(die, -1)
             self.num_active -= 1
         self._free_slot(slot, die)
@@ -235,13 +247,20 @@ class DecodeBatch(DieAdmission):
             left -= 1
             tokens = n
         elif isinstance(rng, Lookahead):  # the gains read off the stream's table (serving/mtp_gains.py)
-            gained, tokens = self._gain_table.take(rng, n)
+            table, pos = self._gain_table, rng.pos
+            at = pos // mtp - table.first
+            if at >= 0 and at + n <= table.size and rng.buffer is table.buffer and not pos % mtp:
+                rng.pos = pos + n * mtp  # within the converted span: ``GainTable.take``, written out
+                sums = table.sums
+                gained, tokens = table.gains[at : at + n], sums.item(at + n) - sums.item(at)
+            else:
+                gained, tokens = table.take(rng, n)
             left -= gained
         else:
             gained = gains_of(rng.random((n * mtp, 1))[:, 0], mtp, self.acceptance)
             left -= gained
             tokens = int(gained.sum())
-        near = (left <= NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
+        near = (left <= _NEAR).nonzero()[0].tolist()  # a few: read one by one (a numpy call costs more here)
         ended: list[int] = []
         low = 0  # the fewest left among the near ones still running (0: none)
         for k in near:
@@ -257,9 +276,9 @@ class DecodeBatch(DieAdmission):
         self.kv_total += tokens
         if not ended:
             return []
-        keep = left > 0
+        keep = left > _ZERO
         self._slots, self._left = idx[keep], left[keep]
-        return self._retire([idx.item(k) for k in ended])
+        return self._retire(list(map(idx.item, ended)))
 
     def step(self, rng: Uniforms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``run_step`` that also returns (request ids of the active sequences, tokens each gained, finished
@@ -293,10 +312,8 @@ class DecodeBatch(DieAdmission):
         """Free ``slots``, whose sequences have just generated their last token and left the active arrays;
         their request ids. A few a step, each in plain Python (vector calls cost more here), with the per-die
         counts' ``Highest.shift`` and ``LeastFirst.drop`` written out in the same loop."""
-        cap, lengths, blocks_of, in_use, free = self.cap, self._length, self._blocks, self.pools.in_use, self._free
-        active, rid_of = self._active, self._rid
-        busiest, least = self._busiest, self._least
-        running, dies_at, occupied, bits, low = busiest.count, busiest.dies_at, least.count, least.bits, least.low
+        lengths, blocks_of, in_use, free, rid_of, busiest, least, running, dies_at, occupied, bits = self._retire_reads
+        cap, low = self.cap, least.low
         finished = []
         freed_kv = freed_blocks = 0
         for slot in slots:
@@ -307,7 +324,7 @@ class DecodeBatch(DieAdmission):
             in_use[die] -= blocks
             freed_blocks += blocks
             heappush(free[die], slot)
-            active[slot], rid_of[slot], blocks_of[slot], lengths[slot] = False, -1, 0, 0
+            rid_of[slot], blocks_of[slot], lengths[slot] = -1, 0, 0
             level = running[die]  # one active sequence fewer on the die
             dies_at[level] -= 1
             running[die] = level = level - 1

@@ -75,12 +75,13 @@ class DieAdmission:
         pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
         count, bits = least.count, least.bits
-        slots, placed, held, room = [], 0, 0, self.free_slots
+        slots = []
+        held, room = 0, self.free_slots
         low, dies = least.low, bits.get(least.low, 0)  # the least-occupied dies, as bits (see ``LeastFirst``)
         moved = 0  # dies moved up from ``low`` whose bits are not written yet (written before ``least`` is read)
-        for rid, length in zip(rids, tokens, strict=True):
-            if placed == room:
-                break
+        if room < len(rids):  # no more than the free slots
+            rids = rids[:room]
+        for rid, length in zip(rids, tokens, strict=False):  # (``rids`` cut to the free slots)
             blocks = -(-length // block_tokens)
             if not dies:
                 if moved:
@@ -106,12 +107,11 @@ class DieAdmission:
             in_use[die] += blocks
             slot = heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
-            placed += 1
             held += blocks
             slots.append(slot)
         if moved:
             bits[low], bits[low + 1] = dies, bits.get(low + 1, 0) | moved
-        self.free_slots -= placed
+        self.free_slots -= len(slots)
         self.used_blocks += held
         return slots
 

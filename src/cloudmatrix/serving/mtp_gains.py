@@ -25,12 +25,13 @@ class GainTable:
 
     SPAN = 1 << 16  # draws converted at a time
 
-    __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "sums")
+    __slots__ = ("acceptance", "buffer", "first", "gains", "last", "mtp", "size", "sums")
 
     def __init__(self, mtp: int, acceptance: float) -> None:
         self.mtp, self.acceptance = mtp, acceptance
         self.buffer: np.ndarray | None = None
         self.first = self.last = 0  # the span: groups of draws [first, last) of the buffer
+        self.size = 0  # last - first
         self.gains = self.sums = np.zeros(0, dtype=np.int64)
 
     def take(self, rng: Lookahead, sequences: int) -> tuple[np.ndarray, int]:
@@ -64,7 +65,9 @@ class GainTable:
         if buffer is not self.buffer or group < self.first or group + sequences > self.last:
             self.buffer, self.first = buffer, group
             self.last = min(buffer.size // mtp, group + max(sequences, self.SPAN // mtp))
+            self.size = self.last - group
             self.gains = gains_of(buffer[group * mtp : self.last * mtp], mtp, self.acceptance)
-            self.sums = np.zeros(self.gains.size + 1, dtype=np.int64)
+            self.sums = np.empty(self.gains.size + 1, dtype=np.int64)
+            self.sums[0] = 0
             np.cumsum(self.gains, out=self.sums[1:])
         return group - self.first

@@ -36,12 +36,12 @@ class PrefillQueue:
         rid, total = queue.popleft()  # the first is taken whatever its length
         rids = [rid]
         while queue:
-            rid, tokens = queue[0]
-            if total + tokens > budget:
+            item = queue.popleft()
+            if total + item[1] > budget:  # (the next batch's first: put back)
+                queue.appendleft(item)
                 break
-            queue.popleft()
-            rids.append(rid)
-            total += tokens
+            rids.append(item[0])
+            total += item[1]
         self.queued_tokens -= total
         return rids, total
 

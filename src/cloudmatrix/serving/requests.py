@@ -5,7 +5,6 @@ decode batch holds the count (``DecodeBatch.remaining``) and the simulation copi
 
 from __future__ import annotations
 
-from array import array
 from enum import IntEnum
 
 import numpy as np
@@ -52,7 +51,7 @@ class RequestTable:
         self.arrival_s, self.prefill_start_s, self.prefill_end_s = (np.full(n, np.nan) for _ in range(3))
         self.decode_admit_s, self.first_token_s, self.finish_s = (np.full(n, np.nan) for _ in range(3))
         self.free: list[int] = []  # rows of finished online requests, reused by append
-        self.log: list[tuple[array[int], list[float], list[int]]] | None = None  # deferred transitions per stage
+        self.log: list[tuple[list[int], list[float], list[int]]] | None = None  # deferred transitions per stage
         self.logged = 0
         self.arriving: list[np.ndarray] = []  # logged arrival times of requests [arrived_from, arrived_to)
         self.arrived_from = self.arrived_to = 0
@@ -61,7 +60,7 @@ class RequestTable:
         """From now on the transitions after arrival (and ranges of arrivals) are logged and applied in bulk, in
         their order, when the log grows long and at ``settle``, with the same checks: for a whole run that
         nothing reads until it ends (a transition's few numpy calls cost more than the step that caused it)."""
-        self.log = [(array("q"), [], []) for _ in _STAGES]
+        self.log = [([], [], []) for _ in _STAGES]
 
     def _defer(self, stage: int, rids: list[int], now: float) -> None:
         """Log ``rids`` taking transition ``stage`` at ``now``."""
@@ -84,7 +83,7 @@ class RequestTable:
         for stage, (ids, times, counts) in enumerate(self.log):
             if not counts:
                 continue
-            at = np.frombuffer(ids, dtype=np.int64).copy()
+            at = np.fromiter(ids, np.int64, len(ids))
             expected, new, column = _STAGES[stage]
             wrong = self.state[at] != expected
             if wrong.any():
@@ -242,6 +241,20 @@ class RequestTable:
             self._defer(_FINISH, rids if isinstance(rids, list) else rids.tolist(), now)
             return
         self.finish_s[rids] = now
+
+    def finish_later_steps(self, rids: list[int], times: list[float], counts: list[int]) -> None:
+        """``finish_later`` for the finishes of consecutive steps at once: the first ``counts[0]`` of ``rids`` at
+        ``times[0]``, the next ``counts[1]`` at ``times[1]``, and so on."""
+        if self.log is None:
+            self.finish_s[rids] = np.repeat(times, counts)
+            return
+        ids, at, sizes = self.log[_FINISH]
+        ids += rids
+        at += times
+        sizes += counts
+        self.logged += len(rids)
+        if self.logged >= FLUSH_ROWS:
+            self.flush()
 
     def settle(self) -> None:
         """Complete the finishes ``finish_later`` began: a decoding request with a finish time is done (and

@@ -56,6 +56,7 @@ class BatchedArrivals:
         self.due = clock_times(times)
         self.next = 0  # the first arrival not yet taken
         self.armed = -1  # the arrival with an event on the clock (-1: none)
+        self.lines = [q.queue for q in sim.prefill_queues]  # each instance's queue itself (never replaced)
 
     def start(self, _event: object = None) -> None:
         """The run's first event at time 0 (after the instances start): arrivals due then are taken."""
@@ -107,9 +108,17 @@ class BatchedArrivals:
         queues, loops, router = sim.prefill_queues, sim.prefill_loops, sim.router
         loads = _loads(queues, sim.prefill_busy)
         before = loads.copy()
-        lines = [q.queue for q in queues]  # each request pushed as ``PrefillQueue.push`` does; the sums after
+        lines = self.lines  # each request pushed as ``PrefillQueue.push`` does; the sums after
         prompts = sim.table.input_len[start:end].tolist()
-        if router is None:  # (the loop without the router's test: the common case)
+        asleep = False  # (a loop is woken here, never put to sleep: with none asleep, none is asked)
+        for loop in loops:
+            asleep = asleep or loop.asleep
+        if router is None and not asleep:  # the common case: every instance busy, no router
+            for rid, tokens in enumerate(prompts, start):
+                inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
+                loads[inst] += tokens
+                lines[inst].append((rid, tokens))
+        elif router is None:
             for rid, tokens in zip(range(start, end), prompts, strict=True):
                 inst = loads.index(min(loads))  # the lowest-numbered on a tie (router.least_loaded)
                 loads[inst] += tokens

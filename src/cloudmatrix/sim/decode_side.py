@@ -82,6 +82,10 @@ class DecodeSide:
     whole_run: bool
     faults: Faults | None
     decode_work: np.ndarray | None  # each request's decode tokens where acceptance differs by request
+    finished: int
+    all_done: simpy.Event
+    progress: Callable[[int, int], None] | None
+    issues_on_finish: bool
 
     def _finish(self, rids: list[int] | np.ndarray) -> None:
         raise NotImplementedError
@@ -148,30 +152,32 @@ class DecodeSide:
         landing: dict[float, Landing] = {}
         lands: dict[int, Landing] = {}  # the group by prompt length (prompts of a workload share a few lengths)
         while waiting and batch.free_slots:
-            rids = list(islice(waiting, ADMIT_GROUP))
+            rids = list(waiting) if len(waiting) <= ADMIT_GROUP else list(islice(waiting, ADMIT_GROUP))
             prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
             outputs = list(map(output_len.item, rids))
             slots = batch.admit_all(rids, list(map(add, prompts, outputs)))
             if not slots:
                 break
             k = len(slots)
-            admitted = rids[:k]
-            if k == len(waiting):  # (every waiting request admitted: the usual case)
+            whole = k == len(rids)  # (every one taken: the usual case)
+            if not whole:
+                rids, prompts, outputs = rids[:k], prompts[:k], outputs[:k]
+            if k == len(waiting):
                 waiting.clear()
             else:
-                for _ in admitted:
+                for _ in rids:
                     waiting.popleft()
-            table.admit_decodes(admitted, now)
+            table.admit_decodes(rids, now)
             first = prompts[0]
-            if prompts.count(first) >= k and prompts[:k].count(first) == k:  # one prompt length: one group
+            if prompts.count(first) == k:  # one prompt length: one group
                 group = lands.get(first) or self._landing(landing, lands, first, now + transfer_s(first))
-                group.add(admitted, slots, prompts[:k], outputs[:k])
+                group.add(rids, slots, prompts, outputs)
             else:
                 for i in range(k):
                     prompt = prompts[i]
                     group = lands.get(prompt) or self._landing(landing, lands, prompt, now + transfer_s(prompt))
                     group.add(rids[i : i + 1], slots[i : i + 1], [prompt], outputs[i : i + 1])
-            if k < len(rids):
+            if not whole:
                 break
         for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
             call_at(self.env, at_s, partial(self._landed_in_one, group))
@@ -282,49 +288,61 @@ class DecodeSide:
         else:
             call_later(env, dur, partial(self._step_done, inst, env.now, dur))
 
-    def _decode_inline(self, inst: int) -> None:
+    def _decode_inline(self, inst: int, due: tuple[float, float] | None = None, _event: object = None) -> None:
         """``_decode_next`` in a whole run that nothing watches: a step that would end before every queued event
         is the clock's next event, so it is taken here, the clock set to its end as SimPy would set it, rather
         than queued and popped; the loop goes on until a step or stretch ends after the next queued event. The
-        step's record and finishes are those of ``_end_step``, written out for the hot loop."""
+        step's record and finishes are those of ``_end_step``, written out for the hot loop. While a finish only
+        logs and counts (no request waits for decode, no client is told), the steps' finishes are logged and
+        counted once, when the loop ends (nothing reads them before). ``due``: (start, price) of a step that ends
+        now, queued as an event by this loop (the run stays inline to its end): taken first, with the sequences
+        active now, as ``_step_done`` takes it."""
         batch, env, queue, rng = self.decodes[inst], self.env, self.env._queue, self.mtp_rng
         costs, busiest, steps = self.costs, batch._busiest, self.rec.decode_steps
         price, kv_bucket = costs.decode_time_s, KV_BUCKET_TOKENS
+        blocks = batch.pools.capacity * batch.num_dies  # the instance's KV blocks (``occupancy``'s divisor)
         assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
+        quiet = not (self.waiting_kv or self.progress or self.issues_on_finish)  # (none of them changes meanwhile)
+        ended: list[int] = []  # the finishes logged at the end: request ids, and per step its time and count
+        times: list[float] = []
+        counts: list[int] = []
         while True:
             active = batch.num_active
-            if active == 0:
-                self.decode_loops[inst].asleep = True
-                return
-            bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
-            dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
-            low = batch._low
-            if low is None or low > NEAR:
-                stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
-                if stretch is not None:
-                    call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
-                    return
-            start = env._now
-            end = start + dur  # as a timeout sums it
-            if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
-                call_later(env, dur, partial(self._step_done, inst, start, dur))
-                return
-            env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
-            finished = batch.step_ids(rng)  # ``_take_step``, written out
-            occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)
-            steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
+            if due is not None:  # the step queued as an event: the clock stands at its end
+                start, dur = due
+                due, end = None, env._now
+            else:
+                if active == 0:
+                    self.decode_loops[inst].asleep = True
+                    break
+                bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
+                dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
+                low = batch._low
+                if low is None or low > NEAR:
+                    stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
+                    if stretch is not None:
+                        call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
+                        break
+                start = env._now
+                end = start + dur  # as a timeout sums it
+                if queue and end >= queue[0][0]:  # something else comes first: the step waits its turn
+                    call_later(env, dur, partial(self._decode_inline, inst, (start, dur)))  # (``_step_done``)
+                    break
+                env._now = end  # nothing is queued before it: the clock's next event, taken without the queue
+            finished = batch.step_ids(rng)  # ``_step``, written out
+            steps.append((inst, start, dur, active, batch.last_tokens, batch.used_blocks / blocks))
             if finished:
-                self._finish(finished)
-
-    def _take_step(self, inst: int, start: float, dur: float, active: int) -> None:
-        """``_end_step`` in a whole run that nothing watches (``_decode_inline``): the step, its record, its
-        finishes; ``active``: the batch's sequences when the step started."""
-        batch = self.decodes[inst]
-        finished = batch.step_ids(self.mtp_rng)
-        occupancy = batch.used_blocks / (batch.pools.capacity * batch.num_dies)  # (``occupancy``)
-        self.rec.decode_steps.append((inst, start, dur, active, batch.last_tokens, occupancy))
-        if finished:
-            self._finish(finished)
+                if quiet:
+                    ended += finished
+                    times.append(end)
+                    counts.append(len(finished))
+                else:
+                    self._finish(finished)
+        if counts:  # ``_finish`` of each step in turn, in one go
+            self.table.finish_later_steps(ended, times, counts)
+            self.finished += len(ended)
+            if self.finished >= self.table.n and not self.all_done.triggered:
+                self.all_done.succeed()
 
     def _inline(self) -> bool:
         """Steps may be taken without the queue: a whole run that nothing watches or steps event by event."""
@@ -337,8 +355,7 @@ class DecodeSide:
 
     def _step_done(self, inst: int, start: float, dur: float, _event: object) -> None:
         if self._inline():
-            self._take_step(inst, start, dur, self.decodes[inst].num_active)
-            self._decode_inline(inst)
+            self._decode_inline(inst, (start, dur))
             return
         self._end_step(inst, start, dur)
         self._decode_next(inst)
