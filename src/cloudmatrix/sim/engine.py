@@ -114,13 +114,9 @@ class Simulation(DecodeSide):
         if self.started:
             return
         self.started = True
-        for loop in self.prefill_loops:
+        decode_loops = [inst.loop for inst in self.aggregated] or self.decode_loops  # co-located, else decode's own
+        for loop in [*self.prefill_loops, *decode_loops]:
             loop.start()
-        for inst in self.aggregated:
-            inst.loop.start()
-        if not self.aggregated:
-            for loop in self.decode_loops:
-                loop.start()
         if self.faults:
             self.faults.start()
 
