@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from cloudmatrix.studies.interval_steps import STEP_KINDS, engine_vendors, step_error, step_spread, vendor
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
-from .residual_rows import residual
+from .residual_rows import residual, spread_rows
 
 # Per ecosystem, (system, stack) cells with rows of their own: three GPU families, one NPU family.
 GPU_CELLS = (("hgx-h100", "vllm"), ("hgx-b200", "sglang"), ("mi300x", "sglang"))
@@ -25,22 +25,8 @@ def _cell(
     """``n`` rows of one cell from four series at one ISL, measured / predicted spread about ``ratio``; the
     series hold-out's fitted, every other kind's priced without fitted host times."""
     band = "ISL 1K" if isl == 1024 else ("ISL 8K" if isl == 8192 else "ISL 64K")
-    return [
-        residual(
-            system,
-            math.exp(spread * (i / (n - 1) - 0.5)) * ratio,
-            kind=kind,
-            id=f"{system}-{stack}-{isl}-{i}",
-            series=f"{system}-{stack}-{isl}-s{i % 4}",
-            stack=stack,
-            model="gpt-oss-120b",
-            isl=isl,
-            isl_band=band,
-            host_times="fitted" if kind == "series" else "unfitted",
-            metric=metric,
-        )
-        for i in range(n)
-    ]
+    tag, place = f"{system}-{stack}-{isl}", {"isl": isl, "isl_band": band, "metric": metric}
+    return spread_rows(kind, system, stack, ratio, spread, tag=tag, n=n, series=4, **place)
 
 
 def _world(

@@ -21,25 +21,12 @@ from cloudmatrix.studies.interval_steps import (
 )
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
-from .residual_rows import residual
+from .residual_rows import spread_rows
 
 
 def _rows(kind: str, system: str, stack: str, ratio: float, spread: float, n: int = 12, **extra) -> list[dict]:
     """``n`` rows of one (family, stack) cell from three series, measured / predicted spread about ``ratio``."""
-    return [
-        residual(
-            system,
-            math.exp(spread * (i / (n - 1) - 0.5)) * ratio,
-            kind=kind,
-            id=f"{kind}-{system}-{stack}-{i}",
-            series=f"{kind}-{system}-{stack}-s{i % 3}",
-            stack=stack,
-            model="gpt-oss-120b",
-            host_times="fitted" if kind == "series" else "unfitted",
-        )
-        | extra
-        for i in range(n)
-    ]
+    return spread_rows(kind, system, stack, ratio, spread, tag=f"{kind}-{system}-{stack}", n=n, **extra)
 
 
 VALIDATED = _rows("series", "hgx-b200", "vllm", 1.0, 0.1)
