@@ -68,8 +68,8 @@ def test_no_rows_left_falls_back_and_says_so(fits: dict) -> None:
         costs = r.overrides[key]
         assert costs.step_overhead_us.value == 0.0 and costs.step_kernels is not None and costs.step_kernels.value > 0
     assert r.overrides[("trtllm", "blackwell")].kernels == load_stack("trtllm").families["blackwell"].kernels
-    assert r.notes[0].startswith("trtllm/default: no fit rows left; falls back to the engine's prior, 0.2 kernels")
-    assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to the engine's prior, 0.2 kernels")
+    assert r.notes[0].startswith("trtllm/default: no fit rows left; falls back to the engine's prior, 0.35 kernels")
+    assert r.notes[1].startswith("trtllm/blackwell: no fit rows left; falls back to the engine's prior, 0.35 kernels")
 
 
 def test_no_held_row_ever_prices_its_own_group(fits: dict) -> None:

@@ -91,16 +91,16 @@ def test_a_stack_held_out_whole_takes_its_prior_plus_the_other_engines_excess(fi
     family), and with its own prior request time; both say so and count as unfitted."""
     held = {r.id for r, _ in fits[("trtllm", "default")]}
     r = hr.refit(fits, held)
-    counted = {"sglang": 2.0, "vllm": 0.7}
+    counted = {"sglang": 2.1, "vllm": 0.9}  # the engines' counted priors (stacks.yaml op_kernels)
     for family in ("blackwell", "default"):
         rows = [(x, b) for (s, f), pairs in sorted(fits.items()) if f == family and s != "trtllm" for x, b in pairs]
         excess = fit_per_op(rows, per_kernel=True, counted=counted).op_us
         costs = r.overrides[("trtllm", family)]
         assert costs.step_overhead_us.value == 0.0 and costs.step_op_us is None
-        assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(0.2 + excess, rel=1e-12)
+        assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(0.35 + excess, rel=1e-12)
         assert 0.0 < excess < 2.0  # the engines pay about one kernel node per op beyond their listed counts
         assert costs.request_overhead_ms.value == 13.5  # the front end's own prior, not the other engines' fit
-        assert costs.step_kernels.source.startswith("borrowed: the engine's prior, 0.2 kernels per op")
+        assert costs.step_kernels.source.startswith("borrowed: the engine's prior, 0.35 kernels per op")
         with overridden_costs(r.overrides):
             assert host_times_basis("trtllm", family) == "unfitted"
     assert any(n.startswith("trtllm/blackwell: no fit rows left; falls back to the engine's prior") for n in r.notes)
@@ -203,22 +203,22 @@ def test_with_no_engine_left_anywhere_each_takes_its_engine_prior(fits: dict) ->
         assert costs.step_kernels is not None and costs.step_kernels.value == prior.value > 0
         assert costs.step_kernels.source.startswith("borrowed: the engine's prior")
     assert all("the engine's prior" in n and n.endswith(" ms/request") for n in r.notes)
-    # priced: SGLang's 2 kernels per op cost 2 x 3.0 µs on Hopper and 2 x 1.8 µs on Blackwell
+    # priced: SGLang's 2.1 kernels per op cost 2.1 x 3.0 µs on Hopper and 2.1 x 1.8 µs on Blackwell
     with overridden_costs(r.overrides):
-        assert host_op_us(load_hardware("hgx-h200"), "sglang") == pytest.approx(6.0, abs=1e-12)
-        assert host_op_us(load_hardware("hgx-b200"), "sglang") == pytest.approx(3.6, abs=1e-12)
-        assert host_op_us(load_hardware("hgx-b200"), "dynamo-trtllm") == pytest.approx(0.36, abs=1e-12)
+        assert host_op_us(load_hardware("hgx-h200"), "sglang") == pytest.approx(6.3, abs=1e-12)
+        assert host_op_us(load_hardware("hgx-b200"), "sglang") == pytest.approx(3.78, abs=1e-12)
+        assert host_op_us(load_hardware("hgx-b200"), "dynamo-trtllm") == pytest.approx(0.63, abs=1e-12)
 
 
 def test_a_step_with_no_fit_rows_left_is_not_the_device_model_alone(fits: dict) -> None:
     """A group that takes every fit row prices an SGLang step slower than the device alone by the prior's
-    host time per op times the step's launches (2 kernels x 3.0 µs on H200, x 1.8 µs on B200)."""
+    host time per op times the step's launches (2.1 kernels x 3.0 µs on H200, x 1.8 µs on B200)."""
     held = {r.id for (_, f), pairs in fits.items() if f == "default" for r, _ in pairs}
     r = hr.refit(fits, held)
     dep = Deployment(phase=Phase.DECODE, num_chips=8, tp=8, ep=1, moe_tp=8, batch_per_chip=1, input_len=1000,
                      output_len=1000, kv_len=1500, precision="fp8", activation_precision="fp8",
                      stack="sglang")  # fmt: skip
-    for system, family, per_op in (("hgx-h200", "hopper", 6.0), ("hgx-b200", "blackwell", 3.6)):
+    for system, family, per_op in (("hgx-h200", "hopper", 6.3), ("hgx-b200", "blackwell", 3.78)):
         prior = r.overrides[("sglang", family)]
         none = prior.model_copy(update={"step_kernels": None})  # no host time at all: the device model alone
         with overridden_costs(r.overrides | {("sglang", family): none}):
@@ -238,7 +238,7 @@ def test_the_cost_per_kernel_node_is_a_sourced_chip_attribute() -> None:
         assert task is not None and task.source
         assert task.value == (3.0 if load_chip(chip).family == "hopper" else 1.8)
     assert "B300-REF" in load_chip("nvidia-b300").graph_task_us.source  # type: ignore[union-attr]
-    for stack, kernels in (("sglang", 2.0), ("vllm", 0.7), ("trtllm", 0.2), ("dynamo-sglang", 2.0)):
+    for stack, kernels in (("sglang", 2.1), ("vllm", 0.9), ("trtllm", 0.35), ("dynamo-sglang", 2.1)):
         prior = load_stack(stack).op_kernels
         assert prior is not None and prior.value == kernels and prior.source.startswith("assumed")
 
@@ -295,3 +295,18 @@ def test_where_another_engine_states_no_prior_its_pooled_law_prices_the_held_eng
     assert costs.step_kernels is not None and costs.step_kernels.value == pytest.approx(fit.op_us, abs=1e-12)
     assert costs.request_overhead_ms.value == pytest.approx(fit.request_overhead_ms, abs=1e-12)
     assert note.startswith("the other engines' law per op of the step, 1 fit rows on blackwell")
+
+
+def test_every_engine_prior_per_op_is_its_stated_kernel_count() -> None:
+    """An engine's kernels per op (``op_kernels``) is counted from its source, not fitted: its source names the
+    code and snapshot it was counted from, and the value is the count it states (kernels per op beyond the first,
+    the arithmetic over the twin's ops of a step), so a prior edited without its count, or a count without its
+    prior, fails."""
+    stated = [p for p in map(load_stack, stack_ids()) if p.op_kernels_setting is not None]
+    assert {p.id for p in stated} >= {"sglang", "vllm", "trtllm"}
+    for profile in stated:
+        prior = profile.op_kernels_setting
+        assert prior is not None and prior.assumed, profile.id
+        assert "counted from" in prior.source and "commit" in prior.source, profile.id
+        assert f"{prior.value:g} beyond the first" in prior.source, profile.id
+        assert "not profiled" in prior.source, profile.id  # what is assumed is said
