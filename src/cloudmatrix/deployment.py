@@ -10,6 +10,7 @@ from typing import Any
 from cloudmatrix.catalog.kernels import check_kernels
 from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.catalog.routing import RoutingProfile
+from cloudmatrix.frozen import fill_dict_init
 from cloudmatrix.inputs import check_number, check_optional
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
@@ -42,6 +43,7 @@ class MoeComm(StrEnum):
     DISPATCH = "dispatch"  # expert parallelism: all-to-all dispatch and combine (DeepEP, AIV-Direct)
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     """One instance of one phase. Lengths are tokens; batch is per chip (package), as the paper reports."""

@@ -13,6 +13,7 @@ from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_
 from cloudmatrix.cost.ops import Op, OpClass, Stream
 from cloudmatrix.cost.pricing import Price, graph_launch_s, pricer
 from cloudmatrix.deploy import Phase, Plan
+from cloudmatrix.frozen import fill_dict_init
 
 US = 1e6
 # Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
@@ -42,6 +43,7 @@ class LayerCost:
         return self.bound
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class StepCost:
     step_s: float
