@@ -179,6 +179,9 @@ def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
+    if not into and not prefix:  # the first items: the same keys and floats as the loop below, in one pass
+        into.update({name: 0.0 + us * times for name, us in items.items()})
+        return
     get = into.get  # a plain dict: a defaultdict's missing-key path costs more than the sum
     if prefix:
         for name, us in items.items():
