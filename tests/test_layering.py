@@ -11,6 +11,7 @@ LAYER = {
     "inputs": 0,
     "csv_input": 0,
     "errors": 0,
+    "frozen": 0,
     "catalog": 1,
     "deploy": 2,
     "deploy_checks": 2,

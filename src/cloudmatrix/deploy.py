@@ -30,6 +30,7 @@ from cloudmatrix.deployment import (  # noqa: F401 (re-exported: the deployment 
     Phase,
 )
 from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.frozen import fill_dict_init
 from cloudmatrix.units import BYTES_PER_ELEMENT
 
 # Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
@@ -174,6 +175,7 @@ class _derived(Generic[_T]):  # noqa: N801 (a decorator, like property)
         return value
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A deployment resolved on hardware and a model: the per-die shapes the cost model prices."""

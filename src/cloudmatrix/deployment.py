@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 from typing import Any
 
 from cloudmatrix.catalog.kernels import check_kernels
 from cloudmatrix.catalog.reference import load_reference
 from cloudmatrix.catalog.routing import RoutingProfile
+from cloudmatrix.frozen import fill_dict_init
 from cloudmatrix.inputs import check_number, check_optional
 
 DEFAULT_ATTENTION_TP = 4  # prefill SP-TP-SP: dies per TP group (P3 gives no group sizes; assumed)
@@ -42,6 +44,7 @@ class MoeComm(StrEnum):
     DISPATCH = "dispatch"  # expert parallelism: all-to-all dispatch and combine (DeepEP, AIV-Direct)
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     """One instance of one phase. Lengths are tokens; batch is per chip (package), as the paper reports."""
@@ -104,8 +107,7 @@ def check_deployment_numbers(d: Deployment) -> None:
     """Every number of a deployment is finite and physical before anything divides by it (in the order of
     ``_NUMBERS``: the first bad one is named); a count given as an integral float (9.0 chips, from YAML, JSON
     or a computation) is held as the int 9 downstream."""
-    for name, label, lo, hi, integer, optional in _NUMBERS:
-        value = getattr(d, name)
+    for value, (name, label, lo, hi, integer, optional) in zip(_NUMBER_VALUES(d), _NUMBERS, strict=True):
         if value is None and optional:
             continue
         # the common case without a call: an int, or a float where no integer is asked, within the bounds
@@ -141,6 +143,7 @@ _NUMBERS: tuple[tuple[str, str, float, float, bool, bool], ...] = (
     ("reserve_gb", "reserve_gb (--reserve-gb)", 0, 1e6, False, True),
     ("offload_gb", "offload_gb (--offload-gb)", 0, 1e6, False, False),
 )
+_NUMBER_VALUES = attrgetter(*(name for name, *_ in _NUMBERS))  # every checked field's value at once, in order
 # Counts checked as integers; an integral float (from YAML, JSON or a computation) is held as an int.
 INTEGER_FIELDS = tuple(name for name, _, _, _, integer, _ in _NUMBERS if integer)
 

@@ -15,10 +15,12 @@ from cloudmatrix.cost.moe import expert_imbalance
 from cloudmatrix.cost.shape_range import shape_reasons
 from cloudmatrix.cost.step import StepCost, best_step_cost
 from cloudmatrix.deploy import Deployment, Phase, Plan, mtp_tokens_per_step, plan
+from cloudmatrix.frozen import fill_dict_init
 
 MS, US = 1e3, 1e6
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class Estimate:
     plan: Plan

@@ -46,6 +46,17 @@ def test_auto_microbatch_takes_the_faster(paper_decode) -> None:
     assert best.step_s == min(step_cost(p, True).step_s, step_cost(p, False).step_s)
 
 
+@pytest.mark.parametrize("mtp", [0, 1, 3])
+@pytest.mark.parametrize("batch", [1, 8, 24, 32, 48, 96, 128])
+def test_auto_microbatch_stop_never_changes_the_choice(paper_decode, batch, mtp) -> None:
+    """The microbatched graph stops early (its layers, the step's fixed ops and the MTP drafts already slower):
+    the step is still the faster of the two graphs priced in full, field for field."""
+    dep = dataclasses.replace(paper_decode, microbatch=None, batch_per_chip=batch, mtp=mtp)
+    p = plan(dep, HW, R1)
+    serial, overlapped = step_cost(p, False), step_cost(p, True)
+    assert best_step_cost(p) == (overlapped if overlapped.step_s <= serial.step_s else serial)
+
+
 def test_step_grows_with_batch_and_context(paper_decode) -> None:
     def step(**kw: float) -> float:
         return estimate("cloudmatrix384", "deepseek-r1", dataclasses.replace(paper_decode, **kw)).step.step_s

@@ -4,6 +4,7 @@ dense FFN shapes, exact parameter counts and KV-cache bytes. Built from a config
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from cloudmatrix.catalog.compressed_attention import CompressedAttentionSpec
 from cloudmatrix.catalog.linear_attention import LinearAttentionSpec
@@ -104,11 +105,13 @@ class ModelSpec:
     checkpoint_format: str | None = None  # the weights' format a checkpoint's quantization_config declares
 
     # ---- shapes -------------------------------------------------------------------------------------
-    @property
+    # kept in the instance once read (the cost model reads the layer counts about 17 times per estimate);
+    # equality and hashing see only the fields
+    @cached_property
     def num_moe_layers(self) -> int:
         return len(self.moe_layer_ids)
 
-    @property
+    @cached_property
     def num_dense_layers(self) -> int:
         return self.num_layers - self.num_moe_layers
 

@@ -13,6 +13,7 @@ from cloudmatrix.cost.kernels import ACT_BYTES
 from cloudmatrix.cost.moe import dispatch_message_bytes
 from cloudmatrix.deploy import BYTES_PER_ELEMENT, MoeComm, Phase, Plan
 from cloudmatrix.errors import InfeasibleDeploymentError
+from cloudmatrix.frozen import fill_dict_init
 from cloudmatrix.units import GB_DECIMAL
 
 # Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
@@ -21,6 +22,7 @@ _PREFILL, _ALL_REDUCE, _ALL_GATHER, _DISPATCH = Phase.PREFILL, MoeComm.ALL_REDUC
 GB = GB_DECIMAL
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class MemoryUse:
     weights_bytes: float

@@ -4,7 +4,7 @@ prefill), and the expert-load helpers it rests on (docs/model.md §3.2, §3.4, �
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cloudmatrix.catalog.hardware import Plane
 from cloudmatrix.cost import comm
@@ -69,12 +69,12 @@ def active_fraction(num_experts: int, top_k: int, tokens: float) -> float:
     return 1.0 - (1.0 - top_k / num_experts) ** tokens
 
 
-@dataclass(frozen=True, slots=True)
-class ExpertWork:
+class ExpertWork(NamedTuple):
     """What the busiest expert die computes in one step: full-width token rows through its routed experts
     (``routed``), the expert slots whose weights it reads (``slots``), the rows it receives over the fabric,
-    and the shared experts' rows and the fraction of their width it holds. Made with positional fields: a
-    class called with keywords costs about twice as much in Python 3.11 (``cost.ops.new_op``)."""
+    and the shared experts' rows and the fraction of their width it holds. A named tuple made with positional
+    fields: a frozen dataclass sets each field through ``object.__setattr__``, and a class called with
+    keywords costs about twice as much in Python 3.11 (``cost.ops.new_op``)."""
 
     routed: float
     slots: float
@@ -98,9 +98,7 @@ def expert_work(plan: Plan, tokens: float) -> ExpertWork:
             return ExpertWork(0.0, 0.0, shared_rows, shared_rows, 1.0)  # routed, slots, received, shared, width
         return ExpertWork(busiest, active, busiest, 0.0, 1.0)
     if plan.moe_comm in (_MOE_ALL_REDUCE, _MOE_ALL_GATHER):  # shared experts split over the group
-        return ExpertWork(
-            routed=busiest, slots=active, received=busiest, shared=group_tokens, shared_width=1 / plan.moe_group
-        )
+        return ExpertWork(busiest, active, busiest, group_tokens, 1 / plan.moe_group)
     # shared experts are local: every token also runs through them on its own die
     return ExpertWork(busiest, active, busiest, tokens, 1.0)
 

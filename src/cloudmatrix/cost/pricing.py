@@ -312,16 +312,25 @@ _PRICERS: dict[tuple[int, str | None, tuple[str, ...], bool, tuple[Any, ...]], P
 def pricer(plan: Plan) -> Pricer:
     """The pricer of a plan's hardware, stack, named kernels and MoE layout (with or without a dispatch: the
     stack's grouped kernels may differ), built once per such key and per set of stack overrides in force (a
-    hold-out refit of a stack's graph cost per op changes its launch time)."""
+    hold-out refit of a stack's graph cost per op changes its launch time). The plan keeps the one it was
+    given, with the overrides it was found under: a step asks about seven times."""
+    overrides = overrides_key()
+    kept = plan.__dict__.get(_KEPT)  # a frozen dataclass's __dict__, as deploy's derived figures use
+    if kept is not None and kept[0] is overrides:
+        return kept[1]
     hw, stack, kernels = plan.hardware, plan.deployment.stack, plan.deployment.kernels
     gathered = moe_gathered(plan)
-    key = (id(hw), stack, kernels, gathered, overrides_key())
+    key = (id(hw), stack, kernels, gathered, overrides)
     p = _PRICERS.get(key)
     if p is None or p.hardware is not hw:  # the entry holds its hardware, so an id is never reused under it
         if len(_PRICERS) >= 64:
             _PRICERS.clear()
         p = _PRICERS[key] = Pricer(hw, stack, kernels, gathered)
+    plan.__dict__[_KEPT] = (overrides, p)
     return p
+
+
+_KEPT = "_pricer"  # the key in a plan's __dict__ under which ``pricer`` keeps its answer
 
 
 def moe_gathered(plan: Plan) -> bool:

@@ -13,6 +13,7 @@ from cloudmatrix.cost.layers import attention_ops, cache_load_op, ffn_ops, head_
 from cloudmatrix.cost.ops import Op, OpClass, Stream
 from cloudmatrix.cost.pricing import Price, graph_launch_s, pricer
 from cloudmatrix.deploy import Phase, Plan
+from cloudmatrix.frozen import fill_dict_init
 
 US = 1e6
 # Enum members as module globals: reading one off its class costs ~14x a global in Python 3.11 (pricing.py)
@@ -42,6 +43,7 @@ class LayerCost:
         return self.bound
 
 
+@fill_dict_init
 @dataclass(frozen=True, kw_only=True)
 class StepCost:
     step_s: float
@@ -132,12 +134,14 @@ def _price_ops(plan: Plan, ops: list[Op], microbatch: bool) -> _Priced:
     if plan.decodes and plan.hardware.chip.microbatch.decode_overlap == "split":
         # Two streams on split cores (P3 §4.2.3): attention ops on one, MoE ops (with their comm) on the other.
         split = px.core_shares
-        return _Priced(
-            ops,
-            [px.price(op, split[op.stream, op.op_class is _VECTOR]) for op in ops],
-            [0 if op.stream is _ATTENTION_STREAM else 1 for op in ops],
-            [_STREAM_CORES[op.stream] for op in ops],
-        )
+        prices, resources, partitions = [], [], []
+        for op in ops:
+            stream = op.stream
+            prices.append(px.price(op, split[stream, op.op_class is _VECTOR]))
+            on_attention = stream is _ATTENTION_STREAM
+            resources.append(0 if on_attention else 1)
+            partitions.append(_ATTENTION_CORES if on_attention else _STREAM_CORES[stream])
+        return _Priced(ops, prices, resources, partitions)
     # Alternating: all cores compute one microbatch while the other's data moves (Ascend prefill over SDMA;
     # NVIDIA two-batch overlap, with SMs held by the communication kernels in prefill).
     share = _prefill_compute_share(plan) if plan.phase is _PREFILL else 1.0
@@ -147,6 +151,7 @@ def _price_ops(plan: Plan, ops: list[Op], microbatch: bool) -> _Priced:
 
 
 _STREAM_CORES = {stream: f"cores:{stream.value}" for stream in Stream}
+_ATTENTION_CORES = _STREAM_CORES[Stream.ATTENTION]
 
 
 def _attention(plan: Plan, microbatch: bool) -> _Priced:
@@ -174,6 +179,9 @@ def layer_cost(plan: Plan, moe: bool, microbatch: bool) -> LayerCost:
 
 
 def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: str = "") -> None:
+    if not into and not prefix:  # the first items: the same keys and floats as the loop below, in one pass
+        into.update({name: 0.0 + us * times for name, us in items.items()})
+        return
     get = into.get  # a plain dict: a defaultdict's missing-key path costs more than the sum
     if prefix:
         for name, us in items.items():
@@ -184,25 +192,39 @@ def _add(into: dict[str, float], items: dict[str, float], times: float, prefix: 
             into[name] = get(name, 0.0) + us * times
 
 
-def _layer_costs(plan: Plan, microbatch: bool, beat_s: float | None) -> dict[bool, LayerCost] | None:
+def _layer_costs(
+    plan: Plan, microbatch: bool, beat_s: float | None, fixed_s: float = 0.0
+) -> dict[bool, LayerCost] | None:
     """Each layer kind's cost (keyed by MoE or not), the most numerous kind first; None as soon as those
-    layers alone take longer than ``beat_s`` (the graph cannot be the faster one)."""
+    layers, with the step's ``fixed_s`` (its once-per-step ops, the same in either graph) and the MTP draft
+    passes that repeat a layer, take longer than ``beat_s`` (the graph cannot be the faster one)."""
     m = plan.model
     kinds = sorted(((m.num_moe_layers, True), (m.num_dense_layers, False)), reverse=True)
     layers, partial_s = {}, 0.0
     attention = _attention(plan, microbatch)
     # a margin: the step sums its breakdown in another order
-    limit_s = math.inf if beat_s is None else beat_s * (1 + 1e-9)
+    limit_s = math.inf if beat_s is None else beat_s * (1 + 1e-9) - fixed_s
+    drafts = _draft_repeats(plan)
     for count, moe in kinds:
         if count:
-            lc = _layer(plan, moe, microbatch, attention, (limit_s - partial_s) / count * US)
+            copies = count + drafts if moe is bool(m.moe) else count
+            lc = _layer(plan, moe, microbatch, attention, (limit_s - partial_s) / copies * US)
             if lc is None:
                 return None
             layers[moe] = lc
-            partial_s += count * lc.time_s
+            partial_s += copies * lc.time_s
             if partial_s > limit_s:
                 return None
     return layers
+
+
+def _draft_repeats(plan: Plan) -> int:
+    """The MTP draft passes a decode step runs on one of its own layers (``_graph``: the model's
+    representative layer, where no prompt chunk shares the step); 0 otherwise."""
+    d = plan.deployment
+    if plan.decodes and d.mtp and d.speculation == "mtp" and not plan.chunk_tokens_per_die:
+        return d.mtp
+    return 0
 
 
 def step_cost(plan: Plan, microbatch: bool) -> StepCost:
@@ -281,7 +303,9 @@ def _graph(plan: Plan, microbatch: bool, beat_s: float | None, extras: tuple[lis
     """The graph's step; with ``beat_s``, None once it is certain to be slower than that; ``extras``: the
     step's once-per-step ops already priced (``_extras``)."""
     m = plan.model
-    layers = _layer_costs(plan, microbatch, beat_s)
+    priced, overhead_us = extras
+    fixed_s = 0.0 if beat_s is None else (sum([item[1] for item in priced]) + overhead_us) / US
+    layers = _layer_costs(plan, microbatch, beat_s, fixed_s)
     if layers is None:
         return None
     breakdown: dict[str, float] = {}
@@ -311,7 +335,6 @@ def _graph(plan: Plan, microbatch: bool, beat_s: float | None, extras: tuple[lis
             for cost, count in ((draft, mtp),) if wide is draft else ((draft, 1), (wide, mtp - 1)):
                 _add(breakdown, cost.critical_us, count, "eagle3.")
                 parts.append(("eagle3.", cost, count, "eagle3" if cost is wide else ""))
-    priced, overhead_us = extras
     for key, time_us, _, _ in priced:
         breakdown[key] = breakdown.get(key, 0.0) + time_us
     if overhead_us > 0:  # host time the device does not hide
