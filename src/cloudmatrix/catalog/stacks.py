@@ -175,6 +175,10 @@ class StackProfile(Record):
     # engine has no fit row left, beside ``op_kernels``; a front end's is its engine's
     request_ms_setting: Sourced | None = field(default=None, alias="request_ms")
     loop_setting: SchedulerLoop | None = field(default=None, alias="loop")  # None: the base engine's, else none
+    # a disaggregated decode engine's iterations between taking in a generation-only request and its first
+    # token, beyond the intake wait of ``prompt_wait_steps`` (polling the KV pull, the iteration whose
+    # response carries the token); None: the first token is out when the KV cache lands
+    handoff_steps_setting: Sourced | None = field(default=None, alias="handoff_steps")
 
     @property
     def op_kernels(self) -> Sourced | None:
@@ -191,6 +195,12 @@ class StackProfile(Record):
     def loop(self) -> SchedulerLoop | None:
         """The engine's scheduler loop (a front end's, or a build's, is its engine's); None: not stated."""
         return self._engines(self.loop_setting, "loop")
+
+    @property
+    def handoff_steps(self) -> Sourced | None:
+        """A disaggregated decode engine's iterations from intake to first token (a front end's are its
+        engine's); None: not stated (the first token is out when the KV cache lands)."""
+        return self._engines(self.handoff_steps_setting, "handoff_steps")
 
     @property
     def defaults(self) -> EngineDefaults:
@@ -355,6 +365,13 @@ def prompt_wait_steps(overlap: bool, recv_interval: int = 1) -> float:
     it polls every ``recv_interval`` steps (SGLang's --scheduler-recv-interval). The one definition the
     estimate, the host-time fit and the simulation's check share (the simulation runs the mechanism)."""
     return 0.5 + (1.0 if overlap else 0.0) + (recv_interval - 1) / 2
+
+
+def handoff_intake_steps(stack: str | None) -> float:
+    """Decode steps from a generation-only request's intake to its first token on a busy decode engine: the
+    intake wait (``prompt_wait_steps``) plus the stack's ``handoff_steps``; 0 where the stack states none."""
+    steps = None if stack is None else load_stack(stack).handoff_steps
+    return 0.0 if steps is None else prompt_wait_steps(stack_overlaps(stack)) + steps.value
 
 
 def stack_graph(stack: str | None) -> GraphExecution | None:

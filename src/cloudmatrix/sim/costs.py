@@ -13,7 +13,7 @@ import numpy as np
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.stacks import overrides_key, request_fixed_s
+from cloudmatrix.catalog.stacks import handoff_intake_steps, overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.afd_result import estimate_afd
 from cloudmatrix.cost.memory import check_fits, memory_use
@@ -82,6 +82,8 @@ class StepCosts:
         family = self.hw.chip.family
         self.request_overhead_s = request_fixed_s(self.stack, family, disaggregated=False)
         self.handoff_overhead_s = request_fixed_s(self.stack, family, disaggregated=True) - self.request_overhead_s
+        # decode steps a generation-only request waits for its first token (disaggregated pools only)
+        self.intake_steps = handoff_intake_steps(self.stack) if scenario.prefill is not None else 0.0
         self.afd = afd_of(scenario)
         self.aggregated_chips = scenario.aggregated.chips if scenario.aggregated else None
 
@@ -215,6 +217,14 @@ class StepCosts:
         levels, where = np.unique(buckets, return_inverse=True)
         prices = np.array([self.decode_time_s(seqs_per_die, int(b), 0) for b in levels.tolist()])
         return prices[where]
+
+    def intake_s(self, seqs_per_die: int, mean_kv: float) -> float:
+        """What a decode engine adds between a request's KV landing and its first token, at its batch shape
+        (stacks.yaml ``handoff_steps``): ``intake_steps`` of its steps; an idle engine (no sequence) has no
+        step to wait for and polls the pull at once, so only the first generation step, of one sequence."""
+        if seqs_per_die == 0:
+            return self.decode_step_s(1, self.s.workload.input.typical)
+        return self.intake_steps * self.decode_step_s(seqs_per_die, mean_kv)
 
     def _prefill_time_s(self, tokens_bucket: int, input_len_bucket: int, cached_bucket: int = 0) -> float:
         dep = self.prefill_deployment(

@@ -118,6 +118,7 @@ class DecodeSide:
         input_len, output_len = table.input_len, table.output_len
         admitted: list[int] = []
         landing: dict[float, list[tuple[int, int, int]]] = {}
+        intakes = [self._intake_s(batch) for batch in decodes]
         while waiting:
             rid = waiting[0]
             prompt = input_len.item(rid)
@@ -132,12 +133,8 @@ class DecodeSide:
                 break
             waiting.popleft()
             admitted.append(rid)
-            at = now + transfer_s(prompt)  # as a timeout sums it
-            group = landing.get(at)
-            if group is None:
-                landing[at] = [placed]
-            else:
-                group.append(placed)
+            at = now + transfer_s(prompt) + intakes[placed[1]]  # as a timeout sums it
+            landing.setdefault(at, []).append(placed)
         if admitted:
             table.admit_decodes(admitted, now)
         for at, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
@@ -149,8 +146,10 @@ class DecodeSide:
         keeps its requests' lengths, read once here, for its landing (``_landed_in_one``)."""
         waiting, table, now, batch = self.waiting_kv, self.table, self.env.now, self.decodes[0]
         transfer_s, input_len, output_len = self.costs.kv_transfer_s, table.input_len, table.output_len
+        intake = self._intake_s(batch)
         landing: dict[float, Landing] = {}
         lands: dict[int, Landing] = {}  # the group by prompt length (prompts of a workload share a few lengths)
+        land = partial(self._landing, landing, lands)
         while waiting and batch.free_slots:
             rids = list(waiting) if len(waiting) <= ADMIT_GROUP else list(islice(waiting, ADMIT_GROUP))
             prompts = list(map(input_len.item, rids))  # a few: read one by one (a numpy call costs more here)
@@ -170,17 +169,24 @@ class DecodeSide:
             table.admit_decodes(rids, now)
             first = prompts[0]
             if prompts.count(first) == k:  # one prompt length: one group
-                group = lands.get(first) or self._landing(landing, lands, first, now + transfer_s(first))
+                group = lands.get(first) or land(first, now + transfer_s(first) + intake)
                 group.add(rids, slots, prompts, outputs)
             else:
                 for i in range(k):
                     prompt = prompts[i]
-                    group = lands.get(prompt) or self._landing(landing, lands, prompt, now + transfer_s(prompt))
+                    group = lands.get(prompt) or land(prompt, now + transfer_s(prompt) + intake)
                     group.add(rids[i : i + 1], slots[i : i + 1], [prompt], outputs[i : i + 1])
             if not whole:
                 break
         for at_s, group in landing.items():  # no other event was scheduled meanwhile: their order is kept
             call_at(self.env, at_s, partial(self._landed_in_one, group))
+
+    def _intake_s(self, batch: DecodeBatch) -> float:
+        """The decode engine's wait from a request's KV landing to its first token, at the batch's shape now
+        (sim/costs.py ``intake_s``; 0 for a stack that states none): the request lands, and joins, then."""
+        if not self.costs.intake_steps:
+            return 0.0
+        return self.costs.intake_s(*batch.shape()) if batch.num_active else self.costs.intake_s(0, 0.0)
 
     @staticmethod
     def _landing(landing: dict[float, Landing], lands: dict[int, Landing], prompt: int, at_s: float) -> Landing:
