@@ -9,7 +9,7 @@ from typing import Any
 
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
-from cloudmatrix.catalog.stacks import prompt_wait_steps, stack_overlaps
+from cloudmatrix.catalog.stack_loop import prompt_wait_steps, stack_overlaps
 from cloudmatrix.cost.memory import MemoryUse, check_fits, memory_use
 from cloudmatrix.cost.moe import expert_imbalance
 from cloudmatrix.cost.shape_range import shape_reasons
@@ -50,7 +50,7 @@ class Estimate:
     @property
     def ttft_s(self) -> float | None:
         """Aggregated serving: the steps a prompt waits at the busy engine (its stack's scheduler loop,
-        ``catalog.stacks.prompt_wait_steps``), then those it needs at the chunk rate of its die (no queueing)."""
+        ``catalog.stack_loop.prompt_wait_steps``), then those it needs at the chunk rate of its die (no queueing)."""
         if self.plan.chunk_tokens_per_die <= 0:
             return None
         d = self.plan.deployment

@@ -7,7 +7,8 @@ import pytest
 
 from cloudmatrix.catalog.corpus import load_corpora
 from cloudmatrix.catalog.sourced import read_yaml
-from cloudmatrix.catalog.stacks import STACKS_PATH, load_stack, stack_ids, stack_overlaps
+from cloudmatrix.catalog.stack_loop import stack_overlaps
+from cloudmatrix.catalog.stacks import STACKS_PATH, load_stack, stack_ids
 
 # the container image each engine ships in (a row run in another image, Dynamo's, names that one's version)
 ENGINE_IMAGES = {"sglang": "lmsysorg/sglang:", "vllm": "vllm/vllm-openai:", "trtllm": "tensorrt-llm/release:"}

@@ -6,7 +6,8 @@ later; an idle engine adds only the first step; a stack that states none lands i
 import numpy as np
 import pytest
 
-from cloudmatrix.catalog.stacks import handoff_intake_steps, load_stack, prompt_wait_steps, stack_ids, stack_overlaps
+from cloudmatrix.catalog.stack_loop import handoff_intake_steps, prompt_wait_steps, stack_overlaps
+from cloudmatrix.catalog.stacks import load_stack, stack_ids
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.engine import Simulation
 from cloudmatrix.sim.scenario import Scenario

@@ -1,5 +1,5 @@
 """The wait before a co-located prefill, run by the simulation's co-located instance and priced in closed form
-(``catalog.stacks.prompt_wait_steps``): a request that reaches a busy engine waits for the rest of the
+(``catalog.stack_loop.prompt_wait_steps``): a request that reaches a busy engine waits for the rest of the
 running step, and under an overlapping scheduler (SGLang, TensorRT-LLM) for the step launched behind it too.
 The estimate's TTFT holds the same wait, taken from the stack's scheduler loop."""
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import simpy
 
-from cloudmatrix.catalog.stacks import prompt_wait_steps
+from cloudmatrix.catalog.stack_loop import prompt_wait_steps
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate
 from cloudmatrix.serving.decode import DecodeBatch

@@ -4,7 +4,7 @@ batch, after its decode tokens, or prefill-only steps that pause it). A prompt r
 KV blocks before its first chunk, so it never waits for memory after its prefill; its first token comes with
 the step that completes the prompt (no KV transfer). An overlapping scheduler (SGLang, TensorRT-LLM: the
 stack's ``loop``) formed the next step while the running one ran, so a request that arrives during a step
-first joins the step after the next: on average the wait ``catalog.stacks.prompt_wait_steps`` prices."""
+first joins the step after the next: on average the wait ``catalog.stack_loop.prompt_wait_steps`` prices."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ import numpy as np
 from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.models import ModelSpec, load_model
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.stacks import handoff_intake_steps, overrides_key, request_fixed_s
+from cloudmatrix.catalog.stack_loop import handoff_intake_steps
+from cloudmatrix.catalog.stacks import overrides_key, request_fixed_s
 from cloudmatrix.cost import comm
 from cloudmatrix.cost.afd_result import estimate_afd
 from cloudmatrix.cost.memory import check_fits, memory_use

@@ -11,7 +11,8 @@ from pydantic import ConfigDict, Field, ValidationError, model_validator
 from cloudmatrix.catalog.overrides import apply_assignment
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.sourced import describe_validation_error, read_yaml
-from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack, stack_overlaps
+from cloudmatrix.catalog.stack_loop import stack_overlaps
+from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling, load_stack
 from cloudmatrix.catalog.strict import StrictModel
 from cloudmatrix.deploy import DEFAULT_ATTENTION_TP
 from cloudmatrix.errors import CloudMatrixError, ConfigError

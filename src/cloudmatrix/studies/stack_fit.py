@@ -5,7 +5,7 @@ with many others, so what the device model leaves out of the measured TPOT is th
 and what it leaves out of TTFT is the stack's fixed per-request time. The fit runs on the analytic path,
 which stands in for the simulation there (and keeps `calibrate` fast):
 - TPOT = one decode step of the ``conc`` running sequences, + the step overhead;
-- TTFT = the steps a prompt waits at a busy engine (``catalog.stacks.prompt_wait_steps``: half the running
+- TTFT = the steps a prompt waits at a busy engine (``catalog.stack_loop.prompt_wait_steps``: half the running
   one, the whole step an overlapping scheduler has launched behind it (SGLang, TensorRT-LLM), and (N - 1) / 2
   more where the scheduler takes in new requests every N decode steps, SGLang's --scheduler-recv-interval;
   none on an idle engine), then the step(s) that prefill the prompt next to the decode batch (co-located:
@@ -43,14 +43,8 @@ from cloudmatrix.catalog.hardware import Hardware, load_hardware
 from cloudmatrix.catalog.model_spec import ModelSpec
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import (
-    DEFAULT_FAMILY,
-    prompt_wait_steps,
-    stack_costs,
-    stack_graph,
-    stack_overlaps,
-    stack_scheduling,
-)
+from cloudmatrix.catalog.stack_loop import prompt_wait_steps, stack_overlaps, stack_scheduling
+from cloudmatrix.catalog.stacks import DEFAULT_FAMILY, stack_costs, stack_graph
 from cloudmatrix.catalog.validation import RoleLayout, ValidationRow
 from cloudmatrix.cost import comm
 from cloudmatrix.deploy import Deployment, Eplb, Phase, kv_group
