@@ -9,7 +9,8 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloudmatrix.studies.interval_steps import STEP_KINDS, engine_vendors, step_error, step_spread, vendor
+from cloudmatrix.catalog.hardware import system_vendor
+from cloudmatrix.studies.interval_steps import STEP_KINDS, engine_vendors, step_error, step_spread
 from cloudmatrix.studies.intervals import Query, index_residuals, query_interval
 
 from .residual_rows import residual, spread_rows
@@ -97,11 +98,11 @@ def test_a_gpu_step_takes_the_gpus_rows_as_priced_before_an_npus_on_its_basis() 
     table = index_residuals(gpu + _npu_rows(7.0), "tpot_ms")
     for system in ("hgx-h100", "hgx-b200", "mi300x"):
         rows = step_error("isl", table.pools["unfitted"], table, system, "vllm")
-        assert rows and {vendor(r["system"]) for r in rows} <= {"nvidia", "amd"}, system
+        assert rows and {system_vendor(r["system"]) for r in rows} <= {"nvidia", "amd"}, system
     # ... and with no GPU row of the kind at all, the NPUs' stand in (no basis is not an answer)
     npu_only = index_residuals([r for r in gpu if r["kind"] == "series"] + _npu_rows(7.0), "tpot_ms")
     rows = step_error("isl", npu_only.pools["unfitted"], npu_only, "hgx-h100", "vllm")
-    assert {vendor(r["system"]) for r in rows} == {"huawei"}
+    assert {system_vendor(r["system"]) for r in rows} == {"huawei"}
 
 
 def test_a_length_measured_only_on_the_other_ecosystem_is_a_step_outside() -> None:
@@ -120,7 +121,7 @@ def test_the_ecosystems_follow_the_engines_builds() -> None:
     """NVIDIA's and AMD's chips share vLLM and SGLang builds; Ascend's engines run on Ascend alone."""
     assert engine_vendors("nvidia") == engine_vendors("amd") == {"nvidia", "amd"}
     assert engine_vendors("huawei") == {"huawei"}
-    assert vendor("no-such-system") == "unknown" and engine_vendors("unknown") == {"unknown"}
+    assert system_vendor("no-such-system") == "unknown" and engine_vendors("unknown") == {"unknown"}
 
 
 # Per vendor: the system its few family hold-out rows were measured on, its stack there, and the systems and

@@ -339,3 +339,12 @@ def chip_family(system: str) -> str:
         return load_hardware(system).chip.family
     except CloudMatrixError:
         return "unknown"
+
+
+@cache
+def system_vendor(system: str) -> str:
+    """The maker of a system's chips, or ``unknown`` for systems the catalog does not have (yet)."""
+    try:
+        return load_hardware(system).system.vendor
+    except CloudMatrixError:
+        return "unknown"

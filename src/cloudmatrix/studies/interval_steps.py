@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from cloudmatrix.catalog.hardware import chip_family, load_hardware
+from cloudmatrix.catalog.hardware import chip_family, system_vendor
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
 from cloudmatrix.catalog.stacks import load_stack, stack_ids
 from cloudmatrix.errors import CloudMatrixError
@@ -153,7 +153,7 @@ def step_error(kind: str, pool: Pool, t: Table, system: str, stack: str) -> list
     basis takes them as the series hold-out predicted them in its own (family, stack) cell, not every
     cell's."""
     wanted = {"family": chip_family(system), "stack": stack}
-    peers = engine_vendors(vendor(system))
+    peers = engine_vendors(system_vendor(system))
     every = t.kinds.get(kind, [])
     priced = pool.kinds.get(kind, [])
     alike, alike_every = (
@@ -174,7 +174,7 @@ def vendor_floor(kind: str, rows: Sequence[Row], t: Table, system: str, coverage
     run's is made of). An answer on Ascend is never narrower than what the twin missed by on Ascend held out
     (its SGLang-on-A3 throughput 20-43 % high), nor one on MI355X than on CDNA held out. Zero where the step's
     rows are all the vendor's, or where it has none."""
-    maker = vendor(system)
+    maker = system_vendor(system)
     if all(t.vendor(r) == maker for r in rows):
         return 0.0
     mine = [r for kinds in (t.kinds, t.counterpart_kinds) for r in kinds.get(kind, []) if t.vendor(r) == maker]
@@ -185,7 +185,7 @@ def nearest_cells(t: Table, system: str, validated: Sequence[tuple[tuple[str, st
     """With no validated cell one condition away: the validated cells of the query's ecosystem, or where it
     has none, every validated cell. A GPU answer takes no NPU cell's width while GPUs have one, nor the
     reverse."""
-    peers = engine_vendors(vendor(system))
+    peers = engine_vendors(system_vendor(system))
     mine = [rows for _, rows in validated if t.vendor(rows[0]) in peers]
     return mine or [rows for _, rows in validated]
 
@@ -193,20 +193,11 @@ def nearest_cells(t: Table, system: str, validated: Sequence[tuple[tuple[str, st
 def ecosystem_rows(t: Table, rows: Sequence[Row], system: str) -> tuple[list[Row], str]:
     """The rows of ``system``'s ecosystem (``engine_vendors``), and where that left others out, where they
     are (`` on amd or nvidia chips``); every row where the ecosystem has none."""
-    peers = engine_vendors(vendor(system))
+    peers = engine_vendors(system_vendor(system))
     mine = [r for r in rows if t.vendor(r) in peers]
     if not mine or len(mine) == len(rows):
         return list(rows), ""
     return mine, f" on {' or '.join(sorted(peers))} chips"
-
-
-@cache
-def vendor(system: str) -> str:
-    """The maker of a system's chips (``unknown`` for a system the catalog does not have)."""
-    try:
-        return load_hardware(system).system.vendor
-    except CloudMatrixError:
-        return "unknown"
 
 
 @cache
