@@ -98,6 +98,11 @@ class ChipSpec(Record):
     # graph's kernel node): each kernel stays its own task with its start, header and synchronisation (AIC/AIV,
     # or the end-of-kernel release between nodes); a runtime property, not fitted
     graph_task_us: Sourced | None = None
+    # the fixed run time of a kernel with next to no work (its waves' dispatch, one memory round trip, the
+    # end-of-kernel write-back), measured apart from its launch: what each captured node beyond an op's first
+    # (activation quantisation, casts, concatenations, sorting, split-KV reduce) takes on top of
+    # ``graph_task_us``, whose bytes the twin does not price; unset: not stated (0)
+    kernel_floor_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
     # a chip without GEMM microbenchmarks of its own may take a sibling's measured share-of-peak curves

@@ -268,7 +268,7 @@ def graph_op_launch_us(hardware: Hardware, stack: str | None) -> float:
     if costs is not None and costs.op_launch_us is not None:
         own += costs.op_launch_us.value
     elif costs is not None and costs.tasks_per_op is not None:
-        own += task_prior_us(hardware, costs.tasks_per_op)
+        own += graph_node_prior_us(hardware, costs.tasks_per_op)
     return own
 
 
@@ -287,7 +287,16 @@ def host_op_us(hardware: Hardware, stack: str | None) -> float:
 def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:
     """The cost per op a graph captured op by op pays from the runtime alone, fitted on no row: the engine's
     tasks per op of the twin times the chip's fixed cost per captured task (0 where the chip states none)."""
-    return task_prior_us(hardware, graph.tasks_per_op)
+    return graph_node_prior_us(hardware, graph.tasks_per_op)
+
+
+def graph_node_prior_us(hardware: Hardware, tasks_per_op: Sourced) -> float:
+    """``tasks_per_op`` captured nodes beyond an op's first, each at the chip's cost per node
+    (``graph_task_us``) plus the run time of a kernel with next to no work (``kernel_floor_us``; 0 where
+    unset): the auxiliary kernels of an op captured one by one, whose bytes the twin does not price."""
+    floor = hardware.chip.kernel_floor_us
+    per_node = 0.0 if floor is None or hardware.chip.graph_task_us is None else floor.value
+    return task_prior_us(hardware, tasks_per_op) + tasks_per_op.value * per_node
 
 
 def task_prior_us(hardware: Hardware, tasks_per_op: Sourced) -> float:

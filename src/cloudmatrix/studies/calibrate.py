@@ -214,7 +214,7 @@ def _graph_fits() -> dict[str, dict[str, Any]]:
     """Each stack's fitted cost per op of its captured device graph (Ascend, and a family's own)."""
     from cloudmatrix.catalog.hardware import load_hardware
     from cloudmatrix.catalog.stacks import stack_costs, stack_graph
-    from cloudmatrix.cost.pricing import graph_task_prior_us, task_prior_us
+    from cloudmatrix.cost.pricing import graph_node_prior_us, graph_task_prior_us
     from cloudmatrix.studies.graph_fit import (
         family_fit_rows,
         family_op_launch_entries,
@@ -242,7 +242,7 @@ def _graph_fits() -> dict[str, dict[str, Any]]:
         entry: dict[str, Any] = {"fitted": own.op_launch_us, "catalog": costs.op_launch_us.value, "rows": rows}
         systems = [r.system for r in family_fit_rows(stack, family)]
         if costs.tasks_per_op is not None and systems:  # the prior on the chip its first fit row ran on
-            entry["prior"] = task_prior_us(load_hardware(systems[0]), costs.tasks_per_op)
+            entry["prior"] = graph_node_prior_us(load_hardware(systems[0]), costs.tasks_per_op)
             entry["rows"] += f"; prior {entry['prior']:.2f} on the {systems[0]}"
         out[f"stacks.{stack}.{family}.op_launch_us"] = entry
     return out

@@ -169,7 +169,7 @@ def graph_refit(held: Collection[str], stack: str = "sglang-ascend") -> tuple[Gr
     if not kept:
         note = (
             f"{stack}/graph: no fit rows left; op_launch_us falls back to the prior "
-            f"({graph.tasks_per_op.value:g} tasks per op x the chip's graph_task_us)"
+            f"({graph.tasks_per_op.value:g} tasks per op x the chip's node cost and kernel floor)"
         )
         return graph.model_copy(update={"op_launch_us": None}), note
     value = fit_graph_op_launch(stack, held).op_launch_us
@@ -232,7 +232,7 @@ def refit_op_launch(
         tasks = costs.tasks_per_op
         prior = "priced without it"
         if tasks is not None:
-            prior = f"falls back to the prior ({tasks.value:g} tasks per op x the chip's graph_task_us)"
+            prior = f"falls back to the prior ({tasks.value:g} tasks per op x the chip's node cost and kernel floor)"
         note = f"{stack}/{family}: no cost-per-op fit rows left; {prior}"
         return costs.model_copy(update={"op_launch_us": None}), note
     v = least_squares_op_launch(fit_rows)
