@@ -161,7 +161,7 @@ def test_an_unknown_stack_is_refused_naming_the_catalog() -> None:
     ("corpus", "rows", "systems"),
     [
         ("inferencemax-more", 67, {"hgx-h100", "hgx-h200", "mi300x", "mi325x"}),
-        ("sglang-ascend", 6, {"atlas-800t-a3"}),
+        ("sglang-ascend", 6, {"cloudmatrix384"}),
     ],
 )
 def test_new_corpora_load_with_their_frozen_roles(corpus: str, rows: int, systems: set[str]) -> None:

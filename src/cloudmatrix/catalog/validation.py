@@ -100,6 +100,9 @@ class RoleLayout(Frozen):
     max_running: Count | None = Field(default=None, ge=1, le=MAX_BATCH)
     # decode steps between the scheduler's intakes of new requests (SGLang --scheduler-recv-interval)
     recv_interval: Count | None = Field(default=None, ge=1, le=MAX_RECV_INTERVAL)
+    # two microbatches overlapped in each forward (SGLang --enable-two-batch-overlap, off by default): false where
+    # the launch leaves it off; unset, the twin takes the faster of its serial and two-microbatch graphs
+    microbatch: StrictBool | None = None
 
 
 class BenchWorkload(Frozen):

@@ -90,6 +90,7 @@ def row_deployment(
         eplb=Eplb(row.eplb),
         redundant_experts=redundant_experts(row),
         kernels=tuple(row.kernels),
+        microbatch=layout.microbatch,
         **kw,
     )
 

@@ -200,6 +200,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "eplb": row.eplb,
             "redundant_experts": redundant_experts(row),
             "reserve_gb": launched_reserve(row, layout),
+            **microbatch_of(layout),
         }
 
     if row.aggregated is not None:
@@ -219,10 +220,16 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "attention_tp": 1,
             **pool(p, "prefill"),
             **prefill_budget(p, w.input_len, notes),
-            "microbatch": None,
+            "microbatch": p.microbatch,
         }
         data["decode"] = {**pool(d, "decode"), "batch_per_chip": _batch_cap(d, clients, d.chips * d.instances), **mtp}
     return Scenario.model_validate(data)
+
+
+def microbatch_of(layout: RoleLayout) -> dict[str, bool]:
+    """The pool's microbatch setting where the row states it (the engine's launch), else nothing: the twin's
+    default (the faster graph) applies."""
+    return {} if layout.microbatch is None else {"microbatch": layout.microbatch}
 
 
 def prefill_budget(layout: RoleLayout, input_len: int, notes: list[str]) -> dict[str, int]:
@@ -345,6 +352,7 @@ def _steady(row: ValidationRow, model: ModelSpec, notes: list[str]) -> dict[str,
         stack=row.stack,
         kernels=tuple(row.kernels),
         reserve_gb=launched_reserve(row, layout),
+        microbatch=layout.microbatch,
     )
     try:
         est = estimate(row.system, model, dep)
