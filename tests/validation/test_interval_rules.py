@@ -281,3 +281,30 @@ def test_a_step_measured_on_other_cells_carries_what_it_adds_not_their_in_domain
     inside = query_interval(100.0, replace(q, model_class="moe"), table=table)
     assert inside.lo is not None and inside.hi is not None
     assert iv.hi / iv.lo >= inside.hi / inside.lo * (1 - 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    system=st.sampled_from(["hgx-b200", "gb200-nvl72"]),
+    steady=st.integers(1, 7),
+    cls=st.sampled_from([None, "moe"]),
+)
+def test_a_steady_query_is_inside_the_domain_its_end_to_end_runs_validate(system: str, steady: int, cls) -> None:
+    """One step's per-chip throughput (what ``estimate`` answers) has few rows of its own; an end-to-end run's
+    per-chip throughput is made of it. A (family, stack) cell thin in steady rows but validated end to end is
+    inside the domain: no family, stack or class step, and its base is the two metrics' rows together. A family
+    neither validates is still new."""
+    ends = [r | {"metric": "output_tok_s_per_chip"} for r in _rows("series", system, "trtllm", 1.0, 0.3)]
+    own = [
+        r | {"metric": "throughput_per_chip_tok_s", "band": "steady"}
+        for r in spread_rows("series", system, "trtllm", 1.1, 0.1, tag="steady", n=max(steady, 2))[:steady]
+    ]
+    table = index_residuals(ends + own, "throughput_per_chip_tok_s")
+    q = Query(system=system, stack="trtllm", metric="throughput_per_chip_tok_s", model_class=cls, band="steady")
+    iv = query_interval(100.0, q, table=table)
+    assert iv.extrapolating == ()
+    assert iv.lo is not None and iv.hi is not None
+    lo, hi = series_quantiles(own + ends, [0.1, 0.9])
+    assert (iv.lo, iv.hi) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
+    new = query_interval(100.0, replace(q, system="hgx-h100", stack="trtllm"), table=table)
+    assert "chip family hopper has no rows" in new.extrapolating
