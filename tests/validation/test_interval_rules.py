@@ -246,3 +246,65 @@ def test_a_step_met_as_priced_is_measured_where_it_is_taken_alike_first(system: 
     assert iv.hi / iv.lo < math.exp(2 * step_spread(pooled, 0.8))
     unfitted = step_error("isl", table.pools["unfitted"], table, system, "vllm")
     assert {r["host_times"] for r in unfitted} == {"unfitted"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    theirs=st.sampled_from([0.05, 0.3, 1.0, 2.5]),
+    excess=st.sampled_from([0.0, 0.2, 0.6]),
+    mine=st.sampled_from([0.1, 0.4]),
+)
+def test_a_step_measured_on_other_cells_carries_what_it_adds_not_their_in_domain_error(
+    theirs: float, excess: float, mine: float
+) -> None:
+    """A query inside its own validated cell (B200 vLLM) at a new model class takes the model step, measured on
+    another cell's hold-out rows (H100 SGLang, priced as the query is). Those rows' in-domain error (their series
+    hold-out's, ``theirs``) is that cell's, not the query's: the step carries to it only what it adds beyond that
+    error, on top of the query's own. However wide the other cell errs as a new deployment, the answer is the
+    same; it grows with the step's excess and never falls below the query's own in-domain width."""
+    own = _rows("series", "hgx-b200", "vllm", 1.0, mine)
+    total = math.hypot(theirs, excess)  # rows spread evenly in ln: quantiles scale with the spread
+    other = _rows("series", "hgx-h100", "sglang", 1.0, theirs)
+    scale = total / theirs  # the same rows held out with their model: the same draws, each further out
+    step = [
+        r | {"kind": "model", "measured": r["predicted"] * (r["measured"] / r["predicted"]) ** scale} for r in other
+    ]
+    table = index_residuals(own + other + step, "tpot_ms")
+    q = Query(system="hgx-b200", stack="vllm", metric="tpot_ms", model_class="dsa")
+    iv = query_interval(100.0, q, table=table)
+    assert iv.extrapolating == ("model class dsa has no rows",)
+    added = step_spread(step, 0.8) ** 2 - step_spread(other, 0.8) ** 2
+    want = math.sqrt(max(added, 0.0) + step_spread(own, 0.8) ** 2)
+    assert iv.lo is not None and iv.hi is not None
+    base = series_quantiles(own, [0.1, 0.9])
+    assert iv.hi / iv.lo == pytest.approx(max(math.exp(2 * want), base[1] / base[0]))
+    inside = query_interval(100.0, replace(q, model_class="moe"), table=table)
+    assert inside.lo is not None and inside.hi is not None
+    assert iv.hi / iv.lo >= inside.hi / inside.lo * (1 - 1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    system=st.sampled_from(["hgx-b200", "gb200-nvl72"]),
+    steady=st.integers(1, 7),
+    cls=st.sampled_from([None, "moe"]),
+)
+def test_a_steady_query_is_inside_the_domain_its_end_to_end_runs_validate(system: str, steady: int, cls) -> None:
+    """One step's per-chip throughput (what ``estimate`` answers) has few rows of its own; an end-to-end run's
+    per-chip throughput is made of it. A (family, stack) cell thin in steady rows but validated end to end is
+    inside the domain: no family, stack or class step, and its base is the two metrics' rows together. A family
+    neither validates is still new."""
+    ends = [r | {"metric": "output_tok_s_per_chip"} for r in _rows("series", system, "trtllm", 1.0, 0.3)]
+    own = [
+        r | {"metric": "throughput_per_chip_tok_s", "band": "steady"}
+        for r in spread_rows("series", system, "trtllm", 1.1, 0.1, tag="steady", n=max(steady, 2))[:steady]
+    ]
+    table = index_residuals(ends + own, "throughput_per_chip_tok_s")
+    q = Query(system=system, stack="trtllm", metric="throughput_per_chip_tok_s", model_class=cls, band="steady")
+    iv = query_interval(100.0, q, table=table)
+    assert iv.extrapolating == ()
+    assert iv.lo is not None and iv.hi is not None
+    lo, hi = series_quantiles(own + ends, [0.1, 0.9])
+    assert (iv.lo, iv.hi) == (pytest.approx(100 * lo), pytest.approx(100 * hi))
+    new = query_interval(100.0, replace(q, system="hgx-h100", stack="trtllm"), table=table)
+    assert "chip family hopper has no rows" in new.extrapolating

@@ -6,7 +6,11 @@ validated thing: its base is the leave-one-series-out error (``--holdout series`
 stack's default, a ``like:`` reference, a hold-out that took every fit row), the twin is the device model
 alone, and its error is several times larger and biased: its base is every out-of-group residual predicted
 that way, whatever hold-out produced it (one row counted once). Pooling the two would hand a fitted query the
-fall-back's spread and an unfitted one the fitted error."""
+fall-back's spread and an unfitted one the fitted error.
+
+A steady metric (one step of one instance) has few rows of its own; an end-to-end run's per-chip throughput is
+made of it (``STEP_COUNTERPART``). A (family, stack) cell with too few steady rows takes its end-to-end rows
+beside them, so a cell validated end to end is inside the domain for the step too."""
 
 from __future__ import annotations
 
@@ -121,21 +125,33 @@ def index_residuals(residuals: Iterable[Row], metric: str) -> Table:
     rows = usable(r for r in residuals if r.get("metric") == metric)
     kinds = _by_kind(rows)
     counterpart = STEP_COUNTERPART.get(metric)
-    other = _by_kind(usable(r for r in residuals if r.get("metric") == counterpart)) if counterpart else {}
+    ends = usable(r for r in residuals if r.get("metric") == counterpart) if counterpart else []
     pools = {}
     for basis in HOST_BASES:
         mine = [r for r in rows if host_basis(r) == basis]
-        base = [r for r in mine if r.get("kind") == BASE_KIND] if basis == "fitted" else _once(mine)
-        cells: dict[tuple[str, str], list[Row]] = defaultdict(list)
-        for r in base:
-            cells[(r["family"], r["stack"])].append(r)
-        pools[basis] = Pool(cells=dict(cells), kinds=_by_kind(mine))
+        cells = _cells(_base(mine, basis))
+        for key, theirs in _cells(_base([r for r in ends if host_basis(r) == basis], basis)).items():
+            if not enough(cells.get(key, [])):  # a thin cell of one step: its end-to-end runs' (STEP_COUNTERPART)
+                cells[key] = _once([*cells.get(key, []), *theirs])
+        pools[basis] = Pool(cells=cells, kinds=_by_kind(mine))
     return Table(
         pools=pools,
         kinds=kinds,
-        counterpart_kinds=other,
+        counterpart_kinds=_by_kind(ends),
         vendors=family_vendors({str(r.get("family")) for r in residuals}),
     )
+
+
+def _base(rows: Sequence[Row], basis: str) -> list[Row]:
+    """A pool's base rows: the series hold-out's where host times were fitted, else every hold-out's once."""
+    return [r for r in rows if r.get("kind") == BASE_KIND] if basis == "fitted" else _once(rows)
+
+
+def _cells(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
+    cells: dict[tuple[str, str], list[Row]] = defaultdict(list)
+    for r in rows:
+        cells[(r["family"], r["stack"])].append(r)
+    return dict(cells)
 
 
 def family_vendors(families: Iterable[str]) -> dict[str, str]:

@@ -240,6 +240,46 @@ def combined_spread(spreads: Sequence[float], inside: Sequence[float] | None = N
     return math.sqrt(spreads[widest] ** 2 + added)
 
 
+def own_spread(strata: Sequence[Sequence[Row]], coverage: float) -> float | None:
+    """The query's own in-domain error: the widest spread of its own strata that hold enough rows to be
+    measured (``enough``); None where none does (a thin cell's few rows measure no error)."""
+    measured = [step_spread(rows, coverage) for rows in strata if enough(rows)]
+    return max(measured) if measured else None
+
+
+def in_cell(rows: Sequence[Row], family: str, stack: str) -> bool:
+    """Whether every row of a step lies in the query's own (family, stack) cell."""
+    return all(r["family"] == family and r["stack"] == stack for r in rows)
+
+
+def transferred(spread: float, inside: float, own: float) -> float:
+    """A step measured on other cells' rows, as it carries to a query with an in-domain error of its own: what
+    the step adds to those rows' own in-domain error (q_k^2 - q0_k^2, nothing where they err no more out of
+    group), on top of the query's in-domain error, not theirs."""
+    return math.sqrt(max(spread * spread - inside * inside, 0.0) + own * own)
+
+
+def step_spreads(
+    kinds: Sequence[str], measured: Sequence[Sequence[Row]], t: Table, q: Query, own: float | None, coverage: float
+) -> tuple[list[float], list[float]]:
+    """Each counted step's spread and the in-domain error it holds (``combined_spread``'s two lists). A step whose
+    every residual a wider step counts is that step's source, not another (``independent_steps``). A step measured
+    on rows outside the query's own (family, stack) cell, where the query's own stratum measures its in-domain
+    error (``own``), carries only what it adds to those rows' in-domain error on top of the query's
+    (``transferred``): the step's hold-out rows erred as new deployments of their own cell too, and that part is
+    their cell's error (Dynamo + TensorRT-LLM's queueing above 512 clients), not the query's."""
+    family, spreads, inside = chip_family(q.system), [], []
+    for kind, rows, counts in zip(kinds, measured, independent_steps(measured, coverage), strict=True):
+        if not counts:
+            continue
+        spread, domain = step_spread(rows, coverage), in_domain_spread(t, rows, coverage)
+        if own is not None and not in_cell(rows, family, str(q.stack)):
+            spread, domain = transferred(spread, domain, own), own
+        spreads.append(max(spread, vendor_floor(kind, rows, t, q.system, coverage)))
+        inside.append(domain)
+    return spreads, inside
+
+
 def independent_steps(measured: Sequence[Sequence[Row]], coverage: float) -> list[bool]:
     """Which steps count as a source of error of their own: all but a step every residual of which a wider
     step already counts (the same row at the same prediction: one draw of one error source that two hold-outs

@@ -12,7 +12,9 @@ or concurrency outside the validated ones of the query's ecosystem, GPU or NPU; 
 the interval by that kind's hold-out error, measured where the step is taken alike, then in the query's ecosystem, only
 then anywhere (rows priced on another host-time basis as the series hold-out predicted them), as a spread about the
 prediction, with the reason named. Distinct kinds of step are independent sources of error
-and add in quadrature, the in-domain error counted once and a step whose residuals a wider one holds not again; a step
+and add in quadrature, the in-domain error counted once and a step whose residuals a wider one holds not again; that
+in-domain error is the query's own where its stratum measures one (a step measured on other cells' rows carries only
+what it adds to theirs, ``interval_steps.transferred``). A step
 another implies (a new family's formats; a stratum left empty by a family, stack or model with no rows anywhere) is
 named but not counted again. An answer outside the domain is never narrower than one a single condition inside it: the
 validated cells one condition away (``_answered``) set its least width. With no basis at all the answer is ``unknown``.
@@ -51,13 +53,11 @@ from cloudmatrix.studies.interval_steps import (
     combined_spread,
     counted_steps,
     domain_steps,
-    in_domain_spread,
-    independent_steps,
     nearest_cells,
+    own_spread,
     shape_spread,
     step_error,
-    step_spread,
-    vendor_floor,
+    step_spreads,
 )
 
 __all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
@@ -285,17 +285,15 @@ def query_interval(
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
-    spreads, inside, measured, kinds = [], [], [], counted_steps(q, t, steps)
+    own_error = own_spread(groups, coverage) if own else None  # the query's own in-domain error
+    measured, kinds = [], counted_steps(q, t, steps)
     for kind in kinds:
         rows = step_error(kind, pool, t, q.system, str(q.stack))
         if not enough(rows):
             return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
         groups.append(rows)
         measured.append(rows)
-    for kind, rows, counts in zip(kinds, measured, independent_steps(measured, coverage), strict=True):
-        if counts:  # a step whose every residual a wider step counts is that step's source, not another
-            spreads.append(max(step_spread(rows, coverage), vendor_floor(kind, rows, t, q.system, coverage)))
-            inside.append(in_domain_spread(t, rows, coverage))
+    spreads, inside = step_spreads(kinds, measured, t, q, own_error, coverage)
     if q.shapes:  # an op priced beyond its kernel's measured shape: the curves' own out-of-range error
         reasons.extend(q.shapes)
         spreads.append(shape_spread(coverage))
