@@ -47,8 +47,19 @@ def test_a_stack_without_a_loop_of_its_own_runs_its_engines(stack: str) -> None:
 def test_the_engines_loops_at_the_versions_their_rows_ran() -> None:
     assert stack_overlaps("sglang") and not stack_overlaps("sglang", speculative=True)  # EAGLE/NEXTN turn it off
     assert stack_overlaps("trtllm") and stack_overlaps("dynamo-trtllm", speculative=True)
-    assert not stack_overlaps("vllm") and not stack_overlaps("dynamo-vllm") and not stack_overlaps(None)
+    assert stack_overlaps("vllm") and stack_overlaps("dynamo-vllm") and not stack_overlaps(None)
     assert stack_overlaps("mori-sglang") and stack_overlaps("dynamo-sglang")
+    assert not stack_overlaps("deepseek")  # no loop stated: takes requests in between steps
+
+
+def test_a_loop_the_rows_set_by_its_flag_says_where() -> None:
+    """vLLM's AsyncScheduler is opt-in at v0.13, the image of its InferenceMAX rows, whose recipes set it
+    (``async-scheduling: true`` in the server's config): the loop is the one they ran, and its source says so
+    beside the release that made it the default."""
+    loop = load_stack("vllm").loop
+    assert loop is not None and loop.overlap and loop.flag == "--async-scheduling"
+    assert _version(loop.since) <= _version(loop.version) and not loop.until
+    assert "async-scheduling: true" in loop.source and "v0.14.0" in loop.source
 
 
 def test_every_row_in_its_engines_image_ran_a_version_of_the_stated_loop() -> None:

@@ -101,14 +101,17 @@ def _aggregated(stack: str) -> Deployment:
 
 
 def test_the_estimate_waits_what_the_stack_loop_says() -> None:
-    """SGLang's overlapping loop waits 1.5 steps, vLLM's synchronous one 0.5, at the same step time."""
+    """SGLang's overlapping loop waits 1.5 steps, a stack with no loop stated (DeepSeek's engine) 0.5, at the
+    same step time."""
     overlapping = estimate("hgx-h200", "deepseek-r1", _aggregated("sglang"))
-    synchronous = estimate("hgx-h200", "deepseek-r1", _aggregated("vllm"))
+    synchronous = estimate("hgx-h200", "deepseek-r1", _aggregated("deepseek"))
     for est, wait in ((overlapping, 1.5), (synchronous, 0.5)):
         assert est.ttft_s == pytest.approx((wait + 1) * est.step.step_s, rel=1e-12)
 
 
-@pytest.mark.parametrize(("stack", "overlap"), [("sglang", True), ("trtllm", True), ("vllm", False)])
+@pytest.mark.parametrize(
+    ("stack", "overlap"), [("sglang", True), ("trtllm", True), ("vllm", True), ("deepseek", False)]
+)
 def test_a_scenario_runs_its_stacks_loop_and_a_pool_may_turn_it_off(stack: str, overlap: bool) -> None:
     pool = {"instances": 1, "chips": 8, "tp": 8, "batch_per_chip": 1}
     base = {"system": "hgx-b200", "model": "deepseek-r1", "precision": "fp8", "stack": stack}
@@ -116,4 +119,5 @@ def test_a_scenario_runs_its_stacks_loop_and_a_pool_may_turn_it_off(stack: str, 
     off = Scenario.model_validate(base | {"aggregated": pool | {"overlap": False}})
     assert off.aggregated.overlap is False  # type: ignore[union-attr]
     spec = Scenario.model_validate(base | {"aggregated": pool | {"mtp": 1, "mtp_acceptance": 0.7}})
-    assert spec.aggregated.overlap is (stack == "trtllm")  # type: ignore[union-attr]  # SGLang 0.5.6: off with EAGLE
+    # SGLang 0.5.6: off with EAGLE; vLLM's async scheduling runs with its EAGLE/MTP drafts
+    assert spec.aggregated.overlap is (stack in ("trtllm", "vllm"))  # type: ignore[union-attr]

@@ -118,9 +118,10 @@ class SchedulerLoop(Record):
     ``overlap`` where it forms and launches step n + 1 while step n runs (SGLang's ``event_loop_overlap``,
     TensorRT-LLM's ``_executor_loop_overlap``, vLLM's async scheduling), so a request that arrives during a
     step waits for it and for the one already launched behind it; else the loop takes new requests in
-    between steps. ``speculative``: whether the loop still overlaps with speculative decoding on. The loop is
-    the engine's default from version ``since`` (empty: from its first) up to, not including, ``until``
-    (empty: still the default); ``flag``: the switch that changes it."""
+    between steps. ``speculative``: whether the loop still overlaps with speculative decoding on. The loop runs
+    from version ``since`` (empty: from its first) up to, not including, ``until`` (empty: still so), as the
+    engine's default or, where the source says the rows' recipes set it, by ``flag``, the switch that changes
+    it (vLLM's ``--async-scheduling``: opt-in up to v0.13, set by the InferenceMAX recipes)."""
 
     overlap: bool
     speculative: bool = True
