@@ -192,7 +192,7 @@ class AggregatedInstance:
             self.starting, self.intake_now = False, True
         else:
             self._intake()
-        if not self._balance_holds():
+        if self.gate is None or not self._balance_holds():
             self._admit()
         if not self.prefilling and batch.num_active == 0 and (self.held or self.late or self.inbox):
             self._idle_intake()
@@ -220,12 +220,11 @@ class AggregatedInstance:
             call_later(sim.env, dur, partial(self._step_done, sim.env.now, dur, seqs, chunk, completing, decodes))
 
     def _balance_holds(self) -> bool:
-        """One iteration of the attention-DP balance: whether it holds the queued prompts (never without it)."""
-        if self.gate is None:
-            return False
-        active, batch = self.batch.active_per_die, self.batch
+        """One iteration of the attention-DP balance (``gate`` set): whether it holds the queued prompts."""
+        assert self.gate is not None
+        batch = self.batch
         room = bool((batch.occupied < batch.cap).all())
-        return self.gate.holds(len(self.queue), bool((active > 0).all()), room)
+        return self.gate.holds(len(self.queue), bool((batch.active_per_die > 0).all()), room)
 
     def _stretch_done(self, stretch: Stretch, active: int, _event: object) -> None:
         sim = self.sim
