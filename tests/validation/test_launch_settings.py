@@ -41,7 +41,7 @@ def test_sglang_rows_carry_their_scripts_memory_fraction_and_no_other_stack_does
 
 
 def test_every_launch_rule_names_its_source() -> None:
-    for table in ("memory_fraction", "recv_interval", "kernels"):
+    for table in ("memory_fraction", "recv_interval", "kernels", "attention_dp_balance"):
         assert mapping()[table]
         assert all(rule["source"].startswith("SA-IMX") for rule in mapping()[table])
 
@@ -83,3 +83,16 @@ def test_a_kernel_rule_applies_only_to_the_images_it_names(tmp_path: Path) -> No
 def test_every_kernel_rule_names_kernels_with_a_measured_curve() -> None:
     for rule in mapping()["kernels"]:
         assert rule["kernels"] and all(k in kernel_names() for k in rule["kernels"]), rule
+
+
+def test_tensorrt_llm_dp_attention_rows_hold_prompts_for_balance_and_no_other_row_does() -> None:
+    """The gpt-oss TensorRT-LLM scripts launch DP attention with enable_balance on at TensorRT-LLM's default
+    counts (50-iteration timeout, 10 batching iterations); tensor-parallel attention runs have no balance."""
+    rows = _imx_rows()
+    dpa = [r for r in rows if r.stack == "trtllm" and r.aggregated is not None and r.aggregated.dp_attention]
+    assert len(dpa) >= 12
+    for r in dpa:
+        b = r.aggregated.attention_dp_balance  # type: ignore[union-attr]
+        assert b is not None and (b.timeout_iters, b.batching_wait_iters) == (50, 10), r.id
+    others = [r for r in rows if r not in dpa]
+    assert all(r.aggregated is not None and r.aggregated.attention_dp_balance is None for r in others)

@@ -169,15 +169,22 @@ def _kernels(rec: dict[str, str], stack: str, system: str, model: str) -> list[s
     return list(rule["kernels"]) if rule else []
 
 
-def _launch_settings(rec: dict[str, str], stack: str, system: str) -> dict[str, Any]:
-    """A co-located row's launch settings the twin models (memory fraction, scheduler receive interval)."""
+def _launch_settings(rec: dict[str, str], stack: str, system: str, dpa: bool) -> dict[str, Any]:
+    """A co-located row's launch settings the twin models (memory fraction, scheduler receive interval, and
+    the attention-DP balance of a DP-attention run)."""
     model = _lookup("models", rec["model"].strip(), "model")
     precision, conc = rec["precision"].strip().lower(), _number(rec, "conc", int)
     memory = _launched("memory_fraction", stack, system, model, precision, conc)
     recv = _launched("recv_interval", stack, system, model, precision, conc)
+    balance = _launched("attention_dp_balance", stack, system, model, precision, conc) if dpa else None
     return {
         **({"memory_fraction": memory["fraction"]} if memory else {}),
         **({"recv_interval": recv["interval"]} if recv else {}),
+        **(
+            {"attention_dp_balance": {k: balance[k] for k in ("timeout_iters", "batching_wait_iters")}}
+            if balance
+            else {}
+        ),
     }
 
 
@@ -187,7 +194,7 @@ def _layouts(rec: dict[str, str], disagg: bool, stack: str, system: str) -> dict
         tp, ep, dpa = _worker(parallel)
         chips = _number(rec, "gpus_total", int)
         chunk = _chunk_per_chip(stack, system, chips, dpa)
-        launched = _launch_settings(rec, stack, system)
+        launched = _launch_settings(rec, stack, system, dpa)
         return {
             "aggregated": RoleLayout(
                 chips=chips, tp=tp, ep=ep, dp_attention=dpa, chunk_tokens_per_chip=chunk, **launched

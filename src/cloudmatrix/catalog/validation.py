@@ -77,6 +77,15 @@ Real = Annotated[float, BeforeValidator(_number), AllowInfNan(False)]  # finite
 Stack = Annotated[str, AfterValidator(_known_stack)]  # a serving stack of the catalog, read from it
 
 
+class AttentionDpBalance(Frozen):
+    """TensorRT-LLM's attention-DP balance as launched (``attention_dp_config: enable_balance: true``): the
+    scheduler holds new prompts until every DP rank has one, at most ``timeout_iters`` iterations, then for
+    ``batching_wait_iters`` more while every rank decodes (_torch/pyexecutor ``_balance_adp_requests``)."""
+
+    timeout_iters: Count = Field(ge=1, le=MAX_RECV_INTERVAL)
+    batching_wait_iters: Count = Field(ge=0, le=MAX_RECV_INTERVAL)
+
+
 class RoleLayout(Frozen):
     """One role's instances as published: chips per instance and the parallel layout inside one. TP and EP
     count ranks (dies); a row's run checks them against the dies of the chips it names."""
@@ -103,6 +112,8 @@ class RoleLayout(Frozen):
     # two microbatches overlapped in each forward (SGLang --enable-two-batch-overlap, off by default): false where
     # the launch leaves it off; unset, the twin takes the faster of its serial and two-microbatch graphs
     microbatch: StrictBool | None = None
+    # TensorRT-LLM's attention-DP balance (its DP attention ranks hold new prompts; None: off, its default)
+    attention_dp_balance: AttentionDpBalance | None = None
 
 
 class BenchWorkload(Frozen):

@@ -4,7 +4,9 @@ batch, after its decode tokens, or prefill-only steps that pause it). A prompt r
 KV blocks before its first chunk, so it never waits for memory after its prefill; its first token comes with
 the step that completes the prompt (no KV transfer). An overlapping scheduler (SGLang, TensorRT-LLM: the
 stack's ``loop``) formed the next step while the running one ran, so a request that arrives during a step
-first joins the step after the next: on average the wait ``catalog.stack_loop.prompt_wait_steps`` prices."""
+first joins the step after the next: on average the wait ``catalog.stack_loop.prompt_wait_steps`` prices.
+Under TensorRT-LLM's attention-DP balance (the pool's ``attention_dp_balance``) new prompts are also held
+until every DP rank has one, or a timeout (serving/adp_balance.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import simpy
 
 from cloudmatrix.catalog.stacks import DEFAULT_SCHEDULING, Scheduling
+from cloudmatrix.serving.adp_balance import AttentionDpGate
 from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.serving.step_policy import share_step
@@ -25,7 +28,7 @@ from cloudmatrix.sim.decode_runner import Stretch, commit
 from cloudmatrix.sim.decode_side import Faults
 from cloudmatrix.sim.events import Sleeper, call_later
 from cloudmatrix.sim.metrics import Recorder
-from cloudmatrix.sim.scenario import AggregatedPool
+from cloudmatrix.sim.scenario import AggregatedPool, AttentionDpBalance
 from cloudmatrix.workload.rng import Lookahead
 
 
@@ -60,6 +63,7 @@ class AggregatedInstance:
         scheduling: Scheduling = DEFAULT_SCHEDULING,
         recv_interval: int = 1,
         overlap: bool = False,
+        balance: AttentionDpBalance | None = None,
     ) -> None:
         self.sim, self.index, self.batch, self.budget = sim, index, batch, budget_tokens
         self.scheduling, self.recv_interval, self.overlap = scheduling, recv_interval, overlap
@@ -78,6 +82,12 @@ class AggregatedInstance:
         self.prefilling: list[list[int]] = []  # [request id, slot, prompt tokens still to prefill]
         self.loop = Sleeper(sim.env, self._next)
         self.pending_tokens = 0  # prompt tokens queued or still to prefill (kept as they change: O(1) routing)
+        # TensorRT-LLM's attention-DP balance over the instance's DP ranks (its die batches); None: off
+        self.gate = (
+            None
+            if balance is None
+            else AttentionDpGate(batch.num_dies, balance.timeout_iters, balance.batching_wait_iters)
+        )
 
     @classmethod
     def pool(cls, sim: Simulation, batches: list[DecodeBatch], a: AggregatedPool | None) -> list[AggregatedInstance]:
@@ -85,7 +95,10 @@ class AggregatedInstance:
         if a is None:
             return []
         budget = a.chips * a.chunk_tokens_per_chip
-        return [cls(sim, i, b, budget, a.scheduling, a.recv_interval, a.overlap) for i, b in enumerate(batches)]
+        return [
+            cls(sim, i, b, budget, a.scheduling, a.recv_interval, a.overlap, a.attention_dp_balance)
+            for i, b in enumerate(batches)
+        ]
 
     def load(self) -> float:
         """Prompt tokens waiting or in progress, for least-loaded routing."""
@@ -179,7 +192,8 @@ class AggregatedInstance:
             self.starting, self.intake_now = False, True
         else:
             self._intake()
-        self._admit()
+        if self.gate is None or not self._balance_holds():
+            self._admit()
         if not self.prefilling and batch.num_active == 0 and (self.held or self.late or self.inbox):
             self._idle_intake()
         if not self.prefilling and batch.num_active == 0:
@@ -198,15 +212,24 @@ class AggregatedInstance:
         decodes = share.decodes and batch.num_active > 0
         seqs, mean_kv = batch.shape() if decodes else (0, 1.0)
         dur = sim.costs.decode_step_s(seqs, mean_kv, chunk) * factor
-        waiting = self.prefilling or self.inbox or self.late or self.held
+        waiting = self.prefilling or self.inbox or self.late or self.held or (self.gate and self.queue)
         stretch = sim._stretch(batch, dur) if not waiting and factor == 1.0 else None
         if stretch is not None:  # decode only, and nothing queued can start before a sequence finishes
             call_later(sim.env, stretch.delay_s, partial(self._stretch_done, stretch, seqs * batch.num_dies))
         else:
             call_later(sim.env, dur, partial(self._step_done, sim.env.now, dur, seqs, chunk, completing, decodes))
 
+    def _balance_holds(self) -> bool:
+        """One iteration of the attention-DP balance (``gate`` set): whether it holds the queued prompts."""
+        assert self.gate is not None
+        batch = self.batch
+        room = bool((batch.occupied < batch.cap).all())
+        return self.gate.holds(len(self.queue), bool((batch.active_per_die > 0).all()), room)
+
     def _stretch_done(self, stretch: Stretch, active: int, _event: object) -> None:
         sim = self.sim
+        if self.gate is not None:  # the stretch's first step counted where it was formed
+            self.gate.idle_iterations(stretch.steps - 1, bool((self.batch.active_per_die > 0).all()))
         self._decoded_steps(stretch.steps, prefilled=False)
         finished = commit(stretch, self.batch, sim.mtp_rng, sim.rec, self.index, active)
         if finished.size:

@@ -87,6 +87,13 @@ class DecodePool(_Spec):
         return self.chips + (self.afd.ffn_chips if self.afd else 0)
 
 
+class AttentionDpBalance(_Spec):
+    """TensorRT-LLM's ``attention_dp_config`` with ``enable_balance`` (catalog/validation.py has the row's)."""
+
+    timeout_iters: int = Field(ge=1, le=10_000)
+    batching_wait_iters: int = Field(ge=0, le=10_000)
+
+
 class AggregatedPool(DecodePool):
     """Co-located instances: every step decodes the running batch and prefills up to ``chunk_tokens_per_chip``
     prompt tokens per chip (chunked prefill, as vLLM, SGLang and TensorRT-LLM run on 8-GPU nodes)."""
@@ -105,6 +112,9 @@ class AggregatedPool(DecodePool):
     # arrives during a step waits for the step launched behind it too (catalog/stacks.py SchedulerLoop);
     # default: the stack's loop
     overlap: bool = False
+    # TensorRT-LLM's attention-DP balance: new prompts held until every DP rank (die batch) has one, at most
+    # ``timeout_iters`` iterations, then ``batching_wait_iters`` more while every rank decodes; None: off
+    attention_dp_balance: AttentionDpBalance | None = None
 
 
 class EmsCache(_Spec):

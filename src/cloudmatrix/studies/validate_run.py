@@ -210,6 +210,7 @@ def scenario_for(row: ValidationRow, model: ModelSpec, notes: list[str]) -> Scen
             "batch_per_chip": _batch_cap(a, clients, a.chips * a.instances),
             **({"chunk_tokens_per_chip": _chunk(a.chunk_tokens_per_chip, notes)} if a.chunk_tokens_per_chip else {}),
             **({"recv_interval": a.recv_interval} if a.recv_interval else {}),
+            **({"attention_dp_balance": a.attention_dp_balance.model_dump()} if a.attention_dp_balance else {}),
             **mtp,
         }
     else:
