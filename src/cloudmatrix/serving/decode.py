@@ -4,9 +4,11 @@ slot and their KV blocks are free, MTP acceptance drawn per sequence.
 A step touches every active sequence, so their request ids and remaining tokens are numpy arrays kept in
 slot order (the order steps draw in); a step is a few vector operations on them (each contiguous: a view
 with a stride, or a 2-D array's columns picked by a mask, costs more than three 1-D operations here).
-Admissions and finishes touch a few slots at a time, so per-slot facts are plain lists and the per-die
-counts live in serving.die_levels, which answers "least occupied die" and "busiest die" without scanning
-every die; a group admitted, landed or finished together is handled in one call."""
+Admissions and finishes touch a few slots at a time, so per-slot facts are plain lists, a die's free slots
+are a heap of their places on the die (small numbers: Python shares one object for each, so the heap reads
+no scattered memory), and the per-die counts live in serving.die_levels, which answers "least occupied die"
+and "busiest die" without scanning every die; a group admitted, landed or finished together is handled in
+one call."""
 
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ class DecodeBatch(DieAdmission):
         self._joined: list[int] = []  # slots activated since the last sort
         self._joined_left: list[int] = []  # and the tokens each of them has left
         self._low: int | None = 0  # the fewest tokens an active sequence has left (None: not known)
-        self._free = [list(range(d * seqs_per_die, (d + 1) * seqs_per_die)) for d in range(num_dies)]  # heaps
+        self._free = [list(range(seqs_per_die)) for _ in range(num_dies)]  # per die, a heap: k for slot die * cap + k
         self._least = LeastFirst(num_dies)  # occupied slots per die
         self._busiest = Highest(num_dies, seqs_per_die)  # active sequences per die
         self.fenced = np.zeros(num_dies, dtype=bool)  # dies a fault took out of service: no admissions
@@ -167,7 +169,7 @@ class DecodeBatch(DieAdmission):
         self.pools.release((die,), (blocks,))
         self.used_blocks -= blocks
         self._least.add(die, -1)
-        heappush(self._free[die], slot)
+        heappush(self._free[die], slot - die * self.cap)
         self._rid[slot], self._blocks[slot], self._length[slot] = -1, 0, 0
 
     def slot_of(self, rid: int) -> int | None:
@@ -323,7 +325,7 @@ class DecodeBatch(DieAdmission):
             blocks = blocks_of[slot]
             in_use[die] -= blocks
             freed_blocks += blocks
-            heappush(free[die], slot)
+            heappush(free[die], slot - die * cap)
             rid_of[slot], blocks_of[slot], lengths[slot] = -1, 0, 0
             level = running[die]  # one active sequence fewer on the die
             dies_at[level] -= 1

@@ -25,7 +25,7 @@ class DieAdmission:
     fenced: np.ndarray
     never_fenced: bool
     _least: LeastFirst
-    _free: list[list[int]]
+    _free: list[list[int]]  # per die, a heap of its free slots' places on it (k: slot ``die * cap + k``)
     _rid: list[int]
     _blocks: list[int]
 
@@ -73,6 +73,7 @@ class DieAdmission:
                 slots.append(slot)
             return slots
         pools, least, free, rid_of, blocks_of = self.pools, self._least, self._free, self._rid, self._blocks
+        cap = self.cap
         in_use, capacity, block_tokens = pools.in_use, pools.capacity, pools.block_tokens
         count, bits = least.count, least.bits
         slots = []
@@ -105,7 +106,7 @@ class DieAdmission:
                 moved |= bit
                 count[die] = low + 1
             in_use[die] += blocks
-            slot = heappop(free[die])
+            slot = die * cap + heappop(free[die])
             rid_of[slot], blocks_of[slot] = rid, blocks
             held += blocks
             slots.append(slot)
@@ -118,7 +119,7 @@ class DieAdmission:
     def reserve(self, rid: int, die: int, blocks: int) -> int:
         """Reserve a slot (the die's lowest free one) and the KV blocks on ``die``; returns the slot."""
         self.pools.allocate(die, blocks)
-        slot = heappop(self._free[die])
+        slot = die * self.cap + heappop(self._free[die])
         self._rid[slot], self._blocks[slot] = rid, blocks
         self._least.add(die, 1)
         self.free_slots -= 1

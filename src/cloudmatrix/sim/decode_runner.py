@@ -10,13 +10,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cloudmatrix.serving.decode import NEAR, DecodeBatch
+from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.sim.costs import StepCosts
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
 
 MAX_DRAWS = 1 << 18  # sequence-steps one stretch looks ahead at most (bounds its memory to a few MB)
 SHORT = 16  # a stretch of at most this many steps is priced step by step in plain Python
+MIN_STEPS = 4  # a stretch sure to be shorter costs more to plan and apply than its steps taken one by one
+
+
+def plan_floor(mtp: int) -> int:
+    """The fewest tokens left at or below which no stretch is planned: a step gains ``1 + mtp`` tokens at most,
+    so above it every sequence runs ``MIN_STEPS`` steps or more before it can finish."""
+    return (MIN_STEPS - 1) * (1 + mtp)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,13 +46,14 @@ def plan(
     batch: DecodeBatch, costs: StepCosts, uniforms: Lookahead, now: float, horizon: float, first_s: float
 ) -> Stretch | None:
     """The steps from ``now`` up to and including the first that finishes a sequence, all ending before
-    ``horizon`` (the next queued event); None when fewer than two steps qualify, or when a sequence has two
-    tokens left or fewer (at high concurrency nearly every step: the stretch would save one event at most).
+    ``horizon`` (the next queued event); None when fewer than two steps qualify, or when a sequence could
+    finish within ``MIN_STEPS - 1`` steps (at high concurrency nearly every step: planning the stretch, drawing
+    ahead and applying it would cost more than the steps it saves).
     ``first_s`` is the price of the next step, which the caller has already computed."""
     if now + first_s >= horizon:
         return None
     low = batch.min_left()  # every step gains a token, so some sequence ends within ``low`` steps
-    if low <= NEAR:  # a stretch would be two steps at most: not worth its planning (draws, prices)
+    if low <= plan_floor(batch.mtp):  # a short stretch at most: not worth its planning (draws, prices)
         return None
     lookahead = MAX_DRAWS // (batch.num_active * batch.mtp) if batch.mtp else MAX_DRAWS
     if horizon < float("inf"):

@@ -14,10 +14,10 @@ from typing import Protocol
 import numpy as np
 import simpy
 
-from cloudmatrix.serving.decode import NEAR, DecodeBatch
+from cloudmatrix.serving.decode import DecodeBatch
 from cloudmatrix.serving.requests import RequestTable
 from cloudmatrix.sim.costs import KV_BUCKET_TOKENS, StepCosts
-from cloudmatrix.sim.decode_runner import Stretch, commit, plan
+from cloudmatrix.sim.decode_runner import Stretch, commit, plan, plan_floor
 from cloudmatrix.sim.events import Sleeper, call_at, call_later
 from cloudmatrix.sim.metrics import Recorder
 from cloudmatrix.workload.rng import Lookahead
@@ -309,6 +309,7 @@ class DecodeSide:
         blocks = batch.pools.capacity * batch.num_dies  # the instance's KV blocks (``occupancy``'s divisor)
         assert costs.aggregated_chips is None  # disaggregated decode: priced without a prompt chunk
         quiet = not (self.waiting_kv or self.progress or self.issues_on_finish)  # (none of them changes meanwhile)
+        floor = plan_floor(batch.mtp)  # (``plan``'s first test, without the call)
         ended: list[int] = []  # the finishes logged at the end: request ids, and per step its time and count
         times: list[float] = []
         counts: list[int] = []
@@ -324,7 +325,7 @@ class DecodeSide:
                 bucket = round(batch.kv_total / active / kv_bucket)  # ``decode_step_s(*shape())``, written out
                 dur = price(busiest.high, bucket if bucket > 1 else 1, 0)
                 low = batch._low
-                if low is None or low > NEAR:
+                if low is None or low > floor:
                     stretch = plan(batch, self.costs, rng, env._now, env.peek(), dur)
                     if stretch is not None:
                         call_later(env, stretch.delay_s, partial(self._stretch_done, inst, stretch))
@@ -379,7 +380,7 @@ class DecodeSide:
 
     def _stretch(self, batch: DecodeBatch, first_s: float) -> Stretch | None:
         """Steps to take in one computation, unless the run is step by step (the reference path) or online."""
-        if self.step_by_step or self.listener or batch.min_left() <= NEAR:  # (plan's first test, without the call)
+        if self.step_by_step or self.listener or batch.min_left() <= plan_floor(batch.mtp):  # (``plan``'s first test)
             return None
         return plan(batch, self.costs, self.mtp_rng, self.env.now, self.env.peek(), first_s)
 

@@ -23,12 +23,16 @@ class Lookahead:
         self.rng = rng
         self.buffer = np.zeros(0)
         self.pos = 0
+        self._room = self.buffer  # the memory every refill reuses (grown when one needs more): no fresh pages
 
     def peek(self, count: int) -> np.ndarray:
         kept = self.buffer.size - self.pos
         if count > kept:  # the numbers not used yet, then fresh ones drawn in place (no second copy)
-            buffer = np.empty(kept + max(count - kept, self.BLOCK))
-            buffer[:kept] = self.buffer[self.pos :]
+            size = kept + max(count - kept, self.BLOCK)
+            if self._room.size < size:
+                self._room = np.empty(size)
+            buffer = self._room[:size]  # a new view at every refill: whoever keyed on ``buffer`` sees the change
+            buffer[:kept] = self.buffer[self.pos :]  # (where the two overlap, numpy copies through a temporary)
             self.rng.random(out=buffer[kept:])
             self.buffer, self.pos = buffer, 0
         return self.buffer[self.pos : self.pos + count]
