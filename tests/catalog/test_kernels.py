@@ -20,7 +20,6 @@ def test_catalog_holds_the_reduction() -> None:
     for c, (name, row) in zip(curves(), fit_kernel_curves().items(), strict=True):
         assert [tuple(p) for p in c.points] == row["points"], name
         assert ([tuple(p) for p in c.levels], [tuple(p) for p in c.growth]) == (row["levels"], row["growth"]), name
-        assert c.weight_read == row["weight_read"], name
 
 
 def test_every_curve_names_tables_that_exist_and_match_it() -> None:
@@ -326,45 +325,3 @@ def test_every_quantised_moe_row_on_nvidia_prices_its_experts_from_a_measured_cu
         fmt = TWIN_PRECISION[r.activations] or weights
         found = kernel_curves(hw.chip.id, fmt, "grouped", (), weights)
         assert found or kernel_curves(hw.chip.curves_chip, fmt, "grouped", (), weights), (r.id, fmt, weights)
-
-
-def _gpt_oss_decode_experts(system: str, split: int, tokens: int, kernel: str):  # type: ignore[no-untyped-def]
-    d = Deployment(
-        phase=Phase.DECODE,
-        num_chips=split,
-        tp=split,
-        moe_tp=split,
-        attention_tp=split,
-        batch_per_chip=tokens / split,
-        input_len=1024,
-        precision="fp4",
-        activation_precision="bf16",
-        stack="vllm",
-        kernels=(kernel,),
-    )
-    p = plan(d, load_hardware(system), load_model("gpt-oss-120b"))
-    (experts,) = [op for op in moe_ffn(p, 1.0) if op.name == "experts"]
-    return pricer(p), experts
-
-
-@pytest.mark.parametrize("split", [1, 2, 4, 8])
-def test_a_w4a16_moe_layer_reading_every_expert_is_priced_at_the_kernels_measured_weight_read(split: int) -> None:
-    """gpt-oss's MXFP4 experts at a decode shape that reads every expert's weights (256 tokens, two rows per
-    expert) on H100 run at the Triton W4A16 MoE's measured weight read (44-68 % of the HBM peak, falling with
-    expert TP), not the flat HBM efficiency that ran them 24-50 % too fast: within 10 % of the measured layer."""
-    (row,) = [r for r in microbench()[f"aic-h100-w4a16-moe-tp{split}"].rows if r.tokens == 256]
-    p, experts = _gpt_oss_decode_experts("hgx-h100", split, 256, "triton-mxfp4")
-    assert p.price(experts).time_s * 1e6 == pytest.approx(row.latency_us, rel=0.10)
-    read = next(c.weight_read for c in curves() if c.kernel == "triton-mxfp4" and c.split == split)
-    assert p.weight_read(experts) == read["nvidia-h100"] < 0.896
-
-
-@pytest.mark.parametrize("kernel", ["triton-mxfp4", "marlin-mxfp4"])
-def test_a_weight_read_measured_on_one_chip_is_not_carried_to_another(kernel: str) -> None:
-    """The W4A16 weight reads were measured on H100; an H200 (whose HBM peak the kernels do not follow) keeps
-    the flat HBM efficiency, and so does any GEMM whose weights are in its compute format."""
-    for split in (1, 8):
-        p, experts = _gpt_oss_decode_experts("hgx-h200", split, 256, kernel)
-        assert p.weight_read(experts) == load_hardware("hgx-h200").chip.efficiency.gemm_memory.value
-    for c in curves():
-        assert not c.weight_read or (c.weights == "fp4" and c.format == "bf16" and set(c.weight_read) <= set(c.chips))

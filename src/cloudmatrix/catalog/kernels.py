@@ -28,12 +28,6 @@ and never above the target's own ceiling (no kernel outruns the clock it holds).
 scaled: a sustained-clock ratio speeds every on-chip-bound kernel alike, while HBM time (the memory term)
 does not follow the core clock. A curve without ``measured_on`` prices every chip it lists unchanged.
 
-A W4A16 curve's ``weight_read`` is the measured rate of the kernel's weight read in the tables' plateau (every
-expert's weights read, few rows each), as a share of the HBM peak of the chip it was measured on: where the
-roofline's memory term prices such a GEMM on that chip, it runs at that share, not the flat HBM efficiency
-(the W4A16 MoE kernels stream their weights well below the peak at decode shapes). It is not carried to
-another chip: the Hopper tables of both W4A16 MoE kernels show a weight read that does not follow the HBM peak.
-
 The chip's serving factor (hardware ``gemm_serving``) was fitted over library tables of a kernel's best case
 (DeepGEMM's README) and the flat efficiencies; a curve measured through an engine's own module in its framework
 (``engine_measured``: AIConfigurator's SGLang collection) is already what that engine runs, so the factor does
@@ -112,9 +106,6 @@ class KernelCurve(Record):
     levels: list[tuple[float, float]] = []  # (experts per die, share at the last point's M), ascending
     growth: list[tuple[float, float]] = []  # (M, share relative to the last point's M) beyond it, ascending
     engine_measured: bool = False  # measured through the engine's own module: no serving factor (module doc)
-    # W4A16 only: the share of a chip's HBM peak at which the kernel read its weights where every expert's were
-    # read (the weight-read plateau, per chip measured on): the memory term's efficiency there (module doc)
-    weight_read: dict[str, float] = {}
 
     def compute_efficiency(self, m: float, experts: float = 0.0) -> float:
         """The share at M; beyond the last point, for a grouped GEMM over ``experts`` per die (0: as many as
@@ -237,15 +228,6 @@ def best_share(
     (module docstring); 0 without a measurement."""
     found = kernel_curves(chip, fmt, op, kernels, weights, split)
     return max((serving_share(c, priced or chip, m, experts, serving) for c in found), default=0.0)
-
-
-def weight_read_share(
-    chip: str, fmt: str, op: str, kernels: tuple[str, ...], weights: str | None = None, split: int = 1
-) -> float:
-    """The measured share of ``chip``'s HBM peak at which the fastest weight read of the kernels the engine can
-    pick from runs (``weight_read``, measured on that chip); 0 where none was measured there."""
-    found = kernel_curves(chip, fmt, op, kernels, weights, split)
-    return max((c.weight_read.get(chip, 0.0) for c in found), default=0.0)
 
 
 def serving_share(curve: KernelCurve, chip: str, m: float, experts: float, serving: float) -> float:

@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, NamedTuple
 
 from cloudmatrix.catalog.hardware import Hardware, Plane
-from cloudmatrix.catalog.kernels import best_share, kernel_curves, weight_read_share
+from cloudmatrix.catalog.kernels import best_share, kernel_curves
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import GraphExecution, overrides_key, stack_costs, stack_graph, stack_kernels
 from cloudmatrix.cost import comm
@@ -78,7 +78,6 @@ class Pricer:
         self.vector_peak = vector.value * TERA if vector is not None else None
         self._peaks: dict[str, float] = {}
         self._curves: dict[tuple[str, str, float, float] | tuple[str, str, float, float, str, int], float] = {}
-        self._weight_reads: dict[tuple[str, str, str, int], float] = {}
 
     def peak(self, precision: str) -> float:
         p = self._peaks.get(precision)
@@ -108,18 +107,6 @@ class Pricer:
                     curves_of, fmt, kernel, kernels, rows, stored, split, groups, chip.id, self.gemm_serving
                 )
             self._curves[key] = share
-        return share
-
-    def weight_read(self, op: Op) -> float:
-        """The memory term's efficiency for a GEMM of weights stored narrower than its compute format (W4A16):
-        the measured weight read of the kernel the engine runs on this chip, else the flat value."""
-        key = (op.precision, op.kernel, op.weights, op.split)
-        share = self._weight_reads.get(key)
-        if share is None:
-            chip = self.hardware.chip.id
-            kernels = self._kernels(chip, op.precision, op.kernel, op.weights, op.split)
-            share = weight_read_share(chip, op.precision, op.kernel, kernels, op.weights, op.split)
-            share = self._weight_reads[key] = share or self.flat[_GEMM][1]
         return share
 
     def _kernels(self, chip: str, fmt: str, op: str, weights: str, split: int) -> tuple[str, ...]:
@@ -193,8 +180,6 @@ class Pricer:
                 share = memo if memo is not None else self.kernel_share(precision, op.kernel, op.rows, groups=op.groups)
             elif op.kernel:
                 share = self.gemm_share(op)
-                if op.weights and op.weights != precision:  # W4A16: the kernel's measured weight read
-                    eff_m = self.weight_read(op)
             eff_c = share or eff_c * self.gemm_serving
         elif op.kernel:  # a fused attention op priced by the kernel the stack names, where measured
             eff_c = self.attention_share(precision, op.rows) or eff_c

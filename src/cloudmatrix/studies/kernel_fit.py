@@ -7,8 +7,7 @@ serving (the stack's step overhead carries it): dense rows within 30 % of their 
 whole-MoE-layer rows with fewer than one token per expert. In W4A16 tables (weights stored narrower than the
 compute format) so are the rows within 30 % of the fastest layer that reads every expert's weights: that
 plateau is the weight read, which the roofline's memory term prices; taken as compute it slowed gpt-oss
-decode by the serving factor fitted on compute-bound rows; their rate is the kernel's ``weight_read`` (the
-share of the measuring chip's HBM peak the memory term runs at there). The FP8/FP4 grouped tables keep their plateau
+decode by the serving factor fitted on compute-bound rows. The FP8/FP4 grouped tables keep their plateau
 rows: left out there, the predicted rows' median throughput error rose from 9 to 24 %.
 
 A grouped curve's decode-shaped tables end at 512 rows per expert; where it names prefill-shaped tables, it
@@ -35,7 +34,6 @@ from collections import defaultdict
 
 from cloudmatrix.catalog.hardware import load_chip
 from cloudmatrix.catalog.kernels import BenchTable, curves, microbench
-from cloudmatrix.units import BYTES_PER_ELEMENT
 
 FLOOR_RATIO = 1.3  # dense rows faster than this x their shape's fastest are floor-bound
 ATTENTION_FLOOR_RATIO = 2.0  # attention rows within this x the call's fixed cost are left out
@@ -106,27 +104,6 @@ def reduce_curve(tables: list[BenchTable]) -> list[tuple[float, float]]:
     return [(m, round(statistics.median(v), 4)) for m, v in sorted(by_m.items())]
 
 
-def weight_read(tables: list[BenchTable]) -> dict[str, float]:
-    """A W4A16 MoE kernel's weight read on the chip its tables were measured on: the median over their
-    plateau rows (those left out of the curve above) of the experts' weight bytes, as the twin counts them,
-    over the time and the chip's HBM peak. Empty for other tables."""
-    by_chip: dict[str, list[float]] = defaultdict(list)
-    for t in tables:
-        if t.weights is None or t.format != "bf16" or t.moe_shape is None:
-            continue
-        s, chip = t.moe_shape, t.measured_on or t.chips[0]
-        bw = load_chip(chip).hbm_bw_bytes_per_s_per_die
-        per_weight = 3 * s.hidden * s.intermediate / t.moe_tp * BYTES_PER_ELEMENT[t.weights]
-        layers = [
-            (r.local_experts * per_weight, r.latency_us)
-            for r in t.rows
-            if r.tokens is not None and r.local_experts and r.latency_us and r.tokens * s.top_k / s.experts >= 1.0
-        ]
-        floor = min(us for _, us in layers)
-        by_chip[chip] += [nbytes / (us * 1e-6 * bw) for nbytes, us in layers if us < FLOOR_RATIO * floor]
-    return {chip: round(statistics.median(v), 4) for chip, v in by_chip.items()}
-
-
 def _by_m(table: BenchTable) -> dict[float, float]:
     return {round(m, 3): share for m, share in _shares(table)}
 
@@ -173,6 +150,5 @@ def fit_kernel_curves() -> dict[str, dict[str, object]]:
             "points": points,
             "levels": levels,
             "growth": growth,
-            "weight_read": weight_read([bench[t] for t in c.tables]),
         }
     return out
