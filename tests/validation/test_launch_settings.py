@@ -96,3 +96,23 @@ def test_tensorrt_llm_dp_attention_rows_hold_prompts_for_balance_and_no_other_ro
         assert b is not None and (b.timeout_iters, b.batching_wait_iters) == (50, 10), r.id
     others = [r for r in rows if r not in dpa]
     assert all(r.aggregated is not None and r.aggregated.attention_dp_balance is None for r in others)
+
+
+def test_vllm_rows_carry_an_fp8_kv_cache_only_where_their_script_set_one() -> None:
+    """The vLLM B200 gpt-oss scripts of the v0.13.0 runs write kv-cache-dtype: fp8 into their config.yaml; every
+    other vLLM row (the H100/H200 gpt-oss scripts, DeepSeek) keeps the BF16 default."""
+    vllm = [r for r in _imx_rows() if r.stack == "vllm"]
+    fp8 = {r.id for r in vllm if r.kv == "fp8"}
+    expected = {r.id for r in vllm if r.system == "hgx-b200" and r.model == "gpt-oss-120b" and "v0.13.0" in r.source}
+    assert len(expected) == 38 and fp8 == expected
+    assert all(r.kv == "bf16" for r in vllm if r.id not in expected)
+
+
+def test_a_kv_rule_keyed_on_an_image_leaves_other_images_at_the_default() -> None:
+    """A row from another vLLM image on B200 is not given the v0.13.0 scripts' FP8 cache."""
+    from cloudmatrix.catalog.inferencemax import _kv
+
+    assert _kv("vllm", "fp4", "hgx-b200", "gpt-oss-120b", "vllm/vllm-openai:v0.13.0") == "fp8"
+    assert _kv("vllm", "fp4", "hgx-b200", "gpt-oss-120b", "vllm/vllm-openai:v0.10.2") == "bf16"
+    assert _kv("vllm", "fp4", "hgx-h200", "gpt-oss-120b", "vllm/vllm-openai:v0.13.0") == "bf16"
+    assert _kv("sglang", "fp4", "hgx-b200", "deepseek-r1", "") == "fp8"

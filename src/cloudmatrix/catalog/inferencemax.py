@@ -235,9 +235,16 @@ def _formats(model: str, precision: str, family: str) -> tuple[str, str, bool]:
     return str(weights), str(act), bool(f.get("assumed"))
 
 
-def _kv(stack: str, precision: str) -> str:
+def _kv(stack: str, precision: str, system: str, model: str, image: str) -> str:
+    """The KV-cache dtype of the first rule matching the row (each key a rule leaves out matches any)."""
     for rule in mapping()["kv"]:
-        if ("stacks" not in rule or stack in rule["stacks"]) and rule.get("precision", precision) == precision:
+        if (
+            stack in rule.get("stacks", [stack])
+            and rule.get("precision", precision) == precision
+            and system in rule.get("systems", [system])
+            and model in rule.get("models", [model])
+            and image in rule.get("images", [image])
+        ):
             return str(rule["kv"])
     raise ValueError(f"no KV dtype rule for {stack} {precision}")
 
@@ -285,7 +292,7 @@ def _row(rec: dict[str, str], family_of: Callable[[str], str]) -> ValidationRow:
         kind="e2e",
         weights=weights,
         activations=activations,
-        kv=_kv(stack, precision),
+        kv=_kv(stack, precision, system, model, rec.get("image", "").strip()),
         mtp=mtp["depth"] if mtp else 0,
         mtp_acceptance=mtp["acceptance"] if mtp else None,
         kernels=_kernels(rec, stack, system, model),
