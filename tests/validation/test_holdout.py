@@ -54,7 +54,7 @@ def test_refit_leaves_out_the_group(fits: dict) -> None:
     pooled = fit_group([(x, b) for x, b in fits[("vllm", "default")] if x.id not in held])
     assert r.overrides[("vllm", "default")].step_overhead_us.value == pooled.step_overhead_us
     assert r.notes == (
-        "vllm/default: refitted on 17 of 19 fit rows (1738 µs/step, 15.9 ms/request)",
+        "vllm/default: refitted on 17 of 19 fit rows (1748 µs/step, 13.6 ms/request)",
         "vllm/hopper: refitted on 7 of 9 fit rows (2294 µs/step, 10.7 ms/request)",
     )
     # with nothing held out the fit is the catalog's
@@ -251,34 +251,34 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.7596, 0.0, 8.62, 35.03),
-        "tpot_ms": (0.7633, 0.0, 9.34, 34.5),
-        "ttft_ms": (0.6964, 0.0, 18.55, 77.42),
+        "output_tok_s_per_chip": (0.77, 0.0, 8.45, 35.03),
+        "tpot_ms": (0.76, 0.0, 9.61, 34.5),
+        "ttft_ms": (0.7929, 0.0, 12.95, 64.84),
     },
     "stack": {
-        "output_tok_s_per_chip": (0.9338, 0.0, 7.55, 97.56),
-        "tpot_ms": (0.81, 0.0, 7.95, 37.07),
-        "ttft_ms": (0.9214, 0.0, 16.33, 497.2),
+        "output_tok_s_per_chip": (0.9373, 0.0, 7.12, 66.57),
+        "tpot_ms": (0.7967, 0.0, 7.66, 35.4),
+        "ttft_ms": (0.8929, 0.0, 14.44, 301.56),
     },
     "model": {
-        "output_tok_s_per_chip": (0.9582, 0.0, 7.77, 73.64),
-        "tpot_ms": (0.94, 0.0, 8.14, 70.16),
-        "ttft_ms": (0.8286, 0.0, 18.23, 86.11),
+        "output_tok_s_per_chip": (0.9826, 0.0, 7.12, 73.64),
+        "tpot_ms": (0.94, 0.0, 7.92, 69.75),
+        "ttft_ms": (0.9393, 0.0, 14.58, 77.22),
     },
     "isl": {
-        "output_tok_s_per_chip": (0.6725, 0.0, 14.77, 40.98),
-        "tpot_ms": (0.69, 0.0, 13.83, 52.61),
-        "ttft_ms": (0.7679, 0.0, 17.24, 79.03),
+        "output_tok_s_per_chip": (0.6725, 0.0, 14.71, 36.72),
+        "tpot_ms": (0.69, 0.0, 13.72, 42.12),
+        "ttft_ms": (0.8571, 0.0, 13.61, 72.32),
     },
     "series": {
-        "output_tok_s_per_chip": (0.7422, 0.0, 6.03, 26.91),
-        "tpot_ms": (0.76, 0.0, 6.47, 26.44),
-        "ttft_ms": (0.7179, 0.0, 11.83, 46.94),
+        "output_tok_s_per_chip": (0.7352, 0.0, 5.78, 26.22),
+        "tpot_ms": (0.75, 0.0, 6.21, 26.38),
+        "ttft_ms": (0.7429, 0.0, 9.79, 38.06),
     },
     "band": {
-        "output_tok_s_per_chip": (0.7735, 0.0, 10.35, 40.98),
-        "tpot_ms": (0.7733, 0.0, 10.21, 38.15),
-        "ttft_ms": (0.8286, 0.0, 14.74, 79.91),
+        "output_tok_s_per_chip": (0.77, 0.0, 10.35, 39.04),
+        "tpot_ms": (0.7867, 0.0, 10.03, 36.11),
+        "ttft_ms": (0.7786, 0.0, 12.47, 45.05),
     },
 }
 
@@ -316,14 +316,9 @@ def test_stored_out_of_group_figures_as_recorded(stored_scores: dict) -> None:
 ACCEPTANCE_KINDS = ("family", "stack", "model", "isl")
 BAND = (0.75, 0.90)
 KNOWN_SHORT: dict[tuple[str, str], str] = {
-    (
-        "family",
-        "ttft_ms",
-    ): "Blackwell held out: vLLM takes its Hopper request time (14.8 against Blackwell's 23.1 ms), TensorRT-LLM "
-    "and Dynamo their engine's request-time prior (13.5 against the 26.5 ms their Blackwell rows ask): -29 / -33 / "
-    "-38 % on TTFT, beyond the GPUs' other family steps",
-    ("isl", "output_tok_s_per_chip"): "ISL 1K holds every fit row: vLLM on its priors alone runs +23 % fast, a loss no "
-    "GPU row left shows (until each ecosystem took its own steps, Ascend's 2-7x misses at 4K-64K covered it)",
+    ("isl", "output_tok_s_per_chip"): "ISL 1K holds every fit row: vLLM on its priors alone runs +22 % fast on gpt-oss "
+    "(its MXFP4 experts read weights at 44-76 % of HBM peak in AIConfigurator's H100 tables, not the flat 0.896; "
+    "no H200 Marlin table prices them yet), a loss no GPU row left shows",
 }
 
 
@@ -356,9 +351,9 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # published and scored against intervals built without any of their rows. Per metric: (coverage, unknown share,
 # median |error| %, median width %). Not a target the intervals were tuned to: recorded so that a change shows.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (0.6712, 0.0, 11.56, 39.47),
-    "tpot_ms": (0.675, 0.0, 14.09, 42.57),
-    "ttft_ms": (0.7397, 0.0, 13.31, 42.9),
+    "output_tok_s_per_chip": (0.8356, 0.0, 9.68, 39.47),
+    "tpot_ms": (0.8375, 0.0, 9.95, 42.57),
+    "ttft_ms": (0.6027, 0.0, 12.37, 32.75),
 }
 
 
