@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
@@ -340,16 +341,17 @@ def load_hardware(system_id: str) -> Hardware:
 @cache
 def chip_family(system: str) -> str:
     """The system's chip family, or ``unknown`` for systems the catalog does not have (yet)."""
-    try:
-        return load_hardware(system).chip.family
-    except CloudMatrixError:
-        return "unknown"
+    return _known_or_unknown(system, lambda hw: hw.chip.family)
 
 
 @cache
 def system_vendor(system: str) -> str:
     """The maker of a system's chips, or ``unknown`` for systems the catalog does not have (yet)."""
+    return _known_or_unknown(system, lambda hw: hw.system.vendor)
+
+
+def _known_or_unknown(system: str, read: Callable[[Hardware], str]) -> str:
     try:
-        return load_hardware(system).system.vendor
+        return read(load_hardware(system))
     except CloudMatrixError:
         return "unknown"
