@@ -1,16 +1,18 @@
 """The cost per op of a graph captured op by op is a runtime property before it is a fit: every chip whose graph
 launches have a start-up (Ascend; and the HIP chips, tests/cost/test_hip_graph_prior.py) states its fixed cost
-per captured task, sourced and within the published bounds, every stack with a ``graph`` section states its
-tasks per op, and their product prices the stack wherever no fitted cost per op may be used (vLLM-Ascend,
-which has no rows; a hold-out without the fit rows)."""
+per captured task, sourced and within the published bounds, and (the 910B and 910C) the measured run time of a
+near-empty task, every stack with a ``graph`` section states its tasks per op, and tasks x (task + floor) prices the
+stack wherever no fitted cost per op may be used (vLLM-Ascend, which has no rows; a hold-out without the fit
+rows), by the code path the CDNA chips' HIP graphs use (``graph_node_prior_us``)."""
 
 import dataclasses
 
 import pytest
 
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
+from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import GRAPH_ENTRY, load_stack, overridden_costs, stack_graph, stack_ids
-from cloudmatrix.cost.pricing import graph_op_launch_us, graph_task_prior_us
+from cloudmatrix.cost.pricing import graph_node_prior_us, graph_op_launch_us, graph_task_prior_us, task_prior_us
 from cloudmatrix.estimate import estimate
 from cloudmatrix.studies.graph_fit import fit_graph_op_launch
 from tests.cost.test_graph_launch import DECODE
@@ -20,6 +22,9 @@ SYSTEMS = system_ids()
 # ASCEND-RS: the smallest published launch-and-synchronise round trip of one kernel on a 910B3 (host launch,
 # device task, wake-up from aclrtSynchronizeStream); a replayed graph pays only the device part of it
 ROUND_TRIP_US = 9.0
+# ASCEND-TINY-TASK: a fused vector op on an Atlas A3 totals at most 1.66 us over all its calls (SuperKernel example),
+# so one near-empty task takes no longer
+A3_TINY_TASK_US = 1.66
 
 
 @pytest.mark.parametrize("system", SYSTEMS)
@@ -43,9 +48,45 @@ def test_the_prior_is_tasks_per_op_times_the_cost_per_task(stack: str, system: s
     assert graph is not None and graph.tasks_per_op.value >= 1 and graph.tasks_per_op.source
     assert hw.chip.graph_task_us is not None
     prior = graph_task_prior_us(hw, graph)
-    assert prior == pytest.approx(graph.tasks_per_op.value * hw.chip.graph_task_us.value)
+    floor = hw.chip.kernel_floor_us
+    assert floor is not None  # the 910C states it: the closed form below is not the floorless one
+    assert prior == pytest.approx(graph.tasks_per_op.value * (hw.chip.graph_task_us.value + floor.value))
     expected = prior if graph.op_launch_us is None else graph.op_launch_us.value
     assert graph_op_launch_us(hw, stack) == pytest.approx(expected)
+
+
+ASCEND_FLOORS = [
+    s for s in SYSTEMS if load_hardware(s).chip.family == "ascend" and load_hardware(s).chip.kernel_floor_us is not None
+]
+
+
+@pytest.mark.parametrize("system", ASCEND_FLOORS)
+def test_an_ascend_floor_is_a_measured_tiny_task_inside_the_round_trip(system: str) -> None:
+    """Where an Ascend chip states a near-empty task's run time, it is sourced, an assumption (the table that
+    measures it does not name its chip), no longer than the A3's tiny fused task, and with the cost per task
+    still inside the launch-and-synchronise round trip that bounds both."""
+    chip = load_hardware(system).chip
+    floor, task = chip.kernel_floor_us, chip.graph_task_us
+    assert floor is not None and task is not None and floor.source and floor.assumed
+    assert 0 < floor.value <= A3_TINY_TASK_US
+    assert task.value + floor.value < ROUND_TRIP_US
+
+
+def test_the_floor_prices_captured_tasks_not_the_host_time_per_kernel() -> None:
+    """One captured task costs the chip's cost per task plus a near-empty task's run time (the code path of the
+    CDNA chips); the host-time law's unit (``task_prior_us``, ``step_kernels`` of ``graph_task_us``) stays the
+    task alone."""
+    hw = load_hardware("atlas-800t-a3")
+    task, floor = hw.chip.graph_task_us, hw.chip.kernel_floor_us
+    assert task is not None and floor is not None
+    one = Sourced(value=1.0, source="test")
+    assert graph_node_prior_us(hw, one) == pytest.approx(task.value + floor.value)
+    assert task_prior_us(hw, one) == pytest.approx(task.value)
+
+
+def test_the_floor_does_not_reach_a_deployment_without_a_stack() -> None:
+    """The paper's CloudMatrix-Infer rows run no stack's op-by-op graph: no cost per op, floor or not."""
+    assert graph_op_launch_us(load_hardware("cloudmatrix384"), None) == 0.0
 
 
 def test_a_stack_without_rows_is_priced_with_the_prior_not_another_stacks_fit() -> None:
@@ -73,7 +114,7 @@ def test_the_prior_prices_the_step_when_the_fit_is_withdrawn() -> None:
 
 def test_the_rows_fit_stays_within_a_factor_two_of_the_runtime_prior() -> None:
     """The A3 rows do not contradict the runtime: their fitted cost per op is within a factor 2 of the prior
-    (about 1.5: some 3 tasks per op, or 6.7 µs per task, both inside the published bounds)."""
+    (about 1.15 with a near-empty task's run time: 2 tasks per op at 6.5 µs, inside the published bounds)."""
     hw = load_hardware("atlas-800t-a3")
     graph = stack_graph("sglang-ascend")
     assert graph is not None

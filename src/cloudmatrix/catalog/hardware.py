@@ -102,7 +102,8 @@ class ChipSpec(Record):
     # the fixed run time of a kernel with next to no work (its waves' dispatch, one memory round trip, the
     # end-of-kernel write-back), measured apart from its launch: what each captured node beyond an op's first
     # (activation quantisation, casts, concatenations, sorting, split-KV reduce) takes on top of
-    # ``graph_task_us``, whose bytes the twin does not price; unset: not stated (0)
+    # ``graph_task_us``, whose bytes the twin does not price (on Ascend, whose ``launch_us`` is 0, every captured
+    # task: an op's main kernel too, its start and end response in CANN's Task Duration); unset: not stated (0)
     kernel_floor_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced

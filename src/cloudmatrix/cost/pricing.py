@@ -286,7 +286,8 @@ def host_op_us(hardware: Hardware, stack: str | None) -> float:
 
 def graph_task_prior_us(hardware: Hardware, graph: GraphExecution) -> float:
     """The cost per op a graph captured op by op pays from the runtime alone, fitted on no row: the engine's
-    tasks per op of the twin times the chip's fixed cost per captured task (0 where the chip states none)."""
+    tasks per op of the twin times the chip's fixed cost per captured task plus a near-empty task's run time
+    (0 where the chip states none)."""
     return graph_node_prior_us(hardware, graph.tasks_per_op)
 
 
