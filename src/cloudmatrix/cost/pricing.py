@@ -1,5 +1,6 @@
 """Pricing of op descriptors on one die, in one place (design.md §3 rules 1 and 2):
-``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch`` for compute,
+``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch`` for compute
+(an attention call's memory term plus the chip's ``attention_floor_us``, its fixed run time beyond its bytes),
 the slowest leg of `cost/comm.py`'s formulas for communication, and the roofline (peak compute or peak
 bandwidth, no efficiencies, no launch) beside each.
 
