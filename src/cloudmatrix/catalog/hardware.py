@@ -105,6 +105,11 @@ class ChipSpec(Record):
     # ``graph_task_us``, whose bytes the twin does not price (on Ascend, whose ``launch_us`` is 0, every captured
     # task: an op's main kernel too, its start and end response in CANN's Task Duration); unset: not stated (0)
     kernel_floor_us: Sourced | None = None
+    # the fixed run time of a decode attention call beyond its launch (``launch_us``), its bytes at the memory
+    # efficiency and the nodes an engine counts beside it (KV write, split-KV reduce), read from attention
+    # modules timed in captured graphs at decode sizes; priced as ``max(compute, memory + floor)``, so it adds
+    # nothing where the op's compute binds; unset: not stated (0)
+    attention_floor_us: Sourced | None = None
     microbatch: MicrobatchSpec
     runtime_reserve_gb: Sourced
     # a chip without GEMM microbenchmarks of its own may take a sibling's measured share-of-peak curves

@@ -27,6 +27,7 @@ MULTIPLY_PREFIXES = ("x", "*")  # `x2` / `*1.5`: multiply the current value
 ZERO_ALLOWED = frozenset(
     ("latency_us", "latency_us_local", "launch_us", "base_latency_us", "sync_us_per_doubling", "warm_setup_s")
     + ("graph_launch_us", "graph_task_us", "kernel_floor_us", "runtime_reserve_gb", "attention_overlap")
+    + ("attention_floor_us",)
 )
 
 

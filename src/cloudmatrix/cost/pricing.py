@@ -1,5 +1,6 @@
 """Pricing of op descriptors on one die, in one place (design.md §3 rules 1 and 2):
-``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch`` for compute,
+``time = max(flops / (eff_c · peak · core_share), bytes / (eff_m · bw)) + launches · launch`` for compute
+(an attention call's memory term plus the chip's ``attention_floor_us``, its fixed run time beyond its bytes),
 the slowest leg of `cost/comm.py`'s formulas for communication, and the roofline (peak compute or peak
 bandwidth, no efficiencies, no launch) beside each.
 
@@ -73,6 +74,8 @@ class Pricer:
         self.attention_serial = 1.0 - e.attention_overlap.value if e.attention_overlap is not None else 0.0
         self.hbm_bw = chip.hbm_bw_bytes_per_s_per_die
         self.launch_us = chip.launch_us.value + graph_op_launch_us(hardware, stack) + host_op_us(hardware, stack)
+        floor = chip.attention_floor_us  # a decode attention call's fixed run time beyond its bytes
+        self.attention_floor_s = floor.value * 1e-6 if floor is not None else 0.0
         self.core_shares = _core_shares(hardware)
         vector = chip.die.vector_tops
         self.vector_peak = vector.value * TERA if vector is not None else None
@@ -191,14 +194,16 @@ class Pricer:
         sol_m = nbytes / bw
         sol = flops / peak
         launch = op.launches * self.launch_us * 1e-6
+        # an attention call runs a fixed time beyond its bytes (none where its compute binds)
+        floored = memory + self.attention_floor_s if op_class is _ATTENTION else memory
         if type(compute) is float and type(memory) is float:  # then so are sol and sol_m: one estimate
-            longer = memory if memory > compute else compute
+            longer = floored if floored > compute else compute
             roofline = sol_m if sol_m > sol else sol
         else:  # arrays
-            longer, roofline = _larger(compute, memory), _larger(sol, sol_m)
+            longer, roofline = _larger(compute, floored), _larger(sol, sol_m)
         time = longer + launch
         if op_class is _ATTENTION and self.attention_serial:
-            time = time + self.attention_serial * (compute + memory - longer)
+            time = time + self.attention_serial * (compute + memory - _larger(compute, memory))
         return _price((time, memory, roofline, flops / (peak * core_share), sol_m, ""))
 
     def comm(self, legs: tuple[Leg, ...]) -> tuple[float, float, str]:
