@@ -199,10 +199,15 @@ def test_with_no_engine_left_anywhere_each_takes_its_engine_prior(fits: dict) ->
         assert request is not None and request.assumed and request.source, stack
         assert costs.step_overhead_us.value == 0.0, (stack, family)
         assert costs.request_overhead_ms.value == request.value > 0, (stack, family)
-        assert costs.request_overhead_ms.source == f"borrowed: the engine's prior ({request.source})"
+        assert costs.request_overhead_ms.source == f"priors alone: the engine's prior ({request.source})"
         assert costs.step_kernels is not None and costs.step_kernels.value == prior.value > 0
-        assert costs.step_kernels.source.startswith("borrowed: the engine's prior")
+        assert costs.step_kernels.source.startswith("priors alone: the engine's prior")
     assert all("the engine's prior" in n and n.endswith(" ms/request") for n in r.notes)
+    # the basis the hold-out records: priors alone, also where an entry names a stack's priced entry (like:)
+    with overridden_costs(r.overrides):
+        for stack, family in [*r.overrides, ("sglang", "cdna"), ("atom", "cdna"), ("sglang-ascend", "ascend")]:
+            assert host_times_basis(stack, family) == "prior", (stack, family)
+        assert host_times_basis("dynamo-trtllm", "blackwell") == "prior"  # a front end's is its engine's
     # priced: SGLang's 2.1 kernels per op cost 2.1 x 3.0 µs on Hopper and 2.1 x 1.8 µs on Blackwell
     with overridden_costs(r.overrides):
         assert host_op_us(load_hardware("hgx-h200"), "sglang") == pytest.approx(6.3, abs=1e-12)

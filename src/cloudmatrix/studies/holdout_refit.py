@@ -99,13 +99,14 @@ def _per_op_fallback(
     chip's and the device model's share, ``fit_per_op(counted=...)``), and its own request time (``request_ms``:
     the front end's, no chip's); else their pooled law. With no rows at all, the engine's priors alone (no
     request time where it states none). The source says the constants were borrowed, so intervals count the
-    entry unfitted."""
+    entry unfitted; with no rows, that they are the priors alone (intervals count it ``prior``)."""
     per_kernel = any(b.kernel_us > 0 for _, b in rows)
     profile = load_stack(stack)
     prior, request = profile.op_kernels, profile.request_ms
     if not rows and prior is not None:
-        source = f"borrowed: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
-        request_source = f"borrowed: the engine's prior ({request.source})" if request else source
+        # no row of any engine behind it: the intervals count it apart (``catalog.stacks.HOST_PRIOR``)
+        source = f"priors alone: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
+        request_source = f"priors alone: the engine's prior ({request.source})" if request else source
         costs = entry.model_copy(
             update={
                 "step_overhead_us": Sourced(value=0.0, source=source),

@@ -6,7 +6,10 @@ validated thing: its base is the leave-one-series-out error (``--holdout series`
 stack's default, a ``like:`` reference, a hold-out that took every fit row), the twin is the device model
 alone, and its error is several times larger and biased: its base is every out-of-group residual predicted
 that way, whatever hold-out produced it (one row counted once). Pooling the two would hand a fitted query the
-fall-back's spread and an unfitted one the fitted error.
+fall-back's spread and an unfitted one the fitted error. Inside the unfitted pool, the rows whose host times
+no measured row of any engine informed (``prior``: a hold-out that took every engine's fit rows left each its own
+priors alone) are also kept as a sub-pool: a query priced so meets their error, not only that of rows priced on
+another family's fit or on other engines' rows (``studies/interval_prior.py``).
 
 A steady metric (one step of one instance) has few rows of its own; an end-to-end run's per-chip throughput is
 made of it (``STEP_COUNTERPART``). A (family, stack) cell with too few steady rows takes its end-to-end rows
@@ -34,6 +37,8 @@ MIN_ROWS = 8  # a stratum with fewer rows falls through to the next level
 MIN_SERIES = 3  # ... and so does one whose rows come from fewer deployments
 BASE_KIND = "series"  # the fitted base: the error on a new deployment of a validated family, stack and class
 HOST_BASES = ("fitted", "unfitted")
+PRIOR = "prior"  # host times on the engine's priors alone: a sub-pool of ``unfitted`` (``catalog.stacks.HOST_PRIOR``)
+POOLED = {"fitted": ("fitted",), "unfitted": ("unfitted", PRIOR), PRIOR: (PRIOR,)}  # the bases each pool holds
 # A steady metric whose hold-out kinds have too few rows takes the steps' error of its end-to-end counterpart
 # (one step's per-chip throughput is what an end-to-end run's per-chip throughput is made of).
 STEP_COUNTERPART = {"throughput_per_chip_tok_s": "output_tok_s_per_chip"}
@@ -43,6 +48,12 @@ def host_basis(row: Row) -> str:
     """How the row's host times were obtained when it was predicted (a table written before the field was
     stored counts as fitted: its base was the series hold-out alone)."""
     return str(row.get("host_times") or "fitted")
+
+
+def priced(row: Row, basis: str | None) -> bool:
+    """Whether a row belongs to the pool of host-time basis ``basis`` (the unfitted pool holds the
+    priors-alone rows too)."""
+    return host_basis(row) in POOLED.get(str(basis), (basis,))
 
 
 def usable(rows: Iterable[Row]) -> list[Row]:
@@ -103,13 +114,15 @@ class Pool:
 
 @dataclass(frozen=True)
 class Table:
-    """One metric's usable out-of-group residuals: a pool per host-time basis, every kind's rows, and its
-    end-to-end counterpart's kinds (``STEP_COUNTERPART``; empty for the others)."""
+    """One metric's usable out-of-group residuals: a pool per host-time basis, the priors-alone sub-pool of
+    the unfitted one, every kind's rows, and its end-to-end counterpart's kinds (``STEP_COUNTERPART``; empty
+    for the others)."""
 
     pools: dict[str, Pool]
     kinds: dict[str, list[Row]]
     counterpart_kinds: dict[str, list[Row]]
     vendors: dict[str, str] = field(default_factory=dict)  # each row's chip family's maker
+    prior: Pool = field(default_factory=lambda: Pool(cells={}, kinds={}))  # rows priced on priors alone
 
     def vendor(self, row: Row) -> str:
         return self.vendors.get(str(row.get("family")), "unknown")
@@ -126,20 +139,23 @@ def index_residuals(residuals: Iterable[Row], metric: str) -> Table:
     kinds = _by_kind(rows)
     counterpart = STEP_COUNTERPART.get(metric)
     ends = usable(r for r in residuals if r.get("metric") == counterpart) if counterpart else []
-    pools = {}
-    for basis in HOST_BASES:
-        mine = [r for r in rows if host_basis(r) == basis]
-        cells = _cells(_base(mine, basis))
-        for key, theirs in _cells(_base([r for r in ends if host_basis(r) == basis], basis)).items():
-            if not enough(cells.get(key, [])):  # a thin cell of one step: its end-to-end runs' (STEP_COUNTERPART)
-                cells[key] = _once([*cells.get(key, []), *theirs])
-        pools[basis] = Pool(cells=cells, kinds=_by_kind(mine))
     return Table(
-        pools=pools,
+        pools={basis: _pool(rows, ends, basis) for basis in HOST_BASES},
         kinds=kinds,
         counterpart_kinds=_by_kind(ends),
         vendors=family_vendors({str(r.get("family")) for r in residuals}),
+        prior=_pool(rows, ends, PRIOR),
     )
+
+
+def _pool(rows: Sequence[Row], ends: Sequence[Row], basis: str) -> Pool:
+    """The pool of one host-time basis: its base rows by cell, and each kind's rows priced so."""
+    mine = [r for r in rows if priced(r, basis)]
+    cells = _cells(_base(mine, basis))
+    for key, theirs in _cells(_base([r for r in ends if priced(r, basis)], basis)).items():
+        if not enough(cells.get(key, [])):  # a thin cell of one step: its end-to-end runs' (STEP_COUNTERPART)
+            cells[key] = _once([*cells.get(key, []), *theirs])
+    return Pool(cells=cells, kinds=_by_kind(mine))
 
 
 def _base(rows: Sequence[Row], basis: str) -> list[Row]:

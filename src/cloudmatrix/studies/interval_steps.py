@@ -30,7 +30,7 @@ from cloudmatrix.catalog.hardware import chip_family, system_vendor
 from cloudmatrix.catalog.residuals import FORMAT_PRECISION, isl_band
 from cloudmatrix.catalog.stacks import load_stack, stack_ids
 from cloudmatrix.errors import CloudMatrixError
-from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, host_basis, series_quantiles
+from cloudmatrix.studies.interval_pools import BASE_KIND, Pool, Row, Table, enough, priced, series_quantiles
 
 STEP_KINDS = ("family", "stack", "model", "isl", "band")  # hold-out kinds that measure a step outside
 
@@ -48,7 +48,7 @@ class Query:
     isl: int | None = None
     band: str | None = None  # the concurrency band, or ``steady``
     concurrency: int | None = None
-    host_times: str | None = None  # ``fitted`` or ``unfitted``; None: as the catalog prices the stack
+    host_times: str | None = None  # ``fitted``, ``unfitted`` or ``prior``; None: as the catalog prices the stack
     shapes: tuple[str, ...] = ()  # ops priced outside their kernel's measured shape (cost/shape_range.py)
 
 
@@ -217,7 +217,7 @@ def _as_priced(rows: Sequence[Row], pool: Pool, t: Table) -> list[Row]:
     few rows) draws on every basis as it is."""
     basis = next((b for b, p in t.pools.items() if p is pool), None)
     series = {r["id"]: r for r in t.kinds.get(BASE_KIND, [])} if basis else {}
-    return [r if host_basis(r) == basis else series.get(r["id"], r) for r in rows]
+    return [r if priced(r, basis) else series.get(r["id"], r) for r in rows]
 
 
 def step_spread(rows: Sequence[Row], coverage: float) -> float:

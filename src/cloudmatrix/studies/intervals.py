@@ -4,7 +4,9 @@ constants refitted without its group. Where the twin is biased the interval (whe
 need not contain the point prediction, and the bias is stated.
 
 The residuals are split first by how the query's host times were obtained (``studies/interval_pools.py``): fitted on
-rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit row). Inside that pool,
+rows of its own stack and family, or not (a default, a ``like:``, a hold-out that took every fit row); an answer on its
+engine's priors alone (no row of any engine fits them) takes the hull of the unfitted interval and its priors-alone
+residuals' (``studies/interval_prior.py``). Inside that pool,
 the base is stratified in a fixed fall-back order: (family x stack, model class, concurrency band, ISL band), then
 without the ISL band, then without the concurrency band, then (family x stack). Each step outside the validated domain
 (a new family, or one with no validated cell; a stack new on a family; a new model class, weight format or model; an ISL
@@ -26,18 +28,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import product
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
 from cloudmatrix.catalog.presets import default_stack
-from cloudmatrix.catalog.residuals import conc_band, isl_band
+from cloudmatrix.catalog.residuals import conc_band
 from cloudmatrix.catalog.stacks import host_times_basis
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import (
     MIN_ROWS,
     MIN_SERIES,
+    PRIOR,
     Pool,
     Row,
     Table,
@@ -47,6 +49,7 @@ from cloudmatrix.studies.interval_pools import (
     series_quantiles,
     stored_table,
 )
+from cloudmatrix.studies.interval_prior import prior_error
 from cloudmatrix.studies.interval_steps import (
     STEP_KINDS,
     Query,
@@ -59,6 +62,7 @@ from cloudmatrix.studies.interval_steps import (
     step_error,
     step_spreads,
 )
+from cloudmatrix.studies.interval_strata import label, strata
 
 __all__ = ["STEP_KINDS", "Query", "Interval", "query_interval", "interval", "attach", "index_residuals"]
 
@@ -127,36 +131,6 @@ def _stored(metric: str) -> Table:
     if metric not in _STORED:
         _STORED[metric] = stored_table(metric) or index_residuals(interval_rows(), metric)
     return _STORED[metric]
-
-
-def _values(rows: Sequence[Row], name: str, wanted: str | None) -> list[str]:
-    """The query's value where the rows have it, else every value they have (the envelope)."""
-    present = sorted({str(r.get(name)) for r in rows})
-    return [wanted] if wanted in present else present
-
-
-def _fallback(rows: Sequence[Row], cls: str, band: str, isl: str) -> list[Row]:
-    """The fixed fall-back inside one (family, stack) cell: class x band x ISL, class x band, class, cell."""
-    for match in ({"model_class": cls, "band": band, "isl_band": isl}, {"model_class": cls, "band": band}):
-        mine = [r for r in rows if all(str(r.get(k)) == v for k, v in match.items())]
-        if enough(mine):
-            return mine
-    mine = [r for r in rows if str(r.get("model_class")) == cls]
-    return mine if enough(mine) else list(rows)
-
-
-def _strata(q: Query, cells: Sequence[Sequence[Row]]) -> list[list[Row]]:
-    """Each cell's stratum by the fixed fall-back, for every validated value of a condition the query does
-    not state or that has no rows in the cell (the envelope over them)."""
-    return [
-        _fallback(rows, c, b, i)
-        for rows in cells
-        for c, b, i in product(
-            _values(rows, "model_class", q.model_class),
-            _values(rows, "band", q.band),
-            _values(rows, "isl_band", isl_band(q.isl)),
-        )
-    ]
 
 
 def _widened(lo: float, hi: float, near: Sequence[Sequence[float]]) -> tuple[float, float]:
@@ -267,21 +241,29 @@ def query_interval(
         return _unknown(coverage, 0, "no serving stack known for this system")
     t = table or (_stored(q.metric) if residuals is None else index_residuals(residuals, q.metric))
     family = chip_family(q.system)
-    reasons: list[str] = []
-    steps: list[str] = []
     try:
         basis = q.host_times or host_times_basis(q.stack, family)
     except CloudMatrixError:  # a stack the catalog lacks has no fitted host times
         basis = "unfitted"
+    iv, used = _answer(value, q, coverage, t, family, basis)
+    return _with_priors(iv, used, value, q, coverage, t, family) if basis == PRIOR else iv
+
+
+def _answer(value: float, q: Query, coverage: float, t: Table, family: str, basis: str) -> tuple[Interval, set[int]]:
+    """The interval from the query's host-time pool (a priors-alone answer's: the unfitted one), and the rows
+    it drew on (by identity)."""
+    reasons: list[str] = []
+    steps: list[str] = []
     if basis == "unfitted":
         reasons.append(f"host times of {q.stack} are not fitted on {family}")
-    pool = _pool(t, basis, reasons)
+    pool = _pool(t, "unfitted" if basis == PRIOR else basis, reasons)
     own, near = _cells(q, t, pool, family, reasons, steps) if pool.cells else ([], [])
     domain_steps(q, t, family, (own, near), reasons, steps)
-    groups, floor = _strata(q, own), _strata(q, near)
+    groups, floor = strata(q, own), strata(q, near)
     if not groups and not steps:
         if not enough(t.base):
-            return _unknown(coverage, len(t.base), f"fewer than {MIN_ROWS} hold-out rows from {MIN_SERIES} deployments")
+            why = f"fewer than {MIN_ROWS} hold-out rows from {MIN_SERIES} deployments"
+            return _unknown(coverage, len(t.base), why), set()
         groups = [t.base]
     levels = [(1 - coverage) / 2, (1 + coverage) / 2]
     bounds = [series_quantiles(g, levels) for g in groups]
@@ -290,7 +272,7 @@ def query_interval(
     for kind in kinds:
         rows = step_error(kind, pool, t, q.system, str(q.stack))
         if not enough(rows):
-            return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons)
+            return _unknown(coverage, len(t.base), f"no {kind} hold-out error measured for {q.metric}", reasons), set()
         groups.append(rows)
         measured.append(rows)
     spreads, inside = step_spreads(kinds, measured, t, q, own_error, coverage)
@@ -303,32 +285,49 @@ def query_interval(
         bounds.append([math.exp(-spread), math.exp(spread)])
     widths = [series_quantiles(g, levels) for g in floor]
     lo, hi = (x * value for x in _widened(min(b[0] for b in bounds), max(b[1] for b in bounds), widths))
-    used = {id(r): r for g in [*groups, *floor] for r in g}
+    used = {id(r) for g in [*groups, *floor] for r in g}
     bias = series_quantiles(groups[0], [0.5])[0] - 1
-    note = ""
-    if not lo <= value <= hi:
-        note = f"the point lies outside its interval: measured values run {bias:+.0%} from the twin here"
-    label = _label(groups[0], q.metric) if len(groups) == 1 else f"envelope of {len(groups)} strata x {q.metric}"
+    name = label(groups[0], q.metric) if len(groups) == 1 else f"envelope of {len(groups)} strata x {q.metric}"
     return Interval(
         lo=lo,
         hi=hi,
         coverage=coverage,
         rows=len(used),
-        stratum=label,
-        note=note,
+        stratum=name,
+        note=_outside(value, lo, hi, bias),
         extrapolating=tuple(reasons),
         bias_pct=bias * 100,
+    ), used
+
+
+def _outside(value: float, lo: float, hi: float, bias: float) -> str:
+    if lo <= value <= hi:
+        return ""
+    return f"the point lies outside its interval: measured values run {bias:+.0%} from the twin here"
+
+
+def _with_priors(
+    iv: Interval, used: set[int], value: float, q: Query, coverage: float, t: Table, family: str
+) -> Interval:
+    """A priors-alone answer: the hull of its unfitted interval and its priors-alone residuals' quantiles, with
+    their bias where they are of its ecosystem (``interval_prior``); the unfitted one alone where too few rows
+    were predicted so. Never narrower than the unfitted interval."""
+    found = prior_error(t, q, family, coverage)
+    reasons = (found.reason, *iv.extrapolating)
+    if iv.lo is None or iv.hi is None or not found.rows:
+        return replace(iv, extrapolating=reasons)
+    lo, hi = min(iv.lo, value * found.lo), max(iv.hi, value * found.hi)
+    bias = (iv.bias_pct or 0.0) / 100 if found.bias is None else found.bias
+    return replace(
+        iv,
+        lo=lo,
+        hi=hi,
+        rows=len(used | {id(r) for r in found.rows}),
+        stratum=f"{iv.stratum}, with the priors-alone rows{found.where}",
+        note=_outside(value, lo, hi, bias),
+        extrapolating=reasons,
+        bias_pct=bias * 100,
     )
-
-
-def _label(rows: Sequence[Mapping[str, Any]], metric: str) -> str:
-    """The stratum's shared fields: ``blackwell x vllm x mla x conc 9-64 x tpot_ms``."""
-    parts = []
-    for name in ("family", "stack", "model_class", "band", "isl_band"):
-        values = {r.get(name) for r in rows}
-        if len(values) == 1:
-            parts.append(str(values.pop()))
-    return " x ".join(parts + [metric])
 
 
 def interval(
