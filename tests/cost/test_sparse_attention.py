@@ -105,6 +105,26 @@ def test_indexer_and_sparse_attention_are_separate_ops_with_closed_forms() -> No
     assert {op.name: op for op in _decode_attention_ops(h200, 1.0)}["indexer"].precision == "fp8"
 
 
+def test_sglang_on_ascend_scores_the_indexer_in_bf16() -> None:
+    """SGLang's NPU indexer runs sgl-kernel-npu's BF16-only lightning indexer on BF16 keys (stacks.yaml): twice
+    the key bytes read, no scale, BF16 peak; other stacks on the 910C keep INT8, and the KV pool the model's."""
+    d = Deployment(phase=Phase.DECODE, num_chips=32, ep=64, batch_per_chip=4, input_len=65536, output_len=1,
+                   kv_len=65536, mtp=0, kv_precision="bf16", microbatch=False)  # fmt: skip
+    hw = load_hardware("cloudmatrix384")
+
+    def indexer(stack: str | None) -> tuple[str, float, float]:
+        p = plan(dataclasses.replace(d, stack=stack), hw, V32)
+        op = {o.name: o for o in _decode_attention_ops(p, 1.0)}["indexer"]
+        return op.precision, op.hbm_bytes - p.decode_tokens_per_die * 65536 * 4, p.seqs_per_die
+
+    fmt, key_read, seqs = indexer("sglang-ascend")
+    assert fmt == "bf16" and key_read == pytest.approx(seqs * 65536 * 256)
+    for other in (None, "vllm-ascend"):
+        fmt, key_read, seqs = indexer(other)
+        assert fmt == "int8" and key_read == pytest.approx(seqs * 65536 * 132)
+    assert V32.kv_bytes_per_token(2.0) == 61 * (1152 + 132)  # the pool keeps the model's key
+
+
 def test_long_context_cost_grows_as_dsa_does() -> None:
     """V3's attention grows with the full MLA term, V3.2's only with the indexer's linear term; DeepSeek's
     V3.2-Exp figure (decode on H800, 8K -> 128K) has V3.2's slope at about 5 % of V3.1's."""

@@ -111,6 +111,10 @@ class EngineDefaults(Record):
     scheduling_source: str = ""
     kv_precision: str | None = None
     kv_source: str = ""
+    # the format a DSA lightning indexer scores in and caches its keys in, where the engine's kernel does not
+    # take the chip's lowest (None: FP8 where the chip has it, else INT8)
+    indexer_precision: Literal["bf16"] | None = None
+    indexer_source: str = ""
 
 
 class SchedulerLoop(Record):
@@ -344,6 +348,11 @@ def request_fixed_s(stack: str | None, family: str, disaggregated: bool) -> floa
 def stack_costs(stack: str | None, family: str) -> StackCosts | None:
     """A stack's costs on a chip family (its ``default`` where the family has no entry); None for no stack."""
     return None if stack is None else load_stack(stack).costs(family)
+
+
+def stack_indexer_precision(stack: str | None) -> str | None:
+    """The format a stack's DSA indexer runs in where its kernel fixes one (None: the chip's lowest)."""
+    return None if stack is None else load_stack(stack).defaults.indexer_precision
 
 
 def stack_graph(stack: str | None) -> GraphExecution | None:

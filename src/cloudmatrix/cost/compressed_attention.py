@@ -13,7 +13,7 @@ from __future__ import annotations
 from cloudmatrix.catalog.compressed_attention import CSA_RATIO, INDEX_SCALE_BYTES, CompressedAttentionSpec
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op, tp_collective
 from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
-from cloudmatrix.cost.sparse_attention import SCORE_BYTES, indexer_precision
+from cloudmatrix.cost.sparse_attention import SCORE_BYTES, chip_indexer_precision
 from cloudmatrix.deploy import Plan
 
 
@@ -57,7 +57,7 @@ def _core(plan: Plan, c: CompressedAttentionSpec, queries: float, seqs: float, c
             s,
             2.0 * queries * c.index_heads * c.index_head_dim * keys * csa,
             seqs * keys * (c.index_head_dim + INDEX_SCALE_BYTES) * csa + scores,
-            indexer_precision(plan),
+            chip_indexer_precision(plan),  # a stack's DSA indexer format is not its CSA indexer's
         ),
         new_op(f"{name}_topk", OpClass.VECTOR, s, 4.0 * queries * keys * csa, scores + queries * selected * 4.0 * csa),
     ]

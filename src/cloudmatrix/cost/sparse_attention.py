@@ -1,17 +1,20 @@
 """DeepSeek Sparse Attention (DeepSeek-V3.2-Exp report §2): the lightning indexer scores every cached token
 for every query (linear in the context per token), and MLA then attends to the top-k tokens only (capped).
 The indexer runs in the lowest format the chip computes (FP8 on Hopper and Blackwell, INT8 on the 910C,
-which has no FP8) and caches one 1-byte key of ``index_head_dim`` values and an FP32 scale per token.
+which has no FP8) and caches one 1-byte key of ``index_head_dim`` values and an FP32 scale per token, unless
+the engine's kernel fixes another format (SGLang on Ascend: BF16 queries and keys, no scale; stacks.yaml).
 
 A TP group replicates the indexer (its key path has no head axis), as it does MLA's down-projections, so
 every die of the group scores the group's tokens against the group's cache."""
 
 from __future__ import annotations
 
-from cloudmatrix.catalog.model_spec import IndexerSpec
+from cloudmatrix.catalog.model_spec import INDEXER_SCALE_BYTES, IndexerSpec
+from cloudmatrix.catalog.stacks import stack_indexer_precision
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op
 from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
 from cloudmatrix.deploy import Plan
+from cloudmatrix.units import BYTES_PER_ELEMENT
 
 SCORE_BYTES = 4.0  # FP32 index scores, written by the indexer and read by the top-k selection
 # The score of a cached token is sum over heads of w_h * ReLU(q_h . k): per head and (query, token) pair a
@@ -25,10 +28,27 @@ SELECT_PASSES = 2.0
 SELECT_OPS_PER_PASS = 2.0
 
 
-def indexer_precision(plan: Plan) -> str:
+def chip_indexer_precision(plan: Plan) -> str:
     """FP8 where the chip has FP8 units, else INT8, else BF16."""
     peaks = plan.hardware.chip.die.peak_tflops
     return next((p for p in ("fp8", "int8") if p in peaks), "bf16")
+
+
+def indexer_precision(plan: Plan) -> str:
+    """The format the engine's DSA lightning-indexer kernel takes where its stack fixes one, else the chip's."""
+    return stack_indexer_precision(plan.deployment.stack) or chip_indexer_precision(plan)
+
+
+def indexer_elem_bytes(plan: Plan) -> float:
+    """Bytes of one indexer query or key value in the format the indexer runs in."""
+    return BYTES_PER_ELEMENT[indexer_precision(plan)]
+
+
+def indexer_key_bytes(plan: Plan, ix: IndexerSpec) -> float:
+    """Bytes of one cached indexer key as the scoring reads it: ``head_dim`` values, with an FP32 scale where
+    they are 8-bit (``IndexerSpec.key_bytes``, which the KV pool is sized with whatever the engine)."""
+    elem = indexer_elem_bytes(plan)
+    return ix.head_dim * elem + (INDEXER_SCALE_BYTES if elem < 2 else 0.0)
 
 
 def causal_attended(indexer: IndexerSpec | None, cached: float, computed: float) -> float:
@@ -58,9 +78,10 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selecte
         return []
     assert selected <= min(context, ix.topk) * (1 + 1e-9), "a query selects at most top-k of the tokens it sees"
     m, fmt = plan.model, indexer_precision(plan)
+    key_bytes = indexer_key_bytes(plan, ix)
     share = ix.own_layers / m.num_layers  # layers that reuse the previous selection run no indexer
     weights = ix.params(m.hidden, m.attention.q_lora_rank) * share
-    io = queries * (ix.num_heads * ix.head_dim * 1.0 + ix.key_bytes) * share
+    io = queries * (ix.num_heads * ix.head_dim * indexer_elem_bytes(plan) + key_bytes) * share
     score_bytes = queries * context * SCORE_BYTES * share
     return [
         gemm_op("indexer_proj", stream, queries, weights, plan, io + queries * m.hidden * ACT_BYTES * share),
@@ -69,7 +90,7 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selecte
             OpClass.ATTENTION,
             stream,
             2.0 * queries * ix.num_heads * ix.head_dim * context * share,
-            seqs * context * ix.key_bytes * share + score_bytes,
+            seqs * context * key_bytes * share + score_bytes,
             fmt,
         ),
         new_op(
