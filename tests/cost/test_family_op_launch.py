@@ -9,8 +9,9 @@ import pytest
 
 from cloudmatrix.catalog.corpus import load_corpora
 from cloudmatrix.catalog.hardware import load_hardware, system_ids
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.catalog.sourced import Sourced
-from cloudmatrix.catalog.stacks import StackCosts, host_times_basis, load_stack, overridden_costs, stack_costs
+from cloudmatrix.catalog.stacks import StackCosts, load_stack, overridden_costs, stack_costs
 from cloudmatrix.cost.pricing import graph_node_prior_us, graph_op_launch_us
 from cloudmatrix.deploy import Deployment, Phase
 from cloudmatrix.estimate import estimate

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cloudmatrix.catalog.corpus import load_corpora, load_rows
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.catalog.residuals import stored_holdout_residuals
-from cloudmatrix.catalog.stacks import host_times_basis, load_stack, overridden_costs, stack_costs
+from cloudmatrix.catalog.stacks import load_stack, overridden_costs, stack_costs
 from cloudmatrix.cli.app import app
 from cloudmatrix.studies import holdout as h
 from cloudmatrix.studies import holdout_refit as hr

@@ -8,10 +8,10 @@ import pytest
 
 from cloudmatrix.catalog.corpus import load_corpora
 from cloudmatrix.catalog.hardware import load_chip, load_hardware
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.sourced import Sourced
 from cloudmatrix.catalog.stacks import (
-    host_times_basis,
     load_stack,
     overridden_costs,
     request_fixed_s,

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloudmatrix.catalog.corpus import chip_family, load_corpora, load_rows
-from cloudmatrix.catalog.stacks import host_times_basis
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.studies import holdout_refit as hr
 from cloudmatrix.studies.holdout import residual_entry
 from cloudmatrix.studies.holdout_score import entry_query

@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudmatrix.catalog.corpus import chip_family, load_rows
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.catalog.models import load_model
 from cloudmatrix.catalog.residuals import isl_band, model_class
 from cloudmatrix.catalog.stacks import (
-    host_times_basis,
     load_stack,
     overridden_costs,
     stack_graph,

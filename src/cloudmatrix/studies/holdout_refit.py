@@ -104,7 +104,7 @@ def _per_op_fallback(
     profile = load_stack(stack)
     prior, request = profile.op_kernels, profile.request_ms
     if not rows and prior is not None:
-        # no row of any engine behind it: the intervals count it apart (``catalog.stacks.HOST_PRIOR``)
+        # no row of any engine behind it: the intervals count it apart (``catalog.host_basis.HOST_PRIOR``)
         source = f"priors alone: the engine's prior, {prior.value:g} kernels per op ({prior.source})"
         request_source = f"priors alone: the engine's prior ({request.source})" if request else source
         costs = entry.model_copy(

@@ -37,7 +37,7 @@ MIN_ROWS = 8  # a stratum with fewer rows falls through to the next level
 MIN_SERIES = 3  # ... and so does one whose rows come from fewer deployments
 BASE_KIND = "series"  # the fitted base: the error on a new deployment of a validated family, stack and class
 HOST_BASES = ("fitted", "unfitted")
-PRIOR = "prior"  # host times on the engine's priors alone: a sub-pool of ``unfitted`` (``catalog.stacks.HOST_PRIOR``)
+PRIOR = "prior"  # host times on the engine's priors alone: a sub-pool of ``unfitted`` (``host_basis.HOST_PRIOR``)
 POOLED = {"fitted": ("fitted",), "unfitted": ("unfitted", PRIOR), PRIOR: (PRIOR,)}  # the bases each pool holds
 # A steady metric whose hold-out kinds have too few rows takes the steps' error of its end-to-end counterpart
 # (one step's per-chip throughput is what an end-to-end run's per-chip throughput is made of).

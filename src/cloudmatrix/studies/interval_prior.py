@@ -1,5 +1,5 @@
 """The error of an answer whose host times are its engine's priors alone (host basis ``prior``: no measured row
-of any engine informs them; ``catalog.stacks.host_times_basis``).
+of any engine informs them; ``catalog.host_basis.host_times_basis``).
 
 Such an answer is the device model with the engine's own counted kernels per op and request time, and nothing
 measured to correct it: what the other fall-backs of the unfitted pool borrow (another family's fit of the same

@@ -32,9 +32,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cloudmatrix.catalog.hardware import chip_family
+from cloudmatrix.catalog.host_basis import host_times_basis
 from cloudmatrix.catalog.presets import default_stack
 from cloudmatrix.catalog.residuals import conc_band
-from cloudmatrix.catalog.stacks import host_times_basis
 from cloudmatrix.errors import CloudMatrixError
 from cloudmatrix.studies.interval_pools import (
     MIN_ROWS,
