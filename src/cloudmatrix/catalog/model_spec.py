@@ -38,7 +38,12 @@ class IndexerSpec:
     def key_bytes(self) -> int:
         """Cached bytes per token per indexer layer: ``head_dim`` 1-byte keys (FP8, or INT8 where the chip has
         no FP8) and one FP32 scale, whatever the KV format of the latent."""
-        return self.head_dim + INDEXER_SCALE_BYTES
+        return int(self.key_bytes_at(1.0))
+
+    def key_bytes_at(self, element_bytes: float) -> float:
+        """Bytes of one key of ``head_dim`` values of ``element_bytes`` each, with an FP32 scale where they are
+        8-bit (a 16-bit key carries none)."""
+        return self.head_dim * element_bytes + (INDEXER_SCALE_BYTES if element_bytes < 2 else 0.0)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,7 +9,7 @@ every die of the group scores the group's tokens against the group's cache."""
 
 from __future__ import annotations
 
-from cloudmatrix.catalog.model_spec import INDEXER_SCALE_BYTES, IndexerSpec
+from cloudmatrix.catalog.model_spec import IndexerSpec
 from cloudmatrix.catalog.stacks import stack_indexer_precision
 from cloudmatrix.cost.kernels import ACT_BYTES, gemm_op
 from cloudmatrix.cost.ops import Op, OpClass, Stream, new_op
@@ -39,18 +39,6 @@ def indexer_precision(plan: Plan) -> str:
     return stack_indexer_precision(plan.deployment.stack) or chip_indexer_precision(plan)
 
 
-def indexer_elem_bytes(plan: Plan) -> float:
-    """Bytes of one indexer query or key value in the format the indexer runs in."""
-    return BYTES_PER_ELEMENT[indexer_precision(plan)]
-
-
-def indexer_key_bytes(plan: Plan, ix: IndexerSpec) -> float:
-    """Bytes of one cached indexer key as the scoring reads it: ``head_dim`` values, with an FP32 scale where
-    they are 8-bit (``IndexerSpec.key_bytes``, which the KV pool is sized with whatever the engine)."""
-    elem = indexer_elem_bytes(plan)
-    return ix.head_dim * elem + (INDEXER_SCALE_BYTES if elem < 2 else 0.0)
-
-
 def causal_attended(indexer: IndexerSpec | None, cached: float, computed: float) -> float:
     """Mean tokens a computed token attends to when ``computed`` tokens follow ``cached`` ones causally
     (position p sees p tokens): the plain mean, or the mean of min(p, top-k) with sparse attention."""
@@ -78,10 +66,11 @@ def indexer_ops(plan: Plan, queries: float, seqs: float, context: float, selecte
         return []
     assert selected <= min(context, ix.topk) * (1 + 1e-9), "a query selects at most top-k of the tokens it sees"
     m, fmt = plan.model, indexer_precision(plan)
-    key_bytes = indexer_key_bytes(plan, ix)
+    elem = BYTES_PER_ELEMENT[fmt]  # a query or key value in the format the indexer runs in
+    key_bytes = ix.key_bytes_at(elem)  # as the scoring reads it (the KV pool is sized with ``ix.key_bytes``)
     share = ix.own_layers / m.num_layers  # layers that reuse the previous selection run no indexer
     weights = ix.params(m.hidden, m.attention.q_lora_rank) * share
-    io = queries * (ix.num_heads * ix.head_dim * indexer_elem_bytes(plan) + key_bytes) * share
+    io = queries * (ix.num_heads * ix.head_dim * elem + key_bytes) * share
     score_bytes = queries * context * SCORE_BYTES * share
     return [
         gemm_op("indexer_proj", stream, queries, weights, plan, io + queries * m.hidden * ACT_BYTES * share),
