@@ -252,13 +252,13 @@ STORED_KINDS = ("series", "family", "stack", "model", "isl", "band")
 # changes them: update them in the same commit, and never loosen them without a written reason.
 RECORDED = {
     "family": {
-        "output_tok_s_per_chip": (0.784, 0.0, 8.39, 34.88),
-        "tpot_ms": (0.7567, 0.0, 9.65, 34.5),
+        "output_tok_s_per_chip": (0.784, 0.0, 8.29, 34.88),
+        "tpot_ms": (0.76, 0.0, 9.65, 34.5),
         "ttft_ms": (0.7964, 0.0, 12.64, 61.78),
     },
     "stack": {
         "output_tok_s_per_chip": (0.9338, 0.0, 7.2, 67.65),
-        "tpot_ms": (0.7967, 0.0, 7.54, 35.95),
+        "tpot_ms": (0.7967, 0.0, 7.44, 35.95),
         "ttft_ms": (0.8929, 0.0, 14.59, 301.52),
     },
     "model": {
@@ -269,7 +269,7 @@ RECORDED = {
     "isl": {
         "output_tok_s_per_chip": (0.8885, 0.0, 12.05, 39.11),
         "tpot_ms": (0.89, 0.0, 11.27, 48.0),
-        "ttft_ms": (0.8607, 0.0, 14.21, 73.35),
+        "ttft_ms": (0.8571, 0.0, 14.21, 73.35),
     },
     "series": {
         "output_tok_s_per_chip": (0.7282, 0.0, 5.79, 26.23),
@@ -348,7 +348,7 @@ def test_a_group_is_held_out_whole_when_only_part_is_scored(fits: dict) -> None:
 # published and scored against intervals built without any of their rows. Per metric: (coverage, unknown share,
 # median |error| %, median width %). Not a target the intervals were tuned to: recorded so that a change shows.
 PROSPECTIVE = {
-    "output_tok_s_per_chip": (0.7945, 0.0, 10.53, 38.37),
+    "output_tok_s_per_chip": (0.8082, 0.0, 8.89, 38.37),
     "tpot_ms": (0.8125, 0.0, 9.58, 41.5),
     "ttft_ms": (0.589, 0.0, 12.77, 31.83),
 }
